@@ -1,0 +1,12 @@
+/*
+ * road/road.h - everything libroad offers, in one include.
+ */
+#ifndef ROAD_ROAD_H
+#define ROAD_ROAD_H
+
+#include "road/core.h"
+#include "road/adapter.h"
+#include "road/config.h"
+#include "road/safetensors.h"
+
+#endif

@@ -1,0 +1,30 @@
+/*
+ * io/file.h - whole-file reads, atomic writes, folders (private).
+ *
+ * Atomic write: the data goes to a temporary file in the target's folder, is fsynced, then
+ * renamed over the target, and the folder is fsynced; a crash leaves either the old file or
+ * the new one, never a half-written file.
+ */
+#ifndef ROAD_IO_FILE_H
+#define ROAD_IO_FILE_H
+
+#include <stddef.h>
+
+#include "road/core.h"
+
+/* Read a whole file (NUL-terminated for convenience; *len excludes the NUL). Files larger than
+ * max_bytes are refused (a guard against reading a model file as a config). Free with road_free. */
+road_status road_file_read(const char *path, size_t max_bytes, char **data, size_t *len);
+/* Replace `path` atomically with `len` bytes of `data`. */
+road_status road_file_write_atomic(const char *path, const void *data, size_t len);
+/* Same, with the content given as several pieces written one after the other. */
+road_status road_file_write_atomic_parts(const char *path, const void *const *parts,
+                                         const size_t *lens, int n_parts);
+/* mkdir -p; existing folders are fine. */
+road_status road_mkdir_p(const char *path);
+/* True if path is an existing folder. */
+int road_is_dir(const char *path);
+/* Join a folder and a name into a new string ("dir/name"); free with road_free. */
+char *road_path_join(const char *dir, const char *name);
+
+#endif

@@ -1,0 +1,2 @@
+/* deliberately wrong: train and serve are siblings */
+#include "serve/server.h"

@@ -1,0 +1,132 @@
+/*
+ * tests/testutil.c - shared helpers for road's tests (see testutil.h).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+
+void tu_assert_close(const char *what, const float *a, const float *b, int64_t n, double atol,
+                     double rtol) {
+    int64_t bad = -1, nbad = 0;
+    double worst = 0.0;
+    int64_t worst_i = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        double tol = atol + rtol * fabs((double)b[i]);
+        int ok = d <= tol || (isnan(a[i]) && isnan(b[i])) ||
+                 (isinf(a[i]) && isinf(b[i]) && (a[i] > 0) == (b[i] > 0));
+        if (!ok) {
+            if (bad < 0) bad = i;
+            nbad++;
+        }
+        if (d > worst) {
+            worst = d;
+            worst_i = i;
+        }
+    }
+    if (bad >= 0) {
+        print_error("%s: %lld of %lld elements differ; first at [%lld]: got %.9g, want %.9g "
+                    "(atol %.3g, rtol %.3g); worst |diff| %.3g at [%lld]\n",
+                    what, (long long)nbad, (long long)n, (long long)bad, (double)a[bad],
+                    (double)b[bad], atol, rtol, worst, (long long)worst_i);
+        fail();
+    }
+}
+
+void tu_assert_equal_f32(const char *what, const float *a, const float *b, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        if (memcmp(&a[i], &b[i], sizeof(float)) != 0) {
+            print_error("%s: not bit-identical at [%lld] of %lld: got %.9g, want %.9g\n", what,
+                        (long long)i, (long long)n, (double)a[i], (double)b[i]);
+            fail();
+        }
+    }
+}
+
+void tu_check_ok(road_status s, const char *expr, const char *file, int line) {
+    if (s != ROAD_OK) {
+        print_error("%s:%d: %s returned %s: %s\n", file, line, expr, road_status_name(s),
+                    road_last_error());
+        fail();
+    }
+}
+
+void tu_check_fails(road_status s, road_status want, const char *needle, const char *expr,
+                    const char *file, int line) {
+    if (s != want) {
+        print_error("%s:%d: %s returned %s, expected %s (message: %s)\n", file, line, expr,
+                    road_status_name(s), road_status_name(want), road_last_error());
+        fail();
+    }
+    if (needle && !strstr(road_last_error(), needle)) {
+        print_error("%s:%d: %s: message \"%s\" does not mention \"%s\"\n", file, line, expr,
+                    road_last_error(), needle);
+        fail();
+    }
+}
+
+const char *tu_fixture(const char *rel) {
+    static char buf[4096];
+    snprintf(buf, sizeof buf, "%s/%s", ROAD_FIXTURES, rel);
+    return buf;
+}
+
+road_st_file *tu_open_golden(const char *rel) {
+    road_st_file *f = NULL;
+    road_status s = road_st_open(tu_fixture(rel), &f);
+    if (s != ROAD_OK) {
+        print_error("cannot open fixture %s: %s\n", rel, road_last_error());
+        fail();
+    }
+    return f;
+}
+
+const road_st_tensor *tu_golden_info(const road_st_file *f, const char *case_id,
+                                     const char *name) {
+    char key[512];
+    snprintf(key, sizeof key, "%s/%s", case_id, name);
+    return road_st_find(f, key);
+}
+
+const float *tu_golden(const road_st_file *f, const char *case_id, const char *name, int64_t *n) {
+    const road_st_tensor *t = tu_golden_info(f, case_id, name);
+    if (!t) return NULL;
+    if (t->dtype != ROAD_DTYPE_F32) {
+        print_error("golden %s/%s is %s, expected F32\n", case_id, name, road_dtype_name(t->dtype));
+        fail();
+    }
+    if (n) *n = t->numel;
+    return (const float *)t->data;
+}
+
+const float *tu_golden_req(const road_st_file *f, const char *case_id, const char *name,
+                           int64_t *n) {
+    const float *p = tu_golden(f, case_id, name, n);
+    if (!p) {
+        print_error("golden tensor %s/%s is missing\n", case_id, name);
+        fail();
+    }
+    return p;
+}
+
+void tu_fill_uniform(float *x, int64_t n, uint64_t seed, float lo, float hi) {
+    uint64_t s = seed * 0x9e3779b97f4a7c15ULL + 1;
+    for (int64_t i = 0; i < n; i++) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        x[i] = lo + (hi - lo) * (float)((s >> 40) * (1.0 / 16777216.0));
+    }
+}
+
+void *tu_alloc(size_t n) {
+    void *p = calloc(1, n ? n : 1);
+    if (!p) {
+        print_error("test out of memory (%zu bytes)\n", n);
+        fail();
+    }
+    return p;
+}

@@ -1,0 +1,56 @@
+/*
+ * tests/testutil.h - shared helpers for road's cmocka tests.
+ *
+ * Float comparisons print the index and both values of the first failing element and the
+ * worst error, so a failure says what went wrong without a debugger.
+ */
+#ifndef ROAD_TESTUTIL_H
+#define ROAD_TESTUTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "road/road.h"
+
+/* The tolerance the golden README recommends for float32 results vs PEFT:
+ * |c - golden| <= 1e-5 + 1e-5 * |golden| (largest observed use: 6.4% of it). */
+#define GOLDEN_ATOL 1e-5
+#define GOLDEN_RTOL 1e-5
+
+/* Elementwise |a - b| <= atol + rtol * |b|; on failure prints what/where and fails the test. */
+void tu_assert_close(const char *what, const float *a, const float *b, int64_t n, double atol,
+                     double rtol);
+/* Bitwise equality (NaN == NaN); prints the first difference. */
+void tu_assert_equal_f32(const char *what, const float *a, const float *b, int64_t n);
+/* Fail the test with the status name and road_last_error() unless s == ROAD_OK. */
+#define TU_OK(expr) tu_check_ok((expr), #expr, __FILE__, __LINE__)
+void tu_check_ok(road_status s, const char *expr, const char *file, int line);
+/* Expect a specific failure whose message contains `needle` (NULL: any message). */
+#define TU_FAILS(expr, status, needle) tu_check_fails((expr), (status), (needle), #expr, __FILE__, __LINE__)
+void tu_check_fails(road_status s, road_status want, const char *needle, const char *expr,
+                    const char *file, int line);
+
+/* Path of a fixture file: ROAD_FIXTURES "/" rel (static buffer, valid until the next call). */
+const char *tu_fixture(const char *rel);
+
+/* Golden file access: open a fixture safetensors (fails the test if missing). */
+road_st_file *tu_open_golden(const char *rel);
+/* F32 tensor "<case>/<name>", NULL if absent; *n gets its element count. */
+const float *tu_golden(const road_st_file *f, const char *case_id, const char *name, int64_t *n);
+/* Same but the tensor must exist. */
+const float *tu_golden_req(const road_st_file *f, const char *case_id, const char *name,
+                           int64_t *n);
+/* The whole tensor info, NULL if absent. */
+const road_st_tensor *tu_golden_info(const road_st_file *f, const char *case_id,
+                                     const char *name);
+
+/* Deterministic test data. */
+void tu_fill_uniform(float *x, int64_t n, uint64_t seed, float lo, float hi);
+
+/* Scratch allocation that fails the test on OOM. */
+void *tu_alloc(size_t n);
+
+#endif
