@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "testutil.h"
 
 void tu_assert_close(const char *what, const float *a, const float *b, int64_t n, double atol,
@@ -129,4 +131,28 @@ void *tu_alloc(size_t n) {
         fail();
     }
     return p;
+}
+
+struct cJSON *tu_load_json(const char *rel) {
+    FILE *fp = fopen(tu_fixture(rel), "rb");
+    if (!fp) {
+        print_error("cannot open fixture %s\n", rel);
+        fail();
+    }
+    fseek(fp, 0, SEEK_END);
+    long n = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    char *buf = tu_alloc((size_t)n + 1);
+    if (fread(buf, 1, (size_t)n, fp) != (size_t)n) {
+        print_error("cannot read fixture %s\n", rel);
+        fail();
+    }
+    fclose(fp);
+    cJSON *j = cJSON_ParseWithLength(buf, (size_t)n);
+    free(buf);
+    if (!j) {
+        print_error("fixture %s is not valid JSON\n", rel);
+        fail();
+    }
+    return j;
 }

@@ -47,6 +47,9 @@ const float *tu_golden_req(const road_st_file *f, const char *case_id, const cha
 const road_st_tensor *tu_golden_info(const road_st_file *f, const char *case_id,
                                      const char *name);
 
+/* Parse a fixture JSON file (fails the test if unreadable). Free with cJSON_Delete. */
+struct cJSON *tu_load_json(const char *rel);
+
 /* Deterministic test data. */
 void tu_fill_uniform(float *x, int64_t n, uint64_t seed, float lo, float hi);
 

@@ -1,7 +1,94 @@
-/* placeholder, replaced below */
+/*
+ * cli/main.c - the `road` command: dispatch to subcommands, shared flag helpers.
+ */
+#include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
-#include "road/road.h"
-int main(void) {
-    printf("road %s\n", road_version());
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+void cli_error(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "road %s: error: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+int cli_fail(const char *cmd, const char *what, road_status s) {
+    fprintf(stderr, "road %s: %s failed (%s): %s\n", cmd, what, road_status_name(s),
+            road_last_error());
+    return CLI_EXIT_FAIL;
+}
+
+int cli_flag_value(const char *cmd, int argc, char **argv, int *i, const char *name,
+                   const char **value) {
+    const char *a = argv[*i];
+    size_t n = strlen(name);
+    if (strncmp(a, name, n) != 0) return 0;
+    if (a[n] == '=') {
+        *value = a + n + 1;
+        return 1;
+    }
+    if (a[n] != '\0') return 0;
+    if (*i + 1 >= argc) {
+        cli_error(cmd, "%s needs a value", name);
+        return -1;
+    }
+    *value = argv[++*i];
+    return 1;
+}
+
+int cli_parse_int(const char *cmd, const char *flag, const char *s, long long lo, long long hi,
+                  long long *out) {
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi) {
+        cli_error(cmd, "%s must be an integer from %lld to %lld, got '%s'", flag, lo, hi, s);
+        return -1;
+    }
+    *out = v;
     return 0;
+}
+
+static void usage(FILE *to) {
+    fprintf(to,
+            "road %s - fine-tune and serve LLMs with RoAd adapters\n"
+            "\n"
+            "usage: road <command> [options]\n"
+            "\n"
+            "commands:\n"
+            "  demo      a tour of the RoAd layer: adapters, a mixed batch, merge/unmerge\n"
+            "  inspect   describe a PEFT/road adapter folder (config and parameters)\n"
+            "  config    write an adapter_config.json as PEFT would\n"
+            "  version   print the version\n"
+            "  help      this text\n"
+            "\n"
+            "`road <command> --help` describes a command's options. docs/cli.md has them all.\n",
+            road_version());
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return CLI_EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        usage(stdout);
+        return CLI_EXIT_OK;
+    }
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("road %s\n", road_version());
+        return CLI_EXIT_OK;
+    }
+    if (strcmp(cmd, "inspect") == 0) return cmd_inspect(argc - 1, argv + 1);
+    if (strcmp(cmd, "config") == 0) return cmd_config(argc - 1, argv + 1);
+    if (strcmp(cmd, "demo") == 0) return cmd_demo(argc - 1, argv + 1);
+    fprintf(stderr, "road: unknown command '%s'; run `road help` for the list\n", cmd);
+    return CLI_EXIT_USAGE;
 }

@@ -61,7 +61,16 @@ void road_error_prefix(const char *fmt, ...) {
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, tls_error, sizeof old);
-    snprintf(tls_error, sizeof tls_error, "%s: %s", prefix, old);
+    /* Truncation is fine here: the head of the message says the most. */
+    size_t k = strlen(prefix);
+    if (k > sizeof tls_error - 3) k = sizeof tls_error - 3;
+    memcpy(tls_error, prefix, k);
+    tls_error[k++] = ':';
+    tls_error[k++] = ' ';
+    size_t rest = strlen(old);
+    if (rest > sizeof tls_error - 1 - k) rest = sizeof tls_error - 1 - k;
+    memcpy(tls_error + k, old, rest);
+    tls_error[k + rest] = '\0';
 }
 
 _Noreturn void road_assert_fail(const char *expr, const char *file, int line) {

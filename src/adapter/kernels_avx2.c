@@ -1,0 +1,120 @@
+/*
+ * adapter/kernels_avx2.c - RoAd kernels for x86-64 with AVX2, chosen at run time.
+ *
+ * Compiled with a per-function target attribute (no -mavx2 for the whole build), so the same
+ * binary runs on CPUs without AVX2 and only calls these after road_cpu_has_avx2_fma().
+ * Two shapes get intrinsics: h a multiple of 8 (both half-groups are whole vectors) and
+ * group_size 2 (adjacent pairs: swap lanes within pairs and use addsub). Other group sizes use
+ * the portable loops. Multiplies and adds stay separate (no FMA), so results are bit-identical
+ * to the reference kernels.
+ */
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#include "adapter/kernels.h"
+
+#define AVX2 __attribute__((target("avx2")))
+
+AVX2 static void avx2_forward_h8(const road_rot *r, float *yr) {
+    const int64_t gs = r->group_size, h = gs / 2, D = r->out;
+    for (int64_t g0 = 0; g0 < D; g0 += gs) {
+        float *ya = yr + g0, *yb = ya + h;
+        const float *c1a = r->c1 + g0, *c1b = c1a + h, *c2a = r->c2 + g0, *c2b = c2a + h;
+        for (int64_t j = 0; j < h; j += 8) {
+            __m256 va = _mm256_loadu_ps(ya + j), vb = _mm256_loadu_ps(yb + j);
+            __m256 na = _mm256_sub_ps(_mm256_mul_ps(_mm256_loadu_ps(c1a + j), va),
+                                      _mm256_mul_ps(_mm256_loadu_ps(c2a + j), vb));
+            __m256 nb = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(c1b + j), vb),
+                                      _mm256_mul_ps(_mm256_loadu_ps(c2b + j), va));
+            _mm256_storeu_ps(ya + j, na);
+            _mm256_storeu_ps(yb + j, nb);
+        }
+    }
+}
+
+/* group_size 2: lanes (2k, 2k+1) are a pair. y' = addsub(c1*y, c2*swap(y)):
+ * even lane c1a*ya - c2a*yb, odd lane c1b*yb + c2b*ya. */
+AVX2 static void avx2_forward_g2(const road_rot *r, float *yr) {
+    const int64_t D = r->out;
+    int64_t k = 0;
+    for (; k + 8 <= D; k += 8) {
+        __m256 y = _mm256_loadu_ps(yr + k);
+        __m256 sw = _mm256_permute_ps(y, 0xB1);
+        __m256 t1 = _mm256_mul_ps(_mm256_loadu_ps(r->c1 + k), y);
+        __m256 t2 = _mm256_mul_ps(_mm256_loadu_ps(r->c2 + k), sw);
+        _mm256_storeu_ps(yr + k, _mm256_addsub_ps(t1, t2));
+    }
+    for (; k < D; k += 2) {
+        float ya = yr[k], yb = yr[k + 1];
+        yr[k] = r->c1[k] * ya - r->c2[k] * yb;
+        yr[k + 1] = r->c1[k + 1] * yb + r->c2[k + 1] * ya;
+    }
+}
+
+static void avx2_forward(const road_rot *r, int64_t rows, float *y, int64_t ld) {
+    const int64_t h = r->group_size / 2;
+    if (h % 8 == 0) {
+        for (int64_t i = 0; i < rows; i++) avx2_forward_h8(r, y + i * ld);
+    } else if (h == 1) {
+        for (int64_t i = 0; i < rows; i++) avx2_forward_g2(r, y + i * ld);
+    } else {
+        road_kernels_generic.forward(r, rows, y, ld);
+    }
+}
+
+/* (double)a * b for 4 lanes, exact like the reference's double product of two floats. */
+AVX2 static inline __m256d mul_pd4(__m128 a, __m128 b) {
+    return _mm256_mul_pd(_mm256_cvtps_pd(a), _mm256_cvtps_pd(b));
+}
+
+AVX2 static void avx2_backward_h8(const road_rot *r, const float *xr, const float *gr, float *dxr,
+                                  double *dc1, double *dc2) {
+    const int64_t gs = r->group_size, h = gs / 2, D = r->out;
+    for (int64_t g0 = 0; g0 < D; g0 += gs) {
+        const float *ga = gr + g0, *gb = ga + h;
+        if (dc1 && xr) {
+            const float *xa = xr + g0, *xb = xa + h;
+            double *d1a = dc1 + g0, *d1b = d1a + h, *d2a = dc2 + g0, *d2b = d2a + h;
+            for (int64_t j = 0; j < h; j += 4) {
+                __m128 vga = _mm_loadu_ps(ga + j), vgb = _mm_loadu_ps(gb + j);
+                __m128 vxa = _mm_loadu_ps(xa + j), vxb = _mm_loadu_ps(xb + j);
+                _mm256_storeu_pd(d1a + j, _mm256_add_pd(_mm256_loadu_pd(d1a + j), mul_pd4(vga, vxa)));
+                _mm256_storeu_pd(d2a + j, _mm256_sub_pd(_mm256_loadu_pd(d2a + j), mul_pd4(vga, vxb)));
+                _mm256_storeu_pd(d1b + j, _mm256_add_pd(_mm256_loadu_pd(d1b + j), mul_pd4(vgb, vxb)));
+                _mm256_storeu_pd(d2b + j, _mm256_add_pd(_mm256_loadu_pd(d2b + j), mul_pd4(vgb, vxa)));
+            }
+        }
+        if (dxr) {
+            float *dxa = dxr + g0, *dxb = dxa + h;
+            const float *c1a = r->c1 + g0, *c1b = c1a + h, *c2a = r->c2 + g0, *c2b = c2a + h;
+            for (int64_t j = 0; j < h; j += 8) {
+                __m256 va = _mm256_loadu_ps(ga + j), vb = _mm256_loadu_ps(gb + j);
+                __m256 na = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(c1a + j), va),
+                                          _mm256_mul_ps(_mm256_loadu_ps(c2b + j), vb));
+                __m256 nb = _mm256_sub_ps(_mm256_mul_ps(_mm256_loadu_ps(c1b + j), vb),
+                                          _mm256_mul_ps(_mm256_loadu_ps(c2a + j), va));
+                _mm256_storeu_ps(dxa + j, na);
+                _mm256_storeu_ps(dxb + j, nb);
+            }
+        }
+    }
+}
+
+static void avx2_backward(const road_rot *r, int64_t rows, const float *x, int64_t ldx,
+                          const float *dy, int64_t lddy, float *dx, int64_t lddx, double *dc1,
+                          double *dc2) {
+    const int64_t h = r->group_size / 2;
+    if (h % 8 != 0) {
+        road_kernels_generic.backward(r, rows, x, ldx, dy, lddy, dx, lddx, dc1, dc2);
+        return;
+    }
+    for (int64_t i = 0; i < rows; i++)
+        avx2_backward_h8(r, x ? x + i * ldx : NULL, dy + i * lddy, dx ? dx + i * lddx : NULL,
+                         dc1, dc2);
+}
+
+const road_kernel_ops road_kernels_avx2 = {"avx2", avx2_forward, avx2_backward};
+#else
+/* Keep the translation unit non-empty on other architectures (ISO C). */
+typedef int road_kernels_avx2_unused;
+#endif

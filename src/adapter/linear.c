@@ -1,0 +1,703 @@
+/*
+ * adapter/linear.c - the adapted linear layer (PEFT's road.Linear).
+ *
+ * A base linear y = x W^T + b holding named adapters. Semantics follow PEFT's Linear.forward,
+ * merge and unmerge exactly (see road/adapter.h); what differs is cost: adapters are applied
+ * in place on the GEMM output, coefficients are cached per adapter and rebuilt only when the
+ * parameters' version changes, and merge/unmerge work on the 2x2 blocks.
+ *
+ * Active and merged adapters are kept by name, as PEFT does, so deleting or re-adding an
+ * adapter never leaves a dangling index; a name that is active but absent from this layer is
+ * skipped (the adapter may target other layers of the model).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "adapter/kernels.h"
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/parallel.h"
+#include "core/rng.h"
+
+/* Adapter names become safetensors keys and folder names: keep them short and plain. */
+#define ROAD_MAX_NAME 128
+
+typedef struct adapter {
+    char *name;
+    road_variant variant;
+    int32_t group_size;
+    int64_t n;              /* entries in theta and in alpha */
+    float *theta, *alpha;   /* [n] */
+    float *dtheta, *dalpha; /* [n], allocated at the first backward */
+    float *c1, *c2;         /* [out] coefficient cache */
+    uint64_t version;       /* bumped when theta/alpha change */
+    uint64_t cached;        /* version the cache was built from (0 = never) */
+} adapter;
+
+typedef struct name_list {
+    char **names;
+    int32_t n;
+} name_list;
+
+struct road_linear {
+    int64_t in, out;
+    float *w, *b;
+    bool owned;
+    adapter *ad;
+    int32_t n_ad, cap_ad;
+    name_list active;
+    name_list merged; /* stack: last merged last */
+    bool disabled;
+};
+
+/* ---- name lists -------------------------------------------------------------------------- */
+
+static void names_clear(name_list *l) {
+    for (int32_t i = 0; i < l->n; i++) road_free(l->names[i]);
+    road_free(l->names);
+    l->names = NULL;
+    l->n = 0;
+}
+
+static int32_t names_find(const name_list *l, const char *name) {
+    for (int32_t i = 0; i < l->n; i++)
+        if (strcmp(l->names[i], name) == 0) return i;
+    return -1;
+}
+
+static road_status names_push(name_list *l, const char *name) {
+    char **nn = road_realloc(l->names, sizeof(char *) * (size_t)(l->n + 1));
+    if (!nn) return ROAD_ERR_NO_MEMORY;
+    l->names = nn;
+    if (!(nn[l->n] = road_strdup(name))) return ROAD_ERR_NO_MEMORY;
+    l->n++;
+    return ROAD_OK;
+}
+
+static void names_remove(name_list *l, int32_t i) {
+    road_free(l->names[i]);
+    memmove(l->names + i, l->names + i + 1, sizeof(char *) * (size_t)(l->n - i - 1));
+    l->n--;
+}
+
+/* ---- lifecycle ----------------------------------------------------------------------------- */
+
+road_linear_params road_linear_default_params(void) {
+    road_linear_params p;
+    memset(&p, 0, sizeof p);
+    return p;
+}
+
+road_status road_linear_create(const road_linear_params *p, road_linear **out) {
+    if (!out) return road_error(ROAD_ERR_INVALID_ARG, "road_linear_create: out is NULL");
+    *out = NULL;
+    if (!p || !p->weight)
+        return road_error(ROAD_ERR_INVALID_ARG, "road_linear_create: the weight is required");
+    if (p->in_features <= 0 || p->out_features <= 0)
+        return road_error(ROAD_ERR_SHAPE,
+                          "road_linear_create: in_features and out_features must be positive, "
+                          "got %lld and %lld",
+                          (long long)p->in_features, (long long)p->out_features);
+    size_t nw;
+    if (road_size_mul((size_t)p->in_features, (size_t)p->out_features, &nw) != 0 ||
+        road_size_mul(nw, sizeof(float), &nw) != 0)
+        return road_error(ROAD_ERR_SHAPE, "road_linear_create: weight size overflows");
+    road_linear *l = road_calloc(1, sizeof *l);
+    if (!l) return ROAD_ERR_NO_MEMORY;
+    l->in = p->in_features;
+    l->out = p->out_features;
+    l->owned = !p->borrow;
+    if (p->borrow) {
+        l->w = p->weight;
+        l->b = p->bias;
+    } else {
+        l->w = road_malloc(nw);
+        l->b = p->bias ? road_malloc((size_t)l->out * sizeof(float)) : NULL;
+        if (!l->w || (p->bias && !l->b)) {
+            road_linear_free(l);
+            return ROAD_ERR_NO_MEMORY;
+        }
+        memcpy(l->w, p->weight, nw);
+        if (p->bias) memcpy(l->b, p->bias, (size_t)l->out * sizeof(float));
+    }
+    *out = l;
+    return ROAD_OK;
+}
+
+static void adapter_free(adapter *a) {
+    road_free(a->name);
+    road_free(a->theta);
+    road_free(a->alpha);
+    road_free(a->dtheta);
+    road_free(a->dalpha);
+    road_free(a->c1);
+    road_free(a->c2);
+}
+
+void road_linear_free(road_linear *l) {
+    if (!l) return;
+    for (int32_t i = 0; i < l->n_ad; i++) adapter_free(&l->ad[i]);
+    road_free(l->ad);
+    names_clear(&l->active);
+    names_clear(&l->merged);
+    if (l->owned) {
+        road_free(l->w);
+        road_free(l->b);
+    }
+    road_free(l);
+}
+
+int64_t road_linear_in_features(const road_linear *l) {
+    return l->in;
+}
+int64_t road_linear_out_features(const road_linear *l) {
+    return l->out;
+}
+const float *road_linear_weight(const road_linear *l) {
+    return l->w;
+}
+const float *road_linear_bias(const road_linear *l) {
+    return l->b;
+}
+
+/* ---- adapters ------------------------------------------------------------------------------ */
+
+static adapter *find(const road_linear *l, const char *name) {
+    if (!name) return NULL;
+    for (int32_t i = 0; i < l->n_ad; i++)
+        if (strcmp(l->ad[i].name, name) == 0) return &l->ad[i];
+    return NULL;
+}
+
+static road_status not_found(const road_linear *l, const char *name) {
+    char have[512] = "";
+    size_t k = 0;
+    for (int32_t i = 0; i < l->n_ad && k + 4 < sizeof have; i++)
+        k += (size_t)snprintf(have + k, sizeof have - k, "%s'%s'", i ? ", " : "", l->ad[i].name);
+    return road_error(ROAD_ERR_NOT_FOUND, "no adapter named '%s' on this layer (it has %s)",
+                      name ? name : "(null)", l->n_ad ? have : "no adapters");
+}
+
+static road_status check_name(const char *name) {
+    if (!name || !*name) return road_error(ROAD_ERR_INVALID_ARG, "an adapter name must not be empty");
+    size_t n = strlen(name);
+    if (n > ROAD_MAX_NAME)
+        return road_error(ROAD_ERR_INVALID_ARG, "adapter name is %zu characters; the limit is %d",
+                          n, ROAD_MAX_NAME);
+    if (strcmp(name, ROAD_BASE_NAME) == 0)
+        return road_error(ROAD_ERR_INVALID_ARG,
+                          "'%s' is reserved for rows without an adapter; choose another name",
+                          ROAD_BASE_NAME);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (c <= ' ' || c == '.' || c == '/' || c == '\\' || c == 0x7f)
+            return road_error(ROAD_ERR_INVALID_ARG,
+                              "adapter name '%s' contains '%c' (0x%02x); names may not contain "
+                              "spaces, control characters, '.', '/' or '\\' (they become "
+                              "checkpoint keys and folder names)",
+                              name, c > ' ' ? c : '?', c);
+    }
+    return ROAD_OK;
+}
+
+road_status road_linear_add_adapter(road_linear *l, const char *name, road_variant v,
+                                    int32_t group_size, bool init_weights, uint64_t seed) {
+    road_status s = check_name(name);
+    if (s != ROAD_OK) return s;
+    if (find(l, name))
+        return road_error(ROAD_ERR_EXISTS, "an adapter named '%s' already exists on this layer",
+                          name);
+    s = road_check_shape(v, group_size, l->out, NULL);
+    if (s != ROAD_OK) return s;
+    if (l->n_ad == l->cap_ad) {
+        int32_t cap = l->cap_ad ? 2 * l->cap_ad : 4;
+        adapter *na = road_realloc(l->ad, sizeof(adapter) * (size_t)cap);
+        if (!na) return ROAD_ERR_NO_MEMORY;
+        l->ad = na;
+        l->cap_ad = cap;
+    }
+    adapter a;
+    memset(&a, 0, sizeof a);
+    a.variant = v;
+    a.group_size = group_size;
+    a.n = road_param_count(v, l->out);
+    a.version = 1;
+    a.name = road_strdup(name);
+    a.theta = road_malloc((size_t)a.n * sizeof(float));
+    a.alpha = road_malloc((size_t)a.n * sizeof(float));
+    if (!a.name || !a.theta || !a.alpha) {
+        adapter_free(&a);
+        return ROAD_ERR_NO_MEMORY;
+    }
+    if (init_weights) {
+        for (int64_t i = 0; i < a.n; i++) {
+            a.theta[i] = 0.0f;
+            a.alpha[i] = 1.0f;
+        }
+    } else {
+        /* PEFT's reset_parameters(init_weights=False): theta ~ N(0, 0.5), alpha ~ N(1, 0.5). */
+        road_rng rng;
+        road_rng_seed(&rng, seed);
+        road_rng_fill_normal(&rng, a.theta, a.n, 0.0f, 0.5f);
+        road_rng_fill_normal(&rng, a.alpha, a.n, 1.0f, 0.5f);
+    }
+    /* PEFT: a layer's first adapter becomes the active one. */
+    if (l->n_ad == 0 && l->active.n == 0) {
+        s = names_push(&l->active, name);
+        if (s != ROAD_OK) {
+            adapter_free(&a);
+            return s;
+        }
+    }
+    l->ad[l->n_ad++] = a;
+    return ROAD_OK;
+}
+
+road_status road_linear_delete_adapter(road_linear *l, const char *name) {
+    adapter *a = find(l, name);
+    if (!a) return not_found(l, name);
+    if (names_find(&l->merged, name) >= 0)
+        return road_error(ROAD_ERR_STATE,
+                          "adapter '%s' is merged into the weights; unmerge before deleting it",
+                          name);
+    int32_t ai = (int32_t)(a - l->ad);
+    int32_t act = names_find(&l->active, name);
+    adapter_free(a);
+    memmove(l->ad + ai, l->ad + ai + 1, sizeof(adapter) * (size_t)(l->n_ad - ai - 1));
+    l->n_ad--;
+    if (act >= 0) {
+        names_remove(&l->active, act);
+        /* PEFT: if no active adapter is left, the first remaining one becomes active. */
+        bool any = false;
+        for (int32_t i = 0; i < l->active.n; i++) any |= find(l, l->active.names[i]) != NULL;
+        if (!any && l->n_ad > 0) {
+            names_clear(&l->active);
+            road_status s = names_push(&l->active, l->ad[0].name);
+            if (s != ROAD_OK) return s;
+            road_log(ROAD_LOG_WARN, "adapter '%s' was active and is now deleted; '%s' is active",
+                     name, l->ad[0].name);
+        }
+    }
+    return ROAD_OK;
+}
+
+int32_t road_linear_adapter_count(const road_linear *l) {
+    return l->n_ad;
+}
+
+const char *road_linear_adapter_name(const road_linear *l, int32_t i) {
+    return i >= 0 && i < l->n_ad ? l->ad[i].name : NULL;
+}
+
+bool road_linear_has_adapter(const road_linear *l, const char *name) {
+    return find(l, name) != NULL;
+}
+
+road_status road_linear_adapter_info(const road_linear *l, const char *name, road_variant *v,
+                                     int32_t *group_size, int64_t *n_params) {
+    const adapter *a = find(l, name);
+    if (!a) return not_found(l, name);
+    if (v) *v = a->variant;
+    if (group_size) *group_size = a->group_size;
+    if (n_params) *n_params = a->n;
+    return ROAD_OK;
+}
+
+road_status road_linear_adapter_params(road_linear *l, const char *name, float **theta,
+                                       float **alpha, int64_t *n) {
+    adapter *a = find(l, name);
+    if (!a) return not_found(l, name);
+    if (theta) *theta = a->theta;
+    if (alpha) *alpha = a->alpha;
+    if (n) *n = a->n;
+    return ROAD_OK;
+}
+
+road_status road_linear_params_changed(road_linear *l, const char *name) {
+    adapter *a = find(l, name);
+    if (!a) return not_found(l, name);
+    a->version++;
+    return ROAD_OK;
+}
+
+road_status road_linear_set_params(road_linear *l, const char *name, const float *theta,
+                                   const float *alpha, int64_t n) {
+    adapter *a = find(l, name);
+    if (!a) return not_found(l, name);
+    if (n != a->n)
+        return road_error(ROAD_ERR_SHAPE,
+                          "adapter '%s' (%s, %lld features) has %lld parameters per tensor, got %lld",
+                          name, road_variant_name(a->variant), (long long)l->out, (long long)a->n,
+                          (long long)n);
+    if (!theta || !alpha) return road_error(ROAD_ERR_INVALID_ARG, "theta and alpha are required");
+    memcpy(a->theta, theta, (size_t)n * sizeof(float));
+    memcpy(a->alpha, alpha, (size_t)n * sizeof(float));
+    a->version++;
+    return ROAD_OK;
+}
+
+/* The cache: rebuilt only when the parameter version moved since it was built. */
+static road_status adapter_rot(const road_linear *l, adapter *a, road_rot *r) {
+    if (a->cached != a->version) {
+        if (!a->c1) {
+            a->c1 = road_malloc((size_t)l->out * sizeof(float));
+            a->c2 = road_malloc((size_t)l->out * sizeof(float));
+            if (!a->c1 || !a->c2) {
+                road_free(a->c1);
+                road_free(a->c2);
+                a->c1 = a->c2 = NULL;
+                return ROAD_ERR_NO_MEMORY;
+            }
+        }
+        road_status s =
+            road_coeffs_compute(a->variant, a->group_size, l->out, a->theta, a->alpha, a->c1, a->c2);
+        if (s != ROAD_OK) return s;
+        a->cached = a->version;
+    }
+    r->out = l->out;
+    r->group_size = a->group_size;
+    r->c1 = a->c1;
+    r->c2 = a->c2;
+    return ROAD_OK;
+}
+
+road_status road_linear_adapter_rot(road_linear *l, const char *name, road_rot *out) {
+    adapter *a = find(l, name);
+    if (!a) return not_found(l, name);
+    return adapter_rot(l, a, out);
+}
+
+/* ---- active / enabled ---------------------------------------------------------------------- */
+
+road_status road_linear_set_active(road_linear *l, const char *const *names, int32_t n) {
+    if (n < 0 || (n > 0 && !names))
+        return road_error(ROAD_ERR_INVALID_ARG, "road_linear_set_active: bad name list");
+    for (int32_t i = 0; i < n; i++) {
+        road_status s = check_name(names[i]);
+        if (s != ROAD_OK) return s;
+        for (int32_t j = 0; j < i; j++)
+            if (strcmp(names[i], names[j]) == 0)
+                return road_error(ROAD_ERR_INVALID_ARG,
+                                  "adapter '%s' is listed twice in the active adapters", names[i]);
+    }
+    name_list nl = {NULL, 0};
+    for (int32_t i = 0; i < n; i++) {
+        road_status s = names_push(&nl, names[i]);
+        if (s != ROAD_OK) {
+            names_clear(&nl);
+            return s;
+        }
+    }
+    names_clear(&l->active);
+    l->active = nl;
+    return ROAD_OK;
+}
+
+int32_t road_linear_active_count(const road_linear *l) {
+    return l->active.n;
+}
+
+const char *road_linear_active_name(const road_linear *l, int32_t i) {
+    return i >= 0 && i < l->active.n ? l->active.names[i] : NULL;
+}
+
+void road_linear_enable_adapters(road_linear *l, bool enabled) {
+    l->disabled = !enabled;
+}
+
+bool road_linear_adapters_enabled(const road_linear *l) {
+    return !l->disabled;
+}
+
+/* ---- merge / unmerge ----------------------------------------------------------------------- */
+
+int32_t road_linear_merged_count(const road_linear *l) {
+    return l->merged.n;
+}
+
+const char *road_linear_merged_name(const road_linear *l, int32_t i) {
+    return i >= 0 && i < l->merged.n ? l->merged.names[i] : NULL;
+}
+
+static bool all_finite(const float *x, int64_t n) {
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++) bad |= !isfinite(x[i]);
+    return !bad;
+}
+
+static road_status merge_one(road_linear *l, adapter *a, bool safe) {
+    road_rot r;
+    road_status s = adapter_rot(l, a, &r);
+    if (s != ROAD_OK) return s;
+    size_t nw = (size_t)l->out * (size_t)l->in;
+    if (!safe) {
+        s = road_rot_merge(&r, l->in, l->w, l->in, l->b);
+    } else {
+        /* PEFT's safe_merge: merge into a copy, refuse NaN/Inf, then commit. */
+        float *w2 = road_malloc(nw * sizeof(float));
+        float *b2 = l->b ? road_malloc((size_t)l->out * sizeof(float)) : NULL;
+        if (!w2 || (l->b && !b2)) {
+            road_free(w2);
+            road_free(b2);
+            return ROAD_ERR_NO_MEMORY;
+        }
+        memcpy(w2, l->w, nw * sizeof(float));
+        if (b2) memcpy(b2, l->b, (size_t)l->out * sizeof(float));
+        s = road_rot_merge(&r, l->in, w2, l->in, b2);
+        if (s == ROAD_OK && (!all_finite(w2, (int64_t)nw) || (b2 && !all_finite(b2, l->out))))
+            s = road_error(ROAD_ERR_NUMERIC,
+                           "NaN or Inf in the merged weights: adapter '%s' seems to be broken; "
+                           "weights left unchanged",
+                           a->name);
+        if (s == ROAD_OK) {
+            memcpy(l->w, w2, nw * sizeof(float));
+            if (b2) memcpy(l->b, b2, (size_t)l->out * sizeof(float));
+        }
+        road_free(w2);
+        road_free(b2);
+    }
+    if (s != ROAD_OK) {
+        road_error_prefix("adapter '%s'", a->name);
+        return s;
+    }
+    s = names_push(&l->merged, a->name);
+    if (s != ROAD_OK) {
+        /* Keep W consistent with the bookkeeping: take the rotation back out. */
+        (void)road_rot_unmerge(&r, l->in, l->w, l->in, l->b);
+    }
+    return s;
+}
+
+road_status road_linear_merge(road_linear *l, const char *const *names, int32_t n, bool safe) {
+    const char *const *list = names ? names : (const char *const *)l->active.names;
+    int32_t count = names ? n : l->active.n;
+    if (count < 0) return road_error(ROAD_ERR_INVALID_ARG, "road_linear_merge: negative count");
+    for (int32_t i = 0; i < count; i++) {
+        if (names_find(&l->merged, list[i]) >= 0) {
+            road_log(ROAD_LOG_WARN, "adapter '%s' is already merged; skipped", list[i]);
+            continue;
+        }
+        adapter *a = find(l, list[i]);
+        if (!a) {
+            /* PEFT skips adapters this layer does not have (they may live on other layers);
+             * an explicit name that no layer has is the model's job to refuse. */
+            continue;
+        }
+        road_status s = merge_one(l, a, safe);
+        if (s != ROAD_OK) return s;
+    }
+    return ROAD_OK;
+}
+
+road_status road_linear_unmerge(road_linear *l) {
+    if (l->merged.n == 0) {
+        road_log(ROAD_LOG_WARN, "already unmerged; nothing to do");
+        return ROAD_OK;
+    }
+    while (l->merged.n > 0) {
+        const char *name = l->merged.names[l->merged.n - 1];
+        adapter *a = find(l, name);
+        ROAD_ASSERT(a != NULL); /* delete refuses merged adapters */
+        road_rot r;
+        road_status s = adapter_rot(l, a, &r);
+        if (s == ROAD_OK) s = road_rot_unmerge(&r, l->in, l->w, l->in, l->b);
+        if (s != ROAD_OK) {
+            road_error_prefix("adapter '%s'", name);
+            return s;
+        }
+        names_remove(&l->merged, l->merged.n - 1);
+    }
+    return ROAD_OK;
+}
+
+/* ---- forward / backward -------------------------------------------------------------------- */
+
+static road_status check_io(const road_linear *l, int64_t rows, const void *x, const void *y,
+                            const char *fn) {
+    if (rows < 0) return road_error(ROAD_ERR_SHAPE, "%s: rows must be >= 0, got %lld", fn, (long long)rows);
+    if (rows > 0 && (!x || !y)) return road_error(ROAD_ERR_INVALID_ARG, "%s: NULL input or output", fn);
+    (void)l;
+    return ROAD_OK;
+}
+
+road_status road_linear_forward(road_linear *l, int64_t rows, const float *x, float *y) {
+    road_status s = check_io(l, rows, x, y, "road_linear_forward");
+    if (s != ROAD_OK) return s;
+    if (l->disabled && l->merged.n > 0) {
+        s = road_linear_unmerge(l);
+        if (s != ROAD_OK) return s;
+    }
+    if (rows == 0) return ROAD_OK;
+    road_sgemm_xwt(rows, l->out, l->in, x, l->w, l->b, y);
+    if (l->disabled || l->merged.n > 0) return ROAD_OK;
+    for (int32_t i = 0; i < l->active.n; i++) {
+        adapter *a = find(l, l->active.names[i]);
+        if (!a) continue;
+        road_rot r;
+        s = adapter_rot(l, a, &r);
+        if (s == ROAD_OK) s = road_rot_forward(&r, rows, y, l->out);
+        if (s != ROAD_OK) return s;
+    }
+    return ROAD_OK;
+}
+
+road_status road_linear_forward_mixed(road_linear *l, int64_t n_seq, int64_t rows_per_seq,
+                                      const char *const *names, int64_t n_names, const float *x,
+                                      float *y) {
+    const char *fn = "road_linear_forward_mixed";
+    if (n_seq < 0 || rows_per_seq < 0)
+        return road_error(ROAD_ERR_SHAPE, "%s: negative batch shape", fn);
+    if (n_names != n_seq)
+        return road_error(ROAD_ERR_SHAPE,
+                          "%s: got %lld adapter names for a batch of %lld sequences; give one "
+                          "name (or '%s') per sequence",
+                          fn, (long long)n_names, (long long)n_seq, ROAD_BASE_NAME);
+    if (n_names > 0 && !names) return road_error(ROAD_ERR_INVALID_ARG, "%s: names is NULL", fn);
+    if (l->merged.n > 0 && !l->disabled)
+        return road_error(ROAD_ERR_STATE,
+                          "%s: cannot use per-sequence adapters while adapters are merged into "
+                          "the weights; unmerge first",
+                          fn);
+    int64_t rows = n_seq * rows_per_seq;
+    road_status s = check_io(l, rows, x, y, fn);
+    if (s != ROAD_OK) return s;
+    if (l->disabled) return road_linear_forward(l, rows, x, y);
+    for (int64_t i = 0; i < n_seq; i++)
+        if (!names[i]) return road_error(ROAD_ERR_INVALID_ARG, "%s: name %lld is NULL", fn, (long long)i);
+    if (rows == 0) return ROAD_OK;
+    road_sgemm_xwt(rows, l->out, l->in, x, l->w, l->b, y);
+
+    /* slot per row: index into this layer's adapters, -1 for base or absent names. */
+    int32_t nad = l->n_ad;
+    int32_t *slot = road_malloc(sizeof(int32_t) * (size_t)rows);
+    road_rot *rots = road_calloc((size_t)(nad ? nad : 1), sizeof(road_rot));
+    const road_rot **rp = road_calloc((size_t)(nad ? nad : 1), sizeof(road_rot *));
+    bool *used = road_calloc((size_t)(nad ? nad : 1), sizeof(bool));
+    if (!slot || !rots || !rp || !used) {
+        s = ROAD_ERR_NO_MEMORY;
+        goto done;
+    }
+    for (int64_t i = 0; i < n_seq; i++) {
+        const adapter *a = strcmp(names[i], ROAD_BASE_NAME) == 0 ? NULL : find(l, names[i]);
+        int32_t k = a ? (int32_t)(a - l->ad) : -1;
+        if (k >= 0) used[k] = true;
+        for (int64_t t = 0; t < rows_per_seq; t++) slot[i * rows_per_seq + t] = k;
+    }
+    /* Build coefficients only for adapters some row uses; the others borrow a used one's
+     * (no row selects them, they only need to pass validation). */
+    int32_t any = -1;
+    for (int32_t k = 0; k < nad; k++) {
+        if (!used[k]) continue;
+        s = adapter_rot(l, &l->ad[k], &rots[k]);
+        if (s != ROAD_OK) goto done;
+        any = k;
+    }
+    if (any < 0) goto done; /* every row is base */
+    for (int32_t k = 0; k < nad; k++) {
+        if (!used[k]) rots[k] = rots[any];
+        rp[k] = &rots[k];
+    }
+    s = road_rot_forward_mixed(rp, nad, slot, rows, y, l->out);
+done:
+    road_free(slot);
+    road_free(rots);
+    road_free(rp);
+    road_free(used);
+    return s;
+}
+
+road_status road_linear_backward(road_linear *l, int64_t rows, const float *y_base,
+                                 const float *dy, float *dx) {
+    const char *fn = "road_linear_backward";
+    if (rows < 0) return road_error(ROAD_ERR_SHAPE, "%s: rows must be >= 0", fn);
+    if (rows > 0 && (!dy || !y_base)) return road_error(ROAD_ERR_INVALID_ARG, "%s: NULL input", fn);
+    if (l->merged.n > 0 && !l->disabled)
+        return road_error(ROAD_ERR_STATE,
+                          "%s: adapters are merged into the weights, so they cannot be trained; "
+                          "unmerge first",
+                          fn);
+    if (rows == 0) return ROAD_OK;
+    /* The active adapters present on this layer, in order. */
+    int32_t m = 0;
+    adapter **act = road_malloc(sizeof(adapter *) * (size_t)(l->active.n ? l->active.n : 1));
+    if (!act) return ROAD_ERR_NO_MEMORY;
+    if (!l->disabled)
+        for (int32_t i = 0; i < l->active.n; i++) {
+            adapter *a = find(l, l->active.names[i]);
+            if (a) act[m++] = a;
+        }
+    size_t blk = (size_t)rows * (size_t)l->out;
+    /* z[k] = input of adapter k (z[0] = y_base, recomputed z[1..m-1]); g = running gradient;
+     * dc = coefficient gradients of the adapter at hand. */
+    float *buf = road_malloc(sizeof(float) * (blk * (size_t)(m > 1 ? m : 1) + 2 * (size_t)l->out));
+    road_status s = ROAD_OK;
+    if (!buf) {
+        road_free(act);
+        return ROAD_ERR_NO_MEMORY;
+    }
+    float *g = buf;
+    float *zs = buf + blk; /* m-1 blocks */
+    float *dc1 = buf + blk * (size_t)(m > 1 ? m : 1), *dc2 = dc1 + l->out;
+    road_rot *rots = road_malloc(sizeof(road_rot) * (size_t)(m ? m : 1));
+    if (!rots) {
+        s = ROAD_ERR_NO_MEMORY;
+        goto done;
+    }
+    for (int32_t k = 0; k < m; k++) {
+        s = adapter_rot(l, act[k], &rots[k]);
+        if (s != ROAD_OK) goto done;
+        if (!act[k]->dtheta) {
+            act[k]->dtheta = road_calloc((size_t)act[k]->n, sizeof(float));
+            act[k]->dalpha = road_calloc((size_t)act[k]->n, sizeof(float));
+            if (!act[k]->dtheta || !act[k]->dalpha) {
+                s = ROAD_ERR_NO_MEMORY;
+                goto done;
+            }
+        }
+    }
+    for (int32_t k = 1; k < m; k++) {
+        float *zk = zs + (size_t)(k - 1) * blk;
+        memcpy(zk, k == 1 ? y_base : zk - blk, blk * sizeof(float));
+        s = road_rot_forward(&rots[k - 1], rows, zk, l->out);
+        if (s != ROAD_OK) goto done;
+    }
+    memcpy(g, dy, blk * sizeof(float));
+    for (int32_t k = m - 1; k >= 0; k--) {
+        const float *zin = k == 0 ? y_base : zs + (size_t)(k - 1) * blk;
+        memset(dc1, 0, 2 * (size_t)l->out * sizeof(float));
+        s = road_rot_backward(&rots[k], rows, zin, l->out, g, l->out, g, l->out, dc1, dc2);
+        if (s == ROAD_OK)
+            s = road_coeffs_backward(act[k]->variant, act[k]->group_size, l->out, act[k]->theta,
+                                     act[k]->alpha, dc1, dc2, act[k]->dtheta, act[k]->dalpha);
+        if (s != ROAD_OK) goto done;
+    }
+    if (dx) road_sgemm_dyw(rows, l->out, l->in, g, l->w, dx);
+done:
+    road_free(rots);
+    road_free(buf);
+    road_free(act);
+    return s;
+}
+
+road_status road_linear_adapter_grads(road_linear *l, const char *name, float **dtheta,
+                                      float **dalpha, int64_t *n) {
+    adapter *a = find(l, name);
+    if (!a) return not_found(l, name);
+    if (!a->dtheta) {
+        a->dtheta = road_calloc((size_t)a->n, sizeof(float));
+        a->dalpha = road_calloc((size_t)a->n, sizeof(float));
+        if (!a->dtheta || !a->dalpha) return ROAD_ERR_NO_MEMORY;
+    }
+    if (dtheta) *dtheta = a->dtheta;
+    if (dalpha) *dalpha = a->dalpha;
+    if (n) *n = a->n;
+    return ROAD_OK;
+}
+
+void road_linear_zero_grads(road_linear *l) {
+    for (int32_t i = 0; i < l->n_ad; i++) {
+        if (l->ad[i].dtheta) memset(l->ad[i].dtheta, 0, (size_t)l->ad[i].n * sizeof(float));
+        if (l->ad[i].dalpha) memset(l->ad[i].dalpha, 0, (size_t)l->ad[i].n * sizeof(float));
+    }
+}
