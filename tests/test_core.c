@@ -1,0 +1,191 @@
+/*
+ * tests/test_core.c - core/: status table and messages, the allocation wrapper (counting,
+ * alignment, failure injection), the RNG (reproducible, right moments), BLAS wrappers against
+ * naive double loops.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/parallel.h"
+#include "core/rng.h"
+#include "testutil.h"
+
+static void test_status_table(void **state) {
+    (void)state;
+    assert_string_equal(road_status_name(ROAD_OK), "ok");
+    assert_string_equal(road_status_name(ROAD_ERR_SHAPE), "shape");
+    assert_string_equal(road_status_name(ROAD_ERR_NUMERIC), "numeric");
+    assert_string_equal(road_status_name((road_status)999), "unknown");
+    assert_string_equal(road_status_message((road_status)-1), "unknown status");
+    for (int s = 0; s < ROAD_STATUS_COUNT_; s++) {
+        assert_true(strlen(road_status_name((road_status)s)) > 0);
+        assert_true(strlen(road_status_message((road_status)s)) > 0);
+        for (int t = 0; t < s; t++)
+            assert_true(strcmp(road_status_name((road_status)s), road_status_name((road_status)t)) != 0);
+    }
+}
+
+static void test_error_message(void **state) {
+    (void)state;
+    road_clear_error();
+    assert_string_equal(road_last_error(), "");
+    assert_int_equal(road_error(ROAD_ERR_SHAPE, "bad %d", 7), ROAD_ERR_SHAPE);
+    assert_string_equal(road_last_error(), "bad 7");
+    road_error_prefix("layer %s", "q_proj");
+    assert_string_equal(road_last_error(), "layer q_proj: bad 7");
+    /* a long message is truncated, never overflowed */
+    char big[3000];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    road_error(ROAD_ERR_IO, "%s", big);
+    road_error_prefix("%s", big);
+    assert_true(strlen(road_last_error()) < 1024);
+    assert_true(strlen(road_version()) >= 5);
+}
+
+static int log_calls;
+static char log_last[256];
+static void log_cb(road_log_level level, const char *msg, void *user) {
+    (void)user;
+    log_calls += level == ROAD_LOG_WARN;
+    strncpy(log_last, msg, sizeof log_last - 1);
+}
+
+static void test_log_callback(void **state) {
+    (void)state;
+    road_log(ROAD_LOG_WARN, "dropped %d", 1); /* no callback: nothing happens */
+    road_log_set_callback(log_cb, NULL);
+    road_log(ROAD_LOG_WARN, "hello %s", "there");
+    assert_int_equal(log_calls, 1);
+    assert_string_equal(log_last, "hello there");
+    road_log_set_callback(NULL, NULL);
+}
+
+static void test_alloc(void **state) {
+    (void)state;
+    int64_t b0 = road_alloc_live_bytes(), c0 = road_alloc_live_count();
+    void *p = road_malloc(100), *q = road_calloc(10, 8);
+    assert_non_null(p);
+    assert_non_null(q);
+    assert_int_equal((uintptr_t)p % ROAD_ALIGN, 0);
+    assert_int_equal((uintptr_t)q % ROAD_ALIGN, 0);
+    for (int i = 0; i < 80; i++) assert_int_equal(((unsigned char *)q)[i], 0);
+    assert_int_equal(road_alloc_live_bytes() - b0, 180);
+    assert_int_equal(road_alloc_live_count() - c0, 2);
+    memset(p, 7, 100);
+    p = road_realloc(p, 1000);
+    assert_int_equal(((unsigned char *)p)[99], 7);
+    road_free(p);
+    road_free(q);
+    road_free(NULL);
+    assert_int_equal(road_alloc_live_bytes(), b0);
+    /* overflow refused with a message, not wrapped around */
+    assert_null(road_calloc(SIZE_MAX / 2, 4));
+    assert_non_null(strstr(road_last_error(), "overflows"));
+    assert_null(road_malloc(SIZE_MAX - 8));
+    size_t out;
+    assert_int_equal(road_size_mul(SIZE_MAX, 2, &out), -1);
+    assert_int_equal(road_size_mul(3, 4, &out), 0);
+    assert_int_equal(out, 12);
+    /* failure injection: the third allocation fails */
+    road_alloc_fail_after(2);
+    void *a = road_malloc(1), *b = road_malloc(1), *c = road_malloc(1), *d = road_malloc(1);
+    road_alloc_fail_after(-1);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_null(c);
+    assert_non_null(d);
+    road_free(a), road_free(b), road_free(d);
+    char *s = road_strdup("road");
+    assert_string_equal(s, "road");
+    road_free(s);
+    assert_int_equal(road_alloc_live_bytes(), b0);
+}
+
+static void test_rng(void **state) {
+    (void)state;
+    road_rng a, b;
+    road_rng_seed(&a, 42);
+    road_rng_seed(&b, 42);
+    for (int i = 0; i < 100; i++) assert_true(road_rng_u64(&a) == road_rng_u64(&b));
+    road_rng_seed(&b, 43);
+    assert_true(road_rng_u64(&a) != road_rng_u64(&b));
+    /* N(1, 0.5): sample mean and std within 5 standard errors (n = 200000) */
+    enum { N = 200000 };
+    float *x = tu_alloc(sizeof(float) * N);
+    road_rng_seed(&a, 7);
+    road_rng_fill_normal(&a, x, N, 1.0f, 0.5f);
+    double m = 0, v = 0;
+    for (int i = 0; i < N; i++) m += x[i];
+    m /= N;
+    for (int i = 0; i < N; i++) v += (x[i] - m) * (x[i] - m);
+    v /= N - 1;
+    assert_true(fabs(m - 1.0) < 5 * 0.5 / sqrt(N));
+    assert_true(fabs(sqrt(v) - 0.5) < 5 * 0.5 / sqrt(2.0 * N));
+    double u = 0;
+    for (int i = 0; i < N; i++) {
+        double r = road_rng_uniform(&a);
+        assert_true(r >= 0.0 && r < 1.0);
+        u += r;
+    }
+    assert_true(fabs(u / N - 0.5) < 5 * sqrt(1.0 / 12 / N));
+    free(x);
+}
+
+static void test_sgemm(void **state) {
+    (void)state;
+    const int64_t rows = 5, out = 7, in = 9;
+    float x[45], w[63], b[7], y[35], dy[35], dx[45];
+    tu_fill_uniform(x, 45, 1, -1, 1);
+    tu_fill_uniform(w, 63, 2, -1, 1);
+    tu_fill_uniform(b, 7, 3, -1, 1);
+    tu_fill_uniform(dy, 35, 4, -1, 1);
+    road_sgemm_xwt(rows, out, in, x, w, b, y);
+    road_sgemm_dyw(rows, out, in, dy, w, dx);
+    float want[45];
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t o = 0; o < out; o++) {
+            double s = b[o];
+            for (int64_t k = 0; k < in; k++) s += (double)x[r * in + k] * w[o * in + k];
+            want[r * out + o] = (float)s;
+        }
+    tu_assert_close("x W^T + b", y, want, rows * out, 1e-6, 1e-6);
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t k = 0; k < in; k++) {
+            double s = 0;
+            for (int64_t o = 0; o < out; o++) s += (double)dy[r * out + o] * w[o * in + k];
+            want[r * in + k] = (float)s;
+        }
+    tu_assert_close("dY W", dx, want, rows * in, 1e-6, 1e-6);
+    road_sgemm_xwt(rows, out, in, x, w, NULL, y);
+    for (int64_t o = 0; o < out; o++) {
+        double s = 0;
+        for (int64_t k = 0; k < in; k++) s += (double)x[k] * w[o * in + k];
+        assert_true(fabs(y[o] - s) < 1e-5);
+    }
+}
+
+static void test_threads(void **state) {
+    (void)state;
+    road_set_num_threads(1);
+    assert_int_equal(road_get_num_threads(), 1);
+    road_set_num_threads(2);
+#ifdef _OPENMP
+    assert_int_equal(road_get_num_threads(), 2);
+#endif
+    road_set_num_threads(0);
+    assert_true(road_get_num_threads() >= 1);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_status_table), cmocka_unit_test(test_error_message),
+        cmocka_unit_test(test_log_callback), cmocka_unit_test(test_alloc),
+        cmocka_unit_test(test_rng),          cmocka_unit_test(test_sgemm),
+        cmocka_unit_test(test_threads),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

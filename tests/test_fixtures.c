@@ -1,0 +1,120 @@
+/*
+ * tests/test_fixtures.c - the golden fixtures are the files PEFT produced: every file listed in
+ * tests/fixtures/golden/MANIFEST.json exists with the listed size and sha256.
+ *
+ * SHA-256 is implemented here from FIPS 180-4 (checked against the standard's "abc" and
+ * empty-string vectors first), so the test needs no extra library.
+ */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+
+static const uint32_t K[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+
+#define ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+static void block(uint32_t h[8], const unsigned char *p) {
+    uint32_t w[64];
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+    for (int i = 16; i < 64; i++) {
+        uint32_t s0 = ROR(w[i - 15], 7) ^ ROR(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = ROR(w[i - 2], 17) ^ ROR(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], k = h[7];
+    for (int i = 0; i < 64; i++) {
+        uint32_t t1 = k + (ROR(e, 6) ^ ROR(e, 11) ^ ROR(e, 25)) + ((e & f) ^ (~e & g)) + K[i] + w[i];
+        uint32_t t2 = (ROR(a, 2) ^ ROR(a, 13) ^ ROR(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+        k = g, g = f, f = e, e = d + t1, d = c, c = b, b = a, a = t1 + t2;
+    }
+    h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e, h[5] += f, h[6] += g, h[7] += k;
+}
+
+static void sha256_hex(const unsigned char *data, size_t n, char out[65]) {
+    uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                     0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) block(h, data + i);
+    unsigned char tail[128] = {0};
+    size_t r = n - i;
+    memcpy(tail, data + i, r);
+    tail[r] = 0x80;
+    size_t tl = r + 1 + 8 <= 64 ? 64 : 128;
+    uint64_t bits = (uint64_t)n * 8;
+    for (int k = 0; k < 8; k++) tail[tl - 1 - k] = (unsigned char)(bits >> (8 * k));
+    block(h, tail);
+    if (tl == 128) block(h, tail + 64);
+    for (int k = 0; k < 8; k++) snprintf(out + 8 * k, 9, "%08x", h[k]);
+}
+
+static void test_sha256_vectors(void **state) {
+    (void)state;
+    char hex[65];
+    sha256_hex((const unsigned char *)"abc", 3, hex);
+    assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    sha256_hex((const unsigned char *)"", 0, hex);
+    assert_string_equal(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    const char *m = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"; /* 56 bytes: 2 tail blocks */
+    sha256_hex((const unsigned char *)m, strlen(m), hex);
+    assert_string_equal(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+}
+
+static void test_manifest(void **state) {
+    (void)state;
+    cJSON *man = tu_load_json("golden/MANIFEST.json");
+    const cJSON *files = cJSON_GetObjectItem(man, "files");
+    assert_non_null(files);
+    int n = 0;
+    const cJSON *f;
+    cJSON_ArrayForEach(f, files) {
+        char rel[512];
+        snprintf(rel, sizeof rel, "golden/%s", f->string);
+        FILE *fp = fopen(tu_fixture(rel), "rb");
+        if (!fp) {
+            print_error("fixture %s listed in MANIFEST.json is missing\n", rel);
+            fail();
+        }
+        fseek(fp, 0, SEEK_END);
+        long len = ftell(fp);
+        fseek(fp, 0, SEEK_SET);
+        unsigned char *buf = tu_alloc((size_t)len + 1);
+        assert_int_equal(fread(buf, 1, (size_t)len, fp), (size_t)len);
+        fclose(fp);
+        long want = (long)cJSON_GetObjectItem(f, "bytes")->valuedouble;
+        if (len != want) {
+            print_error("%s: %ld bytes, MANIFEST says %ld\n", rel, len, want);
+            fail();
+        }
+        char hex[65];
+        sha256_hex(buf, (size_t)len, hex);
+        const char *sha = cJSON_GetObjectItem(f, "sha256")->valuestring;
+        if (strcmp(hex, sha) != 0) {
+            print_error("%s: sha256 %s, MANIFEST says %s (fixture modified?)\n", rel, hex, sha);
+            fail();
+        }
+        free(buf);
+        n++;
+    }
+    assert_true(n >= 17);
+    cJSON_Delete(man);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sha256_vectors),
+        cmocka_unit_test(test_manifest),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
