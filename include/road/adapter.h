@@ -167,7 +167,9 @@ ROAD_API road_status road_linear_set_params(road_linear *l, const char *name, co
 /* The coefficients of an adapter (built on demand from the cache). */
 ROAD_API road_status road_linear_adapter_rot(road_linear *l, const char *name, road_rot *out);
 
-/* Active adapters: applied in this order. Names must exist on the layer. */
+/* Active adapters: applied in this order. As in PEFT, a name that is not an adapter of this
+ * layer is allowed and skipped (in a model, an adapter may target other layers only); the
+ * adapter manager checks that every name exists somewhere in the model. */
 ROAD_API road_status road_linear_set_active(road_linear *l, const char *const *names, int32_t n);
 ROAD_API int32_t road_linear_active_count(const road_linear *l);
 ROAD_API const char *road_linear_active_name(const road_linear *l, int32_t i);

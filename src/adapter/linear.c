@@ -430,6 +430,10 @@ static road_status merge_one(road_linear *l, adapter *a, bool safe) {
     road_rot r;
     road_status s = adapter_rot(l, a, &r);
     if (s != ROAD_OK) return s;
+    /* Record the name before touching W, so a merge that fails has only the name to drop:
+     * undoing a done merge would not give W back bit for bit. */
+    s = names_push(&l->merged, a->name);
+    if (s != ROAD_OK) return s;
     size_t nw = (size_t)l->out * (size_t)l->in;
     if (!safe) {
         s = road_rot_merge(&r, l->in, l->w, l->in, l->b);
@@ -440,6 +444,7 @@ static road_status merge_one(road_linear *l, adapter *a, bool safe) {
         if (!w2 || (l->b && !b2)) {
             road_free(w2);
             road_free(b2);
+            names_remove(&l->merged, l->merged.n - 1);
             return ROAD_ERR_NO_MEMORY;
         }
         memcpy(w2, l->w, nw * sizeof(float));
@@ -458,15 +463,11 @@ static road_status merge_one(road_linear *l, adapter *a, bool safe) {
         road_free(b2);
     }
     if (s != ROAD_OK) {
+        names_remove(&l->merged, l->merged.n - 1);
         road_error_prefix("adapter '%s'", a->name);
         return s;
     }
-    s = names_push(&l->merged, a->name);
-    if (s != ROAD_OK) {
-        /* Keep W consistent with the bookkeeping: take the rotation back out. */
-        (void)road_rot_unmerge(&r, l->in, l->w, l->in, l->b);
-    }
-    return s;
+    return ROAD_OK;
 }
 
 road_status road_linear_merge(road_linear *l, const char *const *names, int32_t n, bool safe) {
@@ -607,6 +608,14 @@ done:
     return s;
 }
 
+/* The gradient buffers, zeroed, at first use. Each is checked on its own: after a failed
+ * allocation one of them may already exist (and must neither leak nor stay NULL). */
+static road_status adapter_alloc_grads(adapter *a) {
+    if (!a->dtheta) a->dtheta = road_calloc((size_t)a->n, sizeof(float));
+    if (!a->dalpha) a->dalpha = road_calloc((size_t)a->n, sizeof(float));
+    return a->dtheta && a->dalpha ? ROAD_OK : ROAD_ERR_NO_MEMORY;
+}
+
 road_status road_linear_backward(road_linear *l, int64_t rows, const float *y_base,
                                  const float *dy, float *dx) {
     const char *fn = "road_linear_backward";
@@ -647,14 +656,8 @@ road_status road_linear_backward(road_linear *l, int64_t rows, const float *y_ba
     for (int32_t k = 0; k < m; k++) {
         s = adapter_rot(l, act[k], &rots[k]);
         if (s != ROAD_OK) goto done;
-        if (!act[k]->dtheta) {
-            act[k]->dtheta = road_calloc((size_t)act[k]->n, sizeof(float));
-            act[k]->dalpha = road_calloc((size_t)act[k]->n, sizeof(float));
-            if (!act[k]->dtheta || !act[k]->dalpha) {
-                s = ROAD_ERR_NO_MEMORY;
-                goto done;
-            }
-        }
+        s = adapter_alloc_grads(act[k]);
+        if (s != ROAD_OK) goto done;
     }
     for (int32_t k = 1; k < m; k++) {
         float *zk = zs + (size_t)(k - 1) * blk;
@@ -684,11 +687,8 @@ road_status road_linear_adapter_grads(road_linear *l, const char *name, float **
                                       float **dalpha, int64_t *n) {
     adapter *a = find(l, name);
     if (!a) return not_found(l, name);
-    if (!a->dtheta) {
-        a->dtheta = road_calloc((size_t)a->n, sizeof(float));
-        a->dalpha = road_calloc((size_t)a->n, sizeof(float));
-        if (!a->dtheta || !a->dalpha) return ROAD_ERR_NO_MEMORY;
-    }
+    road_status s = adapter_alloc_grads(a);
+    if (s != ROAD_OK) return s;
     if (dtheta) *dtheta = a->dtheta;
     if (dalpha) *dalpha = a->dalpha;
     if (n) *n = a->n;

@@ -21,7 +21,7 @@
 static int has_file(const char *dir, const char *name) {
     char path[4096];
     struct stat st;
-    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) >= sizeof path) return 0;
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
