@@ -5,8 +5,9 @@
  * N bytes of UTF-8 JSON mapping tensor names to {"dtype", "shape", "data_offsets"} plus an
  * optional "__metadata__" object of string values, then the data section. Reading mmaps the
  * file and hands out zero-copy pointers; every size and offset is validated before use.
- * Writing lays tensors out in name order, pads the header to 8 bytes, and replaces the target
- * file atomically.
+ * Writing lays tensors out as the reference writer does (largest dtype first, then by name, so
+ * every tensor is aligned to its element size), pads the header to 8 bytes, and replaces the
+ * target file atomically.
  */
 #ifndef ROAD_SAFETENSORS_H
 #define ROAD_SAFETENSORS_H

@@ -51,8 +51,8 @@ static int save_adapter(road_linear *l, const char *name, const char *root, road
     }
     road_config *c = NULL;
     road_st_writer *w = NULL;
-    float *theta, *alpha;
-    int64_t n;
+    float *theta = NULL, *alpha = NULL;
+    int64_t n = 0;
     road_status s = road_config_create(&c);
     if (s == ROAD_OK) s = road_config_set_variant(c, v);
     if (s == ROAD_OK) s = road_config_set_group_size(c, gs);
