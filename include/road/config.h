@@ -69,7 +69,7 @@ ROAD_API road_status road_config_set_target_list(road_config *c, const char *con
                                                  int32_t n);
 /* The regex must compile (Python `re` syntax as PCRE2 accepts it). */
 ROAD_API road_status road_config_set_target_regex(road_config *c, const char *regex);
-ROAD_API void road_config_set_target_all_linear(road_config *c);
+ROAD_API road_status road_config_set_target_all_linear(road_config *c);
 ROAD_API void road_config_set_target_default(road_config *c);
 /* n < 0 (or names == NULL): null. */
 ROAD_API road_status road_config_set_modules_to_save(road_config *c, const char *const *names,
@@ -81,8 +81,9 @@ ROAD_API road_status road_config_set_revision(road_config *c, const char *revisi
 ROAD_API void road_config_set_inference_mode(road_config *c, bool inference_mode);
 ROAD_API road_status road_config_set_peft_version(road_config *c, const char *version);
 
-/* Parse a target_modules value as the CLI takes it: "all-linear", a comma-separated list
- * ("q_proj,v_proj"), or a regex (any string with a regex metacharacter). */
+/* Parse a target_modules value as the CLI takes it: "all-linear"; a comma-separated list of
+ * names made of letters, digits, '_', '-' and '.' ("q_proj,v_proj", "self_attn.q_proj"); or
+ * else a regex matched against the whole module name (".*\\.(q|v)_proj"). */
 ROAD_API road_status road_config_set_targets_from_string(road_config *c, const char *spec);
 
 #ifdef __cplusplus
