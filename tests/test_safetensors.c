@@ -584,8 +584,8 @@ static void test_malformed_binary(void **state) {
     /* A header length beyond the file, and one beyond the format's 100 MB limit. */
     unsigned char small[120] = {0};
     const uint64_t lens[3] = {9999999, 100000001, UINT64_MAX};
-    const char *const needles[3] = {"header length 9999999 exceeds the file size 120; the file "
-                                    "is truncated or not a safetensors file",
+    const char *const needles[3] = {("header length 9999999 exceeds the file size 120; the file "
+                                     "is truncated or not a safetensors file"),
                                     "header length 100000001 exceeds the 100000000-byte limit",
                                     "exceeds the 100000000-byte limit"};
     for (int k = 0; k < 3; k++) {
