@@ -412,10 +412,9 @@ void road_config_set_init_weights(road_config *c, bool init_weights) {
     c->init_weights = init_weights;
 }
 
-road_status road_config_set_target_list(road_config *c, const char *const *names, int32_t n) {
-    if (n < 0) return road_error(ROAD_ERR_INVALID_ARG, "target_modules: negative count %d", n);
-    strlist l = {NULL, 0};
-    road_status s = list_make("target_modules", names, n, &l);
+/* Take a freshly built list (or its build error) as the targets: duplicates collapse as in
+ * PEFT's set; on any error the old targets stay. */
+static road_status adopt_target_list(road_config *c, strlist l, road_status s) {
     if (s == ROAD_OK) s = list_dedup(&l);
     if (s != ROAD_OK) {
         if (l.v) list_free(&l);
@@ -425,6 +424,13 @@ road_status road_config_set_target_list(road_config *c, const char *const *names
     c->targets = l;
     c->target_kind = ROAD_TARGET_LIST;
     return ROAD_OK;
+}
+
+road_status road_config_set_target_list(road_config *c, const char *const *names, int32_t n) {
+    if (n < 0) return road_error(ROAD_ERR_INVALID_ARG, "target_modules: negative count %d", n);
+    strlist l = {NULL, 0};
+    road_status s = list_make("target_modules", names, n, &l);
+    return adopt_target_list(c, l, s);
 }
 
 /* One string: "all-linear" in any ASCII case (as PEFT's .lower() test), else a regex. The
@@ -619,15 +625,7 @@ static road_status read_targets(road_config *c, const cJSON *root) {
                               "a list of module names, a regex string, \"all-linear\" or null", v);
     strlist l = {NULL, 0};
     road_status s = read_string_list(v, "target_modules", &l);
-    if (s == ROAD_OK) s = list_dedup(&l);
-    if (s != ROAD_OK) {
-        if (l.v) list_free(&l);
-        return s;
-    }
-    list_free(&c->targets);
-    c->targets = l;
-    c->target_kind = ROAD_TARGET_LIST;
-    return ROAD_OK;
+    return adopt_target_list(c, l, s);
 }
 
 static road_status read_modules_to_save(road_config *c, const cJSON *root) {
