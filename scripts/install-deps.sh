@@ -3,7 +3,7 @@
 # present. Works as root (apt-get directly) or as a user with sudo.
 set -eu
 
-PACKAGES="build-essential cmake pkg-config libopenblas-dev libcjson-dev libpcre2-dev libcmocka-dev"
+PACKAGES="build-essential cmake pkg-config libopenblas-dev libopenblas-openmp-dev libcjson-dev libpcre2-dev libcmocka-dev"
 
 missing=""
 for p in $PACKAGES; do

@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/parallel.h"
 #include "core/rng.h"
+#include <cblas.h>
 #include "testutil.h"
 
 static void test_status_table(void **state) {
@@ -170,6 +171,11 @@ static void test_sgemm(void **state) {
 
 static void test_threads(void **state) {
     (void)state;
+#ifdef ROAD_BLAS_IS_OPENMP
+    /* The build linked the OpenMP OpenBLAS; the run-time path must load that one too (both
+     * builds share a soname). openblas_get_parallel(): 0 serial, 1 pthreads, 2 OpenMP. */
+    assert_int_equal(openblas_get_parallel(), 2);
+#endif
     road_set_num_threads(1);
     assert_int_equal(road_get_num_threads(), 1);
     road_set_num_threads(2);

@@ -7,18 +7,25 @@
  */
 #include "adapter/kernels.h"
 
+/* Rows go GEN_ROW_BLOCK at a time so one group's coefficients are read from L1 for all of
+ * them (at 4096 features the coefficients alone overflow L1). */
+#define GEN_ROW_BLOCK 8
+
 static void gen_forward(const road_rot *r, int64_t rows, float *y, int64_t ld) {
     const int64_t gs = r->group_size, h = gs / 2, D = r->out;
-    for (int64_t i = 0; i < rows; i++) {
+    for (int64_t i0 = 0; i0 < rows; i0 += GEN_ROW_BLOCK) {
+        const int64_t nb = rows - i0 < GEN_ROW_BLOCK ? rows - i0 : GEN_ROW_BLOCK;
         for (int64_t g0 = 0; g0 < D; g0 += gs) {
-            float *restrict ya = y + i * ld + g0;
-            float *restrict yb = ya + h;
             const float *restrict c1a = r->c1 + g0, *restrict c1b = c1a + h;
             const float *restrict c2a = r->c2 + g0, *restrict c2b = c2a + h;
-            for (int64_t j = 0; j < h; j++) {
-                float va = ya[j], vb = yb[j];
-                ya[j] = c1a[j] * va - c2a[j] * vb;
-                yb[j] = c1b[j] * vb + c2b[j] * va;
+            for (int64_t i = i0; i < i0 + nb; i++) {
+                float *restrict ya = y + i * ld + g0;
+                float *restrict yb = ya + h;
+                for (int64_t j = 0; j < h; j++) {
+                    float va = ya[j], vb = yb[j];
+                    ya[j] = c1a[j] * va - c2a[j] * vb;
+                    yb[j] = c1b[j] * vb + c2b[j] * va;
+                }
             }
         }
     }
