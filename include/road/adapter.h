@@ -192,6 +192,11 @@ ROAD_API const char *road_linear_merged_name(const road_linear *l, int32_t i);
  * weights; otherwise the base output rotated by each active adapter in order. */
 ROAD_API road_status road_linear_forward(road_linear *l, int64_t rows, const float *x, float *y);
 
+/* For engines that run the GEMM themselves: rotate y [rows x out] (row stride ld), the base
+ * output x W^T + b, in place by the active adapters in order; nothing when adapters are
+ * disabled or merged. */
+ROAD_API road_status road_linear_apply(road_linear *l, int64_t rows, float *y, int64_t ld);
+
 /* Mixed batch: x is [n_seq x rows_per_seq x in]; names[s] picks sequence s's adapter, or
  * ROAD_BASE_NAME. A name that is not an adapter of this layer passes its rows through as base
  * (PEFT's layer semantics; the model checks that every name exists somewhere). Refused while

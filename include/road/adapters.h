@@ -107,7 +107,9 @@ ROAD_API road_status road_adapter_set_set_active(road_adapter_set *s, const char
                                                  int32_t n);
 ROAD_API int32_t road_adapter_set_active_count(const road_adapter_set *s);
 ROAD_API const char *road_adapter_set_active_name(const road_adapter_set *s, int32_t i);
-ROAD_API void road_adapter_set_enable(road_adapter_set *s, bool enabled);
+/* Disable (enabled = false) or enable all adapters. Disabling a merged model unmerges it first
+ * (PEFT does so at the next forward; doing it here keeps weights an engine reads right). */
+ROAD_API road_status road_adapter_set_enable(road_adapter_set *s, bool enabled);
 ROAD_API bool road_adapter_set_enabled(const road_adapter_set *s);
 /* Training mode (PEFT's model.train()): mixed batches are refused while training. */
 ROAD_API void road_adapter_set_train(road_adapter_set *s, bool training);

@@ -7,6 +7,7 @@
 #include "road/core.h"
 #include "road/adapter.h"
 #include "road/config.h"
+#include "road/adapters.h"
 #include "road/safetensors.h"
 
 #endif

@@ -31,6 +31,10 @@ extern const road_kernel_ops road_kernels_avx2;
 #define ROAD_HAVE_AVX2_KERNELS 1
 #endif
 
+/* ROAD_ERR_NUMERIC (message names the features) if a 2x2 block of r is not finite or is
+ * singular in float32, which merge and unmerge refuse. `fn` prefixes the message. */
+road_status road_rot_check_blocks(const road_rot *r, const char *fn);
+
 /* The ops chosen for this thread (road_kernel_select; AUTO resolved). */
 const road_kernel_ops *road_kernels_current(void);
 

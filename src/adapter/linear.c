@@ -19,6 +19,7 @@
 #include "core/error.h"
 #include "core/parallel.h"
 #include "core/rng.h"
+#include "adapter/linear_internal.h"
 
 /* Adapter names become safetensors keys and folder names: keep them short and plain. */
 #define ROAD_MAX_NAME 128
@@ -35,9 +36,13 @@ typedef struct adapter {
     uint64_t cached;        /* version the cache was built from (0 = never) */
 } adapter;
 
+/* Active and merged names live in fixed-size slots with spare capacity: once capacity is
+ * reserved (road_linear_reserve_names), changing the lists never allocates, which lets the
+ * adapter manager change many layers without a failure halfway. */
+#define NAME_SLOT (ROAD_MAX_NAME + 1)
 typedef struct name_list {
-    char **names;
-    int32_t n;
+    char (*slot)[NAME_SLOT];
+    int32_t n, cap;
 } name_list;
 
 struct road_linear {
@@ -53,31 +58,40 @@ struct road_linear {
 
 /* ---- name lists -------------------------------------------------------------------------- */
 
-static void names_clear(name_list *l) {
-    for (int32_t i = 0; i < l->n; i++) road_free(l->names[i]);
-    road_free(l->names);
-    l->names = NULL;
-    l->n = 0;
+static void names_free(name_list *l) {
+    road_free(l->slot);
+    l->slot = NULL;
+    l->n = l->cap = 0;
+}
+
+static road_status names_reserve(name_list *l, int32_t cap) {
+    if (cap <= l->cap) return ROAD_OK;
+    int32_t c = l->cap ? 2 * l->cap : 4;
+    if (c < cap) c = cap;
+    char(*ns)[NAME_SLOT] = road_realloc(l->slot, sizeof(*ns) * (size_t)c);
+    if (!ns) return ROAD_ERR_NO_MEMORY;
+    l->slot = ns;
+    l->cap = c;
+    return ROAD_OK;
 }
 
 static int32_t names_find(const name_list *l, const char *name) {
     for (int32_t i = 0; i < l->n; i++)
-        if (strcmp(l->names[i], name) == 0) return i;
+        if (strcmp(l->slot[i], name) == 0) return i;
     return -1;
 }
 
+/* Names are checked to fit a slot (check_name) before they get here. */
 static road_status names_push(name_list *l, const char *name) {
-    char **nn = road_realloc(l->names, sizeof(char *) * (size_t)(l->n + 1));
-    if (!nn) return ROAD_ERR_NO_MEMORY;
-    l->names = nn;
-    if (!(nn[l->n] = road_strdup(name))) return ROAD_ERR_NO_MEMORY;
-    l->n++;
+    ROAD_ASSERT(strlen(name) < NAME_SLOT);
+    road_status s = names_reserve(l, l->n + 1);
+    if (s != ROAD_OK) return s;
+    strcpy(l->slot[l->n++], name);
     return ROAD_OK;
 }
 
 static void names_remove(name_list *l, int32_t i) {
-    road_free(l->names[i]);
-    memmove(l->names + i, l->names + i + 1, sizeof(char *) * (size_t)(l->n - i - 1));
+    memmove(l->slot + i, l->slot + i + 1, sizeof(*l->slot) * (size_t)(l->n - i - 1));
     l->n--;
 }
 
@@ -139,8 +153,8 @@ void road_linear_free(road_linear *l) {
     if (!l) return;
     for (int32_t i = 0; i < l->n_ad; i++) adapter_free(&l->ad[i]);
     road_free(l->ad);
-    names_clear(&l->active);
-    names_clear(&l->merged);
+    names_free(&l->active);
+    names_free(&l->merged);
     if (l->owned) {
         road_free(l->w);
         road_free(l->b);
@@ -270,11 +284,12 @@ road_status road_linear_delete_adapter(road_linear *l, const char *name) {
         names_remove(&l->active, act);
         /* PEFT: if no active adapter is left, the first remaining one becomes active. */
         bool any = false;
-        for (int32_t i = 0; i < l->active.n; i++) any |= find(l, l->active.names[i]) != NULL;
+        for (int32_t i = 0; i < l->active.n; i++) any |= find(l, l->active.slot[i]) != NULL;
         if (!any && l->n_ad > 0) {
-            names_clear(&l->active);
+            l->active.n = 0;
+            /* Cannot fail: the list held `name` a moment ago, so it has a slot. */
             road_status s = names_push(&l->active, l->ad[0].name);
-            if (s != ROAD_OK) return s;
+            ROAD_ASSERT(s == ROAD_OK);
             road_log(ROAD_LOG_WARN, "adapter '%s' was active and is now deleted; '%s' is active",
                      name, l->ad[0].name);
         }
@@ -381,16 +396,10 @@ road_status road_linear_set_active(road_linear *l, const char *const *names, int
                 return road_error(ROAD_ERR_INVALID_ARG,
                                   "adapter '%s' is listed twice in the active adapters", names[i]);
     }
-    name_list nl = {NULL, 0};
-    for (int32_t i = 0; i < n; i++) {
-        road_status s = names_push(&nl, names[i]);
-        if (s != ROAD_OK) {
-            names_clear(&nl);
-            return s;
-        }
-    }
-    names_clear(&l->active);
-    l->active = nl;
+    road_status s = names_reserve(&l->active, n);
+    if (s != ROAD_OK) return s;
+    l->active.n = 0;
+    for (int32_t i = 0; i < n; i++) strcpy(l->active.slot[l->active.n++], names[i]);
     return ROAD_OK;
 }
 
@@ -399,7 +408,7 @@ int32_t road_linear_active_count(const road_linear *l) {
 }
 
 const char *road_linear_active_name(const road_linear *l, int32_t i) {
-    return i >= 0 && i < l->active.n ? l->active.names[i] : NULL;
+    return i >= 0 && i < l->active.n ? l->active.slot[i] : NULL;
 }
 
 void road_linear_enable_adapters(road_linear *l, bool enabled) {
@@ -417,7 +426,7 @@ int32_t road_linear_merged_count(const road_linear *l) {
 }
 
 const char *road_linear_merged_name(const road_linear *l, int32_t i) {
-    return i >= 0 && i < l->merged.n ? l->merged.names[i] : NULL;
+    return i >= 0 && i < l->merged.n ? l->merged.slot[i] : NULL;
 }
 
 static bool all_finite(const float *x, int64_t n) {
@@ -471,15 +480,15 @@ static road_status merge_one(road_linear *l, adapter *a, bool safe) {
 }
 
 road_status road_linear_merge(road_linear *l, const char *const *names, int32_t n, bool safe) {
-    const char *const *list = names ? names : (const char *const *)l->active.names;
     int32_t count = names ? n : l->active.n;
     if (count < 0) return road_error(ROAD_ERR_INVALID_ARG, "road_linear_merge: negative count");
     for (int32_t i = 0; i < count; i++) {
-        if (names_find(&l->merged, list[i]) >= 0) {
-            road_log(ROAD_LOG_WARN, "adapter '%s' is already merged; skipped", list[i]);
+        const char *name = names ? names[i] : l->active.slot[i];
+        if (names_find(&l->merged, name) >= 0) {
+            road_log(ROAD_LOG_WARN, "adapter '%s' is already merged; skipped", name);
             continue;
         }
-        adapter *a = find(l, list[i]);
+        adapter *a = find(l, name);
         if (!a) {
             /* PEFT skips adapters this layer does not have (they may live on other layers);
              * an explicit name that no layer has is the model's job to refuse. */
@@ -496,8 +505,12 @@ road_status road_linear_unmerge(road_linear *l) {
         road_log(ROAD_LOG_WARN, "already unmerged; nothing to do");
         return ROAD_OK;
     }
-    while (l->merged.n > 0) {
-        const char *name = l->merged.names[l->merged.n - 1];
+    return road_linear_unmerge_last(l, l->merged.n);
+}
+
+road_status road_linear_unmerge_last(road_linear *l, int32_t k) {
+    for (; k > 0 && l->merged.n > 0; k--) {
+        const char *name = l->merged.slot[l->merged.n - 1];
         adapter *a = find(l, name);
         ROAD_ASSERT(a != NULL); /* delete refuses merged adapters */
         road_rot r;
@@ -531,13 +544,20 @@ road_status road_linear_forward(road_linear *l, int64_t rows, const float *x, fl
     }
     if (rows == 0) return ROAD_OK;
     road_sgemm_xwt(rows, l->out, l->in, x, l->w, l->b, y);
+    return road_linear_apply(l, rows, y, l->out);
+}
+
+road_status road_linear_apply(road_linear *l, int64_t rows, float *y, int64_t ld) {
+    if (rows < 0 || ld < l->out || (rows > 0 && !y))
+        return road_error(ROAD_ERR_SHAPE, "road_linear_apply: bad rows (%lld) or row stride (%lld)",
+                          (long long)rows, (long long)ld);
     if (l->disabled || l->merged.n > 0) return ROAD_OK;
     for (int32_t i = 0; i < l->active.n; i++) {
-        adapter *a = find(l, l->active.names[i]);
+        adapter *a = find(l, l->active.slot[i]);
         if (!a) continue;
         road_rot r;
-        s = adapter_rot(l, a, &r);
-        if (s == ROAD_OK) s = road_rot_forward(&r, rows, y, l->out);
+        road_status s = adapter_rot(l, a, &r);
+        if (s == ROAD_OK) s = road_rot_forward(&r, rows, y, ld);
         if (s != ROAD_OK) return s;
     }
     return ROAD_OK;
@@ -633,7 +653,7 @@ road_status road_linear_backward(road_linear *l, int64_t rows, const float *y_ba
     if (!act) return ROAD_ERR_NO_MEMORY;
     if (!l->disabled)
         for (int32_t i = 0; i < l->active.n; i++) {
-            adapter *a = find(l, l->active.names[i]);
+            adapter *a = find(l, l->active.slot[i]);
             if (a) act[m++] = a;
         }
     size_t blk = (size_t)rows * (size_t)l->out;
@@ -700,4 +720,37 @@ void road_linear_zero_grads(road_linear *l) {
         if (l->ad[i].dtheta) memset(l->ad[i].dtheta, 0, (size_t)l->ad[i].n * sizeof(float));
         if (l->ad[i].dalpha) memset(l->ad[i].dalpha, 0, (size_t)l->ad[i].n * sizeof(float));
     }
+}
+
+/* ---- for the adapter manager (linear_internal.h) ------------------------------------------ */
+
+road_status road_linear_check_merge(road_linear *l, const char *const *names, int32_t n) {
+    for (int32_t i = 0; i < n; i++) {
+        adapter *a = find(l, names[i]);
+        if (!a || names_find(&l->merged, names[i]) >= 0) continue;
+        road_rot r;
+        road_status s = adapter_rot(l, a, &r);
+        if (s == ROAD_OK) s = road_rot_check_blocks(&r, "merge");
+        if (s != ROAD_OK) {
+            road_error_prefix("adapter '%s'", a->name);
+            return s;
+        }
+    }
+    return ROAD_OK;
+}
+
+void road_linear_drop_all(road_linear *l) {
+    for (int32_t i = 0; i < l->n_ad; i++) adapter_free(&l->ad[i]);
+    l->n_ad = 0;
+    l->active.n = 0;
+    l->merged.n = 0;
+}
+
+bool road_linear_is_merged(const road_linear *l, const char *name) {
+    return names_find(&l->merged, name) >= 0;
+}
+
+road_status road_linear_reserve_names(road_linear *l, int32_t cap) {
+    road_status s = names_reserve(&l->active, cap);
+    return s == ROAD_OK ? names_reserve(&l->merged, cap) : s;
 }

@@ -393,7 +393,7 @@ double road_rot_block_condition(const road_rot *r) {
 }
 
 /* Refuse non-finite or numerically singular blocks before touching W. */
-static road_status check_blocks(const road_rot *r, const char *fn) {
+road_status road_rot_check_blocks(const road_rot *r, const char *fn) {
     const int64_t gs = r->group_size, h = gs / 2;
     for (int64_t g0 = 0; g0 < r->out; g0 += gs) {
         for (int64_t j = 0; j < h; j++) {
@@ -424,7 +424,7 @@ static road_status check_weights(const road_rot *r, int64_t in, const float *w, 
     if (in <= 0) return road_error(ROAD_ERR_SHAPE, "%s: in_features must be positive, got %lld", fn, (long long)in);
     s = check_block(fn, r->out, w, ldw, in, "W");
     if (s != ROAD_OK) return s;
-    return check_blocks(r, fn);
+    return road_rot_check_blocks(r, fn);
 }
 
 /* Apply the 2x2 map [[m11, m12], [m21, m22]] to rows (a, b) of W and entries (a, b) of bias,

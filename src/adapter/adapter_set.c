@@ -1,0 +1,769 @@
+/*
+ * adapter/adapter_set.c - the adapter manager (PEFT's RoadModel), see road/adapters.h.
+ *
+ * Every registered linear layer is wrapped in a road_linear that borrows the caller's weights.
+ * The set owns the model-level truth (which adapters exist, their configs, the active list,
+ * enabled, training) and pushes it to the layers after every change, so all layers agree.
+ * Operations that touch several layers are all-or-nothing: they validate everything first
+ * (target matching, shapes, merge numerics) and only then change layers.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "adapter/linear_internal.h"
+#include "adapter/match.h"
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/parallel.h"
+#include "road/adapters.h"
+
+/* Adapter names are at most 128 bytes (road_linear's limit) plus the NUL. */
+#define ACTIVE_SLOT 129
+/* Active lists longer than this are truncated when an adapter is deleted from them (a model
+ * with more simultaneously active adapters than this is not a use anyone has). */
+#define ACTIVE_KEEP_MAX 256
+
+/* Names of missing adapters listed in a mixed-batch error before "...". */
+#define PLAN_MAX_LISTED 16
+
+typedef struct set_layer {
+    char *name;
+    road_layer_kind kind;
+    int64_t in, out;
+    float *w, *b;
+    bool head;
+    road_linear *lin; /* NULL for embeddings */
+} set_layer;
+
+typedef struct set_adapter {
+    char *name;
+    road_config *cfg;
+} set_adapter;
+
+struct road_adapter_set {
+    char *model_type;
+    set_layer *layers;
+    int32_t n_layers;
+    int64_t base_params;
+    set_adapter *ad;
+    int32_t n_ad, cap_ad;
+    /* The active list in fixed slots with reserved capacity (and pointers to them, for the
+     * layer calls), so changing it never allocates: see road_adapter_set_add. */
+    char (*act)[ACTIVE_SLOT];
+    const char **active;
+    int32_t n_active, cap_active;
+    bool disabled;
+    bool training;
+};
+
+struct road_batch_plan {
+    int64_t n_seq;
+    int32_t n_layers;
+    char **names;   /* [n_seq], NULL for base */
+};
+
+/* ---- creation ------------------------------------------------------------------------------ */
+
+road_adapter_set_params road_adapter_set_default_params(void) {
+    road_adapter_set_params p;
+    memset(&p, 0, sizeof p);
+    return p;
+}
+
+void road_adapter_set_free(road_adapter_set *s) {
+    if (!s) return;
+    for (int32_t i = 0; i < s->n_layers; i++) {
+        road_free(s->layers[i].name);
+        road_linear_free(s->layers[i].lin);
+    }
+    road_free(s->layers);
+    for (int32_t i = 0; i < s->n_ad; i++) {
+        road_free(s->ad[i].name);
+        road_config_free(s->ad[i].cfg);
+    }
+    road_free(s->ad);
+    road_free(s->act);
+    road_free(s->active);
+    road_free(s->model_type);
+    road_free(s);
+}
+
+road_status road_adapter_set_create(const road_adapter_set_params *p, road_adapter_set **out) {
+    if (!out) return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_create: out is NULL");
+    *out = NULL;
+    if (!p || p->n_layers < 0 || (p->n_layers > 0 && !p->layers))
+        return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_create: no layer list");
+    road_adapter_set *s = road_calloc(1, sizeof *s);
+    if (!s) return ROAD_ERR_NO_MEMORY;
+    road_status st = ROAD_OK;
+    if (p->model_type && !(s->model_type = road_strdup(p->model_type))) st = ROAD_ERR_NO_MEMORY;
+    if (st == ROAD_OK && p->n_layers > 0 &&
+        !(s->layers = road_calloc((size_t)p->n_layers, sizeof(set_layer))))
+        st = ROAD_ERR_NO_MEMORY;
+    int64_t params = 0;
+    for (int32_t i = 0; st == ROAD_OK && i < p->n_layers; i++) {
+        const road_layer_desc *d = &p->layers[i];
+        if (!d->name || !*d->name) {
+            st = road_error(ROAD_ERR_INVALID_ARG, "layer %d has no name", (int)i);
+            break;
+        }
+        for (int32_t j = 0; j < i; j++)
+            if (strcmp(p->layers[j].name, d->name) == 0) {
+                st = road_error(ROAD_ERR_INVALID_ARG, "layer name '%s' is registered twice", d->name);
+                break;
+            }
+        if (st != ROAD_OK) break;
+        if (d->kind != ROAD_LAYER_LINEAR && d->kind != ROAD_LAYER_EMBEDDING) {
+            st = road_error(ROAD_ERR_INVALID_ARG, "layer '%s': unknown kind %d", d->name, (int)d->kind);
+            break;
+        }
+        if (!d->weight || d->in_features <= 0 || d->out_features <= 0) {
+            st = road_error(ROAD_ERR_SHAPE,
+                            "layer '%s': needs a weight and positive sizes (got %lld x %lld)",
+                            d->name, (long long)d->out_features, (long long)d->in_features);
+            break;
+        }
+        set_layer *L = &s->layers[i];
+        s->n_layers = i + 1;
+        L->kind = d->kind;
+        L->in = d->in_features;
+        L->out = d->out_features;
+        L->w = d->weight;
+        L->b = d->bias;
+        L->head = d->is_output_head;
+        if (!(L->name = road_strdup(d->name))) {
+            st = ROAD_ERR_NO_MEMORY;
+            break;
+        }
+        params += L->in * L->out + (L->b ? L->out : 0);
+        if (d->kind == ROAD_LAYER_LINEAR) {
+            road_linear_params lp = road_linear_default_params();
+            lp.in_features = L->in;
+            lp.out_features = L->out;
+            lp.weight = L->w;
+            lp.bias = L->b;
+            lp.borrow = true;
+            st = road_linear_create(&lp, &L->lin);
+            if (st != ROAD_OK) road_error_prefix("layer '%s'", L->name);
+        }
+    }
+    if (st != ROAD_OK) {
+        road_adapter_set_free(s);
+        return st;
+    }
+    s->n_layers = p->n_layers;
+    s->base_params = p->base_param_count > 0 ? p->base_param_count : params;
+    *out = s;
+    return ROAD_OK;
+}
+
+/* ---- layers ---------------------------------------------------------------------------------- */
+
+int32_t road_adapter_set_layer_count(const road_adapter_set *s) {
+    return s->n_layers;
+}
+
+const char *road_adapter_set_layer_name(const road_adapter_set *s, int32_t layer) {
+    return layer >= 0 && layer < s->n_layers ? s->layers[layer].name : NULL;
+}
+
+int32_t road_adapter_set_find_layer(const road_adapter_set *s, const char *name) {
+    for (int32_t i = 0; name && i < s->n_layers; i++)
+        if (strcmp(s->layers[i].name, name) == 0) return i;
+    return -1;
+}
+
+road_linear *road_adapter_set_layer(road_adapter_set *s, int32_t layer) {
+    return layer >= 0 && layer < s->n_layers ? s->layers[layer].lin : NULL;
+}
+
+static road_status linear_layer(road_adapter_set *s, int32_t layer, const char *fn) {
+    if (layer < 0 || layer >= s->n_layers)
+        return road_error(ROAD_ERR_INVALID_ARG, "%s: layer index %d out of range (0..%d)", fn,
+                          (int)layer, (int)s->n_layers - 1);
+    if (!s->layers[layer].lin)
+        return road_error(ROAD_ERR_INVALID_ARG, "%s: layer '%s' is an embedding, not a linear layer",
+                          fn, s->layers[layer].name);
+    return ROAD_OK;
+}
+
+/* matched [n_layers], caller-allocated */
+static road_status match(const road_adapter_set *s, const road_config *cfg, bool *matched) {
+    road_match_layer *ml = road_malloc(sizeof(road_match_layer) * (size_t)(s->n_layers ? s->n_layers : 1));
+    if (!ml) return ROAD_ERR_NO_MEMORY;
+    for (int32_t i = 0; i < s->n_layers; i++) {
+        ml[i].name = s->layers[i].name;
+        ml[i].is_linear = s->layers[i].kind == ROAD_LAYER_LINEAR;
+        ml[i].is_output_head = s->layers[i].head;
+        ml[i].out_features = s->layers[i].out;
+    }
+    road_status st = road_match_targets(cfg, s->model_type, ml, s->n_layers, matched);
+    road_free(ml);
+    return st;
+}
+
+road_status road_adapter_set_match(const road_adapter_set *s, const road_config *cfg,
+                                   int32_t *layers, int32_t cap, int32_t *n) {
+    if (!cfg || !n) return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_match: NULL argument");
+    bool *m = road_calloc((size_t)(s->n_layers ? s->n_layers : 1), sizeof(bool));
+    if (!m) return ROAD_ERR_NO_MEMORY;
+    road_status st = match(s, cfg, m);
+    int32_t k = 0;
+    if (st == ROAD_OK)
+        for (int32_t i = 0; i < s->n_layers; i++) {
+            if (!m[i]) continue;
+            if (layers && k < cap) layers[k] = i;
+            k++;
+        }
+    *n = k;
+    road_free(m);
+    return st;
+}
+
+/* ---- adapters -------------------------------------------------------------------------------- */
+
+static int32_t find_adapter(const road_adapter_set *s, const char *name) {
+    for (int32_t i = 0; name && i < s->n_ad; i++)
+        if (strcmp(s->ad[i].name, name) == 0) return i;
+    return -1;
+}
+
+int32_t road_adapter_set_count(const road_adapter_set *s) {
+    return s->n_ad;
+}
+
+const char *road_adapter_set_name(const road_adapter_set *s, int32_t i) {
+    return i >= 0 && i < s->n_ad ? s->ad[i].name : NULL;
+}
+
+bool road_adapter_set_has(const road_adapter_set *s, const char *name) {
+    return find_adapter(s, name) >= 0;
+}
+
+const road_config *road_adapter_set_config(const road_adapter_set *s, const char *name) {
+    int32_t i = find_adapter(s, name);
+    return i >= 0 ? s->ad[i].cfg : NULL;
+}
+
+bool road_adapter_set_on_layer(const road_adapter_set *s, const char *name, int32_t layer) {
+    return layer >= 0 && layer < s->n_layers && s->layers[layer].lin &&
+           road_linear_has_adapter(s->layers[layer].lin, name);
+}
+
+static road_status unknown_adapter(const road_adapter_set *s, const char *name) {
+    char have[512] = "";
+    size_t k = 0;
+    for (int32_t i = 0; i < s->n_ad && k + 4 < sizeof have; i++)
+        k += (size_t)snprintf(have + k, sizeof have - k, "%s'%s'", i ? ", " : "", s->ad[i].name);
+    return road_error(ROAD_ERR_NOT_FOUND, "no adapter named '%s' (the model has %s)",
+                      name ? name : "(null)", s->n_ad ? have : "no adapters");
+}
+
+/* Room for `cap` names in the set's active list and in every layer's lists. Done before any
+ * change, so the changes that follow cannot fail halfway. */
+static road_status reserve_names(road_adapter_set *s, int32_t cap) {
+    if (cap > s->cap_active) {
+        char(*na)[ACTIVE_SLOT] = road_realloc(s->act, sizeof(*na) * (size_t)cap);
+        if (!na) return ROAD_ERR_NO_MEMORY;
+        s->act = na;
+        const char **np = road_realloc(s->active, sizeof(char *) * (size_t)cap);
+        if (!np) return ROAD_ERR_NO_MEMORY; /* act grew; harmless */
+        s->active = np;
+        s->cap_active = cap;
+        for (int32_t i = 0; i < s->n_active; i++) s->active[i] = s->act[i];
+    }
+    for (int32_t i = 0; i < s->n_layers; i++) {
+        if (!s->layers[i].lin) continue;
+        road_status st = road_linear_reserve_names(s->layers[i].lin, cap);
+        if (st != ROAD_OK) return st;
+    }
+    return ROAD_OK;
+}
+
+/* Replace the active list (room reserved; names exist, so they fit a slot). */
+static void active_assign(road_adapter_set *s, const char *const *names, int32_t n) {
+    ROAD_ASSERT(n <= s->cap_active);
+    for (int32_t i = 0; i < n; i++) {
+        ROAD_ASSERT(strlen(names[i]) < ACTIVE_SLOT);
+        if (s->act[i] != names[i]) memmove(s->act[i], names[i], strlen(names[i]) + 1);
+        s->active[i] = s->act[i];
+    }
+    s->n_active = n;
+}
+
+/* Push the set's active list and enabled flag to every layer. Never fails: every layer has
+ * room for as many names as the set has adapters (reserve_names). */
+static void push_state(road_adapter_set *s) {
+    for (int32_t i = 0; i < s->n_layers; i++) {
+        road_linear *l = s->layers[i].lin;
+        if (!l) continue;
+        road_status st = road_linear_set_active(l, s->active, s->n_active);
+        ROAD_ASSERT(st == ROAD_OK);
+        road_linear_enable_adapters(l, !s->disabled);
+    }
+}
+
+/* A layer-specific seed, so layers with the same shape do not get the same random init. */
+static uint64_t layer_seed(uint64_t seed, int32_t layer) {
+    uint64_t z = seed + 0x9e3779b97f4a7c15ULL * (uint64_t)(layer + 1);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+road_status road_adapter_set_add(road_adapter_set *s, const char *name, const road_config *cfg,
+                                 uint64_t seed) {
+    if (!cfg) return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_add: config is NULL");
+    if (!name) return road_error(ROAD_ERR_INVALID_ARG, "an adapter name must not be empty");
+    if (find_adapter(s, name) >= 0)
+        return road_error(ROAD_ERR_EXISTS, "an adapter named '%s' already exists", name);
+    bool *m = road_calloc((size_t)(s->n_layers ? s->n_layers : 1), sizeof(bool));
+    if (!m) return ROAD_ERR_NO_MEMORY;
+    road_status st = match(s, cfg, m);
+    if (st != ROAD_OK) {
+        road_error_prefix("adapter '%s'", name);
+        road_free(m);
+        return st;
+    }
+    /* Everything that can fail for memory happens before the first change. */
+    if (s->n_ad == s->cap_ad) {
+        int32_t cap = s->cap_ad ? 2 * s->cap_ad : 4;
+        set_adapter *na = road_realloc(s->ad, sizeof(set_adapter) * (size_t)cap);
+        if (!na) {
+            road_free(m);
+            return ROAD_ERR_NO_MEMORY;
+        }
+        s->ad = na;
+        s->cap_ad = cap;
+    }
+    set_adapter a = {road_strdup(name), NULL};
+    if (!a.name) st = ROAD_ERR_NO_MEMORY;
+    if (st == ROAD_OK) st = road_config_clone(cfg, &a.cfg);
+    if (st == ROAD_OK) st = reserve_names(s, s->n_ad + 1);
+    int32_t done = 0;
+    for (int32_t i = 0; i < s->n_layers && st == ROAD_OK; i++) {
+        if (!m[i]) continue;
+        st = road_linear_add_adapter(s->layers[i].lin, name, road_config_variant(cfg),
+                                     road_config_group_size(cfg), road_config_init_weights(cfg),
+                                     layer_seed(seed, i));
+        if (st == ROAD_OK) done = i + 1;
+    }
+    if (st != ROAD_OK) {
+        /* Deleting an adapter that was just added does not allocate. */
+        for (int32_t i = 0; i < done; i++)
+            if (m[i]) (void)road_linear_delete_adapter(s->layers[i].lin, name);
+        push_state(s);
+        road_free(a.name);
+        road_config_free(a.cfg);
+        road_free(m);
+        return st;
+    }
+    road_free(m);
+    s->ad[s->n_ad++] = a;
+    /* PEFT: the first adapter is the active one. */
+    if (s->n_active == 0 && s->n_ad == 1) {
+        const char *first[1] = {a.name};
+        active_assign(s, first, 1);
+    }
+    push_state(s);
+    return ROAD_OK;
+}
+
+road_status road_adapter_set_delete(road_adapter_set *s, const char *name) {
+    int32_t k = find_adapter(s, name);
+    if (k < 0) return unknown_adapter(s, name);
+    for (int32_t i = 0; i < s->n_layers; i++)
+        if (s->layers[i].lin && road_linear_is_merged(s->layers[i].lin, name))
+            return road_error(ROAD_ERR_STATE,
+                              "adapter '%s' is merged into the weights (layer %s); unmerge before "
+                              "deleting it",
+                              name, s->layers[i].name);
+    /* Nothing below allocates: removal only, and the lists have their room. */
+    for (int32_t i = 0; i < s->n_layers; i++)
+        if (s->layers[i].lin && road_linear_has_adapter(s->layers[i].lin, name))
+            (void)road_linear_delete_adapter(s->layers[i].lin, name);
+    for (int32_t i = 0; i < s->n_active; i++) {
+        if (strcmp(s->active[i], name) != 0) continue;
+        const char *rest[ACTIVE_KEEP_MAX];
+        int32_t nr = 0;
+        for (int32_t j = 0; j < s->n_active && nr < ACTIVE_KEEP_MAX; j++)
+            if (j != i) rest[nr++] = s->act[j];
+        if (nr == 0 && s->n_ad > 1) {
+            /* PEFT: the first remaining adapter becomes active. */
+            rest[nr++] = s->ad[k == 0 ? 1 : 0].name;
+            road_log(ROAD_LOG_WARN, "adapter '%s' was active and is now deleted; '%s' is active",
+                     name, rest[0]);
+        }
+        active_assign(s, rest, nr);
+        break;
+    }
+    road_free(s->ad[k].name);
+    road_config_free(s->ad[k].cfg);
+    memmove(s->ad + k, s->ad + k + 1, sizeof(set_adapter) * (size_t)(s->n_ad - k - 1));
+    s->n_ad--;
+    push_state(s);
+    return ROAD_OK;
+}
+
+/* ---- active / enabled / training ------------------------------------------------------------- */
+
+road_status road_adapter_set_set_active(road_adapter_set *s, const char *const *names, int32_t n) {
+    if (n < 0 || (n > 0 && !names))
+        return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_set_active: bad name list");
+    for (int32_t i = 0; i < n; i++) {
+        if (find_adapter(s, names[i]) < 0) return unknown_adapter(s, names[i]);
+        for (int32_t j = 0; j < i; j++)
+            if (strcmp(names[i], names[j]) == 0)
+                return road_error(ROAD_ERR_INVALID_ARG, "adapter '%s' is listed twice", names[i]);
+    }
+    /* n distinct existing names: n <= adapter count <= reserved room. */
+    active_assign(s, names, n);
+    push_state(s);
+    return ROAD_OK;
+}
+
+int32_t road_adapter_set_active_count(const road_adapter_set *s) {
+    return s->n_active;
+}
+
+const char *road_adapter_set_active_name(const road_adapter_set *s, int32_t i) {
+    return i >= 0 && i < s->n_active ? s->active[i] : NULL;
+}
+
+road_status road_adapter_set_enable(road_adapter_set *s, bool enabled) {
+    if (!enabled && road_adapter_set_merged(s)) {
+        road_status st = road_adapter_set_unmerge(s);
+        if (st != ROAD_OK) return st;
+    }
+    s->disabled = !enabled;
+    push_state(s);
+    return ROAD_OK;
+}
+
+bool road_adapter_set_enabled(const road_adapter_set *s) {
+    return !s->disabled;
+}
+
+void road_adapter_set_train(road_adapter_set *s, bool training) {
+    s->training = training;
+}
+
+bool road_adapter_set_training(const road_adapter_set *s) {
+    return s->training;
+}
+
+/* ---- merge ------------------------------------------------------------------------------------ */
+
+bool road_adapter_set_merged(const road_adapter_set *s) {
+    for (int32_t i = 0; i < s->n_layers; i++)
+        if (s->layers[i].lin && road_linear_merged_count(s->layers[i].lin) > 0) return true;
+    return false;
+}
+
+road_status road_adapter_set_merge(road_adapter_set *s, const char *const *names, int32_t n,
+                                   bool safe) {
+    const char *const *list = names ? names : s->active;
+    int32_t count = names ? n : s->n_active;
+    if (count < 0) return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_merge: negative count");
+    for (int32_t j = 0; j < count; j++)
+        if (find_adapter(s, list[j]) < 0) return unknown_adapter(s, list[j]);
+    /* Validate every layer before touching any. */
+    for (int32_t i = 0; i < s->n_layers; i++) {
+        if (!s->layers[i].lin) continue;
+        road_status st = road_linear_check_merge(s->layers[i].lin, list, count);
+        if (st != ROAD_OK) {
+            road_error_prefix("layer %s", s->layers[i].name);
+            return st;
+        }
+    }
+    int32_t *before = road_calloc((size_t)(s->n_layers ? s->n_layers : 1), sizeof(int32_t));
+    if (!before) return ROAD_ERR_NO_MEMORY;
+    road_status st = ROAD_OK;
+    int32_t i = 0;
+    for (; i < s->n_layers; i++) {
+        if (!s->layers[i].lin) continue;
+        before[i] = road_linear_merged_count(s->layers[i].lin);
+        st = road_linear_merge(s->layers[i].lin, list, count, safe);
+        if (st != ROAD_OK) break;
+    }
+    if (st != ROAD_OK) {
+        /* Only a safe merge's NaN/Inf check (or memory) fails here, the numerics having been
+         * checked above. Take out what this call merged (exact 2x2 inverses: the weights come
+         * back to float rounding) so the model is in one state. */
+        road_error_prefix("layer %s", s->layers[i].name);
+        char keep[1024];
+        snprintf(keep, sizeof keep, "%s", road_last_error());
+        for (int32_t k = i; k >= 0; k--) {
+            road_linear *l = s->layers[k].lin;
+            if (l) (void)road_linear_unmerge_last(l, road_linear_merged_count(l) - before[k]);
+        }
+        road_free(before);
+        return road_error(st, "%s", keep);
+    }
+    road_free(before);
+    return ROAD_OK;
+}
+
+road_status road_adapter_set_unmerge(road_adapter_set *s) {
+    for (int32_t i = s->n_layers - 1; i >= 0; i--) {
+        road_linear *l = s->layers[i].lin;
+        if (!l || road_linear_merged_count(l) == 0) continue;
+        road_status st = road_linear_unmerge(l);
+        if (st != ROAD_OK) {
+            road_error_prefix("layer %s", s->layers[i].name);
+            return st;
+        }
+    }
+    return ROAD_OK;
+}
+
+static void drop_all(road_adapter_set *s) {
+    for (int32_t i = 0; i < s->n_layers; i++)
+        if (s->layers[i].lin) road_linear_drop_all(s->layers[i].lin);
+    for (int32_t i = 0; i < s->n_ad; i++) {
+        road_free(s->ad[i].name);
+        road_config_free(s->ad[i].cfg);
+    }
+    s->n_ad = 0;
+    s->n_active = 0;
+    s->disabled = false;
+    push_state(s);
+}
+
+road_status road_adapter_set_merge_and_unload(road_adapter_set *s, const char *const *names,
+                                              int32_t n, bool safe) {
+    road_status st = road_adapter_set_merge(s, names, n, safe);
+    if (st != ROAD_OK) return st;
+    drop_all(s);
+    return ROAD_OK;
+}
+
+road_status road_adapter_set_unload(road_adapter_set *s) {
+    if (road_adapter_set_merged(s))
+        road_log(ROAD_LOG_WARN, "unload: merged adapters stay in the weights (as in PEFT)");
+    drop_all(s);
+    return ROAD_OK;
+}
+
+/* ---- the trainable-parameter report ----------------------------------------------------------- */
+
+road_param_report road_adapter_set_param_report(const road_adapter_set *s) {
+    road_param_report r = {0, s->base_params, 0.0};
+    for (int32_t i = 0; i < s->n_layers; i++) {
+        road_linear *l = s->layers[i].lin;
+        if (!l) continue;
+        for (int32_t k = 0; k < road_linear_adapter_count(l); k++) {
+            const char *name = road_linear_adapter_name(l, k);
+            int64_t np = 0;
+            (void)road_linear_adapter_info(l, name, NULL, NULL, &np);
+            r.all += 2 * np;
+            for (int32_t j = 0; j < s->n_active; j++)
+                if (strcmp(s->active[j], name) == 0) r.trainable += 2 * np;
+        }
+    }
+    r.percent = r.all > 0 ? 100.0 * (double)r.trainable / (double)r.all : 0.0;
+    return r;
+}
+
+/* 1234567 -> "1,234,567" */
+static void with_commas(int64_t v, char *buf, size_t cap) {
+    char digits[32];
+    snprintf(digits, sizeof digits, "%lld", (long long)(v < 0 ? -v : v));
+    size_t n = strlen(digits), k = 0;
+    if (v < 0 && k + 1 < cap) buf[k++] = '-';
+    for (size_t i = 0; i < n && k + 1 < cap; i++) {
+        if (i > 0 && (n - i) % 3 == 0 && k + 1 < cap) buf[k++] = ',';
+        if (k + 1 < cap) buf[k++] = digits[i];
+    }
+    buf[k] = '\0';
+}
+
+void road_param_report_format(const road_param_report *r, char *buf, size_t cap) {
+    char t[40], a[40];
+    with_commas(r->trainable, t, sizeof t);
+    with_commas(r->all, a, sizeof a);
+    snprintf(buf, cap, "trainable params: %s || all params: %s || trainable%%: %.4f", t, a,
+             r->percent);
+}
+
+/* ---- running layers ------------------------------------------------------------------------- */
+
+road_status road_adapter_set_forward(road_adapter_set *s, int32_t layer, int64_t rows,
+                                     const float *x, float *y) {
+    road_status st = linear_layer(s, layer, "road_adapter_set_forward");
+    return st != ROAD_OK ? st : road_linear_forward(s->layers[layer].lin, rows, x, y);
+}
+
+road_status road_adapter_set_apply(road_adapter_set *s, int32_t layer, int64_t rows, float *y) {
+    road_status st = linear_layer(s, layer, "road_adapter_set_apply");
+    road_linear *l = st == ROAD_OK ? s->layers[layer].lin : NULL;
+    return st != ROAD_OK ? st : road_linear_apply(l, rows, y, road_linear_out_features(l));
+}
+
+road_status road_adapter_set_backward(road_adapter_set *s, int32_t layer, int64_t rows,
+                                      const float *y_base, const float *dy, float *dx) {
+    road_status st = linear_layer(s, layer, "road_adapter_set_backward");
+    return st != ROAD_OK ? st : road_linear_backward(s->layers[layer].lin, rows, y_base, dy, dx);
+}
+
+/* ---- mixed batches ---------------------------------------------------------------------------- */
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+void road_batch_plan_free(road_batch_plan *p) {
+    if (!p) return;
+    for (int64_t i = 0; i < p->n_seq; i++) road_free(p->names[i]);
+    road_free(p->names);
+    road_free(p);
+}
+
+int64_t road_batch_plan_sequences(const road_batch_plan *p) {
+    return p->n_seq;
+}
+
+road_status road_adapter_set_plan(road_adapter_set *s, const char *const *names, int64_t n_seq,
+                                  road_batch_plan **out) {
+    const char *fn = "mixed batch";
+    if (!out) return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_plan: out is NULL");
+    *out = NULL;
+    if (n_seq < 0 || (n_seq > 0 && !names))
+        return road_error(ROAD_ERR_INVALID_ARG, "%s: bad name list", fn);
+    if (s->training)
+        return road_error(ROAD_ERR_STATE,
+                          "%s: per-sequence adapters are for inference; the model is in training "
+                          "mode (switch it to eval mode first)",
+                          fn);
+    if (road_adapter_set_merged(s))
+        return road_error(ROAD_ERR_STATE,
+                          "%s: cannot use per-sequence adapters while adapters are merged into "
+                          "the weights; unmerge first",
+                          fn);
+    /* Names that exist nowhere: collect, sort, de-duplicate, list them all. */
+    const char **missing = road_malloc(sizeof(char *) * (size_t)(n_seq ? n_seq : 1));
+    if (!missing) return ROAD_ERR_NO_MEMORY;
+    int64_t nm = 0;
+    for (int64_t i = 0; i < n_seq; i++) {
+        if (!names[i]) {
+            road_free(missing);
+            return road_error(ROAD_ERR_INVALID_ARG, "%s: name %lld is NULL", fn, (long long)i);
+        }
+        if (strcmp(names[i], ROAD_BASE_NAME) != 0 && find_adapter(s, names[i]) < 0)
+            missing[nm++] = names[i];
+    }
+    if (nm > 0) {
+        qsort(missing, (size_t)nm, sizeof(char *), cmp_str);
+        char list[768];
+        size_t k = 0;
+        int64_t shown = 0;
+        for (int64_t i = 0; i < nm && k + 8 < sizeof list; i++) {
+            if (i > 0 && strcmp(missing[i], missing[i - 1]) == 0) continue;
+            if (shown == PLAN_MAX_LISTED) {
+                k += (size_t)snprintf(list + k, sizeof list - k, ", ...");
+                break;
+            }
+            k += (size_t)snprintf(list + k, sizeof list - k, "%s'%s'", shown ? ", " : "", missing[i]);
+            shown++;
+        }
+        road_free(missing);
+        return road_error(ROAD_ERR_NOT_FOUND,
+                          "%s: unknown adapter name(s) %s; use the name of a loaded adapter or '%s'",
+                          fn, list, ROAD_BASE_NAME);
+    }
+    road_free(missing);
+    road_batch_plan *p = road_calloc(1, sizeof *p);
+    if (!p) return ROAD_ERR_NO_MEMORY;
+    p->names = road_calloc((size_t)(n_seq ? n_seq : 1), sizeof(char *));
+    if (!p->names) {
+        road_free(p);
+        return ROAD_ERR_NO_MEMORY;
+    }
+    p->n_seq = n_seq;
+    p->n_layers = s->n_layers;
+    for (int64_t i = 0; i < n_seq; i++) {
+        if (strcmp(names[i], ROAD_BASE_NAME) == 0) continue;
+        if (!(p->names[i] = road_strdup(names[i]))) {
+            road_batch_plan_free(p);
+            return ROAD_ERR_NO_MEMORY;
+        }
+    }
+    *out = p;
+    return ROAD_OK;
+}
+
+road_status road_adapter_set_apply_mixed(road_adapter_set *s, const road_batch_plan *p,
+                                         int32_t layer, int64_t rows_per_seq,
+                                         const int64_t *seq_rows, float *y) {
+    road_status st = linear_layer(s, layer, "road_adapter_set_apply_mixed");
+    if (st != ROAD_OK) return st;
+    if (!p || p->n_layers != s->n_layers)
+        return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_apply_mixed: plan is NULL or "
+                                                "from another model");
+    if (s->disabled) return ROAD_OK;
+    if (road_adapter_set_merged(s))
+        return road_error(ROAD_ERR_STATE, "mixed batch: adapters were merged after the batch was "
+                                          "planned; unmerge first");
+    road_linear *l = s->layers[layer].lin;
+    const int64_t out = road_linear_out_features(l);
+    int64_t rows = 0;
+    for (int64_t i = 0; i < p->n_seq; i++) {
+        int64_t r = seq_rows ? seq_rows[i] : rows_per_seq;
+        if (r < 0) return road_error(ROAD_ERR_SHAPE, "mixed batch: sequence %lld has %lld rows", (long long)i, (long long)r);
+        rows += r;
+    }
+    if (rows == 0) return ROAD_OK;
+    int32_t na = road_linear_adapter_count(l);
+    int32_t *slot = road_malloc(sizeof(int32_t) * (size_t)rows);
+    road_rot *rots = road_calloc((size_t)(na ? na : 1), sizeof(road_rot));
+    const road_rot **rp = road_calloc((size_t)(na ? na : 1), sizeof(road_rot *));
+    if (!slot || !rots || !rp) {
+        st = ROAD_ERR_NO_MEMORY;
+        goto done;
+    }
+    int32_t any = -1;
+    for (int64_t i = 0, r0 = 0; i < p->n_seq; i++) {
+        int64_t r = seq_rows ? seq_rows[i] : rows_per_seq;
+        int32_t k = -1;
+        if (p->names[i]) {
+            for (int32_t j = 0; j < na; j++)
+                if (strcmp(road_linear_adapter_name(l, j), p->names[i]) == 0) k = j;
+            if (k >= 0 && !rots[k].c1) {
+                st = road_linear_adapter_rot(l, p->names[i], &rots[k]);
+                if (st != ROAD_OK) goto done;
+                any = k;
+            }
+        }
+        for (int64_t t = 0; t < r; t++) slot[r0 + t] = k;
+        r0 += r;
+    }
+    if (any < 0) goto done; /* no row has an adapter on this layer */
+    for (int32_t j = 0; j < na; j++) {
+        if (!rots[j].c1) rots[j] = rots[any]; /* unused slots only need to validate */
+        rp[j] = &rots[j];
+    }
+    st = road_rot_forward_mixed(rp, na, slot, rows, y, out);
+done:
+    road_free(slot);
+    road_free(rots);
+    road_free(rp);
+    return st;
+}
+
+road_status road_adapter_set_forward_mixed(road_adapter_set *s, const road_batch_plan *p,
+                                           int32_t layer, int64_t rows_per_seq,
+                                           const int64_t *seq_rows, const float *x, float *y) {
+    road_status st = linear_layer(s, layer, "road_adapter_set_forward_mixed");
+    if (st != ROAD_OK) return st;
+    if (!p) return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_forward_mixed: plan is NULL");
+    road_linear *l = s->layers[layer].lin;
+    int64_t rows = 0;
+    for (int64_t i = 0; i < p->n_seq; i++) rows += seq_rows ? seq_rows[i] : rows_per_seq;
+    if (rows < 0) return road_error(ROAD_ERR_SHAPE, "mixed batch: negative row count");
+    if (rows == 0) return ROAD_OK;
+    if (!x || !y) return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_forward_mixed: NULL x or y");
+    road_sgemm_xwt(rows, road_linear_out_features(l), road_linear_in_features(l), x,
+                   road_linear_weight(l), road_linear_bias(l), y);
+    return road_adapter_set_apply_mixed(s, p, layer, rows_per_seq, seq_rows, y);
+}

@@ -1,0 +1,23 @@
+/*
+ * adapter/linear_internal.h - what the adapter manager needs from road_linear beyond the public
+ * API (private to adapter/).
+ */
+#ifndef ROAD_ADAPTER_LINEAR_INTERNAL_H
+#define ROAD_ADAPTER_LINEAR_INTERNAL_H
+
+#include "road/adapter.h"
+
+/* Would road_linear_merge(l, names, n) be refused for numerical reasons? Checks every named
+ * adapter present on the layer and not yet merged, changing nothing. */
+road_status road_linear_check_merge(road_linear *l, const char *const *names, int32_t n);
+/* Make room for `cap` active and `cap` merged names, so later changes to those lists (set
+ * active, delete, merge bookkeeping) cannot fail for memory. */
+road_status road_linear_reserve_names(road_linear *l, int32_t cap);
+/* Unmerge the k most recently merged adapters (last merged first). */
+road_status road_linear_unmerge_last(road_linear *l, int32_t k);
+/* Forget every adapter (merged ones included: their rotation stays in W). */
+void road_linear_drop_all(road_linear *l);
+/* Is `name` among this layer's merged adapters? */
+bool road_linear_is_merged(const road_linear *l, const char *name);
+
+#endif

@@ -1,0 +1,634 @@
+/*
+ * adapter/peft_io.c - PEFT adapter folders: road_adapter_set_load and road_adapter_set_save.
+ *
+ * A folder holds adapter_config.json and adapter_model.safetensors with one
+ * "base_model.model.<layer>.road_theta" and ".road_alpha" per RoAd layer (PEFT's
+ * save_pretrained drops the adapter name from the key). Loading re-runs target matching with
+ * the folder's config, as PEFT does, so the layers an adapter lands on are decided by its
+ * config, not by which keys happen to be in the file; the file must then hold exactly the
+ * tensors of those layers. Anything else is refused with a message that names the key and the
+ * layer, because a silently half-loaded adapter gives plausible but wrong outputs (PEFT only
+ * warns about missing keys).
+ *
+ * Loading is all-or-nothing: every tensor is checked and converted to float32 into one
+ * scratch block before the adapter is added, so after validation nothing can fail but the
+ * add itself (all-or-nothing in the manager); if a later step still fails the adapter is
+ * deleted again. Only the public adapter-manager API is used, so this file knows nothing of
+ * the manager's internals.
+ *
+ * modules_to_save: PEFT stores full copies of those modules under their own keys
+ * ("base_model.model.<module>.weight"). The manager does not hold such copies yet, so a file
+ * that has them is refused (after checking their shapes) rather than loaded without them.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "io/file.h"
+#include "road/adapters.h"
+#include "road/safetensors.h"
+
+/* PEFT's names (peft/utils/save_and_load.py, peft/utils/constants.py). */
+#define PEFT_KEY_PREFIX "base_model.model."
+#define PEFT_THETA_SUFFIX ".road_theta"
+#define PEFT_ALPHA_SUFFIX ".road_alpha"
+#define PEFT_CONFIG_FILE "adapter_config.json"
+#define PEFT_WEIGHTS_FILE "adapter_model.safetensors"
+#define PEFT_LEGACY_WEIGHTS_FILE "adapter_model.bin"
+/* The adapter PEFT saves at the top of the folder; every other one goes to a sub-folder. */
+#define PEFT_DEFAULT_ADAPTER "default"
+
+/* Unexpected keys quoted in one message: enough to show the pattern, short enough to read. */
+#define UNEXPECTED_LIST_MAX 5
+/* Longest key or layer name quoted back in a message: a hostile file may hold any name, and
+ * the thread's message buffer holds about 1 KB. */
+#define ECHO_MAX 120
+/* A message assembled piece by piece (road_error truncates to its own buffer anyway). */
+#define MSG_CAP 1024
+
+static const char *const param_suffix[2] = {PEFT_THETA_SUFFIX, PEFT_ALPHA_SUFFIX};
+
+/* ---- small helpers --------------------------------------------------------------------- */
+
+static bool ends_with(const char *s, size_t n, const char *suffix) {
+    size_t k = strlen(suffix);
+    return n >= k && memcmp(s + n - k, suffix, k) == 0;
+}
+
+static bool starts_with(const char *s, const char *prefix) {
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* A message built in pieces; silently truncated at MSG_CAP. */
+typedef struct msgbuf {
+    char text[MSG_CAP];
+    size_t len;
+} msgbuf;
+
+__attribute__((format(printf, 2, 3))) static void msg_add(msgbuf *m, const char *fmt, ...) {
+    if (m->len + 1 >= sizeof m->text) return;
+    va_list ap;
+    va_start(ap, fmt);
+    int w = vsnprintf(m->text + m->len, sizeof m->text - m->len, fmt, ap);
+    va_end(ap);
+    if (w < 0) return;
+    m->len += (size_t)w;
+    if (m->len >= sizeof m->text) m->len = sizeof m->text - 1;
+}
+
+/* "[a, b]" into buf (a tensor has at most ROAD_ST_MAX_DIMS dimensions, so 96 bytes do). */
+static void shape_text(const road_st_tensor *t, char *buf, size_t cap) {
+    size_t k = 0;
+    buf[0] = '\0';
+    for (int32_t d = 0; d <= t->ndim && k + 1 < cap; d++) {
+        int w = d == t->ndim
+                    ? snprintf(buf + k, cap - k, "]")
+                    : snprintf(buf + k, cap - k, "%s%lld", d ? ", " : "[", (long long)t->shape[d]);
+        if (w < 0) break;
+        k += (size_t)w;
+    }
+    if (t->ndim == 0) snprintf(buf, cap, "[]");
+}
+
+/* PEFT's modules_to_save rule for one module path: the path equals an entry or ends with
+ * "." + entry (the suffix rule target lists use). */
+static bool module_selected(const char *path, size_t n, const char *entry) {
+    size_t k = strlen(entry);
+    if (n == k) return memcmp(path, entry, k) == 0;
+    return n > k && path[n - k - 1] == '.' && memcmp(path + n - k, entry, k) == 0;
+}
+
+/* Does `rest` (a key without the prefix) lie inside a module that modules_to_save selects?
+ * Every proper dotted prefix is a candidate, so tensors of nested sub-modules count too. */
+static bool in_modules_to_save(const road_config *cfg, const char *rest) {
+    int32_t n = road_config_modules_to_save_count(cfg);
+    for (const char *dot = strchr(rest, '.'); dot; dot = strchr(dot + 1, '.')) {
+        for (int32_t i = 0; i < n; i++) {
+            if (module_selected(rest, (size_t)(dot - rest), road_config_module_to_save(cfg, i)))
+                return true;
+        }
+    }
+    return false;
+}
+
+/* ---- load ------------------------------------------------------------------------------- */
+
+/* What one load needs; everything here is freed by load_ctx_free. */
+typedef struct load_ctx {
+    const char *name; /* the adapter's name in the set */
+    road_adapter_set *s;
+    road_config *cfg;
+    road_st_file *f;
+    int32_t n_all; /* layers of the set */
+    int32_t *idx;  /* [n_all] matched layers, ascending; n_matched used */
+    int32_t n_matched;
+    bool *matched;   /* [n_all] */
+    int64_t *offset; /* [n_matched + 1] start of each layer's theta in params */
+    float *params;   /* [2 * offset[n_matched]]: layer i's theta then its alpha */
+    char *scratch;   /* key / layer-name buffer */
+    size_t scratch_cap;
+} load_ctx;
+
+static void load_ctx_free(load_ctx *c) {
+    road_config_free(c->cfg);
+    road_st_close(c->f);
+    road_free(c->idx);
+    road_free(c->matched);
+    road_free(c->offset);
+    road_free(c->params);
+    road_free(c->scratch);
+}
+
+/* Number of theta (= alpha) entries of matched layer i. */
+static int64_t layer_params(const load_ctx *c, int32_t i) {
+    return c->offset[i + 1] - c->offset[i];
+}
+
+/* The folder, its config and its weights file, opened. */
+static road_status open_folder(load_ctx *c, const char *dir) {
+    struct stat st;
+    if (stat(dir, &st) != 0)
+        return road_error(ROAD_ERR_NOT_FOUND,
+                          "adapter '%s': the adapter folder '%s' does not exist (%s)", c->name, dir,
+                          strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return road_error(ROAD_ERR_INVALID_ARG,
+                          "adapter '%s': '%s' is not a folder; pass the folder holding %s and %s",
+                          c->name, dir, PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE);
+    road_status s = road_config_load(dir, &c->cfg);
+    if (s != ROAD_OK) {
+        road_error_prefix("adapter '%s'", c->name);
+        return s;
+    }
+    char *path = road_path_join(dir, PEFT_WEIGHTS_FILE);
+    if (!path) return ROAD_ERR_NO_MEMORY;
+    if (stat(path, &st) != 0 && errno == ENOENT) {
+        char *legacy = road_path_join(dir, PEFT_LEGACY_WEIGHTS_FILE);
+        bool has_legacy = legacy && stat(legacy, &st) == 0;
+        road_free(legacy);
+        if (has_legacy)
+            s = road_error(ROAD_ERR_UNSUPPORTED,
+                           "adapter '%s': '%s' has %s (PyTorch pickle, written by older PEFT) but "
+                           "no %s; road reads safetensors only: convert it with PEFT "
+                           "(PeftModel.from_pretrained(...).save_pretrained(dir, "
+                           "safe_serialization=True))",
+                           c->name, dir, PEFT_LEGACY_WEIGHTS_FILE, PEFT_WEIGHTS_FILE);
+        else if (legacy)
+            s = road_error(ROAD_ERR_NOT_FOUND,
+                           "adapter '%s': '%s' does not exist; an adapter folder holds %s and %s",
+                           c->name, path, PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE);
+        else
+            s = ROAD_ERR_NO_MEMORY;
+        road_free(path);
+        return s;
+    }
+    s = road_st_open(path, &c->f);
+    road_free(path);
+    if (s != ROAD_OK) road_error_prefix("adapter '%s'", c->name);
+    return s;
+}
+
+/* Match the config's targets and size everything: one allocation each for the indices, the
+ * per-layer offsets, the parameters and the key buffer. */
+static road_status plan_layers(load_ctx *c) {
+    c->n_all = road_adapter_set_layer_count(c->s);
+    size_t n_all = c->n_all > 0 ? (size_t)c->n_all : 1;
+    c->idx = road_malloc(n_all * sizeof *c->idx);
+    c->matched = road_calloc(n_all, sizeof *c->matched);
+    if (!c->idx || !c->matched) return ROAD_ERR_NO_MEMORY;
+    road_status s = road_adapter_set_match(c->s, c->cfg, c->idx, c->n_all, &c->n_matched);
+    if (s != ROAD_OK) {
+        road_error_prefix("adapter '%s'", c->name);
+        return s;
+    }
+    if (c->n_matched <= 0 || c->n_matched > c->n_all)
+        return road_error(ROAD_ERR_INTERNAL,
+                          "adapter '%s': road_adapter_set_match reported %d layers of %d", c->name,
+                          c->n_matched, c->n_all);
+
+    c->offset = road_malloc(((size_t)c->n_matched + 1) * sizeof *c->offset);
+    if (!c->offset) return ROAD_ERR_NO_MEMORY;
+    const road_variant v = road_config_variant(c->cfg);
+    size_t longest = 0;
+    c->offset[0] = 0;
+    for (int32_t i = 0; i < c->n_matched; i++) {
+        road_linear *l = road_adapter_set_layer(c->s, c->idx[i]);
+        const char *lname = road_adapter_set_layer_name(c->s, c->idx[i]);
+        if (!l)
+            return road_error(ROAD_ERR_INTERNAL,
+                              "adapter '%s': matching selected '%s', which is not a linear layer",
+                              c->name, lname);
+        c->matched[c->idx[i]] = true;
+        int64_t p = road_param_count(v, road_linear_out_features(l));
+        ROAD_ASSERT(p > 0);
+        c->offset[i + 1] = c->offset[i] + p;
+        size_t k = strlen(lname);
+        if (k > longest) longest = k;
+    }
+    size_t bytes = 0;
+    if (road_size_mul(2 * (size_t)c->offset[c->n_matched], sizeof(float), &bytes) != 0)
+        return road_error(ROAD_ERR_NO_MEMORY, "adapter '%s': too many parameters", c->name);
+    c->params = road_malloc(bytes);
+    if (!c->params) return ROAD_ERR_NO_MEMORY;
+
+    /* The buffer holds an expected key, and also any file key (less its prefix) when
+     * classifying the file's tensors. */
+    for (int64_t t = 0; t < road_st_count(c->f); t++) {
+        size_t k = strlen(road_st_at(c->f, t)->name);
+        if (k > longest) longest = k;
+    }
+    c->scratch_cap = strlen(PEFT_KEY_PREFIX) + longest + strlen(PEFT_THETA_SUFFIX) + 1;
+    c->scratch = road_malloc(c->scratch_cap);
+    return c->scratch ? ROAD_OK : ROAD_ERR_NO_MEMORY;
+}
+
+/* A file key that looks like the expected one in another form, for the missing-key hint. */
+static void missing_key_hint(const load_ctx *c, const char *layer, const char *suffix, msgbuf *m) {
+    const char *key = c->scratch;
+    size_t klen = strlen(key), llen = strlen(layer);
+    for (int64_t t = 0; t < road_st_count(c->f); t++) {
+        const char *k = road_st_at(c->f, t)->name;
+        if (strncmp(k, key, klen) == 0 && k[klen] == '.') {
+            msg_add(m,
+                    "; the file has '%.*s' instead: that is PEFT's in-memory name with the "
+                    "adapter name appended, which save_pretrained removes",
+                    ECHO_MAX, k);
+            return;
+        }
+        if (strncmp(k, layer, llen) == 0 && strcmp(k + llen, suffix) == 0) {
+            msg_add(m,
+                    "; the file has '%.*s' instead: PEFT writes every key with the prefix "
+                    "'" PEFT_KEY_PREFIX "'",
+                    ECHO_MAX, k);
+            return;
+        }
+    }
+    msg_add(m, "; was the adapter saved for another model, or its config edited?");
+}
+
+/* Check and convert theta and alpha of every matched layer into c->params. */
+static road_status read_layer_params(load_ctx *c) {
+    const road_variant v = road_config_variant(c->cfg);
+    for (int32_t i = 0; i < c->n_matched; i++) {
+        const char *layer = road_adapter_set_layer_name(c->s, c->idx[i]);
+        const int64_t p = layer_params(c, i);
+        const int64_t out = road_linear_out_features(road_adapter_set_layer(c->s, c->idx[i]));
+        for (int k = 0; k < 2; k++) {
+            snprintf(c->scratch, c->scratch_cap, "%s%s%s", PEFT_KEY_PREFIX, layer, param_suffix[k]);
+            const road_st_tensor *t = road_st_find(c->f, c->scratch);
+            if (!t) {
+                msgbuf m = {.len = 0};
+                m.text[0] = '\0';
+                missing_key_hint(c, layer, param_suffix[k], &m);
+                return road_error(ROAD_ERR_NOT_FOUND,
+                                  "adapter '%s': " PEFT_WEIGHTS_FILE " has no '%.*s' for layer "
+                                  "%.*s, which the config's target_modules select%s",
+                                  c->name, ECHO_MAX, c->scratch, ECHO_MAX, layer, m.text);
+            }
+            if (t->dtype != ROAD_DTYPE_F32 && t->dtype != ROAD_DTYPE_F16 &&
+                t->dtype != ROAD_DTYPE_BF16 && t->dtype != ROAD_DTYPE_F64)
+                return road_error(ROAD_ERR_FORMAT,
+                                  "adapter '%s': '%.*s' (layer %.*s) is %s; RoAd parameters are "
+                                  "read from F32, F16, BF16 or F64 tensors",
+                                  c->name, ECHO_MAX, t->name, ECHO_MAX, layer,
+                                  road_dtype_name(t->dtype));
+            if (t->ndim != 1 || t->shape[0] != p) {
+                char got[96];
+                shape_text(t, got, sizeof got);
+                return road_error(ROAD_ERR_SHAPE,
+                                  "adapter '%s': '%.*s' (layer %.*s, %lld output features, %s "
+                                  "group_size %d) has shape %s; expected [%lld]",
+                                  c->name, ECHO_MAX, t->name, ECHO_MAX, layer, (long long)out,
+                                  road_variant_name(v), road_config_group_size(c->cfg), got,
+                                  (long long)p);
+            }
+            float *dst = c->params + 2 * c->offset[i] + k * p;
+            road_status s = road_dtype_to_f32(t->dtype, t->data, dst, (size_t)p);
+            if (s != ROAD_OK) return s;
+        }
+    }
+    return ROAD_OK;
+}
+
+typedef enum key_kind {
+    KEY_ROAD = 0,            /* theta or alpha of a matched layer */
+    KEY_MODULES_TO_SAVE = 1, /* inside a module that modules_to_save selects */
+    KEY_UNEXPECTED = 2
+} key_kind;
+
+/* Classify one file key. For a RoAd-looking key of a layer that is not matched, *layer gets
+ * that layer's index (or -1 when the model has no such layer), for the hint. */
+static key_kind classify_key(load_ctx *c, const char *key, int32_t *layer) {
+    *layer = -2;
+    if (!starts_with(key, PEFT_KEY_PREFIX)) return KEY_UNEXPECTED;
+    const char *rest = key + strlen(PEFT_KEY_PREFIX);
+    size_t n = strlen(rest);
+    for (int k = 0; k < 2; k++) {
+        if (!ends_with(rest, n, param_suffix[k])) continue;
+        size_t ln = n - strlen(param_suffix[k]);
+        memcpy(c->scratch, rest, ln);
+        c->scratch[ln] = '\0';
+        int32_t li = road_adapter_set_find_layer(c->s, c->scratch);
+        if (li >= 0 && c->matched[li]) return KEY_ROAD;
+        *layer = li;
+        break;
+    }
+    if (road_config_modules_to_save_count(c->cfg) > 0 && in_modules_to_save(c->cfg, rest))
+        return KEY_MODULES_TO_SAVE;
+    return KEY_UNEXPECTED;
+}
+
+/* Hints for unexpected keys, most telling first: one of them is given. */
+typedef enum hint_kind {
+    HINT_IN_MEMORY = 0,     /* "...road_theta.<adapter name>" */
+    HINT_NOT_TARGETED = 1,  /* a layer of the model that target_modules do not select */
+    HINT_UNKNOWN_LAYER = 2, /* RoAd tensors of a layer the model lacks */
+    HINT_NO_PREFIX = 3,     /* no "base_model.model." */
+    HINT_NONE = 4
+} hint_kind;
+
+static hint_kind hint_of(const char *key, int32_t layer) {
+    if (strstr(key, PEFT_THETA_SUFFIX ".") || strstr(key, PEFT_ALPHA_SUFFIX "."))
+        return HINT_IN_MEMORY;
+    if (!starts_with(key, PEFT_KEY_PREFIX)) return HINT_NO_PREFIX;
+    if (layer >= 0) return HINT_NOT_TARGETED;
+    if (layer == -1) return HINT_UNKNOWN_LAYER;
+    return HINT_NONE;
+}
+
+static void add_hint(const load_ctx *c, hint_kind h, const char *key, int32_t layer, msgbuf *m) {
+    switch (h) {
+    case HINT_IN_MEMORY:
+        msg_add(m,
+                "; keys like '%.*s' are PEFT's in-memory names with the adapter name appended: "
+                "a saved file has '" PEFT_KEY_PREFIX "<layer>.road_theta' (save with PEFT's "
+                "save_pretrained)",
+                ECHO_MAX, key);
+        break;
+    case HINT_NOT_TARGETED:
+        msg_add(m, "; layer %.*s has RoAd tensors but the config's target_modules do not select it",
+                ECHO_MAX, road_adapter_set_layer_name(c->s, layer));
+        break;
+    case HINT_UNKNOWN_LAYER:
+        msg_add(m,
+                "; '%.*s' is a RoAd tensor of a layer this model does not have (was the "
+                "adapter trained on another model?)",
+                ECHO_MAX, key);
+        break;
+    case HINT_NO_PREFIX:
+        msg_add(m,
+                "; PEFT writes every key with the prefix '" PEFT_KEY_PREFIX "' ('%.*s' lacks it)",
+                ECHO_MAX, key);
+        break;
+    case HINT_NONE:
+        break;
+    }
+}
+
+/* Every file key must be a RoAd tensor of a matched layer or a modules_to_save tensor. */
+static road_status check_unexpected(load_ctx *c, int64_t *n_mts) {
+    const int64_t n = road_st_count(c->f);
+    const char *listed[UNEXPECTED_LIST_MAX];
+    int64_t n_bad = 0;
+    hint_kind best = HINT_NONE;
+    const char *best_key = NULL;
+    int32_t best_layer = -2;
+    *n_mts = 0;
+    for (int64_t t = 0; t < n; t++) {
+        const char *key = road_st_at(c->f, t)->name;
+        int32_t layer;
+        key_kind kind = classify_key(c, key, &layer);
+        if (kind == KEY_MODULES_TO_SAVE) (*n_mts)++;
+        if (kind != KEY_UNEXPECTED) continue;
+        if (n_bad < UNEXPECTED_LIST_MAX) listed[n_bad] = key;
+        n_bad++;
+        hint_kind h = hint_of(key, layer);
+        if (h < best) {
+            best = h;
+            best_key = key;
+            best_layer = layer;
+        }
+    }
+    if (n_bad == 0) return ROAD_OK;
+    msgbuf m = {.len = 0};
+    m.text[0] = '\0';
+    msg_add(&m,
+            "adapter '%s': " PEFT_WEIGHTS_FILE " has %lld unexpected tensor%s (neither the "
+            "road_theta/road_alpha of a layer the config's target_modules select%s): ",
+            c->name, (long long)n_bad, n_bad == 1 ? "" : "s",
+            road_config_modules_to_save_count(c->cfg) > 0 ? " nor part of modules_to_save" : "");
+    for (int64_t i = 0; i < n_bad && i < UNEXPECTED_LIST_MAX; i++)
+        msg_add(&m, "%s'%.*s'", i ? ", " : "", ECHO_MAX, listed[i]);
+    if (n_bad > UNEXPECTED_LIST_MAX)
+        msg_add(&m, " and %lld more", (long long)(n_bad - UNEXPECTED_LIST_MAX));
+    add_hint(c, best, best_key, best_layer, &m);
+    return road_error(ROAD_ERR_FORMAT, "%s", m.text);
+}
+
+/* Check the shapes of modules_to_save tensors that belong to a registered linear layer
+ * (weight [out, in], bias [out]); then refuse, since road cannot apply them yet. */
+static road_status check_modules_to_save(load_ctx *c, int64_t n_mts) {
+    const int64_t n = road_st_count(c->f);
+    const char *first = NULL;
+    for (int64_t t = 0; t < n; t++) {
+        const road_st_tensor *ti = road_st_at(c->f, t);
+        int32_t layer;
+        if (classify_key(c, ti->name, &layer) != KEY_MODULES_TO_SAVE) continue;
+        if (!first) first = ti->name;
+        const char *rest = ti->name + strlen(PEFT_KEY_PREFIX);
+        const char *dot = strrchr(rest, '.');
+        size_t ln = (size_t)(dot - rest);
+        memcpy(c->scratch, rest, ln);
+        c->scratch[ln] = '\0';
+        int32_t li = road_adapter_set_find_layer(c->s, c->scratch);
+        road_linear *l = li >= 0 ? road_adapter_set_layer(c->s, li) : NULL;
+        if (!l) continue; /* not a layer road knows the shape of */
+        const bool weight = strcmp(dot + 1, "weight") == 0, bias = strcmp(dot + 1, "bias") == 0;
+        const int64_t out = road_linear_out_features(l), in = road_linear_in_features(l);
+        char got[96];
+        shape_text(ti, got, sizeof got);
+        if (weight && !(ti->ndim == 2 && ti->shape[0] == out && ti->shape[1] == in))
+            return road_error(ROAD_ERR_SHAPE,
+                              "adapter '%s': '%.*s' (modules_to_save copy of layer %.*s) has "
+                              "shape %s; the layer's weight is [%lld, %lld]",
+                              c->name, ECHO_MAX, ti->name, ECHO_MAX, c->scratch, got,
+                              (long long)out, (long long)in);
+        if (bias && !(ti->ndim == 1 && ti->shape[0] == out))
+            return road_error(ROAD_ERR_SHAPE,
+                              "adapter '%s': '%.*s' (modules_to_save copy of layer %.*s) has "
+                              "shape %s; the layer's bias is [%lld]",
+                              c->name, ECHO_MAX, ti->name, ECHO_MAX, c->scratch, got,
+                              (long long)out);
+    }
+    if (n_mts == 0) return ROAD_OK;
+    return road_error(ROAD_ERR_UNSUPPORTED,
+                      "adapter '%s': " PEFT_WEIGHTS_FILE " holds %lld modules_to_save tensor%s "
+                      "('%.*s'%s); road cannot apply modules_to_save copies yet, and without "
+                      "them the adapter would not compute what it computes in PEFT. Merge "
+                      "those modules into the base model, or train without modules_to_save",
+                      c->name, (long long)n_mts, n_mts == 1 ? "" : "s", ECHO_MAX, first,
+                      n_mts > 1 ? ", ..." : "");
+}
+
+/* Add the validated adapter and give every layer its parameters; undo the add on failure. */
+static road_status install(load_ctx *c) {
+    road_status s = road_adapter_set_add(c->s, c->name, c->cfg, 0);
+    /* add is all-or-nothing; should it ever fail with the adapter registered, undo it below. */
+    if (s != ROAD_OK && !road_adapter_set_has(c->s, c->name)) return s;
+    for (int32_t li = 0; li < c->n_all && s == ROAD_OK; li++) {
+        if (road_adapter_set_on_layer(c->s, c->name, li) != c->matched[li])
+            s = road_error(ROAD_ERR_INTERNAL,
+                           "adapter '%s': road_adapter_set_add put it on a different set of "
+                           "layers than road_adapter_set_match selected (layer %s)",
+                           c->name, road_adapter_set_layer_name(c->s, li));
+    }
+    for (int32_t i = 0; i < c->n_matched && s == ROAD_OK; i++) {
+        road_linear *l = road_adapter_set_layer(c->s, c->idx[i]);
+        const int64_t p = layer_params(c, i);
+        const float *theta = c->params + 2 * c->offset[i];
+        s = road_linear_set_params(l, c->name, theta, theta + p, p);
+    }
+    if (s == ROAD_OK) return ROAD_OK;
+    char why[MSG_CAP];
+    snprintf(why, sizeof why, "%s", road_last_error());
+    road_status d = road_adapter_set_delete(c->s, c->name);
+    if (d != ROAD_OK)
+        return road_error(ROAD_ERR_INTERNAL,
+                          "%s; removing the half-loaded adapter '%s' then failed too: %s", why,
+                          c->name, road_last_error());
+    return road_error(s, "%s", why);
+}
+
+road_status road_adapter_set_load(road_adapter_set *s, const char *name, const char *dir) {
+    if (!s || !name || !dir)
+        return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_load: NULL argument");
+    if (road_adapter_set_has(s, name))
+        return road_error(ROAD_ERR_EXISTS,
+                          "an adapter named '%s' is already loaded; delete it first or load "
+                          "this one under another name",
+                          name);
+    load_ctx c = {.name = name, .s = s};
+    road_status st = open_folder(&c, dir);
+    if (st == ROAD_OK) st = plan_layers(&c);
+    if (st == ROAD_OK) st = read_layer_params(&c);
+    int64_t n_mts = 0;
+    if (st == ROAD_OK) st = check_unexpected(&c, &n_mts);
+    if (st == ROAD_OK) st = check_modules_to_save(&c, n_mts);
+    if (st == ROAD_OK) st = install(&c);
+    load_ctx_free(&c);
+    return st;
+}
+
+/* ---- save ------------------------------------------------------------------------------- */
+
+/* Write one adapter's adapter_model.safetensors into `folder`. */
+static road_status save_weights(road_adapter_set *s, const char *name, const char *folder) {
+    road_st_writer *w = NULL;
+    road_status st = road_st_writer_create(&w);
+    if (st != ROAD_OK) return st;
+    st = road_st_writer_set_metadata(w, "format", "pt");
+    char *key = NULL;
+    size_t key_cap = 0;
+    const int32_t n_all = road_adapter_set_layer_count(s);
+    for (int32_t li = 0; li < n_all && st == ROAD_OK; li++) {
+        if (!road_adapter_set_on_layer(s, name, li)) continue;
+        const char *layer = road_adapter_set_layer_name(s, li);
+        size_t need = strlen(PEFT_KEY_PREFIX) + strlen(layer) + strlen(PEFT_THETA_SUFFIX) + 1;
+        if (need > key_cap) {
+            road_free(key);
+            key = road_malloc(need);
+            key_cap = key ? need : 0;
+            if (!key) {
+                st = ROAD_ERR_NO_MEMORY;
+                break;
+            }
+        }
+        float *p[2];
+        int64_t n = 0;
+        st = road_linear_adapter_params(road_adapter_set_layer(s, li), name, &p[0], &p[1], &n);
+        for (int k = 0; k < 2 && st == ROAD_OK; k++) {
+            snprintf(key, key_cap, "%s%s%s", PEFT_KEY_PREFIX, layer, param_suffix[k]);
+            const int64_t shape[1] = {n};
+            st = road_st_writer_add(w, key, ROAD_DTYPE_F32, 1, shape, p[k]);
+        }
+    }
+    road_free(key);
+    char *path = NULL;
+    if (st == ROAD_OK) {
+        path = road_path_join(folder, PEFT_WEIGHTS_FILE);
+        st = path ? road_st_writer_save(w, path) : ROAD_ERR_NO_MEMORY;
+    }
+    road_free(path);
+    road_st_writer_free(w);
+    return st;
+}
+
+/* Write one adapter's adapter_config.json: its config with inference_mode true, as PEFT's
+ * save_pretrained writes it. */
+static road_status save_config(const road_adapter_set *s, const char *name, const char *folder) {
+    road_config *cfg = NULL;
+    road_status st = road_config_clone(road_adapter_set_config(s, name), &cfg);
+    if (st != ROAD_OK) return st;
+    road_config_set_inference_mode(cfg, true);
+    st = road_config_save(cfg, folder);
+    road_config_free(cfg);
+    return st;
+}
+
+static road_status save_one(road_adapter_set *s, const char *name, const char *dir) {
+    char *sub = NULL;
+    if (strcmp(name, PEFT_DEFAULT_ADAPTER) != 0) {
+        sub = road_path_join(dir, name);
+        if (!sub) return ROAD_ERR_NO_MEMORY;
+    }
+    const char *folder = sub ? sub : dir;
+    road_status st = road_mkdir_p(folder);
+    if (st == ROAD_OK) st = save_weights(s, name, folder);
+    if (st == ROAD_OK) st = save_config(s, name, folder);
+    if (st != ROAD_OK) road_error_prefix("saving adapter '%s' to '%s'", name, folder);
+    road_free(sub);
+    return st;
+}
+
+/* Every requested name is an adapter of the set, once. */
+static road_status check_names(const road_adapter_set *s, const char *const *names, int32_t n) {
+    for (int32_t i = 0; i < n; i++) {
+        if (!names[i])
+            return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_save: name %d is NULL", i);
+        if (!road_adapter_set_has(s, names[i])) {
+            msgbuf m = {.len = 0};
+            m.text[0] = '\0';
+            for (int32_t k = 0; k < road_adapter_set_count(s); k++)
+                msg_add(&m, "%s'%s'", k ? ", " : "", road_adapter_set_name(s, k));
+            return road_error(ROAD_ERR_NOT_FOUND,
+                              "cannot save adapter '%.*s': no such adapter "
+                              "(the set has %s)",
+                              ECHO_MAX, names[i], m.len ? m.text : "none");
+        }
+        for (int32_t k = 0; k < i; k++) {
+            if (strcmp(names[k], names[i]) == 0)
+                return road_error(ROAD_ERR_INVALID_ARG,
+                                  "road_adapter_set_save: adapter '%s' is listed twice", names[i]);
+        }
+    }
+    return ROAD_OK;
+}
+
+road_status road_adapter_set_save(road_adapter_set *s, const char *dir, const char *const *names,
+                                  int32_t n) {
+    if (!s || !dir) return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_save: NULL argument");
+    if (names && n < 0)
+        return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_save: negative count %d", n);
+    if (!names && road_adapter_set_count(s) == 0)
+        return road_error(ROAD_ERR_STATE, "cannot save to '%s': the set has no adapters", dir);
+    road_status st = names ? check_names(s, names, n) : ROAD_OK;
+    if (st == ROAD_OK) st = road_mkdir_p(dir);
+    const int32_t count = names ? n : road_adapter_set_count(s);
+    for (int32_t i = 0; i < count && st == ROAD_OK; i++)
+        st = save_one(s, names ? names[i] : road_adapter_set_name(s, i), dir);
+    return st;
+}
