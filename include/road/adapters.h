@@ -116,7 +116,9 @@ ROAD_API void road_adapter_set_train(road_adapter_set *s, bool training);
 ROAD_API bool road_adapter_set_training(const road_adapter_set *s);
 
 /* Merge the named adapters (names == NULL: the active ones) into the weights of every layer
- * that has them. All-or-nothing across layers: a refused block leaves every layer unchanged. */
+ * that has them. All-or-nothing across layers: a refused block leaves every layer unchanged.
+ * Refused (ROAD_ERR_STATE) while adapters are disabled: a disabled model runs its base weights
+ * (merge_and_unload is allowed). */
 ROAD_API road_status road_adapter_set_merge(road_adapter_set *s, const char *const *names,
                                             int32_t n, bool safe);
 ROAD_API road_status road_adapter_set_unmerge(road_adapter_set *s);
@@ -130,8 +132,9 @@ ROAD_API road_status road_adapter_set_merge_and_unload(road_adapter_set *s,
  * first to get the original weights back). */
 ROAD_API road_status road_adapter_set_unload(road_adapter_set *s);
 
-/* PEFT's print_trainable_parameters: trainable = parameters of the active adapters (plus
- * their modules_to_save copies); all = base parameters + every adapter's parameters. */
+/* PEFT's print_trainable_parameters: trainable = parameters of the active adapters; all =
+ * base parameters + every adapter's parameters. (modules_to_save is kept in the config and
+ * written back, but road does not hold or train those copies yet.) */
 typedef struct road_param_report {
     int64_t trainable;
     int64_t all;
@@ -162,7 +165,8 @@ ROAD_API void road_batch_plan_free(road_batch_plan *p);
 ROAD_API int64_t road_batch_plan_sequences(const road_batch_plan *p);
 /* Rotate y in place, sequence by sequence. Sequence i owns seq_rows[i] contiguous rows, or
  * rows_per_seq rows each when seq_rows == NULL. A layer without a sequence's adapter passes
- * its rows through (PEFT). */
+ * its rows through (PEFT). Refused: a plan made by another set, training mode, merged
+ * adapters, or an adapter of the plan deleted since (plan the batch again). */
 ROAD_API road_status road_adapter_set_apply_mixed(road_adapter_set *s, const road_batch_plan *p,
                                                   int32_t layer, int64_t rows_per_seq,
                                                   const int64_t *seq_rows, float *y);

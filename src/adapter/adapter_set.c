@@ -58,6 +58,7 @@ struct road_adapter_set {
 };
 
 struct road_batch_plan {
+    const road_adapter_set *set; /* the set that planned it: plans do not travel */
     int64_t n_seq;
     int32_t n_layers;
     char **names;   /* [n_seq], NULL for base */
@@ -267,11 +268,12 @@ static road_status reserve_names(road_adapter_set *s, int32_t cap) {
         char(*na)[ACTIVE_SLOT] = road_realloc(s->act, sizeof(*na) * (size_t)cap);
         if (!na) return ROAD_ERR_NO_MEMORY;
         s->act = na;
+        /* act may have moved: re-point the list now, in case the next realloc fails. */
+        for (int32_t i = 0; i < s->n_active; i++) s->active[i] = s->act[i];
         const char **np = road_realloc(s->active, sizeof(char *) * (size_t)cap);
         if (!np) return ROAD_ERR_NO_MEMORY; /* act grew; harmless */
         s->active = np;
         s->cap_active = cap;
-        for (int32_t i = 0; i < s->n_active; i++) s->active[i] = s->act[i];
     }
     for (int32_t i = 0; i < s->n_layers; i++) {
         if (!s->layers[i].lin) continue;
@@ -284,9 +286,15 @@ static road_status reserve_names(road_adapter_set *s, int32_t cap) {
 /* Replace the active list (room reserved; names exist, so they fit a slot). */
 static void active_assign(road_adapter_set *s, const char *const *names, int32_t n) {
     ROAD_ASSERT(n <= s->cap_active);
+    /* names may point into act itself in another order (road_adapter_set_active_name's
+     * pointers, permuted): take each adapter's own copy of its name first, then copy. */
     for (int32_t i = 0; i < n; i++) {
-        ROAD_ASSERT(strlen(names[i]) < ACTIVE_SLOT);
-        if (s->act[i] != names[i]) memmove(s->act[i], names[i], strlen(names[i]) + 1);
+        int32_t k = find_adapter(s, names[i]);
+        ROAD_ASSERT(k >= 0 && strlen(names[i]) < ACTIVE_SLOT);
+        s->active[i] = s->ad[k].name;
+    }
+    for (int32_t i = 0; i < n; i++) {
+        memcpy(s->act[i], s->active[i], strlen(s->active[i]) + 1);
         s->active[i] = s->act[i];
     }
     s->n_active = n;
@@ -461,8 +469,8 @@ bool road_adapter_set_merged(const road_adapter_set *s) {
     return false;
 }
 
-road_status road_adapter_set_merge(road_adapter_set *s, const char *const *names, int32_t n,
-                                   bool safe) {
+static road_status merge_layers(road_adapter_set *s, const char *const *names, int32_t n,
+                                bool safe) {
     const char *const *list = names ? names : s->active;
     int32_t count = names ? n : s->n_active;
     if (count < 0) return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_merge: negative count");
@@ -505,6 +513,16 @@ road_status road_adapter_set_merge(road_adapter_set *s, const char *const *names
     return ROAD_OK;
 }
 
+road_status road_adapter_set_merge(road_adapter_set *s, const char *const *names, int32_t n,
+                                   bool safe) {
+    /* A disabled model runs its base weights (enable(false) unmerges for that reason); merged
+     * weights would reach engines and mixed batches, and a forward would unmerge one layer. */
+    if (s->disabled)
+        return road_error(ROAD_ERR_STATE, "merge: adapters are disabled, so the model runs its "
+                                          "base weights; enable them before merging");
+    return merge_layers(s, names, n, safe);
+}
+
 road_status road_adapter_set_unmerge(road_adapter_set *s) {
     for (int32_t i = s->n_layers - 1; i >= 0; i--) {
         road_linear *l = s->layers[i].lin;
@@ -533,7 +551,7 @@ static void drop_all(road_adapter_set *s) {
 
 road_status road_adapter_set_merge_and_unload(road_adapter_set *s, const char *const *names,
                                               int32_t n, bool safe) {
-    road_status st = road_adapter_set_merge(s, names, n, safe);
+    road_status st = merge_layers(s, names, n, safe); /* disabled or not, as PEFT */
     if (st != ROAD_OK) return st;
     drop_all(s);
     return ROAD_OK;
@@ -680,6 +698,7 @@ road_status road_adapter_set_plan(road_adapter_set *s, const char *const *names,
         road_free(p);
         return ROAD_ERR_NO_MEMORY;
     }
+    p->set = s;
     p->n_seq = n_seq;
     p->n_layers = s->n_layers;
     for (int64_t i = 0; i < n_seq; i++) {
@@ -698,9 +717,12 @@ road_status road_adapter_set_apply_mixed(road_adapter_set *s, const road_batch_p
                                          const int64_t *seq_rows, float *y) {
     road_status st = linear_layer(s, layer, "road_adapter_set_apply_mixed");
     if (st != ROAD_OK) return st;
-    if (!p || p->n_layers != s->n_layers)
+    if (!p || p->set != s || p->n_layers != s->n_layers)
         return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_apply_mixed: plan is NULL or "
                                                 "from another model");
+    if (s->training)
+        return road_error(ROAD_ERR_STATE, "mixed batch: the model was switched to training mode "
+                                          "after the batch was planned (switch it to eval mode)");
     if (s->disabled) return ROAD_OK;
     if (road_adapter_set_merged(s))
         return road_error(ROAD_ERR_STATE, "mixed batch: adapters were merged after the batch was "
@@ -729,6 +751,13 @@ road_status road_adapter_set_apply_mixed(road_adapter_set *s, const road_batch_p
         if (p->names[i]) {
             for (int32_t j = 0; j < na; j++)
                 if (strcmp(road_linear_adapter_name(l, j), p->names[i]) == 0) k = j;
+            if (k < 0 && find_adapter(s, p->names[i]) < 0) {
+                /* Not on this layer is fine (PEFT); gone from the model is a stale plan. */
+                st = road_error(ROAD_ERR_STATE, "mixed batch: adapter '%s' was deleted after the "
+                                                "batch was planned; plan the batch again",
+                                p->names[i]);
+                goto done;
+            }
             if (k >= 0 && !rots[k].c1) {
                 st = road_linear_adapter_rot(l, p->names[i], &rots[k]);
                 if (st != ROAD_OK) goto done;
