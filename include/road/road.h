@@ -9,5 +9,6 @@
 #include "road/config.h"
 #include "road/adapters.h"
 #include "road/safetensors.h"
+#include "road/llm.h"
 
 #endif

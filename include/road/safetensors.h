@@ -34,6 +34,10 @@ typedef struct road_st_file road_st_file;
 
 /* Open and validate a file (mmap, read-only). */
 ROAD_API road_status road_st_open(const char *path, road_st_file **out);
+/* Like road_st_open, but the mapping is private and writable (copy-on-write): the tensor data
+ * may be changed through a cast, which changes this process's view only (pages are copied as
+ * they are written; the file is never modified). Used for weights that merging may change. */
+ROAD_API road_status road_st_open_private(const char *path, road_st_file **out);
 /* Parse a file image already in memory (no copy; `data` must outlive the handle). */
 ROAD_API road_status road_st_open_memory(const void *data, size_t len, road_st_file **out);
 ROAD_API void road_st_close(road_st_file *f);

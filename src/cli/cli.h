@@ -26,7 +26,19 @@ int cli_flag_value(const char *cmd, int argc, char **argv, int *i, const char *n
 int cli_parse_int(const char *cmd, const char *flag, const char *s, long long lo, long long hi,
                   long long *out);
 
+/* "a,b,c" -> a fresh array of fresh strings (free with cli_free_list). -1 on no memory. */
+int cli_split(const char *s, char sep, char ***out, int32_t *n);
+void cli_free_list(char **v, int32_t n);
+/* "1 2 3" or "1,2,3" -> token ids (malloc'd). Prints an error naming the flag on failure. */
+int cli_parse_ids(const char *cmd, const char *flag, const char *s, int32_t **ids, int64_t *n);
+/* Load --adapter NAME=DIR folders into the model's adapter set and apply --use (NULL: none
+ * active). Returns a CLI exit code. */
+int cli_attach_adapters(const char *cmd, road_model *m, char **specs, int n_specs,
+                        const char *use);
+
 int cmd_inspect(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
 int cmd_config(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 

@@ -63,6 +63,8 @@ static void usage(FILE *to) {
             "\n"
             "commands:\n"
             "  demo      a tour of the RoAd layer: adapters, a mixed batch, merge/unmerge\n"
+            "  generate  continue token-id prompts with a model (and adapters)\n"
+            "  eval      logits and loss of a batch, to compare with PyTorch\n"
             "  inspect   describe a PEFT/road adapter folder (config and parameters)\n"
             "  config    write an adapter_config.json as PEFT would\n"
             "  version   print the version\n"
@@ -89,6 +91,8 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "inspect") == 0) return cmd_inspect(argc - 1, argv + 1);
     if (strcmp(cmd, "config") == 0) return cmd_config(argc - 1, argv + 1);
     if (strcmp(cmd, "demo") == 0) return cmd_demo(argc - 1, argv + 1);
+    if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 1, argv + 1);
+    if (strcmp(cmd, "generate") == 0) return cmd_generate(argc - 1, argv + 1);
     fprintf(stderr, "road: unknown command '%s'; run `road help` for the list\n", cmd);
     return CLI_EXIT_USAGE;
 }

@@ -566,7 +566,7 @@ road_status road_st_open_memory(const void *data, size_t len, road_st_file **out
     return parse_image(&c, data, len, out);
 }
 
-road_status road_st_open(const char *path, road_st_file **out) {
+static road_status st_open(const char *path, int prot, road_st_file **out) {
     if (!out) return road_error(ROAD_ERR_INVALID_ARG, "road_st_open: out is NULL");
     *out = NULL;
     if (!path) return road_error(ROAD_ERR_INVALID_ARG, "road_st_open: path is NULL");
@@ -592,7 +592,7 @@ road_status road_st_open(const char *path, road_st_file **out) {
         close(fd);
         return too_short(&c, len);
     }
-    void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+    void *map = mmap(NULL, len, prot, MAP_PRIVATE, fd, 0);
     int map_errno = errno;
     close(fd); /* the mapping keeps the file alive */
     if (map == MAP_FAILED)
@@ -607,6 +607,14 @@ road_status road_st_open(const char *path, road_st_file **out) {
     f->map_len = len;
     *out = f;
     return ROAD_OK;
+}
+
+road_status road_st_open(const char *path, road_st_file **out) {
+    return st_open(path, PROT_READ, out);
+}
+
+road_status road_st_open_private(const char *path, road_st_file **out) {
+    return st_open(path, PROT_READ | PROT_WRITE, out);
 }
 
 void road_st_close(road_st_file *f) {

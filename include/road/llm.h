@@ -1,0 +1,190 @@
+/*
+ * road/llm.h - Llama-family models (llama, mistral, qwen2) from Hugging Face checkpoint folders:
+ * configuration, weights, a KV cache per sequence, the forward pass over a ragged batch with a
+ * RoAd adapter per sequence, the causal-LM loss, sampling and generation.
+ *
+ * Numerics follow transformers' eager Llama/Qwen2/Mistral in float32 (bf16/f16 weights are
+ * widened exactly). Legend: B batch, T tokens, H hidden, V vocab, L layers.
+ */
+#ifndef ROAD_LLM_H
+#define ROAD_LLM_H
+
+#include "road/adapters.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- configuration (config.json) ---------------------------------------------------------- */
+
+typedef enum road_rope_type {
+    ROAD_ROPE_DEFAULT = 0, /* rope_scaling null */
+    ROAD_ROPE_LINEAR = 1,  /* positions divided by factor */
+    ROAD_ROPE_LLAMA3 = 2   /* Llama 3.1/3.2 frequency remap */
+} road_rope_type;
+
+#define ROAD_MAX_EOS 8
+
+typedef struct road_llm_config {
+    char model_type[16];           /* "llama", "mistral" or "qwen2" */
+    int64_t vocab_size;
+    int64_t hidden_size;
+    int64_t intermediate_size;
+    int64_t n_layers;              /* num_hidden_layers */
+    int64_t n_heads;               /* num_attention_heads */
+    int64_t n_kv_heads;            /* num_key_value_heads (GQA) */
+    int64_t head_dim;              /* head_dim, or hidden_size / n_heads */
+    double rms_norm_eps;
+    double rope_theta;
+    road_rope_type rope_type;
+    double rope_factor;            /* linear and llama3 */
+    double rope_low_freq_factor;   /* llama3 */
+    double rope_high_freq_factor;  /* llama3 */
+    int64_t rope_original_max_pos; /* llama3 original_max_position_embeddings */
+    int64_t max_position_embeddings;
+    int64_t sliding_window;        /* 0: none (qwen2 with use_sliding_window false, llama) */
+    bool tie_word_embeddings;
+    bool qkv_bias;                 /* qwen2; llama's attention_bias (then o_proj too) */
+    bool o_bias;                   /* llama attention_bias */
+    bool mlp_bias;                 /* llama mlp_bias */
+    int32_t bos_token_id;          /* -1 if absent */
+    int32_t eos_token_ids[ROAD_MAX_EOS];
+    int32_t n_eos;
+    road_dtype torch_dtype;        /* dtype the checkpoint declares (F32 if absent) */
+} road_llm_config;
+
+/* Parse config.json text. Unsupported model types, activations or values are refused with a
+ * message naming the field and what road supports (never a silently different model). */
+ROAD_API road_status road_llm_config_parse(const char *json, size_t len, road_llm_config *out);
+/* Load `path`: config.json, or a folder holding it. */
+ROAD_API road_status road_llm_config_load(const char *path, road_llm_config *out);
+
+/* generation_config.json defaults (absent file: bos/eos from config, greedy, no limits). */
+typedef struct road_generation_config {
+    int32_t bos_token_id;
+    int32_t eos_token_ids[ROAD_MAX_EOS];
+    int32_t n_eos;
+    int32_t pad_token_id;   /* -1 if absent */
+    bool do_sample;
+    float temperature;      /* 1.0 if absent */
+    int32_t top_k;          /* 50 if absent (transformers' default); 0 = off */
+    float top_p;            /* 1.0 if absent */
+    int64_t max_new_tokens; /* 0 if absent: the caller decides */
+} road_generation_config;
+
+ROAD_API road_status road_generation_config_load(const char *dir, const road_llm_config *cfg,
+                                                 road_generation_config *out);
+
+/* ---- the model ------------------------------------------------------------------------------ */
+
+typedef struct road_model road_model;
+
+typedef struct road_model_params {
+    int n_threads; /* <= 0: all cores */
+} road_model_params;
+
+ROAD_API road_model_params road_model_default_params(void);
+/* Load a Hugging Face checkpoint folder: config.json, model.safetensors or shards listed in
+ * model.safetensors.index.json, generation_config.json when present. F32 weights are mapped
+ * (copy-on-write: merging adapters copies only the pages it changes); BF16/F16 weights are
+ * widened to float32 once. Missing or mis-shaped tensors are named in the error. */
+ROAD_API road_status road_model_load(const char *dir, const road_model_params *p,
+                                     road_model **out);
+ROAD_API void road_model_free(road_model *m);
+ROAD_API const road_llm_config *road_model_config(const road_model *m);
+ROAD_API const road_generation_config *road_model_generation_config(const road_model *m);
+/* The model's adapter manager (its linear layers, by Hugging Face names): load adapters,
+ * activate, merge... through road/adapters.h. Owned by the model. */
+ROAD_API road_adapter_set *road_model_adapters(road_model *m);
+/* Bytes of float32 weights the model holds, and of those, the ones mapped from files. */
+ROAD_API int64_t road_model_weight_bytes(const road_model *m);
+
+/* ---- KV cache (one per sequence) ------------------------------------------------------------ */
+
+typedef struct road_kv_cache road_kv_cache;
+
+/* Room for max_tokens positions (at most max_position_embeddings). */
+ROAD_API road_status road_kv_cache_create(const road_model *m, int64_t max_tokens,
+                                          road_kv_cache **out);
+ROAD_API void road_kv_cache_free(road_kv_cache *c);
+/* Tokens held (the position of the next token). */
+ROAD_API int64_t road_kv_cache_length(const road_kv_cache *c);
+ROAD_API int64_t road_kv_cache_capacity(const road_kv_cache *c);
+/* Keep the first n tokens (n <= length): rewind a sequence. */
+ROAD_API road_status road_kv_cache_truncate(road_kv_cache *c, int64_t n);
+
+/* ---- forward -------------------------------------------------------------------------------- */
+
+/* One sequence of a ragged batch: new tokens appended to its cache (positions continue from
+ * the cache length; without a cache they start at 0 and nothing is kept). */
+typedef struct road_seq {
+    const int32_t *tokens;
+    int64_t n_tokens;
+    road_kv_cache *cache; /* NULL: no cache */
+    const char *adapter;  /* NULL: the model's active adapters (then every sequence must say
+                             NULL); else this sequence's adapter name or ROAD_BASE_NAME */
+    bool all_logits;      /* true: logits for every new token; false: only the last */
+} road_seq;
+
+/* Rows of logits road_model_forward writes for this batch. */
+ROAD_API int64_t road_seq_logit_rows(const road_seq *seqs, int64_t n_seq);
+/* Forward a ragged batch; logits [road_seq_logit_rows x V], sequence after sequence. All
+ * sequences run in one pass: every linear layer is one GEMM over all rows, and in a mixed
+ * batch every sequence gets its own adapter inside that same pass. */
+ROAD_API road_status road_model_forward(road_model *m, const road_seq *seqs, int64_t n_seq,
+                                        float *logits);
+
+/* A padded batch as transformers takes it: input_ids and attention_mask [B x T] (mask NULL: all
+ * ones); adapters NULL (active adapters) or one name per row. Writes logits [B x T x V]; rows'
+ * padding positions are set to 0 (transformers' values there are not meaningful). */
+ROAD_API road_status road_model_forward_padded(road_model *m, const int64_t *input_ids,
+                                               const int64_t *attention_mask, int64_t B,
+                                               int64_t T, const char *const *adapters,
+                                               float *logits);
+
+/* transformers' causal-LM loss: logits[b, t] predicts labels[b, t + 1]; -100 is ignored; mean
+ * over the remaining tokens of the whole batch. ROAD_ERR_INVALID_ARG if no label counts. */
+ROAD_API road_status road_causal_lm_loss(const float *logits, const int64_t *labels, int64_t B,
+                                         int64_t T, int64_t V, double *loss);
+
+/* ---- sampling and generation ---------------------------------------------------------------- */
+
+typedef struct road_sampler_params {
+    float temperature; /* 0: greedy (argmax, lowest id on ties) */
+    int32_t top_k;     /* 0: off */
+    float top_p;       /* 1: off */
+    uint64_t seed;
+} road_sampler_params;
+
+typedef struct road_sampler road_sampler;
+
+ROAD_API road_sampler_params road_sampler_default_params(void); /* greedy */
+/* Refused: negative temperature, top_p outside (0, 1], negative top_k, NaN. */
+ROAD_API road_status road_sampler_create(const road_sampler_params *p, int64_t vocab,
+                                         road_sampler **out);
+ROAD_API void road_sampler_free(road_sampler *s);
+/* Next token from logits [vocab] (transformers' order: temperature, then top-k, then top-p). */
+ROAD_API int32_t road_sampler_sample(road_sampler *s, const float *logits);
+
+typedef struct road_generate_params {
+    int64_t max_new_tokens;     /* > 0 */
+    const int32_t *stop_ids;    /* generation of a sequence ends after one of these */
+    int32_t n_stop;
+    road_sampler_params sampling;
+} road_generate_params;
+
+/* Called for every generated token; return false to stop that sequence. */
+typedef bool (*road_token_fn)(int64_t seq, int32_t token, void *user);
+
+/* Generate for n_seq prompts at once (one batch, KV caches, each sequence with its own adapter
+ * when adapters != NULL). Each sequence gets its own sampler seeded seed + seq index, so a
+ * sequence's tokens do not depend on what else is in the batch. */
+ROAD_API road_status road_model_generate(road_model *m, const int32_t *const *prompts,
+                                         const int64_t *prompt_lens, const char *const *adapters,
+                                         int64_t n_seq, const road_generate_params *p,
+                                         road_token_fn on_token, void *user);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ROAD_LLM_H */

@@ -1,0 +1,108 @@
+/*
+ * cli/cli_model.c - what the model commands share: loading a model, attaching --adapter
+ * NAME=DIR folders, --use NAME[,NAME...], and parsing id and name lists.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+int cli_split(const char *s, char sep, char ***out, int32_t *n) {
+    int32_t cap = 1;
+    for (const char *p = s; *p; p++) cap += *p == sep;
+    char **v = calloc((size_t)cap, sizeof(char *));
+    if (!v) return -1;
+    int32_t k = 0;
+    const char *p = s;
+    for (;;) {
+        const char *e = strchr(p, sep);
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (!(v[k] = malloc(len + 1))) {
+            cli_free_list(v, k);
+            return -1;
+        }
+        memcpy(v[k], p, len);
+        v[k++][len] = '\0';
+        if (!e) break;
+        p = e + 1;
+    }
+    *out = v;
+    *n = k;
+    return 0;
+}
+
+void cli_free_list(char **v, int32_t n) {
+    if (!v) return;
+    for (int32_t i = 0; i < n; i++) free(v[i]);
+    free(v);
+}
+
+int cli_parse_ids(const char *cmd, const char *flag, const char *s, int32_t **ids, int64_t *n) {
+    int64_t cap = 16, k = 0;
+    int32_t *v = malloc(sizeof(int32_t) * (size_t)cap);
+    if (!v) return -1;
+    const char *p = s;
+    while (*p) {
+        while (*p == ' ' || *p == ',' || *p == '\t' || *p == '\n') p++;
+        if (!*p) break;
+        char *end;
+        errno = 0;
+        long long x = strtoll(p, &end, 10);
+        if (end == p || errno || x < 0 || x > INT32_MAX) {
+            cli_error(cmd, "%s: '%.20s' is not a token id (ids are non-negative integers separated "
+                      "by spaces or commas)", flag, p);
+            free(v);
+            return -1;
+        }
+        if (k == cap) {
+            cap *= 2;
+            int32_t *nv = realloc(v, sizeof(int32_t) * (size_t)cap);
+            if (!nv) {
+                free(v);
+                return -1;
+            }
+            v = nv;
+        }
+        v[k++] = (int32_t)x;
+        p = end;
+    }
+    if (k == 0) {
+        cli_error(cmd, "%s: no token ids given", flag);
+        free(v);
+        return -1;
+    }
+    *ids = v;
+    *n = k;
+    return 0;
+}
+
+int cli_attach_adapters(const char *cmd, road_model *m, char **specs, int n_specs, const char *use) {
+    road_adapter_set *set = road_model_adapters(m);
+    for (int i = 0; i < n_specs; i++) {
+        char *eq = strchr(specs[i], '=');
+        if (!eq || eq == specs[i] || !eq[1]) {
+            cli_error(cmd, "--adapter takes NAME=DIR (for example --adapter math=adapters/math), got '%s'",
+                      specs[i]);
+            return CLI_EXIT_USAGE;
+        }
+        *eq = '\0';
+        road_status s = road_adapter_set_load(set, specs[i], eq + 1);
+        *eq = '=';
+        if (s != ROAD_OK) return cli_fail(cmd, "loading an adapter", s);
+    }
+    if (use) {
+        char **names;
+        int32_t n;
+        if (cli_split(use, ',', &names, &n) != 0) return CLI_EXIT_FAIL;
+        road_status s = road_adapter_set_set_active(set, (const char *const *)names, n);
+        cli_free_list(names, n);
+        if (s != ROAD_OK) return cli_fail(cmd, "--use", s);
+    } else {
+        /* No --use: the base model alone (an attached adapter is only used when asked for). */
+        road_status s = road_adapter_set_set_active(set, NULL, 0);
+        if (s != ROAD_OK) return cli_fail(cmd, "--use", s);
+    }
+    return CLI_EXIT_OK;
+}

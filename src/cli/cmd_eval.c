@@ -1,0 +1,169 @@
+/*
+ * cli/cmd_eval.c - `road eval`: logits (and loss) of a padded batch, to compare with PyTorch.
+ *
+ * Input and output are safetensors with transformers' names, so a Python script can write
+ * the input with `safetensors.torch.save_file({"input_ids": ..., "attention_mask": ...,
+ * "labels": ...})` and compare road's `logits` / `loss` with its own.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+#define CMD "eval"
+#define MAX_ADAPTERS 64
+
+static void help(void) {
+    printf("usage: road eval --model DIR --input IN.safetensors --dump OUT.safetensors\n"
+           "                 [--adapter NAME=DIR]... [--use NAME[,NAME...]]\n"
+           "                 [--rows NAME,__base__,...] [--threads N]\n"
+           "\n"
+           "IN holds input_ids (I64 [B,T]), and optionally attention_mask (I64 [B,T]) and labels\n"
+           "(I64 [B,T], -100 = ignored). OUT gets logits (F32 [B,T,V]; 0 at padding) and, with\n"
+           "labels, loss (F32 scalar: transformers' causal-LM loss), also printed.\n"
+           "--use activates adapters for every row (in order); --rows names one adapter (or\n"
+           "__base__) per row: a mixed batch. Without either, the base model runs.\n");
+}
+
+static int get_i64(const road_st_file *f, const char *name, int64_t B, int64_t T,
+                   const int64_t **out, bool required, const char *path) {
+    const road_st_tensor *t = road_st_find(f, name);
+    *out = NULL;
+    if (!t) {
+        if (required) cli_error(CMD, "'%s' has no '%s' tensor (I64 [B, T])", path, name);
+        return required ? -1 : 0;
+    }
+    if (t->dtype != ROAD_DTYPE_I64 || t->ndim != 2 || (B >= 0 && (t->shape[0] != B || t->shape[1] != T))) {
+        cli_error(CMD, "'%s': '%s' must be I64 [B, T]%s, got %s with %d dims", path, name,
+                  B >= 0 ? " like input_ids" : "", road_dtype_name(t->dtype), (int)t->ndim);
+        return -1;
+    }
+    if ((uintptr_t)t->data % 8 != 0) {
+        cli_error(CMD, "'%s': '%s' is not 8-byte aligned; re-save the file", path, name);
+        return -1;
+    }
+    *out = t->data;
+    return 0;
+}
+
+int cmd_eval(int argc, char **argv) {
+    const char *model = NULL, *in = NULL, *dump = NULL, *use = NULL, *rows = NULL, *thr = NULL;
+    char *adapters[MAX_ADAPTERS];
+    int n_ad = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        int r;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            help();
+            return CLI_EXIT_OK;
+        }
+#define FLAG(name, var)                                                                            \
+    if ((r = cli_flag_value(CMD, argc, argv, &i, name, &v)) != 0) {                                \
+        if (r < 0) return CLI_EXIT_USAGE;                                                          \
+        var = v;                                                                                   \
+        continue;                                                                                  \
+    }
+        FLAG("--model", model)
+        FLAG("--input", in)
+        FLAG("--dump", dump)
+        FLAG("--use", use)
+        FLAG("--rows", rows)
+        FLAG("--threads", thr)
+#undef FLAG
+        if ((r = cli_flag_value(CMD, argc, argv, &i, "--adapter", &v)) != 0) {
+            if (r < 0) return CLI_EXIT_USAGE;
+            if (n_ad == MAX_ADAPTERS) {
+                cli_error(CMD, "at most %d --adapter flags", MAX_ADAPTERS);
+                return CLI_EXIT_USAGE;
+            }
+            adapters[n_ad++] = (char *)v;
+            continue;
+        }
+        cli_error(CMD, "unknown option '%s' (see road eval --help)", argv[i]);
+        return CLI_EXIT_USAGE;
+    }
+    if (!model || !in || !dump) {
+        cli_error(CMD, "--model, --input and --dump are required (see road eval --help)");
+        return CLI_EXIT_USAGE;
+    }
+    if (use && rows) {
+        cli_error(CMD, "give --use (same adapters for every row) or --rows (one per row), not both");
+        return CLI_EXIT_USAGE;
+    }
+    long long threads = 0;
+    if (thr && cli_parse_int(CMD, "--threads", thr, 0, 1024, &threads) != 0) return CLI_EXIT_USAGE;
+    road_model_params mp = road_model_default_params();
+    mp.n_threads = (int)threads;
+    road_model *m = NULL;
+    road_st_file *f = NULL;
+    road_st_writer *w = NULL;
+    float *logits = NULL;
+    char **row_names = NULL;
+    int32_t n_rows = 0;
+    int rc = CLI_EXIT_FAIL;
+    road_status s = road_model_load(model, &mp, &m);
+    if (s != ROAD_OK) return cli_fail(CMD, "loading the model", s);
+    if ((rc = cli_attach_adapters(CMD, m, adapters, n_ad, use)) != CLI_EXIT_OK) goto done;
+    rc = CLI_EXIT_FAIL;
+    if ((s = road_st_open(in, &f)) != ROAD_OK) {
+        cli_fail(CMD, "reading --input", s);
+        goto done;
+    }
+    const int64_t *ids, *mask, *labels;
+    if (get_i64(f, "input_ids", -1, -1, &ids, true, in) != 0) goto done;
+    const road_st_tensor *t = road_st_find(f, "input_ids");
+    const int64_t B = t->shape[0], T = t->shape[1], V = road_model_config(m)->vocab_size;
+    if (B <= 0 || T <= 0) {
+        cli_error(CMD, "'%s': input_ids is empty", in);
+        goto done;
+    }
+    if (get_i64(f, "attention_mask", B, T, &mask, false, in) != 0) goto done;
+    if (get_i64(f, "labels", B, T, &labels, false, in) != 0) goto done;
+    if (rows) {
+        if (cli_split(rows, ',', &row_names, &n_rows) != 0) goto done;
+        if (n_rows != B) {
+            cli_error(CMD, "--rows names %d adapters for a batch of %lld rows", (int)n_rows, (long long)B);
+            rc = CLI_EXIT_USAGE;
+            goto done;
+        }
+    }
+    size_t nl = (size_t)B * (size_t)T;
+    if (nl > SIZE_MAX / sizeof(float) / (size_t)V || !(logits = malloc(nl * (size_t)V * sizeof(float)))) {
+        cli_error(CMD, "out of memory for logits [%lld, %lld, %lld]", (long long)B, (long long)T, (long long)V);
+        goto done;
+    }
+    s = road_model_forward_padded(m, ids, mask, B, T, (const char *const *)row_names, logits);
+    if (s != ROAD_OK) {
+        cli_fail(CMD, "forward", s);
+        goto done;
+    }
+    if ((s = road_st_writer_create(&w)) != ROAD_OK) goto fail_write;
+    int64_t shape[3] = {B, T, V};
+    if ((s = road_st_writer_add(w, "logits", ROAD_DTYPE_F32, 3, shape, logits)) != ROAD_OK) goto fail_write;
+    if (labels) {
+        double loss;
+        if ((s = road_causal_lm_loss(logits, labels, B, T, V, &loss)) != ROAD_OK) {
+            cli_fail(CMD, "loss", s);
+            goto done;
+        }
+        float lf = (float)loss;
+        if ((s = road_st_writer_add(w, "loss", ROAD_DTYPE_F32, 0, NULL, &lf)) != ROAD_OK) goto fail_write;
+        printf("loss %.7f\n", loss);
+    }
+    if ((s = road_st_writer_set_metadata(w, "format", "pt")) != ROAD_OK) goto fail_write;
+    if ((s = road_st_writer_save(w, dump)) != ROAD_OK) goto fail_write;
+    printf("wrote %s (logits [%lld, %lld, %lld]%s)\n", dump, (long long)B, (long long)T, (long long)V,
+           labels ? ", loss" : "");
+    rc = CLI_EXIT_OK;
+    goto done;
+fail_write:
+    cli_fail(CMD, "writing --dump", s);
+done:
+    cli_free_list(row_names, n_rows);
+    free(logits);
+    road_st_writer_free(w);
+    road_st_close(f);
+    road_model_free(m);
+    return rc;
+}

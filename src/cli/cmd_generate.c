@@ -1,0 +1,193 @@
+/*
+ * cli/cmd_generate.c - `road generate`: continue token-id prompts (text arrives with the
+ * tokenizer), several prompts as one batch, each with its own adapter if asked.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+#define CMD "generate"
+#define MAX_ADAPTERS 64
+#define MAX_PROMPTS 256
+
+static void help(void) {
+    printf("usage: road generate --model DIR --prompt-ids \"1 2 3\" [--prompt-ids ...]\n"
+           "                     [--adapter NAME=DIR]... [--use NAME[,NAME...]] [--rows NAME,...]\n"
+           "                     [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P]\n"
+           "                     [--seed S] [--stop-ids \"2 3\"] [--threads N]\n"
+           "\n"
+           "Each --prompt-ids is one sequence; all run as one batch. --use activates adapters for\n"
+           "every sequence; --rows names one adapter (or __base__) per sequence. Prints the new ids\n"
+           "of each sequence on its own line. Defaults come from generation_config.json: greedy\n"
+           "unless it says do_sample, stop at its eos ids, max-new-tokens 32.\n");
+}
+
+typedef struct out_buf {
+    int32_t *tok[MAX_PROMPTS];
+    int64_t n[MAX_PROMPTS], cap;
+} out_buf;
+
+static bool on_token(int64_t seq, int32_t token, void *user) {
+    out_buf *o = user;
+    if (o->n[seq] < o->cap) o->tok[seq][o->n[seq]++] = token;
+    return true;
+}
+
+static int parse_float(const char *flag, const char *s, double lo, double hi, float *out) {
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || *end || !(v >= lo && v <= hi)) {
+        cli_error(CMD, "%s must be a number from %g to %g, got '%s'", flag, lo, hi, s);
+        return -1;
+    }
+    *out = (float)v;
+    return 0;
+}
+
+int cmd_generate(int argc, char **argv) {
+    const char *model = NULL, *use = NULL, *rows = NULL, *thr = NULL, *maxn = NULL, *temp = NULL;
+    const char *topk = NULL, *topp = NULL, *seed = NULL, *stop = NULL;
+    const char *prompt_specs[MAX_PROMPTS];
+    char *adapters[MAX_ADAPTERS];
+    int n_ad = 0, n_prompts = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        int r;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            help();
+            return CLI_EXIT_OK;
+        }
+#define FLAG(name, var)                                                                            \
+    if ((r = cli_flag_value(CMD, argc, argv, &i, name, &v)) != 0) {                                \
+        if (r < 0) return CLI_EXIT_USAGE;                                                          \
+        var = v;                                                                                   \
+        continue;                                                                                  \
+    }
+        FLAG("--model", model)
+        FLAG("--use", use)
+        FLAG("--rows", rows)
+        FLAG("--threads", thr)
+        FLAG("--max-new-tokens", maxn)
+        FLAG("--temperature", temp)
+        FLAG("--top-k", topk)
+        FLAG("--top-p", topp)
+        FLAG("--seed", seed)
+        FLAG("--stop-ids", stop)
+#undef FLAG
+        if ((r = cli_flag_value(CMD, argc, argv, &i, "--adapter", &v)) != 0) {
+            if (r < 0) return CLI_EXIT_USAGE;
+            if (n_ad == MAX_ADAPTERS) {
+                cli_error(CMD, "at most %d --adapter flags", MAX_ADAPTERS);
+                return CLI_EXIT_USAGE;
+            }
+            adapters[n_ad++] = (char *)v;
+            continue;
+        }
+        if ((r = cli_flag_value(CMD, argc, argv, &i, "--prompt-ids", &v)) != 0) {
+            if (r < 0) return CLI_EXIT_USAGE;
+            if (n_prompts == MAX_PROMPTS) {
+                cli_error(CMD, "at most %d prompts", MAX_PROMPTS);
+                return CLI_EXIT_USAGE;
+            }
+            prompt_specs[n_prompts++] = v;
+            continue;
+        }
+        cli_error(CMD, "unknown option '%s' (see road generate --help)", argv[i]);
+        return CLI_EXIT_USAGE;
+    }
+    if (!model || n_prompts == 0) {
+        cli_error(CMD, "--model and at least one --prompt-ids are required (see road generate --help)");
+        return CLI_EXIT_USAGE;
+    }
+    if (use && rows) {
+        cli_error(CMD, "give --use (same adapters for every sequence) or --rows (one each), not both");
+        return CLI_EXIT_USAGE;
+    }
+    long long threads = 0, max_new = 32, k = -1, sd = 0;
+    if (thr && cli_parse_int(CMD, "--threads", thr, 0, 1024, &threads) != 0) return CLI_EXIT_USAGE;
+    if (maxn && cli_parse_int(CMD, "--max-new-tokens", maxn, 1, 1 << 20, &max_new) != 0) return CLI_EXIT_USAGE;
+    if (topk && cli_parse_int(CMD, "--top-k", topk, 0, 1 << 30, &k) != 0) return CLI_EXIT_USAGE;
+    if (seed && cli_parse_int(CMD, "--seed", seed, 0, INT64_MAX, &sd) != 0) return CLI_EXIT_USAGE;
+    float t = -1.0f, p = -1.0f;
+    if (temp && parse_float("--temperature", temp, 0.0, 100.0, &t) != 0) return CLI_EXIT_USAGE;
+    if (topp && parse_float("--top-p", topp, 1e-6, 1.0, &p) != 0) return CLI_EXIT_USAGE;
+
+    int32_t *ids[MAX_PROMPTS] = {0};
+    int64_t lens[MAX_PROMPTS];
+    int32_t *stop_ids = NULL;
+    int64_t n_stop = 0;
+    char **row_names = NULL;
+    int32_t n_rows = 0;
+    out_buf out;
+    memset(&out, 0, sizeof out);
+    road_model *m = NULL;
+    int rc = CLI_EXIT_USAGE;
+    for (int i = 0; i < n_prompts; i++)
+        if (cli_parse_ids(CMD, "--prompt-ids", prompt_specs[i], &ids[i], &lens[i]) != 0) goto done;
+    if (stop && cli_parse_ids(CMD, "--stop-ids", stop, &stop_ids, &n_stop) != 0) goto done;
+    if (rows) {
+        if (cli_split(rows, ',', &row_names, &n_rows) != 0) goto done;
+        if (n_rows != n_prompts) {
+            cli_error(CMD, "--rows names %d adapters for %d prompts", (int)n_rows, n_prompts);
+            goto done;
+        }
+    }
+    rc = CLI_EXIT_FAIL;
+    road_model_params mp = road_model_default_params();
+    mp.n_threads = (int)threads;
+    road_status s = road_model_load(model, &mp, &m);
+    if (s != ROAD_OK) {
+        rc = cli_fail(CMD, "loading the model", s);
+        goto done;
+    }
+    if ((rc = cli_attach_adapters(CMD, m, adapters, n_ad, use)) != CLI_EXIT_OK) goto done;
+    rc = CLI_EXIT_FAIL;
+    const road_generation_config *gc = road_model_generation_config(m);
+    road_generate_params gp;
+    memset(&gp, 0, sizeof gp);
+    gp.max_new_tokens = max_new;
+    gp.sampling = road_sampler_default_params();
+    if (gc->do_sample) {
+        gp.sampling.temperature = gc->temperature;
+        gp.sampling.top_k = gc->top_k;
+        gp.sampling.top_p = gc->top_p;
+    }
+    if (t >= 0) gp.sampling.temperature = t;
+    if (k >= 0) gp.sampling.top_k = (int32_t)k;
+    if (p > 0) gp.sampling.top_p = p;
+    gp.sampling.seed = (uint64_t)sd;
+    int32_t eos[ROAD_MAX_EOS];
+    if (stop) {
+        gp.stop_ids = stop_ids;
+        gp.n_stop = (int32_t)n_stop;
+    } else {
+        for (int32_t i = 0; i < gc->n_eos; i++) eos[i] = gc->eos_token_ids[i];
+        gp.stop_ids = eos;
+        gp.n_stop = gc->n_eos;
+    }
+    out.cap = max_new;
+    for (int i = 0; i < n_prompts; i++)
+        if (!(out.tok[i] = malloc(sizeof(int32_t) * (size_t)max_new))) goto done;
+    s = road_model_generate(m, (const int32_t *const *)ids, lens, (const char *const *)row_names,
+                            n_prompts, &gp, on_token, &out);
+    if (s != ROAD_OK) {
+        rc = cli_fail(CMD, "generation", s);
+        goto done;
+    }
+    for (int i = 0; i < n_prompts; i++) {
+        for (int64_t j = 0; j < out.n[i]; j++) printf("%s%d", j ? " " : "", (int)out.tok[i][j]);
+        printf("\n");
+    }
+    rc = CLI_EXIT_OK;
+done:
+    for (int i = 0; i < n_prompts; i++) {
+        free(ids[i]);
+        free(out.tok[i]);
+    }
+    free(stop_ids);
+    cli_free_list(row_names, n_rows);
+    road_model_free(m);
+    return rc;
+}

@@ -1,0 +1,107 @@
+/*
+ * llm/eval.c - padded batches as transformers takes them, and the causal-LM loss.
+ *
+ * A padded row's valid tokens (attention_mask 1) get positions 0..n-1 (transformers'
+ * cumsum(mask) - 1), which is exactly that row run alone; so a padded batch is run as a
+ * ragged batch of its valid tokens and the logits are put back at their columns.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "llm/model_internal.h"
+
+/* transformers' ignore_index for labels */
+#define LABEL_IGNORE (-100)
+
+road_status road_model_forward_padded(road_model *m, const int64_t *input_ids,
+                                      const int64_t *attention_mask, int64_t B, int64_t T,
+                                      const char *const *adapters, float *logits) {
+    if (B <= 0 || T <= 0 || !input_ids || !logits)
+        return road_error(ROAD_ERR_INVALID_ARG, "forward_padded: empty batch or NULL buffers");
+    const int64_t V = m->cfg.vocab_size;
+    road_seq *seqs = road_calloc((size_t)B, sizeof(road_seq));
+    int32_t *tok = road_malloc(sizeof(int32_t) * (size_t)(B * T));
+    int64_t *rows = road_malloc(sizeof(int64_t) * (size_t)B);
+    road_status st = ROAD_OK;
+    if (!seqs || !tok || !rows) st = ROAD_ERR_NO_MEMORY;
+    int64_t n_seq = 0, total = 0;
+    for (int64_t b = 0; b < B && st == ROAD_OK; b++) {
+        int64_t n = 0;
+        for (int64_t t = 0; t < T; t++) {
+            int64_t mk = attention_mask ? attention_mask[b * T + t] : 1;
+            if (mk != 0 && mk != 1) {
+                st = road_error(ROAD_ERR_INVALID_ARG, "attention_mask[%lld][%lld] is %lld; it must "
+                                "be 0 or 1", (long long)b, (long long)t, (long long)mk);
+                break;
+            }
+            if (!mk) continue;
+            int64_t id = input_ids[b * T + t];
+            if (id < 0 || id >= V) {
+                st = road_error(ROAD_ERR_INVALID_ARG, "input_ids[%lld][%lld] is %lld, outside the "
+                                "vocabulary (0..%lld)", (long long)b, (long long)t, (long long)id,
+                                (long long)V - 1);
+                break;
+            }
+            tok[b * T + n++] = (int32_t)id;
+        }
+        rows[b] = n;
+        if (n == 0) continue; /* an all-padding row: its logits stay 0 */
+        road_seq *q = &seqs[n_seq++];
+        q->tokens = tok + b * T;
+        q->n_tokens = n;
+        q->all_logits = true;
+        q->adapter = adapters ? adapters[b] : NULL;
+        total += n;
+    }
+    float *out = NULL;
+    if (st == ROAD_OK && n_seq == 0)
+        st = road_error(ROAD_ERR_INVALID_ARG, "forward_padded: every row is padding");
+    if (st == ROAD_OK && !(out = road_malloc(sizeof(float) * (size_t)(total * V))))
+        st = ROAD_ERR_NO_MEMORY;
+    if (st == ROAD_OK) st = road_model_forward(m, seqs, n_seq, out);
+    if (st == ROAD_OK) {
+        memset(logits, 0, sizeof(float) * (size_t)(B * T * V));
+        int64_t r = 0;
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t t = 0; t < T; t++)
+                if (!attention_mask || attention_mask[b * T + t])
+                    memcpy(logits + (b * T + t) * V, out + (r++) * V, sizeof(float) * (size_t)V);
+    }
+    road_free(out);
+    road_free(seqs);
+    road_free(tok);
+    road_free(rows);
+    return st;
+}
+
+road_status road_causal_lm_loss(const float *logits, const int64_t *labels, int64_t B, int64_t T,
+                                int64_t V, double *loss) {
+    if (!logits || !labels || !loss || B <= 0 || T <= 0 || V <= 0)
+        return road_error(ROAD_ERR_INVALID_ARG, "causal_lm_loss: empty batch or NULL buffers");
+    double sum = 0.0;
+    int64_t count = 0;
+    for (int64_t b = 0; b < B; b++) {
+        for (int64_t t = 0; t + 1 < T; t++) {
+            int64_t y = labels[b * T + t + 1];
+            if (y == LABEL_IGNORE) continue;
+            if (y < 0 || y >= V)
+                return road_error(ROAD_ERR_INVALID_ARG, "labels[%lld][%lld] is %lld; labels are "
+                                  "token ids (0..%lld) or -100 (ignored)", (long long)b,
+                                  (long long)(t + 1), (long long)y, (long long)V - 1);
+            const float *z = logits + (b * T + t) * V;
+            double mx = -INFINITY;
+            for (int64_t i = 0; i < V; i++) mx = z[i] > mx ? z[i] : mx;
+            double se = 0.0;
+            for (int64_t i = 0; i < V; i++) se += exp((double)z[i] - mx);
+            sum += mx + log(se) - (double)z[y];
+            count++;
+        }
+    }
+    if (count == 0)
+        return road_error(ROAD_ERR_INVALID_ARG, "causal_lm_loss: no label counts (all -100 after "
+                          "the shift); nothing to average");
+    *loss = sum / (double)count;
+    return ROAD_OK;
+}

@@ -1,0 +1,198 @@
+/*
+ * llm/model.c - loading a Llama-family checkpoint folder into a road_model.
+ *
+ * Every linear layer is registered with the model's adapter set under its Hugging Face name
+ * (model.layers.<i>.self_attn.q_proj, ..., lm_head), so PEFT adapter folders load and target
+ * exactly as they do on a transformers model. The weights stay where road_weights put them
+ * (mapped copy-on-write, or widened copies); the set borrows them, so merging writes into them.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/parallel.h"
+#include "llm/model_internal.h"
+
+#define NAME_MAX_LEN 96
+
+road_model_params road_model_default_params(void) {
+    road_model_params p = {0};
+    return p;
+}
+
+float *road_workspace_get(road_workspace *ws, size_t floats) {
+    if (floats <= ws->cap) return ws->buf;
+    float *nb = road_malloc(floats * sizeof(float));
+    if (!nb) return NULL;
+    road_free(ws->buf);
+    ws->buf = nb;
+    ws->cap = floats;
+    return nb;
+}
+
+void road_model_free(road_model *m) {
+    if (!m) return;
+    road_adapter_set_free(m->set);
+    road_weights_close(m->weights);
+    road_free(m->blocks);
+    road_free(m->inv_freq);
+    road_free(m->ws.buf);
+    road_free(m);
+}
+
+const road_llm_config *road_model_config(const road_model *m) {
+    return &m->cfg;
+}
+
+const road_generation_config *road_model_generation_config(const road_model *m) {
+    return &m->gen;
+}
+
+road_adapter_set *road_model_adapters(road_model *m) {
+    return m->set;
+}
+
+int64_t road_model_weight_bytes(const road_model *m) {
+    return m->weight_bytes;
+}
+
+/* RoPE inverse frequencies as transformers computes them, in float32:
+ * 1 / theta^((2i)/d), then the rope_scaling remap. */
+static void rope_frequencies(const road_llm_config *c, float *inv) {
+    const int64_t half = c->head_dim / 2;
+    for (int64_t i = 0; i < half; i++) {
+        float e = (float)(2 * i) / (float)c->head_dim;
+        inv[i] = 1.0f / powf((float)c->rope_theta, e);
+    }
+    if (c->rope_type == ROAD_ROPE_LINEAR) {
+        for (int64_t i = 0; i < half; i++) inv[i] = inv[i] / (float)c->rope_factor;
+    } else if (c->rope_type == ROAD_ROPE_LLAMA3) {
+        const float factor = (float)c->rope_factor, lo_f = (float)c->rope_low_freq_factor;
+        const float hi_f = (float)c->rope_high_freq_factor, orig = (float)c->rope_original_max_pos;
+        const float low_wl = orig / lo_f, high_wl = orig / hi_f;
+        const float two_pi = 6.283185307179586f;
+        for (int64_t i = 0; i < half; i++) {
+            float wl = two_pi / inv[i];
+            if (wl > low_wl) {
+                inv[i] = inv[i] / factor;
+            } else if (wl >= high_wl) { /* medium band, boundaries included */
+                float s = (orig / wl - lo_f) / (hi_f - lo_f);
+                inv[i] = (1.0f - s) * inv[i] / factor + s * inv[i];
+            }
+        }
+    }
+}
+
+static road_status get(road_model *m, const char *name, int64_t d0, int64_t d1, float **out) {
+    int64_t shape[2] = {d0, d1};
+    return road_weights_get(m->weights, name, d1 > 0 ? 2 : 1, shape, out);
+}
+
+road_status road_model_load(const char *dir, const road_model_params *p, road_model **out) {
+    if (!out) return road_error(ROAD_ERR_INVALID_ARG, "road_model_load: out is NULL");
+    *out = NULL;
+    if (!dir) return road_error(ROAD_ERR_INVALID_ARG, "road_model_load: no folder given");
+    if (p && p->n_threads != 0) road_set_num_threads(p->n_threads);
+    road_model *m = road_calloc(1, sizeof *m);
+    if (!m) return ROAD_ERR_NO_MEMORY;
+    road_status st = road_llm_config_load(dir, &m->cfg);
+    if (st == ROAD_OK) st = road_generation_config_load(dir, &m->cfg, &m->gen);
+    if (st == ROAD_OK) st = road_weights_open(dir, &m->weights);
+    const road_llm_config *c = &m->cfg;
+    const int64_t L = c->n_layers, H = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
+    const int64_t qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+    /* 7 projections per block + lm_head (+ embed_tokens) */
+    const int32_t n_desc = (int32_t)(L * N_PROJ + 2);
+    road_layer_desc *desc = NULL;
+    char (*names)[NAME_MAX_LEN] = NULL;
+    if (st == ROAD_OK) {
+        m->blocks = road_calloc((size_t)L, sizeof(road_block));
+        m->inv_freq = road_malloc(sizeof(float) * (size_t)(c->head_dim / 2));
+        desc = road_calloc((size_t)n_desc, sizeof(road_layer_desc));
+        names = road_calloc((size_t)n_desc, sizeof(*names));
+        if (!m->blocks || !m->inv_freq || !desc || !names) st = ROAD_ERR_NO_MEMORY;
+    }
+    if (st == ROAD_OK) st = get(m, "model.embed_tokens.weight", V, H, &m->embed);
+    if (st == ROAD_OK) st = get(m, "model.norm.weight", H, 0, &m->final_norm);
+    static const char *const proj_names[N_PROJ] = {"self_attn.q_proj", "self_attn.k_proj",
+                                                   "self_attn.v_proj", "self_attn.o_proj",
+                                                   "mlp.gate_proj",    "mlp.up_proj",
+                                                   "mlp.down_proj"};
+    const int64_t outs[N_PROJ] = {qd, kvd, kvd, H, I, I, H};
+    const int64_t ins[N_PROJ] = {H, H, H, qd, H, H, I};
+    const bool has_bias[N_PROJ] = {c->qkv_bias, c->qkv_bias, c->qkv_bias, c->o_bias,
+                                   c->mlp_bias, c->mlp_bias, c->mlp_bias};
+    int32_t nd = 0;
+    int64_t params = V * H + H;
+    for (int64_t l = 0; l < L && st == ROAD_OK; l++) {
+        road_block *b = &m->blocks[l];
+        char key[NAME_MAX_LEN + 16];
+        snprintf(key, sizeof key, "model.layers.%lld.input_layernorm.weight", (long long)l);
+        st = get(m, key, H, 0, &b->attn_norm);
+        if (st != ROAD_OK) break;
+        snprintf(key, sizeof key, "model.layers.%lld.post_attention_layernorm.weight", (long long)l);
+        st = get(m, key, H, 0, &b->mlp_norm);
+        params += 2 * H;
+        for (int p2 = 0; p2 < N_PROJ && st == ROAD_OK; p2++) {
+            road_layer_desc *d = &desc[nd];
+            snprintf(names[nd], NAME_MAX_LEN, "model.layers.%lld.%s", (long long)l, proj_names[p2]);
+            d->name = names[nd];
+            d->kind = ROAD_LAYER_LINEAR;
+            d->in_features = ins[p2];
+            d->out_features = outs[p2];
+            snprintf(key, sizeof key, "%s.weight", names[nd]);
+            st = get(m, key, outs[p2], ins[p2], &d->weight);
+            if (st == ROAD_OK && has_bias[p2]) {
+                snprintf(key, sizeof key, "%s.bias", names[nd]);
+                st = get(m, key, outs[p2], 0, &d->bias);
+            }
+            params += outs[p2] * ins[p2] + (has_bias[p2] ? outs[p2] : 0);
+            b->proj[p2] = nd++;
+        }
+    }
+    if (st == ROAD_OK) {
+        road_layer_desc *d = &desc[nd];
+        snprintf(names[nd], NAME_MAX_LEN, "lm_head");
+        d->name = names[nd];
+        d->kind = ROAD_LAYER_LINEAR;
+        d->in_features = H;
+        d->out_features = V;
+        d->is_output_head = true;
+        if (c->tie_word_embeddings) {
+            d->weight = m->embed; /* transformers ties lm_head to the embedding */
+        } else {
+            st = get(m, "lm_head.weight", V, H, &d->weight);
+            params += V * H;
+        }
+        m->lm_head = nd++;
+    }
+    if (st == ROAD_OK) {
+        road_layer_desc *d = &desc[nd];
+        snprintf(names[nd], NAME_MAX_LEN, "model.embed_tokens");
+        d->name = names[nd];
+        d->kind = ROAD_LAYER_EMBEDDING;
+        d->in_features = H;
+        d->out_features = V;
+        d->weight = m->embed;
+        nd++;
+        road_adapter_set_params sp = road_adapter_set_default_params();
+        sp.model_type = c->model_type;
+        sp.layers = desc;
+        sp.n_layers = nd;
+        sp.base_param_count = params;
+        st = road_adapter_set_create(&sp, &m->set);
+    }
+    road_free(desc);
+    road_free(names);
+    if (st != ROAD_OK) {
+        road_error_prefix("loading the model in '%s'", dir);
+        road_model_free(m);
+        return st;
+    }
+    rope_frequencies(c, m->inv_freq);
+    m->weight_bytes = road_weights_mapped_bytes(m->weights) + road_weights_owned_bytes(m->weights);
+    *out = m;
+    return ROAD_OK;
+}

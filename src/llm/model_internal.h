@@ -1,0 +1,50 @@
+/*
+ * llm/model_internal.h - the model's layout, shared by the files of llm/ (private).
+ *
+ * Legend: R rows (tokens of a ragged batch), H hidden, I intermediate, V vocab, nh query heads,
+ * nkv key/value heads, d head_dim, L layers.
+ */
+#ifndef ROAD_LLM_MODEL_INTERNAL_H
+#define ROAD_LLM_MODEL_INTERNAL_H
+
+#include "llm/weights.h"
+#include "road/llm.h"
+
+/* Linear layers of one decoder block, in registration order. */
+enum { PROJ_Q, PROJ_K, PROJ_V, PROJ_O, PROJ_GATE, PROJ_UP, PROJ_DOWN, N_PROJ };
+
+typedef struct road_block {
+    float *attn_norm;    /* (H) input_layernorm */
+    float *mlp_norm;     /* (H) post_attention_layernorm */
+    int32_t proj[N_PROJ]; /* indices into the adapter set */
+} road_block;
+
+/* Scratch for one forward, grown as needed (one forward at a time per model). */
+typedef struct road_workspace {
+    float *buf;
+    size_t cap; /* floats */
+} road_workspace;
+
+struct road_model {
+    road_llm_config cfg;
+    road_generation_config gen;
+    road_weights *weights;
+    road_adapter_set *set;
+    float *embed;       /* (V, H) */
+    float *final_norm;  /* (H) */
+    int32_t lm_head;    /* adapter-set index of lm_head */
+    road_block *blocks; /* [L] */
+    float *inv_freq;    /* (d/2) RoPE inverse frequencies, scaling applied */
+    road_workspace ws;
+    int64_t weight_bytes;
+};
+
+struct road_kv_cache {
+    int64_t n_layers, n_kv, d, cap, len;
+    float *k, *v; /* (L, nkv, cap, d) each */
+};
+
+/* Reserve workspace for `floats` floats; returns its base or NULL (message set). */
+float *road_workspace_get(road_workspace *ws, size_t floats);
+
+#endif

@@ -1,0 +1,27 @@
+/*
+ * llm/weights.h - the tensors of a Hugging Face checkpoint folder (private).
+ *
+ * One model.safetensors, or shards listed in model.safetensors.index.json. Every tensor is
+ * handed out as float32: F32 tensors point into a private, writable (copy-on-write) mapping of
+ * their file, so merging adapters into them copies only the pages it changes and never touches
+ * the file; BF16 and F16 tensors are widened once into memory the weights object owns.
+ */
+#ifndef ROAD_LLM_WEIGHTS_H
+#define ROAD_LLM_WEIGHTS_H
+
+#include "road/core.h"
+
+typedef struct road_weights road_weights;
+
+road_status road_weights_open(const char *dir, road_weights **out);
+void road_weights_close(road_weights *w);
+bool road_weights_has(const road_weights *w, const char *name);
+/* The tensor as float32 with exactly this shape; the error names the tensor, the file, the
+ * expected and the found shape (or says it is missing). */
+road_status road_weights_get(road_weights *w, const char *name, int32_t ndim,
+                             const int64_t *shape, float **out);
+/* Bytes of float32 handed out so far: mapped from files, and widened into memory. */
+int64_t road_weights_mapped_bytes(const road_weights *w);
+int64_t road_weights_owned_bytes(const road_weights *w);
+
+#endif
