@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/parallel.h"
 #include "core/rng.h"
+#include "core/skinny.h"
 #include <cblas.h>
 #include "testutil.h"
 
@@ -169,6 +170,43 @@ static void test_sgemm(void **state) {
     }
 }
 
+/* The few-rows matmul (decode path of road_sgemm_xwt) against a double-precision reference:
+ * float dot products of length `in` with values in [-1, 1] are off by at most about
+ * in * eps * max|x||w| in the worst case; 1e-4 relative to sqrt(in) is far above the
+ * typical error and far below any indexing mistake. */
+#define SKINNY_TOL 1e-4
+static void test_skinny(void **state) {
+    (void)state;
+    const int64_t ins[] = {1, 7, 8, 9, 64, 333, 2048};
+    const int64_t outs[] = {1, 5, 33, 300};
+    for (int64_t rows = 1; rows <= ROAD_SKINNY_MAX_ROWS; rows++)
+        for (size_t a = 0; a < sizeof ins / sizeof ins[0]; a++)
+            for (size_t b = 0; b < sizeof outs / sizeof outs[0]; b++) {
+                const int64_t in = ins[a], out = outs[b];
+                float *x = tu_alloc(sizeof(float) * (size_t)(rows * in));
+                float *w = tu_alloc(sizeof(float) * (size_t)(out * in));
+                float *bias = tu_alloc(sizeof(float) * (size_t)out);
+                float *y = tu_alloc(sizeof(float) * (size_t)(rows * out));
+                float *yr = tu_alloc(sizeof(float) * (size_t)(rows * out));
+                float *want = tu_alloc(sizeof(float) * (size_t)(rows * out));
+                tu_fill_uniform(x, rows * in, 1 + (uint64_t)a, -1, 1);
+                tu_fill_uniform(w, out * in, 2 + (uint64_t)b, -1, 1);
+                tu_fill_uniform(bias, out, 3, -1, 1);
+                for (int64_t r = 0; r < rows; r++)
+                    for (int64_t o = 0; o < out; o++) {
+                        double acc = bias[o];
+                        for (int64_t k = 0; k < in; k++) acc += (double)x[r * in + k] * w[o * in + k];
+                        want[r * out + o] = (float)acc;
+                    }
+                road_sgemm_xwt(rows, out, in, x, w, bias, y);
+                road_skinny_reference(rows, out, in, x, w, bias, yr);
+                double tol = SKINNY_TOL * sqrt((double)in);
+                tu_assert_close("skinny (dispatched)", y, want, rows * out, tol, 0);
+                tu_assert_close("skinny (reference)", yr, want, rows * out, tol, 0);
+                free(x), free(w), free(bias), free(y), free(yr), free(want);
+            }
+}
+
 static void test_threads(void **state) {
     (void)state;
 #ifdef ROAD_BLAS_IS_OPENMP
@@ -191,7 +229,7 @@ int main(void) {
         cmocka_unit_test(test_status_table), cmocka_unit_test(test_error_message),
         cmocka_unit_test(test_log_callback), cmocka_unit_test(test_alloc),
         cmocka_unit_test(test_rng),          cmocka_unit_test(test_sgemm),
-        cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_skinny),       cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/parallel.h"
+#include "core/skinny.h"
 
 void road_set_num_threads(int n) {
 #ifdef _OPENMP
@@ -17,6 +18,14 @@ void road_set_num_threads(int n) {
 }
 
 int road_get_num_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+int road_omp_threads(void) {
 #ifdef _OPENMP
     return omp_get_max_threads();
 #else
@@ -45,6 +54,10 @@ void road_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, flo
 
 void road_sgemm_xwt(int64_t rows, int64_t out, int64_t in, const float *x, const float *w,
                     const float *bias, float *y) {
+    if (rows > 0 && rows <= ROAD_SKINNY_MAX_ROWS) {
+        road_skinny_xwt(rows, out, in, x, w, bias, y);
+        return;
+    }
     float beta = 0.0f;
     if (bias) {
         for (int64_t r = 0; r < rows; r++)

@@ -15,6 +15,9 @@
 #include <omp.h>
 #endif
 
+/* OpenMP threads a kernel may use (1 without OpenMP). */
+int road_omp_threads(void);
+
 /* True when the CPU (and OS) support AVX2 and FMA. */
 bool road_cpu_has_avx2_fma(void);
 
