@@ -7,7 +7,9 @@
  *     stacked adapters in both orders, and a mixed batch (one adapter per row), at valid
  *     positions; the causal-LM loss of each case;
  *   - greedy decoding with the KV cache: every step's logits and token;
- *   - merging adapter A: the merged weights (and biases), and logits after merging.
+ *   - merging adapter A: the merged weights (and biases), and logits after merging;
+ *   - the gradient of the loss with respect to every road_theta / road_alpha of A and of B
+ *     (backward through the whole model).
  * Tolerances are the fixture README's recommended acceptance for a float32 implementation.
  */
 #include <cjson/cJSON.h>
@@ -28,6 +30,9 @@
 /* RoPE tables: observed float32-vs-float64 1.3e-7; powf and torch.pow may differ by an ulp. */
 #define ROPE_RTOL 1e-6
 #define N_DECODE 5
+/* README: gradients <= 1e-4 x max |reference| of the same tensor (observed float32 noise:
+ * up to 2.2e-6 of max). */
+#define GRAD_REL 1e-4
 
 static const char *const models[] = {"tiny-llama", "tiny-qwen2", "tiny-llama3-rope"};
 #define N_MODELS 3
@@ -154,7 +159,7 @@ static void test_cases(void **state) {
             const cJSON *loss = cJSON_GetObjectItem(c, "loss");
             if (loss) {
                 double got;
-                TU_OK(road_causal_lm_loss(logits, f.labels, f.B, f.T, f.V, &got));
+                TU_OK(road_causal_lm_loss(logits, f.labels, f.mask, f.B, f.T, f.V, &got));
                 if (!(fabs(got - loss->valuedouble) <= LOSS_ATOL)) {
                     print_error("%s %s: loss %.9g, reference %.9g\n", f.dir, name, got, loss->valuedouble);
                     fail();
@@ -343,12 +348,85 @@ static void test_ragged_mixed_decode(void **state) {
     fixture_close(&f);
 }
 
+static void zero_all_grads(road_adapter_set *set) {
+    for (int32_t i = 0; i < road_adapter_set_layer_count(set); i++) {
+        road_linear *l = road_adapter_set_layer(set, i);
+        if (l) road_linear_zero_grads(l);
+    }
+}
+
+static void test_grads(void **state) {
+    (void)state;
+    for (int k = 0; k < N_MODELS; k++) {
+        fixture f;
+        fixture_open(&f, models[k]);
+        road_adapter_set *set = road_model_adapters(f.m);
+        int cases = 0;
+        const cJSON *c;
+        cJSON_ArrayForEach(c, cJSON_GetObjectItem(f.json, "cases")) {
+            const cJSON *grads = cJSON_GetObjectItem(c, "gradients");
+            if (!grads) continue;
+            const cJSON *act = cJSON_GetObjectItem(c, "active_adapters");
+            const char *name = cJSON_GetArrayItem(act, 0)->valuestring;
+            set_active_json(set, act);
+            zero_all_grads(set);
+            double loss;
+            TU_OK(road_model_loss_backward(f.m, f.ids, f.mask, f.labels, f.B, f.T, &loss));
+            double want = cJSON_GetObjectItem(c, "loss")->valuedouble;
+            if (!(fabs(loss - want) <= LOSS_ATOL)) {
+                print_error("%s grad_%s: loss %.9g, reference %.9g\n", f.dir, name, loss, want);
+                fail();
+            }
+            int n = 0;
+            const cJSON *g;
+            cJSON_ArrayForEach(g, grads) {
+                /* key "base_model.model.<layer>.road_theta" -> layer and tensor */
+                const char *key = g->string;
+                char layer[256];
+                const char *start = key + strlen("base_model.model.");
+                const char *dot = strrchr(key, '.');
+                snprintf(layer, sizeof layer, "%.*s", (int)(dot - start), start);
+                int32_t li = road_adapter_set_find_layer(set, layer);
+                assert_true(li >= 0);
+                float *dth, *dal;
+                int64_t np;
+                TU_OK(road_linear_adapter_grads(road_adapter_set_layer(set, li), name, &dth, &dal, &np));
+                char tname[400];
+                snprintf(tname, sizeof tname, "grad.%s.%s", name, key);
+                int64_t nref;
+                const float *ref = tensor(&f, tname, &nref);
+                assert_int_equal(nref, np);
+                float mx = 0;
+                for (int64_t i = 0; i < nref; i++) mx = fmaxf(mx, fabsf(ref[i]));
+                const float *got = strcmp(dot, ".road_theta") == 0 ? dth : dal;
+                char what[480];
+                snprintf(what, sizeof what, "%s %s", models[k], tname);
+                tu_assert_close(what, got, ref, nref, GRAD_REL * mx, 0);
+                n++;
+            }
+            assert_true(n >= 8);
+            cases++;
+        }
+        assert_int_equal(cases, 2); /* grad_A, grad_B */
+        /* merged adapters cannot be trained */
+        const char *a[1] = {"A"};
+        TU_OK(road_adapter_set_set_active(set, a, 1));
+        TU_OK(road_adapter_set_merge(set, NULL, 0, false));
+        double loss;
+        TU_FAILS(road_model_loss_backward(f.m, f.ids, f.mask, f.labels, f.B, f.T, &loss),
+                 ROAD_ERR_STATE, "unmerge first");
+        TU_OK(road_adapter_set_unmerge(set));
+        fixture_close(&f);
+    }
+}
+
 int main(void) {
     road_set_num_threads(2);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rope),       cmocka_unit_test(test_cases),
         cmocka_unit_test(test_decode),     cmocka_unit_test(test_generate_batch),
         cmocka_unit_test(test_merge),      cmocka_unit_test(test_ragged_mixed_decode),
+        cmocka_unit_test(test_grads),
     };
     return cmocka_run_group_tests_name("llm_golden", tests, NULL, NULL);
 }

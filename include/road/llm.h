@@ -143,9 +143,22 @@ ROAD_API road_status road_model_forward_padded(road_model *m, const int64_t *inp
                                                float *logits);
 
 /* transformers' causal-LM loss: logits[b, t] predicts labels[b, t + 1]; -100 is ignored; mean
- * over the remaining tokens of the whole batch. ROAD_ERR_INVALID_ARG if no label counts. */
-ROAD_API road_status road_causal_lm_loss(const float *logits, const int64_t *labels, int64_t B,
-                                         int64_t T, int64_t V, double *loss);
+ * over the remaining tokens of the whole batch. ROAD_ERR_INVALID_ARG if no label counts, or
+ * (attention_mask given) if a counted label is predicted from a padding position, whose logits
+ * are not meaningful: set labels to -100 there. */
+ROAD_API road_status road_causal_lm_loss(const float *logits, const int64_t *labels,
+                                         const int64_t *attention_mask, int64_t B, int64_t T,
+                                         int64_t V, double *loss);
+
+/* The same loss for a padded batch, and its gradient with respect to every parameter of the
+ * active adapters, accumulated (+=) into their gradient buffers (road_linear_adapter_grads on
+ * road_adapter_set_layer(...)). Base weights are frozen: no weight-gradient GEMMs. Refused
+ * while adapters are merged. Backward goes through the whole model: cross-entropy, lm_head,
+ * RMSNorm, SwiGLU, attention (GQA, causal, sliding window), RoPE, and every RoAd layer. */
+ROAD_API road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
+                                              const int64_t *attention_mask,
+                                              const int64_t *labels, int64_t B, int64_t T,
+                                              double *loss);
 
 /* ---- sampling and generation ---------------------------------------------------------------- */
 

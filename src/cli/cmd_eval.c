@@ -35,8 +35,16 @@ static int get_i64(const road_st_file *f, const char *name, int64_t B, int64_t T
         return required ? -1 : 0;
     }
     if (t->dtype != ROAD_DTYPE_I64 || t->ndim != 2 || (B >= 0 && (t->shape[0] != B || t->shape[1] != T))) {
-        cli_error(CMD, "'%s': '%s' must be I64 [B, T]%s, got %s with %d dims", path, name,
-                  B >= 0 ? " like input_ids" : "", road_dtype_name(t->dtype), (int)t->ndim);
+        char got[96];
+        size_t k = (size_t)snprintf(got, sizeof got, "%s [", road_dtype_name(t->dtype));
+        for (int32_t d = 0; d < t->ndim && k < sizeof got; d++)
+            k += (size_t)snprintf(got + k, sizeof got - k, "%s%lld", d ? ", " : "", (long long)t->shape[d]);
+        if (k < sizeof got) snprintf(got + k, sizeof got - k, "]");
+        if (B >= 0)
+            cli_error(CMD, "'%s': '%s' must be I64 [%lld, %lld] like input_ids, got %s", path, name,
+                      (long long)B, (long long)T, got);
+        else
+            cli_error(CMD, "'%s': '%s' must be I64 [B, T], got %s", path, name, got);
         return -1;
     }
     if ((uintptr_t)t->data % 8 != 0) {
@@ -143,7 +151,7 @@ int cmd_eval(int argc, char **argv) {
     if ((s = road_st_writer_add(w, "logits", ROAD_DTYPE_F32, 3, shape, logits)) != ROAD_OK) goto fail_write;
     if (labels) {
         double loss;
-        if ((s = road_causal_lm_loss(logits, labels, B, T, V, &loss)) != ROAD_OK) {
+        if ((s = road_causal_lm_loss(logits, labels, mask, B, T, V, &loss)) != ROAD_OK) {
             cli_fail(CMD, "loss", s);
             goto done;
         }

@@ -76,8 +76,9 @@ road_status road_model_forward_padded(road_model *m, const int64_t *input_ids,
     return st;
 }
 
-road_status road_causal_lm_loss(const float *logits, const int64_t *labels, int64_t B, int64_t T,
-                                int64_t V, double *loss) {
+road_status road_causal_lm_loss(const float *logits, const int64_t *labels,
+                                const int64_t *attention_mask, int64_t B, int64_t T, int64_t V,
+                                double *loss) {
     if (!logits || !labels || !loss || B <= 0 || T <= 0 || V <= 0)
         return road_error(ROAD_ERR_INVALID_ARG, "causal_lm_loss: empty batch or NULL buffers");
     double sum = 0.0;
@@ -90,6 +91,12 @@ road_status road_causal_lm_loss(const float *logits, const int64_t *labels, int6
                 return road_error(ROAD_ERR_INVALID_ARG, "labels[%lld][%lld] is %lld; labels are "
                                   "token ids (0..%lld) or -100 (ignored)", (long long)b,
                                   (long long)(t + 1), (long long)y, (long long)V - 1);
+            if (attention_mask && !attention_mask[b * T + t])
+                return road_error(ROAD_ERR_INVALID_ARG,
+                                  "labels[%lld][%lld] counts, but it is predicted from position "
+                                  "%lld, which is padding (its logits mean nothing); set that "
+                                  "label to -100",
+                                  (long long)b, (long long)(t + 1), (long long)t);
             const float *z = logits + (b * T + t) * V;
             double mx = -INFINITY;
             for (int64_t i = 0; i < V; i++) mx = z[i] > mx ? z[i] : mx;

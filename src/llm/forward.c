@@ -45,7 +45,7 @@ static road_status linear(fwd_ctx *c, int32_t layer, int64_t rows, const int64_t
 }
 
 /* out (R, H) = w * x / sqrt(mean(x^2) + eps), row by row; the mean is taken in double. */
-static void rmsnorm(const float *x, const float *w, int64_t R, int64_t H, double eps, float *out) {
+void road_rmsnorm(const float *x, const float *w, int64_t R, int64_t H, double eps, float *out) {
 #pragma omp parallel for schedule(static) if (R * H >= (1 << 16))
     for (int64_t r = 0; r < R; r++) {
         const float *xr = x + r * H;
@@ -59,7 +59,7 @@ static void rmsnorm(const float *x, const float *w, int64_t R, int64_t H, double
 
 /* Rotate-half RoPE in place on `heads` heads of each row; cs (R, d) holds cos then sin for the
  * d/2 frequencies of the row's position. */
-static void rope(float *x, int64_t R, int64_t heads, int64_t d, const float *cs) {
+void road_rope(float *x, int64_t R, int64_t heads, int64_t d, const float *cs) {
     const int64_t half = d / 2;
 #pragma omp parallel for schedule(static) if (R * heads * d >= (1 << 16))
     for (int64_t r = 0; r < R; r++) {
@@ -151,6 +151,18 @@ static road_status attention(fwd_ctx *c, int64_t layer, const float *q, const fl
         }
     }
     return ROAD_OK;
+}
+
+void road_rope_table(const road_model *m, const int64_t *pos, int64_t R, float *cs) {
+    const int64_t d = m->cfg.head_dim;
+    for (int64_t r = 0; r < R; r++) {
+        float *cr = cs + r * d, *sr = cr + d / 2;
+        for (int64_t i = 0; i < d / 2; i++) {
+            float angle = (float)pos[r] * m->inv_freq[i];
+            cr[i] = cosf(angle);
+            sr[i] = sinf(angle);
+        }
+    }
 }
 
 int64_t road_seq_logit_rows(const road_seq *seqs, int64_t n_seq) {
@@ -271,29 +283,22 @@ road_status road_model_forward(road_model *m, const road_seq *seqs, int64_t n_se
     for (int64_t s = 0, r = 0; s < n_seq; s++)
         for (int64_t i = 0; i < seqs[s].n_tokens; i++, r++)
             memcpy(x + r * H, m->embed + (int64_t)seqs[s].tokens[i] * H, sizeof(float) * (size_t)H);
-    for (int64_t r = 0; r < R; r++) {
-        float *cr = cs + r * d, *sr = cr + d / 2;
-        for (int64_t i = 0; i < d / 2; i++) {
-            float angle = (float)c.row_pos[r] * m->inv_freq[i];
-            cr[i] = cosf(angle);
-            sr[i] = sinf(angle);
-        }
-    }
+    road_rope_table(m, c.row_pos, R, cs);
     for (int64_t l = 0; l < cfg->n_layers && st == ROAD_OK; l++) {
         const road_block *b = &m->blocks[l];
-        rmsnorm(x, b->attn_norm, R, H, cfg->rms_norm_eps, h);
+        road_rmsnorm(x, b->attn_norm, R, H, cfg->rms_norm_eps, h);
         st = linear(&c, b->proj[PROJ_Q], R, c.seq_rows, h, q);
         if (st == ROAD_OK) st = linear(&c, b->proj[PROJ_K], R, c.seq_rows, h, k);
         if (st == ROAD_OK) st = linear(&c, b->proj[PROJ_V], R, c.seq_rows, h, v);
         if (st != ROAD_OK) break;
-        rope(q, R, nh, d, cs);
-        rope(k, R, nkv, d, cs);
+        road_rope(q, R, nh, d, cs);
+        road_rope(k, R, nkv, d, cs);
         cache_store(&c, l, k, v);
         attention(&c, l, q, k, v, att, scratch, max_keys);
         st = linear(&c, b->proj[PROJ_O], R, c.seq_rows, att, h);
         if (st != ROAD_OK) break;
         for (int64_t i = 0; i < R * H; i++) x[i] += h[i];
-        rmsnorm(x, b->mlp_norm, R, H, cfg->rms_norm_eps, h);
+        road_rmsnorm(x, b->mlp_norm, R, H, cfg->rms_norm_eps, h);
         st = linear(&c, b->proj[PROJ_GATE], R, c.seq_rows, h, g);
         if (st == ROAD_OK) st = linear(&c, b->proj[PROJ_UP], R, c.seq_rows, h, u);
         if (st != ROAD_OK) break;
@@ -311,7 +316,7 @@ road_status road_model_forward(road_model *m, const road_seq *seqs, int64_t n_se
             for (int64_t i = 0; i < sel_rows[s]; i++, n++)
                 memcpy(h + n * H, x + (first + i) * H, sizeof(float) * (size_t)H);
         }
-        rmsnorm(h, m->final_norm, n_sel, H, cfg->rms_norm_eps, sel);
+        road_rmsnorm(h, m->final_norm, n_sel, H, cfg->rms_norm_eps, sel);
         st = linear(&c, m->lm_head, n_sel, sel_rows, sel, logits);
     }
     if (st == ROAD_OK)

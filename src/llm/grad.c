@@ -1,0 +1,398 @@
+/*
+ * llm/grad.c - the loss of a padded batch and its gradient for the active RoAd adapters:
+ * a training forward that keeps the activations backward needs, then backward through the
+ * whole decoder, each op's backward mirroring its forward.
+ *
+ * Only adapter parameters learn, so no weight-gradient GEMM is ever run: each linear layer's
+ * backward is its input gradient dY W plus the element-wise RoAd chain rule
+ * (road_adapter_set_backward, from the layer's saved pre-adapter output). The forward here
+ * runs without a KV cache, on the valid tokens of each row (positions 0..n-1, as transformers
+ * gives them with cumsum(mask) - 1), keeping per layer: the block input, both normed inputs,
+ * every projection's pre-adapter output and its adapted output, the attention output and the
+ * SwiGLU product. Attention probabilities are recomputed in backward.
+ *
+ * Legend: R rows (valid tokens of the batch), H hidden, I intermediate, V vocab, nh/nkv heads,
+ * d head_dim, qd = nh*d, kvd = nkv*d.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/parallel.h"
+#include "llm/model_internal.h"
+
+#define LABEL_IGNORE (-100)
+
+/* Saved activations of one decoder block (all (R, .) row-major). */
+typedef struct saved_block {
+    float *x_in, *h1, *qb, *kb, *vb, *q, *k, *v, *att, *ob, *x_mid, *h2, *gb, *ub, *g, *u, *a, *db;
+} saved_block;
+
+typedef struct grad_ctx {
+    road_model *m;
+    int64_t R, n_seq;
+    int64_t *seq_r0, *seq_n, *row_pos, *row_seq;
+    float *cs; /* (R, d) RoPE table */
+} grad_ctx;
+
+/* y_base (saved) = x W^T + b; y = adapters(y_base). */
+static road_status lin_fwd(grad_ctx *c, int32_t layer, const float *x, float *y_base, float *y,
+                           int64_t out) {
+    road_linear *l = road_adapter_set_layer(c->m->set, layer);
+    road_sgemm_xwt(c->R, out, road_linear_in_features(l), x, road_linear_weight(l),
+                   road_linear_bias(l), y_base);
+    memcpy(y, y_base, sizeof(float) * (size_t)(c->R * out));
+    return road_adapter_set_apply(c->m->set, layer, c->R, y);
+}
+
+/* dx (R, in) = backward of lin_fwd for dy (R, out); adapter gradients accumulate. */
+static road_status lin_bwd(grad_ctx *c, int32_t layer, const float *y_base, const float *dy,
+                           float *dx) {
+    return road_adapter_set_backward(c->m->set, layer, c->R, y_base, dy, dx);
+}
+
+/* RMSNorm backward: y = w * x * r, r = 1/sqrt(mean(x^2) + eps). dx (+=) for dy. */
+static void rmsnorm_bwd(const float *x, const float *w, const float *dy, int64_t R, int64_t H,
+                        double eps, float *dx) {
+#pragma omp parallel for schedule(static) if (R * H >= (1 << 16))
+    for (int64_t r = 0; r < R; r++) {
+        const float *xr = x + r * H, *gr = dy + r * H;
+        double ss = 0.0, dot = 0.0;
+        for (int64_t i = 0; i < H; i++) {
+            ss += (double)xr[i] * xr[i];
+            dot += (double)gr[i] * w[i] * xr[i];
+        }
+        const double rr = 1.0 / sqrt(ss / (double)H + eps);
+        const double k = rr * rr * rr * dot / (double)H;
+        float *o = dx + r * H;
+        for (int64_t i = 0; i < H; i++) o[i] += (float)(rr * (double)gr[i] * w[i] - k * xr[i]);
+    }
+}
+
+/* Backward of road_rope: the transposed rotation (angle -> -angle). */
+static void rope_bwd(float *dx, int64_t R, int64_t heads, int64_t d, const float *cs) {
+    const int64_t half = d / 2;
+    for (int64_t r = 0; r < R; r++) {
+        const float *cr = cs + r * d, *sr = cr + half;
+        for (int64_t h = 0; h < heads; h++) {
+            float *v = dx + (r * heads + h) * d;
+            for (int64_t i = 0; i < half; i++) {
+                float a = v[i], b = v[i + half];
+                v[i] = a * cr[i] + b * sr[i];
+                v[i + half] = b * cr[i] - a * sr[i];
+            }
+        }
+    }
+}
+
+/* Scores of query row r (position p) of head hq against keys lo..p of its sequence, softmaxed
+ * into pr[0 .. p - lo]. Returns lo. */
+static int64_t probs(const grad_ctx *c, const float *q, const float *k, int64_t r, int64_t hq,
+                     float *pr) {
+    const road_llm_config *cfg = &c->m->cfg;
+    const int64_t nh = cfg->n_heads, nkv = cfg->n_kv_heads, d = cfg->head_dim;
+    const int64_t hk = hq / (nh / nkv), s = c->row_seq[r], p = c->row_pos[r], W = cfg->sliding_window;
+    const int64_t lo = W > 0 && p - W + 1 > 0 ? p - W + 1 : 0;
+    const float scale = 1.0f / sqrtf((float)d);
+    const float *qv = q + (r * nh + hq) * d;
+    float mx = -INFINITY;
+    for (int64_t t = lo; t <= p; t++) {
+        const float *kt = k + ((c->seq_r0[s] + t) * nkv + hk) * d;
+        float dot = 0.0f;
+        for (int64_t i = 0; i < d; i++) dot += qv[i] * kt[i];
+        pr[t - lo] = dot * scale;
+        if (pr[t - lo] > mx) mx = pr[t - lo];
+    }
+    double sum = 0.0;
+    for (int64_t t = lo; t <= p; t++) {
+        pr[t - lo] = expf(pr[t - lo] - mx);
+        sum += pr[t - lo];
+    }
+    for (int64_t t = lo; t <= p; t++) pr[t - lo] = (float)(pr[t - lo] / sum);
+    return lo;
+}
+
+static void attention_fwd(const grad_ctx *c, const float *q, const float *k, const float *v,
+                          float *att, float *scratch, int64_t max_len) {
+    const road_llm_config *cfg = &c->m->cfg;
+    const int64_t nh = cfg->n_heads, nkv = cfg->n_kv_heads, d = cfg->head_dim;
+#pragma omp parallel for schedule(dynamic, 4)
+    for (int64_t it = 0; it < c->R * nh; it++) {
+        const int64_t r = it / nh, hq = it % nh, hk = hq / (nh / nkv), s = c->row_seq[r];
+#ifdef _OPENMP
+        float *pr = scratch + (size_t)omp_get_thread_num() * (size_t)max_len;
+#else
+        float *pr = scratch;
+#endif
+        const int64_t lo = probs(c, q, k, r, hq, pr), p = c->row_pos[r];
+        float *o = att + (r * nh + hq) * d;
+        for (int64_t i = 0; i < d; i++) o[i] = 0.0f;
+        for (int64_t t = lo; t <= p; t++) {
+            const float *vt = v + ((c->seq_r0[s] + t) * nkv + hk) * d;
+            for (int64_t i = 0; i < d; i++) o[i] += pr[t - lo] * vt[i];
+        }
+    }
+}
+
+/* Attention backward for one (sequence, kv head): its query heads write dq, and dk, dv of the
+ * kv head accumulate over them, so kv heads are the unit of parallel work (no races). */
+static void attention_bwd(const grad_ctx *c, const float *q, const float *k, const float *v,
+                          const float *datt, float *dq, float *dk, float *dv, float *scratch,
+                          int64_t max_len) {
+    const road_llm_config *cfg = &c->m->cfg;
+    const int64_t nh = cfg->n_heads, nkv = cfg->n_kv_heads, d = cfg->head_dim, grp = nh / nkv;
+    const float scale = 1.0f / sqrtf((float)d);
+    memset(dk, 0, sizeof(float) * (size_t)(c->R * nkv * d));
+    memset(dv, 0, sizeof(float) * (size_t)(c->R * nkv * d));
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t it = 0; it < c->n_seq * nkv; it++) {
+        const int64_t s = it / nkv, hk = it % nkv;
+#ifdef _OPENMP
+        float *pr = scratch + (size_t)omp_get_thread_num() * (size_t)(2 * max_len);
+#else
+        float *pr = scratch;
+#endif
+        float *dp = pr + max_len;
+        for (int64_t hq = hk * grp; hq < (hk + 1) * grp; hq++) {
+            for (int64_t i = 0; i < c->seq_n[s]; i++) {
+                const int64_t r = c->seq_r0[s] + i, p = c->row_pos[r];
+                const int64_t lo = probs(c, q, k, r, hq, pr);
+                const float *go = datt + (r * nh + hq) * d, *qv = q + (r * nh + hq) * d;
+                double pdp = 0.0;
+                for (int64_t t = lo; t <= p; t++) {
+                    const int64_t rt = c->seq_r0[s] + t;
+                    const float *vt = v + (rt * nkv + hk) * d;
+                    float *dvt = dv + (rt * nkv + hk) * d;
+                    float acc = 0.0f;
+                    for (int64_t j = 0; j < d; j++) {
+                        acc += go[j] * vt[j];
+                        dvt[j] += pr[t - lo] * go[j];
+                    }
+                    dp[t - lo] = acc;
+                    pdp += (double)pr[t - lo] * acc;
+                }
+                float *dqv = dq + (r * nh + hq) * d;
+                for (int64_t j = 0; j < d; j++) dqv[j] = 0.0f;
+                for (int64_t t = lo; t <= p; t++) {
+                    const int64_t rt = c->seq_r0[s] + t;
+                    const float ds = pr[t - lo] * (float)(dp[t - lo] - pdp) * scale;
+                    const float *kt = k + (rt * nkv + hk) * d;
+                    float *dkt = dk + (rt * nkv + hk) * d;
+                    for (int64_t j = 0; j < d; j++) {
+                        dqv[j] += ds * kt[j];
+                        dkt[j] += ds * qv[j];
+                    }
+                }
+            }
+        }
+    }
+}
+
+road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
+                                     const int64_t *attention_mask, const int64_t *labels,
+                                     int64_t B, int64_t T, double *loss) {
+    if (!input_ids || !labels || !loss || B <= 0 || T <= 0)
+        return road_error(ROAD_ERR_INVALID_ARG, "loss_backward: empty batch or NULL buffers");
+    if (road_adapter_set_merged(m->set))
+        return road_error(ROAD_ERR_STATE, "loss_backward: adapters are merged into the weights, so "
+                                          "they cannot be trained; unmerge first");
+    const road_llm_config *cfg = &m->cfg;
+    const int64_t H = cfg->hidden_size, I = cfg->intermediate_size, V = cfg->vocab_size;
+    const int64_t nh = cfg->n_heads, nkv = cfg->n_kv_heads, d = cfg->head_dim, L = cfg->n_layers;
+    const int64_t qd = nh * d, kvd = nkv * d;
+    grad_ctx c = {m, 0, 0, NULL, NULL, NULL, NULL, NULL};
+    road_status st = ROAD_OK;
+    /* rows: the valid tokens; per row its padded column (for the labels) */
+    int64_t *meta = road_malloc(sizeof(int64_t) * (size_t)(4 * B * T + 2 * B));
+    if (!meta) return ROAD_ERR_NO_MEMORY;
+    c.row_pos = meta;
+    c.row_seq = meta + B * T;
+    int64_t *row_col = meta + 2 * B * T, *row_b = meta + 3 * B * T;
+    c.seq_r0 = meta + 4 * B * T;
+    c.seq_n = c.seq_r0 + B;
+    int64_t max_len = 1;
+    for (int64_t b = 0; b < B && st == ROAD_OK; b++) {
+        int64_t n = 0;
+        c.seq_r0[c.n_seq] = c.R;
+        for (int64_t t = 0; t < T; t++) {
+            int64_t mk = attention_mask ? attention_mask[b * T + t] : 1;
+            if (mk != 0 && mk != 1) {
+                st = road_error(ROAD_ERR_INVALID_ARG, "attention_mask values must be 0 or 1");
+                break;
+            }
+            if (!mk) continue;
+            int64_t id = input_ids[b * T + t];
+            if (id < 0 || id >= V) {
+                st = road_error(ROAD_ERR_INVALID_ARG, "input_ids[%lld][%lld] is %lld, outside the "
+                                "vocabulary", (long long)b, (long long)t, (long long)id);
+                break;
+            }
+            c.row_pos[c.R] = n++;
+            c.row_seq[c.R] = c.n_seq;
+            row_col[c.R] = t;
+            row_b[c.R] = b;
+            c.R++;
+        }
+        if (n > 0) {
+            c.seq_n[c.n_seq++] = n;
+            if (n > max_len) max_len = n;
+        }
+    }
+    const int64_t R = c.R;
+    if (st == ROAD_OK && R == 0) st = road_error(ROAD_ERR_INVALID_ARG, "loss_backward: every row is padding");
+    /* the loss, and which rows count */
+    int64_t count = 0;
+    for (int64_t b = 0; b < B && st == ROAD_OK; b++)
+        for (int64_t t = 0; t + 1 < T; t++) {
+            int64_t y = labels[b * T + t + 1];
+            if (y == LABEL_IGNORE) continue;
+            if (y < 0 || y >= V) {
+                st = road_error(ROAD_ERR_INVALID_ARG, "labels[%lld][%lld] is %lld; labels are token "
+                                "ids or -100", (long long)b, (long long)(t + 1), (long long)y);
+                break;
+            }
+            if (attention_mask && !attention_mask[b * T + t]) {
+                st = road_error(ROAD_ERR_INVALID_ARG,
+                                "labels[%lld][%lld] counts, but it is predicted from position "
+                                "%lld, which is padding; set that label to -100",
+                                (long long)b, (long long)(t + 1), (long long)t);
+                break;
+            }
+            count++;
+        }
+    if (st == ROAD_OK && count == 0)
+        st = road_error(ROAD_ERR_INVALID_ARG, "loss_backward: no label counts (all -100 after the shift)");
+    if (st != ROAD_OK) {
+        road_free(meta);
+        return st;
+    }
+
+    /* memory: saved blocks, then the working buffers */
+    const size_t per_block = (size_t)(R * (6 * H + 2 * qd + 2 * qd + 4 * kvd + 5 * I)) + (size_t)(R * qd);
+    const int nthreads = road_get_num_threads();
+    const size_t work = (size_t)(R * (4 * H + 2 * V + 2 * qd + 2 * kvd + 2 * I + d)) +
+                        (size_t)nthreads * (size_t)(2 * max_len);
+    float *mem = road_malloc(sizeof(float) * (per_block * (size_t)L + work));
+    saved_block *sb = road_calloc((size_t)L, sizeof(saved_block));
+    if (!mem || !sb) {
+        road_free(mem);
+        road_free(sb);
+        road_free(meta);
+        return ROAD_ERR_NO_MEMORY;
+    }
+    float *p = mem;
+#define TAKE(n) (p += (n), p - (n))
+    for (int64_t l = 0; l < L; l++) {
+        saved_block *s = &sb[l];
+        s->x_in = TAKE(R * H), s->h1 = TAKE(R * H), s->qb = TAKE(R * qd), s->kb = TAKE(R * kvd);
+        s->vb = TAKE(R * kvd), s->q = TAKE(R * qd), s->k = TAKE(R * kvd), s->v = TAKE(R * kvd);
+        s->att = TAKE(R * qd), s->ob = TAKE(R * H), s->x_mid = TAKE(R * H), s->h2 = TAKE(R * H);
+        s->gb = TAKE(R * I), s->ub = TAKE(R * I), s->g = TAKE(R * I), s->u = TAKE(R * I);
+        s->a = TAKE(R * I), s->db = TAKE(R * H);
+    }
+    float *x = TAKE(R * H), *hf = TAKE(R * H), *tmp = TAKE(R * H), *dx = TAKE(R * H);
+    float *zb = TAKE(R * V), *z = TAKE(R * V), *dq = TAKE(R * qd), *datt = TAKE(R * qd);
+    float *dk = TAKE(R * kvd), *dv = TAKE(R * kvd), *dg = TAKE(R * I), *du = TAKE(R * I);
+    c.cs = TAKE(R * d);
+    float *scratch = TAKE((int64_t)nthreads * 2 * max_len);
+#undef TAKE
+    road_rope_table(m, c.row_pos, R, c.cs);
+    for (int64_t r = 0; r < R; r++)
+        memcpy(x + r * H, m->embed + input_ids[row_b[r] * T + row_col[r]] * H, sizeof(float) * (size_t)H);
+
+    /* ---- forward, saving ---- */
+    for (int64_t l = 0; l < L && st == ROAD_OK; l++) {
+        const road_block *b = &m->blocks[l];
+        saved_block *s = &sb[l];
+        memcpy(s->x_in, x, sizeof(float) * (size_t)(R * H));
+        road_rmsnorm(x, b->attn_norm, R, H, cfg->rms_norm_eps, s->h1);
+        st = lin_fwd(&c, b->proj[PROJ_Q], s->h1, s->qb, s->q, qd);
+        if (st == ROAD_OK) st = lin_fwd(&c, b->proj[PROJ_K], s->h1, s->kb, s->k, kvd);
+        if (st == ROAD_OK) st = lin_fwd(&c, b->proj[PROJ_V], s->h1, s->vb, s->v, kvd);
+        if (st != ROAD_OK) break;
+        road_rope(s->q, R, nh, d, c.cs);
+        road_rope(s->k, R, nkv, d, c.cs);
+        attention_fwd(&c, s->q, s->k, s->v, s->att, scratch, max_len);
+        st = lin_fwd(&c, b->proj[PROJ_O], s->att, s->ob, tmp, H);
+        if (st != ROAD_OK) break;
+        for (int64_t i = 0; i < R * H; i++) x[i] += tmp[i];
+        memcpy(s->x_mid, x, sizeof(float) * (size_t)(R * H));
+        road_rmsnorm(x, b->mlp_norm, R, H, cfg->rms_norm_eps, s->h2);
+        st = lin_fwd(&c, b->proj[PROJ_GATE], s->h2, s->gb, s->g, I);
+        if (st == ROAD_OK) st = lin_fwd(&c, b->proj[PROJ_UP], s->h2, s->ub, s->u, I);
+        if (st != ROAD_OK) break;
+        for (int64_t i = 0; i < R * I; i++) s->a[i] = s->g[i] / (1.0f + expf(-s->g[i])) * s->u[i];
+        st = lin_fwd(&c, b->proj[PROJ_DOWN], s->a, s->db, tmp, H);
+        if (st != ROAD_OK) break;
+        for (int64_t i = 0; i < R * H; i++) x[i] += tmp[i];
+    }
+    if (st == ROAD_OK) {
+        road_rmsnorm(x, m->final_norm, R, H, cfg->rms_norm_eps, hf);
+        st = lin_fwd(&c, m->lm_head, hf, zb, z, V);
+    }
+    /* ---- loss and dlogits (into z) ---- */
+    double total = 0.0;
+    if (st == ROAD_OK) {
+        for (int64_t r = 0; r < R; r++) {
+            float *zr = z + r * V;
+            const int64_t t = row_col[r], b = row_b[r];
+            const int64_t y = t + 1 < T ? labels[b * T + t + 1] : LABEL_IGNORE;
+            if (y == LABEL_IGNORE) {
+                memset(zr, 0, sizeof(float) * (size_t)V);
+                continue;
+            }
+            double mx = -INFINITY, se = 0.0;
+            for (int64_t i = 0; i < V; i++) mx = zr[i] > mx ? zr[i] : mx;
+            for (int64_t i = 0; i < V; i++) se += exp((double)zr[i] - mx);
+            total += mx + log(se) - (double)zr[y];
+            for (int64_t i = 0; i < V; i++)
+                zr[i] = (float)(exp((double)zr[i] - mx) / se / (double)count);
+            zr[y] -= (float)(1.0 / (double)count);
+        }
+        *loss = total / (double)count;
+    }
+    /* ---- backward ---- */
+    if (st == ROAD_OK) st = lin_bwd(&c, m->lm_head, zb, z, tmp);
+    if (st == ROAD_OK) {
+        memset(dx, 0, sizeof(float) * (size_t)(R * H));
+        rmsnorm_bwd(x, m->final_norm, tmp, R, H, cfg->rms_norm_eps, dx);
+    }
+    for (int64_t l = L - 1; l >= 0 && st == ROAD_OK; l--) {
+        const road_block *b = &m->blocks[l];
+        saved_block *s = &sb[l];
+        /* MLP: x_out = x_mid + down(silu(gate(h2)) * up(h2)), h2 = norm(x_mid) */
+        st = lin_bwd(&c, b->proj[PROJ_DOWN], s->db, dx, dg); /* dg = d(a) for now */
+        if (st != ROAD_OK) break;
+        for (int64_t i = 0; i < R * I; i++) {
+            const float gi = s->g[i], sg = 1.0f / (1.0f + expf(-gi)), da = dg[i];
+            du[i] = da * gi * sg;
+            dg[i] = da * s->u[i] * sg * (1.0f + gi * (1.0f - sg));
+        }
+        st = lin_bwd(&c, b->proj[PROJ_GATE], s->gb, dg, tmp);
+        if (st != ROAD_OK) break;
+        float *dh2 = hf; /* free now: reuse as a second (R, H) buffer */
+        st = lin_bwd(&c, b->proj[PROJ_UP], s->ub, du, dh2);
+        if (st != ROAD_OK) break;
+        for (int64_t i = 0; i < R * H; i++) tmp[i] += dh2[i];
+        rmsnorm_bwd(s->x_mid, b->mlp_norm, tmp, R, H, cfg->rms_norm_eps, dx);
+        /* attention: x_mid = x_in + o(attn(rope(q(h1)), rope(k(h1)), v(h1))), h1 = norm(x_in) */
+        st = lin_bwd(&c, b->proj[PROJ_O], s->ob, dx, datt);
+        if (st != ROAD_OK) break;
+        attention_bwd(&c, s->q, s->k, s->v, datt, dq, dk, dv, scratch, max_len);
+        rope_bwd(dq, R, nh, d, c.cs);
+        rope_bwd(dk, R, nkv, d, c.cs);
+        st = lin_bwd(&c, b->proj[PROJ_Q], s->qb, dq, tmp);
+        if (st == ROAD_OK) st = lin_bwd(&c, b->proj[PROJ_K], s->kb, dk, dh2);
+        if (st != ROAD_OK) break;
+        for (int64_t i = 0; i < R * H; i++) tmp[i] += dh2[i];
+        st = lin_bwd(&c, b->proj[PROJ_V], s->vb, dv, dh2);
+        if (st != ROAD_OK) break;
+        for (int64_t i = 0; i < R * H; i++) tmp[i] += dh2[i];
+        rmsnorm_bwd(s->x_in, b->attn_norm, tmp, R, H, cfg->rms_norm_eps, dx);
+    }
+    road_free(mem);
+    road_free(sb);
+    road_free(meta);
+    return st;
+}
