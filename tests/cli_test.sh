@@ -27,7 +27,7 @@ expect 0 "road 0." "$ROAD" version
 expect 2 "unknown command 'frobnicate'" "$ROAD" frobnicate
 expect 2 "unknown option '--bogus'" "$ROAD" inspect --bogus
 expect 2 "missing the adapter folder" "$ROAD" inspect
-expect 1 "has no adapter_config.json" "$ROAD" inspect "$TMP"
+expect 1 "has no adapter_config.json (nor sub-folders with one) and no config.json" "$ROAD" inspect "$TMP"
 expect 1 "cannot open folder" "$ROAD" inspect "$TMP/does-not-exist"
 
 # PEFT-written adapters
@@ -55,6 +55,43 @@ expect 1 "LORA" "$ROAD" inspect "$TMP/lora"
 expect 2 "multiple of 64" "$ROAD" demo --size 100
 expect 0 "bit for bit" "$ROAD" demo --size 256 --out "$TMP/demo"
 expect 0 "trainable params  512" "$ROAD" inspect "$TMP/demo/math"
+
+# model folders (tests/fixtures/llama): described, and every tensor checked against config.json
+LL="$FIX/llama/tiny-llama"
+expect 0 "model_type        llama" "$ROAD" inspect "$LL"
+expect 0 "heads             4 (key/value heads 2, head_dim 16)" "$ROAD" inspect "$LL"
+expect 0 "parameters        133440" "$ROAD" inspect "$LL"
+expect 0 "bytes on disk     535904" "$ROAD" inspect "$LL"
+expect 0 "down_proj          [64, 176]" "$ROAD" inspect "$LL"
+expect 0 "lm_head            [320, 64]" "$ROAD" inspect "$LL"
+expect 0 "every tensor road loads is present" "$ROAD" inspect "$LL"
+expect 0 "tied embeddings   yes" "$ROAD" inspect "$FIX/llama/tiny-qwen2"
+expect 0 "q_proj             [64, 64] + bias" "$ROAD" inspect "$FIX/llama/tiny-qwen2"
+expect 0 "stored BF16 x 26" "$ROAD" inspect "$FIX/llama/tiny-qwen2"
+expect 0 "theta 1000000, scaling none" "$ROAD" inspect "$FIX/llama/tiny-qwen2"
+expect 0 "2 shards (model.safetensors.index.json)" "$ROAD" inspect "$FIX/llama/tiny-llama3-rope"
+expect 0 "scaling llama3 (factor 8" "$ROAD" inspect "$FIX/llama/tiny-llama3-rope"
+expect 0 "model-00002-of-00002.safetensors         268136 bytes" "$ROAD" inspect "$FIX/llama/tiny-llama3-rope"
+expect 0 "adapter A" "$ROAD" inspect "$LL/adapters"
+mkdir -p "$TMP/m-noweights" "$TMP/m-gemma" "$TMP/m-wider" "$TMP/m-shard" "$TMP/m-escape"
+cp "$LL/config.json" "$TMP/m-noweights/"
+expect 1 "neither model.safetensors nor model.safetensors.index.json" "$ROAD" inspect "$TMP/m-noweights"
+sed 's/"model_type": "llama"/"model_type": "gemma"/' "$LL/config.json" > "$TMP/m-gemma/config.json"
+cp "$LL/model.safetensors" "$TMP/m-gemma/"
+expect 1 'model_type "gemma" is not supported' "$ROAD" inspect "$TMP/m-gemma"
+sed 's/"intermediate_size": 176/"intermediate_size": 192/' "$LL/config.json" > "$TMP/m-wider/config.json"
+cp "$LL/model.safetensors" "$TMP/m-wider/"
+expect 1 "'model.layers.1.mlp.down_proj.weight' is [64, 176], config.json implies [64, 192]" "$ROAD" inspect "$TMP/m-wider"
+expect 1 "road cannot load this checkpoint" "$ROAD" inspect "$TMP/m-wider"
+cp "$FIX/llama/tiny-llama3-rope/config.json" "$FIX/llama/tiny-llama3-rope/model.safetensors.index.json" \
+   "$FIX/llama/tiny-llama3-rope/model-00001-of-00002.safetensors" "$TMP/m-shard/"
+expect 1 "model-00002-of-00002.safetensors" "$ROAD" inspect "$TMP/m-shard"
+cp "$LL/config.json" "$TMP/m-escape/"
+printf '{"weight_map": {"lm_head.weight": "../x.safetensors"}}' > "$TMP/m-escape/model.safetensors.index.json"
+expect 1 "shard names must be plain file names" "$ROAD" inspect "$TMP/m-escape"
+printf '{"weight_map": []}' > "$TMP/m-escape/model.safetensors.index.json"
+expect 1 "is not a shard index" "$ROAD" inspect "$TMP/m-escape"
+expect 0 "model folder" "$ROAD" inspect --help
 
 if [ "$fails" -ne 0 ]; then
     echo "$fails CLI check(s) failed"

@@ -21,7 +21,7 @@ static void help(void) {
            "Each --prompt-ids is one sequence; all run as one batch. --use activates adapters for\n"
            "every sequence; --rows names one adapter (or __base__) per sequence. Prints the new ids\n"
            "of each sequence on its own line. Defaults come from generation_config.json: greedy\n"
-           "unless it says do_sample, stop at its eos ids, max-new-tokens 32.\n");
+           "unless it says do_sample, stop at its eos ids, its max_new_tokens (else 32).\n");
 }
 
 typedef struct out_buf {
@@ -145,6 +145,10 @@ int cmd_generate(int argc, char **argv) {
     if ((rc = cli_attach_adapters(CMD, m, adapters, n_ad, use)) != CLI_EXIT_OK) goto done;
     rc = CLI_EXIT_FAIL;
     const road_generation_config *gc = road_model_generation_config(m);
+    if (!maxn && gc->max_new_tokens > 0) /* generation never runs past the context */
+        max_new = gc->max_new_tokens < road_model_config(m)->max_position_embeddings
+                      ? gc->max_new_tokens
+                      : road_model_config(m)->max_position_embeddings;
     road_generate_params gp;
     memset(&gp, 0, sizeof gp);
     gp.max_new_tokens = max_new;

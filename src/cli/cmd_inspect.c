@@ -1,11 +1,19 @@
 /*
- * cli/cmd_inspect.c - `road inspect DIR`: describe an adapter folder (PEFT or road).
+ * cli/cmd_inspect.c - `road inspect DIR`: describe an adapter folder (PEFT or road), or a
+ * model checkpoint folder.
  *
- * Reads adapter_config.json and adapter_model.safetensors, groups the RoAd tensors by module,
- * and checks what can be checked without the base model: theta and alpha present in pairs,
- * equal sizes, a size the variant and group_size can produce. A folder holding several
+ * Adapter: reads adapter_config.json and adapter_model.safetensors, groups the RoAd tensors by
+ * module, and checks what can be checked without the base model: theta and alpha present in
+ * pairs, equal sizes, a size the variant and group_size can produce. A folder holding several
  * adapters in sub-folders (PEFT's layout for non-default adapters) is described one by one.
+ *
+ * Model (config.json, no adapter_config.json): the config as road reads it, the weight files
+ * (one model.safetensors, or the shards model.safetensors.index.json lists), and the linear
+ * layers a RoAd adapter can target with their shapes. Only headers are read (files are
+ * mapped, never loaded), so inspecting a large checkpoint is instant; every tensor road would
+ * load is checked for presence and shape against config.json, as road_model_load would.
  */
+#include <cjson/cJSON.h>
 #include <dirent.h>
 #include <math.h>
 #include <stdio.h>
@@ -17,6 +25,10 @@
 
 #define CMD "inspect"
 #define KEY_PREFIX "base_model.model."
+/* An index is a small JSON file (a few hundred bytes per tensor); anything larger is not one. */
+#define INDEX_MAX_BYTES (64L << 20)
+/* Shards one index may name: checkpoints of the largest public models have a few hundred. */
+#define MAX_SHARDS 4096
 
 static int has_file(const char *dir, const char *name) {
     char path[4096];
@@ -150,13 +162,312 @@ static int inspect_one(const char *dir, const char *label) {
     return rc;
 }
 
+/* ---- model folders ------------------------------------------------------------------------ */
+
+typedef struct model_files {
+    char **names;     /* file names inside the folder */
+    road_st_file **f; /* opened, same order */
+    int32_t n;
+    bool sharded;
+} model_files;
+
+static void model_files_free(model_files *mf) {
+    for (int32_t i = 0; i < mf->n; i++) {
+        road_st_close(mf->f[i]);
+        free(mf->names[i]);
+    }
+    free(mf->names);
+    free(mf->f);
+}
+
+static int add_model_file(model_files *mf, const char *dir, const char *name) {
+    for (int32_t i = 0; i < mf->n; i++)
+        if (strcmp(mf->names[i], name) == 0) return CLI_EXIT_OK;
+    if (!*name || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
+        cli_error(CMD,
+                  "model.safetensors.index.json names the file '%s'; shard names must be "
+                  "plain file names inside the model folder",
+                  name);
+        return CLI_EXIT_FAIL;
+    }
+    if (mf->n == MAX_SHARDS) {
+        cli_error(CMD, "model.safetensors.index.json names more than %d files", MAX_SHARDS);
+        return CLI_EXIT_FAIL;
+    }
+    char **nn = realloc(mf->names, sizeof(char *) * (size_t)(mf->n + 1));
+    if (nn) mf->names = nn;
+    road_st_file **nf = realloc(mf->f, sizeof(road_st_file *) * (size_t)(mf->n + 1));
+    if (nf) mf->f = nf;
+    char *copy = nn && nf ? malloc(strlen(name) + 1) : NULL;
+    if (!copy) {
+        cli_error(CMD, "out of memory");
+        return CLI_EXIT_FAIL;
+    }
+    strcpy(copy, name);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    road_st_file *f = NULL;
+    road_status s = road_st_open(path, &f);
+    if (s != ROAD_OK) {
+        free(copy);
+        return cli_fail(CMD, "reading the weights", s);
+    }
+    mf->names[mf->n] = copy;
+    mf->f[mf->n++] = f;
+    return CLI_EXIT_OK;
+}
+
+/* The weight files of a checkpoint folder: the shards its index lists, else model.safetensors. */
+static int open_model_files(const char *dir, model_files *mf) {
+    memset(mf, 0, sizeof *mf);
+    if (!has_file(dir, "model.safetensors.index.json")) {
+        if (!has_file(dir, "model.safetensors")) {
+            cli_error(CMD,
+                      "'%s' has config.json but neither model.safetensors nor "
+                      "model.safetensors.index.json (road reads safetensors checkpoints)",
+                      dir);
+            return CLI_EXIT_FAIL;
+        }
+        return add_model_file(mf, dir, "model.safetensors");
+    }
+    mf->sharded = true;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    FILE *fp = fopen(path, "rb");
+    char *text = NULL;
+    long len = -1;
+    if (fp && fseek(fp, 0, SEEK_END) == 0 && (len = ftell(fp)) >= 0 && len <= INDEX_MAX_BYTES &&
+        fseek(fp, 0, SEEK_SET) == 0 && (text = malloc((size_t)len + 1)) != NULL &&
+        fread(text, 1, (size_t)len, fp) != (size_t)len) {
+        free(text);
+        text = NULL;
+    }
+    if (fp) fclose(fp);
+    if (!text) {
+        cli_error(CMD, "cannot read '%s'%s", path, len > INDEX_MAX_BYTES ? " (too large)" : "");
+        return CLI_EXIT_FAIL;
+    }
+    cJSON *root = cJSON_ParseWithLength(text, (size_t)len);
+    free(text);
+    const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map"), *e;
+    int rc = CLI_EXIT_OK;
+    if (!cJSON_IsObject(root) || !cJSON_IsObject(map)) {
+        cli_error(CMD,
+                  "'%s' is not a shard index (a JSON object with a \"weight_map\" object "
+                  "mapping tensor names to file names)",
+                  path);
+        rc = CLI_EXIT_FAIL;
+    }
+    const cJSON *walk = rc == CLI_EXIT_OK ? map : NULL;
+    cJSON_ArrayForEach(e, walk) {
+        if (!cJSON_IsString(e)) {
+            cli_error(CMD, "'%s': weight_map[\"%s\"] is not a file name", path, e->string);
+            rc = CLI_EXIT_FAIL;
+        }
+        if (rc == CLI_EXIT_OK) rc = add_model_file(mf, dir, e->valuestring);
+        if (rc != CLI_EXIT_OK) break;
+    }
+    if (rc == CLI_EXIT_OK && mf->n == 0) {
+        cli_error(CMD, "'%s': weight_map is empty", path);
+        rc = CLI_EXIT_FAIL;
+    }
+    cJSON_Delete(root);
+    /* list shards by name (the index's order is the tensors'), insertion sort: a few files */
+    for (int32_t i = 1; i < mf->n; i++)
+        for (int32_t j = i; j > 0 && strcmp(mf->names[j - 1], mf->names[j]) > 0; j--) {
+            char *tn = mf->names[j];
+            road_st_file *tf = mf->f[j];
+            mf->names[j] = mf->names[j - 1];
+            mf->f[j] = mf->f[j - 1];
+            mf->names[j - 1] = tn;
+            mf->f[j - 1] = tf;
+        }
+    return rc;
+}
+
+static const road_st_tensor *model_tensor(const model_files *mf, const char *name) {
+    for (int32_t i = 0; i < mf->n; i++) {
+        const road_st_tensor *t = road_st_find(mf->f[i], name);
+        if (t) return t;
+    }
+    return NULL;
+}
+
+static void shape_str(char *buf, size_t cap, int32_t ndim, const int64_t *shape) {
+    size_t k = (size_t)snprintf(buf, cap, "[");
+    for (int32_t i = 0; i < ndim && k < cap; i++)
+        k += (size_t)snprintf(buf + k, cap - k, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (k < cap) snprintf(buf + k, cap - k, "]");
+}
+
+/* The tensor road_model_load would read as `name` must be there with this shape (d1 0: 1-D)
+ * and a dtype road reads; prints what is wrong and counts it. */
+static void check_tensor(const model_files *mf, const char *name, int64_t d0, int64_t d1,
+                         int *problems) {
+    const road_st_tensor *t = model_tensor(mf, name);
+    const int64_t want[2] = {d0, d1};
+    const int32_t nd = d1 > 0 ? 2 : 1;
+    char ws[64], gs[128];
+    shape_str(ws, sizeof ws, nd, want);
+    if (!t) {
+        fprintf(stderr, "road inspect: the checkpoint has no tensor '%s' %s\n", name, ws);
+        ++*problems;
+        return;
+    }
+    bool same = t->ndim == nd && t->shape[0] == d0 && (nd == 1 || t->shape[1] == d1);
+    if (!same) {
+        shape_str(gs, sizeof gs, t->ndim, t->shape);
+        fprintf(stderr, "road inspect: tensor '%s' is %s, config.json implies %s\n", name, gs, ws);
+        ++*problems;
+    } else if (t->dtype != ROAD_DTYPE_F32 && t->dtype != ROAD_DTYPE_BF16 &&
+               t->dtype != ROAD_DTYPE_F16) {
+        fprintf(stderr, "road inspect: tensor '%s' is %s; road reads F32, BF16 and F16 weights\n",
+                name, road_dtype_name(t->dtype));
+        ++*problems;
+    }
+}
+
+static const char *const proj_names[7] = {
+    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+    "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
+
+static int inspect_model(const char *dir) {
+    road_llm_config c;
+    road_status s = road_llm_config_load(dir, &c);
+    if (s != ROAD_OK) return cli_fail(CMD, "reading config.json", s);
+    model_files mf;
+    int rc = open_model_files(dir, &mf);
+    if (rc != CLI_EXIT_OK) {
+        model_files_free(&mf);
+        return rc;
+    }
+    const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size, L = c.n_layers;
+    const int64_t qd = c.n_heads * c.head_dim, kvd = c.n_kv_heads * c.head_dim;
+    const int64_t outs[7] = {qd, kvd, kvd, H, I, I, H}, ins[7] = {H, H, H, qd, H, H, I};
+    const bool bias[7] = {c.qkv_bias, c.qkv_bias, c.qkv_bias, c.o_bias,
+                          c.mlp_bias, c.mlp_bias, c.mlp_bias};
+
+    printf("model %s\n", c.model_type);
+    printf("  folder            %s\n", dir);
+    printf("  model_type        %s\n", c.model_type);
+    printf("  layers            %lld\n", (long long)L);
+    printf("  hidden_size       %lld\n", (long long)H);
+    printf("  intermediate_size %lld\n", (long long)I);
+    printf("  heads             %lld (key/value heads %lld, head_dim %lld)\n", (long long)c.n_heads,
+           (long long)c.n_kv_heads, (long long)c.head_dim);
+    printf("  vocab_size        %lld\n", (long long)V);
+    printf("  context           %lld (max_position_embeddings)\n",
+           (long long)c.max_position_embeddings);
+    printf("  rope              theta %.10g, scaling ", c.rope_theta);
+    switch (c.rope_type) {
+    case ROAD_ROPE_DEFAULT:
+        printf("none\n");
+        break;
+    case ROAD_ROPE_LINEAR:
+        printf("linear (factor %g)\n", c.rope_factor);
+        break;
+    case ROAD_ROPE_LLAMA3:
+        printf("llama3 (factor %g, low_freq_factor %g, high_freq_factor %g, "
+               "original_max_position_embeddings %lld)\n",
+               c.rope_factor, c.rope_low_freq_factor, c.rope_high_freq_factor,
+               (long long)c.rope_original_max_pos);
+        break;
+    }
+    if (c.sliding_window > 0) printf("  sliding_window    %lld\n", (long long)c.sliding_window);
+    printf("  rms_norm_eps      %g\n", c.rms_norm_eps);
+    printf("  tied embeddings   %s\n",
+           c.tie_word_embeddings ? "yes (lm_head is embed_tokens)" : "no");
+    char biases[64];
+    snprintf(biases, sizeof biases, "%s%s%s%s%s", c.qkv_bias ? "q/k/v" : "",
+             c.qkv_bias && c.o_bias ? ", " : "", c.o_bias ? "o" : "",
+             (c.qkv_bias || c.o_bias) && c.mlp_bias ? ", " : "", c.mlp_bias ? "gate/up/down" : "");
+    printf("  biases            %s\n", biases[0] ? biases : "none");
+    printf("  bos / eos ids     %d /", (int)c.bos_token_id);
+    for (int32_t i = 0; i < c.n_eos; i++) printf(" %d", (int)c.eos_token_ids[i]);
+    printf("%s\n", c.n_eos ? "" : " none");
+
+    /* files: sizes on disk, tensors, parameters, stored dtypes */
+    int64_t n_tensors = 0, params = 0, disk = 0, by_dtype[ROAD_DTYPE_COUNT_] = {0};
+    if (mf.sharded)
+        printf("  files             %d shards (model.safetensors.index.json)\n", (int)mf.n);
+    else
+        printf("  files             model.safetensors\n");
+    for (int32_t i = 0; i < mf.n; i++) {
+        char path[4096];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", dir, mf.names[i]);
+        int64_t size = stat(path, &st) == 0 ? (int64_t)st.st_size : 0;
+        disk += size;
+        if (mf.sharded) printf("    %-40s %lld bytes\n", mf.names[i], (long long)size);
+        for (int64_t k = 0; k < road_st_count(mf.f[i]); k++) {
+            const road_st_tensor *t = road_st_at(mf.f[i], k);
+            n_tensors++;
+            params += t->numel;
+            by_dtype[t->dtype]++;
+        }
+    }
+    printf("  dtype             %s (config torch_dtype); stored", road_dtype_name(c.torch_dtype));
+    for (int d = 0; d < ROAD_DTYPE_COUNT_; d++)
+        if (by_dtype[d])
+            printf(" %s x %lld", road_dtype_name((road_dtype)d), (long long)by_dtype[d]);
+    printf("\n");
+    printf("  tensors           %lld\n", (long long)n_tensors);
+    printf("  parameters        %lld\n", (long long)params);
+    printf("  bytes on disk     %lld\n", (long long)disk);
+
+    /* what a RoAd adapter can target: PEFT names, [out_features, in_features] */
+    printf("  linear layers RoAd can target ([out, in]; each of the %lld layers, PEFT names):\n",
+           (long long)L);
+    for (int p = 0; p < 7; p++)
+        printf("    %-18s [%lld, %lld]%s\n", strchr(proj_names[p], '.') + 1, (long long)outs[p],
+               (long long)ins[p], bias[p] ? " + bias" : "");
+    printf("    %-18s [%lld, %lld]%s\n", "lm_head", (long long)V, (long long)H,
+           c.tie_word_embeddings ? " (tied to model.embed_tokens)" : "");
+
+    /* every tensor road_model_load reads, against config.json */
+    int problems = 0;
+    char name[256];
+    check_tensor(&mf, "model.embed_tokens.weight", V, H, &problems);
+    check_tensor(&mf, "model.norm.weight", H, 0, &problems);
+    if (!c.tie_word_embeddings) check_tensor(&mf, "lm_head.weight", V, H, &problems);
+    for (int64_t l = 0; l < L; l++) {
+        snprintf(name, sizeof name, "model.layers.%lld.input_layernorm.weight", (long long)l);
+        check_tensor(&mf, name, H, 0, &problems);
+        snprintf(name, sizeof name, "model.layers.%lld.post_attention_layernorm.weight",
+                 (long long)l);
+        check_tensor(&mf, name, H, 0, &problems);
+        for (int p = 0; p < 7; p++) {
+            snprintf(name, sizeof name, "model.layers.%lld.%s.weight", (long long)l, proj_names[p]);
+            check_tensor(&mf, name, outs[p], ins[p], &problems);
+            if (!bias[p]) continue;
+            snprintf(name, sizeof name, "model.layers.%lld.%s.bias", (long long)l, proj_names[p]);
+            check_tensor(&mf, name, outs[p], 0, &problems);
+        }
+    }
+    if (problems) {
+        fprintf(stderr,
+                "road inspect: %d tensor(s) do not match config.json; road cannot load "
+                "this checkpoint\n",
+                problems);
+        rc = CLI_EXIT_FAIL;
+    } else {
+        printf("  check             every tensor road loads is present with its shape\n");
+    }
+    model_files_free(&mf);
+    return rc;
+}
+
 int cmd_inspect(int argc, char **argv) {
     const char *dir = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             printf("usage: road inspect DIR\n\n"
                    "Describe the adapter in DIR (adapter_config.json + adapter_model.safetensors,\n"
-                   "as PEFT's save_pretrained writes them), or every adapter in DIR's sub-folders.\n");
+                   "as PEFT's save_pretrained writes them), or every adapter in DIR's sub-folders.\n"
+                   "A model folder (config.json + model.safetensors or shards with\n"
+                   "model.safetensors.index.json) is described instead: sizes, RoPE, dtype, files,\n"
+                   "parameters, and the linear layers RoAd can target; every tensor road loads is\n"
+                   "checked against config.json.\n");
             return CLI_EXIT_OK;
         }
         if (argv[i][0] == '-') {
@@ -174,6 +485,7 @@ int cmd_inspect(int argc, char **argv) {
         return CLI_EXIT_USAGE;
     }
     if (has_file(dir, "adapter_config.json")) return inspect_one(dir, "(default)");
+    if (has_file(dir, "config.json")) return inspect_model(dir);
     /* PEFT's layout for several adapters: one sub-folder per adapter name. */
     DIR *d = opendir(dir);
     if (!d) {
@@ -193,7 +505,8 @@ int cmd_inspect(int argc, char **argv) {
     }
     closedir(d);
     if (!found) {
-        cli_error(CMD, "'%s' has no adapter_config.json (nor sub-folders with one); is it an adapter folder?", dir);
+        cli_error(CMD, "'%s' has no adapter_config.json (nor sub-folders with one) and no "
+                  "config.json; is it an adapter or a model folder?", dir);
         return CLI_EXIT_FAIL;
     }
     return rc;

@@ -65,7 +65,7 @@ static void usage(FILE *to) {
             "  demo      a tour of the RoAd layer: adapters, a mixed batch, merge/unmerge\n"
             "  generate  continue token-id prompts with a model (and adapters)\n"
             "  eval      logits and loss of a batch, to compare with PyTorch\n"
-            "  inspect   describe a PEFT/road adapter folder (config and parameters)\n"
+            "  inspect   describe an adapter folder (PEFT/road) or a model folder\n"
             "  config    write an adapter_config.json as PEFT would\n"
             "  version   print the version\n"
             "  help      this text\n"

@@ -100,7 +100,11 @@ road_status road_weights_open(const char *dir, road_weights **out) {
     if (st == ROAD_OK && (!single || !index)) st = ROAD_ERR_NO_MEMORY;
     char *text = NULL;
     size_t len = 0;
-    if (st == ROAD_OK && road_file_read(index, WEIGHTS_INDEX_MAX_BYTES, &text, &len) == ROAD_OK) {
+    /* An index that exists but cannot be read (no memory, too big, a folder) is that error,
+     * not "no index". */
+    bool has_index = st == ROAD_OK && access(index, F_OK) == 0;
+    if (has_index) st = road_file_read(index, WEIGHTS_INDEX_MAX_BYTES, &text, &len);
+    if (has_index && st == ROAD_OK) {
         cJSON *root = cJSON_ParseWithLength(text, len);
         road_free(text);
         const cJSON *map = root ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
