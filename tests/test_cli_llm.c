@@ -377,6 +377,38 @@ static void test_generate_matches_reference(void **state) {
     run_free(&s2);
 }
 
+/* --grads: every road_theta / road_alpha gradient of the active adapter, under PEFT's key
+ * names, against the reference (README: <= 1e-4 x max |reference| per tensor). */
+#define GRAD_REL 1e-4
+static void test_eval_grads(void **state) {
+    fixture *fx = *state;
+    EXPECT(fx, 0, "loss 5.79766", "eval", "--model", MODEL, "--adapter", ADAPTER_B, "--use", "B",
+           "--input", fx->in, "--dump", fx->out, "--grads");
+    road_st_file *f = NULL;
+    TU_OK(road_st_open(fx->out, &f));
+    const cJSON *grads = cJSON_GetObjectItem(find_case(fx, "grad_B"), "gradients");
+    int n = 0;
+    const cJSON *g;
+    cJSON_ArrayForEach(g, grads) {
+        char ref_name[400];
+        snprintf(ref_name, sizeof ref_name, "grad.B.%s", g->string);
+        const road_st_tensor *ref = road_st_find(fx->cases, ref_name), *got = road_st_find(f, g->string);
+        if (!got) fail_msg("road eval --grads wrote no '%s'", g->string);
+        assert_non_null(ref);
+        assert_int_equal(got->numel, ref->numel);
+        float mx = 0;
+        for (int64_t i = 0; i < ref->numel; i++) mx = fmaxf(mx, fabsf(((const float *)ref->data)[i]));
+        tu_assert_close(g->string, got->data, ref->data, ref->numel, GRAD_REL * mx, 0);
+        n++;
+    }
+    assert_int_equal(n, 28); /* 7 projections x 2 layers x (theta, alpha) */
+    assert_int_equal(road_st_count(f), 2 + n); /* + logits, loss */
+    road_st_close(f);
+    assert_int_equal(unlink(fx->out), 0);
+    EXPECT(fx, 2, "--grads needs --use", "eval", "--model", MODEL, "--input", fx->in, "--dump",
+           fx->out, "--grads");
+}
+
 static void test_eval_errors(void **state) {
     fixture *fx = *state;
     char path[PATH_CAP];
@@ -486,6 +518,7 @@ static int teardown(void **state) {
 int main(void) {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
     const struct CMUnitTest tests[] = {
+        T(test_eval_grads),
         T(test_eval_matches_reference),
         T(test_generate_matches_reference),
         T(test_eval_errors),

@@ -17,11 +17,15 @@
 static void help(void) {
     printf("usage: road eval --model DIR --input IN.safetensors --dump OUT.safetensors\n"
            "                 [--adapter NAME=DIR]... [--use NAME[,NAME...]]\n"
-           "                 [--rows NAME,__base__,...] [--threads N]\n"
+           "                 [--rows NAME,__base__,...] [--grads] [--threads N]\n"
            "\n"
            "IN holds input_ids (I64 [B,T]), and optionally attention_mask (I64 [B,T]) and labels\n"
            "(I64 [B,T], -100 = ignored). OUT gets logits (F32 [B,T,V]; 0 at padding) and, with\n"
            "labels, loss (F32 scalar: transformers' causal-LM loss), also printed.\n"
+           "--grads (needs labels and --use) also writes the gradient of the loss with respect to\n"
+           "every road_theta / road_alpha of the active adapters, under PEFT's key names\n"
+           "(base_model.model.<module>.road_theta; with several active adapters, each key ends\n"
+           "in .<adapter name>, as in PEFT's state_dict).\n"
            "--use activates adapters for every row (in order); --rows names one adapter (or\n"
            "__base__) per row: a mixed batch. Without either, the base model runs.\n");
 }
@@ -55,16 +59,50 @@ static int get_i64(const road_st_file *f, const char *name, int64_t B, int64_t T
     return 0;
 }
 
+/* Gradients of the loss for the active adapters, added to the writer under PEFT's keys. */
+static road_status add_grads(road_model *m, const int64_t *ids, const int64_t *mask,
+                             const int64_t *labels, int64_t B, int64_t T, road_st_writer *w) {
+    road_adapter_set *set = road_model_adapters(m);
+    for (int32_t i = 0; i < road_adapter_set_layer_count(set); i++)
+        if (road_adapter_set_layer(set, i)) road_linear_zero_grads(road_adapter_set_layer(set, i));
+    double loss;
+    road_status s = road_model_loss_backward(m, ids, mask, labels, B, T, &loss);
+    const int32_t n_active = road_adapter_set_active_count(set);
+    for (int32_t a = 0; a < n_active && s == ROAD_OK; a++) {
+        const char *name = road_adapter_set_active_name(set, a);
+        for (int32_t i = 0; i < road_adapter_set_layer_count(set) && s == ROAD_OK; i++) {
+            road_linear *l = road_adapter_set_layer(set, i);
+            if (!l || !road_adapter_set_on_layer(set, name, i)) continue;
+            float *dth, *dal;
+            int64_t n;
+            if ((s = road_linear_adapter_grads(l, name, &dth, &dal, &n)) != ROAD_OK) break;
+            const char *parts[2] = {"road_theta", "road_alpha"};
+            float *data[2] = {dth, dal};
+            for (int k = 0; k < 2 && s == ROAD_OK; k++) {
+                char key[512];
+                snprintf(key, sizeof key, "base_model.model.%s.%s%s%s", road_adapter_set_layer_name(set, i),
+                         parts[k], n_active > 1 ? "." : "", n_active > 1 ? name : "");
+                s = road_st_writer_add(w, key, ROAD_DTYPE_F32, 1, &n, data[k]);
+            }
+        }
+    }
+    return s;
+}
+
 int cmd_eval(int argc, char **argv) {
     const char *model = NULL, *in = NULL, *dump = NULL, *use = NULL, *rows = NULL, *thr = NULL;
     char *adapters[MAX_ADAPTERS];
-    int n_ad = 0;
+    int n_ad = 0, grads = 0;
     for (int i = 1; i < argc; i++) {
         const char *v;
         int r;
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             help();
             return CLI_EXIT_OK;
+        }
+        if (strcmp(argv[i], "--grads") == 0) {
+            grads = 1;
+            continue;
         }
 #define FLAG(name, var)                                                                            \
     if ((r = cli_flag_value(CMD, argc, argv, &i, name, &v)) != 0) {                                \
@@ -97,6 +135,11 @@ int cmd_eval(int argc, char **argv) {
     }
     if (use && rows) {
         cli_error(CMD, "give --use (same adapters for every row) or --rows (one per row), not both");
+        return CLI_EXIT_USAGE;
+    }
+    if (grads && !use) {
+        cli_error(CMD, "--grads needs --use NAME[,NAME...]: gradients are for the active adapters "
+                  "(mixed --rows batches are inference only)");
         return CLI_EXIT_USAGE;
     }
     long long threads = 0;
@@ -158,6 +201,16 @@ int cmd_eval(int argc, char **argv) {
         float lf = (float)loss;
         if ((s = road_st_writer_add(w, "loss", ROAD_DTYPE_F32, 0, NULL, &lf)) != ROAD_OK) goto fail_write;
         printf("loss %.7f\n", loss);
+    }
+    if (grads) {
+        if (!labels) {
+            cli_error(CMD, "--grads needs labels in '%s' (the gradient is of the loss)", in);
+            goto done;
+        }
+        if ((s = add_grads(m, ids, mask, labels, B, T, w)) != ROAD_OK) {
+            cli_fail(CMD, "gradients", s);
+            goto done;
+        }
     }
     if ((s = road_st_writer_set_metadata(w, "format", "pt")) != ROAD_OK) goto fail_write;
     if ((s = road_st_writer_save(w, dump)) != ROAD_OK) goto fail_write;
