@@ -10,5 +10,6 @@
 #include "road/adapters.h"
 #include "road/safetensors.h"
 #include "road/llm.h"
+#include "road/train.h"
 
 #endif

@@ -1,0 +1,190 @@
+/*
+ * road/train.h - training RoAd adapters: AdamW, learning-rate schedules, gradient clipping and
+ * accumulation, and checkpoints that resume a run exactly.
+ *
+ * The numbers follow what Hugging Face's Trainer does with PyTorch, so that a road run and a
+ * PyTorch + PEFT run from the same start agree to float32 noise:
+ *
+ *  - AdamW is torch.optim.AdamW (amsgrad=False, maximize=False): decoupled weight decay, then
+ *    the moments, then the bias-corrected step. Optimizer state (m, v) is float32 as in PyTorch.
+ *  - Schedules are transformers' get_scheduler lambdas (constant, constant_with_warmup, linear,
+ *    cosine with num_cycles 0.5). The Trainer calls scheduler.step() after optimizer.step(), so
+ *    the update that makes step count s + 1 uses the multiplier of step s: the first update uses
+ *    multiplier(0) (0 with warmup: the first update only applies weight decay and moves m, v).
+ *  - Clipping is torch.nn.utils.clip_grad_norm_ over all trainable gradients.
+ *
+ * docs/training.md has the formulas, the order of operations and every choice made.
+ *
+ * Ownership: an optimizer borrows its adapter set (which must outlive it) and copies the names.
+ */
+#ifndef ROAD_TRAIN_H
+#define ROAD_TRAIN_H
+
+#include "road/adapters.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- AdamW ------------------------------------------------------------------------------- */
+
+/* Hyperparameters, double as PyTorch holds them (Python floats). Defaults are the issue's
+ * (Hugging Face Trainer for RoAd per PEFT's docs): lr 1e-3, betas 0.9 / 0.999, eps 1e-8,
+ * weight_decay 0. */
+typedef struct road_adamw_params {
+    double lr;           /* base learning rate; a schedule multiplies it */
+    double beta1;        /* in [0, 1) */
+    double beta2;        /* in [0, 1) */
+    double eps;          /* >= 0 */
+    double weight_decay; /* >= 0, decoupled: p *= 1 - lr * weight_decay */
+} road_adamw_params;
+
+ROAD_API road_adamw_params road_adamw_default_params(void);
+/* Check ranges (the error names the field and the allowed range), as PyTorch's constructor. */
+ROAD_API road_status road_adamw_params_check(const road_adamw_params *p);
+
+/* One AdamW update of n float32 values, in place: step t (1-based, the count after this
+ * update) with learning rate lr (this step's: base lr x schedule multiplier; hp->lr is not
+ * read). Per element, in float32:
+ *     p *= 1 - lr*wd;  m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g*g;
+ *     p += -(lr / (1-b1^t)) * m / (sqrt(v) / sqrt(1-b2^t) + eps)
+ * The per-step scalars are computed in double, then rounded to float once (PyTorch computes
+ * them as Python floats). m and v start at zero. */
+ROAD_API road_status road_adamw_update(const road_adamw_params *hp, double lr, int64_t t, int64_t n,
+                                       float *param, const float *grad, float *m, float *v);
+
+/* ---- learning-rate schedules (transformers' get_scheduler) -------------------------------- */
+
+typedef enum road_schedule_kind {
+    ROAD_SCHEDULE_CONSTANT = 0,             /* 1 */
+    ROAD_SCHEDULE_CONSTANT_WITH_WARMUP = 1, /* s / max(1, w) while s < w, then 1 */
+    ROAD_SCHEDULE_LINEAR = 2,               /* warmup, then max(0, (N - s) / max(1, N - w)) */
+    ROAD_SCHEDULE_COSINE = 3                /* warmup, then max(0, 0.5 (1 + cos(pi * progress)))
+                                               with progress = (s - w) / max(1, N - w) */
+} road_schedule_kind;
+
+typedef struct road_schedule {
+    road_schedule_kind kind;
+    int64_t warmup_steps;   /* w >= 0 (ignored by constant) */
+    int64_t training_steps; /* N >= 0 (read by linear and cosine) */
+} road_schedule;
+
+/* Constant, no warmup. */
+ROAD_API road_schedule road_schedule_default(void);
+/* transformers' names: "constant", "constant_with_warmup", "linear", "cosine". */
+ROAD_API const char *road_schedule_name(road_schedule_kind k);
+ROAD_API road_status road_schedule_parse(const char *name, road_schedule_kind *out);
+ROAD_API road_status road_schedule_check(const road_schedule *s);
+/* The multiplier of the base lr at scheduler step `step` (>= 0), in double as transformers'
+ * lambdas compute it. sched == NULL: constant 1. */
+ROAD_API double road_schedule_multiplier(const road_schedule *sched, int64_t step);
+
+/* ---- the optimizer over an adapter set ---------------------------------------------------- */
+
+typedef struct road_optimizer road_optimizer;
+
+/* AdamW over the parameters of the named adapters (names == NULL: the set's active adapters at
+ * this call). Every name must be an active adapter of the set (only active adapters receive
+ * gradients). Parameter tensors, in order: for each name, for each layer holding it
+ * (ascending), its theta then its alpha. State (m, v) is one block, zeroed. */
+ROAD_API road_status road_optimizer_create(road_adapter_set *set, const char *const *names,
+                                           int32_t n, const road_adamw_params *hp,
+                                           road_optimizer **out);
+ROAD_API void road_optimizer_free(road_optimizer *o);
+
+ROAD_API const road_adamw_params *road_optimizer_params(const road_optimizer *o);
+/* Updates done so far (PyTorch's state "step"; the scheduler's step count). */
+ROAD_API int64_t road_optimizer_step_count(const road_optimizer *o);
+ROAD_API int32_t road_optimizer_adapter_count(const road_optimizer *o);
+ROAD_API const char *road_optimizer_adapter_name(const road_optimizer *o, int32_t i);
+
+/* One parameter tensor and its state (pointers valid until the set or optimizer changes). */
+typedef struct road_optim_tensor {
+    const char *adapter;
+    int32_t layer; /* index in the set */
+    bool is_alpha; /* false: road_theta */
+    int64_t n;
+    float *param; /* the layer's own array */
+    float *grad;  /* the layer's gradient buffer */
+    float *m, *v; /* the optimizer's state */
+} road_optim_tensor;
+ROAD_API int32_t road_optimizer_tensor_count(const road_optimizer *o);
+ROAD_API int64_t road_optimizer_numel(const road_optimizer *o); /* sum of n */
+ROAD_API road_status road_optimizer_tensor(road_optimizer *o, int32_t i, road_optim_tensor *out);
+/* "base_model.model.<layer>.road_theta.<adapter>" (PEFT's in-memory state-dict key, which
+ * names the adapter so several can be trained at once) into buf; ROAD_ERR_INVALID_ARG if it
+ * does not fit. */
+ROAD_API road_status road_optimizer_tensor_key(const road_optimizer *o, int32_t i, char *buf,
+                                               size_t cap);
+
+/* One update of every parameter with the gradients in the layers' buffers. The learning rate
+ * is hp->lr x road_schedule_multiplier(sched, step count before this update) (sched NULL:
+ * constant); *lr_used (may be NULL) gets it. Marks every updated adapter's parameters changed
+ * so coefficient caches rebuild. Refused while adapters are merged, or when a tensor no longer
+ * exists or changed size (adapter deleted/re-added since create). Gradients are left as they
+ * are (call road_optimizer_zero_grad). */
+ROAD_API road_status road_optimizer_step(road_optimizer *o, const road_schedule *sched,
+                                         double *lr_used);
+/* Zero the gradients of every layer the optimizer touches (PyTorch's zero_grad with
+ * set_to_none=False; road_linear_zero_grads clears every adapter of those layers). */
+ROAD_API road_status road_optimizer_zero_grad(road_optimizer *o);
+/* Multiply every trainable gradient by `factor` (float32). Gradient accumulation over k
+ * micro-batches: accumulate (road_model_loss_backward adds), then scale by 1/k once; see
+ * docs/training.md for how this relates to Hugging Face dividing the loss. */
+ROAD_API road_status road_optimizer_scale_grads(road_optimizer *o, float factor);
+/* torch.nn.utils.clip_grad_norm_: total = 2-norm over all trainable gradients (summed in
+ * double); if max_norm / (total + 1e-6) < 1 every gradient is multiplied by it (as float32).
+ * *total_norm (may be NULL) gets the norm before clipping. A non-finite norm leaves gradients
+ * unchanged and returns ROAD_ERR_NUMERIC (PyTorch would spread NaN through every parameter).
+ * max_norm must be positive. */
+ROAD_API road_status road_optimizer_clip_grad_norm(road_optimizer *o, double max_norm,
+                                                   double *total_norm);
+
+/* ---- checkpoints ------------------------------------------------------------------------- */
+
+/* Most int64 values of data position a checkpoint holds (epoch, index, shuffle seed, ...). */
+#define ROAD_CHECKPOINT_MAX_DATA_POS 16
+
+/* The state of the random generator a run draws from (road's xoshiro256** + Box-Muller spare,
+ * core/rng.h), as plain words so it can be saved exactly. */
+typedef struct road_rng_state {
+    uint64_t s[4];
+    double spare;
+    int32_t has_spare;
+} road_rng_state;
+
+/* What a checkpoint holds besides parameters and optimizer state. */
+typedef struct road_checkpoint_state {
+    road_schedule schedule; /* saved and given back; its step is the optimizer's count */
+    road_rng_state rng;
+    int32_t n_data_pos;                             /* 0..ROAD_CHECKPOINT_MAX_DATA_POS */
+    int64_t data_pos[ROAD_CHECKPOINT_MAX_DATA_POS]; /* opaque to road */
+} road_checkpoint_state;
+
+/* Write a checkpoint folder `dir` (e.g. road_checkpoint_path(root, step)): the trainable
+ * adapters as PEFT adapter folders (loadable by PEFT as they are), the optimizer state
+ * (optimizer.safetensors), the step, schedule, RNG and data position (trainer_state.json), and
+ * config_json (may be NULL) verbatim as run_config.json. Atomic: everything is written and
+ * fsynced in a temporary folder next to `dir`, which is then renamed into place; on failure
+ * the temporary folder is removed and an existing `dir` is unchanged. An existing `dir` is
+ * replaced (moved aside, the new one renamed in, the old one removed). */
+ROAD_API road_status road_checkpoint_save(road_optimizer *o, const road_checkpoint_state *st,
+                                          const char *config_json, const char *dir);
+/* Load a checkpoint into an optimizer built over the same adapters and layers: parameters,
+ * m, v and the step count. Everything is validated (adapters, layers, shapes, dtypes, the
+ * adapters' variant and group size, state values) before anything changes: on error the set
+ * and the optimizer are untouched and the message names the file and what differs.
+ * st (may be NULL) gets the saved state; *config_json (may be NULL) gets run_config.json's text
+ * (NULL if none was saved; free with road_string_free). */
+ROAD_API road_status road_checkpoint_load(road_optimizer *o, const char *dir,
+                                          road_checkpoint_state *st, char **config_json);
+/* "<root>/checkpoint-<step>" (Hugging Face's name); free with road_string_free. */
+ROAD_API road_status road_checkpoint_path(const char *root, int64_t step, char **out);
+/* The checkpoint-<step> folder in `root` with the highest step (Trainer's "last checkpoint");
+ * temporary folders of interrupted saves are ignored. ROAD_ERR_NOT_FOUND if none. */
+ROAD_API road_status road_checkpoint_find_last(const char *root, char **path, int64_t *step);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ROAD_TRAIN_H */

@@ -1,0 +1,57 @@
+/*
+ * train/train_internal.h - what optim.c and checkpoint.c share (private to train/): the
+ * optimizer's layout, PEFT's key pieces, and conversions between core/rng.h's generator and
+ * the public road_rng_state (so the trainer can save and restore its generator exactly).
+ */
+#ifndef ROAD_TRAIN_INTERNAL_H
+#define ROAD_TRAIN_INTERNAL_H
+
+#include "core/rng.h"
+#include "road/train.h"
+
+/* PEFT's state-dict key pieces (peft/utils/save_and_load.py): the optimizer's keys keep the
+ * adapter name at the end, as PEFT's in-memory state dict does. */
+#define ROAD_TRAIN_KEY_PREFIX "base_model.model."
+#define ROAD_TRAIN_THETA_SUFFIX ".road_theta"
+#define ROAD_TRAIN_ALPHA_SUFFIX ".road_alpha"
+
+/* One parameter tensor: theta or alpha of one adapter on one layer; its m and v live at `off`
+ * in the state block (m: state[off..], v: state[numel + off..]). */
+typedef struct otensor {
+    int32_t adapter; /* index into names */
+    int32_t layer;
+    bool is_alpha;
+    int64_t n;
+    int64_t off;
+} otensor;
+
+struct road_optimizer {
+    road_adapter_set *set; /* borrowed */
+    road_adamw_params hp;
+    int64_t step; /* updates done */
+    char **names; /* [n_names] trainable adapters, owned */
+    int32_t n_names;
+    otensor *t; /* [n_t]: per adapter, per layer ascending, theta then alpha */
+    int32_t n_t;
+    int64_t numel; /* sum of t[].n */
+    float *state;  /* [2 * numel]: m for every tensor, then v */
+};
+
+/* The live pointers of tensor i, checked against the layout (errors name adapter and layer). */
+road_status road_optim_fetch(road_optimizer *o, int32_t i, road_optim_tensor *out);
+
+static inline road_rng_state road_rng_state_get(const road_rng *r) {
+    road_rng_state s;
+    for (int i = 0; i < 4; i++) s.s[i] = r->s[i];
+    s.spare = r->spare;
+    s.has_spare = r->has_spare;
+    return s;
+}
+
+static inline void road_rng_state_set(road_rng *r, const road_rng_state *s) {
+    for (int i = 0; i < 4; i++) r->s[i] = s->s[i];
+    r->spare = s->spare;
+    r->has_spare = s->has_spare;
+}
+
+#endif
