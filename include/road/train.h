@@ -20,7 +20,7 @@
 #ifndef ROAD_TRAIN_H
 #define ROAD_TRAIN_H
 
-#include "road/adapters.h"
+#include "road/llm.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -183,6 +183,83 @@ ROAD_API road_status road_checkpoint_path(const char *root, int64_t step, char *
 /* The checkpoint-<step> folder in `root` with the highest step (Trainer's "last checkpoint");
  * temporary folders of interrupted saves are ignored. ROAD_ERR_NOT_FOUND if none. */
 ROAD_API road_status road_checkpoint_find_last(const char *root, char **path, int64_t *step);
+
+/* ---- data ----------------------------------------------------------------------------------- */
+
+/* Turns text into token ids (a tokenizer). *ids must come from road's allocator: the dataset
+ * frees it with road_ids_free. add_special: add bos/eos as the model's tokenizer does. */
+typedef road_status (*road_tokenize_fn)(void *tokenizer, const char *text, size_t len,
+                                        bool add_special, int32_t **ids, int64_t *n);
+
+typedef struct road_dataset road_dataset;
+
+typedef struct road_data_params {
+    int64_t max_len;           /* truncate examples to this many tokens (> 0) */
+    road_tokenize_fn tokenize; /* NULL: only pre-tokenized lines are accepted */
+    void *tokenizer;
+} road_data_params;
+
+/* Load a JSONL file, one example per line:
+ *   {"input_ids": [...]}                   loss on every token (pre-tokenized)
+ *   {"input_ids": [...], "labels": [...]}  labels as transformers takes them (-100 = no loss)
+ *   {"text": "..."}                        loss on every token (needs a tokenizer)
+ *   {"prompt": "...", "completion": "..."} loss on the completion only (needs a tokenizer)
+ * Blank lines are skipped. A bad line is reported with its line number and what is wrong;
+ * a file with no usable example is refused. */
+ROAD_API road_status road_dataset_load_jsonl(const char *path, const road_data_params *p,
+                                             road_dataset **out);
+ROAD_API void road_dataset_free(road_dataset *d);
+ROAD_API int64_t road_dataset_count(const road_dataset *d);
+/* Tokens of example i (ids and labels, each n long; labels -100 where no loss). */
+ROAD_API road_status road_dataset_example(const road_dataset *d, int64_t i, const int32_t **ids,
+                                          const int32_t **labels, int64_t *n);
+ROAD_API void road_ids_free(int32_t *ids);
+
+/* ---- the training loop ---------------------------------------------------------------------- */
+
+typedef struct road_train_metrics {
+    int64_t step, total_steps, epoch;
+    double loss;        /* mean of the step's micro-batch losses (as Hugging Face logs it) */
+    double lr;          /* used by this step */
+    double grad_norm;   /* before clipping */
+    int64_t tokens;     /* tokens this step */
+    double tokens_per_s, elapsed_s, eta_s;
+    double eval_loss;   /* NaN unless evaluated at this step */
+} road_train_metrics;
+
+/* Called after every optimizer step; return false to stop (a checkpoint is written first). */
+typedef bool (*road_train_fn)(const road_train_metrics *m, void *user);
+
+typedef struct road_train_params {
+    road_adamw_params adamw;
+    road_schedule schedule;     /* training_steps is filled in from the data when 0 */
+    int64_t epochs;             /* > 0 */
+    int64_t max_steps;          /* > 0: stop after this many optimizer steps (overrides epochs) */
+    int64_t batch_size;         /* examples per micro-batch */
+    int64_t grad_accum;         /* micro-batches per optimizer step */
+    double max_grad_norm;       /* <= 0: no clipping (HF default 1.0) */
+    uint64_t seed;              /* shuffling */
+    int64_t eval_every;         /* steps; 0: only at the end (if an eval set is given) */
+    int64_t save_every;         /* steps; 0: no intermediate checkpoints */
+    const char *out_dir;        /* checkpoints (checkpoint-<step>), best/ and final adapters */
+    bool resume;                /* continue from the last checkpoint in out_dir */
+    const volatile int *stop;   /* set non-zero (e.g. from a signal handler) to stop cleanly */
+    const char *config_json;    /* saved with every checkpoint (run_config.json); may be NULL */
+} road_train_params;
+
+ROAD_API road_train_params road_train_default_params(void);
+
+/* Train the model's active adapter(s) on `train` (and evaluate on `eval`, may be NULL).
+ * Batches of padded examples (right padding, labels -100 there), shuffled each epoch from the
+ * seed; gradients accumulated over grad_accum micro-batches and divided by it, clipped, one
+ * AdamW step with the schedule's learning rate. Checkpoints every save_every steps and when
+ * stopped; with resume, the run continues from the last checkpoint so that the sequence of
+ * losses is the one an uninterrupted run gives. At the end the adapters are saved to out_dir
+ * and, with an eval set, the best-eval ones to out_dir/best, as PEFT saves them (an adapter
+ * named "default" at the top of the folder, any other in a sub-folder named after it). */
+ROAD_API road_status road_train(road_model *m, const road_dataset *train,
+                                const road_dataset *eval, const road_train_params *p,
+                                road_train_fn on_step, void *user);
 
 #ifdef __cplusplus
 }

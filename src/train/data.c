@@ -1,0 +1,234 @@
+/*
+ * train/data.c - training examples from JSONL: token ids and per-token labels.
+ *
+ * Every example becomes (ids, labels) of one length, labels -100 where no loss is taken, so
+ * the loop never needs to know which format a line had. Prompt/completion examples tokenize
+ * the prompt (with special tokens) and the completion (without) separately and concatenate,
+ * so the loss mask falls exactly on the completion's tokens.
+ */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "io/file.h"
+#include "road/train.h"
+
+/* A training file is read whole; larger ones should be split. */
+#define DATA_MAX_BYTES ((size_t)2 << 30)
+#define LABEL_IGNORE (-100)
+
+typedef struct example {
+    int32_t *ids, *labels;
+    int64_t n;
+} example;
+
+struct road_dataset {
+    example *ex;
+    int64_t n, cap;
+};
+
+void road_ids_free(int32_t *ids) {
+    road_free(ids);
+}
+
+void road_dataset_free(road_dataset *d) {
+    if (!d) return;
+    for (int64_t i = 0; i < d->n; i++) {
+        road_free(d->ex[i].ids);
+        road_free(d->ex[i].labels);
+    }
+    road_free(d->ex);
+    road_free(d);
+}
+
+int64_t road_dataset_count(const road_dataset *d) {
+    return d ? d->n : 0;
+}
+
+road_status road_dataset_example(const road_dataset *d, int64_t i, const int32_t **ids,
+                                 const int32_t **labels, int64_t *n) {
+    if (!d || i < 0 || i >= d->n)
+        return road_error(ROAD_ERR_INVALID_ARG, "no example %lld in the dataset", (long long)i);
+    *ids = d->ex[i].ids;
+    *labels = d->ex[i].labels;
+    *n = d->ex[i].n;
+    return ROAD_OK;
+}
+
+/* An int array field into a fresh int32 array. */
+static road_status int_array(const cJSON *a, const char *field, int64_t line, bool allow_ignore,
+                             int32_t **out, int64_t *n) {
+    if (!cJSON_IsArray(a))
+        return road_error(ROAD_ERR_FORMAT, "line %lld: \"%s\" must be a list of integers",
+                          (long long)line, field);
+    int64_t k = cJSON_GetArraySize(a);
+    int32_t *v = road_malloc(sizeof(int32_t) * (size_t)(k ? k : 1));
+    if (!v) return ROAD_ERR_NO_MEMORY;
+    int64_t i = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, a) {
+        double x = cJSON_IsNumber(e) ? e->valuedouble : -1e300;
+        if (x != (double)(int64_t)x || x > 2147483647.0 || (x < 0 && !(allow_ignore && x == LABEL_IGNORE))) {
+            road_free(v);
+            return road_error(ROAD_ERR_FORMAT, "line %lld: \"%s\"[%lld] is not a %s", (long long)line,
+                              field, (long long)i,
+                              allow_ignore ? "token id or -100" : "token id (a non-negative integer)");
+        }
+        v[i++] = (int32_t)x;
+    }
+    *out = v;
+    *n = k;
+    return ROAD_OK;
+}
+
+static road_status text_field(const cJSON *o, const char *field, int64_t line, const char **out) {
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, field);
+    if (!cJSON_IsString(t))
+        return road_error(ROAD_ERR_FORMAT, "line %lld: \"%s\" must be a string", (long long)line, field);
+    *out = t->valuestring;
+    return ROAD_OK;
+}
+
+/* One JSON object -> example (untruncated). */
+static road_status parse_line(const cJSON *o, int64_t line, const road_data_params *p, example *ex) {
+    memset(ex, 0, sizeof *ex);
+    if (!cJSON_IsObject(o))
+        return road_error(ROAD_ERR_FORMAT, "line %lld: each line must be a JSON object", (long long)line);
+    const cJSON *ids = cJSON_GetObjectItemCaseSensitive(o, "input_ids");
+    road_status s = ROAD_OK;
+    if (ids) {
+        s = int_array(ids, "input_ids", line, false, &ex->ids, &ex->n);
+        if (s != ROAD_OK) return s;
+        const cJSON *lab = cJSON_GetObjectItemCaseSensitive(o, "labels");
+        if (lab) {
+            int64_t nl;
+            s = int_array(lab, "labels", line, true, &ex->labels, &nl);
+            if (s == ROAD_OK && nl != ex->n)
+                s = road_error(ROAD_ERR_FORMAT, "line %lld: \"labels\" has %lld entries, \"input_ids\" %lld",
+                               (long long)line, (long long)nl, (long long)ex->n);
+            return s;
+        }
+    } else {
+        const bool has_text = cJSON_GetObjectItemCaseSensitive(o, "text") != NULL;
+        const bool has_pc = cJSON_GetObjectItemCaseSensitive(o, "prompt") != NULL;
+        if (!has_text && !has_pc)
+            return road_error(ROAD_ERR_FORMAT,
+                              "line %lld: no \"input_ids\", \"text\" or \"prompt\"/\"completion\" field",
+                              (long long)line);
+        if (!p->tokenize)
+            return road_error(ROAD_ERR_UNSUPPORTED,
+                              "line %lld: text examples need a tokenizer (give the model's "
+                              "tokenizer, or pre-tokenize into \"input_ids\")",
+                              (long long)line);
+        const char *a = NULL, *b = NULL;
+        s = text_field(o, has_text ? "text" : "prompt", line, &a);
+        if (s == ROAD_OK && !has_text) s = text_field(o, "completion", line, &b);
+        if (s != ROAD_OK) return s;
+        int32_t *ia = NULL, *ib = NULL;
+        int64_t na = 0, nb = 0;
+        s = p->tokenize(p->tokenizer, a, strlen(a), true, &ia, &na);
+        if (s == ROAD_OK && b) s = p->tokenize(p->tokenizer, b, strlen(b), false, &ib, &nb);
+        if (s == ROAD_OK) {
+            ex->n = na + nb;
+            ex->ids = road_malloc(sizeof(int32_t) * (size_t)(ex->n ? ex->n : 1));
+            ex->labels = road_malloc(sizeof(int32_t) * (size_t)(ex->n ? ex->n : 1));
+            if (!ex->ids || !ex->labels) s = ROAD_ERR_NO_MEMORY;
+        }
+        if (s == ROAD_OK) {
+            memcpy(ex->ids, ia, sizeof(int32_t) * (size_t)na);
+            if (nb) memcpy(ex->ids + na, ib, sizeof(int32_t) * (size_t)nb);
+            for (int64_t i = 0; i < ex->n; i++)
+                ex->labels[i] = (b && i < na) ? LABEL_IGNORE : ex->ids[i];
+        } else {
+            road_error_prefix("line %lld", (long long)line);
+        }
+        road_ids_free(ia);
+        road_ids_free(ib);
+        return s;
+    }
+    /* input_ids without labels: loss on every token */
+    ex->labels = road_malloc(sizeof(int32_t) * (size_t)(ex->n ? ex->n : 1));
+    if (!ex->labels) return ROAD_ERR_NO_MEMORY;
+    memcpy(ex->labels, ex->ids, sizeof(int32_t) * (size_t)ex->n);
+    return ROAD_OK;
+}
+
+road_status road_dataset_load_jsonl(const char *path, const road_data_params *p,
+                                    road_dataset **out) {
+    if (!out || !path || !p) return road_error(ROAD_ERR_INVALID_ARG, "road_dataset_load_jsonl: NULL argument");
+    *out = NULL;
+    if (p->max_len <= 1)
+        return road_error(ROAD_ERR_INVALID_ARG, "max_len must be at least 2, got %lld", (long long)p->max_len);
+    char *text = NULL;
+    size_t len = 0;
+    road_status s = road_file_read(path, DATA_MAX_BYTES, &text, &len);
+    if (s != ROAD_OK) return s;
+    road_dataset *d = road_calloc(1, sizeof *d);
+    if (!d) {
+        road_free(text);
+        return ROAD_ERR_NO_MEMORY;
+    }
+    int64_t line = 0, skipped = 0;
+    char *cur = text, *end = text + len;
+    while (cur < end && s == ROAD_OK) {
+        char *nl = memchr(cur, '\n', (size_t)(end - cur));
+        char *stop = nl ? nl : end;
+        line++;
+        char *b = cur;
+        while (b < stop && (*b == ' ' || *b == '\t' || *b == '\r')) b++;
+        if (b < stop) {
+            cJSON *o = cJSON_ParseWithLength(b, (size_t)(stop - b));
+            if (!o) {
+                s = road_error(ROAD_ERR_FORMAT, "%s: line %lld is not valid JSON", path, (long long)line);
+                break;
+            }
+            example ex;
+            s = parse_line(o, line, p, &ex);
+            cJSON_Delete(o);
+            if (s != ROAD_OK) {
+                road_free(ex.ids);
+                road_free(ex.labels);
+                road_error_prefix("%s", path);
+                break;
+            }
+            if (ex.n > p->max_len) ex.n = p->max_len; /* truncate (arrays keep their size) */
+            int64_t counted = 0;
+            for (int64_t i = 1; i < ex.n; i++) counted += ex.labels[i] != LABEL_IGNORE;
+            if (ex.n < 2 || counted == 0) { /* nothing to learn from: not an error, but count it */
+                road_free(ex.ids);
+                road_free(ex.labels);
+                skipped++;
+            } else {
+                if (d->n == d->cap) {
+                    int64_t cap = d->cap ? 2 * d->cap : 64;
+                    example *ne = road_realloc(d->ex, sizeof(example) * (size_t)cap);
+                    if (!ne) {
+                        road_free(ex.ids);
+                        road_free(ex.labels);
+                        s = ROAD_ERR_NO_MEMORY;
+                        break;
+                    }
+                    d->ex = ne;
+                    d->cap = cap;
+                }
+                d->ex[d->n++] = ex;
+            }
+        }
+        cur = nl ? nl + 1 : end;
+    }
+    road_free(text);
+    if (s == ROAD_OK && d->n == 0)
+        s = road_error(ROAD_ERR_FORMAT,
+                       "%s has no usable example (%lld lines, %lld skipped: fewer than 2 tokens or "
+                       "no token with a loss after truncation to %lld)",
+                       path, (long long)line, (long long)skipped, (long long)p->max_len);
+    if (s != ROAD_OK) {
+        road_dataset_free(d);
+        return s;
+    }
+    if (skipped) road_log(ROAD_LOG_WARN, "%s: %lld examples skipped (fewer than 2 tokens or no loss)", path, (long long)skipped);
+    *out = d;
+    return ROAD_OK;
+}
