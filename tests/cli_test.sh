@@ -93,6 +93,21 @@ printf '{"weight_map": []}' > "$TMP/m-escape/model.safetensors.index.json"
 expect 1 "is not a shard index" "$ROAD" inspect "$TMP/m-escape"
 expect 0 "model folder" "$ROAD" inspect --help
 
+
+# train: a few steps on pre-tokenized data, the result is a PEFT folder; resume continues
+i=0; : > "$TMP/task.jsonl"
+while [ $i -lt 16 ]; do
+    printf '{"input_ids": [%d, %d, %d, %d, %d, %d]}\n' $i $((i+7)) $((i+14)) $((i+21)) $((i+28)) $((i+35)) >> "$TMP/task.jsonl"
+    i=$((i+1))
+done
+expect 2 "--model, --data and --out are required" "$ROAD" train --model "$FIX/llama/tiny-llama"
+expect 2 "--lr must be a number" "$ROAD" train --model "$FIX/llama/tiny-llama" --data "$TMP/task.jsonl" --out "$TMP/tr" --lr x
+expect 1 "line 1" "$ROAD" train --model "$FIX/llama/tiny-llama" --data "$TMP/lora/adapter_config.json" --out "$TMP/tr" --group-size 8
+expect 0 "adapter written to" "$ROAD" train --model "$FIX/llama/tiny-llama" --data "$TMP/task.jsonl" --out "$TMP/tr" --targets q_proj,v_proj --group-size 8 --max-steps 4 --batch-size 4 --save-every 2
+expect 0 "road_1" "$ROAD" inspect "$TMP/tr"
+expect 0 "model.layers.1.self_attn.v_proj" "$ROAD" inspect "$TMP/tr"
+expect 0 "adapter written to" "$ROAD" train --model "$FIX/llama/tiny-llama" --data "$TMP/task.jsonl" --out "$TMP/tr" --targets q_proj,v_proj --group-size 8 --max-steps 6 --batch-size 4 --save-every 2 --resume
+
 if [ "$fails" -ne 0 ]; then
     echo "$fails CLI check(s) failed"
     exit 1

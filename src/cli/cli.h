@@ -39,6 +39,7 @@ int cli_attach_adapters(const char *cmd, road_model *m, char **specs, int n_spec
 int cmd_inspect(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
+int cmd_train(int argc, char **argv);
 int cmd_config(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 

@@ -1,0 +1,262 @@
+/*
+ * cli/cmd_train.c - `road train`: fine-tune a RoAd adapter on a JSONL file and write a PEFT
+ * adapter folder. A live progress line on a terminal, a JSONL log of every step, checkpoints,
+ * --resume, and Ctrl-C writing a checkpoint before it exits.
+ */
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+
+#define CMD "train"
+
+static volatile int stop_flag;
+
+static void on_signal(int sig) {
+    (void)sig;
+    stop_flag = 1;
+}
+
+static void help(void) {
+    printf("usage: road train --model DIR --data FILE.jsonl --out DIR [options]\n"
+           "\n"
+           "data (one JSON object per line): {\"input_ids\": [...]} (+ optional \"labels\", -100 =\n"
+           "no loss); {\"text\": ...} and {\"prompt\": ..., \"completion\": ...} need the model's\n"
+           "tokenizer.\n"
+           "\n"
+           "  --eval FILE.jsonl          held-out data: eval loss every --eval-every steps and at\n"
+           "                             the end; the best adapter goes to OUT/best\n"
+           "  --name NAME                adapter name (default: default, saved at the top of OUT)\n"
+           "  --variant road_1|road_2|road_4   (default road_1)\n"
+           "  --group-size N             (default 64)\n"
+           "  --targets SPEC             all-linear | q_proj,v_proj | regex (default: model's)\n"
+           "  --lr X                     (default 1e-3, PEFT's RoAd recommendation)\n"
+           "  --schedule constant|constant_with_warmup|linear|cosine   (default linear)\n"
+           "  --warmup N                 warmup steps (default 0)\n"
+           "  --weight-decay X           (default 0)\n"
+           "  --epochs N                 (default 1)  | --max-steps N  (overrides epochs)\n"
+           "  --batch-size N             (default 8)  --grad-accum N (default 1)\n"
+           "  --max-len N                truncate examples (default 512)\n"
+           "  --max-grad-norm X          (default 1.0; 0 = no clipping)\n"
+           "  --seed N                   (default 42)\n"
+           "  --eval-every N --save-every N   steps (default 0: at the end only / none)\n"
+           "  --resume                   continue from the last checkpoint in OUT\n"
+           "  --log FILE.jsonl           every step's metrics (default OUT/train_log.jsonl)\n"
+           "  --threads N\n");
+}
+
+typedef struct progress {
+    FILE *log;
+    int tty;
+    double last_loss;
+} progress;
+
+static bool on_step(const road_train_metrics *m, void *user) {
+    progress *p = user;
+    p->last_loss = m->loss;
+    if (p->log) {
+        fprintf(p->log, "{\"step\": %lld, \"epoch\": %lld, \"loss\": %.6f, \"lr\": %.6g, "
+                        "\"grad_norm\": %.6g, \"tokens\": %lld, \"tokens_per_s\": %.1f, \"elapsed_s\": %.2f",
+                (long long)m->step, (long long)m->epoch, m->loss, m->lr, m->grad_norm,
+                (long long)m->tokens, m->tokens_per_s, m->elapsed_s);
+        if (!isnan(m->eval_loss)) fprintf(p->log, ", \"eval_loss\": %.6f", m->eval_loss);
+        fprintf(p->log, "}\n");
+        fflush(p->log);
+    }
+    char ev[32] = "";
+    if (!isnan(m->eval_loss)) snprintf(ev, sizeof ev, "  eval %.4f", m->eval_loss);
+    fprintf(stderr, "%sstep %lld/%lld  loss %.4f%s  lr %.3g  %.0f tok/s  %.0fs elapsed, ETA %.0fs%s",
+            p->tty ? "\r" : "", (long long)m->step, (long long)m->total_steps, m->loss, ev, m->lr,
+            m->tokens_per_s, m->elapsed_s, m->eta_s, p->tty ? "\033[K" : "\n");
+    if (!isnan(m->eval_loss) && p->tty) fprintf(stderr, "\n");
+    return true;
+}
+
+int cmd_train(int argc, char **argv) {
+    const char *model = NULL, *data = NULL, *evalf = NULL, *out = NULL, *name = "default";
+    const char *variant = NULL, *gs = NULL, *targets = NULL, *lr = NULL, *sched = NULL;
+    const char *warm = NULL, *wd = NULL, *epochs = NULL, *steps = NULL, *bs = NULL, *acc = NULL;
+    const char *maxlen = NULL, *clip = NULL, *seed = NULL, *eevery = NULL, *severy = NULL;
+    const char *logp = NULL, *thr = NULL;
+    int resume = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        int r;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            help();
+            return CLI_EXIT_OK;
+        }
+        if (strcmp(argv[i], "--resume") == 0) {
+            resume = 1;
+            continue;
+        }
+#define FLAG(fl, var)                                                                              \
+    if ((r = cli_flag_value(CMD, argc, argv, &i, fl, &v)) != 0) {                                  \
+        if (r < 0) return CLI_EXIT_USAGE;                                                          \
+        var = v;                                                                                   \
+        continue;                                                                                  \
+    }
+        FLAG("--model", model) FLAG("--data", data) FLAG("--eval", evalf) FLAG("--out", out)
+        FLAG("--name", name) FLAG("--variant", variant) FLAG("--group-size", gs)
+        FLAG("--targets", targets) FLAG("--lr", lr) FLAG("--schedule", sched) FLAG("--warmup", warm)
+        FLAG("--weight-decay", wd) FLAG("--epochs", epochs) FLAG("--max-steps", steps)
+        FLAG("--batch-size", bs) FLAG("--grad-accum", acc) FLAG("--max-len", maxlen)
+        FLAG("--max-grad-norm", clip) FLAG("--seed", seed) FLAG("--eval-every", eevery)
+        FLAG("--save-every", severy) FLAG("--log", logp) FLAG("--threads", thr)
+#undef FLAG
+        cli_error(CMD, "unknown option '%s' (see road train --help)", argv[i]);
+        return CLI_EXIT_USAGE;
+    }
+    if (!model || !data || !out) {
+        cli_error(CMD, "--model, --data and --out are required (see road train --help)");
+        return CLI_EXIT_USAGE;
+    }
+    road_train_params tp = road_train_default_params();
+    tp.schedule.kind = ROAD_SCHEDULE_LINEAR;
+    long long iv;
+    double dv;
+    char *end;
+#define INT_OPT(str, fl, lo, hi, dst)                                                              \
+    if (str) {                                                                                     \
+        if (cli_parse_int(CMD, fl, str, lo, hi, &iv) != 0) return CLI_EXIT_USAGE;                  \
+        dst = iv;                                                                                  \
+    }
+#define DBL_OPT(str, fl, lo, hi, dst)                                                              \
+    if (str) {                                                                                     \
+        dv = strtod(str, &end);                                                                    \
+        if (end == str || *end || !(dv >= lo && dv <= hi)) {                                       \
+            cli_error(CMD, "%s must be a number from %g to %g, got '%s'", fl, (double)lo,          \
+                      (double)hi, str);                                                            \
+            return CLI_EXIT_USAGE;                                                                 \
+        }                                                                                          \
+        dst = dv;                                                                                  \
+    }
+    int64_t max_len = 512, threads = 0;
+    INT_OPT(epochs, "--epochs", 1, 1000000, tp.epochs)
+    INT_OPT(steps, "--max-steps", 1, 1LL << 40, tp.max_steps)
+    INT_OPT(bs, "--batch-size", 1, 1 << 20, tp.batch_size)
+    INT_OPT(acc, "--grad-accum", 1, 1 << 20, tp.grad_accum)
+    INT_OPT(maxlen, "--max-len", 2, 1 << 24, max_len)
+    INT_OPT(warm, "--warmup", 0, 1LL << 40, tp.schedule.warmup_steps)
+    INT_OPT(eevery, "--eval-every", 0, 1LL << 40, tp.eval_every)
+    INT_OPT(severy, "--save-every", 0, 1LL << 40, tp.save_every)
+    INT_OPT(thr, "--threads", 0, 1024, threads)
+    if (seed) {
+        if (cli_parse_int(CMD, "--seed", seed, 0, INT64_MAX, &iv) != 0) return CLI_EXIT_USAGE;
+        tp.seed = (uint64_t)iv;
+    }
+    DBL_OPT(lr, "--lr", 0.0, 10.0, tp.adamw.lr)
+    DBL_OPT(wd, "--weight-decay", 0.0, 10.0, tp.adamw.weight_decay)
+    DBL_OPT(clip, "--max-grad-norm", 0.0, 1e30, tp.max_grad_norm)
+#undef INT_OPT
+#undef DBL_OPT
+    road_status s;
+    if (sched && (s = road_schedule_parse(sched, &tp.schedule.kind)) != ROAD_OK) {
+        cli_error(CMD, "%s", road_last_error());
+        return CLI_EXIT_USAGE;
+    }
+    road_config *cfg = NULL;
+    if ((s = road_config_create(&cfg)) != ROAD_OK) return cli_fail(CMD, "config", s);
+    int rc = CLI_EXIT_USAGE;
+    road_model *m = NULL;
+    road_dataset *dtrain = NULL, *deval = NULL;
+    FILE *logf = NULL;
+    char *cfg_json = NULL;
+    if (variant) {
+        road_variant vv;
+        if ((s = road_variant_parse(variant, &vv)) != ROAD_OK) goto bad;
+        road_config_set_variant(cfg, vv);
+    }
+    if (gs) {
+        if (cli_parse_int(CMD, "--group-size", gs, 2, 1 << 30, &iv) != 0) goto done;
+        if ((s = road_config_set_group_size(cfg, iv)) != ROAD_OK) goto bad;
+    }
+    if (targets && (s = road_config_set_targets_from_string(cfg, targets)) != ROAD_OK) goto bad;
+    road_config_set_task_type(cfg, "CAUSAL_LM");
+    road_config_set_base_model(cfg, model);
+    rc = CLI_EXIT_FAIL;
+    road_model_params mp = road_model_default_params();
+    mp.n_threads = (int)threads;
+    if ((s = road_model_load(model, &mp, &m)) != ROAD_OK) {
+        rc = cli_fail(CMD, "loading the model", s);
+        goto done;
+    }
+    road_adapter_set *set = road_model_adapters(m);
+    if ((s = road_adapter_set_add(set, name, cfg, tp.seed)) != ROAD_OK) {
+        rc = cli_fail(CMD, "adding the adapter", s);
+        goto done;
+    }
+    const char *act[1] = {name};
+    if ((s = road_adapter_set_set_active(set, act, 1)) != ROAD_OK) {
+        rc = cli_fail(CMD, "activating the adapter", s);
+        goto done;
+    }
+    road_data_params dp = {max_len, NULL, NULL};
+    if ((s = road_dataset_load_jsonl(data, &dp, &dtrain)) != ROAD_OK) {
+        rc = cli_fail(CMD, "reading --data", s);
+        goto done;
+    }
+    if (evalf && (s = road_dataset_load_jsonl(evalf, &dp, &deval)) != ROAD_OK) {
+        rc = cli_fail(CMD, "reading --eval", s);
+        goto done;
+    }
+    char param_line[160];
+    road_param_report rep = road_adapter_set_param_report(set);
+    road_param_report_format(&rep, param_line, sizeof param_line);
+    fprintf(stderr, "road train: %lld examples, %s\n", (long long)road_dataset_count(dtrain), param_line);
+    if ((s = road_config_to_json(cfg, &cfg_json)) != ROAD_OK) {
+        rc = cli_fail(CMD, "config", s);
+        goto done;
+    }
+    if (mkdir(out, 0777) != 0 && errno != EEXIST) {
+        cli_error(CMD, "cannot create '%s'", out);
+        goto done;
+    }
+    char logpath[4096];
+    snprintf(logpath, sizeof logpath, "%s/train_log.jsonl", out);
+    logf = fopen(logp ? logp : logpath, resume ? "a" : "w");
+    if (!logf) {
+        cli_error(CMD, "cannot write the log '%s'", logp ? logp : logpath);
+        goto done;
+    }
+    progress pr = {logf, isatty(STDERR_FILENO), NAN};
+    tp.out_dir = out;
+    tp.resume = resume;
+    tp.stop = &stop_flag;
+    tp.config_json = cfg_json;
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    s = road_train(m, dtrain, deval, &tp, on_step, &pr);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    if (pr.tty) fprintf(stderr, "\n");
+    if (s != ROAD_OK) {
+        rc = cli_fail(CMD, "training", s);
+        goto done;
+    }
+    if (stop_flag) {
+        printf("stopped: a checkpoint is in %s; continue with the same command and --resume\n", out);
+    } else {
+        printf("done: final loss %.4f; adapter written to %s%s%s (PEFT format)\n", pr.last_loss, out,
+               strcmp(name, "default") ? "/" : "", strcmp(name, "default") ? name : "");
+        if (deval) printf("best eval adapter in %s/best\n", out);
+    }
+    rc = CLI_EXIT_OK;
+    goto done;
+bad:
+    cli_error(CMD, "%s", road_last_error());
+done:
+    if (logf) fclose(logf);
+    road_string_free(cfg_json);
+    road_dataset_free(dtrain);
+    road_dataset_free(deval);
+    road_model_free(m);
+    road_config_free(cfg);
+    return rc;
+}
