@@ -13,12 +13,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/alloc.h"
 #include "testutil.h"
 
-static int32_t *road_ids_alloc_for_tests(int64_t n) {
-    return road_malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
-}
 
 #define MODEL ROAD_FIXTURES "/llama/tiny-llama"
 #define N_TRAIN 48
@@ -65,7 +61,7 @@ static road_status byte_tok(void *u, const char *text, size_t len, bool add_spec
                             int64_t *n) {
     (void)u;
     int64_t k = (int64_t)len + (add_special ? 1 : 0);
-    int32_t *v = road_ids_alloc_for_tests(k);
+    int32_t *v = road_ids_alloc(k);
     if (!v) return ROAD_ERR_NO_MEMORY;
     int64_t j = 0;
     if (add_special) v[j++] = 1; /* bos */
@@ -77,7 +73,8 @@ static road_status byte_tok(void *u, const char *text, size_t len, bool add_spec
 
 static void test_data(void **state) {
     (void)state;
-    road_data_params dp = {8, NULL, NULL};
+    road_data_params dp = road_data_default_params();
+    dp.max_len = 8;
     road_dataset *d;
     write_text(path_in("a.jsonl"), "{\"input_ids\": [1, 2, 3]}\n\n{\"input_ids\": [4, 5, 6, 7], "
                                    "\"labels\": [-100, -100, 6, 7]}\n");
@@ -104,7 +101,9 @@ static void test_data(void **state) {
     write_text(path_in("g.jsonl"), "{\"foo\": 1}\n");
     TU_FAILS(road_dataset_load_jsonl(path_in("g.jsonl"), &dp, &d), ROAD_ERR_FORMAT, "no \"input_ids\"");
     /* text and prompt/completion with a tokenizer; truncation to max_len */
-    road_data_params tp = {6, byte_tok, NULL};
+    road_data_params tp = road_data_default_params();
+    tp.max_len = 6;
+    tp.tokenize = byte_tok;
     write_text(path_in("h.jsonl"), "{\"text\": \"abcdefgh\"}\n{\"prompt\": \"ab\", \"completion\": \"cd\"}\n");
     TU_OK(road_dataset_load_jsonl(path_in("h.jsonl"), &tp, &d));
     TU_OK(road_dataset_example(d, 0, &ids, &lab, &n));
@@ -155,7 +154,8 @@ static road_train_params params(const char *out) {
 
 static void test_learns_and_resumes(void **state) {
     (void)state;
-    road_data_params dp = {SEQ, NULL, NULL};
+    road_data_params dp = road_data_default_params();
+    dp.max_len = SEQ;
     write_task(path_in("train.jsonl"), N_TRAIN, 1);
     write_task(path_in("eval.jsonl"), 8, 3);
     road_dataset *train, *eval;
@@ -208,7 +208,8 @@ static void test_learns_and_resumes(void **state) {
 
 static void test_errors(void **state) {
     (void)state;
-    road_data_params dp = {SEQ, NULL, NULL};
+    road_data_params dp = road_data_default_params();
+    dp.max_len = SEQ;
     write_task(path_in("t.jsonl"), 4, 1);
     road_dataset *d;
     TU_OK(road_dataset_load_jsonl(path_in("t.jsonl"), &dp, &d));

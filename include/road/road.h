@@ -10,6 +10,7 @@
 #include "road/adapters.h"
 #include "road/safetensors.h"
 #include "road/llm.h"
+#include "road/tokenizer.h"
 #include "road/train.h"
 
 #endif

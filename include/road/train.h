@@ -21,6 +21,7 @@
 #define ROAD_TRAIN_H
 
 #include "road/llm.h"
+#include "road/tokenizer.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -195,15 +196,22 @@ typedef struct road_dataset road_dataset;
 
 typedef struct road_data_params {
     int64_t max_len;           /* truncate examples to this many tokens (> 0) */
-    road_tokenize_fn tokenize; /* NULL: only pre-tokenized lines are accepted */
+    const road_tokenizer *tok; /* the model's tokenizer (text, prompt/completion, messages) */
+    road_chat_params chat;     /* how "messages" examples are rendered (tok's template) */
+    road_tokenize_fn tokenize; /* alternatively any tokenizer as a function (no "messages") */
     void *tokenizer;
 } road_data_params;
+
+/* Defaults: max_len 512, no tokenizer, the tokenizer's own chat template. */
+ROAD_API road_data_params road_data_default_params(void);
 
 /* Load a JSONL file, one example per line:
  *   {"input_ids": [...]}                   loss on every token (pre-tokenized)
  *   {"input_ids": [...], "labels": [...]}  labels as transformers takes them (-100 = no loss)
  *   {"text": "..."}                        loss on every token (needs a tokenizer)
  *   {"prompt": "...", "completion": "..."} loss on the completion only (needs a tokenizer)
+ *   {"messages": [{"role": ..., "content": ...}, ...]}  a chat rendered with the chat template;
+ *                                          loss on the assistant turns (needs p->tok) 
  * Blank lines are skipped. A bad line is reported with its line number and what is wrong;
  * a file with no usable example is refused. */
 ROAD_API road_status road_dataset_load_jsonl(const char *path, const road_data_params *p,
@@ -214,6 +222,8 @@ ROAD_API int64_t road_dataset_count(const road_dataset *d);
 ROAD_API road_status road_dataset_example(const road_dataset *d, int64_t i, const int32_t **ids,
                                           const int32_t **labels, int64_t *n);
 ROAD_API void road_ids_free(int32_t *ids);
+/* Room for n ids from road's allocator (for road_tokenize_fn implementations). */
+ROAD_API int32_t *road_ids_alloc(int64_t n);
 
 /* ---- the training loop ---------------------------------------------------------------------- */
 

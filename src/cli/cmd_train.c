@@ -165,6 +165,7 @@ int cmd_train(int argc, char **argv) {
     if ((s = road_config_create(&cfg)) != ROAD_OK) return cli_fail(CMD, "config", s);
     int rc = CLI_EXIT_USAGE;
     road_model *m = NULL;
+    road_tokenizer *tok = NULL;
     road_dataset *dtrain = NULL, *deval = NULL;
     FILE *logf = NULL;
     char *cfg_json = NULL;
@@ -197,7 +198,20 @@ int cmd_train(int argc, char **argv) {
         rc = cli_fail(CMD, "activating the adapter", s);
         goto done;
     }
-    road_data_params dp = {max_len, NULL, NULL};
+    road_data_params dp = road_data_default_params();
+    dp.max_len = max_len;
+    {
+        /* text, prompt/completion and messages need the model's tokenizer.json */
+        char tpath[4096];
+        snprintf(tpath, sizeof tpath, "%s/tokenizer.json", model);
+        if (access(tpath, F_OK) == 0) {
+            if ((s = road_tokenizer_load(model, &tok)) != ROAD_OK) {
+                rc = cli_fail(CMD, "loading the tokenizer", s);
+                goto done;
+            }
+            dp.tok = tok;
+        }
+    }
     if ((s = road_dataset_load_jsonl(data, &dp, &dtrain)) != ROAD_OK) {
         rc = cli_fail(CMD, "reading --data", s);
         goto done;
@@ -253,6 +267,7 @@ bad:
     cli_error(CMD, "%s", road_last_error());
 done:
     if (logf) fclose(logf);
+    road_tokenizer_free(tok);
     road_string_free(cfg_json);
     road_dataset_free(dtrain);
     road_dataset_free(deval);

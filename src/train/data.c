@@ -13,6 +13,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "io/file.h"
+#include "road/tokenizer.h"
 #include "road/train.h"
 
 /* A training file is read whole; larger ones should be split. */
@@ -31,6 +32,37 @@ struct road_dataset {
 
 void road_ids_free(int32_t *ids) {
     road_free(ids);
+}
+
+int32_t *road_ids_alloc(int64_t n) {
+    return n < 0 ? NULL : road_malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
+}
+
+road_data_params road_data_default_params(void) {
+    road_data_params p;
+    memset(&p, 0, sizeof p);
+    p.max_len = 512;
+    p.chat = road_chat_default_params();
+    return p;
+}
+
+/* text -> ids with whichever tokenizer the parameters give. */
+static road_status encode(const road_data_params *p, const char *text, size_t len, bool special,
+                          int32_t **ids, int64_t *n) {
+    if (p->tok) {
+        size_t cap = road_tokenizer_max_tokens(p->tok, len), got = 0;
+        int32_t *v = road_ids_alloc((int64_t)cap);
+        if (!v) return ROAD_ERR_NO_MEMORY;
+        road_status s = road_tokenizer_encode(p->tok, text, len, special, v, cap, &got);
+        if (s != ROAD_OK) {
+            road_free(v);
+            return s;
+        }
+        *ids = v;
+        *n = (int64_t)got;
+        return ROAD_OK;
+    }
+    return p->tokenize(p->tokenizer, text, len, special, ids, n);
 }
 
 void road_dataset_free(road_dataset *d) {
@@ -91,6 +123,114 @@ static road_status text_field(const cJSON *o, const char *field, int64_t line, c
     return ROAD_OK;
 }
 
+/* Append ids[0..n) to ex with label = id (loss) or -100. */
+static road_status append(example *ex, int64_t *cap, const int32_t *ids, int64_t n, bool loss) {
+    if (ex->n + n > *cap) {
+        int64_t c = (*cap ? *cap * 2 : 64);
+        while (c < ex->n + n) c *= 2;
+        int32_t *a = road_realloc(ex->ids, sizeof(int32_t) * (size_t)c);
+        if (!a) return ROAD_ERR_NO_MEMORY;
+        ex->ids = a;
+        int32_t *b = road_realloc(ex->labels, sizeof(int32_t) * (size_t)c);
+        if (!b) return ROAD_ERR_NO_MEMORY;
+        ex->labels = b;
+        *cap = c;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        ex->ids[ex->n + i] = ids[i];
+        ex->labels[ex->n + i] = loss ? ids[i] : LABEL_IGNORE;
+    }
+    ex->n += n;
+    return ROAD_OK;
+}
+
+/* {"messages": [...]}: the chat rendered with the template; each assistant turn (its content
+ * and end-of-turn tokens) carries the loss. The text is cut at the ends of the rendered
+ * prefixes (before each assistant turn, with its header; after it) and each piece tokenized on
+ * its own, so the loss mask falls on token boundaries; templates whose prefixes are not
+ * prefixes of the whole conversation are refused. */
+static road_status parse_messages(const cJSON *arr, int64_t line, const road_data_params *p,
+                                  example *ex) {
+    if (!p->tok)
+        return road_error(ROAD_ERR_UNSUPPORTED,
+                          "line %lld: \"messages\" examples need the model's tokenizer (its chat "
+                          "template)", (long long)line);
+    int64_t nm = cJSON_IsArray(arr) ? cJSON_GetArraySize(arr) : -1;
+    if (nm <= 0)
+        return road_error(ROAD_ERR_FORMAT, "line %lld: \"messages\" must be a non-empty list",
+                          (long long)line);
+    road_chat_message *msgs = road_calloc((size_t)nm, sizeof(road_chat_message));
+    if (!msgs) return ROAD_ERR_NO_MEMORY;
+    road_status s = ROAD_OK;
+    int64_t i = 0, n_assist = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, arr) {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(e, "role");
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(e, "content");
+        if (!cJSON_IsString(role) || !cJSON_IsString(content)) {
+            s = road_error(ROAD_ERR_FORMAT, "line %lld: message %lld needs string \"role\" and "
+                           "\"content\"", (long long)line, (long long)i);
+            break;
+        }
+        msgs[i].role = role->valuestring;
+        msgs[i].content = content->valuestring;
+        n_assist += strcmp(role->valuestring, "assistant") == 0;
+        i++;
+    }
+    if (s == ROAD_OK && n_assist == 0)
+        s = road_error(ROAD_ERR_FORMAT, "line %lld: no assistant message, so nothing to learn",
+                       (long long)line);
+    char *full = NULL;
+    size_t full_len = 0, done = 0;
+    road_chat_params cp = p->chat;
+    cp.add_generation_prompt = false;
+    if (s == ROAD_OK) s = road_tokenizer_apply_chat(p->tok, &cp, msgs, (size_t)nm, &full, &full_len);
+    int64_t cap = 0;
+    for (int64_t k = 0; k < nm && s == ROAD_OK; k++) {
+        if (strcmp(msgs[k].role, "assistant") != 0) continue;
+        /* [done, a): up to and with the assistant header; [a, b): the turn (loss) */
+        char *pre = NULL, *post = NULL;
+        size_t a = 0, b = 0;
+        road_chat_params gp = p->chat;
+        gp.add_generation_prompt = true;
+        s = road_tokenizer_apply_chat(p->tok, &gp, msgs, (size_t)k, &pre, &a);
+        if (s == ROAD_OK) s = road_tokenizer_apply_chat(p->tok, &cp, msgs, (size_t)(k + 1), &post, &b);
+        if (s == ROAD_OK && (a < done || a > b || b > full_len || memcmp(pre, full, a) != 0 ||
+                             memcmp(post, full, b) != 0))
+            s = road_error(ROAD_ERR_UNSUPPORTED, "line %lld: the chat template does not render "
+                           "the conversation as a sequence of prefixes; cannot place the loss",
+                           (long long)line);
+        int32_t *ids = NULL;
+        int64_t n = 0;
+        if (s == ROAD_OK && a > done) {
+            s = encode(p, full + done, a - done, false, &ids, &n);
+            if (s == ROAD_OK) s = append(ex, &cap, ids, n, false);
+            road_free(ids);
+            ids = NULL;
+        }
+        if (s == ROAD_OK && b > a) {
+            s = encode(p, full + a, b - a, false, &ids, &n);
+            if (s == ROAD_OK) s = append(ex, &cap, ids, n, true);
+            road_free(ids);
+        }
+        done = b;
+        road_string_free(pre);
+        road_string_free(post);
+    }
+    if (s == ROAD_OK && full_len > done) { /* trailing non-assistant messages */
+        int32_t *ids = NULL;
+        int64_t n = 0;
+        s = encode(p, full + done, full_len - done, false, &ids, &n);
+        if (s == ROAD_OK) s = append(ex, &cap, ids, n, false);
+        road_free(ids);
+    }
+    if (s != ROAD_OK && strncmp(road_last_error(), "line ", 5) != 0)
+        road_error_prefix("line %lld", (long long)line);
+    road_string_free(full);
+    road_free(msgs);
+    return s;
+}
+
 /* One JSON object -> example (untruncated). */
 static road_status parse_line(const cJSON *o, int64_t line, const road_data_params *p, example *ex) {
     memset(ex, 0, sizeof *ex);
@@ -110,6 +250,8 @@ static road_status parse_line(const cJSON *o, int64_t line, const road_data_para
                                (long long)line, (long long)nl, (long long)ex->n);
             return s;
         }
+    } else if (cJSON_GetObjectItemCaseSensitive(o, "messages")) {
+        return parse_messages(cJSON_GetObjectItemCaseSensitive(o, "messages"), line, p, ex);
     } else {
         const bool has_text = cJSON_GetObjectItemCaseSensitive(o, "text") != NULL;
         const bool has_pc = cJSON_GetObjectItemCaseSensitive(o, "prompt") != NULL;
@@ -117,7 +259,7 @@ static road_status parse_line(const cJSON *o, int64_t line, const road_data_para
             return road_error(ROAD_ERR_FORMAT,
                               "line %lld: no \"input_ids\", \"text\" or \"prompt\"/\"completion\" field",
                               (long long)line);
-        if (!p->tokenize)
+        if (!p->tokenize && !p->tok)
             return road_error(ROAD_ERR_UNSUPPORTED,
                               "line %lld: text examples need a tokenizer (give the model's "
                               "tokenizer, or pre-tokenize into \"input_ids\")",
@@ -128,8 +270,8 @@ static road_status parse_line(const cJSON *o, int64_t line, const road_data_para
         if (s != ROAD_OK) return s;
         int32_t *ia = NULL, *ib = NULL;
         int64_t na = 0, nb = 0;
-        s = p->tokenize(p->tokenizer, a, strlen(a), true, &ia, &na);
-        if (s == ROAD_OK && b) s = p->tokenize(p->tokenizer, b, strlen(b), false, &ib, &nb);
+        s = encode(p, a, strlen(a), true, &ia, &na);
+        if (s == ROAD_OK && b) s = encode(p, b, strlen(b), false, &ib, &nb);
         if (s == ROAD_OK) {
             ex->n = na + nb;
             ex->ids = road_malloc(sizeof(int32_t) * (size_t)(ex->n ? ex->n : 1));

@@ -1,0 +1,204 @@
+/*
+ * cli/cmd_tokenize.c - `road tokenize` and `road detokenize`: the everyday tools for checking
+ * what ids a prompt becomes and what text ids stand for, with the model's own tokenizer.json.
+ *
+ *   road tokenize   --model DIR | --tokenizer FILE (--text STR | --file F) [--no-special] [--pieces]
+ *   road detokenize --model DIR | --tokenizer FILE (--ids "1 2 3" | --file F) [--skip-special]
+ *
+ * tokenize prints the ids on one line, space-separated; --pieces adds a second line with each
+ * token's string as tokenizer.json writes it (JSON-escaped, space-separated). --file's bytes are
+ * taken as they are (no newline stripped). detokenize prints the text and a newline.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "road/tokenizer.h"
+
+/* Declared here until cli.h lists them (main.c registers both commands). */
+int cmd_tokenize(int argc, char **argv);
+int cmd_detokenize(int argc, char **argv);
+
+#define CLI_MAX_FILE_BYTES ((size_t)1 << 30)
+
+static int read_all(const char *cmd, const char *path, char **out, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        cli_error(cmd, "cannot open %s", path);
+        return -1;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap + 1);
+    while (buf) {
+        size_t k = fread(buf + n, 1, cap - n, f);
+        n += k;
+        if (n < cap) break;
+        if (cap >= CLI_MAX_FILE_BYTES) {
+            cli_error(cmd, "%s is larger than 1 GiB", path);
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        char *nb = realloc(buf, cap * 2 + 1);
+        if (!nb) free(buf);
+        buf = nb, cap *= 2;
+    }
+    int err = ferror(f);
+    fclose(f);
+    if (!buf || err) {
+        if (buf) free(buf);
+        if (err) cli_error(cmd, "cannot read %s", path);
+        return -1;
+    }
+    buf[n] = '\0';
+    *out = buf, *len = n;
+    return 0;
+}
+
+static void print_piece(const char *p, size_t n) {
+    putchar('"');
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c == '"' || c == '\\') printf("\\%c", c);
+        else if (c == '\n') fputs("\\n", stdout);
+        else if (c == '\t') fputs("\\t", stdout);
+        else if (c == '\r') fputs("\\r", stdout);
+        else if (c < 0x20) printf("\\u%04x", c);
+        else putchar(c);
+    }
+    putchar('"');
+}
+
+typedef struct tok_args {
+    const char *model, *tokenizer, *text, *file, *ids;
+    bool no_special, pieces, skip_special;
+} tok_args;
+
+static int parse(const char *cmd, int argc, char **argv, tok_args *a, bool detok) {
+    memset(a, 0, sizeof *a);
+    for (int i = 1; i < argc; i++) {
+        int r;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf(detok ? "usage: road detokenize --model DIR | --tokenizer FILE (--ids \"1 2 3\" | "
+                           "--file F) [--skip-special]\n"
+                         : "usage: road tokenize --model DIR | --tokenizer FILE (--text STR | --file "
+                           "F) [--no-special] [--pieces]\n");
+            return 1;
+        }
+        if ((r = cli_flag_value(cmd, argc, argv, &i, "--model", &a->model)) != 0 ||
+            (r = cli_flag_value(cmd, argc, argv, &i, "--tokenizer", &a->tokenizer)) != 0 ||
+            (r = cli_flag_value(cmd, argc, argv, &i, "--file", &a->file)) != 0 ||
+            (!detok && (r = cli_flag_value(cmd, argc, argv, &i, "--text", &a->text)) != 0) ||
+            (detok && (r = cli_flag_value(cmd, argc, argv, &i, "--ids", &a->ids)) != 0)) {
+            if (r < 0) return -1;
+            continue;
+        }
+        if (!detok && strcmp(argv[i], "--no-special") == 0) a->no_special = true;
+        else if (!detok && strcmp(argv[i], "--pieces") == 0) a->pieces = true;
+        else if (detok && strcmp(argv[i], "--skip-special") == 0) a->skip_special = true;
+        else {
+            cli_error(cmd, "unknown option '%s' (see road %s --help)", argv[i], cmd);
+            return -1;
+        }
+    }
+    if (!a->model == !a->tokenizer) {
+        cli_error(cmd, "give exactly one of --model DIR or --tokenizer FILE");
+        return -1;
+    }
+    const char *input = detok ? a->ids : a->text;
+    if (!input == !a->file) {
+        cli_error(cmd, "give exactly one of %s or --file F", detok ? "--ids \"1 2 3\"" : "--text STR");
+        return -1;
+    }
+    return 0;
+}
+
+int cmd_tokenize(int argc, char **argv) {
+    const char *cmd = "tokenize";
+    tok_args a;
+    int r = parse(cmd, argc, argv, &a, false);
+    if (r != 0) return r > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+    road_tokenizer *t = NULL;
+    road_status s = road_tokenizer_load(a.model ? a.model : a.tokenizer, &t);
+    if (s != ROAD_OK) return cli_fail(cmd, "loading the tokenizer", s);
+    char *text = NULL;
+    size_t len = 0;
+    if (a.file) {
+        if (read_all(cmd, a.file, &text, &len) != 0) {
+            road_tokenizer_free(t);
+            return CLI_EXIT_FAIL;
+        }
+    }
+    const char *in = a.file ? text : a.text;
+    if (!a.file) len = strlen(a.text);
+    size_t cap = road_tokenizer_max_tokens(t, len), n = 0;
+    int32_t *ids = cap < ((size_t)1 << 40) / sizeof *ids ? malloc((cap + 1) * sizeof *ids) : NULL;
+    int rc = CLI_EXIT_OK;
+    if (!ids) {
+        cli_error(cmd, "out of memory");
+        rc = CLI_EXIT_FAIL;
+    } else if ((s = road_tokenizer_encode(t, in, len, !a.no_special, ids, cap, &n)) != ROAD_OK) {
+        rc = cli_fail(cmd, "encoding", s);
+    } else {
+        for (size_t i = 0; i < n; i++) printf(i ? " %d" : "%d", ids[i]);
+        putchar('\n');
+        if (a.pieces) {
+            for (size_t i = 0; i < n; i++) {
+                size_t pl = 0;
+                const char *p = road_tokenizer_token_to_piece(t, ids[i], &pl);
+                if (i) putchar(' ');
+                print_piece(p ? p : "", p ? pl : 0);
+            }
+            putchar('\n');
+        }
+    }
+    free(ids);
+    free(text);
+    road_tokenizer_free(t);
+    return rc;
+}
+
+int cmd_detokenize(int argc, char **argv) {
+    const char *cmd = "detokenize";
+    tok_args a;
+    int r = parse(cmd, argc, argv, &a, true);
+    if (r != 0) return r > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+    char *file_text = NULL;
+    size_t flen = 0;
+    if (a.file && read_all(cmd, a.file, &file_text, &flen) != 0) return CLI_EXIT_FAIL;
+    /* a file may hold ids over several lines: newlines and tabs count as separators */
+    for (size_t i = 0; file_text && i < flen; i++)
+        if (file_text[i] == '\n' || file_text[i] == '\r' || file_text[i] == '\t') file_text[i] = ' ';
+    if (file_text) {
+        size_t e = flen;
+        while (e > 0 && file_text[e - 1] == ' ') file_text[--e] = '\0';
+    }
+    int32_t *ids = NULL;
+    int64_t n = 0;
+    if (cli_parse_ids(cmd, a.file ? "--file" : "--ids", a.file ? file_text : a.ids, &ids, &n) != 0) {
+        free(file_text);
+        return CLI_EXIT_USAGE;
+    }
+    free(file_text);
+    road_tokenizer *t = NULL;
+    road_status s = road_tokenizer_load(a.model ? a.model : a.tokenizer, &t);
+    if (s != ROAD_OK) {
+        free(ids);
+        return cli_fail(cmd, "loading the tokenizer", s);
+    }
+    char *text = NULL;
+    size_t len = 0;
+    int rc = CLI_EXIT_OK;
+    s = road_tokenizer_decode(t, ids, (size_t)n, a.skip_special, &text, &len);
+    if (s != ROAD_OK) {
+        rc = cli_fail(cmd, "decoding", s);
+    } else {
+        fwrite(text, 1, len, stdout);
+        putchar('\n');
+    }
+    road_string_free(text);
+    free(ids);
+    road_tokenizer_free(t);
+    return rc;
+}

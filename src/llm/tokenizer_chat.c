@@ -1,0 +1,277 @@
+/*
+ * llm/tokenizer_chat.c - chat prompts: built-in versions of the chat templates of the model
+ * families road runs, chosen by recognising tokenizer_config.json's Jinja chat_template.
+ *
+ * Why not a Jinja interpreter: the templates in use are a handful, and each is written here
+ * as the text transformers' apply_chat_template produces from it (tests check strings worked
+ * out by hand from the Jinja sources). A template road does not recognise is an error naming
+ * the ones it knows: guessing a prompt format silently degrades a model.
+ */
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "llm/tokenizer_internal.h"
+
+static const char *const NAMES[ROAD_CHAT_COUNT_] = {"auto", "llama3", "llama2", "mistral",
+                                                    "chatml", "qwen3"};
+
+road_chat_params road_chat_default_params(void) {
+    road_chat_params p = {ROAD_CHAT_AUTO, true, true};
+    return p;
+}
+
+const char *road_chat_template_name(road_chat_template t) {
+    return (unsigned)t < ROAD_CHAT_COUNT_ ? NAMES[t] : "?";
+}
+
+road_status road_chat_template_from_name(const char *name, road_chat_template *out) {
+    for (int i = 0; name && i < ROAD_CHAT_COUNT_; i++) {
+        if (strcmp(name, NAMES[i]) == 0) {
+            *out = (road_chat_template)i;
+            return ROAD_OK;
+        }
+    }
+    return road_error(ROAD_ERR_INVALID_ARG, "unknown chat template \"%.40s\"; road knows llama3, "
+                                            "llama2, mistral, chatml, qwen3",
+                      name ? name : "(null)");
+}
+
+road_status road_tokenizer_chat_template(const road_tokenizer *t, road_chat_template *out) {
+    if (!t || !out) return road_error(ROAD_ERR_INVALID_ARG, "road_tokenizer_chat_template: NULL");
+    const char *s = t->chat_template;
+    if (!s)
+        return road_error(ROAD_ERR_NOT_FOUND, "tokenizer_config.json has no chat_template; name "
+                                              "one (llama3, llama2, mistral, chatml, qwen3)");
+    if (strstr(s, "<|start_header_id|>") && strstr(s, "<|eot_id|>")) *out = ROAD_CHAT_LLAMA3;
+    else if (strstr(s, "<|im_start|>") && strstr(s, "<think>")) *out = ROAD_CHAT_QWEN3;
+    else if (strstr(s, "<|im_start|>")) *out = ROAD_CHAT_CHATML;
+    else if (strstr(s, "[INST]") && strstr(s, "<<SYS>>")) *out = ROAD_CHAT_LLAMA2;
+    else if (strstr(s, "[INST]")) *out = ROAD_CHAT_MISTRAL;
+    else
+        return road_error(ROAD_ERR_UNSUPPORTED,
+                          "tokenizer_config.json's chat_template is not one road recognises "
+                          "(Llama-3, Llama-2, Mistral [INST], ChatML, Qwen3); name one of "
+                          "llama3, llama2, mistral, chatml, qwen3 explicitly");
+    return ROAD_OK;
+}
+
+typedef struct out_t {
+    tok_buf b;
+    road_status s;
+} out_t;
+
+static void put(out_t *o, const char *s) {
+    if (o->s == ROAD_OK && s) o->s = tok_buf_put(&o->b, s, strlen(s));
+}
+static void putn(out_t *o, const char *s, size_t n) {
+    if (o->s == ROAD_OK) o->s = tok_buf_put(&o->b, s, n);
+}
+
+/* Python's str.strip() of whitespace (Jinja's |trim and .strip()) and of one character set. */
+static bool py_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+static void span_strip(const char **s, size_t *n, bool left, bool right, const char *set) {
+    while (left && *n && (set ? strchr(set, (*s)[0]) != NULL : py_ws((*s)[0]))) (*s)++, (*n)--;
+    while (right && *n && (set ? strchr(set, (*s)[*n - 1]) != NULL : py_ws((*s)[*n - 1]))) (*n)--;
+}
+static void put_stripped(out_t *o, const char *s, bool left, bool right, const char *set) {
+    size_t n = strlen(s);
+    span_strip(&s, &n, left, right, set);
+    putn(o, s, n);
+}
+
+static bool is_role(const road_chat_message *m, const char *r) { return strcmp(m->role, r) == 0; }
+
+static road_status alternation(const road_chat_message *m, size_t n, bool allow_system) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (allow_system && i == 0 && is_role(&m[0], "system")) continue;
+        bool user = is_role(&m[i], "user");
+        if (!user && !is_role(&m[i], "assistant"))
+            return road_error(ROAD_ERR_INVALID_ARG, "message %zu: role \"%.20s\" is not allowed by "
+                                                    "this template (user/assistant%s)",
+                              i, m[i].role, allow_system ? ", and system first" : "");
+        if (user != (k % 2 == 0))
+            return road_error(ROAD_ERR_INVALID_ARG, "Conversation roles must alternate "
+                                                    "user/assistant/user/assistant/... (message %zu)", i);
+        k++;
+    }
+    return ROAD_OK;
+}
+
+static void llama3(out_t *o, const road_tokenizer *t, const road_chat_message *m, size_t n,
+                   bool gen) {
+    for (size_t i = 0; i < n; i++) {
+        if (i == 0) put(o, t->bos_text);
+        put(o, "<|start_header_id|>");
+        put(o, m[i].role);
+        put(o, "<|end_header_id|>\n\n");
+        put_stripped(o, m[i].content, true, true, NULL);
+        put(o, "<|eot_id|>");
+    }
+    /* The template of this family's tokenizer_config.json (and of the fixture) writes the
+     * assistant header unconditionally; Meta's later files guard it by add_generation_prompt. */
+    bool guarded = t->chat_template && strstr(t->chat_template, "add_generation_prompt");
+    if (gen || !guarded) put(o, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+}
+
+static road_status llama2(out_t *o, const road_tokenizer *t, const road_chat_message *m,
+                          size_t n, bool mistral) {
+    road_status s = alternation(m, n, !mistral);
+    if (s != ROAD_OK) return s;
+    const char *system = NULL;
+    if (!mistral && n && is_role(&m[0], "system")) system = m[0].content, m++, n--;
+    if (mistral) put(o, t->bos_text);
+    for (size_t i = 0; i < n; i++) {
+        if (is_role(&m[i], "user")) {
+            if (!mistral) put(o, t->bos_text);
+            put(o, "[INST] ");
+            if (mistral) {
+                put(o, m[i].content);
+            } else if (i == 0 && system) {
+                /* '<<SYS>>\n' + system + '\n<</SYS>>\n\n' + content, then .strip() */
+                tok_buf tmp = {0};
+                out_t c = {tmp, ROAD_OK};
+                put(&c, "<<SYS>>\n");
+                put(&c, system);
+                put(&c, "\n<</SYS>>\n\n");
+                put(&c, m[i].content);
+                put(&c, "");
+                if (c.s == ROAD_OK) put_stripped(o, c.b.p, true, true, NULL);
+                else o->s = c.s;
+                road_free(c.b.p);
+            } else {
+                put_stripped(o, m[i].content, true, true, NULL);
+            }
+            put(o, " [/INST]");
+        } else {
+            if (!mistral) put(o, " ");
+            if (mistral) put(o, m[i].content);
+            else put_stripped(o, m[i].content, true, true, NULL);
+            if (!mistral) put(o, " ");
+            put(o, t->eos_text);
+        }
+    }
+    return ROAD_OK;
+}
+
+static void chatml(out_t *o, const road_chat_message *m, size_t n, bool gen) {
+    for (size_t i = 0; i < n; i++) {
+        put(o, "<|im_start|>");
+        put(o, m[i].role);
+        put(o, "\n");
+        put(o, m[i].content);
+        put(o, "<|im_end|>\n");
+    }
+    if (gen) put(o, "<|im_start|>assistant\n");
+}
+
+static bool starts_ends(const char *s, const char *a, const char *b) {
+    size_t n = strlen(s), al = strlen(a), bl = strlen(b);
+    return n >= al && n >= bl && strncmp(s, a, al) == 0 && strcmp(s + n - bl, b) == 0;
+}
+
+/* Qwen3's template without tools (tools and tool_calls are not part of road's message type). */
+static void qwen3(out_t *o, const road_chat_message *m, size_t n, const road_chat_params *p) {
+    if (n && is_role(&m[0], "system")) {
+        put(o, "<|im_start|>system\n");
+        put(o, m[0].content);
+        put(o, "<|im_end|>\n");
+    }
+    size_t last_query = n ? n - 1 : 0;
+    for (size_t k = n; k-- > 0;) {
+        if (is_role(&m[k], "user") && !starts_ends(m[k].content, "<tool_response>", "</tool_response>")) {
+            last_query = k;
+            break;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *c = m[i].content;
+        if (is_role(&m[i], "user") || (is_role(&m[i], "system") && i > 0)) {
+            put(o, "<|im_start|>");
+            put(o, m[i].role);
+            put(o, "\n");
+            put(o, c);
+            put(o, "<|im_end|>\n");
+        } else if (is_role(&m[i], "assistant")) {
+            /* content after the last </think> (lstrip '\n'); reasoning between <think> and it */
+            const char *body = c, *rs = "";
+            size_t bl = strlen(c), rl = 0;
+            const char *end = NULL;
+            for (const char *q = strstr(c, "</think>"); q; q = strstr(q + 1, "</think>")) end = q;
+            if (end) {
+                const char *first_end = strstr(c, "</think>");
+                body = end + 8, bl = strlen(body);
+                span_strip(&body, &bl, true, false, "\n");
+                /* split('</think>')[0].rstrip('\n').split('<think>')[-1].lstrip('\n') */
+                const char *r0 = c;
+                size_t r0l = (size_t)(first_end - c);
+                span_strip(&r0, &r0l, false, true, "\n");
+                const char *st = r0;
+                for (const char *q = r0; q + 7 <= r0 + r0l; q++)
+                    if (strncmp(q, "<think>", 7) == 0) st = q + 7;
+                rl = r0l - (size_t)(st - r0);
+                rs = st;
+                span_strip(&rs, &rl, true, false, "\n");
+            }
+            put(o, "<|im_start|>assistant\n");
+            if (i > last_query && (i == n - 1 || rl > 0)) {
+                put(o, "<think>\n");
+                const char *r = rs;
+                size_t l = rl;
+                span_strip(&r, &l, true, true, "\n");
+                putn(o, r, l);
+                put(o, "\n</think>\n\n");
+                span_strip(&body, &bl, true, false, "\n");
+            }
+            putn(o, body, bl);
+            put(o, "<|im_end|>\n");
+        } else if (is_role(&m[i], "tool")) {
+            if (i == 0 || !is_role(&m[i - 1], "tool")) put(o, "<|im_start|>user");
+            put(o, "\n<tool_response>\n");
+            put(o, c);
+            put(o, "\n</tool_response>");
+            if (i == n - 1 || !is_role(&m[i + 1], "tool")) put(o, "<|im_end|>\n");
+        }
+    }
+    if (p->add_generation_prompt) {
+        put(o, "<|im_start|>assistant\n");
+        if (!p->enable_thinking) put(o, "<think>\n\n</think>\n\n");
+    }
+}
+
+road_status road_tokenizer_apply_chat(const road_tokenizer *t, const road_chat_params *p,
+                                      const road_chat_message *msgs, size_t n, char **text,
+                                      size_t *len) {
+    if (!t || !p || !text || (!msgs && n))
+        return road_error(ROAD_ERR_INVALID_ARG, "road_tokenizer_apply_chat: NULL argument");
+    *text = NULL;
+    for (size_t i = 0; i < n; i++)
+        if (!msgs[i].role || !msgs[i].content)
+            return road_error(ROAD_ERR_INVALID_ARG, "message %zu has no role or content", i);
+    road_chat_template k = p->tmpl;
+    road_status s = ROAD_OK;
+    if (k == ROAD_CHAT_AUTO && (s = road_tokenizer_chat_template(t, &k)) != ROAD_OK) return s;
+    if ((unsigned)k >= ROAD_CHAT_COUNT_)
+        return road_error(ROAD_ERR_INVALID_ARG, "chat template %d does not exist", (int)k);
+    if ((k == ROAD_CHAT_LLAMA2 || k == ROAD_CHAT_MISTRAL) && (!t->bos_text || !t->eos_text))
+        return road_error(ROAD_ERR_CONFIG, "the %s template needs bos_token and eos_token in "
+                                           "tokenizer_config.json", NAMES[k]);
+    out_t o = {{0}, ROAD_OK};
+    put(&o, "");
+    switch (k) {
+    case ROAD_CHAT_LLAMA3: llama3(&o, t, msgs, n, p->add_generation_prompt); break;
+    case ROAD_CHAT_LLAMA2: s = llama2(&o, t, msgs, n, false); break;
+    case ROAD_CHAT_MISTRAL: s = llama2(&o, t, msgs, n, true); break;
+    case ROAD_CHAT_CHATML: chatml(&o, msgs, n, p->add_generation_prompt); break;
+    default: qwen3(&o, msgs, n, p); break;
+    }
+    if (s == ROAD_OK) s = o.s;
+    if (s != ROAD_OK) {
+        road_free(o.b.p);
+        return s;
+    }
+    *text = o.b.p;
+    if (len) *len = o.b.len;
+    return ROAD_OK;
+}

@@ -1,0 +1,179 @@
+/*
+ * llm/tokenizer_internal.h - the loaded tokenizer and the pieces its files share (private).
+ *
+ * Layout: every token string lives once in `pool`; per id we keep the string as tokenizer.json
+ * writes it (`piece`, used for lookups, merges and --pieces) and the bytes it decodes to
+ * (`bytes`: GPT-2 byte map undone for byte-level models, "▁" -> " " and <0xNN> -> the byte
+ * for SentencePiece-style ones). Merges are keyed by the pair of ids, as the BPE loop sees them.
+ *
+ * Files: tokenizer_load.c (tokenizer.json), tokenizer_config.c (tokenizer_config.json, added
+ * tokens, post-processor), tokenizer_text.c (normalizers, pre-tokenizers, UTF-8),
+ * tokenizer_bpe.c (merge loop), tokenizer_encode.c, tokenizer_decode.c, tokenizer_chat.c,
+ * tokenizer_nfc.c.
+ */
+#ifndef ROAD_LLM_TOKENIZER_INTERNAL_H
+#define ROAD_LLM_TOKENIZER_INTERNAL_H
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "road/tokenizer.h"
+
+struct cJSON;
+
+/* Ids beyond this are refused as corrupt (largest real vocabularies are ~256K). */
+#define TOK_MAX_ID (1 << 24)
+/* Steps of a normalizer / pre-tokenizer Sequence (real files use 1-4). */
+#define TOK_MAX_STEPS 8
+/* Ids a post-processor template may add around the text. */
+#define TOK_MAX_TEMPLATE 8
+
+enum { TOK_F_PRESENT = 1, TOK_F_ADDED = 2, TOK_F_SPECIAL = 4, TOK_F_BYTE = 8 };
+
+typedef struct tok_span {
+    uint32_t off, len;
+} tok_span;
+
+/* Normalizer steps, applied in order to each piece of text between added tokens. */
+typedef enum tok_norm_kind { TOK_NORM_NFC, TOK_NORM_PREPEND, TOK_NORM_REPLACE } tok_norm_kind;
+typedef struct tok_norm {
+    tok_norm_kind kind;
+    char *a, *b; /* Prepend: a = text; Replace: a -> b */
+} tok_norm;
+
+/* Pre-tokenizer steps. */
+typedef enum tok_pre_kind { TOK_PRE_SPLIT, TOK_PRE_BYTELEVEL, TOK_PRE_METASPACE } tok_pre_kind;
+typedef enum tok_prepend { TOK_PREPEND_ALWAYS, TOK_PREPEND_FIRST, TOK_PREPEND_NEVER } tok_prepend;
+typedef struct tok_pre {
+    tok_pre_kind kind;
+    pcre2_code *re;       /* SPLIT (and BYTELEVEL with use_regex) */
+    bool add_prefix_space; /* BYTELEVEL */
+    char *replacement;    /* METASPACE */
+    tok_prepend prepend;  /* METASPACE */
+    bool split;           /* METASPACE */
+} tok_pre;
+
+typedef struct tok_added {
+    int32_t id;
+    uint32_t off, len; /* content in pool */
+    bool lstrip, rstrip, single_word, special;
+} tok_added;
+
+struct road_tokenizer {
+    /* vocabulary */
+    int32_t n_ids;
+    char *pool;
+    size_t pool_len, pool_cap;
+    tok_span *piece, *bytes;
+    uint8_t *flags;
+    uint32_t *piece_hash; /* open addressing over piece strings of model tokens: id + 1 */
+    uint32_t piece_hash_mask;
+    /* merges: open addressing keyed by (left id, right id) */
+    uint64_t *merge_key; /* (a << 32 | b) + 1; 0 = empty */
+    uint32_t *merge_rank;
+    int32_t *merge_new;
+    uint32_t merge_mask;
+    /* model */
+    bool byte_level;    /* ByteLevel pre-tokenizer: the model's strings use the GPT-2 byte map */
+    bool byte_fallback; /* <0xNN> tokens for characters missing from the vocabulary */
+    bool ignore_merges; /* a whole pre-token found in the vocabulary is taken as it is */
+    bool fuse_unk;
+    int32_t unk_id;
+    int32_t byte_id[256]; /* id of each single byte (byte-level) or <0xNN> (fallback), or -1 */
+    /* pipeline */
+    tok_norm norm[TOK_MAX_STEPS];
+    int n_norm;
+    tok_pre pre[TOK_MAX_STEPS];
+    int n_pre;
+    pcre2_general_context *pcre_ctx;
+    /* added tokens, sorted by first byte then longest first */
+    tok_added *added;
+    int32_t n_added;
+    int32_t added_first[257]; /* added[added_first[c] .. added_first[c+1]) start with byte c */
+    /* post-processor: ids before and after the text */
+    int32_t tmpl_pre[TOK_MAX_TEMPLATE], tmpl_post[TOK_MAX_TEMPLATE];
+    int n_tmpl_pre, n_tmpl_post;
+    /* decoder: leading spaces stripped from the whole output (Strip / Metaspace) */
+    int strip_leading;
+    bool dec_join_spaces; /* no decoder: pieces joined by spaces, as Hugging Face does */
+    /* tokenizer_config.json */
+    int32_t bos_id, eos_id, pad_id;
+    char *chat_template; /* the Jinja source, NULL when absent */
+    char *bos_text, *eos_text;
+};
+
+/* ---- tokenizer_load.c ---- */
+road_status tok_pool_add(road_tokenizer *t, const char *s, size_t len, tok_span *out);
+int32_t tok_lookup(const road_tokenizer *t, const char *s, size_t len);
+uint32_t tok_hash_bytes(const char *s, size_t len);
+bool tok_merge_find(const road_tokenizer *t, int32_t a, int32_t b, uint32_t *rank,
+                    int32_t *new_id);
+void tok_free_pipeline(road_tokenizer *t);
+
+/* ---- tokenizer_config.c ---- */
+road_status tok_load_added(road_tokenizer *t, const struct cJSON *root);
+road_status tok_load_post(road_tokenizer *t, const struct cJSON *root);
+road_status tok_load_config(road_tokenizer *t, const char *json, size_t len);
+
+/* ---- tokenizer_text.c ---- */
+/* A growable byte buffer (road_realloc). */
+typedef struct tok_buf {
+    char *p;
+    size_t len, cap;
+} tok_buf;
+road_status tok_buf_put(tok_buf *b, const void *s, size_t n);
+road_status tok_buf_reserve(tok_buf *b, size_t extra);
+/* Copy s to out, every maximal invalid UTF-8 subsequence replaced by U+FFFD. */
+road_status tok_utf8_sanitize(const char *s, size_t len, tok_buf *out);
+/* Length of the valid UTF-8 sequence at s (1-4), 0 if invalid or incomplete; *cp its value. */
+int tok_utf8_decode(const unsigned char *s, size_t len, uint32_t *cp);
+int tok_utf8_encode(uint32_t cp, char *out);
+/* GPT-2 byte map: byte -> code point, and back (-1 for code points outside the map). */
+uint32_t tok_byte_to_cp(uint8_t b);
+int tok_cp_to_byte(uint32_t cp);
+road_status tok_load_normalizer(road_tokenizer *t, const struct cJSON *n);
+road_status tok_load_pre_tokenizer(road_tokenizer *t, const struct cJSON *p);
+/* Normalize `in` (one piece between added tokens) into out (cleared first). */
+road_status tok_normalize(const road_tokenizer *t, const char *in, size_t len, tok_buf *out);
+/* A list of pieces (offset, length) into a text buffer. */
+typedef struct tok_pieces {
+    tok_span *v;
+    size_t n, cap;
+} tok_pieces;
+road_status tok_pieces_push(tok_pieces *p, size_t off, size_t len);
+/* Run the pre-tokenizers over text (which may be rewritten, e.g. by Metaspace); `at_start`:
+ * the text begins at offset 0 of the input (Metaspace's "first" scheme). */
+typedef struct tok_scratch tok_scratch;
+road_status tok_pre_tokenize(const road_tokenizer *t, tok_buf *text, bool at_start,
+                             tok_pieces *out, tok_scratch *sc);
+
+/* ---- tokenizer_bpe.c ---- */
+struct tok_scratch {
+    tok_buf text, text2, conv;
+    tok_pieces pieces, pieces2;
+    pcre2_match_data *md;
+    void *sym;   /* BPE symbols */
+    size_t sym_cap;
+    uint64_t *heap;
+    size_t heap_cap;
+};
+void tok_scratch_free(tok_scratch *sc);
+/* Append the ids of one pre-token (bytes of the normalized text) to out. */
+typedef struct tok_ids {
+    int32_t *v;
+    size_t n, cap;
+} tok_ids;
+road_status tok_ids_push(tok_ids *o, int32_t id);
+road_status tok_bpe_word(const road_tokenizer *t, const char *w, size_t len, tok_scratch *sc,
+                         tok_ids *out);
+
+/* ---- tokenizer_decode.c ---- */
+road_status tok_load_decoder(road_tokenizer *t, const struct cJSON *d);
+
+/* ---- tokenizer_nfc.c ---- */
+road_status tok_nfc(const char *s, size_t len, tok_buf *out);
+
+#endif
