@@ -465,7 +465,7 @@ static void test_generate_errors(void **state) {
            "--prompt-ids", "1", "--temperature", "-1");
     EXPECT(fx, 2, "--top-p must be a number", "generate", "--model", MODEL, "--prompt-ids", "1",
            "--top-p", "0");
-    EXPECT(fx, 2, "--model and at least one --prompt-ids are required", "generate", "--model",
+    EXPECT(fx, 2, "at least one --prompt or --prompt-ids are required", "generate", "--model",
            MODEL);
     EXPECT(fx, 2, "--rows names 1 adapters for 2 prompts", "generate", "--model", MODEL,
            "--adapter", ADAPTER_A, "--rows", "A", "--prompt-ids", "1", "--prompt-ids", "2");

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 
@@ -20,6 +21,8 @@ static void help(void) {
            "                 [--rows NAME,__base__,...] [--grads] [--threads N]\n"
            "\n"
            "IN holds input_ids (I64 [B,T]), and optionally attention_mask (I64 [B,T]) and labels\n"
+           "(or IN is a .jsonl file of road train's example formats: one row per example,\n"
+           "tokenized with the model's tokenizer.json, labels from its loss mask)\n"
            "(I64 [B,T], -100 = ignored). OUT gets logits (F32 [B,T,V]; 0 at padding) and, with\n"
            "labels, loss (F32 scalar: transformers' causal-LM loss), also printed.\n"
            "--grads (needs labels and --use) also writes the gradient of the loss with respect to\n"
@@ -57,6 +60,61 @@ static int get_i64(const road_st_file *f, const char *name, int64_t B, int64_t T
     }
     *out = t->data;
     return 0;
+}
+
+/* A JSONL file as a padded batch: one row per example, right padding, labels from the
+ * example's loss mask. */
+typedef struct jsonl_input {
+    int64_t *ids, *mask, *labels;
+    int64_t B, T;
+} jsonl_input;
+
+static road_status jsonl_batch(road_model *m, const char *model_dir, const char *path,
+                               jsonl_input *out) {
+    road_tokenizer *tok = NULL;
+    char tpath[4096];
+    snprintf(tpath, sizeof tpath, "%s/tokenizer.json", model_dir);
+    road_status s = ROAD_OK;
+    if (access(tpath, F_OK) == 0) s = road_tokenizer_load(model_dir, &tok);
+    road_data_params dp = road_data_default_params();
+    dp.max_len = road_model_config(m)->max_position_embeddings;
+    dp.tok = tok;
+    road_dataset *d = NULL;
+    if (s == ROAD_OK) s = road_dataset_load_jsonl(path, &dp, &d);
+    if (s == ROAD_OK) {
+        const int64_t B = road_dataset_count(d);
+        int64_t T = 1;
+        for (int64_t i = 0; i < B; i++) {
+            const int32_t *a, *b;
+            int64_t n;
+            road_dataset_example(d, i, &a, &b, &n);
+            if (n > T) T = n;
+        }
+        out->B = B, out->T = T;
+        if (B <= 0 || B > INT32_MAX || T > INT32_MAX) {
+            road_dataset_free(d);
+            road_tokenizer_free(tok);
+            return ROAD_ERR_INVALID_ARG;
+        }
+        const size_t cells = (size_t)B * (size_t)T;
+        out->ids = calloc(cells, sizeof(int64_t));
+        out->mask = calloc(cells, sizeof(int64_t));
+        out->labels = calloc(cells, sizeof(int64_t));
+        if (!out->ids || !out->mask || !out->labels) s = ROAD_ERR_NO_MEMORY; /* reported by the caller */
+        for (int64_t i = 0; i < B && s == ROAD_OK; i++) {
+            const int32_t *a, *b;
+            int64_t n;
+            road_dataset_example(d, i, &a, &b, &n);
+            for (int64_t t = 0; t < T; t++) {
+                out->ids[i * T + t] = t < n ? a[t] : 0;
+                out->mask[i * T + t] = t < n;
+                out->labels[i * T + t] = t < n ? b[t] : -100;
+            }
+        }
+    }
+    road_dataset_free(d);
+    road_tokenizer_free(tok);
+    return s;
 }
 
 /* Gradients of the loss for the active adapters, added to the writer under PEFT's keys. */
@@ -148,6 +206,7 @@ int cmd_eval(int argc, char **argv) {
     mp.n_threads = (int)threads;
     road_model *m = NULL;
     road_st_file *f = NULL;
+    jsonl_input jb = {NULL, NULL, NULL, 0, 0};
     road_st_writer *w = NULL;
     float *logits = NULL;
     char **row_names = NULL;
@@ -157,20 +216,32 @@ int cmd_eval(int argc, char **argv) {
     if (s != ROAD_OK) return cli_fail(CMD, "loading the model", s);
     if ((rc = cli_attach_adapters(CMD, m, adapters, n_ad, use)) != CLI_EXIT_OK) goto done;
     rc = CLI_EXIT_FAIL;
-    if ((s = road_st_open(in, &f)) != ROAD_OK) {
-        cli_fail(CMD, "reading --input", s);
-        goto done;
+    const int64_t *ids = NULL, *mask = NULL, *labels = NULL;
+    int64_t B = 0, T = 0;
+    const int64_t V = road_model_config(m)->vocab_size;
+    size_t in_len = strlen(in);
+    if (in_len > 6 && strcmp(in + in_len - 6, ".jsonl") == 0) {
+        /* JSONL examples (road train's formats), tokenized with the model's tokenizer */
+        if ((s = jsonl_batch(m, model, in, &jb)) != ROAD_OK) {
+            cli_fail(CMD, "reading --input", s);
+            goto done;
+        }
+        ids = jb.ids, mask = jb.mask, labels = jb.labels, B = jb.B, T = jb.T;
+    } else {
+        if ((s = road_st_open(in, &f)) != ROAD_OK) {
+            cli_fail(CMD, "reading --input", s);
+            goto done;
+        }
+        if (get_i64(f, "input_ids", -1, -1, &ids, true, in) != 0) goto done;
+        const road_st_tensor *t = road_st_find(f, "input_ids");
+        B = t->shape[0], T = t->shape[1];
+        if (B <= 0 || T <= 0) {
+            cli_error(CMD, "'%s': input_ids is empty", in);
+            goto done;
+        }
+        if (get_i64(f, "attention_mask", B, T, &mask, false, in) != 0) goto done;
+        if (get_i64(f, "labels", B, T, &labels, false, in) != 0) goto done;
     }
-    const int64_t *ids, *mask, *labels;
-    if (get_i64(f, "input_ids", -1, -1, &ids, true, in) != 0) goto done;
-    const road_st_tensor *t = road_st_find(f, "input_ids");
-    const int64_t B = t->shape[0], T = t->shape[1], V = road_model_config(m)->vocab_size;
-    if (B <= 0 || T <= 0) {
-        cli_error(CMD, "'%s': input_ids is empty", in);
-        goto done;
-    }
-    if (get_i64(f, "attention_mask", B, T, &mask, false, in) != 0) goto done;
-    if (get_i64(f, "labels", B, T, &labels, false, in) != 0) goto done;
     if (rows) {
         if (cli_split(rows, ',', &row_names, &n_rows) != 0) goto done;
         if (n_rows != B) {
@@ -225,6 +296,7 @@ done:
     free(logits);
     road_st_writer_free(w);
     road_st_close(f);
+    free(jb.ids), free(jb.mask), free(jb.labels);
     road_model_free(m);
     return rc;
 }

@@ -1,6 +1,7 @@
 /*
- * cli/cmd_generate.c - `road generate`: continue token-id prompts (text arrives with the
- * tokenizer), several prompts as one batch, each with its own adapter if asked.
+ * cli/cmd_generate.c - `road generate`: continue prompts (text through the model's tokenizer,
+ * optionally in its chat template, or token ids), several as one batch, each with its own
+ * adapter if asked. One text prompt is streamed as it is generated.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,25 +14,38 @@
 #define MAX_PROMPTS 256
 
 static void help(void) {
-    printf("usage: road generate --model DIR --prompt-ids \"1 2 3\" [--prompt-ids ...]\n"
+    printf("usage: road generate --model DIR (--prompt TEXT | --prompt-ids \"1 2 3\")...\n"
+           "                     [--chat] [--chat-template llama3|llama2|mistral|chatml|qwen3]\n"
            "                     [--adapter NAME=DIR]... [--use NAME[,NAME...]] [--rows NAME,...]\n"
            "                     [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P]\n"
            "                     [--seed S] [--stop-ids \"2 3\"] [--threads N]\n"
            "\n"
-           "Each --prompt-ids is one sequence; all run as one batch. --use activates adapters for\n"
-           "every sequence; --rows names one adapter (or __base__) per sequence. Prints the new ids\n"
-           "of each sequence on its own line. Defaults come from generation_config.json: greedy\n"
+           "Each --prompt (text, tokenized with the model's tokenizer.json; --chat wraps it as a\n"
+           "user message in the chat template) or --prompt-ids is one sequence; all run as one\n"
+           "batch. --use activates adapters for every sequence; --rows names one adapter (or\n"
+           "__base__) per sequence. Prints each sequence's continuation on its own line: text for\n"
+           "text prompts (streamed when there is one), ids for id prompts. Defaults come from\n"
+           "generation_config.json: greedy\n"
            "unless it says do_sample, stop at its eos ids, its max_new_tokens (else 32).\n");
 }
 
 typedef struct out_buf {
     int32_t *tok[MAX_PROMPTS];
     int64_t n[MAX_PROMPTS], cap;
+    road_tokenizer_stream *stream; /* one text prompt: print as it comes */
 } out_buf;
 
 static bool on_token(int64_t seq, int32_t token, void *user) {
     out_buf *o = user;
     if (o->n[seq] < o->cap) o->tok[seq][o->n[seq]++] = token;
+    if (o->stream) {
+        const char *text;
+        size_t len;
+        if (road_tokenizer_stream_push(o->stream, token, &text, &len) == ROAD_OK && len) {
+            fwrite(text, 1, len, stdout);
+            fflush(stdout);
+        }
+    }
     return true;
 }
 
@@ -48,8 +62,10 @@ static int parse_float(const char *flag, const char *s, double lo, double hi, fl
 
 int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *use = NULL, *rows = NULL, *thr = NULL, *maxn = NULL, *temp = NULL;
-    const char *topk = NULL, *topp = NULL, *seed = NULL, *stop = NULL;
+    const char *topk = NULL, *topp = NULL, *seed = NULL, *stop = NULL, *tmpl = NULL;
     const char *prompt_specs[MAX_PROMPTS];
+    bool is_text[MAX_PROMPTS];
+    int chat = 0, any_text = 0;
     char *adapters[MAX_ADAPTERS];
     int n_ad = 0, n_prompts = 0;
     for (int i = 1; i < argc; i++) {
@@ -58,6 +74,10 @@ int cmd_generate(int argc, char **argv) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             help();
             return CLI_EXIT_OK;
+        }
+        if (strcmp(argv[i], "--chat") == 0) {
+            chat = 1;
+            continue;
         }
 #define FLAG(name, var)                                                                            \
     if ((r = cli_flag_value(CMD, argc, argv, &i, name, &v)) != 0) {                                \
@@ -75,6 +95,7 @@ int cmd_generate(int argc, char **argv) {
         FLAG("--top-p", topp)
         FLAG("--seed", seed)
         FLAG("--stop-ids", stop)
+        FLAG("--chat-template", tmpl)
 #undef FLAG
         if ((r = cli_flag_value(CMD, argc, argv, &i, "--adapter", &v)) != 0) {
             if (r < 0) return CLI_EXIT_USAGE;
@@ -85,12 +106,16 @@ int cmd_generate(int argc, char **argv) {
             adapters[n_ad++] = (char *)v;
             continue;
         }
-        if ((r = cli_flag_value(CMD, argc, argv, &i, "--prompt-ids", &v)) != 0) {
+        int text = 0;
+        if ((r = cli_flag_value(CMD, argc, argv, &i, "--prompt-ids", &v)) != 0 ||
+            (text = 1, r = cli_flag_value(CMD, argc, argv, &i, "--prompt", &v)) != 0) {
             if (r < 0) return CLI_EXIT_USAGE;
             if (n_prompts == MAX_PROMPTS) {
                 cli_error(CMD, "at most %d prompts", MAX_PROMPTS);
                 return CLI_EXIT_USAGE;
             }
+            is_text[n_prompts] = text;
+            any_text |= text;
             prompt_specs[n_prompts++] = v;
             continue;
         }
@@ -98,7 +123,7 @@ int cmd_generate(int argc, char **argv) {
         return CLI_EXIT_USAGE;
     }
     if (!model || n_prompts == 0) {
-        cli_error(CMD, "--model and at least one --prompt-ids are required (see road generate --help)");
+        cli_error(CMD, "--model and at least one --prompt or --prompt-ids are required (see road generate --help)");
         return CLI_EXIT_USAGE;
     }
     if (use && rows) {
@@ -124,8 +149,14 @@ int cmd_generate(int argc, char **argv) {
     memset(&out, 0, sizeof out);
     road_model *m = NULL;
     int rc = CLI_EXIT_USAGE;
+    road_tokenizer *tok = NULL;
+    if ((chat || tmpl) && !any_text) {
+        cli_error(CMD, "--chat and --chat-template apply to text prompts (--prompt)");
+        goto done;
+    }
     for (int i = 0; i < n_prompts; i++)
-        if (cli_parse_ids(CMD, "--prompt-ids", prompt_specs[i], &ids[i], &lens[i]) != 0) goto done;
+        if (!is_text[i] && cli_parse_ids(CMD, "--prompt-ids", prompt_specs[i], &ids[i], &lens[i]) != 0)
+            goto done;
     if (stop && cli_parse_ids(CMD, "--stop-ids", stop, &stop_ids, &n_stop) != 0) goto done;
     if (rows) {
         if (cli_split(rows, ',', &row_names, &n_rows) != 0) goto done;
@@ -144,6 +175,44 @@ int cmd_generate(int argc, char **argv) {
     }
     if ((rc = cli_attach_adapters(CMD, m, adapters, n_ad, use)) != CLI_EXIT_OK) goto done;
     rc = CLI_EXIT_FAIL;
+    if (any_text) {
+        if ((s = road_tokenizer_load(model, &tok)) != ROAD_OK) {
+            rc = cli_fail(CMD, "loading the tokenizer (text prompts need the model's tokenizer.json)", s);
+            goto done;
+        }
+        road_chat_params cp = road_chat_default_params();
+        if (tmpl && (s = road_chat_template_from_name(tmpl, &cp.tmpl)) != ROAD_OK) {
+            rc = cli_fail(CMD, "--chat-template", s);
+            goto done;
+        }
+        for (int i = 0; i < n_prompts; i++) {
+            if (!is_text[i]) continue;
+            char *text = NULL;
+            size_t tl = strlen(prompt_specs[i]);
+            const char *src = prompt_specs[i];
+            if (chat || tmpl) {
+                road_chat_message msg = {"user", prompt_specs[i]};
+                if ((s = road_tokenizer_apply_chat(tok, &cp, &msg, 1, &text, &tl)) != ROAD_OK) {
+                    rc = cli_fail(CMD, "applying the chat template", s);
+                    goto done;
+                }
+                src = text;
+            }
+            size_t cap = road_tokenizer_max_tokens(tok, tl), n = 0;
+            ids[i] = malloc(sizeof(int32_t) * (cap ? cap : 1));
+            s = ids[i] ? road_tokenizer_encode(tok, src, tl, !(chat || tmpl), ids[i], cap, &n) : ROAD_ERR_NO_MEMORY;
+            road_string_free(text);
+            if (s != ROAD_OK) {
+                rc = cli_fail(CMD, "tokenizing a prompt", s);
+                goto done;
+            }
+            lens[i] = (int64_t)n;
+        }
+        if (n_prompts == 1 && (s = road_tokenizer_stream_create(tok, true, &out.stream)) != ROAD_OK) {
+            rc = cli_fail(CMD, "streaming", s);
+            goto done;
+        }
+    }
     const road_generation_config *gc = road_model_generation_config(m);
     if (!maxn && gc->max_new_tokens > 0) /* generation never runs past the context */
         max_new = gc->max_new_tokens < road_model_config(m)->max_position_embeddings
@@ -181,7 +250,31 @@ int cmd_generate(int argc, char **argv) {
         goto done;
     }
     for (int i = 0; i < n_prompts; i++) {
-        for (int64_t j = 0; j < out.n[i]; j++) printf("%s%d", j ? " " : "", (int)out.tok[i][j]);
+        if (is_text[i] && out.stream) {
+            const char *rest;
+            size_t rl;
+            if (road_tokenizer_stream_flush(out.stream, &rest, &rl) == ROAD_OK && rl) fwrite(rest, 1, rl, stdout);
+        } else if (is_text[i]) {
+            char *text = NULL;
+            size_t tl = 0, kept = 0;
+            /* A model's embedding may be larger than its tokenizer's vocabulary (padded); ids
+             * past the vocabulary have no text: leave them out, and say so. */
+            const int32_t nv = road_tokenizer_vocab_size(tok);
+            for (int64_t j = 0; j < out.n[i]; j++)
+                if (out.tok[i][j] < nv) out.tok[i][kept++] = out.tok[i][j];
+            if ((int64_t)kept < out.n[i])
+                fprintf(stderr, "road generate: sequence %d: %lld generated ids are outside the "
+                        "tokenizer's vocabulary (0..%d) and have no text\n", i,
+                        (long long)(out.n[i] - (int64_t)kept), nv - 1);
+            if ((s = road_tokenizer_decode(tok, out.tok[i], kept, true, &text, &tl)) != ROAD_OK) {
+                rc = cli_fail(CMD, "decoding", s);
+                goto done;
+            }
+            fwrite(text, 1, tl, stdout);
+            road_string_free(text);
+        } else {
+            for (int64_t j = 0; j < out.n[i]; j++) printf("%s%d", j ? " " : "", (int)out.tok[i][j]);
+        }
         printf("\n");
     }
     rc = CLI_EXIT_OK;
@@ -192,6 +285,8 @@ done:
     }
     free(stop_ids);
     cli_free_list(row_names, n_rows);
+    road_tokenizer_stream_free(out.stream);
+    road_tokenizer_free(tok);
     road_model_free(m);
     return rc;
 }
