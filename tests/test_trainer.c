@@ -115,6 +115,27 @@ static void test_data(void **state) {
     assert_int_equal(lab[2], -100);
     assert_int_equal(lab[3], 'c');
     road_dataset_free(d);
+    /* packing: 3 examples of 5 tokens into sequences of 4 (not truncated one by one);
+     * labels travel with their tokens */
+    write_text(path_in("p.jsonl"), "{\"input_ids\": [1, 2, 3, 4, 5], \"labels\": [-100, 2, 3, 4, 5]}\n"
+                                   "{\"input_ids\": [6, 7, 8, 9, 10]}\n{\"input_ids\": [11, 12, 13, 14, 15]}\n");
+    road_data_params pp = road_data_default_params();
+    pp.max_len = 4;
+    pp.pack = true;
+    TU_OK(road_dataset_load_jsonl(path_in("p.jsonl"), &pp, &d));
+    assert_int_equal(road_dataset_count(d), 4);
+    TU_OK(road_dataset_example(d, 0, &ids, &lab, &n));
+    assert_int_equal(n, 4);
+    assert_int_equal(ids[0], 1);
+    assert_int_equal(lab[0], -100);
+    assert_int_equal(lab[3], 4);
+    TU_OK(road_dataset_example(d, 1, &ids, &lab, &n));
+    assert_int_equal(ids[0], 5);
+    assert_int_equal(ids[1], 6);
+    TU_OK(road_dataset_example(d, 3, &ids, &lab, &n));
+    assert_int_equal(n, 3);
+    assert_int_equal(ids[2], 15);
+    road_dataset_free(d);
 }
 
 typedef struct loss_log {

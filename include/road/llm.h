@@ -160,6 +160,14 @@ ROAD_API road_status road_model_loss_backward(road_model *m, const int64_t *inpu
                                               const int64_t *labels, int64_t B, int64_t T,
                                               double *loss);
 
+/* Activation memory of backward: off (default), every block's activations are kept from the
+ * forward; on, only each block's input is kept and the block is run again during backward
+ * (one more forward's worth of compute; activation memory about 1/L of the default's plus the
+ * block inputs). Gradients are the same either way (bit for bit). */
+ROAD_API void road_model_set_recompute(road_model *m, bool on);
+/* Bytes of activations and working buffers the last road_model_loss_backward allocated. */
+ROAD_API int64_t road_model_backward_bytes(const road_model *m);
+
 /* ---- sampling and generation ---------------------------------------------------------------- */
 
 typedef struct road_sampler_params {

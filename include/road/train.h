@@ -200,6 +200,7 @@ typedef struct road_data_params {
     road_chat_params chat;     /* how "messages" examples are rendered (tok's template) */
     road_tokenize_fn tokenize; /* alternatively any tokenizer as a function (no "messages") */
     void *tokenizer;
+    bool pack;                 /* concatenate examples (labels kept) into max_len sequences */
 } road_data_params;
 
 /* Defaults: max_len 512, no tokenizer, the tokenizer's own chat template. */
@@ -235,6 +236,7 @@ typedef struct road_train_metrics {
     int64_t tokens;     /* tokens this step */
     double tokens_per_s, elapsed_s, eta_s;
     double eval_loss;   /* NaN unless evaluated at this step */
+    int64_t activation_bytes; /* the largest backward's activations and buffers so far */
 } road_train_metrics;
 
 /* Called after every optimizer step; return false to stop (a checkpoint is written first). */
@@ -255,6 +257,7 @@ typedef struct road_train_params {
     bool resume;                /* continue from the last checkpoint in out_dir */
     const volatile int *stop;   /* set non-zero (e.g. from a signal handler) to stop cleanly */
     const char *config_json;    /* saved with every checkpoint (run_config.json); may be NULL */
+    bool recompute;             /* recompute block activations in backward (less memory) */
 } road_train_params;
 
 ROAD_API road_train_params road_train_default_params(void);

@@ -47,6 +47,8 @@ static void help(void) {
            "  --seed N                   (default 42)\n"
            "  --eval-every N --save-every N   steps (default 0: at the end only / none)\n"
            "  --resume                   continue from the last checkpoint in OUT\n"
+           "  --recompute                recompute activations in backward (less memory)\n"
+           "  --pack                     concatenate examples into --max-len sequences\n"
            "  --log FILE.jsonl           every step's metrics (default OUT/train_log.jsonl)\n"
            "  --threads N\n");
 }
@@ -55,11 +57,24 @@ typedef struct progress {
     FILE *log;
     int tty;
     double last_loss;
+    int64_t act_bytes;
 } progress;
+
+/* Peak resident memory of this process (VmHWM), in bytes; -1 if unknown. */
+static long long peak_rss(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, "VmHWM:", 6) == 0) kb = atoll(line + 6);
+    if (f) fclose(f);
+    return kb < 0 ? -1 : kb * 1024;
+}
 
 static bool on_step(const road_train_metrics *m, void *user) {
     progress *p = user;
     p->last_loss = m->loss;
+    p->act_bytes = m->activation_bytes;
     if (p->log) {
         fprintf(p->log, "{\"step\": %lld, \"epoch\": %lld, \"loss\": %.6f, \"lr\": %.6g, "
                         "\"grad_norm\": %.6g, \"tokens\": %lld, \"tokens_per_s\": %.1f, \"elapsed_s\": %.2f",
@@ -84,7 +99,7 @@ int cmd_train(int argc, char **argv) {
     const char *warm = NULL, *wd = NULL, *epochs = NULL, *steps = NULL, *bs = NULL, *acc = NULL;
     const char *maxlen = NULL, *clip = NULL, *seed = NULL, *eevery = NULL, *severy = NULL;
     const char *logp = NULL, *thr = NULL;
-    int resume = 0;
+    int resume = 0, recompute = 0, packing = 0;
     for (int i = 1; i < argc; i++) {
         const char *v;
         int r;
@@ -94,6 +109,14 @@ int cmd_train(int argc, char **argv) {
         }
         if (strcmp(argv[i], "--resume") == 0) {
             resume = 1;
+            continue;
+        }
+        if (strcmp(argv[i], "--recompute") == 0) {
+            recompute = 1;
+            continue;
+        }
+        if (strcmp(argv[i], "--pack") == 0) {
+            packing = 1;
             continue;
         }
 #define FLAG(fl, var)                                                                              \
@@ -200,6 +223,7 @@ int cmd_train(int argc, char **argv) {
     }
     road_data_params dp = road_data_default_params();
     dp.max_len = max_len;
+    dp.pack = packing;
     {
         /* text, prompt/completion and messages need the model's tokenizer.json */
         char tpath[4096];
@@ -239,11 +263,12 @@ int cmd_train(int argc, char **argv) {
         cli_error(CMD, "cannot write the log '%s'", logp ? logp : logpath);
         goto done;
     }
-    progress pr = {logf, isatty(STDERR_FILENO), NAN};
+    progress pr = {logf, isatty(STDERR_FILENO), NAN, 0};
     tp.out_dir = out;
     tp.resume = resume;
     tp.stop = &stop_flag;
     tp.config_json = cfg_json;
+    tp.recompute = recompute;
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     s = road_train(m, dtrain, deval, &tp, on_step, &pr);
@@ -261,6 +286,9 @@ int cmd_train(int argc, char **argv) {
                strcmp(name, "default") ? "/" : "", strcmp(name, "default") ? name : "");
         if (deval) printf("best eval adapter in %s/best\n", out);
     }
+    printf("memory: backward activations and buffers %.1f MB (peak), process peak %.1f MB, "
+           "model weights %.1f MB\n", pr.act_bytes / 1e6, peak_rss() / 1e6,
+           road_model_weight_bytes(m) / 1e6);
     rc = CLI_EXIT_OK;
     goto done;
 bad:

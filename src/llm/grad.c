@@ -189,6 +189,47 @@ static void attention_bwd(const grad_ctx *c, const float *q, const float *k, con
     }
 }
 
+/* One decoder block forward on the residual x (R, H), in place, keeping in s what backward
+ * needs (s->x_in is filled by the caller). */
+static road_status block_fwd(grad_ctx *c, int64_t l, float *x, saved_block *s, float *tmp,
+                             float *scratch, int64_t max_len) {
+    const road_model *m = c->m;
+    const road_llm_config *cfg = &m->cfg;
+    const int64_t R = c->R, H = cfg->hidden_size, I = cfg->intermediate_size;
+    const int64_t nh = cfg->n_heads, nkv = cfg->n_kv_heads, d = cfg->head_dim;
+    const int64_t qd = nh * d, kvd = nkv * d;
+    const road_block *b = &m->blocks[l];
+    road_rmsnorm(x, b->attn_norm, R, H, cfg->rms_norm_eps, s->h1);
+    road_status st = lin_fwd(c, b->proj[PROJ_Q], s->h1, s->qb, s->q, qd);
+    if (st == ROAD_OK) st = lin_fwd(c, b->proj[PROJ_K], s->h1, s->kb, s->k, kvd);
+    if (st == ROAD_OK) st = lin_fwd(c, b->proj[PROJ_V], s->h1, s->vb, s->v, kvd);
+    if (st != ROAD_OK) return st;
+    road_rope(s->q, R, nh, d, c->cs);
+    road_rope(s->k, R, nkv, d, c->cs);
+    attention_fwd(c, s->q, s->k, s->v, s->att, scratch, max_len);
+    st = lin_fwd(c, b->proj[PROJ_O], s->att, s->ob, tmp, H);
+    if (st != ROAD_OK) return st;
+    for (int64_t i = 0; i < R * H; i++) x[i] += tmp[i];
+    memcpy(s->x_mid, x, sizeof(float) * (size_t)(R * H));
+    road_rmsnorm(x, b->mlp_norm, R, H, cfg->rms_norm_eps, s->h2);
+    st = lin_fwd(c, b->proj[PROJ_GATE], s->h2, s->gb, s->g, I);
+    if (st == ROAD_OK) st = lin_fwd(c, b->proj[PROJ_UP], s->h2, s->ub, s->u, I);
+    if (st != ROAD_OK) return st;
+    for (int64_t i = 0; i < R * I; i++) s->a[i] = s->g[i] / (1.0f + expf(-s->g[i])) * s->u[i];
+    st = lin_fwd(c, b->proj[PROJ_DOWN], s->a, s->db, tmp, H);
+    if (st != ROAD_OK) return st;
+    for (int64_t i = 0; i < R * H; i++) x[i] += tmp[i];
+    return ROAD_OK;
+}
+
+void road_model_set_recompute(road_model *m, bool on) {
+    m->recompute = on;
+}
+
+int64_t road_model_backward_bytes(const road_model *m) {
+    return m->backward_bytes;
+}
+
 road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
                                      const int64_t *attention_mask, const int64_t *labels,
                                      int64_t B, int64_t T, double *loss) {
@@ -268,12 +309,15 @@ road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
         return st;
     }
 
-    /* memory: saved blocks, then the working buffers */
+    /* memory: saved blocks (with recompute: every block's input, and one block's worth of
+     * activations refilled block by block in backward), then the working buffers */
     const size_t per_block = (size_t)(R * (6 * H + 2 * qd + 2 * qd + 4 * kvd + 5 * I)) + (size_t)(R * qd);
+    const bool rc = m->recompute;
+    const size_t saved = rc ? per_block + (size_t)(L * R * H) : per_block * (size_t)L;
     const int nthreads = road_get_num_threads();
-    const size_t work = (size_t)(R * (4 * H + 2 * V + 2 * qd + 2 * kvd + 2 * I + d)) +
+    const size_t work = (size_t)(R * (5 * H + 2 * V + 2 * qd + 2 * kvd + 2 * I + d)) +
                         (size_t)nthreads * (size_t)(2 * max_len);
-    float *mem = road_malloc(sizeof(float) * (per_block * (size_t)L + work));
+    float *mem = road_malloc(sizeof(float) * (saved + work));
     saved_block *sb = road_calloc((size_t)L, sizeof(saved_block));
     if (!mem || !sb) {
         road_free(mem);
@@ -281,10 +325,16 @@ road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
         road_free(meta);
         return ROAD_ERR_NO_MEMORY;
     }
+    m->backward_bytes = (int64_t)(sizeof(float) * (saved + work));
     float *p = mem;
 #define TAKE(n) (p += (n), p - (n))
     for (int64_t l = 0; l < L; l++) {
         saved_block *s = &sb[l];
+        if (rc && l > 0) { /* share block 0's activation storage; keep an own input */
+            *s = sb[0];
+            s->x_in = TAKE(R * H);
+            continue;
+        }
         s->x_in = TAKE(R * H), s->h1 = TAKE(R * H), s->qb = TAKE(R * qd), s->kb = TAKE(R * kvd);
         s->vb = TAKE(R * kvd), s->q = TAKE(R * qd), s->k = TAKE(R * kvd), s->v = TAKE(R * kvd);
         s->att = TAKE(R * qd), s->ob = TAKE(R * H), s->x_mid = TAKE(R * H), s->h2 = TAKE(R * H);
@@ -292,6 +342,7 @@ road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
         s->a = TAKE(R * I), s->db = TAKE(R * H);
     }
     float *x = TAKE(R * H), *hf = TAKE(R * H), *tmp = TAKE(R * H), *dx = TAKE(R * H);
+    float *xr = TAKE(R * H); /* recompute: the residual a block is re-run on */
     float *zb = TAKE(R * V), *z = TAKE(R * V), *dq = TAKE(R * qd), *datt = TAKE(R * qd);
     float *dk = TAKE(R * kvd), *dv = TAKE(R * kvd), *dg = TAKE(R * I), *du = TAKE(R * I);
     c.cs = TAKE(R * d);
@@ -301,31 +352,11 @@ road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
     for (int64_t r = 0; r < R; r++)
         memcpy(x + r * H, m->embed + input_ids[row_b[r] * T + row_col[r]] * H, sizeof(float) * (size_t)H);
 
-    /* ---- forward, saving ---- */
+    /* ---- forward, saving (or, with recompute, keeping only each block's input) ---- */
     for (int64_t l = 0; l < L && st == ROAD_OK; l++) {
-        const road_block *b = &m->blocks[l];
         saved_block *s = &sb[l];
         memcpy(s->x_in, x, sizeof(float) * (size_t)(R * H));
-        road_rmsnorm(x, b->attn_norm, R, H, cfg->rms_norm_eps, s->h1);
-        st = lin_fwd(&c, b->proj[PROJ_Q], s->h1, s->qb, s->q, qd);
-        if (st == ROAD_OK) st = lin_fwd(&c, b->proj[PROJ_K], s->h1, s->kb, s->k, kvd);
-        if (st == ROAD_OK) st = lin_fwd(&c, b->proj[PROJ_V], s->h1, s->vb, s->v, kvd);
-        if (st != ROAD_OK) break;
-        road_rope(s->q, R, nh, d, c.cs);
-        road_rope(s->k, R, nkv, d, c.cs);
-        attention_fwd(&c, s->q, s->k, s->v, s->att, scratch, max_len);
-        st = lin_fwd(&c, b->proj[PROJ_O], s->att, s->ob, tmp, H);
-        if (st != ROAD_OK) break;
-        for (int64_t i = 0; i < R * H; i++) x[i] += tmp[i];
-        memcpy(s->x_mid, x, sizeof(float) * (size_t)(R * H));
-        road_rmsnorm(x, b->mlp_norm, R, H, cfg->rms_norm_eps, s->h2);
-        st = lin_fwd(&c, b->proj[PROJ_GATE], s->h2, s->gb, s->g, I);
-        if (st == ROAD_OK) st = lin_fwd(&c, b->proj[PROJ_UP], s->h2, s->ub, s->u, I);
-        if (st != ROAD_OK) break;
-        for (int64_t i = 0; i < R * I; i++) s->a[i] = s->g[i] / (1.0f + expf(-s->g[i])) * s->u[i];
-        st = lin_fwd(&c, b->proj[PROJ_DOWN], s->a, s->db, tmp, H);
-        if (st != ROAD_OK) break;
-        for (int64_t i = 0; i < R * H; i++) x[i] += tmp[i];
+        st = block_fwd(&c, l, x, s, tmp, scratch, max_len);
     }
     if (st == ROAD_OK) {
         road_rmsnorm(x, m->final_norm, R, H, cfg->rms_norm_eps, hf);
@@ -361,6 +392,12 @@ road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
     for (int64_t l = L - 1; l >= 0 && st == ROAD_OK; l--) {
         const road_block *b = &m->blocks[l];
         saved_block *s = &sb[l];
+        if (rc) { /* refill this block's activations from its input */
+            memcpy(xr, s->x_in, sizeof(float) * (size_t)(R * H));
+            float *dh = hf; /* lin_fwd's scratch output; hf is free by now */
+            st = block_fwd(&c, l, xr, s, dh, scratch, max_len);
+            if (st != ROAD_OK) break;
+        }
         /* MLP: x_out = x_mid + down(silu(gate(h2)) * up(h2)), h2 = norm(x_mid) */
         st = lin_bwd(&c, b->proj[PROJ_DOWN], s->db, dx, dg); /* dg = d(a) for now */
         if (st != ROAD_OK) break;

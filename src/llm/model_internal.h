@@ -37,6 +37,8 @@ struct road_model {
     float *inv_freq;    /* (d/2) RoPE inverse frequencies, scaling applied */
     road_workspace ws;
     int64_t weight_bytes;
+    bool recompute;         /* backward recomputes block activations (road_model_set_recompute) */
+    int64_t backward_bytes; /* activation memory of the last backward */
 };
 
 struct road_kv_cache {

@@ -297,6 +297,41 @@ static road_status parse_line(const cJSON *o, int64_t line, const road_data_para
     return ROAD_OK;
 }
 
+/* Packing: the examples, in file order, concatenated and cut into max_len-token sequences
+ * (the last may be shorter). Each token keeps its label, so prompt masks survive; attention
+ * crosses example boundaries, as in common packed training (TRL's ConstantLengthDataset). */
+static road_status pack(road_dataset *d, int64_t max_len) {
+    int64_t total = 0;
+    for (int64_t i = 0; i < d->n; i++) total += d->ex[i].n;
+    int64_t n_out = (total + max_len - 1) / max_len;
+    example *out = road_calloc((size_t)n_out, sizeof(example));
+    if (!out) return ROAD_ERR_NO_MEMORY;
+    int64_t k = 0, pos = 0;
+    for (int64_t i = 0; i < d->n; i++) {
+        for (int64_t t = 0; t < d->ex[i].n; t++) {
+            if (pos == 0) {
+                int64_t len = total - k * max_len < max_len ? total - k * max_len : max_len;
+                out[k].ids = road_malloc(sizeof(int32_t) * (size_t)len);
+                out[k].labels = road_malloc(sizeof(int32_t) * (size_t)len);
+                if (!out[k].ids || !out[k].labels) {
+                    for (int64_t j = 0; j <= k; j++) road_free(out[j].ids), road_free(out[j].labels);
+                    road_free(out);
+                    return ROAD_ERR_NO_MEMORY;
+                }
+                out[k].n = len;
+            }
+            out[k].ids[pos] = d->ex[i].ids[t];
+            out[k].labels[pos] = d->ex[i].labels[t];
+            if (++pos == max_len) pos = 0, k++;
+        }
+    }
+    for (int64_t i = 0; i < d->n; i++) road_free(d->ex[i].ids), road_free(d->ex[i].labels);
+    road_free(d->ex);
+    d->ex = out;
+    d->n = d->cap = n_out;
+    return ROAD_OK;
+}
+
 road_status road_dataset_load_jsonl(const char *path, const road_data_params *p,
                                     road_dataset **out) {
     if (!out || !path || !p) return road_error(ROAD_ERR_INVALID_ARG, "road_dataset_load_jsonl: NULL argument");
@@ -335,7 +370,8 @@ road_status road_dataset_load_jsonl(const char *path, const road_data_params *p,
                 road_error_prefix("%s", path);
                 break;
             }
-            if (ex.n > p->max_len) ex.n = p->max_len; /* truncate (arrays keep their size) */
+            /* truncate (arrays keep their size); packing cuts the concatenation instead */
+            if (!p->pack && ex.n > p->max_len) ex.n = p->max_len;
             int64_t counted = 0;
             for (int64_t i = 1; i < ex.n; i++) counted += ex.labels[i] != LABEL_IGNORE;
             if (ex.n < 2 || counted == 0) { /* nothing to learn from: not an error, but count it */
@@ -369,6 +405,13 @@ road_status road_dataset_load_jsonl(const char *path, const road_data_params *p,
     if (s != ROAD_OK) {
         road_dataset_free(d);
         return s;
+    }
+    if (p->pack && d->n > 0) {
+        s = pack(d, p->max_len);
+        if (s != ROAD_OK) {
+            road_dataset_free(d);
+            return s;
+        }
     }
     if (skipped) road_log(ROAD_LOG_WARN, "%s: %lld examples skipped (fewer than 2 tokens or no loss)", path, (long long)skipped);
     *out = d;

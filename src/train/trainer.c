@@ -194,6 +194,8 @@ road_status road_train(road_model *m, const road_dataset *train, const road_data
     if (!perm || !idx) s = ROAD_ERR_NO_MEMORY;
     if (s == ROAD_OK) epoch_order(p->seed, epoch, n, perm);
     road_adapter_set_train(set, true);
+    road_model_set_recompute(m, p->recompute);
+    int64_t peak_bytes = 0;
     const double t0 = now_s();
     int64_t tokens_total = 0, start_step = road_optimizer_step_count(opt);
     double best_eval = INFINITY;
@@ -215,6 +217,7 @@ road_status road_train(road_model *m, const road_dataset *train, const road_data
             double l = 0.0;
             s = make_batch(train, idx, B, &b);
             if (s == ROAD_OK) s = road_model_loss_backward(m, b.ids, b.mask, b.labels, b.B, b.T, &l);
+            if (road_model_backward_bytes(m) > peak_bytes) peak_bytes = road_model_backward_bytes(m);
             step_tokens += b.tokens;
             free_batch(&b);
             loss_sum += l;
@@ -243,6 +246,7 @@ road_status road_train(road_model *m, const road_dataset *train, const road_data
         int64_t done = mt.step - start_step;
         mt.eta_s = done > 0 ? mt.elapsed_s / (double)done * (double)(total - mt.step) : 0.0;
         mt.eval_loss = NAN;
+        mt.activation_bytes = peak_bytes;
         bool last = mt.step >= total;
         if (eval && ((p->eval_every > 0 && mt.step % p->eval_every == 0) || last)) {
             road_adapter_set_train(set, false);
@@ -272,6 +276,7 @@ road_status road_train(road_model *m, const road_dataset *train, const road_data
         }
     }
     road_adapter_set_train(set, false);
+    road_model_set_recompute(m, false);
     if (s == ROAD_OK && !stopped) s = save_adapters(set, p->out_dir);
     road_free(perm);
     road_free(idx);
