@@ -217,6 +217,9 @@ ROAD_API road_data_params road_data_default_params(void);
  * a file with no usable example is refused. */
 ROAD_API road_status road_dataset_load_jsonl(const char *path, const road_data_params *p,
                                              road_dataset **out);
+/* The same from text in memory (errors name "(memory)" instead of a file). */
+ROAD_API road_status road_dataset_parse_jsonl(const char *text, size_t len,
+                                              const road_data_params *p, road_dataset **out);
 ROAD_API void road_dataset_free(road_dataset *d);
 ROAD_API int64_t road_dataset_count(const road_dataset *d);
 /* Tokens of example i (ids and labels, each n long; labels -100 where no loss). */

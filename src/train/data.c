@@ -332,28 +332,44 @@ static road_status pack(road_dataset *d, int64_t max_len) {
     return ROAD_OK;
 }
 
+static road_status parse_jsonl(const char *path, const char *text, size_t len,
+                               const road_data_params *p, road_dataset **out);
+
 road_status road_dataset_load_jsonl(const char *path, const road_data_params *p,
                                     road_dataset **out) {
     if (!out || !path || !p) return road_error(ROAD_ERR_INVALID_ARG, "road_dataset_load_jsonl: NULL argument");
     *out = NULL;
-    if (p->max_len <= 1)
-        return road_error(ROAD_ERR_INVALID_ARG, "max_len must be at least 2, got %lld", (long long)p->max_len);
     char *text = NULL;
     size_t len = 0;
     road_status s = road_file_read(path, DATA_MAX_BYTES, &text, &len);
     if (s != ROAD_OK) return s;
+    s = parse_jsonl(path, text, len, p, out);
+    road_free(text);
+    return s;
+}
+
+road_status road_dataset_parse_jsonl(const char *text, size_t len, const road_data_params *p,
+                                     road_dataset **out) {
+    if (!out || (!text && len) || !p)
+        return road_error(ROAD_ERR_INVALID_ARG, "road_dataset_parse_jsonl: NULL argument");
+    *out = NULL;
+    return parse_jsonl("(memory)", text, len, p, out);
+}
+
+static road_status parse_jsonl(const char *path, const char *text, size_t len,
+                               const road_data_params *p, road_dataset **out) {
+    if (p->max_len <= 1)
+        return road_error(ROAD_ERR_INVALID_ARG, "max_len must be at least 2, got %lld", (long long)p->max_len);
+    road_status s = ROAD_OK;
     road_dataset *d = road_calloc(1, sizeof *d);
-    if (!d) {
-        road_free(text);
-        return ROAD_ERR_NO_MEMORY;
-    }
+    if (!d) return ROAD_ERR_NO_MEMORY;
     int64_t line = 0, skipped = 0;
-    char *cur = text, *end = text + len;
+    const char *cur = text, *end = text + len;
     while (cur < end && s == ROAD_OK) {
-        char *nl = memchr(cur, '\n', (size_t)(end - cur));
-        char *stop = nl ? nl : end;
+        const char *nl = memchr(cur, '\n', (size_t)(end - cur));
+        const char *stop = nl ? nl : end;
         line++;
-        char *b = cur;
+        const char *b = cur;
         while (b < stop && (*b == ' ' || *b == '\t' || *b == '\r')) b++;
         if (b < stop) {
             cJSON *o = cJSON_ParseWithLength(b, (size_t)(stop - b));
@@ -396,7 +412,6 @@ road_status road_dataset_load_jsonl(const char *path, const road_data_params *p,
         }
         cur = nl ? nl + 1 : end;
     }
-    road_free(text);
     if (s == ROAD_OK && d->n == 0)
         s = road_error(ROAD_ERR_FORMAT,
                        "%s has no usable example (%lld lines, %lld skipped: fewer than 2 tokens or "
