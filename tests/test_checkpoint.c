@@ -134,25 +134,6 @@ static void assert_same_state(tiny *a, tiny *b) {
 
 /* ---- scratch folders --------------------------------------------------------------------- */
 
-static void rm_rf(const char *path) {
-    DIR *d = opendir(path);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d)) != NULL) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            char sub[1024];
-            snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
-            struct stat st;
-            if (lstat(sub, &st) == 0 && S_ISDIR(st.st_mode))
-                rm_rf(sub);
-            else
-                unlink(sub);
-        }
-        closedir(d);
-    }
-    rmdir(path);
-}
-
 static char root[256];
 
 static int setup(void **state) {
@@ -163,7 +144,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     (void)state;
-    rm_rf(root);
+    tu_rm_rf(root);
     return 0;
 }
 
@@ -278,7 +259,7 @@ static void test_resume_exact(void **state) {
     assert_null(cfg);
     assert_int_equal(got.n_data_pos, 0);
     assert_int_equal(road_optimizer_step_count(resumed.o), N_STEPS);
-    rm_rf(at("checkpoint-12.tmp.abcdef"));
+    tu_rm_rf(at("checkpoint-12.tmp.abcdef"));
 
     road_string_free(dir);
     tiny_free(&full), tiny_free(&part), tiny_free(&resumed), tiny_free(&peft);
@@ -415,7 +396,7 @@ static void test_refused(void **state) {
     char sub[600];
 #define FRESH_COPY()                                                                               \
     do {                                                                                           \
-        rm_rf(bad);                                                                                \
+        tu_rm_rf(bad);                                                                                \
         assert_int_equal(mkdir(bad, 0777), 0);                                                     \
         snprintf(sub, sizeof sub, "%s/extra", bad);                                                \
         assert_int_equal(mkdir(sub, 0777), 0);                                                     \

@@ -50,27 +50,6 @@ typedef struct fixture {
     char in[PATH_CAP], out[PATH_CAP]; /* the good input, and where dumps go */
 } fixture;
 
-static void rm_rf(const char *path) {
-    struct stat st;
-    if (lstat(path, &st) != 0) return;
-    if (S_ISDIR(st.st_mode)) {
-        DIR *d = opendir(path);
-        if (d) {
-            struct dirent *e;
-            while ((e = readdir(d)) != NULL) {
-                if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-                char sub[PATH_CAP];
-                snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
-                rm_rf(sub);
-            }
-            closedir(d);
-        }
-        rmdir(path);
-    } else {
-        unlink(path);
-    }
-}
-
 static char *read_text(const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f) fail_msg("cannot open %s", path);
@@ -510,7 +489,7 @@ static int teardown(void **state) {
     fixture *fx = *state;
     road_st_close(fx->cases);
     cJSON_Delete(fx->json);
-    rm_rf(fx->root);
+    tu_rm_rf(fx->root);
     free(fx);
     return 0;
 }

@@ -54,27 +54,6 @@ typedef struct fixture {
     int64_t start; /* road_alloc_live_bytes() when the test began */
 } fixture;
 
-static void rm_rf(const char *path) {
-    struct stat st;
-    if (lstat(path, &st) != 0) return;
-    if (S_ISDIR(st.st_mode)) {
-        DIR *d = opendir(path);
-        if (d) {
-            struct dirent *e;
-            while ((e = readdir(d)) != NULL) {
-                if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-                char sub[PATH_CAP];
-                snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
-                rm_rf(sub);
-            }
-            closedir(d);
-        }
-        rmdir(path);
-    } else {
-        unlink(path);
-    }
-}
-
 /* buf[PATH_CAP] = a "/" b */
 static const char *join(char *buf, const char *a, const char *b) {
     int n = snprintf(buf, PATH_CAP, "%s/%s", a, b);
@@ -760,7 +739,7 @@ static int setup(void **state) {
 static int teardown(void **state) {
     fixture *fx = *state;
     road_alloc_fail_after(-1);
-    rm_rf(fx->root);
+    tu_rm_rf(fx->root);
     int64_t now = road_alloc_live_bytes();
     int leaked = now != fx->start;
     if (leaked) print_error("leak: %lld bytes still allocated\n", (long long)(now - fx->start));

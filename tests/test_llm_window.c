@@ -22,17 +22,6 @@
 
 static char dir[64];
 
-static void copy_file(const char *from, const char *to) {
-    FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
-    assert_non_null(a);
-    assert_non_null(b);
-    char buf[1 << 16];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, a)) > 0) assert_int_equal(fwrite(buf, 1, n, b), n);
-    fclose(a);
-    fclose(b);
-}
-
 static road_model *load_mistral(int window) {
     char path[256];
     snprintf(path, sizeof path, "%s/config.json", dir);
@@ -57,7 +46,7 @@ static void test_window(void **state) {
     assert_non_null(mkdtemp(dir));
     char path[256];
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    copy_file(ROAD_FIXTURES "/llama/tiny-llama/model.safetensors", path);
+    tu_copy_file(ROAD_FIXTURES "/llama/tiny-llama/model.safetensors", path);
     road_model *llama, *wide = load_mistral(SEQ), *narrow = load_mistral(WINDOW);
     TU_OK(road_model_load(ROAD_FIXTURES "/llama/tiny-llama", NULL, &llama));
     const int64_t V = 320, L = 2;

@@ -18,17 +18,6 @@
 
 static char dir[64];
 
-static void copy_file(const char *from, const char *to) {
-    FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
-    assert_non_null(a);
-    assert_non_null(b);
-    char buf[1 << 16];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, a)) > 0) assert_int_equal(fwrite(buf, 1, n, b), n);
-    fclose(a);
-    fclose(b);
-}
-
 static const char *in_dir(const char *name) {
     static char buf[4][256];
     static int k;
@@ -40,9 +29,9 @@ static const char *in_dir(const char *name) {
 static void make_model(void) {
     snprintf(dir, sizeof dir, "/tmp/road-text-XXXXXX");
     assert_non_null(mkdtemp(dir));
-    copy_file(ROAD_FIXTURES "/llama/tiny-llama/config.json", in_dir("config.json"));
-    copy_file(ROAD_FIXTURES "/llama/tiny-llama/model.safetensors", in_dir("model.safetensors"));
-    copy_file(ROAD_FIXTURES "/tokenizers/llama2/tokenizer_config.json", in_dir("tokenizer_config.json"));
+    tu_copy_file(ROAD_FIXTURES "/llama/tiny-llama/config.json", in_dir("config.json"));
+    tu_copy_file(ROAD_FIXTURES "/llama/tiny-llama/model.safetensors", in_dir("model.safetensors"));
+    tu_copy_file(ROAD_FIXTURES "/tokenizers/llama2/tokenizer_config.json", in_dir("tokenizer_config.json"));
     cJSON *t = tu_load_json("tokenizers/llama2/tokenizer.json");
     cJSON *model = cJSON_GetObjectItem(t, "model");
     cJSON *vocab = cJSON_CreateObject();

@@ -53,6 +53,10 @@ struct cJSON *tu_load_json(const char *rel);
 /* Deterministic test data. */
 void tu_fill_uniform(float *x, int64_t n, uint64_t seed, float lo, float hi);
 
+/* Files and folders for tests that build model or adapter folders. */
+void tu_rm_rf(const char *path);                    /* remove a file or a whole folder */
+void tu_copy_file(const char *from, const char *to); /* fails the test on error */
+
 /* Scratch allocation that fails the test on OOM. */
 void *tu_alloc(size_t n);
 
