@@ -365,6 +365,7 @@ road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
     /* ---- loss and dlogits (into z) ---- */
     double total = 0.0;
     if (st == ROAD_OK) {
+#pragma omp parallel for schedule(static) reduction(+ : total)
         for (int64_t r = 0; r < R; r++) {
             float *zr = z + r * V;
             const int64_t t = row_col[r], b = row_b[r];
@@ -419,6 +420,14 @@ road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
         attention_bwd(&c, s->q, s->k, s->v, datt, dq, dk, dv, scratch, max_len);
         rope_bwd(dq, R, nh, d, c.cs);
         rope_bwd(dk, R, nkv, d, c.cs);
+        if (l == 0) {
+            /* The embedding is frozen: block 0's input gradient has no use, so its q/k/v
+             * backward stops at the adapters (no dY W GEMMs, no norm backward). */
+            st = lin_bwd(&c, b->proj[PROJ_Q], s->qb, dq, NULL);
+            if (st == ROAD_OK) st = lin_bwd(&c, b->proj[PROJ_K], s->kb, dk, NULL);
+            if (st == ROAD_OK) st = lin_bwd(&c, b->proj[PROJ_V], s->vb, dv, NULL);
+            break;
+        }
         st = lin_bwd(&c, b->proj[PROJ_Q], s->qb, dq, tmp);
         if (st == ROAD_OK) st = lin_bwd(&c, b->proj[PROJ_K], s->kb, dk, dh2);
         if (st != ROAD_OK) break;

@@ -1,0 +1,384 @@
+/*
+ * bench/bench_train.c - one RoAd training step (forward + causal-LM loss + backward, gradients
+ * for the RoAd parameters only, base weights frozen) through road_model_loss_backward, on a
+ * Llama-3.2-1B-shaped model with random weights written at bench time (hidden 2048, 32 heads /
+ * 8 KV heads of 64, intermediate 8192, vocab 128256, tied embeddings; --layers of them, 4 by
+ * default), RoAd road_1 g=64 on every linear layer but the head, a batch of 2 x 128 tokens:
+ *
+ *   [1] training step: median of 5 after 2 warm-ups;
+ *   [2] forward only (road_model_forward_padded + road_causal_lm_loss), for reference;
+ *   [3] peak resident memory;
+ *   [4] with --torch: the same step in plain PyTorch (bench/torch_train_step.py, run with the
+ *       same threads on the same model file, adapter parameters and batch), the ratio
+ *       torch step / road step, and the numerics check: both losses, and the relative L2 error
+ *       between road's and torch's gradients of every theta/alpha.
+ *
+ * The model is stored as F32 safetensors (road maps it; the Python script reads the same file)
+ * and written by a child process, so the writer's buffers do not count in the peak RSS.
+ *
+ * Usage: bench_train [--threads N] [--layers L] [--batch B] [--seq T] [--reps R] [--torch]
+ *                    [--python PATH] [--script PATH] [--dir DIR]
+ */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L
+#endif
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "road/road.h"
+
+#define HIDDEN 2048
+#define INTER 8192
+#define N_HEADS 32
+#define N_KV 8
+#define HEAD_DIM 64
+#define VOCAB 128256
+#define WARMUP 2
+#define MAX_REPS 64
+#define ADAPTER "default"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void die(road_status s, const char *what) {
+    if (s != ROAD_OK) {
+        fprintf(stderr, "bench_train: %s: %s\n", what, road_last_error());
+        exit(1);
+    }
+}
+
+static uint64_t rng = 88172645463325252ULL;
+static float rnd(void) {
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (float)((double)(rng >> 11) * 0x1.0p-53 - 0.5);
+}
+
+static void add_f32(road_st_writer *w, const char *name, int64_t d0, int64_t d1, float scale,
+                    float offset) {
+    int64_t n = d0 * (d1 > 0 ? d1 : 1);
+    float *buf = malloc(sizeof(float) * (size_t)n);
+    if (!buf) exit(1);
+    for (int64_t i = 0; i < n; i++) buf[i] = offset + scale * rnd();
+    int64_t shape[2] = {d0, d1};
+    die(road_st_writer_add(w, name, ROAD_DTYPE_F32, d1 > 0 ? 2 : 1, shape, buf), "add tensor");
+    free(buf);
+}
+
+static long peak_rss_kb(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, "VmHWM:", 6) == 0) kb = atol(line + 6);
+    if (f) fclose(f);
+    return kb;
+}
+
+static void write_model(const char *dir, int layers) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    FILE *f = fopen(path, "w");
+    if (!f) exit(1);
+    fprintf(f, "{\"model_type\": \"llama\", \"hidden_size\": %d, \"intermediate_size\": %d, "
+               "\"num_hidden_layers\": %d, \"num_attention_heads\": %d, \"num_key_value_heads\": %d, "
+               "\"head_dim\": %d, \"vocab_size\": %d, \"rms_norm_eps\": 1e-05, \"rope_theta\": 500000.0, "
+               "\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 32.0, \"low_freq_factor\": 1.0, "
+               "\"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 8192}, "
+               "\"max_position_embeddings\": 131072, \"tie_word_embeddings\": true, "
+               "\"hidden_act\": \"silu\", \"bos_token_id\": 128000, \"eos_token_id\": 128001, "
+               "\"torch_dtype\": \"float32\"}\n",
+            HIDDEN, INTER, layers, N_HEADS, N_KV, HEAD_DIM, VOCAB);
+    fclose(f);
+    road_st_writer *w;
+    die(road_st_writer_create(&w), "writer");
+    add_f32(w, "model.embed_tokens.weight", VOCAB, HIDDEN, 0.04f, 0);
+    add_f32(w, "model.norm.weight", HIDDEN, 0, 0.1f, 1.0f);
+    const float sc = 2.0f / sqrtf((float)HIDDEN);
+    for (int l = 0; l < layers; l++) {
+        char n[128];
+        struct { const char *name; int64_t out, in; } p[7] = {
+            {"self_attn.q_proj", N_HEADS * HEAD_DIM, HIDDEN}, {"self_attn.k_proj", N_KV * HEAD_DIM, HIDDEN},
+            {"self_attn.v_proj", N_KV * HEAD_DIM, HIDDEN},    {"self_attn.o_proj", HIDDEN, N_HEADS * HEAD_DIM},
+            {"mlp.gate_proj", INTER, HIDDEN},                 {"mlp.up_proj", INTER, HIDDEN},
+            {"mlp.down_proj", HIDDEN, INTER}};
+        for (int k = 0; k < 7; k++) {
+            snprintf(n, sizeof n, "model.layers.%d.%s.weight", l, p[k].name);
+            add_f32(w, n, p[k].out, p[k].in, sc, 0);
+        }
+        snprintf(n, sizeof n, "model.layers.%d.input_layernorm.weight", l);
+        add_f32(w, n, HIDDEN, 0, 0.1f, 1.0f);
+        snprintf(n, sizeof n, "model.layers.%d.post_attention_layernorm.weight", l);
+        add_f32(w, n, HIDDEN, 0, 0.1f, 1.0f);
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    die(road_st_writer_set_metadata(w, "format", "pt"), "metadata");
+    die(road_st_writer_save(w, path), "save");
+    road_st_writer_free(w);
+}
+
+/* Write the model in a child process: the writer holds every tensor until it saves, which
+ * would otherwise be this process's peak RSS. */
+static void write_model_child(const char *dir, int layers) {
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) exit(1);
+    if (pid == 0) {
+        write_model(dir, layers);
+        _exit(0);
+    }
+    int status = 0;
+    if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "bench_train: writing the model failed\n");
+        exit(1);
+    }
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static void zero_grads(road_adapter_set *set) {
+    for (int32_t i = 0; i < road_adapter_set_layer_count(set); i++) {
+        road_linear *l = road_adapter_set_layer(set, i);
+        if (l && road_adapter_set_on_layer(set, ADAPTER, i)) road_linear_zero_grads(l);
+    }
+}
+
+/* The adapter's parameters (grads false) or gradients (grads true) of every layer, as
+ * "<layer>.theta" / "<layer>.alpha" (or .dtheta / .dalpha) F32 tensors. */
+static void write_adapter_tensors(road_adapter_set *set, const char *path, bool grads) {
+    road_st_writer *w;
+    die(road_st_writer_create(&w), "writer");
+    for (int32_t i = 0; i < road_adapter_set_layer_count(set); i++) {
+        road_linear *l = road_adapter_set_layer(set, i);
+        if (!l || !road_adapter_set_on_layer(set, ADAPTER, i)) continue;
+        float *a, *b;
+        int64_t n;
+        if (grads) die(road_linear_adapter_grads(l, ADAPTER, &a, &b, &n), "grads");
+        else die(road_linear_adapter_params(l, ADAPTER, &a, &b, &n), "params");
+        char name[256];
+        snprintf(name, sizeof name, "%s.%s", road_adapter_set_layer_name(set, i), grads ? "dtheta" : "theta");
+        die(road_st_writer_add(w, name, ROAD_DTYPE_F32, 1, &n, a), "add");
+        snprintf(name, sizeof name, "%s.%s", road_adapter_set_layer_name(set, i), grads ? "dalpha" : "alpha");
+        die(road_st_writer_add(w, name, ROAD_DTYPE_F32, 1, &n, b), "add");
+    }
+    die(road_st_writer_save(w, path), "save");
+    road_st_writer_free(w);
+}
+
+/* A number after "key": in a one-line JSON object; NAN if absent. */
+static double json_num(const char *json, const char *key) {
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = strstr(json, pat);
+    return p ? strtod(p + strlen(pat), NULL) : NAN;
+}
+
+static bool python_has_torch(const char *py) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s -c 'import torch, numpy' >/dev/null 2>&1", py);
+    return system(cmd) == 0;
+}
+
+static void script_dir(char *out, size_t cap) {
+    /* this file's folder (CMake compiles it by absolute path) */
+    snprintf(out, cap, "%s", __FILE__);
+    char *slash = strrchr(out, '/');
+    if (slash) *slash = '\0';
+    else snprintf(out, cap, "bench");
+}
+
+int main(int argc, char **argv) {
+    int threads = 0, layers = 4, reps = 5;
+    int64_t B = 2, T = 128;
+    bool with_torch = false;
+    const char *dir_arg = NULL, *python = NULL, *script = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--layers") == 0 && i + 1 < argc) layers = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--batch") == 0 && i + 1 < argc) B = atoll(argv[++i]);
+        else if (strcmp(argv[i], "--seq") == 0 && i + 1 < argc) T = atoll(argv[++i]);
+        else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc) dir_arg = argv[++i];
+        else if (strcmp(argv[i], "--python") == 0 && i + 1 < argc) python = argv[++i];
+        else if (strcmp(argv[i], "--script") == 0 && i + 1 < argc) script = argv[++i];
+        else if (strcmp(argv[i], "--torch") == 0) with_torch = true;
+        else {
+            fprintf(stderr, "usage: bench_train [--threads N] [--layers L] [--batch B] [--seq T] "
+                            "[--reps R] [--torch] [--python PATH] [--script PATH] [--dir DIR]\n");
+            return 2;
+        }
+    }
+    if (layers < 1 || B < 1 || T < 2 || reps < 1 || reps > MAX_REPS) {
+        fprintf(stderr, "bench_train: bad --layers/--batch/--seq/--reps\n");
+        return 2;
+    }
+    road_set_num_threads(threads);
+    threads = road_get_num_threads();
+    char tmpl[] = "/tmp/road-bench-train-XXXXXX";
+    const char *dir = dir_arg ? dir_arg : mkdtemp(tmpl);
+    if (!dir) return 1;
+    printf("road %s training-step benchmark: Llama-3.2-1B shape, %d layers, batch %lld x %lld, "
+           "RoAd road_1 g=64 on all linear layers, %d threads\n",
+           road_version(), layers, (long long)B, (long long)T, threads);
+    double t0 = now_s();
+    write_model_child(dir, layers);
+    printf("  wrote random f32 weights in %.1f s\n", now_s() - t0);
+
+    road_model *m;
+    road_model_params mp = road_model_default_params();
+    mp.n_threads = threads;
+    t0 = now_s();
+    die(road_model_load(dir, &mp, &m), "load");
+    const double wbytes = (double)road_model_weight_bytes(m);
+    printf("  loaded in %.1f s: %.2f GB of float32 weights\n", now_s() - t0, wbytes / 1e9);
+
+    road_adapter_set *set = road_model_adapters(m);
+    road_config *cfg;
+    die(road_config_create(&cfg), "config");
+    die(road_config_set_target_all_linear(cfg), "targets");
+    road_config_set_init_weights(cfg, false);
+    die(road_adapter_set_add(set, ADAPTER, cfg, 1234), "add adapter");
+    const char *act[1] = {ADAPTER};
+    die(road_adapter_set_set_active(set, act, 1), "activate");
+    road_adapter_set_train(set, true);
+    char report[256];
+    road_param_report rep = road_adapter_set_param_report(set);
+    road_param_report_format(&rep, report, sizeof report);
+    printf("  %s\n\n", report);
+
+    const int64_t BT = B * T;
+    int64_t *ids = malloc(sizeof(int64_t) * (size_t)BT);
+    float *logits = malloc(sizeof(float) * (size_t)BT * VOCAB);
+    if (!ids || !logits) return 1;
+    uint64_t s = 0x9E3779B97F4A7C15ULL;
+    for (int64_t i = 0; i < BT; i++) {
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        ids[i] = (int64_t)(s % VOCAB);
+    }
+    const int64_t *labels = ids;
+
+    /* [1] training step */
+    double ts[MAX_REPS], tf[MAX_REPS], loss = 0, floss = 0;
+    for (int r = 0; r < WARMUP + reps; r++) {
+        zero_grads(set);
+        double a = now_s();
+        die(road_model_loss_backward(m, ids, NULL, labels, B, T, &loss), "loss_backward");
+        if (r >= WARMUP) ts[r - WARMUP] = now_s() - a;
+    }
+    const double t_step = median(ts, reps);
+    const double t_min = ts[0]; /* sorted by median() */
+    printf("[1] training step (forward + loss + backward): %.3f s median of %d (min %.3f), %.1f "
+           "tokens/s; loss %.6f\n", t_step, reps, t_min, (double)BT / t_step, loss);
+
+    /* [2] forward only */
+    for (int r = 0; r < 1 + reps; r++) {
+        double a = now_s();
+        die(road_model_forward_padded(m, ids, NULL, B, T, NULL, logits), "forward");
+        die(road_causal_lm_loss(logits, labels, NULL, B, T, VOCAB, &floss), "loss");
+        if (r >= 1) tf[r - 1] = now_s() - a;
+    }
+    const double t_fwd = median(tf, reps);
+    printf("[2] forward only (forward_padded + causal_lm_loss): %.3f s median of %d; loss %.6f; "
+           "step / forward %.2f\n", t_fwd, reps, floss, t_step / t_fwd);
+
+    /* gradients of exactly one step, for the comparison */
+    zero_grads(set);
+    die(road_model_loss_backward(m, ids, NULL, labels, B, T, &loss), "loss_backward");
+
+    long peak = peak_rss_kb();
+    printf("[3] peak resident memory %.2f GB (float32 weights %.2f GB, mapped from the f32 file)\n",
+           peak / 1e6, wbytes / 1e9);
+
+    double torch_step = NAN, torch_fwd = NAN, torch_loss = NAN, grel = NAN, gworst = NAN;
+    char path[1024], apath[1024], gpath[1024], ipath[1024];
+    snprintf(apath, sizeof apath, "%s/road_params.safetensors", dir);
+    snprintf(gpath, sizeof gpath, "%s/road_grads.safetensors", dir);
+    snprintf(ipath, sizeof ipath, "%s/ids.txt", dir);
+    if (with_torch) {
+        const char *py = python;
+        if (!py) py = python_has_torch("python3") ? "python3" : "/usr/bin/python3";
+        char sdir[1024];
+        script_dir(sdir, sizeof sdir);
+        char spath[1200];
+        snprintf(spath, sizeof spath, "%s/torch_train_step.py", sdir);
+        if (!script) script = spath;
+        if (!python_has_torch(py)) {
+            printf("[4] torch: %s cannot import torch and numpy; skipped (apt-get install python3-torch)\n", py);
+        } else {
+            write_adapter_tensors(set, apath, false);
+            write_adapter_tensors(set, gpath, true);
+            FILE *f = fopen(ipath, "w");
+            if (!f) return 1;
+            for (int64_t i = 0; i < BT; i++) fprintf(f, "%lld\n", (long long)ids[i]);
+            fclose(f);
+            char cmd[8192];
+            snprintf(cmd, sizeof cmd,
+                     "OMP_NUM_THREADS=%d OPENBLAS_NUM_THREADS=%d %s %s --threads %d --batch %lld "
+                     "--seq %lld --reps %d --warmup %d --model %s --adapter %s --ids %s --grads %s",
+                     threads, threads, py, script, threads, (long long)B, (long long)T, reps, WARMUP,
+                     dir, apath, ipath, gpath);
+            printf("[4] running: %s\n", cmd);
+            fflush(stdout);
+            FILE *p = popen(cmd, "r");
+            char line[8192], last[8192] = "";
+            while (p && fgets(line, sizeof line, p))
+                if (line[0] == '{') snprintf(last, sizeof last, "%s", line);
+            int rc = p ? pclose(p) : -1;
+            if (rc != 0 || !last[0]) {
+                printf("    torch run failed (status %d)\n", rc);
+            } else {
+                torch_step = json_num(last, "step_s");
+                torch_fwd = json_num(last, "fwd_s");
+                torch_loss = json_num(last, "loss");
+                grel = json_num(last, "grad_rel_l2");
+                gworst = json_num(last, "grad_worst_rel_l2");
+                printf("    torch %s", last);
+                printf("    torch step %.3f s, forward %.3f s (peak RSS %.2f GB)\n", torch_step, torch_fwd,
+                       json_num(last, "peak_rss_mb") / 1e3);
+                printf("    ** torch step / road step: %.2f ** (forward only: %.2f)\n", torch_step / t_step,
+                       torch_fwd / t_fwd);
+                printf("    numerics: loss road %.7f torch %.7f, relative difference %.2e; gradients "
+                       "rel. L2 error %.2e (worst tensor %.2e)\n",
+                       loss, torch_loss, fabs(loss - torch_loss) / fabs(torch_loss), grel, gworst);
+            }
+        }
+    }
+    char tj[512] = "";
+    if (!isnan(torch_step))
+        snprintf(tj, sizeof tj, ", \"torch_step_s\": %.6f, \"torch_fwd_s\": %.6f, \"torch_loss\": %.9g, "
+                 "\"ratio\": %.4f, \"grad_rel_l2\": %.3e, \"grad_worst_rel_l2\": %.3e",
+                 torch_step, torch_fwd, torch_loss, torch_step / t_step, grel, gworst);
+    printf("{\"bench\": \"train\", \"threads\": %d, \"layers\": %d, \"batch\": %lld, \"seq\": %lld, "
+           "\"road_step_s\": %.6f, \"road_fwd_s\": %.6f, \"road_loss\": %.9g, \"peak_rss_gb\": %.3f%s}\n",
+           threads, layers, (long long)B, (long long)T, t_step, t_fwd, loss, peak / 1e6, tj);
+
+    road_config_free(cfg);
+    road_model_free(m);
+    free(ids), free(logits);
+    if (!dir_arg) {
+        const char *files[] = {"config.json", "model.safetensors", "road_params.safetensors",
+                               "road_grads.safetensors", "ids.txt"};
+        for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+            snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+            unlink(path);
+        }
+        rmdir(dir);
+    }
+    return 0;
+}
