@@ -105,6 +105,9 @@ expect 2 "--lr must be a number" "$ROAD" train --model "$FIX/llama/tiny-llama" -
 expect 1 "line 1" "$ROAD" train --model "$FIX/llama/tiny-llama" --data "$TMP/lora/adapter_config.json" --out "$TMP/tr" --group-size 8
 expect 0 "adapter written to" "$ROAD" train --model "$FIX/llama/tiny-llama" --data "$TMP/task.jsonl" --out "$TMP/tr" --targets q_proj,v_proj --group-size 8 --max-steps 4 --batch-size 4 --save-every 2
 expect 0 "road_1" "$ROAD" inspect "$TMP/tr"
+if ! grep -q '"max_steps"' "$TMP/tr/run_config.json" 2>/dev/null; then
+    echo "FAIL: road train did not write run_config.json with its arguments"; fails=$((fails + 1))
+fi
 expect 0 "model.layers.1.self_attn.v_proj" "$ROAD" inspect "$TMP/tr"
 expect 0 "adapter written to" "$ROAD" train --model "$FIX/llama/tiny-llama" --data "$TMP/task.jsonl" --out "$TMP/tr" --targets q_proj,v_proj --group-size 8 --max-steps 6 --batch-size 4 --save-every 2 --resume
 

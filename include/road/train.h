@@ -259,7 +259,8 @@ typedef struct road_train_params {
     const char *out_dir;        /* checkpoints (checkpoint-<step>), best/ and final adapters */
     bool resume;                /* continue from the last checkpoint in out_dir */
     const volatile int *stop;   /* set non-zero (e.g. from a signal handler) to stop cleanly */
-    const char *config_json;    /* saved with every checkpoint (run_config.json); may be NULL */
+    const char *config_json;    /* the run's configuration (any JSON text): written to
+                                   out_dir/run_config.json and into every checkpoint; may be NULL */
     bool recompute;             /* recompute block activations in backward (less memory) */
 } road_train_params;
 

@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "cli/cli.h"
 
 #define CMD "train"
@@ -248,9 +250,37 @@ int cmd_train(int argc, char **argv) {
     road_param_report rep = road_adapter_set_param_report(set);
     road_param_report_format(&rep, param_line, sizeof param_line);
     fprintf(stderr, "road train: %lld examples, %s\n", (long long)road_dataset_count(dtrain), param_line);
-    if ((s = road_config_to_json(cfg, &cfg_json)) != ROAD_OK) {
-        rc = cli_fail(CMD, "config", s);
-        goto done;
+    {
+        /* the run's configuration: every argument as given, and the adapter config */
+        char *adapter_json = NULL;
+        if ((s = road_config_to_json(cfg, &adapter_json)) != ROAD_OK) {
+            rc = cli_fail(CMD, "config", s);
+            goto done;
+        }
+        cJSON *run = cJSON_CreateObject(), *args = cJSON_AddArrayToObject(run, "argv");
+        for (int i = 0; i < argc; i++) cJSON_AddItemToArray(args, cJSON_CreateString(argv[i]));
+        cJSON_AddStringToObject(run, "road_version", road_version());
+        cJSON_AddItemToObject(run, "adapter_config", cJSON_Parse(adapter_json));
+        cJSON_AddNumberToObject(run, "lr", tp.adamw.lr);
+        cJSON_AddNumberToObject(run, "weight_decay", tp.adamw.weight_decay);
+        cJSON_AddStringToObject(run, "schedule", road_schedule_name(tp.schedule.kind));
+        cJSON_AddNumberToObject(run, "warmup_steps", (double)tp.schedule.warmup_steps);
+        cJSON_AddNumberToObject(run, "epochs", (double)tp.epochs);
+        cJSON_AddNumberToObject(run, "max_steps", (double)tp.max_steps);
+        cJSON_AddNumberToObject(run, "batch_size", (double)tp.batch_size);
+        cJSON_AddNumberToObject(run, "grad_accum", (double)tp.grad_accum);
+        cJSON_AddNumberToObject(run, "max_len", (double)max_len);
+        cJSON_AddNumberToObject(run, "max_grad_norm", tp.max_grad_norm);
+        cJSON_AddNumberToObject(run, "seed", (double)tp.seed);
+        cJSON_AddBoolToObject(run, "pack", packing);
+        cJSON_AddBoolToObject(run, "recompute", recompute);
+        cfg_json = cJSON_Print(run);
+        cJSON_Delete(run);
+        road_string_free(adapter_json);
+        if (!cfg_json) {
+            cli_error(CMD, "out of memory");
+            goto done;
+        }
     }
     if (mkdir(out, 0777) != 0 && errno != EEXIST) {
         cli_error(CMD, "cannot create '%s'", out);
@@ -296,7 +326,7 @@ bad:
 done:
     if (logf) fclose(logf);
     road_tokenizer_free(tok);
-    road_string_free(cfg_json);
+    free(cfg_json);
     road_dataset_free(dtrain);
     road_dataset_free(deval);
     road_model_free(m);

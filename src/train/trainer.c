@@ -163,6 +163,13 @@ road_status road_train(road_model *m, const road_dataset *train, const road_data
     if ((s = road_schedule_check(&sched)) != ROAD_OK) return s;
     if ((s = road_mkdir_p(p->out_dir)) != ROAD_OK) return s;
 
+    if (p->config_json) { /* the run's configuration, for reproducibility */
+        char *path = road_path_join(p->out_dir, "run_config.json");
+        if (!path) return ROAD_ERR_NO_MEMORY;
+        s = road_file_write_atomic(path, p->config_json, strlen(p->config_json));
+        road_free(path);
+        if (s != ROAD_OK) return s;
+    }
     road_optimizer *opt = NULL;
     if ((s = road_optimizer_create(set, NULL, 0, &p->adamw, &opt)) != ROAD_OK) return s;
     int64_t epoch = 0, micro = 0; /* position: next micro-batch of epoch */
