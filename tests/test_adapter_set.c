@@ -424,7 +424,7 @@ static void test_create_errors(void **state) {
     float x[HIDDEN] = {0}, y[VOCAB];
     TU_FAILS(road_adapter_set_forward(m.s, EMBED, 1, x, y), ROAD_ERR_INVALID_ARG, "embedding");
     TU_FAILS(road_adapter_set_apply(m.s, EMBED, 1, y), ROAD_ERR_INVALID_ARG, "embedding");
-    TU_FAILS(road_adapter_set_backward(m.s, EMBED, 1, y, y, NULL), ROAD_ERR_INVALID_ARG,
+    TU_FAILS(road_adapter_set_backward(m.s, EMBED, 1, y, y, y, NULL), ROAD_ERR_INVALID_ARG,
              "embedding");
     TU_FAILS(road_adapter_set_forward(m.s, N_LAYERS, 1, x, y), ROAD_ERR_INVALID_ARG,
              "out of range");
@@ -1025,7 +1025,7 @@ static void check_backward(llama *m, int32_t i, const char *const *act, int n_ac
     int64_t n;
     base_forward(m, i, R, x, yb);
     road_linear_zero_grads(l);
-    TU_OK(road_adapter_set_backward(m->s, i, R, yb, g, dx));
+    TU_OK(road_adapter_set_backward(m->s, i, R, x, yb, g, dx));
 
     double *ybd = dvec(&b, yb, R * d), *gd = dvec(&b, g, R * d), *scratch = dvec(&b, NULL, R * d);
     ref_ad ads[2];
@@ -1057,7 +1057,7 @@ static void check_backward(llama *m, int32_t i, const char *const *act, int n_ac
     /* Parameter gradients accumulate: a second backward doubles them exactly. */
     TU_OK(road_linear_adapter_grads(l, act[0], &dt, &da, &n));
     const float once = dt[0];
-    TU_OK(road_adapter_set_backward(m->s, i, R, yb, g, NULL));
+    TU_OK(road_adapter_set_backward(m->s, i, R, x, yb, g, NULL));
     assert_true(dt[0] == 2.0f * once);
     bag_free(&b);
 }

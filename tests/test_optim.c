@@ -515,7 +515,7 @@ static void test_fit_rotation(void **state) {
         TU_OK(road_linear_forward(lin, R, x, y));
         loss = sq_loss(y, target, dy, R * HID);
         TU_OK(road_optimizer_zero_grad(o));
-        TU_OK(road_adapter_set_backward(t.s, q0, R, ybase, dy, NULL));
+        TU_OK(road_adapter_set_backward(t.s, q0, R, x, ybase, dy, NULL));
         TU_OK(road_optimizer_step(o, NULL, NULL));
     }
     TU_OK(road_linear_forward(lin, R, x, y));

@@ -13,7 +13,16 @@
  * PCRE2); "all-linear" is every linear layer but the output head; null is the model type's
  * default (q_proj and v_proj for llama, mistral, qwen2, ...).
  *
+ * modules_to_save (PEFT's ModulesToSaveWrapper): an adapter whose config lists modules there
+ * holds its own full copy (weight, bias, gradients) of each matching layer, linear or
+ * embedding. While that adapter is active and adapters are enabled, the copy replaces the base
+ * weight of the layer (road_adapter_set_layer_weight); the base weights are never written.
+ * Only one active adapter may hold a copy of a given layer (as in PEFT), and a layer with an
+ * active copy is not rotated by another active adapter at the same time (refused by
+ * road_adapter_set_set_active).
+ *
  * Ownership: the set copies names and configs; weights stay the caller's and must outlive it.
+ * modules_to_save copies are the set's, freed with their adapter.
  */
 #ifndef ROAD_ADAPTERS_H
 #define ROAD_ADAPTERS_H
@@ -59,6 +68,10 @@ ROAD_API void road_adapter_set_free(road_adapter_set *s);
 
 ROAD_API int32_t road_adapter_set_layer_count(const road_adapter_set *s);
 ROAD_API const char *road_adapter_set_layer_name(const road_adapter_set *s, int32_t layer);
+/* A layer's sizes: out_features and in_features as registered (an embedding: vocabulary and
+ * hidden size). */
+ROAD_API road_status road_adapter_set_layer_shape(const road_adapter_set *s, int32_t layer,
+                                                  int64_t *out, int64_t *in);
 /* Index of a layer by full name, -1 if absent. */
 ROAD_API int32_t road_adapter_set_find_layer(const road_adapter_set *s, const char *name);
 /* The wrapped linear layer (NULL for embeddings). Use it for forward/backward and parameter
@@ -72,20 +85,36 @@ ROAD_API road_linear *road_adapter_set_layer(road_adapter_set *s, int32_t layer)
 ROAD_API road_status road_adapter_set_match(const road_adapter_set *s, const road_config *cfg,
                                             int32_t *layers, int32_t cap, int32_t *n);
 
+/* The layers cfg's modules_to_save select (indices, ascending; *n the count, at most cap
+ * written): a layer whose name equals an entry or ends with "." + entry. Errors
+ * (ROAD_ERR_CONFIG): an entry that selects no layer (named), a layer that is also one of
+ * cfg's RoAd targets (named), and road_adapter_set_match's errors. */
+ROAD_API road_status road_adapter_set_match_modules_to_save(const road_adapter_set *s,
+                                                           const road_config *cfg,
+                                                           int32_t *layers, int32_t cap,
+                                                           int32_t *n);
+
 /* ---- adapters ---------------------------------------------------------------------------- */
 
 /* Add an adapter on every layer cfg targets (PEFT's get_peft_model / add_adapter): identity
- * init (cfg's init_weights true) or PEFT's random init drawn from `seed`. All-or-nothing: on
- * error no layer changes. The first adapter added becomes active. */
+ * init (cfg's init_weights true) or PEFT's random init drawn from `seed`; and a copy of the
+ * current weight (and bias) of every layer its modules_to_save select, with zero gradients.
+ * All-or-nothing: on error no layer changes. The first adapter added becomes active. Refused
+ * (ROAD_ERR_CONFIG, naming it): a modules_to_save entry matching no layer, a layer both
+ * targeted and in modules_to_save. */
 ROAD_API road_status road_adapter_set_add(road_adapter_set *s, const char *name,
                                           const road_config *cfg, uint64_t seed);
 /* Load a PEFT adapter folder (adapter_config.json + adapter_model.safetensors) under `name`.
  * Keys, shapes and dtypes are checked against the layers the config targets; missing and
- * unexpected keys are named with their layer. F32, F16, BF16 and F64 tensors are read. */
+ * unexpected keys are named with their layer. F32, F16, BF16 and F64 tensors are read.
+ * modules_to_save copies are read from "base_model.model.<layer>.weight" (and ".bias" when the
+ * layer has a bias), which the file must hold for every layer modules_to_save selects. */
 ROAD_API road_status road_adapter_set_load(road_adapter_set *s, const char *name,
                                            const char *dir);
 /* Save adapters as PEFT does: the adapter named "default" at `dir`, every other one in
- * `dir`/<name>/. names == NULL: all adapters. Files are written atomically. */
+ * `dir`/<name>/. names == NULL: all adapters. Files are written atomically. modules_to_save
+ * copies are written as "base_model.model.<layer>.weight" / ".bias" (PEFT's saved keys, with
+ * the ".modules_to_save.<adapter>" part removed). */
 ROAD_API road_status road_adapter_set_save(road_adapter_set *s, const char *dir,
                                            const char *const *names, int32_t n);
 /* Delete an adapter from every layer. If it was active, the remaining active ones stay; if
@@ -102,7 +131,9 @@ ROAD_API bool road_adapter_set_on_layer(const road_adapter_set *s, const char *n
                                         int32_t layer);
 
 /* Active adapters, applied in this order on every layer that has them. Every name must be an
- * adapter of the set. Only active adapters are trainable. */
+ * adapter of the set. Only active adapters are trainable. Refused (nothing changes): two of
+ * them holding a modules_to_save copy of one layer (ROAD_ERR_CONFIG, naming both and the
+ * layer), or one holding a copy of a layer another one rotates (ROAD_ERR_UNSUPPORTED). */
 ROAD_API road_status road_adapter_set_set_active(road_adapter_set *s, const char *const *names,
                                                  int32_t n);
 ROAD_API int32_t road_adapter_set_active_count(const road_adapter_set *s);
@@ -132,9 +163,9 @@ ROAD_API road_status road_adapter_set_merge_and_unload(road_adapter_set *s,
  * first to get the original weights back). */
 ROAD_API road_status road_adapter_set_unload(road_adapter_set *s);
 
-/* PEFT's print_trainable_parameters: trainable = parameters of the active adapters; all =
- * base parameters + every adapter's parameters. (modules_to_save is kept in the config and
- * written back, but road does not hold or train those copies yet.) */
+/* PEFT's print_trainable_parameters: trainable = parameters of the active adapters (RoAd
+ * parameters and modules_to_save copies); all = base parameters + every adapter's parameters,
+ * copies included (as PEFT counts its ModulesToSaveWrapper copies). */
 typedef struct road_param_report {
     int64_t trainable;
     int64_t all;
@@ -144,14 +175,50 @@ ROAD_API road_param_report road_adapter_set_param_report(const road_adapter_set 
 /* "trainable params: 1,234 || all params: 5,678 || trainable%: 0.0217" into buf. */
 ROAD_API void road_param_report_format(const road_param_report *r, char *buf, size_t cap);
 
+/* ---- modules_to_save copies ------------------------------------------------------------------ */
+
+/* One adapter's full copy of one layer. Pointers are the set's, valid until the adapter is
+ * deleted; write weight/bias to change the copy (e.g. to load or train it). Gradients
+ * accumulate (+=) in dweight/dbias (road_adapter_set_backward; the embedding's rows in
+ * road_model_loss_backward) until the caller zeroes them. */
+typedef struct road_module_copy {
+    int32_t layer;   /* index in the set */
+    int64_t out, in; /* weight [out x in]; an embedding: [vocab x hidden] */
+    float *weight;
+    float *bias;     /* [out], NULL when the layer has no bias */
+    float *dweight;  /* [out x in] */
+    float *dbias;    /* [out] or NULL */
+} road_module_copy;
+
+/* Copies an adapter holds (0 for an unknown name), and the i-th (ascending layer order). */
+ROAD_API int32_t road_adapter_set_copy_count(const road_adapter_set *s, const char *name);
+ROAD_API road_status road_adapter_set_copy_at(road_adapter_set *s, const char *name, int32_t i,
+                                              road_module_copy *out);
+/* The adapter's copy of `layer`; ROAD_ERR_NOT_FOUND if it holds none. */
+ROAD_API road_status road_adapter_set_copy(road_adapter_set *s, const char *name, int32_t layer,
+                                           road_module_copy *out);
+ROAD_API bool road_adapter_set_has_copy(const road_adapter_set *s, const char *name,
+                                        int32_t layer);
+/* The copy `layer` runs now (an active adapter's, adapters enabled): true and *out filled
+ * (out may be NULL), or false when the layer runs its base weight. */
+ROAD_API bool road_adapter_set_active_copy(road_adapter_set *s, int32_t layer,
+                                           road_module_copy *out);
+/* The weight and bias (NULL: none) `layer` uses now: the active adapter's copy when one
+ * active adapter holds a copy of it (and adapters are enabled), else the base (for a linear
+ * layer, its current, possibly merged, weight). Engines running their own GEMM use this
+ * before road_adapter_set_apply. Either output may be NULL. */
+ROAD_API road_status road_adapter_set_layer_weight(const road_adapter_set *s, int32_t layer,
+                                                   const float **w, const float **b);
+
 /* ---- running the layers -------------------------------------------------------------------- */
 
 /* Forward of one linear layer with the set's state (active adapters in order, disabled,
- * merged): y[rows x out] = layer(x[rows x in]). */
+ * merged, an active modules_to_save copy): y[rows x out] = layer(x[rows x in]). */
 ROAD_API road_status road_adapter_set_forward(road_adapter_set *s, int32_t layer, int64_t rows,
                                               const float *x, float *y);
 /* For engines that run their own GEMM: rotate y = x W^T + b in place by the active adapters
- * of this layer (nothing when disabled or merged). */
+ * of this layer (nothing when disabled or merged). W, b must be road_adapter_set_layer_weight's
+ * (a layer with an active modules_to_save copy runs the copy). */
 ROAD_API road_status road_adapter_set_apply(road_adapter_set *s, int32_t layer, int64_t rows,
                                             float *y);
 
@@ -170,16 +237,28 @@ ROAD_API int64_t road_batch_plan_sequences(const road_batch_plan *p);
 ROAD_API road_status road_adapter_set_apply_mixed(road_adapter_set *s, const road_batch_plan *p,
                                                   int32_t layer, int64_t rows_per_seq,
                                                   const int64_t *seq_rows, float *y);
-/* GEMM + road_adapter_set_apply_mixed. */
+/* The weight and bias sequence `seq` of a plan uses on `layer`: its adapter's
+ * modules_to_save copy when that adapter holds one (and adapters are enabled), else the base.
+ * Refused: a plan of another set, an index out of range, the sequence's adapter deleted. */
+ROAD_API road_status road_adapter_set_plan_layer_weight(const road_adapter_set *s,
+                                                       const road_batch_plan *p, int32_t layer,
+                                                       int64_t seq, const float **w,
+                                                       const float **b);
+/* GEMM + road_adapter_set_apply_mixed. Sequences whose adapter holds a modules_to_save copy of
+ * the layer run that copy: one GEMM per distinct weight, over the rows of its sequences. */
 ROAD_API road_status road_adapter_set_forward_mixed(road_adapter_set *s,
                                                     const road_batch_plan *p, int32_t layer,
                                                     int64_t rows_per_seq, const int64_t *seq_rows,
                                                     const float *x, float *y);
 
 /* Backward of road_adapter_set_forward for one layer (training mode): accumulates the active
- * adapters' gradients and writes dx (NULL to skip). y_base is the layer's pre-adapter output. */
+ * adapters' gradients and writes dx (NULL to skip). x [rows x in] is the layer's input, y_base
+ * [rows x out] its pre-adapter output. When the layer runs an active modules_to_save copy, its
+ * gradients accumulate: dW += dy^T x, db += sum of dy over rows (the only weight-gradient GEMM
+ * road runs), and dx = dy W_copy; x is then required (else it may be NULL). */
 ROAD_API road_status road_adapter_set_backward(road_adapter_set *s, int32_t layer, int64_t rows,
-                                               const float *y_base, const float *dy, float *dx);
+                                               const float *x, const float *y_base,
+                                               const float *dy, float *dx);
 
 #ifdef __cplusplus
 }

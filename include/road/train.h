@@ -99,11 +99,26 @@ ROAD_API int64_t road_optimizer_step_count(const road_optimizer *o);
 ROAD_API int32_t road_optimizer_adapter_count(const road_optimizer *o);
 ROAD_API const char *road_optimizer_adapter_name(const road_optimizer *o, int32_t i);
 
-/* One parameter tensor and its state (pointers valid until the set or optimizer changes). */
+/* What a parameter tensor is: a RoAd parameter, or a modules_to_save copy's weight or bias
+ * (copies are trained fully, with AdamW's weight decay applied to them as to every
+ * parameter, as torch.optim.AdamW over PEFT's trainable parameters does). */
+typedef enum road_optim_kind {
+    ROAD_OPTIM_THETA = 0,
+    ROAD_OPTIM_ALPHA = 1,
+    ROAD_OPTIM_COPY_WEIGHT = 2, /* [out x in] */
+    ROAD_OPTIM_COPY_BIAS = 3    /* [out] */
+} road_optim_kind;
+
+/* One parameter tensor and its state (pointers valid until the set or optimizer changes).
+ * Tensors come in this order: per trained adapter, per layer ascending, theta then alpha;
+ * then per trained adapter, its modules_to_save copies (weight, then bias when present). */
 typedef struct road_optim_tensor {
     const char *adapter;
     int32_t layer; /* index in the set */
-    bool is_alpha; /* false: road_theta */
+    bool is_alpha; /* kind == ROAD_OPTIM_ALPHA */
+    road_optim_kind kind;
+    int32_t ndim;     /* 1, or 2 for a copy's weight */
+    int64_t shape[2]; /* shape[0] * (ndim == 2 ? shape[1] : 1) == n */
     int64_t n;
     float *param; /* the layer's own array */
     float *grad;  /* the layer's gradient buffer */
@@ -113,8 +128,8 @@ ROAD_API int32_t road_optimizer_tensor_count(const road_optimizer *o);
 ROAD_API int64_t road_optimizer_numel(const road_optimizer *o); /* sum of n */
 ROAD_API road_status road_optimizer_tensor(road_optimizer *o, int32_t i, road_optim_tensor *out);
 /* "base_model.model.<layer>.road_theta.<adapter>" (PEFT's in-memory state-dict key, which
- * names the adapter so several can be trained at once) into buf; ROAD_ERR_INVALID_ARG if it
- * does not fit. */
+ * names the adapter so several can be trained at once; ".road_alpha", and ".weight" / ".bias"
+ * for modules_to_save copies) into buf; ROAD_ERR_INVALID_ARG if it does not fit. */
 ROAD_API road_status road_optimizer_tensor_key(const road_optimizer *o, int32_t i, char *buf,
                                                size_t cap);
 

@@ -6,6 +6,14 @@
  * enabled, training) and pushes it to the layers after every change, so all layers agree.
  * Operations that touch several layers are all-or-nothing: they validate everything first
  * (target matching, shapes, merge numerics) and only then change layers.
+ *
+ * modules_to_save (PEFT's ModulesToSaveWrapper): an adapter keeps its own full copy of each
+ * layer its config lists there (weight, bias, and their gradient buffers, one allocation per
+ * copy). While that adapter is active (and adapters are enabled) the copy replaces the base
+ * weight in every GEMM of the layer; the base is never written. The set keeps the invariant
+ * that at most one active adapter holds a copy of a layer, and that no other active adapter
+ * rotates that layer (checked when the active list changes), so a layer's forward is always
+ * "one weight, then the RoAd adapters active on it".
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,9 +44,19 @@ typedef struct set_layer {
     road_linear *lin; /* NULL for embeddings */
 } set_layer;
 
+/* One modules_to_save copy: weight [out x in], bias [out] (when the layer has one), and
+ * their gradients, carved from one allocation (block). */
+typedef struct set_copy {
+    int32_t layer;
+    float *block;
+    float *w, *b, *dw, *db;
+} set_copy;
+
 typedef struct set_adapter {
     char *name;
     road_config *cfg;
+    set_copy *copies; /* [n_copies], ascending layer order */
+    int32_t n_copies;
 } set_adapter;
 
 struct road_adapter_set {
@@ -66,6 +84,17 @@ struct road_batch_plan {
 
 /* ---- creation ------------------------------------------------------------------------------ */
 
+static void adapter_free(set_adapter *a) {
+    road_free(a->name);
+    road_config_free(a->cfg);
+    for (int32_t i = 0; i < a->n_copies; i++) road_free(a->copies[i].block);
+    road_free(a->copies);
+    a->name = NULL;
+    a->cfg = NULL;
+    a->copies = NULL;
+    a->n_copies = 0;
+}
+
 road_adapter_set_params road_adapter_set_default_params(void) {
     road_adapter_set_params p;
     memset(&p, 0, sizeof p);
@@ -79,10 +108,7 @@ void road_adapter_set_free(road_adapter_set *s) {
         road_linear_free(s->layers[i].lin);
     }
     road_free(s->layers);
-    for (int32_t i = 0; i < s->n_ad; i++) {
-        road_free(s->ad[i].name);
-        road_config_free(s->ad[i].cfg);
-    }
+    for (int32_t i = 0; i < s->n_ad; i++) adapter_free(&s->ad[i]);
     road_free(s->ad);
     road_free(s->act);
     road_free(s->active);
@@ -169,6 +195,16 @@ const char *road_adapter_set_layer_name(const road_adapter_set *s, int32_t layer
     return layer >= 0 && layer < s->n_layers ? s->layers[layer].name : NULL;
 }
 
+road_status road_adapter_set_layer_shape(const road_adapter_set *s, int32_t layer, int64_t *out,
+                                         int64_t *in) {
+    if (layer < 0 || layer >= s->n_layers)
+        return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_layer_shape: layer %d out of "
+                          "range (0..%d)", (int)layer, (int)s->n_layers - 1);
+    if (out) *out = s->layers[layer].out;
+    if (in) *in = s->layers[layer].in;
+    return ROAD_OK;
+}
+
 int32_t road_adapter_set_find_layer(const road_adapter_set *s, const char *name) {
     for (int32_t i = 0; name && i < s->n_layers; i++)
         if (strcmp(s->layers[i].name, name) == 0) return i;
@@ -204,6 +240,61 @@ static road_status match(const road_adapter_set *s, const road_config *cfg, bool
     return st;
 }
 
+/* The layers cfg's modules_to_save select (copy[i] set), as PEFT matches them: a layer whose
+ * name equals an entry or ends with "." + entry. Refused (ROAD_ERR_CONFIG): an entry that
+ * selects no layer, and a layer that is also one of cfg's RoAd targets (targets[i]), which
+ * PEFT refuses too. */
+static road_status match_copies(const road_adapter_set *s, const road_config *cfg,
+                                const bool *targets, bool *copy) {
+    const int32_t k = road_config_modules_to_save_count(cfg); /* -1: null */
+    for (int32_t j = 0; j < k; j++) {
+        const char *entry = road_config_module_to_save(cfg, j);
+        bool any = false;
+        for (int32_t i = 0; i < s->n_layers; i++) {
+            if (!road_match_list_entry(s->layers[i].name, entry)) continue;
+            any = true;
+            if (targets[i])
+                return road_error(ROAD_ERR_CONFIG,
+                                  "layer '%s' is both a RoAd target (target_modules) and in "
+                                  "modules_to_save (entry '%s'); a module is either adapted or "
+                                  "trained fully, not both (PEFT refuses this too)",
+                                  s->layers[i].name, entry);
+            copy[i] = true;
+        }
+        if (!any)
+            return road_error(ROAD_ERR_CONFIG,
+                              "modules_to_save entry '%s' matches no layer of the model (an entry "
+                              "selects a layer whose name equals it or ends with '.%s'; road "
+                              "holds copies of linear and embedding layers only)",
+                              entry, entry);
+    }
+    return ROAD_OK;
+}
+
+road_status road_adapter_set_match_modules_to_save(const road_adapter_set *s,
+                                                   const road_config *cfg, int32_t *layers,
+                                                   int32_t cap, int32_t *n) {
+    if (!cfg || !n)
+        return road_error(ROAD_ERR_INVALID_ARG,
+                          "road_adapter_set_match_modules_to_save: NULL argument");
+    *n = 0;
+    const size_t nl = (size_t)(s->n_layers ? s->n_layers : 1);
+    bool *m = road_calloc(2 * nl, sizeof(bool));
+    if (!m) return ROAD_ERR_NO_MEMORY;
+    road_status st = match(s, cfg, m);
+    if (st == ROAD_OK) st = match_copies(s, cfg, m, m + nl);
+    int32_t k = 0;
+    if (st == ROAD_OK)
+        for (int32_t i = 0; i < s->n_layers; i++) {
+            if (!m[nl + (size_t)i]) continue;
+            if (layers && k < cap) layers[k] = i;
+            k++;
+        }
+    *n = k;
+    road_free(m);
+    return st;
+}
+
 road_status road_adapter_set_match(const road_adapter_set *s, const road_config *cfg,
                                    int32_t *layers, int32_t cap, int32_t *n) {
     if (!cfg || !n) return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_match: NULL argument");
@@ -228,6 +319,137 @@ static int32_t find_adapter(const road_adapter_set *s, const char *name) {
     for (int32_t i = 0; name && i < s->n_ad; i++)
         if (strcmp(s->ad[i].name, name) == 0) return i;
     return -1;
+}
+
+static set_copy *find_copy(const set_adapter *a, int32_t layer) {
+    for (int32_t i = 0; i < a->n_copies; i++)
+        if (a->copies[i].layer == layer) return &a->copies[i];
+    return NULL;
+}
+
+/* The copy a layer runs now: the one an active adapter holds (at most one: see
+ * check_active_copies), none while adapters are disabled. */
+static set_copy *active_copy(const road_adapter_set *s, int32_t layer) {
+    if (s->disabled) return NULL;
+    for (int32_t j = 0; j < s->n_active; j++) {
+        int32_t k = find_adapter(s, s->active[j]);
+        set_copy *c = k >= 0 ? find_copy(&s->ad[k], layer) : NULL;
+        if (c) return c;
+    }
+    return NULL;
+}
+
+/* One allocation for a copy of layer L: weight, bias, then their gradients (zero). */
+static road_status copy_alloc(const set_layer *L, int32_t layer, set_copy *c) {
+    size_t wn = 0, total = 0;
+    if (road_size_mul((size_t)L->out, (size_t)L->in, &wn) != 0 ||
+        road_size_mul(2 * (wn + (L->b ? (size_t)L->out : 0)), sizeof(float), &total) != 0)
+        return road_error(ROAD_ERR_NO_MEMORY, "modules_to_save copy of '%s' is too large",
+                          L->name);
+    c->layer = layer;
+    c->block = road_calloc(1, total);
+    if (!c->block) return ROAD_ERR_NO_MEMORY;
+    const size_t bn = L->b ? (size_t)L->out : 0;
+    c->w = c->block;
+    c->b = L->b ? c->w + wn : NULL;
+    c->dw = c->w + wn + bn;
+    c->db = L->b ? c->dw + wn : NULL;
+    memcpy(c->w, L->w, wn * sizeof(float));
+    if (L->b) memcpy(c->b, L->b, bn * sizeof(float));
+    return ROAD_OK;
+}
+
+static void copy_export(const road_adapter_set *s, const set_copy *c, road_module_copy *out) {
+    const set_layer *L = &s->layers[c->layer];
+    out->layer = c->layer;
+    out->out = L->out;
+    out->in = L->in;
+    out->weight = c->w;
+    out->bias = c->b;
+    out->dweight = c->dw;
+    out->dbias = c->db;
+}
+
+int32_t road_adapter_set_copy_count(const road_adapter_set *s, const char *name) {
+    int32_t k = find_adapter(s, name);
+    return k >= 0 ? s->ad[k].n_copies : 0;
+}
+
+road_status road_adapter_set_copy_at(road_adapter_set *s, const char *name, int32_t i,
+                                     road_module_copy *out) {
+    int32_t k = find_adapter(s, name);
+    if (k < 0 || !out) return road_error(ROAD_ERR_NOT_FOUND, "no adapter named '%s'", name ? name : "(null)");
+    if (i < 0 || i >= s->ad[k].n_copies)
+        return road_error(ROAD_ERR_INVALID_ARG, "adapter '%s': copy %d out of range (it has %d)",
+                          name, (int)i, (int)s->ad[k].n_copies);
+    copy_export(s, &s->ad[k].copies[i], out);
+    return ROAD_OK;
+}
+
+road_status road_adapter_set_copy(road_adapter_set *s, const char *name, int32_t layer,
+                                  road_module_copy *out) {
+    int32_t k = find_adapter(s, name);
+    if (k < 0 || !out) return road_error(ROAD_ERR_NOT_FOUND, "no adapter named '%s'", name ? name : "(null)");
+    const set_copy *c = find_copy(&s->ad[k], layer);
+    if (!c)
+        return road_error(ROAD_ERR_NOT_FOUND,
+                          "adapter '%s' holds no modules_to_save copy of layer %s", name,
+                          layer >= 0 && layer < s->n_layers ? s->layers[layer].name : "(none)");
+    copy_export(s, c, out);
+    return ROAD_OK;
+}
+
+bool road_adapter_set_has_copy(const road_adapter_set *s, const char *name, int32_t layer) {
+    int32_t k = find_adapter(s, name);
+    return k >= 0 && find_copy(&s->ad[k], layer) != NULL;
+}
+
+bool road_adapter_set_active_copy(road_adapter_set *s, int32_t layer, road_module_copy *out) {
+    if (layer < 0 || layer >= s->n_layers) return false;
+    const set_copy *c = active_copy(s, layer);
+    if (c && out) copy_export(s, c, out);
+    return c != NULL;
+}
+
+road_status road_adapter_set_layer_weight(const road_adapter_set *s, int32_t layer,
+                                          const float **w, const float **b) {
+    if (layer < 0 || layer >= s->n_layers)
+        return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_layer_weight: layer %d out of "
+                          "range (0..%d)", (int)layer, (int)s->n_layers - 1);
+    const set_layer *L = &s->layers[layer];
+    const set_copy *c = active_copy(s, layer);
+    if (w) *w = c ? c->w : L->lin ? road_linear_weight(L->lin) : L->w;
+    if (b) *b = c ? c->b : L->lin ? road_linear_bias(L->lin) : L->b;
+    return ROAD_OK;
+}
+
+/* Would `names` as the active list give a layer two copies, or a copy and another active
+ * adapter's rotation? (PEFT runs one ModulesToSaveWrapper copy per module.) */
+static road_status check_active_copies(const road_adapter_set *s, const char *const *names,
+                                       int32_t n) {
+    for (int32_t i = 0; i < s->n_layers; i++) {
+        int32_t holder = -1;
+        for (int32_t j = 0; j < n; j++) {
+            int32_t k = find_adapter(s, names[j]);
+            if (k < 0 || !find_copy(&s->ad[k], i)) continue;
+            if (holder >= 0)
+                return road_error(ROAD_ERR_CONFIG,
+                                  "adapters '%s' and '%s' both hold a modules_to_save copy of "
+                                  "layer %s; only one of them can be active at a time (as in "
+                                  "PEFT)",
+                                  names[holder], names[j], s->layers[i].name);
+            holder = j;
+        }
+        if (holder < 0 || !s->layers[i].lin) continue;
+        for (int32_t j = 0; j < n; j++)
+            if (j != holder && road_linear_has_adapter(s->layers[i].lin, names[j]))
+                return road_error(ROAD_ERR_UNSUPPORTED,
+                                  "adapter '%s' trains layer %s fully (modules_to_save) and "
+                                  "adapter '%s' rotates it (RoAd); road does not run both on "
+                                  "one layer at once: activate them separately",
+                                  names[holder], s->layers[i].name, names[j]);
+    }
+    return ROAD_OK;
 }
 
 int32_t road_adapter_set_count(const road_adapter_set *s) {
@@ -326,9 +548,12 @@ road_status road_adapter_set_add(road_adapter_set *s, const char *name, const ro
     if (!name) return road_error(ROAD_ERR_INVALID_ARG, "an adapter name must not be empty");
     if (find_adapter(s, name) >= 0)
         return road_error(ROAD_ERR_EXISTS, "an adapter named '%s' already exists", name);
-    bool *m = road_calloc((size_t)(s->n_layers ? s->n_layers : 1), sizeof(bool));
+    const size_t nl = (size_t)(s->n_layers ? s->n_layers : 1);
+    bool *m = road_calloc(2 * nl, sizeof(bool));
     if (!m) return ROAD_ERR_NO_MEMORY;
+    bool *cp = m + nl; /* modules_to_save copies */
     road_status st = match(s, cfg, m);
+    if (st == ROAD_OK) st = match_copies(s, cfg, m, cp);
     if (st != ROAD_OK) {
         road_error_prefix("adapter '%s'", name);
         road_free(m);
@@ -345,9 +570,18 @@ road_status road_adapter_set_add(road_adapter_set *s, const char *name, const ro
         s->ad = na;
         s->cap_ad = cap;
     }
-    set_adapter a = {road_strdup(name), NULL};
+    set_adapter a = {road_strdup(name), NULL, NULL, 0};
     if (!a.name) st = ROAD_ERR_NO_MEMORY;
     if (st == ROAD_OK) st = road_config_clone(cfg, &a.cfg);
+    int32_t nc = 0;
+    for (int32_t i = 0; i < s->n_layers; i++) nc += cp[i];
+    if (st == ROAD_OK && nc > 0 && !(a.copies = road_calloc((size_t)nc, sizeof(set_copy))))
+        st = ROAD_ERR_NO_MEMORY;
+    for (int32_t i = 0; i < s->n_layers && st == ROAD_OK; i++) {
+        if (!cp[i]) continue;
+        st = copy_alloc(&s->layers[i], i, &a.copies[a.n_copies]);
+        if (st == ROAD_OK) a.n_copies++;
+    }
     if (st == ROAD_OK) st = reserve_names(s, s->n_ad + 1);
     int32_t done = 0;
     for (int32_t i = 0; i < s->n_layers && st == ROAD_OK; i++) {
@@ -362,8 +596,7 @@ road_status road_adapter_set_add(road_adapter_set *s, const char *name, const ro
         for (int32_t i = 0; i < done; i++)
             if (m[i]) (void)road_linear_delete_adapter(s->layers[i].lin, name);
         push_state(s);
-        road_free(a.name);
-        road_config_free(a.cfg);
+        adapter_free(&a);
         road_free(m);
         return st;
     }
@@ -406,8 +639,7 @@ road_status road_adapter_set_delete(road_adapter_set *s, const char *name) {
         active_assign(s, rest, nr);
         break;
     }
-    road_free(s->ad[k].name);
-    road_config_free(s->ad[k].cfg);
+    adapter_free(&s->ad[k]);
     memmove(s->ad + k, s->ad + k + 1, sizeof(set_adapter) * (size_t)(s->n_ad - k - 1));
     s->n_ad--;
     push_state(s);
@@ -425,6 +657,8 @@ road_status road_adapter_set_set_active(road_adapter_set *s, const char *const *
             if (strcmp(names[i], names[j]) == 0)
                 return road_error(ROAD_ERR_INVALID_ARG, "adapter '%s' is listed twice", names[i]);
     }
+    road_status st = check_active_copies(s, names, n);
+    if (st != ROAD_OK) return st;
     /* n distinct existing names: n <= adapter count <= reserved room. */
     active_assign(s, names, n);
     push_state(s);
@@ -539,10 +773,7 @@ road_status road_adapter_set_unmerge(road_adapter_set *s) {
 static void drop_all(road_adapter_set *s) {
     for (int32_t i = 0; i < s->n_layers; i++)
         if (s->layers[i].lin) road_linear_drop_all(s->layers[i].lin);
-    for (int32_t i = 0; i < s->n_ad; i++) {
-        road_free(s->ad[i].name);
-        road_config_free(s->ad[i].cfg);
-    }
+    for (int32_t i = 0; i < s->n_ad; i++) adapter_free(&s->ad[i]);
     s->n_ad = 0;
     s->n_active = 0;
     s->disabled = false;
@@ -580,6 +811,16 @@ road_param_report road_adapter_set_param_report(const road_adapter_set *s) {
                 if (strcmp(s->active[j], name) == 0) r.trainable += 2 * np;
         }
     }
+    for (int32_t k = 0; k < s->n_ad; k++) {
+        bool active = false;
+        for (int32_t j = 0; j < s->n_active; j++) active |= strcmp(s->active[j], s->ad[k].name) == 0;
+        for (int32_t c = 0; c < s->ad[k].n_copies; c++) {
+            const set_layer *L = &s->layers[s->ad[k].copies[c].layer];
+            const int64_t np = L->out * L->in + (L->b ? L->out : 0);
+            r.all += np;
+            if (active) r.trainable += np;
+        }
+    }
     r.percent = r.all > 0 ? 100.0 * (double)r.trainable / (double)r.all : 0.0;
     return r;
 }
@@ -610,7 +851,16 @@ void road_param_report_format(const road_param_report *r, char *buf, size_t cap)
 road_status road_adapter_set_forward(road_adapter_set *s, int32_t layer, int64_t rows,
                                      const float *x, float *y) {
     road_status st = linear_layer(s, layer, "road_adapter_set_forward");
-    return st != ROAD_OK ? st : road_linear_forward(s->layers[layer].lin, rows, x, y);
+    if (st != ROAD_OK) return st;
+    const set_copy *c = active_copy(s, layer);
+    road_linear *l = s->layers[layer].lin;
+    if (!c) return road_linear_forward(l, rows, x, y);
+    if (rows < 0) return road_error(ROAD_ERR_SHAPE, "road_adapter_set_forward: rows must be >= 0");
+    if (rows == 0) return ROAD_OK;
+    if (!x || !y) return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_forward: NULL x or y");
+    const int64_t out = s->layers[layer].out;
+    road_sgemm_xwt(rows, out, s->layers[layer].in, x, c->w, c->b, y);
+    return road_linear_apply(l, rows, y, out);
 }
 
 road_status road_adapter_set_apply(road_adapter_set *s, int32_t layer, int64_t rows, float *y) {
@@ -620,9 +870,30 @@ road_status road_adapter_set_apply(road_adapter_set *s, int32_t layer, int64_t r
 }
 
 road_status road_adapter_set_backward(road_adapter_set *s, int32_t layer, int64_t rows,
-                                      const float *y_base, const float *dy, float *dx) {
-    road_status st = linear_layer(s, layer, "road_adapter_set_backward");
-    return st != ROAD_OK ? st : road_linear_backward(s->layers[layer].lin, rows, y_base, dy, dx);
+                                      const float *x, const float *y_base, const float *dy,
+                                      float *dx) {
+    const char *fn = "road_adapter_set_backward";
+    road_status st = linear_layer(s, layer, fn);
+    if (st != ROAD_OK) return st;
+    set_copy *c = active_copy(s, layer);
+    if (!c) return road_linear_backward(s->layers[layer].lin, rows, y_base, dy, dx);
+    /* A trained copy: no other active adapter rotates this layer (check_active_copies), so
+     * dy is the gradient of x W_c^T + b_c itself. */
+    if (rows < 0) return road_error(ROAD_ERR_SHAPE, "%s: rows must be >= 0", fn);
+    if (rows == 0) return ROAD_OK;
+    if (!x || !dy)
+        return road_error(ROAD_ERR_INVALID_ARG,
+                          "%s: layer %s trains a modules_to_save copy, which needs the layer "
+                          "input x and dy",
+                          fn, s->layers[layer].name);
+    const int64_t out = s->layers[layer].out, in = s->layers[layer].in;
+    /* dW (out, in) += dy^T (out, rows) x (rows, in); db += column sums of dy */
+    road_sgemm(true, false, out, in, rows, 1.0f, dy, out, x, in, 1.0f, c->dw, in);
+    if (c->db)
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t o = 0; o < out; o++) c->db[o] += dy[r * out + o];
+    if (dx) road_sgemm_dyw(rows, out, in, dy, c->w, dx);
+    return ROAD_OK;
 }
 
 /* ---- mixed batches ---------------------------------------------------------------------------- */
@@ -780,19 +1051,126 @@ done:
     return st;
 }
 
+road_status road_adapter_set_plan_layer_weight(const road_adapter_set *s,
+                                               const road_batch_plan *p, int32_t layer,
+                                               int64_t seq, const float **w, const float **b) {
+    if (!p || p->set != s || p->n_layers != s->n_layers)
+        return road_error(ROAD_ERR_INVALID_ARG,
+                          "road_adapter_set_plan_layer_weight: plan is NULL or from another model");
+    if (layer < 0 || layer >= s->n_layers || seq < 0 || seq >= p->n_seq)
+        return road_error(ROAD_ERR_INVALID_ARG,
+                          "road_adapter_set_plan_layer_weight: layer %d or sequence %lld out of "
+                          "range",
+                          (int)layer, (long long)seq);
+    const set_layer *L = &s->layers[layer];
+    const set_copy *c = NULL;
+    if (!s->disabled && p->names[seq]) {
+        int32_t k = find_adapter(s, p->names[seq]);
+        if (k < 0)
+            return road_error(ROAD_ERR_STATE, "mixed batch: adapter '%s' was deleted after the "
+                                              "batch was planned; plan the batch again",
+                              p->names[seq]);
+        c = find_copy(&s->ad[k], layer);
+    }
+    if (w) *w = c ? c->w : L->lin ? road_linear_weight(L->lin) : L->w;
+    if (b) *b = c ? c->b : L->lin ? road_linear_bias(L->lin) : L->b;
+    return ROAD_OK;
+}
+
+/* y = x W_s^T + b_s where each sequence s runs its adapter's modules_to_save copy or the
+ * base: one GEMM per distinct weight, over the gathered rows of the sequences that use it. */
+static road_status mixed_gemm(road_adapter_set *s, const road_batch_plan *p, int32_t layer,
+                              int64_t rows_per_seq, const int64_t *seq_rows, int64_t rows,
+                              const float *x, float *y) {
+    const int64_t out = s->layers[layer].out, in = s->layers[layer].in;
+    road_status st = ROAD_OK;
+    bool copies = false;
+    for (int32_t k = 0; k < s->n_ad && !copies; k++) copies = find_copy(&s->ad[k], layer) != NULL;
+    if (!copies || s->disabled) {
+        /* the common case: every sequence runs the base weight */
+        const road_linear *l = s->layers[layer].lin;
+        road_sgemm_xwt(rows, out, in, x, road_linear_weight(l), road_linear_bias(l), y);
+        return ROAD_OK;
+    }
+    const int64_t n = p->n_seq;
+    const float **ws = road_malloc(sizeof(float *) * 2 * (size_t)(n ? n : 1));
+    int64_t *r0 = road_malloc(sizeof(int64_t) * (size_t)(n ? n : 1));
+    bool *done = road_calloc((size_t)(n ? n : 1), sizeof(bool));
+    float *xg = NULL, *yg = NULL;
+    if (!ws || !r0 || !done) {
+        st = ROAD_ERR_NO_MEMORY;
+        goto out;
+    }
+    const float **bs = ws + n;
+    for (int64_t i = 0, r = 0; i < n && st == ROAD_OK; i++) {
+        st = road_adapter_set_plan_layer_weight(s, p, layer, i, &ws[i], &bs[i]);
+        r0[i] = r;
+        r += seq_rows ? seq_rows[i] : rows_per_seq;
+    }
+    if (st != ROAD_OK) goto out;
+    for (int64_t i = 0; i < n; i++) {
+        if (done[i]) continue;
+        /* every sequence with the same weight as sequence i */
+        int64_t gr = 0;
+        for (int64_t j = i; j < n; j++)
+            if (ws[j] == ws[i]) gr += seq_rows ? seq_rows[j] : rows_per_seq;
+        if (gr == rows) { /* one weight for the whole batch */
+            road_sgemm_xwt(rows, out, in, x, ws[i], bs[i], y);
+            break;
+        }
+        if (!xg) {
+            xg = road_malloc(sizeof(float) * (size_t)(rows * in));
+            yg = road_malloc(sizeof(float) * (size_t)(rows * out));
+            if (!xg || !yg) {
+                st = ROAD_ERR_NO_MEMORY;
+                goto out;
+            }
+        }
+        int64_t g = 0;
+        for (int64_t j = i; j < n; j++) {
+            if (ws[j] != ws[i]) continue;
+            const int64_t nr = seq_rows ? seq_rows[j] : rows_per_seq;
+            memcpy(xg + g * in, x + r0[j] * in, sizeof(float) * (size_t)(nr * in));
+            g += nr;
+        }
+        if (gr > 0) road_sgemm_xwt(gr, out, in, xg, ws[i], bs[i], yg);
+        g = 0;
+        for (int64_t j = i; j < n; j++) {
+            if (ws[j] != ws[i]) continue;
+            const int64_t nr = seq_rows ? seq_rows[j] : rows_per_seq;
+            memcpy(y + r0[j] * out, yg + g * out, sizeof(float) * (size_t)(nr * out));
+            g += nr;
+            done[j] = true;
+        }
+    }
+out:
+    road_free(ws);
+    road_free(r0);
+    road_free(done);
+    road_free(xg);
+    road_free(yg);
+    return st;
+}
+
 road_status road_adapter_set_forward_mixed(road_adapter_set *s, const road_batch_plan *p,
                                            int32_t layer, int64_t rows_per_seq,
                                            const int64_t *seq_rows, const float *x, float *y) {
     road_status st = linear_layer(s, layer, "road_adapter_set_forward_mixed");
     if (st != ROAD_OK) return st;
-    if (!p) return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_forward_mixed: plan is NULL");
-    road_linear *l = s->layers[layer].lin;
+    if (!p || p->set != s || p->n_layers != s->n_layers)
+        return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_forward_mixed: plan is NULL or "
+                                                "from another model");
     int64_t rows = 0;
-    for (int64_t i = 0; i < p->n_seq; i++) rows += seq_rows ? seq_rows[i] : rows_per_seq;
-    if (rows < 0) return road_error(ROAD_ERR_SHAPE, "mixed batch: negative row count");
+    for (int64_t i = 0; i < p->n_seq; i++) {
+        const int64_t r = seq_rows ? seq_rows[i] : rows_per_seq;
+        if (r < 0)
+            return road_error(ROAD_ERR_SHAPE, "mixed batch: sequence %lld has %lld rows",
+                              (long long)i, (long long)r);
+        rows += r;
+    }
     if (rows == 0) return ROAD_OK;
     if (!x || !y) return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_forward_mixed: NULL x or y");
-    road_sgemm_xwt(rows, road_linear_out_features(l), road_linear_in_features(l), x,
-                   road_linear_weight(l), road_linear_bias(l), y);
+    st = mixed_gemm(s, p, layer, rows_per_seq, seq_rows, rows, x, y);
+    if (st != ROAD_OK) return st;
     return road_adapter_set_apply_mixed(s, p, layer, rows_per_seq, seq_rows, y);
 }

@@ -17,8 +17,11 @@
  * the manager's internals.
  *
  * modules_to_save: PEFT stores full copies of those modules under their own keys
- * ("base_model.model.<module>.weight"). The manager does not hold such copies yet, so a file
- * that has them is refused (after checking their shapes) rather than loaded without them.
+ * ("base_model.model.<module>.weight" / ".bias": get_peft_model_state_dict drops the
+ * ".modules_to_save.<adapter>" part). The layers they belong to are matched from the config
+ * as the manager matches them (road_adapter_set_match_modules_to_save); the file must hold
+ * the weight (and the bias, when the layer has one) of each, with the layer's exact shape, and
+ * they are written into the adapter's copies once it is added.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -36,6 +39,8 @@
 #define PEFT_KEY_PREFIX "base_model.model."
 #define PEFT_THETA_SUFFIX ".road_theta"
 #define PEFT_ALPHA_SUFFIX ".road_alpha"
+#define PEFT_WEIGHT_SUFFIX ".weight"
+#define PEFT_BIAS_SUFFIX ".bias"
 #define PEFT_CONFIG_FILE "adapter_config.json"
 #define PEFT_WEIGHTS_FILE "adapter_model.safetensors"
 #define PEFT_LEGACY_WEIGHTS_FILE "adapter_model.bin"
@@ -94,27 +99,6 @@ static void shape_text(const road_st_tensor *t, char *buf, size_t cap) {
     if (t->ndim == 0) snprintf(buf, cap, "[]");
 }
 
-/* PEFT's modules_to_save rule for one module path: the path equals an entry or ends with
- * "." + entry (the suffix rule target lists use). */
-static bool module_selected(const char *path, size_t n, const char *entry) {
-    size_t k = strlen(entry);
-    if (n == k) return memcmp(path, entry, k) == 0;
-    return n > k && path[n - k - 1] == '.' && memcmp(path + n - k, entry, k) == 0;
-}
-
-/* Does `rest` (a key without the prefix) lie inside a module that modules_to_save selects?
- * Every proper dotted prefix is a candidate, so tensors of nested sub-modules count too. */
-static bool in_modules_to_save(const road_config *cfg, const char *rest) {
-    int32_t n = road_config_modules_to_save_count(cfg);
-    for (const char *dot = strchr(rest, '.'); dot; dot = strchr(dot + 1, '.')) {
-        for (int32_t i = 0; i < n; i++) {
-            if (module_selected(rest, (size_t)(dot - rest), road_config_module_to_save(cfg, i)))
-                return true;
-        }
-    }
-    return false;
-}
-
 /* ---- load ------------------------------------------------------------------------------- */
 
 /* What one load needs; everything here is freed by load_ctx_free. */
@@ -131,6 +115,10 @@ typedef struct load_ctx {
     float *params;   /* [2 * offset[n_matched]]: layer i's theta then its alpha */
     char *scratch;   /* key / layer-name buffer */
     size_t scratch_cap;
+    int32_t *cp_idx; /* [n_all] layers modules_to_save selects, ascending; n_cp used */
+    int32_t n_cp;
+    bool *is_copy;                 /* [n_all] */
+    const road_st_tensor **cp_src; /* [2 * n_cp]: each copy's weight, then bias (or NULL) */
 } load_ctx;
 
 static void load_ctx_free(load_ctx *c) {
@@ -141,6 +129,9 @@ static void load_ctx_free(load_ctx *c) {
     road_free(c->offset);
     road_free(c->params);
     road_free(c->scratch);
+    road_free(c->cp_idx);
+    road_free(c->is_copy);
+    road_free(c->cp_src);
 }
 
 /* Number of theta (= alpha) entries of matched layer i. */
@@ -210,6 +201,17 @@ static road_status plan_layers(load_ctx *c) {
                           "adapter '%s': road_adapter_set_match reported %d layers of %d", c->name,
                           c->n_matched, c->n_all);
 
+    c->cp_idx = road_malloc(n_all * sizeof *c->cp_idx);
+    c->is_copy = road_calloc(n_all, sizeof *c->is_copy);
+    c->cp_src = road_calloc(2 * n_all, sizeof *c->cp_src);
+    if (!c->cp_idx || !c->is_copy || !c->cp_src) return ROAD_ERR_NO_MEMORY;
+    s = road_adapter_set_match_modules_to_save(c->s, c->cfg, c->cp_idx, c->n_all, &c->n_cp);
+    if (s != ROAD_OK) {
+        road_error_prefix("adapter '%s'", c->name);
+        return s;
+    }
+    for (int32_t i = 0; i < c->n_cp; i++) c->is_copy[c->cp_idx[i]] = true;
+
     c->offset = road_malloc(((size_t)c->n_matched + 1) * sizeof *c->offset);
     if (!c->offset) return ROAD_ERR_NO_MEMORY;
     const road_variant v = road_config_variant(c->cfg);
@@ -239,6 +241,10 @@ static road_status plan_layers(load_ctx *c) {
      * classifying the file's tensors. */
     for (int64_t t = 0; t < road_st_count(c->f); t++) {
         size_t k = strlen(road_st_at(c->f, t)->name);
+        if (k > longest) longest = k;
+    }
+    for (int32_t i = 0; i < c->n_cp; i++) {
+        size_t k = strlen(road_adapter_set_layer_name(c->s, c->cp_idx[i]));
         if (k > longest) longest = k;
     }
     c->scratch_cap = strlen(PEFT_KEY_PREFIX) + longest + strlen(PEFT_THETA_SUFFIX) + 1;
@@ -316,7 +322,7 @@ static road_status read_layer_params(load_ctx *c) {
 
 typedef enum key_kind {
     KEY_ROAD = 0,            /* theta or alpha of a matched layer */
-    KEY_MODULES_TO_SAVE = 1, /* inside a module that modules_to_save selects */
+    KEY_MODULES_TO_SAVE = 1, /* weight or bias of a layer modules_to_save selects */
     KEY_UNEXPECTED = 2
 } key_kind;
 
@@ -337,8 +343,19 @@ static key_kind classify_key(load_ctx *c, const char *key, int32_t *layer) {
         *layer = li;
         break;
     }
-    if (road_config_modules_to_save_count(c->cfg) > 0 && in_modules_to_save(c->cfg, rest))
-        return KEY_MODULES_TO_SAVE;
+    for (int k = 0; k < 2; k++) {
+        const char *suffix = k ? PEFT_BIAS_SUFFIX : PEFT_WEIGHT_SUFFIX;
+        if (!ends_with(rest, n, suffix)) continue;
+        size_t ln = n - strlen(suffix);
+        memcpy(c->scratch, rest, ln);
+        c->scratch[ln] = '\0';
+        int32_t li = road_adapter_set_find_layer(c->s, c->scratch);
+        if (li < 0 || !c->is_copy[li]) break;
+        const float *b = NULL;
+        (void)road_adapter_set_layer_weight(c->s, li, NULL, &b);
+        if (k == 0 || b) return KEY_MODULES_TO_SAVE;
+        break;
+    }
     return KEY_UNEXPECTED;
 }
 
@@ -390,19 +407,17 @@ static void add_hint(const load_ctx *c, hint_kind h, const char *key, int32_t la
 }
 
 /* Every file key must be a RoAd tensor of a matched layer or a modules_to_save tensor. */
-static road_status check_unexpected(load_ctx *c, int64_t *n_mts) {
+static road_status check_unexpected(load_ctx *c) {
     const int64_t n = road_st_count(c->f);
     const char *listed[UNEXPECTED_LIST_MAX];
     int64_t n_bad = 0;
     hint_kind best = HINT_NONE;
     const char *best_key = NULL;
     int32_t best_layer = -2;
-    *n_mts = 0;
     for (int64_t t = 0; t < n; t++) {
         const char *key = road_st_at(c->f, t)->name;
         int32_t layer;
         key_kind kind = classify_key(c, key, &layer);
-        if (kind == KEY_MODULES_TO_SAVE) (*n_mts)++;
         if (kind != KEY_UNEXPECTED) continue;
         if (n_bad < UNEXPECTED_LIST_MAX) listed[n_bad] = key;
         n_bad++;
@@ -420,7 +435,9 @@ static road_status check_unexpected(load_ctx *c, int64_t *n_mts) {
             "adapter '%s': " PEFT_WEIGHTS_FILE " has %lld unexpected tensor%s (neither the "
             "road_theta/road_alpha of a layer the config's target_modules select%s): ",
             c->name, (long long)n_bad, n_bad == 1 ? "" : "s",
-            road_config_modules_to_save_count(c->cfg) > 0 ? " nor part of modules_to_save" : "");
+            road_config_modules_to_save_count(c->cfg) > 0
+                ? " nor the weight/bias of a layer modules_to_save selects"
+                : "");
     for (int64_t i = 0; i < n_bad && i < UNEXPECTED_LIST_MAX; i++)
         msg_add(&m, "%s'%.*s'", i ? ", " : "", ECHO_MAX, listed[i]);
     if (n_bad > UNEXPECTED_LIST_MAX)
@@ -429,49 +446,54 @@ static road_status check_unexpected(load_ctx *c, int64_t *n_mts) {
     return road_error(ROAD_ERR_FORMAT, "%s", m.text);
 }
 
-/* Check the shapes of modules_to_save tensors that belong to a registered linear layer
- * (weight [out, in], bias [out]); then refuse, since road cannot apply them yet. */
-static road_status check_modules_to_save(load_ctx *c, int64_t n_mts) {
-    const int64_t n = road_st_count(c->f);
-    const char *first = NULL;
-    for (int64_t t = 0; t < n; t++) {
-        const road_st_tensor *ti = road_st_at(c->f, t);
-        int32_t layer;
-        if (classify_key(c, ti->name, &layer) != KEY_MODULES_TO_SAVE) continue;
-        if (!first) first = ti->name;
-        const char *rest = ti->name + strlen(PEFT_KEY_PREFIX);
-        const char *dot = strrchr(rest, '.');
-        size_t ln = (size_t)(dot - rest);
-        memcpy(c->scratch, rest, ln);
-        c->scratch[ln] = '\0';
-        int32_t li = road_adapter_set_find_layer(c->s, c->scratch);
-        road_linear *l = li >= 0 ? road_adapter_set_layer(c->s, li) : NULL;
-        if (!l) continue; /* not a layer road knows the shape of */
-        const bool weight = strcmp(dot + 1, "weight") == 0, bias = strcmp(dot + 1, "bias") == 0;
-        const int64_t out = road_linear_out_features(l), in = road_linear_in_features(l);
-        char got[96];
-        shape_text(ti, got, sizeof got);
-        if (weight && !(ti->ndim == 2 && ti->shape[0] == out && ti->shape[1] == in))
-            return road_error(ROAD_ERR_SHAPE,
-                              "adapter '%s': '%.*s' (modules_to_save copy of layer %.*s) has "
-                              "shape %s; the layer's weight is [%lld, %lld]",
-                              c->name, ECHO_MAX, ti->name, ECHO_MAX, c->scratch, got,
-                              (long long)out, (long long)in);
-        if (bias && !(ti->ndim == 1 && ti->shape[0] == out))
-            return road_error(ROAD_ERR_SHAPE,
-                              "adapter '%s': '%.*s' (modules_to_save copy of layer %.*s) has "
-                              "shape %s; the layer's bias is [%lld]",
-                              c->name, ECHO_MAX, ti->name, ECHO_MAX, c->scratch, got,
-                              (long long)out);
+/* Find and check every modules_to_save tensor: the weight [out, in] of each selected layer
+ * and its bias [out] when the layer has one, in a float dtype. Fills c->cp_src. */
+static road_status read_copies(load_ctx *c) {
+    for (int32_t i = 0; i < c->n_cp; i++) {
+        const int32_t li = c->cp_idx[i];
+        const char *layer = road_adapter_set_layer_name(c->s, li);
+        int64_t out = 0, in = 0;
+        const float *bias = NULL;
+        road_status s = road_adapter_set_layer_shape(c->s, li, &out, &in);
+        if (s == ROAD_OK) s = road_adapter_set_layer_weight(c->s, li, NULL, &bias);
+        if (s != ROAD_OK) return s;
+        for (int k = 0; k < (bias ? 2 : 1); k++) {
+            snprintf(c->scratch, c->scratch_cap, "%s%s%s", PEFT_KEY_PREFIX, layer,
+                     k ? PEFT_BIAS_SUFFIX : PEFT_WEIGHT_SUFFIX);
+            const road_st_tensor *t = road_st_find(c->f, c->scratch);
+            if (!t)
+                return road_error(ROAD_ERR_NOT_FOUND,
+                                  "adapter '%s': " PEFT_WEIGHTS_FILE " has no '%.*s', the "
+                                  "modules_to_save copy of layer %.*s that the config lists",
+                                  c->name, ECHO_MAX, c->scratch, ECHO_MAX, layer);
+            if (t->dtype != ROAD_DTYPE_F32 && t->dtype != ROAD_DTYPE_F16 &&
+                t->dtype != ROAD_DTYPE_BF16 && t->dtype != ROAD_DTYPE_F64)
+                return road_error(ROAD_ERR_FORMAT,
+                                  "adapter '%s': '%.*s' (modules_to_save copy of layer %.*s) is "
+                                  "%s; copies are read from F32, F16, BF16 or F64 tensors",
+                                  c->name, ECHO_MAX, t->name, ECHO_MAX, layer,
+                                  road_dtype_name(t->dtype));
+            const bool ok = k == 0 ? t->ndim == 2 && t->shape[0] == out && t->shape[1] == in
+                                   : t->ndim == 1 && t->shape[0] == out;
+            if (!ok) {
+                char got[96];
+                shape_text(t, got, sizeof got);
+                if (k == 0)
+                    return road_error(ROAD_ERR_SHAPE,
+                                      "adapter '%s': '%.*s' (modules_to_save copy of layer %.*s) "
+                                      "has shape %s; the layer's weight is [%lld, %lld]",
+                                      c->name, ECHO_MAX, t->name, ECHO_MAX, layer, got,
+                                      (long long)out, (long long)in);
+                return road_error(ROAD_ERR_SHAPE,
+                                  "adapter '%s': '%.*s' (modules_to_save copy of layer %.*s) has "
+                                  "shape %s; the layer's bias is [%lld]",
+                                  c->name, ECHO_MAX, t->name, ECHO_MAX, layer, got,
+                                  (long long)out);
+            }
+            c->cp_src[2 * i + k] = t;
+        }
     }
-    if (n_mts == 0) return ROAD_OK;
-    return road_error(ROAD_ERR_UNSUPPORTED,
-                      "adapter '%s': " PEFT_WEIGHTS_FILE " holds %lld modules_to_save tensor%s "
-                      "('%.*s'%s); road cannot apply modules_to_save copies yet, and without "
-                      "them the adapter would not compute what it computes in PEFT. Merge "
-                      "those modules into the base model, or train without modules_to_save",
-                      c->name, (long long)n_mts, n_mts == 1 ? "" : "s", ECHO_MAX, first,
-                      n_mts > 1 ? ", ..." : "");
+    return ROAD_OK;
 }
 
 /* Add the validated adapter and give every layer its parameters; undo the add on failure. */
@@ -491,6 +513,16 @@ static road_status install(load_ctx *c) {
         const int64_t p = layer_params(c, i);
         const float *theta = c->params + 2 * c->offset[i];
         s = road_linear_set_params(l, c->name, theta, theta + p, p);
+    }
+    for (int32_t i = 0; i < c->n_cp && s == ROAD_OK; i++) {
+        road_module_copy mc;
+        s = road_adapter_set_copy(c->s, c->name, c->cp_idx[i], &mc);
+        for (int k = 0; k < 2 && s == ROAD_OK; k++) {
+            const road_st_tensor *t = c->cp_src[2 * i + k];
+            if (!t) continue;
+            s = road_dtype_to_f32(t->dtype, t->data, k ? mc.bias : mc.weight,
+                                  (size_t)(k ? mc.out : mc.out * mc.in));
+        }
     }
     if (s == ROAD_OK) return ROAD_OK;
     char why[MSG_CAP];
@@ -515,9 +547,8 @@ road_status road_adapter_set_load(road_adapter_set *s, const char *name, const c
     road_status st = open_folder(&c, dir);
     if (st == ROAD_OK) st = plan_layers(&c);
     if (st == ROAD_OK) st = read_layer_params(&c);
-    int64_t n_mts = 0;
-    if (st == ROAD_OK) st = check_unexpected(&c, &n_mts);
-    if (st == ROAD_OK) st = check_modules_to_save(&c, n_mts);
+    if (st == ROAD_OK) st = read_copies(&c);
+    if (st == ROAD_OK) st = check_unexpected(&c);
     if (st == ROAD_OK) st = install(&c);
     load_ctx_free(&c);
     return st;
@@ -554,6 +585,29 @@ static road_status save_weights(road_adapter_set *s, const char *name, const cha
             snprintf(key, key_cap, "%s%s%s", PEFT_KEY_PREFIX, layer, param_suffix[k]);
             const int64_t shape[1] = {n};
             st = road_st_writer_add(w, key, ROAD_DTYPE_F32, 1, shape, p[k]);
+        }
+    }
+    const int32_t n_cp = road_adapter_set_copy_count(s, name);
+    for (int32_t i = 0; i < n_cp && st == ROAD_OK; i++) {
+        road_module_copy mc;
+        st = road_adapter_set_copy_at(s, name, i, &mc);
+        const char *layer = road_adapter_set_layer_name(s, mc.layer);
+        size_t need = strlen(PEFT_KEY_PREFIX) + strlen(layer) + strlen(PEFT_WEIGHT_SUFFIX) + 1;
+        if (st == ROAD_OK && need > key_cap) {
+            road_free(key);
+            key = road_malloc(need);
+            key_cap = key ? need : 0;
+            if (!key) st = ROAD_ERR_NO_MEMORY;
+        }
+        if (st == ROAD_OK) {
+            snprintf(key, key_cap, "%s%s%s", PEFT_KEY_PREFIX, layer, PEFT_WEIGHT_SUFFIX);
+            const int64_t shape[2] = {mc.out, mc.in};
+            st = road_st_writer_add(w, key, ROAD_DTYPE_F32, 2, shape, mc.weight);
+        }
+        if (st == ROAD_OK && mc.bias) {
+            snprintf(key, key_cap, "%s%s%s", PEFT_KEY_PREFIX, layer, PEFT_BIAS_SUFFIX);
+            const int64_t shape[1] = {mc.out};
+            st = road_st_writer_add(w, key, ROAD_DTYPE_F32, 1, shape, mc.bias);
         }
     }
     road_free(key);

@@ -5,6 +5,8 @@
  * new tokens of all sequences are stacked into R rows, so every linear layer is one GEMM over
  * the whole batch (prefill and decode rows alike), and a mixed batch rotates each sequence's
  * rows with its own adapter inside that GEMM's output (road_adapter_set_forward_mixed).
+ * modules_to_save copies (embed_tokens, lm_head) replace the base table or weight for the
+ * sequences whose adapter holds them.
  * Attention is the only per-sequence step. Numerics follow transformers' eager path in
  * float32: RMSNorm w * x / sqrt(mean(x^2) + eps); RoPE rotate-half with angles pos * inv_freq
  * rounded to float; softmax over causal keys (and a sliding window where configured).
@@ -279,10 +281,16 @@ road_status road_model_forward(road_model *m, const road_seq *seqs, int64_t n_se
     float *v = k + R * kvd, *g = v + R * kvd, *u = g + R * I, *cs = u + R * I;
     float *sel = cs + R * d, *scratch = sel + n_sel * H;
 
-    /* embeddings, and the RoPE cos/sin of every row's position */
-    for (int64_t s = 0, r = 0; s < n_seq; s++)
-        for (int64_t i = 0; i < seqs[s].n_tokens; i++, r++)
-            memcpy(x + r * H, m->embed + (int64_t)seqs[s].tokens[i] * H, sizeof(float) * (size_t)H);
+    /* embeddings (a sequence's table is its adapter's modules_to_save copy of embed_tokens,
+     * if any), and the RoPE cos/sin of every row's position */
+    for (int64_t s = 0, r = 0; s < n_seq && st == ROAD_OK; s++) {
+        const float *table = NULL;
+        st = c.plan ? road_adapter_set_plan_layer_weight(m->set, c.plan, m->embed_layer, s,
+                                                         &table, NULL)
+                    : road_adapter_set_layer_weight(m->set, m->embed_layer, &table, NULL);
+        for (int64_t i = 0; st == ROAD_OK && i < seqs[s].n_tokens; i++, r++)
+            memcpy(x + r * H, table + (int64_t)seqs[s].tokens[i] * H, sizeof(float) * (size_t)H);
+    }
     road_rope_table(m, c.row_pos, R, cs);
     for (int64_t l = 0; l < cfg->n_layers && st == ROAD_OK; l++) {
         const road_block *b = &m->blocks[l];

@@ -3,9 +3,11 @@
  * a training forward that keeps the activations backward needs, then backward through the
  * whole decoder, each op's backward mirroring its forward.
  *
- * Only adapter parameters learn, so no weight-gradient GEMM is ever run: each linear layer's
- * backward is its input gradient dY W plus the element-wise RoAd chain rule
- * (road_adapter_set_backward, from the layer's saved pre-adapter output). The forward here
+ * Only adapter parameters learn, so no weight-gradient GEMM is run for base weights: each
+ * linear layer's backward is its input gradient dY W plus the element-wise RoAd chain rule
+ * (road_adapter_set_backward, from the layer's saved pre-adapter output). Layers with an
+ * active modules_to_save copy (lm_head, a classifier) are the exception: their copy gets
+ * dW += dY^T X; an embed_tokens copy gets block 0's input gradient scattered into its rows. The forward here
  * runs without a KV cache, on the valid tokens of each row (positions 0..n-1, as transformers
  * gives them with cumsum(mask) - 1), keeping per layer: the block input, both normed inputs,
  * every projection's pre-adapter output and its adapted output, the attention output and the
@@ -36,20 +38,24 @@ typedef struct grad_ctx {
     float *cs; /* (R, d) RoPE table */
 } grad_ctx;
 
-/* y_base (saved) = x W^T + b; y = adapters(y_base). */
+/* y_base (saved) = x W^T + b; y = adapters(y_base). W, b: the layer's active modules_to_save
+ * copy, else the base. */
 static road_status lin_fwd(grad_ctx *c, int32_t layer, const float *x, float *y_base, float *y,
                            int64_t out) {
     road_linear *l = road_adapter_set_layer(c->m->set, layer);
-    road_sgemm_xwt(c->R, out, road_linear_in_features(l), x, road_linear_weight(l),
-                   road_linear_bias(l), y_base);
+    const float *w, *b;
+    road_status st = road_adapter_set_layer_weight(c->m->set, layer, &w, &b);
+    if (st != ROAD_OK) return st;
+    road_sgemm_xwt(c->R, out, road_linear_in_features(l), x, w, b, y_base);
     memcpy(y, y_base, sizeof(float) * (size_t)(c->R * out));
     return road_adapter_set_apply(c->m->set, layer, c->R, y);
 }
 
-/* dx (R, in) = backward of lin_fwd for dy (R, out); adapter gradients accumulate. */
-static road_status lin_bwd(grad_ctx *c, int32_t layer, const float *y_base, const float *dy,
+/* dx (R, in) = backward of lin_fwd for dy (R, out), x (R, in) the layer's input; adapter
+ * gradients (and an active modules_to_save copy's dW, db) accumulate. */
+static road_status lin_bwd(grad_ctx *c, int32_t layer, const float *x, const float *y_base, const float *dy,
                            float *dx) {
-    return road_adapter_set_backward(c->m->set, layer, c->R, y_base, dy, dx);
+    return road_adapter_set_backward(c->m->set, layer, c->R, x, y_base, dy, dx);
 }
 
 /* RMSNorm backward: y = w * x * r, r = 1/sqrt(mean(x^2) + eps). dx (+=) for dy. */
@@ -349,8 +355,13 @@ road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
     float *scratch = TAKE((int64_t)nthreads * 2 * max_len);
 #undef TAKE
     road_rope_table(m, c.row_pos, R, c.cs);
+    /* The embedding table: the active modules_to_save copy of embed_tokens, if any; then
+     * backward also needs block 0's input gradient, to scatter into the copy's rows. */
+    road_module_copy ecopy;
+    const bool embed_trains = road_adapter_set_active_copy(m->set, m->embed_layer, &ecopy);
+    const float *table = embed_trains ? ecopy.weight : m->embed;
     for (int64_t r = 0; r < R; r++)
-        memcpy(x + r * H, m->embed + input_ids[row_b[r] * T + row_col[r]] * H, sizeof(float) * (size_t)H);
+        memcpy(x + r * H, table + input_ids[row_b[r] * T + row_col[r]] * H, sizeof(float) * (size_t)H);
 
     /* ---- forward, saving (or, with recompute, keeping only each block's input) ---- */
     for (int64_t l = 0; l < L && st == ROAD_OK; l++) {
@@ -385,7 +396,7 @@ road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
         *loss = total / (double)count;
     }
     /* ---- backward ---- */
-    if (st == ROAD_OK) st = lin_bwd(&c, m->lm_head, zb, z, tmp);
+    if (st == ROAD_OK) st = lin_bwd(&c, m->lm_head, hf, zb, z, tmp);
     if (st == ROAD_OK) {
         memset(dx, 0, sizeof(float) * (size_t)(R * H));
         rmsnorm_bwd(x, m->final_norm, tmp, R, H, cfg->rms_norm_eps, dx);
@@ -400,43 +411,51 @@ road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
             if (st != ROAD_OK) break;
         }
         /* MLP: x_out = x_mid + down(silu(gate(h2)) * up(h2)), h2 = norm(x_mid) */
-        st = lin_bwd(&c, b->proj[PROJ_DOWN], s->db, dx, dg); /* dg = d(a) for now */
+        st = lin_bwd(&c, b->proj[PROJ_DOWN], s->a, s->db, dx, dg); /* dg = d(a) for now */
         if (st != ROAD_OK) break;
         for (int64_t i = 0; i < R * I; i++) {
             const float gi = s->g[i], sg = 1.0f / (1.0f + expf(-gi)), da = dg[i];
             du[i] = da * gi * sg;
             dg[i] = da * s->u[i] * sg * (1.0f + gi * (1.0f - sg));
         }
-        st = lin_bwd(&c, b->proj[PROJ_GATE], s->gb, dg, tmp);
+        st = lin_bwd(&c, b->proj[PROJ_GATE], s->h2, s->gb, dg, tmp);
         if (st != ROAD_OK) break;
         float *dh2 = hf; /* free now: reuse as a second (R, H) buffer */
-        st = lin_bwd(&c, b->proj[PROJ_UP], s->ub, du, dh2);
+        st = lin_bwd(&c, b->proj[PROJ_UP], s->h2, s->ub, du, dh2);
         if (st != ROAD_OK) break;
         for (int64_t i = 0; i < R * H; i++) tmp[i] += dh2[i];
         rmsnorm_bwd(s->x_mid, b->mlp_norm, tmp, R, H, cfg->rms_norm_eps, dx);
         /* attention: x_mid = x_in + o(attn(rope(q(h1)), rope(k(h1)), v(h1))), h1 = norm(x_in) */
-        st = lin_bwd(&c, b->proj[PROJ_O], s->ob, dx, datt);
+        st = lin_bwd(&c, b->proj[PROJ_O], s->att, s->ob, dx, datt);
         if (st != ROAD_OK) break;
         attention_bwd(&c, s->q, s->k, s->v, datt, dq, dk, dv, scratch, max_len);
         rope_bwd(dq, R, nh, d, c.cs);
         rope_bwd(dk, R, nkv, d, c.cs);
-        if (l == 0) {
+        if (l == 0 && !embed_trains) {
             /* The embedding is frozen: block 0's input gradient has no use, so its q/k/v
              * backward stops at the adapters (no dY W GEMMs, no norm backward). */
-            st = lin_bwd(&c, b->proj[PROJ_Q], s->qb, dq, NULL);
-            if (st == ROAD_OK) st = lin_bwd(&c, b->proj[PROJ_K], s->kb, dk, NULL);
-            if (st == ROAD_OK) st = lin_bwd(&c, b->proj[PROJ_V], s->vb, dv, NULL);
+            st = lin_bwd(&c, b->proj[PROJ_Q], s->h1, s->qb, dq, NULL);
+            if (st == ROAD_OK) st = lin_bwd(&c, b->proj[PROJ_K], s->h1, s->kb, dk, NULL);
+            if (st == ROAD_OK) st = lin_bwd(&c, b->proj[PROJ_V], s->h1, s->vb, dv, NULL);
             break;
         }
-        st = lin_bwd(&c, b->proj[PROJ_Q], s->qb, dq, tmp);
-        if (st == ROAD_OK) st = lin_bwd(&c, b->proj[PROJ_K], s->kb, dk, dh2);
+        st = lin_bwd(&c, b->proj[PROJ_Q], s->h1, s->qb, dq, tmp);
+        if (st == ROAD_OK) st = lin_bwd(&c, b->proj[PROJ_K], s->h1, s->kb, dk, dh2);
         if (st != ROAD_OK) break;
         for (int64_t i = 0; i < R * H; i++) tmp[i] += dh2[i];
-        st = lin_bwd(&c, b->proj[PROJ_V], s->vb, dv, dh2);
+        st = lin_bwd(&c, b->proj[PROJ_V], s->h1, s->vb, dv, dh2);
         if (st != ROAD_OK) break;
         for (int64_t i = 0; i < R * H; i++) tmp[i] += dh2[i];
         rmsnorm_bwd(s->x_in, b->attn_norm, tmp, R, H, cfg->rms_norm_eps, dx);
     }
+    /* dx is now d(block 0's input) = d(embedding rows): scatter-add into the trained copy
+     * (serial: rows repeat tokens). */
+    if (st == ROAD_OK && embed_trains)
+        for (int64_t r = 0; r < R; r++) {
+            float *g = ecopy.dweight + input_ids[row_b[r] * T + row_col[r]] * H;
+            const float *dr = dx + r * H;
+            for (int64_t i = 0; i < H; i++) g[i] += dr[i];
+        }
     road_free(mem);
     road_free(sb);
     road_free(meta);

@@ -176,7 +176,7 @@ road_status road_model_load(const char *dir, const road_model_params *p, road_mo
         d->in_features = H;
         d->out_features = V;
         d->weight = m->embed;
-        nd++;
+        m->embed_layer = nd++;
         road_adapter_set_params sp = road_adapter_set_default_params();
         sp.model_type = c->model_type;
         sp.layers = desc;

@@ -33,6 +33,7 @@ struct road_model {
     float *embed;       /* (V, H) */
     float *final_norm;  /* (H) */
     int32_t lm_head;    /* adapter-set index of lm_head */
+    int32_t embed_layer; /* adapter-set index of model.embed_tokens */
     road_block *blocks; /* [L] */
     float *inv_freq;    /* (d/2) RoPE inverse frequencies, scaling applied */
     road_workspace ws;

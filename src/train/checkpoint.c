@@ -149,15 +149,15 @@ static road_status write_optimizer(road_optimizer *o, const char *dir) {
         road_optim_tensor t;
         s = road_optim_fetch(o, i, &t);
         if (s == ROAD_OK) s = road_optimizer_tensor_key(o, i, key, KEY_CAP);
-        const int64_t shape[1] = {t.n};
         size_t k = strlen(key);
+        /* m and v have the parameter's shape (a copy's weight is 2-D) */
         if (s == ROAD_OK) {
             memcpy(key + k, M_SUFFIX, sizeof M_SUFFIX);
-            s = road_st_writer_add(w, key, ROAD_DTYPE_F32, 1, shape, t.m);
+            s = road_st_writer_add(w, key, ROAD_DTYPE_F32, t.ndim, t.shape, t.m);
         }
         if (s == ROAD_OK) {
             memcpy(key + k, V_SUFFIX, sizeof V_SUFFIX);
-            s = road_st_writer_add(w, key, ROAD_DTYPE_F32, 1, shape, t.v);
+            s = road_st_writer_add(w, key, ROAD_DTYPE_F32, t.ndim, t.shape, t.v);
         }
     }
     char *path = NULL;
@@ -619,25 +619,26 @@ static road_status check_tensors(load_ctx *c) {
                           OPTIM_FILE ": metadata 'format' is not '" CKPT_FORMAT "'");
     for (int32_t i = 0; i < o->n_t && s == ROAD_OK; i++) {
         const otensor *t = &o->t[i];
-        const int64_t shape[1] = {t->n};
+        /* a copy's weight is [rows x n/rows], everything else [n] */
+        const int32_t ndim = t->rows > 0 ? 2 : 1;
+        const int64_t shape[2] = {t->rows > 0 ? t->rows : t->n, t->rows > 0 ? t->n / t->rows : 1};
         s = road_optim_fetch(o, i, &c->live[i]);
         /* The adapter file uses PEFT's saved keys (no adapter name). */
         if (s == ROAD_OK)
             s = snprintf(pkey, sizeof pkey, "%s%s%s", ROAD_TRAIN_KEY_PREFIX,
                          road_adapter_set_layer_name(o->set, t->layer),
-                         t->is_alpha ? ROAD_TRAIN_ALPHA_SUFFIX : ROAD_TRAIN_THETA_SUFFIX) <
-                        (int)sizeof pkey
+                         road_optim_suffix(t->kind)) < (int)sizeof pkey
                     ? ROAD_OK
                     : road_error(ROAD_ERR_INVALID_ARG, "layer name too long");
         if (s == ROAD_OK)
-            s = road_st_get_f32(c->adapters[t->adapter], pkey, 1, shape, &c->src[3 * i], NULL);
+            s = road_st_get_f32(c->adapters[t->adapter], pkey, ndim, shape, &c->src[3 * i], NULL);
         if (s == ROAD_OK) s = check_finite("adapter weights", pkey, c->src[3 * i], t->n, false);
         if (s == ROAD_OK) s = road_optimizer_tensor_key(o, i, key, KEY_CAP);
         size_t k = strlen(key);
         for (int j = 0; j < 2 && s == ROAD_OK; j++) {
             const char *suffix = j ? V_SUFFIX : M_SUFFIX;
             memcpy(key + k, suffix, strlen(suffix) + 1);
-            s = road_st_get_f32(c->optim, key, 1, shape, &c->src[3 * i + 1 + j], NULL);
+            s = road_st_get_f32(c->optim, key, ndim, shape, &c->src[3 * i + 1 + j], NULL);
             if (s == ROAD_OK)
                 s = check_finite(OPTIM_FILE, key, c->src[3 * i + 1 + j], t->n, j == 1);
         }
@@ -693,7 +694,8 @@ road_status road_checkpoint_load(road_optimizer *o, const char *dir, road_checkp
         memcpy(c.live[i].m, c.src[3 * i + 1], bytes);
         memcpy(c.live[i].v, c.src[3 * i + 2], bytes);
     }
-    for (int32_t i = 0; i + 1 < o->n_t; i += 2) {
+    for (int32_t i = 0; i < o->n_t; i++) {
+        if (o->t[i].kind != ROAD_OPTIM_THETA) continue; /* one bump per (theta, alpha) pair */
         s = road_linear_params_changed(road_adapter_set_layer(o->set, o->t[i].layer),
                                        c.live[i].adapter);
         ROAD_ASSERT(s == ROAD_OK);

@@ -3,8 +3,8 @@
  * parameters of an adapter set, plus gradient scaling and global-norm clipping.
  *
  * Why this shape: RoAd parameters live inside each road_linear (theta, alpha and their
- * gradient buffers), so the optimizer does not own parameters; it holds a list of
- * (adapter, layer, theta|alpha) tensors and one block of float32 state (m then v for every
+ * gradient buffers) and modules_to_save copies inside the adapter set, so the optimizer does
+ * not own parameters; it holds a list of (adapter, layer, theta|alpha|weight|bias) tensors and one block of float32 state (m then v for every
  * tensor, in list order), sized once at create. Layer pointers are looked up again at every
  * step rather than cached, so an adapter deleted or re-added since create is an error and not
  * a write through a stale pointer; every tensor is checked before any is updated.
@@ -144,9 +144,11 @@ road_status road_optimizer_create(road_adapter_set *set, const char *const *name
     /* Size first: count the tensors and their elements. */
     const int32_t n_layers = road_adapter_set_layer_count(set);
     int32_t n_t = 0;
-    for (int32_t a = 0; a < n; a++)
+    for (int32_t a = 0; a < n; a++) {
         for (int32_t l = 0; l < n_layers; l++)
             if (road_adapter_set_on_layer(set, o->names[a], l)) n_t += 2;
+        n_t += 2 * road_adapter_set_copy_count(set, o->names[a]); /* weight (+ bias) */
+    }
     o->t = road_calloc((size_t)(n_t > 0 ? n_t : 1), sizeof *o->t);
     if (!o->t) goto oom;
     int64_t off = 0;
@@ -161,10 +163,28 @@ road_status road_optimizer_create(road_adapter_set *set, const char *const *name
                 otensor *t = &o->t[o->n_t++];
                 t->adapter = a;
                 t->layer = l;
-                t->is_alpha = k == 1;
+                t->kind = k == 1 ? ROAD_OPTIM_ALPHA : ROAD_OPTIM_THETA;
                 t->n = np;
                 t->off = off;
                 off += np;
+            }
+        }
+    }
+    /* modules_to_save copies, trained fully */
+    for (int32_t a = 0; a < n; a++) {
+        for (int32_t i = 0; i < road_adapter_set_copy_count(set, o->names[a]); i++) {
+            road_module_copy mc;
+            s = road_adapter_set_copy_at(set, o->names[a], i, &mc);
+            if (s != ROAD_OK) goto fail;
+            for (int k = 0; k < (mc.bias ? 2 : 1); k++) {
+                otensor *t = &o->t[o->n_t++];
+                t->adapter = a;
+                t->layer = mc.layer;
+                t->kind = k ? ROAD_OPTIM_COPY_BIAS : ROAD_OPTIM_COPY_WEIGHT;
+                t->rows = k ? 0 : mc.out;
+                t->n = k ? mc.out : mc.out * mc.in;
+                t->off = off;
+                off += t->n;
             }
         }
     }
@@ -207,9 +227,23 @@ road_status road_optim_fetch(road_optimizer *o, int32_t i, road_optim_tensor *ou
     road_linear *l = road_adapter_set_layer(o->set, t->layer);
     float *pp[2] = {NULL, NULL}, *gg[2] = {NULL, NULL};
     int64_t np = -1, ng = -1;
-    road_status s = l ? road_linear_adapter_params(l, name, &pp[0], &pp[1], &np)
-                      : road_error(ROAD_ERR_STATE, "layer %d is not a linear layer", t->layer);
-    if (s == ROAD_OK) s = road_linear_adapter_grads(l, name, &gg[0], &gg[1], &ng);
+    const bool copy = t->kind == ROAD_OPTIM_COPY_WEIGHT || t->kind == ROAD_OPTIM_COPY_BIAS;
+    road_status s = ROAD_OK;
+    if (copy) {
+        road_module_copy mc;
+        s = road_adapter_set_copy(o->set, name, t->layer, &mc);
+        if (s == ROAD_OK) {
+            const bool w = t->kind == ROAD_OPTIM_COPY_WEIGHT;
+            pp[0] = w ? mc.weight : mc.bias;
+            gg[0] = w ? mc.dweight : mc.dbias;
+            np = ng = !pp[0] ? -1 : w ? mc.out * mc.in : mc.out;
+            if (w && mc.out != t->rows) np = ng = -1;
+        }
+    } else {
+        s = l ? road_linear_adapter_params(l, name, &pp[0], &pp[1], &np)
+              : road_error(ROAD_ERR_STATE, "layer %d is not a linear layer", t->layer);
+        if (s == ROAD_OK) s = road_linear_adapter_grads(l, name, &gg[0], &gg[1], &ng);
+    }
     if (s == ROAD_OK && (np != t->n || ng != t->n))
         s = road_error(ROAD_ERR_STATE,
                        "has %lld parameters per tensor, the optimizer was built with %lld",
@@ -220,12 +254,17 @@ road_status road_optim_fetch(road_optimizer *o, int32_t i, road_optim_tensor *ou
                           name, road_adapter_set_layer_name(o->set, t->layer));
         return s;
     }
+    const int slot = t->kind == ROAD_OPTIM_ALPHA;
     out->adapter = name;
     out->layer = t->layer;
-    out->is_alpha = t->is_alpha;
+    out->is_alpha = t->kind == ROAD_OPTIM_ALPHA;
+    out->kind = t->kind;
+    out->ndim = t->rows > 0 ? 2 : 1;
+    out->shape[0] = t->rows > 0 ? t->rows : t->n;
+    out->shape[1] = t->rows > 0 ? t->n / t->rows : 1;
     out->n = t->n;
-    out->param = pp[t->is_alpha];
-    out->grad = gg[t->is_alpha];
+    out->param = pp[slot];
+    out->grad = gg[slot];
     out->m = o->state + t->off;
     out->v = o->state + o->numel + t->off;
     return ROAD_OK;
@@ -248,7 +287,7 @@ road_status road_optimizer_tensor_key(const road_optimizer *o, int32_t i, char *
     const otensor *t = &o->t[i];
     int k = snprintf(
         buf, cap, "%s%s%s.%s", ROAD_TRAIN_KEY_PREFIX, road_adapter_set_layer_name(o->set, t->layer),
-        t->is_alpha ? ROAD_TRAIN_ALPHA_SUFFIX : ROAD_TRAIN_THETA_SUFFIX, o->names[t->adapter]);
+        road_optim_suffix(t->kind), o->names[t->adapter]);
     if (k < 0 || (size_t)k >= cap)
         return road_error(ROAD_ERR_INVALID_ARG, "tensor key of %d bytes does not fit in %zu", k,
                           cap);
@@ -292,10 +331,12 @@ road_status road_optimizer_step(road_optimizer *o, const road_schedule *sched, d
     const int64_t t = o->step + 1;
     for (int32_t i = 0; i < o->n_t && s == ROAD_OK; i++)
         s = road_adamw_update(&o->hp, lr, t, ts[i].n, ts[i].param, ts[i].grad, ts[i].m, ts[i].v);
-    /* Tensors come in (theta, alpha) pairs of one adapter and layer: one cache bump each. */
-    for (int32_t i = 0; i + 1 < o->n_t && s == ROAD_OK; i += 2)
-        s = road_linear_params_changed(road_adapter_set_layer(o->set, o->t[i].layer),
-                                       ts[i].adapter);
+    /* RoAd tensors come in (theta, alpha) pairs of one adapter and layer: one cache bump
+     * each (copies are plain weights: nothing cached). */
+    for (int32_t i = 0; i < o->n_t && s == ROAD_OK; i++)
+        if (o->t[i].kind == ROAD_OPTIM_THETA)
+            s = road_linear_params_changed(road_adapter_set_layer(o->set, o->t[i].layer),
+                                           ts[i].adapter);
     road_free(ts);
     ROAD_ASSERT(s == ROAD_OK); /* everything was validated by fetch_all */
     o->step = t;
@@ -306,9 +347,20 @@ road_status road_optimizer_step(road_optimizer *o, const road_schedule *sched, d
 road_status road_optimizer_zero_grad(road_optimizer *o) {
     if (!o) return road_error(ROAD_ERR_INVALID_ARG, "road_optimizer_zero_grad: NULL optimizer");
     for (int32_t i = 0; i < o->n_t; i++) {
-        road_linear *l = road_adapter_set_layer(o->set, o->t[i].layer);
+        const otensor *t = &o->t[i];
+        if (t->kind == ROAD_OPTIM_COPY_WEIGHT || t->kind == ROAD_OPTIM_COPY_BIAS) {
+            road_module_copy mc;
+            if (road_adapter_set_copy(o->set, o->names[t->adapter], t->layer, &mc) != ROAD_OK)
+                continue; /* gone: step reports it */
+            float *g = t->kind == ROAD_OPTIM_COPY_WEIGHT ? mc.dweight : mc.dbias;
+            const int64_t n = t->kind == ROAD_OPTIM_COPY_WEIGHT ? mc.out * mc.in : mc.out;
+            if (g) memset(g, 0, sizeof(float) * (size_t)n);
+            continue;
+        }
+        road_linear *l = road_adapter_set_layer(o->set, t->layer);
         if (l) road_linear_zero_grads(l);
     }
+    road_clear_error();
     return ROAD_OK;
 }
 

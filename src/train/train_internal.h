@@ -15,15 +15,31 @@
 #define ROAD_TRAIN_THETA_SUFFIX ".road_theta"
 #define ROAD_TRAIN_ALPHA_SUFFIX ".road_alpha"
 
-/* One parameter tensor: theta or alpha of one adapter on one layer; its m and v live at `off`
- * in the state block (m: state[off..], v: state[numel + off..]). */
+#define ROAD_TRAIN_WEIGHT_SUFFIX ".weight"
+#define ROAD_TRAIN_BIAS_SUFFIX ".bias"
+
+/* One parameter tensor: theta or alpha of one adapter on one layer, or the weight or bias of
+ * one adapter's modules_to_save copy of a layer; its m and v live at `off` in the state block
+ * (m: state[off..], v: state[numel + off..]). */
 typedef struct otensor {
     int32_t adapter; /* index into names */
     int32_t layer;
-    bool is_alpha;
+    road_optim_kind kind;
+    int64_t rows; /* a copy's weight: out (the tensor is [rows x n/rows]); else 0 */
     int64_t n;
     int64_t off;
 } otensor;
+
+/* The saved-key suffix of a tensor kind (".road_theta", ".road_alpha", ".weight", ".bias"). */
+static inline const char *road_optim_suffix(road_optim_kind k) {
+    switch (k) {
+    case ROAD_OPTIM_THETA: return ROAD_TRAIN_THETA_SUFFIX;
+    case ROAD_OPTIM_ALPHA: return ROAD_TRAIN_ALPHA_SUFFIX;
+    case ROAD_OPTIM_COPY_WEIGHT: return ROAD_TRAIN_WEIGHT_SUFFIX;
+    case ROAD_OPTIM_COPY_BIAS: return ROAD_TRAIN_BIAS_SUFFIX;
+    }
+    return "";
+}
 
 struct road_optimizer {
     road_adapter_set *set; /* borrowed */
