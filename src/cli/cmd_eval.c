@@ -123,9 +123,18 @@ static road_status add_grads(road_model *m, const int64_t *ids, const int64_t *m
     road_adapter_set *set = road_model_adapters(m);
     for (int32_t i = 0; i < road_adapter_set_layer_count(set); i++)
         if (road_adapter_set_layer(set, i)) road_linear_zero_grads(road_adapter_set_layer(set, i));
+    const int32_t n_active = road_adapter_set_active_count(set);
+    for (int32_t a = 0; a < n_active; a++) { /* modules_to_save copies accumulate too */
+        const char *name = road_adapter_set_active_name(set, a);
+        for (int32_t k = 0; k < road_adapter_set_copy_count(set, name); k++) {
+            road_module_copy c;
+            if (road_adapter_set_copy_at(set, name, k, &c) != ROAD_OK) continue;
+            memset(c.dweight, 0, sizeof(float) * (size_t)(c.out * c.in));
+            if (c.dbias) memset(c.dbias, 0, sizeof(float) * (size_t)c.out);
+        }
+    }
     double loss;
     road_status s = road_model_loss_backward(m, ids, mask, labels, B, T, &loss);
-    const int32_t n_active = road_adapter_set_active_count(set);
     for (int32_t a = 0; a < n_active && s == ROAD_OK; a++) {
         const char *name = road_adapter_set_active_name(set, a);
         for (int32_t i = 0; i < road_adapter_set_layer_count(set) && s == ROAD_OK; i++) {
@@ -141,6 +150,23 @@ static road_status add_grads(road_model *m, const int64_t *ids, const int64_t *m
                 snprintf(key, sizeof key, "base_model.model.%s.%s%s%s", road_adapter_set_layer_name(set, i),
                          parts[k], n_active > 1 ? "." : "", n_active > 1 ? name : "");
                 s = road_st_writer_add(w, key, ROAD_DTYPE_F32, 1, &n, data[k]);
+            }
+        }
+        /* full copies (modules_to_save): base_model.model.<module>.weight / .bias */
+        for (int32_t k = 0; k < road_adapter_set_copy_count(set, name) && s == ROAD_OK; k++) {
+            road_module_copy c;
+            if ((s = road_adapter_set_copy_at(set, name, k, &c)) != ROAD_OK) break;
+            char key[512];
+            int64_t shape[2] = {c.out, c.in};
+            snprintf(key, sizeof key, "base_model.model.%s.weight%s%s",
+                     road_adapter_set_layer_name(set, c.layer), n_active > 1 ? "." : "",
+                     n_active > 1 ? name : "");
+            s = road_st_writer_add(w, key, ROAD_DTYPE_F32, 2, shape, c.dweight);
+            if (s == ROAD_OK && c.dbias) {
+                snprintf(key, sizeof key, "base_model.model.%s.bias%s%s",
+                         road_adapter_set_layer_name(set, c.layer), n_active > 1 ? "." : "",
+                         n_active > 1 ? name : "");
+                s = road_st_writer_add(w, key, ROAD_DTYPE_F32, 1, shape, c.dbias);
             }
         }
     }
