@@ -24,63 +24,8 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/parallel.h"
+#include "adapter/adapter_set_internal.h"
 #include "road/adapters.h"
-
-/* Adapter names are at most 128 bytes (road_linear's limit) plus the NUL. */
-#define ACTIVE_SLOT 129
-/* Active lists longer than this are truncated when an adapter is deleted from them (a model
- * with more simultaneously active adapters than this is not a use anyone has). */
-#define ACTIVE_KEEP_MAX 256
-
-/* Names of missing adapters listed in a mixed-batch error before "...". */
-#define PLAN_MAX_LISTED 16
-
-typedef struct set_layer {
-    char *name;
-    road_layer_kind kind;
-    int64_t in, out;
-    float *w, *b;
-    bool head;
-    road_linear *lin; /* NULL for embeddings */
-} set_layer;
-
-/* One modules_to_save copy: weight [out x in], bias [out] (when the layer has one), and
- * their gradients, carved from one allocation (block). */
-typedef struct set_copy {
-    int32_t layer;
-    float *block;
-    float *w, *b, *dw, *db;
-} set_copy;
-
-typedef struct set_adapter {
-    char *name;
-    road_config *cfg;
-    set_copy *copies; /* [n_copies], ascending layer order */
-    int32_t n_copies;
-} set_adapter;
-
-struct road_adapter_set {
-    char *model_type;
-    set_layer *layers;
-    int32_t n_layers;
-    int64_t base_params;
-    set_adapter *ad;
-    int32_t n_ad, cap_ad;
-    /* The active list in fixed slots with reserved capacity (and pointers to them, for the
-     * layer calls), so changing it never allocates: see road_adapter_set_add. */
-    char (*act)[ACTIVE_SLOT];
-    const char **active;
-    int32_t n_active, cap_active;
-    bool disabled;
-    bool training;
-};
-
-struct road_batch_plan {
-    const road_adapter_set *set; /* the set that planned it: plans do not travel */
-    int64_t n_seq;
-    int32_t n_layers;
-    char **names;   /* [n_seq], NULL for base */
-};
 
 /* ---- creation ------------------------------------------------------------------------------ */
 
@@ -215,7 +160,7 @@ road_linear *road_adapter_set_layer(road_adapter_set *s, int32_t layer) {
     return layer >= 0 && layer < s->n_layers ? s->layers[layer].lin : NULL;
 }
 
-static road_status linear_layer(road_adapter_set *s, int32_t layer, const char *fn) {
+road_status road_aset_linear_layer(road_adapter_set *s, int32_t layer, const char *fn) {
     if (layer < 0 || layer >= s->n_layers)
         return road_error(ROAD_ERR_INVALID_ARG, "%s: layer index %d out of range (0..%d)", fn,
                           (int)layer, (int)s->n_layers - 1);
@@ -315,13 +260,13 @@ road_status road_adapter_set_match(const road_adapter_set *s, const road_config 
 
 /* ---- adapters -------------------------------------------------------------------------------- */
 
-static int32_t find_adapter(const road_adapter_set *s, const char *name) {
+int32_t road_aset_find_adapter(const road_adapter_set *s, const char *name) {
     for (int32_t i = 0; name && i < s->n_ad; i++)
         if (strcmp(s->ad[i].name, name) == 0) return i;
     return -1;
 }
 
-static set_copy *find_copy(const set_adapter *a, int32_t layer) {
+set_copy *road_aset_find_copy(const set_adapter *a, int32_t layer) {
     for (int32_t i = 0; i < a->n_copies; i++)
         if (a->copies[i].layer == layer) return &a->copies[i];
     return NULL;
@@ -332,8 +277,8 @@ static set_copy *find_copy(const set_adapter *a, int32_t layer) {
 static set_copy *active_copy(const road_adapter_set *s, int32_t layer) {
     if (s->disabled) return NULL;
     for (int32_t j = 0; j < s->n_active; j++) {
-        int32_t k = find_adapter(s, s->active[j]);
-        set_copy *c = k >= 0 ? find_copy(&s->ad[k], layer) : NULL;
+        int32_t k = road_aset_find_adapter(s, s->active[j]);
+        set_copy *c = k >= 0 ? road_aset_find_copy(&s->ad[k], layer) : NULL;
         if (c) return c;
     }
     return NULL;
@@ -371,13 +316,13 @@ static void copy_export(const road_adapter_set *s, const set_copy *c, road_modul
 }
 
 int32_t road_adapter_set_copy_count(const road_adapter_set *s, const char *name) {
-    int32_t k = find_adapter(s, name);
+    int32_t k = road_aset_find_adapter(s, name);
     return k >= 0 ? s->ad[k].n_copies : 0;
 }
 
 road_status road_adapter_set_copy_at(road_adapter_set *s, const char *name, int32_t i,
                                      road_module_copy *out) {
-    int32_t k = find_adapter(s, name);
+    int32_t k = road_aset_find_adapter(s, name);
     if (k < 0 || !out) return road_error(ROAD_ERR_NOT_FOUND, "no adapter named '%s'", name ? name : "(null)");
     if (i < 0 || i >= s->ad[k].n_copies)
         return road_error(ROAD_ERR_INVALID_ARG, "adapter '%s': copy %d out of range (it has %d)",
@@ -388,9 +333,9 @@ road_status road_adapter_set_copy_at(road_adapter_set *s, const char *name, int3
 
 road_status road_adapter_set_copy(road_adapter_set *s, const char *name, int32_t layer,
                                   road_module_copy *out) {
-    int32_t k = find_adapter(s, name);
+    int32_t k = road_aset_find_adapter(s, name);
     if (k < 0 || !out) return road_error(ROAD_ERR_NOT_FOUND, "no adapter named '%s'", name ? name : "(null)");
-    const set_copy *c = find_copy(&s->ad[k], layer);
+    const set_copy *c = road_aset_find_copy(&s->ad[k], layer);
     if (!c)
         return road_error(ROAD_ERR_NOT_FOUND,
                           "adapter '%s' holds no modules_to_save copy of layer %s", name,
@@ -400,8 +345,8 @@ road_status road_adapter_set_copy(road_adapter_set *s, const char *name, int32_t
 }
 
 bool road_adapter_set_has_copy(const road_adapter_set *s, const char *name, int32_t layer) {
-    int32_t k = find_adapter(s, name);
-    return k >= 0 && find_copy(&s->ad[k], layer) != NULL;
+    int32_t k = road_aset_find_adapter(s, name);
+    return k >= 0 && road_aset_find_copy(&s->ad[k], layer) != NULL;
 }
 
 bool road_adapter_set_active_copy(road_adapter_set *s, int32_t layer, road_module_copy *out) {
@@ -430,8 +375,8 @@ static road_status check_active_copies(const road_adapter_set *s, const char *co
     for (int32_t i = 0; i < s->n_layers; i++) {
         int32_t holder = -1;
         for (int32_t j = 0; j < n; j++) {
-            int32_t k = find_adapter(s, names[j]);
-            if (k < 0 || !find_copy(&s->ad[k], i)) continue;
+            int32_t k = road_aset_find_adapter(s, names[j]);
+            if (k < 0 || !road_aset_find_copy(&s->ad[k], i)) continue;
             if (holder >= 0)
                 return road_error(ROAD_ERR_CONFIG,
                                   "adapters '%s' and '%s' both hold a modules_to_save copy of "
@@ -461,11 +406,11 @@ const char *road_adapter_set_name(const road_adapter_set *s, int32_t i) {
 }
 
 bool road_adapter_set_has(const road_adapter_set *s, const char *name) {
-    return find_adapter(s, name) >= 0;
+    return road_aset_find_adapter(s, name) >= 0;
 }
 
 const road_config *road_adapter_set_config(const road_adapter_set *s, const char *name) {
-    int32_t i = find_adapter(s, name);
+    int32_t i = road_aset_find_adapter(s, name);
     return i >= 0 ? s->ad[i].cfg : NULL;
 }
 
@@ -511,7 +456,7 @@ static void active_assign(road_adapter_set *s, const char *const *names, int32_t
     /* names may point into act itself in another order (road_adapter_set_active_name's
      * pointers, permuted): take each adapter's own copy of its name first, then copy. */
     for (int32_t i = 0; i < n; i++) {
-        int32_t k = find_adapter(s, names[i]);
+        int32_t k = road_aset_find_adapter(s, names[i]);
         ROAD_ASSERT(k >= 0 && strlen(names[i]) < ACTIVE_SLOT);
         s->active[i] = s->ad[k].name;
     }
@@ -546,7 +491,7 @@ road_status road_adapter_set_add(road_adapter_set *s, const char *name, const ro
                                  uint64_t seed) {
     if (!cfg) return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_add: config is NULL");
     if (!name) return road_error(ROAD_ERR_INVALID_ARG, "an adapter name must not be empty");
-    if (find_adapter(s, name) >= 0)
+    if (road_aset_find_adapter(s, name) >= 0)
         return road_error(ROAD_ERR_EXISTS, "an adapter named '%s' already exists", name);
     const size_t nl = (size_t)(s->n_layers ? s->n_layers : 1);
     bool *m = road_calloc(2 * nl, sizeof(bool));
@@ -612,7 +557,7 @@ road_status road_adapter_set_add(road_adapter_set *s, const char *name, const ro
 }
 
 road_status road_adapter_set_delete(road_adapter_set *s, const char *name) {
-    int32_t k = find_adapter(s, name);
+    int32_t k = road_aset_find_adapter(s, name);
     if (k < 0) return unknown_adapter(s, name);
     for (int32_t i = 0; i < s->n_layers; i++)
         if (s->layers[i].lin && road_linear_is_merged(s->layers[i].lin, name))
@@ -652,7 +597,7 @@ road_status road_adapter_set_set_active(road_adapter_set *s, const char *const *
     if (n < 0 || (n > 0 && !names))
         return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_set_active: bad name list");
     for (int32_t i = 0; i < n; i++) {
-        if (find_adapter(s, names[i]) < 0) return unknown_adapter(s, names[i]);
+        if (road_aset_find_adapter(s, names[i]) < 0) return unknown_adapter(s, names[i]);
         for (int32_t j = 0; j < i; j++)
             if (strcmp(names[i], names[j]) == 0)
                 return road_error(ROAD_ERR_INVALID_ARG, "adapter '%s' is listed twice", names[i]);
@@ -709,7 +654,7 @@ static road_status merge_layers(road_adapter_set *s, const char *const *names, i
     int32_t count = names ? n : s->n_active;
     if (count < 0) return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_merge: negative count");
     for (int32_t j = 0; j < count; j++)
-        if (find_adapter(s, list[j]) < 0) return unknown_adapter(s, list[j]);
+        if (road_aset_find_adapter(s, list[j]) < 0) return unknown_adapter(s, list[j]);
     /* Validate every layer before touching any. */
     for (int32_t i = 0; i < s->n_layers; i++) {
         if (!s->layers[i].lin) continue;
@@ -850,7 +795,7 @@ void road_param_report_format(const road_param_report *r, char *buf, size_t cap)
 
 road_status road_adapter_set_forward(road_adapter_set *s, int32_t layer, int64_t rows,
                                      const float *x, float *y) {
-    road_status st = linear_layer(s, layer, "road_adapter_set_forward");
+    road_status st = road_aset_linear_layer(s, layer, "road_adapter_set_forward");
     if (st != ROAD_OK) return st;
     const set_copy *c = active_copy(s, layer);
     road_linear *l = s->layers[layer].lin;
@@ -864,7 +809,7 @@ road_status road_adapter_set_forward(road_adapter_set *s, int32_t layer, int64_t
 }
 
 road_status road_adapter_set_apply(road_adapter_set *s, int32_t layer, int64_t rows, float *y) {
-    road_status st = linear_layer(s, layer, "road_adapter_set_apply");
+    road_status st = road_aset_linear_layer(s, layer, "road_adapter_set_apply");
     road_linear *l = st == ROAD_OK ? s->layers[layer].lin : NULL;
     return st != ROAD_OK ? st : road_linear_apply(l, rows, y, road_linear_out_features(l));
 }
@@ -873,7 +818,7 @@ road_status road_adapter_set_backward(road_adapter_set *s, int32_t layer, int64_
                                       const float *x, const float *y_base, const float *dy,
                                       float *dx) {
     const char *fn = "road_adapter_set_backward";
-    road_status st = linear_layer(s, layer, fn);
+    road_status st = road_aset_linear_layer(s, layer, fn);
     if (st != ROAD_OK) return st;
     set_copy *c = active_copy(s, layer);
     if (!c) return road_linear_backward(s->layers[layer].lin, rows, y_base, dy, dx);
@@ -894,283 +839,4 @@ road_status road_adapter_set_backward(road_adapter_set *s, int32_t layer, int64_
             for (int64_t o = 0; o < out; o++) c->db[o] += dy[r * out + o];
     if (dx) road_sgemm_dyw(rows, out, in, dy, c->w, dx);
     return ROAD_OK;
-}
-
-/* ---- mixed batches ---------------------------------------------------------------------------- */
-
-static int cmp_str(const void *a, const void *b) {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-void road_batch_plan_free(road_batch_plan *p) {
-    if (!p) return;
-    for (int64_t i = 0; i < p->n_seq; i++) road_free(p->names[i]);
-    road_free(p->names);
-    road_free(p);
-}
-
-int64_t road_batch_plan_sequences(const road_batch_plan *p) {
-    return p->n_seq;
-}
-
-road_status road_adapter_set_plan(road_adapter_set *s, const char *const *names, int64_t n_seq,
-                                  road_batch_plan **out) {
-    const char *fn = "mixed batch";
-    if (!out) return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_plan: out is NULL");
-    *out = NULL;
-    if (n_seq < 0 || (n_seq > 0 && !names))
-        return road_error(ROAD_ERR_INVALID_ARG, "%s: bad name list", fn);
-    if (s->training)
-        return road_error(ROAD_ERR_STATE,
-                          "%s: per-sequence adapters are for inference; the model is in training "
-                          "mode (switch it to eval mode first)",
-                          fn);
-    if (road_adapter_set_merged(s))
-        return road_error(ROAD_ERR_STATE,
-                          "%s: cannot use per-sequence adapters while adapters are merged into "
-                          "the weights; unmerge first",
-                          fn);
-    /* Names that exist nowhere: collect, sort, de-duplicate, list them all. */
-    const char **missing = road_malloc(sizeof(char *) * (size_t)(n_seq ? n_seq : 1));
-    if (!missing) return ROAD_ERR_NO_MEMORY;
-    int64_t nm = 0;
-    for (int64_t i = 0; i < n_seq; i++) {
-        if (!names[i]) {
-            road_free(missing);
-            return road_error(ROAD_ERR_INVALID_ARG, "%s: name %lld is NULL", fn, (long long)i);
-        }
-        if (strcmp(names[i], ROAD_BASE_NAME) != 0 && find_adapter(s, names[i]) < 0)
-            missing[nm++] = names[i];
-    }
-    if (nm > 0) {
-        qsort(missing, (size_t)nm, sizeof(char *), cmp_str);
-        char list[768];
-        size_t k = 0;
-        int64_t shown = 0;
-        for (int64_t i = 0; i < nm && k + 8 < sizeof list; i++) {
-            if (i > 0 && strcmp(missing[i], missing[i - 1]) == 0) continue;
-            if (shown == PLAN_MAX_LISTED) {
-                k += (size_t)snprintf(list + k, sizeof list - k, ", ...");
-                break;
-            }
-            k += (size_t)snprintf(list + k, sizeof list - k, "%s'%s'", shown ? ", " : "", missing[i]);
-            shown++;
-        }
-        road_free(missing);
-        return road_error(ROAD_ERR_NOT_FOUND,
-                          "%s: unknown adapter name(s) %s; use the name of a loaded adapter or '%s'",
-                          fn, list, ROAD_BASE_NAME);
-    }
-    road_free(missing);
-    road_batch_plan *p = road_calloc(1, sizeof *p);
-    if (!p) return ROAD_ERR_NO_MEMORY;
-    p->names = road_calloc((size_t)(n_seq ? n_seq : 1), sizeof(char *));
-    if (!p->names) {
-        road_free(p);
-        return ROAD_ERR_NO_MEMORY;
-    }
-    p->set = s;
-    p->n_seq = n_seq;
-    p->n_layers = s->n_layers;
-    for (int64_t i = 0; i < n_seq; i++) {
-        if (strcmp(names[i], ROAD_BASE_NAME) == 0) continue;
-        if (!(p->names[i] = road_strdup(names[i]))) {
-            road_batch_plan_free(p);
-            return ROAD_ERR_NO_MEMORY;
-        }
-    }
-    *out = p;
-    return ROAD_OK;
-}
-
-road_status road_adapter_set_apply_mixed(road_adapter_set *s, const road_batch_plan *p,
-                                         int32_t layer, int64_t rows_per_seq,
-                                         const int64_t *seq_rows, float *y) {
-    road_status st = linear_layer(s, layer, "road_adapter_set_apply_mixed");
-    if (st != ROAD_OK) return st;
-    if (!p || p->set != s || p->n_layers != s->n_layers)
-        return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_apply_mixed: plan is NULL or "
-                                                "from another model");
-    if (s->training)
-        return road_error(ROAD_ERR_STATE, "mixed batch: the model was switched to training mode "
-                                          "after the batch was planned (switch it to eval mode)");
-    if (s->disabled) return ROAD_OK;
-    if (road_adapter_set_merged(s))
-        return road_error(ROAD_ERR_STATE, "mixed batch: adapters were merged after the batch was "
-                                          "planned; unmerge first");
-    road_linear *l = s->layers[layer].lin;
-    const int64_t out = road_linear_out_features(l);
-    int64_t rows = 0;
-    for (int64_t i = 0; i < p->n_seq; i++) {
-        int64_t r = seq_rows ? seq_rows[i] : rows_per_seq;
-        if (r < 0) return road_error(ROAD_ERR_SHAPE, "mixed batch: sequence %lld has %lld rows", (long long)i, (long long)r);
-        rows += r;
-    }
-    if (rows == 0) return ROAD_OK;
-    int32_t na = road_linear_adapter_count(l);
-    int32_t *slot = road_malloc(sizeof(int32_t) * (size_t)rows);
-    road_rot *rots = road_calloc((size_t)(na ? na : 1), sizeof(road_rot));
-    const road_rot **rp = road_calloc((size_t)(na ? na : 1), sizeof(road_rot *));
-    if (!slot || !rots || !rp) {
-        st = ROAD_ERR_NO_MEMORY;
-        goto done;
-    }
-    int32_t any = -1;
-    for (int64_t i = 0, r0 = 0; i < p->n_seq; i++) {
-        int64_t r = seq_rows ? seq_rows[i] : rows_per_seq;
-        int32_t k = -1;
-        if (p->names[i]) {
-            for (int32_t j = 0; j < na; j++)
-                if (strcmp(road_linear_adapter_name(l, j), p->names[i]) == 0) k = j;
-            if (k < 0 && find_adapter(s, p->names[i]) < 0) {
-                /* Not on this layer is fine (PEFT); gone from the model is a stale plan. */
-                st = road_error(ROAD_ERR_STATE, "mixed batch: adapter '%s' was deleted after the "
-                                                "batch was planned; plan the batch again",
-                                p->names[i]);
-                goto done;
-            }
-            if (k >= 0 && !rots[k].c1) {
-                st = road_linear_adapter_rot(l, p->names[i], &rots[k]);
-                if (st != ROAD_OK) goto done;
-                any = k;
-            }
-        }
-        for (int64_t t = 0; t < r; t++) slot[r0 + t] = k;
-        r0 += r;
-    }
-    if (any < 0) goto done; /* no row has an adapter on this layer */
-    for (int32_t j = 0; j < na; j++) {
-        if (!rots[j].c1) rots[j] = rots[any]; /* unused slots only need to validate */
-        rp[j] = &rots[j];
-    }
-    st = road_rot_forward_mixed(rp, na, slot, rows, y, out);
-done:
-    road_free(slot);
-    road_free(rots);
-    road_free(rp);
-    return st;
-}
-
-road_status road_adapter_set_plan_layer_weight(const road_adapter_set *s,
-                                               const road_batch_plan *p, int32_t layer,
-                                               int64_t seq, const float **w, const float **b) {
-    if (!p || p->set != s || p->n_layers != s->n_layers)
-        return road_error(ROAD_ERR_INVALID_ARG,
-                          "road_adapter_set_plan_layer_weight: plan is NULL or from another model");
-    if (layer < 0 || layer >= s->n_layers || seq < 0 || seq >= p->n_seq)
-        return road_error(ROAD_ERR_INVALID_ARG,
-                          "road_adapter_set_plan_layer_weight: layer %d or sequence %lld out of "
-                          "range",
-                          (int)layer, (long long)seq);
-    const set_layer *L = &s->layers[layer];
-    const set_copy *c = NULL;
-    if (!s->disabled && p->names[seq]) {
-        int32_t k = find_adapter(s, p->names[seq]);
-        if (k < 0)
-            return road_error(ROAD_ERR_STATE, "mixed batch: adapter '%s' was deleted after the "
-                                              "batch was planned; plan the batch again",
-                              p->names[seq]);
-        c = find_copy(&s->ad[k], layer);
-    }
-    if (w) *w = c ? c->w : L->lin ? road_linear_weight(L->lin) : L->w;
-    if (b) *b = c ? c->b : L->lin ? road_linear_bias(L->lin) : L->b;
-    return ROAD_OK;
-}
-
-/* y = x W_s^T + b_s where each sequence s runs its adapter's modules_to_save copy or the
- * base: one GEMM per distinct weight, over the gathered rows of the sequences that use it. */
-static road_status mixed_gemm(road_adapter_set *s, const road_batch_plan *p, int32_t layer,
-                              int64_t rows_per_seq, const int64_t *seq_rows, int64_t rows,
-                              const float *x, float *y) {
-    const int64_t out = s->layers[layer].out, in = s->layers[layer].in;
-    road_status st = ROAD_OK;
-    bool copies = false;
-    for (int32_t k = 0; k < s->n_ad && !copies; k++) copies = find_copy(&s->ad[k], layer) != NULL;
-    if (!copies || s->disabled) {
-        /* the common case: every sequence runs the base weight */
-        const road_linear *l = s->layers[layer].lin;
-        road_sgemm_xwt(rows, out, in, x, road_linear_weight(l), road_linear_bias(l), y);
-        return ROAD_OK;
-    }
-    const int64_t n = p->n_seq;
-    const float **ws = road_malloc(sizeof(float *) * 2 * (size_t)(n ? n : 1));
-    int64_t *r0 = road_malloc(sizeof(int64_t) * (size_t)(n ? n : 1));
-    bool *done = road_calloc((size_t)(n ? n : 1), sizeof(bool));
-    float *xg = NULL, *yg = NULL;
-    if (!ws || !r0 || !done) {
-        st = ROAD_ERR_NO_MEMORY;
-        goto out;
-    }
-    const float **bs = ws + n;
-    for (int64_t i = 0, r = 0; i < n && st == ROAD_OK; i++) {
-        st = road_adapter_set_plan_layer_weight(s, p, layer, i, &ws[i], &bs[i]);
-        r0[i] = r;
-        r += seq_rows ? seq_rows[i] : rows_per_seq;
-    }
-    if (st != ROAD_OK) goto out;
-    for (int64_t i = 0; i < n; i++) {
-        if (done[i]) continue;
-        /* every sequence with the same weight as sequence i */
-        int64_t gr = 0;
-        for (int64_t j = i; j < n; j++)
-            if (ws[j] == ws[i]) gr += seq_rows ? seq_rows[j] : rows_per_seq;
-        if (gr == rows) { /* one weight for the whole batch */
-            road_sgemm_xwt(rows, out, in, x, ws[i], bs[i], y);
-            break;
-        }
-        if (!xg) {
-            xg = road_malloc(sizeof(float) * (size_t)(rows * in));
-            yg = road_malloc(sizeof(float) * (size_t)(rows * out));
-            if (!xg || !yg) {
-                st = ROAD_ERR_NO_MEMORY;
-                goto out;
-            }
-        }
-        int64_t g = 0;
-        for (int64_t j = i; j < n; j++) {
-            if (ws[j] != ws[i]) continue;
-            const int64_t nr = seq_rows ? seq_rows[j] : rows_per_seq;
-            memcpy(xg + g * in, x + r0[j] * in, sizeof(float) * (size_t)(nr * in));
-            g += nr;
-        }
-        if (gr > 0) road_sgemm_xwt(gr, out, in, xg, ws[i], bs[i], yg);
-        g = 0;
-        for (int64_t j = i; j < n; j++) {
-            if (ws[j] != ws[i]) continue;
-            const int64_t nr = seq_rows ? seq_rows[j] : rows_per_seq;
-            memcpy(y + r0[j] * out, yg + g * out, sizeof(float) * (size_t)(nr * out));
-            g += nr;
-            done[j] = true;
-        }
-    }
-out:
-    road_free(ws);
-    road_free(r0);
-    road_free(done);
-    road_free(xg);
-    road_free(yg);
-    return st;
-}
-
-road_status road_adapter_set_forward_mixed(road_adapter_set *s, const road_batch_plan *p,
-                                           int32_t layer, int64_t rows_per_seq,
-                                           const int64_t *seq_rows, const float *x, float *y) {
-    road_status st = linear_layer(s, layer, "road_adapter_set_forward_mixed");
-    if (st != ROAD_OK) return st;
-    if (!p || p->set != s || p->n_layers != s->n_layers)
-        return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_forward_mixed: plan is NULL or "
-                                                "from another model");
-    int64_t rows = 0;
-    for (int64_t i = 0; i < p->n_seq; i++) {
-        const int64_t r = seq_rows ? seq_rows[i] : rows_per_seq;
-        if (r < 0)
-            return road_error(ROAD_ERR_SHAPE, "mixed batch: sequence %lld has %lld rows",
-                              (long long)i, (long long)r);
-        rows += r;
-    }
-    if (rows == 0) return ROAD_OK;
-    if (!x || !y) return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_forward_mixed: NULL x or y");
-    st = mixed_gemm(s, p, layer, rows_per_seq, seq_rows, rows, x, y);
-    if (st != ROAD_OK) return st;
-    return road_adapter_set_apply_mixed(s, p, layer, rows_per_seq, seq_rows, y);
 }
