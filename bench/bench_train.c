@@ -1,9 +1,11 @@
 /*
  * bench/bench_train.c - one RoAd training step (forward + causal-LM loss + backward, gradients
  * for the RoAd parameters only, base weights frozen) through road_model_loss_backward, on a
- * Llama-3.2-1B-shaped model with random weights written at bench time (hidden 2048, 32 heads /
- * 8 KV heads of 64, intermediate 8192, vocab 128256, tied embeddings; --layers of them, 4 by
- * default), RoAd road_1 g=64 on every linear layer but the head, a batch of 2 x 128 tokens:
+ * Llama-shaped model with random weights written at bench time (by default Llama-3.2-1B's
+ * shape: hidden 2048, 32 heads / 8 KV heads of 64, intermediate 8192, vocab 128256, tied
+ * embeddings; --layers of them, 4 by default; any other shape with --hidden/--inter/--heads/
+ * --kv-heads/--head-dim/--vocab/--untied), RoAd road_1 g=64 on every linear layer but the
+ * head, a batch of 2 x 128 tokens (--batch/--seq):
  *
  *   [1] training step: median of 5 after 2 warm-ups;
  *   [2] forward only (road_model_forward_padded + road_causal_lm_loss), for reference;
@@ -16,8 +18,12 @@
  * The model is stored as F32 safetensors (road maps it; the Python script reads the same file)
  * and written by a child process, so the writer's buffers do not count in the peak RSS.
  *
- * Usage: bench_train [--threads N] [--layers L] [--batch B] [--seq T] [--reps R] [--torch]
- *                    [--python PATH] [--script PATH] [--dir DIR]
+ * Usage: bench_train [--threads N] [--layers L] [--batch B] [--seq T] [--hidden H] [--inter I]
+ *                    [--heads NH] [--kv-heads NKV] [--head-dim D] [--vocab V] [--untied]
+ *                    [--recompute] [--reps R] [--torch] [--python PATH] [--script PATH] [--dir DIR]
+ * The issue's small Llama shape (bench/README.md):
+ *   bench_train --layers 12 --hidden 768 --heads 12 --kv-heads 12 --inter 3072 --vocab 32000
+ *               --untied --seq 256 --batch 4 --torch
  */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
@@ -33,12 +39,10 @@
 
 #include "road/road.h"
 
-#define HIDDEN 2048
-#define INTER 8192
-#define N_HEADS 32
-#define N_KV 8
-#define HEAD_DIM 64
-#define VOCAB 128256
+/* The model's shape (defaults: Llama-3.2-1B's), set by --hidden/--inter/--heads/--kv-heads/
+ * --head-dim/--vocab/--untied. */
+static int g_hidden = 2048, g_inter = 8192, g_heads = 32, g_kv = 8, g_head_dim = 64, g_vocab = 128256;
+static bool g_tied = true;
 #define WARMUP 2
 #define MAX_REPS 64
 #define ADAPTER "default"
@@ -93,31 +97,33 @@ static void write_model(const char *dir, int layers) {
                "\"head_dim\": %d, \"vocab_size\": %d, \"rms_norm_eps\": 1e-05, \"rope_theta\": 500000.0, "
                "\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 32.0, \"low_freq_factor\": 1.0, "
                "\"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 8192}, "
-               "\"max_position_embeddings\": 131072, \"tie_word_embeddings\": true, "
-               "\"hidden_act\": \"silu\", \"bos_token_id\": 128000, \"eos_token_id\": 128001, "
+               "\"max_position_embeddings\": 131072, \"tie_word_embeddings\": %s, "
+               "\"hidden_act\": \"silu\", \"bos_token_id\": %d, \"eos_token_id\": %d, "
                "\"torch_dtype\": \"float32\"}\n",
-            HIDDEN, INTER, layers, N_HEADS, N_KV, HEAD_DIM, VOCAB);
+            g_hidden, g_inter, layers, g_heads, g_kv, g_head_dim, g_vocab, g_tied ? "true" : "false",
+            g_vocab > 128001 ? 128000 : 1, g_vocab > 128001 ? 128001 : 2);
     fclose(f);
     road_st_writer *w;
     die(road_st_writer_create(&w), "writer");
-    add_f32(w, "model.embed_tokens.weight", VOCAB, HIDDEN, 0.04f, 0);
-    add_f32(w, "model.norm.weight", HIDDEN, 0, 0.1f, 1.0f);
-    const float sc = 2.0f / sqrtf((float)HIDDEN);
+    add_f32(w, "model.embed_tokens.weight", g_vocab, g_hidden, 0.04f, 0);
+    add_f32(w, "model.norm.weight", g_hidden, 0, 0.1f, 1.0f);
+    const float sc = 2.0f / sqrtf((float)g_hidden);
+    if (!g_tied) add_f32(w, "lm_head.weight", g_vocab, g_hidden, sc, 0);
     for (int l = 0; l < layers; l++) {
         char n[128];
         struct { const char *name; int64_t out, in; } p[7] = {
-            {"self_attn.q_proj", N_HEADS * HEAD_DIM, HIDDEN}, {"self_attn.k_proj", N_KV * HEAD_DIM, HIDDEN},
-            {"self_attn.v_proj", N_KV * HEAD_DIM, HIDDEN},    {"self_attn.o_proj", HIDDEN, N_HEADS * HEAD_DIM},
-            {"mlp.gate_proj", INTER, HIDDEN},                 {"mlp.up_proj", INTER, HIDDEN},
-            {"mlp.down_proj", HIDDEN, INTER}};
+            {"self_attn.q_proj", g_heads * g_head_dim, g_hidden}, {"self_attn.k_proj", g_kv * g_head_dim, g_hidden},
+            {"self_attn.v_proj", g_kv * g_head_dim, g_hidden},    {"self_attn.o_proj", g_hidden, g_heads * g_head_dim},
+            {"mlp.gate_proj", g_inter, g_hidden},                 {"mlp.up_proj", g_inter, g_hidden},
+            {"mlp.down_proj", g_hidden, g_inter}};
         for (int k = 0; k < 7; k++) {
             snprintf(n, sizeof n, "model.layers.%d.%s.weight", l, p[k].name);
             add_f32(w, n, p[k].out, p[k].in, sc, 0);
         }
         snprintf(n, sizeof n, "model.layers.%d.input_layernorm.weight", l);
-        add_f32(w, n, HIDDEN, 0, 0.1f, 1.0f);
+        add_f32(w, n, g_hidden, 0, 0.1f, 1.0f);
         snprintf(n, sizeof n, "model.layers.%d.post_attention_layernorm.weight", l);
-        add_f32(w, n, HIDDEN, 0, 0.1f, 1.0f);
+        add_f32(w, n, g_hidden, 0, 0.1f, 1.0f);
     }
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     die(road_st_writer_set_metadata(w, "format", "pt"), "metadata");
@@ -206,7 +212,7 @@ static void script_dir(char *out, size_t cap) {
 int main(int argc, char **argv) {
     int threads = 0, layers = 4, reps = 5;
     int64_t B = 2, T = 128;
-    bool with_torch = false;
+    bool with_torch = false, recompute = false;
     const char *dir_arg = NULL, *python = NULL, *script = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
@@ -217,10 +223,20 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc) dir_arg = argv[++i];
         else if (strcmp(argv[i], "--python") == 0 && i + 1 < argc) python = argv[++i];
         else if (strcmp(argv[i], "--script") == 0 && i + 1 < argc) script = argv[++i];
+        else if (strcmp(argv[i], "--hidden") == 0 && i + 1 < argc) g_hidden = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--inter") == 0 && i + 1 < argc) g_inter = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--heads") == 0 && i + 1 < argc) g_heads = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--kv-heads") == 0 && i + 1 < argc) g_kv = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--head-dim") == 0 && i + 1 < argc) g_head_dim = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--vocab") == 0 && i + 1 < argc) g_vocab = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--untied") == 0) g_tied = false;
+        else if (strcmp(argv[i], "--recompute") == 0) recompute = true;
         else if (strcmp(argv[i], "--torch") == 0) with_torch = true;
         else {
             fprintf(stderr, "usage: bench_train [--threads N] [--layers L] [--batch B] [--seq T] "
-                            "[--reps R] [--torch] [--python PATH] [--script PATH] [--dir DIR]\n");
+                            "[--hidden H] [--inter I] [--heads NH] [--kv-heads NKV] [--head-dim D] "
+                            "[--vocab V] [--untied] [--recompute] [--reps R] [--torch] [--python PATH] "
+                            "[--script PATH] [--dir DIR]\n");
             return 2;
         }
     }
@@ -228,14 +244,22 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_train: bad --layers/--batch/--seq/--reps\n");
         return 2;
     }
+    if (g_hidden < 2 || g_inter < 2 || g_heads < 1 || g_kv < 1 || g_heads % g_kv != 0 || g_head_dim < 2 ||
+        g_head_dim % 2 || g_vocab < 2 || g_hidden % 64 || g_inter % 64 || (g_kv * g_head_dim) % 64 ||
+        (g_heads * g_head_dim) % 64) {
+        fprintf(stderr, "bench_train: bad shape (heads must be a multiple of kv-heads; every "
+                        "projection's width a multiple of the RoAd group, 64)\n");
+        return 2;
+    }
     road_set_num_threads(threads);
     threads = road_get_num_threads();
     char tmpl[] = "/tmp/road-bench-train-XXXXXX";
     const char *dir = dir_arg ? dir_arg : mkdtemp(tmpl);
     if (!dir) return 1;
-    printf("road %s training-step benchmark: Llama-3.2-1B shape, %d layers, batch %lld x %lld, "
-           "RoAd road_1 g=64 on all linear layers, %d threads\n",
-           road_version(), layers, (long long)B, (long long)T, threads);
+    printf("road %s training-step benchmark: hidden %d, inter %d, %d heads / %d kv of %d, vocab %d "
+           "(%s), %d layers, batch %lld x %lld, RoAd road_1 g=64 on all linear layers, %d threads\n",
+           road_version(), g_hidden, g_inter, g_heads, g_kv, g_head_dim, g_vocab,
+           g_tied ? "tied lm_head" : "own lm_head", layers, (long long)B, (long long)T, threads);
     double t0 = now_s();
     write_model_child(dir, layers);
     printf("  wrote random f32 weights in %.1f s\n", now_s() - t0);
@@ -248,6 +272,7 @@ int main(int argc, char **argv) {
     const double wbytes = (double)road_model_weight_bytes(m);
     printf("  loaded in %.1f s: %.2f GB of float32 weights\n", now_s() - t0, wbytes / 1e9);
 
+    road_model_set_recompute(m, recompute); /* --recompute: keep only block inputs in forward */
     road_adapter_set *set = road_model_adapters(m);
     road_config *cfg;
     die(road_config_create(&cfg), "config");
@@ -264,12 +289,12 @@ int main(int argc, char **argv) {
 
     const int64_t BT = B * T;
     int64_t *ids = malloc(sizeof(int64_t) * (size_t)BT);
-    float *logits = malloc(sizeof(float) * (size_t)BT * VOCAB);
+    float *logits = malloc(sizeof(float) * (size_t)BT * (size_t)g_vocab);
     if (!ids || !logits) return 1;
     uint64_t s = 0x9E3779B97F4A7C15ULL;
     for (int64_t i = 0; i < BT; i++) {
         s ^= s << 13, s ^= s >> 7, s ^= s << 17;
-        ids[i] = (int64_t)(s % VOCAB);
+        ids[i] = (int64_t)(s % g_vocab);
     }
     const int64_t *labels = ids;
 
@@ -290,7 +315,7 @@ int main(int argc, char **argv) {
     for (int r = 0; r < 1 + reps; r++) {
         double a = now_s();
         die(road_model_forward_padded(m, ids, NULL, B, T, NULL, logits), "forward");
-        die(road_causal_lm_loss(logits, labels, NULL, B, T, VOCAB, &floss), "loss");
+        die(road_causal_lm_loss(logits, labels, NULL, B, T, g_vocab, &floss), "loss");
         if (r >= 1) tf[r - 1] = now_s() - a;
     }
     const double t_fwd = median(tf, reps);
@@ -302,8 +327,10 @@ int main(int argc, char **argv) {
     die(road_model_loss_backward(m, ids, NULL, labels, B, T, &loss), "loss_backward");
 
     long peak = peak_rss_kb();
-    printf("[3] peak resident memory %.2f GB (float32 weights %.2f GB, mapped from the f32 file)\n",
-           peak / 1e6, wbytes / 1e9);
+    printf("[3] peak resident memory %.2f GB (float32 weights %.2f GB, mapped from the f32 file; "
+           "backward's activations and buffers %.2f GB%s)\n",
+           peak / 1e6, wbytes / 1e9, (double)road_model_backward_bytes(m) / 1e9,
+           recompute ? ", recomputing blocks" : "");
 
     double torch_step = NAN, torch_fwd = NAN, torch_loss = NAN, grel = NAN, gworst = NAN;
     char path[1024], apath[1024], gpath[1024], ipath[1024];
@@ -364,9 +391,11 @@ int main(int argc, char **argv) {
         snprintf(tj, sizeof tj, ", \"torch_step_s\": %.6f, \"torch_fwd_s\": %.6f, \"torch_loss\": %.9g, "
                  "\"ratio\": %.4f, \"grad_rel_l2\": %.3e, \"grad_worst_rel_l2\": %.3e",
                  torch_step, torch_fwd, torch_loss, torch_step / t_step, grel, gworst);
-    printf("{\"bench\": \"train\", \"threads\": %d, \"layers\": %d, \"batch\": %lld, \"seq\": %lld, "
+    printf("{\"bench\": \"train\", \"hidden\": %d, \"inter\": %d, \"heads\": %d, \"kv_heads\": %d, "
+           "\"vocab\": %d, \"tied\": %s, \"threads\": %d, \"layers\": %d, \"batch\": %lld, \"seq\": %lld, "
            "\"road_step_s\": %.6f, \"road_fwd_s\": %.6f, \"road_loss\": %.9g, \"peak_rss_gb\": %.3f%s}\n",
-           threads, layers, (long long)B, (long long)T, t_step, t_fwd, loss, peak / 1e6, tj);
+           g_hidden, g_inter, g_heads, g_kv, g_vocab, g_tied ? "true" : "false", threads, layers,
+           (long long)B, (long long)T, t_step, t_fwd, loss, peak / 1e6, tj);
 
     road_config_free(cfg);
     road_model_free(m);

@@ -6,7 +6,7 @@ run it (no transformers or PEFT needed).
 
 Model: embedding, RMSNorm (w * x / sqrt(mean(x^2) + eps)), rotate-half RoPE (llama3 frequency
 remap), GQA causal attention with explicit matmuls and softmax (transformers' eager path),
-SwiGLU MLP, tied lm_head, loss on shifted labels. RoAd road_1 on every linear layer but the
+SwiGLU MLP, lm_head (tied unless the model has lm_head.weight), loss on shifted labels. RoAd road_1 on every linear layer but the
 head, as PEFT's `_apply_road`: c1 = alpha*cos(theta), c2 = alpha*sin(theta) with road_1's
 per-pair parameters repeated, y' = y*c1 + rotate_half_in_groups(y)*c2.
 
@@ -92,43 +92,70 @@ def rotate_half(x):
     return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
 
 
-def road_apply(y, theta, alpha, g):
-    """PEFT's _apply_road for road_1 (y: (..., out); theta, alpha: (out/2,))."""
-    th = theta.reshape(-1, g // 2).repeat_interleave(2, dim=0).flatten()
-    al = alpha.reshape(-1, g // 2).repeat_interleave(2, dim=0).flatten()
-    c1 = al * th.cos()
-    c2 = al * th.sin()
+def road_cols(theta, alpha, g, variant="road_1"):
+    """PEFT's _prepare_cols: the per-output-element (c1, c2) of a RoAd layer.
+    road_1: theta, alpha (out/2,), one pair per (i, i + g/2) of a group; road_2: (out,);
+    road_4: (2*out,), per group g "cos" entries then g "sin" entries."""
+    if variant == "road_1":
+        th = theta.reshape(-1, g // 2).repeat_interleave(2, dim=0).flatten()
+        al = alpha.reshape(-1, g // 2).repeat_interleave(2, dim=0).flatten()
+        return al * th.cos(), al * th.sin()
+    if variant == "road_2":
+        return alpha * theta.cos(), alpha * theta.sin()
+    assert variant == "road_4", variant
+    th = theta.reshape(-1, 2, g)
+    al = alpha.reshape(-1, 2, g)
+    return al[:, 0, :].flatten() * th[:, 0, :].cos().flatten(), \
+        al[:, 1, :].flatten() * th[:, 1, :].sin().flatten()
+
+
+def road_apply(y, theta, alpha, g, variant="road_1"):
+    """PEFT's _apply_road (y: (..., out)): y' = y*c1 + rotate_half_in_groups(y)*c2."""
+    c1, c2 = road_cols(theta, alpha, g, variant)
     yg = y.reshape(-1, 2, g // 2)
     rot = torch.stack([-yg[:, 1, :], yg[:, 0, :]], dim=1).reshape(y.shape)
     return y * c1 + rot * c2
 
 
 class Model:
-    def __init__(self, cfg, w, road, g):
-        self.cfg, self.w, self.road, self.g = cfg, w, road, g
+    def __init__(self, cfg, w, road, g, variant="road_1"):
+        self.cfg, self.w, self.road, self.g, self.variant = cfg, w, road, g, variant
         self.inv_freq = llama3_inv_freq(cfg)
 
     def lin(self, name, x):
         y = F.linear(x, self.w[name + ".weight"])
         if name in self.road:
             th, al = self.road[name]
-            y = road_apply(y, th, al, self.g)
+            y = road_apply(y, th, al, self.g, self.variant)
         return y
 
     def rms(self, x, wname):
         var = x.pow(2).mean(-1, keepdim=True)
         return self.w[wname] * (x * torch.rsqrt(var + self.cfg["rms_norm_eps"]))
 
-    def loss(self, ids, labels):
+    def loss(self, ids, labels, attention_mask=None):
+        """Causal-LM loss. attention_mask (B, T) of 0/1, optional: padded batch as transformers
+        takes it (keys at padding masked with finfo.min, as the causal part; valid tokens of a
+        row at positions 0..n-1, padding slots at 1 as generate() does: not normative)."""
         cfg, w = self.cfg, self.w
         B, T = ids.shape
         nh, nkv, d = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
         x = F.embedding(ids, w["model.embed_tokens.weight"])
-        pos = torch.arange(T, dtype=torch.float32)
-        fr = pos[:, None] * self.inv_freq[None, :]
-        emb = torch.cat((fr, fr), dim=-1)
-        cos, sin = emb.cos()[None, None], emb.sin()[None, None]
-        mask = torch.full((T, T), torch.finfo(torch.float32).min).triu(1)[None, None]
+        fmin = torch.finfo(torch.float32).min
+        if attention_mask is None:
+            pos = torch.arange(T, dtype=torch.float32)
+            fr = pos[:, None] * self.inv_freq[None, :]
+            emb = torch.cat((fr, fr), dim=-1)
+            cos, sin = emb.cos()[None, None], emb.sin()[None, None]
+            mask = torch.full((T, T), fmin).triu(1)[None, None]
+        else:
+            am = attention_mask.to(torch.int64)
+            pos = (am.cumsum(-1) - 1).masked_fill(am == 0, 1).to(torch.float32)  # (B, T)
+            fr = pos[:, :, None] * self.inv_freq[None, None, :]
+            emb = torch.cat((fr, fr), dim=-1)
+            cos, sin = emb.cos()[:, None], emb.sin()[:, None]
+            causal = torch.full((T, T), fmin).triu(1)[None, None].expand(B, 1, T, T).clone()
+            mask = causal.masked_fill(am[:, None, None, :] == 0, fmin)
         for l in range(cfg["num_hidden_layers"]):
             p = f"model.layers.{l}."
             h = self.rms(x, p + "input_layernorm.weight")
@@ -141,7 +168,7 @@ class Model:
             k = k[:, :, None].expand(B, nkv, rep, T, d).reshape(B, nh, T, d)
             v = v[:, :, None].expand(B, nkv, rep, T, d).reshape(B, nh, T, d)
             s = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(d) + mask
-            a = torch.matmul(F.softmax(s, dim=-1, dtype=torch.float32), v)
+            a = torch.matmul(F.softmax(s, dim=-1, dtype=s.dtype), v)  # float32 (HF) or float64
             a = a.transpose(1, 2).reshape(B, T, nh * d)
             x = x + self.lin(p + "self_attn.o_proj", a)
             h = self.rms(x, p + "post_attention_layernorm.weight")
@@ -161,12 +188,14 @@ def random_model(a):
            "vocab_size": a.vocab, "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
            "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
                             "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
-           "tie_word_embeddings": True}
+           "tie_word_embeddings": not a.untied}
     g = torch.Generator().manual_seed(0)
     H, I, nh, nkv, d = a.hidden, a.inter, a.heads, a.kv_heads, a.head_dim
     sc = 2.0 / math.sqrt(H)
     w = {"model.embed_tokens.weight": (torch.rand(a.vocab, H, generator=g) - 0.5) * 0.04,
          "model.norm.weight": 1 + 0.1 * (torch.rand(H, generator=g) - 0.5)}
+    if a.untied:
+        w["lm_head.weight"] = (torch.rand(a.vocab, H, generator=g) - 0.5) * sc
     shapes = [(nh * d, H), (nkv * d, H), (nkv * d, H), (H, nh * d), (I, H), (I, H), (H, I)]
     for l in range(a.layers):
         p = f"model.layers.{l}."
@@ -189,6 +218,7 @@ def main():
     ap.add_argument("--kv-heads", type=int, default=8)
     ap.add_argument("--head-dim", type=int, default=64)
     ap.add_argument("--vocab", type=int, default=128256)
+    ap.add_argument("--untied", action="store_true", help="random model: own lm_head (not tied)")
     ap.add_argument("--group-size", type=int, default=64)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--reps", type=int, default=5)
