@@ -92,57 +92,65 @@ static void rope_bwd(float *dx, int64_t R, int64_t heads, int64_t d, const float
     }
 }
 
-/* Scores of query row r (position p) of head hq against keys lo..p of its sequence, softmaxed
- * into pr[0 .. p - lo]. Returns lo. */
-static int64_t probs(const grad_ctx *c, const float *q, const float *k, int64_t r, int64_t hq,
-                     float *pr) {
+/* Attention of a training batch, per sequence and head, as small GEMMs: S = Q K^T / sqrt(d)
+ * (n x n for a sequence of n tokens), a causal (and sliding-window) softmax per row, O = P V.
+ * Backward recomputes P the same way and runs dP = dO V^T, dV += P^T dO,
+ * dS = P (dP - rowsum(P dP)), dQ = dS K / sqrt(d), dK += dS^T Q / sqrt(d). Q, K, V, O are
+ * views into the (R, heads x d) buffers with their row strides, so nothing is copied. Each
+ * thread owns 2 n x n scratch matrices. */
+
+/* P (n x n, row stride n) = masked softmax of S in place: row i keeps keys lo(i)..i. */
+static void softmax_causal(float *P, int64_t n, int64_t window) {
+    for (int64_t i = 0; i < n; i++) {
+        float *row = P + i * n;
+        const int64_t lo = window > 0 && i - window + 1 > 0 ? i - window + 1 : 0;
+        float mx = -INFINITY;
+        for (int64_t t = lo; t <= i; t++) mx = row[t] > mx ? row[t] : mx;
+        double sum = 0.0;
+        for (int64_t t = lo; t <= i; t++) {
+            row[t] = expf(row[t] - mx);
+            sum += row[t];
+        }
+        const float inv = (float)(1.0 / sum);
+        for (int64_t t = 0; t < lo; t++) row[t] = 0.0f;
+        for (int64_t t = lo; t <= i; t++) row[t] *= inv;
+        for (int64_t t = i + 1; t < n; t++) row[t] = 0.0f;
+    }
+}
+
+/* P for sequence s, query head hq (n x n into P). */
+static void seq_probs(const grad_ctx *c, const float *q, const float *k, int64_t s, int64_t hq,
+                      float *P) {
     const road_llm_config *cfg = &c->m->cfg;
     const int64_t nh = cfg->n_heads, nkv = cfg->n_kv_heads, d = cfg->head_dim;
-    const int64_t hk = hq / (nh / nkv), s = c->row_seq[r], p = c->row_pos[r], W = cfg->sliding_window;
-    const int64_t lo = W > 0 && p - W + 1 > 0 ? p - W + 1 : 0;
+    const int64_t hk = hq / (nh / nkv), n = c->seq_n[s], r0 = c->seq_r0[s];
     const float scale = 1.0f / sqrtf((float)d);
-    const float *qv = q + (r * nh + hq) * d;
-    float mx = -INFINITY;
-    for (int64_t t = lo; t <= p; t++) {
-        const float *kt = k + ((c->seq_r0[s] + t) * nkv + hk) * d;
-        float dot = 0.0f;
-        for (int64_t i = 0; i < d; i++) dot += qv[i] * kt[i];
-        pr[t - lo] = dot * scale;
-        if (pr[t - lo] > mx) mx = pr[t - lo];
-    }
-    double sum = 0.0;
-    for (int64_t t = lo; t <= p; t++) {
-        pr[t - lo] = expf(pr[t - lo] - mx);
-        sum += pr[t - lo];
-    }
-    for (int64_t t = lo; t <= p; t++) pr[t - lo] = (float)(pr[t - lo] / sum);
-    return lo;
+    road_sgemm(false, true, n, n, d, scale, q + (r0 * nh + hq) * d, nh * d,
+               k + (r0 * nkv + hk) * d, nkv * d, 0.0f, P, n);
+    softmax_causal(P, n, cfg->sliding_window);
 }
 
 static void attention_fwd(const grad_ctx *c, const float *q, const float *k, const float *v,
                           float *att, float *scratch, int64_t max_len) {
     const road_llm_config *cfg = &c->m->cfg;
     const int64_t nh = cfg->n_heads, nkv = cfg->n_kv_heads, d = cfg->head_dim;
-#pragma omp parallel for schedule(dynamic, 4)
-    for (int64_t it = 0; it < c->R * nh; it++) {
-        const int64_t r = it / nh, hq = it % nh, hk = hq / (nh / nkv), s = c->row_seq[r];
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t it = 0; it < c->n_seq * nh; it++) {
+        const int64_t s = it / nh, hq = it % nh, hk = hq / (nh / nkv);
+        const int64_t n = c->seq_n[s], r0 = c->seq_r0[s];
 #ifdef _OPENMP
-        float *pr = scratch + (size_t)omp_get_thread_num() * (size_t)max_len;
+        float *P = scratch + (size_t)omp_get_thread_num() * (size_t)(2 * max_len * max_len);
 #else
-        float *pr = scratch;
+        float *P = scratch;
 #endif
-        const int64_t lo = probs(c, q, k, r, hq, pr), p = c->row_pos[r];
-        float *o = att + (r * nh + hq) * d;
-        for (int64_t i = 0; i < d; i++) o[i] = 0.0f;
-        for (int64_t t = lo; t <= p; t++) {
-            const float *vt = v + ((c->seq_r0[s] + t) * nkv + hk) * d;
-            for (int64_t i = 0; i < d; i++) o[i] += pr[t - lo] * vt[i];
-        }
+        seq_probs(c, q, k, s, hq, P);
+        road_sgemm(false, false, n, d, n, 1.0f, P, n, v + (r0 * nkv + hk) * d, nkv * d, 0.0f,
+                   att + (r0 * nh + hq) * d, nh * d);
     }
 }
 
-/* Attention backward for one (sequence, kv head): its query heads write dq, and dk, dv of the
- * kv head accumulate over them, so kv heads are the unit of parallel work (no races). */
+/* Attention backward for one (sequence, kv head) per work item: its query heads write dq, and
+ * dk, dv of the kv head accumulate over them, so there are no races between items. */
 static void attention_bwd(const grad_ctx *c, const float *q, const float *k, const float *v,
                           const float *datt, float *dq, float *dk, float *dv, float *scratch,
                           int64_t max_len) {
@@ -153,44 +161,29 @@ static void attention_bwd(const grad_ctx *c, const float *q, const float *k, con
     memset(dv, 0, sizeof(float) * (size_t)(c->R * nkv * d));
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t it = 0; it < c->n_seq * nkv; it++) {
-        const int64_t s = it / nkv, hk = it % nkv;
+        const int64_t s = it / nkv, hk = it % nkv, n = c->seq_n[s], r0 = c->seq_r0[s];
 #ifdef _OPENMP
-        float *pr = scratch + (size_t)omp_get_thread_num() * (size_t)(2 * max_len);
+        float *P = scratch + (size_t)omp_get_thread_num() * (size_t)(2 * max_len * max_len);
 #else
-        float *pr = scratch;
+        float *P = scratch;
 #endif
-        float *dp = pr + max_len;
+        float *dP = P + n * n;
+        const float *kh = k + (r0 * nkv + hk) * d, *vh = v + (r0 * nkv + hk) * d;
+        float *dkh = dk + (r0 * nkv + hk) * d, *dvh = dv + (r0 * nkv + hk) * d;
         for (int64_t hq = hk * grp; hq < (hk + 1) * grp; hq++) {
-            for (int64_t i = 0; i < c->seq_n[s]; i++) {
-                const int64_t r = c->seq_r0[s] + i, p = c->row_pos[r];
-                const int64_t lo = probs(c, q, k, r, hq, pr);
-                const float *go = datt + (r * nh + hq) * d, *qv = q + (r * nh + hq) * d;
+            const float *qh = q + (r0 * nh + hq) * d, *go = datt + (r0 * nh + hq) * d;
+            seq_probs(c, q, k, s, hq, P);
+            road_sgemm(false, true, n, n, d, 1.0f, go, nh * d, vh, nkv * d, 0.0f, dP, n);
+            road_sgemm(true, false, n, d, n, 1.0f, P, n, go, nh * d, 1.0f, dvh, nkv * d);
+            for (int64_t i = 0; i < n; i++) { /* dS into dP */
+                float *pr = P + i * n, *dr = dP + i * n;
                 double pdp = 0.0;
-                for (int64_t t = lo; t <= p; t++) {
-                    const int64_t rt = c->seq_r0[s] + t;
-                    const float *vt = v + (rt * nkv + hk) * d;
-                    float *dvt = dv + (rt * nkv + hk) * d;
-                    float acc = 0.0f;
-                    for (int64_t j = 0; j < d; j++) {
-                        acc += go[j] * vt[j];
-                        dvt[j] += pr[t - lo] * go[j];
-                    }
-                    dp[t - lo] = acc;
-                    pdp += (double)pr[t - lo] * acc;
-                }
-                float *dqv = dq + (r * nh + hq) * d;
-                for (int64_t j = 0; j < d; j++) dqv[j] = 0.0f;
-                for (int64_t t = lo; t <= p; t++) {
-                    const int64_t rt = c->seq_r0[s] + t;
-                    const float ds = pr[t - lo] * (float)(dp[t - lo] - pdp) * scale;
-                    const float *kt = k + (rt * nkv + hk) * d;
-                    float *dkt = dk + (rt * nkv + hk) * d;
-                    for (int64_t j = 0; j < d; j++) {
-                        dqv[j] += ds * kt[j];
-                        dkt[j] += ds * qv[j];
-                    }
-                }
+                for (int64_t t = 0; t <= i; t++) pdp += (double)pr[t] * dr[t];
+                for (int64_t t = 0; t < n; t++) dr[t] = t <= i ? pr[t] * (dr[t] - (float)pdp) : 0.0f;
             }
+            road_sgemm(false, false, n, d, n, scale, dP, n, kh, nkv * d, 0.0f,
+                       dq + (r0 * nh + hq) * d, nh * d);
+            road_sgemm(true, false, n, d, n, scale, dP, n, qh, nh * d, 1.0f, dkh, nkv * d);
         }
     }
 }
@@ -322,7 +315,7 @@ road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
     const size_t saved = rc ? per_block + (size_t)(L * R * H) : per_block * (size_t)L;
     const int nthreads = road_get_num_threads();
     const size_t work = (size_t)(R * (5 * H + 2 * V + 2 * qd + 2 * kvd + 2 * I + d)) +
-                        (size_t)nthreads * (size_t)(2 * max_len);
+                        (size_t)nthreads * (size_t)(2 * max_len * max_len);
     float *mem = road_malloc(sizeof(float) * (saved + work));
     saved_block *sb = road_calloc((size_t)L, sizeof(saved_block));
     if (!mem || !sb) {
@@ -352,7 +345,7 @@ road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
     float *zb = TAKE(R * V), *z = TAKE(R * V), *dq = TAKE(R * qd), *datt = TAKE(R * qd);
     float *dk = TAKE(R * kvd), *dv = TAKE(R * kvd), *dg = TAKE(R * I), *du = TAKE(R * I);
     c.cs = TAKE(R * d);
-    float *scratch = TAKE((int64_t)nthreads * 2 * max_len);
+    float *scratch = TAKE((int64_t)nthreads * 2 * max_len * max_len);
 #undef TAKE
     road_rope_table(m, c.row_pos, R, c.cs);
     /* The embedding table: the active modules_to_save copy of embed_tokens, if any; then
