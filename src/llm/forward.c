@@ -24,6 +24,12 @@
 
 /* Attention items (row, head) per OpenMP chunk: a decode row is short work. */
 #define ATTN_CHUNK 4
+/* Sequences with at least this many new tokens (prefill) run attention as GEMMs over blocks of
+ * ATTN_QBLOCK queries: S = Q K^T for the block against all its keys, a masked softmax, O = P V.
+ * Shorter ones (decode) take the per-row loops. The block bounds the scratch per thread to
+ * ATTN_QBLOCK x keys floats whatever the prompt length. */
+#define ATTN_GEMM_MIN 8
+#define ATTN_QBLOCK 64
 
 typedef struct fwd_ctx {
     road_model *m;
@@ -97,7 +103,7 @@ static void cache_store(fwd_ctx *c, int64_t layer, const float *k, const float *
 
 /* att (R, qd): softmax(q k^T / sqrt(d) + causal mask) v per sequence and head. Keys come from
  * the sequence's cache (new ones already stored) or, without a cache, from this call's rows. */
-static road_status attention(fwd_ctx *c, int64_t layer, const float *q, const float *k,
+static void attention_rows(fwd_ctx *c, int64_t layer, const float *q, const float *k,
                              const float *v, float *att, float *scratch, int64_t max_keys) {
     const road_llm_config *cfg = &c->m->cfg;
     const int64_t nh = cfg->n_heads, nkv = cfg->n_kv_heads, d = cfg->head_dim;
@@ -108,6 +114,7 @@ static road_status attention(fwd_ctx *c, int64_t layer, const float *q, const fl
     for (int64_t it = 0; it < items; it++) {
         const int64_t r = it / nh, hq = it % nh, hk = hq / group;
         const int64_t s = c->row_seq[r], p = c->row_pos[r];
+        if (c->seq_rows[s] >= ATTN_GEMM_MIN) continue; /* done by attention_gemm */
         const road_kv_cache *kv = c->seqs[s].cache;
 #ifdef _OPENMP
         float *sc = scratch + (size_t)omp_get_thread_num() * (size_t)max_keys;
@@ -152,7 +159,6 @@ static road_status attention(fwd_ctx *c, int64_t layer, const float *q, const fl
             for (int64_t i = 0; i < d; i++) o[i] += w * vt[i];
         }
     }
-    return ROAD_OK;
 }
 
 void road_rope_table(const road_model *m, const int64_t *pos, int64_t R, float *cs) {
@@ -165,6 +171,71 @@ void road_rope_table(const road_model *m, const int64_t *pos, int64_t R, float *
             sr[i] = sinf(angle);
         }
     }
+}
+
+/* The GEMM path for sequences of >= ATTN_GEMM_MIN new tokens (see ATTN_QBLOCK). */
+static void attention_gemm(fwd_ctx *c, int64_t layer, const float *q, const float *k,
+                           const float *v, float *att, float *scratch, int64_t max_keys) {
+    const road_llm_config *cfg = &c->m->cfg;
+    const int64_t nh = cfg->n_heads, nkv = cfg->n_kv_heads, d = cfg->head_dim;
+    const int64_t group = nh / nkv, W = cfg->sliding_window;
+    const float scale = 1.0f / sqrtf((float)d);
+    /* work items: (sequence, head, query block) of the long sequences */
+    int64_t items = 0;
+    for (int64_t s = 0; s < c->n_seq; s++)
+        if (c->seq_rows[s] >= ATTN_GEMM_MIN) items += nh * ((c->seq_rows[s] + ATTN_QBLOCK - 1) / ATTN_QBLOCK);
+    if (items == 0) return;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t it = 0; it < items; it++) {
+        int64_t rest = it, s = 0, nb = 0;
+        for (s = 0; s < c->n_seq; s++) {
+            if (c->seq_rows[s] < ATTN_GEMM_MIN) continue;
+            nb = (c->seq_rows[s] + ATTN_QBLOCK - 1) / ATTN_QBLOCK;
+            if (rest < nh * nb) break;
+            rest -= nh * nb;
+        }
+        const int64_t hq = rest / nb, blk = rest % nb, hk = hq / group;
+        const int64_t i0 = blk * ATTN_QBLOCK;
+        const int64_t ni = c->seq_rows[s] - i0 < ATTN_QBLOCK ? c->seq_rows[s] - i0 : ATTN_QBLOCK;
+        const int64_t r0 = c->seq_r0[s] + i0, p0 = c->seq_p0[s] + i0;
+        const int64_t nk = p0 + ni; /* keys 0 .. p0 + ni - 1 */
+        const road_kv_cache *kv = c->seqs[s].cache;
+#ifdef _OPENMP
+        float *S = scratch + (size_t)omp_get_thread_num() * (size_t)(ATTN_QBLOCK * max_keys);
+#else
+        float *S = scratch;
+#endif
+        const float *kb, *vb;
+        int64_t ld;
+        if (kv) {
+            size_t off = (size_t)((layer * nkv + hk) * kv->cap * d);
+            kb = kv->k + off, vb = kv->v + off, ld = d;
+        } else {
+            kb = k + (c->seq_r0[s] * nkv + hk) * d, vb = v + (c->seq_r0[s] * nkv + hk) * d, ld = nkv * d;
+        }
+        road_sgemm(false, true, ni, nk, d, scale, q + (r0 * nh + hq) * d, nh * d, kb, ld, 0.0f, S, nk);
+        for (int64_t i = 0; i < ni; i++) {
+            float *row = S + i * nk;
+            const int64_t p = p0 + i, lo = W > 0 && p - W + 1 > 0 ? p - W + 1 : 0;
+            float mx = -INFINITY;
+            for (int64_t t = lo; t <= p; t++) mx = row[t] > mx ? row[t] : mx;
+            double sum = 0.0;
+            for (int64_t t = lo; t <= p; t++) {
+                row[t] = expf(row[t] - mx);
+                sum += row[t];
+            }
+            const float inv = (float)(1.0 / sum);
+            for (int64_t t = 0; t < nk; t++) row[t] = (t >= lo && t <= p) ? row[t] * inv : 0.0f;
+        }
+        road_sgemm(false, false, ni, d, nk, 1.0f, S, nk, vb, ld, 0.0f, att + (r0 * nh + hq) * d, nh * d);
+    }
+}
+
+static road_status attention(fwd_ctx *c, int64_t layer, const float *q, const float *k,
+                             const float *v, float *att, float *scratch, int64_t max_keys) {
+    attention_rows(c, layer, q, k, v, att, scratch, max_keys);
+    attention_gemm(c, layer, q, k, v, att, scratch, max_keys);
+    return ROAD_OK;
 }
 
 int64_t road_seq_logit_rows(const road_seq *seqs, int64_t n_seq) {
@@ -270,7 +341,7 @@ road_status road_model_forward(road_model *m, const road_seq *seqs, int64_t n_se
     }
     int nthreads = road_get_num_threads();
     size_t n_ws = (size_t)(R * (2 * H + 2 * qd + 2 * kvd + 2 * I + d) + n_sel * H +
-                           (int64_t)nthreads * max_keys);
+                           (int64_t)nthreads * ATTN_QBLOCK * max_keys);
     float *ws = road_workspace_get(&m->ws, n_ws);
     if (!ws) {
         road_batch_plan_free(c.plan);
