@@ -98,6 +98,13 @@ static void test_data(void **state) {
     TU_FAILS(road_dataset_load_jsonl(path_in("e.jsonl"), &dp, &d), ROAD_ERR_FORMAT, "no usable example");
     write_text(path_in("f.jsonl"), "{\"input_ids\": [1, 2], \"labels\": [1]}\n");
     TU_FAILS(road_dataset_load_jsonl(path_in("f.jsonl"), &dp, &d), ROAD_ERR_FORMAT, "\"labels\" has 1 entries");
+    /* found by fuzzing: huge or non-numeric entries are refused (no out-of-range conversion) */
+    write_text(path_in("i.jsonl"), "{\"input_ids\": [1e300, 2]}\n");
+    TU_FAILS(road_dataset_load_jsonl(path_in("i.jsonl"), &dp, &d), ROAD_ERR_FORMAT, "[0] is not a token id");
+    write_text(path_in("j.jsonl"), "{\"input_ids\": [false, 3]}\n");
+    TU_FAILS(road_dataset_load_jsonl(path_in("j.jsonl"), &dp, &d), ROAD_ERR_FORMAT, "[0] is not a token id");
+    write_text(path_in("k.jsonl"), "{\"input_ids\": [1, 2], \"labels\": [-1e19, 2]}\n");
+    TU_FAILS(road_dataset_load_jsonl(path_in("k.jsonl"), &dp, &d), ROAD_ERR_FORMAT, "token id or -100");
     write_text(path_in("g.jsonl"), "{\"foo\": 1}\n");
     TU_FAILS(road_dataset_load_jsonl(path_in("g.jsonl"), &dp, &d), ROAD_ERR_FORMAT, "no \"input_ids\"");
     /* text and prompt/completion with a tokenizer; truncation to max_len */

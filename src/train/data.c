@@ -7,6 +7,7 @@
  * so the loss mask falls exactly on the completion's tokens.
  */
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -101,8 +102,10 @@ static road_status int_array(const cJSON *a, const char *field, int64_t line, bo
     int64_t i = 0;
     const cJSON *e;
     cJSON_ArrayForEach(e, a) {
-        double x = cJSON_IsNumber(e) ? e->valuedouble : -1e300;
-        if (x != (double)(int64_t)x || x > 2147483647.0 || (x < 0 && !(allow_ignore && x == LABEL_IGNORE))) {
+        /* range first: converting an out-of-range double to an integer is undefined */
+        const double x = cJSON_IsNumber(e) ? e->valuedouble : NAN;
+        const bool in_range = x >= (double)LABEL_IGNORE && x <= 2147483647.0 && x == floor(x);
+        if (!in_range || (x < 0 && !(allow_ignore && x == LABEL_IGNORE))) {
             road_free(v);
             return road_error(ROAD_ERR_FORMAT, "line %lld: \"%s\"[%lld] is not a %s", (long long)line,
                               field, (long long)i,
