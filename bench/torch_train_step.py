@@ -123,7 +123,7 @@ class Model:
         self.inv_freq = llama3_inv_freq(cfg)
 
     def lin(self, name, x):
-        y = F.linear(x, self.w[name + ".weight"])
+        y = F.linear(x, self.w[name + ".weight"], self.w.get(name + ".bias"))
         if name in self.road:
             th, al = self.road[name]
             y = road_apply(y, th, al, self.g, self.variant)

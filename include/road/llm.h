@@ -152,7 +152,8 @@ ROAD_API road_status road_causal_lm_loss(const float *logits, const int64_t *lab
 
 /* The same loss for a padded batch, and its gradient with respect to every parameter of the
  * active adapters, accumulated (+=) into their gradient buffers (road_linear_adapter_grads on
- * road_adapter_set_layer(...)). Base weights are frozen: no weight-gradient GEMMs. Refused
+ * road_adapter_set_layer(...)). Base weights are frozen (no weight-gradient GEMMs) unless full
+ * training is on (road_model_set_full_training): then every model tensor's gradient too. Refused
  * while adapters are merged. Backward goes through the whole model: cross-entropy, lm_head,
  * RMSNorm, SwiGLU, attention (GQA, causal, sliding window), RoPE, and every RoAd layer. */
 ROAD_API road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
@@ -167,6 +168,53 @@ ROAD_API road_status road_model_loss_backward(road_model *m, const int64_t *inpu
 ROAD_API void road_model_set_recompute(road_model *m, bool on);
 /* Bytes of activations and working buffers the last road_model_loss_backward allocated. */
 ROAD_API int64_t road_model_backward_bytes(const road_model *m);
+
+/* ---- the model's own tensors, full fine-tuning, saving ------------------------------------ */
+
+/* One of the model's tensors, by its Hugging Face name, in transformers' named_parameters()
+ * order (embed_tokens; per layer q/k/v/o (+ biases), gate/up/down, the two norms; norm;
+ * lm_head unless tied). `param` is the live float32 array the model computes with (merged
+ * adapters included); `grad` is its gradient while full training is on, else NULL. */
+typedef struct road_model_tensor {
+    const char *name; /* owned by the model */
+    float *param;
+    float *grad;
+    int64_t n;
+    int32_t ndim; /* 1 or 2 */
+    int64_t shape[2];
+    bool decay;   /* Trainer's rule: weight decay for weights, not for biases and norms */
+} road_model_tensor;
+
+ROAD_API int32_t road_model_tensor_count(road_model *m);
+ROAD_API road_status road_model_tensor_get(road_model *m, int32_t i, road_model_tensor *out);
+
+/* Full fine-tuning: on, every tensor above gets a gradient buffer (as much memory as the
+ * weights) and road_model_loss_backward accumulates (+=) the gradient of every weight, bias
+ * and norm too (tied embeddings get both uses). Off frees them. Refused while adapters are
+ * merged (the weights would absorb them) or when a layer's weight is not float32. */
+ROAD_API road_status road_model_set_full_training(road_model *m, bool on);
+ROAD_API bool road_model_full_training(const road_model *m);
+/* Zero every full-training gradient. */
+ROAD_API void road_model_zero_grads(road_model *m);
+
+/* Write the model as a Hugging Face checkpoint folder `dir`: config.json (torch_dtype set to
+ * dtype), model.safetensors in F32, BF16 or F16 with transformers' names (merged adapters
+ * included; a tied lm_head is not written), generation_config.json and the tokenizer files of
+ * the folder it was loaded from. Atomic: written aside and renamed into place; an existing
+ * folder at `dir` is replaced only when everything was written. */
+ROAD_API road_status road_model_save(road_model *m, const char *dir, road_dtype dtype);
+/* The same files written into `dir` (created if needed) one by one, each atomically, leaving
+ * the folder's other files alone: for an output folder that also holds checkpoints. */
+ROAD_API road_status road_model_save_files(road_model *m, const char *dir, road_dtype dtype);
+
+/* Make a checkpoint folder with freshly initialised weights for the architecture in
+ * config_path (a config.json): as transformers' LlamaPreTrainedModel._init_weights, every
+ * linear and embedding weight ~ N(0, initializer_range) (read from the config, default 0.02),
+ * biases 0, norms 1, drawn from `seed`. The config is written as given (torch_dtype set to
+ * dtype); files in copy_from (tokenizer.json, tokenizer_config.json, special_tokens_map.json,
+ * generation_config.json; NULL: none) are copied. Atomic as road_model_save. */
+ROAD_API road_status road_model_init_folder(const char *config_path, const char *copy_from,
+                                            uint64_t seed, road_dtype dtype, const char *dir);
 
 /* ---- sampling and generation ---------------------------------------------------------------- */
 

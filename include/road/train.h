@@ -92,6 +92,12 @@ ROAD_API road_status road_optimizer_create(road_adapter_set *set, const char *co
                                            int32_t n, const road_adamw_params *hp,
                                            road_optimizer **out);
 ROAD_API void road_optimizer_free(road_optimizer *o);
+/* AdamW over every tensor of the model (full fine-tuning): turns full training on
+ * (road_model_set_full_training); tensors in road_model_tensor_get order, keyed by their
+ * Hugging Face names. Weight decay applies to weights only (not biases and norms), as the
+ * Trainer's default parameter groups do. The adapter count is 0. */
+ROAD_API road_status road_optimizer_create_full(road_model *m, const road_adamw_params *hp,
+                                                road_optimizer **out);
 
 ROAD_API const road_adamw_params *road_optimizer_params(const road_optimizer *o);
 /* Updates done so far (PyTorch's state "step"; the scheduler's step count). */
@@ -106,7 +112,8 @@ typedef enum road_optim_kind {
     ROAD_OPTIM_THETA = 0,
     ROAD_OPTIM_ALPHA = 1,
     ROAD_OPTIM_COPY_WEIGHT = 2, /* [out x in] */
-    ROAD_OPTIM_COPY_BIAS = 3    /* [out] */
+    ROAD_OPTIM_COPY_BIAS = 3,   /* [out] */
+    ROAD_OPTIM_MODEL = 4        /* a model tensor (full fine-tuning; road_model_tensor_get) */
 } road_optim_kind;
 
 /* One parameter tensor and its state (pointers valid until the set or optimizer changes).
@@ -277,6 +284,10 @@ typedef struct road_train_params {
     const char *config_json;    /* the run's configuration (any JSON text): written to
                                    out_dir/run_config.json and into every checkpoint; may be NULL */
     bool recompute;             /* recompute block activations in backward (less memory) */
+    bool full;                  /* full fine-tuning: train every weight of the model instead of
+                                   adapters (adapters must be disabled or absent); the model is
+                                   saved to out_dir (and best/) as a checkpoint folder */
+    road_dtype save_dtype;      /* full: dtype of the saved weights (F32 default, BF16, F16) */
 } road_train_params;
 
 ROAD_API road_train_params road_train_default_params(void);

@@ -51,6 +51,9 @@ static void help(void) {
            "  --resume                   continue from the last checkpoint in OUT\n"
            "  --recompute                recompute activations in backward (less memory)\n"
            "  --pack                     concatenate examples into --max-len sequences\n"
+           "  --full                     full fine-tuning: train every weight (no adapter); OUT\n"
+           "                             becomes a model folder (config, weights, tokenizer)\n"
+           "  --save-dtype f32|bf16|f16  with --full: dtype of the saved weights (default f32)\n"
            "  --log FILE.jsonl           every step's metrics (default OUT/train_log.jsonl)\n"
            "  --threads N\n");
 }
@@ -101,7 +104,8 @@ int cmd_train(int argc, char **argv) {
     const char *warm = NULL, *wd = NULL, *epochs = NULL, *steps = NULL, *bs = NULL, *acc = NULL;
     const char *maxlen = NULL, *clip = NULL, *seed = NULL, *eevery = NULL, *severy = NULL;
     const char *logp = NULL, *thr = NULL;
-    int resume = 0, recompute = 0, packing = 0;
+    const char *save_dtype = NULL;
+    int resume = 0, recompute = 0, packing = 0, full = 0;
     for (int i = 1; i < argc; i++) {
         const char *v;
         int r;
@@ -121,6 +125,10 @@ int cmd_train(int argc, char **argv) {
             packing = 1;
             continue;
         }
+        if (strcmp(argv[i], "--full") == 0) {
+            full = 1;
+            continue;
+        }
 #define FLAG(fl, var)                                                                              \
     if ((r = cli_flag_value(CMD, argc, argv, &i, fl, &v)) != 0) {                                  \
         if (r < 0) return CLI_EXIT_USAGE;                                                          \
@@ -134,6 +142,7 @@ int cmd_train(int argc, char **argv) {
         FLAG("--batch-size", bs) FLAG("--grad-accum", acc) FLAG("--max-len", maxlen)
         FLAG("--max-grad-norm", clip) FLAG("--seed", seed) FLAG("--eval-every", eevery)
         FLAG("--save-every", severy) FLAG("--log", logp) FLAG("--threads", thr)
+        FLAG("--save-dtype", save_dtype)
 #undef FLAG
         cli_error(CMD, "unknown option '%s' (see road train --help)", argv[i]);
         return CLI_EXIT_USAGE;
@@ -182,6 +191,25 @@ int cmd_train(int argc, char **argv) {
 #undef INT_OPT
 #undef DBL_OPT
     road_status s;
+    tp.full = full;
+    if (save_dtype) {
+        if (!full) {
+            cli_error(CMD, "--save-dtype applies to --full (adapters are saved in float32)");
+            return CLI_EXIT_USAGE;
+        }
+        if (strcmp(save_dtype, "f32") == 0) tp.save_dtype = ROAD_DTYPE_F32;
+        else if (strcmp(save_dtype, "bf16") == 0) tp.save_dtype = ROAD_DTYPE_BF16;
+        else if (strcmp(save_dtype, "f16") == 0) tp.save_dtype = ROAD_DTYPE_F16;
+        else {
+            cli_error(CMD, "--save-dtype must be f32, bf16 or f16, got '%s'", save_dtype);
+            return CLI_EXIT_USAGE;
+        }
+    }
+    if (full && (variant || gs || targets || strcmp(name, "default") != 0)) {
+        cli_error(CMD, "--full trains every weight of the model: --variant, --group-size, "
+                       "--targets and --name are for adapters");
+        return CLI_EXIT_USAGE;
+    }
     if (sched && (s = road_schedule_parse(sched, &tp.schedule.kind)) != ROAD_OK) {
         cli_error(CMD, "%s", road_last_error());
         return CLI_EXIT_USAGE;
@@ -214,12 +242,12 @@ int cmd_train(int argc, char **argv) {
         goto done;
     }
     road_adapter_set *set = road_model_adapters(m);
-    if ((s = road_adapter_set_add(set, name, cfg, tp.seed)) != ROAD_OK) {
+    if (!full && (s = road_adapter_set_add(set, name, cfg, tp.seed)) != ROAD_OK) {
         rc = cli_fail(CMD, "adding the adapter", s);
         goto done;
     }
     const char *act[1] = {name};
-    if ((s = road_adapter_set_set_active(set, act, 1)) != ROAD_OK) {
+    if (!full && (s = road_adapter_set_set_active(set, act, 1)) != ROAD_OK) {
         rc = cli_fail(CMD, "activating the adapter", s);
         goto done;
     }
@@ -249,6 +277,15 @@ int cmd_train(int argc, char **argv) {
     char param_line[160];
     road_param_report rep = road_adapter_set_param_report(set);
     road_param_report_format(&rep, param_line, sizeof param_line);
+    if (full) {
+        int64_t np = 0;
+        for (int32_t i = 0; i < road_model_tensor_count(m); i++) {
+            road_model_tensor t;
+            if (road_model_tensor_get(m, i, &t) == ROAD_OK) np += t.n;
+        }
+        snprintf(param_line, sizeof param_line, "full fine-tuning: %lld trainable parameters "
+                 "(every weight)", (long long)np);
+    }
     fprintf(stderr, "road train: %lld examples, %s\n", (long long)road_dataset_count(dtrain), param_line);
     {
         /* the run's configuration: every argument as given, and the adapter config */
@@ -260,7 +297,10 @@ int cmd_train(int argc, char **argv) {
         cJSON *run = cJSON_CreateObject(), *args = cJSON_AddArrayToObject(run, "argv");
         for (int i = 0; i < argc; i++) cJSON_AddItemToArray(args, cJSON_CreateString(argv[i]));
         cJSON_AddStringToObject(run, "road_version", road_version());
-        cJSON_AddItemToObject(run, "adapter_config", cJSON_Parse(adapter_json));
+        if (full)
+            cJSON_AddBoolToObject(run, "full", true);
+        else
+            cJSON_AddItemToObject(run, "adapter_config", cJSON_Parse(adapter_json));
         cJSON_AddNumberToObject(run, "lr", tp.adamw.lr);
         cJSON_AddNumberToObject(run, "weight_decay", tp.adamw.weight_decay);
         cJSON_AddStringToObject(run, "schedule", road_schedule_name(tp.schedule.kind));
@@ -311,6 +351,10 @@ int cmd_train(int argc, char **argv) {
     }
     if (stop_flag) {
         printf("stopped: a checkpoint is in %s; continue with the same command and --resume\n", out);
+    } else if (full) {
+        printf("done: final loss %.4f; model written to %s (Hugging Face checkpoint folder)\n",
+               pr.last_loss, out);
+        if (deval) printf("best eval model in %s/best\n", out);
     } else {
         printf("done: final loss %.4f; adapter written to %s%s%s (PEFT format)\n", pr.last_loss, out,
                strcmp(name, "default") ? "/" : "", strcmp(name, "default") ? name : "");

@@ -65,7 +65,9 @@ static void usage(FILE *to) {
             "  demo      a tour of the RoAd layer: adapters, a mixed batch, merge/unmerge\n"
             "  generate  continue token-id prompts with a model (and adapters)\n"
             "  eval      logits and loss of a batch, to compare with PyTorch\n"
-            "  train     fine-tune a RoAd adapter on a JSONL file (PEFT adapter folder out)\n"
+            "  train     fine-tune a RoAd adapter on a JSONL file (PEFT adapter folder out);\n"
+            "            --full trains every weight (pretraining, full fine-tuning)\n"
+            "  init      a model folder with freshly initialised weights for a config.json\n"
             "  tokenize  text -> token ids with a model's tokenizer.json\n"
             "  detokenize token ids -> text\n"
             "  inspect   describe an adapter folder (PEFT/road) or a model folder\n"
@@ -97,6 +99,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 1, argv + 1);
     if (strcmp(cmd, "generate") == 0) return cmd_generate(argc - 1, argv + 1);
     if (strcmp(cmd, "train") == 0) return cmd_train(argc - 1, argv + 1);
+    if (strcmp(cmd, "init") == 0) return cmd_init(argc - 1, argv + 1);
     if (strcmp(cmd, "tokenize") == 0) return cmd_tokenize(argc - 1, argv + 1);
     if (strcmp(cmd, "detokenize") == 0) return cmd_detokenize(argc - 1, argv + 1);
     fprintf(stderr, "road: unknown command '%s'; run `road help` for the list\n", cmd);

@@ -3,7 +3,7 @@
  * a training forward that keeps the activations backward needs, then backward through the
  * whole decoder, each op's backward mirroring its forward.
  *
- * Only adapter parameters learn, so no weight-gradient GEMM is run for base weights: each
+ * Usually only adapter parameters learn, so no weight-gradient GEMM is run for base weights: each
  * linear layer's backward is its input gradient dY W plus the element-wise RoAd chain rule
  * (road_adapter_set_backward, from the layer's saved pre-adapter output). Layers with an
  * active modules_to_save copy (lm_head, a classifier) are the exception: their copy gets
@@ -11,7 +11,9 @@
  * runs without a KV cache, on the valid tokens of each row (positions 0..n-1, as transformers
  * gives them with cumsum(mask) - 1), keeping per layer: the block input, both normed inputs,
  * every projection's pre-adapter output and its adapted output, the attention output and the
- * SwiGLU product. Attention probabilities are recomputed in backward.
+ * SwiGLU product. Attention probabilities are recomputed in backward. With full fine-tuning
+ * (full.c) every weight learns: each linear layer also gets dW += dY^T X (and db), each norm
+ * dw, the embedding its rows' gradients (a tied lm_head adds into the same buffer).
  *
  * Legend: R rows (valid tokens of the batch), H hidden, I intermediate, V vocab, nh/nkv heads,
  * d head_dim, qd = nh*d, kvd = nkv*d.
@@ -55,12 +57,34 @@ static road_status lin_fwd(grad_ctx *c, int32_t layer, const float *x, float *y_
  * gradients (and an active modules_to_save copy's dW, db) accumulate. */
 static road_status lin_bwd(grad_ctx *c, int32_t layer, const float *x, const float *y_base, const float *dy,
                            float *dx) {
-    return road_adapter_set_backward(c->m->set, layer, c->R, x, y_base, dy, dx);
+    road_status st = road_adapter_set_backward(c->m->set, layer, c->R, x, y_base, dy, dx);
+    road_full *f = c->m->full;
+    if (st != ROAD_OK || !road_model_full_training(c->m)) return st;
+    /* Full fine-tuning (no adapter active, so dy is the base output's gradient):
+     * dW (out, in) += dy^T x, db += column sums of dy. */
+    float *dw = road_full_grad(c->m, f->lin_w[layer]), *db = road_full_grad(c->m, f->lin_b[layer]);
+    road_linear *l = road_adapter_set_layer(c->m->set, layer);
+    const int64_t out = road_linear_out_features(l), in = road_linear_in_features(l);
+    if (dw) road_sgemm(true, false, out, in, c->R, 1.0f, dy, out, x, in, 1.0f, dw, in);
+    if (db)
+        for (int64_t r = 0; r < c->R; r++)
+            for (int64_t i = 0; i < out; i++) db[i] += dy[r * out + i];
+    return ROAD_OK;
 }
 
-/* RMSNorm backward: y = w * x * r, r = 1/sqrt(mean(x^2) + eps). dx (+=) for dy. */
+/* RMSNorm backward: y = w * x * r, r = 1/sqrt(mean(x^2) + eps). dx (+=) for dy; with full
+ * fine-tuning also dw (H) += sum over rows of dy * x * r. */
 static void rmsnorm_bwd(const float *x, const float *w, const float *dy, int64_t R, int64_t H,
-                        double eps, float *dx) {
+                        double eps, float *dx, float *dw) {
+    if (dw) {
+        for (int64_t r = 0; r < R; r++) {
+            const float *xr = x + r * H, *gr = dy + r * H;
+            double ss = 0.0;
+            for (int64_t i = 0; i < H; i++) ss += (double)xr[i] * xr[i];
+            const float rr = (float)(1.0 / sqrt(ss / (double)H + eps));
+            for (int64_t i = 0; i < H; i++) dw[i] += gr[i] * xr[i] * rr;
+        }
+    }
 #pragma omp parallel for schedule(static) if (R * H >= (1 << 16))
     for (int64_t r = 0; r < R; r++) {
         const float *xr = x + r * H, *gr = dy + r * H;
@@ -237,6 +261,13 @@ road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
     if (road_adapter_set_merged(m->set))
         return road_error(ROAD_ERR_STATE, "loss_backward: adapters are merged into the weights, so "
                                           "they cannot be trained; unmerge first");
+    const bool full = road_model_full_training(m);
+    if (full && road_adapter_set_enabled(m->set) && road_adapter_set_active_count(m->set) > 0)
+        return road_error(ROAD_ERR_STATE,
+                          "loss_backward: full fine-tuning trains the base weights, but adapter "
+                          "'%s' is active; disable adapters (road_adapter_set_enable) or turn "
+                          "full training off",
+                          road_adapter_set_active_name(m->set, 0));
     const road_llm_config *cfg = &m->cfg;
     const int64_t H = cfg->hidden_size, I = cfg->intermediate_size, V = cfg->vocab_size;
     const int64_t nh = cfg->n_heads, nkv = cfg->n_kv_heads, d = cfg->head_dim, L = cfg->n_layers;
@@ -392,7 +423,8 @@ road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
     if (st == ROAD_OK) st = lin_bwd(&c, m->lm_head, hf, zb, z, tmp);
     if (st == ROAD_OK) {
         memset(dx, 0, sizeof(float) * (size_t)(R * H));
-        rmsnorm_bwd(x, m->final_norm, tmp, R, H, cfg->rms_norm_eps, dx);
+        rmsnorm_bwd(x, m->final_norm, tmp, R, H, cfg->rms_norm_eps, dx,
+                    full ? road_full_grad(m, m->full->final_norm) : NULL);
     }
     for (int64_t l = L - 1; l >= 0 && st == ROAD_OK; l--) {
         const road_block *b = &m->blocks[l];
@@ -417,14 +449,15 @@ road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
         st = lin_bwd(&c, b->proj[PROJ_UP], s->h2, s->ub, du, dh2);
         if (st != ROAD_OK) break;
         for (int64_t i = 0; i < R * H; i++) tmp[i] += dh2[i];
-        rmsnorm_bwd(s->x_mid, b->mlp_norm, tmp, R, H, cfg->rms_norm_eps, dx);
+        rmsnorm_bwd(s->x_mid, b->mlp_norm, tmp, R, H, cfg->rms_norm_eps, dx,
+                    full ? road_full_grad(m, m->full->mlp_norm[l]) : NULL);
         /* attention: x_mid = x_in + o(attn(rope(q(h1)), rope(k(h1)), v(h1))), h1 = norm(x_in) */
         st = lin_bwd(&c, b->proj[PROJ_O], s->att, s->ob, dx, datt);
         if (st != ROAD_OK) break;
         attention_bwd(&c, s->q, s->k, s->v, datt, dq, dk, dv, scratch, max_len);
         rope_bwd(dq, R, nh, d, c.cs);
         rope_bwd(dk, R, nkv, d, c.cs);
-        if (l == 0 && !embed_trains) {
+        if (l == 0 && !embed_trains && !full) {
             /* The embedding is frozen: block 0's input gradient has no use, so its q/k/v
              * backward stops at the adapters (no dY W GEMMs, no norm backward). */
             st = lin_bwd(&c, b->proj[PROJ_Q], s->h1, s->qb, dq, NULL);
@@ -439,13 +472,15 @@ road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
         st = lin_bwd(&c, b->proj[PROJ_V], s->h1, s->vb, dv, dh2);
         if (st != ROAD_OK) break;
         for (int64_t i = 0; i < R * H; i++) tmp[i] += dh2[i];
-        rmsnorm_bwd(s->x_in, b->attn_norm, tmp, R, H, cfg->rms_norm_eps, dx);
+        rmsnorm_bwd(s->x_in, b->attn_norm, tmp, R, H, cfg->rms_norm_eps, dx,
+                    full ? road_full_grad(m, m->full->attn_norm[l]) : NULL);
     }
-    /* dx is now d(block 0's input) = d(embedding rows): scatter-add into the trained copy
-     * (serial: rows repeat tokens). */
-    if (st == ROAD_OK && embed_trains)
+    /* dx is now d(block 0's input) = d(embedding rows): scatter-add into the trained copy or,
+     * with full fine-tuning, the embedding's gradient (serial: rows repeat tokens). */
+    float *egrad = embed_trains ? ecopy.dweight : full ? road_full_grad(m, m->full->embed) : NULL;
+    if (st == ROAD_OK && egrad)
         for (int64_t r = 0; r < R; r++) {
-            float *g = ecopy.dweight + input_ids[row_b[r] * T + row_col[r]] * H;
+            float *g = egrad + input_ids[row_b[r] * T + row_col[r]] * H;
             const float *dr = dx + r * H;
             for (int64_t i = 0; i < H; i++) g[i] += dr[i];
         }

@@ -36,6 +36,8 @@ void road_model_free(road_model *m) {
     if (!m) return;
     road_adapter_set_free(m->set);
     road_weights_close(m->weights);
+    road_full_free(m->full);
+    road_free(m->dir);
     road_free(m->blocks);
     road_free(m->inv_freq);
     road_free(m->ws.buf);
@@ -98,6 +100,7 @@ road_status road_model_load(const char *dir, const road_model_params *p, road_mo
     road_model *m = road_calloc(1, sizeof *m);
     if (!m) return ROAD_ERR_NO_MEMORY;
     road_status st = road_llm_config_load(dir, &m->cfg);
+    if (st == ROAD_OK && !(m->dir = road_strdup(dir))) st = ROAD_ERR_NO_MEMORY;
     if (st == ROAD_OK) st = road_generation_config_load(dir, &m->cfg, &m->gen);
     if (st == ROAD_OK) st = road_weights_open(dir, &m->weights);
     const road_llm_config *c = &m->cfg;

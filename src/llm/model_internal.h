@@ -25,8 +25,24 @@ typedef struct road_workspace {
     size_t cap; /* floats */
 } road_workspace;
 
+/* The model's own tensors by Hugging Face name, and their gradients for full fine-tuning
+ * (full.c). Built on first use. */
+typedef struct road_full {
+    int32_t n;
+    road_model_tensor *t; /* [n], names point into `names` */
+    char *names;
+    float *grads;         /* one block for every tensor's gradient, NULL unless training on */
+    int64_t numel;
+    int32_t *lin_w, *lin_b; /* per adapter-set layer: tensor index of its weight / bias, or -1 */
+    int32_t *attn_norm, *mlp_norm; /* per block */
+    int32_t embed, final_norm;
+    bool on;
+} road_full;
+
 struct road_model {
     road_llm_config cfg;
+    char *dir;            /* the folder it was loaded from (save copies its tokenizer files) */
+    road_full *full;      /* tensors and full fine-tuning state (full.c), NULL until used */
     road_generation_config gen;
     road_weights *weights;
     road_adapter_set *set;
@@ -53,6 +69,10 @@ void road_rmsnorm(const float *x, const float *w, int64_t R, int64_t H, double e
 void road_rope(float *x, int64_t R, int64_t heads, int64_t d, const float *cs);
 /* cs (R, d): cos then sin of pos[r] * inv_freq, as transformers computes them in float32. */
 void road_rope_table(const road_model *m, const int64_t *pos, int64_t R, float *cs);
+
+/* Full fine-tuning (full.c): the gradient of tensor i, or NULL when full training is off. */
+float *road_full_grad(road_model *m, int32_t tensor);
+void road_full_free(road_full *f);
 
 /* Reserve workspace for `floats` floats; returns its base or NULL (message set). */
 float *road_workspace_get(road_workspace *ws, size_t floats);

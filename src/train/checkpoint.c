@@ -4,7 +4,10 @@
  * Layout of checkpoint-<step>/ (Hugging Face Trainer's names where it has one):
  *   adapter_config.json, adapter_model.safetensors   the adapter "default", PEFT's own format
  *   <name>/adapter_config.json, ...                  every other trainable adapter (as PEFT)
+ *   model.safetensors       instead of the adapters, with full fine-tuning: every model tensor
+ *                           (F32, transformers' names)
  *   optimizer.safetensors   "<PEFT key>.<adapter>.exp_avg" / ".exp_avg_sq", F32, per tensor
+ *                           (full fine-tuning: "<tensor name>.exp_avg" / ".exp_avg_sq")
  *   trainer_state.json      step, adapters, schedule, RNG words, data position (road's own)
  *   run_config.json         the caller's run configuration, verbatim (only if given)
  *
@@ -34,6 +37,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "io/dir.h"
 #include "io/file.h"
 #include "io/json.h"
 #include "road/safetensors.h"
@@ -45,6 +49,7 @@
 #define OPTIM_FILE "optimizer.safetensors"
 #define CONFIG_FILE "run_config.json"
 #define ADAPTER_WEIGHTS "adapter_model.safetensors"
+#define MODEL_WEIGHTS "model.safetensors" /* full fine-tuning */
 #define PEFT_DEFAULT_ADAPTER "default"
 #define CKPT_PREFIX "checkpoint-"
 #define M_SUFFIX ".exp_avg"
@@ -54,80 +59,8 @@
 #define RUN_CONFIG_MAX_BYTES (16u << 20)
 /* Room for a tensor key: PEFT prefix + a layer path + suffixes + an adapter name. */
 #define KEY_CAP 1024
-/* Paths built while removing a temporary folder (no allocation there: cleanup must work
- * when memory is out). */
-#define RM_PATH_CAP 4096
 /* JSON integers we accept exactly (doubles hold every integer up to 2^53). */
 #define JSON_INT_MAX 9007199254740992.0
-
-/* ---- folders ------------------------------------------------------------------------------ */
-
-/* rm -r of a folder road wrote (regular files and sub-folders only, depth-limited). */
-static void rm_tree(const char *path, int depth) {
-    DIR *d = opendir(path);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d)) != NULL) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-            char sub[RM_PATH_CAP];
-            int k = snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
-            if (k < 0 || (size_t)k >= sizeof sub) continue;
-            struct stat st;
-            if (lstat(sub, &st) != 0) continue;
-            if (S_ISDIR(st.st_mode)) {
-                if (depth > 0) rm_tree(sub, depth - 1);
-            } else {
-                (void)unlink(sub);
-            }
-        }
-        closedir(d);
-    }
-    (void)rmdir(path);
-}
-/* A checkpoint holds at most one level of sub-folders (adapters); leave margin. */
-#define RM_DEPTH 4
-
-static void fsync_path(const char *path) {
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        (void)fsync(fd);
-        close(fd);
-    }
-}
-
-/* The folder holding `path` ("." if none); road_malloc'd. */
-static char *parent_of(const char *path) {
-    char *p = road_strdup(path);
-    if (!p) return NULL;
-    size_t n = strlen(p);
-    while (n > 1 && p[n - 1] == '/') p[--n] = '\0';
-    char *slash = strrchr(p, '/');
-    if (!slash)
-        strcpy(p, ".");
-    else if (slash == p)
-        slash[1] = '\0';
-    else
-        *slash = '\0';
-    return p;
-}
-
-/* "<dir><tag>XXXXXX" created as a fresh folder; road_malloc'd. */
-static road_status make_temp_dir(const char *dir, const char *tag, char **out) {
-    size_t n = strlen(dir), t = strlen(tag);
-    char *p = road_malloc(n + t + 7);
-    if (!p) return ROAD_ERR_NO_MEMORY;
-    memcpy(p, dir, n);
-    memcpy(p + n, tag, t);
-    memcpy(p + n + t, "XXXXXX", 7);
-    if (!mkdtemp(p)) {
-        road_status s = road_error(ROAD_ERR_IO, "cannot create a temporary folder next to '%s': %s",
-                                   dir, strerror(errno));
-        road_free(p);
-        return s;
-    }
-    *out = p;
-    return ROAD_OK;
-}
 
 /* The folder of adapter `name` inside a checkpoint (PEFT: "default" at the top). */
 static char *adapter_dir(const char *dir, const char *name) {
@@ -170,6 +103,28 @@ static road_status write_optimizer(road_optimizer *o, const char *dir) {
     return s;
 }
 
+/* Full fine-tuning: every model tensor, F32, under its Hugging Face name. */
+static road_status write_model(road_optimizer *o, const char *dir) {
+    road_st_writer *w = NULL;
+    road_status s = road_st_writer_create(&w);
+    if (s == ROAD_OK) s = road_st_writer_set_metadata(w, "format", "pt");
+    char key[KEY_CAP];
+    for (int32_t i = 0; i < o->n_t && s == ROAD_OK; i++) {
+        road_optim_tensor t;
+        s = road_optim_fetch(o, i, &t);
+        if (s == ROAD_OK) s = road_optimizer_tensor_key(o, i, key, KEY_CAP);
+        if (s == ROAD_OK) s = road_st_writer_add(w, key, ROAD_DTYPE_F32, t.ndim, t.shape, t.param);
+    }
+    char *path = NULL;
+    if (s == ROAD_OK) {
+        path = road_path_join(dir, MODEL_WEIGHTS);
+        s = path ? road_st_writer_save(w, path) : ROAD_ERR_NO_MEMORY;
+    }
+    road_free(path);
+    road_st_writer_free(w);
+    return s;
+}
+
 static void hex64(char buf[19], uint64_t x) {
     snprintf(buf, 19, "0x%016" PRIx64, x);
 }
@@ -181,6 +136,7 @@ static cJSON *state_json(const road_optimizer *o, const road_checkpoint_state *s
     ok = ok && cJSON_AddStringToObject(root, "format", CKPT_FORMAT);
     ok = ok && cJSON_AddNumberToObject(root, "version", CKPT_VERSION);
     ok = ok && cJSON_AddNumberToObject(root, "global_step", (double)o->step);
+    ok = ok && cJSON_AddBoolToObject(root, "full_training", o->model != NULL);
     cJSON *ad = ok ? cJSON_AddArrayToObject(root, "adapters") : NULL;
     ok = ad != NULL;
     for (int32_t i = 0; ok && i < o->n_names; i++) {
@@ -255,38 +211,6 @@ static road_status write_state(const road_optimizer *o, const road_checkpoint_st
     return s;
 }
 
-/* Put the finished temporary folder `tmp` at `dir`, replacing an existing one. */
-static road_status install_dir(const char *tmp, const char *dir) {
-    char *old = NULL;
-    road_status s = ROAD_OK;
-    struct stat sb;
-    if (lstat(dir, &sb) == 0) {
-        if (!S_ISDIR(sb.st_mode))
-            return road_error(ROAD_ERR_IO, "'%s' exists and is not a folder", dir);
-        /* rename() replaces an empty folder only: move the old checkpoint aside first. */
-        s = make_temp_dir(dir, ".old.", &old);
-        if (s != ROAD_OK) return s;
-        if (rename(dir, old) != 0) {
-            s = road_error(ROAD_ERR_IO, "cannot move the previous '%s' aside: %s", dir,
-                           strerror(errno));
-            (void)rmdir(old);
-            road_free(old);
-            return s;
-        }
-    }
-    if (rename(tmp, dir) != 0) {
-        s = road_error(ROAD_ERR_IO, "cannot rename '%s' to '%s': %s", tmp, dir, strerror(errno));
-        if (old) (void)rename(old, dir); /* put the previous checkpoint back */
-        road_free(old);
-        return s;
-    }
-    if (old) {
-        rm_tree(old, RM_DEPTH);
-        road_free(old);
-    }
-    return ROAD_OK;
-}
-
 road_status road_checkpoint_save(road_optimizer *o, const road_checkpoint_state *st,
                                  const char *config_json, const char *dir) {
     if (!o || !dir || !*dir)
@@ -308,28 +232,29 @@ road_status road_checkpoint_save(road_optimizer *o, const road_checkpoint_state 
     if (!target) return ROAD_ERR_NO_MEMORY;
     for (size_t n = strlen(target); n > 1 && target[n - 1] == '/'; n--) target[n - 1] = '\0';
     dir = target;
-    char *parent = parent_of(dir);
+    char *parent = road_path_parent(dir);
     if (!parent) {
         road_free(target);
         return ROAD_ERR_NO_MEMORY;
     }
     s = road_mkdir_p(parent);
     char *tmp = NULL;
-    if (s == ROAD_OK) s = make_temp_dir(dir, ".tmp.", &tmp);
+    if (s == ROAD_OK) s = road_dir_make_temp(dir, ".tmp.", &tmp);
     if (s == ROAD_OK)
-        s = road_adapter_set_save(o->set, tmp, (const char *const *)o->names, o->n_names);
+        s = o->model ? write_model(o, tmp)
+                     : road_adapter_set_save(o->set, tmp, (const char *const *)o->names, o->n_names);
     if (s == ROAD_OK) s = write_optimizer(o, tmp);
     if (s == ROAD_OK) s = write_state(o, st, tmp);
     if (s == ROAD_OK && config_json)
         s = write_json_file(tmp, CONFIG_FILE, config_json, strlen(config_json));
     if (s == ROAD_OK) {
-        fsync_path(tmp);
-        s = install_dir(tmp, dir);
+        road_dir_fsync(tmp);
+        s = road_dir_install(tmp, dir);
     }
     if (s == ROAD_OK) {
-        fsync_path(parent);
+        road_dir_fsync(parent);
     } else {
-        if (tmp) rm_tree(tmp, RM_DEPTH);
+        if (tmp) road_dir_remove_tree(tmp, ROAD_DIR_DEPTH);
         road_error_prefix("saving checkpoint '%s' (an existing checkpoint there is unchanged)",
                           dir);
     }
@@ -403,7 +328,8 @@ typedef struct load_ctx {
 } load_ctx;
 
 static void load_ctx_free(load_ctx *c) {
-    for (int32_t i = 0; c->adapters && i < c->o->n_names; i++) road_st_close(c->adapters[i]);
+    const int32_t n_files = c->o->model ? 1 : c->o->n_names;
+    for (int32_t i = 0; c->adapters && i < n_files; i++) road_st_close(c->adapters[i]);
     road_free(c->adapters);
     road_st_close(c->optim);
     road_free(c->live);
@@ -457,6 +383,13 @@ static road_status parse_state(load_ctx *c, const cJSON *root) {
                           CKPT_VERSION);
     s = json_int(root, "global_step", 0, (int64_t)JSON_INT_MAX, &c->step);
     if (s != ROAD_OK) return s;
+    const cJSON *ft = road_json_get(root, "full_training");
+    const bool full = cJSON_IsTrue(ft);
+    if (ft && !cJSON_IsBool(ft)) return bad_state("'full_training' must be true or false");
+    if (full != (o->model != NULL))
+        return road_error(ROAD_ERR_SHAPE, "the checkpoint %s; this optimizer %s",
+                          full ? "is of full fine-tuning (every weight)" : "trains adapters",
+                          o->model ? "does full fine-tuning" : "trains adapters");
     /* The trainable adapters must be the optimizer's, in order (the state's tensor order). */
     const cJSON *ad = road_json_get(root, "adapters");
     bool same = cJSON_IsArray(ad) && cJSON_GetArraySize(ad) == o->n_names;
@@ -469,7 +402,7 @@ static road_status parse_state(load_ctx *c, const cJSON *root) {
         s = road_error(ROAD_ERR_SHAPE,
                        "the checkpoint trains adapters %s; this optimizer trains %d starting with "
                        "'%s' (build the optimizer over the same adapters, in the same order)",
-                       txt ? txt : "(missing)", o->n_names, o->names[0]);
+                       txt ? txt : "(missing)", o->n_names, o->n_names ? o->names[0] : "");
         free(txt);
         return s;
     }
@@ -565,6 +498,16 @@ static road_status check_adapter_config(const road_optimizer *o, const char *nam
 /* Open every adapter's weights and check configs; keys are checked per tensor later. */
 static road_status open_adapters(load_ctx *c) {
     road_optimizer *o = c->o;
+    if (o->model) { /* full fine-tuning: one file of model tensors, read as "adapter" 0 */
+        c->adapters = road_calloc(1, sizeof *c->adapters);
+        char *path = road_path_join(c->dir, MODEL_WEIGHTS);
+        road_status s = c->adapters && path ? road_st_open(path, &c->adapters[0]) : ROAD_ERR_NO_MEMORY;
+        if (s == ROAD_OK && road_st_count(c->adapters[0]) != o->n_t)
+            s = road_error(ROAD_ERR_SHAPE, "'%s' holds %lld tensors; the model has %d", path,
+                           (long long)road_st_count(c->adapters[0]), o->n_t);
+        road_free(path);
+        return s;
+    }
     c->adapters = road_calloc((size_t)o->n_names, sizeof *c->adapters);
     if (!c->adapters) return ROAD_ERR_NO_MEMORY;
     road_status s = ROAD_OK;
@@ -623,8 +566,11 @@ static road_status check_tensors(load_ctx *c) {
         const int32_t ndim = t->rows > 0 ? 2 : 1;
         const int64_t shape[2] = {t->rows > 0 ? t->rows : t->n, t->rows > 0 ? t->n / t->rows : 1};
         s = road_optim_fetch(o, i, &c->live[i]);
-        /* The adapter file uses PEFT's saved keys (no adapter name). */
-        if (s == ROAD_OK)
+        /* The adapter file uses PEFT's saved keys (no adapter name); a model file the tensor
+         * names. */
+        if (s == ROAD_OK && t->kind == ROAD_OPTIM_MODEL)
+            s = road_optimizer_tensor_key(o, i, pkey, sizeof pkey);
+        else if (s == ROAD_OK)
             s = snprintf(pkey, sizeof pkey, "%s%s%s", ROAD_TRAIN_KEY_PREFIX,
                          road_adapter_set_layer_name(o->set, t->layer),
                          road_optim_suffix(t->kind)) < (int)sizeof pkey
@@ -696,6 +642,7 @@ road_status road_checkpoint_load(road_optimizer *o, const char *dir, road_checkp
     }
     for (int32_t i = 0; i < o->n_t; i++) {
         if (o->t[i].kind != ROAD_OPTIM_THETA) continue; /* one bump per (theta, alpha) pair */
+        /* (model tensors of full fine-tuning have no cache) */
         s = road_linear_params_changed(road_adapter_set_layer(o->set, o->t[i].layer),
                                        c.live[i].adapter);
         ROAD_ASSERT(s == ROAD_OK);

@@ -202,6 +202,75 @@ fail:
     return s;
 }
 
+road_status road_optimizer_create_full(road_model *m, const road_adamw_params *hp,
+                                       road_optimizer **out) {
+    if (!out) return road_error(ROAD_ERR_INVALID_ARG, "road_optimizer_create_full: out is NULL");
+    *out = NULL;
+    if (!m) return road_error(ROAD_ERR_INVALID_ARG, "road_optimizer_create_full: model is NULL");
+    road_adamw_params def = road_adamw_default_params();
+    if (!hp) hp = &def;
+    road_status s = road_adamw_params_check(hp);
+    if (s == ROAD_OK) s = road_model_set_full_training(m, true);
+    if (s != ROAD_OK) return s;
+    road_optimizer *o = road_calloc(1, sizeof *o);
+    const int32_t n = road_model_tensor_count(m);
+    if (!o) return ROAD_ERR_NO_MEMORY;
+    o->set = road_model_adapters(m);
+    o->model = m;
+    o->hp = *hp;
+    o->t = road_calloc((size_t)(n > 0 ? n : 1), sizeof *o->t);
+    if (!o->t) goto oom;
+    int64_t off = 0;
+    for (int32_t i = 0; i < n; i++) {
+        road_model_tensor mt;
+        if ((s = road_model_tensor_get(m, i, &mt)) != ROAD_OK) goto fail;
+        otensor *t = &o->t[o->n_t++];
+        t->layer = i;
+        t->kind = ROAD_OPTIM_MODEL;
+        t->rows = mt.ndim == 2 ? mt.shape[0] : 0;
+        t->n = mt.n;
+        t->off = off;
+        off += mt.n;
+    }
+    o->numel = off;
+    size_t bytes;
+    if (road_size_mul((size_t)(off > 0 ? off : 1), 2 * sizeof(float), &bytes) != 0) goto oom;
+    if (!(o->state = road_calloc(1, bytes))) goto oom;
+    *out = o;
+    return ROAD_OK;
+oom:
+    s = ROAD_ERR_NO_MEMORY;
+fail:
+    road_optimizer_free(o);
+    return s;
+}
+
+/* Model tensor t of a full fine-tuning optimizer (checked against the layout). */
+static road_status fetch_model(road_optimizer *o, const otensor *t, road_optim_tensor *out) {
+    road_model_tensor mt;
+    road_status s = road_model_tensor_get(o->model, t->layer, &mt);
+    if (s == ROAD_OK && mt.n != t->n)
+        s = road_error(ROAD_ERR_STATE, "model tensor '%s' has %lld values, the optimizer was "
+                       "built with %lld", mt.name, (long long)mt.n, (long long)t->n);
+    if (s == ROAD_OK && !mt.grad)
+        s = road_error(ROAD_ERR_STATE, "full training was turned off since the optimizer was "
+                       "created (road_model_set_full_training)");
+    if (s != ROAD_OK) return s;
+    out->adapter = "";
+    out->layer = t->layer;
+    out->is_alpha = false;
+    out->kind = ROAD_OPTIM_MODEL;
+    out->ndim = mt.ndim;
+    out->shape[0] = mt.shape[0];
+    out->shape[1] = mt.shape[1];
+    out->n = mt.n;
+    out->param = mt.param;
+    out->grad = mt.grad;
+    out->m = o->state + t->off;
+    out->v = o->state + o->numel + t->off;
+    return ROAD_OK;
+}
+
 const road_adamw_params *road_optimizer_params(const road_optimizer *o) {
     return o ? &o->hp : NULL;
 }
@@ -223,6 +292,7 @@ int64_t road_optimizer_numel(const road_optimizer *o) {
 
 road_status road_optim_fetch(road_optimizer *o, int32_t i, road_optim_tensor *out) {
     const otensor *t = &o->t[i];
+    if (t->kind == ROAD_OPTIM_MODEL) return fetch_model(o, t, out);
     const char *name = o->names[t->adapter];
     road_linear *l = road_adapter_set_layer(o->set, t->layer);
     float *pp[2] = {NULL, NULL}, *gg[2] = {NULL, NULL};
@@ -285,7 +355,12 @@ road_status road_optimizer_tensor_key(const road_optimizer *o, int32_t i, char *
         return road_error(ROAD_ERR_INVALID_ARG, "tensor %d out of range (the optimizer has %d)", i,
                           o->n_t);
     const otensor *t = &o->t[i];
-    int k = snprintf(
+    road_model_tensor mt;
+    int k = t->kind == ROAD_OPTIM_MODEL
+                ? (road_model_tensor_get(o->model, t->layer, &mt) == ROAD_OK
+                       ? snprintf(buf, cap, "%s", mt.name)
+                       : -1)
+                : snprintf(
         buf, cap, "%s%s%s.%s", ROAD_TRAIN_KEY_PREFIX, road_adapter_set_layer_name(o->set, t->layer),
         road_optim_suffix(t->kind), o->names[t->adapter]);
     if (k < 0 || (size_t)k >= cap)
@@ -329,8 +404,13 @@ road_status road_optimizer_step(road_optimizer *o, const road_schedule *sched, d
     if (s != ROAD_OK) return s;
     const double lr = o->hp.lr * road_schedule_multiplier(sched, o->step);
     const int64_t t = o->step + 1;
-    for (int32_t i = 0; i < o->n_t && s == ROAD_OK; i++)
-        s = road_adamw_update(&o->hp, lr, t, ts[i].n, ts[i].param, ts[i].grad, ts[i].m, ts[i].v);
+    road_adamw_params no_decay = o->hp; /* full fine-tuning: biases and norms */
+    no_decay.weight_decay = 0.0;
+    for (int32_t i = 0; i < o->n_t && s == ROAD_OK; i++) {
+        const bool decay = o->t[i].kind != ROAD_OPTIM_MODEL || ts[i].ndim == 2;
+        s = road_adamw_update(decay ? &o->hp : &no_decay, lr, t, ts[i].n, ts[i].param,
+                              ts[i].grad, ts[i].m, ts[i].v);
+    }
     /* RoAd tensors come in (theta, alpha) pairs of one adapter and layer: one cache bump
      * each (copies are plain weights: nothing cached). */
     for (int32_t i = 0; i < o->n_t && s == ROAD_OK; i++)
@@ -346,6 +426,10 @@ road_status road_optimizer_step(road_optimizer *o, const road_schedule *sched, d
 
 road_status road_optimizer_zero_grad(road_optimizer *o) {
     if (!o) return road_error(ROAD_ERR_INVALID_ARG, "road_optimizer_zero_grad: NULL optimizer");
+    if (o->model) {
+        road_model_zero_grads(o->model);
+        return ROAD_OK;
+    }
     for (int32_t i = 0; i < o->n_t; i++) {
         const otensor *t = &o->t[i];
         if (t->kind == ROAD_OPTIM_COPY_WEIGHT || t->kind == ROAD_OPTIM_COPY_BIAS) {

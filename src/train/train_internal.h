@@ -18,8 +18,8 @@
 #define ROAD_TRAIN_WEIGHT_SUFFIX ".weight"
 #define ROAD_TRAIN_BIAS_SUFFIX ".bias"
 
-/* One parameter tensor: theta or alpha of one adapter on one layer, or the weight or bias of
- * one adapter's modules_to_save copy of a layer; its m and v live at `off` in the state block
+/* One parameter tensor: theta or alpha of one adapter on one layer, the weight or bias of
+ * one adapter's modules_to_save copy of a layer, or (full fine-tuning) a model tensor; its m and v live at `off` in the state block
  * (m: state[off..], v: state[numel + off..]). */
 typedef struct otensor {
     int32_t adapter; /* index into names */
@@ -37,12 +37,15 @@ static inline const char *road_optim_suffix(road_optim_kind k) {
     case ROAD_OPTIM_ALPHA: return ROAD_TRAIN_ALPHA_SUFFIX;
     case ROAD_OPTIM_COPY_WEIGHT: return ROAD_TRAIN_WEIGHT_SUFFIX;
     case ROAD_OPTIM_COPY_BIAS: return ROAD_TRAIN_BIAS_SUFFIX;
+    case ROAD_OPTIM_MODEL: return "";
     }
     return "";
 }
 
 struct road_optimizer {
     road_adapter_set *set; /* borrowed */
+    road_model *model;     /* borrowed; non-NULL: full fine-tuning (every tensor ROAD_OPTIM_MODEL,
+                              `layer` is the model tensor index) */
     road_adamw_params hp;
     int64_t step; /* updates done */
     char **names; /* [n_names] trainable adapters, owned */

@@ -152,7 +152,12 @@ road_status road_train(road_model *m, const road_dataset *train, const road_data
     road_status s = road_adamw_params_check(&p->adamw);
     if (s != ROAD_OK) return s;
     road_adapter_set *set = road_model_adapters(m);
-    if (road_adapter_set_active_count(set) == 0)
+    if (p->full && road_adapter_set_enabled(set) && road_adapter_set_active_count(set) > 0)
+        return road_error(ROAD_ERR_STATE,
+                          "road_train: full fine-tuning trains the base weights, but adapter '%s' "
+                          "is active (disable adapters, or train adapters without full)",
+                          road_adapter_set_active_name(set, 0));
+    if (!p->full && road_adapter_set_active_count(set) == 0)
         return road_error(ROAD_ERR_STATE, "road_train: no active adapter to train (add one and make it active)");
     const int64_t n = road_dataset_count(train);
     const int64_t micro_per_epoch = (n + p->batch_size - 1) / p->batch_size;
@@ -171,7 +176,9 @@ road_status road_train(road_model *m, const road_dataset *train, const road_data
         if (s != ROAD_OK) return s;
     }
     road_optimizer *opt = NULL;
-    if ((s = road_optimizer_create(set, NULL, 0, &p->adamw, &opt)) != ROAD_OK) return s;
+    s = p->full ? road_optimizer_create_full(m, &p->adamw, &opt)
+                : road_optimizer_create(set, NULL, 0, &p->adamw, &opt);
+    if (s != ROAD_OK) return s;
     int64_t epoch = 0, micro = 0; /* position: next micro-batch of epoch */
     if (p->resume) {
         char *path = NULL;
@@ -262,7 +269,9 @@ road_status road_train(road_model *m, const road_dataset *train, const road_data
             if (s == ROAD_OK && mt.eval_loss < best_eval) {
                 best_eval = mt.eval_loss;
                 char *best = road_path_join(p->out_dir, "best");
-                s = best ? save_adapters(set, best) : ROAD_ERR_NO_MEMORY;
+                s = !best ? ROAD_ERR_NO_MEMORY
+                    : p->full ? road_model_save(m, best, p->save_dtype)
+                              : save_adapters(set, best);
                 road_free(best);
             }
             if (s != ROAD_OK) break;
@@ -284,7 +293,10 @@ road_status road_train(road_model *m, const road_dataset *train, const road_data
     }
     road_adapter_set_train(set, false);
     road_model_set_recompute(m, false);
-    if (s == ROAD_OK && !stopped) s = save_adapters(set, p->out_dir);
+    if (s == ROAD_OK && !stopped)
+        s = p->full ? road_model_save_files(m, p->out_dir, p->save_dtype)
+                    : save_adapters(set, p->out_dir);
+    if (p->full) road_model_set_full_training(m, false); /* frees the gradients */
     road_free(perm);
     road_free(idx);
     road_optimizer_free(opt);

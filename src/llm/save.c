@@ -1,0 +1,309 @@
+/*
+ * llm/save.c - writing checkpoint folders transformers loads: a model as it is now (merged
+ * adapters and fine-tuned weights included), and a freshly initialised model for pretraining.
+ *
+ * Both write config.json, model.safetensors (transformers' tensor names, one file) and copies
+ * of the tokenizer files into a temporary folder next to the target, then rename it into
+ * place (io/dir.h): a reader never sees half a model, and a failed save leaves an existing
+ * folder as it was. Weights are converted per tensor, so the extra memory is one tensor's
+ * worth plus the writer's copy.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/rng.h"
+#include "io/dir.h"
+#include "io/file.h"
+#include "io/json.h"
+#include "llm/model_internal.h"
+#include "road/safetensors.h"
+
+#define WEIGHTS_FILE "model.safetensors"
+#define CONFIG_FILE "config.json"
+/* config.json files are small; a larger one is not a config. */
+#define CONFIG_MAX_BYTES (4u << 20)
+/* transformers' PretrainedConfig default initializer_range. */
+#define DEFAULT_INIT_STD 0.02
+#define NAME_CAP 128
+
+/* Files copied from the source folder when present: tokenizer and generation settings. */
+static const char *const side_files[] = {"generation_config.json", "tokenizer.json",
+                                         "tokenizer_config.json", "special_tokens_map.json",
+                                         "tokenizer.model"};
+
+static const char *torch_dtype_name(road_dtype t) {
+    return t == ROAD_DTYPE_BF16 ? "bfloat16" : t == ROAD_DTYPE_F16 ? "float16" : "float32";
+}
+
+static road_status check_dtype(road_dtype t) {
+    if (t != ROAD_DTYPE_F32 && t != ROAD_DTYPE_BF16 && t != ROAD_DTYPE_F16)
+        return road_error(ROAD_ERR_UNSUPPORTED,
+                          "cannot save weights as %s: choose F32, BF16 or F16", road_dtype_name(t));
+    return ROAD_OK;
+}
+
+/* Add n floats as `dtype` (converted with round-to-nearest-even). */
+static road_status add_tensor(road_st_writer *w, const char *name, road_dtype dtype, int32_t ndim,
+                              const int64_t *shape, const float *x, int64_t n) {
+    if (dtype == ROAD_DTYPE_F32) return road_st_writer_add(w, name, dtype, ndim, shape, x);
+    uint16_t *h = road_malloc(sizeof(uint16_t) * (size_t)(n > 0 ? n : 1));
+    if (!h) return ROAD_ERR_NO_MEMORY;
+    for (int64_t i = 0; i < n; i++)
+        h[i] = dtype == ROAD_DTYPE_BF16 ? road_f32_to_bf16(x[i]) : road_f32_to_f16(x[i]);
+    road_status s = road_st_writer_add(w, name, dtype, ndim, shape, h);
+    road_free(h);
+    return s;
+}
+
+/* config.json from `src` with torch_dtype (and v5's "dtype", when present) set. */
+static road_status write_config(const char *src, road_dtype dtype, const char *dir) {
+    char *text = NULL;
+    size_t len = 0;
+    road_status s = road_file_read(src, CONFIG_MAX_BYTES, &text, &len);
+    if (s != ROAD_OK) return s;
+    cJSON *root = NULL;
+    s = road_json_parse(text, len, &root);
+    road_free(text);
+    text = NULL;
+    if (s != ROAD_OK) return s;
+    cJSON *v = cJSON_CreateString(torch_dtype_name(dtype));
+    if (!v || !cJSON_IsObject(root)) {
+        cJSON_Delete(v);
+        cJSON_Delete(root);
+        return v ? road_error(ROAD_ERR_FORMAT, "'%s' is not a JSON object", src) : ROAD_ERR_NO_MEMORY;
+    }
+    cJSON *v2 = road_json_get(root, "dtype") ? cJSON_CreateString(torch_dtype_name(dtype)) : NULL;
+    if (road_json_get(root, "torch_dtype"))
+        cJSON_ReplaceItemInObjectCaseSensitive(root, "torch_dtype", v);
+    else
+        cJSON_AddItemToObject(root, "torch_dtype", v);
+    if (v2) cJSON_ReplaceItemInObjectCaseSensitive(root, "dtype", v2);
+    s = road_json_dump(root, &text, &len);
+    cJSON_Delete(root);
+    if (s != ROAD_OK) return s;
+    text[len] = '\n'; /* road_json_dump leaves room for the NUL; a text file ends in a newline */
+    char *path = road_path_join(dir, CONFIG_FILE);
+    s = path ? road_file_write_atomic(path, text, len + 1) : ROAD_ERR_NO_MEMORY;
+    road_free(path);
+    road_free(text);
+    return s;
+}
+
+/* Copy the side files `from` holds into dir. */
+static road_status copy_side_files(const char *from, const char *dir) {
+    road_status s = ROAD_OK;
+    for (size_t i = 0; i < sizeof side_files / sizeof *side_files && s == ROAD_OK; i++) {
+        char *src = road_path_join(from, side_files[i]);
+        char *dst = road_path_join(dir, side_files[i]);
+        char *data = NULL;
+        size_t len = 0;
+        if (!src || !dst) s = ROAD_ERR_NO_MEMORY;
+        FILE *probe = s == ROAD_OK ? fopen(src, "rb") : NULL;
+        if (probe) {
+            fclose(probe);
+            s = road_file_read(src, (size_t)1 << 30, &data, &len);
+            if (s == ROAD_OK) s = road_file_write_atomic(dst, data, len);
+        }
+        road_free(data);
+        road_free(src);
+        road_free(dst);
+    }
+    return s;
+}
+
+/* Run write(ctx, tmp) into a temporary folder next to dir, then install it at dir. */
+static road_status write_folder(const char *dir, road_status (*write)(void *, const char *),
+                                void *ctx) {
+    char *target = road_strdup(dir);
+    if (!target) return ROAD_ERR_NO_MEMORY;
+    for (size_t n = strlen(target); n > 1 && target[n - 1] == '/'; n--) target[n - 1] = '\0';
+    char *parent = road_path_parent(target), *tmp = NULL;
+    road_status s = parent ? road_mkdir_p(parent) : ROAD_ERR_NO_MEMORY;
+    if (s == ROAD_OK) s = road_dir_make_temp(target, ".tmp.", &tmp);
+    if (s == ROAD_OK) s = write(ctx, tmp);
+    if (s == ROAD_OK) {
+        road_dir_fsync(tmp);
+        s = road_dir_install(tmp, target);
+    }
+    if (s == ROAD_OK) {
+        road_dir_fsync(parent);
+    } else {
+        if (tmp) road_dir_remove_tree(tmp, ROAD_DIR_DEPTH);
+        road_error_prefix("writing '%s' (an existing folder there is unchanged)", target);
+    }
+    road_free(tmp);
+    road_free(parent);
+    road_free(target);
+    return s;
+}
+
+/* ---- the model as it is ------------------------------------------------------------------- */
+
+typedef struct save_ctx {
+    road_model *m;
+    road_dtype dtype;
+} save_ctx;
+
+static road_status save_into(void *p, const char *tmp) {
+    save_ctx *c = p;
+    road_model *m = c->m;
+    road_st_writer *w = NULL;
+    road_status s = road_st_writer_create(&w);
+    if (s == ROAD_OK) s = road_st_writer_set_metadata(w, "format", "pt");
+    const int32_t n = road_model_tensor_count(m);
+    road_model_tensor first; /* builds the tensor table; its error names a non-float layer */
+    if (s == ROAD_OK) s = road_model_tensor_get(m, 0, &first);
+    for (int32_t i = 0; i < n && s == ROAD_OK; i++) {
+        road_model_tensor t;
+        s = road_model_tensor_get(m, i, &t);
+        if (s == ROAD_OK) s = add_tensor(w, t.name, c->dtype, t.ndim, t.shape, t.param, t.n);
+    }
+    char *path = NULL, *cfg = NULL;
+    if (s == ROAD_OK) {
+        path = road_path_join(tmp, WEIGHTS_FILE);
+        s = path ? road_st_writer_save(w, path) : ROAD_ERR_NO_MEMORY;
+    }
+    if (s == ROAD_OK) {
+        cfg = road_path_join(m->dir, CONFIG_FILE);
+        s = cfg ? write_config(cfg, c->dtype, tmp) : ROAD_ERR_NO_MEMORY;
+    }
+    if (s == ROAD_OK) s = copy_side_files(m->dir, tmp);
+    road_free(cfg);
+    road_free(path);
+    road_st_writer_free(w);
+    return s;
+}
+
+road_status road_model_save_files(road_model *m, const char *dir, road_dtype dtype) {
+    if (!m || !dir || !*dir)
+        return road_error(ROAD_ERR_INVALID_ARG, "road_model_save_files: NULL argument");
+    road_status s = check_dtype(dtype);
+    if (s == ROAD_OK) s = road_mkdir_p(dir);
+    save_ctx c = {m, dtype};
+    if (s == ROAD_OK) s = save_into(&c, dir);
+    return s;
+}
+
+road_status road_model_save(road_model *m, const char *dir, road_dtype dtype) {
+    if (!m || !dir || !*dir) return road_error(ROAD_ERR_INVALID_ARG, "road_model_save: NULL argument");
+    road_status s = check_dtype(dtype);
+    if (s != ROAD_OK) return s;
+    save_ctx c = {m, dtype};
+    return write_folder(dir, save_into, &c);
+}
+
+/* ---- a freshly initialised model ------------------------------------------------------------ */
+
+typedef struct init_ctx {
+    const char *config_path, *copy_from;
+    road_llm_config cfg;
+    double std;
+    uint64_t seed;
+    road_dtype dtype;
+} init_ctx;
+
+/* One tensor: N(0, std) (normal) or all `fill`. */
+static road_status init_tensor(road_st_writer *w, road_rng *rng, init_ctx *c, const char *name,
+                               int64_t d0, int64_t d1, bool normal, float fill) {
+    const int64_t shape[2] = {d0, d1};
+    const int64_t n = d0 * (d1 > 0 ? d1 : 1);
+    float *x = road_malloc(sizeof(float) * (size_t)n);
+    if (!x) return ROAD_ERR_NO_MEMORY;
+    if (normal)
+        road_rng_fill_normal(rng, x, n, 0.0f, (float)c->std);
+    else
+        for (int64_t i = 0; i < n; i++) x[i] = fill;
+    road_status s = add_tensor(w, name, c->dtype, d1 > 0 ? 2 : 1, shape, x, n);
+    road_free(x);
+    return s;
+}
+
+static road_status init_into(void *p, const char *tmp) {
+    init_ctx *c = p;
+    const road_llm_config *k = &c->cfg;
+    const int64_t H = k->hidden_size, I = k->intermediate_size, V = k->vocab_size;
+    const int64_t qd = k->n_heads * k->head_dim, kvd = k->n_kv_heads * k->head_dim;
+    static const char *const proj[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                       "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
+                                       "mlp.down_proj"};
+    const int64_t outs[] = {qd, kvd, kvd, H, I, I, H}, ins[] = {H, H, H, qd, H, H, I};
+    const bool bias[] = {k->qkv_bias, k->qkv_bias, k->qkv_bias, k->o_bias,
+                         k->mlp_bias, k->mlp_bias, k->mlp_bias};
+    road_rng rng;
+    road_rng_seed(&rng, c->seed);
+    road_st_writer *w = NULL;
+    road_status s = road_st_writer_create(&w);
+    if (s == ROAD_OK) s = road_st_writer_set_metadata(w, "format", "pt");
+    char name[NAME_CAP];
+    if (s == ROAD_OK) s = init_tensor(w, &rng, c, "model.embed_tokens.weight", V, H, true, 0);
+    for (int64_t l = 0; l < k->n_layers && s == ROAD_OK; l++) {
+        for (int i = 0; i < 7 && s == ROAD_OK; i++) {
+            snprintf(name, sizeof name, "model.layers.%lld.%s.weight", (long long)l, proj[i]);
+            s = init_tensor(w, &rng, c, name, outs[i], ins[i], true, 0);
+            if (s == ROAD_OK && bias[i]) {
+                snprintf(name, sizeof name, "model.layers.%lld.%s.bias", (long long)l, proj[i]);
+                s = init_tensor(w, &rng, c, name, outs[i], 0, false, 0.0f);
+            }
+        }
+        snprintf(name, sizeof name, "model.layers.%lld.input_layernorm.weight", (long long)l);
+        if (s == ROAD_OK) s = init_tensor(w, &rng, c, name, H, 0, false, 1.0f);
+        snprintf(name, sizeof name, "model.layers.%lld.post_attention_layernorm.weight",
+                 (long long)l);
+        if (s == ROAD_OK) s = init_tensor(w, &rng, c, name, H, 0, false, 1.0f);
+    }
+    if (s == ROAD_OK) s = init_tensor(w, &rng, c, "model.norm.weight", H, 0, false, 1.0f);
+    if (s == ROAD_OK && !k->tie_word_embeddings)
+        s = init_tensor(w, &rng, c, "lm_head.weight", V, H, true, 0);
+    char *path = NULL;
+    if (s == ROAD_OK) {
+        path = road_path_join(tmp, WEIGHTS_FILE);
+        s = path ? road_st_writer_save(w, path) : ROAD_ERR_NO_MEMORY;
+    }
+    if (s == ROAD_OK) s = write_config(c->config_path, c->dtype, tmp);
+    if (s == ROAD_OK && c->copy_from) s = copy_side_files(c->copy_from, tmp);
+    road_free(path);
+    road_st_writer_free(w);
+    return s;
+}
+
+road_status road_model_init_folder(const char *config_path, const char *copy_from, uint64_t seed,
+                                   road_dtype dtype, const char *dir) {
+    if (!config_path || !dir || !*dir)
+        return road_error(ROAD_ERR_INVALID_ARG, "road_model_init_folder: NULL argument");
+    road_status s = check_dtype(dtype);
+    if (s != ROAD_OK) return s;
+    char *joined = road_is_dir(config_path) ? road_path_join(config_path, CONFIG_FILE) : NULL;
+    if (joined) config_path = joined;
+    init_ctx c;
+    memset(&c, 0, sizeof c);
+    c.config_path = config_path;
+    c.copy_from = copy_from;
+    c.std = DEFAULT_INIT_STD;
+    c.seed = seed;
+    c.dtype = dtype;
+    s = road_llm_config_load(config_path, &c.cfg);
+    /* initializer_range: the config's, as transformers reads it */
+    char *text = NULL;
+    size_t len = 0;
+    cJSON *root = NULL;
+    if (s == ROAD_OK) s = road_file_read(config_path, CONFIG_MAX_BYTES, &text, &len);
+    if (s == ROAD_OK) s = road_json_parse(text, len, &root);
+    road_free(text);
+    if (s != ROAD_OK) {
+        road_free(joined);
+        return s;
+    }
+    const cJSON *r = road_json_get(root, "initializer_range");
+    if (r && (!cJSON_IsNumber(r) || !(r->valuedouble > 0.0) || !isfinite(r->valuedouble)))
+        s = road_error(ROAD_ERR_CONFIG, "%s: initializer_range must be a positive number",
+                       config_path);
+    else if (r)
+        c.std = r->valuedouble;
+    cJSON_Delete(root);
+    if (s == ROAD_OK) s = write_folder(dir, init_into, &c);
+    road_free(joined);
+    return s;
+}
