@@ -89,7 +89,7 @@ int main(int argc, char **argv) {
         for (int p = 0; p < N_PROJ; p++) {
             int k = b * N_PROJ + p;
             snprintf(names[k], sizeof names[k], "model.layers.%d.%s", b, proj[p]);
-            layers[k] = (road_layer_desc){names[k], ROAD_LAYER_LINEAR, ins[p], outs[p], w, NULL, false};
+            layers[k] = (road_layer_desc){names[k], ROAD_LAYER_LINEAR, ins[p], outs[p], w, NULL, false, NULL};
             adapter_params += outs[p]; /* road_1: out/2 theta + out/2 alpha */
         }
     road_adapter_set_params sp = road_adapter_set_default_params();

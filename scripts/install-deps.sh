@@ -3,7 +3,11 @@
 # present. Works as root (apt-get directly) or as a user with sudo.
 set -eu
 
-PACKAGES="build-essential cmake pkg-config libopenblas-dev libopenblas-openmp-dev libcjson-dev libpcre2-dev libcmocka-dev"
+PACKAGES="build-essential cmake pkg-config libopenblas-dev libopenblas-openmp-dev libcjson-dev libpcre2-dev libcmocka-dev libmicrohttpd-dev"
+# The serve test drives `road serve` with the official `openai` client from npm (Node.js).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    PACKAGES="$PACKAGES nodejs npm"
+fi
 
 missing=""
 for p in $PACKAGES; do

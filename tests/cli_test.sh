@@ -51,10 +51,29 @@ mkdir -p "$TMP/lora"
 printf '{"peft_type": "LORA", "r": 8}' > "$TMP/lora/adapter_config.json"
 expect 1 "LORA" "$ROAD" inspect "$TMP/lora"
 
-# demo end to end (small), then inspect what it wrote
-expect 2 "multiple of 64" "$ROAD" demo --size 100
-expect 0 "bit for bit" "$ROAD" demo --size 256 --out "$TMP/demo"
-expect 0 "trainable params  512" "$ROAD" inspect "$TMP/demo/math"
+# demo: bad flags and a missing model (the demo itself runs in the `demo` test)
+expect 2 "--steps must be" "$ROAD" demo --steps 0
+expect 2 "unknown option" "$ROAD" demo --size 100
+expect 1 "loading the demo model" "$ROAD" demo --model "$TMP/no-model"
+
+# road merge: float and quantized model folders out
+expect 2 "at least one --adapter" "$ROAD" merge --model "$FIX/llama/tiny-llama" --out "$TMP/mg"
+expect 1 "no-such" "$ROAD" merge --model "$FIX/llama/tiny-llama" --adapter A="$TMP/no-such" --out "$TMP/mg"
+expect 0 "merged A into" "$ROAD" merge --model "$FIX/llama/tiny-llama" --adapter A="$FIX/llama/tiny-llama/adapters/A" --out "$TMP/mg" --dtype bf16
+expect 0 "stored BF16" "$ROAD" inspect "$TMP/mg"
+expect 0 "linear layers nf4" "$ROAD" merge --model "$FIX/llama/tiny-llama" --adapter A="$FIX/llama/tiny-llama/adapters/A" --out "$TMP/mgq" --quantize nf4
+expect 0 "U8 x 28" "$ROAD" inspect "$TMP/mgq"
+
+# road init, then full fine-tuning of what it wrote
+expect 2 "--config and --out are required" "$ROAD" init --out "$TMP/init"
+expect 2 "--dtype must be f32, bf16 or f16" "$ROAD" init --config "$FIX/llama/tiny-llama/config.json" --out "$TMP/init" --dtype f8
+expect 0 "freshly initialised" "$ROAD" init --config "$FIX/llama/tiny-llama/config.json" --out "$TMP/init" --seed 3 --dtype bf16
+expect 0 "parameters        133440" "$ROAD" inspect "$TMP/init"
+printf '{"input_ids": [1, 2, 3, 4, 5, 6]}\n{"input_ids": [7, 8, 9, 10]}\n' > "$TMP/ids.jsonl"
+expect 2 "--variant, --group-size" "$ROAD" train --full --variant road_2 --model "$TMP/init" --data "$TMP/ids.jsonl" --out "$TMP/full"
+expect 2 "--save-dtype applies to --full" "$ROAD" train --save-dtype bf16 --model "$TMP/init" --data "$TMP/ids.jsonl" --out "$TMP/full"
+expect 0 "model written to" "$ROAD" train --full --model "$TMP/init" --data "$TMP/ids.jsonl" --out "$TMP/full" --max-steps 2 --save-dtype bf16
+expect 0 "stored BF16" "$ROAD" inspect "$TMP/full"
 
 # model folders (tests/fixtures/llama): described, and every tensor checked against config.json
 LL="$FIX/llama/tiny-llama"

@@ -8,7 +8,8 @@
  *   - road_train --full learns, resumes bit-exactly from a checkpoint, and writes a model
  *     folder that loads and gives the trained model's logits;
  *   - road_model_save in F32 (bit-exact round trip) and BF16 (every value the bf16 rounding of
- *     the float one); a failed save leaves the existing folder unchanged;
+ *     the float one); a failed save leaves the existing folder unchanged; a quantized model
+ *     saved as float computes what it computed;
  *   - road_model_init_folder: shapes, the initializer's statistics, determinism by seed.
  */
 #include <math.h>
@@ -355,6 +356,22 @@ static void test_save(void **state) {
     road_model_free(m);
     free(adapted);
     free(again);
+    /* a quantized model saves as float through the dequantizing writer: the float folder
+     * computes what the quantized model computed (float rounding of another matmul path) */
+    road_model_params mp = road_model_default_params();
+    mp.quantize = ROAD_QFORMAT_NF4;
+    TU_OK(road_model_load(ROAD_FIXTURES "/llama/tiny-llama", &mp, &m));
+    float *ql = logits_of(m);
+    TU_FAILS(road_model_set_full_training(m, true), ROAD_ERR_UNSUPPORTED, "quantized");
+    TU_OK(road_model_save(m, path_in("dequant"), ROAD_DTYPE_F32));
+    TU_OK(road_model_load(path_in("dequant"), NULL, &m2));
+    float *fl = logits_of(m2);
+    tu_assert_close("float save of a quantized model", fl, ql,
+                    5 * road_model_config(m)->vocab_size, 1e-4, 1e-4);
+    free(ql);
+    free(fl);
+    road_model_free(m2);
+    road_model_free(m);
 }
 
 static void test_init(void **state) {

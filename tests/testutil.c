@@ -198,3 +198,40 @@ void tu_copy_file(const char *from, const char *to) {
     fclose(a);
     fclose(b);
 }
+
+void tu_make_text_model(char *dir, size_t cap) {
+    char path[512];
+    snprintf(dir, cap, "/tmp/road-text-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    tu_copy_file(ROAD_FIXTURES "/llama/tiny-llama/config.json", path);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    tu_copy_file(ROAD_FIXTURES "/llama/tiny-llama/model.safetensors", path);
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    tu_copy_file(ROAD_FIXTURES "/tokenizers/llama2/tokenizer_config.json", path);
+    cJSON *t = tu_load_json("tokenizers/llama2/tokenizer.json");
+    cJSON *model = cJSON_GetObjectItem(t, "model");
+    cJSON *vocab = cJSON_CreateObject();
+    cJSON_AddNumberToObject(vocab, "<unk>", 0);
+    cJSON_AddNumberToObject(vocab, "<s>", 1);
+    cJSON_AddNumberToObject(vocab, "</s>", 2);
+    for (int b = 0; b < 256; b++) {
+        char piece[8];
+        snprintf(piece, sizeof piece, "<0x%02X>", b);
+        cJSON_AddNumberToObject(vocab, piece, 3 + b);
+    }
+    cJSON_AddNumberToObject(vocab, "\xe2\x96\x81", 259);
+    cJSON_ReplaceItemInObject(model, "vocab", vocab);
+    cJSON_ReplaceItemInObject(model, "merges", cJSON_CreateArray());
+    /* keep only the three special added tokens (ids 0..2) */
+    cJSON *added = cJSON_GetObjectItem(t, "added_tokens");
+    while (cJSON_GetArraySize(added) > 3) cJSON_DeleteItemFromArray(added, 3);
+    char *text = cJSON_PrintUnformatted(t);
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    free(text);
+    cJSON_Delete(t);
+}

@@ -57,6 +57,12 @@ void tu_fill_uniform(float *x, int64_t n, uint64_t seed, float lo, float hi);
 void tu_rm_rf(const char *path);                    /* remove a file or a whole folder */
 void tu_copy_file(const char *from, const char *to); /* fails the test on error */
 
+/* A model folder with text I/O in a fresh temporary folder (its path into dir, cap >= 32): the
+ * tiny-llama fixture's weights with a SentencePiece-style tokenizer.json made from the Llama-2
+ * fixture's structure but a 260-token vocabulary that fits the model (<unk>, <s>, </s>, the 256
+ * byte-fallback tokens, "\u2581"). Remove it with tu_rm_rf. */
+void tu_make_text_model(char *dir, size_t cap);
+
 /* Scratch allocation that fails the test on OOM. */
 void *tu_alloc(size_t n);
 

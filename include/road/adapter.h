@@ -20,6 +20,7 @@
 #define ROAD_ADAPTER_H
 
 #include "road/core.h"
+#include "road/quant.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -124,10 +125,12 @@ typedef struct road_linear road_linear;
 typedef struct road_linear_params {
     int64_t in_features;
     int64_t out_features;
-    float *weight;      /* [out x in], required */
+    float *weight;      /* [out x in]; this or qweight is required */
     float *bias;        /* [out] or NULL */
     bool borrow;        /* true: use the caller's arrays (merge writes into them; they must
                            outlive the layer); false (default): copy them */
+    road_qtensor *qweight; /* instead of weight: a quantized [out x in] weight (road/quant.h),
+                              borrowed or copied as above; merging re-quantizes it in place */
 } road_linear_params;
 
 ROAD_API road_linear_params road_linear_default_params(void);
@@ -136,9 +139,17 @@ ROAD_API void road_linear_free(road_linear *l);
 
 ROAD_API int64_t road_linear_in_features(const road_linear *l);
 ROAD_API int64_t road_linear_out_features(const road_linear *l);
-/* Current weight and bias (reflect merges). Owned by the layer (or the caller if borrowed). */
+/* Current weight and bias (reflect merges). Owned by the layer (or the caller if borrowed).
+ * The weight is NULL when it is quantized: see road_linear_qweight. */
 ROAD_API const float *road_linear_weight(const road_linear *l);
 ROAD_API const float *road_linear_bias(const road_linear *l);
+/* The quantized weight, or NULL for a float32 layer. */
+ROAD_API const road_qtensor *road_linear_qweight(const road_linear *l);
+/* The base output y [rows x out] = x W^T + b, without adapters, float or quantized weight. */
+ROAD_API road_status road_linear_base_forward(road_linear *l, int64_t rows, const float *x,
+                                              float *y);
+/* The current weight as float32 into w [out x in] (dequantized for a quantized layer). */
+ROAD_API road_status road_linear_dequantized_weight(const road_linear *l, float *w);
 
 /* Add an adapter. init_weights = true: identity (theta 0, alpha 1); false: PEFT's random init
  * theta ~ N(0, 0.5), alpha ~ N(1, 0.5) drawn from `seed`. The first adapter added becomes the
@@ -179,7 +190,9 @@ ROAD_API bool road_linear_adapters_enabled(const road_linear *l);
 
 /* Merge the named adapters (or, with names == NULL, the active ones) into W and b, in order.
  * Already merged adapters are skipped. safe: compute into a copy and refuse NaN/Inf results
- * (W, b untouched). A singular or non-finite block is always refused. */
+ * (W, b untouched). A singular or non-finite block is always refused. A quantized weight is
+ * dequantized, rotated and quantized again (a warning is logged: the new rounding changes
+ * outputs slightly, and unmerge restores W only up to that rounding). */
 ROAD_API road_status road_linear_merge(road_linear *l, const char *const *names, int32_t n,
                                        bool safe);
 /* Unmerge every merged adapter, last merged first, with exact 2x2 inverses. */

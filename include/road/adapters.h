@@ -44,9 +44,12 @@ typedef struct road_layer_desc {
     road_layer_kind kind;
     int64_t in_features;  /* embedding: the hidden size */
     int64_t out_features; /* embedding: the vocabulary size (rows of the table) */
-    float *weight;        /* [out x in] float32, row-major; the caller's, mutable */
+    float *weight;        /* [out x in] float32, row-major; the caller's, mutable; NULL when
+                             qweight is given */
     float *bias;          /* [out] or NULL */
     bool is_output_head;  /* the LM head: left out of "all-linear" */
+    road_qtensor *qweight; /* a linear layer's quantized weight instead (road/quant.h); the
+                              caller's, mutable (merging re-quantizes it in place) */
 } road_layer_desc;
 
 typedef struct road_adapter_set road_adapter_set;
@@ -206,9 +209,14 @@ ROAD_API bool road_adapter_set_active_copy(road_adapter_set *s, int32_t layer,
 /* The weight and bias (NULL: none) `layer` uses now: the active adapter's copy when one
  * active adapter holds a copy of it (and adapters are enabled), else the base (for a linear
  * layer, its current, possibly merged, weight). Engines running their own GEMM use this
- * before road_adapter_set_apply. Either output may be NULL. */
+ * before road_adapter_set_apply. Either output may be NULL. *w is NULL when the layer runs a
+ * quantized base weight (road_linear_qweight; road_adapter_set_base_forward runs it). */
 ROAD_API road_status road_adapter_set_layer_weight(const road_adapter_set *s, int32_t layer,
                                                    const float **w, const float **b);
+/* y [rows x out] = x W^T + b with the weight road_adapter_set_layer_weight names (a copy, the
+ * float base or the quantized base), before any RoAd rotation: the pre-adapter output. */
+ROAD_API road_status road_adapter_set_base_forward(road_adapter_set *s, int32_t layer,
+                                                   int64_t rows, const float *x, float *y);
 
 /* ---- running the layers -------------------------------------------------------------------- */
 

@@ -81,6 +81,14 @@ typedef struct road_model road_model;
 
 typedef struct road_model_params {
     int n_threads; /* <= 0: all cores */
+    /* Quantize the linear layers' weights while loading (road/quant.h; default NONE: float32).
+     * The embedding and the norms stay float32, and lm_head too unless quantize_lm_head.
+     * Each weight is quantized right after it is read and its float copy dropped, so memory
+     * stays near the quantized size. A checkpoint saved quantized (road_model_save_quantized,
+     * bitsandbytes / transformers) loads quantized whatever this says. */
+    road_qformat quantize;
+    bool quantize_lm_head;
+    bool double_quant;     /* 4-bit: quantize the absmax values too (bnb_4bit_use_double_quant) */
 } road_model_params;
 
 ROAD_API road_model_params road_model_default_params(void);
@@ -96,8 +104,24 @@ ROAD_API const road_generation_config *road_model_generation_config(const road_m
 /* The model's adapter manager (its linear layers, by Hugging Face names): load adapters,
  * activate, merge... through road/adapters.h. Owned by the model. */
 ROAD_API road_adapter_set *road_model_adapters(road_model *m);
-/* Bytes of float32 weights the model holds, and of those, the ones mapped from files. */
+/* Bytes of weights the model holds: float32 tensors (mapped or in memory) plus quantized
+ * ones at their packed size. */
 ROAD_API int64_t road_model_weight_bytes(const road_model *m);
+/* Linear layers whose base weight is quantized, and the format of the first (NONE if none). */
+ROAD_API int32_t road_model_quantized_layers(const road_model *m, road_qformat *format);
+
+/* Write the model as a checkpoint folder with quantized linear layers, in the layout
+ * bitsandbytes / transformers serialize (docs/quant.md): per layer "<name>.weight" packed U8 +
+ * ".weight.absmax", ".weight.quant_map" (+ ".weight.nested_absmax", ".weight.nested_quant_map"
+ * with double quantization) + ".weight.quant_state.bitsandbytes__<nf4|fp4>" (the JSON state
+ * as bytes); int8: "<name>.weight" I8 + "<name>.SCB". config.json gets a bitsandbytes
+ * quantization_config. Layers already quantized in `format` are written as they are (merged
+ * adapters included); float ones are quantized now; other tensors (embedding, norms, biases,
+ * lm_head unless quantize_lm_head) go as float_dtype (F32, BF16, F16). format NONE writes
+ * every tensor as float_dtype, quantized layers dequantized. Atomic as road_model_save. */
+ROAD_API road_status road_model_save_quantized(road_model *m, const char *dir,
+                                               road_dtype float_dtype, road_qformat format,
+                                               bool double_quant, bool quantize_lm_head);
 
 /* ---- KV cache (one per sequence) ------------------------------------------------------------ */
 

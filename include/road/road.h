@@ -9,8 +9,10 @@
 #include "road/config.h"
 #include "road/adapters.h"
 #include "road/safetensors.h"
+#include "road/quant.h"
 #include "road/llm.h"
 #include "road/tokenizer.h"
 #include "road/train.h"
+#include "road/serve.h"
 
 #endif

@@ -194,6 +194,15 @@ road_status road_adapter_set_plan_layer_weight(const road_adapter_set *s,
     return ROAD_OK;
 }
 
+/* y = x W^T + b with a float weight w (a copy), or the layer's base when w is NULL (a
+ * quantized base has no float weight). */
+static road_status gemm_with(road_adapter_set *s, int32_t layer, const float *w, const float *b,
+                             int64_t rows, const float *x, float *y) {
+    if (!w) return road_linear_base_forward(s->layers[layer].lin, rows, x, y);
+    road_sgemm_xwt(rows, s->layers[layer].out, s->layers[layer].in, x, w, b, y);
+    return ROAD_OK;
+}
+
 /* y = x W_s^T + b_s where each sequence s runs its adapter's modules_to_save copy or the
  * base: one GEMM per distinct weight, over the gathered rows of the sequences that use it. */
 static road_status mixed_gemm(road_adapter_set *s, const road_batch_plan *p, int32_t layer,
@@ -204,10 +213,8 @@ static road_status mixed_gemm(road_adapter_set *s, const road_batch_plan *p, int
     bool copies = false;
     for (int32_t k = 0; k < s->n_ad && !copies; k++) copies = road_aset_find_copy(&s->ad[k], layer) != NULL;
     if (!copies || s->disabled) {
-        /* the common case: every sequence runs the base weight */
-        const road_linear *l = s->layers[layer].lin;
-        road_sgemm_xwt(rows, out, in, x, road_linear_weight(l), road_linear_bias(l), y);
-        return ROAD_OK;
+        /* the common case: every sequence runs the base weight (float or quantized) */
+        return road_linear_base_forward(s->layers[layer].lin, rows, x, y);
     }
     const int64_t n = p->n_seq;
     const float **ws = road_malloc(sizeof(float *) * 2 * (size_t)(n ? n : 1));
@@ -232,7 +239,7 @@ static road_status mixed_gemm(road_adapter_set *s, const road_batch_plan *p, int
         for (int64_t j = i; j < n; j++)
             if (ws[j] == ws[i]) gr += seq_rows ? seq_rows[j] : rows_per_seq;
         if (gr == rows) { /* one weight for the whole batch */
-            road_sgemm_xwt(rows, out, in, x, ws[i], bs[i], y);
+            st = gemm_with(s, layer, ws[i], bs[i], rows, x, y);
             break;
         }
         if (!xg) {
@@ -250,7 +257,7 @@ static road_status mixed_gemm(road_adapter_set *s, const road_batch_plan *p, int
             memcpy(xg + g * in, x + r0[j] * in, sizeof(float) * (size_t)(nr * in));
             g += nr;
         }
-        if (gr > 0) road_sgemm_xwt(gr, out, in, xg, ws[i], bs[i], yg);
+        if (gr > 0 && (st = gemm_with(s, layer, ws[i], bs[i], gr, xg, yg)) != ROAD_OK) goto out;
         g = 0;
         for (int64_t j = i; j < n; j++) {
             if (ws[j] != ws[i]) continue;

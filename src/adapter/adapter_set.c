@@ -90,7 +90,13 @@ road_status road_adapter_set_create(const road_adapter_set_params *p, road_adapt
             st = road_error(ROAD_ERR_INVALID_ARG, "layer '%s': unknown kind %d", d->name, (int)d->kind);
             break;
         }
-        if (!d->weight || d->in_features <= 0 || d->out_features <= 0) {
+        if (d->qweight && (d->kind != ROAD_LAYER_LINEAR || d->weight)) {
+            st = road_error(ROAD_ERR_INVALID_ARG,
+                            "layer '%s': a quantized weight is for linear layers, instead of a "
+                            "float one", d->name);
+            break;
+        }
+        if ((!d->weight && !d->qweight) || d->in_features <= 0 || d->out_features <= 0) {
             st = road_error(ROAD_ERR_SHAPE,
                             "layer '%s': needs a weight and positive sizes (got %lld x %lld)",
                             d->name, (long long)d->out_features, (long long)d->in_features);
@@ -102,6 +108,7 @@ road_status road_adapter_set_create(const road_adapter_set_params *p, road_adapt
         L->in = d->in_features;
         L->out = d->out_features;
         L->w = d->weight;
+        L->q = d->qweight;
         L->b = d->bias;
         L->head = d->is_output_head;
         if (!(L->name = road_strdup(d->name))) {
@@ -114,6 +121,7 @@ road_status road_adapter_set_create(const road_adapter_set_params *p, road_adapt
             lp.in_features = L->in;
             lp.out_features = L->out;
             lp.weight = L->w;
+            lp.qweight = L->q;
             lp.bias = L->b;
             lp.borrow = true;
             st = road_linear_create(&lp, &L->lin);
@@ -299,7 +307,17 @@ static road_status copy_alloc(const set_layer *L, int32_t layer, set_copy *c) {
     c->b = L->b ? c->w + wn : NULL;
     c->dw = c->w + wn + bn;
     c->db = L->b ? c->dw + wn : NULL;
-    memcpy(c->w, L->w, wn * sizeof(float));
+    /* a quantized layer's copy is its dequantized weight, in float32 (trainable) */
+    if (L->lin) {
+        road_status st = road_linear_dequantized_weight(L->lin, c->w);
+        if (st != ROAD_OK) {
+            road_free(c->block);
+            c->block = NULL;
+            return st;
+        }
+    } else {
+        memcpy(c->w, L->w, wn * sizeof(float));
+    }
     if (L->b) memcpy(c->b, L->b, bn * sizeof(float));
     return ROAD_OK;
 }
@@ -806,6 +824,18 @@ road_status road_adapter_set_forward(road_adapter_set *s, int32_t layer, int64_t
     const int64_t out = s->layers[layer].out;
     road_sgemm_xwt(rows, out, s->layers[layer].in, x, c->w, c->b, y);
     return road_linear_apply(l, rows, y, out);
+}
+
+road_status road_adapter_set_base_forward(road_adapter_set *s, int32_t layer, int64_t rows,
+                                         const float *x, float *y) {
+    road_status st = road_aset_linear_layer(s, layer, "road_adapter_set_base_forward");
+    if (st != ROAD_OK) return st;
+    const set_copy *c = active_copy(s, layer);
+    if (!c) return road_linear_base_forward(s->layers[layer].lin, rows, x, y);
+    if (rows < 0 || (rows > 0 && (!x || !y)))
+        return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_base_forward: bad rows or NULL x, y");
+    if (rows > 0) road_sgemm_xwt(rows, s->layers[layer].out, s->layers[layer].in, x, c->w, c->b, y);
+    return ROAD_OK;
 }
 
 road_status road_adapter_set_apply(road_adapter_set *s, int32_t layer, int64_t rows, float *y) {

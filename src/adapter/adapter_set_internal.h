@@ -20,7 +20,8 @@ typedef struct set_layer {
     char *name;
     road_layer_kind kind;
     int64_t in, out;
-    float *w, *b;
+    float *w, *b;     /* w NULL when the base weight is quantized (q) */
+    road_qtensor *q;
     bool head;
     road_linear *lin; /* NULL for embeddings */
 } set_layer;

@@ -6,6 +6,10 @@
  * in place on the GEMM output, coefficients are cached per adapter and rebuilt only when the
  * parameters' version changes, and merge/unmerge work on the 2x2 blocks.
  *
+ * The base weight is float32 (W) or quantized (road/quant.h: int8, NF4, FP4). A quantized layer
+ * runs its GEMMs through the quantized matmuls; merging into it dequantizes W, rotates and
+ * quantizes again, which rounds the weights anew (logged as a warning, as PEFT warns).
+ *
  * Active and merged adapters are kept by name, as PEFT does, so deleting or re-adding an
  * adapter never leaves a dangling index; a name that is active but absent from this layer is
  * skipped (the adapter may target other layers of the model).
@@ -16,6 +20,7 @@
 
 #include "adapter/kernels.h"
 #include "core/alloc.h"
+#include "road/quant.h"
 #include "core/error.h"
 #include "core/parallel.h"
 #include "core/rng.h"
@@ -47,7 +52,8 @@ typedef struct name_list {
 
 struct road_linear {
     int64_t in, out;
-    float *w, *b;
+    float *w, *b;        /* w is NULL when the weight is quantized */
+    road_qtensor *q;     /* the quantized weight, or NULL */
     bool owned;
     adapter *ad;
     int32_t n_ad, cap_ad;
@@ -106,8 +112,11 @@ road_linear_params road_linear_default_params(void) {
 road_status road_linear_create(const road_linear_params *p, road_linear **out) {
     if (!out) return road_error(ROAD_ERR_INVALID_ARG, "road_linear_create: out is NULL");
     *out = NULL;
-    if (!p || !p->weight)
+    if (!p || (!p->weight && !p->qweight))
         return road_error(ROAD_ERR_INVALID_ARG, "road_linear_create: the weight is required");
+    if (p->weight && p->qweight)
+        return road_error(ROAD_ERR_INVALID_ARG,
+                          "road_linear_create: give either a float weight or a quantized one");
     if (p->in_features <= 0 || p->out_features <= 0)
         return road_error(ROAD_ERR_SHAPE,
                           "road_linear_create: in_features and out_features must be positive, "
@@ -117,12 +126,31 @@ road_status road_linear_create(const road_linear_params *p, road_linear **out) {
     if (road_size_mul((size_t)p->in_features, (size_t)p->out_features, &nw) != 0 ||
         road_size_mul(nw, sizeof(float), &nw) != 0)
         return road_error(ROAD_ERR_SHAPE, "road_linear_create: weight size overflows");
+    if (p->qweight && (p->qweight->rows != p->out_features || p->qweight->cols != p->in_features))
+        return road_error(ROAD_ERR_SHAPE,
+                          "road_linear_create: the quantized weight is %lld x %lld, the layer "
+                          "%lld x %lld",
+                          (long long)p->qweight->rows, (long long)p->qweight->cols,
+                          (long long)p->out_features, (long long)p->in_features);
     road_linear *l = road_calloc(1, sizeof *l);
     if (!l) return ROAD_ERR_NO_MEMORY;
     l->in = p->in_features;
     l->out = p->out_features;
     l->owned = !p->borrow;
-    if (p->borrow) {
+    if (p->qweight) {
+        road_status s = ROAD_OK;
+        if (p->borrow) l->q = p->qweight;
+        else s = road_qtensor_copy(p->qweight, &l->q);
+        if (s == ROAD_OK && p->bias) {
+            l->b = p->borrow ? p->bias : road_malloc((size_t)l->out * sizeof(float));
+            if (!l->b) s = ROAD_ERR_NO_MEMORY;
+            else if (!p->borrow) memcpy(l->b, p->bias, (size_t)l->out * sizeof(float));
+        }
+        if (s != ROAD_OK) {
+            road_linear_free(l);
+            return s;
+        }
+    } else if (p->borrow) {
         l->w = p->weight;
         l->b = p->bias;
     } else {
@@ -158,6 +186,7 @@ void road_linear_free(road_linear *l) {
     if (l->owned) {
         road_free(l->w);
         road_free(l->b);
+        road_qtensor_free(l->q);
     }
     road_free(l);
 }
@@ -173,6 +202,31 @@ const float *road_linear_weight(const road_linear *l) {
 }
 const float *road_linear_bias(const road_linear *l) {
     return l->b;
+}
+const road_qtensor *road_linear_qweight(const road_linear *l) {
+    return l->q;
+}
+
+road_status road_linear_base_forward(road_linear *l, int64_t rows, const float *x, float *y) {
+    if (rows < 0 || (rows > 0 && (!x || !y)))
+        return road_error(ROAD_ERR_INVALID_ARG, "road_linear_base_forward: bad rows or NULL x, y");
+    if (rows == 0) return ROAD_OK;
+    if (l->q) return road_qtensor_xwt(l->q, rows, x, l->b, y);
+    road_sgemm_xwt(rows, l->out, l->in, x, l->w, l->b, y);
+    return ROAD_OK;
+}
+
+/* dx (rows, in) = dy (rows, out) W, through the dequantized weight for a quantized layer. */
+static road_status base_dyw(const road_linear *l, int64_t rows, const float *dy, float *dx) {
+    if (l->q) return road_qtensor_dyw(l->q, rows, dy, dx);
+    road_sgemm_dyw(rows, l->out, l->in, dy, l->w, dx);
+    return ROAD_OK;
+}
+
+road_status road_linear_dequantized_weight(const road_linear *l, float *w) {
+    if (l->q) return road_qtensor_dequantize_rows(l->q, 0, l->out, w);
+    memcpy(w, l->w, sizeof(float) * (size_t)l->out * (size_t)l->in);
+    return ROAD_OK;
 }
 
 /* ---- adapters ------------------------------------------------------------------------------ */
@@ -435,6 +489,36 @@ static bool all_finite(const float *x, int64_t n) {
     return !bad;
 }
 
+/* Merge (or unmerge) R into a quantized layer: dequantize W, rotate in float32 (as
+ * road_rot_merge does for float layers), quantize again. The result is checked for NaN / Inf
+ * (requantize refuses them) before anything changes; W and b then change together. The second
+ * rounding moves outputs slightly (PEFT warns the same for bitsandbytes layers), so unmerge
+ * gives back W only up to that rounding. */
+static road_status qmerge(road_linear *l, const road_rot *r, const char *name, bool undo) {
+    const size_t nw = (size_t)l->out * (size_t)l->in;
+    float *w2 = road_malloc(nw * sizeof(float));
+    float *b2 = l->b ? road_malloc((size_t)l->out * sizeof(float)) : NULL;
+    road_status s = (!w2 || (l->b && !b2)) ? ROAD_ERR_NO_MEMORY : ROAD_OK;
+    if (s == ROAD_OK) s = road_qtensor_dequantize_rows(l->q, 0, l->out, w2);
+    if (s == ROAD_OK && b2) memcpy(b2, l->b, (size_t)l->out * sizeof(float));
+    if (s == ROAD_OK)
+        s = undo ? road_rot_unmerge(r, l->in, w2, l->in, b2) : road_rot_merge(r, l->in, w2, l->in, b2);
+    if (s == ROAD_OK && b2 && !all_finite(b2, l->out))
+        s = road_error(ROAD_ERR_NUMERIC, "NaN or Inf in the merged bias; weights left unchanged");
+    if (s == ROAD_OK) s = road_qtensor_requantize(l->q, w2);
+    if (s == ROAD_OK) {
+        if (b2) memcpy(l->b, b2, (size_t)l->out * sizeof(float));
+        road_log(ROAD_LOG_WARN,
+                 "%s adapter '%s' %s a %s-quantized layer: the weights are dequantized, rotated "
+                 "and quantized again, so outputs change by the new rounding",
+                 undo ? "unmerging" : "merging", name, undo ? "from" : "into",
+                 road_qformat_name(l->q->format));
+    }
+    road_free(w2);
+    road_free(b2);
+    return s;
+}
+
 static road_status merge_one(road_linear *l, adapter *a, bool safe) {
     road_rot r;
     road_status s = adapter_rot(l, a, &r);
@@ -444,7 +528,9 @@ static road_status merge_one(road_linear *l, adapter *a, bool safe) {
     s = names_push(&l->merged, a->name);
     if (s != ROAD_OK) return s;
     size_t nw = (size_t)l->out * (size_t)l->in;
-    if (!safe) {
+    if (l->q) {
+        s = qmerge(l, &r, a->name, false);
+    } else if (!safe) {
         s = road_rot_merge(&r, l->in, l->w, l->in, l->b);
     } else {
         /* PEFT's safe_merge: merge into a copy, refuse NaN/Inf, then commit. */
@@ -515,7 +601,8 @@ road_status road_linear_unmerge_last(road_linear *l, int32_t k) {
         ROAD_ASSERT(a != NULL); /* delete refuses merged adapters */
         road_rot r;
         road_status s = adapter_rot(l, a, &r);
-        if (s == ROAD_OK) s = road_rot_unmerge(&r, l->in, l->w, l->in, l->b);
+        if (s == ROAD_OK)
+            s = l->q ? qmerge(l, &r, name, true) : road_rot_unmerge(&r, l->in, l->w, l->in, l->b);
         if (s != ROAD_OK) {
             road_error_prefix("adapter '%s'", name);
             return s;
@@ -543,8 +630,8 @@ road_status road_linear_forward(road_linear *l, int64_t rows, const float *x, fl
         if (s != ROAD_OK) return s;
     }
     if (rows == 0) return ROAD_OK;
-    road_sgemm_xwt(rows, l->out, l->in, x, l->w, l->b, y);
-    return road_linear_apply(l, rows, y, l->out);
+    s = road_linear_base_forward(l, rows, x, y);
+    return s != ROAD_OK ? s : road_linear_apply(l, rows, y, l->out);
 }
 
 road_status road_linear_apply(road_linear *l, int64_t rows, float *y, int64_t ld) {
@@ -587,7 +674,8 @@ road_status road_linear_forward_mixed(road_linear *l, int64_t n_seq, int64_t row
     for (int64_t i = 0; i < n_seq; i++)
         if (!names[i]) return road_error(ROAD_ERR_INVALID_ARG, "%s: name %lld is NULL", fn, (long long)i);
     if (rows == 0) return ROAD_OK;
-    road_sgemm_xwt(rows, l->out, l->in, x, l->w, l->b, y);
+    s = road_linear_base_forward(l, rows, x, y);
+    if (s != ROAD_OK) return s;
 
     /* slot per row: index into this layer's adapters, -1 for base or absent names. */
     int32_t nad = l->n_ad;
@@ -695,7 +783,7 @@ road_status road_linear_backward(road_linear *l, int64_t rows, const float *y_ba
                                      act[k]->alpha, dc1, dc2, act[k]->dtheta, act[k]->dalpha);
         if (s != ROAD_OK) goto done;
     }
-    if (dx) road_sgemm_dyw(rows, l->out, l->in, g, l->w, dx);
+    if (dx) s = base_dyw(l, rows, g, dx);
 done:
     road_free(rots);
     road_free(buf);

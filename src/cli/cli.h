@@ -36,6 +36,22 @@ int cli_parse_ids(const char *cmd, const char *flag, const char *s, int32_t **id
 int cli_attach_adapters(const char *cmd, road_model *m, char **specs, int n_specs,
                         const char *use);
 
+/* --quantize FMT, --quantize-lm-head, --double-quant: how a command loads a model. */
+typedef struct cli_quant {
+    const char *format; /* NULL: not given */
+    bool lm_head, double_quant;
+} cli_quant;
+/* 1 if argv[*i] is one of the quantization flags (consumed), 0 if not, -1 (message printed) if
+ * its value is missing. */
+int cli_quant_flag(const char *cmd, int argc, char **argv, int *i, cli_quant *q);
+/* Put the flags into model params; -1 (message printed) on an unknown format. */
+int cli_quant_apply(const char *cmd, const cli_quant *q, road_model_params *mp);
+#define CLI_QUANT_HELP                                                                             \
+    "  --quantize FMT       int8, nf4 or fp4: quantize the linear layers while loading (the\n"     \
+    "                       embedding, norms and lm_head stay float; docs/quant.md)\n"             \
+    "  --quantize-lm-head   quantize lm_head too\n"                                                \
+    "  --double-quant       4-bit: quantize the absmax values too (bitsandbytes' double quant)\n"
+
 int cmd_inspect(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
@@ -44,6 +60,8 @@ int cmd_init(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
 int cmd_config(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif

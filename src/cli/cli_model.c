@@ -106,3 +106,32 @@ int cli_attach_adapters(const char *cmd, road_model *m, char **specs, int n_spec
     }
     return CLI_EXIT_OK;
 }
+
+int cli_quant_flag(const char *cmd, int argc, char **argv, int *i, cli_quant *q) {
+    if (strcmp(argv[*i], "--quantize-lm-head") == 0) {
+        q->lm_head = true;
+        return 1;
+    }
+    if (strcmp(argv[*i], "--double-quant") == 0) {
+        q->double_quant = true;
+        return 1;
+    }
+    const char *v;
+    int r = cli_flag_value(cmd, argc, argv, i, "--quantize", &v);
+    if (r > 0) q->format = v;
+    return r;
+}
+
+int cli_quant_apply(const char *cmd, const cli_quant *q, road_model_params *mp) {
+    if (q->format && road_qformat_parse(q->format, &mp->quantize) != ROAD_OK) {
+        cli_error(cmd, "--quantize: %s", road_last_error());
+        return -1;
+    }
+    if ((q->lm_head || q->double_quant) && mp->quantize == ROAD_QFORMAT_NONE) {
+        cli_error(cmd, "--quantize-lm-head and --double-quant need --quantize int8|nf4|fp4");
+        return -1;
+    }
+    mp->quantize_lm_head = q->lm_head;
+    mp->double_quant = q->double_quant;
+    return 0;
+}

@@ -19,6 +19,7 @@ static void help(void) {
     printf("usage: road eval --model DIR --input IN.safetensors --dump OUT.safetensors\n"
            "                 [--adapter NAME=DIR]... [--use NAME[,NAME...]]\n"
            "                 [--rows NAME,__base__,...] [--grads] [--threads N]\n"
+           "                 [--quantize int8|nf4|fp4 [--quantize-lm-head] [--double-quant]]\n"
            "\n"
            "IN holds input_ids (I64 [B,T]), and optionally attention_mask (I64 [B,T]) and labels\n"
            "(or IN is a .jsonl file of road train's example formats: one row per example,\n"
@@ -30,7 +31,8 @@ static void help(void) {
            "(base_model.model.<module>.road_theta; with several active adapters, each key ends\n"
            "in .<adapter name>, as in PEFT's state_dict).\n"
            "--use activates adapters for every row (in order); --rows names one adapter (or\n"
-           "__base__) per row: a mixed batch. Without either, the base model runs.\n");
+           "__base__) per row: a mixed batch. Without either, the base model runs.\n"
+           "\n" CLI_QUANT_HELP);
 }
 
 static int get_i64(const road_st_file *f, const char *name, int64_t B, int64_t T,
@@ -177,9 +179,14 @@ int cmd_eval(int argc, char **argv) {
     const char *model = NULL, *in = NULL, *dump = NULL, *use = NULL, *rows = NULL, *thr = NULL;
     char *adapters[MAX_ADAPTERS];
     int n_ad = 0, grads = 0;
+    cli_quant qz = {NULL, false, false};
     for (int i = 1; i < argc; i++) {
         const char *v;
         int r;
+        if ((r = cli_quant_flag(CMD, argc, argv, &i, &qz)) != 0) {
+            if (r < 0) return CLI_EXIT_USAGE;
+            continue;
+        }
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             help();
             return CLI_EXIT_OK;
@@ -230,6 +237,7 @@ int cmd_eval(int argc, char **argv) {
     if (thr && cli_parse_int(CMD, "--threads", thr, 0, 1024, &threads) != 0) return CLI_EXIT_USAGE;
     road_model_params mp = road_model_default_params();
     mp.n_threads = (int)threads;
+    if (cli_quant_apply(CMD, &qz, &mp) != 0) return CLI_EXIT_USAGE;
     road_model *m = NULL;
     road_st_file *f = NULL;
     jsonl_input jb = {NULL, NULL, NULL, 0, 0};

@@ -19,6 +19,7 @@ static void help(void) {
            "                     [--adapter NAME=DIR]... [--use NAME[,NAME...]] [--rows NAME,...]\n"
            "                     [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P]\n"
            "                     [--seed S] [--stop-ids \"2 3\"] [--threads N]\n"
+           "                     [--quantize int8|nf4|fp4 [--quantize-lm-head] [--double-quant]]\n"
            "\n"
            "Each --prompt (text, tokenized with the model's tokenizer.json; --chat wraps it as a\n"
            "user message in the chat template) or --prompt-ids is one sequence; all run as one\n"
@@ -26,7 +27,8 @@ static void help(void) {
            "__base__) per sequence. Prints each sequence's continuation on its own line: text for\n"
            "text prompts (streamed when there is one), ids for id prompts. Defaults come from\n"
            "generation_config.json: greedy\n"
-           "unless it says do_sample, stop at its eos ids, its max_new_tokens (else 32).\n");
+           "unless it says do_sample, stop at its eos ids, its max_new_tokens (else 32).\n"
+           "\n" CLI_QUANT_HELP);
 }
 
 typedef struct out_buf {
@@ -68,9 +70,14 @@ int cmd_generate(int argc, char **argv) {
     int chat = 0, any_text = 0;
     char *adapters[MAX_ADAPTERS];
     int n_ad = 0, n_prompts = 0;
+    cli_quant qz = {NULL, false, false};
     for (int i = 1; i < argc; i++) {
         const char *v;
         int r;
+        if ((r = cli_quant_flag(CMD, argc, argv, &i, &qz)) != 0) {
+            if (r < 0) return CLI_EXIT_USAGE;
+            continue;
+        }
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             help();
             return CLI_EXIT_OK;
@@ -168,6 +175,10 @@ int cmd_generate(int argc, char **argv) {
     rc = CLI_EXIT_FAIL;
     road_model_params mp = road_model_default_params();
     mp.n_threads = (int)threads;
+    if (cli_quant_apply(CMD, &qz, &mp) != 0) {
+        rc = CLI_EXIT_USAGE;
+        goto done;
+    }
     road_status s = road_model_load(model, &mp, &m);
     if (s != ROAD_OK) {
         rc = cli_fail(CMD, "loading the model", s);

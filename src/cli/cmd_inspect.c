@@ -300,6 +300,9 @@ static void shape_str(char *buf, size_t cap, int32_t ndim, const int64_t *shape)
     if (k < cap) snprintf(buf + k, cap - k, "]");
 }
 
+/* Quantized linear weights seen by check_tensor (one inspect per process). */
+static int g_quantized;
+
 /* The tensor road_model_load would read as `name` must be there with this shape (d1 0: 1-D)
  * and a dtype road reads; prints what is wrong and counts it. */
 static void check_tensor(const model_files *mf, const char *name, int64_t d0, int64_t d1,
@@ -315,6 +318,13 @@ static void check_tensor(const model_files *mf, const char *name, int64_t d0, in
         return;
     }
     bool same = t->ndim == nd && t->shape[0] == d0 && (nd == 1 || t->shape[1] == d1);
+    /* a quantized linear weight (docs/quant.md): int8 [out, in], or 4-bit codes packed two
+     * per byte (bitsandbytes stores them as [ceil(n/2), 1]) */
+    if (nd == 2 && ((t->dtype == ROAD_DTYPE_I8 && same) ||
+                    (t->dtype == ROAD_DTYPE_U8 && t->numel == (d0 * d1 + 1) / 2))) {
+        g_quantized++;
+        return;
+    }
     if (!same) {
         shape_str(gs, sizeof gs, t->ndim, t->shape);
         fprintf(stderr, "road inspect: tensor '%s' is %s, config.json implies %s\n", name, gs, ws);
@@ -452,6 +462,9 @@ static int inspect_model(const char *dir) {
         rc = CLI_EXIT_FAIL;
     } else {
         printf("  check             every tensor road loads is present with its shape\n");
+        if (g_quantized)
+            printf("  quantized         %d linear layers (bitsandbytes int8 / 4-bit; docs/quant.md)\n",
+                   g_quantized);
     }
     model_files_free(&mf);
     return rc;

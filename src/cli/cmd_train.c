@@ -55,7 +55,7 @@ static void help(void) {
            "                             becomes a model folder (config, weights, tokenizer)\n"
            "  --save-dtype f32|bf16|f16  with --full: dtype of the saved weights (default f32)\n"
            "  --log FILE.jsonl           every step's metrics (default OUT/train_log.jsonl)\n"
-           "  --threads N\n");
+           "  --threads N\n" CLI_QUANT_HELP);
 }
 
 typedef struct progress {
@@ -106,9 +106,14 @@ int cmd_train(int argc, char **argv) {
     const char *logp = NULL, *thr = NULL;
     const char *save_dtype = NULL;
     int resume = 0, recompute = 0, packing = 0, full = 0;
+    cli_quant qz = {NULL, false, false};
     for (int i = 1; i < argc; i++) {
         const char *v;
         int r;
+        if ((r = cli_quant_flag(CMD, argc, argv, &i, &qz)) != 0) {
+            if (r < 0) return CLI_EXIT_USAGE;
+            continue;
+        }
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             help();
             return CLI_EXIT_OK;
@@ -237,6 +242,10 @@ int cmd_train(int argc, char **argv) {
     rc = CLI_EXIT_FAIL;
     road_model_params mp = road_model_default_params();
     mp.n_threads = (int)threads;
+    if (cli_quant_apply(CMD, &qz, &mp) != 0) {
+        rc = CLI_EXIT_USAGE;
+        goto done;
+    }
     if ((s = road_model_load(model, &mp, &m)) != ROAD_OK) {
         rc = cli_fail(CMD, "loading the model", s);
         goto done;

@@ -62,12 +62,14 @@ static void usage(FILE *to) {
             "usage: road <command> [options]\n"
             "\n"
             "commands:\n"
-            "  demo      a tour of the RoAd layer: adapters, a mixed batch, merge/unmerge\n"
-            "  generate  continue token-id prompts with a model (and adapters)\n"
+            "  demo      train adapters on the shipped model, serve them in one batch, merge\n"
+            "  generate  continue prompts with a model (and adapters, one per sequence)\n"
             "  eval      logits and loss of a batch, to compare with PyTorch\n"
+            "  serve     an OpenAI-compatible HTTP server: many adapters, one batch\n"
             "  train     fine-tune a RoAd adapter on a JSONL file (PEFT adapter folder out);\n"
             "            --full trains every weight (pretraining, full fine-tuning)\n"
             "  init      a model folder with freshly initialised weights for a config.json\n"
+            "  merge     fold adapters into the weights: a new model folder (float or quantized)\n"
             "  tokenize  text -> token ids with a model's tokenizer.json\n"
             "  detokenize token ids -> text\n"
             "  inspect   describe an adapter folder (PEFT/road) or a model folder\n"
@@ -100,8 +102,10 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "generate") == 0) return cmd_generate(argc - 1, argv + 1);
     if (strcmp(cmd, "train") == 0) return cmd_train(argc - 1, argv + 1);
     if (strcmp(cmd, "init") == 0) return cmd_init(argc - 1, argv + 1);
+    if (strcmp(cmd, "merge") == 0) return cmd_merge(argc - 1, argv + 1);
     if (strcmp(cmd, "tokenize") == 0) return cmd_tokenize(argc - 1, argv + 1);
     if (strcmp(cmd, "detokenize") == 0) return cmd_detokenize(argc - 1, argv + 1);
+    if (strcmp(cmd, "serve") == 0) return cmd_serve(argc - 1, argv + 1);
     fprintf(stderr, "road: unknown command '%s'; run `road help` for the list\n", cmd);
     return CLI_EXIT_USAGE;
 }

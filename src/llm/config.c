@@ -531,16 +531,19 @@ static road_status parse_tokens(const cJSON *root, road_llm_config *c) {
 /* Keys that would change the model road builds and have no other home. */
 static road_status check_refused(const cJSON *root) {
     const cJSON *q = member(root, "quantization_config");
-    if (present(q)) {
-        const cJSON *m = cJSON_IsObject(q) ? member(q, "quant_method") : NULL;
+    const cJSON *qm = cJSON_IsObject(q) ? member(q, "quant_method") : NULL;
+    /* bitsandbytes' int8 / 4-bit weights are read (docs/quant.md): each layer says how it is
+     * stored, so the config needs nothing from it */
+    if (present(q) && !(cJSON_IsString(qm) && strcmp(qm->valuestring, "bitsandbytes") == 0)) {
+        const cJSON *m = qm;
         char got[DESCRIBE_MAX] = "";
         if (cJSON_IsString(m))
             road_json_quote(m->valuestring, got, sizeof got);
         else if (m)
             road_json_describe(m, got, sizeof got);
         return road_error(ROAD_ERR_UNSUPPORTED,
-                          "config.json has a quantization_config%s%s%s; road loads unquantized "
-                          "float32, bfloat16 and float16 checkpoints",
+                          "config.json has a quantization_config%s%s%s; road loads float32, "
+                          "bfloat16 and float16 checkpoints and bitsandbytes' int8 / nf4 / fp4",
                           m ? " (quant_method " : "", got, m ? ")" : "");
     }
     /* pretraining_tp > 1 only splits transformers' 4.x matmuls into slices and sums them: the

@@ -44,11 +44,9 @@ typedef struct grad_ctx {
  * copy, else the base. */
 static road_status lin_fwd(grad_ctx *c, int32_t layer, const float *x, float *y_base, float *y,
                            int64_t out) {
-    road_linear *l = road_adapter_set_layer(c->m->set, layer);
-    const float *w, *b;
-    road_status st = road_adapter_set_layer_weight(c->m->set, layer, &w, &b);
+    /* the copy, the float base or the quantized base (dequantized tiles + sgemm) */
+    road_status st = road_adapter_set_base_forward(c->m->set, layer, c->R, x, y_base);
     if (st != ROAD_OK) return st;
-    road_sgemm_xwt(c->R, out, road_linear_in_features(l), x, w, b, y_base);
     memcpy(y, y_base, sizeof(float) * (size_t)(c->R * out));
     return road_adapter_set_apply(c->m->set, layer, c->R, y);
 }

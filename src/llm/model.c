@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/parallel.h"
 #include "llm/model_internal.h"
+#include "quant/qcheckpoint.h"
 
 #define NAME_MAX_LEN 96
 
@@ -38,6 +39,8 @@ void road_model_free(road_model *m) {
     road_weights_close(m->weights);
     road_full_free(m->full);
     road_free(m->dir);
+    for (int32_t i = 0; i < m->n_qt; i++) road_qtensor_free(m->qt[i]);
+    road_free(m->qt);
     road_free(m->blocks);
     road_free(m->inv_freq);
     road_free(m->ws.buf);
@@ -58,6 +61,49 @@ road_adapter_set *road_model_adapters(road_model *m) {
 
 int64_t road_model_weight_bytes(const road_model *m) {
     return m->weight_bytes;
+}
+
+int32_t road_model_quantized_layers(const road_model *m, road_qformat *format) {
+    if (format) *format = m->n_qt > 0 ? m->qt[0]->format : ROAD_QFORMAT_NONE;
+    return m->n_qt;
+}
+
+static const road_st_tensor *find_tensor(void *ctx, const char *name) {
+    return road_weights_find(ctx, name);
+}
+
+/* A linear layer's weight into d: quantized as stored (a checkpoint saved quantized), or
+ * float32, quantized now when p asks for it (the float copy is then given back at once, so
+ * only one layer's float weight is held at a time). `tied` is the embedding for a tied
+ * lm_head (never given back). */
+static road_status load_linear(road_model *m, const road_model_params *p, const char *name,
+                               int64_t out, int64_t in, bool head, const float *tied,
+                               road_layer_desc *d) {
+    road_qtensor *q = NULL;
+    road_status st = ROAD_OK;
+    if (!tied && road_qckpt_is_quantized(find_tensor, m->weights, name)) {
+        st = road_qckpt_read(find_tensor, m->weights, name, out, in, &q);
+    } else {
+        float *w = (float *)tied;
+        if (!w) {
+            char key[NAME_MAX_LEN + 16];
+            snprintf(key, sizeof key, "%s.weight", name);
+            int64_t shape[2] = {out, in};
+            st = road_weights_get(m->weights, key, 2, shape, &w);
+        }
+        const road_qformat f = p ? p->quantize : ROAD_QFORMAT_NONE;
+        if (st != ROAD_OK || f == ROAD_QFORMAT_NONE || (head && !p->quantize_lm_head)) {
+            d->weight = w;
+            return st;
+        }
+        st = road_qtensor_quantize(f, out, in, w, p->double_quant, &q);
+        if (st == ROAD_OK && !tied) road_weights_release(m->weights, w, out * in);
+        if (st != ROAD_OK) road_error_prefix("quantizing '%s'", name);
+    }
+    if (st != ROAD_OK) return st;
+    m->qt[m->n_qt++] = q;
+    d->qweight = q;
+    return ROAD_OK;
 }
 
 /* RoPE inverse frequencies as transformers computes them, in float32:
@@ -115,7 +161,8 @@ road_status road_model_load(const char *dir, const road_model_params *p, road_mo
         m->inv_freq = road_malloc(sizeof(float) * (size_t)(c->head_dim / 2));
         desc = road_calloc((size_t)n_desc, sizeof(road_layer_desc));
         names = road_calloc((size_t)n_desc, sizeof(*names));
-        if (!m->blocks || !m->inv_freq || !desc || !names) st = ROAD_ERR_NO_MEMORY;
+        m->qt = road_calloc((size_t)n_desc, sizeof(road_qtensor *));
+        if (!m->blocks || !m->inv_freq || !desc || !names || !m->qt) st = ROAD_ERR_NO_MEMORY;
     }
     if (st == ROAD_OK) st = get(m, "model.embed_tokens.weight", V, H, &m->embed);
     if (st == ROAD_OK) st = get(m, "model.norm.weight", H, 0, &m->final_norm);
@@ -145,8 +192,7 @@ road_status road_model_load(const char *dir, const road_model_params *p, road_mo
             d->kind = ROAD_LAYER_LINEAR;
             d->in_features = ins[p2];
             d->out_features = outs[p2];
-            snprintf(key, sizeof key, "%s.weight", names[nd]);
-            st = get(m, key, outs[p2], ins[p2], &d->weight);
+            st = load_linear(m, p, names[nd], outs[p2], ins[p2], false, NULL, d);
             if (st == ROAD_OK && has_bias[p2]) {
                 snprintf(key, sizeof key, "%s.bias", names[nd]);
                 st = get(m, key, outs[p2], 0, &d->bias);
@@ -163,12 +209,9 @@ road_status road_model_load(const char *dir, const road_model_params *p, road_mo
         d->in_features = H;
         d->out_features = V;
         d->is_output_head = true;
-        if (c->tie_word_embeddings) {
-            d->weight = m->embed; /* transformers ties lm_head to the embedding */
-        } else {
-            st = get(m, "lm_head.weight", V, H, &d->weight);
-            params += V * H;
-        }
+        /* transformers ties lm_head to the embedding (quantized, lm_head gets its own copy) */
+        st = load_linear(m, p, "lm_head", V, H, true, c->tie_word_embeddings ? m->embed : NULL, d);
+        if (!c->tie_word_embeddings) params += V * H;
         m->lm_head = nd++;
     }
     if (st == ROAD_OK) {
@@ -196,6 +239,7 @@ road_status road_model_load(const char *dir, const road_model_params *p, road_mo
     }
     rope_frequencies(c, m->inv_freq);
     m->weight_bytes = road_weights_mapped_bytes(m->weights) + road_weights_owned_bytes(m->weights);
+    for (int32_t i = 0; i < m->n_qt; i++) m->weight_bytes += road_qtensor_bytes(m->qt[i]);
     *out = m;
     return ROAD_OK;
 }

@@ -56,6 +56,8 @@ struct road_model {
     int64_t weight_bytes;
     bool recompute;         /* backward recomputes block activations (road_model_set_recompute) */
     int64_t backward_bytes; /* activation memory of the last backward */
+    road_qtensor **qt;      /* [n_qt] quantized linear weights (the adapter set borrows them) */
+    int32_t n_qt;
 };
 
 struct road_kv_cache {

@@ -19,10 +19,11 @@
 #include "io/file.h"
 #include "io/json.h"
 #include "llm/model_internal.h"
+#include "llm/save_internal.h"
 #include "road/safetensors.h"
 
-#define WEIGHTS_FILE "model.safetensors"
-#define CONFIG_FILE "config.json"
+#define WEIGHTS_FILE ROAD_SAVE_WEIGHTS_FILE
+#define CONFIG_FILE ROAD_SAVE_CONFIG_FILE
 /* config.json files are small; a larger one is not a config. */
 #define CONFIG_MAX_BYTES (4u << 20)
 /* transformers' PretrainedConfig default initializer_range. */
@@ -34,19 +35,18 @@ static const char *const side_files[] = {"generation_config.json", "tokenizer.js
                                          "tokenizer_config.json", "special_tokens_map.json",
                                          "tokenizer.model"};
 
-static const char *torch_dtype_name(road_dtype t) {
+const char *road_save_torch_name(road_dtype t) {
     return t == ROAD_DTYPE_BF16 ? "bfloat16" : t == ROAD_DTYPE_F16 ? "float16" : "float32";
 }
 
-static road_status check_dtype(road_dtype t) {
+road_status road_save_check_dtype(road_dtype t) {
     if (t != ROAD_DTYPE_F32 && t != ROAD_DTYPE_BF16 && t != ROAD_DTYPE_F16)
         return road_error(ROAD_ERR_UNSUPPORTED,
                           "cannot save weights as %s: choose F32, BF16 or F16", road_dtype_name(t));
     return ROAD_OK;
 }
 
-/* Add n floats as `dtype` (converted with round-to-nearest-even). */
-static road_status add_tensor(road_st_writer *w, const char *name, road_dtype dtype, int32_t ndim,
+road_status road_save_add_floats(road_st_writer *w, const char *name, road_dtype dtype, int32_t ndim,
                               const int64_t *shape, const float *x, int64_t n) {
     if (dtype == ROAD_DTYPE_F32) return road_st_writer_add(w, name, dtype, ndim, shape, x);
     uint16_t *h = road_malloc(sizeof(uint16_t) * (size_t)(n > 0 ? n : 1));
@@ -58,30 +58,33 @@ static road_status add_tensor(road_st_writer *w, const char *name, road_dtype dt
     return s;
 }
 
-/* config.json from `src` with torch_dtype (and v5's "dtype", when present) set. */
-static road_status write_config(const char *src, road_dtype dtype, const char *dir) {
+road_status road_save_config(const char *src, road_dtype dtype, cJSON *qcfg, const char *dir) {
     char *text = NULL;
     size_t len = 0;
-    road_status s = road_file_read(src, CONFIG_MAX_BYTES, &text, &len);
-    if (s != ROAD_OK) return s;
     cJSON *root = NULL;
-    s = road_json_parse(text, len, &root);
+    road_status s = road_file_read(src, CONFIG_MAX_BYTES, &text, &len);
+    if (s == ROAD_OK) s = road_json_parse(text, len, &root);
     road_free(text);
     text = NULL;
-    if (s != ROAD_OK) return s;
-    cJSON *v = cJSON_CreateString(torch_dtype_name(dtype));
-    if (!v || !cJSON_IsObject(root)) {
-        cJSON_Delete(v);
-        cJSON_Delete(root);
-        return v ? road_error(ROAD_ERR_FORMAT, "'%s' is not a JSON object", src) : ROAD_ERR_NO_MEMORY;
+    if (s == ROAD_OK && !cJSON_IsObject(root))
+        s = road_error(ROAD_ERR_FORMAT, "'%s' is not a JSON object", src);
+    if (s == ROAD_OK) {
+        const bool v5 = road_json_get(root, "dtype") != NULL;
+        cJSON_DeleteItemFromObjectCaseSensitive(root, "torch_dtype");
+        cJSON_DeleteItemFromObjectCaseSensitive(root, "dtype");
+        cJSON_DeleteItemFromObjectCaseSensitive(root, "quantization_config");
+        if (!cJSON_AddStringToObject(root, "torch_dtype", road_save_torch_name(dtype)) ||
+            (v5 && !cJSON_AddStringToObject(root, "dtype", road_save_torch_name(dtype))))
+            s = ROAD_ERR_NO_MEMORY;
+        if (s == ROAD_OK && qcfg) {
+            if (cJSON_AddItemToObject(root, "quantization_config", qcfg))
+                qcfg = NULL;
+            else
+                s = ROAD_ERR_NO_MEMORY;
+        }
     }
-    cJSON *v2 = road_json_get(root, "dtype") ? cJSON_CreateString(torch_dtype_name(dtype)) : NULL;
-    if (road_json_get(root, "torch_dtype"))
-        cJSON_ReplaceItemInObjectCaseSensitive(root, "torch_dtype", v);
-    else
-        cJSON_AddItemToObject(root, "torch_dtype", v);
-    if (v2) cJSON_ReplaceItemInObjectCaseSensitive(root, "dtype", v2);
-    s = road_json_dump(root, &text, &len);
+    cJSON_Delete(qcfg);
+    if (s == ROAD_OK) s = road_json_dump(root, &text, &len);
     cJSON_Delete(root);
     if (s != ROAD_OK) return s;
     text[len] = '\n'; /* road_json_dump leaves room for the NUL; a text file ends in a newline */
@@ -92,8 +95,7 @@ static road_status write_config(const char *src, road_dtype dtype, const char *d
     return s;
 }
 
-/* Copy the side files `from` holds into dir. */
-static road_status copy_side_files(const char *from, const char *dir) {
+road_status road_save_side_files(const char *from, const char *dir) {
     road_status s = ROAD_OK;
     for (size_t i = 0; i < sizeof side_files / sizeof *side_files && s == ROAD_OK; i++) {
         char *src = road_path_join(from, side_files[i]);
@@ -114,9 +116,8 @@ static road_status copy_side_files(const char *from, const char *dir) {
     return s;
 }
 
-/* Run write(ctx, tmp) into a temporary folder next to dir, then install it at dir. */
-static road_status write_folder(const char *dir, road_status (*write)(void *, const char *),
-                                void *ctx) {
+road_status road_save_folder(const char *dir, road_status (*write)(void *, const char *),
+                             void *ctx) {
     char *target = road_strdup(dir);
     if (!target) return ROAD_ERR_NO_MEMORY;
     for (size_t n = strlen(target); n > 1 && target[n - 1] == '/'; n--) target[n - 1] = '\0';
@@ -159,7 +160,7 @@ static road_status save_into(void *p, const char *tmp) {
     for (int32_t i = 0; i < n && s == ROAD_OK; i++) {
         road_model_tensor t;
         s = road_model_tensor_get(m, i, &t);
-        if (s == ROAD_OK) s = add_tensor(w, t.name, c->dtype, t.ndim, t.shape, t.param, t.n);
+        if (s == ROAD_OK) s = road_save_add_floats(w, t.name, c->dtype, t.ndim, t.shape, t.param, t.n);
     }
     char *path = NULL, *cfg = NULL;
     if (s == ROAD_OK) {
@@ -168,9 +169,9 @@ static road_status save_into(void *p, const char *tmp) {
     }
     if (s == ROAD_OK) {
         cfg = road_path_join(m->dir, CONFIG_FILE);
-        s = cfg ? write_config(cfg, c->dtype, tmp) : ROAD_ERR_NO_MEMORY;
+        s = cfg ? road_save_config(cfg, c->dtype, NULL, tmp) : ROAD_ERR_NO_MEMORY;
     }
-    if (s == ROAD_OK) s = copy_side_files(m->dir, tmp);
+    if (s == ROAD_OK) s = road_save_side_files(m->dir, tmp);
     road_free(cfg);
     road_free(path);
     road_st_writer_free(w);
@@ -180,7 +181,7 @@ static road_status save_into(void *p, const char *tmp) {
 road_status road_model_save_files(road_model *m, const char *dir, road_dtype dtype) {
     if (!m || !dir || !*dir)
         return road_error(ROAD_ERR_INVALID_ARG, "road_model_save_files: NULL argument");
-    road_status s = check_dtype(dtype);
+    road_status s = road_save_check_dtype(dtype);
     if (s == ROAD_OK) s = road_mkdir_p(dir);
     save_ctx c = {m, dtype};
     if (s == ROAD_OK) s = save_into(&c, dir);
@@ -189,10 +190,15 @@ road_status road_model_save_files(road_model *m, const char *dir, road_dtype dty
 
 road_status road_model_save(road_model *m, const char *dir, road_dtype dtype) {
     if (!m || !dir || !*dir) return road_error(ROAD_ERR_INVALID_ARG, "road_model_save: NULL argument");
-    road_status s = check_dtype(dtype);
+    road_status s = road_save_check_dtype(dtype);
     if (s != ROAD_OK) return s;
+    /* quantized layers have no float array to hand out: the quantized writer dequantizes */
+    if (road_model_quantized_layers(m, NULL) > 0)
+        return road_model_save_quantized(m, dir, dtype, ROAD_QFORMAT_NONE, false, false);
+    if (road_adapter_set_count(m->set) > 0 && !road_adapter_set_merged(m->set))
+        road_log(ROAD_LOG_WARN, "saving the base model: adapters that are not merged are not in it");
     save_ctx c = {m, dtype};
-    return write_folder(dir, save_into, &c);
+    return road_save_folder(dir, save_into, &c);
 }
 
 /* ---- a freshly initialised model ------------------------------------------------------------ */
@@ -216,7 +222,7 @@ static road_status init_tensor(road_st_writer *w, road_rng *rng, init_ctx *c, co
         road_rng_fill_normal(rng, x, n, 0.0f, (float)c->std);
     else
         for (int64_t i = 0; i < n; i++) x[i] = fill;
-    road_status s = add_tensor(w, name, c->dtype, d1 > 0 ? 2 : 1, shape, x, n);
+    road_status s = road_save_add_floats(w, name, c->dtype, d1 > 0 ? 2 : 1, shape, x, n);
     road_free(x);
     return s;
 }
@@ -262,8 +268,8 @@ static road_status init_into(void *p, const char *tmp) {
         path = road_path_join(tmp, WEIGHTS_FILE);
         s = path ? road_st_writer_save(w, path) : ROAD_ERR_NO_MEMORY;
     }
-    if (s == ROAD_OK) s = write_config(c->config_path, c->dtype, tmp);
-    if (s == ROAD_OK && c->copy_from) s = copy_side_files(c->copy_from, tmp);
+    if (s == ROAD_OK) s = road_save_config(c->config_path, c->dtype, NULL, tmp);
+    if (s == ROAD_OK && c->copy_from) s = road_save_side_files(c->copy_from, tmp);
     road_free(path);
     road_st_writer_free(w);
     return s;
@@ -273,7 +279,7 @@ road_status road_model_init_folder(const char *config_path, const char *copy_fro
                                    road_dtype dtype, const char *dir) {
     if (!config_path || !dir || !*dir)
         return road_error(ROAD_ERR_INVALID_ARG, "road_model_init_folder: NULL argument");
-    road_status s = check_dtype(dtype);
+    road_status s = road_save_check_dtype(dtype);
     if (s != ROAD_OK) return s;
     char *joined = road_is_dir(config_path) ? road_path_join(config_path, CONFIG_FILE) : NULL;
     if (joined) config_path = joined;
@@ -303,7 +309,7 @@ road_status road_model_init_folder(const char *config_path, const char *copy_fro
     else if (r)
         c.std = r->valuedouble;
     cJSON_Delete(root);
-    if (s == ROAD_OK) s = write_folder(dir, init_into, &c);
+    if (s == ROAD_OK) s = road_save_folder(dir, init_into, &c);
     road_free(joined);
     return s;
 }

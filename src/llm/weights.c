@@ -5,7 +5,10 @@
  * must be plain names inside the folder (no '/', no ".."), so a hostile index cannot point
  * outside it. Every shard the index names is opened (and validated) once.
  */
+/* madvise (MADV_DONTNEED) is not POSIX: ask glibc for it in this file only. */
+#define _DEFAULT_SOURCE
 #include <cjson/cJSON.h>
+#include <sys/mman.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -229,6 +232,31 @@ road_status road_weights_get(road_weights *w, const char *name, int32_t ndim,
     w->owned_bytes += t->numel * (int64_t)sizeof(float);
     *out = p;
     return ROAD_OK;
+}
+
+const road_st_tensor *road_weights_find(const road_weights *w, const char *name) {
+    const road_st_tensor *t;
+    return locate(w, name, &t) ? t : NULL;
+}
+
+void road_weights_release(road_weights *w, float *p, int64_t numel) {
+    if (!p) return;
+    for (owned_buf **b = &w->owned; *b; b = &(*b)->next)
+        if ((*b)->p == p) {
+            owned_buf *dead = *b;
+            *b = dead->next;
+            road_free(dead->p);
+            road_free(dead);
+            w->owned_bytes -= numel * (int64_t)sizeof(float);
+            return;
+        }
+    /* mapped: drop the whole pages inside the tensor (they were only read; a later read would
+     * fetch them from the file again) */
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p + page - 1) / page * page;
+    uintptr_t e = ((uintptr_t)(p + numel)) / page * page;
+    if (e > a) (void)madvise((void *)a, e - a, MADV_DONTNEED);
+    w->mapped_bytes -= numel * (int64_t)sizeof(float);
 }
 
 int64_t road_weights_mapped_bytes(const road_weights *w) {

@@ -10,6 +10,7 @@
 #define ROAD_LLM_WEIGHTS_H
 
 #include "road/core.h"
+#include "road/safetensors.h"
 
 typedef struct road_weights road_weights;
 
@@ -20,6 +21,12 @@ bool road_weights_has(const road_weights *w, const char *name);
  * expected and the found shape (or says it is missing). */
 road_status road_weights_get(road_weights *w, const char *name, int32_t ndim,
                              const int64_t *shape, float **out);
+/* The raw tensor `name` (any dtype; data in a private writable mapping), NULL if absent. */
+const road_st_tensor *road_weights_find(const road_weights *w, const char *name);
+/* Give back a float32 tensor road_weights_get handed out and the caller no longer needs (it
+ * was quantized): a widened copy is freed, a mapped one's pages are dropped from memory. The
+ * byte counts below go down by its size. */
+void road_weights_release(road_weights *w, float *p, int64_t numel);
 /* Bytes of float32 handed out so far: mapped from files, and widened into memory. */
 int64_t road_weights_mapped_bytes(const road_weights *w);
 int64_t road_weights_owned_bytes(const road_weights *w);

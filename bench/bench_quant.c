@@ -1,0 +1,233 @@
+/*
+ * bench/bench_quant.c - quantized base weights on a Llama-3.2-1B-shaped model with random
+ * weights made at bench time (16 layers, hidden 2048, q 2048 / kv 512, intermediate 8192,
+ * vocab 128256, tied embeddings):
+ *
+ *   [1] memory: the model in f32, bf16 (as stored), and as road holds it quantized int8 / nf4 /
+ *       nf4 + double quant / fp4 (embedding, norms and the tied lm_head in float32, the linear
+ *       layers at their packed size with absmax state): bytes and ratio to f32;
+ *   [2] decode: one token through the matmuls of every linear layer and lm_head (the weights a
+ *       decode step reads; attention over a short cache is small beside them), float32 vs each
+ *       format in the same run: tokens/s and the weight bytes read per second;
+ *   [3] prefill matmul: y = x W^T for 128 and 512 rows in the model's projection shapes,
+ *       quantized (dequantized tiles + sgemm) vs sgemm on float32 weights: GFLOP/s.
+ *
+ * Every layer has its own weights (no reuse that a 32 MiB cache could hold). Usage:
+ * bench_quant [--threads N] [--layers L] [--quick]. --quick: 2 layers, vocab 32000, 1 rep.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/parallel.h"
+#include "road/road.h"
+
+#define HIDDEN 2048
+#define INTER 8192
+#define QDIM 2048
+#define KVDIM 512
+#define N_PROJ 7
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void die(road_status s, const char *what) {
+    if (s != ROAD_OK) {
+        fprintf(stderr, "bench_quant: %s: %s\n", what, road_last_error());
+        exit(1);
+    }
+}
+
+static void *xmalloc(size_t n) {
+    void *p = malloc(n);
+    if (!p) {
+        fprintf(stderr, "bench_quant: out of memory (%zu bytes)\n", n);
+        exit(1);
+    }
+    return p;
+}
+
+static void fill(float *x, int64_t n, uint64_t seed, float scale) {
+    uint64_t s = seed * 0x9e3779b97f4a7c15ULL + 1;
+#pragma omp parallel for schedule(static) firstprivate(s)
+    for (int64_t b = 0; b < n; b += 4096) {
+        uint64_t t = s ^ (uint64_t)b * 0xbf58476d1ce4e5b9ULL;
+        for (int64_t i = b; i < n && i < b + 4096; i++) {
+            t ^= t << 13, t ^= t >> 7, t ^= t << 17;
+            x[i] = scale * (float)((double)(t >> 11) * 0x1.0p-53 - 0.5);
+        }
+    }
+}
+
+static const int64_t OUTS[N_PROJ] = {QDIM, KVDIM, KVDIM, HIDDEN, INTER, INTER, HIDDEN};
+static const int64_t INS[N_PROJ] = {HIDDEN, HIDDEN, HIDDEN, QDIM, HIDDEN, HIDDEN, INTER};
+
+enum { F_INT8, F_NF4, F_NF4DQ, F_FP4, N_FMT };
+static const road_qformat FMT[N_FMT] = {ROAD_QFORMAT_INT8, ROAD_QFORMAT_NF4, ROAD_QFORMAT_NF4,
+                                        ROAD_QFORMAT_FP4};
+static const char *const FMT_NAME[N_FMT] = {"int8", "nf4", "nf4+dq", "fp4"};
+
+int main(int argc, char **argv) {
+    int layers = 16, reps = 5, threads = 0;
+    int64_t vocab = 128256;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
+            threads = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--layers") == 0 && i + 1 < argc)
+            layers = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--quick") == 0)
+            layers = 2, vocab = 32000, reps = 1;
+        else {
+            fprintf(stderr, "usage: bench_quant [--threads N] [--layers L] [--quick]\n");
+            return 2;
+        }
+    }
+    road_set_num_threads(threads);
+    const int n_lin = layers * N_PROJ;
+    printf("bench_quant: Llama-3.2-1B shape, %d layers, vocab %lld, %d threads, qkernel %s\n",
+           layers, (long long)vocab, road_get_num_threads(),
+           road_cpu_has_avx2_fma() ? "avx2" : "reference");
+
+    /* weights: float32 per linear layer, the embedding (tied lm_head) */
+    float **w = xmalloc(sizeof(float *) * (size_t)n_lin);
+    int64_t lin_params = 0;
+    for (int k = 0; k < n_lin; k++) {
+        const int p = k % N_PROJ;
+        w[k] = xmalloc(sizeof(float) * (size_t)(OUTS[p] * INS[p]));
+        fill(w[k], OUTS[p] * INS[p], (uint64_t)k + 1, 0.04f);
+        lin_params += OUTS[p] * INS[p];
+    }
+    float *embed = xmalloc(sizeof(float) * (size_t)(vocab * HIDDEN));
+    fill(embed, vocab * HIDDEN, 999, 0.04f);
+    const int64_t norm_params = (int64_t)layers * 2 * HIDDEN + HIDDEN;
+    const int64_t params = lin_params + vocab * HIDDEN + norm_params;
+
+    /* [1] memory */
+    road_qtensor **q[N_FMT];
+    int64_t qbytes[N_FMT] = {0};
+    double tq = now_s();
+    for (int f = 0; f < N_FMT; f++) {
+        q[f] = xmalloc(sizeof(road_qtensor *) * (size_t)n_lin);
+        for (int k = 0; k < n_lin; k++) {
+            const int p = k % N_PROJ;
+            die(road_qtensor_quantize(FMT[f], OUTS[p], INS[p], w[k], f == F_NF4DQ, &q[f][k]),
+                "quantize");
+            qbytes[f] += road_qtensor_bytes(q[f][k]);
+        }
+    }
+    tq = now_s() - tq;
+    const double f32 = 4.0 * (double)params;
+    const double floats_kept = 4.0 * (double)(vocab * HIDDEN + norm_params);
+    printf("\n[1] memory (%lld parameters; %lld in linear layers; quantizing all formats took %.1f "
+           "s)\n",
+           (long long)params, (long long)lin_params, tq);
+    printf("    %-28s %10s %8s  %s\n", "", "MiB", "vs f32", "linear layers vs f32");
+    printf("    %-28s %10.0f %8.3f  %.3f\n", "f32", f32 / 1048576.0, 1.0, 1.0);
+    printf("    %-28s %10.0f %8.3f  %.3f\n", "bf16 (on disk)", f32 / 2 / 1048576.0, 0.5, 0.5);
+    for (int f = 0; f < N_FMT; f++) {
+        const double tot = floats_kept + (double)qbytes[f];
+        char label[64];
+        snprintf(label, sizeof label, "%s (embedding f32)", FMT_NAME[f]);
+        printf("    %-28s %10.0f %8.3f  %.3f\n", label, tot / 1048576.0, tot / f32,
+               (double)qbytes[f] / (4.0 * (double)lin_params));
+    }
+
+    /* [2] decode: one row through every linear layer, then lm_head (float, tied embedding) */
+    float *x = xmalloc(sizeof(float) * INTER),
+          *y = xmalloc(sizeof(float) * (size_t)(vocab > INTER ? vocab : INTER));
+    fill(x, INTER, 5, 1.0f);
+    printf("\n[2] decode, one token: every linear layer + lm_head (best of %d)\n", reps);
+    printf("    %-22s %10s %10s %12s %10s\n", "weights", "ms/token", "tokens/s", "weight GB/s",
+           "vs f32");
+    double base_tps = 0;
+    for (int f = -1; f < N_FMT; f++)
+        for (int head_q = 0; head_q < (f < 0 ? 1 : 2); head_q++) {
+            road_qtensor *qhead = NULL;
+            if (head_q)
+                die(road_qtensor_quantize(FMT[f], vocab, HIDDEN, embed, f == F_NF4DQ, &qhead),
+                    "quantize lm_head");
+            double best = 1e30;
+            for (int r = 0; r < reps + 1; r++) {
+                double t0 = now_s();
+                for (int k = 0; k < n_lin; k++) {
+                    const int p = k % N_PROJ;
+                    if (f < 0)
+                        road_sgemm_xwt(1, OUTS[p], INS[p], x, w[k], NULL, y);
+                    else
+                        die(road_qtensor_xwt(q[f][k], 1, x, NULL, y), "xwt");
+                }
+                if (qhead)
+                    die(road_qtensor_xwt(qhead, 1, x, NULL, y), "xwt");
+                else
+                    road_sgemm_xwt(1, vocab, HIDDEN, x, embed, NULL, y);
+                double t = now_s() - t0;
+                if (r > 0 && t < best) best = t; /* the first run warms up */
+            }
+            const double bytes =
+                (f < 0 ? 4.0 * (double)lin_params : (double)qbytes[f]) +
+                (qhead ? (double)road_qtensor_bytes(qhead) : 4.0 * (double)(vocab * HIDDEN));
+            const double tps = 1.0 / best;
+            if (f < 0) base_tps = tps;
+            char label[64];
+            snprintf(label, sizeof label, "%s%s", f < 0 ? "f32" : FMT_NAME[f],
+                     head_q ? " + lm_head" : "");
+            printf("    %-22s %10.1f %10.2f %12.1f %10.2f\n", label, 1e3 * best, tps,
+                   bytes / best / 1e9, tps / base_tps);
+            road_qtensor_free(qhead);
+        }
+
+    /* [3] prefill matmul GFLOP/s */
+    printf("\n[3] prefill matmul y = x W^T, GFLOP/s (best of %d)\n", reps);
+    printf("    %-16s %6s %10s", "shape (out x in)", "rows", "sgemm f32");
+    for (int f = 0; f < N_FMT; f++) printf(" %10s", FMT_NAME[f]);
+    printf("   (vs sgemm)\n");
+    const int shapes[3] = {0, 4, 6}; /* q_proj 2048x2048, gate 8192x2048, down 2048x8192 */
+    const int64_t rows_list[2] = {128, 512};
+    float *xp = xmalloc(sizeof(float) * (size_t)(512 * INTER)),
+          *yp = xmalloc(sizeof(float) * (size_t)(512 * INTER));
+    fill(xp, 512 * INTER, 6, 1.0f);
+    for (int si = 0; si < 3; si++)
+        for (int ri = 0; ri < 2; ri++) {
+            const int p = shapes[si];
+            const int64_t R = rows_list[ri], O = OUTS[p], K = INS[p];
+            const double flops = 2.0 * (double)R * (double)O * (double)K;
+            double g[N_FMT + 1];
+            for (int f = -1; f < N_FMT; f++) {
+                double best = 1e30;
+                for (int r = 0; r < reps + 1; r++) {
+                    double t0 = now_s();
+                    if (f < 0)
+                        road_sgemm_xwt(R, O, K, xp, w[p], NULL, yp);
+                    else
+                        die(road_qtensor_xwt(q[f][p], R, xp, NULL, yp), "xwt");
+                    double t = now_s() - t0;
+                    if (r > 0 && t < best) best = t;
+                }
+                g[f + 1] = flops / best / 1e9;
+            }
+            char label[32];
+            snprintf(label, sizeof label, "%lld x %lld", (long long)O, (long long)K);
+            printf("    %-16s %6lld %10.1f", label, (long long)R, g[0]);
+            for (int f = 0; f < N_FMT; f++) printf(" %10.1f", g[f + 1]);
+            printf("   (");
+            for (int f = 0; f < N_FMT; f++) printf("%s%.2f", f ? " " : "", g[f + 1] / g[0]);
+            printf(")\n");
+        }
+
+    for (int f = 0; f < N_FMT; f++) {
+        for (int k = 0; k < n_lin; k++) road_qtensor_free(q[f][k]);
+        free(q[f]);
+    }
+    for (int k = 0; k < n_lin; k++) free(w[k]);
+    free(w);
+    free(embed);
+    free(x);
+    free(y);
+    free(xp);
+    free(yp);
+    return 0;
+}

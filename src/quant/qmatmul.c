@@ -1,0 +1,158 @@
+/*
+ * quant/qmatmul.c - the matmuls of a linear layer with a quantized weight, and the reference
+ * kernels they are tested against.
+ *
+ * Decode (up to 8 rows) is bound by reading the weights: the kernel streams the packed weights
+ * once, dequantizes them in registers and dots them with every row (as core/gemm_skinny.c does
+ * for float weights, which is what makes 4-bit decode faster than float: a quarter of the
+ * bytes). Prefill and training (more rows) are bound by arithmetic: tiles of QTILE_ROWS output
+ * rows are dequantized into a buffer and handed to sgemm, so the quantized layer runs at
+ * nearly sgemm's speed plus one dequantization of W per call. The input gradient dY W goes the
+ * same way (tiles of W, accumulated).
+ *
+ * Kernel choice is per thread (road_qkernel_select) and read in the calling thread: OpenMP
+ * workers get the ops pointer, not the thread-local setting.
+ */
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/parallel.h"
+#include "quant/quant_internal.h"
+
+/* Below this many weights a call stays on one thread (the fork costs more than it saves). */
+#define QPAR_MIN_WEIGHTS (1 << 16)
+
+/* ---- reference kernels --------------------------------------------------------------------- */
+
+/* Weights dequantized this many at a time into a stack buffer. */
+#define REF_CHUNK 64
+
+static void ref_xwt(const road_qtensor *q, int64_t R, const float *x, int64_t o0, int64_t o1,
+                    float *y, int64_t ldy) {
+    const int64_t K = q->cols;
+    float w[REF_CHUNK];
+    for (int64_t o = o0; o < o1; o++) {
+        float acc[QSKINNY_MAX_ROWS] = {0};
+        for (int64_t k0 = 0; k0 < K; k0 += REF_CHUNK) {
+            const int64_t n = K - k0 < REF_CHUNK ? K - k0 : REF_CHUNK;
+            road_q_dequant_range(q, o * K + k0, n, w);
+            for (int64_t r = 0; r < R; r++) {
+                const float *xr = x + r * K + k0;
+                float t = acc[r];
+                for (int64_t k = 0; k < n; k++) t += xr[k] * w[k];
+                acc[r] = t;
+            }
+        }
+        for (int64_t r = 0; r < R; r++) y[r * ldy + o] = acc[r];
+    }
+}
+
+static void ref_dequant(const road_qtensor *q, int64_t r0, int64_t n, float *out) {
+    road_q_dequant_range(q, r0 * q->cols, n * q->cols, out);
+}
+
+const road_qkernel_ops road_qkernels_reference = {"reference", ref_xwt, ref_dequant};
+
+/* ---- selection ------------------------------------------------------------------------------ */
+
+static _Thread_local road_qkernel tls_qkernel = ROAD_QKERNEL_AUTO;
+
+road_status road_qkernel_select(road_qkernel k) {
+    if (k != ROAD_QKERNEL_AUTO && k != ROAD_QKERNEL_REFERENCE && k != ROAD_QKERNEL_AVX2)
+        return road_error(ROAD_ERR_INVALID_ARG, "road_qkernel_select: unknown kernel %d", (int)k);
+#if defined(__x86_64__)
+    if (k == ROAD_QKERNEL_AVX2 && !road_cpu_has_avx2_fma())
+#else
+    if (k == ROAD_QKERNEL_AVX2)
+#endif
+        return road_error(ROAD_ERR_UNSUPPORTED, "this CPU has no AVX2 + FMA");
+    tls_qkernel = k;
+    return ROAD_OK;
+}
+
+const road_qkernel_ops *road_qkernels_current(void) {
+    if (tls_qkernel == ROAD_QKERNEL_REFERENCE) return &road_qkernels_reference;
+#if defined(__x86_64__)
+    if (tls_qkernel == ROAD_QKERNEL_AVX2 || road_cpu_has_avx2_fma()) return &road_qkernels_avx2;
+#endif
+    return &road_qkernels_reference;
+}
+
+/* ---- the matmuls ------------------------------------------------------------------------------
+ */
+
+static int threads_for(const road_qtensor *q) {
+    return q->rows * q->cols >= QPAR_MIN_WEIGHTS ? road_omp_threads() : 1;
+}
+
+/* out [n x K] = rows [r0, r0 + n) dequantized, split over threads by row. */
+static void dequant_par(const road_qkernel_ops *ops, const road_qtensor *q, int64_t r0, int64_t n,
+                        float *out) {
+    int nt = n * q->cols >= QPAR_MIN_WEIGHTS ? road_omp_threads() : 1;
+    if (nt > n) nt = (int)n;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int t = 0; t < nt; t++) {
+        const int64_t a = n * t / nt, b = n * (t + 1) / nt;
+        if (b > a) ops->dequant(q, r0 + a, b - a, out + a * q->cols);
+    }
+}
+
+static road_status check_mm(const road_qtensor *q, int64_t rows, const void *in, const void *out,
+                            const char *fn) {
+    if (!q) return road_error(ROAD_ERR_INVALID_ARG, "%s: no tensor", fn);
+    if (rows < 0)
+        return road_error(ROAD_ERR_SHAPE, "%s: rows must be >= 0, got %lld", fn, (long long)rows);
+    if (rows > 0 && (!in || !out))
+        return road_error(ROAD_ERR_INVALID_ARG, "%s: NULL input or output", fn);
+    return ROAD_OK;
+}
+
+road_status road_qtensor_xwt(const road_qtensor *q, int64_t rows, const float *x, const float *bias,
+                             float *y) {
+    road_status st = check_mm(q, rows, x, y, "road_qtensor_xwt");
+    if (st != ROAD_OK || rows == 0) return st;
+    const road_qkernel_ops *ops = road_qkernels_current();
+    const int64_t O = q->rows, K = q->cols;
+    if (rows <= QSKINNY_MAX_ROWS) {
+        const int nt = threads_for(q);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+        for (int t = 0; t < nt; t++) {
+            const int64_t o0 = O * t / nt, o1 = O * (t + 1) / nt;
+            if (o1 > o0) ops->xwt(q, rows, x, o0, o1, y, O);
+        }
+    } else {
+        const int64_t tile = O < QTILE_ROWS ? O : QTILE_ROWS;
+        float *buf = road_malloc(sizeof(float) * (size_t)(tile * K));
+        if (!buf) return ROAD_ERR_NO_MEMORY;
+        for (int64_t o0 = 0; o0 < O; o0 += tile) {
+            const int64_t n = O - o0 < tile ? O - o0 : tile;
+            dequant_par(ops, q, o0, n, buf);
+            road_sgemm(false, true, rows, n, K, 1.0f, x, K, buf, K, 0.0f, y + o0, O);
+        }
+        road_free(buf);
+    }
+    if (bias)
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t o = 0; o < O; o++) y[r * O + o] += bias[o];
+    return ROAD_OK;
+}
+
+road_status road_qtensor_dyw(const road_qtensor *q, int64_t rows, const float *dy, float *dx) {
+    road_status st = check_mm(q, rows, dy, dx, "road_qtensor_dyw");
+    if (st != ROAD_OK || rows == 0) return st;
+    const road_qkernel_ops *ops = road_qkernels_current();
+    const int64_t O = q->rows, K = q->cols;
+    const int64_t tile = O < QTILE_ROWS ? O : QTILE_ROWS;
+    float *buf = road_malloc(sizeof(float) * (size_t)(tile * K));
+    if (!buf) return ROAD_ERR_NO_MEMORY;
+    /* dx (R, K) = sum over tiles of dy[:, tile] (R, n) W[tile] (n, K) */
+    for (int64_t o0 = 0; o0 < O; o0 += tile) {
+        const int64_t n = O - o0 < tile ? O - o0 : tile;
+        dequant_par(ops, q, o0, n, buf);
+        road_sgemm(false, false, rows, K, n, 1.0f, dy + o0, O, buf, K, o0 == 0 ? 0.0f : 1.0f, dx,
+                   K);
+    }
+    road_free(buf);
+    return ROAD_OK;
+}

@@ -1,0 +1,65 @@
+/*
+ * quant/quant_internal.h - what the files of quant/ share (private): element access, the
+ * kernel table of the quantized matmuls, and the block layouts pinned by static asserts.
+ *
+ * Legend: O = q->rows (out features), K = q->cols (in features), R = rows of x.
+ */
+#ifndef ROAD_QUANT_INTERNAL_H
+#define ROAD_QUANT_INTERNAL_H
+
+#include "road/quant.h"
+
+/* Layouts (docs/quant.md). A 4-bit block of ROAD_QBLOCK elements is ROAD_QBLOCK / 2 bytes;
+ * the AVX2 kernels decode 8 elements (4 bytes) at a time, so a block is 8 such groups. */
+#define QBLOCK_BYTES (ROAD_QBLOCK / 2)
+_Static_assert(ROAD_QBLOCK == 64, "bitsandbytes' 4-bit blocksize is 64");
+_Static_assert(QBLOCK_BYTES == 32, "one 4-bit block is 32 bytes: 64 nibbles");
+_Static_assert(ROAD_QBLOCK % 8 == 0, "the AVX2 kernels decode 8 nibbles (4 bytes) at a time");
+_Static_assert(ROAD_QNESTED_BLOCK == 256, "bitsandbytes' nested blocksize is 256");
+_Static_assert(sizeof(float) == 4 && sizeof(int8_t) == 1, "absmax is float32, int8 data 1 byte");
+
+/* int8 values are at most this in magnitude (LLM.int8: round(w * 127 / absmax)). */
+#define QINT8_MAX 127
+
+/* Up to this many rows of x the matmul streams the packed weights once (decode); above it,
+ * tiles are dequantized for sgemm (as road_sgemm_xwt does with core/skinny.h). */
+#define QSKINNY_MAX_ROWS 8
+/* Output rows per dequantized tile of the sgemm path: the tile (QTILE_ROWS x K floats) stays
+ * in L2 for K up to ~2048 while sgemm reads it, and is wide enough for sgemm's blocking. */
+#define QTILE_ROWS 128
+
+/* The 4-bit code of flattened element e (high nibble first). */
+static inline unsigned q4_get(const uint8_t *data, int64_t e) {
+    uint8_t b = data[e >> 1];
+    return (e & 1) ? (b & 0x0fu) : (b >> 4);
+}
+
+/* The absmax of block b, double quantization decoded (road_qtensor_block_absmax, inlined). */
+static inline float q_absmax(const road_qtensor *q, int64_t b) {
+    if (!q->double_quant) return q->absmax[b];
+    return q->nested_code[q->qabsmax[b]] * q->nested_absmax[b / ROAD_QNESTED_BLOCK] +
+           q->nested_offset;
+}
+
+/* Kernels of the quantized matmul; the reference is the specification, every other
+ * implementation is tested against it (tests/test_quant_kernels.c). */
+typedef struct road_qkernel_ops {
+    const char *name;
+    /* y[r * ldy + o] = dot(x row r, dequantized W row o) for o in [o0, o1), r < R <= 8. */
+    void (*xwt)(const road_qtensor *q, int64_t R, const float *x, int64_t o0, int64_t o1, float *y,
+                int64_t ldy);
+    /* out [n x K] = W rows [r0, r0 + n), dequantized. */
+    void (*dequant)(const road_qtensor *q, int64_t r0, int64_t n, float *out);
+} road_qkernel_ops;
+
+extern const road_qkernel_ops road_qkernels_reference;
+#if defined(__x86_64__)
+extern const road_qkernel_ops road_qkernels_avx2;
+#endif
+/* The ops for this thread (road_qkernel_select; AUTO resolved). */
+const road_qkernel_ops *road_qkernels_current(void);
+
+/* Dequantize flattened elements [e0, e0 + n) into out (any layout, any alignment). */
+void road_q_dequant_range(const road_qtensor *q, int64_t e0, int64_t n, float *out);
+
+#endif

@@ -1,0 +1,518 @@
+/*
+ * serve/api.c - OpenAI-shaped JSON for `road serve` (see serve/api.h).
+ *
+ * Parsing is strict about what would change the answer and lenient about the rest: fields road
+ * does not implement but a client may send with a neutral value (n = 1, penalties 0,
+ * logprobs null/false, echo false) are accepted; a non-neutral value is refused by name rather
+ * than silently ignored. Unknown fields are ignored, as OpenAI's clients add new ones often.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "serve/api.h"
+
+#define BAD "invalid_request_error"
+
+void api_error_set(api_error *e, int http, const char *type, const char *code, const char *param,
+                   const char *fmt, ...) {
+    e->http = http;
+    e->type = type;
+    e->code = code;
+    snprintf(e->param, sizeof e->param, "%s", param ? param : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    va_end(ap);
+}
+
+/* Keep only valid UTF-8 (other bytes become '?'): messages may quote what a client sent. */
+static char *clean_utf8(const char *s) {
+    size_t n = strlen(s);
+    char *o = malloc(n + 1);
+    if (!o) return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)s[i];
+        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        bool ok = len > 0 && i + len <= n;
+        for (size_t j = 1; ok && j < len; j++) ok = ((unsigned char)s[i + j] >> 6) == 2;
+        if (!ok) {
+            o[k++] = '?';
+            i++;
+            continue;
+        }
+        memcpy(o + k, s + i, len);
+        k += len;
+        i += len;
+    }
+    o[k] = '\0';
+    return o;
+}
+
+char *api_error_json(const api_error *e) {
+    cJSON *root = cJSON_CreateObject(), *err = cJSON_CreateObject();
+    char *msg = clean_utf8(e->message), *param = clean_utf8(e->param);
+    char *out = NULL;
+    if (root && err && msg && param) {
+        cJSON_AddItemToObject(root, "error", err);
+        err = NULL;
+        cJSON *x = cJSON_GetObjectItem(root, "error");
+        cJSON_AddStringToObject(x, "message", msg);
+        cJSON_AddStringToObject(x, "type", e->type ? e->type : BAD);
+        if (param[0]) cJSON_AddStringToObject(x, "param", param);
+        else cJSON_AddNullToObject(x, "param");
+        if (e->code) cJSON_AddStringToObject(x, "code", e->code);
+        else cJSON_AddNullToObject(x, "code");
+        out = cJSON_PrintUnformatted(root);
+    }
+    cJSON_Delete(err);
+    cJSON_Delete(root);
+    free(msg);
+    free(param);
+    return out;
+}
+
+/* ---- request parsing ---------------------------------------------------------------------- */
+
+static bool bad(api_error *err, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static bool bad(api_error *err, const char *param, const char *fmt, ...) {
+    err->http = 400;
+    err->type = BAD;
+    err->code = NULL;
+    snprintf(err->param, sizeof err->param, "%s", param ? param : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+/* An integer-valued JSON number in [lo, hi]. */
+static bool get_int(const cJSON *v, const char *name, double lo, double hi, int64_t *out,
+                    api_error *err) {
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble != floor(v->valuedouble) ||
+        v->valuedouble < lo || v->valuedouble > hi) {
+        api_error_set(err, 400, BAD, NULL, name, "'%s' must be an integer from %.0f to %.0f", name, lo, hi);
+        return false;
+    }
+    *out = (int64_t)v->valuedouble;
+    return true;
+}
+
+static bool get_num(const cJSON *v, const char *name, double lo, double hi, bool lo_open,
+                    float *out, api_error *err) {
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble > hi ||
+        (lo_open ? v->valuedouble <= lo : v->valuedouble < lo)) {
+        api_error_set(err, 400, BAD, NULL, name, "'%s' must be a number in %s%g, %g]", name,
+                      lo_open ? "(" : "[", lo, hi);
+        return false;
+    }
+    *out = (float)v->valuedouble;
+    return true;
+}
+
+static char *dup_str(const char *s) {
+    size_t n = strlen(s);
+    char *o = malloc(n + 1);
+    if (o) memcpy(o, s, n + 1);
+    return o;
+}
+
+static bool oom(api_error *err) {
+    api_error_set(err, 500, "server_error", NULL, NULL, "out of memory");
+    return false;
+}
+
+/* An array of token ids. */
+static bool get_ids(const cJSON *a, const char *name, int64_t max, int32_t **ids, int64_t *n,
+                    api_error *err) {
+    int64_t k = cJSON_GetArraySize(a);
+    if (k < 1 || k > max) {
+        api_error_set(err, 400, BAD, NULL, name, "'%s' must hold 1 to %lld token ids", name, (long long)max);
+        return false;
+    }
+    int32_t *v = malloc(sizeof(int32_t) * (size_t)k);
+    if (!v) return oom(err);
+    int64_t i = 0;
+    const cJSON *x;
+    cJSON_ArrayForEach(x, a) {
+        int64_t t;
+        if (!get_int(x, name, 0, INT32_MAX, &t, err)) {
+            free(v);
+            return false;
+        }
+        v[i++] = (int32_t)t;
+    }
+    *ids = v;
+    *n = k;
+    return true;
+}
+
+static bool parse_prompt(const cJSON *p, api_request *r, api_error *err) {
+    if (cJSON_IsString(p)) return (r->prompt = dup_str(p->valuestring)) != NULL || oom(err);
+    if (!cJSON_IsArray(p) || cJSON_GetArraySize(p) == 0)
+        return bad(err, "prompt", "%s", "'prompt' must be a string, an array of token ids, or an "
+                   "array holding one of those");
+    const cJSON *first = cJSON_GetArrayItem(p, 0);
+    if (cJSON_IsNumber(first)) return get_ids(p, "prompt", API_MAX_PROMPT_IDS, &r->prompt_ids, &r->n_prompt_ids, err);
+    if (cJSON_GetArraySize(p) != 1)
+        return bad(err, "prompt", "%s", "road serves one prompt per request: send the prompts of a "
+                   "batch as separate (concurrent) requests");
+    if (cJSON_IsString(first)) return (r->prompt = dup_str(first->valuestring)) != NULL || oom(err);
+    if (cJSON_IsArray(first))
+        return get_ids(first, "prompt", API_MAX_PROMPT_IDS, &r->prompt_ids, &r->n_prompt_ids, err);
+    return bad(err, "prompt", "%s", "'prompt' must be a string, an array of token ids, or an array "
+               "holding one of those");
+}
+
+/* content: a string, or an array of {"type": "text", "text": ...} parts (joined). */
+static char *message_content(const cJSON *c, api_error *err) {
+    if (cJSON_IsString(c)) {
+        char *s = dup_str(c->valuestring);
+        if (!s) oom(err);
+        return s;
+    }
+    if (cJSON_IsNull(c)) {
+        char *s = dup_str("");
+        if (!s) oom(err);
+        return s;
+    }
+    if (!cJSON_IsArray(c)) {
+        bad(err, "messages", "%s", "a message's 'content' must be a string or an array of text parts");
+        return NULL;
+    }
+    size_t n = 0;
+    const cJSON *part;
+    cJSON_ArrayForEach(part, c) {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(part, "type");
+        const cJSON *x = cJSON_GetObjectItemCaseSensitive(part, "text");
+        if (!cJSON_IsString(t) || strcmp(t->valuestring, "text") != 0 || !cJSON_IsString(x)) {
+            bad(err, "messages", "%s", "road takes text content parts only ({\"type\": \"text\", "
+                "\"text\": ...})");
+            return NULL;
+        }
+        n += strlen(x->valuestring);
+    }
+    char *s = malloc(n + 1);
+    if (!s) {
+        oom(err);
+        return NULL;
+    }
+    s[0] = '\0';
+    size_t k = 0;
+    cJSON_ArrayForEach(part, c) {
+        const char *x = cJSON_GetObjectItemCaseSensitive(part, "text")->valuestring;
+        size_t l = strlen(x);
+        memcpy(s + k, x, l + 1);
+        k += l;
+    }
+    return s;
+}
+
+static bool parse_messages(const cJSON *m, api_request *r, api_error *err) {
+    int n = cJSON_GetArraySize(m);
+    if (!cJSON_IsArray(m) || n < 1 || n > API_MAX_MESSAGES)
+        return bad(err, "messages", "'messages' must be an array of 1 to %s messages", "4096");
+    r->messages = calloc((size_t)n, sizeof *r->messages);
+    if (!r->messages) return oom(err);
+    const cJSON *x;
+    cJSON_ArrayForEach(x, m) {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(x, "role");
+        if (!cJSON_IsObject(x) || !cJSON_IsString(role))
+            return bad(err, "messages", "%s", "every message needs a 'role' string and a 'content'");
+        const char *rs = role->valuestring;
+        if (strcmp(rs, "developer") == 0) rs = "system"; /* OpenAI's newer name for it */
+        if (strcmp(rs, "system") != 0 && strcmp(rs, "user") != 0 && strcmp(rs, "assistant") != 0 &&
+            strcmp(rs, "tool") != 0)
+            return bad(err, "messages", "unknown role '%.40s' (system, user, assistant, tool)", role->valuestring);
+        road_chat_message *msg = &r->messages[r->n_messages];
+        char *content = message_content(cJSON_GetObjectItemCaseSensitive(x, "content"), err);
+        if (!content) return false;
+        char *rd = dup_str(rs);
+        if (!rd) {
+            free(content);
+            return oom(err);
+        }
+        msg->role = rd;
+        msg->content = content;
+        r->n_messages++;
+    }
+    return true;
+}
+
+static bool parse_stop(const cJSON *s, api_request *r, api_error *err) {
+    if (!s || cJSON_IsNull(s)) return true;
+    int n = cJSON_IsString(s) ? 1 : cJSON_IsArray(s) ? cJSON_GetArraySize(s) : -1;
+    if (n < 0 || n > API_MAX_STOP)
+        return bad(err, "stop", "'stop' must be a string or an array of at most %s strings", "16");
+    if (n == 0) return true;
+    r->stop = calloc((size_t)n, sizeof(char *));
+    if (!r->stop) return oom(err);
+    for (int i = 0; i < n; i++) {
+        const cJSON *x = cJSON_IsString(s) ? s : cJSON_GetArrayItem(s, i);
+        if (!cJSON_IsString(x) || !x->valuestring[0] || strlen(x->valuestring) > API_MAX_STOP_LEN)
+            return bad(err, "stop", "stop strings must be non-empty strings of at most %s bytes", "256");
+        if (!(r->stop[i] = dup_str(x->valuestring))) return oom(err);
+        r->n_stop = i + 1;
+    }
+    return true;
+}
+
+/* A field that road does not implement, accepted only with its neutral value. */
+static bool neutral(const cJSON *root, const char *name, api_error *err) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, name);
+    if (!v || cJSON_IsNull(v) || cJSON_IsFalse(v)) return true;
+    if (cJSON_IsNumber(v) && v->valuedouble == 0) return true;
+    if (strcmp(name, "n") == 0 || strcmp(name, "best_of") == 0) {
+        if (cJSON_IsNumber(v) && v->valuedouble == 1) return true;
+        return bad(err, name, "'%s' must be 1: road returns one choice per request (send "
+                   "concurrent requests for more)", name);
+    }
+    if ((cJSON_IsObject(v) || cJSON_IsArray(v)) && cJSON_GetArraySize(v) == 0) return true;
+    return bad(err, name, "'%s' is not supported by road serve", name);
+}
+
+static bool parse_body(api_kind kind, const cJSON *root, api_request *r, api_error *err) {
+    if (!cJSON_IsObject(root)) return bad(err, NULL, "%s", "the body must be a JSON object");
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "model");
+    if (v && !cJSON_IsNull(v)) {
+        if (!cJSON_IsString(v)) return bad(err, "model", "%s", "'model' must be a string");
+        if (!(r->model = dup_str(v->valuestring))) return oom(err);
+    }
+    if (kind == API_COMPLETIONS) {
+        v = cJSON_GetObjectItemCaseSensitive(root, "prompt");
+        if (!v) return bad(err, "prompt", "%s", "'prompt' is required");
+        if (!parse_prompt(v, r, err)) return false;
+    } else {
+        v = cJSON_GetObjectItemCaseSensitive(root, "messages");
+        if (!v) return bad(err, "messages", "%s", "'messages' is required");
+        if (!parse_messages(v, r, err)) return false;
+    }
+    static const char *const unsupported[] = {"n", "best_of", "presence_penalty", "frequency_penalty",
+                                              "logprobs", "top_logprobs", "echo", "logit_bias",
+                                              "suffix", "tools", "functions", "response_format"};
+    for (size_t i = 0; i < sizeof unsupported / sizeof *unsupported; i++)
+        if (!neutral(root, unsupported[i], err)) return false;
+    v = cJSON_GetObjectItemCaseSensitive(root, "stream");
+    if (v && !cJSON_IsNull(v)) {
+        if (!cJSON_IsBool(v)) return bad(err, "stream", "%s", "'stream' must be true or false");
+        r->stream = cJSON_IsTrue(v);
+    }
+    v = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
+    if (v && !cJSON_IsNull(v)) {
+        const cJSON *u = cJSON_GetObjectItemCaseSensitive(v, "include_usage");
+        if (!cJSON_IsObject(v) || (u && !cJSON_IsBool(u)))
+            return bad(err, "stream_options", "%s", "'stream_options' must be {\"include_usage\": bool}");
+        r->include_usage = cJSON_IsTrue(u);
+    }
+    v = cJSON_GetObjectItemCaseSensitive(root, "ignore_eos");
+    if (v && !cJSON_IsNull(v)) {
+        if (!cJSON_IsBool(v)) return bad(err, "ignore_eos", "%s", "'ignore_eos' must be true or false");
+        r->ignore_eos = cJSON_IsTrue(v);
+    }
+    const char *mt = "max_tokens";
+    v = cJSON_GetObjectItemCaseSensitive(root, mt);
+    if ((!v || cJSON_IsNull(v)) && kind == API_CHAT)
+        v = cJSON_GetObjectItemCaseSensitive(root, mt = "max_completion_tokens");
+    if (v && !cJSON_IsNull(v) && !get_int(v, mt, 1, 1e9, &r->max_tokens, err)) return false;
+    v = cJSON_GetObjectItemCaseSensitive(root, "temperature");
+    if (v && !cJSON_IsNull(v) && !get_num(v, "temperature", 0, 2, false, &r->temperature, err)) return false;
+    v = cJSON_GetObjectItemCaseSensitive(root, "top_p");
+    if (v && !cJSON_IsNull(v) && !get_num(v, "top_p", 0, 1, true, &r->top_p, err)) return false;
+    v = cJSON_GetObjectItemCaseSensitive(root, "top_k");
+    int64_t x;
+    if (v && !cJSON_IsNull(v)) {
+        if (!get_int(v, "top_k", -1, 1e9, &x, err)) return false;
+        r->top_k = (int32_t)x;
+    }
+    v = cJSON_GetObjectItemCaseSensitive(root, "seed");
+    if (v && !cJSON_IsNull(v)) {
+        /* 2^53: integers a double holds exactly */
+        if (!get_int(v, "seed", -9007199254740992.0, 9007199254740992.0, &x, err)) return false;
+        r->has_seed = true;
+        r->seed = (uint64_t)x;
+    }
+    if (!parse_stop(cJSON_GetObjectItemCaseSensitive(root, "stop"), r, err)) return false;
+    v = cJSON_GetObjectItemCaseSensitive(root, "stop_token_ids");
+    if (v && !cJSON_IsNull(v)) {
+        int64_t n = 0;
+        if (!cJSON_IsArray(v)) return bad(err, "stop_token_ids", "%s", "'stop_token_ids' must be an array of ids");
+        if (cJSON_GetArraySize(v) > 0) {
+            if (!get_ids(v, "stop_token_ids", API_MAX_STOP_IDS, &r->stop_ids, &n, err)) return false;
+            r->n_stop_ids = (int32_t)n;
+        }
+    }
+    return true;
+}
+
+bool api_parse_request(api_kind kind, const char *body, size_t len, api_request *out,
+                       api_error *err) {
+    memset(out, 0, sizeof *out);
+    out->kind = kind;
+    out->max_tokens = -1;
+    out->temperature = 1.0f;
+    out->top_p = 1.0f;
+    cJSON *root = cJSON_ParseWithLength(body, len);
+    if (!root) {
+        api_error_set(err, 400, BAD, NULL, NULL, "the body is not valid JSON (near byte %ld)",
+                      cJSON_GetErrorPtr() && body ? (long)(cJSON_GetErrorPtr() - body) : 0L);
+        return false;
+    }
+    bool ok = parse_body(kind, root, out, err);
+    cJSON_Delete(root);
+    if (!ok) {
+        api_request_free(out);
+        out->kind = kind;
+    }
+    return ok;
+}
+
+void api_request_free(api_request *r) {
+    free(r->model);
+    free(r->prompt);
+    free(r->prompt_ids);
+    for (int32_t i = 0; i < r->n_messages; i++) {
+        free((char *)r->messages[i].role);
+        free((char *)r->messages[i].content);
+    }
+    free(r->messages);
+    for (int32_t i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    free(r->stop);
+    free(r->stop_ids);
+    memset(r, 0, sizeof *r);
+}
+
+bool api_parse_lora(const char *body, size_t len, bool need_path, char **name, char **path,
+                    api_error *err) {
+    *name = *path = NULL;
+    cJSON *root = cJSON_ParseWithLength(body, len);
+    if (!root) {
+        api_error_set(err, 400, BAD, NULL, NULL, "the body is not valid JSON");
+        return false;
+    }
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(root, "lora_name");
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(root, "lora_path");
+    bool ok = false;
+    if (!cJSON_IsString(n) || !n->valuestring[0])
+        bad(err, "lora_name", "%s", "'lora_name' (a non-empty string) is required");
+    else if (need_path && (!cJSON_IsString(p) || !p->valuestring[0]))
+        bad(err, "lora_path", "%s", "'lora_path' (the adapter folder on the server) is required");
+    else if (!(*name = dup_str(n->valuestring)) || (need_path && !(*path = dup_str(p->valuestring))))
+        oom(err);
+    else
+        ok = true;
+    if (!ok) {
+        free(*name);
+        free(*path);
+        *name = *path = NULL;
+    }
+    cJSON_Delete(root);
+    return ok;
+}
+
+/* ---- replies ------------------------------------------------------------------------------- */
+
+static cJSON *text_item(const char *s, size_t n) {
+    char *t = malloc(n + 1);
+    if (!t) return NULL;
+    memcpy(t, s, n);
+    t[n] = '\0';
+    cJSON *x = cJSON_CreateString(t);
+    free(t);
+    return x;
+}
+
+static void add_usage(cJSON *o, const api_reply *r) {
+    cJSON *u = cJSON_AddObjectToObject(o, "usage");
+    if (!u) return;
+    cJSON_AddNumberToObject(u, "prompt_tokens", (double)r->prompt_tokens);
+    cJSON_AddNumberToObject(u, "completion_tokens", (double)r->completion_tokens);
+    cJSON_AddNumberToObject(u, "total_tokens", (double)(r->prompt_tokens + r->completion_tokens));
+}
+
+static cJSON *head(const api_reply *r, const char *object) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return NULL;
+    cJSON_AddStringToObject(o, "id", r->id);
+    cJSON_AddStringToObject(o, "object", object);
+    cJSON_AddNumberToObject(o, "created", (double)r->created);
+    cJSON_AddStringToObject(o, "model", r->model);
+    return o;
+}
+
+static char *finish(cJSON *o) {
+    char *s = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    return s;
+}
+
+char *api_reply_json(const api_reply *r) {
+    bool chat = r->kind == API_CHAT;
+    cJSON *o = head(r, chat ? "chat.completion" : "text_completion");
+    cJSON *choices = o ? cJSON_AddArrayToObject(o, "choices") : NULL;
+    cJSON *c = cJSON_CreateObject(), *t = text_item(r->text, r->text_len);
+    if (!choices || !c || !t) {
+        cJSON_Delete(c);
+        cJSON_Delete(t);
+        cJSON_Delete(o);
+        return NULL;
+    }
+    cJSON_AddItemToArray(choices, c);
+    cJSON_AddNumberToObject(c, "index", 0);
+    if (chat) {
+        cJSON *m = cJSON_AddObjectToObject(c, "message");
+        if (m) {
+            cJSON_AddStringToObject(m, "role", "assistant");
+            cJSON_AddItemToObject(m, "content", t);
+        } else {
+            cJSON_Delete(t);
+        }
+    } else {
+        cJSON_AddItemToObject(c, "text", t);
+    }
+    cJSON_AddNullToObject(c, "logprobs");
+    cJSON_AddStringToObject(c, "finish_reason", r->finish_reason ? r->finish_reason : "stop");
+    add_usage(o, r);
+    return finish(o);
+}
+
+char *api_chunk_json(const api_reply *r, bool first, bool usage_only) {
+    bool chat = r->kind == API_CHAT;
+    cJSON *o = head(r, chat ? "chat.completion.chunk" : "text_completion");
+    cJSON *choices = o ? cJSON_AddArrayToObject(o, "choices") : NULL;
+    if (!choices) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    if (usage_only) {
+        add_usage(o, r);
+        return finish(o);
+    }
+    cJSON *c = cJSON_CreateObject(), *t = text_item(r->text, r->text_len);
+    if (!c || !t) {
+        cJSON_Delete(c);
+        cJSON_Delete(t);
+        cJSON_Delete(o);
+        return NULL;
+    }
+    cJSON_AddItemToArray(choices, c);
+    cJSON_AddNumberToObject(c, "index", 0);
+    if (chat) {
+        cJSON *d = cJSON_AddObjectToObject(c, "delta");
+        if (d && first) cJSON_AddStringToObject(d, "role", "assistant");
+        if (d && (r->text_len || first)) cJSON_AddItemToObject(d, "content", t);
+        else cJSON_Delete(t);
+    } else {
+        cJSON_AddItemToObject(c, "text", t);
+    }
+    cJSON_AddNullToObject(c, "logprobs");
+    if (r->finish_reason) cJSON_AddStringToObject(c, "finish_reason", r->finish_reason);
+    else cJSON_AddNullToObject(c, "finish_reason");
+    return finish(o);
+}

@@ -1,0 +1,126 @@
+/*
+ * serve/engine_internal.h - the engine's and a request's state, shared by serve/engine.c (the
+ * scheduler) and serve/engine_admin.c (creation, adapters, metrics). Private to serve/.
+ *
+ * Locking: e->mu guards the queue, the running count, the adapter registry, commands and
+ * counters; r->mu guards a request's output, finish state and cancel flag. Never take e->mu
+ * while holding r->mu (the scheduler takes r->mu alone, or e->mu then r->mu to read a flag).
+ */
+#ifndef ROAD_SERVE_ENGINE_INTERNAL_H
+#define ROAD_SERVE_ENGINE_INTERNAL_H
+
+#include <pthread.h>
+
+#include "road/serve.h"
+
+typedef struct engine_adapter {
+    char *name;
+    bool loaded;       /* false after an unload (the entry stays for its counters) */
+    bool draining;     /* being unloaded: new requests are refused */
+    int64_t in_use;    /* waiting + running requests naming it */
+    int64_t requests;  /* counters for /metrics */
+    int64_t gen_tokens;
+} engine_adapter;
+
+typedef enum engine_cmd_kind { ENGINE_CMD_LOAD, ENGINE_CMD_UNLOAD } engine_cmd_kind;
+
+/* An adapter command, on the caller's stack until done. */
+typedef struct engine_cmd {
+    engine_cmd_kind kind;
+    const char *name, *dir;
+    bool done;
+    road_status status;
+    char err[512];
+    struct engine_cmd *next;
+} engine_cmd;
+
+typedef struct engine_stats {
+    int64_t received;
+    int64_t finished[ROAD_FINISH_ERROR + 1];
+    int64_t prompt_tokens, gen_tokens;
+    int64_t steps, step_seqs, step_rows, last_batch;
+    double ttft_sum;
+    int64_t ttft_count;
+} engine_stats;
+
+struct road_request {
+    road_engine *engine;
+    uint64_t id;
+    /* fixed at submit */
+    int32_t *prompt;
+    int64_t n_prompt;
+    char *adapter;       /* name for road_seq (ROAD_BASE_NAME for the base model) */
+    int32_t adapter_idx; /* registry entry, -1 base */
+    int64_t max_tokens;
+    int32_t *stop_ids;
+    int32_t n_stop_ids;
+    char **stop;
+    int32_t n_stop;
+    size_t max_stop_len;
+    bool ignore_eos;
+    double t_submit;
+    /* the stepping thread's */
+    road_sampler *sampler;
+    road_kv_cache *cache;
+    road_tokenizer_stream *stream;
+    int64_t n_done_prompt; /* prompt tokens in the cache */
+    int64_t n_gen;
+    int32_t last;          /* last token, fed next step */
+    char *pend;            /* decoded text not released yet (could start a stop string) */
+    size_t pend_len, pend_cap;
+    /* shared, under mu */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int refs;
+    bool cancelled;
+    road_finish_reason finish;
+    int32_t *toks; /* [max_tokens] */
+    int64_t n_toks;
+    char *text;
+    size_t text_len, text_cap;
+    char err[256];
+    double queue_s, ttft_s;
+};
+
+struct road_engine {
+    road_model *m;
+    road_engine_params p;
+    int64_t V;
+    int32_t eos[ROAD_MAX_EOS];
+    int32_t n_eos;
+    int32_t tok_vocab; /* ids at or past it have no text */
+    pthread_mutex_t mu;
+    pthread_cond_t work_cv; /* the engine thread waits for work */
+    pthread_cond_t cmd_cv;  /* callers wait for their command */
+    pthread_t thread;
+    int n_threads; /* the OpenMP/BLAS threads of the thread that started the engine */
+    /* under mu */
+    bool started, stopping, draining;
+    uint64_t next_id;
+    road_request **waiting; /* FIFO */
+    int64_t n_waiting, cap_waiting;
+    int64_t n_running;
+    engine_cmd *cmds;
+    engine_adapter *ad;
+    int32_t n_ad, cap_ad;
+    int64_t base_requests, base_gen_tokens;
+    engine_stats stats;
+    /* the stepping thread's (sized max_batch, or max_waiting for gone) */
+    road_request **running;
+    bool *run_done;
+    road_request **gone;
+    road_seq *seqs;
+    uint64_t *seq_ids;
+    int64_t *seq_run;
+    int32_t *seq_ad;
+    bool *seq_tok;
+    float *logits; /* [max_batch x V] */
+};
+
+/* engine.c, for engine_admin.c (e->mu held for the first two) */
+int32_t engine_find_adapter_(const road_engine *e, const char *name);
+int32_t add_adapter_entry_(road_engine *e, const char *name); /* -1: no memory */
+/* Run a command on the calling thread (no engine thread running). */
+void engine_run_command_now_(road_engine *e, engine_cmd *c);
+
+#endif

@@ -1,0 +1,173 @@
+/*
+ * tests/test_quant_matmul.c - the quantized matmuls: y = x W^T + b and dx = dy W with a
+ * quantized W, for every kernel (reference, AVX2), the decode path (1..8 rows: fused
+ * dequantize + dot) and the tiled sgemm path (more rows), int8 / NF4 / FP4, plain and double
+ * quantization, sizes that are and are not multiples of the block, 1 and 2 threads; each
+ * against double-precision dot products of the dequantized weights.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+
+/* A float32 dot product of K terms computed in any order (with or without FMA) is within
+ * K * 2^-24 * sum |x_k w_k| of the exact value (the standard a-priori bound, gamma_K ~ K u);
+ * twice that covers the bias add and the scale multiply of int8. */
+#define DOT_ERR_FACTOR 2.0
+#define F32_UNIT_ROUNDOFF 5.9604644775390625e-8 /* 2^-24 */
+
+typedef struct shape {
+    road_qformat f;
+    bool dq;
+    int64_t out, in;
+} shape;
+
+static void check_xwt(const road_qtensor *q, int64_t rows, bool bias, const char *what) {
+    const int64_t O = q->rows, K = q->cols;
+    float *w = tu_alloc(sizeof(float) * (size_t)(O * K));
+    float *x = tu_alloc(sizeof(float) * (size_t)(rows * K));
+    float *y = tu_alloc(sizeof(float) * (size_t)(rows * O));
+    float *b = tu_alloc(sizeof(float) * (size_t)O);
+    TU_OK(road_qtensor_dequantize_rows(q, 0, O, w));
+    tu_fill_uniform(x, rows * K, (uint64_t)(rows * 31 + K), -1, 1);
+    tu_fill_uniform(b, O, 7, -0.5f, 0.5f);
+    TU_OK(road_qtensor_xwt(q, rows, x, bias ? b : NULL, y));
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t o = 0; o < O; o++) {
+            double ref = bias ? b[o] : 0.0, mag = bias ? fabs(b[o]) : 0.0;
+            for (int64_t k = 0; k < K; k++) {
+                ref += (double)x[r * K + k] * w[o * K + k];
+                mag += fabs((double)x[r * K + k] * w[o * K + k]);
+            }
+            const double tol = DOT_ERR_FACTOR * (double)(K + 2) * F32_UNIT_ROUNDOFF * mag + 1e-30;
+            if (fabs(y[r * O + o] - ref) > tol) {
+                print_error(
+                    "%s: rows %lld, y[%lld, %lld] = %.9g, reference %.9g (tolerance %.3g)\n", what,
+                    (long long)rows, (long long)r, (long long)o, y[r * O + o], ref, tol);
+                fail();
+            }
+        }
+    free(w);
+    free(x);
+    free(y);
+    free(b);
+}
+
+static void check_dyw(const road_qtensor *q, int64_t rows, const char *what) {
+    const int64_t O = q->rows, K = q->cols;
+    float *w = tu_alloc(sizeof(float) * (size_t)(O * K));
+    float *dy = tu_alloc(sizeof(float) * (size_t)(rows * O));
+    float *dx = tu_alloc(sizeof(float) * (size_t)(rows * K));
+    TU_OK(road_qtensor_dequantize_rows(q, 0, O, w));
+    tu_fill_uniform(dy, rows * O, (uint64_t)(rows + 3 * O), -1, 1);
+    TU_OK(road_qtensor_dyw(q, rows, dy, dx));
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t k = 0; k < K; k++) {
+            double ref = 0.0, mag = 0.0;
+            for (int64_t o = 0; o < O; o++) {
+                ref += (double)dy[r * O + o] * w[o * K + k];
+                mag += fabs((double)dy[r * O + o] * w[o * K + k]);
+            }
+            const double tol = DOT_ERR_FACTOR * (double)(O + 2) * F32_UNIT_ROUNDOFF * mag + 1e-30;
+            if (fabs(dx[r * K + k] - ref) > tol) {
+                print_error("%s: dx[%lld, %lld] = %.9g, reference %.9g\n", what, (long long)r,
+                            (long long)k, dx[r * K + k], ref);
+                fail();
+            }
+        }
+    free(w);
+    free(dy);
+    free(dx);
+}
+
+static const shape SHAPES[] = {
+    {ROAD_QFORMAT_NF4, false, 96, 128},  {ROAD_QFORMAT_NF4, true, 300, 192},
+    {ROAD_QFORMAT_FP4, false, 33, 256},  {ROAD_QFORMAT_FP4, true, 17, 100},
+    {ROAD_QFORMAT_NF4, false, 9, 45},    {ROAD_QFORMAT_INT8, false, 70, 131},
+    {ROAD_QFORMAT_INT8, false, 260, 64},
+};
+
+static void test_xwt_dyw(void **state) {
+    (void)state;
+    const int64_t rows[] = {1, 2, 3, 4, 5, 7, 8, 9, 40};
+    for (size_t si = 0; si < sizeof SHAPES / sizeof SHAPES[0]; si++) {
+        const shape *s = &SHAPES[si];
+        float *w = tu_alloc(sizeof(float) * (size_t)(s->out * s->in));
+        tu_fill_uniform(w, s->out * s->in, si + 1, -0.1f, 0.1f);
+        road_qtensor *q = NULL;
+        TU_OK(road_qtensor_quantize(s->f, s->out, s->in, w, s->dq, &q));
+        for (int k = ROAD_QKERNEL_REFERENCE; k <= ROAD_QKERNEL_AVX2; k++) {
+            if (road_qkernel_select((road_qkernel)k) != ROAD_OK) continue;
+            for (int nt = 1; nt <= 2; nt++) {
+                road_set_num_threads(nt);
+                char what[128];
+                snprintf(what, sizeof what, "%s%s %lldx%lld kernel %d threads %d",
+                         road_qformat_name(s->f), s->dq ? "+dq" : "", (long long)s->out,
+                         (long long)s->in, k, nt);
+                for (size_t ri = 0; ri < sizeof rows / sizeof rows[0]; ri++)
+                    check_xwt(q, rows[ri], ri % 2 == 0, what);
+                check_dyw(q, 1, what);
+                check_dyw(q, 13, what);
+            }
+        }
+        TU_OK(road_qkernel_select(ROAD_QKERNEL_AUTO));
+        road_qtensor_free(q);
+        free(w);
+    }
+    road_set_num_threads(2);
+}
+
+/* The fast kernel against the reference on the same tensor: both are float32, so they agree
+ * to the dot-product bound too, and the decode path of AVX2 agrees with the sgemm path. */
+static void test_fast_vs_reference(void **state) {
+    (void)state;
+    if (road_qkernel_select(ROAD_QKERNEL_AVX2) != ROAD_OK) skip();
+    enum { O = 192, K = 512, R = 8 };
+    float *w = tu_alloc(sizeof(float) * O * K), *x = tu_alloc(sizeof(float) * R * K);
+    float *ya = tu_alloc(sizeof(float) * R * O), *yr = tu_alloc(sizeof(float) * R * O);
+    tu_fill_uniform(w, O * K, 5, -1, 1);
+    tu_fill_uniform(x, R * K, 6, -1, 1);
+    const road_qformat fmts[] = {ROAD_QFORMAT_INT8, ROAD_QFORMAT_NF4, ROAD_QFORMAT_FP4};
+    for (int i = 0; i < 3; i++) {
+        road_qtensor *q = NULL;
+        TU_OK(road_qtensor_quantize(fmts[i], O, K, w, i == 1, &q));
+        TU_OK(road_qkernel_select(ROAD_QKERNEL_AVX2));
+        TU_OK(road_qtensor_xwt(q, R, x, NULL, ya));
+        TU_OK(road_qkernel_select(ROAD_QKERNEL_REFERENCE));
+        TU_OK(road_qtensor_xwt(q, R, x, NULL, yr));
+        /* |x|, |w'| <= 1: sum |x w| <= K, so 2 * K * u * K bounds the difference of the two */
+        tu_assert_close("avx2 vs reference", ya, yr, R * O,
+                        DOT_ERR_FACTOR * 2.0 * K * F32_UNIT_ROUNDOFF * K, 0.0);
+        road_qtensor_free(q);
+    }
+    TU_OK(road_qkernel_select(ROAD_QKERNEL_AUTO));
+    free(w);
+    free(x);
+    free(ya);
+    free(yr);
+}
+
+static void test_args(void **state) {
+    (void)state;
+    float w[64], x[64], y[1];
+    tu_fill_uniform(w, 64, 1, -1, 1);
+    road_qtensor *q = NULL;
+    TU_OK(road_qtensor_quantize(ROAD_QFORMAT_NF4, 1, 64, w, false, &q));
+    TU_FAILS(road_qtensor_xwt(q, -1, x, NULL, y), ROAD_ERR_SHAPE, "rows");
+    TU_FAILS(road_qtensor_xwt(q, 1, NULL, NULL, y), ROAD_ERR_INVALID_ARG, "NULL");
+    TU_FAILS(road_qtensor_dyw(NULL, 1, x, y), ROAD_ERR_INVALID_ARG, "no tensor");
+    TU_OK(road_qtensor_xwt(q, 0, NULL, NULL, NULL));
+    TU_FAILS(road_qkernel_select((road_qkernel)7), ROAD_ERR_INVALID_ARG, "unknown");
+    road_qtensor_free(q);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_xwt_dyw),
+        cmocka_unit_test(test_fast_vs_reference),
+        cmocka_unit_test(test_args),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
