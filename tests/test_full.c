@@ -173,31 +173,7 @@ static void test_refusals(void **state) {
     road_model_free(m);
 }
 
-static void write_task(const char *path, int n, int seed) {
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    for (int i = 0; i < n; i++) {
-        int t = (i * 13 + seed) % 64;
-        fprintf(f, "{\"input_ids\": [");
-        for (int j = 0; j < SEQ; j++) {
-            fprintf(f, "%s%d", j ? ", " : "", t);
-            t = (t + 7) % 64;
-        }
-        fprintf(f, "]}\n");
-    }
-    fclose(f);
-}
 
-typedef struct loss_log {
-    double loss[64];
-    int n, stop_at;
-} loss_log;
-
-static bool record(const road_train_metrics *m, void *user) {
-    loss_log *l = user;
-    l->loss[l->n++] = m->loss;
-    return !(l->stop_at && m->step == l->stop_at);
-}
 
 static road_train_params params(const char *out) {
     road_train_params p = road_train_default_params();
@@ -226,8 +202,8 @@ static void test_train_full(void **state) {
     (void)state;
     road_data_params dp = road_data_default_params();
     dp.max_len = SEQ;
-    write_task(path_in("train.jsonl"), N_TRAIN, 1);
-    write_task(path_in("eval.jsonl"), 8, 3);
+    tu_write_pattern_task(path_in("train.jsonl"), N_TRAIN, SEQ, 1);
+    tu_write_pattern_task(path_in("eval.jsonl"), 8, SEQ, 3);
     road_dataset *train, *eval;
     TU_OK(road_dataset_load_jsonl(path_in("train.jsonl"), &dp, &train));
     TU_OK(road_dataset_load_jsonl(path_in("eval.jsonl"), &dp, &eval));
@@ -239,8 +215,8 @@ static void test_train_full(void **state) {
     p.max_steps = 60;
     p.save_every = 0;
     p.adamw.lr = 1e-2;
-    loss_log full = {{0}, 0, 0};
-    TU_OK(road_train(m, train, eval, &p, record, &full));
+    tu_loss_log full = {{0}, 0, 0};
+    TU_OK(road_train(m, train, eval, &p, tu_record_loss, &full));
     assert_int_equal(full.n, 60);
     if (!(full.loss[59] < full.loss[0] - REQUIRED_DROP))
         fail_msg("full training did not learn: first loss %.4f, last %.4f", full.loss[0],
@@ -262,20 +238,20 @@ static void test_train_full(void **state) {
     /* 12 steps straight vs 6, stop, resume to 12: the same losses bit for bit */
     TU_OK(road_model_load(base, NULL, &m));
     p = params(path_in("run2"));
-    loss_log a = {{0}, 0, 0};
-    TU_OK(road_train(m, train, NULL, &p, record, &a));
+    tu_loss_log a = {{0}, 0, 0};
+    TU_OK(road_train(m, train, NULL, &p, tu_record_loss, &a));
     float *straight = logits_of(m);
     road_model_free(m);
     TU_OK(road_model_load(base, NULL, &m));
     p = params(path_in("run3"));
-    loss_log b = {{0}, 0, 6};
-    TU_OK(road_train(m, train, NULL, &p, record, &b));
+    tu_loss_log b = {{0}, 0, 6};
+    TU_OK(road_train(m, train, NULL, &p, tu_record_loss, &b));
     assert_int_equal(b.n, 6);
     assert_int_equal(access(path_in("run3/checkpoint-6/model.safetensors"), F_OK), 0);
     road_model_free(m);
     TU_OK(road_model_load(base, NULL, &m));
     p.resume = true;
-    TU_OK(road_train(m, train, NULL, &p, record, &b));
+    TU_OK(road_train(m, train, NULL, &p, tu_record_loss, &b));
     assert_int_equal(b.n, STEPS);
     for (int i = 0; i < STEPS; i++)
         if (memcmp(&a.loss[i], &b.loss[i], sizeof(double)) != 0)

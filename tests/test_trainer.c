@@ -21,7 +21,7 @@
 #define SEQ 12
 #define STEPS 12
 /* The synthetic task (each token is the previous + 7 mod 64) is learnable far beyond this;
- * the base model (random weights) is near loss_log(320) = 5.77. */
+ * the base model (random weights) is near log(320) = 5.77. */
 #define REQUIRED_DROP 0.5
 
 static char tmp[64];
@@ -41,20 +41,6 @@ static void write_text(const char *path, const char *text) {
     fclose(f);
 }
 
-static void write_task(const char *path, int n, int seed) {
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    for (int i = 0; i < n; i++) {
-        int t = (i * 13 + seed) % 64;
-        fprintf(f, "{\"input_ids\": [");
-        for (int j = 0; j < SEQ; j++) {
-            fprintf(f, "%s%d", j ? ", " : "", t);
-            t = (t + 7) % 64;
-        }
-        fprintf(f, "]}\n");
-    }
-    fclose(f);
-}
 
 /* A stand-in tokenizer: one id per byte (mod 320). */
 static road_status byte_tok(void *u, const char *text, size_t len, bool add_special, int32_t **ids,
@@ -145,16 +131,6 @@ static void test_data(void **state) {
     road_dataset_free(d);
 }
 
-typedef struct loss_log {
-    double loss[64];
-    int n, stop_at;
-} loss_log;
-
-static bool record(const road_train_metrics *m, void *user) {
-    loss_log *l = user;
-    l->loss[l->n++] = m->loss;
-    return !(l->stop_at && m->step == l->stop_at);
-}
 
 static road_model *model_with_adapter(void) {
     road_model *m;
@@ -184,8 +160,8 @@ static void test_learns_and_resumes(void **state) {
     (void)state;
     road_data_params dp = road_data_default_params();
     dp.max_len = SEQ;
-    write_task(path_in("train.jsonl"), N_TRAIN, 1);
-    write_task(path_in("eval.jsonl"), 8, 3);
+    tu_write_pattern_task(path_in("train.jsonl"), N_TRAIN, SEQ, 1);
+    tu_write_pattern_task(path_in("eval.jsonl"), 8, SEQ, 3);
     road_dataset *train, *eval;
     TU_OK(road_dataset_load_jsonl(path_in("train.jsonl"), &dp, &train));
     TU_OK(road_dataset_load_jsonl(path_in("eval.jsonl"), &dp, &eval));
@@ -196,8 +172,8 @@ static void test_learns_and_resumes(void **state) {
     p.max_steps = 60;
     p.save_every = 0;
     p.adamw.lr = 1e-1;
-    loss_log full = {{0}, 0, 0};
-    TU_OK(road_train(m, train, eval, &p, record, &full));
+    tu_loss_log full = {{0}, 0, 0};
+    TU_OK(road_train(m, train, eval, &p, tu_record_loss, &full));
     assert_int_equal(full.n, 60);
     if (!(full.loss[59] < full.loss[0] - REQUIRED_DROP))
         fail_msg("training did not learn: first loss %.4f, last %.4f", full.loss[0], full.loss[59]);
@@ -212,19 +188,19 @@ static void test_learns_and_resumes(void **state) {
     /* 12 steps straight vs 6, stop, resume to 12 */
     m = model_with_adapter();
     p = params(path_in("run2"));
-    loss_log a = {{0}, 0, 0};
-    TU_OK(road_train(m, train, NULL, &p, record, &a));
+    tu_loss_log a = {{0}, 0, 0};
+    TU_OK(road_train(m, train, NULL, &p, tu_record_loss, &a));
     road_model_free(m);
     m = model_with_adapter();
     p = params(path_in("run3"));
-    loss_log b = {{0}, 0, 6};
-    TU_OK(road_train(m, train, NULL, &p, record, &b));
+    tu_loss_log b = {{0}, 0, 6};
+    TU_OK(road_train(m, train, NULL, &p, tu_record_loss, &b));
     assert_int_equal(b.n, 6);
     assert_int_equal(access(path_in("run3/checkpoint-6/trainer_state.json"), F_OK), 0);
     road_model_free(m);
     m = model_with_adapter();
     p.resume = true;
-    TU_OK(road_train(m, train, NULL, &p, record, &b));
+    TU_OK(road_train(m, train, NULL, &p, tu_record_loss, &b));
     assert_int_equal(b.n, STEPS);
     for (int i = 0; i < STEPS; i++)
         if (memcmp(&a.loss[i], &b.loss[i], sizeof(double)) != 0)
@@ -238,7 +214,7 @@ static void test_errors(void **state) {
     (void)state;
     road_data_params dp = road_data_default_params();
     dp.max_len = SEQ;
-    write_task(path_in("t.jsonl"), 4, 1);
+    tu_write_pattern_task(path_in("t.jsonl"), 4, SEQ, 1);
     road_dataset *d;
     TU_OK(road_dataset_load_jsonl(path_in("t.jsonl"), &dp, &d));
     road_model *m;

@@ -235,3 +235,24 @@ void tu_make_text_model(char *dir, size_t cap) {
     free(text);
     cJSON_Delete(t);
 }
+
+void tu_write_pattern_task(const char *path, int n, int seq, int seed) {
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    for (int i = 0; i < n; i++) {
+        int t = (i * 13 + seed) % 64;
+        fprintf(f, "{\"input_ids\": [");
+        for (int j = 0; j < seq; j++) {
+            fprintf(f, "%s%d", j ? ", " : "", t);
+            t = (t + 7) % 64;
+        }
+        fprintf(f, "]}\n");
+    }
+    fclose(f);
+}
+
+bool tu_record_loss(const road_train_metrics *m, void *user) {
+    tu_loss_log *l = user;
+    if (l->n < 64) l->loss[l->n++] = m->loss;
+    return !(l->stop_at && m->step == l->stop_at);
+}

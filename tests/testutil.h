@@ -66,4 +66,17 @@ void tu_make_text_model(char *dir, size_t cap);
 /* Scratch allocation that fails the test on OOM. */
 void *tu_alloc(size_t n);
 
+/* Training data for the trainer tests: n JSONL lines of `seq` pre-tokenized ids each, an
+ * arithmetic pattern (t, t+7, t+14, ... mod 64, t from the line number and seed) that a model
+ * can learn quickly. */
+void tu_write_pattern_task(const char *path, int n, int seq, int seed);
+
+/* A road_train_fn that records every step's loss (up to 64) and stops after step stop_at
+ * (0: never). */
+typedef struct tu_loss_log {
+    double loss[64];
+    int n, stop_at;
+} tu_loss_log;
+bool tu_record_loss(const road_train_metrics *m, void *user);
+
 #endif
