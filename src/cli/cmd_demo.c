@@ -269,6 +269,9 @@ static int write_report(const char *path, const task *tasks, int merged_same, in
         cJSON_AddNumberToObject(t, "base", tasks[i].base);
         cJSON_AddNumberToObject(t, "adapted", tasks[i].tuned);
         cJSON_AddNumberToObject(t, "n", tasks[i].n_ev);
+        /* the same as counts of exact matches (integers: easy to compare in any tool) */
+        cJSON_AddNumberToObject(t, "base_hits", lround(tasks[i].base * tasks[i].n_ev));
+        cJSON_AddNumberToObject(t, "adapted_hits", lround(tasks[i].tuned * tasks[i].n_ev));
     }
     cJSON_AddNumberToObject(r, "merged_identical", merged_same);
     cJSON_AddNumberToObject(r, "merged_n", merged_n);
@@ -372,7 +375,7 @@ int cmd_demo(int argc, char **argv) {
     road_param_report rep = road_adapter_set_param_report(set);
     char line[160];
     road_param_report_format(&rep, line, sizeof line);
-    printf("   saved in PEFT format: %s/<task>/ (%s, all 3 adapters)\n", adir, line);
+    printf("   saved in PEFT format: %s/<task>/\n   each adapter: %s\n", adir, line);
 
     printf("\n3. with the adapters (each task's eval set, one adapter per task)\n");
     for (int i = 0; i < N_TASKS; i++) {
@@ -431,7 +434,7 @@ int cmd_demo(int argc, char **argv) {
     printf("\nwritten: adapters in %s/{reverse,upper,shift} (PEFT format), training logs beside "
            "them\n"
            "next:\n"
-           "  road generate --model %s --adapter shift=%s/shift --use shift --prompt \"kobalu =\"\n"
+           "  road generate --model %s --adapter shift=%s/shift --use shift --stop-ids 10 --prompt \"kobalu =\"\n"
            "  road serve --model %s --adapter reverse=%s/reverse --adapter upper=%s/upper\n"
            "  road train --model YOUR_HF_FOLDER --data YOUR.jsonl --out my-adapter  (README.md)\n",
            adir, model, adir, model, adir, adir);

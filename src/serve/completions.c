@@ -351,8 +351,9 @@ enum MHD_Result server_generate(road_server *s, struct MHD_Connection *c, api_ki
     free(ids);
     ids = NULL;
     char idbuf[48];
+    /* ids differ across requests and across server runs (the start time is mixed in) */
     snprintf(idbuf, sizeof idbuf, "%s-%016llx", kind == API_CHAT ? "chatcmpl" : "cmpl",
-             (unsigned long long)mix64(idn));
+             (unsigned long long)mix64(idn ^ ((uint64_t)s->created << 32)));
     api_reply rep = {kind, idbuf, s->created, model_name(s, &q), "", 0, NULL, 0, 0};
     if (!q.stream) {
         ret = reply_whole(s, c, r, &rep);
