@@ -57,7 +57,7 @@ typedef struct task {
 
 static void help(void) {
     printf("usage: road demo [--model DIR] [--tasks DIR] [--out DIR] [--steps N] [--quick]\n"
-           "                 [--report FILE.json] [--threads N]\n"
+           "                 [--report FILE.json] [--threads N] [--quantize int8|nf4|fp4]\n"
            "\n"
            "Trains one RoAd adapter per demo task on the model shipped with road and shows what\n"
            "changed: scores before and after, a mixed batch with one adapter per sequence, and a\n"
@@ -68,7 +68,8 @@ static void help(void) {
            "/tasks)\n"
            "  --out DIR       where adapters and logs go (default ./road-demo-out)\n"
            "  --steps N       optimizer steps per adapter (default %d; --quick: %d)\n"
-           "  --report FILE   write the scores as JSON\n",
+           "  --report FILE   write the scores as JSON\n"
+           CLI_QUANT_HELP,
            DEFAULT_STEPS, QUICK_STEPS);
 }
 
@@ -291,9 +292,14 @@ int cmd_demo(int argc, char **argv) {
     const char *model = ROAD_DEMO_DIR "/model", *tasks_dir = ROAD_DEMO_DIR "/tasks";
     const char *out = "road-demo-out", *steps_s = NULL, *report = NULL, *thr = NULL;
     int quick = 0;
+    cli_quant qz = {NULL, false, false};
     for (int i = 1; i < argc; i++) {
         const char *v;
         int r;
+        if ((r = cli_quant_flag(CMD, argc, argv, &i, &qz)) != 0) {
+            if (r < 0) return CLI_EXIT_USAGE;
+            continue;
+        }
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             help();
             return CLI_EXIT_OK;
@@ -328,6 +334,7 @@ int cmd_demo(int argc, char **argv) {
     int merged_same = 0;
     road_model_params mp = road_model_default_params();
     mp.n_threads = (int)threads;
+    if (cli_quant_apply(CMD, &qz, &mp) != 0) return CLI_EXIT_USAGE;
     road_status s = road_model_load(model, &mp, &m);
     if (s != ROAD_OK) {
         cli_fail(CMD, "loading the demo model (give another with --model)", s);
@@ -343,16 +350,14 @@ int cmd_demo(int argc, char **argv) {
         snprintf(path, sizeof path, "%s/%s/eval.jsonl", tasks_dir, task_names[i]);
         if (load_examples(path, &tasks[i].ev, &tasks[i].n_ev) != 0) goto done;
     }
-    int64_t n_params = 0;
-    for (int32_t i = 0; i < road_model_tensor_count(m); i++) {
-        road_model_tensor t;
-        if (road_model_tensor_get(m, i, &t) == ROAD_OK) n_params += t.n;
-    }
+    /* before any adapter: every parameter is the base's */
+    const int64_t n_params = road_adapter_set_param_report(road_model_adapters(m)).all;
     const road_llm_config *c = road_model_config(m);
     printf("road demo: RoAd adapters on a small Llama that road pretrained itself\n"
-           "  model  %s: %lld layers, hidden %lld, %.2fM parameters\n"
+           "  model  %s: %lld layers, hidden %lld, %.2fM parameters%s%s\n"
            "  tasks  %s: a prompt \"<word> =\" asks for\n",
-           model, (long long)c->n_layers, (long long)c->hidden_size, n_params / 1e6, tasks_dir);
+           model, (long long)c->n_layers, (long long)c->hidden_size, n_params / 1e6,
+           qz.format ? ", linear layers quantized to " : "", qz.format ? qz.format : "", tasks_dir);
     for (int i = 0; i < N_TASKS; i++)
         printf("           %-8s %s (\"%s\" -> \"%.*s\")\n", task_names[i], task_what[i],
                tasks[i].ev[0].prompt, (int)answer_len(tasks[i].ev[0].completion) - 1,
@@ -428,6 +433,9 @@ int cmd_demo(int argc, char **argv) {
             merged_same += strcmp(merged_ans[i], unmerged_ans[i]) == 0;
         printf("   merged model vs adapter: %d of %d answers identical; unmerged again\n",
                merged_same, tasks[0].n_ev);
+        if (qz.format)
+            printf("   (a merge into %s weights rounds them again, so some answers may change;\n"
+                   "   PEFT warns the same)\n", qz.format);
     }
     if (report && write_report(report, tasks, merged_same, tasks[0].n_ev) != 0) goto done;
 
