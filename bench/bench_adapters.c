@@ -23,6 +23,9 @@
 #include "core/alloc.h"
 #include "road/road.h"
 
+#define BENCH_NAME "bench_adapters"
+#include "bench_util.h"
+
 #define N_BLOCKS 32
 #define HIDDEN 4096
 #define KV_DIM 1024
@@ -33,11 +36,6 @@
 #define N_SEQ 16
 #define PREFILL_TOKENS 32
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;

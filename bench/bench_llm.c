@@ -25,6 +25,9 @@
 
 #include "road/road.h"
 
+#define BENCH_NAME "bench_llm"
+#include "bench_util.h"
+
 #define HIDDEN 2048
 #define INTER 8192
 #define N_HEADS 32
@@ -36,24 +39,8 @@
 #define N_BATCH 8
 #define REPS 3
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
-static void die(road_status s, const char *what) {
-    if (s != ROAD_OK) {
-        fprintf(stderr, "bench_llm: %s: %s\n", what, road_last_error());
-        exit(1);
-    }
-}
 
-static uint64_t rng = 88172645463325252ULL;
-static float rnd(void) {
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return (float)((double)(rng >> 11) * 0x1.0p-53 - 0.5);
-}
 
 static void add_bf16(road_st_writer *w, const char *name, int64_t d0, int64_t d1, float scale,
                      float offset) {

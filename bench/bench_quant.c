@@ -23,24 +23,16 @@
 #include "core/parallel.h"
 #include "road/road.h"
 
+#define BENCH_NAME "bench_quant"
+#include "bench_util.h"
+
 #define HIDDEN 2048
 #define INTER 8192
 #define QDIM 2048
 #define KVDIM 512
 #define N_PROJ 7
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
-static void die(road_status s, const char *what) {
-    if (s != ROAD_OK) {
-        fprintf(stderr, "bench_quant: %s: %s\n", what, road_last_error());
-        exit(1);
-    }
-}
 
 static void *xmalloc(size_t n) {
     void *p = malloc(n);

@@ -36,6 +36,9 @@
 #include "core/rng.h"
 #include "road/road.h"
 
+#define BENCH_NAME "bench_road"
+#include "bench_util.h"
+
 /* ---- sizes and repetition counts ----------------------------------------------------------- */
 
 /* The issue's shapes: a 4096-wide layer (Llama-7B hidden size), 4096 rows of activations
@@ -177,11 +180,6 @@ typedef struct pair_timing {
     double ratio;
 } pair_timing;
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;

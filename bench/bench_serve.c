@@ -42,6 +42,9 @@
 #include "core/parallel.h"
 #include "road/road.h"
 
+#define BENCH_NAME "bench_serve"
+#include "bench_util.h"
+
 #define HIDDEN 512
 #define INTER 1408
 #define LAYERS 4
@@ -55,24 +58,8 @@
 #define MAX_CLIENTS 64
 #define MAX_ROWS 1024 /* the engine's step budget (256) fits */
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
-static void die(road_status s, const char *what) {
-    if (s != ROAD_OK) {
-        fprintf(stderr, "bench_serve: %s: %s\n", what, road_last_error());
-        exit(1);
-    }
-}
 
-static uint64_t rng = 88172645463325252ULL;
-static float rnd(void) {
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return (float)((double)(rng >> 11) * 0x1.0p-53 - 0.5);
-}
 
 static const struct {
     const char *name;

@@ -39,6 +39,9 @@
 
 #include "road/road.h"
 
+#define BENCH_NAME "bench_train"
+#include "bench_util.h"
+
 /* The model's shape (defaults: Llama-3.2-1B's), set by --hidden/--inter/--heads/--kv-heads/
  * --head-dim/--vocab/--untied. */
 static int g_hidden = 2048, g_inter = 8192, g_heads = 32, g_kv = 8, g_head_dim = 64, g_vocab = 128256;
@@ -47,24 +50,8 @@ static bool g_tied = true;
 #define MAX_REPS 64
 #define ADAPTER "default"
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
-static void die(road_status s, const char *what) {
-    if (s != ROAD_OK) {
-        fprintf(stderr, "bench_train: %s: %s\n", what, road_last_error());
-        exit(1);
-    }
-}
 
-static uint64_t rng = 88172645463325252ULL;
-static float rnd(void) {
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return (float)((double)(rng >> 11) * 0x1.0p-53 - 0.5);
-}
 
 static void add_f32(road_st_writer *w, const char *name, int64_t d0, int64_t d1, float scale,
                     float offset) {

@@ -22,6 +22,18 @@ int cli_fail(const char *cmd, const char *what, road_status s);
  * argument into *value), 0 if not, -1 (message printed) if the value is missing. */
 int cli_flag_value(const char *cmd, int argc, char **argv, int *i, const char *name,
                    const char **value);
+/* In a command's flag loop (with `int i`, `int r`, `const char *v`, argc, argv and CMD in
+ * scope): if argv[i] is flag `name`, put its value in `var` and go on to the next argument;
+ * a missing value returns CLI_EXIT_USAGE (message printed). */
+#define CLI_FLAG(name, var)                                                                        \
+    if ((r = cli_flag_value(CMD, argc, argv, &i, name, &v)) != 0) {                                \
+        if (r < 0) return CLI_EXIT_USAGE;                                                          \
+        var = v;                                                                                   \
+        continue;                                                                                  \
+    }
+/* "f32", "bf16" or "f16" (NULL: f32) -> *out; prints an error naming the flag otherwise. */
+int cli_parse_float_dtype(const char *cmd, const char *flag, const char *s, road_dtype *out);
+
 /* Strict integer parsing with range; prints an error naming the flag on failure. */
 int cli_parse_int(const char *cmd, const char *flag, const char *s, long long lo, long long hi,
                   long long *out);

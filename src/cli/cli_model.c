@@ -135,3 +135,17 @@ int cli_quant_apply(const char *cmd, const cli_quant *q, road_model_params *mp) 
     mp->double_quant = q->double_quant;
     return 0;
 }
+
+int cli_parse_float_dtype(const char *cmd, const char *flag, const char *s, road_dtype *out) {
+    if (!s || strcmp(s, "f32") == 0)
+        *out = ROAD_DTYPE_F32;
+    else if (strcmp(s, "bf16") == 0)
+        *out = ROAD_DTYPE_BF16;
+    else if (strcmp(s, "f16") == 0)
+        *out = ROAD_DTYPE_F16;
+    else {
+        cli_error(cmd, "%s must be f32, bf16 or f16, got '%s'", flag, s);
+        return -1;
+    }
+    return 0;
+}

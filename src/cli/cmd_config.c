@@ -60,7 +60,7 @@ int cmd_config(int argc, char **argv) {
     const char *mts = NULL, *task = NULL, *base = NULL;
     int print = 0;
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
+        const char *a = argv[i], *v;
         int r;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             help();
@@ -70,20 +70,14 @@ int cmd_config(int argc, char **argv) {
             print = 1;
             continue;
         }
-#define FLAG(name, var)                                                                            \
-    if ((r = cli_flag_value(CMD, argc, argv, &i, name, &var)) != 0) {                              \
-        if (r < 0) return CLI_EXIT_USAGE;                                                          \
-        continue;                                                                                  \
-    }
-        FLAG("--out", out)
-        FLAG("--variant", variant)
-        FLAG("--group-size", gs)
-        FLAG("--targets", targets)
-        FLAG("--init-weights", init)
-        FLAG("--modules-to-save", mts)
-        FLAG("--task-type", task)
-        FLAG("--base-model", base)
-#undef FLAG
+        CLI_FLAG("--out", out)
+        CLI_FLAG("--variant", variant)
+        CLI_FLAG("--group-size", gs)
+        CLI_FLAG("--targets", targets)
+        CLI_FLAG("--init-weights", init)
+        CLI_FLAG("--modules-to-save", mts)
+        CLI_FLAG("--task-type", task)
+        CLI_FLAG("--base-model", base)
         cli_error(CMD, "unknown option '%s' (see road config --help)", a);
         return CLI_EXIT_USAGE;
     }

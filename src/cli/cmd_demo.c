@@ -308,15 +308,8 @@ int cmd_demo(int argc, char **argv) {
             quick = 1;
             continue;
         }
-#define FLAG(fl, var)                                                                              \
-    if ((r = cli_flag_value(CMD, argc, argv, &i, fl, &v)) != 0) {                                  \
-        if (r < 0) return CLI_EXIT_USAGE;                                                          \
-        var = v;                                                                                   \
-        continue;                                                                                  \
-    }
-        FLAG("--model", model) FLAG("--tasks", tasks_dir) FLAG("--out", out)
-        FLAG("--steps", steps_s) FLAG("--report", report) FLAG("--threads", thr)
-#undef FLAG
+        CLI_FLAG("--model", model) CLI_FLAG("--tasks", tasks_dir) CLI_FLAG("--out", out)
+        CLI_FLAG("--steps", steps_s) CLI_FLAG("--report", report) CLI_FLAG("--threads", thr)
         cli_error(CMD, "unknown option '%s' (see road demo --help)", argv[i]);
         return CLI_EXIT_USAGE;
     }

@@ -195,19 +195,12 @@ int cmd_eval(int argc, char **argv) {
             grads = 1;
             continue;
         }
-#define FLAG(name, var)                                                                            \
-    if ((r = cli_flag_value(CMD, argc, argv, &i, name, &v)) != 0) {                                \
-        if (r < 0) return CLI_EXIT_USAGE;                                                          \
-        var = v;                                                                                   \
-        continue;                                                                                  \
-    }
-        FLAG("--model", model)
-        FLAG("--input", in)
-        FLAG("--dump", dump)
-        FLAG("--use", use)
-        FLAG("--rows", rows)
-        FLAG("--threads", thr)
-#undef FLAG
+        CLI_FLAG("--model", model)
+        CLI_FLAG("--input", in)
+        CLI_FLAG("--dump", dump)
+        CLI_FLAG("--use", use)
+        CLI_FLAG("--rows", rows)
+        CLI_FLAG("--threads", thr)
         if ((r = cli_flag_value(CMD, argc, argv, &i, "--adapter", &v)) != 0) {
             if (r < 0) return CLI_EXIT_USAGE;
             if (n_ad == MAX_ADAPTERS) {

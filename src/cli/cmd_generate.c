@@ -86,24 +86,17 @@ int cmd_generate(int argc, char **argv) {
             chat = 1;
             continue;
         }
-#define FLAG(name, var)                                                                            \
-    if ((r = cli_flag_value(CMD, argc, argv, &i, name, &v)) != 0) {                                \
-        if (r < 0) return CLI_EXIT_USAGE;                                                          \
-        var = v;                                                                                   \
-        continue;                                                                                  \
-    }
-        FLAG("--model", model)
-        FLAG("--use", use)
-        FLAG("--rows", rows)
-        FLAG("--threads", thr)
-        FLAG("--max-new-tokens", maxn)
-        FLAG("--temperature", temp)
-        FLAG("--top-k", topk)
-        FLAG("--top-p", topp)
-        FLAG("--seed", seed)
-        FLAG("--stop-ids", stop)
-        FLAG("--chat-template", tmpl)
-#undef FLAG
+        CLI_FLAG("--model", model)
+        CLI_FLAG("--use", use)
+        CLI_FLAG("--rows", rows)
+        CLI_FLAG("--threads", thr)
+        CLI_FLAG("--max-new-tokens", maxn)
+        CLI_FLAG("--temperature", temp)
+        CLI_FLAG("--top-k", topk)
+        CLI_FLAG("--top-p", topp)
+        CLI_FLAG("--seed", seed)
+        CLI_FLAG("--stop-ids", stop)
+        CLI_FLAG("--chat-template", tmpl)
         if ((r = cli_flag_value(CMD, argc, argv, &i, "--adapter", &v)) != 0) {
             if (r < 0) return CLI_EXIT_USAGE;
             if (n_ad == MAX_ADAPTERS) {

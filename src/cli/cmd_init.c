@@ -31,15 +31,8 @@ int cmd_init(int argc, char **argv) {
             help();
             return CLI_EXIT_OK;
         }
-#define FLAG(fl, var)                                                                              \
-    if ((r = cli_flag_value(CMD, argc, argv, &i, fl, &v)) != 0) {                                  \
-        if (r < 0) return CLI_EXIT_USAGE;                                                          \
-        var = v;                                                                                   \
-        continue;                                                                                  \
-    }
-        FLAG("--config", config) FLAG("--out", out) FLAG("--tokenizer", tok) FLAG("--seed", seed)
-        FLAG("--dtype", dtype)
-#undef FLAG
+        CLI_FLAG("--config", config) CLI_FLAG("--out", out) CLI_FLAG("--tokenizer", tok) CLI_FLAG("--seed", seed)
+        CLI_FLAG("--dtype", dtype)
         cli_error(CMD, "unknown option '%s' (see road init --help)", argv[i]);
         return CLI_EXIT_USAGE;
     }
@@ -50,13 +43,7 @@ int cmd_init(int argc, char **argv) {
     long long sv = 0;
     if (seed && cli_parse_int(CMD, "--seed", seed, 0, INT64_MAX, &sv) != 0) return CLI_EXIT_USAGE;
     road_dtype dt;
-    if (strcmp(dtype, "f32") == 0) dt = ROAD_DTYPE_F32;
-    else if (strcmp(dtype, "bf16") == 0) dt = ROAD_DTYPE_BF16;
-    else if (strcmp(dtype, "f16") == 0) dt = ROAD_DTYPE_F16;
-    else {
-        cli_error(CMD, "--dtype must be f32, bf16 or f16, got '%s'", dtype);
-        return CLI_EXIT_USAGE;
-    }
+    if (cli_parse_float_dtype(CMD, "--dtype", dtype, &dt) != 0) return CLI_EXIT_USAGE;
     road_status s = road_model_init_folder(config, tok, (uint64_t)sv, dt, out);
     if (s != ROAD_OK) return cli_fail(CMD, "initialising", s);
     printf("wrote %s: freshly initialised weights (seed %lld); pretrain with road train --full\n",

@@ -38,20 +38,6 @@ static void log_stderr(road_log_level level, const char *msg, void *user) {
     if (level >= ROAD_LOG_WARN) fprintf(stderr, "road %s: warning: %s\n", CMD, msg);
 }
 
-static int parse_dtype(const char *s, road_dtype *out) {
-    if (!s || strcmp(s, "f32") == 0)
-        *out = ROAD_DTYPE_F32;
-    else if (strcmp(s, "bf16") == 0)
-        *out = ROAD_DTYPE_BF16;
-    else if (strcmp(s, "f16") == 0)
-        *out = ROAD_DTYPE_F16;
-    else {
-        cli_error(CMD, "--dtype must be f32, bf16 or f16, got '%s'", s);
-        return -1;
-    }
-    return 0;
-}
-
 int cmd_merge(int argc, char **argv) {
     const char *model = NULL, *out = NULL, *use = NULL, *dtype_s = NULL, *thr = NULL;
     char *adapters[MAX_ADAPTERS];
@@ -72,18 +58,11 @@ int cmd_merge(int argc, char **argv) {
             unsafe = 1;
             continue;
         }
-#define FLAG(name, var)                                                                            \
-    if ((r = cli_flag_value(CMD, argc, argv, &i, name, &v)) != 0) {                                \
-        if (r < 0) return CLI_EXIT_USAGE;                                                          \
-        var = v;                                                                                   \
-        continue;                                                                                  \
-    }
-        FLAG("--model", model)
-        FLAG("--out", out)
-        FLAG("--use", use)
-        FLAG("--dtype", dtype_s)
-        FLAG("--threads", thr)
-#undef FLAG
+        CLI_FLAG("--model", model)
+        CLI_FLAG("--out", out)
+        CLI_FLAG("--use", use)
+        CLI_FLAG("--dtype", dtype_s)
+        CLI_FLAG("--threads", thr)
         if ((r = cli_flag_value(CMD, argc, argv, &i, "--adapter", &v)) != 0) {
             if (r < 0) return CLI_EXIT_USAGE;
             if (n_ad == MAX_ADAPTERS) {
@@ -102,7 +81,7 @@ int cmd_merge(int argc, char **argv) {
         return CLI_EXIT_USAGE;
     }
     road_dtype dtype;
-    if (parse_dtype(dtype_s, &dtype) != 0) return CLI_EXIT_USAGE;
+    if (cli_parse_float_dtype(CMD, "--dtype", dtype_s, &dtype) != 0) return CLI_EXIT_USAGE;
     /* the output format: the model is loaded as stored, merged, then written in this format */
     road_model_params fmt = road_model_default_params();
     if (cli_quant_apply(CMD, &qz, &fmt) != 0) return CLI_EXIT_USAGE;

@@ -77,26 +77,19 @@ int cmd_serve(int argc, char **argv) {
             if (r < 0) return CLI_EXIT_USAGE;
             continue;
         }
-#define FLAG(flag, var)                                                                            \
-    if ((r = cli_flag_value(CMD, argc, argv, &i, flag, &v)) != 0) {                                \
-        if (r < 0) return CLI_EXIT_USAGE;                                                          \
-        var = v;                                                                                   \
-        continue;                                                                                  \
-    }
-        FLAG("--model", model)
-        FLAG("--host", host)
-        FLAG("--port", port)
-        FLAG("--max-batch", mb)
-        FLAG("--max-seq-len", msl)
-        FLAG("--api-key", key)
-        FLAG("--served-model-name", name)
-        FLAG("--chat-template", tmpl)
-        FLAG("--step-tokens", st)
-        FLAG("--max-waiting", mw)
-        FLAG("--max-tokens-limit", mtl)
-        FLAG("--max-body-bytes", mbb)
-        FLAG("--threads", thr)
-#undef FLAG
+        CLI_FLAG("--model", model)
+        CLI_FLAG("--host", host)
+        CLI_FLAG("--port", port)
+        CLI_FLAG("--max-batch", mb)
+        CLI_FLAG("--max-seq-len", msl)
+        CLI_FLAG("--api-key", key)
+        CLI_FLAG("--served-model-name", name)
+        CLI_FLAG("--chat-template", tmpl)
+        CLI_FLAG("--step-tokens", st)
+        CLI_FLAG("--max-waiting", mw)
+        CLI_FLAG("--max-tokens-limit", mtl)
+        CLI_FLAG("--max-body-bytes", mbb)
+        CLI_FLAG("--threads", thr)
         if ((r = cli_flag_value(CMD, argc, argv, &i, "--adapter", &v)) != 0) {
             if (r < 0) return CLI_EXIT_USAGE;
             if (n_ad == MAX_ADAPTERS) {

@@ -134,21 +134,14 @@ int cmd_train(int argc, char **argv) {
             full = 1;
             continue;
         }
-#define FLAG(fl, var)                                                                              \
-    if ((r = cli_flag_value(CMD, argc, argv, &i, fl, &v)) != 0) {                                  \
-        if (r < 0) return CLI_EXIT_USAGE;                                                          \
-        var = v;                                                                                   \
-        continue;                                                                                  \
-    }
-        FLAG("--model", model) FLAG("--data", data) FLAG("--eval", evalf) FLAG("--out", out)
-        FLAG("--name", name) FLAG("--variant", variant) FLAG("--group-size", gs)
-        FLAG("--targets", targets) FLAG("--lr", lr) FLAG("--schedule", sched) FLAG("--warmup", warm)
-        FLAG("--weight-decay", wd) FLAG("--epochs", epochs) FLAG("--max-steps", steps)
-        FLAG("--batch-size", bs) FLAG("--grad-accum", acc) FLAG("--max-len", maxlen)
-        FLAG("--max-grad-norm", clip) FLAG("--seed", seed) FLAG("--eval-every", eevery)
-        FLAG("--save-every", severy) FLAG("--log", logp) FLAG("--threads", thr)
-        FLAG("--save-dtype", save_dtype)
-#undef FLAG
+        CLI_FLAG("--model", model) CLI_FLAG("--data", data) CLI_FLAG("--eval", evalf) CLI_FLAG("--out", out)
+        CLI_FLAG("--name", name) CLI_FLAG("--variant", variant) CLI_FLAG("--group-size", gs)
+        CLI_FLAG("--targets", targets) CLI_FLAG("--lr", lr) CLI_FLAG("--schedule", sched) CLI_FLAG("--warmup", warm)
+        CLI_FLAG("--weight-decay", wd) CLI_FLAG("--epochs", epochs) CLI_FLAG("--max-steps", steps)
+        CLI_FLAG("--batch-size", bs) CLI_FLAG("--grad-accum", acc) CLI_FLAG("--max-len", maxlen)
+        CLI_FLAG("--max-grad-norm", clip) CLI_FLAG("--seed", seed) CLI_FLAG("--eval-every", eevery)
+        CLI_FLAG("--save-every", severy) CLI_FLAG("--log", logp) CLI_FLAG("--threads", thr)
+        CLI_FLAG("--save-dtype", save_dtype)
         cli_error(CMD, "unknown option '%s' (see road train --help)", argv[i]);
         return CLI_EXIT_USAGE;
     }
@@ -202,13 +195,8 @@ int cmd_train(int argc, char **argv) {
             cli_error(CMD, "--save-dtype applies to --full (adapters are saved in float32)");
             return CLI_EXIT_USAGE;
         }
-        if (strcmp(save_dtype, "f32") == 0) tp.save_dtype = ROAD_DTYPE_F32;
-        else if (strcmp(save_dtype, "bf16") == 0) tp.save_dtype = ROAD_DTYPE_BF16;
-        else if (strcmp(save_dtype, "f16") == 0) tp.save_dtype = ROAD_DTYPE_F16;
-        else {
-            cli_error(CMD, "--save-dtype must be f32, bf16 or f16, got '%s'", save_dtype);
+        if (cli_parse_float_dtype(CMD, "--save-dtype", save_dtype, &tp.save_dtype) != 0)
             return CLI_EXIT_USAGE;
-        }
     }
     if (full && (variant || gs || targets || strcmp(name, "default") != 0)) {
         cli_error(CMD, "--full trains every weight of the model: --variant, --group-size, "
