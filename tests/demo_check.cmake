@@ -2,7 +2,10 @@
 #   - every task: the adapter's exact match beats the base's by at least MARGIN_<task> points;
 #   - the adapter merged into the weights gives the unmerged adapter's answers (all of them:
 #     greedy decoding of the same function; merge changes logits by float rounding only).
-# Run as: cmake -DROAD=<road binary> -DOUT=<scratch folder> -P demo_check.cmake
+# Run as: cmake -DROAD=<road binary> -DOUT=<scratch folder> [-DQUANTIZE=nf4] -P demo_check.cmake
+# With QUANTIZE the demo runs on the base quantized at load (adapters train on the 4-bit base);
+# merging into quantized weights requantizes them, so then at least MERGED_MIN_PCT percent of
+# the merged answers must match (measured with nf4: 87%), not all.
 #
 # Margins (absolute gain in exact match over the base, per task): on the shipped model the base
 # scores 12-18% (it picks among four transformations; demo/README.md) and the quick run's
@@ -12,8 +15,15 @@
 set(MARGIN_reverse 15)
 set(MARGIN_upper 50)
 set(MARGIN_shift 50)
+set(MERGED_MIN_PCT 100)
+set(extra "")
+if(QUANTIZE)
+  set(extra --quantize ${QUANTIZE})
+  set(MERGED_MIN_PCT 70)
+endif()
 file(REMOVE_RECURSE "${OUT}")
-execute_process(COMMAND "${ROAD}" demo --quick --threads 2 --out "${OUT}" --report "${OUT}/report.json"
+execute_process(COMMAND "${ROAD}" demo --quick --threads 2 ${extra} --out "${OUT}"
+                        --report "${OUT}/report.json"
                 RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
 message("${out}")
 if(NOT rc EQUAL 0)
@@ -35,6 +45,9 @@ foreach(task reverse upper shift)
 endforeach()
 string(JSON same GET "${report}" merged_identical)
 string(JSON n GET "${report}" merged_n)
-if(NOT same EQUAL n)
-  message(FATAL_ERROR "merged adapter: ${same} of ${n} answers identical to the unmerged adapter")
+math(EXPR same_pct "100 * ${same} / ${n}")
+if(same_pct LESS MERGED_MIN_PCT)
+  message(FATAL_ERROR "merged adapter: ${same} of ${n} answers identical to the unmerged adapter "
+                      "(${MERGED_MIN_PCT}% required)")
 endif()
+message("merged adapter: ${same} of ${n} answers identical (${MERGED_MIN_PCT}% required)")
