@@ -203,6 +203,13 @@ static void test_skinny(void **state) {
                 double tol = SKINNY_TOL * sqrt((double)in);
                 tu_assert_close("skinny (dispatched)", y, want, rows * out, tol, 0);
                 tu_assert_close("skinny (reference)", yr, want, rows * out, tol, 0);
+                /* batch invariance: each row alone gives the same bits as in the batch (the
+                 * serving engine relies on it: a sequence's tokens must not depend on its
+                 * neighbours) */
+                for (int64_t r = 0; r < rows; r++) {
+                    road_sgemm_xwt(1, out, in, x + r * in, w, bias, yr);
+                    tu_assert_equal_f32("skinny row alone vs in the batch", yr, y + r * out, out);
+                }
                 free(x), free(w), free(bias), free(y), free(yr), free(want);
             }
 }
