@@ -5,14 +5,14 @@
 # Run as: cmake -DROAD=<road binary> -DOUT=<scratch folder> [-DQUANTIZE=nf4] -P demo_check.cmake
 # With QUANTIZE the demo runs on the base quantized at load (adapters train on the 4-bit base);
 # merging into quantized weights requantizes them, so then at least MERGED_MIN_PCT percent of
-# the merged answers must match (measured with nf4: 87%), not all.
+# the merged answers must match (measured with nf4: 97%), not all.
 #
 # Margins (absolute gain in exact match over the base, per task): on the shipped model the base
-# scores 12-18% (it picks among four transformations; demo/README.md) and the quick run's
-# adapters (60 steps instead of 150) reach 100% on upper and shift and 39% on reverse, which is
-# the base's own ceiling (told "reverse <word> =" it reverses 39% of these words too). The margins
-# sit well below those gains, so the test checks that adapters learn, not a lucky seed.
-set(MARGIN_reverse 15)
+# scores 23-27% (it picks among four transformations; demo/README.md) and the quick run's
+# adapters (60 steps instead of 150) reach 95 / 100 / 100% (on an NF4 base 98 / 100 / 100% from
+# 18-31%). Gains of 50 points sit far below that, so the test checks that adapters learn, not a
+# lucky seed.
+set(MARGIN_reverse 50)
 set(MARGIN_upper 50)
 set(MARGIN_shift 50)
 set(MERGED_MIN_PCT 100)
