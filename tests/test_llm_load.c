@@ -38,6 +38,9 @@
 /* A cached forward vs the same tokens without a cache: the same math in another GEMM
  * blocking; the golden tests hold both to the reference's 1e-5. */
 #define CACHE_ATOL 1e-5
+/* Merged vs unmerged: rows a, b of W become a 2-term combination rounded once (float32 noise
+ * in every weight); 1e-5 is the golden tests' tolerance for the same comparison. */
+#define MERGE_ATOL 1e-5
 /* Tokens generated in the greedy / sampling checks. */
 #define N_GEN 12
 /* Temperature high enough that seeded sampling leaves the greedy path within N_GEN tokens. */
@@ -340,6 +343,23 @@ static void test_load_refusals(void **state) {
                    "'model.layers.1.self_attn.o_proj.weight' in model.safetensors is I32; road "
                    "reads F32, BF16 and F16");
 
+    /* sizes road allocates from are checked against the files before any allocation: a
+     * num_hidden_layers of 1e8 with 2 layers of weights fails at once, naming the field */
+    make_model(fx, "layers1e8", "\"num_hidden_layers\": 2", "\"num_hidden_layers\": 100000000",
+               &CKPT_AS_IS, dir);
+    int64_t live = road_alloc_live_bytes();
+    expect_refused(dir, ROAD_ERR_SHAPE,
+                   "num_hidden_layers = 100000000, but the weight files hold 2 layers");
+    assert_int_equal(road_alloc_live_bytes(), live);
+    make_model(fx, "layers3", "\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3",
+               &CKPT_AS_IS, dir);
+    expect_refused(dir, ROAD_ERR_SHAPE, "(model.layers.0 to model.layers.1)");
+    make_model(fx, "vocab", "\"vocab_size\": 320", "\"vocab_size\": 2000000000", &CKPT_AS_IS,
+               dir);
+    expect_refused(dir, ROAD_ERR_SHAPE,
+                   "vocab_size = 2000000000 and hidden_size = 64, but model.embed_tokens.weight "
+                   "is [320, 64]");
+
     /* not a safetensors file at all */
     new_dir(fx, "garbage", dir);
     write_config(dir, NULL, NULL);
@@ -509,6 +529,62 @@ static void test_bf16_and_tied(void **state) {
     free(x);
     free(y);
     road_st_close(b.cases);
+}
+
+/* Merging an adapter that rotates lm_head of a tied model gives the head its own weight: the
+ * embedding does not change, the merged logits are the unmerged ones, unmerge gives the base
+ * back, and the model's tensor table then lists lm_head.weight on its own. */
+static void test_tied_head_merge(void **state) {
+    (void)state;
+    road_model *m = NULL;
+    TU_OK(road_model_load(model_fixture("tiny-qwen2"), NULL, &m));
+    const road_llm_config *c = road_model_config(m);
+    const int64_t V = c->vocab_size, H = c->hidden_size;
+    float *embed0 = tu_alloc(sizeof(float) * (size_t)(V * H));
+    memcpy(embed0, m->embed, sizeof(float) * (size_t)(V * H));
+    road_config *cfg = NULL;
+    TU_OK(road_config_create(&cfg));
+    const char *targets[] = {"lm_head", "v_proj"};
+    TU_OK(road_config_set_target_list(cfg, targets, 2));
+    TU_OK(road_config_set_group_size(cfg, 8));
+    road_config_set_init_weights(cfg, false); /* random: a real rotation */
+    road_adapter_set *set = road_model_adapters(m);
+    TU_OK(road_adapter_set_add(set, "head", cfg, 7));
+    road_config_free(cfg);
+    const int64_t T = 6, n = T * V;
+    const int32_t ids[6] = {1, 5, 9, 33, 2, 100};
+    float *base = tu_alloc(sizeof(float) * (size_t)n), *adapted = tu_alloc(sizeof(float) * (size_t)n);
+    float *merged = tu_alloc(sizeof(float) * (size_t)n);
+    int64_t ids64[6], mask[6];
+    for (int i = 0; i < 6; i++) ids64[i] = ids[i], mask[i] = 1;
+    TU_OK(road_adapter_set_enable(set, false));
+    TU_OK(road_model_forward_padded(m, ids64, mask, 1, T, NULL, base));
+    TU_OK(road_adapter_set_enable(set, true));
+    TU_OK(road_model_forward_padded(m, ids64, mask, 1, T, NULL, adapted));
+    assert_true(max_abs_diff(base, adapted, n) > 1e-3); /* the adapter does something */
+    const int32_t head = road_adapter_set_find_layer(set, "lm_head");
+    TU_OK(road_adapter_set_merge(set, NULL, 0, true));
+    assert_true(road_linear_weight(road_adapter_set_layer(set, head)) != m->embed);
+    tu_assert_equal_f32("embedding after merge", m->embed, embed0, V * H);
+    TU_OK(road_model_forward_padded(m, ids64, mask, 1, T, NULL, merged));
+    tu_assert_close("merged vs unmerged logits", merged, adapted, n, MERGE_ATOL, 0);
+    bool listed = false;
+    for (int32_t i = 0; i < road_model_tensor_count(m); i++) {
+        road_model_tensor t;
+        TU_OK(road_model_tensor_get(m, i, &t));
+        if (strcmp(t.name, "lm_head.weight") == 0) listed = true;
+    }
+    assert_true(listed);
+    TU_OK(road_adapter_set_unmerge(set));
+    TU_OK(road_adapter_set_enable(set, false));
+    TU_OK(road_model_forward_padded(m, ids64, mask, 1, T, NULL, merged));
+    tu_assert_close("unmerged base logits", merged, base, n, MERGE_ATOL, 0);
+    tu_assert_equal_f32("embedding after unmerge", m->embed, embed0, V * H);
+    free(base);
+    free(adapted);
+    free(merged);
+    free(embed0);
+    road_model_free(m);
 }
 
 /* ---- out of memory ------------------------------------------------------------------------- */
@@ -751,7 +827,7 @@ int main(void) {
     road_set_num_threads(2);
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
     const struct CMUnitTest tests[] = {
-        T(test_load_refusals), T(test_load_shards),  T(test_load_f16),       T(test_bf16_and_tied),
+        T(test_load_refusals), T(test_load_shards),  T(test_load_f16),       T(test_bf16_and_tied), T(test_tied_head_merge),
         T(test_load_oom),      T(test_generate_oom), T(test_kv_cache_edges), T(test_generate_edges),
     };
 #undef T

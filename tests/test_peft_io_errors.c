@@ -81,6 +81,9 @@ typedef struct rewrite {
     int64_t shape[2];
     const char *extra[8];   /* extra keys, written as F32 [4] zeros (or `extra_shape`) */
     int64_t extra_shape[2]; /* [0] == 0: [4] */
+    const char *poison;     /* key whose element poison_at becomes poison_value, or NULL */
+    int64_t poison_at;
+    double poison_value; /* written in the tensor's dtype (F64 keeps values beyond float32) */
 } rewrite;
 
 /* n floats converted to dtype t (road_malloc'd is not needed: plain heap). */
@@ -137,6 +140,15 @@ static void write_weights(const char *dir, const rewrite *rw) {
         const float *x = NULL;
         TU_OK(road_st_get_f32(src, t->name, -1, NULL, &x, NULL));
         void *data = convert(x, t->numel, rw->dtype);
+        if (rw->poison && strcmp(t->name, rw->poison) == 0) {
+            assert_true(rw->poison_at < t->numel);
+            if (rw->dtype == ROAD_DTYPE_F64)
+                ((double *)data)[rw->poison_at] = rw->poison_value;
+            else if (rw->dtype == ROAD_DTYPE_F16)
+                ((uint16_t *)data)[rw->poison_at] = road_f32_to_f16((float)rw->poison_value);
+            else
+                ((float *)data)[rw->poison_at] = (float)rw->poison_value;
+        }
         TU_OK(road_st_writer_add(w, key, rw->dtype, 1, t->shape, data));
         free(data);
     }
@@ -418,6 +430,93 @@ static void test_refusals(void **state) {
     model_free(m);
 }
 
+/* Numbers that cannot be right are refused at load, naming the tensor and the first bad
+ * index: NaN, +-Inf, an F64 value beyond float32's range, an F16 Inf; the set is unchanged,
+ * and the library setter refuses the same values. */
+static void test_nonfinite(void **state) {
+    const char *root = ((fixture *)*state)->root;
+    char dir[1024], a[1024];
+    snprintf(a, sizeof a, "%s", llama_adapter_dir("A"));
+    test_model *m = llama_model();
+    TU_OK(road_adapter_set_load(m->set, "C", llama_adapter_dir("C")));
+    snapshot before;
+    snap(m->set, &before);
+    const struct {
+        const char *name, *key, *needle;
+        road_dtype dtype;
+        int64_t at;
+        double value;
+    } cases[] = {
+        {"nan", KEY(Q0, "theta"), "holds nan at index 5", ROAD_DTYPE_F32, 5, NAN},
+        {"inf", KEY(V1, "alpha"), "holds inf at index 15", ROAD_DTYPE_F32, 15, INFINITY},
+        {"ninf", KEY(V1, "theta"), "holds -inf at index 0", ROAD_DTYPE_F32, 0, -INFINITY},
+        {"f64_big", KEY(Q0, "alpha"), "beyond float32's range", ROAD_DTYPE_F64, 7, 1e300},
+        {"f16_inf", KEY(Q0, "alpha"), "holds inf at index 2", ROAD_DTYPE_F16, 2, INFINITY},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        case_dir(dir, root, cases[i].name);
+        write_config(dir, a, NULL, NULL);
+        rewrite rw = {.src = a,
+                      .dtype = cases[i].dtype,
+                      .poison = cases[i].key,
+                      .poison_at = cases[i].at,
+                      .poison_value = cases[i].value};
+        write_weights(dir, &rw);
+        LOAD_FAILS(m, dir, ROAD_ERR_NUMERIC, cases[i].needle);
+        assert_non_null(strstr(road_last_error(), cases[i].key));
+        assert_unchanged(m->set, &before, cases[i].name);
+    }
+    /* modules_to_save copies are adapter parameters too. */
+    case_dir(dir, root, "mts_nan");
+    write_config(dir, a, NULL, "lm_head");
+    rewrite mts = {.src = a,
+                   .dtype = ROAD_DTYPE_F32,
+                   .extra = {PEFT_PREFIX "lm_head.weight"},
+                   .extra_shape = {320, 64},
+                   .poison = NULL};
+    write_weights(dir, &mts);
+    TU_OK(road_adapter_set_load(m->set, "X", dir)); /* zeros: fine */
+    TU_OK(road_adapter_set_delete(m->set, "X"));
+    {
+        /* poison the copy: rewrite the file with a NaN at [3][9] */
+        char path[1024];
+        road_st_file *f = NULL;
+        TU_OK(road_st_open(join(path, dir, "adapter_model.safetensors"), &f));
+        road_st_writer *w = NULL;
+        TU_OK(road_st_writer_create(&w));
+        for (int64_t t = 0; t < road_st_count(f); t++) {
+            const road_st_tensor *x = road_st_at(f, t);
+            float *d = tu_alloc((size_t)x->numel * sizeof(float));
+            memcpy(d, x->data, (size_t)x->numel * sizeof(float));
+            if (strcmp(x->name, PEFT_PREFIX "lm_head.weight") == 0) d[3 * 64 + 9] = NAN;
+            TU_OK(road_st_writer_add(w, x->name, x->dtype, x->ndim, x->shape, d));
+            free(d);
+        }
+        road_st_close(f);
+        TU_OK(road_st_writer_save(w, path));
+        road_st_writer_free(w);
+    }
+    LOAD_FAILS(m, dir, ROAD_ERR_NUMERIC, "'" PEFT_PREFIX "lm_head.weight' holds nan at index 201");
+    assert_unchanged(m->set, &before, "mts_nan");
+
+    /* The library setter: nothing changes. */
+    int32_t li = 0;
+    while (!road_adapter_set_on_layer(m->set, "C", li)) li++;
+    road_linear *l = road_adapter_set_layer(m->set, li);
+    float *th = NULL, *al = NULL;
+    int64_t n = 0;
+    TU_OK(road_linear_adapter_params(l, "C", &th, &al, &n));
+    float *t2 = tu_alloc((size_t)n * sizeof(float)), *a2 = tu_alloc((size_t)n * sizeof(float));
+    memcpy(t2, th, (size_t)n * sizeof(float));
+    memcpy(a2, al, (size_t)n * sizeof(float));
+    a2[n - 1] = NAN;
+    TU_FAILS(road_linear_set_params(l, "C", t2, a2, n), ROAD_ERR_NUMERIC, "alpha[");
+    assert_unchanged(m->set, &before, "set_params");
+    free(t2);
+    free(a2);
+    model_free(m);
+}
+
 /* ---- 2. out of memory ----------------------------------------------------------------------- */
 
 static void test_oom_load(void **state) {
@@ -486,6 +585,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_other_dtypes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_nonfinite, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oom_load, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oom_save, setup, teardown),
     };

@@ -173,6 +173,8 @@ ROAD_API road_status road_linear_adapter_info(const road_linear *l, const char *
 ROAD_API road_status road_linear_adapter_params(road_linear *l, const char *name, float **theta,
                                                 float **alpha, int64_t *n);
 ROAD_API road_status road_linear_params_changed(road_linear *l, const char *name);
+/* Copy theta and alpha [n] in. A NaN or Inf is refused (ROAD_ERR_NUMERIC, naming the array
+ * and the first bad index) and nothing changes. */
 ROAD_API road_status road_linear_set_params(road_linear *l, const char *name, const float *theta,
                                             const float *alpha, int64_t n);
 /* The coefficients of an adapter (built on demand from the cache). */

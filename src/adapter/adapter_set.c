@@ -51,6 +51,7 @@ void road_adapter_set_free(road_adapter_set *s) {
     for (int32_t i = 0; i < s->n_layers; i++) {
         road_free(s->layers[i].name);
         road_linear_free(s->layers[i].lin);
+        road_free(s->layers[i].own_w);
     }
     road_free(s->layers);
     for (int32_t i = 0; i < s->n_ad; i++) adapter_free(&s->ad[i]);
@@ -666,6 +667,44 @@ bool road_adapter_set_merged(const road_adapter_set *s) {
     return false;
 }
 
+/* Will merging `list` write into layer i's weight? */
+static bool merge_touches(const road_adapter_set *s, int32_t i, const char *const *list,
+                          int32_t count) {
+    road_linear *l = s->layers[i].lin;
+    if (!l) return false;
+    for (int32_t j = 0; j < count; j++)
+        if (road_linear_has_adapter(l, list[j]) && !road_linear_is_merged(l, list[j])) return true;
+    return false;
+}
+
+/* A float weight array registered for two layers (an LM head tied to the embedding) must not
+ * be rotated for both: merging into one gives that layer its own copy first, so the other
+ * (the embedding) keeps its values, as the unmerged model computes. The copy is the set's. */
+static road_status untie_before_merge(road_adapter_set *s, const char *const *list,
+                                      int32_t count) {
+    for (int32_t i = 0; i < s->n_layers; i++) {
+        set_layer *L = &s->layers[i];
+        if (!L->w || L->own_w || !merge_touches(s, i, list, count)) continue;
+        int32_t other = -1;
+        for (int32_t j = 0; j < s->n_layers && other < 0; j++)
+            if (j != i && s->layers[j].w == L->w) other = j;
+        if (other < 0) continue;
+        size_t bytes;
+        if (road_size_mul((size_t)L->out * (size_t)L->in, sizeof(float), &bytes) != 0)
+            return ROAD_ERR_NO_MEMORY;
+        float *own = road_malloc(bytes);
+        if (!own) return ROAD_ERR_NO_MEMORY;
+        memcpy(own, L->w, bytes);
+        L->own_w = L->w = own;
+        road_linear_rebind_weight(L->lin, own);
+        road_log(ROAD_LOG_INFO,
+                 "layer %s shares its weight with %s (tied embeddings): it gets its own copy "
+                 "(%zu bytes) so that merging rotates %s only",
+                 L->name, s->layers[other].name, bytes, L->name);
+    }
+    return ROAD_OK;
+}
+
 static road_status merge_layers(road_adapter_set *s, const char *const *names, int32_t n,
                                 bool safe) {
     const char *const *list = names ? names : s->active;
@@ -682,9 +721,10 @@ static road_status merge_layers(road_adapter_set *s, const char *const *names, i
             return st;
         }
     }
+    road_status st = untie_before_merge(s, list, count);
+    if (st != ROAD_OK) return st;
     int32_t *before = road_calloc((size_t)(s->n_layers ? s->n_layers : 1), sizeof(int32_t));
     if (!before) return ROAD_ERR_NO_MEMORY;
-    road_status st = ROAD_OK;
     int32_t i = 0;
     for (; i < s->n_layers; i++) {
         if (!s->layers[i].lin) continue;

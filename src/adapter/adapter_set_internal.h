@@ -24,6 +24,8 @@ typedef struct set_layer {
     road_qtensor *q;
     bool head;
     road_linear *lin; /* NULL for embeddings */
+    float *own_w;     /* the set's copy of a weight that was shared with another layer (a tied
+                         head), made before the first merge into it; else NULL */
 } set_layer;
 
 /* One modules_to_save copy: weight [out x in], bias [out] (when the layer has one), and

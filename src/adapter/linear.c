@@ -22,6 +22,7 @@
 #include "core/alloc.h"
 #include "road/quant.h"
 #include "core/error.h"
+#include "core/finite.h"
 #include "core/parallel.h"
 #include "core/rng.h"
 #include "adapter/linear_internal.h"
@@ -200,6 +201,11 @@ int64_t road_linear_out_features(const road_linear *l) {
 const float *road_linear_weight(const road_linear *l) {
     return l->w;
 }
+void road_linear_rebind_weight(road_linear *l, float *w) {
+    ROAD_ASSERT(l->w && !l->owned && w);
+    l->w = w;
+}
+
 const float *road_linear_bias(const road_linear *l) {
     return l->b;
 }
@@ -400,6 +406,15 @@ road_status road_linear_set_params(road_linear *l, const char *name, const float
                           name, road_variant_name(a->variant), (long long)l->out, (long long)a->n,
                           (long long)n);
     if (!theta || !alpha) return road_error(ROAD_ERR_INVALID_ARG, "theta and alpha are required");
+    for (int k = 0; k < 2; k++) {
+        int64_t bad = road_first_nonfinite(k ? alpha : theta, n);
+        if (bad >= 0)
+            return road_error(ROAD_ERR_NUMERIC,
+                              "adapter '%s': %s[%lld] is %g; RoAd parameters must be finite "
+                              "(nothing was changed)",
+                              name, k ? "alpha" : "theta", (long long)bad,
+                              (double)(k ? alpha : theta)[bad]);
+    }
     memcpy(a->theta, theta, (size_t)n * sizeof(float));
     memcpy(a->alpha, alpha, (size_t)n * sizeof(float));
     a->version++;

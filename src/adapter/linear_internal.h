@@ -17,6 +17,10 @@ road_status road_linear_reserve_names(road_linear *l, int32_t cap);
 road_status road_linear_unmerge_last(road_linear *l, int32_t k);
 /* Forget every adapter (merged ones included: their rotation stays in W). */
 void road_linear_drop_all(road_linear *l);
+/* Point a float layer at another weight array of the same shape (the caller's; borrowed): the
+ * manager gives a layer whose weight is shared with another (a tied LM head) its own copy
+ * before merging into it. */
+void road_linear_rebind_weight(road_linear *l, float *w);
 /* Is `name` among this layer's merged adapters? */
 bool road_linear_is_merged(const road_linear *l, const char *name);
 

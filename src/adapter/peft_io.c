@@ -31,6 +31,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/finite.h"
 #include "io/file.h"
 #include "road/adapters.h"
 #include "road/safetensors.h"
@@ -277,6 +278,21 @@ static void missing_key_hint(const load_ctx *c, const char *layer, const char *s
 }
 
 /* Check and convert theta and alpha of every matched layer into c->params. */
+/* A tensor of the file, converted to float32 in x[0..n), must be finite: NaN or Inf (or an
+ * F64 value beyond float32's range, which becomes Inf) would give plausible-looking garbage
+ * with every request. The message names the tensor and the first bad index. */
+static road_status refuse_nonfinite(const load_ctx *c, const road_st_tensor *t, const float *x,
+                                    int64_t n) {
+    int64_t bad = road_first_nonfinite(x, n);
+    if (bad < 0) return ROAD_OK;
+    return road_error(ROAD_ERR_NUMERIC,
+                      "adapter '%s': " PEFT_WEIGHTS_FILE " tensor '%.*s' holds %g at index %lld "
+                      "(as float32%s); adapter parameters must be finite: the adapter is "
+                      "broken (a diverged training run?), retrain or fix it",
+                      c->name, ECHO_MAX, t->name, (double)x[bad], (long long)bad,
+                      t->dtype == ROAD_DTYPE_F64 ? ", from F64: beyond float32's range?" : "");
+}
+
 static road_status read_layer_params(load_ctx *c) {
     const road_variant v = road_config_variant(c->cfg);
     for (int32_t i = 0; i < c->n_matched; i++) {
@@ -314,6 +330,7 @@ static road_status read_layer_params(load_ctx *c) {
             }
             float *dst = c->params + 2 * c->offset[i] + k * p;
             road_status s = road_dtype_to_f32(t->dtype, t->data, dst, (size_t)p);
+            if (s == ROAD_OK) s = refuse_nonfinite(c, t, dst, p);
             if (s != ROAD_OK) return s;
         }
     }
@@ -520,8 +537,10 @@ static road_status install(load_ctx *c) {
         for (int k = 0; k < 2 && s == ROAD_OK; k++) {
             const road_st_tensor *t = c->cp_src[2 * i + k];
             if (!t) continue;
-            s = road_dtype_to_f32(t->dtype, t->data, k ? mc.bias : mc.weight,
-                                  (size_t)(k ? mc.out : mc.out * mc.in));
+            float *dst = k ? mc.bias : mc.weight;
+            const int64_t n = k ? mc.out : mc.out * mc.in;
+            s = road_dtype_to_f32(t->dtype, t->data, dst, (size_t)n);
+            if (s == ROAD_OK) s = refuse_nonfinite(c, t, dst, n);
         }
     }
     if (s == ROAD_OK) return ROAD_OK;

@@ -18,14 +18,17 @@ static void help(void) {
            "                     [--chat] [--chat-template llama3|llama2|mistral|chatml|qwen3]\n"
            "                     [--adapter NAME=DIR]... [--use NAME[,NAME...]] [--rows NAME,...]\n"
            "                     [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P]\n"
-           "                     [--seed S] [--stop-ids \"2 3\"] [--threads N]\n"
+           "                     [--seed S] [--stop-ids \"2 3\"] [--threads N] [--jsonl]\n"
            "                     [--quantize int8|nf4|fp4 [--quantize-lm-head] [--double-quant]]\n"
            "\n"
            "Each --prompt (text, tokenized with the model's tokenizer.json; --chat wraps it as a\n"
            "user message in the chat template) or --prompt-ids is one sequence; all run as one\n"
            "batch. --use activates adapters for every sequence; --rows names one adapter (or\n"
            "__base__) per sequence. Prints each sequence's continuation on its own line: text for\n"
-           "text prompts (streamed when there is one), ids for id prompts. Defaults come from\n"
+           "text prompts (streamed when there is one), ids for id prompts. --jsonl prints one JSON\n"
+           "object per sequence instead, in prompt order: {\"index\", \"adapter\", \"text\" (text\n"
+           "prompts), \"token_ids\", \"finish_reason\" (\"stop\" or \"length\")}; the stop token is\n"
+           "left out of text and token_ids, as in the OpenAI API. Defaults come from\n"
            "generation_config.json: greedy\n"
            "unless it says do_sample, stop at its eos ids, its max_new_tokens (else 32).\n"
            "\n" CLI_QUANT_HELP);
@@ -51,6 +54,52 @@ static bool on_token(int64_t seq, int32_t token, void *user) {
     return true;
 }
 
+/* s[0..n) as a JSON string: every byte kept (a NUL is \u0000, other controls escaped), UTF-8
+ * passed through as is (JSON text is UTF-8); bytes that are not valid UTF-8 cannot come out
+ * of the tokenizer's decode (it replaces them with U+FFFD). */
+static void put_json_string(FILE *f, const char *s, size_t n) {
+    fputc('"', f);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            fputc('\\', f);
+            fputc(c, f);
+        } else if (c == '\n') {
+            fputs("\\n", f);
+        } else if (c == '\t') {
+            fputs("\\t", f);
+        } else if (c == '\r') {
+            fputs("\\r", f);
+        } else if (c < 0x20 || c == 0x7f) {
+            fprintf(f, "\\u%04x", c);
+        } else {
+            fputc(c, f);
+        }
+    }
+    fputc('"', f);
+}
+
+/* The adapters sequence i runs with, as the JSON "adapter" value: its --rows name, or the
+ * active list ("a,b"), or "__base__". */
+static void put_adapter(FILE *f, road_model *m, char **row_names, int i) {
+    if (row_names) {
+        put_json_string(f, row_names[i], strlen(row_names[i]));
+        return;
+    }
+    const road_adapter_set *set = road_model_adapters(m);
+    const int32_t n = road_adapter_set_enabled(set) ? road_adapter_set_active_count(set) : 0;
+    if (n == 0) {
+        fputs("\"__base__\"", f);
+        return;
+    }
+    char names[1024];
+    size_t k = 0;
+    for (int32_t j = 0; j < n && k < sizeof names; j++)
+        k += (size_t)snprintf(names + k, sizeof names - k, "%s%s", j ? "," : "",
+                              road_adapter_set_active_name(set, j));
+    put_json_string(f, names, k < sizeof names ? k : sizeof names - 1);
+}
+
 static int parse_float(const char *flag, const char *s, double lo, double hi, float *out) {
     char *end;
     double v = strtod(s, &end);
@@ -67,7 +116,7 @@ int cmd_generate(int argc, char **argv) {
     const char *topk = NULL, *topp = NULL, *seed = NULL, *stop = NULL, *tmpl = NULL;
     const char *prompt_specs[MAX_PROMPTS];
     bool is_text[MAX_PROMPTS];
-    int chat = 0, any_text = 0;
+    int chat = 0, any_text = 0, jsonl = 0;
     char *adapters[MAX_ADAPTERS];
     int n_ad = 0, n_prompts = 0;
     cli_quant qz = {NULL, false, false};
@@ -84,6 +133,10 @@ int cmd_generate(int argc, char **argv) {
         }
         if (strcmp(argv[i], "--chat") == 0) {
             chat = 1;
+            continue;
+        }
+        if (strcmp(argv[i], "--jsonl") == 0) {
+            jsonl = 1;
             continue;
         }
         CLI_FLAG("--model", model)
@@ -212,7 +265,8 @@ int cmd_generate(int argc, char **argv) {
             }
             lens[i] = (int64_t)n;
         }
-        if (n_prompts == 1 && (s = road_tokenizer_stream_create(tok, true, &out.stream)) != ROAD_OK) {
+        if (n_prompts == 1 && !jsonl &&
+            (s = road_tokenizer_stream_create(tok, true, &out.stream)) != ROAD_OK) {
             rc = cli_fail(CMD, "streaming", s);
             goto done;
         }
@@ -254,6 +308,24 @@ int cmd_generate(int argc, char **argv) {
         goto done;
     }
     for (int i = 0; i < n_prompts; i++) {
+        const char *finish = "length";
+        if (jsonl && out.n[i] > 0) { /* the stop token ends the sequence; it is not output */
+            for (int32_t j = 0; j < gp.n_stop; j++)
+                if (out.tok[i][out.n[i] - 1] == gp.stop_ids[j]) finish = "stop";
+            if (strcmp(finish, "stop") == 0) out.n[i]--;
+        }
+        if (jsonl) {
+            printf("{\"index\": %d, \"adapter\": ", i);
+            put_adapter(stdout, m, row_names, i);
+            printf(", \"token_ids\": [");
+            for (int64_t j = 0; j < out.n[i]; j++) printf("%s%d", j ? ", " : "", (int)out.tok[i][j]);
+            printf("], \"finish_reason\": \"%s\"", finish);
+            if (!is_text[i]) {
+                printf("}\n");
+                continue;
+            }
+            printf(", \"text\": ");
+        }
         if (is_text[i] && out.stream) {
             const char *rest;
             size_t rl;
@@ -274,7 +346,12 @@ int cmd_generate(int argc, char **argv) {
                 rc = cli_fail(CMD, "decoding", s);
                 goto done;
             }
-            fwrite(text, 1, tl, stdout);
+            if (jsonl) {
+                put_json_string(stdout, text, tl);
+                printf("}");
+            } else {
+                fwrite(text, 1, tl, stdout);
+            }
             road_string_free(text);
         } else {
             for (int64_t j = 0; j < out.n[i]; j++) printf("%s%d", j ? " " : "", (int)out.tok[i][j]);

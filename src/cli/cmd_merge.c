@@ -33,11 +33,6 @@ static void help(void) {
         "folder that is already quantized stays quantized unless --quantize none.\n");
 }
 
-static void log_stderr(road_log_level level, const char *msg, void *user) {
-    (void)user;
-    if (level >= ROAD_LOG_WARN) fprintf(stderr, "road %s: warning: %s\n", CMD, msg);
-}
-
 int cmd_merge(int argc, char **argv) {
     const char *model = NULL, *out = NULL, *use = NULL, *dtype_s = NULL, *thr = NULL;
     char *adapters[MAX_ADAPTERS];
@@ -89,7 +84,6 @@ int cmd_merge(int argc, char **argv) {
     if (thr && cli_parse_int(CMD, "--threads", thr, 0, 1024, &threads) != 0) return CLI_EXIT_USAGE;
     road_model_params mp = road_model_default_params();
     mp.n_threads = (int)threads;
-    road_log_set_callback(log_stderr, NULL);
     road_model *m = NULL;
     int rc = CLI_EXIT_FAIL;
     road_status s = road_model_load(model, &mp, &m);
@@ -146,6 +140,5 @@ int cmd_merge(int argc, char **argv) {
     rc = CLI_EXIT_OK;
 done:
     road_model_free(m);
-    road_log_set_callback(NULL, NULL);
     return rc;
 }

@@ -55,6 +55,35 @@ int cli_parse_int(const char *cmd, const char *flag, const char *s, long long lo
     return 0;
 }
 
+/* Warnings the library raises (an ignored generation_config field, a requantizing merge, a
+ * config that uses fewer layers than the files hold, skipped training lines) reach the user on
+ * every command: this callback is installed before any command runs. `serve` installs its own
+ * (timestamped lines); info and debug messages stay quiet here. */
+static struct {
+    char last[1024]; /* the last message printed (the library's messages are shorter) */
+    long repeats;              /* times it came again since, not printed */
+} warned;
+
+static void flush_repeats(void) {
+    if (warned.repeats > 0)
+        fprintf(stderr, "  (the same warning %ld more time%s)\n", warned.repeats,
+                warned.repeats == 1 ? "" : "s");
+    warned.repeats = 0;
+}
+
+/* One warning per layer (a requantizing merge of 200 layers) is printed once, then counted. */
+static void log_warnings(road_log_level level, const char *message, void *user) {
+    if (level < ROAD_LOG_WARN) return;
+    if (strcmp(message, warned.last) == 0) {
+        warned.repeats++;
+        return;
+    }
+    flush_repeats();
+    snprintf(warned.last, sizeof warned.last, "%s", message);
+    fprintf(stderr, "road %s: %s: %s\n", (const char *)user,
+            level >= ROAD_LOG_ERROR ? "error" : "warning", message);
+}
+
 static void usage(FILE *to) {
     fprintf(to,
             "road %s - fine-tune and serve LLMs with RoAd adapters\n"
@@ -95,6 +124,8 @@ int main(int argc, char **argv) {
         printf("road %s\n", road_version());
         return CLI_EXIT_OK;
     }
+    road_log_set_callback(log_warnings, (void *)cmd);
+    atexit(flush_repeats);
     if (strcmp(cmd, "inspect") == 0) return cmd_inspect(argc - 1, argv + 1);
     if (strcmp(cmd, "config") == 0) return cmd_config(argc - 1, argv + 1);
     if (strcmp(cmd, "demo") == 0) return cmd_demo(argc - 1, argv + 1);

@@ -75,6 +75,12 @@ static void add_linear(builder *b, road_model *m, int32_t layer) {
 }
 
 static road_status build(road_model *m) {
+    /* A merge into a tied head gave it its own array since the table was built: rebuild
+     * (full training refuses merged adapters, so no gradient is lost). */
+    if (m->full && !m->full->on && m->full->head_tied != road_model_head_tied(m)) {
+        road_full_free(m->full);
+        m->full = NULL;
+    }
     if (m->full) return ROAD_OK;
     const road_llm_config *c = &m->cfg;
     const int64_t L = c->n_layers, H = c->hidden_size, V = c->vocab_size;
@@ -107,7 +113,8 @@ static road_status build(road_model *m) {
         f->mlp_norm[l] = add(&b, name, blk->mlp_norm, H, 0, false);
     }
     f->final_norm = add(&b, "model.norm.weight", m->final_norm, H, 0, false);
-    if (c->tie_word_embeddings)
+    f->head_tied = road_model_head_tied(m);
+    if (f->head_tied)
         f->lin_w[m->lm_head] = f->embed; /* one array, both uses */
     else
         add_linear(&b, m, m->lm_head);

@@ -55,6 +55,12 @@ const road_generation_config *road_model_generation_config(const road_model *m) 
     return &m->gen;
 }
 
+bool road_model_head_tied(const road_model *m) {
+    if (!m->cfg.tie_word_embeddings) return false;
+    road_linear *head = road_adapter_set_layer(m->set, m->lm_head);
+    return head && road_linear_weight(head) == m->embed;
+}
+
 road_adapter_set *road_model_adapters(road_model *m) {
     return m->set;
 }
@@ -138,6 +144,37 @@ static road_status get(road_model *m, const char *name, int64_t d0, int64_t d1, 
     return road_weights_get(m->weights, name, d1 > 0 ? 2 : 1, shape, out);
 }
 
+/* config.json against the files, before anything is allocated from it: every size road
+ * allocates by at load (blocks, layer tables) must be one the weights can back, so a config
+ * with num_hidden_layers 1e8 fails in milliseconds, naming the field, instead of allocating
+ * for 1e8 blocks first. The per-tensor shapes (every [out, in] the config implies) are checked
+ * as each tensor is read, before its own memory is allocated. */
+static road_status check_config_against_files(const road_llm_config *c, const road_weights *w) {
+    const int64_t have = road_weights_layer_count(w, "model.layers.");
+    if (c->n_layers > have)
+        return road_error(ROAD_ERR_SHAPE,
+                          "config.json says num_hidden_layers = %lld, but the weight files hold "
+                          "%lld layer%s (model.layers.0 to model.layers.%lld); fix "
+                          "num_hidden_layers or add the missing shards",
+                          (long long)c->n_layers, (long long)have, have == 1 ? "" : "s",
+                          (long long)have - 1);
+    const road_st_tensor *e = road_weights_find(w, "model.embed_tokens.weight");
+    if (e && (e->ndim != 2 || e->shape[0] != c->vocab_size || e->shape[1] != c->hidden_size))
+        return road_error(ROAD_ERR_SHAPE,
+                          "config.json says vocab_size = %lld and hidden_size = %lld, but "
+                          "model.embed_tokens.weight is %s[%lld, %lld]; the config does not "
+                          "belong to these weights",
+                          (long long)c->vocab_size, (long long)c->hidden_size,
+                          e->ndim == 2 ? "" : "not 2-D: ", (long long)e->shape[0],
+                          (long long)(e->ndim > 1 ? e->shape[1] : 0));
+    if (have > c->n_layers)
+        road_log(ROAD_LOG_WARN,
+                 "the weight files hold %lld layers; config.json's num_hidden_layers = %lld uses "
+                 "the first %lld only (as transformers does)",
+                 (long long)have, (long long)c->n_layers, (long long)c->n_layers);
+    return ROAD_OK;
+}
+
 road_status road_model_load(const char *dir, const road_model_params *p, road_model **out) {
     if (!out) return road_error(ROAD_ERR_INVALID_ARG, "road_model_load: out is NULL");
     *out = NULL;
@@ -149,6 +186,7 @@ road_status road_model_load(const char *dir, const road_model_params *p, road_mo
     if (st == ROAD_OK && !(m->dir = road_strdup(dir))) st = ROAD_ERR_NO_MEMORY;
     if (st == ROAD_OK) st = road_generation_config_load(dir, &m->cfg, &m->gen);
     if (st == ROAD_OK) st = road_weights_open(dir, &m->weights);
+    if (st == ROAD_OK) st = check_config_against_files(&m->cfg, m->weights);
     const road_llm_config *c = &m->cfg;
     const int64_t L = c->n_layers, H = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
     const int64_t qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
@@ -158,11 +196,10 @@ road_status road_model_load(const char *dir, const road_model_params *p, road_mo
     char (*names)[NAME_MAX_LEN] = NULL;
     if (st == ROAD_OK) {
         m->blocks = road_calloc((size_t)L, sizeof(road_block));
-        m->inv_freq = road_malloc(sizeof(float) * (size_t)(c->head_dim / 2));
         desc = road_calloc((size_t)n_desc, sizeof(road_layer_desc));
         names = road_calloc((size_t)n_desc, sizeof(*names));
         m->qt = road_calloc((size_t)n_desc, sizeof(road_qtensor *));
-        if (!m->blocks || !m->inv_freq || !desc || !names || !m->qt) st = ROAD_ERR_NO_MEMORY;
+        if (!m->blocks || !desc || !names || !m->qt) st = ROAD_ERR_NO_MEMORY;
     }
     if (st == ROAD_OK) st = get(m, "model.embed_tokens.weight", V, H, &m->embed);
     if (st == ROAD_OK) st = get(m, "model.norm.weight", H, 0, &m->final_norm);
@@ -232,6 +269,9 @@ road_status road_model_load(const char *dir, const road_model_params *p, road_mo
     }
     road_free(desc);
     road_free(names);
+    /* head_dim is backed by the q_proj shapes checked above */
+    if (st == ROAD_OK && !(m->inv_freq = road_malloc(sizeof(float) * (size_t)(c->head_dim / 2 + 1))))
+        st = ROAD_ERR_NO_MEMORY;
     if (st != ROAD_OK) {
         road_error_prefix("loading the model in '%s'", dir);
         road_model_free(m);

@@ -37,6 +37,7 @@ typedef struct road_full {
     int32_t *attn_norm, *mlp_norm; /* per block */
     int32_t embed, final_norm;
     bool on;
+    bool head_tied; /* lm_head was the embedding's array when the table was built */
 } road_full;
 
 struct road_model {
@@ -75,6 +76,10 @@ void road_rope_table(const road_model *m, const int64_t *pos, int64_t R, float *
 /* Full fine-tuning (full.c): the gradient of tensor i, or NULL when full training is off. */
 float *road_full_grad(road_model *m, int32_t tensor);
 void road_full_free(road_full *f);
+/* Does lm_head compute with the embedding's own array? True for a tied config until a merge
+ * into lm_head gives the head its own copy (adapter/adapter_set.c: the embedding never
+ * changes); savers then write lm_head.weight and tie_word_embeddings false. */
+bool road_model_head_tied(const road_model *m);
 
 /* Reserve workspace for `floats` floats; returns its base or NULL (message set). */
 float *road_workspace_get(road_workspace *ws, size_t floats);

@@ -16,6 +16,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "io/file.h"
+#include "io/json.h"
 #include "llm/weights.h"
 #include "road/safetensors.h"
 
@@ -108,10 +109,16 @@ road_status road_weights_open(const char *dir, road_weights **out) {
     bool has_index = st == ROAD_OK && access(index, F_OK) == 0;
     if (has_index) st = road_file_read(index, WEIGHTS_INDEX_MAX_BYTES, &text, &len);
     if (has_index && st == ROAD_OK) {
-        cJSON *root = cJSON_ParseWithLength(text, len);
+        cJSON *root = NULL;
+        road_status js = road_json_parse(text, len, &root);
         road_free(text);
-        const cJSON *map = root ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
-        if (!root || !cJSON_IsObject(root) || !cJSON_IsObject(map)) {
+        const cJSON *map = root ? road_json_get(root, "weight_map") : NULL;
+        if (js == ROAD_ERR_NO_MEMORY) {
+            st = js;
+        } else if (js != ROAD_OK) {
+            road_error_prefix("'%s' is not a shard index (invalid JSON)", index);
+            st = ROAD_ERR_FORMAT;
+        } else if (!cJSON_IsObject(root) || !cJSON_IsObject(map)) {
             st = road_error(ROAD_ERR_FORMAT,
                             "'%s' is not a shard index (a JSON object with a \"weight_map\" "
                             "object mapping tensor names to file names)",
@@ -257,6 +264,37 @@ void road_weights_release(road_weights *w, float *p, int64_t numel) {
     uintptr_t e = ((uintptr_t)(p + numel)) / page * page;
     if (e > a) (void)madvise((void *)a, e - a, MADV_DONTNEED);
     w->mapped_bytes -= numel * (int64_t)sizeof(float);
+}
+
+/* n if `name` is "<prefix><n>." followed by anything (n a plain decimal), else -1. */
+static int64_t layer_index(const char *name, const char *prefix, size_t plen) {
+    if (strncmp(name, prefix, plen) != 0) return -1;
+    const char *p = name + plen;
+    int64_t n = 0;
+    if (*p < '0' || *p > '9') return -1;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        if (n > (INT64_MAX - 9) / 10) return -1;
+        n = n * 10 + (*p - '0');
+    }
+    return *p == '.' ? n : -1;
+}
+
+int64_t road_weights_layer_count(const road_weights *w, const char *prefix) {
+    const size_t plen = strlen(prefix);
+    int64_t top = -1;
+    if (w->map) {
+        const cJSON *e;
+        cJSON_ArrayForEach(e, w->map) {
+            int64_t i = layer_index(e->string, prefix, plen);
+            if (i > top) top = i;
+        }
+    } else {
+        for (int64_t t = 0; t < road_st_count(w->shards[0].f); t++) {
+            int64_t i = layer_index(road_st_at(w->shards[0].f, t)->name, prefix, plen);
+            if (i > top) top = i;
+        }
+    }
+    return top + 1;
 }
 
 int64_t road_weights_mapped_bytes(const road_weights *w) {

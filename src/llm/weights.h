@@ -27,6 +27,9 @@ const road_st_tensor *road_weights_find(const road_weights *w, const char *name)
  * was quantized): a widened copy is freed, a mapped one's pages are dropped from memory. The
  * byte counts below go down by its size. */
 void road_weights_release(road_weights *w, float *p, int64_t numel);
+/* 1 + the highest n of any tensor named "<prefix><n>.<...>" (0 when there is none): how many
+ * blocks the files hold, read from the names alone (no tensor is touched). */
+int64_t road_weights_layer_count(const road_weights *w, const char *prefix);
 /* Bytes of float32 handed out so far: mapped from files, and widened into memory. */
 int64_t road_weights_mapped_bytes(const road_weights *w);
 int64_t road_weights_owned_bytes(const road_weights *w);
