@@ -4,7 +4,8 @@
  * Pre-tokenized lines need no tokenizer; text lines go through a stand-in tokenizer (one id per
  * byte) so the prompt/completion path and its loss mask are exercised too. Whatever the input,
  * the parser refuses it with a message or yields examples that are consistent: lengths within
- * max_len, ids non-negative, labels -100 or non-negative.
+ * max_len, ids non-negative, labels -100 or non-negative, and every line counted as kept or
+ * skipped for one reason (road_dataset_stats).
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -40,6 +41,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (d != NULL || road_last_error()[0] == '\0') __builtin_trap();
         return 0;
     }
+    /* every non-blank line is kept or skipped for exactly one counted reason */
+    road_data_stats st = road_dataset_stats(d);
+    if (st.lines != st.examples + st.skipped_past_max_len + st.skipped_no_loss + st.skipped_short ||
+        st.truncated > st.examples || (!p.pack && st.examples != road_dataset_count(d)))
+        __builtin_trap();
     for (int64_t i = 0; i < road_dataset_count(d); i++) {
         const int32_t *ids, *lab;
         int64_t n;

@@ -129,7 +129,17 @@ if ! grep -q '"max_steps"' "$TMP/tr/run_config.json" 2>/dev/null; then
     echo "FAIL: road train did not write run_config.json with its arguments"; fails=$((fails + 1))
 fi
 expect 0 "model.layers.1.self_attn.v_proj" "$ROAD" inspect "$TMP/tr"
-expect 0 "adapter written to" "$ROAD" train --model "$FIX/llama/tiny-llama" --data "$TMP/task.jsonl" --out "$TMP/tr" --targets q_proj,v_proj --group-size 8 --max-steps 6 --batch-size 4 --save-every 2 --resume
+# resume: a finished run is not redone; the linear schedule's length cannot change (every
+# step's learning rate would), a constant schedule's stopping point can (the run continues)
+expect 0 "already finished at step 4" "$ROAD" train --model "$FIX/llama/tiny-llama" --data "$TMP/task.jsonl" --out "$TMP/tr" --targets q_proj,v_proj --group-size 8 --max-steps 4 --batch-size 4 --save-every 2 --resume
+expect 1 "trainer.max_steps (was 4, now 6)" "$ROAD" train --model "$FIX/llama/tiny-llama" --data "$TMP/task.jsonl" --out "$TMP/tr" --targets q_proj,v_proj --group-size 8 --max-steps 6 --batch-size 4 --save-every 2 --resume
+expect 0 "adapter written to" "$ROAD" train --model "$FIX/llama/tiny-llama" --data "$TMP/task.jsonl" --out "$TMP/trc" --targets q_proj,v_proj --group-size 8 --max-steps 4 --batch-size 4 --save-every 2 --schedule constant
+expect 0 "adapter written to" "$ROAD" train --model "$FIX/llama/tiny-llama" --data "$TMP/task.jsonl" --out "$TMP/trc" --targets q_proj,v_proj --group-size 8 --max-steps 6 --batch-size 4 --save-every 2 --schedule constant --resume
+expect 0 "adapter written to" "$ROAD" train --model "$FIX/llama/tiny-llama" --data "$TMP/task.jsonl" --out "$TMP/trc6" --targets q_proj,v_proj --group-size 8 --max-steps 6 --batch-size 4 --save-every 2 --schedule constant
+if ! cmp -s "$TMP/trc/adapter_model.safetensors" "$TMP/trc6/adapter_model.safetensors"; then
+    echo "FAIL: 4 steps then 2 more (constant schedule) differ from 6 steps"; fails=$((fails + 1))
+fi
+expect 1 "past this run's end" "$ROAD" train --model "$FIX/llama/tiny-llama" --data "$TMP/task.jsonl" --out "$TMP/trc" --targets q_proj,v_proj --group-size 8 --max-steps 3 --batch-size 4 --save-every 2 --schedule constant --resume
 
 if [ "$fails" -ne 0 ]; then
     echo "$fails CLI check(s) failed"

@@ -460,8 +460,55 @@ static void test_refused(void **state) {
     tiny_free(&a), tiny_free(&b);
 }
 
+/* A checkpoint carries its run's identity (read back without loading anything), and a save
+ * never replaces a folder that is not a checkpoint (it used to empty any folder). */
+static void test_run_identity_and_rule(void **state) {
+    (void)state;
+    tiny a;
+    tiny_make(&a, 31, ROAD_VARIANT_2);
+    train_step(&a);
+    road_checkpoint_state st = state_of(&a);
+    st.run_json = "{\"data\": {\"hash\": \"abc\"}, \"trainer\": {\"lr\": 0.5}}";
+    TU_OK(road_checkpoint_save(a.o, &st, NULL, at("ident/checkpoint-1")));
+    char *run = NULL;
+    int64_t step = -1;
+    bool finished = true;
+    TU_OK(road_checkpoint_read_run(at("ident/checkpoint-1"), &run, &step, &finished));
+    assert_non_null(run);
+    assert_non_null(strstr(run, "\"abc\""));
+    assert_non_null(strstr(run, "0.5"));
+    assert_int_equal(step, 1);
+    assert_false(finished);
+    road_string_free(run);
+    /* without an identity: read back as NULL (resume refuses such a checkpoint) */
+    st.run_json = NULL;
+    TU_OK(road_checkpoint_save(a.o, &st, NULL, at("ident/checkpoint-2")));
+    TU_OK(road_checkpoint_read_run(at("ident/checkpoint-2"), &run, &step, NULL));
+    assert_null(run);
+    st.run_json = "[1, 2]";
+    TU_FAILS(road_checkpoint_save(a.o, &st, NULL, at("ident/checkpoint-3")), ROAD_ERR_INVALID_ARG,
+             "not a JSON object");
+    /* someone's folder under a checkpoint's name is left alone */
+    assert_int_equal(mkdir(at("ident/checkpoint-4"), 0777), 0);
+    put_file(at("ident/checkpoint-4"), "mine.txt", "keep", 4);
+    st.run_json = NULL;
+    TU_FAILS(road_checkpoint_save(a.o, &st, NULL, at("ident/checkpoint-4")), ROAD_ERR_EXISTS,
+             "mine.txt");
+    char path[600];
+    snprintf(path, sizeof path, "%s/mine.txt", at("ident/checkpoint-4"));
+    assert_int_equal(access(path, F_OK), 0);
+    /* a checkpoint is replaced in one step by a newer one */
+    train_step(&a);
+    TU_OK(road_checkpoint_save(a.o, &st, NULL, at("ident/checkpoint-1")));
+    TU_OK(road_checkpoint_read_run(at("ident/checkpoint-1"), &run, &step, NULL));
+    assert_int_equal(step, 2);
+    assert_int_equal(count_entries(".tmp."), 0);
+    tiny_free(&a);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_run_identity_and_rule),
         cmocka_unit_test(test_resume_exact),
         cmocka_unit_test(test_atomic_and_oom),
         cmocka_unit_test(test_refused),

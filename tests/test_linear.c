@@ -415,8 +415,17 @@ static void test_merge_numeric_refusals(void **state) {
     alpha[1] = 0.0f; /* pair (1, 3) of road_1 gs 4 collapses to 0: a singular block */
     add_with_params(l, "zero", ROAD_VARIANT_1, 4, theta, alpha, 4);
     rand_params(theta, alpha, 8, 22);
-    theta[5] = NAN;
     add_with_params(l, "nan", ROAD_VARIANT_2, 4, theta, alpha, 8);
+    /* road_linear_set_params refuses a NaN (nothing changes); a NaN can still come from
+     * writing the parameters in place (a diverged training step), and merge refuses it. */
+    theta[5] = NAN;
+    TU_FAILS(road_linear_set_params(l, "nan", theta, alpha, 8), ROAD_ERR_NUMERIC, "theta[5] is nan");
+    float *pt = NULL, *pa = NULL;
+    int64_t pn = 0;
+    TU_OK(road_linear_adapter_params(l, "nan", &pt, &pa, &pn));
+    assert_true(isfinite(pt[5]));
+    pt[5] = NAN;
+    TU_OK(road_linear_params_changed(l, "nan"));
     for (int safe = 0; safe < 2; safe++) {
         check_refused_merge(l, "zero", safe, "singular", r.w, r.b);
         check_refused_merge(l, "nan", safe, "not finite", r.w, r.b);

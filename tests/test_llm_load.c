@@ -535,7 +535,6 @@ static void test_bf16_and_tied(void **state) {
  * embedding does not change, the merged logits are the unmerged ones, unmerge gives the base
  * back, and the model's tensor table then lists lm_head.weight on its own. */
 static void test_tied_head_merge(void **state) {
-    (void)state;
     road_model *m = NULL;
     TU_OK(road_model_load(model_fixture("tiny-qwen2"), NULL, &m));
     const road_llm_config *c = road_model_config(m);
@@ -575,6 +574,19 @@ static void test_tied_head_merge(void **state) {
         if (strcmp(t.name, "lm_head.weight") == 0) listed = true;
     }
     assert_true(listed);
+    /* Saved, the merged model is an untied one whose logits are the merged ones. */
+    char dir[PATH_CAP];
+    snprintf(dir, sizeof dir, "%s/tied-merged", ((fixture *)*state)->root);
+    TU_OK(road_model_save(m, dir, ROAD_DTYPE_F32));
+    road_model *m2 = NULL;
+    TU_OK(road_model_load(dir, NULL, &m2));
+    assert_false(road_model_config(m2)->tie_word_embeddings);
+    float *reloaded = tu_alloc(sizeof(float) * (size_t)n);
+    TU_OK(road_model_forward_padded(m2, ids64, mask, 1, T, NULL, reloaded));
+    tu_assert_close("saved merged model vs merged", reloaded, adapted, n, MERGE_ATOL, 0);
+    tu_assert_equal_f32("saved embedding", m2->embed, embed0, V * H);
+    free(reloaded);
+    road_model_free(m2);
     TU_OK(road_adapter_set_unmerge(set));
     TU_OK(road_adapter_set_enable(set, false));
     TU_OK(road_model_forward_padded(m, ids64, mask, 1, T, NULL, merged));

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "serve/api.h"
 #include "testutil.h"
@@ -519,6 +520,158 @@ static void test_engine_thread_drain(void **state) {
     road_engine_free(e);
 }
 
+/* ---- issue 13: loads off the engine thread, one naming rule, finishes counted in time ------------ */
+
+static road_finish_reason wait_end(road_request *r) {
+    road_request_state rs;
+    road_request_wait(r, 0, 0, 0, &rs);
+    while (rs.finish == ROAD_FINISH_NONE) road_request_wait(r, rs.n_tokens, rs.text_len, -1, &rs);
+    return rs.finish;
+}
+
+/* A FIFO where the adapter's weights should be: opening it for reading used to wait for a writer
+ * forever, on the engine thread (every request stalled while /health said ok). Refused now, at
+ * once, naming the path; the engine keeps generating. */
+static void test_adapter_fifo_refused(void **state) {
+    (void)state;
+    char tmp[] = "/tmp/road_fifo_XXXXXX";
+    assert_non_null(mkdtemp(tmp));
+    char cfg[256], st[256], cmd[512];
+    snprintf(cfg, sizeof cfg, "%s/adapter_config.json", tmp);
+    snprintf(st, sizeof st, "%s/adapter_model.safetensors", tmp);
+    snprintf(cmd, sizeof cmd, "cp '%s/C/adapter_config.json' '%s'", ADAPTERS, cfg);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(mkfifo(st, 0600), 0);
+    road_engine *e = new_engine(2, 32, NULL);
+    TU_OK(road_engine_start(e));
+    job jobs[1];
+    make_jobs(jobs, 1);
+    road_request *r = submit(e, &jobs[0]);
+    TU_FAILS(road_engine_load_adapter(e, "fifo", tmp), ROAD_ERR_IO, "FIFO");
+    assert_non_null(strstr(road_last_error(), st));
+    assert_int_equal(wait_end(r), ROAD_FINISH_LENGTH); /* generation went on */
+    road_request_release(r);
+    assert_false(road_engine_has_adapter(e, "fifo"));
+    /* a good folder still loads (prepared on this thread, added by the engine thread) */
+    TU_OK(road_engine_load_adapter(e, "C2", ADAPTERS "/C"));
+    assert_true(road_engine_has_adapter(e, "C2"));
+    TU_OK(road_engine_unload_adapter(e, "C2", true));
+    road_engine_free(e);
+    /* the root: the file helpers refuse non-regular files for every caller */
+    road_st_file *f = NULL;
+    TU_FAILS(road_st_open(st, &f), ROAD_ERR_IO, "FIFO");
+    TU_FAILS(road_st_open("/dev/zero", &f), ROAD_ERR_IO, "character device");
+    road_adapter_set *set = road_model_adapters(model);
+    TU_FAILS(road_adapter_set_load(set, "fifo", tmp), ROAD_ERR_IO, "not a regular file");
+    unlink(st);
+    unlink(cfg);
+    rmdir(tmp);
+}
+
+/* One rule for adapter names (the CLI's --adapter, road_server_create, the load endpoint). A
+ * quote in a name used to reach /metrics unescaped and break the whole scrape. */
+static void test_adapter_names(void **state) {
+    (void)state;
+    TU_OK(road_engine_check_adapter_name("math-v2.{x}"));
+    TU_FAILS(road_engine_check_adapter_name("a\"b"), ROAD_ERR_INVALID_ARG, "quotes");
+    TU_FAILS(road_engine_check_adapter_name("a\\b"), ROAD_ERR_INVALID_ARG, "backslashes");
+    TU_FAILS(road_engine_check_adapter_name("a\nb"), ROAD_ERR_INVALID_ARG, "control");
+    TU_FAILS(road_engine_check_adapter_name(""), ROAD_ERR_INVALID_ARG, "1 to 255");
+    TU_FAILS(road_engine_check_adapter_name(ROAD_BASE_NAME), ROAD_ERR_INVALID_ARG, ROAD_BASE_NAME);
+    /* the server refuses a bad name before loading anything (it took it before) */
+    road_server_params sp = road_server_default_params();
+    const char *names[] = {"a\"b"}, *dirs[] = {ADAPTERS "/A"};
+    sp.model_dir = dir;
+    sp.adapter_names = names;
+    sp.adapter_dirs = dirs;
+    sp.n_adapters = 1;
+    road_server *srv = NULL;
+    TU_FAILS(road_server_create(&sp, &srv), ROAD_ERR_INVALID_ARG, "quotes");
+    assert_null(srv);
+    /* a name with braces is served and its metric lines stay well-formed */
+    road_engine *e = new_engine(2, 32, NULL);
+    TU_OK(road_engine_load_adapter(e, "x{y}", ADAPTERS "/A"));
+    char *text = NULL;
+    TU_OK(road_engine_metrics(e, &text));
+    assert_non_null(strstr(text, "road_adapter_requests_total{adapter=\"x{y}\"} 0\n"));
+    road_string_free(text);
+    road_engine_free(e);
+}
+
+/* The engine's lock, taken by the test to freeze the engine thread at its next use of it. */
+#include "serve/engine_internal.h"
+
+/* Parks the engine thread right after the forward of step `at` (before it samples and
+ * publishes) until the test says go. */
+typedef struct park {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int steps, at;
+    bool parked, go;
+} park;
+
+static void park_hook(const road_engine_step_info *info, void *user) {
+    (void)info;
+    park *h = user;
+    pthread_mutex_lock(&h->mu);
+    if (++h->steps == h->at) {
+        h->parked = true;
+        pthread_cond_broadcast(&h->cv);
+        while (!h->go) pthread_cond_wait(&h->cv, &h->mu);
+    }
+    pthread_mutex_unlock(&h->mu);
+}
+
+/* A request's end is counted in /metrics before anyone waiting for it can see the end (and
+ * answer its client): a scrape right after a reply counts that reply's request. The engine is
+ * parked after the forward of the request's last token; the test then takes the engine's lock
+ * and lets it go. The old engine published the end first (the waiter woke with the counter
+ * still short) and counted after; now it must count first, so it blocks on the lock and the
+ * waiter sees no end until the count is in. */
+static void test_finished_counted_before_published(void **state) {
+    (void)state;
+    job jobs[1];
+    make_jobs(jobs, 1);
+    jobs[0].max_tokens = 4; /* one step of prefill and first token, then 3 decodes */
+    park h = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 4, false, false};
+    road_engine_params p = road_engine_default_params();
+    p.max_batch = 2;
+    p.step_tokens = 32;
+    p.tokenizer = tok;
+    p.on_step = park_hook;
+    p.on_step_user = &h;
+    road_engine *e;
+    TU_OK(road_engine_create(model, &p, &e));
+    TU_OK(road_engine_start(e));
+    road_request *r = submit(e, &jobs[0]);
+    pthread_mutex_lock(&h.mu);
+    while (!h.parked) pthread_cond_wait(&h.cv, &h.mu);
+    pthread_mutex_unlock(&h.mu);
+    road_request_state rs;
+    road_request_wait(r, 0, 0, 0, &rs); /* what is out so far (3 tokens and their text) */
+    int64_t seen_tokens = rs.n_tokens;
+    size_t seen_text = rs.text_len;
+    pthread_mutex_lock(&e->mu);
+    int64_t before = e->stats.finished[ROAD_FINISH_LENGTH];
+    pthread_mutex_lock(&h.mu);
+    h.go = true;
+    pthread_cond_broadcast(&h.cv);
+    pthread_mutex_unlock(&h.mu);
+    road_request_wait(r, seen_tokens, seen_text, 300, &rs); /* the last token and the end come together */
+    int64_t counted = e->stats.finished[ROAD_FINISH_LENGTH];
+    pthread_mutex_unlock(&e->mu);
+    if (rs.finish != ROAD_FINISH_NONE && counted == before)
+        fail_msg("the request's end (%s) was visible before /metrics counted it",
+                 road_finish_reason_name(rs.finish));
+    assert_int_equal(wait_end(r), ROAD_FINISH_LENGTH);
+    road_request_release(r);
+    char *text = NULL;
+    TU_OK(road_engine_metrics(e, &text));
+    assert_non_null(strstr(text, "road_requests_finished_total{reason=\"length\"} 1\n"));
+    road_string_free(text);
+    road_engine_free(e);
+}
+
 /* ---- the request parser ------------------------------------------------------------------------ */
 
 static void expect_bad(api_kind k, const char *body, const char *param, const char *needle) {
@@ -637,6 +790,9 @@ int main(void) {
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_adapters_at_run_time),
         cmocka_unit_test(test_engine_thread_drain),
+        cmocka_unit_test(test_adapter_fifo_refused),
+        cmocka_unit_test(test_adapter_names),
+        cmocka_unit_test(test_finished_counted_before_published),
         cmocka_unit_test(test_api_parse),
         cmocka_unit_test(test_replies),
     };

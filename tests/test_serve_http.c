@@ -7,12 +7,14 @@
  */
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -207,7 +209,8 @@ static void test_malformed(void **state) {
                      "Authorization: Bearer " KEY "\r\nTransfer-Encoding: chunked\r\n\r\n");
     for (int i = 0; i < 4; i++) n += snprintf(req + n, (size_t)(16384 - n), "800\r\n%.2048s\r\n", big);
     n += snprintf(req + n, (size_t)(16384 - n), "0\r\n\r\n");
-    expect_error(exchange(req, (size_t)n, out, sizeof out), 413, out, "body_too_large");
+    /* chunked bodies are refused: their framing errors would get libmicrohttpd's HTML */
+    expect_error(exchange(req, (size_t)n, out, sizeof out), 411, out, "length_required");
     free(req);
     free(big);
     /* not HTTP at all: no crash, the server goes on */
@@ -217,7 +220,8 @@ static void test_malformed(void **state) {
     assert_int_equal(get("/health", out, sizeof out), 200);
     assert_int_equal(get("/metrics", out, sizeof out), 200);
     assert_non_null(strstr(out, "road_http_responses_total{code=\"401\"} 3"));
-    assert_non_null(strstr(out, "road_http_responses_total{code=\"413\"} 2"));
+    assert_non_null(strstr(out, "road_http_responses_total{code=\"413\"} 1"));
+    assert_non_null(strstr(out, "road_http_responses_total{code=\"411\"} 1"));
 }
 
 static void test_models_and_adapters(void **state) {
@@ -312,6 +316,228 @@ static void test_client_leaves_and_queue_full(void **state) {
     expect_healthy();
 }
 
+/* Errors libmicrohttpd would have answered itself, with HTML: the door answers them first, in
+ * the documented JSON shape. */
+static void test_http_level_errors(void **state) {
+    (void)state;
+    char out[65536];
+    size_t cap = 40000;
+    char *req = tu_alloc(cap);
+    /* 414: a request target past 8 KiB */
+    int n = snprintf(req, cap, "GET /");
+    memset(req + n, 'a', 9000);
+    n += 9000;
+    n += snprintf(req + n, cap - (size_t)n, " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    expect_error(exchange(req, (size_t)n, out, sizeof out), 414, out, NULL);
+    /* 431: headers past 16 KiB, and too many header lines */
+    n = snprintf(req, cap, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: ");
+    memset(req + n, 'b', 20000);
+    n += 20000;
+    n += snprintf(req + n, cap - (size_t)n, "\r\n\r\n");
+    expect_error(exchange(req, (size_t)n, out, sizeof out), 431, out, NULL);
+    n = snprintf(req, cap, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    for (int i = 0; i < 150; i++) n += snprintf(req + n, cap - (size_t)n, "X-H%d: 1\r\n", i);
+    n += snprintf(req + n, cap - (size_t)n, "\r\n");
+    expect_error(exchange(req, (size_t)n, out, sizeof out), 431, out, NULL);
+    /* Content-Length: malformed, overflowing, two different values; with chunked */
+    const char *bad_cl[] = {"12abc", "-5", "", "99999999999999999999999"};
+    for (int i = 0; i < 4; i++) {
+        n = snprintf(req, cap, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer " KEY
+                     "\r\nContent-Length: %s\r\n\r\n{}", bad_cl[i]);
+        expect_error(exchange(req, (size_t)n, out, sizeof out), i == 3 ? 413 : 400, out, NULL);
+    }
+    n = snprintf(req, cap, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n"
+                 "Content-Length: 3\r\n\r\n{}");
+    expect_error(exchange(req, (size_t)n, out, sizeof out), 400, out, NULL);
+    n = snprintf(req, cap, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n"
+                 "Transfer-Encoding: chunked\r\n\r\n{}");
+    expect_error(exchange(req, (size_t)n, out, sizeof out), 411, out, "length_required");
+    /* a bad chunk size line: libmicrohttpd's HTML 400 before; refused at the head now */
+    n = snprintf(req, cap, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                 "Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n");
+    expect_error(exchange(req, (size_t)n, out, sizeof out), 411, out, "length_required");
+    /* a head cut short by a half-close: answered, not left to the deadline */
+    {
+        int fd = dial();
+        const char *part = "GET /health HTTP/1.1\r\nHost: x\r\n";
+        send_all(fd, part, strlen(part));
+        shutdown(fd, SHUT_WR);
+        size_t got = 0;
+        ssize_t k;
+        while (got + 1 < sizeof out && (k = recv(fd, out + got, sizeof out - 1 - got, 0)) > 0) got += (size_t)k;
+        out[got] = '\0';
+        close(fd);
+        int code = 0;
+        sscanf(out, "HTTP/1.%*d %d", &code);
+        char *b = strstr(out, "\r\n\r\n");
+        expect_error(code, 400, b ? b + 4 : out, NULL);
+    }
+    /* versions and malformed request lines */
+    n = snprintf(req, cap, "GET /health HTTP/2.0\r\nHost: x\r\nConnection: close\r\n\r\n");
+    expect_error(exchange(req, (size_t)n, out, sizeof out), 505, out, NULL);
+    n = snprintf(req, cap, "GET /health HTTP/1.1\r\nno colon here\r\n\r\n");
+    expect_error(exchange(req, (size_t)n, out, sizeof out), 400, out, NULL);
+    n = snprintf(req, cap, "HELLO\r\n\r\n");
+    expect_error(exchange(req, (size_t)n, out, sizeof out), 400, out, NULL);
+    free(req);
+    expect_healthy();
+}
+
+/* The Authorization scheme is case-insensitive (RFC 9110 11.1). */
+static void test_bearer_any_case(void **state) {
+    (void)state;
+    const char *schemes[] = {"bearer", "BEARER", "Bearer  "};
+    const char *body = "{\"model\":\"A\",\"prompt\":\"Hi\",\"max_tokens\":1}";
+    for (int i = 0; i < 3; i++) {
+        char req[1024], out[65536];
+        int n = snprintf(req, sizeof req, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: %s "
+                         KEY "\r\nContent-Length: %zu\r\n\r\n%s", schemes[i], strlen(body), body);
+        int code = exchange(req, (size_t)n, out, sizeof out);
+        if (code != 200) fail_msg("'%s': HTTP %d %s", schemes[i], code, out);
+    }
+}
+
+/* A FIFO as an adapter's weights: refused at once with the path named; the server goes on. */
+static void test_load_fifo(void **state) {
+    (void)state;
+    char tmp[] = "/tmp/road_fifo_http_XXXXXX";
+    assert_non_null(mkdtemp(tmp));
+    char cmd[512], fifo[256], body[512], out[65536];
+    snprintf(cmd, sizeof cmd, "cp '%s/C/adapter_config.json' '%s/'", ADAPTERS, tmp);
+    assert_int_equal(system(cmd), 0);
+    snprintf(fifo, sizeof fifo, "%s/adapter_model.safetensors", tmp);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    snprintf(body, sizeof body, "{\"lora_name\": \"F\", \"lora_path\": \"%s\"}", tmp);
+    expect_error(post("/v1/load_lora_adapter", KEY, body, out, sizeof out), 400, out, NULL);
+    assert_non_null(strstr(out, "FIFO"));
+    expect_healthy();
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* ---- slow clients (issue 13): a server of its own with small limits ------------------------------ */
+
+#define SLOW_MAX_CONN 32
+#define SLOW_PER_CLIENT 4
+#define SLOW_CLIENTS 40      /* more than SLOW_MAX_CONN: the old server was full with these */
+#define SLOW_GIVE_UP_S 20.0  /* a liveness bound, far above the 1 s deadline: not a timing */
+
+static double mono_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* A connection to port from 127.0.0.<host> (all of 127/8 is loopback on Linux). */
+static int dial_from(int to_port, int host) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(0x7f000000u | (uint32_t)host);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    a.sin_port = htons((uint16_t)to_port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    return fd;
+}
+
+/* Status of the reply waiting on fd (0: none yet or closed without one); -1: closed. */
+static int poll_reply(int fd, char *out, size_t cap) {
+    ssize_t k = recv(fd, out, cap - 1, MSG_DONTWAIT);
+    if (k == 0) return -1;
+    if (k < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+    out[k] = '\0';
+    int code = 0;
+    if (sscanf(out, "HTTP/1.%*d %d", &code) != 1) return -1;
+    char *body = strstr(out, "\r\n\r\n");
+    if (body) memmove(out, body + 4, strlen(body + 4) + 1);
+    return code;
+}
+
+static int health_on(int to_port, char *out, size_t cap) {
+    int fd = dial_from(to_port, 1);
+    const char *req = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+    send_all(fd, req, strlen(req));
+    size_t got = 0;
+    ssize_t k;
+    while (got + 1 < cap && (k = recv(fd, out + got, cap - 1 - got, 0)) > 0) got += (size_t)k;
+    out[got] = '\0';
+    close(fd);
+    int code = 0;
+    return sscanf(out, "HTTP/1.%*d %d", &code) == 1 ? code : 0;
+}
+
+static void test_slow_clients(void **state) {
+    (void)state;
+    road_server_params p = road_server_default_params();
+    p.model_dir = dir;
+    p.port = 0;
+    p.max_connections = SLOW_MAX_CONN;
+    p.max_connections_per_client = SLOW_PER_CLIENT;
+    p.request_timeout_s = 1;
+    road_server *s2 = NULL;
+    TU_OK(road_server_create(&p, &s2));
+    TU_OK(road_server_start(s2));
+    int p2 = road_server_port(s2);
+    char out[4096];
+    /* heads that trickle in from SLOW_CLIENTS addresses, and one body that does */
+    int slow[SLOW_CLIENTS + 1], code[SLOW_CLIENTS + 1];
+    for (int i = 0; i < SLOW_CLIENTS; i++) {
+        slow[i] = dial_from(p2, 10 + i);
+        const char *part = "GET /health HTTP/1.1\r\nX-Slow: ";
+        send_all(slow[i], part, strlen(part));
+        code[i] = 0;
+    }
+    slow[SLOW_CLIENTS] = dial_from(p2, 9);
+    const char *head = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{";
+    send_all(slow[SLOW_CLIENTS], head, strlen(head));
+    code[SLOW_CLIENTS] = 0;
+    /* the per-address cap: SLOW_PER_CLIENT open from 127.0.0.5, the next one is refused */
+    int mine[SLOW_PER_CLIENT];
+    for (int i = 0; i < SLOW_PER_CLIENT; i++) {
+        mine[i] = dial_from(p2, 5);
+        send_all(mine[i], "GET /", 5);
+    }
+    int extra = dial_from(p2, 5);
+    int c = 0;
+    for (double t0 = mono_s(); c == 0 && mono_s() - t0 < SLOW_GIVE_UP_S;) {
+        c = poll_reply(extra, out, sizeof out);
+        sleep_ms(10);
+    }
+    expect_error(c, 429, out, "too_many_connections");
+    close(extra);
+    for (int i = 0; i < SLOW_PER_CLIENT; i++) close(mine[i]);
+    /* everyone else is still served while the slow ones hold on */
+    assert_int_equal(health_on(p2, out, sizeof out), 200);
+    /* trickle a byte each 100 ms: the deadline (1 s) still ends every slow request with a 408 */
+    int open_left = SLOW_CLIENTS + 1;
+    for (double t0 = mono_s(); open_left > 0 && mono_s() - t0 < SLOW_GIVE_UP_S;) {
+        open_left = 0;
+        for (int i = 0; i <= SLOW_CLIENTS; i++) {
+            if (slow[i] < 0) continue;
+            int r = poll_reply(slow[i], out, sizeof out);
+            if (r != 0) {
+                code[i] = r;
+                if (r > 0) expect_error(r, 408, out, "request_timeout");
+                close(slow[i]);
+                slow[i] = -1;
+                continue;
+            }
+            (void)!send(slow[i], "x", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+            open_left++;
+        }
+        sleep_ms(100);
+    }
+    if (open_left) fail_msg("%d slow connections still open after %.0f s", open_left, SLOW_GIVE_UP_S);
+    int n408 = 0;
+    for (int i = 0; i <= SLOW_CLIENTS; i++) n408 += code[i] == 408;
+    assert_true(n408 >= SLOW_CLIENTS / 2); /* most get their 408 (the rest: closed after it) */
+    assert_int_equal(health_on(p2, out, sizeof out), 200);
+    road_server_free(s2);
+}
+
 static void test_drain(void **state) {
     (void)state;
     road_server_stop(srv); /* nothing running: stops at once */
@@ -333,6 +559,10 @@ int main(void) {
         cmocka_unit_test(test_models_and_adapters),
         cmocka_unit_test(test_stream_framing),
         cmocka_unit_test(test_client_leaves_and_queue_full),
+        cmocka_unit_test(test_http_level_errors),
+        cmocka_unit_test(test_bearer_any_case),
+        cmocka_unit_test(test_load_fifo),
+        cmocka_unit_test(test_slow_clients),
         cmocka_unit_test(test_drain),
     };
     return cmocka_run_group_tests_name("serve_http", tests, setup, teardown);

@@ -114,8 +114,20 @@ ROAD_API road_status road_adapter_set_add(road_adapter_set *s, const char *name,
  * layer has a bias), which the file must hold for every layer modules_to_save selects. */
 ROAD_API road_status road_adapter_set_load(road_adapter_set *s, const char *name,
                                            const char *dir);
+/* road_adapter_set_load in two halves, for a server that must keep running while a folder is
+ * read. Prepare reads and checks everything (files, keys, shapes, values) without changing the
+ * set, and may run on another thread while the set is in use (it reads only the set's layer
+ * list, which never changes); commit adds the prepared adapter without touching a file (the
+ * thread that owns the set calls it). name and dir are borrowed until the load is freed. */
+typedef struct road_adapter_load road_adapter_load;
+ROAD_API road_status road_adapter_set_load_prepare(road_adapter_set *s, const char *name,
+                                                   const char *dir, road_adapter_load **out);
+ROAD_API road_status road_adapter_set_load_commit(road_adapter_set *s, road_adapter_load *l);
+ROAD_API void road_adapter_load_free(road_adapter_load *l); /* NULL is a no-op */
 /* Save adapters as PEFT does: the adapter named "default" at `dir`, every other one in
- * `dir`/<name>/. names == NULL: all adapters. Files are written atomically. modules_to_save
+ * `dir`/<name>/. names == NULL: all adapters. The adapters are written as one unit (aside, then
+ * swapped in with dir's other entries, which stay): a reader never finds new weights beside an
+ * old config. modules_to_save
  * copies are written as "base_model.model.<layer>.weight" / ".bias" (PEFT's saved keys, with
  * the ".modules_to_save.<adapter>" part removed). */
 ROAD_API road_status road_adapter_set_save(road_adapter_set *s, const char *dir,

@@ -225,10 +225,14 @@ ROAD_API void road_model_zero_grads(road_model *m);
  * dtype), model.safetensors in F32, BF16 or F16 with transformers' names (merged adapters
  * included; a tied lm_head is not written), generation_config.json and the tokenizer files of
  * the folder it was loaded from. Atomic: written aside and renamed into place; an existing
- * folder at `dir` is replaced only when everything was written. */
+ * folder at `dir` is replaced only when everything was written, and only when it is a model
+ * folder road would write: never the folder the model was read from, the current or the home
+ * folder (road/outdir.h; the same for road_model_save_quantized and road_model_init_folder). */
 ROAD_API road_status road_model_save(road_model *m, const char *dir, road_dtype dtype);
-/* The same files written into `dir` (created if needed) one by one, each atomically, leaving
- * the folder's other files alone: for an output folder that also holds checkpoints. */
+/* The same files written into `dir` (created if needed) as one unit, leaving the folder's
+ * other files alone: for an output folder that also holds checkpoints. The files are written
+ * aside and swapped in with the folder's other entries (hard-linked, not copied), so a reader
+ * finds the old model files or the new ones, never a mix. */
 ROAD_API road_status road_model_save_files(road_model *m, const char *dir, road_dtype dtype);
 
 /* Make a checkpoint folder with freshly initialised weights for the architecture in

@@ -5,10 +5,12 @@
 #define ROAD_ROAD_H
 
 #include "road/core.h"
+#include "road/json.h"
 #include "road/adapter.h"
 #include "road/config.h"
 #include "road/adapters.h"
 #include "road/safetensors.h"
+#include "road/outdir.h"
 #include "road/quant.h"
 #include "road/llm.h"
 #include "road/tokenizer.h"

@@ -100,9 +100,10 @@ ROAD_API void road_engine_stop(road_engine *e, bool drain);
 /* Waiting and running requests. */
 ROAD_API void road_engine_load(const road_engine *e, int64_t *waiting, int64_t *running);
 
-/* Load a PEFT adapter folder under `name` (vLLM's load_lora_adapter). Runs on the engine thread
- * between two steps when started, so running requests are not disturbed; a folder that fails to
- * load leaves every adapter as it was. ROAD_ERR_EXISTS if the name is taken. */
+/* Load a PEFT adapter folder under `name` (vLLM's load_lora_adapter). The files are read and
+ * checked on the calling thread while the engine keeps stepping; the engine thread then only
+ * adds the finished adapter between two steps, so a slow disk never stalls generation. A folder
+ * that fails to load leaves every adapter as it was. ROAD_ERR_EXISTS if the name is taken. */
 ROAD_API road_status road_engine_load_adapter(road_engine *e, const char *name, const char *dir);
 /* Unload an adapter. New requests for it are refused at once (ROAD_ERR_NOT_FOUND); with wait,
  * returns once the requests using it have finished and it is gone (needs the engine thread, or
@@ -112,6 +113,10 @@ ROAD_API road_status road_engine_unload_adapter(road_engine *e, const char *name
 ROAD_API void road_engine_foreach_adapter(road_engine *e,
                                           void (*fn)(const char *name, void *user), void *user);
 ROAD_API bool road_engine_has_adapter(road_engine *e, const char *name);
+/* The rule for served adapter names, one for the CLI, road_server_create and the load
+ * endpoint: 1 to 255 bytes, no control characters, quotes or backslashes, not ROAD_BASE_NAME.
+ * ROAD_ERR_INVALID_ARG with the rule in the message otherwise. */
+ROAD_API road_status road_engine_check_adapter_name(const char *name);
 /* Prometheus text exposition of the engine's counters (docs/serve.md lists them); allocated,
  * free with road_string_free. */
 ROAD_API road_status road_engine_metrics(road_engine *e, char **text);
@@ -172,7 +177,11 @@ typedef struct road_server_params {
     road_model_params model;
     road_engine_params engine;     /* tokenizer is set by the server */
     size_t max_body_bytes;         /* larger request bodies get 413 (1 MiB) */
-    int32_t max_connections;       /* open connections at most (512) */
+    int32_t max_connections;       /* open connections at most (4096; lowered to what
+                                      RLIMIT_NOFILE allows) */
+    int32_t max_connections_per_client; /* per client address (256); 0: no cap */
+    double request_timeout_s;      /* accept -> whole request (head and body) received, however
+                                      its bytes trickle (60); a reply's own idle limit is apart */
     int32_t default_max_tokens;    /* completions without max_tokens (16, OpenAI's) */
     bool allow_adapter_loading;    /* the load/unload endpoints (true) */
 } road_server_params;

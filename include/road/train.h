@@ -182,6 +182,9 @@ typedef struct road_checkpoint_state {
     road_rng_state rng;
     int32_t n_data_pos;                             /* 0..ROAD_CHECKPOINT_MAX_DATA_POS */
     int64_t data_pos[ROAD_CHECKPOINT_MAX_DATA_POS]; /* opaque to road */
+    const char *run_json; /* save: what identifies the run (a JSON object's text, NULL: none),
+                             kept in trainer_state.json as "run"; load leaves it NULL (read it
+                             with road_checkpoint_read_run) */
 } road_checkpoint_state;
 
 /* Write a checkpoint folder `dir` (e.g. road_checkpoint_path(root, step)): the trainable
@@ -190,7 +193,8 @@ typedef struct road_checkpoint_state {
  * config_json (may be NULL) verbatim as run_config.json. Atomic: everything is written and
  * fsynced in a temporary folder next to `dir`, which is then renamed into place; on failure
  * the temporary folder is removed and an existing `dir` is unchanged. An existing `dir` is
- * replaced (moved aside, the new one renamed in, the old one removed). */
+ * replaced in one step (io/dir.h: swapped, then the old one removed) only when it is a
+ * checkpoint folder; anything else there is refused (ROAD_ERR_EXISTS). */
 ROAD_API road_status road_checkpoint_save(road_optimizer *o, const road_checkpoint_state *st,
                                           const char *config_json, const char *dir);
 /* Load a checkpoint into an optimizer built over the same adapters and layers: parameters,
@@ -206,6 +210,12 @@ ROAD_API road_status road_checkpoint_path(const char *root, int64_t step, char *
 /* The checkpoint-<step> folder in `root` with the highest step (Trainer's "last checkpoint");
  * temporary folders of interrupted saves are ignored. ROAD_ERR_NOT_FOUND if none. */
 ROAD_API road_status road_checkpoint_find_last(const char *root, char **path, int64_t *step);
+/* The run identity stored in `dir`'s trainer_state.json (a checkpoint, or a finished run's
+ * output folder) and its step, without loading anything else. *run_json: the "run" object's
+ * text (NULL when the checkpoint carries none; free with road_string_free); finished (may be
+ * NULL): whether dir is a finished run's output folder rather than a checkpoint. */
+ROAD_API road_status road_checkpoint_read_run(const char *dir, char **run_json, int64_t *step,
+                                              bool *finished);
 
 /* ---- data ----------------------------------------------------------------------------------- */
 
@@ -244,6 +254,25 @@ ROAD_API road_status road_dataset_parse_jsonl(const char *text, size_t len,
                                               const road_data_params *p, road_dataset **out);
 ROAD_API void road_dataset_free(road_dataset *d);
 ROAD_API int64_t road_dataset_count(const road_dataset *d);
+
+/* What loading did with the file's lines, per reason. Each non-blank line is one record and
+ * ends in exactly one of: kept whole, kept truncated, or skipped for one reason. Loading also
+ * logs one ROAD_LOG_WARN line with these counts when anything was truncated or skipped. */
+typedef struct road_data_stats {
+    int64_t lines;              /* non-blank lines (records) read */
+    int64_t examples;           /* records kept (before packing: road_dataset_count counts the
+                                   packed sequences) */
+    int64_t truncated;          /* kept, cut to max_len tokens: the tokens past it unused */
+    int64_t truncated_tokens;   /* tokens those cuts dropped */
+    int64_t skipped_past_max_len; /* every token with a loss lies at or past max_len (a prompt
+                                     of max_len tokens or more): nothing left to learn */
+    int64_t skipped_no_loss;    /* no token carries a loss even uncut (an empty completion,
+                                   labels all -100) */
+    int64_t skipped_short;      /* fewer than 2 tokens: nothing to predict */
+    int64_t max_len;            /* the max_len it was loaded with */
+} road_data_stats;
+/* The counts of the load that made d (zeros for NULL). */
+ROAD_API road_data_stats road_dataset_stats(const road_dataset *d);
 /* Tokens of example i (ids and labels, each n long; labels -100 where no loss). */
 ROAD_API road_status road_dataset_example(const road_dataset *d, int64_t i, const int32_t **ids,
                                           const int32_t **labels, int64_t *n);
@@ -288,6 +317,16 @@ typedef struct road_train_params {
                                    adapters (adapters must be disabled or absent); the model is
                                    saved to out_dir (and best/) as a checkpoint folder */
     road_dtype save_dtype;      /* full: dtype of the saved weights (F32 default, BF16, F16) */
+    bool overwrite;             /* a fresh run (resume false) may replace a training run that
+                                   out_dir holds (checkpoints, a final output); else refused */
+    const char *run_json;       /* what identifies the run besides road_train's own settings (a
+                                   JSON object's text: model, data files, adapter config...; may
+                                   be NULL); with the settings that change the result it goes
+                                   into every checkpoint, and resume refuses a checkpoint whose
+                                   identity differs (docs/training.md) */
+    const char *const *inputs;  /* paths the run reads (model folder, data files): out_dir may
+                                   not be one of them nor hold one; may be NULL */
+    int32_t n_inputs;
 } road_train_params;
 
 ROAD_API road_train_params road_train_default_params(void);
@@ -299,10 +338,33 @@ ROAD_API road_train_params road_train_default_params(void);
  * stopped; with resume, the run continues from the last checkpoint so that the sequence of
  * losses is the one an uninterrupted run gives. At the end the adapters are saved to out_dir
  * and, with an eval set, the best-eval ones to out_dir/best, as PEFT saves them (an adapter
- * named "default" at the top of the folder, any other in a sub-folder named after it). */
+ * named "default" at the top of the folder, any other in a sub-folder named after it), each
+ * save one unit; then out_dir/trainer_state.json marks the run finished. out_dir is checked
+ * first (road_train_prepare_out); resuming a finished run returns ROAD_OK at once, training
+ * nothing (on_step is not called). */
 ROAD_API road_status road_train(road_model *m, const road_dataset *train,
                                 const road_dataset *eval, const road_train_params *p,
                                 road_train_fn on_step, void *user);
+
+/* What road_train_check_out found in out_dir. */
+typedef struct road_train_out {
+    bool has_run;  /* out_dir holds a training run: checkpoints, or a final output */
+    bool finished; /* resume: the run finished already, with this identity: nothing to train */
+    int64_t step;  /* resume: the step it continues from (0: the start), or finished at */
+} road_train_out;
+
+/* Check out_dir for this run without touching it (besides repairing what a killed writer left
+ * and creating its parent folders), in milliseconds, before the model is loaded: the rule of
+ * road/outdir.h (a training output folder road wrote; never an input, the current or home
+ * folder); a fresh run (resume false) into a folder that holds a run is refused unless
+ * overwrite (ROAD_ERR_EXISTS); resume refuses a checkpoint or finished run whose identity
+ * differs (ROAD_ERR_STATE, naming the differing fields). The identity is p->run_json plus the
+ * settings that change the result (docs/training.md). */
+ROAD_API road_status road_train_check_out(const road_train_params *p, road_train_out *info);
+/* road_train_check_out, then make out_dir ready: a fresh run with overwrite replaces the run
+ * it holds by an empty folder (in one step). road_train calls it; call it yourself before
+ * opening files inside out_dir. */
+ROAD_API road_status road_train_prepare_out(const road_train_params *p, road_train_out *info);
 
 #ifdef __cplusplus
 }

@@ -32,6 +32,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/finite.h"
+#include "io/dir.h"
 #include "io/file.h"
 #include "road/adapters.h"
 #include "road/safetensors.h"
@@ -562,15 +563,62 @@ road_status road_adapter_set_load(road_adapter_set *s, const char *name, const c
                           "an adapter named '%s' is already loaded; delete it first or load "
                           "this one under another name",
                           name);
-    load_ctx c = {.name = name, .s = s};
-    road_status st = open_folder(&c, dir);
-    if (st == ROAD_OK) st = plan_layers(&c);
-    if (st == ROAD_OK) st = read_layer_params(&c);
-    if (st == ROAD_OK) st = read_copies(&c);
-    if (st == ROAD_OK) st = check_unexpected(&c);
-    if (st == ROAD_OK) st = install(&c);
-    load_ctx_free(&c);
+    road_adapter_load *l = NULL;
+    road_status st = road_adapter_set_load_prepare(s, name, dir, &l);
+    if (st == ROAD_OK) st = road_adapter_set_load_commit(s, l);
+    road_adapter_load_free(l);
     return st;
+}
+
+/* The two halves, for a server that keeps generating while a folder is read (road/adapters.h).
+ * Prepare touches only the set's layer list (fixed for the set's life) and its own memory. */
+struct road_adapter_load {
+    load_ctx c;
+};
+
+road_status road_adapter_set_load_prepare(road_adapter_set *s, const char *name, const char *dir,
+                                          road_adapter_load **out) {
+    if (!s || !name || !dir || !out)
+        return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_load_prepare: NULL argument");
+    *out = NULL;
+    road_adapter_load *l = road_calloc(1, sizeof *l);
+    if (!l) return ROAD_ERR_NO_MEMORY;
+    l->c.name = name;
+    l->c.s = s;
+    load_ctx *c = &l->c;
+    road_status st = open_folder(c, dir);
+    if (st == ROAD_OK) st = plan_layers(c);
+    if (st == ROAD_OK) st = read_layer_params(c);
+    if (st == ROAD_OK) st = read_copies(c);
+    if (st == ROAD_OK) st = check_unexpected(c);
+    /* the copies are read from the mapping at commit: fault their pages in now, here */
+    volatile unsigned char sink = 0;
+    for (int32_t i = 0; st == ROAD_OK && i < 2 * c->n_cp; i++) {
+        const road_st_tensor *t = c->cp_src[i];
+        for (size_t k = 0; t && k < t->nbytes; k += 4096) sink ^= ((const unsigned char *)t->data)[k];
+    }
+    (void)sink;
+    if (st != ROAD_OK) {
+        road_adapter_load_free(l);
+        return st;
+    }
+    *out = l;
+    return ROAD_OK;
+}
+
+road_status road_adapter_set_load_commit(road_adapter_set *s, road_adapter_load *l) {
+    if (!s || !l || l->c.s != s)
+        return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_load_commit: NULL argument, or "
+                          "prepared for another set");
+    if (road_adapter_set_has(s, l->c.name))
+        return road_error(ROAD_ERR_EXISTS, "an adapter named '%s' is already loaded", l->c.name);
+    return install(&l->c);
+}
+
+void road_adapter_load_free(road_adapter_load *l) {
+    if (!l) return;
+    load_ctx_free(&l->c);
+    road_free(l);
 }
 
 /* ---- save ------------------------------------------------------------------------------- */
@@ -699,9 +747,25 @@ road_status road_adapter_set_save(road_adapter_set *s, const char *dir, const ch
     if (!names && road_adapter_set_count(s) == 0)
         return road_error(ROAD_ERR_STATE, "cannot save to '%s': the set has no adapters", dir);
     road_status st = names ? check_names(s, names, n) : ROAD_OK;
-    if (st == ROAD_OK) st = road_mkdir_p(dir);
+    /* One unit (io/dir.h): every adapter is written into a temporary folder next to dir, then
+     * swapped in with dir's other entries, so weights and config change together. */
+    char *target = st == ROAD_OK ? road_dir_trim(dir) : NULL;
+    char *parent = target ? road_path_parent(target) : NULL, *tmp = NULL;
+    if (st == ROAD_OK && !parent) st = ROAD_ERR_NO_MEMORY;
+    if (st == ROAD_OK) st = road_mkdir_p(parent);
+    if (st == ROAD_OK) st = road_dir_make_temp(target, ".tmp.", &tmp);
     const int32_t count = names ? n : road_adapter_set_count(s);
     for (int32_t i = 0; i < count && st == ROAD_OK; i++)
-        st = save_one(s, names ? names[i] : road_adapter_set_name(s, i), dir);
+        st = save_one(s, names ? names[i] : road_adapter_set_name(s, i), tmp);
+    if (st == ROAD_OK) {
+        road_dir_fsync(tmp);
+        st = road_dir_update(tmp, target);
+        if (st != ROAD_OK) road_error_prefix("saving adapters to '%s' (its files are unchanged)", target);
+    }
+    if (st == ROAD_OK) road_dir_fsync(parent);
+    else if (tmp) road_dir_remove_tree(tmp, ROAD_DIR_DEPTH);
+    road_free(tmp);
+    road_free(parent);
+    road_free(target);
     return st;
 }

@@ -25,7 +25,10 @@ static void help(void) {
            "  --modules-to-save a,b            modules trained fully and saved with the adapter\n"
            "  --task-type TYPE                 e.g. CAUSAL_LM (default null)\n"
            "  --base-model NAME                base_model_name_or_path (default null)\n"
-           "  --out DIR                        write DIR/adapter_config.json (atomically)\n"
+           "  --out DIR                        write DIR/adapter_config.json (atomically);\n"
+           "                                   DIR must be new, empty, or hold only an\n"
+           "                                   adapter_config.json (replaced with --overwrite)\n"
+           "  --overwrite                      replace the adapter_config.json in DIR\n"
            "  --print                          print the JSON instead\n");
 }
 
@@ -58,7 +61,7 @@ static void free_list(char **v, int32_t n) {
 int cmd_config(int argc, char **argv) {
     const char *out = NULL, *variant = NULL, *gs = NULL, *targets = NULL, *init = NULL;
     const char *mts = NULL, *task = NULL, *base = NULL;
-    int print = 0;
+    int print = 0, overwrite = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         int r;
@@ -68,6 +71,10 @@ int cmd_config(int argc, char **argv) {
         }
         if (strcmp(a, "--print") == 0) {
             print = 1;
+            continue;
+        }
+        if (strcmp(a, "--overwrite") == 0) {
+            overwrite = 1;
             continue;
         }
         CLI_FLAG("--out", out)
@@ -85,8 +92,13 @@ int cmd_config(int argc, char **argv) {
         cli_error(CMD, "say where the config goes: --out DIR, or --print");
         return CLI_EXIT_USAGE;
     }
+    road_status s;
+    /* A config beside another adapter's weights would describe them wrongly: only a folder
+     * holding nothing else is written (docs/cli.md). Checked before any work; creates parents. */
+    if (out && (s = road_out_check(out, ROAD_OUT_CONFIG, overwrite, NULL, 0, NULL)) != ROAD_OK)
+        return cli_fail(CMD, "--out", s);
     road_config *c = NULL;
-    road_status s = road_config_create(&c);
+    s = road_config_create(&c);
     if (s != ROAD_OK) return cli_fail(CMD, "creating the config", s);
     int rc = CLI_EXIT_USAGE;
     if (variant) {

@@ -31,7 +31,6 @@
 #define N_TASKS 3
 #define MAX_EXAMPLES 4096
 #define MAX_NEW_TOKENS 16
-#define LINE_MAX_BYTES 4096
 /* Training per adapter: enough for every task to pass 90% on 2 cores in well under a minute
  * each; --quick (CI) uses QUICK_STEPS. */
 #define DEFAULT_STEPS 150
@@ -81,7 +80,8 @@ static void free_examples(example *v, int n) {
     free(v);
 }
 
-/* {"prompt": ..., "completion": ...} lines. */
+/* {"prompt": ..., "completion": ...} lines, read whole (getline: no line length limit) and
+ * parsed by road's strict parser, so a bad line is refused, never cut or half-read. */
 static int load_examples(const char *path, example **out, int *n) {
     FILE *f = fopen(path, "r");
     if (!f) {
@@ -89,12 +89,23 @@ static int load_examples(const char *path, example **out, int *n) {
         return -1;
     }
     example *v = calloc(MAX_EXAMPLES, sizeof *v);
-    char line[LINE_MAX_BYTES];
+    char *line = NULL;
+    size_t line_cap = 0;
+    ssize_t len;
     int k = 0, lineno = 0, rc = 0;
-    while (v && k < MAX_EXAMPLES && fgets(line, sizeof line, f)) {
+    while (v && k < MAX_EXAMPLES && (len = getline(&line, &line_cap, f)) >= 0) {
         lineno++;
-        if (line[strspn(line, " \t\r\n")] == '\0') continue;
-        cJSON *j = cJSON_Parse(line);
+        size_t blank = 0;
+        while (blank < (size_t)len && (line[blank] == ' ' || line[blank] == '\t' ||
+                                       line[blank] == '\r' || line[blank] == '\n'))
+            blank++;
+        if (blank == (size_t)len) continue;
+        cJSON *j = NULL;
+        if (road_json_parse(line, (size_t)len, &j) != ROAD_OK) {
+            cli_error(CMD, "%s:%d: %s", path, lineno, road_last_error());
+            rc = -1;
+            break;
+        }
         cJSON *p = cJSON_GetObjectItemCaseSensitive(j, "prompt");
         cJSON *c = cJSON_GetObjectItemCaseSensitive(j, "completion");
         if (!cJSON_IsString(p) || !cJSON_IsString(c)) {
@@ -109,6 +120,7 @@ static int load_examples(const char *path, example **out, int *n) {
         cJSON_Delete(j);
         if (!v[k++].completion) break;
     }
+    free(line);
     fclose(f);
     if (!v || rc != 0 || k == 0) {
         if (v && rc == 0) cli_error(CMD, "'%s' holds no example", path);
@@ -255,6 +267,7 @@ static int train_adapter(road_model *m, const road_tokenizer *tok, const char *t
     tp.max_steps = steps;
     tp.batch_size = BATCH;
     tp.out_dir = out;
+    tp.overwrite = true; /* the demo's own folder: a rerun replaces the adapter it trained */
     live l = {name, isatty(STDERR_FILENO), NAN};
     s = road_train(m, d, NULL, &tp, progress, &l);
     road_dataset_free(d);

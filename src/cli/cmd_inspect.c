@@ -247,8 +247,13 @@ static int open_model_files(const char *dir, model_files *mf) {
         cli_error(CMD, "cannot read '%s'%s", path, len > INDEX_MAX_BYTES ? " (too large)" : "");
         return CLI_EXIT_FAIL;
     }
-    cJSON *root = cJSON_ParseWithLength(text, (size_t)len);
+    cJSON *root = NULL;
+    road_status js = road_json_parse(text, (size_t)len, &root);
     free(text);
+    if (js != ROAD_OK) {
+        cli_error(CMD, "'%s': %s", path, road_last_error());
+        return CLI_EXIT_FAIL;
+    }
     const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map"), *e;
     int rc = CLI_EXIT_OK;
     if (!cJSON_IsObject(root) || !cJSON_IsObject(map)) {

@@ -21,7 +21,7 @@ static void help(void) {
         "usage: road merge --model DIR --adapter NAME=DIR [--adapter NAME=DIR]...\n"
         "                  [--use NAME[,NAME...]] --out DIR [--dtype f32|bf16|f16]\n"
         "                  [--quantize int8|nf4|fp4 [--quantize-lm-head] [--double-quant]]\n"
-        "                  [--unsafe] [--threads N]\n"
+        "                  [--unsafe] [--overwrite] [--threads N]\n"
         "\n"
         "Merges the adapters (--use: these, in this order; default: every --adapter, in\n"
         "order) into the base weights (PEFT's merge_and_unload; safe merge: NaN/Inf refused,\n"
@@ -30,13 +30,15 @@ static void help(void) {
         "tensors (default f32). --quantize writes the linear layers quantized in bitsandbytes'\n"
         "layout (transformers loads it with its bitsandbytes integration; docs/quant.md); the\n"
         "embedding, norms, biases and lm_head (unless --quantize-lm-head) stay float. A model\n"
-        "folder that is already quantized stays quantized unless --quantize none.\n");
+        "folder that is already quantized stays quantized unless --quantize none.\n"
+        "DIR must be new or empty; --overwrite replaces a model folder road wrote there (in one\n"
+        "step, after the merge succeeded). Anything else in DIR is refused (docs/cli.md).\n");
 }
 
 int cmd_merge(int argc, char **argv) {
     const char *model = NULL, *out = NULL, *use = NULL, *dtype_s = NULL, *thr = NULL;
     char *adapters[MAX_ADAPTERS];
-    int n_ad = 0, unsafe = 0;
+    int n_ad = 0, unsafe = 0, overwrite = 0;
     cli_quant qz = {NULL, false, false};
     for (int i = 1; i < argc; i++) {
         const char *v;
@@ -51,6 +53,10 @@ int cmd_merge(int argc, char **argv) {
         }
         if (strcmp(argv[i], "--unsafe") == 0) {
             unsafe = 1;
+            continue;
+        }
+        if (strcmp(argv[i], "--overwrite") == 0) {
+            overwrite = 1;
             continue;
         }
         CLI_FLAG("--model", model)
@@ -84,9 +90,20 @@ int cmd_merge(int argc, char **argv) {
     if (thr && cli_parse_int(CMD, "--threads", thr, 0, 1024, &threads) != 0) return CLI_EXIT_USAGE;
     road_model_params mp = road_model_default_params();
     mp.n_threads = (int)threads;
+    /* The output folder is checked before anything is loaded (docs/cli.md): never an input,
+     * never a folder road did not write, an existing model folder only with --overwrite. */
+    const char *inputs[MAX_ADAPTERS + 1];
+    int n_in = 0;
+    inputs[n_in++] = model;
+    for (int i = 0; i < n_ad; i++) {
+        const char *eq = strchr(adapters[i], '=');
+        inputs[n_in++] = eq ? eq + 1 : adapters[i];
+    }
+    road_status s = road_out_check(out, ROAD_OUT_MODEL, overwrite, inputs, n_in, NULL);
+    if (s != ROAD_OK) return cli_fail(CMD, "--out", s);
     road_model *m = NULL;
     int rc = CLI_EXIT_FAIL;
-    road_status s = road_model_load(model, &mp, &m);
+    s = road_model_load(model, &mp, &m);
     if (s != ROAD_OK) {
         rc = cli_fail(CMD, "loading the model", s);
         goto done;

@@ -8,6 +8,7 @@
  */
 #include <signal.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -22,7 +23,9 @@ static void help(void) {
            "                  [--max-batch N] [--max-seq-len L] [--api-key KEY]\n"
            "                  [--served-model-name NAME] [--chat-template llama3|llama2|mistral|chatml|qwen3]\n"
            "                  [--step-tokens N] [--max-waiting N] [--max-tokens-limit N]\n"
-           "                  [--max-body-bytes N] [--no-adapter-loading] [--threads N] [--quiet]\n"
+           "                  [--max-body-bytes N] [--max-connections N]\n"
+           "                  [--max-connections-per-client N] [--request-timeout S]\n"
+           "                  [--no-adapter-loading] [--threads N] [--quiet]\n"
            "                  [--quantize int8|nf4|fp4 [--quantize-lm-head] [--double-quant]]\n"
            "\n"
            "Serves the model and its adapters over OpenAI's API: POST /v1/completions and\n"
@@ -51,7 +54,7 @@ static void log_stderr(road_log_level level, const char *message, void *user) {
 int cmd_serve(int argc, char **argv) {
     const char *model = NULL, *host = "127.0.0.1", *port = NULL, *mb = NULL, *msl = NULL;
     const char *key = getenv("ROAD_API_KEY"), *name = NULL, *tmpl = NULL, *st = NULL, *mw = NULL;
-    const char *mtl = NULL, *mbb = NULL, *thr = NULL;
+    const char *mtl = NULL, *mbb = NULL, *thr = NULL, *mc = NULL, *mpc = NULL, *rto = NULL;
     bool no_loading = false;
     cli_quant qz = {NULL, false, false};
     const char *names[MAX_ADAPTERS], *dirs[MAX_ADAPTERS];
@@ -90,6 +93,9 @@ int cmd_serve(int argc, char **argv) {
         CLI_FLAG("--max-tokens-limit", mtl)
         CLI_FLAG("--max-body-bytes", mbb)
         CLI_FLAG("--threads", thr)
+        CLI_FLAG("--max-connections", mc)
+        CLI_FLAG("--max-connections-per-client", mpc)
+        CLI_FLAG("--request-timeout", rto)
         if ((r = cli_flag_value(CMD, argc, argv, &i, "--adapter", &v)) != 0) {
             if (r < 0) return CLI_EXIT_USAGE;
             if (n_ad == MAX_ADAPTERS) {
@@ -105,6 +111,12 @@ int cmd_serve(int argc, char **argv) {
             if (!specs[n_ad]) return CLI_EXIT_FAIL;
             memcpy(specs[n_ad], v, (size_t)(eq - v));
             specs[n_ad][eq - v] = '\0';
+            if (road_engine_check_adapter_name(specs[n_ad]) != ROAD_OK) { /* the load endpoint's rule */
+                free(specs[n_ad]);
+                for (int k = 0; k < n_ad; k++) free(specs[k]);
+                cli_error(CMD, "--adapter: %s", road_last_error());
+                return CLI_EXIT_USAGE;
+            }
             names[n_ad] = specs[n_ad];
             dirs[n_ad++] = eq + 1;
             continue;
@@ -141,6 +153,9 @@ int cmd_serve(int argc, char **argv) {
     INT_FLAG(mtl, "--max-tokens-limit", 1, 1 << 24, p.engine.max_tokens_limit, int64_t)
     INT_FLAG(mbb, "--max-body-bytes", 64, 1LL << 32, p.max_body_bytes, size_t)
     INT_FLAG(thr, "--threads", 0, 1024, p.model.n_threads, int)
+    INT_FLAG(mc, "--max-connections", 1, 1 << 20, p.max_connections, int32_t)
+    INT_FLAG(mpc, "--max-connections-per-client", 0, 1 << 20, p.max_connections_per_client, int32_t)
+    INT_FLAG(rto, "--request-timeout", 1, 86400, p.request_timeout_s, double)
 #undef INT_FLAG
     if (mb && !st && p.engine.step_tokens < p.engine.max_batch) p.engine.step_tokens = p.engine.max_batch;
     if (tmpl && road_chat_template_from_name(tmpl, &p.chat_template) != ROAD_OK) {
@@ -160,6 +175,13 @@ int cmd_serve(int argc, char **argv) {
     sigaddset(&sigs, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* every connection is a descriptor: take the hard open-file limit (the soft one is often
+     * 1024), as servers do; the server then fits --max-connections within it */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+    }
     road_log_set_callback(log_stderr, NULL);
 
     rc = CLI_EXIT_FAIL;

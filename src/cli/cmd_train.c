@@ -3,7 +3,11 @@
  * adapter folder. A live progress line on a terminal, a JSONL log of every step, checkpoints,
  * --resume, and Ctrl-C writing a checkpoint before it exits.
  */
+#define _XOPEN_SOURCE 700 /* realpath */
+#include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,6 +21,8 @@
 #include "cli/cli.h"
 
 #define CMD "train"
+/* Bytes read at a time while hashing a data file. */
+#define HASH_CHUNK (1 << 16)
 
 static volatile int stop_flag;
 
@@ -48,7 +54,11 @@ static void help(void) {
            "  --max-grad-norm X          (default 1.0; 0 = no clipping)\n"
            "  --seed N                   (default 42)\n"
            "  --eval-every N --save-every N   steps (default 0: at the end only / none)\n"
-           "  --resume                   continue from the last checkpoint in OUT\n"
+           "  --resume                   continue the run in OUT from its last checkpoint (only a\n"
+           "                             run with the same model, data and settings; a finished\n"
+           "                             run is reported and not trained again)\n"
+           "  --overwrite                replace a training run OUT already holds (without it, a\n"
+           "                             fresh run into such a folder is refused)\n"
            "  --recompute                recompute activations in backward (less memory)\n"
            "  --pack                     concatenate examples into --max-len sequences\n"
            "  --full                     full fine-tuning: train every weight (no adapter); OUT\n"
@@ -98,6 +108,90 @@ static bool on_step(const road_train_metrics *m, void *user) {
     return true;
 }
 
+/* FNV-1a 64 of a file's bytes: enough to notice that a data file changed (not a security
+ * hash). -1 when the file cannot be read. */
+static int hash_file(const char *path, long long *bytes, char hex[17]) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    static unsigned char buf[HASH_CHUNK];
+    uint64_t h = 0xcbf29ce484222325ULL;
+    long long total = 0;
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
+        for (size_t i = 0; i < n; i++) h = (h ^ buf[i]) * 0x100000001b3ULL;
+        total += (long long)n;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) return -1;
+    *bytes = total;
+    snprintf(hex, 17, "%016" PRIx64, h);
+    return 0;
+}
+
+/* {"path": realpath, "bytes": n, "hash": fnv} of a file (NULL if unreadable). */
+static cJSON *file_identity(const char *path) {
+    char real[PATH_MAX], hex[17];
+    long long bytes = 0;
+    if (!realpath(path, real) || hash_file(path, &bytes, hex) != 0) return NULL;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "path", real);
+    cJSON_AddNumberToObject(o, "bytes", (double)bytes);
+    cJSON_AddStringToObject(o, "hash", hex);
+    return o;
+}
+
+/* What identifies the run besides road_train's own settings (docs/training.md): the model
+ * (folder, config.json and tokenizer.json hashes, bytes of its weight files), the data file,
+ * the adapter config, the data settings and the quantization the base is trained under. */
+static char *run_identity(const char *model, const char *data, const road_config *cfg,
+                          bool full, int64_t max_len, bool packing, const cli_quant *qz) {
+    cJSON *run = cJSON_CreateObject(), *mo = cJSON_AddObjectToObject(run, "model");
+    char real[PATH_MAX], path[PATH_MAX + 32];
+    cJSON_AddStringToObject(mo, "path", realpath(model, real) ? real : model);
+    static const char *const files[] = {"config.json", "tokenizer.json"};
+    for (int i = 0; i < 2; i++) {
+        char hex[17] = "absent";
+        long long bytes = 0;
+        snprintf(path, sizeof path, "%s/%s", model, files[i]);
+        if (hash_file(path, &bytes, hex) != 0) snprintf(hex, sizeof hex, "absent");
+        cJSON_AddStringToObject(mo, i ? "tokenizer_hash" : "config_hash", hex);
+    }
+    long long wbytes = 0;
+    DIR *d = opendir(model);
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        size_t n = strlen(e->d_name);
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", model, e->d_name);
+        if (n > 12 && strcmp(e->d_name + n - 12, ".safetensors") == 0 && stat(path, &st) == 0)
+            wbytes += (long long)st.st_size;
+    }
+    if (d) closedir(d);
+    cJSON_AddNumberToObject(mo, "weights_bytes", (double)wbytes);
+    cJSON *df = file_identity(data);
+    if (df) cJSON_AddItemToObject(run, "data", df);
+    cJSON *dset = cJSON_AddObjectToObject(run, "data_settings");
+    cJSON_AddNumberToObject(dset, "max_len", (double)max_len);
+    cJSON_AddBoolToObject(dset, "pack", packing);
+    cJSON *q = cJSON_AddObjectToObject(run, "quantize");
+    cJSON_AddStringToObject(q, "format", qz->format ? qz->format : "none");
+    cJSON_AddBoolToObject(q, "lm_head", qz->lm_head);
+    cJSON_AddBoolToObject(q, "double_quant", qz->double_quant);
+    char *adapter_json = NULL;
+    if (!full && road_config_to_json(cfg, &adapter_json) == ROAD_OK) {
+        cJSON *a = NULL;
+        if (road_json_parse(adapter_json, strlen(adapter_json), &a) != ROAD_OK) a = NULL;
+        /* the model is identified above by its resolved path, whatever path was typed */
+        cJSON_DeleteItemFromObjectCaseSensitive(a, "base_model_name_or_path");
+        if (a) cJSON_AddItemToObject(run, "adapter", a);
+    }
+    road_string_free(adapter_json);
+    char *text = cJSON_PrintUnformatted(run);
+    cJSON_Delete(run);
+    return text;
+}
+
 int cmd_train(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *evalf = NULL, *out = NULL, *name = "default";
     const char *variant = NULL, *gs = NULL, *targets = NULL, *lr = NULL, *sched = NULL;
@@ -105,7 +199,7 @@ int cmd_train(int argc, char **argv) {
     const char *maxlen = NULL, *clip = NULL, *seed = NULL, *eevery = NULL, *severy = NULL;
     const char *logp = NULL, *thr = NULL;
     const char *save_dtype = NULL;
-    int resume = 0, recompute = 0, packing = 0, full = 0;
+    int resume = 0, recompute = 0, packing = 0, full = 0, overwrite = 0;
     cli_quant qz = {NULL, false, false};
     for (int i = 1; i < argc; i++) {
         const char *v;
@@ -120,6 +214,10 @@ int cmd_train(int argc, char **argv) {
         }
         if (strcmp(argv[i], "--resume") == 0) {
             resume = 1;
+            continue;
+        }
+        if (strcmp(argv[i], "--overwrite") == 0) {
+            overwrite = 1;
             continue;
         }
         if (strcmp(argv[i], "--recompute") == 0) {
@@ -147,6 +245,11 @@ int cmd_train(int argc, char **argv) {
     }
     if (!model || !data || !out) {
         cli_error(CMD, "--model, --data and --out are required (see road train --help)");
+        return CLI_EXIT_USAGE;
+    }
+    if (resume && overwrite) {
+        cli_error(CMD, "--resume continues the run in '%s' and --overwrite replaces it: choose one",
+                  out);
         return CLI_EXIT_USAGE;
     }
     road_train_params tp = road_train_default_params();
@@ -214,7 +317,8 @@ int cmd_train(int argc, char **argv) {
     road_tokenizer *tok = NULL;
     road_dataset *dtrain = NULL, *deval = NULL;
     FILE *logf = NULL;
-    char *cfg_json = NULL;
+    char *cfg_json = NULL, *run_json = NULL;
+    const char *inputs[3] = {model, data, evalf};
     if (variant) {
         road_variant vv;
         if ((s = road_variant_parse(variant, &vv)) != ROAD_OK) goto bad;
@@ -228,6 +332,34 @@ int cmd_train(int argc, char **argv) {
     road_config_set_task_type(cfg, "CAUSAL_LM");
     road_config_set_base_model(cfg, model);
     rc = CLI_EXIT_FAIL;
+    /* The output folder first, in milliseconds, before the model is loaded: the rule for
+     * output folders, and with --resume whether the run there is this one (or finished). */
+    tp.out_dir = out;
+    tp.resume = resume;
+    tp.overwrite = overwrite;
+    tp.inputs = inputs;
+    tp.n_inputs = evalf ? 3 : 2;
+    tp.full = full;
+    if (!(run_json = run_identity(model, data, cfg, full, max_len, packing, &qz))) {
+        cli_error(CMD, "out of memory");
+        goto done;
+    }
+    tp.run_json = run_json;
+    road_train_out where;
+    if ((s = road_train_check_out(&tp, &where)) != ROAD_OK) {
+        rc = cli_fail(CMD, "output folder", s);
+        goto done;
+    }
+    if (where.finished) {
+        printf("the run in %s already finished at step %lld (same model, data and settings): "
+               "nothing to train; its %s is in %s. To train it again from the start, use "
+               "--overwrite instead of --resume\n",
+               out, (long long)where.step, full ? "model" : "adapter", out);
+        rc = CLI_EXIT_OK;
+        goto done;
+    }
+    if (resume && where.step > 0)
+        fprintf(stderr, "road train: resuming from step %lld\n", (long long)where.step);
     road_model_params mp = road_model_default_params();
     mp.n_threads = (int)threads;
     if (cli_quant_apply(CMD, &qz, &mp) != 0) {
@@ -296,8 +428,11 @@ int cmd_train(int argc, char **argv) {
         cJSON_AddStringToObject(run, "road_version", road_version());
         if (full)
             cJSON_AddBoolToObject(run, "full", true);
-        else
-            cJSON_AddItemToObject(run, "adapter_config", cJSON_Parse(adapter_json));
+        else {
+            cJSON *ac = NULL; /* road's own text: the strict parser takes it */
+            if (road_json_parse(adapter_json, strlen(adapter_json), &ac) == ROAD_OK)
+                cJSON_AddItemToObject(run, "adapter_config", ac);
+        }
         cJSON_AddNumberToObject(run, "lr", tp.adamw.lr);
         cJSON_AddNumberToObject(run, "weight_decay", tp.adamw.weight_decay);
         cJSON_AddStringToObject(run, "schedule", road_schedule_name(tp.schedule.kind));
@@ -319,8 +454,9 @@ int cmd_train(int argc, char **argv) {
             goto done;
         }
     }
-    if (mkdir(out, 0777) != 0 && errno != EEXIST) {
-        cli_error(CMD, "cannot create '%s'", out);
+    /* --overwrite: the old run goes now (in one step), before the log is opened in OUT */
+    if ((s = road_train_prepare_out(&tp, &where)) != ROAD_OK) {
+        rc = cli_fail(CMD, "output folder", s);
         goto done;
     }
     char logpath[4096];
@@ -331,8 +467,6 @@ int cmd_train(int argc, char **argv) {
         goto done;
     }
     progress pr = {logf, isatty(STDERR_FILENO), NAN, 0};
-    tp.out_dir = out;
-    tp.resume = resume;
     tp.stop = &stop_flag;
     tp.config_json = cfg_json;
     tp.recompute = recompute;
@@ -368,6 +502,7 @@ done:
     if (logf) fclose(logf);
     road_tokenizer_free(tok);
     free(cfg_json);
+    free(run_json);
     road_dataset_free(dtrain);
     road_dataset_free(deval);
     road_model_free(m);

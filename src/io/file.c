@@ -13,10 +13,20 @@
 #include "core/error.h"
 #include "io/file.h"
 
-road_status road_file_read(const char *path, size_t max_bytes, char **data, size_t *len) {
-    *data = NULL;
-    *len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+static const char *file_kind(mode_t m) {
+    if (S_ISDIR(m)) return "a folder";
+    if (S_ISFIFO(m)) return "a FIFO (named pipe)";
+    if (S_ISCHR(m)) return "a character device";
+    if (S_ISBLK(m)) return "a block device";
+    if (S_ISSOCK(m)) return "a socket";
+    return "a special file";
+}
+
+road_status road_file_open_regular(const char *path, int *fd_out, uint64_t *size) {
+    *fd_out = -1;
+    *size = 0;
+    /* O_NONBLOCK: a FIFO opens at once instead of waiting for a writer; cleared below */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) return road_error(ROAD_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0) {
@@ -24,16 +34,30 @@ road_status road_file_read(const char *path, size_t max_bytes, char **data, size
         close(fd);
         return road_error(ROAD_ERR_IO, "cannot stat '%s': %s", path, strerror(e));
     }
-    if (S_ISDIR(st.st_mode)) {
+    if (!S_ISREG(st.st_mode)) {
         close(fd);
-        return road_error(ROAD_ERR_IO, "'%s' is a folder, expected a file", path);
+        return road_error(ROAD_ERR_IO, "'%s' is %s, not a regular file", path, file_kind(st.st_mode));
     }
-    if ((uint64_t)st.st_size > (uint64_t)max_bytes) {
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0) (void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    *fd_out = fd;
+    *size = (uint64_t)st.st_size;
+    return ROAD_OK;
+}
+
+road_status road_file_read(const char *path, size_t max_bytes, char **data, size_t *len) {
+    *data = NULL;
+    *len = 0;
+    int fd;
+    uint64_t fsize;
+    road_status os = road_file_open_regular(path, &fd, &fsize);
+    if (os != ROAD_OK) return os;
+    if (fsize > (uint64_t)max_bytes) {
         close(fd);
-        return road_error(ROAD_ERR_FORMAT, "'%s' is %lld bytes, more than the %zu allowed here",
-                          path, (long long)st.st_size, max_bytes);
+        return road_error(ROAD_ERR_FORMAT, "'%s' is %llu bytes, more than the %zu allowed here",
+                          path, (unsigned long long)fsize, max_bytes);
     }
-    size_t n = (size_t)st.st_size;
+    size_t n = (size_t)fsize;
     char *buf = road_malloc(n + 1);
     if (!buf) {
         close(fd);

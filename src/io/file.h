@@ -9,9 +9,14 @@
 #define ROAD_IO_FILE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "road/core.h"
 
+/* Open a regular file for reading; *fd (O_CLOEXEC, blocking) and *size on success. Anything
+ * else (a FIFO, a device, a socket, a folder) is refused with ROAD_ERR_IO naming the path and
+ * what it is, without blocking: opening a FIFO for reading would wait for a writer forever. */
+road_status road_file_open_regular(const char *path, int *fd, uint64_t *size);
 /* Read a whole file (NUL-terminated for convenience; *len excludes the NUL). Files larger than
  * max_bytes are refused (a guard against reading a model file as a config). Free with road_free. */
 road_status road_file_read(const char *path, size_t max_bytes, char **data, size_t *len);

@@ -23,8 +23,6 @@
 /* Python writes the int/float distinction; below this magnitude every integral double is an
  * exact integer, so a number built in C and integral within it prints as an int. */
 #define EXACT_INT_LIMIT 9007199254740992.0 /* 2^53 */
-/* Longest excerpt of a string quoted in an error message. */
-#define DESCRIBE_STRING_MAX 40
 /* 17 significant digits identify every double, so the shortest repr never needs more. */
 #define DOUBLE_MAX_DIGITS 17
 /* Bytes a number's rewritten text ("[-]DIGITSe-EXP", see number_value) may need beyond the
@@ -171,8 +169,7 @@ static double number_value(const unsigned char *s, size_t n, char *scratch) {
     return strtod(scratch, NULL);
 }
 
-/* The value of a number's source text, if it has one that is a JSON number for that value. */
-static const char *number_text(const cJSON *v) {
+const char *road_json_number_text(const cJSON *v) {
     const char *t = v->valuestring;
     if (!t) return NULL;
     size_t n = strlen(t);
@@ -265,6 +262,14 @@ void road_json_format_double(double v, char *buf, size_t cap) {
 
 /* ---- parser ------------------------------------------------------------------------------- */
 
+/* One step of the path from the top to the value being read: a member's key or an item's
+ * index. Frames live on the parser's own (recursive) stack; only a refusal renders them. */
+typedef struct path_frame {
+    const struct path_frame *up;
+    const char *key; /* NULL: an array item */
+    size_t index;
+} path_frame;
+
 typedef struct parser {
     const unsigned char *start, *p, *end;
     /* Decoded strings and rewritten numbers are written at their own offset in here (len +
@@ -272,7 +277,53 @@ typedef struct parser {
      * its value, later in the text, is decoded. One allocation per parse. */
     char *scratch;
     road_status status;
+    const path_frame *path; /* the innermost member or item being read; NULL at the top */
+    road_json_where *where; /* filled on a refusal when not NULL */
 } parser;
+
+static bool is_ident_char(char c, bool first) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_' ||
+           (!first && is_digit((unsigned char)c));
+}
+
+/* A key written .key in a path (else ["key"]). */
+static bool is_identifier(const char *k) {
+    if (!is_ident_char(*k, true)) return false;
+    for (; *k; k++)
+        if (!is_ident_char(*k, false)) return false;
+    return true;
+}
+
+/* The path to f into buf: "messages[1].content", a key that is not an identifier as ["a b"].
+ * Past the buffer, "..." ends it. Iterative (frames are at most ROAD_JSON_MAX_DEPTH + 1 deep):
+ * a refusal deep in a document must not cost a deep stack. */
+static void path_render(const path_frame *f, char *buf, size_t cap) {
+    const path_frame *chain[ROAD_JSON_MAX_DEPTH + 2];
+    size_t depth = 0;
+    for (; f && depth < sizeof chain / sizeof *chain; f = f->up) chain[depth++] = f;
+    size_t k = 0;
+    buf[0] = '\0';
+    while (depth > 0) {
+        f = chain[--depth];
+        char part[ROAD_JSON_PATH_MAX + 8];
+        if (!f->key) {
+            snprintf(part, sizeof part, "[%zu]", f->index);
+        } else if (is_identifier(f->key)) {
+            snprintf(part, sizeof part, "%s%.*s", k ? "." : "", ROAD_JSON_PATH_MAX, f->key);
+        } else {
+            char q[ROAD_JSON_PATH_MAX];
+            road_json_quote(f->key, q, sizeof q);
+            snprintf(part, sizeof part, "[%s]", q);
+        }
+        size_t n = strlen(part);
+        if (k + n + 4 > cap) { /* room for "..." and the NUL */
+            snprintf(buf + k, cap - k, "...");
+            return;
+        }
+        memcpy(buf + k, part, n + 1);
+        k += n;
+    }
+}
 
 static road_status parse_fail(parser *ps, const unsigned char *at, const char *what) {
     if (ps->status != ROAD_OK) return ps->status;
@@ -284,9 +335,40 @@ static road_status parse_fail(parser *ps, const unsigned char *at, const char *w
             col++;
         }
     }
+    if (ps->where) {
+        road_json_where *w = ps->where;
+        w->line = line, w->column = col, w->offset = (size_t)(at - ps->start);
+        path_render(ps->path, w->path, sizeof w->path);
+        snprintf(w->what, sizeof w->what, "%s", what);
+    }
     ps->status =
         road_error(ROAD_ERR_FORMAT, "invalid JSON at line %zu, column %zu: %s", line, col, what);
     return ps->status;
+}
+
+/* A refusal of text that is valid JSON (road's own limits). */
+static road_status parse_refuse(parser *ps, const unsigned char *at, const char *what) {
+    bool first = ps->status == ROAD_OK;
+    parse_fail(ps, at, what);
+    if (first && ps->where) ps->where->valid_json = true;
+    return ps->status;
+}
+
+/* A refusal about a string's content: "<what> the string at messages[1].content<why>" (or "in
+ * a key of the object at ..."), so the message names the field whatever the input was. */
+static void string_fail(parser *ps, const unsigned char *at, bool is_key, const char *what,
+                        const char *why, bool valid_json) {
+    char path[ROAD_JSON_PATH_MAX], msg[ROAD_JSON_WHAT_MAX];
+    path_render(ps->path, path, sizeof path);
+    if (is_key)
+        snprintf(msg, sizeof msg, "%s a key of the object%s%s%s", what, path[0] ? " at " : "", path,
+                 why);
+    else
+        snprintf(msg, sizeof msg, "%s the string%s%s%s", what, path[0] ? " at " : "", path, why);
+    if (valid_json)
+        parse_refuse(ps, at, msg);
+    else
+        parse_fail(ps, at, msg);
 }
 
 static road_status parse_oom(parser *ps) {
@@ -322,8 +404,9 @@ static int hex4(const unsigned char *s) {
     return v;
 }
 
-/* Decode the string at ps->p (its opening quote) into scratch; returns it NUL-terminated. */
-static const char *parse_string(parser *ps) {
+/* Decode the string at ps->p (its opening quote) into scratch; returns it NUL-terminated.
+ * is_key: the string is an object's key (only the wording of a refusal differs). */
+static const char *parse_string(parser *ps, bool is_key) {
     const unsigned char *q = ps->p + 1;
     unsigned char *out = (unsigned char *)ps->scratch + (ps->p - ps->start);
     unsigned char *o = out;
@@ -335,16 +418,18 @@ static const char *parse_string(parser *ps) {
         unsigned char c = *q;
         if (c == '"') break;
         if (c < 0x20) {
-            parse_fail(ps, q,
-                       "control character in a string (write it as an escape such as "
-                       "\\n or \\u0001)");
+            string_fail(ps, q, is_key, c == 0 ? "a raw NUL byte in" : "control character in",
+                        c == 0 ? " (road refuses NUL in strings rather than cut them short "
+                                 "there: remove it)"
+                               : " (write it as an escape such as \\n or \\u0001)",
+                        false);
             return NULL;
         }
         if (c >= 0x80) {
             uint32_t cp;
             size_t k = utf8_decode(q, (size_t)(ps->end - q), &cp);
             if (k == 0) {
-                parse_fail(ps, q, "invalid UTF-8 in a string (the file must be UTF-8)");
+                string_fail(ps, q, is_key, "invalid UTF-8 in", " (the text must be UTF-8)", false);
                 return NULL;
             }
             memcpy(o, q, k);
@@ -369,9 +454,8 @@ static const char *parse_string(parser *ps) {
             continue;
         }
         if (e != 'u') {
-            parse_fail(ps, q,
-                       "invalid escape in a string (allowed: \\\" \\\\ \\/ \\b \\f \\n "
-                       "\\r \\t \\uXXXX)");
+            string_fail(ps, q, is_key, "invalid escape in",
+                        " (allowed: \\\" \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX)", false);
             return NULL;
         }
         int cp = ps->end - q >= 6 ? hex4(q + 2) : -1;
@@ -383,20 +467,31 @@ static const char *parse_string(parser *ps) {
         if (cp >= 0xD800 && cp <= 0xDBFF) {
             int lo = ps->end - q >= 6 && q[0] == '\\' && q[1] == 'u' ? hex4(q + 2) : -1;
             if (lo < 0xDC00 || lo > 0xDFFF) {
-                parse_fail(ps, q - 6,
-                           "unpaired UTF-16 surrogate escape in a string (it has "
-                           "no UTF-8 form)");
+                string_fail(ps, q - 6, is_key, "unpaired UTF-16 surrogate escape in",
+                            " (it has no UTF-8 form)", true);
                 return NULL;
             }
             cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
             q += 6;
         } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-            parse_fail(ps, q - 6,
-                       "unpaired UTF-16 surrogate escape in a string (it has no "
-                       "UTF-8 form)");
+            string_fail(ps, q - 6, is_key, "unpaired UTF-16 surrogate escape in",
+                        " (it has no UTF-8 form)", true);
             return NULL;
         } else if (cp == 0) {
-            parse_fail(ps, q - 6, "\\u0000 in a string is not supported");
+            /* cJSON strings end at the first NUL: keeping one would cut the string short there
+             * without a word, so it is refused, naming where it is. */
+            char what[ROAD_JSON_WHAT_MAX], path[ROAD_JSON_PATH_MAX];
+            path_render(ps->path, path, sizeof path);
+            if (is_key)
+                snprintf(what, sizeof what, "a key of the object%s%s holds \\u0000 (NUL)",
+                         path[0] ? " at " : "", path);
+            else
+                snprintf(what, sizeof what, "the string%s%s holds \\u0000 (NUL)",
+                         path[0] ? " at " : "", path);
+            size_t n = strlen(what);
+            snprintf(what + n, sizeof what - n,
+                     "; road refuses NUL in strings rather than cut them short there: remove it");
+            parse_refuse(ps, q - 6, what);
             return NULL;
         }
         o += utf8_encode((uint32_t)cp, o);
@@ -459,7 +554,7 @@ static cJSON *parse_container(parser *ps, int depth, bool is_object) {
     if (depth >= ROAD_JSON_MAX_DEPTH) {
         char msg[96];
         snprintf(msg, sizeof msg, "nested deeper than %d levels", ROAD_JSON_MAX_DEPTH);
-        parse_fail(ps, open, msg);
+        parse_refuse(ps, open, msg);
         return NULL;
     }
     cJSON *c = is_object ? cJSON_CreateObject() : cJSON_CreateArray();
@@ -474,6 +569,7 @@ static cJSON *parse_container(parser *ps, int depth, bool is_object) {
         ps->p++;
         return c;
     }
+    size_t index = 0;
     for (;;) {
         const char *key = NULL;
         if (is_object) {
@@ -481,7 +577,7 @@ static cJSON *parse_container(parser *ps, int depth, bool is_object) {
                 parse_fail(ps, ps->p, "expected a key in double quotes");
                 goto fail;
             }
-            key = parse_string(ps);
+            key = parse_string(ps, true);
             if (!key) goto fail;
             skip_ws(ps);
             if (ps->p >= ps->end || *ps->p != ':') {
@@ -490,7 +586,10 @@ static cJSON *parse_container(parser *ps, int depth, bool is_object) {
             }
             ps->p++;
         }
+        path_frame frame = {ps->path, key, index++};
+        ps->path = &frame;
         cJSON *v = parse_value(ps, depth + 1);
+        ps->path = frame.up;
         if (!v) goto fail;
         if (!(is_object ? cJSON_AddItemToObject(c, key, v) : cJSON_AddItemToArray(c, v))) {
             cJSON_Delete(v);
@@ -530,7 +629,7 @@ static cJSON *parse_value(parser *ps, int depth) {
     case '[':
         return parse_container(ps, depth, false);
     case '"': {
-        const char *s = parse_string(ps);
+        const char *s = parse_string(ps, false);
         if (!s) return NULL;
         item = cJSON_CreateString(s);
         break;
@@ -569,15 +668,15 @@ bad:
     return NULL;
 }
 
-road_status road_json_parse(const char *text, size_t len, cJSON **out) {
+road_status road_json_parse_at(const char *text, size_t len, cJSON **out, road_json_where *where) {
     *out = NULL;
+    if (where) memset(where, 0, sizeof *where);
     if (!text && len > 0) return road_error(ROAD_ERR_INVALID_ARG, "JSON text is NULL");
-    if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0) {
-        return road_error(ROAD_ERR_FORMAT, "invalid JSON at line 1, column 1: the text starts "
-                                           "with a UTF-8 byte order mark; save it without one");
-    }
     parser ps = {(const unsigned char *)text, (const unsigned char *)text,
-                 (const unsigned char *)text + len, NULL, ROAD_OK};
+                 (const unsigned char *)text + len, NULL, ROAD_OK, NULL, where};
+    if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0)
+        return parse_fail(&ps, ps.start,
+                          "the text starts with a UTF-8 byte order mark; save it without one");
     ps.scratch = road_malloc(len + NUMBER_SCRATCH_EXTRA);
     if (!ps.scratch) return ROAD_ERR_NO_MEMORY;
     cJSON *root = parse_value(&ps, 0);
@@ -590,9 +689,17 @@ road_status road_json_parse(const char *text, size_t len, cJSON **out) {
         }
     }
     road_free(ps.scratch);
-    if (!root) return ps.status != ROAD_OK ? ps.status : parse_oom(&ps);
+    if (!root) {
+        if (ps.status != ROAD_OK) return ps.status;
+        return parse_oom(&ps);
+    }
     *out = root;
     return ROAD_OK;
+}
+
+road_status road_json_parse(const char *text, size_t len, cJSON **out) {
+    if (!out) return road_error(ROAD_ERR_INVALID_ARG, "road_json_parse: out is NULL");
+    return road_json_parse_at(text, len, out, NULL);
 }
 
 /* ---- printer ------------------------------------------------------------------------------ */
@@ -702,7 +809,7 @@ static void sb_string(sbuf *b, const char *s) {
 }
 
 static void sb_number(sbuf *b, const cJSON *v) {
-    const char *t = number_text(v);
+    const char *t = road_json_number_text(v);
     if (t && is_int_text(t)) {
         sb_str(b, strcmp(t, "-0") == 0 ? "0" : t); /* Python has no negative zero int */
         return;
@@ -833,177 +940,52 @@ road_status road_json_dump(const cJSON *item, char **out, size_t *len) {
     return ROAD_OK;
 }
 
-/* ---- lookup and typed getters ------------------------------------------------------------- */
+/* ---- string literals of any bytes ---------------------------------------------------------- */
 
-const cJSON *road_json_get(const cJSON *obj, const char *key) {
-    if (!cJSON_IsObject(obj)) return NULL;
-    const cJSON *found = NULL;
-    for (const cJSON *c = obj->child; c; c = c->next) {
-        if (c->string && strcmp(c->string, key) == 0) found = c;
-    }
-    return found;
-}
-
-bool road_json_is_int(const cJSON *v) {
-    if (!cJSON_IsNumber(v)) return false;
-    const char *t = number_text(v);
-    if (t) return is_int_text(t);
-    return isfinite(v->valuedouble) && v->valuedouble == floor(v->valuedouble);
-}
-
-void road_json_quote(const char *str, char *buf, size_t cap) {
-    /* Each byte takes at most 6 characters ("\u001f"). */
-    char q[DESCRIBE_STRING_MAX * 6 + 8];
-    const unsigned char *s = (const unsigned char *)str;
-    size_t k = 0, i = 0;
-    while (s[i] && i < DESCRIBE_STRING_MAX) {
-        if (s[i] < 0x20 || s[i] == '"' || s[i] == '\\') {
-            k += (size_t)snprintf(q + k, sizeof q - k, s[i] < 0x20 ? "\\u%04x" : "\\%c", s[i]);
-            i++;
+road_status road_json_string_literal(const char *s, size_t n, char **out, size_t *out_len) {
+    *out = NULL;
+    if (out_len) *out_len = 0;
+    if (!s && n) return road_error(ROAD_ERR_INVALID_ARG, "road_json_string_literal: s is NULL");
+    const unsigned char *p = (const unsigned char *)s;
+    sbuf b = {NULL, 0, 0, ROAD_OK};
+    sb_put(&b, "\"", 1);
+    size_t i = 0;
+    while (i < n && b.status == ROAD_OK) {
+        size_t run = i;
+        while (run < n && p[run] >= 0x20 && p[run] < 0x80 && p[run] != '"' && p[run] != '\\') run++;
+        sb_put(&b, s + i, run - i);
+        i = run;
+        if (i >= n) break;
+        unsigned char c = p[i];
+        if (c >= 0x80) {
+            uint32_t cp;
+            size_t k = utf8_decode(p + i, n - i, &cp);
+            if (k == 0) {
+                sb_put(&b, "\\ufffd", 6); /* not part of a valid character */
+                i++;
+            } else {
+                sb_put(&b, s + i, k);
+                i += k;
+            }
             continue;
         }
-        size_t clen = 1;
-        while ((s[i + clen] & 0xC0) == 0x80) clen++;
-        if (i + clen > DESCRIBE_STRING_MAX) break;
-        memcpy(q + k, s + i, clen);
-        k += clen, i += clen;
+        static const char plain[] = "\"\\\n\r\t\b\f";
+        static const char named[] = "\"\\nrtbf";
+        const char *hit = memchr(plain, c, sizeof plain - 1);
+        char esc[8];
+        if (hit)
+            snprintf(esc, sizeof esc, "\\%c", named[hit - plain]);
+        else
+            snprintf(esc, sizeof esc, "\\u%04x", (unsigned)c); /* NUL and other controls */
+        sb_str(&b, esc);
+        i++;
     }
-    q[k] = '\0';
-    snprintf(buf, cap, "\"%s%s\"", q, s[i] ? "..." : "");
-}
-
-void road_json_describe(const cJSON *v, char *buf, size_t cap) {
-    if (!v) {
-        snprintf(buf, cap, "nothing");
-        return;
+    sb_put(&b, "\"", 1);
+    if (b.status != ROAD_OK) {
+        road_free(b.buf);
+        return b.status;
     }
-    switch (v->type & 0xFF) {
-    case cJSON_NULL:
-        snprintf(buf, cap, "null");
-        return;
-    case cJSON_True:
-        snprintf(buf, cap, "true");
-        return;
-    case cJSON_False:
-        snprintf(buf, cap, "false");
-        return;
-    case cJSON_Array:
-        snprintf(buf, cap, "a list");
-        return;
-    case cJSON_Object:
-        snprintf(buf, cap, "an object");
-        return;
-    case cJSON_Number: {
-        const char *t = number_text(v);
-        if (t && is_int_text(t)) {
-            snprintf(buf, cap, "%.*s%s", DESCRIBE_STRING_MAX, t,
-                     strlen(t) > DESCRIBE_STRING_MAX ? "..." : "");
-        } else if (!t && road_json_is_int(v) && fabs(v->valuedouble) <= EXACT_INT_LIMIT) {
-            snprintf(buf, cap, "%lld", (long long)v->valuedouble);
-        } else {
-            road_json_format_double(v->valuedouble, buf, cap);
-        }
-        return;
-    }
-    case cJSON_String: {
-        char q[DESCRIBE_STRING_MAX * 6 + 8];
-        road_json_quote(v->valuestring ? v->valuestring : "", q, sizeof q);
-        snprintf(buf, cap, "%s (a string)", q);
-        return;
-    }
-    default:
-        snprintf(buf, cap, "an unknown cJSON item");
-        return;
-    }
-}
-
-static const cJSON *require(const cJSON *obj, const char *key) {
-    const cJSON *v = road_json_get(obj, key);
-    if (!v) road_error(ROAD_ERR_NOT_FOUND, "%s is missing", key);
-    return v;
-}
-
-static road_status type_error(const char *key, const char *allowed, const cJSON *v) {
-    char got[DESCRIBE_STRING_MAX * 6 + 32];
-    road_json_describe(v, got, sizeof got);
-    return road_error(ROAD_ERR_CONFIG, "%s must be %s, got %s", key, allowed, got);
-}
-
-/* The exact integer value of an int number in [lo, hi]. */
-static road_status get_integer(const cJSON *obj, const char *key, int64_t lo, int64_t hi,
-                               int64_t *out) {
-    const cJSON *v = require(obj, key);
-    if (!v) return ROAD_ERR_NOT_FOUND;
-    if (!road_json_is_int(v)) return type_error(key, "an integer", v);
-    const char *t = number_text(v);
-    bool in_range;
-    int64_t x = 0;
-    if (t) {
-        /* From the text: doubles lose integers past 2^53. */
-        bool neg = t[0] == '-';
-        uint64_t mag = 0, limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
-        in_range = true;
-        for (const char *c = t + neg; *c; c++) {
-            uint64_t d = (uint64_t)(*c - '0');
-            if (mag > (limit - d) / 10) {
-                in_range = false;
-                break;
-            }
-            mag = mag * 10 + d;
-        }
-        if (in_range) x = !neg ? (int64_t)mag : mag == 0 ? 0 : -(int64_t)(mag - 1) - 1;
-    } else {
-        double d = v->valuedouble;
-        in_range = d >= -9223372036854775808.0 && d < 9223372036854775808.0;
-        if (in_range) x = (int64_t)d;
-    }
-    if (!in_range || x < lo || x > hi) {
-        char got[64];
-        road_json_describe(v, got, sizeof got);
-        return road_error(ROAD_ERR_CONFIG, "%s must be an integer from %lld to %lld, got %s", key,
-                          (long long)lo, (long long)hi, got);
-    }
-    *out = x;
-    return ROAD_OK;
-}
-
-road_status road_json_get_int(const cJSON *obj, const char *key, int32_t *out) {
-    int64_t x;
-    road_status s = get_integer(obj, key, INT32_MIN, INT32_MAX, &x);
-    if (s == ROAD_OK) *out = (int32_t)x;
-    return s;
-}
-
-road_status road_json_get_i64(const cJSON *obj, const char *key, int64_t *out) {
-    return get_integer(obj, key, INT64_MIN, INT64_MAX, out);
-}
-
-road_status road_json_get_double(const cJSON *obj, const char *key, double *out) {
-    const cJSON *v = require(obj, key);
-    if (!v) return ROAD_ERR_NOT_FOUND;
-    if (!cJSON_IsNumber(v)) return type_error(key, "a number", v);
-    *out = v->valuedouble;
-    return ROAD_OK;
-}
-
-road_status road_json_get_bool(const cJSON *obj, const char *key, bool *out) {
-    const cJSON *v = require(obj, key);
-    if (!v) return ROAD_ERR_NOT_FOUND;
-    if (!cJSON_IsBool(v)) return type_error(key, "true or false", v);
-    *out = cJSON_IsTrue(v);
-    return ROAD_OK;
-}
-
-road_status road_json_get_string(const cJSON *obj, const char *key, bool allow_null,
-                                 const char **out) {
-    const cJSON *v = require(obj, key);
-    if (!v) return ROAD_ERR_NOT_FOUND;
-    if (allow_null && cJSON_IsNull(v)) {
-        *out = NULL;
-        return ROAD_OK;
-    }
-    if (!cJSON_IsString(v) || !v->valuestring)
-        return type_error(key, allow_null ? "a string or null" : "a string", v);
-    *out = v->valuestring;
+    *out = b.buf;
+    if (out_len) *out_len = b.len;
     return ROAD_OK;
 }

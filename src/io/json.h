@@ -5,10 +5,15 @@
  * file road rewrites must come out byte for byte as Python would have written it. cJSON is
  * the tree type; parsing and printing are road's own because cJSON's differ from Python's:
  *
- *  - road_json_parse accepts exactly what json.loads accepts (strict RFC 8259 plus Python's
- *    NaN / Infinity / -Infinity), with three refusals Python does not make: strings holding
- *    \u0000 (cJSON strings end at NUL), lone surrogates (not representable in UTF-8), and
- *    nesting deeper than ROAD_JSON_MAX_DEPTH. Input must be UTF-8 (no BOM).
+ *  - road_json_parse (declared in road/json.h: the CLI reads JSON through it too) accepts
+ *    exactly what json.loads accepts (strict RFC 8259 plus Python's NaN / Infinity /
+ *    -Infinity), with three refusals Python does not make: strings holding \u0000 (cJSON
+ *    strings end at NUL, so such a string would be cut short without a word; the refusal names
+ *    the string's path), lone surrogates (not representable in UTF-8), and nesting deeper than
+ *    ROAD_JSON_MAX_DEPTH. Input must be UTF-8 (no BOM). Every JSON text road reads goes through
+ *    it: configs, safetensors headers, JSONL lines, HTTP bodies.
+ *  - road_json_string_literal writes any bytes as a JSON string whole, NUL included: text road
+ *    produces (generated text) is never cut at a NUL.
  *  - Duplicate keys are kept in the tree as parsed; road_json_get and road_json_dump both let
  *    the last one win, as a Python dict does.
  *  - A parsed number keeps its source text in its `valuestring` (cJSON frees and duplicates
@@ -33,6 +38,7 @@
 #include <cjson/cJSON.h>
 
 #include "road/core.h"
+#include "road/json.h"
 
 /* Deeper nesting is refused by the parser and the printer: both recurse, and no file road
  * reads has a reason to nest more than a few levels. Python's own limit is about 1000. */
@@ -41,10 +47,40 @@
 /* Room for any number road_json_format_double writes ("-2.2250738585072014e-308" is 24). */
 #define ROAD_JSON_NUMBER_MAX 32
 
-/* Parse `len` bytes of JSON text. On failure returns ROAD_ERR_FORMAT with a message giving
- * line, column and what was expected (ROAD_ERR_NO_MEMORY if out of memory). *out is the tree
- * (free with cJSON_Delete), NULL on failure. */
-road_status road_json_parse(const char *text, size_t len, cJSON **out);
+/* Longest path kept for a refusal ("messages[1].content"); a longer one ends in "...". */
+#define ROAD_JSON_PATH_MAX 128
+/* Room for the description of what is wrong in a refusal. */
+#define ROAD_JSON_WHAT_MAX 256
+
+/* Where and why road_json_parse_at refused a text, for callers that word the message for their
+ * own input (a line of a JSONL file, an HTTP body). */
+typedef struct road_json_where {
+    size_t line, column; /* 1-based; the column counts characters */
+    size_t offset;       /* bytes from the start of the text */
+    /* The value being read when it failed: "" for the top level, else keys and indices from
+     * the top, "messages[1].content" (a key that is not an identifier: ["a b"]). */
+    char path[ROAD_JSON_PATH_MAX];
+    char what[ROAD_JSON_WHAT_MAX]; /* "extra text after the JSON value", ... */
+    /* The text is JSON (RFC 8259 would take it) that road refuses for its own reasons: a
+     * \u0000 in a string, a lone surrogate escape, nesting past ROAD_JSON_MAX_DEPTH. */
+    bool valid_json;
+} road_json_where;
+
+/* road_json_parse (road/json.h: "invalid JSON at line L, column C: WHAT"), and on failure, when
+ * where != NULL, *where filled (zeroed on success and on no memory). */
+road_status road_json_parse_at(const char *text, size_t len, cJSON **out, road_json_where *where);
+
+/* The source text of a parsed number, if it has one that is a JSON number for its value (a
+ * number changed with cJSON_SetNumberValue or built in C has none): NULL otherwise. */
+const char *road_json_number_text(const cJSON *v);
+
+/* s[0..n) as a JSON string literal, quotes included, every byte kept: '"', '\\' and control
+ * characters escaped (\n, \t, ..., \u0000 for a NUL), other valid UTF-8 written as it is, and
+ * each byte that is not part of a valid UTF-8 character written as \ufffd (U+FFFD, what
+ * Python's bytes.decode(errors="replace") gives). *out is road_malloc'd and holds no NUL byte
+ * before its terminator, so it can go where a C string goes (cJSON_CreateRaw); *out_len (may
+ * be NULL) excludes the terminator. */
+road_status road_json_string_literal(const char *s, size_t n, char **out, size_t *out_len);
 
 /* Serialize as Python's json.dumps(obj, indent=2, sort_keys=True) (ensure_ascii=True): keys
  * sorted by code point, ", " / ": " separators with one item per line, "\uXXXX" escapes for

@@ -45,6 +45,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "io/file.h"
+#include "io/json.h"
 #include "road/safetensors.h"
 
 /* The reference implementation's MAX_HEADER_SIZE; real headers are a few hundred KB at most. */
@@ -533,26 +534,21 @@ static road_status parse_image(const st_ctx *c, const unsigned char *image, size
 
     road_status s = check_header_text(c, image + ST_LEN_BYTES, n);
     if (s != ROAD_OK) return s;
-    char *text = road_malloc(n + 1);
-    if (!text) return ROAD_ERR_NO_MEMORY;
-    memcpy(text, image + ST_LEN_BYTES, n);
-    text[n] = '\0';
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithOpts(text, &end, 1);
-    if (!root) {
-        size_t at = end && end >= text ? (size_t)(end - text) : 0;
-        if (at > n) at = n;
-        s = st_fail(c, ROAD_ERR_FORMAT,
-                    "header is not valid JSON (error near header offset %zu: \"%.20s\")", at,
-                    text + at);
-    } else if (!cJSON_IsObject(root)) {
+    /* road's strict parser, as for every JSON road reads: text after the object (other than
+     * the format's space padding) and malformed numbers are refused, not skipped. */
+    cJSON *root = NULL;
+    road_json_where w;
+    s = road_json_parse_at((const char *)image + ST_LEN_BYTES, n, &root, &w);
+    if (s == ROAD_ERR_FORMAT) {
+        s = st_fail(c, ROAD_ERR_FORMAT, "header is not valid JSON at header offset %zu%s%s: %s",
+                    w.offset, w.path[0] ? ", in " : "", w.path, w.what);
+    } else if (s == ROAD_OK && !cJSON_IsObject(root)) {
         s = st_fail(c, ROAD_ERR_FORMAT,
                     "header must be a JSON object mapping tensor names to entries");
-    } else {
+    } else if (s == ROAD_OK) {
         s = build_file(c, root, image, data, data_size, out);
     }
     cJSON_Delete(root);
-    road_free(text);
     return s;
 }
 
@@ -571,23 +567,15 @@ static road_status st_open(const char *path, int prot, road_st_file **out) {
     *out = NULL;
     if (!path) return road_error(ROAD_ERR_INVALID_ARG, "road_st_open: path is NULL");
     st_ctx c = {path};
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return road_error(ROAD_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return road_error(ROAD_ERR_IO, "cannot stat '%s': %s", path, strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return st_fail(&c, ROAD_ERR_IO, "not a regular file (a folder or a device?)");
-    }
-    if ((uint64_t)st.st_size > SIZE_MAX) {
+    int fd;
+    uint64_t fsize;
+    road_status os = road_file_open_regular(path, &fd, &fsize); /* refuses FIFOs, devices... */
+    if (os != ROAD_OK) return os;
+    if (fsize > SIZE_MAX) {
         close(fd);
         return st_fail(&c, ROAD_ERR_IO, "file is too large to map on this machine");
     }
-    size_t len = (size_t)st.st_size;
+    size_t len = (size_t)fsize;
     if (len < ST_LEN_BYTES) {
         close(fd);
         return too_short(&c, len);

@@ -3,9 +3,9 @@
  * adapters and fine-tuned weights included), and a freshly initialised model for pretraining.
  *
  * Both write config.json, model.safetensors (transformers' tensor names, one file) and copies
- * of the tokenizer files into a temporary folder next to the target, then rename it into
- * place (io/dir.h): a reader never sees half a model, and a failed save leaves an existing
- * folder as it was. Weights are converted per tensor, so the extra memory is one tensor's
+ * of the tokenizer files into a temporary folder next to the target, then swap it into place
+ * (io/dir.h): a reader never sees half a model, a failed save leaves an existing folder as it
+ * was, and only a model folder road wrote is ever replaced (never the folder read from). Weights are converted per tensor, so the extra memory is one tensor's
  * worth plus the writer's copy.
  */
 #include <math.h>
@@ -58,7 +58,8 @@ road_status road_save_add_floats(road_st_writer *w, const char *name, road_dtype
     return s;
 }
 
-road_status road_save_config(const char *src, road_dtype dtype, cJSON *qcfg, const char *dir) {
+road_status road_save_config(const char *src, road_dtype dtype, cJSON *qcfg, bool untie,
+                             const char *dir) {
     char *text = NULL;
     size_t len = 0;
     cJSON *root = NULL;
@@ -76,6 +77,10 @@ road_status road_save_config(const char *src, road_dtype dtype, cJSON *qcfg, con
         if (!cJSON_AddStringToObject(root, "torch_dtype", road_save_torch_name(dtype)) ||
             (v5 && !cJSON_AddStringToObject(root, "dtype", road_save_torch_name(dtype))))
             s = ROAD_ERR_NO_MEMORY;
+        if (s == ROAD_OK && untie) {
+            cJSON_DeleteItemFromObjectCaseSensitive(root, "tie_word_embeddings");
+            if (!cJSON_AddFalseToObject(root, "tie_word_embeddings")) s = ROAD_ERR_NO_MEMORY;
+        }
         if (s == ROAD_OK && qcfg) {
             if (cJSON_AddItemToObject(root, "quantization_config", qcfg))
                 qcfg = NULL;
@@ -116,13 +121,15 @@ road_status road_save_side_files(const char *from, const char *dir) {
     return s;
 }
 
-road_status road_save_folder(const char *dir, road_status (*write)(void *, const char *),
-                             void *ctx) {
-    char *target = road_strdup(dir);
+road_status road_save_folder(const char *dir, const char *input,
+                             road_status (*write)(void *, const char *), void *ctx) {
+    char *target = road_dir_trim(dir);
     if (!target) return ROAD_ERR_NO_MEMORY;
-    for (size_t n = strlen(target); n > 1 && target[n - 1] == '/'; n--) target[n - 1] = '\0';
-    char *parent = road_path_parent(target), *tmp = NULL;
-    road_status s = parent ? road_mkdir_p(parent) : ROAD_ERR_NO_MEMORY;
+    /* the rule (road/outdir.h): only a model folder road wrote is replaced, never the input */
+    const char *inputs[1] = {input};
+    road_status s = road_dir_check_target(target, ROAD_OUT_MODEL, true, inputs, input ? 1 : 0, NULL);
+    char *parent = s == ROAD_OK ? road_path_parent(target) : NULL, *tmp = NULL;
+    if (s == ROAD_OK && !parent) s = ROAD_ERR_NO_MEMORY;
     if (s == ROAD_OK) s = road_dir_make_temp(target, ".tmp.", &tmp);
     if (s == ROAD_OK) s = write(ctx, tmp);
     if (s == ROAD_OK) {
@@ -169,7 +176,8 @@ static road_status save_into(void *p, const char *tmp) {
     }
     if (s == ROAD_OK) {
         cfg = road_path_join(m->dir, CONFIG_FILE);
-        s = cfg ? road_save_config(cfg, c->dtype, NULL, tmp) : ROAD_ERR_NO_MEMORY;
+        const bool untie = m->cfg.tie_word_embeddings && !road_model_head_tied(m);
+        s = cfg ? road_save_config(cfg, c->dtype, NULL, untie, tmp) : ROAD_ERR_NO_MEMORY;
     }
     if (s == ROAD_OK) s = road_save_side_files(m->dir, tmp);
     road_free(cfg);
@@ -182,9 +190,29 @@ road_status road_model_save_files(road_model *m, const char *dir, road_dtype dty
     if (!m || !dir || !*dir)
         return road_error(ROAD_ERR_INVALID_ARG, "road_model_save_files: NULL argument");
     road_status s = road_save_check_dtype(dtype);
-    if (s == ROAD_OK) s = road_mkdir_p(dir);
+    if (s != ROAD_OK) return s;
+    /* The files are written aside, then swapped in with the folder's other entries (io/dir.h
+     * road_dir_update): a reader finds the old model files or the new ones, never a mix. */
+    char *target = road_dir_trim(dir), *parent = NULL, *tmp = NULL;
+    if (!target) return ROAD_ERR_NO_MEMORY;
+    if (!(parent = road_path_parent(target))) s = ROAD_ERR_NO_MEMORY;
+    if (s == ROAD_OK) s = road_mkdir_p(parent);
+    if (s == ROAD_OK) s = road_dir_make_temp(target, ".tmp.", &tmp);
     save_ctx c = {m, dtype};
-    if (s == ROAD_OK) s = save_into(&c, dir);
+    if (s == ROAD_OK) s = save_into(&c, tmp);
+    if (s == ROAD_OK) {
+        road_dir_fsync(tmp);
+        s = road_dir_update(tmp, target);
+    }
+    if (s == ROAD_OK) {
+        road_dir_fsync(parent);
+    } else {
+        if (tmp) road_dir_remove_tree(tmp, ROAD_DIR_DEPTH);
+        road_error_prefix("writing the model into '%s' (its files there are unchanged)", target);
+    }
+    road_free(tmp);
+    road_free(parent);
+    road_free(target);
     return s;
 }
 
@@ -198,7 +226,7 @@ road_status road_model_save(road_model *m, const char *dir, road_dtype dtype) {
     if (road_adapter_set_count(m->set) > 0 && !road_adapter_set_merged(m->set))
         road_log(ROAD_LOG_WARN, "saving the base model: adapters that are not merged are not in it");
     save_ctx c = {m, dtype};
-    return road_save_folder(dir, save_into, &c);
+    return road_save_folder(dir, m->dir, save_into, &c);
 }
 
 /* ---- a freshly initialised model ------------------------------------------------------------ */
@@ -268,7 +296,7 @@ static road_status init_into(void *p, const char *tmp) {
         path = road_path_join(tmp, WEIGHTS_FILE);
         s = path ? road_st_writer_save(w, path) : ROAD_ERR_NO_MEMORY;
     }
-    if (s == ROAD_OK) s = road_save_config(c->config_path, c->dtype, NULL, tmp);
+    if (s == ROAD_OK) s = road_save_config(c->config_path, c->dtype, NULL, false, tmp);
     if (s == ROAD_OK && c->copy_from) s = road_save_side_files(c->copy_from, tmp);
     road_free(path);
     road_st_writer_free(w);
@@ -309,7 +337,7 @@ road_status road_model_init_folder(const char *config_path, const char *copy_fro
     else if (r)
         c.std = r->valuedouble;
     cJSON_Delete(root);
-    if (s == ROAD_OK) s = road_save_folder(dir, init_into, &c);
+    if (s == ROAD_OK) s = road_save_folder(dir, config_path, init_into, &c);
     road_free(joined);
     return s;
 }

@@ -121,7 +121,8 @@ static road_status save_into(void *ctx, const char *tmp) {
         if (s == ROAD_OK) s = road_save_add_floats(w, key, c->dtype, 1, &H, b->mlp_norm, H);
     }
     if (s == ROAD_OK) s = road_save_add_floats(w, "model.norm.weight", c->dtype, 1, &H, m->final_norm, H);
-    if (s == ROAD_OK && !k->tie_word_embeddings) s = add_linear(c, w, m->lm_head, true);
+    const bool head_tied = road_model_head_tied(m); /* a merge or quantization may untie it */
+    if (s == ROAD_OK && !head_tied) s = add_linear(c, w, m->lm_head, true);
     char *path = NULL;
     if (s == ROAD_OK) {
         path = road_path_join(tmp, ROAD_SAVE_WEIGHTS_FILE);
@@ -132,7 +133,8 @@ static road_status save_into(void *ctx, const char *tmp) {
     if (s == ROAD_OK) {
         cJSON *q = NULL;
         if (c->format != ROAD_QFORMAT_NONE && !(q = quant_config(c))) s = ROAD_ERR_NO_MEMORY;
-        if (s == ROAD_OK) s = road_save_config(cfg, c->dtype, q, tmp);
+        if (s == ROAD_OK)
+            s = road_save_config(cfg, c->dtype, q, k->tie_word_embeddings && !head_tied, tmp);
     }
     if (s == ROAD_OK) s = road_save_side_files(m->dir, tmp);
     road_free(cfg);
@@ -156,5 +158,5 @@ road_status road_model_save_quantized(road_model *m, const char *dir, road_dtype
         road_log(ROAD_LOG_WARN,
                  "saving the base model: adapters that are not merged are not in it");
     qsave c = {m, float_dtype, format, double_quant, quantize_lm_head};
-    return road_save_folder(dir, save_into, &c);
+    return road_save_folder(dir, m->dir, save_into, &c);
 }

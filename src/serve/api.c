@@ -5,7 +5,16 @@
  * does not implement but a client may send with a neutral value (n = 1, penalties 0,
  * logprobs null/false, echo false) are accepted; a non-neutral value is refused by name rather
  * than silently ignored. Unknown fields are ignored, as OpenAI's clients add new ones often.
+ *
+ * The body goes through road's strict JSON parser (io/json.c), as every JSON road reads: text
+ * after the object, raw control characters and invalid UTF-8 are refused, and so is \u0000 in
+ * a string, with the string's path as `param` (strings go on as C strings; a NUL would cut a
+ * prompt short without a word). Duplicate keys: the last wins, as in Python. Sampling values
+ * are checked as the sampler will hold them (floats), so a request the API accepts is never
+ * refused later by road_sampler_create. Replies write text with its length (a NUL in generated
+ * text comes out as \u0000, never cutting the text).
  */
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,6 +23,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "core/alloc.h"
+#include "io/json.h"
 #include "serve/api.h"
 
 #define BAD "invalid_request_error"
@@ -105,15 +116,28 @@ static bool get_int(const cJSON *v, const char *name, double lo, double hi, int6
     return true;
 }
 
+/* A number in [lo, hi] ((lo, hi] when lo_open), checked as the float the sampler will hold:
+ * a value in range as a double but not as a float (top_p 1e-50 rounds to 0) is refused here,
+ * naming the parameter, instead of by road_sampler_create after the request was accepted. */
 static bool get_num(const cJSON *v, const char *name, double lo, double hi, bool lo_open,
                     float *out, api_error *err) {
-    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble > hi ||
-        (lo_open ? v->valuedouble <= lo : v->valuedouble < lo)) {
+    double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
+    float f = isfinite(d) && fabs(d) <= FLT_MAX ? (float)d : NAN;
+    bool in = isfinite(d) && d <= hi && (lo_open ? d > lo : d >= lo);
+    if (in && !(isfinite(f) && f <= (float)hi && (lo_open ? f > (float)lo : f >= (float)lo))) {
+        char got[ROAD_JSON_NUMBER_MAX];
+        road_json_format_double(d, got, sizeof got);
+        api_error_set(err, 400, BAD, NULL, name,
+                      "'%s' must be a number in %s%g, %g], got %s, which is %g as the 32-bit float "
+                      "the sampler uses", name, lo_open ? "(" : "[", lo, hi, got, (double)f);
+        return false;
+    }
+    if (!in) {
         api_error_set(err, 400, BAD, NULL, name, "'%s' must be a number in %s%g, %g]", name,
                       lo_open ? "(" : "[", lo, hi);
         return false;
     }
-    *out = (float)v->valuedouble;
+    *out = f;
     return true;
 }
 
@@ -190,8 +214,8 @@ static char *message_content(const cJSON *c, api_error *err) {
     size_t n = 0;
     const cJSON *part;
     cJSON_ArrayForEach(part, c) {
-        const cJSON *t = cJSON_GetObjectItemCaseSensitive(part, "type");
-        const cJSON *x = cJSON_GetObjectItemCaseSensitive(part, "text");
+        const cJSON *t = road_json_get(part, "type");
+        const cJSON *x = road_json_get(part, "text");
         if (!cJSON_IsString(t) || strcmp(t->valuestring, "text") != 0 || !cJSON_IsString(x)) {
             bad(err, "messages", "%s", "road takes text content parts only ({\"type\": \"text\", "
                 "\"text\": ...})");
@@ -207,7 +231,7 @@ static char *message_content(const cJSON *c, api_error *err) {
     s[0] = '\0';
     size_t k = 0;
     cJSON_ArrayForEach(part, c) {
-        const char *x = cJSON_GetObjectItemCaseSensitive(part, "text")->valuestring;
+        const char *x = road_json_get(part, "text")->valuestring;
         size_t l = strlen(x);
         memcpy(s + k, x, l + 1);
         k += l;
@@ -223,7 +247,7 @@ static bool parse_messages(const cJSON *m, api_request *r, api_error *err) {
     if (!r->messages) return oom(err);
     const cJSON *x;
     cJSON_ArrayForEach(x, m) {
-        const cJSON *role = cJSON_GetObjectItemCaseSensitive(x, "role");
+        const cJSON *role = road_json_get(x, "role");
         if (!cJSON_IsObject(x) || !cJSON_IsString(role))
             return bad(err, "messages", "%s", "every message needs a 'role' string and a 'content'");
         const char *rs = role->valuestring;
@@ -232,7 +256,7 @@ static bool parse_messages(const cJSON *m, api_request *r, api_error *err) {
             strcmp(rs, "tool") != 0)
             return bad(err, "messages", "unknown role '%.40s' (system, user, assistant, tool)", role->valuestring);
         road_chat_message *msg = &r->messages[r->n_messages];
-        char *content = message_content(cJSON_GetObjectItemCaseSensitive(x, "content"), err);
+        char *content = message_content(road_json_get(x, "content"), err);
         if (!content) return false;
         char *rd = dup_str(rs);
         if (!rd) {
@@ -264,82 +288,88 @@ static bool parse_stop(const cJSON *s, api_request *r, api_error *err) {
     return true;
 }
 
-/* A field that road does not implement, accepted only with its neutral value. */
+/* A field that road does not implement, accepted only with its neutral value: null, false, an
+ * empty list or object, and 0 or (n, best_of, repetition_penalty) 1. */
 static bool neutral(const cJSON *root, const char *name, api_error *err) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, name);
+    const cJSON *v = road_json_get(root, name);
     if (!v || cJSON_IsNull(v) || cJSON_IsFalse(v)) return true;
-    if (cJSON_IsNumber(v) && v->valuedouble == 0) return true;
-    if (strcmp(name, "n") == 0 || strcmp(name, "best_of") == 0) {
-        if (cJSON_IsNumber(v) && v->valuedouble == 1) return true;
+    bool one = strcmp(name, "n") == 0 || strcmp(name, "best_of") == 0 ||
+               strcmp(name, "repetition_penalty") == 0;
+    if (cJSON_IsNumber(v) && v->valuedouble == (one ? 1 : 0)) return true;
+    if (strcmp(name, "n") == 0 || strcmp(name, "best_of") == 0)
         return bad(err, name, "'%s' must be 1: road returns one choice per request (send "
                    "concurrent requests for more)", name);
-    }
     if ((cJSON_IsObject(v) || cJSON_IsArray(v)) && cJSON_GetArraySize(v) == 0) return true;
-    return bad(err, name, "'%s' is not supported by road serve", name);
+    return bad(err, name, "'%s' is not supported by road serve (only its neutral value, %s)", name,
+               one ? "1" : "0, null or false");
 }
 
 static bool parse_body(api_kind kind, const cJSON *root, api_request *r, api_error *err) {
     if (!cJSON_IsObject(root)) return bad(err, NULL, "%s", "the body must be a JSON object");
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "model");
+    const cJSON *v = road_json_get(root, "model");
     if (v && !cJSON_IsNull(v)) {
         if (!cJSON_IsString(v)) return bad(err, "model", "%s", "'model' must be a string");
         if (!(r->model = dup_str(v->valuestring))) return oom(err);
     }
     if (kind == API_COMPLETIONS) {
-        v = cJSON_GetObjectItemCaseSensitive(root, "prompt");
+        v = road_json_get(root, "prompt");
         if (!v) return bad(err, "prompt", "%s", "'prompt' is required");
         if (!parse_prompt(v, r, err)) return false;
     } else {
-        v = cJSON_GetObjectItemCaseSensitive(root, "messages");
+        v = road_json_get(root, "messages");
         if (!v) return bad(err, "messages", "%s", "'messages' is required");
         if (!parse_messages(v, r, err)) return false;
     }
+    /* OpenAI's fields, then vLLM's sampling extensions road's sampler does not have: sent
+     * with a real value, they would change the answer, so they are refused by name. */
     static const char *const unsupported[] = {"n", "best_of", "presence_penalty", "frequency_penalty",
                                               "logprobs", "top_logprobs", "echo", "logit_bias",
-                                              "suffix", "tools", "functions", "response_format"};
+                                              "suffix", "tools", "functions", "response_format",
+                                              "min_p", "repetition_penalty", "min_tokens",
+                                              "prompt_logprobs", "use_beam_search"};
     for (size_t i = 0; i < sizeof unsupported / sizeof *unsupported; i++)
         if (!neutral(root, unsupported[i], err)) return false;
-    v = cJSON_GetObjectItemCaseSensitive(root, "stream");
+    v = road_json_get(root, "stream");
     if (v && !cJSON_IsNull(v)) {
         if (!cJSON_IsBool(v)) return bad(err, "stream", "%s", "'stream' must be true or false");
         r->stream = cJSON_IsTrue(v);
     }
-    v = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
+    v = road_json_get(root, "stream_options");
     if (v && !cJSON_IsNull(v)) {
-        const cJSON *u = cJSON_GetObjectItemCaseSensitive(v, "include_usage");
+        const cJSON *u = road_json_get(v, "include_usage");
         if (!cJSON_IsObject(v) || (u && !cJSON_IsBool(u)))
             return bad(err, "stream_options", "%s", "'stream_options' must be {\"include_usage\": bool}");
         r->include_usage = cJSON_IsTrue(u);
     }
-    v = cJSON_GetObjectItemCaseSensitive(root, "ignore_eos");
+    v = road_json_get(root, "ignore_eos");
     if (v && !cJSON_IsNull(v)) {
         if (!cJSON_IsBool(v)) return bad(err, "ignore_eos", "%s", "'ignore_eos' must be true or false");
         r->ignore_eos = cJSON_IsTrue(v);
     }
     const char *mt = "max_tokens";
-    v = cJSON_GetObjectItemCaseSensitive(root, mt);
+    v = road_json_get(root, mt);
     if ((!v || cJSON_IsNull(v)) && kind == API_CHAT)
-        v = cJSON_GetObjectItemCaseSensitive(root, mt = "max_completion_tokens");
+        v = road_json_get(root, mt = "max_completion_tokens");
     if (v && !cJSON_IsNull(v) && !get_int(v, mt, 1, 1e9, &r->max_tokens, err)) return false;
-    v = cJSON_GetObjectItemCaseSensitive(root, "temperature");
+    v = road_json_get(root, "temperature");
     if (v && !cJSON_IsNull(v) && !get_num(v, "temperature", 0, 2, false, &r->temperature, err)) return false;
-    v = cJSON_GetObjectItemCaseSensitive(root, "top_p");
+    v = road_json_get(root, "top_p");
     if (v && !cJSON_IsNull(v) && !get_num(v, "top_p", 0, 1, true, &r->top_p, err)) return false;
-    v = cJSON_GetObjectItemCaseSensitive(root, "top_k");
+    v = road_json_get(root, "top_k");
     int64_t x;
     if (v && !cJSON_IsNull(v)) {
         if (!get_int(v, "top_k", -1, 1e9, &x, err)) return false;
         r->top_k = (int32_t)x;
     }
-    v = cJSON_GetObjectItemCaseSensitive(root, "seed");
+    v = road_json_get(root, "seed");
     if (v && !cJSON_IsNull(v)) {
         /* 2^53: integers a double holds exactly */
         if (!get_int(v, "seed", -9007199254740992.0, 9007199254740992.0, &x, err)) return false;
         r->has_seed = true;
         r->seed = (uint64_t)x;
     }
-    if (!parse_stop(cJSON_GetObjectItemCaseSensitive(root, "stop"), r, err)) return false;
-    v = cJSON_GetObjectItemCaseSensitive(root, "stop_token_ids");
+    if (!parse_stop(road_json_get(root, "stop"), r, err)) return false;
+    v = road_json_get(root, "stop_token_ids");
     if (v && !cJSON_IsNull(v)) {
         int64_t n = 0;
         if (!cJSON_IsArray(v)) return bad(err, "stop_token_ids", "%s", "'stop_token_ids' must be an array of ids");
@@ -351,6 +381,19 @@ static bool parse_body(api_kind kind, const cJSON *root, api_request *r, api_err
     return true;
 }
 
+/* The body through road's strict parser. A refusal names where: the line and column, and as
+ * `param` the path of the value being read ("messages[1].content") when inside one. */
+static bool parse_json(const char *body, size_t len, cJSON **root, api_error *err) {
+    road_json_where w;
+    road_status st = road_json_parse_at(body ? body : "", body ? len : 0, root, &w);
+    if (st == ROAD_OK) return true;
+    if (st == ROAD_ERR_NO_MEMORY) return oom(err);
+    api_error_set(err, 400, BAD, NULL, w.path[0] ? w.path : NULL, "%s at line %zu, column %zu: %s",
+                  w.valid_json ? "road refuses the body" : "the body is not valid JSON", w.line,
+                  w.column, w.what);
+    return false;
+}
+
 bool api_parse_request(api_kind kind, const char *body, size_t len, api_request *out,
                        api_error *err) {
     memset(out, 0, sizeof *out);
@@ -358,12 +401,8 @@ bool api_parse_request(api_kind kind, const char *body, size_t len, api_request 
     out->max_tokens = -1;
     out->temperature = 1.0f;
     out->top_p = 1.0f;
-    cJSON *root = cJSON_ParseWithLength(body, len);
-    if (!root) {
-        api_error_set(err, 400, BAD, NULL, NULL, "the body is not valid JSON (near byte %ld)",
-                      cJSON_GetErrorPtr() && body ? (long)(cJSON_GetErrorPtr() - body) : 0L);
-        return false;
-    }
+    cJSON *root = NULL;
+    if (!parse_json(body, len, &root, err)) return false;
     bool ok = parse_body(kind, root, out, err);
     cJSON_Delete(root);
     if (!ok) {
@@ -391,13 +430,10 @@ void api_request_free(api_request *r) {
 bool api_parse_lora(const char *body, size_t len, bool need_path, char **name, char **path,
                     api_error *err) {
     *name = *path = NULL;
-    cJSON *root = cJSON_ParseWithLength(body, len);
-    if (!root) {
-        api_error_set(err, 400, BAD, NULL, NULL, "the body is not valid JSON");
-        return false;
-    }
-    const cJSON *n = cJSON_GetObjectItemCaseSensitive(root, "lora_name");
-    const cJSON *p = cJSON_GetObjectItemCaseSensitive(root, "lora_path");
+    cJSON *root = NULL;
+    if (!parse_json(body, len, &root, err)) return false;
+    const cJSON *n = road_json_get(root, "lora_name");
+    const cJSON *p = road_json_get(root, "lora_path");
     bool ok = false;
     if (!cJSON_IsString(n) || !n->valuestring[0])
         bad(err, "lora_name", "%s", "'lora_name' (a non-empty string) is required");
@@ -418,13 +454,14 @@ bool api_parse_lora(const char *body, size_t len, bool need_path, char **name, c
 
 /* ---- replies ------------------------------------------------------------------------------- */
 
+/* Text as a JSON string with its length: cJSON_CreateString would stop at a NUL the model
+ * generated (byte-fallback tokens decode to any byte), so the literal is written here (a NUL
+ * as \u0000) and put in the tree raw. */
 static cJSON *text_item(const char *s, size_t n) {
-    char *t = malloc(n + 1);
-    if (!t) return NULL;
-    memcpy(t, s, n);
-    t[n] = '\0';
-    cJSON *x = cJSON_CreateString(t);
-    free(t);
+    char *lit = NULL;
+    if (road_json_string_literal(s, n, &lit, NULL) != ROAD_OK) return NULL;
+    cJSON *x = cJSON_CreateRaw(lit);
+    road_free(lit);
     return x;
 }
 

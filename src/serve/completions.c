@@ -41,6 +41,15 @@ static bool prompt_ids(road_server *s, const api_request *q, int32_t **ids, int6
                        api_error *err) {
     *ids = NULL;
     if (q->prompt_ids) {
+        /* the engine refuses these too, but only here does the refusal name the field */
+        int64_t vocab = road_model_config(s->m)->vocab_size;
+        for (int64_t i = 0; i < q->n_prompt_ids; i++)
+            if (q->prompt_ids[i] >= vocab) {
+                api_error_set(err, 400, "invalid_request_error", NULL, "prompt",
+                              "prompt token %lld is %d; the model's ids are 0..%lld", (long long)i,
+                              (int)q->prompt_ids[i], (long long)(vocab - 1));
+                return false;
+            }
         if (!(*ids = malloc(sizeof(int32_t) * (size_t)q->n_prompt_ids))) goto oom;
         memcpy(*ids, q->prompt_ids, sizeof(int32_t) * (size_t)q->n_prompt_ids);
         *n = q->n_prompt_ids;
@@ -386,6 +395,7 @@ enum MHD_Result server_generate(road_server *s, struct MHD_Connection *c, api_ki
     }
     MHD_add_response_header(resp, "Content-Type", "text/event-stream");
     MHD_add_response_header(resp, "Cache-Control", "no-cache");
+    MHD_add_response_header(resp, "Connection", "close"); /* the next request passes the door */
     ret = MHD_queue_response(c, 200, resp);
     MHD_destroy_response(resp);
     server_count(s, 200);

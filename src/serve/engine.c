@@ -136,6 +136,16 @@ static bool text_append(char **buf, size_t *len, size_t *cap, const char *s, siz
     return true;
 }
 
+/* Count r's end in the metrics. Before the end is published: whoever waits for r may answer
+ * its client at once, and a scrape after that answer must already count it. */
+static void count_finish(road_engine *e, road_request *r, road_finish_reason why) {
+    if (r->counted) return;
+    r->counted = true;
+    pthread_mutex_lock(&e->mu);
+    e->stats.finished[why]++;
+    pthread_mutex_unlock(&e->mu);
+}
+
 /* The engine is done with r: free its model state, publish the end, drop the engine's ref. */
 static void finish_request(road_engine *e, road_request *r, road_finish_reason why,
                            const char *err) {
@@ -143,16 +153,19 @@ static void finish_request(road_engine *e, road_request *r, road_finish_reason w
     r->cache = NULL;
     road_tokenizer_stream_free(r->stream);
     r->stream = NULL;
+    /* only the stepping thread sets finish, so it cannot change between these two locks */
     pthread_mutex_lock(&r->mu);
-    if (r->finish == ROAD_FINISH_NONE) r->finish = why;
-    why = r->finish;
-    if (err && why == ROAD_FINISH_ERROR) snprintf(r->err, sizeof r->err, "%s", err);
-    pthread_cond_broadcast(&r->cv);
+    road_finish_reason end = r->finish != ROAD_FINISH_NONE ? r->finish : why;
     pthread_mutex_unlock(&r->mu);
+    count_finish(e, r, end);
     pthread_mutex_lock(&e->mu);
     if (r->adapter_idx >= 0) e->ad[r->adapter_idx].in_use--;
-    e->stats.finished[why]++;
     pthread_mutex_unlock(&e->mu);
+    pthread_mutex_lock(&r->mu);
+    if (r->finish == ROAD_FINISH_NONE) r->finish = why;
+    if (err && r->finish == ROAD_FINISH_ERROR) snprintf(r->err, sizeof r->err, "%s", err);
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
     request_unref(r);
 }
 
@@ -375,11 +388,14 @@ static bool take_token(road_engine *e, road_request *r, int32_t t) {
     size_t release = r->pend_len;
     bool cut = false;
     for (int32_t i = 0; i < r->n_stop && r->pend; i++) {
-        const char *hit = strstr(r->pend, r->stop[i]);
-        if (hit && (size_t)(hit - r->pend) < release) {
-            release = (size_t)(hit - r->pend);
-            cut = true;
-        }
+        /* by length: generated text may hold a NUL byte, where strstr would stop looking */
+        size_t sl = strlen(r->stop[i]);
+        for (size_t at = 0; at + sl <= r->pend_len && at < release; at++)
+            if (memcmp(r->pend + at, r->stop[i], sl) == 0) {
+                release = at;
+                cut = true;
+                break;
+            }
     }
     if (cut) why = ROAD_FINISH_STOP;
     else if (why != ROAD_FINISH_NONE && r->stream) {
@@ -390,6 +406,7 @@ static bool take_token(road_engine *e, road_request *r, int32_t t) {
         release -= stop_prefix_tail(r, r->pend, r->pend_len);
     }
     double t_now = now_s();
+    if (why != ROAD_FINISH_NONE && !oom) count_finish(e, r, why);
     pthread_mutex_lock(&r->mu);
     /* the last token and the end are published together: a reader never sees one without the
      * other (its stream's last chunk carries both) */
@@ -434,7 +451,7 @@ static void run_commands(road_engine *e) {
         road_status st = ROAD_OK;
         if (c->kind == ENGINE_CMD_LOAD) {
             pthread_mutex_unlock(&e->mu);
-            st = road_adapter_set_load(road_model_adapters(e->m), c->name, c->dir);
+            st = road_adapter_set_load_commit(road_model_adapters(e->m), c->prepared);
             if (st != ROAD_OK) snprintf(c->err, sizeof c->err, "%s", road_last_error());
             pthread_mutex_lock(&e->mu);
             if (st == ROAD_OK && add_adapter_entry_(e, c->name) < 0) {

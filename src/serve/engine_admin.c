@@ -3,8 +3,10 @@
  * freeing, loading and unloading adapters while requests run, and the Prometheus metrics.
  *
  * Adapter commands go to the stepping thread, which runs them between two forwards: the model
- * and its adapter set are only ever touched by that thread. Without an engine thread the
- * caller is the stepping thread, so commands run at once.
+ * and its adapter set are only ever changed by that thread. A load reads and checks its folder
+ * on the caller's thread first (a slow disk or a FIFO must not stall generation); the stepping
+ * thread only adds the finished adapter. Without an engine thread the caller is the stepping
+ * thread, so commands run at once.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -64,9 +66,12 @@ road_status road_engine_create(road_model *m, const road_engine_params *p, road_
     if (!e->running || !e->run_done || !e->gone || !e->seqs || !e->seq_ids || !e->seq_run ||
         !e->seq_ad || !e->seq_tok || !e->logits)
         st = ROAD_ERR_NO_MEMORY;
-    /* serve the adapters already in the set */
-    for (int32_t i = 0; st == ROAD_OK && i < road_adapter_set_count(set); i++)
-        if (add_adapter_entry_(e, road_adapter_set_name(set, i)) < 0) st = ROAD_ERR_NO_MEMORY;
+    /* serve the adapters already in the set (under the same naming rule as loads) */
+    for (int32_t i = 0; st == ROAD_OK && i < road_adapter_set_count(set); i++) {
+        st = road_engine_check_adapter_name(road_adapter_set_name(set, i));
+        if (st == ROAD_OK && add_adapter_entry_(e, road_adapter_set_name(set, i)) < 0)
+            st = ROAD_ERR_NO_MEMORY;
+    }
     if (st != ROAD_OK) {
         road_engine_free(e);
         return st;
@@ -117,30 +122,41 @@ static road_status run_cmd(road_engine *e, engine_cmd *c) {
     return ROAD_OK;
 }
 
-static bool valid_name(const char *name) {
-    if (!name || !name[0] || strlen(name) > 255) return false;
-    for (const char *p = name; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == '"' || *p == '\\') return false;
-    return strcmp(name, ROAD_BASE_NAME) != 0;
+/* Longest adapter name: it is echoed in replies, logs and metric labels. */
+#define ENGINE_ADAPTER_NAME_MAX 255
+
+road_status road_engine_check_adapter_name(const char *name) {
+    bool ok = name && name[0] && strlen(name) <= ENGINE_ADAPTER_NAME_MAX &&
+              strcmp(name, ROAD_BASE_NAME) != 0;
+    for (const char *p = name; ok && *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f || *p == '"' || *p == '\\') ok = false;
+    if (ok) return ROAD_OK;
+    return road_error(ROAD_ERR_INVALID_ARG,
+                      "adapter name '%.40s%s' is not allowed: names are 1 to %d bytes without "
+                      "control characters, quotes or backslashes, and not %s",
+                      name ? name : "(null)", name && strlen(name) > 40 ? "..." : "",
+                      ENGINE_ADAPTER_NAME_MAX, ROAD_BASE_NAME);
 }
 
 road_status road_engine_load_adapter(road_engine *e, const char *name, const char *dir) {
     if (!e || !dir) return road_error(ROAD_ERR_INVALID_ARG, "load_adapter: engine or folder is NULL");
-    if (!valid_name(name))
-        return road_error(ROAD_ERR_INVALID_ARG,
-                          "adapter names are 1 to 255 characters without control characters, "
-                          "quotes or backslashes, and not %s", ROAD_BASE_NAME);
+    road_status st = road_engine_check_adapter_name(name);
+    if (st != ROAD_OK) return st;
     pthread_mutex_lock(&e->mu);
     int32_t i = engine_find_adapter_(e, name);
     bool taken = i >= 0 && (e->ad[i].loaded || e->ad[i].draining);
     pthread_mutex_unlock(&e->mu);
     if (taken) return road_error(ROAD_ERR_EXISTS, "an adapter named '%s' is already loaded", name);
+    /* read and check the folder here, on the caller's thread, while the engine steps on */
     engine_cmd c;
     memset(&c, 0, sizeof c);
+    st = road_adapter_set_load_prepare(road_model_adapters(e->m), name, dir, &c.prepared);
+    if (st != ROAD_OK) return st;
     c.kind = ENGINE_CMD_LOAD;
     c.name = name;
-    c.dir = dir;
-    return run_cmd(e, &c);
+    st = run_cmd(e, &c);
+    road_adapter_load_free(c.prepared);
+    return st;
 }
 
 road_status road_engine_unload_adapter(road_engine *e, const char *name, bool wait) {
@@ -216,6 +232,20 @@ static void sb_printf(sbuf *b, const char *fmt, ...) {
     }
 }
 
+/* One sample with an adapter label. Label values are escaped as the Prometheus text format
+ * requires (backslash, double quote, newline), whatever the name holds: one odd name must not
+ * break the whole scrape. */
+static void sb_adapter_sample(sbuf *b, const char *metric, const char *name, long long v) {
+    sb_printf(b, "%s{adapter=\"", metric);
+    for (const char *p = name; *p; p++) {
+        if (*p == '\\') sb_printf(b, "\\\\");
+        else if (*p == '"') sb_printf(b, "\\\"");
+        else if (*p == '\n') sb_printf(b, "\\n");
+        else sb_printf(b, "%c", *p);
+    }
+    sb_printf(b, "\"} %lld\n", v);
+}
+
 #define METRIC(b, type, name, help) sb_printf(b, "# HELP " name " " help "\n# TYPE " name " " type "\n")
 
 road_status road_engine_metrics(road_engine *e, char **text) {
@@ -259,22 +289,19 @@ road_status road_engine_metrics(road_engine *e, char **text) {
     for (int32_t i = 0; i < e->n_ad; i++) loaded += e->ad[i].loaded;
     sb_printf(&b, "road_adapters_loaded %d\n", (int)loaded);
     METRIC(&b, "counter", "road_adapter_requests_total", "Requests accepted per adapter (__base__: none).");
-    sb_printf(&b, "road_adapter_requests_total{adapter=\"%s\"} %lld\n", ROAD_BASE_NAME,
-              (long long)e->base_requests);
+    sb_adapter_sample(&b, "road_adapter_requests_total", ROAD_BASE_NAME, (long long)e->base_requests);
     for (int32_t i = 0; i < e->n_ad; i++)
-        sb_printf(&b, "road_adapter_requests_total{adapter=\"%s\"} %lld\n", e->ad[i].name,
-                  (long long)e->ad[i].requests);
+        sb_adapter_sample(&b, "road_adapter_requests_total", e->ad[i].name, (long long)e->ad[i].requests);
     METRIC(&b, "counter", "road_adapter_generation_tokens_total", "Tokens generated per adapter.");
-    sb_printf(&b, "road_adapter_generation_tokens_total{adapter=\"%s\"} %lld\n", ROAD_BASE_NAME,
-              (long long)e->base_gen_tokens);
+    sb_adapter_sample(&b, "road_adapter_generation_tokens_total", ROAD_BASE_NAME,
+                      (long long)e->base_gen_tokens);
     for (int32_t i = 0; i < e->n_ad; i++)
-        sb_printf(&b, "road_adapter_generation_tokens_total{adapter=\"%s\"} %lld\n", e->ad[i].name,
-                  (long long)e->ad[i].gen_tokens);
+        sb_adapter_sample(&b, "road_adapter_generation_tokens_total", e->ad[i].name,
+                          (long long)e->ad[i].gen_tokens);
     METRIC(&b, "gauge", "road_adapter_requests_active", "Waiting and running requests per adapter.");
     for (int32_t i = 0; i < e->n_ad; i++)
         if (e->ad[i].loaded)
-            sb_printf(&b, "road_adapter_requests_active{adapter=\"%s\"} %lld\n", e->ad[i].name,
-                      (long long)e->ad[i].in_use);
+            sb_adapter_sample(&b, "road_adapter_requests_active", e->ad[i].name, (long long)e->ad[i].in_use);
     pthread_mutex_unlock(&e->mu);
     if (b.oom) {
         road_free(b.s);

@@ -11,6 +11,7 @@
 
 #include <pthread.h>
 
+#include "road/adapters.h"
 #include "road/serve.h"
 
 typedef struct engine_adapter {
@@ -24,10 +25,12 @@ typedef struct engine_adapter {
 
 typedef enum engine_cmd_kind { ENGINE_CMD_LOAD, ENGINE_CMD_UNLOAD } engine_cmd_kind;
 
-/* An adapter command, on the caller's stack until done. */
+/* An adapter command, on the caller's stack until done. A load arrives prepared (its files
+ * read and checked on the caller's thread): the engine thread only commits it. */
 typedef struct engine_cmd {
     engine_cmd_kind kind;
-    const char *name, *dir;
+    const char *name;
+    road_adapter_load *prepared;
     bool done;
     road_status status;
     char err[512];
@@ -66,6 +69,7 @@ struct road_request {
     int64_t n_done_prompt; /* prompt tokens in the cache */
     int64_t n_gen;
     int32_t last;          /* last token, fed next step */
+    bool counted;          /* its end is in stats.finished already */
     char *pend;            /* decoded text not released yet (could start a stop string) */
     size_t pend_len, pend_cap;
     /* shared, under mu */

@@ -1,36 +1,48 @@
 /*
  * serve/server.c - `road serve`'s HTTP server (road/serve.h, docs/serve.md): the model, its
- * tokenizer and the engine; libmicrohttpd with a thread per connection; routing, the API key,
+ * tokenizer and the engine; libmicrohttpd with a thread per connection behind the front door
+ * (serve/door.c: listening, heads, connection limits, deadlines); routing, the API key,
  * request bodies within a size limit, and the small endpoints (health, metrics, models,
  * adapter load/unload). Generation is serve/completions.c.
  *
  * Why a thread per connection: a connection thread may block (waiting for its request's tokens)
  * without stalling any other client, and a streamed reply is a content-reader callback that
- * simply waits for the engine's next token. The engine thread alone runs the model.
+ * simply waits for the engine's next token. The engine thread alone runs the model. A thread
+ * is only given to a connection whose head is complete and sound (the door holds the others
+ * in one epoll set), and every reply closes its connection, so each request passes the door.
  */
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 
 #include <cjson/cJSON.h>
 
 #include "core/error.h"
+#include "serve/door.h"
 #include "serve/server_internal.h"
 
 /* Defaults of road_server_params (docs/serve.md). */
 #define SERVER_DEFAULT_MAX_BODY (1u << 20)  /* 1 MiB: ~250k tokens of text, far past any context */
-#define SERVER_DEFAULT_MAX_CONNECTIONS 512  /* each is a thread: bound them */
+#define SERVER_DEFAULT_MAX_CONNECTIONS 4096 /* within RLIMIT_NOFILE (checked at start) */
+#define SERVER_DEFAULT_MAX_PER_CLIENT 256   /* one address: max-waiting's worth of requests */
+#define SERVER_DEFAULT_REQUEST_TIMEOUT_S 60 /* accept -> whole request in: 1 MiB at 17 KiB/s */
 #define SERVER_DEFAULT_MAX_TOKENS 16        /* OpenAI's default for completions */
 #define SERVER_DISCARD_FACTOR 16            /* past 16x the limit, a refused body closes the connection */
-#define SERVER_CONNECTION_TIMEOUT_S 600     /* idle keep-alive connections close after this */
+#define SERVER_CONNECTION_TIMEOUT_S 600     /* a reply whose client reads nothing this long */
+/* libmicrohttpd's per-connection memory (head, header records, read buffer): well above the
+ * door's head limit (16 KiB), so libmicrohttpd never refuses a head itself (with HTML) */
+#define SERVER_MHD_CONNECTION_MEMORY (64 * 1024)
+/* libmicrohttpd's own connection cap, above the door's: it counts a closed connection until its
+ * cleanup, a moment after the door has freed the slot */
+#define SERVER_MHD_LIMIT_MARGIN 256
 
-const int server_codes[SERVER_N_CODES] = {200, 400, 401, 403, 404, 405, 413, 429, 499, 500, 503};
+const int server_codes[SERVER_N_CODES] = {200, 400, 401, 403, 404, 405, 408, 411,
+                                          413, 414, 429, 431, 499, 500, 503, 505};
 
 road_server_params road_server_default_params(void) {
     road_server_params p;
@@ -42,6 +54,8 @@ road_server_params road_server_default_params(void) {
     p.engine = road_engine_default_params();
     p.max_body_bytes = SERVER_DEFAULT_MAX_BODY;
     p.max_connections = SERVER_DEFAULT_MAX_CONNECTIONS;
+    p.max_connections_per_client = SERVER_DEFAULT_MAX_PER_CLIENT;
+    p.request_timeout_s = SERVER_DEFAULT_REQUEST_TIMEOUT_S;
     p.default_max_tokens = SERVER_DEFAULT_MAX_TOKENS;
     p.allow_adapter_loading = true;
     return p;
@@ -77,6 +91,16 @@ road_status road_server_create(const road_server_params *p, road_server **out) {
         return road_error(ROAD_ERR_INVALID_ARG, "max_body_bytes must be at least 64");
     if (p->n_adapters < 0 || (p->n_adapters && (!p->adapter_names || !p->adapter_dirs)))
         return road_error(ROAD_ERR_INVALID_ARG, "bad adapter list");
+    if (p->max_connections < 1 || p->max_connections_per_client < 0)
+        return road_error(ROAD_ERR_INVALID_ARG, "max_connections must be at least 1 and "
+                          "max_connections_per_client at least 0 (0: no cap)");
+    if (!(p->request_timeout_s > 0) || p->request_timeout_s > 86400)
+        return road_error(ROAD_ERR_INVALID_ARG, "request_timeout_s must be from 0 to 86400 s, got %g",
+                          p->request_timeout_s);
+    for (int32_t i = 0; i < p->n_adapters; i++) {
+        road_status ns = road_engine_check_adapter_name(p->adapter_names[i]);
+        if (ns != ROAD_OK) return ns;
+    }
     road_server *s = calloc(1, sizeof *s);
     if (!s) return ROAD_ERR_NO_MEMORY;
     pthread_mutex_init(&s->mu, NULL);
@@ -183,6 +207,7 @@ enum MHD_Result server_send(road_server *s, struct MHD_Connection *c, int code, 
     struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
     if (!r) return MHD_NO;
     MHD_add_response_header(r, "Content-Type", type);
+    MHD_add_response_header(r, "Connection", "close"); /* the next request passes the door */
     enum MHD_Result ret = MHD_queue_response(c, (unsigned int)code, r);
     MHD_destroy_response(r);
     server_count(s, code);
@@ -345,8 +370,10 @@ typedef struct conn {
 static bool key_ok(road_server *s, struct MHD_Connection *c) {
     if (!s->api_key) return true;
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-    if (!h || strncmp(h, "Bearer ", 7) != 0) return false;
-    h += 7;
+    /* the scheme is case-insensitive (RFC 9110 11.1), then one or more spaces */
+    if (!h || strncasecmp(h, "Bearer", 6) != 0 || (h[6] != ' ' && h[6] != '\t')) return false;
+    h += 6;
+    while (*h == ' ' || *h == '\t') h++;
     size_t a = strlen(h), b = strlen(s->api_key);
     unsigned char diff = (unsigned char)(a != b);
     for (size_t i = 0; i < a; i++) diff |= (unsigned char)(h[i] ^ s->api_key[i % (b ? b : 1)]);
@@ -394,6 +421,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         /* refuse a declared oversize body before reading it (MHD then closes the connection) */
         if (x->err.http == 413) {
             x->answered = true;
+            door_set_phase(c, DOOR_ANSWERED);
             return server_send_error(s, c, &x->err);
         }
         return MHD_YES;
@@ -434,6 +462,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         x->body[x->len] = '\0';
         return MHD_YES;
     }
+    door_set_phase(c, DOOR_RECEIVED); /* the whole request is in: its deadline is met */
     if (x->err.http) return server_send_error(s, c, &x->err);
     pthread_mutex_lock(&s->mu);
     bool draining = s->draining;
@@ -474,51 +503,54 @@ __attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char 
 
 /* ---- life ------------------------------------------------------------------------------------ */
 
+static void door_count(void *user, int code) { server_count(user, code); }
+
 road_status road_server_start(road_server *s) {
     if (!s) return road_error(ROAD_ERR_INVALID_ARG, "road_server_start: server is NULL");
     pthread_mutex_lock(&s->mu);
     bool started = s->started;
     pthread_mutex_unlock(&s->mu);
     if (started) return road_error(ROAD_ERR_STATE, "the server is already started");
-    struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof ss);
-    unsigned int flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                         MHD_USE_ERROR_LOG | MHD_USE_ITC;
-    struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, s->host, &v4->sin_addr) == 1) {
-        v4->sin_family = AF_INET;
-        v4->sin_port = htons((uint16_t)s->p.port);
-    } else if (inet_pton(AF_INET6, s->host, &v6->sin6_addr) == 1) {
-        v6->sin6_family = AF_INET6;
-        v6->sin6_port = htons((uint16_t)s->p.port);
-        flags |= MHD_USE_IPv6;
-    } else {
-        return road_error(ROAD_ERR_INVALID_ARG, "host '%s' is not an IPv4 or IPv6 address "
-                          "(for example 127.0.0.1, 0.0.0.0 or ::1)", s->host);
-    }
-    road_status st = road_engine_start(s->e);
+    door_params dp = {s->host, s->p.port, s->p.max_connections, s->p.max_connections_per_client,
+                      s->p.request_timeout_s, s->p.max_body_bytes, door_count, s};
+    road_status st = door_open(&dp, &s->door, &s->port);
     if (st != ROAD_OK) return st;
-    s->created = (long long)time(NULL);
-    s->d = MHD_start_daemon(flags, (uint16_t)s->p.port, NULL, NULL, on_request, s,
-                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
-                            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                            MHD_OPTION_CONNECTION_LIMIT, (unsigned int)s->p.max_connections,
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)SERVER_CONNECTION_TIMEOUT_S,
-                            MHD_OPTION_END);
-    if (!s->d) {
-        road_engine_stop(s->e, false);
-        return road_error(ROAD_ERR_IO, "cannot listen on %s port %d (in use, or not an address of "
-                          "this machine?)", s->host, s->p.port);
+    /* poll, not select: descriptors past FD_SETSIZE (1024) must work */
+    unsigned int flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                         MHD_USE_POLL | MHD_USE_ERROR_LOG | MHD_USE_ITC | MHD_USE_NO_LISTEN_SOCKET;
+    unsigned int mhd_limit = (unsigned int)door_max_connections(s->door) + SERVER_MHD_LIMIT_MARGIN;
+    if ((st = road_engine_start(s->e)) != ROAD_OK) {
+        door_free(s->door);
+        s->door = NULL;
+        return st;
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
-    s->port = di ? di->port : s->p.port;
+    s->created = (long long)time(NULL);
+    s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s,
+                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                            MHD_OPTION_NOTIFY_CONNECTION, door_notify, s->door,
+                            MHD_OPTION_CONNECTION_LIMIT, mhd_limit,
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)SERVER_CONNECTION_TIMEOUT_S,
+                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)SERVER_MHD_CONNECTION_MEMORY,
+                            MHD_OPTION_END);
+    if (s->d) st = door_start(s->door, s->d);
+    else st = road_error(ROAD_ERR_IO, "cannot start libmicrohttpd");
+    if (st != ROAD_OK) {
+        if (s->d) MHD_stop_daemon(s->d);
+        s->d = NULL;
+        road_engine_stop(s->e, false);
+        door_free(s->door);
+        s->door = NULL;
+        return st;
+    }
     pthread_mutex_lock(&s->mu);
     s->started = true;
     s->draining = s->stopped = false;
     pthread_mutex_unlock(&s->mu);
-    road_log(ROAD_LOG_INFO, "road serve: listening on http://%s:%d", s->host, s->port);
+    road_log(ROAD_LOG_INFO, "road serve: listening on http://%s:%d (at most %d connections, %d per "
+             "client address; requests must arrive within %g s)", s->host, s->port,
+             (int)door_max_connections(s->door), (int)s->p.max_connections_per_client,
+             s->p.request_timeout_s);
     return ROAD_OK;
 }
 
@@ -540,8 +572,11 @@ void road_server_stop(road_server *s) {
     if (!go) return;
     road_log(ROAD_LOG_INFO, "road serve: draining (finishing the requests under way)");
     road_engine_stop(s->e, true); /* waits for the queued and running requests */
+    door_stop(s->door);           /* no new connections; those still at the door close */
     MHD_stop_daemon(s->d);        /* closes the connections, joins their threads */
     s->d = NULL;
+    door_free(s->door);
+    s->door = NULL;
     pthread_mutex_lock(&s->mu);
     s->started = false;
     s->stopped = true;

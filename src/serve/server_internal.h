@@ -12,7 +12,7 @@
 #include "serve/api.h"
 
 /* HTTP status codes counted for /metrics (others go to "other"). */
-#define SERVER_N_CODES 11
+#define SERVER_N_CODES 16
 extern const int server_codes[SERVER_N_CODES];
 
 struct road_server {
@@ -25,6 +25,7 @@ struct road_server {
     char tmpl_err[256];    /* why chat is unavailable */
     road_engine *e;
     struct MHD_Daemon *d;
+    struct door *door;     /* the listening socket and the connections still sending heads */
     int port;
     long long created;     /* unix time of start (the models' "created") */
     pthread_mutex_t mu;

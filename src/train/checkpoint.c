@@ -45,6 +45,8 @@
 
 #define CKPT_FORMAT "road-checkpoint"
 #define CKPT_VERSION 1
+/* A finished run's output folder holds a trainer_state.json of this format (train/run.c). */
+#define RUN_FORMAT "road-run"
 #define STATE_FILE "trainer_state.json"
 #define OPTIM_FILE "optimizer.safetensors"
 #define CONFIG_FILE "run_config.json"
@@ -130,7 +132,7 @@ static void hex64(char buf[19], uint64_t x) {
 }
 
 /* Build trainer_state.json's tree; NULL when cJSON runs out of memory. */
-static cJSON *state_json(const road_optimizer *o, const road_checkpoint_state *st) {
+static cJSON *state_json(const road_optimizer *o, const road_checkpoint_state *st, cJSON *run) {
     cJSON *root = cJSON_CreateObject();
     bool ok = root != NULL;
     ok = ok && cJSON_AddStringToObject(root, "format", CKPT_FORMAT);
@@ -179,6 +181,11 @@ static cJSON *state_json(const road_optimizer *o, const road_checkpoint_state *s
         cJSON *v = cJSON_CreateString(num);
         ok = v && cJSON_AddItemToArray(dp, v);
     }
+    if (ok && run) { /* what identifies the run (checked on resume: train/run.c) */
+        ok = cJSON_AddItemToObject(root, "run", run);
+        if (ok) run = NULL;
+    }
+    cJSON_Delete(run);
     if (!ok) {
         cJSON_Delete(root);
         return NULL;
@@ -197,7 +204,16 @@ static road_status write_json_file(const char *dir, const char *name, const char
 
 static road_status write_state(const road_optimizer *o, const road_checkpoint_state *st,
                                const char *dir) {
-    cJSON *root = state_json(o, st);
+    cJSON *run = NULL;
+    if (st->run_json) {
+        road_status s = road_json_parse(st->run_json, strlen(st->run_json), &run);
+        if (s == ROAD_OK && !cJSON_IsObject(run)) {
+            cJSON_Delete(run);
+            s = road_error(ROAD_ERR_INVALID_ARG, "the run identity is not a JSON object");
+        }
+        if (s != ROAD_OK) return s;
+    }
+    cJSON *root = state_json(o, st, run); /* takes run */
     if (!root) return road_error(ROAD_ERR_NO_MEMORY, "out of memory building " STATE_FILE);
     char *text = NULL;
     size_t len = 0;
@@ -228,16 +244,16 @@ road_status road_checkpoint_save(road_optimizer *o, const road_checkpoint_state 
                           st->n_data_pos, ROAD_CHECKPOINT_MAX_DATA_POS);
     /* "a/ckpt/" names the folder "a/ckpt": drop trailing slashes so the temporary folder is
      * made next to it, not inside it. */
-    char *target = road_strdup(dir);
+    char *target = road_dir_trim(dir);
     if (!target) return ROAD_ERR_NO_MEMORY;
-    for (size_t n = strlen(target); n > 1 && target[n - 1] == '/'; n--) target[n - 1] = '\0';
     dir = target;
     char *parent = road_path_parent(dir);
     if (!parent) {
         road_free(target);
         return ROAD_ERR_NO_MEMORY;
     }
-    s = road_mkdir_p(parent);
+    /* the rule (road/outdir.h): only a checkpoint folder is replaced; creates the parent */
+    s = road_dir_check_target(dir, ROAD_OUT_CHECKPOINT, true, NULL, 0, NULL);
     char *tmp = NULL;
     if (s == ROAD_OK) s = road_dir_make_temp(dir, ".tmp.", &tmp);
     if (s == ROAD_OK)
@@ -261,6 +277,44 @@ road_status road_checkpoint_save(road_optimizer *o, const road_checkpoint_state 
     road_free(tmp);
     road_free(parent);
     road_free(target);
+    return s;
+}
+
+static road_status bad_state(const char *what);
+static road_status json_int(const cJSON *obj, const char *key, int64_t lo, int64_t hi,
+                            int64_t *out);
+
+road_status road_checkpoint_read_run(const char *dir, char **run_json, int64_t *step,
+                                     bool *finished) {
+    if (!dir || !run_json)
+        return road_error(ROAD_ERR_INVALID_ARG, "road_checkpoint_read_run: NULL argument");
+    *run_json = NULL;
+    char *path = road_path_join(dir, STATE_FILE), *text = NULL;
+    if (!path) return ROAD_ERR_NO_MEMORY;
+    size_t len = 0;
+    cJSON *root = NULL;
+    road_status s = road_file_read(path, STATE_MAX_BYTES, &text, &len);
+    if (s == ROAD_OK) s = road_json_parse(text, len, &root);
+    road_free(text);
+    const cJSON *fmt = road_json_get(root, "format");
+    const bool run_state = cJSON_IsString(fmt) && strcmp(fmt->valuestring, RUN_FORMAT) == 0;
+    if (s == ROAD_OK && !run_state &&
+        !(cJSON_IsString(fmt) && strcmp(fmt->valuestring, CKPT_FORMAT) == 0))
+        s = road_error(ROAD_ERR_FORMAT, "'format' is not \"" CKPT_FORMAT "\" nor \"" RUN_FORMAT
+                                        "\" (not written by road)");
+    int64_t gs = 0;
+    if (s == ROAD_OK) s = json_int(root, "global_step", 0, (int64_t)JSON_INT_MAX, &gs);
+    const cJSON *run = road_json_get(root, "run");
+    if (s == ROAD_OK && run && !cJSON_IsObject(run)) s = bad_state("'run' is not an object");
+    size_t rlen = 0;
+    if (s == ROAD_OK && run) s = road_json_dump(run, run_json, &rlen);
+    cJSON_Delete(root);
+    if (s != ROAD_OK) road_error_prefix("reading '%s'", path);
+    road_free(path);
+    if (s == ROAD_OK) {
+        if (step) *step = gs;
+        if (finished) *finished = run_state;
+    }
     return s;
 }
 

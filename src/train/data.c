@@ -14,6 +14,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "io/file.h"
+#include "io/json.h"
 #include "road/tokenizer.h"
 #include "road/train.h"
 
@@ -29,6 +30,7 @@ typedef struct example {
 struct road_dataset {
     example *ex;
     int64_t n, cap;
+    road_data_stats stats;
 };
 
 void road_ids_free(int32_t *ids) {
@@ -80,6 +82,12 @@ int64_t road_dataset_count(const road_dataset *d) {
     return d ? d->n : 0;
 }
 
+road_data_stats road_dataset_stats(const road_dataset *d) {
+    road_data_stats z;
+    memset(&z, 0, sizeof z);
+    return d ? d->stats : z;
+}
+
 road_status road_dataset_example(const road_dataset *d, int64_t i, const int32_t **ids,
                                  const int32_t **labels, int64_t *n) {
     if (!d || i < 0 || i >= d->n)
@@ -119,7 +127,7 @@ static road_status int_array(const cJSON *a, const char *field, int64_t line, bo
 }
 
 static road_status text_field(const cJSON *o, const char *field, int64_t line, const char **out) {
-    const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, field);
+    const cJSON *t = road_json_get(o, field);
     if (!cJSON_IsString(t))
         return road_error(ROAD_ERR_FORMAT, "line %lld: \"%s\" must be a string", (long long)line, field);
     *out = t->valuestring;
@@ -168,8 +176,8 @@ static road_status parse_messages(const cJSON *arr, int64_t line, const road_dat
     int64_t i = 0, n_assist = 0;
     const cJSON *e;
     cJSON_ArrayForEach(e, arr) {
-        const cJSON *role = cJSON_GetObjectItemCaseSensitive(e, "role");
-        const cJSON *content = cJSON_GetObjectItemCaseSensitive(e, "content");
+        const cJSON *role = road_json_get(e, "role");
+        const cJSON *content = road_json_get(e, "content");
         if (!cJSON_IsString(role) || !cJSON_IsString(content)) {
             s = road_error(ROAD_ERR_FORMAT, "line %lld: message %lld needs string \"role\" and "
                            "\"content\"", (long long)line, (long long)i);
@@ -239,12 +247,12 @@ static road_status parse_line(const cJSON *o, int64_t line, const road_data_para
     memset(ex, 0, sizeof *ex);
     if (!cJSON_IsObject(o))
         return road_error(ROAD_ERR_FORMAT, "line %lld: each line must be a JSON object", (long long)line);
-    const cJSON *ids = cJSON_GetObjectItemCaseSensitive(o, "input_ids");
+    const cJSON *ids = road_json_get(o, "input_ids");
     road_status s = ROAD_OK;
     if (ids) {
         s = int_array(ids, "input_ids", line, false, &ex->ids, &ex->n);
         if (s != ROAD_OK) return s;
-        const cJSON *lab = cJSON_GetObjectItemCaseSensitive(o, "labels");
+        const cJSON *lab = road_json_get(o, "labels");
         if (lab) {
             int64_t nl;
             s = int_array(lab, "labels", line, true, &ex->labels, &nl);
@@ -253,11 +261,11 @@ static road_status parse_line(const cJSON *o, int64_t line, const road_data_para
                                (long long)line, (long long)nl, (long long)ex->n);
             return s;
         }
-    } else if (cJSON_GetObjectItemCaseSensitive(o, "messages")) {
-        return parse_messages(cJSON_GetObjectItemCaseSensitive(o, "messages"), line, p, ex);
+    } else if (road_json_get(o, "messages")) {
+        return parse_messages(road_json_get(o, "messages"), line, p, ex);
     } else {
-        const bool has_text = cJSON_GetObjectItemCaseSensitive(o, "text") != NULL;
-        const bool has_pc = cJSON_GetObjectItemCaseSensitive(o, "prompt") != NULL;
+        const bool has_text = road_json_get(o, "text") != NULL;
+        const bool has_pc = road_json_get(o, "prompt") != NULL;
         if (!has_text && !has_pc)
             return road_error(ROAD_ERR_FORMAT,
                               "line %lld: no \"input_ids\", \"text\" or \"prompt\"/\"completion\" field",
@@ -359,6 +367,37 @@ road_status road_dataset_parse_jsonl(const char *text, size_t len, const road_da
     return parse_jsonl("(memory)", text, len, p, out);
 }
 
+/* Tokens from position 1 on that carry a loss (position 0 is never predicted). */
+static int64_t loss_tokens(const example *ex, int64_t n) {
+    int64_t counted = 0;
+    for (int64_t i = 1; i < n; i++) counted += ex->labels[i] != LABEL_IGNORE;
+    return counted;
+}
+
+/* "; 3 skipped: ..." for each reason with a count, into buf (the load's summary). */
+static void describe_stats(const road_data_stats *st, char *buf, size_t cap) {
+    size_t k = 0;
+    buf[0] = '\0';
+#define STAT_PART(...)                                                                             \
+    do {                                                                                           \
+        if (k < cap) k += (size_t)snprintf(buf + k, cap - k, __VA_ARGS__);                        \
+    } while (0)
+    if (st->skipped_past_max_len)
+        STAT_PART("; %lld skipped: every token with a loss (the completion or assistant turn) lies "
+                  "at or past max_len %lld (raise max_len or shorten the prompts)",
+                  (long long)st->skipped_past_max_len, (long long)st->max_len);
+    if (st->skipped_no_loss)
+        STAT_PART("; %lld skipped: no token carries a loss (an empty completion, labels all -100)",
+                  (long long)st->skipped_no_loss);
+    if (st->skipped_short)
+        STAT_PART("; %lld skipped: fewer than 2 tokens", (long long)st->skipped_short);
+    if (st->truncated)
+        STAT_PART("; %lld truncated to max_len %lld (%lld tokens past it not trained on)",
+                  (long long)st->truncated, (long long)st->max_len,
+                  (long long)st->truncated_tokens);
+#undef STAT_PART
+}
+
 static road_status parse_jsonl(const char *path, const char *text, size_t len,
                                const road_data_params *p, road_dataset **out) {
     if (p->max_len <= 1)
@@ -366,7 +405,9 @@ static road_status parse_jsonl(const char *path, const char *text, size_t len,
     road_status s = ROAD_OK;
     road_dataset *d = road_calloc(1, sizeof *d);
     if (!d) return ROAD_ERR_NO_MEMORY;
-    int64_t line = 0, skipped = 0;
+    road_data_stats *st = &d->stats;
+    st->max_len = p->max_len;
+    int64_t line = 0;
     const char *cur = text, *end = text + len;
     while (cur < end && s == ROAD_OK) {
         const char *nl = memchr(cur, '\n', (size_t)(end - cur));
@@ -375,9 +416,17 @@ static road_status parse_jsonl(const char *path, const char *text, size_t len,
         const char *b = cur;
         while (b < stop && (*b == ' ' || *b == '\t' || *b == '\r')) b++;
         if (b < stop) {
-            cJSON *o = cJSON_ParseWithLength(b, (size_t)(stop - b));
-            if (!o) {
-                s = road_error(ROAD_ERR_FORMAT, "%s: line %lld is not valid JSON", path, (long long)line);
+            st->lines++;
+            cJSON *o = NULL;
+            road_json_where w;
+            s = road_json_parse_at(b, (size_t)(stop - b), &o, &w);
+            if (s != ROAD_OK) {
+                /* the column counts from the line's start, blanks included */
+                if (s == ROAD_ERR_FORMAT)
+                    s = road_error(ROAD_ERR_FORMAT, "%s: line %lld %s (column %zu): %s", path,
+                                   (long long)line,
+                                   w.valid_json ? "is refused" : "is not valid JSON",
+                                   w.column + (size_t)(b - cur), w.what);
                 break;
             }
             example ex;
@@ -389,15 +438,20 @@ static road_status parse_jsonl(const char *path, const char *text, size_t len,
                 road_error_prefix("%s", path);
                 break;
             }
-            /* truncate (arrays keep their size); packing cuts the concatenation instead */
-            if (!p->pack && ex.n > p->max_len) ex.n = p->max_len;
-            int64_t counted = 0;
-            for (int64_t i = 1; i < ex.n; i++) counted += ex.labels[i] != LABEL_IGNORE;
-            if (ex.n < 2 || counted == 0) { /* nothing to learn from: not an error, but count it */
+            /* Nothing to learn from is not an error, but each such record is counted by reason.
+             * Truncation keeps the arrays' size; packing cuts the concatenation instead. */
+            int64_t keep = !p->pack && ex.n > p->max_len ? p->max_len : ex.n;
+            int64_t *skip = ex.n < 2                   ? &st->skipped_short
+                            : loss_tokens(&ex, ex.n) == 0 ? &st->skipped_no_loss
+                            : keep < 2 || loss_tokens(&ex, keep) == 0 ? &st->skipped_past_max_len
+                                                                      : NULL;
+            if (skip) {
                 road_free(ex.ids);
                 road_free(ex.labels);
-                skipped++;
+                (*skip)++;
             } else {
+                if (keep < ex.n) st->truncated++, st->truncated_tokens += ex.n - keep;
+                ex.n = keep;
                 if (d->n == d->cap) {
                     int64_t cap = d->cap ? 2 * d->cap : 64;
                     example *ne = road_realloc(d->ex, sizeof(example) * (size_t)cap);
@@ -411,15 +465,16 @@ static road_status parse_jsonl(const char *path, const char *text, size_t len,
                     d->cap = cap;
                 }
                 d->ex[d->n++] = ex;
+                st->examples++;
             }
         }
         cur = nl ? nl + 1 : end;
     }
+    char why[512];
+    describe_stats(st, why, sizeof why);
     if (s == ROAD_OK && d->n == 0)
-        s = road_error(ROAD_ERR_FORMAT,
-                       "%s has no usable example (%lld lines, %lld skipped: fewer than 2 tokens or "
-                       "no token with a loss after truncation to %lld)",
-                       path, (long long)line, (long long)skipped, (long long)p->max_len);
+        s = road_error(ROAD_ERR_FORMAT, "%s has no usable example: %lld lines%s", path,
+                       (long long)st->lines, why[0] ? why : " (the file is empty)");
     if (s != ROAD_OK) {
         road_dataset_free(d);
         return s;
@@ -431,7 +486,9 @@ static road_status parse_jsonl(const char *path, const char *text, size_t len,
             return s;
         }
     }
-    if (skipped) road_log(ROAD_LOG_WARN, "%s: %lld examples skipped (fewer than 2 tokens or no loss)", path, (long long)skipped);
+    if (why[0])
+        road_log(ROAD_LOG_WARN, "%s: %lld lines -> %lld examples%s", path, (long long)st->lines,
+                 (long long)st->examples, why);
     *out = d;
     return ROAD_OK;
 }

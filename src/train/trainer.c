@@ -18,6 +18,7 @@
 #include "core/rng.h"
 #include "io/file.h"
 #include "road/train.h"
+#include "train/train_internal.h"
 
 #define LABEL_IGNORE (-100)
 
@@ -131,8 +132,6 @@ static road_status eval_loss(road_model *m, const road_dataset *d, int64_t batch
 }
 
 static road_status save_adapters(road_adapter_set *set, const char *dir) {
-    road_status s = road_mkdir_p(dir);
-    if (s != ROAD_OK) return s;
     const int32_t n = road_adapter_set_active_count(set);
     const char *names[64];
     for (int32_t i = 0; i < n && i < 64; i++) names[i] = road_adapter_set_active_name(set, i);
@@ -166,19 +165,34 @@ road_status road_train(road_model *m, const road_dataset *train, const road_data
     road_schedule sched = p->schedule;
     if (sched.training_steps == 0) sched.training_steps = total;
     if ((s = road_schedule_check(&sched)) != ROAD_OK) return s;
-    if ((s = road_mkdir_p(p->out_dir)) != ROAD_OK) return s;
+    /* the output folder: the rule, this run's own checkpoints only, a finished run not redone */
+    road_train_out out;
+    if ((s = road_train_prepare_out(p, &out)) != ROAD_OK) return s;
+    if (out.finished) {
+        road_log(ROAD_LOG_INFO, "the run in %s finished at step %lld: nothing to train",
+                 p->out_dir, (long long)out.step);
+        return ROAD_OK;
+    }
+    char *identity = NULL;
+    if ((s = road_train_identity(p, &identity)) != ROAD_OK) return s;
 
     if (p->config_json) { /* the run's configuration, for reproducibility */
         char *path = road_path_join(p->out_dir, "run_config.json");
-        if (!path) return ROAD_ERR_NO_MEMORY;
-        s = road_file_write_atomic(path, p->config_json, strlen(p->config_json));
+        s = path ? road_file_write_atomic(path, p->config_json, strlen(p->config_json))
+                 : ROAD_ERR_NO_MEMORY;
         road_free(path);
-        if (s != ROAD_OK) return s;
+        if (s != ROAD_OK) {
+            road_free(identity);
+            return s;
+        }
     }
     road_optimizer *opt = NULL;
     s = p->full ? road_optimizer_create_full(m, &p->adamw, &opt)
                 : road_optimizer_create(set, NULL, 0, &p->adamw, &opt);
-    if (s != ROAD_OK) return s;
+    if (s != ROAD_OK) {
+        road_free(identity);
+        return s;
+    }
     int64_t epoch = 0, micro = 0; /* position: next micro-batch of epoch */
     if (p->resume) {
         char *path = NULL;
@@ -198,8 +212,16 @@ road_status road_train(road_model *m, const road_dataset *train, const road_data
         } else if (s == ROAD_ERR_NOT_FOUND) {
             s = ROAD_OK; /* nothing to resume: start */
         }
+        if (s == ROAD_OK && road_optimizer_step_count(opt) > total)
+            s = road_error(ROAD_ERR_STATE,
+                           "the run in '%s' resumes at step %lld, past this run's end (step "
+                           "%lld): a run cannot be shortened after the fact; stop at a later "
+                           "step, or start again with --overwrite",
+                           p->out_dir, (long long)road_optimizer_step_count(opt),
+                           (long long)total);
         if (s != ROAD_OK) {
             road_optimizer_free(opt);
+            road_free(identity);
             return s;
         }
     }
@@ -285,6 +307,7 @@ road_status road_train(road_model *m, const road_dataset *train, const road_data
             st.n_data_pos = 2;
             st.data_pos[0] = epoch;
             st.data_pos[1] = micro;
+            st.run_json = identity;
             char *path = NULL;
             s = road_checkpoint_path(p->out_dir, mt.step, &path);
             if (s == ROAD_OK) s = road_checkpoint_save(opt, &st, p->config_json, path);
@@ -293,9 +316,15 @@ road_status road_train(road_model *m, const road_dataset *train, const road_data
     }
     road_adapter_set_train(set, false);
     road_model_set_recompute(m, false);
+    /* stopped on the last step: the run is complete all the same */
+    if (stopped && road_optimizer_step_count(opt) >= total) stopped = false;
     if (s == ROAD_OK && !stopped)
         s = p->full ? road_model_save_files(m, p->out_dir, p->save_dtype)
                     : save_adapters(set, p->out_dir);
+    /* after the final output: a crash before this resumes from the last checkpoint */
+    if (s == ROAD_OK && !stopped)
+        s = road_train_mark_finished(p->out_dir, identity, road_optimizer_step_count(opt));
+    road_free(identity);
     if (p->full) road_model_set_full_training(m, false); /* frees the gradients */
     road_free(perm);
     road_free(idx);
