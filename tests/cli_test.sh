@@ -1,25 +1,8 @@
 #!/bin/sh
 # tests/cli_test.sh ROAD FIXTURES - the road command: exit codes, messages, and real runs.
 # Each check prints what it ran when it fails.
-set -u
-ROAD="$1"
-FIX="$2"
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-fails=0
+. "$(dirname "$0")/cli_lib.sh"
 
-# expect CODE NEEDLE CMD...: exit status CODE and NEEDLE in stdout+stderr.
-expect() {
-    code="$1"; needle="$2"; shift 2
-    out=$("$@" 2>&1); rc=$?
-    if [ "$rc" -ne "$code" ]; then
-        echo "FAIL: '$*' exited $rc, expected $code; output:"; echo "$out"; fails=$((fails + 1)); return
-    fi
-    case "$out" in
-        *"$needle"*) ;;
-        *) echo "FAIL: '$*' output lacks '$needle':"; echo "$out"; fails=$((fails + 1)) ;;
-    esac
-}
 
 expect 2 "usage: road <command>" "$ROAD"
 expect 0 "commands:" "$ROAD" help
@@ -141,8 +124,4 @@ if ! cmp -s "$TMP/trc/adapter_model.safetensors" "$TMP/trc6/adapter_model.safete
 fi
 expect 1 "past this run's end" "$ROAD" train --model "$FIX/llama/tiny-llama" --data "$TMP/task.jsonl" --out "$TMP/trc" --targets q_proj,v_proj --group-size 8 --max-steps 3 --batch-size 4 --save-every 2 --schedule constant --resume
 
-if [ "$fails" -ne 0 ]; then
-    echo "$fails CLI check(s) failed"
-    exit 1
-fi
-echo "all CLI checks passed"
+finish cli

@@ -134,32 +134,21 @@ static void assert_same_state(tiny *a, tiny *b) {
 
 /* ---- scratch folders --------------------------------------------------------------------- */
 
-static char root[256];
-
 static int setup(void **state) {
     (void)state;
-    snprintf(root, sizeof root, "/tmp/road_test_checkpoint_XXXXXX");
-    return mkdtemp(root) ? 0 : -1;
+    return tu_scratch_make("test_checkpoint");
 }
 
 static int teardown(void **state) {
     (void)state;
-    tu_rm_rf(root);
-    return 0;
+    return tu_scratch_remove();
 }
 
-static const char *at(const char *rel) {
-    static char buf[4][512];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", root, rel);
-    return buf[k];
-}
 
-/* Entries of `root` whose name contains `needle` (leftover temporary folders). */
+/* Entries of the scratch folder whose name contains `needle` (leftover temporary folders). */
 static int count_entries(const char *needle) {
     int n = 0;
-    DIR *d = opendir(root);
+    DIR *d = opendir(tu_scratch_root());
     assert_non_null(d);
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
@@ -202,8 +191,8 @@ static void test_resume_exact(void **state) {
     (void)road_rng_normal(&part.rng);
     assert_true(part.rng.has_spare);
     char *dir = NULL;
-    TU_OK(road_checkpoint_path(root, road_optimizer_step_count(part.o), &dir));
-    assert_string_equal(dir, at("checkpoint-4"));
+    TU_OK(road_checkpoint_path(tu_scratch_root(), road_optimizer_step_count(part.o), &dir));
+    assert_string_equal(dir, tu_scratch_at("checkpoint-4"));
     road_checkpoint_state st = state_of(&part);
     TU_OK(road_checkpoint_save(part.o, &st, run_config, dir));
 
@@ -242,24 +231,24 @@ static void test_resume_exact(void **state) {
     tu_assert_equal_f32("PEFT folder theta", a, b, na);
 
     /* Last-checkpoint lookup skips temporary folders and other names. */
-    assert_int_equal(mkdir(at("checkpoint-12.tmp.abcdef"), 0777), 0);
-    assert_int_equal(mkdir(at("checkpoint-x"), 0777), 0);
-    TU_OK(road_checkpoint_save(full.o, NULL, NULL, at("checkpoint-9/"))); /* slash: same */
+    assert_int_equal(mkdir(tu_scratch_at("checkpoint-12.tmp.abcdef"), 0777), 0);
+    assert_int_equal(mkdir(tu_scratch_at("checkpoint-x"), 0777), 0);
+    TU_OK(road_checkpoint_save(full.o, NULL, NULL, tu_scratch_at("checkpoint-9/"))); /* slash: same */
     char *last = NULL;
     int64_t step = -1;
-    TU_OK(road_checkpoint_find_last(root, &last, &step));
+    TU_OK(road_checkpoint_find_last(tu_scratch_root(), &last, &step));
     assert_int_equal(step, 9);
-    assert_string_equal(last, at("checkpoint-9"));
+    assert_string_equal(last, tu_scratch_at("checkpoint-9"));
     road_string_free(last);
-    TU_FAILS(road_checkpoint_find_last(at("checkpoint-x"), &last, &step), ROAD_ERR_NOT_FOUND,
+    TU_FAILS(road_checkpoint_find_last(tu_scratch_at("checkpoint-x"), &last, &step), ROAD_ERR_NOT_FOUND,
              "no checkpoint-<step>");
     /* Saved without state or config: loads with none. */
     cfg = (char *)1;
-    TU_OK(road_checkpoint_load(resumed.o, at("checkpoint-9"), &got, &cfg));
+    TU_OK(road_checkpoint_load(resumed.o, tu_scratch_at("checkpoint-9"), &got, &cfg));
     assert_null(cfg);
     assert_int_equal(got.n_data_pos, 0);
     assert_int_equal(road_optimizer_step_count(resumed.o), N_STEPS);
-    tu_rm_rf(at("checkpoint-12.tmp.abcdef"));
+    tu_rm_rf(tu_scratch_at("checkpoint-12.tmp.abcdef"));
 
     road_string_free(dir);
     tiny_free(&full), tiny_free(&part), tiny_free(&resumed), tiny_free(&peft);
@@ -274,7 +263,7 @@ static void test_atomic_and_oom(void **state) {
     tiny_make(&a, 11, ROAD_VARIANT_2);
     tiny_make(&check, 12, ROAD_VARIANT_2);
     for (int s = 0; s < 2; s++) train_step(&a);
-    const char *dir = at("ckpt-oom");
+    const char *dir = tu_scratch_at("ckpt-oom");
     road_checkpoint_state st = state_of(&a);
     TU_OK(road_checkpoint_save(a.o, &st, "{}", dir));
     for (int s = 0; s < 3; s++) train_step(&a);
@@ -336,10 +325,10 @@ static void test_atomic_and_oom(void **state) {
     assert_same_state(&a, &b);
 
     /* An unwritable place: the parent is a regular file. */
-    FILE *f = fopen(at("plainfile"), "w");
+    FILE *f = fopen(tu_scratch_at("plainfile"), "w");
     assert_non_null(f);
     fclose(f);
-    TU_FAILS(road_checkpoint_save(a.o, NULL, NULL, at("plainfile/checkpoint-1")), ROAD_ERR_IO,
+    TU_FAILS(road_checkpoint_save(a.o, NULL, NULL, tu_scratch_at("plainfile/checkpoint-1")), ROAD_ERR_IO,
              "plainfile");
     tiny_free(&a), tiny_free(&check), tiny_free(&b);
 }
@@ -382,15 +371,15 @@ static void test_refused(void **state) {
     tiny_make(&a, 21, ROAD_VARIANT_2);
     tiny_make(&b, 22, ROAD_VARIANT_2);
     train_step(&a);
-    const char *good = at("good");
+    const char *good = tu_scratch_at("good");
     TU_OK(road_checkpoint_save(a.o, NULL, NULL, good));
     TU_OK(road_checkpoint_load(b.o, good, NULL, NULL)); /* the baseline loads */
     train_step(&b);
 
-    expect_refused(&b, at("missing"), ROAD_ERR_NOT_FOUND, "is not a folder");
+    expect_refused(&b, tu_scratch_at("missing"), ROAD_ERR_NOT_FOUND, "is not a folder");
 
     /* Each case: a copy of `good` with one thing broken. */
-    const char *bad = at("bad");
+    const char *bad = tu_scratch_at("bad");
     const char *files[3] = {"trainer_state.json", "optimizer.safetensors",
                             "adapter_model.safetensors"};
     char sub[600];
@@ -456,7 +445,7 @@ static void test_refused(void **state) {
     TU_FAILS(road_checkpoint_save(a.o, &st, NULL, bad), ROAD_ERR_INVALID_ARG, "data position");
     TU_FAILS(road_checkpoint_save(NULL, NULL, NULL, bad), ROAD_ERR_INVALID_ARG, NULL);
     char *p = NULL;
-    TU_FAILS(road_checkpoint_path(root, -1, &p), ROAD_ERR_INVALID_ARG, "negative");
+    TU_FAILS(road_checkpoint_path(tu_scratch_root(), -1, &p), ROAD_ERR_INVALID_ARG, "negative");
     tiny_free(&a), tiny_free(&b);
 }
 
@@ -469,11 +458,11 @@ static void test_run_identity_and_rule(void **state) {
     train_step(&a);
     road_checkpoint_state st = state_of(&a);
     st.run_json = "{\"data\": {\"hash\": \"abc\"}, \"trainer\": {\"lr\": 0.5}}";
-    TU_OK(road_checkpoint_save(a.o, &st, NULL, at("ident/checkpoint-1")));
+    TU_OK(road_checkpoint_save(a.o, &st, NULL, tu_scratch_at("ident/checkpoint-1")));
     char *run = NULL;
     int64_t step = -1;
     bool finished = true;
-    TU_OK(road_checkpoint_read_run(at("ident/checkpoint-1"), &run, &step, &finished));
+    TU_OK(road_checkpoint_read_run(tu_scratch_at("ident/checkpoint-1"), &run, &step, &finished));
     assert_non_null(run);
     assert_non_null(strstr(run, "\"abc\""));
     assert_non_null(strstr(run, "0.5"));
@@ -482,25 +471,25 @@ static void test_run_identity_and_rule(void **state) {
     road_string_free(run);
     /* without an identity: read back as NULL (resume refuses such a checkpoint) */
     st.run_json = NULL;
-    TU_OK(road_checkpoint_save(a.o, &st, NULL, at("ident/checkpoint-2")));
-    TU_OK(road_checkpoint_read_run(at("ident/checkpoint-2"), &run, &step, NULL));
+    TU_OK(road_checkpoint_save(a.o, &st, NULL, tu_scratch_at("ident/checkpoint-2")));
+    TU_OK(road_checkpoint_read_run(tu_scratch_at("ident/checkpoint-2"), &run, &step, NULL));
     assert_null(run);
     st.run_json = "[1, 2]";
-    TU_FAILS(road_checkpoint_save(a.o, &st, NULL, at("ident/checkpoint-3")), ROAD_ERR_INVALID_ARG,
+    TU_FAILS(road_checkpoint_save(a.o, &st, NULL, tu_scratch_at("ident/checkpoint-3")), ROAD_ERR_INVALID_ARG,
              "not a JSON object");
     /* someone's folder under a checkpoint's name is left alone */
-    assert_int_equal(mkdir(at("ident/checkpoint-4"), 0777), 0);
-    put_file(at("ident/checkpoint-4"), "mine.txt", "keep", 4);
+    assert_int_equal(mkdir(tu_scratch_at("ident/checkpoint-4"), 0777), 0);
+    put_file(tu_scratch_at("ident/checkpoint-4"), "mine.txt", "keep", 4);
     st.run_json = NULL;
-    TU_FAILS(road_checkpoint_save(a.o, &st, NULL, at("ident/checkpoint-4")), ROAD_ERR_EXISTS,
+    TU_FAILS(road_checkpoint_save(a.o, &st, NULL, tu_scratch_at("ident/checkpoint-4")), ROAD_ERR_EXISTS,
              "mine.txt");
     char path[600];
-    snprintf(path, sizeof path, "%s/mine.txt", at("ident/checkpoint-4"));
+    snprintf(path, sizeof path, "%s/mine.txt", tu_scratch_at("ident/checkpoint-4"));
     assert_int_equal(access(path, F_OK), 0);
     /* a checkpoint is replaced in one step by a newer one */
     train_step(&a);
-    TU_OK(road_checkpoint_save(a.o, &st, NULL, at("ident/checkpoint-1")));
-    TU_OK(road_checkpoint_read_run(at("ident/checkpoint-1"), &run, &step, NULL));
+    TU_OK(road_checkpoint_save(a.o, &st, NULL, tu_scratch_at("ident/checkpoint-1")));
+    TU_OK(road_checkpoint_read_run(tu_scratch_at("ident/checkpoint-1"), &run, &step, NULL));
     assert_int_equal(step, 2);
     assert_int_equal(count_entries(".tmp."), 0);
     tiny_free(&a);

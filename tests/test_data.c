@@ -14,20 +14,6 @@
 
 #include "testutil.h"
 
-/* One id per byte (+ a bos id 1 with special tokens). */
-static road_status byte_tok(void *u, const char *text, size_t len, bool add_special, int32_t **ids,
-                            int64_t *n) {
-    (void)u;
-    int64_t k = (int64_t)len + (add_special ? 1 : 0);
-    int32_t *v = road_ids_alloc(k);
-    if (!v) return ROAD_ERR_NO_MEMORY;
-    int64_t j = 0;
-    if (add_special) v[j++] = 1;
-    for (size_t i = 0; i < len; i++) v[j++] = (unsigned char)text[i];
-    *ids = v;
-    *n = k;
-    return ROAD_OK;
-}
 
 static char warned[2048];
 static int n_warned;
@@ -42,7 +28,7 @@ static void capture(road_log_level level, const char *message, void *user) {
 static road_data_params params(int64_t max_len) {
     road_data_params dp = road_data_default_params();
     dp.max_len = max_len;
-    dp.tokenize = byte_tok;
+    dp.tokenize = tu_byte_tokenize;
     return dp;
 }
 

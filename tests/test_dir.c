@@ -24,27 +24,16 @@
 /* Attempts of the out-of-memory loop: more than the allocations one adapter save makes. */
 #define OOM_TRIES 400
 
-static char root[256];
-
 static int setup(void **state) {
     (void)state;
-    snprintf(root, sizeof root, "/tmp/road_test_dir_XXXXXX");
-    return mkdtemp(root) ? 0 : -1;
+    return tu_scratch_make("test_dir");
 }
 
 static int teardown(void **state) {
     (void)state;
-    tu_rm_rf(root);
-    return 0;
+    return tu_scratch_remove();
 }
 
-static const char *at(const char *rel) {
-    static char buf[8][600];
-    static int k;
-    k = (k + 1) % 8;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", root, rel);
-    return buf[k];
-}
 
 static void put(const char *path, const char *text) {
     FILE *f = fopen(path, "w");
@@ -70,9 +59,9 @@ static bool exists(const char *path) {
     return lstat(path, &st) == 0;
 }
 
-/* Entries of `root` whose name contains `needle`. */
+/* Entries of the scratch folder whose name contains `needle`. */
 static int count_in_root(const char *needle) {
-    DIR *d = opendir(root);
+    DIR *d = opendir(tu_scratch_root());
     int n = 0;
     struct dirent *e;
     while (d && (e = readdir(d)) != NULL) n += strstr(e->d_name, needle) != NULL;
@@ -82,10 +71,10 @@ static int count_in_root(const char *needle) {
 
 /* A folder named rel with files "name=text" pairs. */
 static void make_dir(const char *rel, const char *const *files, int n) {
-    assert_int_equal(mkdir(at(rel), 0777), 0);
+    assert_int_equal(mkdir(tu_scratch_at(rel), 0777), 0);
     for (int i = 0; i < n; i++) {
         char path[700];
-        snprintf(path, sizeof path, "%s/%s", at(rel), files[i]);
+        snprintf(path, sizeof path, "%s/%s", tu_scratch_at(rel), files[i]);
         put(path, files[i]);
     }
 }
@@ -98,7 +87,7 @@ static void test_temp_mode(void **state) {
     for (int i = 0; i < 2; i++) {
         const mode_t old = umask(masks[i]);
         char *tmp = NULL;
-        TU_OK(road_dir_make_temp(at("mode"), ".tmp.", &tmp));
+        TU_OK(road_dir_make_temp(tu_scratch_at("mode"), ".tmp.", &tmp));
         umask(old);
         struct stat st;
         assert_int_equal(stat(tmp, &st), 0);
@@ -112,23 +101,31 @@ static void test_temp_mode(void **state) {
 
 /* ---- install: exchange, fallback, crash and repair -------------------------------------- */
 
+/* op (road_dir_install or road_dir_update) of the folder tmp onto the scratch folder's name,
+ * which must succeed, with ROAD_DIR_FALLBACK_ENV set to hook for the call (NULL: unset); frees
+ * tmp. */
+static void move_in(road_status (*op)(const char *, const char *), char *tmp, const char *name,
+                    const char *hook) {
+    if (hook) setenv(ROAD_DIR_FALLBACK_ENV, hook, 1);
+    road_status s = op(tmp, tu_scratch_at(name));
+    unsetenv(ROAD_DIR_FALLBACK_ENV);
+    TU_OK(s);
+    road_free(tmp);
+}
+
 static void install_once(const char *name, const char *hook) {
     static const char *const old_files[] = {"old.txt"};
     static const char *const new_files[] = {"new.txt"};
     make_dir(name, old_files, 1);
     char *tmp = NULL;
-    TU_OK(road_dir_make_temp(at(name), ".tmp.", &tmp));
+    TU_OK(road_dir_make_temp(tu_scratch_at(name), ".tmp.", &tmp));
     char path[700];
     snprintf(path, sizeof path, "%s/%s", tmp, new_files[0]);
     put(path, "new");
-    if (hook) setenv(ROAD_DIR_FALLBACK_ENV, hook, 1);
-    road_status s = road_dir_install(tmp, at(name));
-    unsetenv(ROAD_DIR_FALLBACK_ENV);
-    TU_OK(s);
-    road_free(tmp);
-    snprintf(path, sizeof path, "%s/new.txt", at(name));
+    move_in(road_dir_install, tmp, name, hook);
+    snprintf(path, sizeof path, "%s/new.txt", tu_scratch_at(name));
     assert_true(exists(path));
-    snprintf(path, sizeof path, "%s/old.txt", at(name));
+    snprintf(path, sizeof path, "%s/old.txt", tu_scratch_at(name));
     assert_false(exists(path));
     assert_int_equal(count_in_root(".tmp."), 0);
     assert_int_equal(count_in_root(".old."), 0);
@@ -147,12 +144,12 @@ static void test_crash_repair(void **state) {
     static const char *const old_files[] = {"config.json", "model.safetensors"};
     make_dir("crash", old_files, 2);
     char *tmp = NULL;
-    TU_OK(road_dir_make_temp(at("crash"), ".tmp.", &tmp));
+    TU_OK(road_dir_make_temp(tu_scratch_at("crash"), ".tmp.", &tmp));
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
         setenv(ROAD_DIR_FALLBACK_ENV, "crash", 1);
-        (void)road_dir_install(tmp, at("crash"));
+        (void)road_dir_install(tmp, tu_scratch_at("crash"));
         _exit(0); /* not reached: the hook ends the process between the renames */
     }
     int status = 0;
@@ -160,13 +157,13 @@ static void test_crash_repair(void **state) {
     assert_true(WIFSIGNALED(status));
     assert_int_equal(WTERMSIG(status), SIGKILL);
     road_free(tmp);
-    assert_false(exists(at("crash")));           /* the window the fallback cannot close */
+    assert_false(exists(tu_scratch_at("crash")));           /* the window the fallback cannot close */
     assert_int_equal(count_in_root("crash.old."), 1);
     assert_int_equal(count_in_root("crash.tmp."), 1);
     road_out_state st;
-    TU_OK(road_out_check(at("crash"), ROAD_OUT_MODEL, true, NULL, 0, &st));
+    TU_OK(road_out_check(tu_scratch_at("crash"), ROAD_OUT_MODEL, true, NULL, 0, &st));
     assert_int_equal(st, ROAD_OUT_EXISTING);
-    assert_non_null(slurp(at("crash/config.json")));
+    assert_non_null(slurp(tu_scratch_at("crash/config.json")));
     assert_int_equal(count_in_root("crash."), 0);
 }
 
@@ -176,76 +173,76 @@ static void test_rule(void **state) {
     (void)state;
     static const char *const foreign[] = {"notes.txt", "thesis.tex"};
     make_dir("mine", foreign, 2);
-    TU_FAILS(road_out_check(at("mine"), ROAD_OUT_MODEL, true, NULL, 0, NULL), ROAD_ERR_EXISTS,
+    TU_FAILS(road_out_check(tu_scratch_at("mine"), ROAD_OUT_MODEL, true, NULL, 0, NULL), ROAD_ERR_EXISTS,
              "notes.txt");
-    TU_FAILS(road_out_check(at("mine"), ROAD_OUT_ADAPTER, true, NULL, 0, NULL), ROAD_ERR_EXISTS,
+    TU_FAILS(road_out_check(tu_scratch_at("mine"), ROAD_OUT_ADAPTER, true, NULL, 0, NULL), ROAD_ERR_EXISTS,
              "thesis.tex");
     /* road's names, but not a model folder road wrote: no config.json */
     static const char *const weights_only[] = {"model.safetensors"};
     make_dir("weights", weights_only, 1);
-    TU_FAILS(road_out_check(at("weights"), ROAD_OUT_MODEL, true, NULL, 0, NULL), ROAD_ERR_EXISTS,
+    TU_FAILS(road_out_check(tu_scratch_at("weights"), ROAD_OUT_MODEL, true, NULL, 0, NULL), ROAD_ERR_EXISTS,
              "no config.json");
     /* a model folder: replaced only with overwrite */
     static const char *const model[] = {"config.json", "model-00001-of-00002.safetensors",
                                         "model-00002-of-00002.safetensors",
                                         "model.safetensors.index.json", "tokenizer.json"};
     make_dir("model", model, 5);
-    TU_FAILS(road_out_check(at("model"), ROAD_OUT_MODEL, false, NULL, 0, NULL), ROAD_ERR_EXISTS,
+    TU_FAILS(road_out_check(tu_scratch_at("model"), ROAD_OUT_MODEL, false, NULL, 0, NULL), ROAD_ERR_EXISTS,
              "--overwrite");
     road_out_state st = ROAD_OUT_ABSENT;
-    TU_OK(road_out_check(at("model"), ROAD_OUT_MODEL, true, NULL, 0, &st));
+    TU_OK(road_out_check(tu_scratch_at("model"), ROAD_OUT_MODEL, true, NULL, 0, &st));
     assert_int_equal(st, ROAD_OUT_EXISTING);
     /* an adapter folder with a named adapter in a sub-folder */
     static const char *const adapter[] = {"adapter_config.json", "adapter_model.safetensors"};
     make_dir("ad", adapter, 2);
     make_dir("ad/extra", adapter, 2);
-    TU_OK(road_out_check(at("ad"), ROAD_OUT_ADAPTER, true, NULL, 0, &st));
-    TU_FAILS(road_out_check(at("ad"), ROAD_OUT_CONFIG, true, NULL, 0, NULL), ROAD_ERR_EXISTS,
+    TU_OK(road_out_check(tu_scratch_at("ad"), ROAD_OUT_ADAPTER, true, NULL, 0, &st));
+    TU_FAILS(road_out_check(tu_scratch_at("ad"), ROAD_OUT_CONFIG, true, NULL, 0, NULL), ROAD_ERR_EXISTS,
              "adapter_model.safetensors");
     /* empty and absent; the parents of an absent one are created */
-    assert_int_equal(mkdir(at("empty"), 0777), 0);
-    TU_OK(road_out_check(at("empty"), ROAD_OUT_MODEL, false, NULL, 0, &st));
+    assert_int_equal(mkdir(tu_scratch_at("empty"), 0777), 0);
+    TU_OK(road_out_check(tu_scratch_at("empty"), ROAD_OUT_MODEL, false, NULL, 0, &st));
     assert_int_equal(st, ROAD_OUT_EMPTY);
-    TU_OK(road_out_check(at("a/b/c"), ROAD_OUT_MODEL, false, NULL, 0, &st));
+    TU_OK(road_out_check(tu_scratch_at("a/b/c"), ROAD_OUT_MODEL, false, NULL, 0, &st));
     assert_int_equal(st, ROAD_OUT_ABSENT);
-    assert_true(exists(at("a/b")));
-    assert_false(exists(at("a/b/c")));
+    assert_true(exists(tu_scratch_at("a/b")));
+    assert_false(exists(tu_scratch_at("a/b/c")));
     /* never an input, nor a folder holding one */
-    const char *inputs[1] = {at("model/config.json")};
-    TU_FAILS(road_out_check(at("model"), ROAD_OUT_MODEL, true, inputs, 1, NULL),
+    const char *inputs[1] = {tu_scratch_at("model/config.json")};
+    TU_FAILS(road_out_check(tu_scratch_at("model"), ROAD_OUT_MODEL, true, inputs, 1, NULL),
              ROAD_ERR_INVALID_ARG, "road never writes over what it reads");
-    inputs[0] = at("model");
-    TU_FAILS(road_out_check(at("model"), ROAD_OUT_MODEL, true, inputs, 1, NULL),
+    inputs[0] = tu_scratch_at("model");
+    TU_FAILS(road_out_check(tu_scratch_at("model"), ROAD_OUT_MODEL, true, inputs, 1, NULL),
              ROAD_ERR_INVALID_ARG, "is the input");
-    TU_FAILS(road_out_check(root, ROAD_OUT_TRAIN_RUN, true, inputs, 1, NULL),
+    TU_FAILS(road_out_check(tu_scratch_root(), ROAD_OUT_TRAIN_RUN, true, inputs, 1, NULL),
              ROAD_ERR_INVALID_ARG, "holding the input");
     /* never the current folder, the home folder, or one holding them, nor / */
     char cwd[4096];
     assert_non_null(getcwd(cwd, sizeof cwd));
-    assert_int_equal(chdir(at("empty")), 0);
+    assert_int_equal(chdir(tu_scratch_at("empty")), 0);
     TU_FAILS(road_out_check(".", ROAD_OUT_MODEL, true, NULL, 0, NULL), ROAD_ERR_INVALID_ARG,
              "current folder");
-    TU_FAILS(road_out_check(root, ROAD_OUT_TRAIN_RUN, true, NULL, 0, NULL), ROAD_ERR_INVALID_ARG,
+    TU_FAILS(road_out_check(tu_scratch_root(), ROAD_OUT_TRAIN_RUN, true, NULL, 0, NULL), ROAD_ERR_INVALID_ARG,
              "current folder");
     assert_int_equal(chdir(cwd), 0);
     const char *home = getenv("HOME");
     char *saved = home ? strdup(home) : NULL;
-    setenv("HOME", at("empty"), 1);
-    TU_FAILS(road_out_check(at("empty"), ROAD_OUT_MODEL, true, NULL, 0, NULL),
+    setenv("HOME", tu_scratch_at("empty"), 1);
+    TU_FAILS(road_out_check(tu_scratch_at("empty"), ROAD_OUT_MODEL, true, NULL, 0, NULL),
              ROAD_ERR_INVALID_ARG, "home folder");
     if (saved) setenv("HOME", saved, 1);
     else unsetenv("HOME");
     free(saved);
     TU_FAILS(road_out_check("/", ROAD_OUT_MODEL, true, NULL, 0, NULL), ROAD_ERR_INVALID_ARG, NULL);
     /* not a folder; a symbolic link */
-    put(at("file"), "x");
-    TU_FAILS(road_out_check(at("file"), ROAD_OUT_MODEL, true, NULL, 0, NULL), ROAD_ERR_IO,
+    put(tu_scratch_at("file"), "x");
+    TU_FAILS(road_out_check(tu_scratch_at("file"), ROAD_OUT_MODEL, true, NULL, 0, NULL), ROAD_ERR_IO,
              "not a folder");
-    assert_int_equal(symlink(at("model"), at("link")), 0);
-    TU_FAILS(road_out_check(at("link"), ROAD_OUT_MODEL, true, NULL, 0, NULL),
+    assert_int_equal(symlink(tu_scratch_at("model"), tu_scratch_at("link")), 0);
+    TU_FAILS(road_out_check(tu_scratch_at("link"), ROAD_OUT_MODEL, true, NULL, 0, NULL),
              ROAD_ERR_INVALID_ARG, "symbolic link");
     /* an unwritable place: the parent is a regular file */
-    TU_FAILS(road_out_check(at("file/sub"), ROAD_OUT_MODEL, true, NULL, 0, NULL), ROAD_ERR_IO,
+    TU_FAILS(road_out_check(tu_scratch_at("file/sub"), ROAD_OUT_MODEL, true, NULL, 0, NULL), ROAD_ERR_IO,
              "file");
     /* a training output folder: its checkpoints and best/ are road's */
     static const char *const run[] = {"adapter_config.json", "adapter_model.safetensors",
@@ -255,9 +252,9 @@ static void test_rule(void **state) {
     make_dir("run", run, 5);
     make_dir("run/checkpoint-2", ckpt, 4);
     make_dir("run/best", adapter, 2);
-    TU_OK(road_out_check(at("run"), ROAD_OUT_TRAIN_RUN, true, NULL, 0, &st));
+    TU_OK(road_out_check(tu_scratch_at("run"), ROAD_OUT_TRAIN_RUN, true, NULL, 0, &st));
     make_dir("run/checkpoint-2/stray", foreign, 1);
-    TU_FAILS(road_out_check(at("run"), ROAD_OUT_TRAIN_RUN, true, NULL, 0, NULL), ROAD_ERR_EXISTS,
+    TU_FAILS(road_out_check(tu_scratch_at("run"), ROAD_OUT_TRAIN_RUN, true, NULL, 0, NULL), ROAD_ERR_EXISTS,
              "checkpoint-2/");
 }
 
@@ -271,27 +268,23 @@ static void update_once(const char *name, const char *hook) {
     snprintf(sub, sizeof sub, "%s/checkpoint-1", name);
     static const char *const ckpt[] = {"trainer_state.json"};
     make_dir(sub, ckpt, 1);
-    snprintf(path, sizeof path, "%s/train_log.jsonl", at(name));
+    snprintf(path, sizeof path, "%s/train_log.jsonl", tu_scratch_at(name));
     struct stat before, after;
     assert_int_equal(stat(path, &before), 0);
     char *tmp = NULL;
-    TU_OK(road_dir_make_temp(at(name), ".tmp.", &tmp));
+    TU_OK(road_dir_make_temp(tu_scratch_at(name), ".tmp.", &tmp));
     snprintf(path, sizeof path, "%s/adapter_config.json", tmp);
     put(path, "new config");
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", tmp);
     put(path, "new weights");
-    if (hook) setenv(ROAD_DIR_FALLBACK_ENV, hook, 1);
-    road_status s = road_dir_update(tmp, at(name));
-    unsetenv(ROAD_DIR_FALLBACK_ENV);
-    TU_OK(s);
-    road_free(tmp);
-    snprintf(path, sizeof path, "%s/adapter_config.json", at(name));
+    move_in(road_dir_update, tmp, name, hook);
+    snprintf(path, sizeof path, "%s/adapter_config.json", tu_scratch_at(name));
     assert_string_equal(slurp(path), "new config");
-    snprintf(path, sizeof path, "%s/adapter_model.safetensors", at(name));
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", tu_scratch_at(name));
     assert_string_equal(slurp(path), "new weights");
-    snprintf(path, sizeof path, "%s/checkpoint-1/trainer_state.json", at(name));
+    snprintf(path, sizeof path, "%s/checkpoint-1/trainer_state.json", tu_scratch_at(name));
     assert_string_equal(slurp(path), "trainer_state.json");
-    snprintf(path, sizeof path, "%s/train_log.jsonl", at(name));
+    snprintf(path, sizeof path, "%s/train_log.jsonl", tu_scratch_at(name));
     assert_int_equal(stat(path, &after), 0);
     assert_true(before.st_ino == after.st_ino); /* linked, not copied: an open log goes on */
     assert_int_equal(count_in_root(".tmp."), 0);
@@ -313,12 +306,12 @@ static void test_model_save_refuses(void **state) {
     TU_OK(road_model_load(MODEL, NULL, &m));
     static const char *const foreign[] = {"notes.txt"};
     make_dir("work", foreign, 1);
-    TU_FAILS(road_model_save(m, at("work"), ROAD_DTYPE_F32), ROAD_ERR_EXISTS, "notes.txt");
-    assert_string_equal(slurp(at("work/notes.txt")), "notes.txt");
+    TU_FAILS(road_model_save(m, tu_scratch_at("work"), ROAD_DTYPE_F32), ROAD_ERR_EXISTS, "notes.txt");
+    assert_string_equal(slurp(tu_scratch_at("work/notes.txt")), "notes.txt");
     TU_FAILS(road_model_save(m, MODEL, ROAD_DTYPE_F32), ROAD_ERR_INVALID_ARG, "input");
-    TU_OK(road_model_save(m, at("saved"), ROAD_DTYPE_F32));
-    TU_OK(road_model_save(m, at("saved"), ROAD_DTYPE_BF16)); /* its own kind: replaced */
-    assert_non_null(strstr(slurp(at("saved/config.json")), "bfloat16"));
+    TU_OK(road_model_save(m, tu_scratch_at("saved"), ROAD_DTYPE_F32));
+    TU_OK(road_model_save(m, tu_scratch_at("saved"), ROAD_DTYPE_BF16)); /* its own kind: replaced */
+    assert_non_null(strstr(slurp(tu_scratch_at("saved/config.json")), "bfloat16"));
     road_model_free(m);
 }
 
@@ -330,10 +323,10 @@ static void test_adapter_save_unit(void **state) {
     TU_OK(road_model_load(MODEL, NULL, &m));
     road_adapter_set *set = road_model_adapters(m);
     TU_OK(road_adapter_set_load(set, "default", ADAPTER_A));
-    TU_OK(road_adapter_set_save(set, at("unit"), NULL, 0));
+    TU_OK(road_adapter_set_save(set, tu_scratch_at("unit"), NULL, 0));
     char cfg0[1 << 12], w0[1 << 16];
-    snprintf(cfg0, sizeof cfg0, "%s", slurp(at("unit/adapter_config.json")));
-    FILE *f = fopen(at("unit/adapter_model.safetensors"), "rb");
+    snprintf(cfg0, sizeof cfg0, "%s", slurp(tu_scratch_at("unit/adapter_config.json")));
+    FILE *f = fopen(tu_scratch_at("unit/adapter_model.safetensors"), "rb");
     assert_non_null(f);
     size_t n0 = fread(w0, 1, sizeof w0, f);
     fclose(f);
@@ -348,15 +341,15 @@ static void test_adapter_save_unit(void **state) {
     int ok_at = -1;
     for (int k = 0; k < OOM_TRIES && ok_at < 0; k++) {
         road_alloc_fail_after(k);
-        road_status s = road_adapter_set_save(set, at("unit"), NULL, 0);
+        road_status s = road_adapter_set_save(set, tu_scratch_at("unit"), NULL, 0);
         road_alloc_fail_after(-1);
         if (s == ROAD_OK) {
             ok_at = k;
             break;
         }
         assert_int_equal(s, ROAD_ERR_NO_MEMORY);
-        assert_string_equal(slurp(at("unit/adapter_config.json")), cfg0);
-        f = fopen(at("unit/adapter_model.safetensors"), "rb");
+        assert_string_equal(slurp(tu_scratch_at("unit/adapter_config.json")), cfg0);
+        f = fopen(tu_scratch_at("unit/adapter_model.safetensors"), "rb");
         assert_non_null(f);
         char w[1 << 16];
         size_t n = fread(w, 1, sizeof w, f);
@@ -367,7 +360,7 @@ static void test_adapter_save_unit(void **state) {
     }
     printf("adapter save: whole with %d allocations allowed\n", ok_at);
     assert_true(ok_at > 0);
-    assert_non_null(strstr(slurp(at("unit/adapter_config.json")), "\"group_size\": 2"));
+    assert_non_null(strstr(slurp(tu_scratch_at("unit/adapter_config.json")), "\"group_size\": 2"));
     road_model_free(m);
 }
 

@@ -9,21 +9,19 @@
  *     road_sampler_create accepts (a top_p that rounds to 0 as a float is refused by name);
  *     vLLM's sampling fields road does not have are refused unless neutral;
  *   - replies and stream chunks keep generated text whole, a NUL written as \u0000;
- *   - over HTTP (an in-process server on the tiny text model): the same 400s with their param,
- *     and a token-id prompt outside the vocabulary named as `prompt`.
+ *   - over HTTP (an in-process server on the tiny text model, serve_common.h): the same 400s
+ *     with their param, and a token-id prompt outside the vocabulary named as `prompt`.
  */
-#include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <math.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include "io/json.h"
 #include "serve/api.h"
+#include "serve_common.h"
 #include "testutil.h"
 
 /* The error body api_error_json writes, read back with road's strict parser: the OpenAI shape
@@ -249,59 +247,32 @@ static void test_replies_keep_text_whole(void **state) {
 
 /* ---- over HTTP ------------------------------------------------------------------------------ */
 
-static char dir[64];
-static road_server *srv;
-static int port;
+static serve_fixture fx;
 
 static int setup_server(void **state) {
     (void)state;
-    tu_make_text_model(dir, sizeof dir);
     road_server_params p = road_server_default_params();
-    p.model_dir = dir;
     p.served_model_name = "tiny";
-    p.port = 0;
     p.chat_template = ROAD_CHAT_LLAMA2;
     p.engine.max_batch = 2;
-    if (road_server_create(&p, &srv) != ROAD_OK || road_server_start(srv) != ROAD_OK) {
-        fprintf(stderr, "server: %s\n", road_last_error());
-        return -1;
-    }
-    port = road_server_port(srv);
-    return port > 0 ? 0 : -1;
+    return serve_fixture_start(&fx, &p);
 }
 
 static int teardown_server(void **state) {
     (void)state;
-    road_server_free(srv);
-    tu_rm_rf(dir);
+    serve_fixture_stop(&fx);
     return 0;
 }
 
 /* POST n bytes of body; returns the status, the body in out. */
 static int post_n(const char *path, const char *body, size_t n, char *out, size_t cap) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    int fd = serve_dial(fx.port);
     char head[256];
     int h = snprintf(head, sizeof head, "POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                      "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n", path, n);
     assert_int_equal(send(fd, head, (size_t)h, MSG_NOSIGNAL), h);
     assert_int_equal(send(fd, body, n, MSG_NOSIGNAL), (ssize_t)n);
-    size_t got = 0;
-    ssize_t k;
-    while (got + 1 < cap && (k = recv(fd, out + got, cap - 1 - got, 0)) > 0) got += (size_t)k;
-    out[got] = '\0';
-    close(fd);
-    int code = 0;
-    if (sscanf(out, "HTTP/1.%*d %d", &code) != 1) return 0;
-    char *b = strstr(out, "\r\n\r\n");
-    if (b) memmove(out, b + 4, strlen(b + 4) + 1);
-    return code;
+    return serve_read_reply(fd, out, cap);
 }
 
 static void expect_http_400(const char *path, const char *body, size_t n, const char *param,

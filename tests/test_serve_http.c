@@ -18,14 +18,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "serve_common.h"
 #include "testutil.h"
 
 #define ADAPTERS ROAD_FIXTURES "/llama/tiny-llama/adapters"
 #define KEY "test-key"
 
-static char dir[64];
-static road_server *srv;
-static int port;
+static serve_fixture fx;
 
 /* The step hook can hold the engine (to fill its queue deterministically). */
 static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -52,33 +51,24 @@ static void gate_set(bool closed) {
 
 static int setup(void **state) {
     (void)state;
-    tu_make_text_model(dir, sizeof dir);
     road_server_params p = road_server_default_params();
     const char *names[] = {"A", "B"}, *dirs[] = {ADAPTERS "/A", ADAPTERS "/B"};
-    p.model_dir = dir;
     p.adapter_names = names;
     p.adapter_dirs = dirs;
     p.n_adapters = 2;
     p.served_model_name = "tiny";
-    p.port = 0;
     p.api_key = KEY;
     p.chat_template = ROAD_CHAT_LLAMA2;
     p.max_body_bytes = 4096;
     p.engine.max_batch = 1;
     p.engine.max_waiting = 1;
     p.engine.on_step = gate;
-    if (road_server_create(&p, &srv) != ROAD_OK || road_server_start(srv) != ROAD_OK) {
-        fprintf(stderr, "server: %s\n", road_last_error());
-        return -1;
-    }
-    port = road_server_port(srv);
-    return port > 0 ? 0 : -1;
+    return serve_fixture_start(&fx, &p);
 }
 
 static int teardown(void **state) {
     (void)state;
-    road_server_free(srv);
-    tu_rm_rf(dir);
+    serve_fixture_stop(&fx);
     return 0;
 }
 
@@ -87,42 +77,10 @@ static void sleep_ms(int ms) {
     nanosleep(&ts, NULL);
 }
 
-static int dial(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    return fd;
-}
-
-static void send_all(int fd, const char *s, size_t n) {
-    while (n) {
-        ssize_t k = send(fd, s, n, MSG_NOSIGNAL);
-        if (k <= 0) return; /* the server may close early (oversize bodies) */
-        s += k;
-        n -= (size_t)k;
-    }
-}
-
-/* Send raw bytes, read the whole reply (Connection: close); returns the status code (0: none)
- * and the body in out. */
+/* Send raw bytes to this file's server, read the whole reply (Connection: close); returns the
+ * status code (0: none) and the body in out. */
 static int exchange(const char *raw, size_t n, char *out, size_t cap) {
-    int fd = dial();
-    send_all(fd, raw, n);
-    size_t got = 0;
-    ssize_t k;
-    while (got + 1 < cap && (k = recv(fd, out + got, cap - 1 - got, 0)) > 0) got += (size_t)k;
-    out[got] = '\0';
-    close(fd);
-    int code = 0;
-    if (sscanf(out, "HTTP/1.%*d %d", &code) != 1) return 0;
-    char *body = strstr(out, "\r\n\r\n");
-    if (body) memmove(out, body + 4, strlen(body + 4) + 1);
-    return code;
+    return serve_exchange(fx.port, raw, n, out, cap);
 }
 
 static int post(const char *path, const char *key, const char *body, char *out, size_t cap) {
@@ -282,8 +240,8 @@ static void test_client_leaves_and_queue_full(void **state) {
     char req[1024];
     snprintf(req, sizeof req, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " KEY
              "\r\nContent-Length: %zu\r\n\r\n%s", strlen(body), body);
-    int running = dial(); /* occupies the one batch slot (held by the gate) */
-    send_all(running, req, strlen(req));
+    int running = serve_dial(fx.port); /* occupies the one batch slot (held by the gate) */
+    serve_send_all(running, req, strlen(req));
     for (int i = 0; i < 2000; i++) {
         pthread_mutex_lock(&gate_mu);
         int w = gate_waiting;
@@ -291,11 +249,11 @@ static void test_client_leaves_and_queue_full(void **state) {
         if (w) break;
         sleep_ms(1);
     }
-    int waiting = dial(); /* the one waiting place */
-    send_all(waiting, req, strlen(req));
+    int waiting = serve_dial(fx.port); /* the one waiting place */
+    serve_send_all(waiting, req, strlen(req));
     int64_t nw = 0;
     for (int i = 0; i < 2000 && nw < 1; i++) {
-        road_engine_load(road_server_engine(srv), &nw, NULL);
+        road_engine_load(road_server_engine(fx.srv), &nw, NULL);
         sleep_ms(1);
     }
     assert_int_equal(nw, 1);
@@ -307,7 +265,7 @@ static void test_client_leaves_and_queue_full(void **state) {
     gate_set(false);
     int64_t nr = 1;
     for (int i = 0; i < 5000 && (nw || nr); i++) {
-        road_engine_load(road_server_engine(srv), &nw, &nr);
+        road_engine_load(road_server_engine(fx.srv), &nw, &nr);
         sleep_ms(1);
     }
     assert_int_equal(nw + nr, 0);
@@ -358,19 +316,11 @@ static void test_http_level_errors(void **state) {
     expect_error(exchange(req, (size_t)n, out, sizeof out), 411, out, "length_required");
     /* a head cut short by a half-close: answered, not left to the deadline */
     {
-        int fd = dial();
+        int fd = serve_dial(fx.port);
         const char *part = "GET /health HTTP/1.1\r\nHost: x\r\n";
-        send_all(fd, part, strlen(part));
+        serve_send_all(fd, part, strlen(part));
         shutdown(fd, SHUT_WR);
-        size_t got = 0;
-        ssize_t k;
-        while (got + 1 < sizeof out && (k = recv(fd, out + got, sizeof out - 1 - got, 0)) > 0) got += (size_t)k;
-        out[got] = '\0';
-        close(fd);
-        int code = 0;
-        sscanf(out, "HTTP/1.%*d %d", &code);
-        char *b = strstr(out, "\r\n\r\n");
-        expect_error(code, 400, b ? b + 4 : out, NULL);
+        expect_error(serve_read_reply(fd, out, sizeof out), 400, out, NULL);
     }
     /* versions and malformed request lines */
     n = snprintf(req, cap, "GET /health HTTP/2.0\r\nHost: x\r\nConnection: close\r\n\r\n");
@@ -449,30 +399,21 @@ static int poll_reply(int fd, char *out, size_t cap) {
     if (k == 0) return -1;
     if (k < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
     out[k] = '\0';
-    int code = 0;
-    if (sscanf(out, "HTTP/1.%*d %d", &code) != 1) return -1;
-    char *body = strstr(out, "\r\n\r\n");
-    if (body) memmove(out, body + 4, strlen(body + 4) + 1);
-    return code;
+    int code = serve_reply_split(out);
+    return code ? code : -1;
 }
 
 static int health_on(int to_port, char *out, size_t cap) {
     int fd = dial_from(to_port, 1);
     const char *req = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
-    send_all(fd, req, strlen(req));
-    size_t got = 0;
-    ssize_t k;
-    while (got + 1 < cap && (k = recv(fd, out + got, cap - 1 - got, 0)) > 0) got += (size_t)k;
-    out[got] = '\0';
-    close(fd);
-    int code = 0;
-    return sscanf(out, "HTTP/1.%*d %d", &code) == 1 ? code : 0;
+    serve_send_all(fd, req, strlen(req));
+    return serve_read_reply(fd, out, cap);
 }
 
 static void test_slow_clients(void **state) {
     (void)state;
     road_server_params p = road_server_default_params();
-    p.model_dir = dir;
+    p.model_dir = fx.dir;
     p.port = 0;
     p.max_connections = SLOW_MAX_CONN;
     p.max_connections_per_client = SLOW_PER_CLIENT;
@@ -487,18 +428,18 @@ static void test_slow_clients(void **state) {
     for (int i = 0; i < SLOW_CLIENTS; i++) {
         slow[i] = dial_from(p2, 10 + i);
         const char *part = "GET /health HTTP/1.1\r\nX-Slow: ";
-        send_all(slow[i], part, strlen(part));
+        serve_send_all(slow[i], part, strlen(part));
         code[i] = 0;
     }
     slow[SLOW_CLIENTS] = dial_from(p2, 9);
     const char *head = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{";
-    send_all(slow[SLOW_CLIENTS], head, strlen(head));
+    serve_send_all(slow[SLOW_CLIENTS], head, strlen(head));
     code[SLOW_CLIENTS] = 0;
     /* the per-address cap: SLOW_PER_CLIENT open from 127.0.0.5, the next one is refused */
     int mine[SLOW_PER_CLIENT];
     for (int i = 0; i < SLOW_PER_CLIENT; i++) {
         mine[i] = dial_from(p2, 5);
-        send_all(mine[i], "GET /", 5);
+        serve_send_all(mine[i], "GET /", 5);
     }
     int extra = dial_from(p2, 5);
     int c = 0;
@@ -540,13 +481,13 @@ static void test_slow_clients(void **state) {
 
 static void test_drain(void **state) {
     (void)state;
-    road_server_stop(srv); /* nothing running: stops at once */
+    road_server_stop(fx.srv); /* nothing running: stops at once */
     char out[256];
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a;
     memset(&a, 0, sizeof a);
     a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
+    a.sin_port = htons((uint16_t)fx.port);
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     assert_int_not_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0); /* no longer listening */
     close(fd);

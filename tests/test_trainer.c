@@ -42,20 +42,6 @@ static void write_text(const char *path, const char *text) {
 }
 
 
-/* A stand-in tokenizer: one id per byte (mod 320). */
-static road_status byte_tok(void *u, const char *text, size_t len, bool add_special, int32_t **ids,
-                            int64_t *n) {
-    (void)u;
-    int64_t k = (int64_t)len + (add_special ? 1 : 0);
-    int32_t *v = road_ids_alloc(k);
-    if (!v) return ROAD_ERR_NO_MEMORY;
-    int64_t j = 0;
-    if (add_special) v[j++] = 1; /* bos */
-    for (size_t i = 0; i < len; i++) v[j++] = (unsigned char)text[i] % 320;
-    *ids = v;
-    *n = k;
-    return ROAD_OK;
-}
 
 static void test_data(void **state) {
     (void)state;
@@ -96,7 +82,7 @@ static void test_data(void **state) {
     /* text and prompt/completion with a tokenizer; truncation to max_len */
     road_data_params tp = road_data_default_params();
     tp.max_len = 6;
-    tp.tokenize = byte_tok;
+    tp.tokenize = tu_byte_tokenize;
     write_text(path_in("h.jsonl"), "{\"text\": \"abcdefgh\"}\n{\"prompt\": \"ab\", \"completion\": \"cd\"}\n");
     TU_OK(road_dataset_load_jsonl(path_in("h.jsonl"), &tp, &d));
     TU_OK(road_dataset_example(d, 0, &ids, &lab, &n));

@@ -256,3 +256,41 @@ bool tu_record_loss(const road_train_metrics *m, void *user) {
     if (l->n < 64) l->loss[l->n++] = m->loss;
     return !(l->stop_at && m->step == l->stop_at);
 }
+
+road_status tu_byte_tokenize(void *u, const char *text, size_t len, bool add_special,
+                             int32_t **ids, int64_t *n) {
+    (void)u;
+    int64_t k = (int64_t)len + (add_special ? 1 : 0);
+    int32_t *v = road_ids_alloc(k);
+    if (!v) return ROAD_ERR_NO_MEMORY;
+    int64_t j = 0;
+    if (add_special) v[j++] = 1; /* bos */
+    for (size_t i = 0; i < len; i++) v[j++] = (unsigned char)text[i] % 320;
+    *ids = v;
+    *n = k;
+    return ROAD_OK;
+}
+
+static char scratch_root[256];
+
+int tu_scratch_make(const char *name) {
+    snprintf(scratch_root, sizeof scratch_root, "/tmp/road_%s_XXXXXX", name);
+    return mkdtemp(scratch_root) ? 0 : -1;
+}
+
+const char *tu_scratch_root(void) {
+    return scratch_root;
+}
+
+const char *tu_scratch_at(const char *rel) {
+    static char buf[8][600];
+    static int k;
+    k = (k + 1) % 8;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", scratch_root, rel);
+    return buf[k];
+}
+
+int tu_scratch_remove(void) {
+    tu_rm_rf(scratch_root);
+    return 0;
+}

@@ -63,6 +63,19 @@ void tu_copy_file(const char *from, const char *to); /* fails the test on error 
  * byte-fallback tokens, "\u2581"). Remove it with tu_rm_rf. */
 void tu_make_text_model(char *dir, size_t cap);
 
+/* A stand-in tokenizer for data tests (road_tokenize_fn): one id per byte (mod 320, the tiny
+ * models' vocabulary), after a bos id 1 when add_special. */
+road_status tu_byte_tokenize(void *u, const char *text, size_t len, bool add_special,
+                             int32_t **ids, int64_t *n);
+
+/* A scratch folder for one test file: tu_scratch_make("name") creates /tmp/road_<name>_XXXXXX
+ * (0 on success, for a cmocka setup), tu_scratch_at("rel") is "<it>/rel" (8 rotating
+ * buffers), tu_scratch_remove() removes it (0, for a teardown). */
+int tu_scratch_make(const char *name);
+const char *tu_scratch_at(const char *rel);
+const char *tu_scratch_root(void);
+int tu_scratch_remove(void);
+
 /* Scratch allocation that fails the test on OOM. */
 void *tu_alloc(size_t n);
 

@@ -2,12 +2,8 @@
 # tests/cli/generate_jsonl.sh ROAD FIXTURES - `road generate --jsonl`: one JSON object per
 # sequence, in prompt order, whatever the generated text holds (newlines included), with the
 # sequence's adapter, token ids and finish reason.
-set -u
-ROAD="$1"
-FIX="$2"
+. "$(dirname "$0")/../cli_lib.sh"
 DEMO="$FIX/../../demo/model"
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 
 # Text prompts on the demo model, no stop token: 24 tokens of its text hold newlines.
 out=$("$ROAD" generate --model "$DEMO" --prompt "kobalu =" --prompt "tamir =" --prompt "x" \
@@ -30,10 +26,9 @@ if command -v node >/dev/null 2>&1; then
     printf '%s\n' "$out" | node -e '
         const lines = require("fs").readFileSync(0, "utf8").trim().split("\n");
         const objs = lines.map((l) => JSON.parse(l));
-        process.stdout.write(objs.map((o) => o.text).join("\n") + "\n");' > "${TMPDIR:-/tmp}/road_jsonl_$$.txt" ||
+        process.stdout.write(objs.map((o) => o.text).join("\n") + "\n");' > "$TMP/texts.txt" ||
         fail "a line is not JSON"
-    [ "$(cat "${TMPDIR:-/tmp}/road_jsonl_$$.txt")" = "$plain" ] || fail "texts differ from the plain output"
-    rm -f "${TMPDIR:-/tmp}/road_jsonl_$$.txt"
+    [ "$(cat "$TMP/texts.txt")" = "$plain" ] || fail "texts differ from the plain output"
 fi
 
 # A stop token ends a sequence with finish_reason "stop" and is left out.
@@ -52,5 +47,4 @@ case "$out" in
 {"index": 1, "adapter": "__base__", "token_ids": ['*'], "finish_reason": "length"}') ;;
     *) fail "rows: $out" ;;
 esac
-[ "$fails" -eq 0 ] || { echo "$fails failure(s)"; exit 1; }
-echo "generate --jsonl: all checks passed"
+finish "generate --jsonl"

@@ -3,24 +3,8 @@
 # goes through road's strict parser: text after the object is refused, a \u0000 in a string is
 # refused naming the field (never cut short there), and training lines skipped or truncated
 # at --max-len are counted per reason on stderr.
-set -u
-ROAD="$1"
-FIX="$2"
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-fails=0
+. "$(dirname "$0")/../cli_lib.sh"
 
-expect() {
-    code="$1"; needle="$2"; shift 2
-    out=$("$@" 2>&1); rc=$?
-    if [ "$rc" -ne "$code" ]; then
-        echo "FAIL: '$*' exited $rc, expected $code; output:"; echo "$out"; fails=$((fails + 1)); return
-    fi
-    case "$out" in
-        *"$needle"*) ;;
-        *) echo "FAIL: '$*' output lacks '$needle':"; echo "$out"; fails=$((fails + 1)) ;;
-    esac
-}
 
 # A sharded model folder whose index has text after the object, then a NUL in a file name
 # (cJSON read "model.safetensors" from both and went on).
@@ -52,5 +36,4 @@ expect 0 "len.jsonl: 3 lines -> 2 examples; 1 skipped: every token with a loss (
 case "$out" in *"1 truncated to max_len 6 (3 tokens past it not trained on)"*) ;;
     *) echo "FAIL: no truncation count: $out"; fails=$((fails + 1)) ;; esac
 
-[ "$fails" -eq 0 ] || { echo "$fails failure(s)"; exit 1; }
-echo "json: all checks passed"
+finish json

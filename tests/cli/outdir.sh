@@ -3,29 +3,12 @@
 # (docs/cli.md): never destroys what road did not write, never the current folder or an
 # input, replaces its own kind only with --overwrite, checks before loading anything, gives
 # folders the umask's mode; road train resumes only its own run and says when it finished.
-set -u
-ROAD="$1"
-case "$ROAD" in /*) ;; *) ROAD="$PWD/$ROAD" ;; esac
-FIX="$2"
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-fails=0
+. "$(dirname "$0")/../cli_lib.sh"
 # Work on a copy of the fixture model: a regression here would write over its inputs.
 mkdir -p "$TMP/fix/llama" && cp -r "$FIX/llama/tiny-llama" "$TMP/fix/llama/"
 MODEL="$TMP/fix/llama/tiny-llama"
 ADA="A=$MODEL/adapters/A"
 
-expect() {
-    code="$1"; needle="$2"; shift 2
-    out=$("$@" 2>&1); rc=$?
-    if [ "$rc" -ne "$code" ]; then
-        echo "FAIL: '$*' exited $rc, expected $code; output:"; echo "$out"; fails=$((fails + 1)); return
-    fi
-    case "$out" in
-        *"$needle"*) ;;
-        *) echo "FAIL: '$*' output lacks '$needle':"; echo "$out"; fails=$((fails + 1)) ;;
-    esac
-}
 check() { # check DESCRIPTION CONDITION...
     what="$1"; shift
     if ! "$@"; then echo "FAIL: $what"; fails=$((fails + 1)); fi
@@ -95,8 +78,4 @@ expect 0 "adapter written to" $T --data "$TMP/other.jsonl" --out "$TMP/x/y/run" 
 check "--overwrite replaced the old run" grep -q "$(basename "$TMP")/other.jsonl" "$TMP/x/y/run/trainer_state.json"
 expect 1 "holding the input" $T --data "$TMP/task.jsonl" --out "$TMP"
 
-if [ "$fails" -ne 0 ]; then
-    echo "$fails output-folder check(s) failed"
-    exit 1
-fi
-echo "all output-folder checks passed"
+finish outdir

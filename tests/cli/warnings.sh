@@ -1,13 +1,7 @@
 #!/bin/sh
 # tests/cli/warnings.sh ROAD FIXTURES - warnings raised inside the library reach the user on
 # every command, on stderr, once per distinct message.
-set -u
-ROAD="$1"
-FIX="$2"
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+. "$(dirname "$0")/../cli_lib.sh"
 
 # A model folder whose generation_config.json sets a knob road's sampler does not implement.
 M="$TMP/model"
@@ -32,5 +26,4 @@ n=$(printf '%s\n' "$err" | grep -c "quantized again")
 [ "$n" -eq 1 ] || fail "the requantize warning came $n times: $err"
 case "$err" in *"(the same warning "*" more time"*) ;; *) fail "no repeat count: $err" ;; esac
 
-[ "$fails" -eq 0 ] || { echo "$fails failure(s)"; exit 1; }
-echo "warnings: all checks passed"
+finish warnings
