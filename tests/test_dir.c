@@ -143,11 +143,11 @@ static void test_crash_repair(void **state) {
     (void)state;
     static const char *const old_files[] = {"config.json", "model.safetensors"};
     make_dir("crash", old_files, 2);
-    char *tmp = NULL;
-    TU_OK(road_dir_make_temp(tu_scratch_at("crash"), ".tmp.", &tmp));
     pid_t pid = fork();
     assert_true(pid >= 0);
-    if (pid == 0) {
+    if (pid == 0) { /* the writer: its temporary folder, then the fallback's two renames */
+        char *tmp = NULL;
+        if (road_dir_make_temp(tu_scratch_at("crash"), ".tmp.", &tmp) != ROAD_OK) _exit(1);
         setenv(ROAD_DIR_FALLBACK_ENV, "crash", 1);
         (void)road_dir_install(tmp, tu_scratch_at("crash"));
         _exit(0); /* not reached: the hook ends the process between the renames */
@@ -156,7 +156,6 @@ static void test_crash_repair(void **state) {
     assert_int_equal(waitpid(pid, &status, 0), pid);
     assert_true(WIFSIGNALED(status));
     assert_int_equal(WTERMSIG(status), SIGKILL);
-    road_free(tmp);
     assert_false(exists(tu_scratch_at("crash")));           /* the window the fallback cannot close */
     assert_int_equal(count_in_root("crash.old."), 1);
     assert_int_equal(count_in_root("crash.tmp."), 1);
@@ -165,6 +164,39 @@ static void test_crash_repair(void **state) {
     assert_int_equal(st, ROAD_OUT_EXISTING);
     assert_non_null(slurp(tu_scratch_at("crash/config.json")));
     assert_int_equal(count_in_root("crash."), 0);
+}
+
+/* Two writers next to each other: a repair leaves a live writer's temporary folder alone (it
+ * holds a lock on it) and removes it once that writer is killed. */
+static void test_live_writer(void **state) {
+    (void)state;
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char *tmp = NULL;
+        if (road_dir_make_temp(tu_scratch_at("busy"), ".tmp.", &tmp) != ROAD_OK) _exit(1);
+        if (write(fds[1], "x", 1) != 1) _exit(1);
+        for (;;) pause(); /* writing, as far as anyone can tell */
+    }
+    char c;
+    assert_int_equal(read(fds[0], &c, 1), 1);
+    close(fds[0]);
+    close(fds[1]);
+    const int before = count_in_root("busy.tmp.");
+    road_out_state st;
+    road_status s = road_out_check(tu_scratch_at("busy"), ROAD_OUT_MODEL, false, NULL, 0, &st);
+    const int during = count_in_root("busy.tmp.");
+    /* the writer goes first: a failed assertion must not leave it running */
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    TU_OK(s);
+    assert_int_equal(before, 1);
+    assert_int_equal(during, 1); /* left alone while its writer was alive */
+    TU_OK(road_out_check(tu_scratch_at("busy"), ROAD_OUT_MODEL, false, NULL, 0, &st));
+    assert_int_equal(count_in_root("busy.tmp."), 0); /* its writer is gone: cleaned up */
 }
 
 /* ---- the rule -------------------------------------------------------------------------------- */
@@ -367,7 +399,8 @@ static void test_adapter_save_unit(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_temp_mode),   cmocka_unit_test(test_install),
-        cmocka_unit_test(test_crash_repair), cmocka_unit_test(test_rule),
+        cmocka_unit_test(test_crash_repair), cmocka_unit_test(test_live_writer),
+        cmocka_unit_test(test_rule),
         cmocka_unit_test(test_update),      cmocka_unit_test(test_model_save_refuses),
         cmocka_unit_test(test_adapter_save_unit),
     };

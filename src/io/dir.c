@@ -19,12 +19,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -51,7 +53,69 @@
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
+/* ---- leftovers of live writers -----------------------------------------------------------
+ *
+ * A writer holds flock(LOCK_EX) on each temporary folder it made (and on a folder it moved
+ * aside) until it is done with it. flock locks die with their process, so a repair that finds
+ * the lock free knows the writer is gone (killed) and may clean up; one that finds it held
+ * leaves the folder alone: two road commands writing next to each other never remove each
+ * other's work in progress. The table maps paths to the descriptors holding the locks. */
+
+#define HELD_MAX 64 /* temporary folders one process works on at once: a few */
+
+static struct {
+    pthread_mutex_t mu;
+    char *path[HELD_MAX];
+    int fd[HELD_MAX];
+} held = {PTHREAD_MUTEX_INITIALIZER, {0}, {0}};
+
+/* Hold the lock of folder `path` (best effort: a filesystem without flock, or a full table,
+ * only loses the protection). */
+static void hold(const char *path) {
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return;
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        close(fd);
+        return;
+    }
+    char *copy = road_strdup(path);
+    pthread_mutex_lock(&held.mu);
+    int i = 0;
+    while (i < HELD_MAX && held.path[i]) i++;
+    if (copy && i < HELD_MAX) {
+        held.path[i] = copy;
+        held.fd[i] = fd;
+        copy = NULL;
+        fd = -1;
+    }
+    pthread_mutex_unlock(&held.mu);
+    road_free(copy);
+    if (fd >= 0) close(fd);
+}
+
+/* Let go of `path`'s lock, if this process holds it. */
+static void release(const char *path) {
+    pthread_mutex_lock(&held.mu);
+    for (int i = 0; i < HELD_MAX; i++) {
+        if (!held.path[i] || strcmp(held.path[i], path) != 0) continue;
+        close(held.fd[i]);
+        road_free(held.path[i]);
+        held.path[i] = NULL;
+    }
+    pthread_mutex_unlock(&held.mu);
+}
+
+/* Is a live writer (this process or another) still working on folder `path`? */
+static bool in_use(const char *path) {
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return false;
+    bool busy = flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+    close(fd); /* drops the lock if this probe took it */
+    return busy;
+}
+
 void road_dir_remove_tree(const char *path, int depth) {
+    release(path);
     DIR *d = opendir(path);
     if (d) {
         struct dirent *e;
@@ -172,6 +236,7 @@ road_status road_dir_make_temp(const char *dir, const char *tag, char **out) {
         road_free(p);
         return s;
     }
+    hold(p);
     *out = p;
     return ROAD_OK;
 }
@@ -194,6 +259,7 @@ void road_dir_repair(const char *dir, const char *keep) {
             if (k < 0 || (size_t)k >= sizeof path || lstat(path, &st) != 0 || !S_ISDIR(st.st_mode))
                 continue;
             if (keep && strcmp(base_name(keep), e->d_name) == 0) continue;
+            if (in_use(path)) continue; /* a live writer's work in progress */
             struct stat tb;
             if (old && lstat(target, &tb) != 0 && errno == ENOENT && rename(path, target) == 0)
                 continue; /* the crash came between the two renames: the old folder is back */
@@ -248,6 +314,7 @@ road_status road_dir_install(const char *tmp, const char *dir) {
         if (rename(tmp, dir) != 0)
             return road_error(ROAD_ERR_IO, "cannot rename '%s' to '%s': %s", tmp, dir,
                               strerror(errno));
+        release(tmp);
         return ROAD_OK;
     }
     if (!S_ISDIR(sb.st_mode)) return road_error(ROAD_ERR_IO, "'%s' exists and is not a folder", dir);
@@ -264,8 +331,11 @@ road_status road_dir_install(const char *tmp, const char *dir) {
     char *old = NULL;
     road_status s = road_dir_make_temp(dir, ".old.", &old);
     if (s != ROAD_OK) return s;
+    release(old); /* the lock goes with the folder moved there, taken below */
+    hold(dir);    /* held through the move: a repair elsewhere must not put it back meanwhile */
     if (rename(dir, old) != 0) {
         s = road_error(ROAD_ERR_IO, "cannot move the previous '%s' aside: %s", dir, strerror(errno));
+        release(dir);
         (void)rmdir(old);
         road_free(old);
         return s;
@@ -274,9 +344,12 @@ road_status road_dir_install(const char *tmp, const char *dir) {
     if (rename(tmp, dir) != 0) {
         s = road_error(ROAD_ERR_IO, "cannot rename '%s' to '%s': %s", tmp, dir, strerror(errno));
         (void)rename(old, dir); /* put the previous folder back */
+        release(dir);
         road_free(old);
         return s;
     }
+    release(tmp);
+    release(dir); /* the moved folder's lock, held under the name it had */
     road_dir_remove_tree(old, ROAD_DIR_DEPTH);
     road_free(old);
     return ROAD_OK;
@@ -404,6 +477,7 @@ static road_status move_in(const char *tmp, const char *dir, char **names) {
         }
     }
     if (s == ROAD_OK) {
+        release(tmp);
         (void)rmdir(tmp);
         road_dir_fsync(dir);
     }
@@ -713,7 +787,7 @@ road_status road_dir_check_target(const char *dir, road_out_kind kind, bool repl
     if (s == ROAD_OK) s = road_mkdir_p(parent);
     char *probe = NULL;
     if (s == ROAD_OK) s = road_dir_make_temp(target, ".tmp.", &probe);
-    if (probe) (void)rmdir(probe);
+    if (probe) road_dir_remove_tree(probe, 0);
     if (s != ROAD_OK && s != ROAD_ERR_EXISTS && s != ROAD_ERR_INVALID_ARG)
         road_error_prefix("cannot write '%s'", target);
     road_free(probe);

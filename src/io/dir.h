@@ -5,6 +5,10 @@
  * ".tmp.", &tmp); write every file into tmp; road_dir_fsync(tmp); road_dir_install(tmp,
  * target) (or road_dir_update when the target also holds files of others, e.g. road train's
  * output folder); road_dir_fsync(parent). On failure, road_dir_remove_tree(tmp, ROAD_DIR_DEPTH).
+ *
+ * The process holds flock(LOCK_EX) on each temporary folder from road_dir_make_temp until it
+ * is installed or removed: repairs (road_dir_repair, run by every check and install) skip
+ * leftovers whose lock is held, so they only clean up after writers that died.
  */
 #ifndef ROAD_IO_DIR_H
 #define ROAD_IO_DIR_H
