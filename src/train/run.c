@@ -304,7 +304,7 @@ road_status road_train_prepare_out(const road_train_params *p, road_train_out *i
         char *tmp = NULL;
         s = road_dir_make_temp(p->out_dir, ".tmp.", &tmp);
         if (s == ROAD_OK) s = road_dir_install(tmp, p->out_dir);
-        if (s != ROAD_OK && tmp) (void)rmdir(tmp);
+        if (s != ROAD_OK && tmp) road_dir_remove_tree(tmp, 0);
         road_free(tmp);
         if (s != ROAD_OK) return s;
         info->has_run = false;
