@@ -8,6 +8,7 @@
 #define ROAD_CLI_H
 
 #include "road/road.h"
+#include "cli/cli_flags.h"
 
 #define CLI_EXIT_OK 0
 #define CLI_EXIT_FAIL 1
@@ -17,22 +18,6 @@
 void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Print "road <cmd>: <what>: <road_last_error()>" and return CLI_EXIT_FAIL. */
 int cli_fail(const char *cmd, const char *what, road_status s);
-
-/* Flag parsing: returns 1 if argv[*i] is `name` (taking the value from "--name=v" or the next
- * argument into *value), 0 if not, -1 (message printed) if the value is missing. */
-int cli_flag_value(const char *cmd, int argc, char **argv, int *i, const char *name,
-                   const char **value);
-/* In a command's flag loop (with `int i`, `int r`, `const char *v`, argc, argv and CMD in
- * scope): if argv[i] is flag `name`, put its value in `var` and go on to the next argument;
- * a missing value returns CLI_EXIT_USAGE (message printed). */
-#define CLI_FLAG(name, var)                                                                        \
-    if ((r = cli_flag_value(CMD, argc, argv, &i, name, &v)) != 0) {                                \
-        if (r < 0) return CLI_EXIT_USAGE;                                                          \
-        var = v;                                                                                   \
-        continue;                                                                                  \
-    }
-/* "f32", "bf16" or "f16" (NULL: f32) -> *out; prints an error naming the flag otherwise. */
-int cli_parse_float_dtype(const char *cmd, const char *flag, const char *s, road_dtype *out);
 
 /* Strict integer parsing with range; prints an error naming the flag on failure. */
 int cli_parse_int(const char *cmd, const char *flag, const char *s, long long lo, long long hi,
@@ -45,24 +30,37 @@ void cli_free_list(char **v, int32_t n);
 int cli_parse_ids(const char *cmd, const char *flag, const char *s, int32_t **ids, int64_t *n);
 /* Load --adapter NAME=DIR folders into the model's adapter set and apply --use (NULL: none
  * active). Returns a CLI exit code. */
-int cli_attach_adapters(const char *cmd, road_model *m, char **specs, int n_specs,
-                        const char *use);
+int cli_attach_adapters(const char *cmd, road_model *m, const cli_list *specs, const char *use);
 
-/* --quantize FMT, --quantize-lm-head, --double-quant: how a command loads a model. */
+/* --quantize FMT, --quantize-lm-head, --double-quant: how a command loads a model. An options
+ * struct holds one as its member `qz`; CLI_QUANT_FLAGS(T) are its table rows. */
 typedef struct cli_quant {
     const char *format; /* NULL: not given */
     bool lm_head, double_quant;
 } cli_quant;
-/* 1 if argv[*i] is one of the quantization flags (consumed), 0 if not, -1 (message printed) if
- * its value is missing. */
-int cli_quant_flag(const char *cmd, int argc, char **argv, int *i, cli_quant *q);
+#define CLI_QUANT_FLAGS(T)                                                                        \
+    {CLI_STR("--quantize", T, qz.format, "FMT", NULL,                                             \
+             "int8, nf4 or fp4: quantize the linear layers while loading (the embedding, norms "   \
+             "and lm_head stay float; docs/quant.md)")},                                           \
+        {CLI_SW("--quantize-lm-head", T, qz.lm_head, "quantize lm_head too")},                     \
+        {CLI_SW("--double-quant", T, qz.double_quant,                                             \
+                "4-bit: quantize the absmax values too (bitsandbytes' double quant)")}
+/* --threads N, as every model command takes it. */
+#define CLI_THREADS_FLAG(T)                                                                       \
+    {CLI_INT("--threads", T, threads, "N", 0, 1024, "0", "worker threads (0: all cores)")}
 /* Put the flags into model params; -1 (message printed) on an unknown format. */
 int cli_quant_apply(const char *cmd, const cli_quant *q, road_model_params *mp);
-#define CLI_QUANT_HELP                                                                             \
-    "  --quantize FMT       int8, nf4 or fp4: quantize the linear layers while loading (the\n"     \
-    "                       embedding, norms and lm_head stay float; docs/quant.md)\n"             \
-    "  --quantize-lm-head   quantize lm_head too\n"                                                \
-    "  --double-quant       4-bit: quantize the absmax values too (bitsandbytes' double quant)\n"
+
+/* An always-on check of the CLI's own tables (a broken one is a bug, not a usage error). */
+#define ROAD_CLI_ASSERT(c) ((c) ? (void)0 : cli_assert_fail(#c, __FILE__, __LINE__))
+_Noreturn void cli_assert_fail(const char *what, const char *file, int line);
+
+/* A command: `road <name> ...` runs fn(argc - 1, argv + 1); summary is its line in `road help`. */
+typedef struct cli_command {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+} cli_command;
 
 int cmd_inspect(int argc, char **argv);
 int cmd_eval(int argc, char **argv);

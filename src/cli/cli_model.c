@@ -78,18 +78,21 @@ int cli_parse_ids(const char *cmd, const char *flag, const char *s, int32_t **id
     return 0;
 }
 
-int cli_attach_adapters(const char *cmd, road_model *m, char **specs, int n_specs, const char *use) {
+int cli_attach_adapters(const char *cmd, road_model *m, const cli_list *specs, const char *use) {
     road_adapter_set *set = road_model_adapters(m);
-    for (int i = 0; i < n_specs; i++) {
-        char *eq = strchr(specs[i], '=');
-        if (!eq || eq == specs[i] || !eq[1]) {
+    for (int i = 0; i < specs->n; i++) {
+        const char *spec = specs->v[i], *eq = strchr(spec, '=');
+        if (!eq || eq == spec || !eq[1]) {
             cli_error(cmd, "--adapter takes NAME=DIR (for example --adapter math=adapters/math), got '%s'",
-                      specs[i]);
+                      spec);
             return CLI_EXIT_USAGE;
         }
-        *eq = '\0';
-        road_status s = road_adapter_set_load(set, specs[i], eq + 1);
-        *eq = '=';
+        char *name = malloc((size_t)(eq - spec) + 1); /* argv stays as typed */
+        if (!name) return CLI_EXIT_FAIL;
+        memcpy(name, spec, (size_t)(eq - spec));
+        name[eq - spec] = '\0';
+        road_status s = road_adapter_set_load(set, name, eq + 1);
+        free(name);
         if (s != ROAD_OK) return cli_fail(cmd, "loading an adapter", s);
     }
     if (use) {
@@ -107,21 +110,6 @@ int cli_attach_adapters(const char *cmd, road_model *m, char **specs, int n_spec
     return CLI_EXIT_OK;
 }
 
-int cli_quant_flag(const char *cmd, int argc, char **argv, int *i, cli_quant *q) {
-    if (strcmp(argv[*i], "--quantize-lm-head") == 0) {
-        q->lm_head = true;
-        return 1;
-    }
-    if (strcmp(argv[*i], "--double-quant") == 0) {
-        q->double_quant = true;
-        return 1;
-    }
-    const char *v;
-    int r = cli_flag_value(cmd, argc, argv, i, "--quantize", &v);
-    if (r > 0) q->format = v;
-    return r;
-}
-
 int cli_quant_apply(const char *cmd, const cli_quant *q, road_model_params *mp) {
     if (q->format && road_qformat_parse(q->format, &mp->quantize) != ROAD_OK) {
         cli_error(cmd, "--quantize: %s", road_last_error());
@@ -133,19 +121,5 @@ int cli_quant_apply(const char *cmd, const cli_quant *q, road_model_params *mp) 
     }
     mp->quantize_lm_head = q->lm_head;
     mp->double_quant = q->double_quant;
-    return 0;
-}
-
-int cli_parse_float_dtype(const char *cmd, const char *flag, const char *s, road_dtype *out) {
-    if (!s || strcmp(s, "f32") == 0)
-        *out = ROAD_DTYPE_F32;
-    else if (strcmp(s, "bf16") == 0)
-        *out = ROAD_DTYPE_BF16;
-    else if (strcmp(s, "f16") == 0)
-        *out = ROAD_DTYPE_F16;
-    else {
-        cli_error(cmd, "%s must be f32, bf16 or f16, got '%s'", flag, s);
-        return -1;
-    }
     return 0;
 }

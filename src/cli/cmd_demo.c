@@ -35,6 +35,8 @@
  * each; --quick (CI) uses QUICK_STEPS. */
 #define DEFAULT_STEPS 150
 #define QUICK_STEPS 60
+#define DEMO_STR_(x) #x
+#define DEMO_STR(x) DEMO_STR_(x) /* a number as text, for the help */
 #define DEFAULT_LR 2e-2
 #define BATCH 16
 #define MIXED_WORDS 2
@@ -53,24 +55,6 @@ typedef struct task {
     int n_ev;
     double base, tuned;
 } task;
-
-static void help(void) {
-    printf("usage: road demo [--model DIR] [--tasks DIR] [--out DIR] [--steps N] [--quick]\n"
-           "                 [--report FILE.json] [--threads N] [--quantize int8|nf4|fp4]\n"
-           "\n"
-           "Trains one RoAd adapter per demo task on the model shipped with road and shows what\n"
-           "changed: scores before and after, a mixed batch with one adapter per sequence, and a\n"
-           "merged adapter answering as the unmerged one.\n"
-           "\n"
-           "  --model DIR     base model (default " ROAD_DEMO_DIR "/model)\n"
-           "  --tasks DIR     task folders <task>/train.jsonl, eval.jsonl (default " ROAD_DEMO_DIR
-           "/tasks)\n"
-           "  --out DIR       where adapters and logs go (default ./road-demo-out)\n"
-           "  --steps N       optimizer steps per adapter (default %d; --quick: %d)\n"
-           "  --report FILE   write the scores as JSON\n"
-           CLI_QUANT_HELP,
-           DEFAULT_STEPS, QUICK_STEPS);
-}
 
 static void free_examples(example *v, int n) {
     for (int i = 0; v && i < n; i++) {
@@ -301,35 +285,45 @@ static int write_report(const char *path, const task *tasks, int merged_same, in
     return f ? 0 : -1;
 }
 
+typedef struct demo_opts {
+    const char *model, *tasks, *out, *report;
+    int64_t steps, threads;
+    cli_quant qz;
+    bool quick;
+    uint64_t given;
+} demo_opts;
+
+static const cli_flag flags[] = {
+    {CLI_STR("--model", demo_opts, model, "DIR", ROAD_DEMO_DIR "/model", "base model")},
+    {CLI_STR("--tasks", demo_opts, tasks, "DIR", ROAD_DEMO_DIR "/tasks",
+             "task folders <task>/train.jsonl, eval.jsonl")},
+    {CLI_STR("--out", demo_opts, out, "DIR", "road-demo-out", "where adapters and logs go")},
+    {CLI_INT("--steps", demo_opts, steps, "N", 1, 1000000, NULL,
+             "optimizer steps per adapter (default " DEMO_STR(DEFAULT_STEPS) "; --quick: "
+             DEMO_STR(QUICK_STEPS) ")")},
+    {CLI_SW("--quick", demo_opts, quick, "fewer steps (CI)")},
+    {CLI_STR("--report", demo_opts, report, "FILE.json", NULL, "write the scores as JSON")},
+    CLI_THREADS_FLAG(demo_opts),
+    CLI_QUANT_FLAGS(demo_opts),
+};
+
+static const cli_spec spec = {
+    .name = CMD,
+    .usage = "[options]",
+    .about = "Trains one RoAd adapter per demo task on the model shipped with road and shows what\n"
+             "changed: scores before and after, a mixed batch with one adapter per sequence, and a\n"
+             "merged adapter answering as the unmerged one.\n",
+    CLI_TABLE(flags, demo_opts),
+};
+
 int cmd_demo(int argc, char **argv) {
-    const char *model = ROAD_DEMO_DIR "/model", *tasks_dir = ROAD_DEMO_DIR "/tasks";
-    const char *out = "road-demo-out", *steps_s = NULL, *report = NULL, *thr = NULL;
-    int quick = 0;
-    cli_quant qz = {NULL, false, false};
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        int r;
-        if ((r = cli_quant_flag(CMD, argc, argv, &i, &qz)) != 0) {
-            if (r < 0) return CLI_EXIT_USAGE;
-            continue;
-        }
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            help();
-            return CLI_EXIT_OK;
-        }
-        if (strcmp(argv[i], "--quick") == 0) {
-            quick = 1;
-            continue;
-        }
-        CLI_FLAG("--model", model) CLI_FLAG("--tasks", tasks_dir) CLI_FLAG("--out", out)
-        CLI_FLAG("--steps", steps_s) CLI_FLAG("--report", report) CLI_FLAG("--threads", thr)
-        cli_error(CMD, "unknown option '%s' (see road demo --help)", argv[i]);
-        return CLI_EXIT_USAGE;
-    }
-    long long steps = quick ? QUICK_STEPS : DEFAULT_STEPS, threads = 0;
-    if (steps_s && cli_parse_int(CMD, "--steps", steps_s, 1, 1000000, &steps) != 0)
-        return CLI_EXIT_USAGE;
-    if (thr && cli_parse_int(CMD, "--threads", thr, 0, 1024, &threads) != 0) return CLI_EXIT_USAGE;
+    demo_opts o = {0};
+    int r = cli_parse(&spec, argc, argv, &o);
+    if (r != CLI_CONTINUE) return r;
+    const char *model = o.model, *tasks_dir = o.tasks, *out = o.out, *report = o.report;
+    const cli_quant qz = o.qz;
+    const long long steps =
+        cli_given(&spec, &o, "--steps") ? o.steps : o.quick ? QUICK_STEPS : DEFAULT_STEPS;
 
     int rc = CLI_EXIT_FAIL;
     road_model *m = NULL;
@@ -339,7 +333,7 @@ int cmd_demo(int argc, char **argv) {
     char **merged_ans = NULL, **unmerged_ans = NULL;
     int merged_same = 0;
     road_model_params mp = road_model_default_params();
-    mp.n_threads = (int)threads;
+    mp.n_threads = (int)o.threads;
     if (cli_quant_apply(CMD, &qz, &mp) != 0) return CLI_EXIT_USAGE;
     road_status s = road_model_load(model, &mp, &m);
     if (s != ROAD_OK) {

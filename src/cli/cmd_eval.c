@@ -15,25 +15,51 @@
 #define CMD "eval"
 #define MAX_ADAPTERS 64
 
-static void help(void) {
-    printf("usage: road eval --model DIR --input IN.safetensors --dump OUT.safetensors\n"
-           "                 [--adapter NAME=DIR]... [--use NAME[,NAME...]]\n"
-           "                 [--rows NAME,__base__,...] [--grads] [--threads N]\n"
-           "                 [--quantize int8|nf4|fp4 [--quantize-lm-head] [--double-quant]]\n"
-           "\n"
-           "IN holds input_ids (I64 [B,T]), and optionally attention_mask (I64 [B,T]) and labels\n"
-           "(or IN is a .jsonl file of road train's example formats: one row per example,\n"
-           "tokenized with the model's tokenizer.json, labels from its loss mask)\n"
-           "(I64 [B,T], -100 = ignored). OUT gets logits (F32 [B,T,V]; 0 at padding) and, with\n"
-           "labels, loss (F32 scalar: transformers' causal-LM loss), also printed.\n"
-           "--grads (needs labels and --use) also writes the gradient of the loss with respect to\n"
-           "every road_theta / road_alpha of the active adapters, under PEFT's key names\n"
-           "(base_model.model.<module>.road_theta; with several active adapters, each key ends\n"
-           "in .<adapter name>, as in PEFT's state_dict).\n"
-           "--use activates adapters for every row (in order); --rows names one adapter (or\n"
-           "__base__) per row: a mixed batch. Without either, the base model runs.\n"
-           "\n" CLI_QUANT_HELP);
-}
+typedef struct eval_opts {
+    const char *model, *input, *dump, *use, *rows;
+    cli_list adapters;
+    int64_t threads;
+    cli_quant qz;
+    bool grads;
+    uint64_t given;
+} eval_opts;
+
+static const cli_flag flags[] = {
+    {CLI_STR("--model", eval_opts, model, "DIR", NULL, "the base model folder"),
+     .flags = CLI_REQUIRED},
+    {CLI_STR("--input", eval_opts, input, "IN.safetensors", NULL,
+             "the batch: input_ids, attention_mask, labels (or a .jsonl file)"),
+     .flags = CLI_REQUIRED},
+    {CLI_STR("--dump", eval_opts, dump, "OUT.safetensors", NULL, "where logits (and loss) go"),
+     .flags = CLI_REQUIRED},
+    {CLI_LST("--adapter", eval_opts, adapters, "NAME=DIR", MAX_ADAPTERS,
+             "load an adapter folder under NAME")},
+    {CLI_STR("--use", eval_opts, use, "NAME[,NAME...]", NULL,
+             "activate adapters for every row (in order)")},
+    {CLI_STR("--rows", eval_opts, rows, "NAME,__base__,...", NULL,
+             "one adapter (or __base__) per row: a mixed batch")},
+    {CLI_SW("--grads", eval_opts, grads,
+            "also write the gradient of the loss for the active adapters (needs labels and --use)")},
+    CLI_THREADS_FLAG(eval_opts),
+    CLI_QUANT_FLAGS(eval_opts),
+};
+
+static const cli_spec spec = {
+    .name = CMD,
+    .about =
+        "IN holds input_ids (I64 [B,T]), and optionally attention_mask (I64 [B,T]) and labels\n"
+        "(or IN is a .jsonl file of road train's example formats: one row per example,\n"
+        "tokenized with the model's tokenizer.json, labels from its loss mask)\n"
+        "(I64 [B,T], -100 = ignored). OUT gets logits (F32 [B,T,V]; 0 at padding) and, with\n"
+        "labels, loss (F32 scalar: transformers' causal-LM loss), also printed.\n"
+        "--grads (needs labels and --use) also writes the gradient of the loss with respect to\n"
+        "every road_theta / road_alpha of the active adapters, under PEFT's key names\n"
+        "(base_model.model.<module>.road_theta; with several active adapters, each key ends\n"
+        "in .<adapter name>, as in PEFT's state_dict).\n"
+        "--use activates adapters for every row (in order); --rows names one adapter (or\n"
+        "__base__) per row: a mixed batch. Without either, the base model runs.\n",
+    CLI_TABLE(flags, eval_opts),
+};
 
 static int get_i64(const road_st_file *f, const char *name, int64_t B, int64_t T,
                    const int64_t **out, bool required, const char *path) {
@@ -176,47 +202,12 @@ static road_status add_grads(road_model *m, const int64_t *ids, const int64_t *m
 }
 
 int cmd_eval(int argc, char **argv) {
-    const char *model = NULL, *in = NULL, *dump = NULL, *use = NULL, *rows = NULL, *thr = NULL;
-    char *adapters[MAX_ADAPTERS];
-    int n_ad = 0, grads = 0;
-    cli_quant qz = {NULL, false, false};
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        int r;
-        if ((r = cli_quant_flag(CMD, argc, argv, &i, &qz)) != 0) {
-            if (r < 0) return CLI_EXIT_USAGE;
-            continue;
-        }
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            help();
-            return CLI_EXIT_OK;
-        }
-        if (strcmp(argv[i], "--grads") == 0) {
-            grads = 1;
-            continue;
-        }
-        CLI_FLAG("--model", model)
-        CLI_FLAG("--input", in)
-        CLI_FLAG("--dump", dump)
-        CLI_FLAG("--use", use)
-        CLI_FLAG("--rows", rows)
-        CLI_FLAG("--threads", thr)
-        if ((r = cli_flag_value(CMD, argc, argv, &i, "--adapter", &v)) != 0) {
-            if (r < 0) return CLI_EXIT_USAGE;
-            if (n_ad == MAX_ADAPTERS) {
-                cli_error(CMD, "at most %d --adapter flags", MAX_ADAPTERS);
-                return CLI_EXIT_USAGE;
-            }
-            adapters[n_ad++] = (char *)v;
-            continue;
-        }
-        cli_error(CMD, "unknown option '%s' (see road eval --help)", argv[i]);
-        return CLI_EXIT_USAGE;
-    }
-    if (!model || !in || !dump) {
-        cli_error(CMD, "--model, --input and --dump are required (see road eval --help)");
-        return CLI_EXIT_USAGE;
-    }
+    eval_opts o = {0};
+    int r = cli_parse(&spec, argc, argv, &o);
+    if (r != CLI_CONTINUE) return r;
+    const char *model = o.model, *in = o.input, *dump = o.dump, *use = o.use, *rows = o.rows;
+    const cli_quant qz = o.qz;
+    const bool grads = o.grads;
     if (use && rows) {
         cli_error(CMD, "give --use (same adapters for every row) or --rows (one per row), not both");
         return CLI_EXIT_USAGE;
@@ -226,10 +217,8 @@ int cmd_eval(int argc, char **argv) {
                   "(mixed --rows batches are inference only)");
         return CLI_EXIT_USAGE;
     }
-    long long threads = 0;
-    if (thr && cli_parse_int(CMD, "--threads", thr, 0, 1024, &threads) != 0) return CLI_EXIT_USAGE;
     road_model_params mp = road_model_default_params();
-    mp.n_threads = (int)threads;
+    mp.n_threads = (int)o.threads;
     if (cli_quant_apply(CMD, &qz, &mp) != 0) return CLI_EXIT_USAGE;
     road_model *m = NULL;
     road_st_file *f = NULL;
@@ -241,7 +230,7 @@ int cmd_eval(int argc, char **argv) {
     int rc = CLI_EXIT_FAIL;
     road_status s = road_model_load(model, &mp, &m);
     if (s != ROAD_OK) return cli_fail(CMD, "loading the model", s);
-    if ((rc = cli_attach_adapters(CMD, m, adapters, n_ad, use)) != CLI_EXIT_OK) goto done;
+    if ((rc = cli_attach_adapters(CMD, m, &o.adapters, use)) != CLI_EXIT_OK) goto done;
     rc = CLI_EXIT_FAIL;
     const int64_t *ids = NULL, *mask = NULL, *labels = NULL;
     int64_t B = 0, T = 0;

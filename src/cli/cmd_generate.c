@@ -13,26 +13,66 @@
 #define MAX_ADAPTERS 64
 #define MAX_PROMPTS 256
 
-static void help(void) {
-    printf("usage: road generate --model DIR (--prompt TEXT | --prompt-ids \"1 2 3\")...\n"
-           "                     [--chat] [--chat-template llama3|llama2|mistral|chatml|qwen3]\n"
-           "                     [--adapter NAME=DIR]... [--use NAME[,NAME...]] [--rows NAME,...]\n"
-           "                     [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P]\n"
-           "                     [--seed S] [--stop-ids \"2 3\"] [--threads N] [--jsonl]\n"
-           "                     [--quantize int8|nf4|fp4 [--quantize-lm-head] [--double-quant]]\n"
-           "\n"
-           "Each --prompt (text, tokenized with the model's tokenizer.json; --chat wraps it as a\n"
-           "user message in the chat template) or --prompt-ids is one sequence; all run as one\n"
-           "batch. --use activates adapters for every sequence; --rows names one adapter (or\n"
-           "__base__) per sequence. Prints each sequence's continuation on its own line: text for\n"
-           "text prompts (streamed when there is one), ids for id prompts. --jsonl prints one JSON\n"
-           "object per sequence instead, in prompt order: {\"index\", \"adapter\", \"text\" (text\n"
-           "prompts), \"token_ids\", \"finish_reason\" (\"stop\" or \"length\")}; the stop token is\n"
-           "left out of text and token_ids, as in the OpenAI API. Defaults come from\n"
-           "generation_config.json: greedy\n"
-           "unless it says do_sample, stop at its eos ids, its max_new_tokens (else 32).\n"
-           "\n" CLI_QUANT_HELP);
-}
+typedef struct generate_opts {
+    const char *model, *use, *rows, *stop_ids, *chat_template;
+    cli_list prompts; /* --prompt and --prompt-ids, in argv order */
+    cli_list adapters;
+    int64_t threads, max_new_tokens, top_k, seed;
+    double temperature, top_p;
+    cli_quant qz;
+    bool chat, jsonl;
+    uint64_t given;
+} generate_opts;
+
+static const cli_flag flags[] = {
+    {CLI_STR("--model", generate_opts, model, "DIR", NULL, "the model folder")},
+    {CLI_LST("--prompt", generate_opts, prompts, "TEXT", MAX_PROMPTS,
+             "a text prompt (the model's tokenizer.json): one sequence")},
+    {CLI_LST("--prompt-ids", generate_opts, prompts, "\"1 2 3\"", MAX_PROMPTS,
+             "a prompt as token ids (separated by spaces or commas): one sequence")},
+    {CLI_SW("--chat", generate_opts, chat, "wrap each text prompt as a user message in the chat "
+                                           "template")},
+    {CLI_STR("--chat-template", generate_opts, chat_template, "llama3|llama2|mistral|chatml|qwen3",
+             NULL, "the chat template (default: tokenizer_config.json's)")},
+    {CLI_LST("--adapter", generate_opts, adapters, "NAME=DIR", MAX_ADAPTERS,
+             "load an adapter folder under NAME")},
+    {CLI_STR("--use", generate_opts, use, "NAME[,NAME...]", NULL,
+             "activate adapters for every sequence (in order)")},
+    {CLI_STR("--rows", generate_opts, rows, "NAME,...", NULL,
+             "one adapter (or __base__) per sequence")},
+    {CLI_INT("--max-new-tokens", generate_opts, max_new_tokens, "N", 1, 1 << 20, NULL,
+             "(default: generation_config.json's max_new_tokens, else 32)")},
+    {CLI_FLOAT("--temperature", generate_opts, temperature, "T", 0.0, 100.0, NULL,
+               "0: greedy (default: generation_config.json's)")},
+    {CLI_INT("--top-k", generate_opts, top_k, "K", 0, 1 << 30, NULL,
+             "(default: generation_config.json's)")},
+    {CLI_FLOAT("--top-p", generate_opts, top_p, "P", 1e-6, 1.0, NULL,
+               "(default: generation_config.json's)")},
+    {CLI_INT("--seed", generate_opts, seed, "S", 0, INT64_MAX, "0",
+             "sequence i samples with seed S + i")},
+    {CLI_STR("--stop-ids", generate_opts, stop_ids, "\"2 3\"", NULL,
+             "stop after one of these ids (default: the eos ids)")},
+    CLI_THREADS_FLAG(generate_opts),
+    {CLI_SW("--jsonl", generate_opts, jsonl, "one JSON object per sequence instead")},
+    CLI_QUANT_FLAGS(generate_opts),
+};
+
+static const cli_spec spec = {
+    .name = CMD,
+    .usage = "--model DIR (--prompt TEXT | --prompt-ids \"1 2 3\")... [options]",
+    .about =
+        "Each --prompt (text, tokenized with the model's tokenizer.json; --chat wraps it as a\n"
+        "user message in the chat template) or --prompt-ids is one sequence; all run as one\n"
+        "batch. --use activates adapters for every sequence; --rows names one adapter (or\n"
+        "__base__) per sequence. Prints each sequence's continuation on its own line: text for\n"
+        "text prompts (streamed when there is one), ids for id prompts. --jsonl prints one JSON\n"
+        "object per sequence instead, in prompt order: {\"index\", \"adapter\", \"text\" (text\n"
+        "prompts), \"token_ids\", \"finish_reason\" (\"stop\" or \"length\")}; the stop token is\n"
+        "left out of text and token_ids, as in the OpenAI API. Defaults come from\n"
+        "generation_config.json: greedy unless it says do_sample, stop at its eos ids, its\n"
+        "max_new_tokens (else 32).\n",
+    CLI_TABLE(flags, generate_opts),
+};
 
 typedef struct out_buf {
     int32_t *tok[MAX_PROMPTS];
@@ -100,80 +140,19 @@ static void put_adapter(FILE *f, road_model *m, char **row_names, int i) {
     put_json_string(f, names, k < sizeof names ? k : sizeof names - 1);
 }
 
-static int parse_float(const char *flag, const char *s, double lo, double hi, float *out) {
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || *end || !(v >= lo && v <= hi)) {
-        cli_error(CMD, "%s must be a number from %g to %g, got '%s'", flag, lo, hi, s);
-        return -1;
-    }
-    *out = (float)v;
-    return 0;
-}
-
 int cmd_generate(int argc, char **argv) {
-    const char *model = NULL, *use = NULL, *rows = NULL, *thr = NULL, *maxn = NULL, *temp = NULL;
-    const char *topk = NULL, *topp = NULL, *seed = NULL, *stop = NULL, *tmpl = NULL;
-    const char *prompt_specs[MAX_PROMPTS];
-    bool is_text[MAX_PROMPTS];
-    int chat = 0, any_text = 0, jsonl = 0;
-    char *adapters[MAX_ADAPTERS];
-    int n_ad = 0, n_prompts = 0;
-    cli_quant qz = {NULL, false, false};
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        int r;
-        if ((r = cli_quant_flag(CMD, argc, argv, &i, &qz)) != 0) {
-            if (r < 0) return CLI_EXIT_USAGE;
-            continue;
-        }
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            help();
-            return CLI_EXIT_OK;
-        }
-        if (strcmp(argv[i], "--chat") == 0) {
-            chat = 1;
-            continue;
-        }
-        if (strcmp(argv[i], "--jsonl") == 0) {
-            jsonl = 1;
-            continue;
-        }
-        CLI_FLAG("--model", model)
-        CLI_FLAG("--use", use)
-        CLI_FLAG("--rows", rows)
-        CLI_FLAG("--threads", thr)
-        CLI_FLAG("--max-new-tokens", maxn)
-        CLI_FLAG("--temperature", temp)
-        CLI_FLAG("--top-k", topk)
-        CLI_FLAG("--top-p", topp)
-        CLI_FLAG("--seed", seed)
-        CLI_FLAG("--stop-ids", stop)
-        CLI_FLAG("--chat-template", tmpl)
-        if ((r = cli_flag_value(CMD, argc, argv, &i, "--adapter", &v)) != 0) {
-            if (r < 0) return CLI_EXIT_USAGE;
-            if (n_ad == MAX_ADAPTERS) {
-                cli_error(CMD, "at most %d --adapter flags", MAX_ADAPTERS);
-                return CLI_EXIT_USAGE;
-            }
-            adapters[n_ad++] = (char *)v;
-            continue;
-        }
-        int text = 0;
-        if ((r = cli_flag_value(CMD, argc, argv, &i, "--prompt-ids", &v)) != 0 ||
-            (text = 1, r = cli_flag_value(CMD, argc, argv, &i, "--prompt", &v)) != 0) {
-            if (r < 0) return CLI_EXIT_USAGE;
-            if (n_prompts == MAX_PROMPTS) {
-                cli_error(CMD, "at most %d prompts", MAX_PROMPTS);
-                return CLI_EXIT_USAGE;
-            }
-            is_text[n_prompts] = text;
-            any_text |= text;
-            prompt_specs[n_prompts++] = v;
-            continue;
-        }
-        cli_error(CMD, "unknown option '%s' (see road generate --help)", argv[i]);
-        return CLI_EXIT_USAGE;
+    generate_opts o = {0};
+    int r = cli_parse(&spec, argc, argv, &o);
+    if (r != CLI_CONTINUE) return r;
+    const char *model = o.model, *use = o.use, *rows = o.rows, *stop = o.stop_ids;
+    const char *tmpl = o.chat_template;
+    const bool chat = o.chat, jsonl = o.jsonl;
+    const int n_prompts = o.prompts.n;
+    const char *const *prompt_specs = o.prompts.v;
+    bool is_text[MAX_PROMPTS], any_text = false;
+    for (int i = 0; i < n_prompts; i++) {
+        is_text[i] = strcmp(o.prompts.flag[i], "--prompt") == 0;
+        any_text |= is_text[i];
     }
     if (!model || n_prompts == 0) {
         cli_error(CMD, "--model and at least one --prompt or --prompt-ids are required (see road generate --help)");
@@ -183,14 +162,12 @@ int cmd_generate(int argc, char **argv) {
         cli_error(CMD, "give --use (same adapters for every sequence) or --rows (one each), not both");
         return CLI_EXIT_USAGE;
     }
-    long long threads = 0, max_new = 32, k = -1, sd = 0;
-    if (thr && cli_parse_int(CMD, "--threads", thr, 0, 1024, &threads) != 0) return CLI_EXIT_USAGE;
-    if (maxn && cli_parse_int(CMD, "--max-new-tokens", maxn, 1, 1 << 20, &max_new) != 0) return CLI_EXIT_USAGE;
-    if (topk && cli_parse_int(CMD, "--top-k", topk, 0, 1 << 30, &k) != 0) return CLI_EXIT_USAGE;
-    if (seed && cli_parse_int(CMD, "--seed", seed, 0, INT64_MAX, &sd) != 0) return CLI_EXIT_USAGE;
-    float t = -1.0f, p = -1.0f;
-    if (temp && parse_float("--temperature", temp, 0.0, 100.0, &t) != 0) return CLI_EXIT_USAGE;
-    if (topp && parse_float("--top-p", topp, 1e-6, 1.0, &p) != 0) return CLI_EXIT_USAGE;
+    /* not given: the model's generation_config.json decides */
+    const bool maxn = cli_given(&spec, &o, "--max-new-tokens");
+    int64_t max_new = maxn ? o.max_new_tokens : 32;
+    const float t = cli_given(&spec, &o, "--temperature") ? (float)o.temperature : -1.0f;
+    const float p = cli_given(&spec, &o, "--top-p") ? (float)o.top_p : -1.0f;
+    const long long k = cli_given(&spec, &o, "--top-k") ? o.top_k : -1, sd = o.seed;
 
     int32_t *ids[MAX_PROMPTS] = {0};
     int64_t lens[MAX_PROMPTS];
@@ -220,8 +197,8 @@ int cmd_generate(int argc, char **argv) {
     }
     rc = CLI_EXIT_FAIL;
     road_model_params mp = road_model_default_params();
-    mp.n_threads = (int)threads;
-    if (cli_quant_apply(CMD, &qz, &mp) != 0) {
+    mp.n_threads = (int)o.threads;
+    if (cli_quant_apply(CMD, &o.qz, &mp) != 0) {
         rc = CLI_EXIT_USAGE;
         goto done;
     }
@@ -230,7 +207,7 @@ int cmd_generate(int argc, char **argv) {
         rc = cli_fail(CMD, "loading the model", s);
         goto done;
     }
-    if ((rc = cli_attach_adapters(CMD, m, adapters, n_ad, use)) != CLI_EXIT_OK) goto done;
+    if ((rc = cli_attach_adapters(CMD, m, &o.adapters, use)) != CLI_EXIT_OK) goto done;
     rc = CLI_EXIT_FAIL;
     if (any_text) {
         if ((s = road_tokenizer_load(model, &tok)) != ROAD_OK) {

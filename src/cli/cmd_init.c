@@ -9,54 +9,48 @@
 
 #define CMD "init"
 
-static void help(void) {
-    printf("usage: road init --config CONFIG.json --out DIR [options]\n"
-           "\n"
-           "Writes DIR as a Hugging Face checkpoint folder (config.json, model.safetensors) whose\n"
-           "weights are drawn as transformers initialises a Llama: linear and embedding weights\n"
-           "~ N(0, initializer_range), norms 1, biases 0.\n"
-           "\n"
-           "  --tokenizer DIR     copy tokenizer.json, tokenizer_config.json,\n"
-           "                      special_tokens_map.json and generation_config.json from DIR\n"
-           "  --seed N            (default 0)\n"
-           "  --dtype f32|bf16|f16  (default f32)\n"
-           "  --overwrite         replace a model folder road wrote at DIR (DIR must otherwise\n"
-           "                      be new or empty; anything else there is refused)\n");
-}
+typedef struct init_opts {
+    const char *config, *out, *tokenizer;
+    int64_t seed;
+    road_dtype dtype;
+    bool overwrite;
+    uint64_t given;
+} init_opts;
+
+static const cli_flag flags[] = {
+    {CLI_STR("--config", init_opts, config, "CONFIG.json", NULL,
+             "the architecture (a Hugging Face config.json)"), .flags = CLI_REQUIRED},
+    {CLI_STR("--out", init_opts, out, "DIR", NULL, "the model folder to write"),
+     .flags = CLI_REQUIRED},
+    {CLI_STR("--tokenizer", init_opts, tokenizer, "DIR", NULL,
+             "copy tokenizer.json, tokenizer_config.json, special_tokens_map.json and "
+             "generation_config.json from DIR")},
+    {CLI_INT("--seed", init_opts, seed, "N", 0, INT64_MAX, "0", "seed of the random weights")},
+    {CLI_DTYPE("--dtype", init_opts, dtype, "f32", "dtype of the saved weights")},
+    {CLI_SW("--overwrite", init_opts, overwrite,
+            "replace a model folder road wrote at DIR (DIR must otherwise be new or empty; "
+            "anything else there is refused)")},
+};
+
+static const cli_spec spec = {
+    .name = CMD,
+    .about = "Writes DIR as a Hugging Face checkpoint folder (config.json, model.safetensors) whose\n"
+             "weights are drawn as transformers initialises a Llama: linear and embedding weights\n"
+             "~ N(0, initializer_range), norms 1, biases 0.\n",
+    CLI_TABLE(flags, init_opts),
+};
 
 int cmd_init(int argc, char **argv) {
-    const char *config = NULL, *out = NULL, *tok = NULL, *seed = NULL, *dtype = "f32";
-    int overwrite = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        int r;
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            help();
-            return CLI_EXIT_OK;
-        }
-        if (strcmp(argv[i], "--overwrite") == 0) {
-            overwrite = 1;
-            continue;
-        }
-        CLI_FLAG("--config", config) CLI_FLAG("--out", out) CLI_FLAG("--tokenizer", tok) CLI_FLAG("--seed", seed)
-        CLI_FLAG("--dtype", dtype)
-        cli_error(CMD, "unknown option '%s' (see road init --help)", argv[i]);
-        return CLI_EXIT_USAGE;
-    }
-    if (!config || !out) {
-        cli_error(CMD, "--config and --out are required (see road init --help)");
-        return CLI_EXIT_USAGE;
-    }
-    long long sv = 0;
-    if (seed && cli_parse_int(CMD, "--seed", seed, 0, INT64_MAX, &sv) != 0) return CLI_EXIT_USAGE;
-    road_dtype dt;
-    if (cli_parse_float_dtype(CMD, "--dtype", dtype, &dt) != 0) return CLI_EXIT_USAGE;
-    const char *inputs[2] = {config, tok};
-    road_status s = road_out_check(out, ROAD_OUT_MODEL, overwrite, inputs, tok ? 2 : 1, NULL);
+    init_opts o = {0};
+    int rc = cli_parse(&spec, argc, argv, &o);
+    if (rc != CLI_CONTINUE) return rc;
+    const char *inputs[2] = {o.config, o.tokenizer};
+    road_status s =
+        road_out_check(o.out, ROAD_OUT_MODEL, o.overwrite, inputs, o.tokenizer ? 2 : 1, NULL);
     if (s != ROAD_OK) return cli_fail(CMD, "--out", s);
-    s = road_model_init_folder(config, tok, (uint64_t)sv, dt, out);
+    s = road_model_init_folder(o.config, o.tokenizer, (uint64_t)o.seed, o.dtype, o.out);
     if (s != ROAD_OK) return cli_fail(CMD, "initialising", s);
     printf("wrote %s: freshly initialised weights (seed %lld); pretrain with road train --full\n",
-           out, sv);
+           o.out, (long long)o.seed);
     return CLI_EXIT_OK;
 }

@@ -475,29 +475,30 @@ static int inspect_model(const char *dir) {
     return rc;
 }
 
+typedef struct inspect_opts {
+    const char *dir;
+    uint64_t given;
+} inspect_opts;
+
+static const cli_spec spec = {
+    .name = CMD,
+    .usage = "DIR",
+    .about = "Describe the adapter in DIR (adapter_config.json + adapter_model.safetensors,\n"
+             "as PEFT's save_pretrained writes them), or every adapter in DIR's sub-folders.\n"
+             "A model folder (config.json + model.safetensors or shards with\n"
+             "model.safetensors.index.json) is described instead: sizes, RoPE, dtype, files,\n"
+             "parameters, and the linear layers RoAd can target; every tensor road loads is\n"
+             "checked against config.json.\n",
+    .given = offsetof(inspect_opts, given),
+    .positional = "folder",
+    .positional_offset = offsetof(inspect_opts, dir),
+};
+
 int cmd_inspect(int argc, char **argv) {
-    const char *dir = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            printf("usage: road inspect DIR\n\n"
-                   "Describe the adapter in DIR (adapter_config.json + adapter_model.safetensors,\n"
-                   "as PEFT's save_pretrained writes them), or every adapter in DIR's sub-folders.\n"
-                   "A model folder (config.json + model.safetensors or shards with\n"
-                   "model.safetensors.index.json) is described instead: sizes, RoPE, dtype, files,\n"
-                   "parameters, and the linear layers RoAd can target; every tensor road loads is\n"
-                   "checked against config.json.\n");
-            return CLI_EXIT_OK;
-        }
-        if (argv[i][0] == '-') {
-            cli_error(CMD, "unknown option '%s' (see road inspect --help)", argv[i]);
-            return CLI_EXIT_USAGE;
-        }
-        if (dir) {
-            cli_error(CMD, "give one folder, got '%s' and '%s'", dir, argv[i]);
-            return CLI_EXIT_USAGE;
-        }
-        dir = argv[i];
-    }
+    inspect_opts o = {0};
+    const int parsed = cli_parse(&spec, argc, argv, &o);
+    if (parsed != CLI_CONTINUE) return parsed;
+    const char *dir = o.dir;
     if (!dir) {
         cli_error(CMD, "missing the adapter folder: road inspect DIR");
         return CLI_EXIT_USAGE;

@@ -16,90 +16,74 @@
 #define CMD "merge"
 #define MAX_ADAPTERS 64
 
-static void help(void) {
-    printf(
-        "usage: road merge --model DIR --adapter NAME=DIR [--adapter NAME=DIR]...\n"
-        "                  [--use NAME[,NAME...]] --out DIR [--dtype f32|bf16|f16]\n"
-        "                  [--quantize int8|nf4|fp4 [--quantize-lm-head] [--double-quant]]\n"
-        "                  [--unsafe] [--overwrite] [--threads N]\n"
-        "\n"
-        "Merges the adapters (--use: these, in this order; default: every --adapter, in\n"
-        "order) into the base weights (PEFT's merge_and_unload; safe merge: NaN/Inf refused,\n"
-        "--unsafe skips that check) and writes a Hugging Face model folder at DIR: config.json,\n"
-        "model.safetensors, generation and tokenizer files. --dtype is the dtype of the float\n"
-        "tensors (default f32). --quantize writes the linear layers quantized in bitsandbytes'\n"
-        "layout (transformers loads it with its bitsandbytes integration; docs/quant.md); the\n"
-        "embedding, norms, biases and lm_head (unless --quantize-lm-head) stay float. A model\n"
-        "folder that is already quantized stays quantized unless --quantize none.\n"
-        "DIR must be new or empty; --overwrite replaces a model folder road wrote there (in one\n"
-        "step, after the merge succeeded). Anything else in DIR is refused (docs/cli.md).\n");
-}
+typedef struct merge_opts {
+    const char *model, *out, *use;
+    cli_list adapters;
+    road_dtype dtype;
+    int64_t threads;
+    cli_quant qz;
+    bool unsafe, overwrite;
+    uint64_t given;
+} merge_opts;
+
+static const cli_flag flags[] = {
+    {CLI_STR("--model", merge_opts, model, "DIR", NULL, "the base model folder"),
+     .flags = CLI_REQUIRED},
+    {CLI_STR("--out", merge_opts, out, "DIR", NULL,
+             "the model folder to write: new or empty; --overwrite replaces a model folder road "
+             "wrote there (in one step, after the merge succeeded); anything else is refused"),
+     .flags = CLI_REQUIRED},
+    {CLI_LST("--adapter", merge_opts, adapters, "NAME=DIR", MAX_ADAPTERS,
+             "an adapter folder (PEFT or road) to merge"),
+     .flags = CLI_REQUIRED},
+    {CLI_STR("--use", merge_opts, use, "NAME[,NAME...]", NULL,
+             "the adapters to merge, in this order (default: every --adapter, in order)")},
+    {CLI_DTYPE("--dtype", merge_opts, dtype, "f32", "dtype of the float tensors")},
+    {CLI_STR("--quantize", merge_opts, qz.format, "none|int8|nf4|fp4", NULL,
+             "write the linear layers quantized in bitsandbytes' layout (docs/quant.md); the "
+             "embedding, norms, biases and lm_head stay float. A model folder that is already "
+             "quantized stays quantized unless --quantize none")},
+    {CLI_SW("--quantize-lm-head", merge_opts, qz.lm_head, "quantize lm_head too")},
+    {CLI_SW("--double-quant", merge_opts, qz.double_quant,
+            "4-bit: quantize the absmax values too (bitsandbytes' double quant)")},
+    {CLI_SW("--unsafe", merge_opts, unsafe, "skip the safe merge's NaN/Inf check")},
+    {CLI_SW("--overwrite", merge_opts, overwrite, "replace a model folder road wrote at --out")},
+    CLI_THREADS_FLAG(merge_opts),
+};
+
+static const cli_spec spec = {
+    .name = CMD,
+    .about = "Merges the adapters into the base weights (PEFT's merge_and_unload; safe merge:\n"
+             "NaN/Inf refused) and writes a Hugging Face model folder: config.json,\n"
+             "model.safetensors, generation and tokenizer files (transformers loads a quantized\n"
+             "one with its bitsandbytes integration). docs/cli.md has the rules for --out.\n",
+    CLI_TABLE(flags, merge_opts),
+};
 
 int cmd_merge(int argc, char **argv) {
-    const char *model = NULL, *out = NULL, *use = NULL, *dtype_s = NULL, *thr = NULL;
-    char *adapters[MAX_ADAPTERS];
-    int n_ad = 0, unsafe = 0, overwrite = 0;
-    cli_quant qz = {NULL, false, false};
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        int r;
-        if ((r = cli_quant_flag(CMD, argc, argv, &i, &qz)) != 0) {
-            if (r < 0) return CLI_EXIT_USAGE;
-            continue;
-        }
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            help();
-            return CLI_EXIT_OK;
-        }
-        if (strcmp(argv[i], "--unsafe") == 0) {
-            unsafe = 1;
-            continue;
-        }
-        if (strcmp(argv[i], "--overwrite") == 0) {
-            overwrite = 1;
-            continue;
-        }
-        CLI_FLAG("--model", model)
-        CLI_FLAG("--out", out)
-        CLI_FLAG("--use", use)
-        CLI_FLAG("--dtype", dtype_s)
-        CLI_FLAG("--threads", thr)
-        if ((r = cli_flag_value(CMD, argc, argv, &i, "--adapter", &v)) != 0) {
-            if (r < 0) return CLI_EXIT_USAGE;
-            if (n_ad == MAX_ADAPTERS) {
-                cli_error(CMD, "at most %d --adapter flags", MAX_ADAPTERS);
-                return CLI_EXIT_USAGE;
-            }
-            adapters[n_ad++] = (char *)v;
-            continue;
-        }
-        cli_error(CMD, "unknown option '%s' (see road merge --help)", argv[i]);
-        return CLI_EXIT_USAGE;
-    }
-    if (!model || !out || n_ad == 0) {
-        cli_error(CMD,
-                  "--model, --out and at least one --adapter are required (see road merge --help)");
-        return CLI_EXIT_USAGE;
-    }
-    road_dtype dtype;
-    if (cli_parse_float_dtype(CMD, "--dtype", dtype_s, &dtype) != 0) return CLI_EXIT_USAGE;
+    merge_opts o = {0};
+    int r = cli_parse(&spec, argc, argv, &o);
+    if (r != CLI_CONTINUE) return r;
+    const char *model = o.model, *out = o.out, *use = o.use;
+    const cli_list *adapters = &o.adapters;
+    const int n_ad = adapters->n;
+    const road_dtype dtype = o.dtype;
+    const cli_quant qz = o.qz;
     /* the output format: the model is loaded as stored, merged, then written in this format */
     road_model_params fmt = road_model_default_params();
     if (cli_quant_apply(CMD, &qz, &fmt) != 0) return CLI_EXIT_USAGE;
-    long long threads = 0;
-    if (thr && cli_parse_int(CMD, "--threads", thr, 0, 1024, &threads) != 0) return CLI_EXIT_USAGE;
     road_model_params mp = road_model_default_params();
-    mp.n_threads = (int)threads;
+    mp.n_threads = (int)o.threads;
     /* The output folder is checked before anything is loaded (docs/cli.md): never an input,
      * never a folder road did not write, an existing model folder only with --overwrite. */
     const char *inputs[MAX_ADAPTERS + 1];
     int n_in = 0;
     inputs[n_in++] = model;
     for (int i = 0; i < n_ad; i++) {
-        const char *eq = strchr(adapters[i], '=');
-        inputs[n_in++] = eq ? eq + 1 : adapters[i];
+        const char *eq = strchr(adapters->v[i], '=');
+        inputs[n_in++] = eq ? eq + 1 : adapters->v[i];
     }
-    road_status s = road_out_check(out, ROAD_OUT_MODEL, overwrite, inputs, n_in, NULL);
+    road_status s = road_out_check(out, ROAD_OUT_MODEL, o.overwrite, inputs, n_in, NULL);
     if (s != ROAD_OK) return cli_fail(CMD, "--out", s);
     road_model *m = NULL;
     int rc = CLI_EXIT_FAIL;
@@ -113,18 +97,18 @@ int cmd_merge(int argc, char **argv) {
     if (!use) {
         size_t k = 0;
         for (int i = 0; i < n_ad; i++) {
-            const char *eq = strchr(adapters[i], '=');
-            size_t len = eq ? (size_t)(eq - adapters[i]) : strlen(adapters[i]);
+            const char *eq = strchr(adapters->v[i], '=');
+            size_t len = eq ? (size_t)(eq - adapters->v[i]) : strlen(adapters->v[i]);
             if (len > 128) len = 128;
             k += (size_t)snprintf(names + k, sizeof names - k, "%s%.*s", i ? "," : "", (int)len,
-                                  adapters[i]);
+                                  adapters->v[i]);
         }
         use = names;
     }
-    if ((rc = cli_attach_adapters(CMD, m, adapters, n_ad, use)) != CLI_EXIT_OK) goto done;
+    if ((rc = cli_attach_adapters(CMD, m, adapters, use)) != CLI_EXIT_OK) goto done;
     rc = CLI_EXIT_FAIL;
     road_adapter_set *set = road_model_adapters(m);
-    if ((s = road_adapter_set_merge_and_unload(set, NULL, 0, !unsafe)) != ROAD_OK) {
+    if ((s = road_adapter_set_merge_and_unload(set, NULL, 0, !o.unsafe)) != ROAD_OK) {
         rc = cli_fail(CMD, "merging", s);
         goto done;
     }

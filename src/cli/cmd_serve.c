@@ -18,25 +18,68 @@
 #define CMD "serve"
 #define MAX_ADAPTERS 256
 
-static void help(void) {
-    printf("usage: road serve --model DIR [--adapter NAME=DIR]... [--host 127.0.0.1] [--port 8080]\n"
-           "                  [--max-batch N] [--max-seq-len L] [--api-key KEY]\n"
-           "                  [--served-model-name NAME] [--chat-template llama3|llama2|mistral|chatml|qwen3]\n"
-           "                  [--step-tokens N] [--max-waiting N] [--max-tokens-limit N]\n"
-           "                  [--max-body-bytes N] [--max-connections N]\n"
-           "                  [--max-connections-per-client N] [--request-timeout S]\n"
-           "                  [--no-adapter-loading] [--threads N] [--quiet]\n"
-           "                  [--quantize int8|nf4|fp4 [--quantize-lm-head] [--double-quant]]\n"
-           "\n"
-           "Serves the model and its adapters over OpenAI's API: POST /v1/completions and\n"
-           "/v1/chat/completions (\"model\" names an adapter, or the base model by its served name),\n"
-           "streaming or not; GET /v1/models; POST /v1/load_lora_adapter {lora_name, lora_path} and\n"
-           "/v1/unload_lora_adapter {lora_name}; GET /health and /metrics (Prometheus).\n"
-           "Requests for different adapters share one batch (continuous batching). --port 0 picks a\n"
-           "free port. The API key may also come from the ROAD_API_KEY environment variable.\n"
-           "Ctrl-C (SIGINT) or SIGTERM: finish the running requests, then stop. docs/serve.md has\n"
-           "the details and the limits.\n");
-}
+typedef struct serve_opts {
+    const char *model, *host, *api_key, *served_model_name, *chat_template;
+    cli_list adapters;
+    int64_t port, max_batch, max_seq_len, step_tokens, max_waiting, max_tokens_limit;
+    int64_t max_body_bytes, threads, max_connections, max_connections_per_client;
+    int64_t request_timeout;
+    cli_quant qz;
+    bool no_adapter_loading, quiet;
+    uint64_t given;
+} serve_opts;
+
+/* Defaults not given here are road_server_default_params()'s (docs/serve.md). */
+static const cli_flag flags[] = {
+    {CLI_STR("--model", serve_opts, model, "DIR", NULL, "the model folder"),
+     .flags = CLI_REQUIRED},
+    {CLI_LST("--adapter", serve_opts, adapters, "NAME=DIR", MAX_ADAPTERS,
+             "serve an adapter folder under NAME (more can be loaded at run time)")},
+    {CLI_STR("--host", serve_opts, host, "HOST", "127.0.0.1", "address to listen on")},
+    {CLI_INT("--port", serve_opts, port, "PORT", 0, 65535, NULL, "(default 8080; 0: a free port)")},
+    {CLI_INT("--max-batch", serve_opts, max_batch, "N", 1, 4096, NULL,
+             "sequences decoded together")},
+    {CLI_INT("--max-seq-len", serve_opts, max_seq_len, "L", 2, 1 << 24, NULL,
+             "longest sequence (prompt and completion)")},
+    {CLI_STR("--api-key", serve_opts, api_key, "KEY", NULL,
+             "require this bearer key (default: ROAD_API_KEY from the environment)")},
+    {CLI_STR("--served-model-name", serve_opts, served_model_name, "NAME", NULL,
+             "the base model's name in the API (default: the folder's name)")},
+    {CLI_STR("--chat-template", serve_opts, chat_template, "llama3|llama2|mistral|chatml|qwen3",
+             NULL, "the chat template (default: tokenizer_config.json's)")},
+    {CLI_INT("--step-tokens", serve_opts, step_tokens, "N", 1, 1 << 24, NULL,
+             "tokens one engine step runs (prefill chunks and decodes)")},
+    {CLI_INT("--max-waiting", serve_opts, max_waiting, "N", 1, 1 << 20, NULL,
+             "requests queued before new ones get 503")},
+    {CLI_INT("--max-tokens-limit", serve_opts, max_tokens_limit, "N", 1, 1 << 24, NULL,
+             "the largest max_tokens a request may ask")},
+    {CLI_INT("--max-body-bytes", serve_opts, max_body_bytes, "N", 64, 1LL << 32, NULL,
+             "the largest request body")},
+    {CLI_INT("--max-connections", serve_opts, max_connections, "N", 1, 1 << 20, NULL,
+             "(default 4096, lowered to fit the open-file limit)")},
+    {CLI_INT("--max-connections-per-client", serve_opts, max_connections_per_client, "N", 0,
+             1 << 20, NULL, "per client address (default 256; 0: no cap)")},
+    {CLI_INT("--request-timeout", serve_opts, request_timeout, "S", 1, 86400, NULL,
+             "seconds from connecting to the request's last byte (default 60)")},
+    {CLI_SW("--no-adapter-loading", serve_opts, no_adapter_loading,
+            "refuse /v1/load_lora_adapter and /v1/unload_lora_adapter")},
+    CLI_THREADS_FLAG(serve_opts),
+    {CLI_SW("--quiet", serve_opts, quiet, "log warnings and errors only")},
+    CLI_QUANT_FLAGS(serve_opts),
+};
+
+static const cli_spec spec = {
+    .name = CMD,
+    .about =
+        "Serves the model and its adapters over OpenAI's API: POST /v1/completions and\n"
+        "/v1/chat/completions (\"model\" names an adapter, or the base model by its served name),\n"
+        "streaming or not; GET /v1/models; POST /v1/load_lora_adapter {lora_name, lora_path} and\n"
+        "/v1/unload_lora_adapter {lora_name}; GET /health and /metrics (Prometheus).\n"
+        "Requests for different adapters share one batch (continuous batching).\n"
+        "Ctrl-C (SIGINT) or SIGTERM: finish the running requests, then stop. docs/serve.md has\n"
+        "the details and the limits.\n",
+    CLI_TABLE(flags, serve_opts),
+};
 
 static bool quiet;
 
@@ -52,111 +95,64 @@ static void log_stderr(road_log_level level, const char *message, void *user) {
 }
 
 int cmd_serve(int argc, char **argv) {
-    const char *model = NULL, *host = "127.0.0.1", *port = NULL, *mb = NULL, *msl = NULL;
-    const char *key = getenv("ROAD_API_KEY"), *name = NULL, *tmpl = NULL, *st = NULL, *mw = NULL;
-    const char *mtl = NULL, *mbb = NULL, *thr = NULL, *mc = NULL, *mpc = NULL, *rto = NULL;
-    bool no_loading = false;
-    cli_quant qz = {NULL, false, false};
+    serve_opts o = {0};
     const char *names[MAX_ADAPTERS], *dirs[MAX_ADAPTERS];
     char *specs[MAX_ADAPTERS];
     int n_ad = 0;
-    quiet = false;
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        int r;
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            help();
-            return CLI_EXIT_OK;
-        }
-        if (strcmp(argv[i], "--no-adapter-loading") == 0) {
-            no_loading = true;
-            continue;
-        }
-        if (strcmp(argv[i], "--quiet") == 0) {
-            quiet = true;
-            continue;
-        }
-        if ((r = cli_quant_flag(CMD, argc, argv, &i, &qz)) != 0) {
-            if (r < 0) return CLI_EXIT_USAGE;
-            continue;
-        }
-        CLI_FLAG("--model", model)
-        CLI_FLAG("--host", host)
-        CLI_FLAG("--port", port)
-        CLI_FLAG("--max-batch", mb)
-        CLI_FLAG("--max-seq-len", msl)
-        CLI_FLAG("--api-key", key)
-        CLI_FLAG("--served-model-name", name)
-        CLI_FLAG("--chat-template", tmpl)
-        CLI_FLAG("--step-tokens", st)
-        CLI_FLAG("--max-waiting", mw)
-        CLI_FLAG("--max-tokens-limit", mtl)
-        CLI_FLAG("--max-body-bytes", mbb)
-        CLI_FLAG("--threads", thr)
-        CLI_FLAG("--max-connections", mc)
-        CLI_FLAG("--max-connections-per-client", mpc)
-        CLI_FLAG("--request-timeout", rto)
-        if ((r = cli_flag_value(CMD, argc, argv, &i, "--adapter", &v)) != 0) {
-            if (r < 0) return CLI_EXIT_USAGE;
-            if (n_ad == MAX_ADAPTERS) {
-                cli_error(CMD, "at most %d --adapter flags (load more at run time)", MAX_ADAPTERS);
-                return CLI_EXIT_USAGE;
-            }
-            const char *eq = strchr(v, '=');
-            if (!eq || eq == v || !eq[1]) {
-                cli_error(CMD, "--adapter takes NAME=DIR (for example --adapter math=adapters/math), got '%s'", v);
-                return CLI_EXIT_USAGE;
-            }
-            specs[n_ad] = malloc((size_t)(eq - v) + 1);
-            if (!specs[n_ad]) return CLI_EXIT_FAIL;
-            memcpy(specs[n_ad], v, (size_t)(eq - v));
-            specs[n_ad][eq - v] = '\0';
-            if (road_engine_check_adapter_name(specs[n_ad]) != ROAD_OK) { /* the load endpoint's rule */
-                free(specs[n_ad]);
-                for (int k = 0; k < n_ad; k++) free(specs[k]);
-                cli_error(CMD, "--adapter: %s", road_last_error());
-                return CLI_EXIT_USAGE;
-            }
-            names[n_ad] = specs[n_ad];
-            dirs[n_ad++] = eq + 1;
-            continue;
-        }
-        cli_error(CMD, "unknown option '%s' (see road serve --help)", argv[i]);
-        return CLI_EXIT_USAGE;
-    }
-    int rc = CLI_EXIT_USAGE;
     road_server *srv = NULL;
-    road_server_params p = road_server_default_params();
-    long long x;
-    if (!model) {
-        cli_error(CMD, "--model DIR is required (see road serve --help)");
-        goto done;
+    int rc = cli_parse(&spec, argc, argv, &o);
+    if (rc != CLI_CONTINUE) return rc;
+    rc = CLI_EXIT_USAGE;
+    const char *host = o.host, *key = o.api_key ? o.api_key : getenv("ROAD_API_KEY");
+    quiet = o.quiet;
+    for (; n_ad < o.adapters.n; n_ad++) {
+        const char *v = o.adapters.v[n_ad], *eq = strchr(v, '=');
+        if (!eq || eq == v || !eq[1]) {
+            cli_error(CMD, "--adapter takes NAME=DIR (for example --adapter math=adapters/math), got '%s'", v);
+            goto done;
+        }
+        if (!(specs[n_ad] = malloc((size_t)(eq - v) + 1))) {
+            rc = CLI_EXIT_FAIL;
+            goto done;
+        }
+        memcpy(specs[n_ad], v, (size_t)(eq - v));
+        specs[n_ad][eq - v] = '\0';
+        if (road_engine_check_adapter_name(specs[n_ad]) != ROAD_OK) { /* the load endpoint's rule */
+            free(specs[n_ad]);
+            cli_error(CMD, "--adapter: %s", road_last_error());
+            goto done;
+        }
+        names[n_ad] = specs[n_ad];
+        dirs[n_ad] = eq + 1;
     }
-    p.model_dir = model;
+    road_server_params p = road_server_default_params();
+    p.model_dir = o.model;
     p.host = host;
     p.adapter_names = names;
     p.adapter_dirs = dirs;
     p.n_adapters = n_ad;
-    p.served_model_name = name;
+    p.served_model_name = o.served_model_name;
     p.api_key = key && key[0] ? key : NULL;
-    p.allow_adapter_loading = !no_loading;
-#define INT_FLAG(s, flag, lo, hi, field, type)                                                     \
-    if (s) {                                                                                       \
-        if (cli_parse_int(CMD, flag, s, lo, hi, &x) != 0) goto done;                               \
-        field = (type)x;                                                                           \
-    }
-    INT_FLAG(port, "--port", 0, 65535, p.port, int)
-    INT_FLAG(mb, "--max-batch", 1, 4096, p.engine.max_batch, int32_t)
-    INT_FLAG(msl, "--max-seq-len", 2, 1 << 24, p.engine.max_seq_len, int64_t)
-    INT_FLAG(st, "--step-tokens", 1, 1 << 24, p.engine.step_tokens, int64_t)
-    INT_FLAG(mw, "--max-waiting", 1, 1 << 20, p.engine.max_waiting, int32_t)
-    INT_FLAG(mtl, "--max-tokens-limit", 1, 1 << 24, p.engine.max_tokens_limit, int64_t)
-    INT_FLAG(mbb, "--max-body-bytes", 64, 1LL << 32, p.max_body_bytes, size_t)
-    INT_FLAG(thr, "--threads", 0, 1024, p.model.n_threads, int)
-    INT_FLAG(mc, "--max-connections", 1, 1 << 20, p.max_connections, int32_t)
-    INT_FLAG(mpc, "--max-connections-per-client", 0, 1 << 20, p.max_connections_per_client, int32_t)
-    INT_FLAG(rto, "--request-timeout", 1, 86400, p.request_timeout_s, double)
-#undef INT_FLAG
+    p.allow_adapter_loading = !o.no_adapter_loading;
+    /* a flag not given keeps road_server_default_params()'s value */
+#define SET_IF_GIVEN(flag, field, value)                                                          \
+    if (cli_given(&spec, &o, flag)) field = value
+    SET_IF_GIVEN("--port", p.port, (int)o.port);
+    SET_IF_GIVEN("--max-batch", p.engine.max_batch, (int32_t)o.max_batch);
+    SET_IF_GIVEN("--max-seq-len", p.engine.max_seq_len, o.max_seq_len);
+    SET_IF_GIVEN("--step-tokens", p.engine.step_tokens, o.step_tokens);
+    SET_IF_GIVEN("--max-waiting", p.engine.max_waiting, (int32_t)o.max_waiting);
+    SET_IF_GIVEN("--max-tokens-limit", p.engine.max_tokens_limit, o.max_tokens_limit);
+    SET_IF_GIVEN("--max-body-bytes", p.max_body_bytes, (size_t)o.max_body_bytes);
+    SET_IF_GIVEN("--max-connections", p.max_connections, (int32_t)o.max_connections);
+    SET_IF_GIVEN("--max-connections-per-client", p.max_connections_per_client,
+                 (int32_t)o.max_connections_per_client);
+    SET_IF_GIVEN("--request-timeout", p.request_timeout_s, (double)o.request_timeout);
+#undef SET_IF_GIVEN
+    p.model.n_threads = (int)o.threads;
+    const bool mb = cli_given(&spec, &o, "--max-batch"), st = cli_given(&spec, &o, "--step-tokens");
+    const char *tmpl = o.chat_template;
+    const cli_quant qz = o.qz;
     if (mb && !st && p.engine.step_tokens < p.engine.max_batch) p.engine.step_tokens = p.engine.max_batch;
     if (tmpl && road_chat_template_from_name(tmpl, &p.chat_template) != ROAD_OK) {
         rc = cli_fail(CMD, "--chat-template", ROAD_ERR_INVALID_ARG);

@@ -16,10 +16,6 @@
 #include "cli/cli.h"
 #include "road/tokenizer.h"
 
-/* Declared here until cli.h lists them (main.c registers both commands). */
-int cmd_tokenize(int argc, char **argv);
-int cmd_detokenize(int argc, char **argv);
-
 #define CLI_MAX_FILE_BYTES ((size_t)1 << 30)
 
 static int read_all(const char *cmd, const char *path, char **out, size_t *len) {
@@ -73,52 +69,65 @@ static void print_piece(const char *p, size_t n) {
 typedef struct tok_args {
     const char *model, *tokenizer, *text, *file, *ids;
     bool no_special, pieces, skip_special;
+    uint64_t given;
 } tok_args;
 
-static int parse(const char *cmd, int argc, char **argv, tok_args *a, bool detok) {
+/* The rows both commands have: where the tokenizer comes from, and --file. */
+#define TOKENIZER_FLAGS(file_help)                                                                \
+    {CLI_STR("--model", tok_args, model, "DIR", NULL, "a model folder holding tokenizer.json")},   \
+        {CLI_STR("--tokenizer", tok_args, tokenizer, "FILE", NULL,                                \
+                 "a tokenizer.json; give this or --model")},                       \
+        {CLI_STR("--file", tok_args, file, "F", NULL, file_help)}
+
+static const cli_flag tokenize_flags[] = {
+    TOKENIZER_FLAGS("the text to encode, its bytes as they are (no newline stripped)"),
+    {CLI_STR("--text", tok_args, text, "STR", NULL, "the text to encode; give this or --file")},
+    {CLI_SW("--no-special", tok_args, no_special, "leave out the bos/eos the tokenizer adds")},
+    {CLI_SW("--pieces", tok_args, pieces,
+            "a second line: each token's string as tokenizer.json writes it (JSON-escaped)")},
+};
+static const cli_flag detokenize_flags[] = {
+    TOKENIZER_FLAGS("the ids to decode (separated by spaces, commas or newlines)"),
+    {CLI_STR("--ids", tok_args, ids, "\"1 2 3\"", NULL,
+             "the ids to decode (separated by spaces or commas); give this or --file")},
+    {CLI_SW("--skip-special", tok_args, skip_special, "leave special tokens out of the text")},
+};
+static const cli_spec tokenize_spec = {
+    .name = "tokenize",
+    .usage = "--model DIR | --tokenizer FILE (--text STR | --file F) [--no-special] [--pieces]",
+    .about = "Prints the ids on one line, space-separated.\n",
+    CLI_TABLE(tokenize_flags, tok_args),
+};
+static const cli_spec detokenize_spec = {
+    .name = "detokenize",
+    .usage = "--model DIR | --tokenizer FILE (--ids \"1 2 3\" | --file F) [--skip-special]",
+    .about = "Prints the text of the ids and a newline.\n",
+    CLI_TABLE(detokenize_flags, tok_args),
+};
+
+/* CLI_CONTINUE, or the exit code (message printed). */
+static int parse(const cli_spec *spec, int argc, char **argv, tok_args *a, bool detok) {
     memset(a, 0, sizeof *a);
-    for (int i = 1; i < argc; i++) {
-        int r;
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            printf(detok ? "usage: road detokenize --model DIR | --tokenizer FILE (--ids \"1 2 3\" | "
-                           "--file F) [--skip-special]\n"
-                         : "usage: road tokenize --model DIR | --tokenizer FILE (--text STR | --file "
-                           "F) [--no-special] [--pieces]\n");
-            return 1;
-        }
-        if ((r = cli_flag_value(cmd, argc, argv, &i, "--model", &a->model)) != 0 ||
-            (r = cli_flag_value(cmd, argc, argv, &i, "--tokenizer", &a->tokenizer)) != 0 ||
-            (r = cli_flag_value(cmd, argc, argv, &i, "--file", &a->file)) != 0 ||
-            (!detok && (r = cli_flag_value(cmd, argc, argv, &i, "--text", &a->text)) != 0) ||
-            (detok && (r = cli_flag_value(cmd, argc, argv, &i, "--ids", &a->ids)) != 0)) {
-            if (r < 0) return -1;
-            continue;
-        }
-        if (!detok && strcmp(argv[i], "--no-special") == 0) a->no_special = true;
-        else if (!detok && strcmp(argv[i], "--pieces") == 0) a->pieces = true;
-        else if (detok && strcmp(argv[i], "--skip-special") == 0) a->skip_special = true;
-        else {
-            cli_error(cmd, "unknown option '%s' (see road %s --help)", argv[i], cmd);
-            return -1;
-        }
-    }
+    int r = cli_parse(spec, argc, argv, a);
+    if (r != CLI_CONTINUE) return r;
     if (!a->model == !a->tokenizer) {
-        cli_error(cmd, "give exactly one of --model DIR or --tokenizer FILE");
-        return -1;
+        cli_error(spec->name, "give exactly one of --model DIR or --tokenizer FILE");
+        return CLI_EXIT_USAGE;
     }
     const char *input = detok ? a->ids : a->text;
     if (!input == !a->file) {
-        cli_error(cmd, "give exactly one of %s or --file F", detok ? "--ids \"1 2 3\"" : "--text STR");
-        return -1;
+        cli_error(spec->name, "give exactly one of %s or --file F",
+                  detok ? "--ids \"1 2 3\"" : "--text STR");
+        return CLI_EXIT_USAGE;
     }
-    return 0;
+    return CLI_CONTINUE;
 }
 
 int cmd_tokenize(int argc, char **argv) {
     const char *cmd = "tokenize";
     tok_args a;
-    int r = parse(cmd, argc, argv, &a, false);
-    if (r != 0) return r > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+    int r = parse(&tokenize_spec, argc, argv, &a, false);
+    if (r != CLI_CONTINUE) return r;
     road_tokenizer *t = NULL;
     road_status s = road_tokenizer_load(a.model ? a.model : a.tokenizer, &t);
     if (s != ROAD_OK) return cli_fail(cmd, "loading the tokenizer", s);
@@ -162,8 +171,8 @@ int cmd_tokenize(int argc, char **argv) {
 int cmd_detokenize(int argc, char **argv) {
     const char *cmd = "detokenize";
     tok_args a;
-    int r = parse(cmd, argc, argv, &a, true);
-    if (r != 0) return r > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+    int r = parse(&detokenize_spec, argc, argv, &a, true);
+    if (r != CLI_CONTINUE) return r;
     char *file_text = NULL;
     size_t flen = 0;
     if (a.file && read_all(cmd, a.file, &file_text, &flen) != 0) return CLI_EXIT_FAIL;

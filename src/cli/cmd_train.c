@@ -31,42 +31,101 @@ static void on_signal(int sig) {
     stop_flag = 1;
 }
 
-static void help(void) {
-    printf("usage: road train --model DIR --data FILE.jsonl --out DIR [options]\n"
-           "\n"
-           "data (one JSON object per line): {\"input_ids\": [...]} (+ optional \"labels\", -100 =\n"
-           "no loss); {\"text\": ...} and {\"prompt\": ..., \"completion\": ...} need the model's\n"
-           "tokenizer.\n"
-           "\n"
-           "  --eval FILE.jsonl          held-out data: eval loss every --eval-every steps and at\n"
-           "                             the end; the best adapter goes to OUT/best\n"
-           "  --name NAME                adapter name (default: default, saved at the top of OUT)\n"
-           "  --variant road_1|road_2|road_4   (default road_1)\n"
-           "  --group-size N             (default 64)\n"
-           "  --targets SPEC             all-linear | q_proj,v_proj | regex (default: model's)\n"
-           "  --lr X                     (default 1e-3, PEFT's RoAd recommendation)\n"
-           "  --schedule constant|constant_with_warmup|linear|cosine   (default linear)\n"
-           "  --warmup N                 warmup steps (default 0)\n"
-           "  --weight-decay X           (default 0)\n"
-           "  --epochs N                 (default 1)  | --max-steps N  (overrides epochs)\n"
-           "  --batch-size N             (default 8)  --grad-accum N (default 1)\n"
-           "  --max-len N                truncate examples (default 512)\n"
-           "  --max-grad-norm X          (default 1.0; 0 = no clipping)\n"
-           "  --seed N                   (default 42)\n"
-           "  --eval-every N --save-every N   steps (default 0: at the end only / none)\n"
-           "  --resume                   continue the run in OUT from its last checkpoint (only a\n"
-           "                             run with the same model, data and settings; a finished\n"
-           "                             run is reported and not trained again)\n"
-           "  --overwrite                replace a training run OUT already holds (without it, a\n"
-           "                             fresh run into such a folder is refused)\n"
-           "  --recompute                recompute activations in backward (less memory)\n"
-           "  --pack                     concatenate examples into --max-len sequences\n"
-           "  --full                     full fine-tuning: train every weight (no adapter); OUT\n"
-           "                             becomes a model folder (config, weights, tokenizer)\n"
-           "  --save-dtype f32|bf16|f16  with --full: dtype of the saved weights (default f32)\n"
-           "  --log FILE.jsonl           every step's metrics (default OUT/train_log.jsonl)\n"
-           "  --threads N\n" CLI_QUANT_HELP);
-}
+typedef struct train_opts {
+    const char *model, *data, *eval, *out, *name, *variant, *targets, *schedule, *log;
+    int64_t group_size, warmup, epochs, max_steps, batch_size, grad_accum, max_len, seed;
+    int64_t eval_every, save_every, threads;
+    double lr, weight_decay, max_grad_norm;
+    road_dtype save_dtype;
+    cli_quant qz;
+    bool resume, overwrite, recompute, pack, full;
+    uint64_t given;
+} train_opts;
+
+/* The rows with a JSON key go to OUT/run_config.json in this order (cli_json_add). The
+ * defaults are road_train_default_params()'s, but for the schedule (linear, as the Trainer's)
+ * and the data settings, which are the CLI's. */
+static const cli_flag flags[] = {
+    {CLI_STR("--model", train_opts, model, "DIR", NULL, "the base model folder"),
+     .flags = CLI_REQUIRED},
+    {CLI_STR("--data", train_opts, data, "FILE.jsonl", NULL, "training examples"),
+     .flags = CLI_REQUIRED},
+    {CLI_STR("--out", train_opts, out, "DIR", NULL,
+             "the adapter folder (with --full: the model folder) to write"),
+     .flags = CLI_REQUIRED},
+    {CLI_STR("--eval", train_opts, eval, "FILE.jsonl", NULL,
+             "held-out data: eval loss every --eval-every steps and at the end; the best adapter "
+             "goes to OUT/best")},
+    {CLI_STR("--name", train_opts, name, "NAME", "default",
+             "adapter name: the default one is saved at the top of OUT, another in OUT/NAME")},
+    {CLI_STR("--variant", train_opts, variant, "road_1|road_2|road_4", NULL,
+             "RoAd variant (default road_1)")},
+    {CLI_INT("--group-size", train_opts, group_size, "N", 2, 1 << 30, NULL,
+             "RoAd group size (default 64)")},
+    {CLI_STR("--targets", train_opts, targets, "SPEC", NULL,
+             "all-linear | q_proj,v_proj | regex (default: the model's)")},
+    {CLI_FLOAT("--lr", train_opts, lr, "X", 0.0, 10.0, "1e-3",
+               "peak learning rate (PEFT's RoAd recommendation)"),
+     .json = "lr"},
+    {CLI_FLOAT("--weight-decay", train_opts, weight_decay, "X", 0.0, 10.0, "0",
+               "AdamW's decoupled weight decay"),
+     .json = "weight_decay"},
+    {CLI_STR("--schedule", train_opts, schedule, "constant|constant_with_warmup|linear|cosine",
+             "linear", "learning-rate schedule"),
+     .json = "schedule"},
+    {CLI_INT("--warmup", train_opts, warmup, "N", 0, 1LL << 40, "0", "warmup steps"),
+     .json = "warmup_steps"},
+    {CLI_INT("--epochs", train_opts, epochs, "N", 1, 1000000, "1", "passes over the data"),
+     .json = "epochs"},
+    {CLI_INT("--max-steps", train_opts, max_steps, "N", 1, 1LL << 40, NULL,
+             "optimizer steps (overrides --epochs)"),
+     .json = "max_steps"},
+    {CLI_INT("--batch-size", train_opts, batch_size, "N", 1, 1 << 20, "8",
+             "examples per micro-batch"),
+     .json = "batch_size"},
+    {CLI_INT("--grad-accum", train_opts, grad_accum, "N", 1, 1 << 20, "1",
+             "micro-batches per optimizer step"),
+     .json = "grad_accum"},
+    {CLI_INT("--max-len", train_opts, max_len, "N", 2, 1 << 24, "512", "truncate examples"),
+     .json = "max_len"},
+    {CLI_FLOAT("--max-grad-norm", train_opts, max_grad_norm, "X", 0.0, 1e30, "1.0",
+               "gradient clipping (0: none)"),
+     .json = "max_grad_norm"},
+    {CLI_INT("--seed", train_opts, seed, "N", 0, INT64_MAX, "42", "adapter init and shuffling"),
+     .json = "seed"},
+    {CLI_SW("--pack", train_opts, pack, "concatenate examples into --max-len sequences"),
+     .json = "pack"},
+    {CLI_SW("--recompute", train_opts, recompute,
+            "recompute activations in backward (less memory)"),
+     .json = "recompute"},
+    {CLI_INT("--eval-every", train_opts, eval_every, "N", 0, 1LL << 40, "0",
+             "steps between eval losses (0: at the end only)")},
+    {CLI_INT("--save-every", train_opts, save_every, "N", 0, 1LL << 40, "0",
+             "steps between checkpoints (0: none)")},
+    {CLI_SW("--resume", train_opts, resume,
+            "continue the run in OUT from its last checkpoint (only a run with the same model, "
+            "data and settings; a finished run is reported and not trained again)")},
+    {CLI_SW("--overwrite", train_opts, overwrite,
+            "replace a training run OUT already holds (without it, a fresh run into such a "
+            "folder is refused)")},
+    {CLI_SW("--full", train_opts, full,
+            "full fine-tuning: train every weight (no adapter); OUT becomes a model folder "
+            "(config, weights, tokenizer)")},
+    {CLI_DTYPE("--save-dtype", train_opts, save_dtype, NULL,
+               "with --full: dtype of the saved weights (default f32)")},
+    {CLI_STR("--log", train_opts, log, "FILE.jsonl", NULL,
+             "every step's metrics (default OUT/train_log.jsonl)")},
+    CLI_THREADS_FLAG(train_opts),
+    CLI_QUANT_FLAGS(train_opts),
+};
+
+static const cli_spec spec = {
+    .name = CMD,
+    .about = "data (one JSON object per line): {\"input_ids\": [...]} (+ optional \"labels\", -100 =\n"
+             "no loss); {\"text\": ...} and {\"prompt\": ..., \"completion\": ...} need the model's\n"
+             "tokenizer.\n",
+    CLI_TABLE(flags, train_opts),
+};
 
 typedef struct progress {
     FILE *log;
@@ -193,120 +252,47 @@ static char *run_identity(const char *model, const char *data, const road_config
 }
 
 int cmd_train(int argc, char **argv) {
-    const char *model = NULL, *data = NULL, *evalf = NULL, *out = NULL, *name = "default";
-    const char *variant = NULL, *gs = NULL, *targets = NULL, *lr = NULL, *sched = NULL;
-    const char *warm = NULL, *wd = NULL, *epochs = NULL, *steps = NULL, *bs = NULL, *acc = NULL;
-    const char *maxlen = NULL, *clip = NULL, *seed = NULL, *eevery = NULL, *severy = NULL;
-    const char *logp = NULL, *thr = NULL;
-    const char *save_dtype = NULL;
-    int resume = 0, recompute = 0, packing = 0, full = 0, overwrite = 0;
-    cli_quant qz = {NULL, false, false};
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        int r;
-        if ((r = cli_quant_flag(CMD, argc, argv, &i, &qz)) != 0) {
-            if (r < 0) return CLI_EXIT_USAGE;
-            continue;
-        }
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            help();
-            return CLI_EXIT_OK;
-        }
-        if (strcmp(argv[i], "--resume") == 0) {
-            resume = 1;
-            continue;
-        }
-        if (strcmp(argv[i], "--overwrite") == 0) {
-            overwrite = 1;
-            continue;
-        }
-        if (strcmp(argv[i], "--recompute") == 0) {
-            recompute = 1;
-            continue;
-        }
-        if (strcmp(argv[i], "--pack") == 0) {
-            packing = 1;
-            continue;
-        }
-        if (strcmp(argv[i], "--full") == 0) {
-            full = 1;
-            continue;
-        }
-        CLI_FLAG("--model", model) CLI_FLAG("--data", data) CLI_FLAG("--eval", evalf) CLI_FLAG("--out", out)
-        CLI_FLAG("--name", name) CLI_FLAG("--variant", variant) CLI_FLAG("--group-size", gs)
-        CLI_FLAG("--targets", targets) CLI_FLAG("--lr", lr) CLI_FLAG("--schedule", sched) CLI_FLAG("--warmup", warm)
-        CLI_FLAG("--weight-decay", wd) CLI_FLAG("--epochs", epochs) CLI_FLAG("--max-steps", steps)
-        CLI_FLAG("--batch-size", bs) CLI_FLAG("--grad-accum", acc) CLI_FLAG("--max-len", maxlen)
-        CLI_FLAG("--max-grad-norm", clip) CLI_FLAG("--seed", seed) CLI_FLAG("--eval-every", eevery)
-        CLI_FLAG("--save-every", severy) CLI_FLAG("--log", logp) CLI_FLAG("--threads", thr)
-        CLI_FLAG("--save-dtype", save_dtype)
-        cli_error(CMD, "unknown option '%s' (see road train --help)", argv[i]);
-        return CLI_EXIT_USAGE;
-    }
-    if (!model || !data || !out) {
-        cli_error(CMD, "--model, --data and --out are required (see road train --help)");
-        return CLI_EXIT_USAGE;
-    }
+    train_opts o = {0};
+    int r = cli_parse(&spec, argc, argv, &o);
+    if (r != CLI_CONTINUE) return r;
+    const char *model = o.model, *data = o.data, *evalf = o.eval, *out = o.out, *name = o.name;
+    const char *variant = o.variant, *targets = o.targets, *logp = o.log;
+    const bool resume = o.resume, overwrite = o.overwrite, recompute = o.recompute;
+    const bool packing = o.pack, full = o.full, gs = cli_given(&spec, &o, "--group-size");
+    const int64_t max_len = o.max_len;
+    const cli_quant qz = o.qz;
     if (resume && overwrite) {
         cli_error(CMD, "--resume continues the run in '%s' and --overwrite replaces it: choose one",
                   out);
         return CLI_EXIT_USAGE;
     }
     road_train_params tp = road_train_default_params();
-    tp.schedule.kind = ROAD_SCHEDULE_LINEAR;
-    long long iv;
-    double dv;
-    char *end;
-#define INT_OPT(str, fl, lo, hi, dst)                                                              \
-    if (str) {                                                                                     \
-        if (cli_parse_int(CMD, fl, str, lo, hi, &iv) != 0) return CLI_EXIT_USAGE;                  \
-        dst = iv;                                                                                  \
-    }
-#define DBL_OPT(str, fl, lo, hi, dst)                                                              \
-    if (str) {                                                                                     \
-        dv = strtod(str, &end);                                                                    \
-        if (end == str || *end || !(dv >= lo && dv <= hi)) {                                       \
-            cli_error(CMD, "%s must be a number from %g to %g, got '%s'", fl, (double)lo,          \
-                      (double)hi, str);                                                            \
-            return CLI_EXIT_USAGE;                                                                 \
-        }                                                                                          \
-        dst = dv;                                                                                  \
-    }
-    int64_t max_len = 512, threads = 0;
-    INT_OPT(epochs, "--epochs", 1, 1000000, tp.epochs)
-    INT_OPT(steps, "--max-steps", 1, 1LL << 40, tp.max_steps)
-    INT_OPT(bs, "--batch-size", 1, 1 << 20, tp.batch_size)
-    INT_OPT(acc, "--grad-accum", 1, 1 << 20, tp.grad_accum)
-    INT_OPT(maxlen, "--max-len", 2, 1 << 24, max_len)
-    INT_OPT(warm, "--warmup", 0, 1LL << 40, tp.schedule.warmup_steps)
-    INT_OPT(eevery, "--eval-every", 0, 1LL << 40, tp.eval_every)
-    INT_OPT(severy, "--save-every", 0, 1LL << 40, tp.save_every)
-    INT_OPT(thr, "--threads", 0, 1024, threads)
-    if (seed) {
-        if (cli_parse_int(CMD, "--seed", seed, 0, INT64_MAX, &iv) != 0) return CLI_EXIT_USAGE;
-        tp.seed = (uint64_t)iv;
-    }
-    DBL_OPT(lr, "--lr", 0.0, 10.0, tp.adamw.lr)
-    DBL_OPT(wd, "--weight-decay", 0.0, 10.0, tp.adamw.weight_decay)
-    DBL_OPT(clip, "--max-grad-norm", 0.0, 1e30, tp.max_grad_norm)
-#undef INT_OPT
-#undef DBL_OPT
+    tp.epochs = o.epochs;
+    tp.max_steps = o.max_steps;
+    tp.batch_size = o.batch_size;
+    tp.grad_accum = o.grad_accum;
+    tp.schedule.warmup_steps = o.warmup;
+    tp.eval_every = o.eval_every;
+    tp.save_every = o.save_every;
+    tp.seed = (uint64_t)o.seed;
+    tp.adamw.lr = o.lr;
+    tp.adamw.weight_decay = o.weight_decay;
+    tp.max_grad_norm = o.max_grad_norm;
     road_status s;
     tp.full = full;
-    if (save_dtype) {
+    if (cli_given(&spec, &o, "--save-dtype")) {
         if (!full) {
             cli_error(CMD, "--save-dtype applies to --full (adapters are saved in float32)");
             return CLI_EXIT_USAGE;
         }
-        if (cli_parse_float_dtype(CMD, "--save-dtype", save_dtype, &tp.save_dtype) != 0)
-            return CLI_EXIT_USAGE;
+        tp.save_dtype = o.save_dtype;
     }
     if (full && (variant || gs || targets || strcmp(name, "default") != 0)) {
         cli_error(CMD, "--full trains every weight of the model: --variant, --group-size, "
                        "--targets and --name are for adapters");
         return CLI_EXIT_USAGE;
     }
-    if (sched && (s = road_schedule_parse(sched, &tp.schedule.kind)) != ROAD_OK) {
+    if ((s = road_schedule_parse(o.schedule, &tp.schedule.kind)) != ROAD_OK) {
         cli_error(CMD, "%s", road_last_error());
         return CLI_EXIT_USAGE;
     }
@@ -324,10 +310,7 @@ int cmd_train(int argc, char **argv) {
         if ((s = road_variant_parse(variant, &vv)) != ROAD_OK) goto bad;
         road_config_set_variant(cfg, vv);
     }
-    if (gs) {
-        if (cli_parse_int(CMD, "--group-size", gs, 2, 1 << 30, &iv) != 0) goto done;
-        if ((s = road_config_set_group_size(cfg, iv)) != ROAD_OK) goto bad;
-    }
+    if (gs && (s = road_config_set_group_size(cfg, o.group_size)) != ROAD_OK) goto bad;
     if (targets && (s = road_config_set_targets_from_string(cfg, targets)) != ROAD_OK) goto bad;
     road_config_set_task_type(cfg, "CAUSAL_LM");
     road_config_set_base_model(cfg, model);
@@ -361,7 +344,7 @@ int cmd_train(int argc, char **argv) {
     if (resume && where.step > 0)
         fprintf(stderr, "road train: resuming from step %lld\n", (long long)where.step);
     road_model_params mp = road_model_default_params();
-    mp.n_threads = (int)threads;
+    mp.n_threads = (int)o.threads;
     if (cli_quant_apply(CMD, &qz, &mp) != 0) {
         rc = CLI_EXIT_USAGE;
         goto done;
@@ -433,19 +416,7 @@ int cmd_train(int argc, char **argv) {
             if (road_json_parse(adapter_json, strlen(adapter_json), &ac) == ROAD_OK)
                 cJSON_AddItemToObject(run, "adapter_config", ac);
         }
-        cJSON_AddNumberToObject(run, "lr", tp.adamw.lr);
-        cJSON_AddNumberToObject(run, "weight_decay", tp.adamw.weight_decay);
-        cJSON_AddStringToObject(run, "schedule", road_schedule_name(tp.schedule.kind));
-        cJSON_AddNumberToObject(run, "warmup_steps", (double)tp.schedule.warmup_steps);
-        cJSON_AddNumberToObject(run, "epochs", (double)tp.epochs);
-        cJSON_AddNumberToObject(run, "max_steps", (double)tp.max_steps);
-        cJSON_AddNumberToObject(run, "batch_size", (double)tp.batch_size);
-        cJSON_AddNumberToObject(run, "grad_accum", (double)tp.grad_accum);
-        cJSON_AddNumberToObject(run, "max_len", (double)max_len);
-        cJSON_AddNumberToObject(run, "max_grad_norm", tp.max_grad_norm);
-        cJSON_AddNumberToObject(run, "seed", (double)tp.seed);
-        cJSON_AddBoolToObject(run, "pack", packing);
-        cJSON_AddBoolToObject(run, "recompute", recompute);
+        cli_json_add(run, &spec, &o); /* the settings: the table's rows with a JSON key */
         cfg_json = cJSON_Print(run);
         cJSON_Delete(run);
         road_string_free(adapter_json);

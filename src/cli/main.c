@@ -1,5 +1,6 @@
 /*
- * cli/main.c - the `road` command: dispatch to subcommands, shared flag helpers.
+ * cli/main.c - the `road` command: the table of subcommands (dispatch and `road help` read
+ * it), the warning callback every command shares, and the error helpers.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -24,22 +25,9 @@ int cli_fail(const char *cmd, const char *what, road_status s) {
     return CLI_EXIT_FAIL;
 }
 
-int cli_flag_value(const char *cmd, int argc, char **argv, int *i, const char *name,
-                   const char **value) {
-    const char *a = argv[*i];
-    size_t n = strlen(name);
-    if (strncmp(a, name, n) != 0) return 0;
-    if (a[n] == '=') {
-        *value = a + n + 1;
-        return 1;
-    }
-    if (a[n] != '\0') return 0;
-    if (*i + 1 >= argc) {
-        cli_error(cmd, "%s needs a value", name);
-        return -1;
-    }
-    *value = argv[++*i];
-    return 1;
+_Noreturn void cli_assert_fail(const char *what, const char *file, int line) {
+    fprintf(stderr, "road: internal error at %s:%d: %s\n", file, line, what);
+    abort();
 }
 
 int cli_parse_int(const char *cmd, const char *flag, const char *s, long long lo, long long hi,
@@ -84,30 +72,62 @@ static void log_warnings(road_log_level level, const char *message, void *user) 
             level >= ROAD_LOG_ERROR ? "error" : "warning", message);
 }
 
+static int cmd_help(int argc, char **argv);
+static int cmd_version(int argc, char **argv);
+
+/* Every command, in the order `road help` lists them. */
+static const cli_command commands[] = {
+    {"demo", cmd_demo, "train adapters on the shipped model, serve them in one batch, merge"},
+    {"generate", cmd_generate, "continue prompts with a model (and adapters, one per sequence)"},
+    {"eval", cmd_eval, "logits and loss of a batch, to compare with PyTorch"},
+    {"serve", cmd_serve, "an OpenAI-compatible HTTP server: many adapters, one batch"},
+    {"train", cmd_train,
+     "fine-tune a RoAd adapter on a JSONL file (PEFT adapter folder out); --full trains every "
+     "weight (pretraining, full fine-tuning)"},
+    {"init", cmd_init, "a model folder with freshly initialised weights for a config.json"},
+    {"merge", cmd_merge, "fold adapters into the weights: a new model folder (float or quantized)"},
+    {"tokenize", cmd_tokenize, "text -> token ids with a model's tokenizer.json"},
+    {"detokenize", cmd_detokenize, "token ids -> text"},
+    {"inspect", cmd_inspect, "describe an adapter folder (PEFT/road) or a model folder"},
+    {"config", cmd_config, "write an adapter_config.json as PEFT would"},
+    {"version", cmd_version, "print the version"},
+    {"help", cmd_help, "this text"},
+};
+#define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))
+/* `road help`: names in a column this wide, summaries wrapped at this width */
+#define NAME_WIDTH 10
+#define HELP_WIDTH 80
+
 static void usage(FILE *to) {
-    fprintf(to,
-            "road %s - fine-tune and serve LLMs with RoAd adapters\n"
-            "\n"
-            "usage: road <command> [options]\n"
-            "\n"
-            "commands:\n"
-            "  demo      train adapters on the shipped model, serve them in one batch, merge\n"
-            "  generate  continue prompts with a model (and adapters, one per sequence)\n"
-            "  eval      logits and loss of a batch, to compare with PyTorch\n"
-            "  serve     an OpenAI-compatible HTTP server: many adapters, one batch\n"
-            "  train     fine-tune a RoAd adapter on a JSONL file (PEFT adapter folder out);\n"
-            "            --full trains every weight (pretraining, full fine-tuning)\n"
-            "  init      a model folder with freshly initialised weights for a config.json\n"
-            "  merge     fold adapters into the weights: a new model folder (float or quantized)\n"
-            "  tokenize  text -> token ids with a model's tokenizer.json\n"
-            "  detokenize token ids -> text\n"
-            "  inspect   describe an adapter folder (PEFT/road) or a model folder\n"
-            "  config    write an adapter_config.json as PEFT would\n"
-            "  version   print the version\n"
-            "  help      this text\n"
-            "\n"
-            "`road <command> --help` describes a command's options. docs/cli.md has them all.\n",
+    fprintf(to, "road %s - fine-tune and serve LLMs with RoAd adapters\n\n"
+                "usage: road <command> [options]\n\ncommands:\n",
             road_version());
+    const int col = 2 + NAME_WIDTH + 2;
+    for (int c = 0; c < N_COMMANDS; c++) {
+        int at = fprintf(to, "  %-*s  ", NAME_WIDTH, commands[c].name);
+        for (const char *p = commands[c].summary; *p;) {
+            size_t word = strcspn(p, " ");
+            if (at > col && at + 1 + (int)word > HELP_WIDTH) at = fprintf(to, "\n%*s", col, "") - 1;
+            else if (at > col) at += fprintf(to, " ");
+            at += (int)fwrite(p, 1, word, to);
+            p += word;
+            while (*p == ' ') p++;
+        }
+        fputc('\n', to);
+    }
+    fprintf(to, "\n`road <command> --help` describes a command's options. docs/cli.md has them all.\n");
+}
+
+static int cmd_help(int argc, char **argv) {
+    (void)argc, (void)argv;
+    usage(stdout);
+    return CLI_EXIT_OK;
+}
+
+static int cmd_version(int argc, char **argv) {
+    (void)argc, (void)argv;
+    printf("road %s\n", road_version());
+    return CLI_EXIT_OK;
 }
 
 int main(int argc, char **argv) {
@@ -116,27 +136,14 @@ int main(int argc, char **argv) {
         return CLI_EXIT_USAGE;
     }
     const char *cmd = argv[1];
-    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
-        usage(stdout);
-        return CLI_EXIT_OK;
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) return cmd_help(argc, argv);
+    if (strcmp(cmd, "--version") == 0) return cmd_version(argc, argv);
+    for (int c = 0; c < N_COMMANDS; c++) {
+        if (strcmp(cmd, commands[c].name) != 0) continue;
+        road_log_set_callback(log_warnings, (void *)cmd);
+        atexit(flush_repeats);
+        return commands[c].fn(argc - 1, argv + 1);
     }
-    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
-        printf("road %s\n", road_version());
-        return CLI_EXIT_OK;
-    }
-    road_log_set_callback(log_warnings, (void *)cmd);
-    atexit(flush_repeats);
-    if (strcmp(cmd, "inspect") == 0) return cmd_inspect(argc - 1, argv + 1);
-    if (strcmp(cmd, "config") == 0) return cmd_config(argc - 1, argv + 1);
-    if (strcmp(cmd, "demo") == 0) return cmd_demo(argc - 1, argv + 1);
-    if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 1, argv + 1);
-    if (strcmp(cmd, "generate") == 0) return cmd_generate(argc - 1, argv + 1);
-    if (strcmp(cmd, "train") == 0) return cmd_train(argc - 1, argv + 1);
-    if (strcmp(cmd, "init") == 0) return cmd_init(argc - 1, argv + 1);
-    if (strcmp(cmd, "merge") == 0) return cmd_merge(argc - 1, argv + 1);
-    if (strcmp(cmd, "tokenize") == 0) return cmd_tokenize(argc - 1, argv + 1);
-    if (strcmp(cmd, "detokenize") == 0) return cmd_detokenize(argc - 1, argv + 1);
-    if (strcmp(cmd, "serve") == 0) return cmd_serve(argc - 1, argv + 1);
     fprintf(stderr, "road: unknown command '%s'; run `road help` for the list\n", cmd);
     return CLI_EXIT_USAGE;
 }
