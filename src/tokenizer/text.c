@@ -1,5 +1,5 @@
 /*
- * llm/tokenizer_text.c - text before the model: UTF-8 handling, the GPT-2 byte map, and the
+ * tokenizer/text.c - text before the model: UTF-8 handling, the GPT-2 byte map, and the
  * normalizers and pre-tokenizers of tokenizer.json (loading and running them).
  *
  * Split regexes run through PCRE2 in UTF + UCP mode, compiled once at load (JIT when the
@@ -13,7 +13,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "io/json.h"
-#include "llm/tokenizer_internal.h"
+#include "tokenizer/tokenizer_internal.h"
 
 /* ---- growable buffers ----------------------------------------------------------------------- */
 

@@ -1,18 +1,18 @@
 /*
- * llm/tokenizer_internal.h - the loaded tokenizer and the pieces its files share (private).
+ * tokenizer/tokenizer_internal.h - the loaded tokenizer and the pieces its files share (private).
  *
  * Layout: every token string lives once in `pool`; per id we keep the string as tokenizer.json
  * writes it (`piece`, used for lookups, merges and --pieces) and the bytes it decodes to
  * (`bytes`: GPT-2 byte map undone for byte-level models, "▁" -> " " and <0xNN> -> the byte
  * for SentencePiece-style ones). Merges are keyed by the pair of ids, as the BPE loop sees them.
  *
- * Files: tokenizer_load.c (tokenizer.json), tokenizer_config.c (tokenizer_config.json, added
- * tokens, post-processor), tokenizer_text.c (normalizers, pre-tokenizers, UTF-8),
- * tokenizer_bpe.c (merge loop), tokenizer_encode.c, tokenizer_decode.c, tokenizer_chat.c,
- * tokenizer_nfc.c.
+ * Files: load.c (tokenizer.json), config.c (tokenizer_config.json, added
+ * tokens, post-processor), text.c (normalizers, pre-tokenizers, UTF-8),
+ * bpe.c (merge loop), encode.c, decode.c, chat.c,
+ * nfc.c.
  */
-#ifndef ROAD_LLM_TOKENIZER_INTERNAL_H
-#define ROAD_LLM_TOKENIZER_INTERNAL_H
+#ifndef ROAD_TOKENIZER_INTERNAL_H
+#define ROAD_TOKENIZER_INTERNAL_H
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -105,7 +105,7 @@ struct road_tokenizer {
     char *bos_text, *eos_text;
 };
 
-/* ---- tokenizer_load.c ---- */
+/* ---- load.c ---- */
 road_status tok_pool_add(road_tokenizer *t, const char *s, size_t len, tok_span *out);
 int32_t tok_lookup(const road_tokenizer *t, const char *s, size_t len);
 uint32_t tok_hash_bytes(const char *s, size_t len);
@@ -113,12 +113,12 @@ bool tok_merge_find(const road_tokenizer *t, int32_t a, int32_t b, uint32_t *ran
                     int32_t *new_id);
 void tok_free_pipeline(road_tokenizer *t);
 
-/* ---- tokenizer_config.c ---- */
+/* ---- config.c ---- */
 road_status tok_load_added(road_tokenizer *t, const struct cJSON *root);
 road_status tok_load_post(road_tokenizer *t, const struct cJSON *root);
 road_status tok_load_config(road_tokenizer *t, const char *json, size_t len);
 
-/* ---- tokenizer_text.c ---- */
+/* ---- text.c ---- */
 /* A growable byte buffer (road_realloc). */
 typedef struct tok_buf {
     char *p;
@@ -150,7 +150,7 @@ typedef struct tok_scratch tok_scratch;
 road_status tok_pre_tokenize(const road_tokenizer *t, tok_buf *text, bool at_start,
                              tok_pieces *out, tok_scratch *sc);
 
-/* ---- tokenizer_bpe.c ---- */
+/* ---- bpe.c ---- */
 struct tok_scratch {
     tok_buf text, text2, conv;
     tok_pieces pieces, pieces2;
@@ -170,10 +170,10 @@ road_status tok_ids_push(tok_ids *o, int32_t id);
 road_status tok_bpe_word(const road_tokenizer *t, const char *w, size_t len, tok_scratch *sc,
                          tok_ids *out);
 
-/* ---- tokenizer_decode.c ---- */
+/* ---- decode.c ---- */
 road_status tok_load_decoder(road_tokenizer *t, const struct cJSON *d);
 
-/* ---- tokenizer_nfc.c ---- */
+/* ---- nfc.c ---- */
 road_status tok_nfc(const char *s, size_t len, tok_buf *out);
 
 #endif

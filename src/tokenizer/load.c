@@ -1,6 +1,6 @@
 /*
- * llm/tokenizer_load.c - reading tokenizer.json: the BPE model (vocabulary, merges, flags),
- * then the pipeline parts the other tokenizer_*.c files load, and the public accessors.
+ * tokenizer/load.c - reading tokenizer.json: the BPE model (vocabulary, merges, flags),
+ * then the pipeline parts the other files of tokenizer/ load, and the public accessors.
  *
  * Why the string pool and id-keyed merges: a 150K-token vocabulary with 150K merges is loaded
  * into four flat arrays and two open-addressing tables (no per-token allocation), and the BPE
@@ -15,7 +15,7 @@
 #include "core/error.h"
 #include "io/file.h"
 #include "io/json.h"
-#include "llm/tokenizer_internal.h"
+#include "tokenizer/tokenizer_internal.h"
 
 /* tokenizer.json files are ~2-12 MB; refuse anything absurd before reading it. */
 #define TOK_MAX_FILE_BYTES ((size_t)512 << 20)
