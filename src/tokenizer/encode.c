@@ -1,5 +1,5 @@
 /*
- * llm/tokenizer_encode.c - text to ids: added tokens first, then normalizer, pre-tokenizers and
+ * tokenizer/encode.c - text to ids: added tokens first, then normalizer, pre-tokenizers and
  * BPE on the text between them, then the post-processor's bos/eos.
  *
  * Added tokens are found as Hugging Face finds them: on the raw text, leftmost match first and
@@ -13,7 +13,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
-#include "llm/tokenizer_internal.h"
+#include "tokenizer/tokenizer_internal.h"
 
 /* Unicode White_Space (Rust's char::is_whitespace, which lstrip/rstrip use). */
 static bool is_ws(uint32_t c) {

@@ -1,5 +1,5 @@
 /*
- * llm/tokenizer_chat.c - chat prompts: built-in versions of the chat templates of the model
+ * tokenizer/chat.c - chat prompts: built-in versions of the chat templates of the model
  * families road runs, chosen by recognising tokenizer_config.json's Jinja chat_template.
  *
  * Why not a Jinja interpreter: the templates in use are a handful, and each is written here
@@ -11,7 +11,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
-#include "llm/tokenizer_internal.h"
+#include "tokenizer/tokenizer_internal.h"
 
 static const char *const NAMES[ROAD_CHAT_COUNT_] = {"auto", "llama3", "llama2", "mistral",
                                                     "chatml", "qwen3"};

@@ -1,5 +1,5 @@
 /*
- * llm/tokenizer_config.c - the parts of a tokenizer around the model: added/special tokens,
+ * tokenizer/config.c - the parts of a tokenizer around the model: added/special tokens,
  * the post-processor (bos/eos around the ids), and tokenizer_config.json (bos/eos/pad tokens,
  * add_bos_token / add_eos_token, chat_template).
  *
@@ -14,7 +14,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "io/json.h"
-#include "llm/tokenizer_internal.h"
+#include "tokenizer/tokenizer_internal.h"
 
 static road_status opt_bool(const cJSON *o, const char *key, const char *where, int64_t i,
                             bool *out) {

@@ -1,5 +1,5 @@
 /*
- * llm/tokenizer_bpe.c - the BPE merge loop for one pre-token.
+ * tokenizer/bpe.c - the BPE merge loop for one pre-token.
  *
  * Symbols start as single bytes (byte-level models) or single characters (SentencePiece-style,
  * with <0xNN> byte fallback or unk for characters missing from the vocabulary) and sit in a
@@ -14,7 +14,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
-#include "llm/tokenizer_internal.h"
+#include "tokenizer/tokenizer_internal.h"
 
 typedef struct sym {
     int32_t id;

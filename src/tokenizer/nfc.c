@@ -1,17 +1,17 @@
 /*
- * llm/tokenizer_nfc.c - Unicode NFC (canonical decomposition, canonical ordering, canonical
+ * tokenizer/nfc.c - Unicode NFC (canonical decomposition, canonical ordering, canonical
  * composition), for tokenizer.json's "NFC" normalizer (Qwen2/3).
  *
  * The textbook algorithm of UAX #15 over a code point array, with the tables of
- * tokenizer_nfc_tables.c (binary search) and Hangul done arithmetically. Text whose code points
+ * nfc_tables.c (binary search) and Hangul done arithmetically. Text whose code points
  * are all below U+0300 is already NFC (no combining marks, and no precomposed character there
  * changes), which is nearly every string in practice: that case is a copy.
  */
 #include <string.h>
 
 #include "core/alloc.h"
-#include "llm/tokenizer_internal.h"
-#include "llm/tokenizer_nfc.h"
+#include "tokenizer/tokenizer_internal.h"
+#include "tokenizer/nfc.h"
 
 enum { S_BASE = 0xAC00, L_BASE = 0x1100, V_BASE = 0x1161, T_BASE = 0x11A7 };
 enum { L_COUNT = 19, V_COUNT = 21, T_COUNT = 28, N_COUNT = V_COUNT * T_COUNT, S_COUNT = L_COUNT * N_COUNT };

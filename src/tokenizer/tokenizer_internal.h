@@ -1,18 +1,18 @@
 /*
- * llm/tokenizer_internal.h - the loaded tokenizer and the pieces its files share (private).
+ * tokenizer/tokenizer_internal.h - the loaded tokenizer and the pieces its files share (private).
  *
  * Layout: every token string lives once in `pool`; per id we keep the string as tokenizer.json
  * writes it (`piece`, used for lookups, merges and --pieces) and the bytes it decodes to
  * (`bytes`: GPT-2 byte map undone for byte-level models, "▁" -> " " and <0xNN> -> the byte
  * for SentencePiece-style ones). Merges are keyed by the pair of ids, as the BPE loop sees them.
  *
- * Files: tokenizer_load.c (tokenizer.json), tokenizer_config.c (tokenizer_config.json, added
- * tokens, post-processor), tokenizer_text.c (normalizers, pre-tokenizers, UTF-8),
- * tokenizer_bpe.c (merge loop), tokenizer_encode.c, tokenizer_decode.c, tokenizer_chat.c,
- * tokenizer_nfc.c.
+ * Files, each using only those before it in this list: text_util.c (buffers, UTF-8, byte map,
+ * string pool, lookups; text_util.h); nfc.c (tables in nfc_tables.c); text.c (normalizers,
+ * pre-tokenizers); config.c (tokenizer_config.json, added tokens, post-processor); decode.c;
+ * bpe.c (merge loop); load.c (tokenizer.json); encode.c; chat.c.
  */
-#ifndef ROAD_LLM_TOKENIZER_INTERNAL_H
-#define ROAD_LLM_TOKENIZER_INTERNAL_H
+#ifndef ROAD_TOKENIZER_INTERNAL_H
+#define ROAD_TOKENIZER_INTERNAL_H
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "road/tokenizer.h"
+#include "tokenizer/text_util.h"
 
 struct cJSON;
 
@@ -32,10 +33,6 @@ struct cJSON;
 #define TOK_MAX_TEMPLATE 8
 
 enum { TOK_F_PRESENT = 1, TOK_F_ADDED = 2, TOK_F_SPECIAL = 4, TOK_F_BYTE = 8 };
-
-typedef struct tok_span {
-    uint32_t off, len;
-} tok_span;
 
 /* Normalizer steps, applied in order to each piece of text between added tokens. */
 typedef enum tok_norm_kind { TOK_NORM_NFC, TOK_NORM_PREPEND, TOK_NORM_REPLACE } tok_norm_kind;
@@ -105,52 +102,24 @@ struct road_tokenizer {
     char *bos_text, *eos_text;
 };
 
-/* ---- tokenizer_load.c ---- */
-road_status tok_pool_add(road_tokenizer *t, const char *s, size_t len, tok_span *out);
-int32_t tok_lookup(const road_tokenizer *t, const char *s, size_t len);
-uint32_t tok_hash_bytes(const char *s, size_t len);
-bool tok_merge_find(const road_tokenizer *t, int32_t a, int32_t b, uint32_t *rank,
-                    int32_t *new_id);
-void tok_free_pipeline(road_tokenizer *t);
-
-/* ---- tokenizer_config.c ---- */
+/* ---- config.c ---- */
 road_status tok_load_added(road_tokenizer *t, const struct cJSON *root);
 road_status tok_load_post(road_tokenizer *t, const struct cJSON *root);
 road_status tok_load_config(road_tokenizer *t, const char *json, size_t len);
 
-/* ---- tokenizer_text.c ---- */
-/* A growable byte buffer (road_realloc). */
-typedef struct tok_buf {
-    char *p;
-    size_t len, cap;
-} tok_buf;
-road_status tok_buf_put(tok_buf *b, const void *s, size_t n);
-road_status tok_buf_reserve(tok_buf *b, size_t extra);
-/* Copy s to out, every maximal invalid UTF-8 subsequence replaced by U+FFFD. */
-road_status tok_utf8_sanitize(const char *s, size_t len, tok_buf *out);
-/* Length of the valid UTF-8 sequence at s (1-4), 0 if invalid or incomplete; *cp its value. */
-int tok_utf8_decode(const unsigned char *s, size_t len, uint32_t *cp);
-int tok_utf8_encode(uint32_t cp, char *out);
-/* GPT-2 byte map: byte -> code point, and back (-1 for code points outside the map). */
-uint32_t tok_byte_to_cp(uint8_t b);
-int tok_cp_to_byte(uint32_t cp);
+/* ---- text.c ---- */
 road_status tok_load_normalizer(road_tokenizer *t, const struct cJSON *n);
 road_status tok_load_pre_tokenizer(road_tokenizer *t, const struct cJSON *p);
 /* Normalize `in` (one piece between added tokens) into out (cleared first). */
 road_status tok_normalize(const road_tokenizer *t, const char *in, size_t len, tok_buf *out);
-/* A list of pieces (offset, length) into a text buffer. */
-typedef struct tok_pieces {
-    tok_span *v;
-    size_t n, cap;
-} tok_pieces;
-road_status tok_pieces_push(tok_pieces *p, size_t off, size_t len);
 /* Run the pre-tokenizers over text (which may be rewritten, e.g. by Metaspace); `at_start`:
  * the text begins at offset 0 of the input (Metaspace's "first" scheme). */
 typedef struct tok_scratch tok_scratch;
 road_status tok_pre_tokenize(const road_tokenizer *t, tok_buf *text, bool at_start,
                              tok_pieces *out, tok_scratch *sc);
+void tok_free_pipeline(road_tokenizer *t);
 
-/* ---- tokenizer_bpe.c ---- */
+/* ---- bpe.c ---- */
 struct tok_scratch {
     tok_buf text, text2, conv;
     tok_pieces pieces, pieces2;
@@ -170,10 +139,10 @@ road_status tok_ids_push(tok_ids *o, int32_t id);
 road_status tok_bpe_word(const road_tokenizer *t, const char *w, size_t len, tok_scratch *sc,
                          tok_ids *out);
 
-/* ---- tokenizer_decode.c ---- */
+/* ---- decode.c ---- */
 road_status tok_load_decoder(road_tokenizer *t, const struct cJSON *d);
 
-/* ---- tokenizer_nfc.c ---- */
+/* ---- nfc.c ---- */
 road_status tok_nfc(const char *s, size_t len, tok_buf *out);
 
 #endif

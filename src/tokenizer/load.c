@@ -1,10 +1,8 @@
 /*
- * llm/tokenizer_load.c - reading tokenizer.json: the BPE model (vocabulary, merges, flags),
- * then the pipeline parts the other tokenizer_*.c files load, and the public accessors.
+ * tokenizer/load.c - reading tokenizer.json: the BPE model (vocabulary, merges, flags, into
+ * the pool and tables of text_util.c), then the pipeline parts the other files of tokenizer/
+ * load, and the public accessors.
  *
- * Why the string pool and id-keyed merges: a 150K-token vocabulary with 150K merges is loaded
- * into four flat arrays and two open-addressing tables (no per-token allocation), and the BPE
- * loop looks merges up by the ids it already has, never by building strings.
  * Every value read from the file is checked before use: a corrupt file gives a message naming
  * the field (model.merges[12], added_tokens[3].id, ...), never a crash or a wrong tokenizer.
  */
@@ -15,81 +13,11 @@
 #include "core/error.h"
 #include "io/file.h"
 #include "io/json.h"
-#include "llm/tokenizer_internal.h"
+#include "tokenizer/tokenizer_internal.h"
 
 /* tokenizer.json files are ~2-12 MB; refuse anything absurd before reading it. */
 #define TOK_MAX_FILE_BYTES ((size_t)512 << 20)
 #define TOK_MAX_CONFIG_BYTES ((size_t)64 << 20)
-
-uint32_t tok_hash_bytes(const char *s, size_t len) {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (size_t i = 0; i < len; i++) h = (h ^ (uint8_t)s[i]) * 16777619u;
-    return h;
-}
-
-static uint32_t hash_pair(uint64_t k) {
-    k ^= k >> 33;
-    k *= 0xff51afd7ed558ccdULL;
-    k ^= k >> 33;
-    return (uint32_t)k;
-}
-
-road_status tok_pool_add(road_tokenizer *t, const char *s, size_t len, tok_span *out) {
-    if (len > UINT32_MAX / 2 || t->pool_len + len + 1 > UINT32_MAX)
-        return road_error(ROAD_ERR_FORMAT, "tokenizer strings exceed 4 GiB");
-    if (t->pool_len + len + 1 > t->pool_cap) {
-        size_t cap = t->pool_cap ? t->pool_cap : 1 << 16;
-        while (cap < t->pool_len + len + 1) cap *= 2;
-        char *p = road_realloc(t->pool, cap);
-        if (!p) return ROAD_ERR_NO_MEMORY;
-        t->pool = p, t->pool_cap = cap;
-    }
-    memcpy(t->pool + t->pool_len, s, len);
-    t->pool[t->pool_len + len] = '\0';
-    out->off = (uint32_t)t->pool_len;
-    out->len = (uint32_t)len;
-    t->pool_len += len + 1;
-    return ROAD_OK;
-}
-
-int32_t tok_lookup(const road_tokenizer *t, const char *s, size_t len) {
-    if (!t->piece_hash) return -1;
-    for (uint32_t i = tok_hash_bytes(s, len) & t->piece_hash_mask;; i = (i + 1) & t->piece_hash_mask) {
-        uint32_t v = t->piece_hash[i];
-        if (v == 0) return -1;
-        const tok_span *p = &t->piece[v - 1];
-        if (p->len == len && memcmp(t->pool + p->off, s, len) == 0) return (int32_t)(v - 1);
-    }
-}
-
-/* Insert model token `id` (its piece must be set); false if the string is already there. */
-static bool hash_insert(road_tokenizer *t, int32_t id) {
-    const tok_span *p = &t->piece[id];
-    const char *s = t->pool + p->off;
-    for (uint32_t i = tok_hash_bytes(s, p->len) & t->piece_hash_mask;; i = (i + 1) & t->piece_hash_mask) {
-        uint32_t v = t->piece_hash[i];
-        if (v == 0) {
-            t->piece_hash[i] = (uint32_t)id + 1;
-            return true;
-        }
-        const tok_span *q = &t->piece[v - 1];
-        if (q->len == p->len && memcmp(t->pool + q->off, s, p->len) == 0) return false;
-    }
-}
-
-bool tok_merge_find(const road_tokenizer *t, int32_t a, int32_t b, uint32_t *rank,
-                    int32_t *new_id) {
-    if (!t->merge_key) return false;
-    uint64_t k = ((uint64_t)(uint32_t)a << 32 | (uint32_t)b) + 1;
-    for (uint32_t i = hash_pair(k) & t->merge_mask;; i = (i + 1) & t->merge_mask) {
-        if (t->merge_key[i] == 0) return false;
-        if (t->merge_key[i] == k) {
-            *rank = t->merge_rank[i];
-            *new_id = t->merge_new[i];
-            return true;
-        }
-    }
-}
 
 static uint32_t pow2_at_least(size_t n) {
     uint32_t c = 16;
@@ -152,7 +80,7 @@ static road_status load_vocab(road_tokenizer *t, const cJSON *vocab) {
         road_status s = tok_pool_add(t, e->string, strlen(e->string), &t->piece[id]);
         if (s != ROAD_OK) return s;
         t->flags[id] = TOK_F_PRESENT;
-        if (!hash_insert(t, id))
+        if (!tok_piece_insert(t, id))
             return road_error(ROAD_ERR_FORMAT, "tokenizer.json: model.vocab lists %s twice", q);
     }
     return ROAD_OK;
@@ -217,13 +145,7 @@ static road_status load_merges(road_tokenizer *t, const cJSON *merges) {
                            (long long)i, q, (ia >= 0 && ib >= 0) ? " (the merged token)" : "");
             break;
         }
-        uint64_t k = ((uint64_t)(uint32_t)ia << 32 | (uint32_t)ib) + 1;
-        uint32_t j = hash_pair(k) & t->merge_mask;
-        while (t->merge_key[j] != 0 && t->merge_key[j] != k) j = (j + 1) & t->merge_mask;
-        /* A repeated pair takes its later rank, as Hugging Face's map insertion does. */
-        t->merge_key[j] = k;
-        t->merge_rank[j] = (uint32_t)i;
-        t->merge_new[j] = in;
+        tok_merge_insert(t, ia, ib, (uint32_t)i, in);
     }
     road_free(cat.p);
     return s;
@@ -458,18 +380,6 @@ int32_t road_tokenizer_pad_id(const road_tokenizer *t) { return t ? t->pad_id : 
 
 bool road_tokenizer_is_special(const road_tokenizer *t, int32_t id) {
     return t && id >= 0 && id < t->n_ids && (t->flags[id] & TOK_F_SPECIAL);
-}
-
-int32_t road_tokenizer_token_to_id(const road_tokenizer *t, const char *piece) {
-    if (!t || !piece) return -1;
-    size_t n = strlen(piece);
-    int32_t id = tok_lookup(t, piece, n);
-    if (id >= 0) return id;
-    for (int32_t i = 0; i < t->n_added; i++) {
-        const tok_added *a = &t->added[i];
-        if (a->len == n && memcmp(t->pool + a->off, piece, n) == 0) return a->id;
-    }
-    return -1;
 }
 
 const char *road_tokenizer_token_to_piece(const road_tokenizer *t, int32_t id, size_t *len) {

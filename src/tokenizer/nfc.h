@@ -1,9 +1,9 @@
 /*
- * llm/tokenizer_nfc.h - tables of the NFC normalizer (private; generated data in
- * tokenizer_nfc_tables.c by tools/tokref/gen_nfc.js).
+ * tokenizer/nfc.h - tables of the NFC normalizer (private; generated data in
+ * nfc_tables.c by tools/tokref/gen_nfc.js).
  */
-#ifndef ROAD_LLM_TOKENIZER_NFC_H
-#define ROAD_LLM_TOKENIZER_NFC_H
+#ifndef ROAD_TOKENIZER_NFC_H
+#define ROAD_TOKENIZER_NFC_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,5 +1,5 @@
 /*
- * llm/tokenizer_decode.c - ids to text: the decoder of tokenizer.json, batch and streaming.
+ * tokenizer/decode.c - ids to text: the decoder of tokenizer.json, batch and streaming.
  *
  * Every decoder road reads (ByteLevel, Metaspace, Sequence of Replace / ByteFallback / Fuse /
  * Strip) acts token by token except for two whole-output effects, so it is applied once at load
@@ -15,7 +15,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "io/json.h"
-#include "llm/tokenizer_internal.h"
+#include "tokenizer/tokenizer_internal.h"
 
 /* ---- loading -------------------------------------------------------------------------------- */
 
