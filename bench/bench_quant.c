@@ -20,7 +20,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/parallel.h"
+#include "core/blas.h"
+#include "core/cpu.h"
 #include "road/road.h"
 
 #define BENCH_NAME "bench_quant"

@@ -32,7 +32,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
-#include "core/parallel.h"
+#include "core/blas.h"
 #include "core/rng.h"
 #include "road/road.h"
 

@@ -39,7 +39,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/parallel.h"
+#include "core/blas.h"
 #include "road/road.h"
 
 #define BENCH_NAME "bench_serve"

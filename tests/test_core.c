@@ -8,8 +8,8 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/blas.h"
 #include "core/error.h"
-#include "core/parallel.h"
 #include "core/rng.h"
 #include "core/skinny.h"
 #include <cblas.h>

@@ -53,7 +53,8 @@ ROAD_API road_status road_check_shape(road_variant v, int64_t group_size, int64_
 /* ---- kernels ----------------------------------------------------------------------------- */
 
 /* Rotation coefficients of one adapter on one layer: c1, c2 each of length out. Plain data;
- * the caller owns the arrays. This is what an embedding engine passes to the kernels. */
+ * the caller owns the arrays. This is what an embedding engine passes to the kernels.
+ * Threads: the kernels only read it; any number of threads may use one at once. */
 typedef struct road_rot {
     int64_t out;        /* output features */
     int32_t group_size; /* even, divides out */
@@ -120,6 +121,10 @@ ROAD_API const char *road_kernel_name(road_kernel_impl impl);
 
 /* ---- the adapted linear layer (PEFT's road.Linear) --------------------------------------- */
 
+/* Threads: one call at a time per layer, forward included (it rebuilds an adapter's
+ * coefficient cache when the parameters changed since the last use; backward adds into the
+ * adapter's gradients); different layers in parallel. A layer of an adapter set or a model is
+ * part of that object and follows its rule. */
 typedef struct road_linear road_linear;
 
 typedef struct road_linear_params {

@@ -52,6 +52,9 @@ typedef struct road_layer_desc {
                               caller's, mutable (merging re-quantizes it in place) */
 } road_layer_desc;
 
+/* Threads: one call at a time per set, counting calls on its layers (road_adapter_set_layer)
+ * and, for a model's set, calls on the model; different sets in parallel. The one exception is
+ * road_adapter_set_load_prepare (below). */
 typedef struct road_adapter_set road_adapter_set;
 
 typedef struct road_adapter_set_params {
@@ -118,7 +121,9 @@ ROAD_API road_status road_adapter_set_load(road_adapter_set *s, const char *name
  * read. Prepare reads and checks everything (files, keys, shapes, values) without changing the
  * set, and may run on another thread while the set is in use (it reads only the set's layer
  * list, which never changes); commit adds the prepared adapter without touching a file (the
- * thread that owns the set calls it). name and dir are borrowed until the load is freed. */
+ * thread that owns the set calls it). name and dir are borrowed until the load is freed.
+ * Threads: a load is used by one thread at a time; prepared on one, it may be committed on
+ * another. */
 typedef struct road_adapter_load road_adapter_load;
 ROAD_API road_status road_adapter_set_load_prepare(road_adapter_set *s, const char *name,
                                                    const char *dir, road_adapter_load **out);
@@ -244,7 +249,8 @@ ROAD_API road_status road_adapter_set_apply(road_adapter_set *s, int32_t layer, 
 
 /* A mixed batch: one adapter name (or ROAD_BASE_NAME) per sequence, checked once for the whole
  * model and then used on every layer. Refused: a name no layer has (all such names listed,
- * sorted), training mode, merged adapters. */
+ * sorted), training mode, merged adapters.
+ * Threads: read-only once made; it is used with its set, under the set's rule. */
 typedef struct road_batch_plan road_batch_plan;
 ROAD_API road_status road_adapter_set_plan(road_adapter_set *s, const char *const *names,
                                            int64_t n_seq, road_batch_plan **out);

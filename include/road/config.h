@@ -25,6 +25,8 @@ typedef enum road_target_kind {
     ROAD_TARGET_ALL_LINEAR = 3 /* "all-linear": every linear layer but the output head */
 } road_target_kind;
 
+/* Threads: one thread at a time while it is changed (the setters); reading it (the getters,
+ * road_adapter_set_add, which keeps its own copy) from any number of threads at once. */
 typedef struct road_config road_config;
 
 /* A config with PEFT's defaults: road_1, group_size 64, init_weights true, target_modules and

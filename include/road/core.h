@@ -4,6 +4,11 @@
  * Every public function that can fail on its input returns a road_status. On failure a
  * thread-local message (road_last_error()) says what was wrong and how to fix it; the message
  * stays valid until the next failing road call on the same thread. Success never clears it.
+ *
+ * Threads: each handle type's header says what may run at once on it (a line starting
+ * "Threads:" at its typedef). Handles share no hidden state: two objects of one type may be
+ * used from two threads at once unless that line says otherwise. Process-wide: the log
+ * callback and the thread counts below.
  */
 #ifndef ROAD_CORE_H
 #define ROAD_CORE_H
@@ -100,8 +105,14 @@ ROAD_API float road_bf16_to_f32(uint16_t h);
 ROAD_API uint16_t road_f32_to_f16(float x);
 ROAD_API float road_f16_to_f32(uint16_t h);
 
-/* Threads used by road's OpenMP kernels and by BLAS. n <= 0 means "all cores". */
+/* Threads used by road's OpenMP kernels and by BLAS. n <= 0 means "all cores". Two counts
+ * make it: OpenMP's, which belongs to the calling thread (a thread started later begins from
+ * OMP_NUM_THREADS, or all cores), and OpenBLAS's, one for the whole process; set them once,
+ * from the thread that will run road (a program's main). A model loaded with its own
+ * road_model_params.n_threads uses that count in its own calls and leaves these alone. */
 ROAD_API void road_set_num_threads(int n);
+/* The calling thread's OpenMP count (1 without OpenMP); inside a model's call (its token
+ * callback, say) the model's count. */
 ROAD_API int road_get_num_threads(void);
 
 #ifdef __cplusplus

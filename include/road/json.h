@@ -12,6 +12,9 @@
  *
  * The tree is cJSON's (include <cjson/cJSON.h> to walk it; free it with cJSON_Delete). Each
  * parsed number also keeps its source text in valuestring (cJSON frees it with the item).
+ *
+ * Threads: road_json_parse keeps no state between calls: any threads at once; a tree belongs
+ * to its caller.
  */
 #ifndef ROAD_JSON_H
 #define ROAD_JSON_H

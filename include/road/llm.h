@@ -77,10 +77,21 @@ ROAD_API road_status road_generation_config_load(const char *dir, const road_llm
 
 /* ---- the model ------------------------------------------------------------------------------ */
 
+/* Threads: one forward, backward or generate at a time per model, and no other call on the
+ * model or on its adapter set meanwhile (the model keeps one workspace, its layers' caches and
+ * its gradients); different models in parallel on different threads (but see n_threads on
+ * OpenBLAS's count). Its config and generation config are read-only: any threads. */
 typedef struct road_model road_model;
 
 typedef struct road_model_params {
-    int n_threads; /* <= 0: all cores */
+    /* The model's own thread count: road_model_load, road_model_forward(_padded),
+     * road_model_loss_backward and road_model_generate run with it (OpenMP's count of the
+     * calling thread and OpenBLAS's, for the call), then give the previous counts back, so the
+     * model never changes what the rest of the process uses. > 0: that many; < 0: all cores;
+     * 0 (default): the calling thread's count (road_get_num_threads). OpenBLAS keeps one count
+     * for the process and an sgemm's last bits depend on it: models with different counts
+     * running at the same time on different threads get results that depend on timing. */
+    int n_threads;
     /* Quantize the linear layers' weights while loading (road/quant.h; default NONE: float32).
      * The embedding and the norms stay float32, and lm_head too unless quantize_lm_head.
      * Each weight is quantized right after it is read and its float copy dropped, so memory
@@ -125,6 +136,8 @@ ROAD_API road_status road_model_save_quantized(road_model *m, const char *dir,
 
 /* ---- KV cache (one per sequence) ------------------------------------------------------------ */
 
+/* Threads: belongs to one sequence of one model; the model's forward writes it, so it follows
+ * the model's rule. Different caches of different models in parallel. */
 typedef struct road_kv_cache road_kv_cache;
 
 /* Room for max_tokens positions (at most max_position_embeddings). */
@@ -253,6 +266,8 @@ typedef struct road_sampler_params {
     uint64_t seed;
 } road_sampler_params;
 
+/* Threads: one thread at a time per sampler (sampling advances its random state); different
+ * samplers in parallel. */
 typedef struct road_sampler road_sampler;
 
 ROAD_API road_sampler_params road_sampler_default_params(void); /* greedy */

@@ -52,6 +52,8 @@ ROAD_API road_status road_qformat_parse(const char *s, road_qformat *out);
 ROAD_API const float *road_qcode_table(road_qformat f);
 ROAD_API const float *road_qdynamic_map(void);
 
+/* Threads: the matmuls only read it (any number of threads at once); quantizing into it and
+ * merging an adapter into its layer (re-quantizing in place) need it to themselves. */
 typedef struct road_qtensor {
     road_qformat format;
     int64_t rows, cols; /* W [rows x cols] */

@@ -30,6 +30,7 @@ typedef struct road_st_tensor {
     size_t nbytes;
 } road_st_tensor;
 
+/* Threads: read-only once open (the index is built by the open): any threads at once. */
 typedef struct road_st_file road_st_file;
 
 /* Open and validate a file (mmap, read-only). */
@@ -58,6 +59,7 @@ ROAD_API road_status road_st_get_f32(const road_st_file *f, const char *name, in
                                      const int64_t *shape, const float **data,
                                      const road_st_tensor **info);
 
+/* Threads: one thread at a time per writer. */
 typedef struct road_st_writer road_st_writer;
 
 ROAD_API road_status road_st_writer_create(road_st_writer **out);

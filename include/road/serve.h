@@ -29,7 +29,11 @@ extern "C" {
 
 /* ---- the engine ------------------------------------------------------------------------- */
 
+/* Threads: submit, wait, read and cancel from any thread; step, start, stop and free from one
+ * controlling thread; the model and its adapter set belong to the engine while it exists (load
+ * and unload adapters through it). */
 typedef struct road_engine road_engine;
+/* Threads: a request has its own lock and reference count: any thread, while it holds it. */
 typedef struct road_request road_request;
 
 /* What one step ran: the sequences of its forward, in order (tokens, n_tokens, adapter name as
@@ -162,6 +166,8 @@ ROAD_API void road_request_release(road_request *r);
 
 /* ---- the HTTP server --------------------------------------------------------------------- */
 
+/* Threads: create, start, run and free from one thread; road_server_stop from any other (not
+ * a signal handler). The server's engine follows road_engine's rule. */
 typedef struct road_server road_server;
 
 typedef struct road_server_params {

@@ -82,6 +82,8 @@ ROAD_API double road_schedule_multiplier(const road_schedule *sched, int64_t ste
 
 /* ---- the optimizer over an adapter set ---------------------------------------------------- */
 
+/* Threads: one thread at a time per optimizer; a step writes the parameters of its set (or
+ * model), so it follows that object's rule too. */
 typedef struct road_optimizer road_optimizer;
 
 /* AdamW over the parameters of the named adapters (names == NULL: the set's active adapters at
@@ -224,6 +226,7 @@ ROAD_API road_status road_checkpoint_read_run(const char *dir, char **run_json, 
 typedef road_status (*road_tokenize_fn)(void *tokenizer, const char *text, size_t len,
                                         bool add_special, int32_t **ids, int64_t *n);
 
+/* Threads: read-only once loaded: any threads at once (road_train only reads it). */
 typedef struct road_dataset road_dataset;
 
 typedef struct road_data_params {

@@ -10,8 +10,8 @@
 #include "adapter/adapter_set_internal.h"
 #include "adapter/linear_internal.h"
 #include "core/alloc.h"
+#include "core/blas.h"
 #include "core/error.h"
-#include "core/parallel.h"
 
 /* ---- mixed batches ---------------------------------------------------------------------------- */
 

@@ -22,8 +22,8 @@
 #include "adapter/linear_internal.h"
 #include "adapter/match.h"
 #include "core/alloc.h"
+#include "core/blas.h"
 #include "core/error.h"
-#include "core/parallel.h"
 #include "adapter/adapter_set_internal.h"
 #include "road/adapters.h"
 

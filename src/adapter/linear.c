@@ -21,9 +21,9 @@
 #include "adapter/kernels.h"
 #include "core/alloc.h"
 #include "road/quant.h"
+#include "core/blas.h"
 #include "core/error.h"
 #include "core/finite.h"
-#include "core/parallel.h"
 #include "core/rng.h"
 #include "adapter/linear_internal.h"
 

@@ -14,7 +14,8 @@
 #include "adapter/kernels.h"
 #include "core/alloc.h"
 #include "core/error.h"
-#include "core/parallel.h"
+#include "core/cpu.h"
+#include "core/threads.h"
 
 /* Below this many elements a kernel call stays on one thread: the OpenMP fork costs more
  * than the work (about 64K floats = 256 KiB, half an L2). */

@@ -7,8 +7,9 @@
  * cache), split over threads by output feature. The AVX2 + FMA version is chosen at run time; the portable one is the
  * reference it is tested against (tests/test_core.c).
  */
-#include "core/parallel.h"
+#include "core/cpu.h"
 #include "core/skinny.h"
+#include "core/threads.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -71,7 +72,7 @@ skinny_features(const int64_t NO, int64_t rows, int64_t o, int64_t out, int64_t 
 
 SK_AVX2 static void skinny_avx2(int64_t rows, int64_t out, int64_t in, const float *x,
                                 const float *w, const float *bias, float *y) {
-    int nt = out * in >= (1 << 16) ? road_omp_threads() : 1;
+    int nt = out * in >= (1 << 16) ? road_get_num_threads() : 1;
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int t = 0; t < nt; t++) {
         const int64_t o0 = out * t / nt, o1 = out * (t + 1) / nt;

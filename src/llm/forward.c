@@ -18,8 +18,9 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/blas.h"
 #include "core/error.h"
-#include "core/parallel.h"
+#include "core/threads.h"
 #include "llm/model_internal.h"
 
 /* Attention items (row, head) per OpenMP chunk: a decode row is short work. */
@@ -291,6 +292,7 @@ static road_status validate(road_model *m, const road_seq *seqs, int64_t n_seq, 
 
 road_status road_model_forward(road_model *m, const road_seq *seqs, int64_t n_seq,
                                float *logits) {
+    ROAD_THREAD_SCOPE(m ? m->n_threads : 0);
     bool mixed = false;
     road_status st = validate(m, seqs, n_seq, &mixed);
     if (st != ROAD_OK) return st;

@@ -22,8 +22,9 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/blas.h"
 #include "core/error.h"
-#include "core/parallel.h"
+#include "core/threads.h"
 #include "llm/model_internal.h"
 
 #define LABEL_IGNORE (-100)
@@ -254,6 +255,7 @@ int64_t road_model_backward_bytes(const road_model *m) {
 road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
                                      const int64_t *attention_mask, const int64_t *labels,
                                      int64_t B, int64_t T, double *loss) {
+    ROAD_THREAD_SCOPE(m ? m->n_threads : 0);
     if (!input_ids || !labels || !loss || B <= 0 || T <= 0)
         return road_error(ROAD_ERR_INVALID_ARG, "loss_backward: empty batch or NULL buffers");
     if (road_adapter_set_merged(m->set))

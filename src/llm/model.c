@@ -12,7 +12,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
-#include "core/parallel.h"
+#include "core/threads.h"
 #include "llm/model_internal.h"
 #include "quant/qcheckpoint.h"
 
@@ -179,9 +179,11 @@ road_status road_model_load(const char *dir, const road_model_params *p, road_mo
     if (!out) return road_error(ROAD_ERR_INVALID_ARG, "road_model_load: out is NULL");
     *out = NULL;
     if (!dir) return road_error(ROAD_ERR_INVALID_ARG, "road_model_load: no folder given");
-    if (p && p->n_threads != 0) road_set_num_threads(p->n_threads);
+    /* the model's own thread count, for the load's work (quantizing) as for its later calls */
+    ROAD_THREAD_SCOPE(p ? p->n_threads : 0);
     road_model *m = road_calloc(1, sizeof *m);
     if (!m) return ROAD_ERR_NO_MEMORY;
+    m->n_threads = p ? p->n_threads : 0;
     road_status st = road_llm_config_load(dir, &m->cfg);
     if (st == ROAD_OK && !(m->dir = road_strdup(dir))) st = ROAD_ERR_NO_MEMORY;
     if (st == ROAD_OK) st = road_generation_config_load(dir, &m->cfg, &m->gen);

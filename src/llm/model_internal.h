@@ -59,6 +59,7 @@ struct road_model {
     int64_t backward_bytes; /* activation memory of the last backward */
     road_qtensor **qt;      /* [n_qt] quantized linear weights (the adapter set borrows them) */
     int32_t n_qt;
+    int n_threads; /* road_model_params.n_threads: its calls run in a thread scope of it */
 };
 
 struct road_kv_cache {

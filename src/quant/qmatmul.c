@@ -16,8 +16,10 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/blas.h"
+#include "core/cpu.h"
 #include "core/error.h"
-#include "core/parallel.h"
+#include "core/threads.h"
 #include "quant/quant_internal.h"
 
 /* Below this many weights a call stays on one thread (the fork costs more than it saves). */
@@ -83,13 +85,13 @@ const road_qkernel_ops *road_qkernels_current(void) {
  */
 
 static int threads_for(const road_qtensor *q) {
-    return q->rows * q->cols >= QPAR_MIN_WEIGHTS ? road_omp_threads() : 1;
+    return q->rows * q->cols >= QPAR_MIN_WEIGHTS ? road_get_num_threads() : 1;
 }
 
 /* out [n x K] = rows [r0, r0 + n) dequantized, split over threads by row. */
 static void dequant_par(const road_qkernel_ops *ops, const road_qtensor *q, int64_t r0, int64_t n,
                         float *out) {
-    int nt = n * q->cols >= QPAR_MIN_WEIGHTS ? road_omp_threads() : 1;
+    int nt = n * q->cols >= QPAR_MIN_WEIGHTS ? road_get_num_threads() : 1;
     if (nt > n) nt = (int)n;
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int t = 0; t < nt; t++) {

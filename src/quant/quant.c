@@ -17,7 +17,6 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
-#include "core/parallel.h"
 #include "quant/quant_internal.h"
 
 /* ---- formats and tables ------------------------------------------------------------------ */

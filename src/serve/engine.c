@@ -634,7 +634,8 @@ static bool has_work(const road_engine *e) {
 
 static void *engine_main(void *arg) {
     road_engine *e = arg;
-    /* OpenMP's thread count is per thread: take the starting thread's (road_model_load set it) */
+    /* OpenMP's thread count is per thread: take the starting thread's (the model's own count,
+     * if it has one, applies inside its forward) */
     road_set_num_threads(e->n_threads);
     pthread_mutex_lock(&e->mu);
     for (;;) {

@@ -1,46 +1,14 @@
 /*
- * core/parallel.c - thread settings, run-time CPU feature detection, BLAS wrappers.
+ * core/blas.c - the BLAS wrappers: road's sgemm calls and OpenBLAS's thread setting.
+ *
+ * The only file that includes <cblas.h>. The wrappers take int64_t sizes (road's) and narrow
+ * them to BLAS's int once, here.
  */
 #include <cblas.h>
 
+#include "core/blas.h"
 #include "core/error.h"
-#include "core/parallel.h"
 #include "core/skinny.h"
-
-void road_set_num_threads(int n) {
-#ifdef _OPENMP
-    if (n <= 0) n = omp_get_num_procs();
-    omp_set_num_threads(n);
-#else
-    if (n <= 0) n = 1;
-#endif
-    openblas_set_num_threads(n);
-}
-
-int road_get_num_threads(void) {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
-int road_omp_threads(void) {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
-bool road_cpu_has_avx2_fma(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return false;
-#endif
-}
 
 void road_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                 const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
@@ -70,4 +38,12 @@ void road_sgemm_xwt(int64_t rows, int64_t out, int64_t in, const float *x, const
 void road_sgemm_dyw(int64_t rows, int64_t out, int64_t in, const float *dy, const float *w,
                     float *dx) {
     road_sgemm(false, false, rows, in, out, 1.0f, dy, out, w, in, 0.0f, dx, in);
+}
+
+void road_blas_set_threads(int n) {
+    openblas_set_num_threads(n < 1 ? 1 : n);
+}
+
+int road_blas_threads(void) {
+    return openblas_get_num_threads();
 }
