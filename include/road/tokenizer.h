@@ -30,6 +30,9 @@
 extern "C" {
 #endif
 
+/* Threads: a loaded road_tokenizer is immutable: any number of threads may encode, decode and
+ * apply chat templates with it at once (each call keeps its own scratch and PCRE2 match
+ * data); a road_tokenizer_stream is used by one thread at a time. */
 typedef struct road_tokenizer road_tokenizer;
 
 /* Load a tokenizer from `path`: a tokenizer.json file, or a model folder holding one.

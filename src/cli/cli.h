@@ -45,6 +45,10 @@ typedef struct cli_quant {
         {CLI_SW("--quantize-lm-head", T, qz.lm_head, "quantize lm_head too")},                     \
         {CLI_SW("--double-quant", T, qz.double_quant,                                             \
                 "4-bit: quantize the absmax values too (bitsandbytes' double quant)")}
+/* The command owns the process: --threads N > 0 sets the process-wide count (OpenMP and
+ * OpenBLAS: model calls, merges, sampling all use N) and is returned for the model's
+ * n_threads; 0 leaves the default (all cores). */
+int cli_threads(int64_t n);
 /* --threads N, as every model command takes it. */
 #define CLI_THREADS_FLAG(T)                                                                       \
     {CLI_INT("--threads", T, threads, "N", 0, 1024, "0", "worker threads (0: all cores)")}

@@ -123,3 +123,8 @@ int cli_quant_apply(const char *cmd, const cli_quant *q, road_model_params *mp) 
     mp->double_quant = q->double_quant;
     return 0;
 }
+
+int cli_threads(int64_t n) {
+    if (n > 0) road_set_num_threads((int)n);
+    return (int)n;
+}

@@ -333,7 +333,7 @@ int cmd_demo(int argc, char **argv) {
     char **merged_ans = NULL, **unmerged_ans = NULL;
     int merged_same = 0;
     road_model_params mp = road_model_default_params();
-    mp.n_threads = (int)o.threads;
+    mp.n_threads = cli_threads(o.threads);
     if (cli_quant_apply(CMD, &qz, &mp) != 0) return CLI_EXIT_USAGE;
     road_status s = road_model_load(model, &mp, &m);
     if (s != ROAD_OK) {

@@ -218,7 +218,7 @@ int cmd_eval(int argc, char **argv) {
         return CLI_EXIT_USAGE;
     }
     road_model_params mp = road_model_default_params();
-    mp.n_threads = (int)o.threads;
+    mp.n_threads = cli_threads(o.threads);
     if (cli_quant_apply(CMD, &qz, &mp) != 0) return CLI_EXIT_USAGE;
     road_model *m = NULL;
     road_st_file *f = NULL;

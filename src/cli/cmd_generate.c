@@ -197,7 +197,7 @@ int cmd_generate(int argc, char **argv) {
     }
     rc = CLI_EXIT_FAIL;
     road_model_params mp = road_model_default_params();
-    mp.n_threads = (int)o.threads;
+    mp.n_threads = cli_threads(o.threads);
     if (cli_quant_apply(CMD, &o.qz, &mp) != 0) {
         rc = CLI_EXIT_USAGE;
         goto done;

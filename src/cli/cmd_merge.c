@@ -73,7 +73,7 @@ int cmd_merge(int argc, char **argv) {
     road_model_params fmt = road_model_default_params();
     if (cli_quant_apply(CMD, &qz, &fmt) != 0) return CLI_EXIT_USAGE;
     road_model_params mp = road_model_default_params();
-    mp.n_threads = (int)o.threads;
+    mp.n_threads = cli_threads(o.threads);
     /* The output folder is checked before anything is loaded (docs/cli.md): never an input,
      * never a folder road did not write, an existing model folder only with --overwrite. */
     const char *inputs[MAX_ADAPTERS + 1];

@@ -149,7 +149,7 @@ int cmd_serve(int argc, char **argv) {
                  (int32_t)o.max_connections_per_client);
     SET_IF_GIVEN("--request-timeout", p.request_timeout_s, (double)o.request_timeout);
 #undef SET_IF_GIVEN
-    p.model.n_threads = (int)o.threads;
+    p.model.n_threads = cli_threads(o.threads);
     const bool mb = cli_given(&spec, &o, "--max-batch"), st = cli_given(&spec, &o, "--step-tokens");
     const char *tmpl = o.chat_template;
     const cli_quant qz = o.qz;

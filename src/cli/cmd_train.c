@@ -344,7 +344,7 @@ int cmd_train(int argc, char **argv) {
     if (resume && where.step > 0)
         fprintf(stderr, "road train: resuming from step %lld\n", (long long)where.step);
     road_model_params mp = road_model_default_params();
-    mp.n_threads = (int)o.threads;
+    mp.n_threads = cli_threads(o.threads);
     if (cli_quant_apply(CMD, &qz, &mp) != 0) {
         rc = CLI_EXIT_USAGE;
         goto done;
