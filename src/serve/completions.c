@@ -278,8 +278,8 @@ static enum MHD_Result reply_whole(road_server *s, struct MHD_Connection *c, roa
     return ret;
 }
 
-enum MHD_Result server_generate(road_server *s, struct MHD_Connection *c, api_kind kind,
-                                const char *body, size_t len) {
+enum MHD_Result completions_generate(road_server *s, struct MHD_Connection *c, api_kind kind,
+                                     const char *body, size_t len) {
     api_request q;
     api_error err;
     int32_t *ids = NULL;

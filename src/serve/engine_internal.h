@@ -1,6 +1,12 @@
 /*
- * serve/engine_internal.h - the engine's and a request's state, shared by serve/engine.c (the
- * scheduler) and serve/engine_admin.c (creation, adapters, metrics). Private to serve/.
+ * serve/engine_internal.h - the engine's state, private to serve/: the adapter registry's
+ * entries and commands (serve/adapters.c), a request (serve/request.c) and the engine
+ * (serve/engine.c), which the metrics text (serve/metrics.c) reads. One header for the three
+ * because their structs point at each other and every file takes the same two locks.
+ *
+ * Names shared between serve/ files are `<object>_<verb>`, the object being the file that
+ * defines them (adapters_, request_, engine_, server_, completions_, api_, door_): the file a
+ * name lives in is read off the name (docs/architecture.md).
  *
  * Locking: e->mu guards the queue, the running count, the adapter registry, commands and
  * counters; r->mu guards a request's output, finish state and cancel flag. Never take e->mu
@@ -121,10 +127,22 @@ struct road_engine {
     float *logits; /* [max_batch x V] */
 };
 
-/* engine.c, for engine_admin.c (e->mu held for the first two) */
-int32_t engine_find_adapter_(const road_engine *e, const char *name);
-int32_t add_adapter_entry_(road_engine *e, const char *name); /* -1: no memory */
-/* Run a command on the calling thread (no engine thread running). */
-void engine_run_command_now_(road_engine *e, engine_cmd *c);
+/* ---- serve/adapters.c ---- */
+/* The registry entry of `name`, or -1 (e->mu held). */
+int32_t adapters_find(const road_engine *e, const char *name);
+/* Mark `name` loaded, adding its entry if new (e->mu held). -1: no memory. */
+int32_t adapters_add_entry(road_engine *e, const char *name);
+/* Execute queued adapter commands (the stepping thread; e->mu not held). */
+void adapters_run_commands(road_engine *e);
+
+/* ---- serve/request.c ---- */
+/* The clock of a request's times (submit, queue, first token): monotonic seconds. */
+double request_now_s(void);
+bool request_is_cancelled(road_request *r);
+/* The engine is done with r: free its model state, publish the end, drop the engine's ref. */
+void request_finish(road_engine *e, road_request *r, road_finish_reason why, const char *err);
+/* A sampled token for r (the stepping thread): update text, decide whether r ends, publish.
+ * True when r finished (and was handed to request_finish: r may be gone). */
+bool request_take_token(road_engine *e, road_request *r, int32_t t);
 
 #endif

@@ -475,8 +475,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     case R_METRICS: return send_metrics(s, c);
     case R_MODELS: return send_models(s, c);
-    case R_COMPLETIONS: return server_generate(s, c, API_COMPLETIONS, body, x->len);
-    case R_CHAT: return server_generate(s, c, API_CHAT, body, x->len);
+    case R_COMPLETIONS: return completions_generate(s, c, API_COMPLETIONS, body, x->len);
+    case R_CHAT: return completions_generate(s, c, API_CHAT, body, x->len);
     case R_LOAD: return lora(s, c, true, body, x->len);
     case R_UNLOAD: return lora(s, c, false, body, x->len);
     default: return MHD_NO;

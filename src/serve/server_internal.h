@@ -47,7 +47,7 @@ uint64_t server_next_id(road_server *s);
 bool server_client_gone(int fd);
 
 /* POST /v1/completions and /v1/chat/completions. */
-enum MHD_Result server_generate(road_server *s, struct MHD_Connection *c, api_kind kind,
-                                const char *body, size_t len);
+enum MHD_Result completions_generate(road_server *s, struct MHD_Connection *c, api_kind kind,
+                                     const char *body, size_t len);
 
 #endif
