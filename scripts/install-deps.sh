@@ -9,6 +9,11 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     PACKAGES="$PACKAGES nodejs npm"
 fi
 
+# The robustness tests (tests/robust/: hostile requests, slow clients) are Python 3 scripts.
+if ! command -v python3 >/dev/null 2>&1; then
+    PACKAGES="$PACKAGES python3"
+fi
+
 missing=""
 for p in $PACKAGES; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
