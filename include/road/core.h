@@ -74,6 +74,10 @@ typedef enum road_log_level {
 typedef void (*road_log_fn)(road_log_level level, const char *message, void *user);
 ROAD_API void road_log_set_callback(road_log_fn fn, void *user);
 
+/* A token id: an index into a model's vocabulary (and its tokenizer's). The tokenizer, the
+ * forward pass and generation all take and give token ids as road_token. */
+typedef int32_t road_token;
+
 /* Element types of tensors (the safetensors dtypes road understands). One table row per type in
  * core/dtype.c gives its name and size. */
 typedef enum road_dtype {

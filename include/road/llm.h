@@ -155,7 +155,7 @@ ROAD_API road_status road_kv_cache_truncate(road_kv_cache *c, int64_t n);
 /* One sequence of a ragged batch: new tokens appended to its cache (positions continue from
  * the cache length; without a cache they start at 0 and nothing is kept). */
 typedef struct road_seq {
-    const int32_t *tokens;
+    const road_token *tokens;
     int64_t n_tokens;
     road_kv_cache *cache; /* NULL: no cache */
     const char *adapter;  /* NULL: the model's active adapters (then every sequence must say
@@ -179,10 +179,14 @@ ROAD_API road_status road_model_forward_padded(road_model *m, const int64_t *inp
                                                int64_t T, const char *const *adapters,
                                                float *logits);
 
-/* transformers' causal-LM loss: logits[b, t] predicts labels[b, t + 1]; -100 is ignored; mean
- * over the remaining tokens of the whole batch. ROAD_ERR_INVALID_ARG if no label counts, or
- * (attention_mask given) if a counted label is predicted from a padding position, whose logits
- * are not meaningful: set labels to -100 there. */
+/* A label that takes no loss: PyTorch's CrossEntropyLoss ignore_index, as transformers' labels
+ * use it (prompt tokens, padding). Training data, the loss and its gradient all read this one. */
+#define ROAD_LABEL_IGNORE (-100)
+
+/* transformers' causal-LM loss: logits[b, t] predicts labels[b, t + 1]; ROAD_LABEL_IGNORE (-100)
+ * is ignored; mean over the remaining tokens of the whole batch. ROAD_ERR_INVALID_ARG if no
+ * label counts, or (attention_mask given) if a counted label is predicted from a padding
+ * position, whose logits are not meaningful: set labels to ROAD_LABEL_IGNORE there. */
 ROAD_API road_status road_causal_lm_loss(const float *logits, const int64_t *labels,
                                          const int64_t *attention_mask, int64_t B, int64_t T,
                                          int64_t V, double *loss);
@@ -203,7 +207,9 @@ ROAD_API road_status road_model_loss_backward(road_model *m, const int64_t *inpu
  * (one more forward's worth of compute; activation memory about 1/L of the default's plus the
  * block inputs). Gradients are the same either way (bit for bit). */
 ROAD_API void road_model_set_recompute(road_model *m, bool on);
-/* Bytes of activations and working buffers the last road_model_loss_backward allocated. */
+/* Bytes of activations and working buffers the last road_model_loss_backward used. They live
+ * in a workspace the model keeps from step to step (grown when a batch needs more, freed with
+ * the model), so the peak over a run is the memory training holds. */
 ROAD_API int64_t road_model_backward_bytes(const road_model *m);
 
 /* ---- the model's own tensors, full fine-tuning, saving ------------------------------------ */
@@ -276,22 +282,22 @@ ROAD_API road_status road_sampler_create(const road_sampler_params *p, int64_t v
                                          road_sampler **out);
 ROAD_API void road_sampler_free(road_sampler *s);
 /* Next token from logits [vocab] (transformers' order: temperature, then top-k, then top-p). */
-ROAD_API int32_t road_sampler_sample(road_sampler *s, const float *logits);
+ROAD_API road_token road_sampler_sample(road_sampler *s, const float *logits);
 
 typedef struct road_generate_params {
     int64_t max_new_tokens;     /* > 0 */
-    const int32_t *stop_ids;    /* generation of a sequence ends after one of these */
+    const road_token *stop_ids; /* generation of a sequence ends after one of these */
     int32_t n_stop;
     road_sampler_params sampling;
 } road_generate_params;
 
 /* Called for every generated token; return false to stop that sequence. */
-typedef bool (*road_token_fn)(int64_t seq, int32_t token, void *user);
+typedef bool (*road_token_fn)(int64_t seq, road_token token, void *user);
 
 /* Generate for n_seq prompts at once (one batch, KV caches, each sequence with its own adapter
  * when adapters != NULL). Each sequence gets its own sampler seeded seed + seq index, so a
  * sequence's tokens do not depend on what else is in the batch. */
-ROAD_API road_status road_model_generate(road_model *m, const int32_t *const *prompts,
+ROAD_API road_status road_model_generate(road_model *m, const road_token *const *prompts,
                                          const int64_t *prompt_lens, const char *const *adapters,
                                          int64_t n_seq, const road_generate_params *p,
                                          road_token_fn on_token, void *user);

@@ -3,7 +3,8 @@
  *
  * A padded row's valid tokens (attention_mask 1) get positions 0..n-1 (transformers'
  * cumsum(mask) - 1), which is exactly that row run alone; so a padded batch is run as a
- * ragged batch of its valid tokens and the logits are put back at their columns.
+ * ragged batch of its valid tokens and the logits are put back at their columns. The loss is
+ * ops.c's cross-entropy, the one training differentiates.
  */
 #include <math.h>
 #include <string.h>
@@ -12,9 +13,7 @@
 #include "core/error.h"
 #include "core/threads.h"
 #include "llm/model_internal.h"
-
-/* transformers' ignore_index for labels */
-#define LABEL_IGNORE (-100)
+#include "llm/ops.h"
 
 road_status road_model_forward_padded(road_model *m, const int64_t *input_ids,
                                       const int64_t *attention_mask, int64_t B, int64_t T,
@@ -24,7 +23,7 @@ road_status road_model_forward_padded(road_model *m, const int64_t *input_ids,
         return road_error(ROAD_ERR_INVALID_ARG, "forward_padded: empty batch or NULL buffers");
     const int64_t V = m->cfg.vocab_size;
     road_seq *seqs = road_calloc((size_t)B, sizeof(road_seq));
-    int32_t *tok = road_malloc(sizeof(int32_t) * (size_t)(B * T));
+    road_token *tok = road_malloc(sizeof(road_token) * (size_t)(B * T));
     int64_t *rows = road_malloc(sizeof(int64_t) * (size_t)B);
     road_status st = ROAD_OK;
     if (!seqs || !tok || !rows) st = ROAD_ERR_NO_MEMORY;
@@ -46,7 +45,7 @@ road_status road_model_forward_padded(road_model *m, const int64_t *input_ids,
                                 (long long)V - 1);
                 break;
             }
-            tok[b * T + n++] = (int32_t)id;
+            tok[b * T + n++] = (road_token)id;
         }
         rows[b] = n;
         if (n == 0) continue; /* an all-padding row: its logits stay 0 */
@@ -83,12 +82,11 @@ road_status road_causal_lm_loss(const float *logits, const int64_t *labels,
                                 double *loss) {
     if (!logits || !labels || !loss || B <= 0 || T <= 0 || V <= 0)
         return road_error(ROAD_ERR_INVALID_ARG, "causal_lm_loss: empty batch or NULL buffers");
-    double sum = 0.0;
     int64_t count = 0;
     for (int64_t b = 0; b < B; b++) {
         for (int64_t t = 0; t + 1 < T; t++) {
             int64_t y = labels[b * T + t + 1];
-            if (y == LABEL_IGNORE) continue;
+            if (y == ROAD_LABEL_IGNORE) continue;
             if (y < 0 || y >= V)
                 return road_error(ROAD_ERR_INVALID_ARG, "labels[%lld][%lld] is %lld; labels are "
                                   "token ids (0..%lld) or -100 (ignored)", (long long)b,
@@ -99,18 +97,25 @@ road_status road_causal_lm_loss(const float *logits, const int64_t *labels,
                                   "%lld, which is padding (its logits mean nothing); set that "
                                   "label to -100",
                                   (long long)b, (long long)(t + 1), (long long)t);
-            const float *z = logits + (b * T + t) * V;
-            double mx = -INFINITY;
-            for (int64_t i = 0; i < V; i++) mx = z[i] > mx ? z[i] : mx;
-            double se = 0.0;
-            for (int64_t i = 0; i < V; i++) se += exp((double)z[i] - mx);
-            sum += mx + log(se) - (double)z[y];
             count++;
         }
     }
     if (count == 0)
         return road_error(ROAD_ERR_INVALID_ARG, "causal_lm_loss: no label counts (all -100 after "
                           "the shift); nothing to average");
+    /* Row b's logits at 0..T-2 predict its labels at 1..T-1 (T > 1 since a label counted): the
+     * shift is an offset. The sum runs serially in (b, t) order, so the loss does not depend
+     * on the thread count. */
+    double *losses = road_malloc(sizeof(double) * (size_t)(T - 1));
+    if (!losses) return ROAD_ERR_NO_MEMORY;
+    double sum = 0.0;
+    for (int64_t b = 0; b < B; b++) {
+        const int64_t *targets = labels + b * T + 1;
+        cross_entropy_forward(losses, NULL, NULL, logits + b * T * V, targets, T - 1, V);
+        for (int64_t t = 0; t + 1 < T; t++)
+            if (targets[t] != ROAD_LABEL_IGNORE) sum += losses[t];
+    }
+    road_free(losses);
     *loss = sum / (double)count;
     return ROAD_OK;
 }

@@ -15,6 +15,10 @@
  * (full.c) every weight learns: each linear layer also gets dW += dY^T X (and db), each norm
  * dw, the embedding its rows' gradients (a tied lm_head adds into the same buffer).
  *
+ * The loss is ops.c's cross-entropy (eval's loss too). Every buffer lives in the model's
+ * backward workspaces (bwd_act, bwd_rows), grown when a batch needs more and kept for the
+ * next step, so a training step allocates nothing once its largest batch has run.
+ *
  * Legend: R rows (valid tokens of the batch), H hidden, I intermediate, V vocab, nh/nkv heads,
  * d head_dim, qd = nh*d, kvd = nkv*d.
  */
@@ -26,8 +30,7 @@
 #include "core/error.h"
 #include "core/threads.h"
 #include "llm/model_internal.h"
-
-#define LABEL_IGNORE (-100)
+#include "llm/ops.h"
 
 /* Saved activations of one decoder block (all (R, .) row-major). */
 typedef struct saved_block {
@@ -274,14 +277,26 @@ road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
     const int64_t qd = nh * d, kvd = nkv * d;
     grad_ctx c = {m, 0, 0, NULL, NULL, NULL, NULL, NULL};
     road_status st = ROAD_OK;
-    /* rows: the valid tokens; per row its padded column (for the labels) */
-    int64_t *meta = road_malloc(sizeof(int64_t) * (size_t)(4 * B * T + 2 * B));
-    if (!meta) return ROAD_ERR_NO_MEMORY;
+    /* Per-row bookkeeping, sized for the most rows a [B x T] batch can have (every column
+     * valid), carved from bwd_rows: rows (the valid tokens) with their position, sequence,
+     * padded column and batch row, and their target (the next column's label); per sequence
+     * its first row and length; per row its loss and softmax statistics; the saved blocks.
+     * Every region is a multiple of 8 bytes, so each starts aligned for its type. */
+    const size_t BT = (size_t)(B * T);
+    const size_t rows_bytes = sizeof(int64_t) * (5 * BT + 2 * (size_t)B) +
+                              sizeof(double) * 3 * BT + sizeof(saved_block) * (size_t)L;
+    char *rows_mem = (char *)road_workspace_get(&m->bwd_rows, (rows_bytes + sizeof(float) - 1) /
+                                                                  sizeof(float));
+    if (!rows_mem) return ROAD_ERR_NO_MEMORY;
+    int64_t *meta = (int64_t *)rows_mem;
     c.row_pos = meta;
-    c.row_seq = meta + B * T;
-    int64_t *row_col = meta + 2 * B * T, *row_b = meta + 3 * B * T;
-    c.seq_r0 = meta + 4 * B * T;
+    c.row_seq = meta + BT;
+    int64_t *row_col = meta + 2 * BT, *row_b = meta + 3 * BT, *targets = meta + 4 * BT;
+    c.seq_r0 = meta + 5 * BT;
     c.seq_n = c.seq_r0 + B;
+    double *row_loss = (double *)(c.seq_n + B), *row_max = row_loss + BT, *row_sum = row_max + BT;
+    saved_block *sb = (saved_block *)(row_sum + BT);
+    memset(sb, 0, sizeof(saved_block) * (size_t)L);
     int64_t max_len = 1;
     for (int64_t b = 0; b < B && st == ROAD_OK; b++) {
         int64_t n = 0;
@@ -303,6 +318,7 @@ road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
             c.row_seq[c.R] = c.n_seq;
             row_col[c.R] = t;
             row_b[c.R] = b;
+            targets[c.R] = t + 1 < T ? labels[b * T + t + 1] : ROAD_LABEL_IGNORE;
             c.R++;
         }
         if (n > 0) {
@@ -317,7 +333,7 @@ road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
     for (int64_t b = 0; b < B && st == ROAD_OK; b++)
         for (int64_t t = 0; t + 1 < T; t++) {
             int64_t y = labels[b * T + t + 1];
-            if (y == LABEL_IGNORE) continue;
+            if (y == ROAD_LABEL_IGNORE) continue;
             if (y < 0 || y >= V) {
                 st = road_error(ROAD_ERR_INVALID_ARG, "labels[%lld][%lld] is %lld; labels are token "
                                 "ids or -100", (long long)b, (long long)(t + 1), (long long)y);
@@ -334,10 +350,7 @@ road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
         }
     if (st == ROAD_OK && count == 0)
         st = road_error(ROAD_ERR_INVALID_ARG, "loss_backward: no label counts (all -100 after the shift)");
-    if (st != ROAD_OK) {
-        road_free(meta);
-        return st;
-    }
+    if (st != ROAD_OK) return st;
 
     /* memory: saved blocks (with recompute: every block's input, and one block's worth of
      * activations refilled block by block in backward), then the working buffers */
@@ -347,14 +360,8 @@ road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
     const int nthreads = road_get_num_threads();
     const size_t work = (size_t)(R * (5 * H + 2 * V + 2 * qd + 2 * kvd + 2 * I + d)) +
                         (size_t)nthreads * (size_t)(2 * max_len * max_len);
-    float *mem = road_malloc(sizeof(float) * (saved + work));
-    saved_block *sb = road_calloc((size_t)L, sizeof(saved_block));
-    if (!mem || !sb) {
-        road_free(mem);
-        road_free(sb);
-        road_free(meta);
-        return ROAD_ERR_NO_MEMORY;
-    }
+    float *mem = road_workspace_get(&m->bwd_act, saved + work);
+    if (!mem) return ROAD_ERR_NO_MEMORY;
     m->backward_bytes = (int64_t)(sizeof(float) * (saved + work));
     float *p = mem;
 #define TAKE(n) (p += (n), p - (n))
@@ -398,26 +405,16 @@ road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
         st = lin_fwd(&c, m->lm_head, hf, zb, z, V);
     }
     /* ---- loss and dlogits (into z) ---- */
-    double total = 0.0;
     if (st == ROAD_OK) {
+        cross_entropy_forward(row_loss, row_max, row_sum, z, targets, R, V);
+        /* the sum as an OpenMP reduction over rows in static chunks: per thread count, the
+         * same additions in the same order every step */
+        double total = 0.0;
 #pragma omp parallel for schedule(static) reduction(+ : total)
-        for (int64_t r = 0; r < R; r++) {
-            float *zr = z + r * V;
-            const int64_t t = row_col[r], b = row_b[r];
-            const int64_t y = t + 1 < T ? labels[b * T + t + 1] : LABEL_IGNORE;
-            if (y == LABEL_IGNORE) {
-                memset(zr, 0, sizeof(float) * (size_t)V);
-                continue;
-            }
-            double mx = -INFINITY, se = 0.0;
-            for (int64_t i = 0; i < V; i++) mx = zr[i] > mx ? zr[i] : mx;
-            for (int64_t i = 0; i < V; i++) se += exp((double)zr[i] - mx);
-            total += mx + log(se) - (double)zr[y];
-            for (int64_t i = 0; i < V; i++)
-                zr[i] = (float)(exp((double)zr[i] - mx) / se / (double)count);
-            zr[y] -= (float)(1.0 / (double)count);
-        }
+        for (int64_t r = 0; r < R; r++)
+            if (targets[r] != ROAD_LABEL_IGNORE) total += row_loss[r];
         *loss = total / (double)count;
+        cross_entropy_backward(z, count, z, targets, row_max, row_sum, R, V);
     }
     /* ---- backward ---- */
     if (st == ROAD_OK) st = lin_bwd(&c, m->lm_head, hf, zb, z, tmp);
@@ -484,8 +481,5 @@ road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
             const float *dr = dx + r * H;
             for (int64_t i = 0; i < H; i++) g[i] += dr[i];
         }
-    road_free(mem);
-    road_free(sb);
-    road_free(meta);
     return st;
 }

@@ -44,6 +44,8 @@ void road_model_free(road_model *m) {
     road_free(m->blocks);
     road_free(m->inv_freq);
     road_free(m->ws.buf);
+    road_free(m->bwd_act.buf);
+    road_free(m->bwd_rows.buf);
     road_free(m);
 }
 

@@ -54,9 +54,13 @@ struct road_model {
     road_block *blocks; /* [L] */
     float *inv_freq;    /* (d/2) RoPE inverse frequencies, scaling applied */
     road_workspace ws;
+    /* The backward's buffers (grad.c), kept from step to step and grown when a batch needs
+     * more: activations and working floats, and per-row bookkeeping (indices, targets, loss
+     * statistics, the saved-block table). One backward at a time per model; freed with it. */
+    road_workspace bwd_act, bwd_rows;
     int64_t weight_bytes;
     bool recompute;         /* backward recomputes block activations (road_model_set_recompute) */
-    int64_t backward_bytes; /* activation memory of the last backward */
+    int64_t backward_bytes; /* activation memory the last backward used (of bwd_act) */
     road_qtensor **qt;      /* [n_qt] quantized linear weights (the adapter set borrows them) */
     int32_t n_qt;
     int n_threads; /* road_model_params.n_threads: its calls run in a thread scope of it */

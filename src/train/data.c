@@ -20,7 +20,6 @@
 
 /* A training file is read whole; larger ones should be split. */
 #define DATA_MAX_BYTES ((size_t)2 << 30)
-#define LABEL_IGNORE (-100)
 
 typedef struct example {
     int32_t *ids, *labels;
@@ -112,8 +111,9 @@ static road_status int_array(const cJSON *a, const char *field, int64_t line, bo
     cJSON_ArrayForEach(e, a) {
         /* range first: converting an out-of-range double to an integer is undefined */
         const double x = cJSON_IsNumber(e) ? e->valuedouble : NAN;
-        const bool in_range = x >= (double)LABEL_IGNORE && x <= 2147483647.0 && x == floor(x);
-        if (!in_range || (x < 0 && !(allow_ignore && x == LABEL_IGNORE))) {
+        const bool in_range =
+            x >= (double)ROAD_LABEL_IGNORE && x <= 2147483647.0 && x == floor(x);
+        if (!in_range || (x < 0 && !(allow_ignore && x == ROAD_LABEL_IGNORE))) {
             road_free(v);
             return road_error(ROAD_ERR_FORMAT, "line %lld: \"%s\"[%lld] is not a %s", (long long)line,
                               field, (long long)i,
@@ -149,7 +149,7 @@ static road_status append(example *ex, int64_t *cap, const int32_t *ids, int64_t
     }
     for (int64_t i = 0; i < n; i++) {
         ex->ids[ex->n + i] = ids[i];
-        ex->labels[ex->n + i] = loss ? ids[i] : LABEL_IGNORE;
+        ex->labels[ex->n + i] = loss ? ids[i] : ROAD_LABEL_IGNORE;
     }
     ex->n += n;
     return ROAD_OK;
@@ -293,7 +293,7 @@ static road_status parse_line(const cJSON *o, int64_t line, const road_data_para
             memcpy(ex->ids, ia, sizeof(int32_t) * (size_t)na);
             if (nb) memcpy(ex->ids + na, ib, sizeof(int32_t) * (size_t)nb);
             for (int64_t i = 0; i < ex->n; i++)
-                ex->labels[i] = (b && i < na) ? LABEL_IGNORE : ex->ids[i];
+                ex->labels[i] = (b && i < na) ? ROAD_LABEL_IGNORE : ex->ids[i];
         } else {
             road_error_prefix("line %lld", (long long)line);
         }
@@ -370,7 +370,7 @@ road_status road_dataset_parse_jsonl(const char *text, size_t len, const road_da
 /* Tokens from position 1 on that carry a loss (position 0 is never predicted). */
 static int64_t loss_tokens(const example *ex, int64_t n) {
     int64_t counted = 0;
-    for (int64_t i = 1; i < n; i++) counted += ex->labels[i] != LABEL_IGNORE;
+    for (int64_t i = 1; i < n; i++) counted += ex->labels[i] != ROAD_LABEL_IGNORE;
     return counted;
 }
 

@@ -20,8 +20,6 @@
 #include "road/train.h"
 #include "train/train_internal.h"
 
-#define LABEL_IGNORE (-100)
-
 road_train_params road_train_default_params(void) {
     road_train_params p;
     memset(&p, 0, sizeof p);
@@ -85,7 +83,7 @@ static road_status make_batch(const road_dataset *d, const int64_t *idx, int64_t
             bool real = t < n;
             b->ids[i * T + t] = real ? ids[t] : 0;
             b->mask[i * T + t] = real;
-            b->labels[i * T + t] = real ? lab[t] : LABEL_IGNORE;
+            b->labels[i * T + t] = real ? lab[t] : ROAD_LABEL_IGNORE;
         }
         b->tokens += n;
     }
@@ -120,7 +118,7 @@ static road_status eval_loss(road_model *m, const road_dataset *d, int64_t batch
         if (s == ROAD_OK) s = road_causal_lm_loss(logits, b.labels, b.mask, b.B, b.T, V, &l);
         int64_t c = 0;
         for (int64_t r = 0; r < b.B && s == ROAD_OK; r++)
-            for (int64_t t = 1; t < b.T; t++) c += b.labels[r * b.T + t] != LABEL_IGNORE;
+            for (int64_t t = 1; t < b.T; t++) c += b.labels[r * b.T + t] != ROAD_LABEL_IGNORE;
         sum += l * (double)c;
         counted += c;
         road_free(logits);
