@@ -136,7 +136,7 @@ static road_status jsonl_batch(road_model *m, const char *model_dir, const char 
             for (int64_t t = 0; t < T; t++) {
                 out->ids[i * T + t] = t < n ? a[t] : 0;
                 out->mask[i * T + t] = t < n;
-                out->labels[i * T + t] = t < n ? b[t] : -100;
+                out->labels[i * T + t] = t < n ? b[t] : ROAD_LABEL_IGNORE;
             }
         }
     }
