@@ -1,6 +1,6 @@
 /*
  * tests/adapter_set_common.h - the test model and helpers shared by test_adapter_set.c,
- * test_adapter_set_compute.c and test_adapter_set_oom.c (the adapter manager, road/adapters.h,
+ * test_adapter_set_compute.c and test_adapter_set_oom.c (the adapter manager, road/adapter_set.h,
  * PEFT's RoadModel): a Llama-shaped model of 2 decoder layers x {q,k,v,o}_proj +
  * {gate,up,down}_proj (hidden 64, GQA k/v 32, intermediate 176; Qwen2-style biases on q, k, v),
  * embed_tokens and lm_head, named as Hugging Face names them; scratch memory; the three

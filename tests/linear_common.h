@@ -1,7 +1,7 @@
 /*
  * tests/linear_common.h - helpers shared by test_linear.c and test_linear_golden.c: JSON and
  * golden access, layer construction, and the independent double-precision reference layer
- * written from the math in road/adapter.h and the golden README. Header-only (static inline)
+ * written from the math in road/linear.h and the golden README. Header-only (static inline)
  * because each test is its own executable.
  *
  * Legend: R = rows (batch x tokens), I = in_features, D = out_features, P = entries of theta

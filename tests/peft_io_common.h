@@ -21,7 +21,7 @@
 
 #include "testutil.h"
 
-#include "road/adapters.h" /* not yet in road/road.h */
+#include "road/adapter_set.h" /* not yet in road/road.h */
 
 #include "core/alloc.h"
 #include "io/file.h"

@@ -1,5 +1,5 @@
 /*
- * tests/test_adapter_set.c - the adapter manager (road/adapters.h, PEFT's RoadModel) on the
+ * tests/test_adapter_set.c - the adapter manager (road/adapter_set.h, PEFT's RoadModel) on the
  * Llama-shaped model of adapter_set_common.h: create errors, which layers carry which adapter,
  * the active list and its order, delete / enable / merge / unload rules, all-or-nothing
  * failures and the trainable-parameter report. Mixed batches and backward are in

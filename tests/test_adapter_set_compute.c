@@ -1,5 +1,5 @@
 /*
- * tests/test_adapter_set_compute.c - the adapter manager's (road/adapters.h) numerical paths on
+ * tests/test_adapter_set_compute.c - the adapter manager's (road/adapter_set.h) numerical paths on
  * the Llama-shaped model of adapter_set_common.h: mixed batches (one adapter per sequence,
  * bitwise against whole-batch forwards), their errors, and backward (against central
  * differences of the double-precision forward of adapter_set_common.h). The manager's state

@@ -1,6 +1,6 @@
 /*
  * tests/test_adapter_set_oom.c - out-of-memory injection into the adapter manager
- * (road/adapters.h) on the Llama-shaped model of adapter_set_common.h: create, add, set_active,
+ * (road/adapter_set.h) on the Llama-shaped model of adapter_set_common.h: create, add, set_active,
  * forward, merge, unmerge, plan, forward_mixed and delete with every allocation failing in
  * turn; each failed step must report out of memory, change nothing, leak nothing, and succeed
  * when retried, with results bitwise equal to a run without failures.

@@ -235,7 +235,7 @@ static void test_threaded_equals_reference(void **state) {
 
 /* ---- 3. finite differences ------------------------------------------------------------------ */
 
-/* Independent double-precision RoAd forward, written from the math in road/adapter.h:
+/* Independent double-precision RoAd forward, written from the math in road/rot.h:
  * returns L = sum(y * g). */
 static double ref_loss(road_variant v, int gs, int64_t D, int64_t rows, const double *theta,
                        const double *alpha, const double *x, const double *g) {

@@ -11,7 +11,7 @@
 #ifndef ROAD_CONFIG_H
 #define ROAD_CONFIG_H
 
-#include "road/adapter.h"
+#include "road/linear.h"
 
 #ifdef __cplusplus
 extern "C" {

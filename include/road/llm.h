@@ -9,7 +9,7 @@
 #ifndef ROAD_LLM_H
 #define ROAD_LLM_H
 
-#include "road/adapters.h"
+#include "road/adapter_set.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -113,7 +113,7 @@ ROAD_API void road_model_free(road_model *m);
 ROAD_API const road_llm_config *road_model_config(const road_model *m);
 ROAD_API const road_generation_config *road_model_generation_config(const road_model *m);
 /* The model's adapter manager (its linear layers, by Hugging Face names): load adapters,
- * activate, merge... through road/adapters.h. Owned by the model. */
+ * activate, merge... through road/adapter_set.h. Owned by the model. */
 ROAD_API road_adapter_set *road_model_adapters(road_model *m);
 /* Bytes of weights the model holds: float32 tensors (mapped or in memory) plus quantized
  * ones at their packed size. */

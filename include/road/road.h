@@ -6,9 +6,10 @@
 
 #include "road/core.h"
 #include "road/json.h"
-#include "road/adapter.h"
+#include "road/rot.h"
+#include "road/linear.h"
 #include "road/config.h"
-#include "road/adapters.h"
+#include "road/adapter_set.h"
 #include "road/safetensors.h"
 #include "road/outdir.h"
 #include "road/quant.h"

@@ -1,5 +1,5 @@
 /*
- * adapter/adapter_set.c - the adapter manager (PEFT's RoadModel), see road/adapters.h.
+ * adapter/adapter_set.c - the adapter manager (PEFT's RoadModel), see road/adapter_set.h.
  *
  * Every registered linear layer is wrapped in a road_linear that borrows the caller's weights.
  * The set owns the model-level truth (which adapters exist, their configs, the active list,
@@ -25,7 +25,7 @@
 #include "core/blas.h"
 #include "core/error.h"
 #include "adapter/adapter_set_internal.h"
-#include "road/adapters.h"
+#include "road/adapter_set.h"
 
 /* ---- creation ------------------------------------------------------------------------------ */
 

@@ -5,7 +5,7 @@
 #ifndef ROAD_ADAPTER_SET_INTERNAL_H
 #define ROAD_ADAPTER_SET_INTERNAL_H
 
-#include "road/adapters.h"
+#include "road/adapter_set.h"
 
 /* Adapter names are at most 128 bytes (road_linear's limit) plus the NUL. */
 #define ACTIVE_SLOT 129

@@ -12,7 +12,7 @@
 #ifndef ROAD_ADAPTER_KERNELS_H
 #define ROAD_ADAPTER_KERNELS_H
 
-#include "road/adapter.h"
+#include "road/rot.h"
 
 typedef struct road_kernel_ops {
     const char *name;

@@ -1,5 +1,5 @@
 /*
- * adapter/kernels_ref.c - reference RoAd kernels: the math of road/adapter.h, one element
+ * adapter/kernels_ref.c - reference RoAd kernels: the math of road/rot.h, one element
  * pair at a time. Slow on purpose; everything else is tested against these.
  */
 #include "adapter/kernels.h"

@@ -2,7 +2,7 @@
  * adapter/linear.c - the adapted linear layer (PEFT's road.Linear).
  *
  * A base linear y = x W^T + b holding named adapters. Semantics follow PEFT's Linear.forward,
- * merge and unmerge exactly (see road/adapter.h); what differs is cost: adapters are applied
+ * merge and unmerge exactly (see road/linear.h); what differs is cost: adapters are applied
  * in place on the GEMM output, coefficients are cached per adapter and rebuilt only when the
  * parameters' version changes, and merge/unmerge work on the 2x2 blocks.
  *

@@ -5,7 +5,7 @@
 #ifndef ROAD_ADAPTER_LINEAR_INTERNAL_H
 #define ROAD_ADAPTER_LINEAR_INTERNAL_H
 
-#include "road/adapter.h"
+#include "road/linear.h"
 
 /* Would road_linear_merge(l, names, n) be refused for numerical reasons? Checks every named
  * adapter present on the layer and not yet merged, changing nothing. */

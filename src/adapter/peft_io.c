@@ -34,7 +34,7 @@
 #include "core/finite.h"
 #include "io/dir.h"
 #include "io/file.h"
-#include "road/adapters.h"
+#include "road/adapter_set.h"
 #include "road/safetensors.h"
 
 /* PEFT's names (peft/utils/save_and_load.py, peft/utils/constants.py). */
@@ -570,7 +570,7 @@ road_status road_adapter_set_load(road_adapter_set *s, const char *name, const c
     return st;
 }
 
-/* The two halves, for a server that keeps generating while a folder is read (road/adapters.h).
+/* The two halves, for a server that keeps generating while a folder is read (road/adapter_set.h).
  * Prepare touches only the set's layer list (fixed for the set's life) and its own memory. */
 struct road_adapter_load {
     load_ctx c;

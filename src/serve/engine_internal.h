@@ -17,7 +17,7 @@
 
 #include <pthread.h>
 
-#include "road/adapters.h"
+#include "road/adapter_set.h"
 #include "road/serve.h"
 
 typedef struct engine_adapter {

@@ -1,3 +1,3 @@
 /* deliberately wrong: a public header of quant may not include one of adapter (used by the
  * layers_selftest test) */
-#include "road/adapter.h"
+#include "road/linear.h"

@@ -1,5 +1,5 @@
 /*
- * road/adapters.h - the adapter manager (PEFT's RoadModel): a model described as named linear
+ * road/adapter_set.h - the adapter manager (PEFT's RoadModel): a model described as named linear
  * layers, RoAd adapters attached to the layers their config targets, their whole lifecycle,
  * mixed batches, and PEFT adapter folders.
  *
@@ -24,10 +24,10 @@
  * Ownership: the set copies names and configs; weights stay the caller's and must outlive it.
  * modules_to_save copies are the set's, freed with their adapter.
  */
-#ifndef ROAD_ADAPTERS_H
-#define ROAD_ADAPTERS_H
+#ifndef ROAD_ADAPTER_SET_H
+#define ROAD_ADAPTER_SET_H
 
-#include "road/adapter.h"
+#include "road/linear.h"
 #include "road/config.h"
 
 #ifdef __cplusplus
@@ -289,4 +289,4 @@ ROAD_API road_status road_adapter_set_backward(road_adapter_set *s, int32_t laye
 #ifdef __cplusplus
 }
 #endif
-#endif /* ROAD_ADAPTERS_H */
+#endif /* ROAD_ADAPTER_SET_H */
