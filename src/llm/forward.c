@@ -22,6 +22,7 @@
 #include "core/error.h"
 #include "core/threads.h"
 #include "llm/model_internal.h"
+#include "llm/ops.h"
 
 /* Attention items (row, head) per OpenMP chunk: a decode row is short work. */
 #define ATTN_CHUNK 4
@@ -51,37 +52,6 @@ static road_status linear(fwd_ctx *c, int32_t layer, int64_t rows, const int64_t
     if (c->plan)
         return road_adapter_set_forward_mixed(c->m->set, c->plan, layer, 0, seq_rows, x, y);
     return road_adapter_set_forward(c->m->set, layer, rows, x, y);
-}
-
-/* out (R, H) = w * x / sqrt(mean(x^2) + eps), row by row; the mean is taken in double. */
-void road_rmsnorm(const float *x, const float *w, int64_t R, int64_t H, double eps, float *out) {
-#pragma omp parallel for schedule(static) if (R * H >= (1 << 16))
-    for (int64_t r = 0; r < R; r++) {
-        const float *xr = x + r * H;
-        double ss = 0.0;
-        for (int64_t i = 0; i < H; i++) ss += (double)xr[i] * xr[i];
-        float inv = (float)(1.0 / sqrt(ss / (double)H + eps));
-        float *o = out + r * H;
-        for (int64_t i = 0; i < H; i++) o[i] = w[i] * (xr[i] * inv);
-    }
-}
-
-/* Rotate-half RoPE in place on `heads` heads of each row; cs (R, d) holds cos then sin for the
- * d/2 frequencies of the row's position. */
-void road_rope(float *x, int64_t R, int64_t heads, int64_t d, const float *cs) {
-    const int64_t half = d / 2;
-#pragma omp parallel for schedule(static) if (R * heads * d >= (1 << 16))
-    for (int64_t r = 0; r < R; r++) {
-        const float *cr = cs + r * d, *sr = cr + half;
-        for (int64_t h = 0; h < heads; h++) {
-            float *v = x + (r * heads + h) * d;
-            for (int64_t i = 0; i < half; i++) {
-                float a = v[i], b = v[i + half];
-                v[i] = a * cr[i] - b * sr[i];
-                v[i + half] = b * cr[i] + a * sr[i];
-            }
-        }
-    }
 }
 
 /* Store this layer's new keys and values into each sequence's cache. */
@@ -158,18 +128,6 @@ static void attention_rows(fwd_ctx *c, int64_t layer, const float *q, const floa
             const float w = sc[t - lo] * inv;
             const float *vt = vb + t * kstride;
             for (int64_t i = 0; i < d; i++) o[i] += w * vt[i];
-        }
-    }
-}
-
-void road_rope_table(const road_model *m, const int64_t *pos, int64_t R, float *cs) {
-    const int64_t d = m->cfg.head_dim;
-    for (int64_t r = 0; r < R; r++) {
-        float *cr = cs + r * d, *sr = cr + d / 2;
-        for (int64_t i = 0; i < d / 2; i++) {
-            float angle = (float)pos[r] * m->inv_freq[i];
-            cr[i] = cosf(angle);
-            sr[i] = sinf(angle);
         }
     }
 }
@@ -364,27 +322,26 @@ road_status road_model_forward(road_model *m, const road_seq *seqs, int64_t n_se
         for (int64_t i = 0; st == ROAD_OK && i < seqs[s].n_tokens; i++, r++)
             memcpy(x + r * H, table + (int64_t)seqs[s].tokens[i] * H, sizeof(float) * (size_t)H);
     }
-    road_rope_table(m, c.row_pos, R, cs);
+    rope_table(cs, c.row_pos, m->inv_freq, R, d);
     for (int64_t l = 0; l < cfg->n_layers && st == ROAD_OK; l++) {
         const road_block *b = &m->blocks[l];
-        road_rmsnorm(x, b->attn_norm, R, H, cfg->rms_norm_eps, h);
+        rmsnorm_forward(h, x, b->attn_norm, R, H, cfg->rms_norm_eps);
         st = linear(&c, b->proj[PROJ_Q], R, c.seq_rows, h, q);
         if (st == ROAD_OK) st = linear(&c, b->proj[PROJ_K], R, c.seq_rows, h, k);
         if (st == ROAD_OK) st = linear(&c, b->proj[PROJ_V], R, c.seq_rows, h, v);
         if (st != ROAD_OK) break;
-        road_rope(q, R, nh, d, cs);
-        road_rope(k, R, nkv, d, cs);
+        rope_forward(q, cs, R, nh, d);
+        rope_forward(k, cs, R, nkv, d);
         cache_store(&c, l, k, v);
         attention(&c, l, q, k, v, att, scratch, max_keys);
         st = linear(&c, b->proj[PROJ_O], R, c.seq_rows, att, h);
         if (st != ROAD_OK) break;
         for (int64_t i = 0; i < R * H; i++) x[i] += h[i];
-        road_rmsnorm(x, b->mlp_norm, R, H, cfg->rms_norm_eps, h);
+        rmsnorm_forward(h, x, b->mlp_norm, R, H, cfg->rms_norm_eps);
         st = linear(&c, b->proj[PROJ_GATE], R, c.seq_rows, h, g);
         if (st == ROAD_OK) st = linear(&c, b->proj[PROJ_UP], R, c.seq_rows, h, u);
         if (st != ROAD_OK) break;
-#pragma omp parallel for schedule(static) if (R * I >= (1 << 16))
-        for (int64_t i = 0; i < R * I; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+        swiglu_forward(g, g, u, R * I);
         st = linear(&c, b->proj[PROJ_DOWN], R, c.seq_rows, g, h);
         if (st != ROAD_OK) break;
         for (int64_t i = 0; i < R * H; i++) x[i] += h[i];
@@ -397,7 +354,7 @@ road_status road_model_forward(road_model *m, const road_seq *seqs, int64_t n_se
             for (int64_t i = 0; i < sel_rows[s]; i++, n++)
                 memcpy(h + n * H, x + (first + i) * H, sizeof(float) * (size_t)H);
         }
-        road_rmsnorm(h, m->final_norm, n_sel, H, cfg->rms_norm_eps, sel);
+        rmsnorm_forward(sel, h, m->final_norm, n_sel, H, cfg->rms_norm_eps);
         st = linear(&c, m->lm_head, n_sel, sel_rows, sel, logits);
     }
     if (st == ROAD_OK)

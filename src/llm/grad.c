@@ -74,50 +74,6 @@ static road_status lin_bwd(grad_ctx *c, int32_t layer, const float *x, const flo
     return ROAD_OK;
 }
 
-/* RMSNorm backward: y = w * x * r, r = 1/sqrt(mean(x^2) + eps). dx (+=) for dy; with full
- * fine-tuning also dw (H) += sum over rows of dy * x * r. */
-static void rmsnorm_bwd(const float *x, const float *w, const float *dy, int64_t R, int64_t H,
-                        double eps, float *dx, float *dw) {
-    if (dw) {
-        for (int64_t r = 0; r < R; r++) {
-            const float *xr = x + r * H, *gr = dy + r * H;
-            double ss = 0.0;
-            for (int64_t i = 0; i < H; i++) ss += (double)xr[i] * xr[i];
-            const float rr = (float)(1.0 / sqrt(ss / (double)H + eps));
-            for (int64_t i = 0; i < H; i++) dw[i] += gr[i] * xr[i] * rr;
-        }
-    }
-#pragma omp parallel for schedule(static) if (R * H >= (1 << 16))
-    for (int64_t r = 0; r < R; r++) {
-        const float *xr = x + r * H, *gr = dy + r * H;
-        double ss = 0.0, dot = 0.0;
-        for (int64_t i = 0; i < H; i++) {
-            ss += (double)xr[i] * xr[i];
-            dot += (double)gr[i] * w[i] * xr[i];
-        }
-        const double rr = 1.0 / sqrt(ss / (double)H + eps);
-        const double k = rr * rr * rr * dot / (double)H;
-        float *o = dx + r * H;
-        for (int64_t i = 0; i < H; i++) o[i] += (float)(rr * (double)gr[i] * w[i] - k * xr[i]);
-    }
-}
-
-/* Backward of road_rope: the transposed rotation (angle -> -angle). */
-static void rope_bwd(float *dx, int64_t R, int64_t heads, int64_t d, const float *cs) {
-    const int64_t half = d / 2;
-    for (int64_t r = 0; r < R; r++) {
-        const float *cr = cs + r * d, *sr = cr + half;
-        for (int64_t h = 0; h < heads; h++) {
-            float *v = dx + (r * heads + h) * d;
-            for (int64_t i = 0; i < half; i++) {
-                float a = v[i], b = v[i + half];
-                v[i] = a * cr[i] + b * sr[i];
-                v[i + half] = b * cr[i] - a * sr[i];
-            }
-        }
-    }
-}
-
 /* Attention of a training batch, per sequence and head, as small GEMMs: S = Q K^T / sqrt(d)
  * (n x n for a sequence of n tokens), a causal (and sliding-window) softmax per row, O = P V.
  * Backward recomputes P the same way and runs dP = dO V^T, dV += P^T dO,
@@ -224,23 +180,23 @@ static road_status block_fwd(grad_ctx *c, int64_t l, float *x, saved_block *s, f
     const int64_t nh = cfg->n_heads, nkv = cfg->n_kv_heads, d = cfg->head_dim;
     const int64_t qd = nh * d, kvd = nkv * d;
     const road_block *b = &m->blocks[l];
-    road_rmsnorm(x, b->attn_norm, R, H, cfg->rms_norm_eps, s->h1);
+    rmsnorm_forward(s->h1, x, b->attn_norm, R, H, cfg->rms_norm_eps);
     road_status st = lin_fwd(c, b->proj[PROJ_Q], s->h1, s->qb, s->q, qd);
     if (st == ROAD_OK) st = lin_fwd(c, b->proj[PROJ_K], s->h1, s->kb, s->k, kvd);
     if (st == ROAD_OK) st = lin_fwd(c, b->proj[PROJ_V], s->h1, s->vb, s->v, kvd);
     if (st != ROAD_OK) return st;
-    road_rope(s->q, R, nh, d, c->cs);
-    road_rope(s->k, R, nkv, d, c->cs);
+    rope_forward(s->q, c->cs, R, nh, d);
+    rope_forward(s->k, c->cs, R, nkv, d);
     attention_fwd(c, s->q, s->k, s->v, s->att, scratch, max_len);
     st = lin_fwd(c, b->proj[PROJ_O], s->att, s->ob, tmp, H);
     if (st != ROAD_OK) return st;
     for (int64_t i = 0; i < R * H; i++) x[i] += tmp[i];
     memcpy(s->x_mid, x, sizeof(float) * (size_t)(R * H));
-    road_rmsnorm(x, b->mlp_norm, R, H, cfg->rms_norm_eps, s->h2);
+    rmsnorm_forward(s->h2, x, b->mlp_norm, R, H, cfg->rms_norm_eps);
     st = lin_fwd(c, b->proj[PROJ_GATE], s->h2, s->gb, s->g, I);
     if (st == ROAD_OK) st = lin_fwd(c, b->proj[PROJ_UP], s->h2, s->ub, s->u, I);
     if (st != ROAD_OK) return st;
-    for (int64_t i = 0; i < R * I; i++) s->a[i] = s->g[i] / (1.0f + expf(-s->g[i])) * s->u[i];
+    swiglu_forward(s->a, s->g, s->u, R * I);
     st = lin_fwd(c, b->proj[PROJ_DOWN], s->a, s->db, tmp, H);
     if (st != ROAD_OK) return st;
     for (int64_t i = 0; i < R * H; i++) x[i] += tmp[i];
@@ -385,7 +341,7 @@ road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
     c.cs = TAKE(R * d);
     float *scratch = TAKE((int64_t)nthreads * 2 * max_len * max_len);
 #undef TAKE
-    road_rope_table(m, c.row_pos, R, c.cs);
+    rope_table(c.cs, c.row_pos, m->inv_freq, R, d);
     /* The embedding table: the active modules_to_save copy of embed_tokens, if any; then
      * backward also needs block 0's input gradient, to scatter into the copy's rows. */
     road_module_copy ecopy;
@@ -401,7 +357,7 @@ road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
         st = block_fwd(&c, l, x, s, tmp, scratch, max_len);
     }
     if (st == ROAD_OK) {
-        road_rmsnorm(x, m->final_norm, R, H, cfg->rms_norm_eps, hf);
+        rmsnorm_forward(hf, x, m->final_norm, R, H, cfg->rms_norm_eps);
         st = lin_fwd(&c, m->lm_head, hf, zb, z, V);
     }
     /* ---- loss and dlogits (into z) ---- */
@@ -420,8 +376,8 @@ road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
     if (st == ROAD_OK) st = lin_bwd(&c, m->lm_head, hf, zb, z, tmp);
     if (st == ROAD_OK) {
         memset(dx, 0, sizeof(float) * (size_t)(R * H));
-        rmsnorm_bwd(x, m->final_norm, tmp, R, H, cfg->rms_norm_eps, dx,
-                    full ? road_full_grad(m, m->full->final_norm) : NULL);
+        rmsnorm_backward(dx, full ? road_full_grad(m, m->full->final_norm) : NULL, tmp, x,
+                         m->final_norm, R, H, cfg->rms_norm_eps);
     }
     for (int64_t l = L - 1; l >= 0 && st == ROAD_OK; l--) {
         const road_block *b = &m->blocks[l];
@@ -435,25 +391,21 @@ road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
         /* MLP: x_out = x_mid + down(silu(gate(h2)) * up(h2)), h2 = norm(x_mid) */
         st = lin_bwd(&c, b->proj[PROJ_DOWN], s->a, s->db, dx, dg); /* dg = d(a) for now */
         if (st != ROAD_OK) break;
-        for (int64_t i = 0; i < R * I; i++) {
-            const float gi = s->g[i], sg = 1.0f / (1.0f + expf(-gi)), da = dg[i];
-            du[i] = da * gi * sg;
-            dg[i] = da * s->u[i] * sg * (1.0f + gi * (1.0f - sg));
-        }
+        swiglu_backward(dg, du, dg, s->g, s->u, R * I);
         st = lin_bwd(&c, b->proj[PROJ_GATE], s->h2, s->gb, dg, tmp);
         if (st != ROAD_OK) break;
         float *dh2 = hf; /* free now: reuse as a second (R, H) buffer */
         st = lin_bwd(&c, b->proj[PROJ_UP], s->h2, s->ub, du, dh2);
         if (st != ROAD_OK) break;
         for (int64_t i = 0; i < R * H; i++) tmp[i] += dh2[i];
-        rmsnorm_bwd(s->x_mid, b->mlp_norm, tmp, R, H, cfg->rms_norm_eps, dx,
-                    full ? road_full_grad(m, m->full->mlp_norm[l]) : NULL);
+        rmsnorm_backward(dx, full ? road_full_grad(m, m->full->mlp_norm[l]) : NULL, tmp, s->x_mid,
+                         b->mlp_norm, R, H, cfg->rms_norm_eps);
         /* attention: x_mid = x_in + o(attn(rope(q(h1)), rope(k(h1)), v(h1))), h1 = norm(x_in) */
         st = lin_bwd(&c, b->proj[PROJ_O], s->att, s->ob, dx, datt);
         if (st != ROAD_OK) break;
         attention_bwd(&c, s->q, s->k, s->v, datt, dq, dk, dv, scratch, max_len);
-        rope_bwd(dq, R, nh, d, c.cs);
-        rope_bwd(dk, R, nkv, d, c.cs);
+        rope_backward(dq, c.cs, R, nh, d);
+        rope_backward(dk, c.cs, R, nkv, d);
         if (l == 0 && !embed_trains && !full) {
             /* The embedding is frozen: block 0's input gradient has no use, so its q/k/v
              * backward stops at the adapters (no dY W GEMMs, no norm backward). */
@@ -469,8 +421,8 @@ road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
         st = lin_bwd(&c, b->proj[PROJ_V], s->h1, s->vb, dv, dh2);
         if (st != ROAD_OK) break;
         for (int64_t i = 0; i < R * H; i++) tmp[i] += dh2[i];
-        rmsnorm_bwd(s->x_in, b->attn_norm, tmp, R, H, cfg->rms_norm_eps, dx,
-                    full ? road_full_grad(m, m->full->attn_norm[l]) : NULL);
+        rmsnorm_backward(dx, full ? road_full_grad(m, m->full->attn_norm[l]) : NULL, tmp, s->x_in,
+                         b->attn_norm, R, H, cfg->rms_norm_eps);
     }
     /* dx is now d(block 0's input) = d(embedding rows): scatter-add into the trained copy or,
      * with full fine-tuning, the embedding's gradient (serial: rows repeat tokens). */

@@ -71,13 +71,6 @@ struct road_kv_cache {
     float *k, *v; /* (L, nkv, cap, d) each */
 };
 
-/* Shared ops (forward.c). out (R, H) = w * x / sqrt(mean(x^2) + eps). */
-void road_rmsnorm(const float *x, const float *w, int64_t R, int64_t H, double eps, float *out);
-/* Rotate-half RoPE in place on `heads` heads of each row of x; cs (R, d) from road_rope_table. */
-void road_rope(float *x, int64_t R, int64_t heads, int64_t d, const float *cs);
-/* cs (R, d): cos then sin of pos[r] * inv_freq, as transformers computes them in float32. */
-void road_rope_table(const road_model *m, const int64_t *pos, int64_t R, float *cs);
-
 /* Full fine-tuning (full.c): the gradient of tensor i, or NULL when full training is off. */
 float *road_full_grad(road_model *m, int32_t tensor);
 void road_full_free(road_full *f);
