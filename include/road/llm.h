@@ -202,6 +202,18 @@ ROAD_API road_status road_model_loss_backward(road_model *m, const int64_t *inpu
                                               const int64_t *labels, int64_t B, int64_t T,
                                               double *loss);
 
+/* The same for a ragged batch, the form training runs natively (the padded call above is a
+ * wrapper of it): sequence s has its tokens at positions 0..n_tokens-1 and targets[s], its
+ * n_tokens targets: the token each position's logits should predict, or ROAD_LABEL_IGNORE.
+ * These are transformers' labels shifted by one (targets[i] = labels[i + 1]; the last token's
+ * target is ignored unless the caller knows the token that follows). The loss is the mean over
+ * every counted target of the batch. Sequences have no KV cache and name no adapter (the
+ * active adapters train); all_logits is ignored. Equal to the padded call on the same tokens,
+ * bit for bit. */
+ROAD_API road_status road_model_loss_backward_seqs(road_model *m, const road_seq *seqs,
+                                                   const road_token *const *targets,
+                                                   int64_t n_seq, double *loss);
+
 /* Activation memory of backward: off (default), every block's activations are kept from the
  * forward; on, only each block's input is kept and the block is run again during backward
  * (one more forward's worth of compute; activation memory about 1/L of the default's plus the

@@ -177,6 +177,16 @@ static road_status check_config_against_files(const road_llm_config *c, const ro
     return ROAD_OK;
 }
 
+/* The layer specs of a llama, mistral or qwen2 decoder: RMSNorm (the config's eps), SwiGLU,
+ * the config's sliding window on every layer, 1/sqrt(head_dim) logits, the model's RoPE. */
+static void describe_layers(road_model *m) {
+    const road_llm_config *c = &m->cfg;
+    const road_layer_spec s = {ROAD_NORM_RMS, c->rms_norm_eps, ROAD_ACT_SILU, c->sliding_window,
+                               1.0f / sqrtf((float)c->head_dim), m->inv_freq};
+    for (int64_t l = 0; l < c->n_layers; l++) m->blocks[l].spec = s;
+    m->head_spec = s;
+}
+
 road_status road_model_load(const char *dir, const road_model_params *p, road_model **out) {
     if (!out) return road_error(ROAD_ERR_INVALID_ARG, "road_model_load: out is NULL");
     *out = NULL;
@@ -282,6 +292,7 @@ road_status road_model_load(const char *dir, const road_model_params *p, road_mo
         return st;
     }
     rope_frequencies(c, m->inv_freq);
+    describe_layers(m);
     m->weight_bytes = road_weights_mapped_bytes(m->weights) + road_weights_owned_bytes(m->weights);
     for (int32_t i = 0; i < m->n_qt; i++) m->weight_bytes += road_qtensor_bytes(m->qt[i]);
     *out = m;

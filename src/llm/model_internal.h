@@ -13,10 +13,30 @@
 /* Linear layers of one decoder block, in registration order. */
 enum { PROJ_Q, PROJ_K, PROJ_V, PROJ_O, PROJ_GATE, PROJ_UP, PROJ_DOWN, N_PROJ };
 
+/* What one decoder layer computes: the one place a family's differences live. model.c fills
+ * it from the config when the model loads; the block (block.c) reads it and dispatches to the
+ * ops (ops.c), so no op tests a family. A new family sets these from its config, adding a kind
+ * (and its op) only for a norm, activation or attention option not here yet. */
+typedef enum road_norm_kind {
+    ROAD_NORM_RMS = 0 /* weight * x / sqrt(mean(x^2) + eps) (llama, mistral, qwen2) */
+} road_norm_kind;
+typedef enum road_act_kind {
+    ROAD_ACT_SILU = 0 /* the gated MLP's act(gate) * up with silu (SwiGLU) */
+} road_act_kind;
+typedef struct road_layer_spec {
+    road_norm_kind norm;    /* the kind of the layer's norms (and, for head_spec, the final one) */
+    double norm_eps;
+    road_act_kind act;
+    int64_t window;         /* attention's sliding window (0: every earlier key) */
+    float attn_scale;       /* attention's logit scale: 1 / sqrt(head_dim) */
+    const float *inv_freq;  /* (d/2) the RoPE frequencies of its positions (the model's) */
+} road_layer_spec;
+
 typedef struct road_block {
     float *attn_norm;    /* (H) input_layernorm */
     float *mlp_norm;     /* (H) post_attention_layernorm */
     int32_t proj[N_PROJ]; /* indices into the adapter set */
+    road_layer_spec spec;
 } road_block;
 
 /* Scratch for one forward, grown as needed (one forward at a time per model). */
@@ -52,6 +72,7 @@ struct road_model {
     int32_t lm_head;    /* adapter-set index of lm_head */
     int32_t embed_layer; /* adapter-set index of model.embed_tokens */
     road_block *blocks; /* [L] */
+    road_layer_spec head_spec; /* the final norm's kind and eps */
     float *inv_freq;    /* (d/2) RoPE inverse frequencies, scaling applied */
     road_workspace ws;
     /* The backward's buffers (grad.c), kept from step to step and grown when a batch needs

@@ -16,6 +16,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/blas.h"
+#include "core/threads.h"
 #include "llm/ops.h"
 #include "road/llm.h"
 
@@ -124,7 +126,162 @@ void swiglu_backward(float *dgate, float *dup, const float *dout, const float *g
     }
 }
 
-/* ---- cross-entropy ------------------------------------------------------------------------- */
+/* ---- attention ----------------------------------------------------------------------------- */
+
+/* Attention items (row, head) per OpenMP chunk on the per-row path: a decode row is short. */
+#define ATTN_CHUNK 4
+
+int64_t attention_scratch(int64_t qblock, int64_t max_keys) {
+    return (qblock < max_keys ? qblock : max_keys) * (max_keys > 0 ? max_keys : 1);
+}
+
+static float *thread_scratch(float *scratch, int64_t stride) {
+#ifdef _OPENMP
+    return scratch + (size_t)omp_get_thread_num() * (size_t)stride;
+#else
+    (void)stride;
+    return scratch;
+#endif
+}
+
+/* The first key position row position p sees. */
+static int64_t attn_lo(int64_t p, int64_t window) {
+    return window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
+}
+
+/* Per-row path (decode): one (row, head) per item, dot products in scalar loops. */
+static void attention_rows(float *att, const float *q, const attn_batch *a, float *scratch,
+                           int64_t scratch_stride) {
+    const int64_t nh = a->nh, d = a->d, group = a->nh / a->nkv;
+    const int64_t items = a->R * nh;
+#pragma omp parallel for schedule(dynamic, ATTN_CHUNK)
+    for (int64_t it = 0; it < items; it++) {
+        const int64_t r = it / nh, hq = it % nh, hk = hq / group;
+        const attn_seq *sq = &a->seqs[a->row_seq[r]];
+        if (sq->n >= a->gemm_min) continue; /* attention_blocks' */
+        const int64_t p = sq->p0 + (r - sq->r0), lo = attn_lo(p, a->window);
+        float *sc = thread_scratch(scratch, scratch_stride);
+        const float *kb = sq->k + hk * sq->head_stride, *vb = sq->v + hk * sq->head_stride;
+        const int64_t kstride = sq->pos_stride;
+        const float *qv = q + (r * nh + hq) * d;
+        float mx = -INFINITY;
+        for (int64_t t = lo; t <= p; t++) {
+            const float *kt = kb + t * kstride;
+            float dot = 0.0f;
+            for (int64_t i = 0; i < d; i++) dot += qv[i] * kt[i];
+            dot *= a->scale;
+            sc[t - lo] = dot;
+            if (dot > mx) mx = dot;
+        }
+        double sum = 0.0;
+        for (int64_t t = lo; t <= p; t++) {
+            float e = expf(sc[t - lo] - mx);
+            sc[t - lo] = e;
+            sum += e;
+        }
+        const float inv = (float)(1.0 / sum);
+        float *o = att + (r * nh + hq) * d;
+        for (int64_t i = 0; i < d; i++) o[i] = 0.0f;
+        for (int64_t t = lo; t <= p; t++) {
+            const float w = sc[t - lo] * inv;
+            const float *vt = vb + t * kstride;
+            for (int64_t i = 0; i < d; i++) o[i] += w * vt[i];
+        }
+    }
+}
+
+/* P (ni x nk, row stride nk) = the masked softmax of S in place: row i (position p0 + i) keeps
+ * keys lo..p0+i, the rest 0. */
+static void softmax_masked(float *P, int64_t ni, int64_t nk, int64_t p0, int64_t window) {
+    for (int64_t i = 0; i < ni; i++) {
+        float *row = P + i * nk;
+        const int64_t p = p0 + i, lo = attn_lo(p, window);
+        float mx = -INFINITY;
+        for (int64_t t = lo; t <= p; t++) mx = row[t] > mx ? row[t] : mx;
+        double sum = 0.0;
+        for (int64_t t = lo; t <= p; t++) {
+            row[t] = expf(row[t] - mx);
+            sum += row[t];
+        }
+        const float inv = (float)(1.0 / sum);
+        for (int64_t t = 0; t < nk; t++) row[t] = (t >= lo && t <= p) ? row[t] * inv : 0.0f;
+    }
+}
+
+/* GEMM path (prefill, training): one (sequence, head, block of qblock queries) per item, the
+ * block against all keys up to its last query. */
+static void attention_blocks(float *att, const float *q, const attn_batch *a, float *scratch,
+                             int64_t scratch_stride) {
+    const int64_t nh = a->nh, d = a->d, group = a->nh / a->nkv, QB = a->qblock;
+    int64_t items = 0;
+    for (int64_t s = 0; s < a->n_seq; s++)
+        if (a->seqs[s].n >= a->gemm_min) items += nh * ((a->seqs[s].n + QB - 1) / QB);
+    if (items == 0) return;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t it = 0; it < items; it++) {
+        int64_t rest = it, s = 0, nb = 0;
+        for (s = 0; s < a->n_seq; s++) {
+            if (a->seqs[s].n < a->gemm_min) continue;
+            nb = (a->seqs[s].n + QB - 1) / QB;
+            if (rest < nh * nb) break;
+            rest -= nh * nb;
+        }
+        const attn_seq *sq = &a->seqs[s];
+        const int64_t hq = rest / nb, blk = rest % nb, hk = hq / group;
+        const int64_t i0 = blk * QB;
+        const int64_t ni = sq->n - i0 < QB ? sq->n - i0 : QB;
+        const int64_t r0 = sq->r0 + i0, p0 = sq->p0 + i0;
+        const int64_t nk = p0 + ni; /* keys 0 .. p0 + ni - 1 */
+        float *S = thread_scratch(scratch, scratch_stride);
+        const float *kb = sq->k + hk * sq->head_stride, *vb = sq->v + hk * sq->head_stride;
+        const int64_t ld = sq->pos_stride;
+        road_sgemm(false, true, ni, nk, d, a->scale, q + (r0 * nh + hq) * d, nh * d, kb, ld,
+                   0.0f, S, nk);
+        softmax_masked(S, ni, nk, p0, a->window);
+        road_sgemm(false, false, ni, d, nk, 1.0f, S, nk, vb, ld, 0.0f,
+                   att + (r0 * nh + hq) * d, nh * d);
+    }
+}
+
+void attention_forward(float *att, const float *q, const attn_batch *a, float *scratch,
+                       int64_t scratch_stride) {
+    attention_rows(att, q, a, scratch, scratch_stride);
+    attention_blocks(att, q, a, scratch, scratch_stride);
+}
+
+void attention_backward(float *dq, float *dk, float *dv, const float *datt, const float *q,
+                        const float *k, const float *v, const attn_batch *a, float *scratch,
+                        int64_t scratch_stride) {
+    const int64_t nh = a->nh, nkv = a->nkv, d = a->d, grp = nh / nkv;
+    memset(dk, 0, sizeof(float) * (size_t)(a->R * nkv * d));
+    memset(dv, 0, sizeof(float) * (size_t)(a->R * nkv * d));
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t it = 0; it < a->n_seq * nkv; it++) {
+        const int64_t s = it / nkv, hk = it % nkv, n = a->seqs[s].n, r0 = a->seqs[s].r0;
+        float *P = thread_scratch(scratch, scratch_stride);
+        float *dP = P + n * n;
+        const float *kh = k + (r0 * nkv + hk) * d, *vh = v + (r0 * nkv + hk) * d;
+        float *dkh = dk + (r0 * nkv + hk) * d, *dvh = dv + (r0 * nkv + hk) * d;
+        for (int64_t hq = hk * grp; hq < (hk + 1) * grp; hq++) {
+            const float *qh = q + (r0 * nh + hq) * d, *go = datt + (r0 * nh + hq) * d;
+            road_sgemm(false, true, n, n, d, a->scale, qh, nh * d, kh, nkv * d, 0.0f, P, n);
+            softmax_masked(P, n, n, 0, a->window);
+            road_sgemm(false, true, n, n, d, 1.0f, go, nh * d, vh, nkv * d, 0.0f, dP, n);
+            road_sgemm(true, false, n, d, n, 1.0f, P, n, go, nh * d, 1.0f, dvh, nkv * d);
+            for (int64_t i = 0; i < n; i++) { /* dS into dP */
+                float *pr = P + i * n, *dr = dP + i * n;
+                double pdp = 0.0;
+                for (int64_t t = 0; t <= i; t++) pdp += (double)pr[t] * dr[t];
+                for (int64_t t = 0; t < n; t++) dr[t] = t <= i ? pr[t] * (dr[t] - (float)pdp) : 0.0f;
+            }
+            road_sgemm(false, false, n, d, n, a->scale, dP, n, kh, nkv * d, 0.0f, dq + (r0 * nh + hq) * d,
+                       nh * d);
+            road_sgemm(true, false, n, d, n, a->scale, dP, n, qh, nh * d, 1.0f, dkh, nkv * d);
+        }
+    }
+}
+
+/* ---- cross-entropy ---- */
 
 void cross_entropy_forward(double *losses, double *row_max, double *row_sum, const float *logits,
                            const int64_t *targets, int64_t R, int64_t V) {

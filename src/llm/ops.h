@@ -59,6 +59,61 @@ void swiglu_forward(float *out, const float *gate, const float *up, int64_t N);
 void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
                      const float *up, int64_t N);
 
+/* ---- attention (causal, grouped-query, optional sliding window) ---- */
+
+/* One sequence of a ragged batch: its rows r0..r0+n-1 of q and att are positions p0..p0+n-1,
+ * and the row at position p attends to the keys at positions lo(p)..p, lo(p) = 0 or, with a
+ * window W, max(0, p - W + 1). Keys and values of every position 0..p0+n-1 are read through
+ * k and v (position 0, kv head 0) with the strides given: a KV cache's (L, nkv, cap, d) layout
+ * (head_stride cap x d, pos_stride d) or the batch's own (R, nkv x d) rows (head_stride d,
+ * pos_stride nkv x d). */
+typedef struct attn_seq {
+    int64_t r0, n, p0;
+    const float *k, *v;
+    int64_t head_stride, pos_stride;
+} attn_seq;
+
+/* The batch: its sequences, the sequence of every row, the heads and the logit scale. Query
+ * head hq reads kv head hq / (nh / nkv). Sequences of at least gemm_min new rows run as GEMMs
+ * over blocks of qblock queries (S = scale Q K^T, masked softmax, O = P V), each block against
+ * the keys up to its last query; shorter ones (decode) take per-row loops. Inference uses
+ * blocks of ATTN_QBLOCK, which bound the scratch per thread whatever the prompt length;
+ * training uses one block per sequence (qblock >= its longest) and gemm_min 1, so the forward
+ * computes P exactly as attention_backward recomputes it. */
+typedef struct attn_batch {
+    const attn_seq *seqs;
+    int64_t n_seq;
+    const int64_t *row_seq; /* (R) */
+    int64_t R, nh, nkv, d, window;
+    float scale;
+    int64_t gemm_min, qblock;
+} attn_batch;
+
+#define ATTN_QBLOCK 64
+
+/* Scratch floats one thread needs for keys 0..max_keys-1 in blocks of qblock queries
+ * (attention_forward). */
+int64_t attention_scratch(int64_t qblock, int64_t max_keys);
+
+/* att[r, hq] = sum_t softmax_t(scale q[r, hq] . k[t, hk]) v[t, hk] over the row's keys, the
+ * softmax max-shifted in float with its sum in double. scratch holds attention_scratch floats
+ * per thread, scratch_stride apart (>= attention_scratch(qblock, max_keys)).
+ *   att (R, nh x d), q (R, nh x d), keys and values as a->seqs say */
+void attention_forward(float *att, const float *q, const attn_batch *a, float *scratch,
+                       int64_t scratch_stride);
+
+/* Backward of attention_forward for sequences whose keys are their own rows (p0 = 0, k and v
+ * the batch's (R, nkv x d) rows), recomputing each head's probabilities P as the forward's
+ * GEMM path does (train with gemm_min 1 so the forward took it for every sequence): with
+ * dP = dO V^T and dS = P (dP - rowsum(P dP)), dq = scale dS K (written), dk = scale dS^T Q and
+ * dv = P^T dO (written: summed over the kv head's query heads). One work item per (sequence,
+ * kv head), so no two threads write the same rows. scratch: 2 n x n floats per thread for the
+ * longest sequence n, scratch_stride apart.
+ *   dq (R, nh x d), dk, dv (R, nkv x d), datt (R, nh x d), q (R, nh x d), k, v (R, nkv x d) */
+void attention_backward(float *dq, float *dk, float *dv, const float *datt, const float *q,
+                        const float *k, const float *v, const attn_batch *a, float *scratch,
+                        int64_t scratch_stride);
+
 /* ---- cross-entropy ---- */
 
 /* Cross-entropy of each row's logits against its target, as torch's cross_entropy computes it
