@@ -72,12 +72,12 @@ ROAD_API road_status road_engine_create(road_model *m, const road_engine_params 
 ROAD_API void road_engine_free(road_engine *e);
 
 typedef struct road_request_params {
-    const int32_t *prompt;     /* n_prompt >= 1 ids (copied), each < the model's vocabulary */
+    const road_token *prompt;     /* n_prompt >= 1 ids (copied), each < the model's vocabulary */
     int64_t n_prompt;
     const char *adapter;       /* an adapter of the engine; NULL or ROAD_BASE_NAME: base model */
     road_sampler_params sampling;
     int64_t max_tokens;        /* 1..max_tokens_limit; generation also ends at max_seq_len */
-    const int32_t *stop_ids;   /* generation ends after one of these (copied) */
+    const road_token *stop_ids;   /* generation ends after one of these (copied) */
     int32_t n_stop_ids;
     const char *const *stop;   /* stop strings (copied; need the tokenizer): the text ends right
                                   before the first one found, which is not returned */
@@ -153,7 +153,7 @@ ROAD_API uint64_t road_request_id(const road_request *r);
 ROAD_API void road_request_wait(road_request *r, int64_t tokens_seen, size_t text_seen,
                                 int timeout_ms, road_request_state *st);
 /* Copy generated ids [from, from + cap) into out; returns how many were copied. */
-ROAD_API int64_t road_request_tokens(road_request *r, int64_t from, int32_t *out, int64_t cap);
+ROAD_API int64_t road_request_tokens(road_request *r, int64_t from, road_token *out, int64_t cap);
 /* Copy text bytes [from, from + cap) into out (not NUL-terminated); returns the count. Text is
  * released once it cannot be the start of a stop string, and is always whole UTF-8. */
 ROAD_API size_t road_request_text(road_request *r, size_t from, char *out, size_t cap);

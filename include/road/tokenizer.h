@@ -51,16 +51,16 @@ ROAD_API void road_tokenizer_free(road_tokenizer *tok); /* NULL is a no-op */
 ROAD_API int32_t road_tokenizer_vocab_size(const road_tokenizer *tok);
 /* Special ids from tokenizer_config.json (falling back on the post-processor for bos);
  * -1 when the model has none. */
-ROAD_API int32_t road_tokenizer_bos_id(const road_tokenizer *tok);
-ROAD_API int32_t road_tokenizer_eos_id(const road_tokenizer *tok);
-ROAD_API int32_t road_tokenizer_pad_id(const road_tokenizer *tok);
+ROAD_API road_token road_tokenizer_bos_id(const road_tokenizer *tok);
+ROAD_API road_token road_tokenizer_eos_id(const road_tokenizer *tok);
+ROAD_API road_token road_tokenizer_pad_id(const road_tokenizer *tok);
 /* True for added tokens marked "special" (what decode's skip_special drops). */
-ROAD_API bool road_tokenizer_is_special(const road_tokenizer *tok, int32_t id);
+ROAD_API bool road_tokenizer_is_special(const road_tokenizer *tok, road_token id);
 /* Id of the token whose string (as written in tokenizer.json) is `piece`, or -1. */
-ROAD_API int32_t road_tokenizer_token_to_id(const road_tokenizer *tok, const char *piece);
+ROAD_API road_token road_tokenizer_token_to_id(const road_tokenizer *tok, const char *piece);
 /* The token's string as tokenizer.json writes it ("Ġthe", "▁the", "<0x0A>", "<|eot_id|>"),
  * NUL-terminated, owned by the tokenizer; NULL for an id out of range. *len may be NULL. */
-ROAD_API const char *road_tokenizer_token_to_piece(const road_tokenizer *tok, int32_t id,
+ROAD_API const char *road_tokenizer_token_to_piece(const road_tokenizer *tok, road_token id,
                                                    size_t *len);
 
 /* An upper bound on the ids road_tokenizer_encode can produce for `len` bytes of text. */
@@ -71,12 +71,12 @@ ROAD_API size_t road_tokenizer_max_tokens(const road_tokenizer *tok, size_t len)
  * small, the first `cap` ids are written and ROAD_ERR_SHAPE is returned (*n_ids still the full
  * count); road_tokenizer_max_tokens() sizes a buffer that always fits. */
 ROAD_API road_status road_tokenizer_encode(const road_tokenizer *tok, const char *text,
-                                           size_t len, bool add_special, int32_t *ids,
+                                           size_t len, bool add_special, road_token *ids,
                                            size_t cap, size_t *n_ids);
 
 /* Decode ids into text (NUL-terminated, UTF-8, allocated; free with road_string_free).
  * skip_special drops special tokens. An id out of range is ROAD_ERR_INVALID_ARG. */
-ROAD_API road_status road_tokenizer_decode(const road_tokenizer *tok, const int32_t *ids,
+ROAD_API road_status road_tokenizer_decode(const road_tokenizer *tok, const road_token *ids,
                                            size_t n, bool skip_special, char **text,
                                            size_t *len);
 
@@ -91,7 +91,7 @@ ROAD_API road_status road_tokenizer_stream_create(const road_tokenizer *tok, boo
 ROAD_API void road_tokenizer_stream_free(road_tokenizer_stream *s);
 /* *text (valid until the next call on s) gets the newly complete text, *len its length (0 when
  * everything is held back). */
-ROAD_API road_status road_tokenizer_stream_push(road_tokenizer_stream *s, int32_t id,
+ROAD_API road_status road_tokenizer_stream_push(road_tokenizer_stream *s, road_token id,
                                                 const char **text, size_t *len);
 /* End of stream: held-back bytes come out as U+FFFD. */
 ROAD_API road_status road_tokenizer_stream_flush(road_tokenizer_stream *s, const char **text,

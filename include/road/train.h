@@ -224,7 +224,7 @@ ROAD_API road_status road_checkpoint_read_run(const char *dir, char **run_json, 
 /* Turns text into token ids (a tokenizer). *ids must come from road's allocator: the dataset
  * frees it with road_ids_free. add_special: add bos/eos as the model's tokenizer does. */
 typedef road_status (*road_tokenize_fn)(void *tokenizer, const char *text, size_t len,
-                                        bool add_special, int32_t **ids, int64_t *n);
+                                        bool add_special, road_token **ids, int64_t *n);
 
 /* Threads: read-only once loaded: any threads at once (road_train only reads it). */
 typedef struct road_dataset road_dataset;
@@ -277,11 +277,11 @@ typedef struct road_data_stats {
 /* The counts of the load that made d (zeros for NULL). */
 ROAD_API road_data_stats road_dataset_stats(const road_dataset *d);
 /* Tokens of example i (ids and labels, each n long; labels -100 where no loss). */
-ROAD_API road_status road_dataset_example(const road_dataset *d, int64_t i, const int32_t **ids,
-                                          const int32_t **labels, int64_t *n);
-ROAD_API void road_ids_free(int32_t *ids);
+ROAD_API road_status road_dataset_example(const road_dataset *d, int64_t i, const road_token **ids,
+                                          const road_token **labels, int64_t *n);
+ROAD_API void road_ids_free(road_token *ids);
 /* Room for n ids from road's allocator (for road_tokenize_fn implementations). */
-ROAD_API int32_t *road_ids_alloc(int64_t n);
+ROAD_API road_token *road_ids_alloc(int64_t n);
 
 /* ---- the training loop ---------------------------------------------------------------------- */
 

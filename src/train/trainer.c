@@ -1,5 +1,5 @@
 /*
- * train/trainer.c - the training loop: shuffled, padded micro-batches, gradient accumulation,
+ * train/trainer.c - the training loop: shuffled ragged micro-batches, gradient accumulation,
  * clipping, AdamW with a schedule, evaluation, checkpoints and exact resume.
  *
  * Determinism is what makes resume exact: epoch e's order is a Fisher-Yates shuffle drawn
@@ -94,6 +94,50 @@ static void free_batch(batch *b) {
     road_free(b->ids);
     road_free(b->mask);
     road_free(b->labels);
+    memset(b, 0, sizeof *b);
+}
+
+/* The ragged micro-batch training runs: examples idx[0..B) as sequences over the dataset's
+ * own token arrays, each with its targets (its labels shifted by one; the last ignored). */
+typedef struct seq_batch {
+    road_seq *seqs;
+    const road_token **targets;
+    road_token *mem;
+    int64_t n, tokens;
+} seq_batch;
+
+static road_status make_seqs(const road_dataset *d, const int64_t *idx, int64_t B, seq_batch *b) {
+    int64_t total = 0;
+    for (int64_t i = 0; i < B; i++) {
+        const int32_t *ids, *lab;
+        int64_t n;
+        road_status s = road_dataset_example(d, idx[i], &ids, &lab, &n);
+        if (s != ROAD_OK) return s;
+        total += n;
+    }
+    b->seqs = road_calloc((size_t)B, sizeof(road_seq));
+    b->targets = road_calloc((size_t)B, sizeof(road_token *));
+    b->mem = road_malloc(sizeof(road_token) * (size_t)(total > 0 ? total : 1));
+    if (!b->seqs || !b->targets || !b->mem) return ROAD_ERR_NO_MEMORY;
+    road_token *t = b->mem;
+    for (int64_t i = 0; i < B; i++) {
+        const int32_t *ids, *lab;
+        int64_t n;
+        (void)road_dataset_example(d, idx[i], &ids, &lab, &n);
+        if (n <= 0) continue;
+        for (int64_t k = 0; k < n; k++) t[k] = k + 1 < n ? lab[k + 1] : ROAD_LABEL_IGNORE;
+        b->seqs[b->n] = (road_seq){.tokens = ids, .n_tokens = n};
+        b->targets[b->n++] = t;
+        t += n;
+        b->tokens += n;
+    }
+    return ROAD_OK;
+}
+
+static void free_seqs(seq_batch *b) {
+    road_free(b->seqs);
+    road_free(b->targets);
+    road_free(b->mem);
     memset(b, 0, sizeof *b);
 }
 
@@ -247,13 +291,13 @@ road_status road_train(road_model *m, const road_dataset *train, const road_data
             }
             int64_t i0 = micro * p->batch_size, B = n - i0 < p->batch_size ? n - i0 : p->batch_size;
             for (int64_t i = 0; i < B; i++) idx[i] = perm[i0 + i];
-            batch b = {0};
+            seq_batch b = {0};
             double l = 0.0;
-            s = make_batch(train, idx, B, &b);
-            if (s == ROAD_OK) s = road_model_loss_backward(m, b.ids, b.mask, b.labels, b.B, b.T, &l);
+            s = make_seqs(train, idx, B, &b);
+            if (s == ROAD_OK) s = road_model_loss_backward_seqs(m, b.seqs, b.targets, b.n, &l);
             if (road_model_backward_bytes(m) > peak_bytes) peak_bytes = road_model_backward_bytes(m);
             step_tokens += b.tokens;
-            free_batch(&b);
+            free_seqs(&b);
             loss_sum += l;
             n_micro++;
             micro++;
