@@ -181,11 +181,6 @@ typedef struct pair_timing {
 } pair_timing;
 
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static timing summarize(double *t, int n) {
     qsort(t, (size_t)n, sizeof t[0], cmp_double);
     double med = n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
