@@ -34,6 +34,7 @@
 #include "core/finite.h"
 #include "io/dir.h"
 #include "io/file.h"
+#include "io/st_save.h"
 #include "road/adapter_set.h"
 #include "road/safetensors.h"
 
@@ -678,14 +679,7 @@ static road_status save_weights(road_adapter_set *s, const char *name, const cha
         }
     }
     road_free(key);
-    char *path = NULL;
-    if (st == ROAD_OK) {
-        path = road_path_join(folder, PEFT_WEIGHTS_FILE);
-        st = path ? road_st_writer_save(w, path) : ROAD_ERR_NO_MEMORY;
-    }
-    road_free(path);
-    road_st_writer_free(w);
-    return st;
+    return road_st_writer_finish(w, st, folder, PEFT_WEIGHTS_FILE);
 }
 
 /* Write one adapter's adapter_config.json: its config with inference_mode true, as PEFT's
