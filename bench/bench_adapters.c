@@ -37,11 +37,6 @@
 #define PREFILL_TOKENS 32
 
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static double median(double *t, int n) {
     qsort(t, (size_t)n, sizeof(double), cmp_double);
     return t[n / 2];
@@ -191,12 +186,8 @@ int main(int argc, char **argv) {
     road_config_free(cfg);
     free(x), free(y), free(w);
     /* remove the saved folder */
-    char path[512];
-    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
-    unlink(path);
-    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
-    unlink(path);
-    rmdir(dir);
+    const char *files[] = {"adapter_config.json", "adapter_model.safetensors"};
+    remove_folder(dir, files, sizeof files / sizeof files[0]);
     printf("\nlive bytes at exit: %lld\n", (long long)road_alloc_live_bytes());
     return 0;
 }

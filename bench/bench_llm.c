@@ -42,67 +42,9 @@
 
 
 
-static void add_bf16(road_st_writer *w, const char *name, int64_t d0, int64_t d1, float scale,
-                     float offset) {
-    int64_t n = d0 * (d1 > 0 ? d1 : 1);
-    uint16_t *buf = malloc(sizeof(uint16_t) * (size_t)n);
-    if (!buf) exit(1);
-    for (int64_t i = 0; i < n; i++) buf[i] = road_f32_to_bf16(offset + scale * rnd());
-    int64_t shape[2] = {d0, d1};
-    die(road_st_writer_add(w, name, ROAD_DTYPE_BF16, d1 > 0 ? 2 : 1, shape, buf), "add tensor");
-    free(buf);
-}
-
-static long peak_rss_kb(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long kb = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (strncmp(line, "VmHWM:", 6) == 0) kb = atol(line + 6);
-    if (f) fclose(f);
-    return kb;
-}
-
 static void write_model(const char *dir, int layers) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    FILE *f = fopen(path, "w");
-    if (!f) exit(1);
-    fprintf(f, "{\"model_type\": \"llama\", \"hidden_size\": %d, \"intermediate_size\": %d, "
-               "\"num_hidden_layers\": %d, \"num_attention_heads\": %d, \"num_key_value_heads\": %d, "
-               "\"head_dim\": %d, \"vocab_size\": %d, \"rms_norm_eps\": 1e-05, \"rope_theta\": 500000.0, "
-               "\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 32.0, \"low_freq_factor\": 1.0, "
-               "\"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 8192}, "
-               "\"max_position_embeddings\": 131072, \"tie_word_embeddings\": true, "
-               "\"hidden_act\": \"silu\", \"bos_token_id\": 128000, \"eos_token_id\": 128001, "
-               "\"torch_dtype\": \"bfloat16\"}\n",
-            HIDDEN, INTER, layers, N_HEADS, N_KV, HEAD_DIM, VOCAB);
-    fclose(f);
-    road_st_writer *w;
-    die(road_st_writer_create(&w), "writer");
-    add_bf16(w, "model.embed_tokens.weight", VOCAB, HIDDEN, 0.04f, 0);
-    add_bf16(w, "model.norm.weight", HIDDEN, 0, 0.1f, 1.0f);
-    const float sc = 2.0f / sqrtf((float)HIDDEN);
-    for (int l = 0; l < layers; l++) {
-        char n[128];
-        struct { const char *name; int64_t out, in; } p[7] = {
-            {"self_attn.q_proj", N_HEADS * HEAD_DIM, HIDDEN}, {"self_attn.k_proj", N_KV * HEAD_DIM, HIDDEN},
-            {"self_attn.v_proj", N_KV * HEAD_DIM, HIDDEN},    {"self_attn.o_proj", HIDDEN, N_HEADS * HEAD_DIM},
-            {"mlp.gate_proj", INTER, HIDDEN},                 {"mlp.up_proj", INTER, HIDDEN},
-            {"mlp.down_proj", HIDDEN, INTER}};
-        for (int k = 0; k < 7; k++) {
-            snprintf(n, sizeof n, "model.layers.%d.%s.weight", l, p[k].name);
-            add_bf16(w, n, p[k].out, p[k].in, sc, 0);
-        }
-        snprintf(n, sizeof n, "model.layers.%d.input_layernorm.weight", l);
-        add_bf16(w, n, HIDDEN, 0, 0.1f, 1.0f);
-        snprintf(n, sizeof n, "model.layers.%d.post_attention_layernorm.weight", l);
-        add_bf16(w, n, HIDDEN, 0, 0.1f, 1.0f);
-    }
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    die(road_st_writer_set_metadata(w, "format", "pt"), "metadata");
-    die(road_st_writer_save(w, path), "save");
-    road_st_writer_free(w);
+    const bench_llama_shape shape = {HIDDEN, INTER, layers, N_HEADS, N_KV, HEAD_DIM, VOCAB};
+    write_llama3_model(dir, &shape, ROAD_DTYPE_BF16, true);
 }
 
 /* Read-only bandwidth: XOR-reduce a buffer larger than the caches with the model's threads.
@@ -296,12 +238,8 @@ int main(int argc, char **argv) {
     road_model_free(m);
     free(prompt), free(logits);
     if (!dir_arg) {
-        char path[1024];
-        snprintf(path, sizeof path, "%s/config.json", dir);
-        unlink(path);
-        snprintf(path, sizeof path, "%s/model.safetensors", dir);
-        unlink(path);
-        rmdir(dir);
+        const char *files[] = {"config.json", "model.safetensors"};
+        remove_folder(dir, files, sizeof files / sizeof files[0]);
     }
     return 0;
 }

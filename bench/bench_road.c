@@ -181,11 +181,6 @@ typedef struct pair_timing {
 } pair_timing;
 
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static timing summarize(double *t, int n) {
     qsort(t, (size_t)n, sizeof t[0], cmp_double);
     double med = n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
@@ -283,18 +278,28 @@ typedef struct copy_ctx {
     int threads;
 } copy_ctx;
 
-/* memcpy split into `threads` contiguous chunks, one per thread (the same split road uses for
- * rows), so the baseline gets the same parallelism as the kernel it is compared with. */
-static road_status run_memcpy(void *p) {
-    copy_ctx *c = p;
-    const int nt = c->threads;
+/* Call fn(ctx, i0, i1) on `threads` contiguous chunks [i0, i1) of [0, n), one per thread (the
+ * same split road uses for rows), so a baseline gets the same parallelism as the kernel it is
+ * compared with. */
+static void run_chunks(size_t n, int threads, void (*fn)(void *ctx, size_t i0, size_t i1),
+                       void *ctx) {
+    const int nt = threads;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
 #endif
-    for (int t = 0; t < nt; t++) {
-        size_t b0 = c->bytes * (size_t)t / (size_t)nt, b1 = c->bytes * (size_t)(t + 1) / (size_t)nt;
-        memcpy((char *)c->dst + b0, (const char *)c->src + b0, b1 - b0);
-    }
+    for (int t = 0; t < nt; t++)
+        fn(ctx, n * (size_t)t / (size_t)nt, n * (size_t)(t + 1) / (size_t)nt);
+}
+
+static void copy_chunk(void *p, size_t b0, size_t b1) {
+    copy_ctx *c = p;
+    memcpy((char *)c->dst + b0, (const char *)c->src + b0, b1 - b0);
+}
+
+/* memcpy split into `threads` chunks, one per thread. */
+static road_status run_memcpy(void *p) {
+    copy_ctx *c = p;
+    run_chunks(c->bytes, c->threads, copy_chunk, c);
     return ROAD_OK;
 }
 
@@ -305,20 +310,18 @@ typedef struct scale_ctx {
     int threads;
 } scale_ctx;
 
+static void scale_chunk(void *p, size_t i0, size_t i1) {
+    scale_ctx *c = p;
+    float *restrict y = c->y;
+    const float s = c->s;
+    for (size_t i = i0; i < i1; i++) y[i] *= s;
+}
+
 /* y *= s in place: the simplest read-modify-write stream, the roofline an in-place kernel can
  * reach (memcpy streams to a second buffer with non-temporal stores; this does not). */
 static road_status run_scale(void *p) {
     scale_ctx *c = p;
-    const int nt = c->threads;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-#endif
-    for (int t = 0; t < nt; t++) {
-        size_t i0 = c->n * (size_t)t / (size_t)nt, i1 = c->n * (size_t)(t + 1) / (size_t)nt;
-        float *restrict y = c->y;
-        const float s = c->s;
-        for (size_t i = i0; i < i1; i++) y[i] *= s;
-    }
+    run_chunks(c->n, c->threads, scale_chunk, c);
     return ROAD_OK;
 }
 

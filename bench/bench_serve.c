@@ -69,16 +69,6 @@ static const struct {
                {"mlp.gate_proj", INTER, HIDDEN},                 {"mlp.up_proj", INTER, HIDDEN},
                {"mlp.down_proj", HIDDEN, INTER}};
 
-static void add_f32(road_st_writer *w, const char *name, int64_t d0, int64_t d1, float scale, float offset) {
-    int64_t n = d0 * (d1 > 0 ? d1 : 1);
-    float *buf = malloc(sizeof(float) * (size_t)n);
-    if (!buf) exit(1);
-    for (int64_t i = 0; i < n; i++) buf[i] = offset + scale * rnd();
-    int64_t shape[2] = {d0, d1};
-    die(road_st_writer_add(w, name, ROAD_DTYPE_F32, d1 > 0 ? 2 : 1, shape, buf), "add tensor");
-    free(buf);
-}
-
 static void write_model(const char *dir) {
     char path[1024];
     snprintf(path, sizeof path, "%s/config.json", dir);
@@ -93,24 +83,12 @@ static void write_model(const char *dir) {
     fclose(f);
     road_st_writer *w;
     die(road_st_writer_create(&w), "writer");
-    add_f32(w, "model.embed_tokens.weight", VOCAB, HIDDEN, 0.04f, 0);
-    add_f32(w, "lm_head.weight", VOCAB, HIDDEN, 2.0f / sqrtf(HIDDEN), 0);
-    add_f32(w, "model.norm.weight", HIDDEN, 0, 0.1f, 1.0f);
-    for (int l = 0; l < LAYERS; l++) {
-        char n[128];
-        for (int k = 0; k < 7; k++) {
-            snprintf(n, sizeof n, "model.layers.%d.%s.weight", l, linear[k].name);
-            add_f32(w, n, linear[k].out, linear[k].in, 2.0f / sqrtf((float)linear[k].in), 0);
-        }
-        snprintf(n, sizeof n, "model.layers.%d.input_layernorm.weight", l);
-        add_f32(w, n, HIDDEN, 0, 0.1f, 1.0f);
-        snprintf(n, sizeof n, "model.layers.%d.post_attention_layernorm.weight", l);
-        add_f32(w, n, HIDDEN, 0, 0.1f, 1.0f);
-    }
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    die(road_st_writer_set_metadata(w, "format", "pt"), "metadata");
-    die(road_st_writer_save(w, path), "save");
-    road_st_writer_free(w);
+    add_random(w, "model.embed_tokens.weight", ROAD_DTYPE_F32, VOCAB, HIDDEN, 0.04f, 0);
+    add_random(w, "lm_head.weight", ROAD_DTYPE_F32, VOCAB, HIDDEN, 2.0f / sqrtf(HIDDEN), 0);
+    add_random(w, "model.norm.weight", ROAD_DTYPE_F32, HIDDEN, 0, 0.1f, 1.0f);
+    const bench_llama_shape shape = {HIDDEN, INTER, LAYERS, N_HEADS, N_KV, HEAD_DIM, VOCAB};
+    for (int l = 0; l < LAYERS; l++) add_llama_layer(w, ROAD_DTYPE_F32, &shape, l, 0);
+    save_model(w, dir);
 }
 
 /* Eight RoAd adapters with PEFT's random init on every linear layer, saved as PEFT folders. */
@@ -302,14 +280,9 @@ static void *client_main(void *arg) {
     return NULL;
 }
 
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 static double pct(double *v, int n, double p) {
     if (n == 0) return 0;
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
     int i = (int)ceil(p * n) - 1;
     return v[i < 0 ? 0 : i >= n ? n - 1 : i];
 }
@@ -358,7 +331,7 @@ static void run_round(int port, mode m, int n_clients, int requests, int max_tok
 static double median(const double *v, int n) {
     double s[16];
     memcpy(s, v, sizeof(double) * (size_t)n);
-    qsort(s, (size_t)n, sizeof *s, cmp_d);
+    qsort(s, (size_t)n, sizeof *s, cmp_double);
     return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
 }
 

@@ -53,69 +53,9 @@ static bool g_tied = true;
 
 
 
-static void add_f32(road_st_writer *w, const char *name, int64_t d0, int64_t d1, float scale,
-                    float offset) {
-    int64_t n = d0 * (d1 > 0 ? d1 : 1);
-    float *buf = malloc(sizeof(float) * (size_t)n);
-    if (!buf) exit(1);
-    for (int64_t i = 0; i < n; i++) buf[i] = offset + scale * rnd();
-    int64_t shape[2] = {d0, d1};
-    die(road_st_writer_add(w, name, ROAD_DTYPE_F32, d1 > 0 ? 2 : 1, shape, buf), "add tensor");
-    free(buf);
-}
-
-static long peak_rss_kb(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long kb = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (strncmp(line, "VmHWM:", 6) == 0) kb = atol(line + 6);
-    if (f) fclose(f);
-    return kb;
-}
-
 static void write_model(const char *dir, int layers) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    FILE *f = fopen(path, "w");
-    if (!f) exit(1);
-    fprintf(f, "{\"model_type\": \"llama\", \"hidden_size\": %d, \"intermediate_size\": %d, "
-               "\"num_hidden_layers\": %d, \"num_attention_heads\": %d, \"num_key_value_heads\": %d, "
-               "\"head_dim\": %d, \"vocab_size\": %d, \"rms_norm_eps\": 1e-05, \"rope_theta\": 500000.0, "
-               "\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 32.0, \"low_freq_factor\": 1.0, "
-               "\"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 8192}, "
-               "\"max_position_embeddings\": 131072, \"tie_word_embeddings\": %s, "
-               "\"hidden_act\": \"silu\", \"bos_token_id\": %d, \"eos_token_id\": %d, "
-               "\"torch_dtype\": \"float32\"}\n",
-            g_hidden, g_inter, layers, g_heads, g_kv, g_head_dim, g_vocab, g_tied ? "true" : "false",
-            g_vocab > 128001 ? 128000 : 1, g_vocab > 128001 ? 128001 : 2);
-    fclose(f);
-    road_st_writer *w;
-    die(road_st_writer_create(&w), "writer");
-    add_f32(w, "model.embed_tokens.weight", g_vocab, g_hidden, 0.04f, 0);
-    add_f32(w, "model.norm.weight", g_hidden, 0, 0.1f, 1.0f);
-    const float sc = 2.0f / sqrtf((float)g_hidden);
-    if (!g_tied) add_f32(w, "lm_head.weight", g_vocab, g_hidden, sc, 0);
-    for (int l = 0; l < layers; l++) {
-        char n[128];
-        struct { const char *name; int64_t out, in; } p[7] = {
-            {"self_attn.q_proj", g_heads * g_head_dim, g_hidden}, {"self_attn.k_proj", g_kv * g_head_dim, g_hidden},
-            {"self_attn.v_proj", g_kv * g_head_dim, g_hidden},    {"self_attn.o_proj", g_hidden, g_heads * g_head_dim},
-            {"mlp.gate_proj", g_inter, g_hidden},                 {"mlp.up_proj", g_inter, g_hidden},
-            {"mlp.down_proj", g_hidden, g_inter}};
-        for (int k = 0; k < 7; k++) {
-            snprintf(n, sizeof n, "model.layers.%d.%s.weight", l, p[k].name);
-            add_f32(w, n, p[k].out, p[k].in, sc, 0);
-        }
-        snprintf(n, sizeof n, "model.layers.%d.input_layernorm.weight", l);
-        add_f32(w, n, g_hidden, 0, 0.1f, 1.0f);
-        snprintf(n, sizeof n, "model.layers.%d.post_attention_layernorm.weight", l);
-        add_f32(w, n, g_hidden, 0, 0.1f, 1.0f);
-    }
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    die(road_st_writer_set_metadata(w, "format", "pt"), "metadata");
-    die(road_st_writer_save(w, path), "save");
-    road_st_writer_free(w);
+    const bench_llama_shape shape = {g_hidden, g_inter, layers, g_heads, g_kv, g_head_dim, g_vocab};
+    write_llama3_model(dir, &shape, ROAD_DTYPE_F32, g_tied);
 }
 
 /* Write the model in a child process: the writer holds every tensor until it saves, which
@@ -133,11 +73,6 @@ static void write_model_child(const char *dir, int layers) {
         fprintf(stderr, "bench_train: writing the model failed\n");
         exit(1);
     }
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 static double median(double *v, int n) {
@@ -320,7 +255,7 @@ int main(int argc, char **argv) {
            recompute ? ", recomputing blocks" : "");
 
     double torch_step = NAN, torch_fwd = NAN, torch_loss = NAN, grel = NAN, gworst = NAN;
-    char path[1024], apath[1024], gpath[1024], ipath[1024];
+    char apath[1024], gpath[1024], ipath[1024];
     snprintf(apath, sizeof apath, "%s/road_params.safetensors", dir);
     snprintf(gpath, sizeof gpath, "%s/road_grads.safetensors", dir);
     snprintf(ipath, sizeof ipath, "%s/ids.txt", dir);
@@ -390,11 +325,7 @@ int main(int argc, char **argv) {
     if (!dir_arg) {
         const char *files[] = {"config.json", "model.safetensors", "road_params.safetensors",
                                "road_grads.safetensors", "ids.txt"};
-        for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-            snprintf(path, sizeof path, "%s/%s", dir, files[i]);
-            unlink(path);
-        }
-        rmdir(dir);
+        remove_folder(dir, files, sizeof files / sizeof files[0]);
     }
     return 0;
 }

@@ -34,6 +34,7 @@
 #include "core/finite.h"
 #include "io/dir.h"
 #include "io/file.h"
+#include "io/st_save.h"
 #include "road/adapter_set.h"
 #include "road/safetensors.h"
 
@@ -294,6 +295,12 @@ static road_status refuse_nonfinite(const load_ctx *c, const road_st_tensor *t, 
                       t->dtype == ROAD_DTYPE_F64 ? ", from F64: beyond float32's range?" : "");
 }
 
+/* The dtypes RoAd parameters and modules_to_save copies are read from (converted to float32). */
+static bool float_dtype(road_dtype d) {
+    return d == ROAD_DTYPE_F32 || d == ROAD_DTYPE_F16 || d == ROAD_DTYPE_BF16 ||
+           d == ROAD_DTYPE_F64;
+}
+
 static road_status read_layer_params(load_ctx *c) {
     const road_variant v = road_config_variant(c->cfg);
     for (int32_t i = 0; i < c->n_matched; i++) {
@@ -312,8 +319,7 @@ static road_status read_layer_params(load_ctx *c) {
                                   "%.*s, which the config's target_modules select%s",
                                   c->name, ECHO_MAX, c->scratch, ECHO_MAX, layer, m.text);
             }
-            if (t->dtype != ROAD_DTYPE_F32 && t->dtype != ROAD_DTYPE_F16 &&
-                t->dtype != ROAD_DTYPE_BF16 && t->dtype != ROAD_DTYPE_F64)
+            if (!float_dtype(t->dtype))
                 return road_error(ROAD_ERR_FORMAT,
                                   "adapter '%s': '%.*s' (layer %.*s) is %s; RoAd parameters are "
                                   "read from F32, F16, BF16 or F64 tensors",
@@ -484,8 +490,7 @@ static road_status read_copies(load_ctx *c) {
                                   "adapter '%s': " PEFT_WEIGHTS_FILE " has no '%.*s', the "
                                   "modules_to_save copy of layer %.*s that the config lists",
                                   c->name, ECHO_MAX, c->scratch, ECHO_MAX, layer);
-            if (t->dtype != ROAD_DTYPE_F32 && t->dtype != ROAD_DTYPE_F16 &&
-                t->dtype != ROAD_DTYPE_BF16 && t->dtype != ROAD_DTYPE_F64)
+            if (!float_dtype(t->dtype))
                 return road_error(ROAD_ERR_FORMAT,
                                   "adapter '%s': '%.*s' (modules_to_save copy of layer %.*s) is "
                                   "%s; copies are read from F32, F16, BF16 or F64 tensors",
@@ -678,14 +683,7 @@ static road_status save_weights(road_adapter_set *s, const char *name, const cha
         }
     }
     road_free(key);
-    char *path = NULL;
-    if (st == ROAD_OK) {
-        path = road_path_join(folder, PEFT_WEIGHTS_FILE);
-        st = path ? road_st_writer_save(w, path) : ROAD_ERR_NO_MEMORY;
-    }
-    road_free(path);
-    road_st_writer_free(w);
-    return st;
+    return road_st_writer_finish(w, st, folder, PEFT_WEIGHTS_FILE);
 }
 
 /* Write one adapter's adapter_config.json: its config with inference_mode true, as PEFT's

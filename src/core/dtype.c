@@ -127,42 +127,29 @@ static void f32_to_f32(const void *src, float *dst, size_t n) {
     if (n) memcpy(dst, src, n * sizeof(float));
 }
 
-static void f16_to_f32(const void *src, float *dst, size_t n) {
-    const unsigned char *s = src;
-    for (size_t i = 0; i < n; i++) {
-        uint16_t h;
-        memcpy(&h, s + 2 * i, sizeof h);
-        dst[i] = road_f16_to_f32(h);
-    }
-}
-
-static void bf16_to_f32(const void *src, float *dst, size_t n) {
-    const unsigned char *s = src;
-    for (size_t i = 0; i < n; i++) {
-        uint16_t h;
-        memcpy(&h, s + 2 * i, sizeof h);
-        dst[i] = road_bf16_to_f32(h);
-    }
-}
-
-/* One converter per C type; the cast to float rounds to nearest (large I64 values lose digits,
- * which is what converting them to float32 means). */
-#define ROAD_DEFINE_TO_F32_(fname, ctype)                                                          \
+/* One converter per stored type: read element i (memcpy: src need not be aligned), convert it
+ * with `conv`. Plain casts round to nearest (large I64 values lose digits, which is what
+ * converting them to float32 means). */
+#define ROAD_CAST_TO_F32_(v) ((float)(v))
+#define ROAD_DEFINE_TO_F32_(fname, ctype, conv)                                                    \
     static void fname(const void *src, float *dst, size_t n) {                                     \
         const unsigned char *s = src;                                                              \
         for (size_t i = 0; i < n; i++) {                                                           \
             ctype v;                                                                               \
             memcpy(&v, s + i * sizeof v, sizeof v);                                                \
-            dst[i] = (float)v;                                                                     \
+            dst[i] = conv(v);                                                                      \
         }                                                                                          \
     }
-ROAD_DEFINE_TO_F32_(f64_to_f32, double)
-ROAD_DEFINE_TO_F32_(i64_to_f32, int64_t)
-ROAD_DEFINE_TO_F32_(i32_to_f32, int32_t)
-ROAD_DEFINE_TO_F32_(i16_to_f32, int16_t)
-ROAD_DEFINE_TO_F32_(i8_to_f32, int8_t)
-ROAD_DEFINE_TO_F32_(u8_to_f32, uint8_t)
+ROAD_DEFINE_TO_F32_(f16_to_f32, uint16_t, road_f16_to_f32)
+ROAD_DEFINE_TO_F32_(bf16_to_f32, uint16_t, road_bf16_to_f32)
+ROAD_DEFINE_TO_F32_(f64_to_f32, double, ROAD_CAST_TO_F32_)
+ROAD_DEFINE_TO_F32_(i64_to_f32, int64_t, ROAD_CAST_TO_F32_)
+ROAD_DEFINE_TO_F32_(i32_to_f32, int32_t, ROAD_CAST_TO_F32_)
+ROAD_DEFINE_TO_F32_(i16_to_f32, int16_t, ROAD_CAST_TO_F32_)
+ROAD_DEFINE_TO_F32_(i8_to_f32, int8_t, ROAD_CAST_TO_F32_)
+ROAD_DEFINE_TO_F32_(u8_to_f32, uint8_t, ROAD_CAST_TO_F32_)
 #undef ROAD_DEFINE_TO_F32_
+#undef ROAD_CAST_TO_F32_
 
 /* safetensors BOOL is one byte per element; anything non-zero counts as true. */
 static void bool_to_f32(const void *src, float *dst, size_t n) {

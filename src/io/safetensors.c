@@ -46,6 +46,7 @@
 #include "core/error.h"
 #include "io/file.h"
 #include "io/json.h"
+#include "io/st_save.h"
 #include "road/safetensors.h"
 
 /* The reference implementation's MAX_HEADER_SIZE; real headers are a few hundred KB at most. */
@@ -993,5 +994,17 @@ road_status road_st_writer_save(road_st_writer *w, const char *path) {
     }
     road_status s = road_file_write_atomic_parts(path, parts, lens, n_parts);
     road_free(mem);
+    return s;
+}
+
+road_status road_st_writer_finish(road_st_writer *w, road_status s, const char *dir,
+                                  const char *name) {
+    char *path = NULL;
+    if (s == ROAD_OK) {
+        path = road_path_join(dir, name);
+        s = path ? road_st_writer_save(w, path) : ROAD_ERR_NO_MEMORY;
+    }
+    road_free(path);
+    road_st_writer_free(w);
     return s;
 }

@@ -62,6 +62,17 @@ static road_status finite(const road_st_tensor *t, const char *prefix, const cha
     return ROAD_OK;
 }
 
+/* *t: a view (no copy) of the checkpoint's packed weight w as a [rows, cols] tensor of format f,
+ * every other field zero (the caller points it at the scales). */
+static void wrap_packed(road_qtensor *t, road_qformat f, int64_t rows, int64_t cols,
+                        const road_st_tensor *w) {
+    memset(t, 0, sizeof *t);
+    t->format = f;
+    t->rows = rows;
+    t->cols = cols;
+    t->data = (uint8_t *)(uintptr_t)w->data;
+}
+
 static road_status read_int8(road_qckpt_find find, void *ctx, const char *prefix, int64_t rows,
                              int64_t cols, road_qtensor **out) {
     const road_st_tensor *w, *scb;
@@ -73,11 +84,7 @@ static road_status read_int8(road_qckpt_find find, void *ctx, const char *prefix
     if (st == ROAD_OK) st = finite(scb, prefix, ".SCB");
     if (st != ROAD_OK) return st;
     road_qtensor t;
-    memset(&t, 0, sizeof t);
-    t.format = ROAD_QFORMAT_INT8;
-    t.rows = rows;
-    t.cols = cols;
-    t.data = (uint8_t *)(uintptr_t)w->data;
+    wrap_packed(&t, ROAD_QFORMAT_INT8, rows, cols, w);
     t.absmax = (float *)(uintptr_t)scb->data;
     return road_qtensor_wrap(&t, out);
 }
@@ -171,11 +178,7 @@ static road_status read_4bit(road_qckpt_find find, void *ctx, const char *prefix
     if (st == ROAD_OK) st = read_state(state, prefix, f, rows, cols, dq, &offset);
     if (st != ROAD_OK) return st;
     road_qtensor t;
-    memset(&t, 0, sizeof t);
-    t.format = f;
-    t.rows = rows;
-    t.cols = cols;
-    t.data = (uint8_t *)(uintptr_t)w->data;
+    wrap_packed(&t, f, rows, cols, w);
     t.code = qm->data;
     t.double_quant = dq;
     if (dq) {

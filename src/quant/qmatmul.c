@@ -110,12 +110,34 @@ static road_status check_mm(const road_qtensor *q, int64_t rows, const void *in,
     return ROAD_OK;
 }
 
+/* The many-row matmuls: W (O, K) dequantized QTILE_ROWS rows at a time into one buffer, each
+ * tile handed to sgemm. Forward (!grad_input): y (R, O), y[:, tile] = x (R, K) W[tile]^T.
+ * Input gradient: dx (R, K) = sum over tiles of dy[:, tile] (R, n) W[tile] (n, K). */
+static road_status tiled_mm(const road_qkernel_ops *ops, const road_qtensor *q, int64_t rows,
+                            const float *in, float *out, bool grad_input) {
+    const int64_t O = q->rows, K = q->cols;
+    const int64_t tile = O < QTILE_ROWS ? O : QTILE_ROWS;
+    float *buf = road_malloc(sizeof(float) * (size_t)(tile * K));
+    if (!buf) return ROAD_ERR_NO_MEMORY;
+    for (int64_t o0 = 0; o0 < O; o0 += tile) {
+        const int64_t n = O - o0 < tile ? O - o0 : tile;
+        dequant_par(ops, q, o0, n, buf);
+        if (grad_input)
+            road_sgemm(false, false, rows, K, n, 1.0f, in + o0, O, buf, K, o0 == 0 ? 0.0f : 1.0f,
+                       out, K);
+        else
+            road_sgemm(false, true, rows, n, K, 1.0f, in, K, buf, K, 0.0f, out + o0, O);
+    }
+    road_free(buf);
+    return ROAD_OK;
+}
+
 road_status road_qtensor_xwt(const road_qtensor *q, int64_t rows, const float *x, const float *bias,
                              float *y) {
     road_status st = check_mm(q, rows, x, y, "road_qtensor_xwt");
     if (st != ROAD_OK || rows == 0) return st;
     const road_qkernel_ops *ops = road_qkernels_current();
-    const int64_t O = q->rows, K = q->cols;
+    const int64_t O = q->rows;
     if (rows <= QSKINNY_MAX_ROWS) {
         const int nt = threads_for(q);
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
@@ -124,15 +146,8 @@ road_status road_qtensor_xwt(const road_qtensor *q, int64_t rows, const float *x
             if (o1 > o0) ops->xwt(q, rows, x, o0, o1, y, O);
         }
     } else {
-        const int64_t tile = O < QTILE_ROWS ? O : QTILE_ROWS;
-        float *buf = road_malloc(sizeof(float) * (size_t)(tile * K));
-        if (!buf) return ROAD_ERR_NO_MEMORY;
-        for (int64_t o0 = 0; o0 < O; o0 += tile) {
-            const int64_t n = O - o0 < tile ? O - o0 : tile;
-            dequant_par(ops, q, o0, n, buf);
-            road_sgemm(false, true, rows, n, K, 1.0f, x, K, buf, K, 0.0f, y + o0, O);
-        }
-        road_free(buf);
+        st = tiled_mm(ops, q, rows, x, y, false);
+        if (st != ROAD_OK) return st;
     }
     if (bias)
         for (int64_t r = 0; r < rows; r++)
@@ -143,18 +158,5 @@ road_status road_qtensor_xwt(const road_qtensor *q, int64_t rows, const float *x
 road_status road_qtensor_dyw(const road_qtensor *q, int64_t rows, const float *dy, float *dx) {
     road_status st = check_mm(q, rows, dy, dx, "road_qtensor_dyw");
     if (st != ROAD_OK || rows == 0) return st;
-    const road_qkernel_ops *ops = road_qkernels_current();
-    const int64_t O = q->rows, K = q->cols;
-    const int64_t tile = O < QTILE_ROWS ? O : QTILE_ROWS;
-    float *buf = road_malloc(sizeof(float) * (size_t)(tile * K));
-    if (!buf) return ROAD_ERR_NO_MEMORY;
-    /* dx (R, K) = sum over tiles of dy[:, tile] (R, n) W[tile] (n, K) */
-    for (int64_t o0 = 0; o0 < O; o0 += tile) {
-        const int64_t n = O - o0 < tile ? O - o0 : tile;
-        dequant_par(ops, q, o0, n, buf);
-        road_sgemm(false, false, rows, K, n, 1.0f, dy + o0, O, buf, K, o0 == 0 ? 0.0f : 1.0f, dx,
-                   K);
-    }
-    road_free(buf);
-    return ROAD_OK;
+    return tiled_mm(road_qkernels_current(), q, rows, dy, dx, true);
 }

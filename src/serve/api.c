@@ -29,15 +29,23 @@
 
 #define BAD "invalid_request_error"
 
-void api_error_set(api_error *e, int http, const char *type, const char *code, const char *param,
-                   const char *fmt, ...) {
+static void error_vset(api_error *e, int http, const char *type, const char *code,
+                       const char *param, const char *fmt, va_list ap)
+    __attribute__((format(printf, 6, 0)));
+static void error_vset(api_error *e, int http, const char *type, const char *code,
+                       const char *param, const char *fmt, va_list ap) {
     e->http = http;
     e->type = type;
     e->code = code;
     snprintf(e->param, sizeof e->param, "%s", param ? param : "");
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+}
+
+void api_error_set(api_error *e, int http, const char *type, const char *code, const char *param,
+                   const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    error_vset(e, http, type, code, param, fmt, ap);
     va_end(ap);
 }
 
@@ -93,13 +101,9 @@ char *api_error_json(const api_error *e) {
 static bool bad(api_error *err, const char *param, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static bool bad(api_error *err, const char *param, const char *fmt, ...) {
-    err->http = 400;
-    err->type = BAD;
-    err->code = NULL;
-    snprintf(err->param, sizeof err->param, "%s", param ? param : "");
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    error_vset(err, 400, BAD, NULL, param, fmt, ap);
     va_end(ap);
     return false;
 }
@@ -489,19 +493,31 @@ static char *finish(cJSON *o) {
     return s;
 }
 
-char *api_reply_json(const api_reply *r) {
-    bool chat = r->kind == API_CHAT;
-    cJSON *o = head(r, chat ? "chat.completion" : "text_completion");
-    cJSON *choices = o ? cJSON_AddArrayToObject(o, "choices") : NULL;
+/* Append choice {"index": 0} to choices (NULL: fails) and make the reply's text item for it in
+ * *text (not yet attached: the caller places it); NULL, with nothing left allocated, when out of
+ * memory. */
+static cJSON *add_choice(cJSON *choices, const api_reply *r, cJSON **text) {
     cJSON *c = cJSON_CreateObject(), *t = text_item(r->text, r->text_len);
     if (!choices || !c || !t) {
         cJSON_Delete(c);
         cJSON_Delete(t);
-        cJSON_Delete(o);
         return NULL;
     }
     cJSON_AddItemToArray(choices, c);
     cJSON_AddNumberToObject(c, "index", 0);
+    *text = t;
+    return c;
+}
+
+char *api_reply_json(const api_reply *r) {
+    bool chat = r->kind == API_CHAT;
+    cJSON *o = head(r, chat ? "chat.completion" : "text_completion");
+    cJSON *choices = o ? cJSON_AddArrayToObject(o, "choices") : NULL;
+    cJSON *t = NULL, *c = add_choice(choices, r, &t);
+    if (!c) {
+        cJSON_Delete(o);
+        return NULL;
+    }
     if (chat) {
         cJSON *m = cJSON_AddObjectToObject(c, "message");
         if (m) {
@@ -531,15 +547,11 @@ char *api_chunk_json(const api_reply *r, bool first, bool usage_only) {
         add_usage(o, r);
         return finish(o);
     }
-    cJSON *c = cJSON_CreateObject(), *t = text_item(r->text, r->text_len);
-    if (!c || !t) {
-        cJSON_Delete(c);
-        cJSON_Delete(t);
+    cJSON *t = NULL, *c = add_choice(choices, r, &t);
+    if (!c) {
         cJSON_Delete(o);
         return NULL;
     }
-    cJSON_AddItemToArray(choices, c);
-    cJSON_AddNumberToObject(c, "index", 0);
     if (chat) {
         cJSON *d = cJSON_AddObjectToObject(c, "delta");
         if (d && first) cJSON_AddStringToObject(d, "role", "assistant");

@@ -39,6 +39,8 @@
 #include "core/error.h"
 #include "io/dir.h"
 #include "io/file.h"
+#include "io/st_save.h"
+#include "io/st_save.h"
 #include "io/json.h"
 #include "road/safetensors.h"
 #include "train/train_internal.h"
@@ -95,14 +97,7 @@ static road_status write_optimizer(road_optimizer *o, const char *dir) {
             s = road_st_writer_add(w, key, ROAD_DTYPE_F32, t.ndim, t.shape, t.v);
         }
     }
-    char *path = NULL;
-    if (s == ROAD_OK) {
-        path = road_path_join(dir, OPTIM_FILE);
-        s = path ? road_st_writer_save(w, path) : ROAD_ERR_NO_MEMORY;
-    }
-    road_free(path);
-    road_st_writer_free(w);
-    return s;
+    return road_st_writer_finish(w, s, dir, OPTIM_FILE);
 }
 
 /* Full fine-tuning: every model tensor, F32, under its Hugging Face name. */
@@ -117,14 +112,7 @@ static road_status write_model(road_optimizer *o, const char *dir) {
         if (s == ROAD_OK) s = road_optimizer_tensor_key(o, i, key, KEY_CAP);
         if (s == ROAD_OK) s = road_st_writer_add(w, key, ROAD_DTYPE_F32, t.ndim, t.shape, t.param);
     }
-    char *path = NULL;
-    if (s == ROAD_OK) {
-        path = road_path_join(dir, MODEL_WEIGHTS);
-        s = path ? road_st_writer_save(w, path) : ROAD_ERR_NO_MEMORY;
-    }
-    road_free(path);
-    road_st_writer_free(w);
-    return s;
+    return road_st_writer_finish(w, s, dir, MODEL_WEIGHTS);
 }
 
 static void hex64(char buf[19], uint64_t x) {

@@ -101,6 +101,17 @@ void road_optimizer_free(road_optimizer *o) {
     road_free(o);
 }
 
+/* The AdamW state of o's `numel` parameters once their layout is set: m and v, zero, in one
+ * allocation (at least one pair, so numel 0 allocates too). */
+static road_status alloc_state(road_optimizer *o, int64_t numel) {
+    o->numel = numel;
+    size_t bytes;
+    if (road_size_mul((size_t)(numel > 0 ? numel : 1), 2 * sizeof(float), &bytes) != 0)
+        return ROAD_ERR_NO_MEMORY;
+    o->state = road_calloc(1, bytes);
+    return o->state ? ROAD_OK : ROAD_ERR_NO_MEMORY;
+}
+
 road_status road_optimizer_create(road_adapter_set *set, const char *const *names, int32_t n,
                                   const road_adamw_params *hp, road_optimizer **out) {
     if (!out) return road_error(ROAD_ERR_INVALID_ARG, "road_optimizer_create: out is NULL");
@@ -188,11 +199,7 @@ road_status road_optimizer_create(road_adapter_set *set, const char *const *name
             }
         }
     }
-    o->numel = off;
-    size_t bytes;
-    if (road_size_mul((size_t)(off > 0 ? off : 1), 2 * sizeof(float), &bytes) != 0) goto oom;
-    o->state = road_calloc(1, bytes);
-    if (!o->state) goto oom;
+    if ((s = alloc_state(o, off)) != ROAD_OK) goto fail;
     *out = o;
     return ROAD_OK;
 oom:
@@ -232,10 +239,7 @@ road_status road_optimizer_create_full(road_model *m, const road_adamw_params *h
         t->off = off;
         off += mt.n;
     }
-    o->numel = off;
-    size_t bytes;
-    if (road_size_mul((size_t)(off > 0 ? off : 1), 2 * sizeof(float), &bytes) != 0) goto oom;
-    if (!(o->state = road_calloc(1, bytes))) goto oom;
+    if ((s = alloc_state(o, off)) != ROAD_OK) goto fail;
     *out = o;
     return ROAD_OK;
 oom:
