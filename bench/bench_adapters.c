@@ -111,17 +111,17 @@ int main(int argc, char **argv) {
     double t_load[REPS];
     int64_t mem_attach = 0, mem_cache = 0;
     for (int r = 0; r < REPS; r++) {
-        int64_t before = road_alloc_live_bytes();
+        int64_t before = road__alloc_live_bytes();
         double t0 = now_s();
         check(road_adapter_set_load(s, "x", dir), "load");
         t_load[r] = now_s() - t0;
-        mem_attach = road_alloc_live_bytes() - before;
+        mem_attach = road__alloc_live_bytes() - before;
         if (r == REPS - 1) {
             /* the first forward builds c1/c2 for every layer: apply on one row each */
             float *y = calloc((size_t)INTER, sizeof(float));
-            int64_t b2 = road_alloc_live_bytes();
+            int64_t b2 = road__alloc_live_bytes();
             for (int32_t k = 0; k < sp.n_layers; k++) check(road_adapter_set_apply(s, k, 1, y), "apply");
-            mem_cache = road_alloc_live_bytes() - b2;
+            mem_cache = road__alloc_live_bytes() - b2;
             free(y);
         } else {
             check(road_adapter_set_delete(s, "x"), "delete");
@@ -188,6 +188,6 @@ int main(int argc, char **argv) {
     /* remove the saved folder */
     const char *files[] = {"adapter_config.json", "adapter_model.safetensors"};
     remove_folder(dir, files, sizeof files / sizeof files[0]);
-    printf("\nlive bytes at exit: %lld\n", (long long)road_alloc_live_bytes());
+    printf("\nlive bytes at exit: %lld\n", (long long)road__alloc_live_bytes());
     return 0;
 }

@@ -83,7 +83,7 @@ int main(int argc, char **argv) {
     const int n_lin = layers * N_PROJ;
     printf("bench_quant: Llama-3.2-1B shape, %d layers, vocab %lld, %d threads, qkernel %s\n",
            layers, (long long)vocab, road_get_num_threads(),
-           road_cpu_has_avx2_fma() ? "avx2" : "reference");
+           road__cpu_has_avx2_fma() ? "avx2" : "reference");
 
     /* weights: float32 per linear layer, the embedding (tied lm_head) */
     float **w = xmalloc(sizeof(float *) * (size_t)n_lin);
@@ -149,14 +149,14 @@ int main(int argc, char **argv) {
                 for (int k = 0; k < n_lin; k++) {
                     const int p = k % N_PROJ;
                     if (f < 0)
-                        road_sgemm_xwt(1, OUTS[p], INS[p], x, w[k], NULL, y);
+                        road__sgemm_xwt(1, OUTS[p], INS[p], x, w[k], NULL, y);
                     else
                         die(road_qtensor_xwt(q[f][k], 1, x, NULL, y), "xwt");
                 }
                 if (qhead)
                     die(road_qtensor_xwt(qhead, 1, x, NULL, y), "xwt");
                 else
-                    road_sgemm_xwt(1, vocab, HIDDEN, x, embed, NULL, y);
+                    road__sgemm_xwt(1, vocab, HIDDEN, x, embed, NULL, y);
                 double t = now_s() - t0;
                 if (r > 0 && t < best) best = t; /* the first run warms up */
             }
@@ -194,7 +194,7 @@ int main(int argc, char **argv) {
                 for (int r = 0; r < reps + 1; r++) {
                     double t0 = now_s();
                     if (f < 0)
-                        road_sgemm_xwt(R, O, K, xp, w[p], NULL, yp);
+                        road__sgemm_xwt(R, O, K, xp, w[p], NULL, yp);
                     else
                         die(road_qtensor_xwt(q[f][p], R, xp, NULL, yp), "xwt");
                     double t = now_s() - t0;

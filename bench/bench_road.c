@@ -358,7 +358,7 @@ typedef struct gemm_ctx {
 
 static road_status run_gemm(void *p) {
     gemm_ctx *c = p;
-    road_sgemm_xwt(c->rows, c->out, c->in, c->x, c->w, NULL, c->y);
+    road__sgemm_xwt(c->rows, c->out, c->in, c->x, c->w, NULL, c->y);
     return ROAD_OK;
 }
 
@@ -379,7 +379,7 @@ static road_status run_backward(void *p) {
 /* ---- data --------------------------------------------------------------------------------- */
 
 static void fill_uniform(road_rng *g, float *x, int64_t n, double lo, double hi) {
-    for (int64_t i = 0; i < n; i++) x[i] = (float)(lo + (hi - lo) * road_rng_uniform(g));
+    for (int64_t i = 0; i < n; i++) x[i] = (float)(lo + (hi - lo) * road__rng_uniform(g));
 }
 
 /* Values that would make a timing measure the FPU's slow path (Inf, NaN, subnormals). */
@@ -408,7 +408,7 @@ typedef struct bench_adapter {
 static road_status adapter_init(bench_adapter *a, road_variant v, int32_t group_size, int64_t dim,
                                 uint64_t seed, float *theta, float *alpha) {
     road_rng g;
-    road_rng_seed(&g, seed);
+    road__rng_seed(&g, seed);
     int64_t n = road_param_count(v, dim);
     fill_uniform(&g, theta, n, -BENCH_THETA, BENCH_THETA);
     fill_uniform(&g, alpha, n, 1.0 - BENCH_ALPHA, 1.0 + BENCH_ALPHA);
@@ -460,7 +460,7 @@ static size_t mem_layout(bench_mem *m, const bench_sizes *z, char *base) {
 static road_status mem_alloc(bench_mem *m, const bench_sizes *z) {
     bench_mem dry;
     m->bytes = mem_layout(&dry, z, NULL);
-    m->base = road_malloc(m->bytes);
+    m->base = road__malloc(m->bytes);
     if (!m->base) return ROAD_ERR_NO_MEMORY;
     mem_layout(m, z, m->base);
     return ROAD_OK;
@@ -501,7 +501,7 @@ static road_status bench_apply(const bench_sizes *z, bench_mem *m, int threads, 
     const size_t bytes = (size_t)n * sizeof(float);
     const double moved = 2.0 * (double)bytes; /* read + write */
     road_rng g;
-    road_rng_seed(&g, 1);
+    road__rng_seed(&g, 1);
     fill_uniform(&g, m->a, n, -1.0, 1.0);
     memset(m->b, 0, bytes); /* fault the destination in before timing */
     printf("\n[1] forward apply in place, %lld x %lld f32 (%.0f MiB read + %.0f MiB written per "
@@ -554,7 +554,7 @@ static road_status bench_apply(const bench_sizes *z, bench_mem *m, int threads, 
 static road_status bench_overhead(const bench_sizes *z, bench_mem *m, results *res) {
     const int64_t G = z->gemm_rows, D = z->dim;
     road_rng g;
-    road_rng_seed(&g, 2);
+    road__rng_seed(&g, 2);
     const double wscale = 1.0 / sqrt((double)D); /* keeps y = x W^T of order 1 */
     fill_uniform(&g, m->a, D * D, -wscale, wscale);
     fill_uniform(&g, m->gx, G * D, -1.0, 1.0);
@@ -636,7 +636,7 @@ static road_status bench_mixed(const bench_sizes *z, bench_mem *m, results *res)
         rots[i] = &ad[i].rot;
     }
     road_rng g;
-    road_rng_seed(&g, 3);
+    road__rng_seed(&g, 3);
     fill_uniform(&g, m->a, n, -1.0, 1.0);
     printf("\n[3] mixed batch (road_rot_forward_mixed), %lld x %lld, blocks of %d rows cycling "
            "a, b, __base__, c, d\n    (road_1, road_2, road_4, road_2; g = %d) vs adapter a on "
@@ -672,7 +672,7 @@ static road_status bench_merge(const bench_sizes *z, bench_mem *m, results *res)
                                  m->alpha);
     if (s != ROAD_OK) return s;
     road_rng g;
-    road_rng_seed(&g, 4);
+    road__rng_seed(&g, 4);
     fill_uniform(&g, w, D * D, -0.05, 0.05);
     memset(merged, 0, (size_t)(D * D) * sizeof(float));
     printf("\n[4] merge / unmerge of a %lld x %lld layer (road_2, g = %d)\n", (long long)D,
@@ -705,7 +705,7 @@ static road_status bench_merge(const bench_sizes *z, bench_mem *m, results *res)
         s = road_rot_dense(&ad.rot, dense);
         double t1 = now_s();
         if (s != ROAD_OK) return s;
-        road_sgemm(false, false, D, D, D, 1.0f, dense, D, w, D, 0.0f, merged, D);
+        road__sgemm(false, false, D, D, D, 1.0f, dense, D, w, D, 0.0f, merged, D);
         double t2 = now_s();
         if (i >= 0) {
             tb[i] = t1 - t0;
@@ -742,7 +742,7 @@ static road_status bench_backward(const bench_sizes *z, bench_mem *m, results *r
                                  m->alpha);
     if (s != ROAD_OK) return s;
     road_rng g;
-    road_rng_seed(&g, 5);
+    road__rng_seed(&g, 5);
     float *x = m->a, *dy = m->b, *dx = m->c, *y = m->b; /* y: the forward's buffer (see below) */
     fill_uniform(&g, x, n, -1.0, 1.0);
     fill_uniform(&g, dx, n, -1.0, 1.0);
@@ -994,14 +994,14 @@ int main(int argc, char **argv) {
     results res;
     memset(&res, 0, sizeof res);
     road_status s = run_all(&z, &m, threads, &res);
-    road_free(m.base);
+    road__free(m.base);
     if (s != ROAD_OK) {
         fprintf(stderr, "bench_road: %s: %s\n", road_status_name(s), road_last_error());
         return 1;
     }
     print_summary(&res);
 
-    run_info ri = {&o, &z, cpu, kernel, threads, road_alloc_live_bytes()};
+    run_info ri = {&o, &z, cpu, kernel, threads, road__alloc_live_bytes()};
     char *json = results_json(&ri, &res);
     if (!json) {
         fprintf(stderr, "bench_road: out of memory formatting the JSON\n");

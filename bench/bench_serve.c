@@ -174,9 +174,10 @@ static void lora_step(const road_engine_step_info *info, void *user) {
                     if (row_ad[r] == a) memcpy(lora.xg + n++ * in, lora.x + r * in, sizeof(float) * (size_t)in);
                 if (n == 0) continue;
                 /* t = xg A^T [n x 16]; yg = t B^T [n x out] */
-                road_sgemm(false, true, n, LORA_RANK, in, 1.0f, lora.xg, in, lora.A[a][l][k], in, 0.0f, lora.t, LORA_RANK);
-                road_sgemm(false, true, n, out, LORA_RANK, 1.0f, lora.t, LORA_RANK, lora.B[a][l][k], LORA_RANK, 0.0f,
-                           lora.yg, out);
+                road__sgemm(false, true, n, LORA_RANK, in, 1.0f, lora.xg, in, lora.A[a][l][k], in,
+                            0.0f, lora.t, LORA_RANK);
+                road__sgemm(false, true, n, out, LORA_RANK, 1.0f, lora.t, LORA_RANK,
+                            lora.B[a][l][k], LORA_RANK, 0.0f, lora.yg, out);
                 n = 0; /* scatter-add into y */
                 for (int64_t r = 0; r < rows; r++)
                     if (row_ad[r] == a) {

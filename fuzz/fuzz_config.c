@@ -6,7 +6,7 @@
  * same text:
  *  - road_config_parse either refuses with a message, or yields a config whose to_json text
  *    parses again to the very same text (and a clone writes it too);
- *  - road_json_parse either refuses, or its road_json_dump text parses and dumps identically.
+ *  - road_json_parse either refuses, or its road__json_dump text parses and dumps identically.
  * road's allocation counter must be back where it started after each input (no leaks on the
  * refusal paths).
  */
@@ -59,20 +59,20 @@ static void check_json(const char *text, size_t size) {
     char *first = NULL, *second = NULL;
     size_t n1 = 0, n2 = 0;
     /* A parsed tree is valid UTF-8 and within the depth limit: it can always be written. */
-    if (road_json_dump(j, &first, &n1) != ROAD_OK) __builtin_trap();
+    if (road__json_dump(j, &first, &n1) != ROAD_OK) __builtin_trap();
     if (road_json_parse(first, n1, &again) != ROAD_OK) __builtin_trap();
-    if (road_json_dump(again, &second, &n2) != ROAD_OK) __builtin_trap();
+    if (road__json_dump(again, &second, &n2) != ROAD_OK) __builtin_trap();
     if (n1 != n2 || memcmp(first, second, n1) != 0) __builtin_trap();
-    road_free(first);
-    road_free(second);
+    road__free(first);
+    road__free(second);
     cJSON_Delete(j);
     cJSON_Delete(again);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    int64_t live = road_alloc_live_bytes();
+    int64_t live = road__alloc_live_bytes();
     check_config((const char *)data, size);
     check_json((const char *)data, size);
-    if (road_alloc_live_bytes() != live) __builtin_trap();
+    if (road__alloc_live_bytes() != live) __builtin_trap();
     return 0;
 }

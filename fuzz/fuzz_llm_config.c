@@ -85,7 +85,7 @@ static void check_invariants(const road_llm_config *c) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    int64_t live = road_alloc_live_bytes();
+    int64_t live = road__alloc_live_bytes();
     road_llm_config c, again;
     memset(&c, 0x5A, sizeof c);
     const road_llm_config before = c;
@@ -99,6 +99,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (road_llm_config_parse((const char *)data, size, &again) != ROAD_OK) __builtin_trap();
         if (memcmp(&c, &again, sizeof c) != 0) __builtin_trap();
     }
-    if (road_alloc_live_bytes() != live) __builtin_trap();
+    if (road__alloc_live_bytes() != live) __builtin_trap();
     return 0;
 }

@@ -2,7 +2,7 @@
  * fuzz/fuzz_qcheckpoint.c - libFuzzer target for the quantized-checkpoint reader
  * (quant/qcheckpoint.c).
  *
- * The input is a safetensors file image. Whatever it holds, road_qckpt_read for layer "L" must
+ * The input is a safetensors file image. Whatever it holds, road__qckpt_read for layer "L" must
  * either refuse with a message or return a tensor whose every part lies inside the input, with
  * the sizes the layer needs: the target dequantizes it and runs a decode and a prefill matmul
  * (ASan catches any read the validation let through). Layer shapes tried: the seed corpus's
@@ -29,9 +29,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     memset(x, 0, sizeof x);
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         const int64_t rows = shapes[s][0], cols = shapes[s][1];
-        (void)road_qckpt_is_quantized(find, f, "L");
+        (void)road__qckpt_is_quantized(find, f, "L");
         road_qtensor *q = NULL;
-        if (road_qckpt_read(find, f, "L", rows, cols, &q) != ROAD_OK) {
+        if (road__qckpt_read(find, f, "L", rows, cols, &q) != ROAD_OK) {
             if (q != NULL || road_last_error()[0] == '\0') __builtin_trap();
             continue;
         }

@@ -39,7 +39,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     memset(&err, 0, sizeof err);
     if (which >= 2) {
         char *name = NULL, *path = NULL;
-        if (api_parse_lora(body, len, which == 2, &name, &path, &err)) {
+        if (road__api_parse_lora(body, len, which == 2, &name, &path, &err)) {
             if (!name || !name[0] || (which == 2 && (!path || !path[0]))) __builtin_trap();
         } else if (err.http < 400 || name || path) {
             __builtin_trap();
@@ -50,9 +50,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     api_request q;
     api_kind kind = which == 0 ? API_COMPLETIONS : API_CHAT;
-    if (!api_parse_request(kind, body, len, &q, &err)) {
+    if (!road__api_parse_request(kind, body, len, &q, &err)) {
         if (err.http < 400 || !err.message[0] || q.prompt || q.messages || q.stop) __builtin_trap();
-        check_json(api_error_json(&err));
+        check_json(road__api_error_json(&err));
         return 0;
     }
     if (kind == API_COMPLETIONS && !q.prompt && !(q.prompt_ids && q.n_prompt_ids >= 1)) __builtin_trap();
@@ -67,10 +67,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (q.prompt_ids[i] < 0) __builtin_trap();
     const char *text = q.prompt ? q.prompt : q.n_messages ? q.messages[0].content : "";
     api_reply r = {kind, "id-1", 1, q.model ? q.model : "m", text, strlen(text), "stop", 3, 4};
-    check_json(api_reply_json(&r));
+    check_json(road__api_reply_json(&r));
     r.finish_reason = NULL;
-    check_json(api_chunk_json(&r, true, false));
-    check_json(api_chunk_json(&r, false, true));
-    api_request_free(&q);
+    check_json(road__api_chunk_json(&r, true, false));
+    check_json(road__api_chunk_json(&r, false, true));
+    road__api_request_free(&q);
     return 0;
 }

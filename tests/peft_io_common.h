@@ -52,19 +52,19 @@ static inline const char *join(char *buf, const char *a, const char *b) {
 static inline void assert_same_bytes(const char *got_path, const char *want_path) {
     char *a = NULL, *b = NULL;
     size_t na = 0, nb = 0;
-    TU_OK(road_file_read(got_path, MAX_COMPARE_BYTES, &a, &na));
-    TU_OK(road_file_read(want_path, MAX_COMPARE_BYTES, &b, &nb));
+    TU_OK(road__file_read(got_path, MAX_COMPARE_BYTES, &a, &na));
+    TU_OK(road__file_read(want_path, MAX_COMPARE_BYTES, &b, &nb));
     size_t i = 0;
     while (i < na && i < nb && a[i] == b[i]) i++;
     if (na != nb || i != na) {
         print_error("%s differs from %s: %zu vs %zu bytes, first difference at byte %zu\n",
                     got_path, want_path, na, nb, i);
-        road_free(a);
-        road_free(b);
+        road__free(a);
+        road__free(b);
         fail();
     }
-    road_free(a);
-    road_free(b);
+    road__free(a);
+    road__free(b);
 }
 
 static inline void write_text(const char *path, const char *text) {
@@ -329,16 +329,16 @@ static inline int setup(void **state) {
         free(fx);
         return -1;
     }
-    fx->start = road_alloc_live_bytes();
+    fx->start = road__alloc_live_bytes();
     *state = fx;
     return 0;
 }
 
 static inline int teardown(void **state) {
     fixture *fx = *state;
-    road_alloc_fail_after(-1);
+    road__alloc_fail_after(-1);
     tu_rm_rf(fx->root);
-    int64_t now = road_alloc_live_bytes();
+    int64_t now = road__alloc_live_bytes();
     int leaked = now != fx->start;
     if (leaked) print_error("leak: %lld bytes still allocated\n", (long long)(now - fx->start));
     free(fx);

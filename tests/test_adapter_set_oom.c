@@ -116,11 +116,11 @@ static bool oom_sequence(int64_t k, oom_run *o, const float *x) {
     bool failed = false;
     for (int32_t i = 0; i < N_LAYERS; i++) /* the caller's weights, as at the start */
         memcpy(o->m.w[i], o->m.w0[i], (size_t)nw(&o->m, i) * sizeof(float));
-    road_alloc_fail_after(k);
+    road__alloc_fail_after(k);
     for (int step = 0; step < OOM_STEPS; step++) {
         road_status s = oom_step(step, o, x);
         if (s == ROAD_OK) continue;
-        road_alloc_fail_after(-1);
+        road__alloc_fail_after(-1);
         if (failed || s != ROAD_ERR_NO_MEMORY || !strstr(road_last_error(), "out of memory")) {
             print_error("k=%lld: step %d returned %s (%s), expected one no_memory failure\n",
                         (long long)k, step, road_status_name(s), road_last_error());
@@ -135,7 +135,7 @@ static bool oom_sequence(int64_t k, oom_run *o, const float *x) {
             fail();
         }
     }
-    road_alloc_fail_after(-1);
+    road__alloc_fail_after(-1);
     road_batch_plan_free(o->p);
     road_adapter_set_free(o->m.s);
     o->p = NULL;
@@ -162,15 +162,15 @@ static void test_out_of_memory(void **state) {
     oom_init(got);
     bag b = {{0}, 0};
     const float *x = fvec(&b, OOM_R * INTER, 16);
-    const int64_t live0 = road_alloc_live_bytes();
+    const int64_t live0 = road__alloc_live_bytes();
     assert_false(oom_sequence(-1, want, x));
-    assert_int_equal(road_alloc_live_bytes(), live0);
+    assert_int_equal(road__alloc_live_bytes(), live0);
     int64_t k = 0;
     for (; k < 100000; k++) {
         const bool failed = oom_sequence(k, got, x);
-        if (road_alloc_live_bytes() != live0) {
+        if (road__alloc_live_bytes() != live0) {
             print_error("k=%lld: %lld bytes leaked\n", (long long)k,
-                        (long long)(road_alloc_live_bytes() - live0));
+                        (long long)(road__alloc_live_bytes() - live0));
             fail();
         }
         /* After recovering, the results are those of the run without failures. */
@@ -201,7 +201,7 @@ static void test_out_of_memory(void **state) {
 
 static int reset_alloc_injection(void **state) {
     (void)state;
-    road_alloc_fail_after(-1);
+    road__alloc_fail_after(-1);
     return 0;
 }
 

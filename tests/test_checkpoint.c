@@ -90,7 +90,7 @@ static void tiny_make(tiny *t, uint64_t seed, road_variant var) {
     hp.lr = 0.05;
     hp.weight_decay = 0.01;
     TU_OK(road_optimizer_create(t->s, NULL, 0, &hp, &t->o));
-    road_rng_seed(&t->rng, 1234);
+    road__rng_seed(&t->rng, 1234);
 }
 
 static void tiny_free(tiny *t) {
@@ -104,7 +104,8 @@ static const road_schedule sched = {ROAD_SCHEDULE_LINEAR, 2, N_STEPS};
 /* One training step: gradients from the parameters and an RNG draw, clip, update. */
 static void train_step(tiny *t) {
     TU_OK(road_optimizer_zero_grad(t->o));
-    const double ripple = road_rng_normal(&t->rng); /* uses the Box-Muller spare every other call */
+    const double ripple =
+        road__rng_normal(&t->rng); /* uses the Box-Muller spare every other call */
     const int64_t step = road_optimizer_step_count(t->o);
     for (int32_t i = 0; i < road_optimizer_tensor_count(t->o); i++) {
         road_optim_tensor ti;
@@ -185,10 +186,10 @@ static void test_resume_exact(void **state) {
      * Box-Muller spare (draws come in pairs) that must come back too. */
     for (int s = 0; s < N_STEPS; s++) {
         train_step(&full);
-        if (s == K_STEPS - 1) (void)road_rng_normal(&full.rng);
+        if (s == K_STEPS - 1) (void)road__rng_normal(&full.rng);
     }
     for (int s = 0; s < K_STEPS; s++) train_step(&part);
-    (void)road_rng_normal(&part.rng);
+    (void)road__rng_normal(&part.rng);
     assert_true(part.rng.has_spare);
     char *dir = NULL;
     TU_OK(road_checkpoint_path(tu_scratch_root(), road_optimizer_step_count(part.o), &dir));
@@ -270,15 +271,15 @@ static void test_atomic_and_oom(void **state) {
     /* Grad buffers are allocated on first use and kept by the layers: touch them first. */
     TU_OK(road_optimizer_zero_grad(check.o));
     TU_OK(road_optimizer_scale_grads(check.o, 1.0f));
-    const int64_t live0 = road_alloc_live_bytes();
+    const int64_t live0 = road__alloc_live_bytes();
     int ok_at = -1;
     for (int k = 0; k < OOM_TRIES && ok_at < 0; k++) {
-        road_alloc_fail_after(k);
+        road__alloc_fail_after(k);
         road_status s = road_checkpoint_save(a.o, &st, "{\"v\": 2}", dir);
-        road_alloc_fail_after(-1);
+        road__alloc_fail_after(-1);
         assert_int_equal(count_entries(".tmp."), 0);
         assert_int_equal(count_entries(".old."), 0);
-        assert_int_equal(road_alloc_live_bytes(), live0);
+        assert_int_equal(road__alloc_live_bytes(), live0);
         if (s == ROAD_OK) {
             ok_at = k;
             break;
@@ -302,15 +303,15 @@ static void test_atomic_and_oom(void **state) {
     TU_OK(road_optimizer_tensor(b.o, 0, &t0));
     float before[HID];
     memcpy(before, t0.param, (size_t)t0.n * sizeof(float));
-    const int64_t live1 = road_alloc_live_bytes();
+    const int64_t live1 = road__alloc_live_bytes();
     ok_at = -1;
     for (int k = 0; k < OOM_TRIES && ok_at < 0; k++) {
         char *cfg = NULL;
-        road_alloc_fail_after(k);
+        road__alloc_fail_after(k);
         road_status s = road_checkpoint_load(b.o, dir, NULL, &cfg);
-        road_alloc_fail_after(-1);
+        road__alloc_fail_after(-1);
         road_string_free(cfg);
-        assert_int_equal(road_alloc_live_bytes(), live1);
+        assert_int_equal(road__alloc_live_bytes(), live1);
         if (s == ROAD_OK) {
             ok_at = k;
             break;

@@ -31,26 +31,26 @@ static const char *const golden_dirs[] = {
 static int setup_live(void **state) {
     int64_t *start = malloc(sizeof *start);
     if (!start) return -1;
-    *start = road_alloc_live_bytes();
+    *start = road__alloc_live_bytes();
     *state = start;
     return 0;
 }
 
 static int teardown_live(void **state) {
     int64_t *start = *state;
-    int64_t now = road_alloc_live_bytes();
+    int64_t now = road__alloc_live_bytes();
     int leaked = now != *start;
     if (leaked) print_error("leak: %lld bytes still allocated\n", (long long)(now - *start));
     free(start);
     return leaked ? -1 : 0;
 }
 
-/* The golden adapter_config.json of `dir` (road_malloc'd). */
+/* The golden adapter_config.json of `dir` (road__malloc'd). */
 static char *read_golden(const char *dir, size_t *len) {
     char rel[256];
     snprintf(rel, sizeof rel, "%s/adapter_config.json", dir);
     char *data = NULL;
-    TU_OK(road_file_read(tu_fixture(rel), 1 << 20, &data, len));
+    TU_OK(road__file_read(tu_fixture(rel), 1 << 20, &data, len));
     return data;
 }
 
@@ -136,7 +136,7 @@ static int count_files(const char *dir) {
 
 static char *dump_json(const cJSON *j) {
     char *s = NULL;
-    TU_OK(road_json_dump(j, &s, NULL));
+    TU_OK(road__json_dump(j, &s, NULL));
     return s;
 }
 
@@ -166,7 +166,7 @@ static void test_golden_round_trip(void **state) {
             road_string_free(got);
             road_config_free(c);
         }
-        road_free(want);
+        road__free(want);
     }
 }
 
@@ -252,7 +252,7 @@ static void test_build_causal_lm_from_scratch(void **state) {
     assert_same_text("built from setters", got, want);
     road_string_free(got);
     road_config_free(c);
-    road_free(want);
+    road__free(want);
 }
 
 static void test_defaults(void **state) {
@@ -367,7 +367,7 @@ static void test_string_escapes(void **state) {
     assert_same_text("escapes", out,
                      "\"\\\"\\\\\\n\\r\\t\\b\\f\\u0001\\u001f\\u007f/ ~\\u00e9\\u2603"
                      "\\ud83d\\ude00\\udbff\\udfff\"");
-    road_free(out);
+    road__free(out);
     cJSON_Delete(s);
 
     /* Keys are escaped and sorted by code point ("Z" < "a" < "\u00e9" < "\U0001F600"). */
@@ -379,7 +379,7 @@ static void test_string_escapes(void **state) {
     out = dump_json(o);
     assert_same_text("key order", out,
                      "{\n  \"Z\": 1,\n  \"a\": 2,\n  \"\\u00e9\": 3,\n  \"\\ud83d\\ude00\": 4\n}");
-    road_free(out);
+    road__free(out);
     cJSON_Delete(o);
 
     /* Invalid UTF-8 cannot be written as Python would (Python strings are code points). */
@@ -387,7 +387,7 @@ static void test_string_escapes(void **state) {
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         s = cJSON_CreateString(bad[i]);
         out = (char *)0x1;
-        TU_FAILS(road_json_dump(s, &out, NULL), ROAD_ERR_INVALID_ARG, "not valid UTF-8");
+        TU_FAILS(road__json_dump(s, &out, NULL), ROAD_ERR_INVALID_ARG, "not valid UTF-8");
         assert_null(out);
         cJSON_Delete(s);
     }
@@ -395,7 +395,7 @@ static void test_string_escapes(void **state) {
 
 static void check_repr(double v, const char *want) {
     char buf[ROAD_JSON_NUMBER_MAX];
-    road_json_format_double(v, buf, sizeof buf);
+    road__json_format_double(v, buf, sizeof buf);
     if (strcmp(buf, want) != 0) {
         print_error("repr(%.17g): got \"%s\", want \"%s\"\n", v, buf, want);
         fail();
@@ -438,7 +438,7 @@ static void test_float_repr(void **state) {
     char *out = dump_json(a);
     assert_same_text("C numbers", out,
                      "[\n  100,\n  -3,\n  0.1,\n  -0.0,\n  1e+16,\n  9007199254740992\n]");
-    road_free(out);
+    road__free(out);
     cJSON_Delete(a);
 
     const char *in =
@@ -448,12 +448,12 @@ static void test_float_repr(void **state) {
     assert_same_text("parsed numbers", out,
                      "[\n  100,\n  100.0,\n  100.0,\n  100.0,\n  0,\n  -0.0,\n  0.1,\n"
                      "  Infinity,\n  123456789012345678901234567890\n]");
-    road_free(out);
+    road__free(out);
     /* A parsed number changed in C prints its new value, not the stale text. */
     cJSON_SetNumberValue(cJSON_GetArrayItem(a, 0), 7);
     out = dump_json(a);
     assert_non_null(strstr(out, "[\n  7,\n"));
-    road_free(out);
+    road__free(out);
     cJSON_Delete(a);
 }
 
@@ -530,39 +530,39 @@ static void test_json_getters(void **state) {
     cJSON *j = NULL;
     TU_OK(road_json_parse(in, strlen(in), &j));
     int32_t v = 0;
-    TU_OK(road_json_get_int(j, "i", &v));
+    TU_OK(road__json_get_int(j, "i", &v));
     assert_int_equal(v, 64);
-    TU_FAILS(road_json_get_int(j, "f", &v), ROAD_ERR_CONFIG, "f must be an integer, got 64.5");
-    TU_FAILS(road_json_get_int(j, "s", &v), ROAD_ERR_CONFIG,
+    TU_FAILS(road__json_get_int(j, "f", &v), ROAD_ERR_CONFIG, "f must be an integer, got 64.5");
+    TU_FAILS(road__json_get_int(j, "s", &v), ROAD_ERR_CONFIG,
              "s must be an integer, got \"64\" (a string)");
-    TU_FAILS(road_json_get_int(j, "b", &v), ROAD_ERR_CONFIG, "b must be an integer, got true");
-    TU_FAILS(road_json_get_int(j, "n", &v), ROAD_ERR_CONFIG, "got null");
-    TU_FAILS(road_json_get_int(j, "fi", &v), ROAD_ERR_CONFIG, "got 64.0");
-    TU_FAILS(road_json_get_int(j, "big", &v), ROAD_ERR_CONFIG,
+    TU_FAILS(road__json_get_int(j, "b", &v), ROAD_ERR_CONFIG, "b must be an integer, got true");
+    TU_FAILS(road__json_get_int(j, "n", &v), ROAD_ERR_CONFIG, "got null");
+    TU_FAILS(road__json_get_int(j, "fi", &v), ROAD_ERR_CONFIG, "got 64.0");
+    TU_FAILS(road__json_get_int(j, "big", &v), ROAD_ERR_CONFIG,
              "big must be an integer from -2147483648 to 2147483647, got 3000000000");
-    TU_FAILS(road_json_get_int(j, "nope", &v), ROAD_ERR_NOT_FOUND, "nope is missing");
+    TU_FAILS(road__json_get_int(j, "nope", &v), ROAD_ERR_NOT_FOUND, "nope is missing");
     assert_int_equal(v, 64);
     int64_t w = 0;
-    TU_OK(road_json_get_i64(j, "big", &w));
+    TU_OK(road__json_get_i64(j, "big", &w));
     assert_int_equal(w, 3000000000LL);
-    TU_OK(road_json_get_i64(j, "neg", &w));
+    TU_OK(road__json_get_i64(j, "neg", &w));
     assert_true(w == INT64_MIN);
-    TU_FAILS(road_json_get_i64(j, "huge", &w), ROAD_ERR_CONFIG, "got 99999999999999999999");
+    TU_FAILS(road__json_get_i64(j, "huge", &w), ROAD_ERR_CONFIG, "got 99999999999999999999");
     double d = 0;
-    TU_OK(road_json_get_double(j, "f", &d));
+    TU_OK(road__json_get_double(j, "f", &d));
     assert_true(d == 64.5);
-    TU_OK(road_json_get_double(j, "i", &d));
-    TU_FAILS(road_json_get_double(j, "b", &d), ROAD_ERR_CONFIG, "b must be a number, got true");
+    TU_OK(road__json_get_double(j, "i", &d));
+    TU_FAILS(road__json_get_double(j, "b", &d), ROAD_ERR_CONFIG, "b must be a number, got true");
     bool b = false;
-    TU_OK(road_json_get_bool(j, "b", &b));
+    TU_OK(road__json_get_bool(j, "b", &b));
     assert_true(b);
-    TU_FAILS(road_json_get_bool(j, "i", &b), ROAD_ERR_CONFIG, "must be true or false, got 64");
+    TU_FAILS(road__json_get_bool(j, "i", &b), ROAD_ERR_CONFIG, "must be true or false, got 64");
     const char *s = NULL;
-    TU_OK(road_json_get_string(j, "s", false, &s));
+    TU_OK(road__json_get_string(j, "s", false, &s));
     assert_string_equal(s, "64");
-    TU_OK(road_json_get_string(j, "n", true, &s));
+    TU_OK(road__json_get_string(j, "n", true, &s));
     assert_null(s);
-    TU_FAILS(road_json_get_string(j, "n", false, &s), ROAD_ERR_CONFIG,
+    TU_FAILS(road__json_get_string(j, "n", false, &s), ROAD_ERR_CONFIG,
              "must be a string, got null");
     cJSON_Delete(j);
 }
@@ -663,7 +663,7 @@ static void test_invalid_documents(void **state) {
     }
     TU_FAILS(road_config_parse(full, len - 1, &c), ROAD_ERR_FORMAT,
              "line 17, column 1: expected ',' or '}'");
-    road_free(full);
+    road__free(full);
 
     TU_FAILS(road_config_parse(NULL, 1, &c), ROAD_ERR_INVALID_ARG, NULL);
     TU_FAILS(road_config_parse("{}", 2, NULL), ROAD_ERR_INVALID_ARG, NULL);
@@ -865,10 +865,10 @@ static void test_save_load(void **state) {
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
     char *data = NULL;
     size_t len = 0;
-    TU_OK(road_file_read(path, 1 << 20, &data, &len));
+    TU_OK(road__file_read(path, 1 << 20, &data, &len));
     assert_int_equal(len, strlen(a));
     assert_memory_equal(data, a, len);
-    road_free(data);
+    road__free(data);
     road_string_free(a);
 
     /* Saving over the existing file replaces it and leaves no temporary file behind. */
@@ -894,14 +894,14 @@ static void test_save_load(void **state) {
 typedef road_status (*oom_op)(const void *arg);
 
 static void oom_loop(const char *what, oom_op op, const void *arg) {
-    int64_t start = road_alloc_live_bytes();
+    int64_t start = road__alloc_live_bytes();
     for (int64_t k = 0;; k++) {
-        road_alloc_fail_after(k);
+        road__alloc_fail_after(k);
         road_status s = op(arg);
-        road_alloc_fail_after(-1);
-        if (road_alloc_live_bytes() != start) {
+        road__alloc_fail_after(-1);
+        if (road__alloc_live_bytes() != start) {
             print_error("%s: failing allocation %lld leaks %lld bytes\n", what, (long long)k,
-                        (long long)(road_alloc_live_bytes() - start));
+                        (long long)(road__alloc_live_bytes() - start));
             fail();
         }
         if (s == ROAD_OK) break;

@@ -34,16 +34,16 @@ static void test_error_message(void **state) {
     (void)state;
     road_clear_error();
     assert_string_equal(road_last_error(), "");
-    assert_int_equal(road_error(ROAD_ERR_SHAPE, "bad %d", 7), ROAD_ERR_SHAPE);
+    assert_int_equal(road__error(ROAD_ERR_SHAPE, "bad %d", 7), ROAD_ERR_SHAPE);
     assert_string_equal(road_last_error(), "bad 7");
-    road_error_prefix("layer %s", "q_proj");
+    road__error_prefix("layer %s", "q_proj");
     assert_string_equal(road_last_error(), "layer q_proj: bad 7");
     /* a long message is truncated, never overflowed */
     char big[3000];
     memset(big, 'x', sizeof big - 1);
     big[sizeof big - 1] = '\0';
-    road_error(ROAD_ERR_IO, "%s", big);
-    road_error_prefix("%s", big);
+    road__error(ROAD_ERR_IO, "%s", big);
+    road__error_prefix("%s", big);
     assert_true(strlen(road_last_error()) < 1024);
     assert_true(strlen(road_version()) >= 5);
 }
@@ -58,9 +58,9 @@ static void log_cb(road_log_level level, const char *msg, void *user) {
 
 static void test_log_callback(void **state) {
     (void)state;
-    road_log(ROAD_LOG_WARN, "dropped %d", 1); /* no callback: nothing happens */
+    road__log(ROAD_LOG_WARN, "dropped %d", 1); /* no callback: nothing happens */
     road_log_set_callback(log_cb, NULL);
-    road_log(ROAD_LOG_WARN, "hello %s", "there");
+    road__log(ROAD_LOG_WARN, "hello %s", "there");
     assert_int_equal(log_calls, 1);
     assert_string_equal(log_last, "hello there");
     road_log_set_callback(NULL, NULL);
@@ -68,58 +68,58 @@ static void test_log_callback(void **state) {
 
 static void test_alloc(void **state) {
     (void)state;
-    int64_t b0 = road_alloc_live_bytes(), c0 = road_alloc_live_count();
-    void *p = road_malloc(100), *q = road_calloc(10, 8);
+    int64_t b0 = road__alloc_live_bytes(), c0 = road__alloc_live_count();
+    void *p = road__malloc(100), *q = road__calloc(10, 8);
     assert_non_null(p);
     assert_non_null(q);
     assert_int_equal((uintptr_t)p % ROAD_ALIGN, 0);
     assert_int_equal((uintptr_t)q % ROAD_ALIGN, 0);
     for (int i = 0; i < 80; i++) assert_int_equal(((unsigned char *)q)[i], 0);
-    assert_int_equal(road_alloc_live_bytes() - b0, 180);
-    assert_int_equal(road_alloc_live_count() - c0, 2);
+    assert_int_equal(road__alloc_live_bytes() - b0, 180);
+    assert_int_equal(road__alloc_live_count() - c0, 2);
     memset(p, 7, 100);
-    p = road_realloc(p, 1000);
+    p = road__realloc(p, 1000);
     assert_int_equal(((unsigned char *)p)[99], 7);
-    road_free(p);
-    road_free(q);
-    road_free(NULL);
-    assert_int_equal(road_alloc_live_bytes(), b0);
+    road__free(p);
+    road__free(q);
+    road__free(NULL);
+    assert_int_equal(road__alloc_live_bytes(), b0);
     /* overflow refused with a message, not wrapped around */
-    assert_null(road_calloc(SIZE_MAX / 2, 4));
+    assert_null(road__calloc(SIZE_MAX / 2, 4));
     assert_non_null(strstr(road_last_error(), "overflows"));
-    assert_null(road_malloc(SIZE_MAX - 8));
+    assert_null(road__malloc(SIZE_MAX - 8));
     size_t out;
-    assert_int_equal(road_size_mul(SIZE_MAX, 2, &out), -1);
-    assert_int_equal(road_size_mul(3, 4, &out), 0);
+    assert_int_equal(road__size_mul(SIZE_MAX, 2, &out), -1);
+    assert_int_equal(road__size_mul(3, 4, &out), 0);
     assert_int_equal(out, 12);
     /* failure injection: the third allocation fails */
-    road_alloc_fail_after(2);
-    void *a = road_malloc(1), *b = road_malloc(1), *c = road_malloc(1), *d = road_malloc(1);
-    road_alloc_fail_after(-1);
+    road__alloc_fail_after(2);
+    void *a = road__malloc(1), *b = road__malloc(1), *c = road__malloc(1), *d = road__malloc(1);
+    road__alloc_fail_after(-1);
     assert_non_null(a);
     assert_non_null(b);
     assert_null(c);
     assert_non_null(d);
-    road_free(a), road_free(b), road_free(d);
-    char *s = road_strdup("road");
+    road__free(a), road__free(b), road__free(d);
+    char *s = road__strdup("road");
     assert_string_equal(s, "road");
-    road_free(s);
-    assert_int_equal(road_alloc_live_bytes(), b0);
+    road__free(s);
+    assert_int_equal(road__alloc_live_bytes(), b0);
 }
 
 static void test_rng(void **state) {
     (void)state;
     road_rng a, b;
-    road_rng_seed(&a, 42);
-    road_rng_seed(&b, 42);
-    for (int i = 0; i < 100; i++) assert_true(road_rng_u64(&a) == road_rng_u64(&b));
-    road_rng_seed(&b, 43);
-    assert_true(road_rng_u64(&a) != road_rng_u64(&b));
+    road__rng_seed(&a, 42);
+    road__rng_seed(&b, 42);
+    for (int i = 0; i < 100; i++) assert_true(road__rng_u64(&a) == road__rng_u64(&b));
+    road__rng_seed(&b, 43);
+    assert_true(road__rng_u64(&a) != road__rng_u64(&b));
     /* N(1, 0.5): sample mean and std within 5 standard errors (n = 200000) */
     enum { N = 200000 };
     float *x = tu_alloc(sizeof(float) * N);
-    road_rng_seed(&a, 7);
-    road_rng_fill_normal(&a, x, N, 1.0f, 0.5f);
+    road__rng_seed(&a, 7);
+    road__rng_fill_normal(&a, x, N, 1.0f, 0.5f);
     double m = 0, v = 0;
     for (int i = 0; i < N; i++) m += x[i];
     m /= N;
@@ -129,7 +129,7 @@ static void test_rng(void **state) {
     assert_true(fabs(sqrt(v) - 0.5) < 5 * 0.5 / sqrt(2.0 * N));
     double u = 0;
     for (int i = 0; i < N; i++) {
-        double r = road_rng_uniform(&a);
+        double r = road__rng_uniform(&a);
         assert_true(r >= 0.0 && r < 1.0);
         u += r;
     }
@@ -145,8 +145,8 @@ static void test_sgemm(void **state) {
     tu_fill_uniform(w, 63, 2, -1, 1);
     tu_fill_uniform(b, 7, 3, -1, 1);
     tu_fill_uniform(dy, 35, 4, -1, 1);
-    road_sgemm_xwt(rows, out, in, x, w, b, y);
-    road_sgemm_dyw(rows, out, in, dy, w, dx);
+    road__sgemm_xwt(rows, out, in, x, w, b, y);
+    road__sgemm_dyw(rows, out, in, dy, w, dx);
     float want[45];
     for (int64_t r = 0; r < rows; r++)
         for (int64_t o = 0; o < out; o++) {
@@ -162,7 +162,7 @@ static void test_sgemm(void **state) {
             want[r * in + k] = (float)s;
         }
     tu_assert_close("dY W", dx, want, rows * in, 1e-6, 1e-6);
-    road_sgemm_xwt(rows, out, in, x, w, NULL, y);
+    road__sgemm_xwt(rows, out, in, x, w, NULL, y);
     for (int64_t o = 0; o < out; o++) {
         double s = 0;
         for (int64_t k = 0; k < in; k++) s += (double)x[k] * w[o * in + k];
@@ -170,7 +170,7 @@ static void test_sgemm(void **state) {
     }
 }
 
-/* The few-rows matmul (decode path of road_sgemm_xwt) against a double-precision reference:
+/* The few-rows matmul (decode path of road__sgemm_xwt) against a double-precision reference:
  * float dot products of length `in` with values in [-1, 1] are off by at most about
  * in * eps * max|x||w| in the worst case; 1e-4 relative to sqrt(in) is far above the
  * typical error and far below any indexing mistake. */
@@ -198,8 +198,8 @@ static void test_skinny(void **state) {
                         for (int64_t k = 0; k < in; k++) acc += (double)x[r * in + k] * w[o * in + k];
                         want[r * out + o] = (float)acc;
                     }
-                road_sgemm_xwt(rows, out, in, x, w, bias, y);
-                road_skinny_reference(rows, out, in, x, w, bias, yr);
+                road__sgemm_xwt(rows, out, in, x, w, bias, y);
+                road__skinny_reference(rows, out, in, x, w, bias, yr);
                 double tol = SKINNY_TOL * sqrt((double)in);
                 tu_assert_close("skinny (dispatched)", y, want, rows * out, tol, 0);
                 tu_assert_close("skinny (reference)", yr, want, rows * out, tol, 0);
@@ -207,7 +207,7 @@ static void test_skinny(void **state) {
                  * serving engine relies on it: a sequence's tokens must not depend on its
                  * neighbours) */
                 for (int64_t r = 0; r < rows; r++) {
-                    road_sgemm_xwt(1, out, in, x + r * in, w, bias, yr);
+                    road__sgemm_xwt(1, out, in, x + r * in, w, bias, yr);
                     tu_assert_equal_f32("skinny row alone vs in the batch", yr, y + r * out, out);
                 }
                 free(x), free(w), free(bias), free(y), free(yr), free(want);

@@ -87,22 +87,22 @@ static void test_temp_mode(void **state) {
     for (int i = 0; i < 2; i++) {
         const mode_t old = umask(masks[i]);
         char *tmp = NULL;
-        TU_OK(road_dir_make_temp(tu_scratch_at("mode"), ".tmp.", &tmp));
+        TU_OK(road__dir_make_temp(tu_scratch_at("mode"), ".tmp.", &tmp));
         umask(old);
         struct stat st;
         assert_int_equal(stat(tmp, &st), 0);
         if ((st.st_mode & 0777) != (0777 & ~masks[i]))
             fail_msg("umask %03o: folder mode %03o, expected %03o", (unsigned)masks[i],
                      (unsigned)(st.st_mode & 0777), (unsigned)(0777 & ~masks[i]));
-        road_dir_remove_tree(tmp, 0); /* and lets go of its lock */
+        road__dir_remove_tree(tmp, 0); /* and lets go of its lock */
         assert_false(exists(tmp));
-        road_free(tmp);
+        road__free(tmp);
     }
 }
 
 /* ---- install: exchange, fallback, crash and repair -------------------------------------- */
 
-/* op (road_dir_install or road_dir_update) of the folder tmp onto the scratch folder's name,
+/* op (road__dir_install or road__dir_update) of the folder tmp onto the scratch folder's name,
  * which must succeed, with ROAD_DIR_FALLBACK_ENV set to hook for the call (NULL: unset); frees
  * tmp. */
 static void move_in(road_status (*op)(const char *, const char *), char *tmp, const char *name,
@@ -111,7 +111,7 @@ static void move_in(road_status (*op)(const char *, const char *), char *tmp, co
     road_status s = op(tmp, tu_scratch_at(name));
     unsetenv(ROAD_DIR_FALLBACK_ENV);
     TU_OK(s);
-    road_free(tmp);
+    road__free(tmp);
 }
 
 static void install_once(const char *name, const char *hook) {
@@ -119,11 +119,11 @@ static void install_once(const char *name, const char *hook) {
     static const char *const new_files[] = {"new.txt"};
     make_dir(name, old_files, 1);
     char *tmp = NULL;
-    TU_OK(road_dir_make_temp(tu_scratch_at(name), ".tmp.", &tmp));
+    TU_OK(road__dir_make_temp(tu_scratch_at(name), ".tmp.", &tmp));
     char path[700];
     snprintf(path, sizeof path, "%s/%s", tmp, new_files[0]);
     put(path, "new");
-    move_in(road_dir_install, tmp, name, hook);
+    move_in(road__dir_install, tmp, name, hook);
     snprintf(path, sizeof path, "%s/new.txt", tu_scratch_at(name));
     assert_true(exists(path));
     snprintf(path, sizeof path, "%s/old.txt", tu_scratch_at(name));
@@ -148,9 +148,9 @@ static void test_crash_repair(void **state) {
     assert_true(pid >= 0);
     if (pid == 0) { /* the writer: its temporary folder, then the fallback's two renames */
         char *tmp = NULL;
-        if (road_dir_make_temp(tu_scratch_at("crash"), ".tmp.", &tmp) != ROAD_OK) _exit(1);
+        if (road__dir_make_temp(tu_scratch_at("crash"), ".tmp.", &tmp) != ROAD_OK) _exit(1);
         setenv(ROAD_DIR_FALLBACK_ENV, "crash", 1);
-        (void)road_dir_install(tmp, tu_scratch_at("crash"));
+        (void)road__dir_install(tmp, tu_scratch_at("crash"));
         _exit(0); /* not reached: the hook ends the process between the renames */
     }
     int status = 0;
@@ -177,7 +177,7 @@ static void test_live_writer(void **state) {
     assert_true(pid >= 0);
     if (pid == 0) {
         char *tmp = NULL;
-        if (road_dir_make_temp(tu_scratch_at("busy"), ".tmp.", &tmp) != ROAD_OK) _exit(1);
+        if (road__dir_make_temp(tu_scratch_at("busy"), ".tmp.", &tmp) != ROAD_OK) _exit(1);
         if (write(fds[1], "x", 1) != 1) _exit(1);
         for (;;) pause(); /* writing, as far as anyone can tell */
     }
@@ -305,12 +305,12 @@ static void update_once(const char *name, const char *hook) {
     struct stat before, after;
     assert_int_equal(stat(path, &before), 0);
     char *tmp = NULL;
-    TU_OK(road_dir_make_temp(tu_scratch_at(name), ".tmp.", &tmp));
+    TU_OK(road__dir_make_temp(tu_scratch_at(name), ".tmp.", &tmp));
     snprintf(path, sizeof path, "%s/adapter_config.json", tmp);
     put(path, "new config");
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", tmp);
     put(path, "new weights");
-    move_in(road_dir_update, tmp, name, hook);
+    move_in(road__dir_update, tmp, name, hook);
     snprintf(path, sizeof path, "%s/adapter_config.json", tu_scratch_at(name));
     assert_string_equal(slurp(path), "new config");
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", tu_scratch_at(name));
@@ -373,9 +373,9 @@ static void test_adapter_save_unit(void **state) {
     road_config_free(c);
     int ok_at = -1;
     for (int k = 0; k < OOM_TRIES && ok_at < 0; k++) {
-        road_alloc_fail_after(k);
+        road__alloc_fail_after(k);
         road_status s = road_adapter_set_save(set, tu_scratch_at("unit"), NULL, 0);
-        road_alloc_fail_after(-1);
+        road__alloc_fail_after(-1);
         if (s == ROAD_OK) {
             ok_at = k;
             break;

@@ -5,7 +5,7 @@
  *     keys that are not identifiers, long paths cut with "..."); road_json_where gives line,
  *     column, offset, path and whether the text was valid JSON at all;
  *   - text after the value and raw control characters are refused (what cJSON_Parse accepts);
- *   - road_json_string_literal keeps every byte: NUL as \u0000, controls escaped, invalid
+ *   - road__json_string_literal keeps every byte: NUL as \u0000, controls escaped, invalid
  *     UTF-8 as \ufffd, and what it writes (without NUL) parses back to the same bytes.
  * The grammar itself (numbers, escapes, depth) is tested in test_config.c.
  */
@@ -23,7 +23,7 @@ static void expect_refused(const char *text, size_t n, const char *path, bool va
                            const char *needle) {
     cJSON *j = (cJSON *)0x1;
     road_json_where w;
-    road_status s = road_json_parse_at(text, n, &j, &w);
+    road_status s = road__json_parse_at(text, n, &j, &w);
     if (s != ROAD_ERR_FORMAT) fail_msg("accepted or wrong status %d: %s", (int)s, text);
     assert_null(j);
     if (strcmp(w.path, path) != 0) fail_msg("%s: path '%s', expected '%s'", text, w.path, path);
@@ -64,7 +64,7 @@ static void test_nul_names_the_string(void **state) {
     for (int i = 0; i < 200; i++) deep[k++] = '}';
     cJSON *j = NULL;
     road_json_where w;
-    TU_FAILS(road_json_parse_at(deep, k, &j, &w), ROAD_ERR_FORMAT, "holds \\u0000");
+    TU_FAILS(road__json_parse_at(deep, k, &j, &w), ROAD_ERR_FORMAT, "holds \\u0000");
     assert_true(strlen(w.path) < ROAD_JSON_PATH_MAX);
     assert_non_null(strstr(w.path, "key0.key1.key2"));
     assert_string_equal(w.path + strlen(w.path) - 3, "...");
@@ -86,12 +86,12 @@ static void test_invalid_json_refused(void **state) {
     expect_refused("{\"a\": \"x\ty\"}", 12, "a", false, "control character");
     road_json_where w;
     cJSON *j = NULL;
-    TU_FAILS(road_json_parse_at("{\"a\": [1 2]}", 12, &j, &w), ROAD_ERR_FORMAT, "expected ','");
+    TU_FAILS(road__json_parse_at("{\"a\": [1 2]}", 12, &j, &w), ROAD_ERR_FORMAT, "expected ','");
     assert_string_equal(w.path, "a");
     assert_int_equal(w.offset, 9);
     assert_int_equal(w.column, 10);
     /* success clears where */
-    TU_OK(road_json_parse_at("{\"a\": [1, 2]}  \n", 16, &j, &w));
+    TU_OK(road__json_parse_at("{\"a\": [1, 2]}  \n", 16, &j, &w));
     assert_int_equal(w.line, 0);
     assert_string_equal(w.path, "");
     cJSON_Delete(j);
@@ -101,7 +101,7 @@ static void test_invalid_json_refused(void **state) {
 static char *literal(const char *s, size_t n) {
     char *out = NULL;
     size_t len = 0;
-    TU_OK(road_json_string_literal(s, n, &out, &len));
+    TU_OK(road__json_string_literal(s, n, &out, &len));
     assert_int_equal(strlen(out), len);
     return out;
 }
@@ -111,19 +111,19 @@ static void test_string_literal(void **state) {
     const char with_nul[] = "ab\0cd";
     char *l = literal(with_nul, 5);
     assert_string_equal(l, "\"ab\\u0000cd\"");
-    road_free(l);
+    road__free(l);
     l = literal("q\"b\\\n\r\t\b\f\x01\x7f", 11);
     assert_string_equal(l, "\"q\\\"b\\\\\\n\\r\\t\\b\\f\\u0001\x7f\"");
-    road_free(l);
+    road__free(l);
     l = literal("h\xc3\xa9 \xf0\x9f\x98\x80", 8); /* valid UTF-8 stays as it is */
     assert_string_equal(l, "\"h\xc3\xa9 \xf0\x9f\x98\x80\"");
-    road_free(l);
+    road__free(l);
     l = literal("a\xff" "b\xe2\x82", 5); /* a stray byte, a cut character */
     assert_string_equal(l, "\"a\\ufffdb\\ufffd\\ufffd\"");
-    road_free(l);
+    road__free(l);
     l = literal("", 0);
     assert_string_equal(l, "\"\"");
-    road_free(l);
+    road__free(l);
     /* every byte but NUL round-trips through the parser */
     char all[255];
     for (int i = 0; i < 127; i++) all[i] = (char)(i + 1);
@@ -135,7 +135,7 @@ static void test_string_literal(void **state) {
     assert_int_equal(strlen(j->valuestring), 132);
     assert_memory_equal(j->valuestring, all, 132);
     cJSON_Delete(j);
-    road_free(l);
+    road__free(l);
     /* the old way, cJSON_CreateString, cuts at the NUL */
     cJSON *old = cJSON_CreateString(with_nul);
     char *printed = cJSON_PrintUnformatted(old);

@@ -561,11 +561,11 @@ static road_status oom_step(int step, oom_out *o, const oom_data *in) {
 static bool oom_run(int64_t k, oom_out *o, const oom_data *in) {
     bool failed = false;
     memset(o, 0, sizeof *o);
-    road_alloc_fail_after(k);
+    road__alloc_fail_after(k);
     for (int step = 0; step < OOM_STEPS; step++) {
         road_status s = oom_step(step, o, in);
         if (s == ROAD_OK) continue;
-        road_alloc_fail_after(-1);
+        road__alloc_fail_after(-1);
         if (failed || s != ROAD_ERR_NO_MEMORY || !strstr(road_last_error(), "out of memory")) {
             print_error("k=%lld: step %d returned %s (%s), expected one no_memory failure\n",
                         (long long)k, step, road_status_name(s), road_last_error());
@@ -579,7 +579,7 @@ static bool oom_run(int64_t k, oom_out *o, const oom_data *in) {
             fail();
         }
     }
-    road_alloc_fail_after(-1);
+    road__alloc_fail_after(-1);
     road_linear_free(o->l);
     o->l = NULL;
     return failed;
@@ -593,16 +593,16 @@ static void test_out_of_memory(void **state) {
     tu_fill_uniform(in->b, OOM_D, 702, -0.5f, 0.5f);
     tu_fill_uniform(in->x, OOM_R * OOM_I, 703, -1.0f, 1.0f);
     tu_fill_uniform(in->g, OOM_R * OOM_D, 704, -1.0f, 1.0f);
-    const int64_t live0 = road_alloc_live_bytes();
+    const int64_t live0 = road__alloc_live_bytes();
     assert_false(oom_run(-1, want, in));
-    assert_int_equal(road_alloc_live_bytes(), live0);
+    assert_int_equal(road__alloc_live_bytes(), live0);
 
     int64_t k = 0;
     for (; k < 100000; k++) {
         const bool failed = oom_run(k, got, in);
-        if (road_alloc_live_bytes() != live0) {
+        if (road__alloc_live_bytes() != live0) {
             print_error("k=%lld: %lld bytes leaked\n", (long long)k,
-                        (long long)(road_alloc_live_bytes() - live0));
+                        (long long)(road__alloc_live_bytes() - live0));
             fail();
         }
         /* After recovering, the results are those of the run without failures. */
@@ -627,7 +627,7 @@ static void test_out_of_memory(void **state) {
 
 static int reset_alloc_injection(void **state) {
     (void)state;
-    road_alloc_fail_after(-1);
+    road__alloc_fail_after(-1);
     return 0;
 }
 

@@ -33,14 +33,14 @@
 static int setup_live(void **state) {
     int64_t *start = malloc(sizeof *start);
     if (!start) return -1;
-    *start = road_alloc_live_bytes();
+    *start = road__alloc_live_bytes();
     *state = start;
     return 0;
 }
 
 static int teardown_live(void **state) {
     int64_t *start = *state;
-    int64_t now = road_alloc_live_bytes();
+    int64_t now = road__alloc_live_bytes();
     int leaked = now != *start;
     if (leaked) print_error("leak: %lld bytes still allocated\n", (long long)(now - *start));
     free(start);
@@ -806,14 +806,14 @@ static void test_generation_config(void **state) {
 typedef road_status (*oom_op)(const void *arg);
 
 static void oom_loop(const char *what, oom_op op, const void *arg) {
-    int64_t start = road_alloc_live_bytes();
+    int64_t start = road__alloc_live_bytes();
     for (int64_t k = 0;; k++) {
-        road_alloc_fail_after(k);
+        road__alloc_fail_after(k);
         road_status s = op(arg);
-        road_alloc_fail_after(-1);
-        if (road_alloc_live_bytes() != start) {
+        road__alloc_fail_after(-1);
+        if (road__alloc_live_bytes() != start) {
             print_error("%s: failing allocation %lld leaks %lld bytes\n", what, (long long)k,
-                        (long long)(road_alloc_live_bytes() - start));
+                        (long long)(road__alloc_live_bytes() - start));
             fail();
         }
         if (s == ROAD_OK) break;

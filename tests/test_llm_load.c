@@ -54,7 +54,7 @@
 
 typedef struct fixture {
     char root[512];
-    int64_t start; /* road_alloc_live_bytes() when the test began */
+    int64_t start; /* road__alloc_live_bytes() when the test began */
 } fixture;
 
 /* buf[PATH_CAP] = a "/" b */
@@ -347,10 +347,10 @@ static void test_load_refusals(void **state) {
      * num_hidden_layers of 1e8 with 2 layers of weights fails at once, naming the field */
     make_model(fx, "layers1e8", "\"num_hidden_layers\": 2", "\"num_hidden_layers\": 100000000",
                &CKPT_AS_IS, dir);
-    int64_t live = road_alloc_live_bytes();
+    int64_t live = road__alloc_live_bytes();
     expect_refused(dir, ROAD_ERR_SHAPE,
                    "num_hidden_layers = 100000000, but the weight files hold 2 layers");
-    assert_int_equal(road_alloc_live_bytes(), live);
+    assert_int_equal(road__alloc_live_bytes(), live);
     make_model(fx, "layers3", "\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3",
                &CKPT_AS_IS, dir);
     expect_refused(dir, ROAD_ERR_SHAPE, "(model.layers.0 to model.layers.1)");
@@ -510,7 +510,7 @@ static void test_bf16_and_tied(void **state) {
     /* f32 tiny-llama: every weight mapped, none widened */
     TU_OK(road_model_load(model_fixture(FIXTURE_MODEL), NULL, &m));
     assert_int_equal(road_model_weight_bytes(m), expected_weight_bytes(road_model_config(m)));
-    assert_int_equal(road_weights_owned_bytes(m->weights), 0);
+    assert_int_equal(road__weights_owned_bytes(m->weights), 0);
     road_model_free(m);
 
     /* tie_word_embeddings true without lm_head.weight == false with lm_head a copy of the
@@ -609,14 +609,14 @@ static void test_load_oom(void **state) {
     for (size_t k = 0; k < sizeof models / sizeof models[0]; k++) {
         char dir[PATH_CAP];
         snprintf(dir, sizeof dir, "%s", model_fixture(models[k]));
-        const int64_t before = road_alloc_live_bytes(), before_n = road_alloc_live_count();
+        const int64_t before = road__alloc_live_bytes(), before_n = road__alloc_live_count();
         int64_t step = 0;
         for (;; step++) {
             if (step > OOM_MAX_STEPS) fail_msg("%s: road_model_load never succeeds", models[k]);
             road_model *m = NULL;
-            road_alloc_fail_after(step);
+            road__alloc_fail_after(step);
             road_status s = road_model_load(dir, NULL, &m);
-            road_alloc_fail_after(-1);
+            road__alloc_fail_after(-1);
             if (s == ROAD_OK) {
                 road_model_free(m);
                 break;
@@ -625,13 +625,13 @@ static void test_load_oom(void **state) {
                 fail_msg("%s, allocation %lld failing: %s (%s), expected no_memory", models[k],
                          (long long)step, road_status_name(s), road_last_error());
             assert_null(m);
-            if (road_alloc_live_bytes() != before || road_alloc_live_count() != before_n)
+            if (road__alloc_live_bytes() != before || road__alloc_live_count() != before_n)
                 fail_msg("%s, allocation %lld failing: %lld bytes in %lld blocks leaked", models[k],
-                         (long long)step, (long long)(road_alloc_live_bytes() - before),
-                         (long long)(road_alloc_live_count() - before_n));
+                         (long long)step, (long long)(road__alloc_live_bytes() - before),
+                         (long long)(road__alloc_live_count() - before_n));
         }
         assert_true(step > 0);
-        assert_int_equal(road_alloc_live_bytes(), before);
+        assert_int_equal(road__alloc_live_bytes(), before);
     }
 }
 
@@ -671,18 +671,18 @@ static void test_generate_oom(void **state) {
     gp.sampling.top_p = 0.9f;
     collected ref, got;
     TU_OK(gen(m, prompt, 4, 2, &gp, &ref));
-    const int64_t before = road_alloc_live_bytes();
+    const int64_t before = road__alloc_live_bytes();
     int64_t step = 0;
     for (;; step++) {
         if (step > OOM_MAX_STEPS) fail_msg("road_model_generate never succeeds");
-        road_alloc_fail_after(step);
+        road__alloc_fail_after(step);
         road_status s = gen(m, prompt, 4, 2, &gp, &got);
-        road_alloc_fail_after(-1);
+        road__alloc_fail_after(-1);
         if (s == ROAD_OK) break;
         if (s != ROAD_ERR_NO_MEMORY)
             fail_msg("allocation %lld failing: %s (%s)", (long long)step, road_status_name(s),
                      road_last_error());
-        assert_int_equal(road_alloc_live_bytes(), before);
+        assert_int_equal(road__alloc_live_bytes(), before);
     }
     assert_true(step > 0);
     /* a failed call leaves nothing behind: the one that succeeds gives the same tokens */
@@ -819,16 +819,16 @@ static int setup(void **state) {
         free(fx);
         return -1;
     }
-    fx->start = road_alloc_live_bytes();
+    fx->start = road__alloc_live_bytes();
     *state = fx;
     return 0;
 }
 
 static int teardown(void **state) {
     fixture *fx = *state;
-    road_alloc_fail_after(-1);
+    road__alloc_fail_after(-1);
     tu_rm_rf(fx->root);
-    int64_t now = road_alloc_live_bytes();
+    int64_t now = road__alloc_live_bytes();
     int leaked = now != fx->start;
     if (leaked) print_error("leak: %lld bytes still allocated\n", (long long)(now - fx->start));
     free(fx);

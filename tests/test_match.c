@@ -153,16 +153,16 @@ static const layer_spec list_model[] = {
 static void test_list_entry_rule(void **state) {
     (void)state;
     /* The rule itself (PEFT: key == target or key.endswith("." + target)). */
-    assert_true(road_match_list_entry("a.b.q_proj", "q_proj"));
-    assert_true(road_match_list_entry("q_proj", "q_proj"));
-    assert_true(road_match_list_entry("a.b.q_proj", "b.q_proj"));
-    assert_true(road_match_list_entry("a.b.q_proj", "a.b.q_proj"));
-    assert_false(road_match_list_entry("a.b.xq_proj", "q_proj"));
-    assert_false(road_match_list_entry("a.b.q_proj", "proj"));
-    assert_false(road_match_list_entry("a.b.q_proj", "q_pro"));
-    assert_false(road_match_list_entry("q_proj", "a.q_proj")); /* entry longer than the name */
-    assert_false(road_match_list_entry("a.b1.q_proj", "1.q_proj"));
-    assert_false(road_match_list_entry("a.b.q_proj", ""));
+    assert_true(road__match_list_entry("a.b.q_proj", "q_proj"));
+    assert_true(road__match_list_entry("q_proj", "q_proj"));
+    assert_true(road__match_list_entry("a.b.q_proj", "b.q_proj"));
+    assert_true(road__match_list_entry("a.b.q_proj", "a.b.q_proj"));
+    assert_false(road__match_list_entry("a.b.xq_proj", "q_proj"));
+    assert_false(road__match_list_entry("a.b.q_proj", "proj"));
+    assert_false(road__match_list_entry("a.b.q_proj", "q_pro"));
+    assert_false(road__match_list_entry("q_proj", "a.q_proj")); /* entry longer than the name */
+    assert_false(road__match_list_entry("a.b1.q_proj", "1.q_proj"));
+    assert_false(road__match_list_entry("a.b.q_proj", ""));
 
     model m = model_make("llama", list_model, N_LIST_MODEL);
     static const char *const q[] = {"q_proj"};
@@ -400,7 +400,7 @@ static void test_default_targets(void **state) {
     TU_OK(road_config_set_group_size(c, 2));
     assert_int_equal(road_config_target_kind(c), ROAD_TARGET_DEFAULT);
     for (int t = 0; t < 4; t++) {
-        const char *const *d = road_default_targets(types[t]);
+        const char *const *d = road__default_targets(types[t]);
         assert_non_null(d);
         assert_string_equal(d[0], "q_proj");
         assert_string_equal(d[1], "v_proj");
@@ -409,9 +409,9 @@ static void test_default_targets(void **state) {
         EXPECT_MATCH(&m, c, "model.layers.0.self_attn.q_proj,model.layers.0.self_attn.v_proj");
         model_free(&m);
     }
-    assert_null(road_default_targets("gpt2"));
-    assert_null(road_default_targets(NULL));
-    assert_null(road_default_targets("Llama")); /* model_type is case-sensitive in PEFT too */
+    assert_null(road__default_targets("gpt2"));
+    assert_null(road__default_targets(NULL));
+    assert_null(road__default_targets("Llama")); /* model_type is case-sensitive in PEFT too */
 
     model m = model_make("gpt2", llama_layer, N_LLAMA_LAYER);
     EXPECT_REFUSED(&m, c, ROAD_ERR_CONFIG, "set target_modules");

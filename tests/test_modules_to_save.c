@@ -431,21 +431,21 @@ static void test_oom(void **state) {
     /* Warm up: the set keeps the room for names and adapters that add reserves. */
     TU_OK(road_adapter_set_add(s, "a", cfg, 1));
     TU_OK(road_adapter_set_delete(s, "a"));
-    const int64_t live0 = road_alloc_live_bytes();
+    const int64_t live0 = road__alloc_live_bytes();
     int64_t k = 0;
     for (;; k++) {
-        road_alloc_fail_after(k);
+        road__alloc_fail_after(k);
         road_status st = road_adapter_set_add(s, "a", cfg, 1);
-        road_alloc_fail_after(-1);
+        road__alloc_fail_after(-1);
         if (st == ROAD_OK) break;
         assert_int_equal(st, ROAD_ERR_NO_MEMORY);
         assert_int_equal(road_adapter_set_count(s), 0);
-        assert_int_equal(road_alloc_live_bytes(), live0);
+        assert_int_equal(road__alloc_live_bytes(), live0);
     }
     assert_true(k > 2);
     assert_int_equal(road_adapter_set_copy_count(s, "a"), 2);
     TU_OK(road_adapter_set_delete(s, "a"));
-    assert_int_equal(road_alloc_live_bytes(), live0);
+    assert_int_equal(road__alloc_live_bytes(), live0);
     road_config_free(cfg);
     road_model_free(m);
 }

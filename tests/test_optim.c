@@ -294,7 +294,7 @@ static void fill_grads(road_optimizer *o, uint64_t seed) {
 
 static void test_optimizer_set(void **state) {
     (void)state;
-    const int64_t live0 = road_alloc_live_bytes();
+    const int64_t live0 = road__alloc_live_bytes();
     tiny t;
     tiny_make(&t, 7);
     TU_OK(tiny_add(&t, "default", ROAD_VARIANT_2, 3));
@@ -412,7 +412,7 @@ static void test_optimizer_set(void **state) {
     road_optimizer_free(NULL);
     for (int32_t i = 0; i < nt; i++) free(pc[i]), free(gc[i]), free(mc[i]), free(vc[i]);
     tiny_free(&t);
-    assert_int_equal(road_alloc_live_bytes(), live0);
+    assert_int_equal(road__alloc_live_bytes(), live0);
 }
 
 /* ---- clipping and scaling ------------------------------------------------------------------ */
@@ -540,21 +540,21 @@ static void test_oom(void **state) {
     TU_OK(road_optimizer_zero_grad(warm));
     TU_OK(road_optimizer_scale_grads(warm, 1.0f));
     road_optimizer_free(warm);
-    const int64_t live0 = road_alloc_live_bytes();
+    const int64_t live0 = road__alloc_live_bytes();
     int ok_at = -1;
     for (int k = 0; k < 64 && ok_at < 0; k++) {
         road_optimizer *o = NULL;
-        road_alloc_fail_after(k);
+        road__alloc_fail_after(k);
         road_status s = road_optimizer_create(t.s, NULL, 0, NULL, &o);
         if (s == ROAD_OK) s = road_optimizer_step(o, NULL, NULL);
         if (s == ROAD_OK) s = road_optimizer_clip_grad_norm(o, 1.0, NULL);
-        road_alloc_fail_after(-1);
+        road__alloc_fail_after(-1);
         if (s == ROAD_OK)
             ok_at = k;
         else
             assert_int_equal(s, ROAD_ERR_NO_MEMORY);
         road_optimizer_free(o);
-        assert_int_equal(road_alloc_live_bytes(), live0);
+        assert_int_equal(road__alloc_live_bytes(), live0);
     }
     printf("oom: succeeded with %d allocations allowed\n", ok_at);
     assert_true(ok_at > 0);

@@ -86,7 +86,7 @@ typedef struct rewrite {
     double poison_value; /* written in the tensor's dtype (F64 keeps values beyond float32) */
 } rewrite;
 
-/* n floats converted to dtype t (road_malloc'd is not needed: plain heap). */
+/* n floats converted to dtype t (road__malloc'd is not needed: plain heap). */
 static void *convert(const float *x, int64_t n, road_dtype t) {
     void *out = tu_alloc((size_t)n * 8);
     for (int64_t i = 0; i < n; i++) {
@@ -181,7 +181,7 @@ static void write_config(const char *dir, const char *src, const char *target,
 /* A fresh case folder root/<name>. */
 static const char *case_dir(char *buf, const char *root, const char *name) {
     join(buf, root, name);
-    TU_OK(road_mkdir_p(buf));
+    TU_OK(road__mkdir_p(buf));
     return buf;
 }
 
@@ -529,26 +529,26 @@ static void test_oom_load(void **state) {
     TU_OK(road_adapter_set_delete(m->set, "B"));
     snapshot before;
     snap(m->set, &before);
-    const int64_t start = road_alloc_live_bytes();
+    const int64_t start = road__alloc_live_bytes();
     int64_t k = 0;
     for (;; k++) {
-        road_alloc_fail_after(k);
+        road__alloc_fail_after(k);
         road_status s = road_adapter_set_load(m->set, "B", llama_adapter_dir("B"));
-        road_alloc_fail_after(-1);
+        road__alloc_fail_after(-1);
         if (s == ROAD_OK) break;
         if (s != ROAD_ERR_NO_MEMORY)
             fail_msg("failing allocation %lld gave %s: %s", (long long)k, road_status_name(s),
                      road_last_error());
         assert_unchanged(m->set, &before, "load under OOM");
-        if (road_alloc_live_bytes() != start)
+        if (road__alloc_live_bytes() != start)
             fail_msg("failing allocation %lld leaks %lld bytes", (long long)k,
-                     (long long)(road_alloc_live_bytes() - start));
+                     (long long)(road__alloc_live_bytes() - start));
         if (k > OOM_MAX_STEPS) fail_msg("load never succeeds");
     }
     assert_true(k > 0);
     assert_params_equal_file(m->set, "B", llama_adapter_dir("B"));
     TU_OK(road_adapter_set_delete(m->set, "B"));
-    assert_int_equal(road_alloc_live_bytes(), start);
+    assert_int_equal(road__alloc_live_bytes(), start);
     model_free(m);
 }
 
@@ -556,15 +556,15 @@ static void test_oom_save(void **state) {
     const char *root = ((fixture *)*state)->root;
     test_model *m = llama_model();
     load_llama_abc(m);
-    const int64_t start = road_alloc_live_bytes();
+    const int64_t start = road__alloc_live_bytes();
     int64_t k = 0;
     for (;; k++) {
-        road_alloc_fail_after(k);
+        road__alloc_fail_after(k);
         road_status s = road_adapter_set_save(m->set, root, NULL, 0);
-        road_alloc_fail_after(-1);
-        if (road_alloc_live_bytes() != start)
+        road__alloc_fail_after(-1);
+        if (road__alloc_live_bytes() != start)
             fail_msg("failing allocation %lld leaks %lld bytes", (long long)k,
-                     (long long)(road_alloc_live_bytes() - start));
+                     (long long)(road__alloc_live_bytes() - start));
         if (s == ROAD_OK) break;
         if (s != ROAD_ERR_NO_MEMORY)
             fail_msg("failing allocation %lld gave %s: %s", (long long)k, road_status_name(s),

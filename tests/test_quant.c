@@ -235,21 +235,21 @@ static void test_oom(void **state) {
     const road_qformat fmts[] = {ROAD_QFORMAT_INT8, ROAD_QFORMAT_NF4};
     for (size_t i = 0; i < 2; i++)
         for (int dq = 0; dq < 2; dq++) {
-            int64_t base = road_alloc_live_bytes();
+            int64_t base = road__alloc_live_bytes();
             bool done = false;
             for (int64_t k = 0; !done && k < 64; k++) {
-                road_alloc_fail_after(k);
+                road__alloc_fail_after(k);
                 road_qtensor *q = NULL;
                 road_status s = road_qtensor_quantize(fmts[i], R, K, w, dq, &q);
                 if (s == ROAD_OK) s = road_qtensor_xwt(q, ROWS, x, NULL, y);
                 if (s == ROAD_OK) s = road_qtensor_dyw(q, ROWS, y, dx);
-                road_alloc_fail_after(-1);
+                road__alloc_fail_after(-1);
                 if (s == ROAD_OK)
                     done = true;
                 else
                     assert_int_equal(s, ROAD_ERR_NO_MEMORY);
                 road_qtensor_free(q);
-                assert_int_equal(road_alloc_live_bytes(), base);
+                assert_int_equal(road__alloc_live_bytes(), base);
             }
             assert_true(done);
         }

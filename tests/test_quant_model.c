@@ -295,7 +295,7 @@ static const road_st_tensor *find_in(void *ctx, const char *name) {
 static road_status roundtrip(const road_qtensor *q, int mutate) {
     road_st_writer *w = NULL;
     TU_OK(road_st_writer_create(&w));
-    TU_OK(road_qckpt_write(w, "L", q, "float32"));
+    TU_OK(road__qckpt_write(w, "L", q, "float32"));
     const float bad[16] = {NAN};
     const int64_t s16[1] = {16}, s3[1] = {3};
     if (mutate == 1)
@@ -332,7 +332,7 @@ static road_status roundtrip(const road_qtensor *q, int mutate) {
     road_st_file *f = NULL;
     TU_OK(road_st_open(path, &f));
     road_qtensor *r = NULL;
-    road_status s = road_qckpt_read(find_in, f, "L", q->rows, q->cols, &r);
+    road_status s = road__qckpt_read(find_in, f, "L", q->rows, q->cols, &r);
     if (s == ROAD_OK) {
         float a[256], b2[256];
         TU_OK(road_qtensor_dequantize_rows(q, 0, q->rows, a));

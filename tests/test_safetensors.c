@@ -124,7 +124,7 @@ static int contains(const unsigned char *hay, size_t n, const char *needle) {
 }
 
 static void check_no_leak(const char *what, int64_t live_before) {
-    int64_t now = road_alloc_live_bytes();
+    int64_t now = road__alloc_live_bytes();
     if (now != live_before) {
         print_error("%s: %lld bytes leaked\n", what, (long long)(now - live_before));
         fail();
@@ -134,7 +134,7 @@ static void check_no_leak(const char *what, int64_t live_before) {
 /* Open an image in memory and expect a specific failure, with nothing left allocated. */
 static void expect_bad_image(const unsigned char *img, size_t len, road_status want,
                              const char *needle, const char *what) {
-    int64_t live = road_alloc_live_bytes();
+    int64_t live = road__alloc_live_bytes();
     road_st_file *f = (road_st_file *)&f; /* must be reset to NULL on failure */
     road_status s = road_st_open_memory(img, len, &f);
     if (s != want || (needle && !strstr(road_last_error(), needle))) {
@@ -157,7 +157,7 @@ static void expect_bad_header(const char *header, size_t data_len, road_status w
 
 /* Open a file by path and expect a failure, with no leaked memory, descriptor or mapping. */
 static void expect_bad_file(const char *path, road_status want, const char *needle) {
-    int64_t live = road_alloc_live_bytes();
+    int64_t live = road__alloc_live_bytes();
     int fd = next_fd();
     road_st_file *f = NULL;
     TU_FAILS(road_st_open(path, &f), want, needle);
@@ -171,7 +171,7 @@ static void expect_bad_file(const char *path, road_status want, const char *need
 
 static void test_golden_apply(void **state) {
     (void)state;
-    int64_t live = road_alloc_live_bytes();
+    int64_t live = road__alloc_live_bytes();
     road_st_file *f = tu_open_golden("golden/apply.safetensors");
     assert_true(road_st_count(f) > 100);
     assert_true(is_mapped(tu_fixture("golden/apply.safetensors"))); /* the leak check works */
@@ -264,7 +264,7 @@ static void test_writer_exact_bytes(void **state) {
     const unsigned char data[9] = {0x00, 0x00, 0x80, 0x3f, 0x00, 0x00, 0x00, 0xc0, 0x07};
     memcpy(want + 144, data, 9);
 
-    int64_t live = road_alloc_live_bytes();
+    int64_t live = road__alloc_live_bytes();
     road_st_writer *w = NULL;
     TU_OK(road_st_writer_create(&w));
     const uint8_t seven = 7;
@@ -318,7 +318,7 @@ static void test_writer_matches_reference(void **state) {
 
 static void test_writer_round_trip(void **state) {
     (void)state;
-    int64_t live = road_alloc_live_bytes();
+    int64_t live = road__alloc_live_bytes();
     struct {
         const char *name;
         road_dtype dtype;
@@ -430,7 +430,7 @@ static void test_writer_empty(void **state) {
 
 static void test_writer_errors(void **state) {
     (void)state;
-    int64_t live = road_alloc_live_bytes();
+    int64_t live = road__alloc_live_bytes();
     road_st_writer *w = NULL;
     TU_OK(road_st_writer_create(&w));
     const float x[4] = {0};
@@ -649,7 +649,7 @@ static void test_valid_corners(void **state) {
                          "'a':{'dtype':'I8','shape':[8],'data_offsets':[0,8e0]}}";
     size_t len;
     unsigned char *img = make_image(header, 16, &len);
-    int64_t live = road_alloc_live_bytes();
+    int64_t live = road__alloc_live_bytes();
     road_st_file *f = NULL;
     TU_OK(road_st_open_memory(img, len, &f));
     assert_int_equal(road_st_count(f), 3);
@@ -703,13 +703,13 @@ static void test_valid_corners(void **state) {
 static void test_oom_open(void **state) {
     (void)state;
     const char *path = tu_fixture("golden/e2e_adapters/mlp/adapter_model.safetensors");
-    int64_t live = road_alloc_live_bytes();
+    int64_t live = road__alloc_live_bytes();
     int k;
     for (k = 0; k < OOM_MAX_STEPS; k++) {
         road_st_file *f = NULL;
-        road_alloc_fail_after(k);
+        road__alloc_fail_after(k);
         road_status s = road_st_open(path, &f);
-        road_alloc_fail_after(-1);
+        road__alloc_fail_after(-1);
         if (s == ROAD_OK) {
             assert_int_equal(road_st_count(f), 4);
             road_st_close(f);
@@ -729,12 +729,12 @@ static void test_oom_writer(void **state) {
     const float x[6] = {1, 2, 3, 4, 5, 6};
     const int64_t shape[2] = {2, 3};
     const char *path = tmp_path("oom.safetensors");
-    int64_t live = road_alloc_live_bytes();
+    int64_t live = road__alloc_live_bytes();
     int k;
     for (k = 0; k < OOM_MAX_STEPS; k++) {
         unlink(path);
         road_st_writer *w = NULL;
-        road_alloc_fail_after(k);
+        road__alloc_fail_after(k);
         road_status s = road_st_writer_create(&w);
         for (int i = 0; s == ROAD_OK && i < 20; i++) { /* enough to make the arrays grow */
             char name[16];
@@ -744,7 +744,7 @@ static void test_oom_writer(void **state) {
         if (s == ROAD_OK) s = road_st_writer_set_metadata(w, "format", "pt");
         if (s == ROAD_OK) s = road_st_writer_set_metadata(w, "format", "pt2");
         if (s == ROAD_OK) s = road_st_writer_save(w, path);
-        road_alloc_fail_after(-1);
+        road__alloc_fail_after(-1);
         road_st_writer_free(w);
         check_no_leak("oom writer", live);
         if (s == ROAD_OK) break;

@@ -25,14 +25,14 @@
 static int setup_live(void **state) {
     int64_t *start = malloc(sizeof *start);
     if (!start) return -1;
-    *start = road_alloc_live_bytes();
+    *start = road__alloc_live_bytes();
     *state = start;
     return 0;
 }
 
 static int teardown_live(void **state) {
     int64_t *start = *state;
-    int64_t now = road_alloc_live_bytes();
+    int64_t now = road__alloc_live_bytes();
     int leaked = now != *start;
     if (leaked) print_error("leak: %lld bytes still allocated\n", (long long)(now - *start));
     free(start);
@@ -161,11 +161,11 @@ static void test_greedy(void **state) {
 
     /* top-k 1 is greedy at any temperature, ties included. */
     road_rng rng;
-    road_rng_seed(&rng, 42);
+    road__rng_seed(&rng, 42);
     float row[257];
     s = make(1.3f, 1, 1.0f, 7, 257);
     for (int trial = 0; trial < 200; trial++) {
-        for (int i = 0; i < 257; i++) row[i] = (float)(int)(road_rng_normal(&rng) * 3.0);
+        for (int i = 0; i < 257; i++) row[i] = (float)(int)(road__rng_normal(&rng) * 3.0);
         int32_t best = 0;
         for (int i = 1; i < 257; i++)
             if (row[i] > row[best]) best = i;
@@ -231,7 +231,7 @@ static void test_top_k(void **state) {
     enum { V = 5000 };
     float *row = tu_alloc(V * sizeof *row), *sorted = tu_alloc(V * sizeof *sorted);
     road_rng rng;
-    road_rng_seed(&rng, 2024);
+    road__rng_seed(&rng, 2024);
     const int32_t ks[] = {1, 17, 2500, V - 1};
     for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
         const int32_t K = ks[ki];
@@ -240,7 +240,7 @@ static void test_top_k(void **state) {
             for (int i = 0; i < V; i++) {
                 row[i] = trial == 0   ? (float)i * 1e-3f
                          : trial == 1 ? -(float)i * 1e-3f
-                                      : (float)road_rng_normal(&rng);
+                                      : (float)road__rng_normal(&rng);
             }
             memcpy(sorted, row, V * sizeof *row);
             qsort(sorted, V, sizeof *sorted, cmp_desc);
@@ -330,11 +330,11 @@ static void test_top_p_random_rows(void **state) {
     int *order = tu_alloc(V * sizeof *order);
     bool *in = tu_alloc(V * sizeof *in);
     road_rng rng;
-    road_rng_seed(&rng, 77);
+    road__rng_seed(&rng, 77);
     const float top_p = 0.6f;
     road_sampler *s = make(1.0f, 0, top_p, 21, V);
     for (int trial = 0; trial < 30; trial++) {
-        for (int i = 0; i < V; i++) row[i] = (float)(road_rng_normal(&rng) * 2.5);
+        for (int i = 0; i < V; i++) row[i] = (float)(road__rng_normal(&rng) * 2.5);
         double mx = -INFINITY, z = 0.0;
         for (int i = 0; i < V; i++) mx = fmax(mx, row[i]);
         for (int i = 0; i < V; i++) z += prob[i] = exp(row[i] - mx);
@@ -459,8 +459,8 @@ static void test_big_vocab(void **state) {
     (void)state;
     float *row = tu_alloc(BIG_VOCAB * sizeof *row);
     road_rng rng;
-    road_rng_seed(&rng, 128);
-    for (int64_t i = 0; i < BIG_VOCAB; i++) row[i] = (float)(road_rng_normal(&rng) * 4.0);
+    road__rng_seed(&rng, 128);
+    for (int64_t i = 0; i < BIG_VOCAB; i++) row[i] = (float)(road__rng_normal(&rng) * 4.0);
     float mx = row[0];
     for (int64_t i = 1; i < BIG_VOCAB; i++) mx = fmaxf(mx, row[i]);
     static const struct {
@@ -484,20 +484,20 @@ static void test_big_vocab(void **state) {
 static void test_out_of_memory(void **state) {
     (void)state;
     road_sampler_params p = {.temperature = 1.0f, .top_k = 5, .top_p = 0.9f, .seed = 1};
-    int64_t start = road_alloc_live_bytes();
+    int64_t start = road__alloc_live_bytes();
     for (int64_t k = 0;; k++) {
         road_sampler *s = NULL;
-        road_alloc_fail_after(k);
+        road__alloc_fail_after(k);
         road_status st = road_sampler_create(&p, 1000, &s);
-        road_alloc_fail_after(-1);
+        road__alloc_fail_after(-1);
         if (st == ROAD_OK) {
             road_sampler_free(s);
-            assert_int_equal(road_alloc_live_bytes(), start);
+            assert_int_equal(road__alloc_live_bytes(), start);
             break;
         }
         assert_int_equal(st, ROAD_ERR_NO_MEMORY);
         assert_null(s);
-        assert_int_equal(road_alloc_live_bytes(), start);
+        assert_int_equal(road__alloc_live_bytes(), start);
         assert_true(k < 100);
     }
 }

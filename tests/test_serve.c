@@ -677,12 +677,11 @@ static void test_finished_counted_before_published(void **state) {
 static void expect_bad(api_kind k, const char *body, const char *param, const char *needle) {
     api_request q;
     api_error err;
-    if (api_parse_request(k, body, strlen(body), &q, &err))
-        fail_msg("accepted: %s", body);
+    if (road__api_parse_request(k, body, strlen(body), &q, &err)) fail_msg("accepted: %s", body);
     assert_int_equal(err.http, 400);
     if (strcmp(err.param, param) != 0) fail_msg("%s: param '%s', expected '%s'", body, err.param, param);
     if (needle && !strstr(err.message, needle)) fail_msg("%s: message '%s' lacks '%s'", body, err.message, needle);
-    char *j = api_error_json(&err);
+    char *j = road__api_error_json(&err);
     cJSON *o = cJSON_Parse(j);
     cJSON *e = cJSON_GetObjectItem(o, "error");
     assert_true(cJSON_IsString(cJSON_GetObjectItem(e, "message")));
@@ -701,7 +700,7 @@ static void test_api_parse(void **state) {
                      "\"top_k\":-1,\"seed\":7,\"stop\":[\"x\",\"yz\"],\"stream\":true,"
                      "\"stream_options\":{\"include_usage\":true},\"n\":1,\"presence_penalty\":0,"
                      "\"logprobs\":null,\"user\":\"ignored\",\"stop_token_ids\":[2]}";
-    assert_true(api_parse_request(API_COMPLETIONS, ok, strlen(ok), &q, &err));
+    assert_true(road__api_parse_request(API_COMPLETIONS, ok, strlen(ok), &q, &err));
     assert_string_equal(q.model, "A");
     assert_string_equal(q.prompt, "hi");
     assert_int_equal(q.max_tokens, 5);
@@ -710,21 +709,21 @@ static void test_api_parse(void **state) {
     assert_string_equal(q.stop[1], "yz");
     assert_int_equal(q.n_stop_ids, 1);
     assert_int_equal(q.top_k, -1);
-    api_request_free(&q);
+    road__api_request_free(&q);
     const char *ids = "{\"prompt\":[[1,2,3]]}";
-    assert_true(api_parse_request(API_COMPLETIONS, ids, strlen(ids), &q, &err));
+    assert_true(road__api_parse_request(API_COMPLETIONS, ids, strlen(ids), &q, &err));
     assert_int_equal(q.n_prompt_ids, 3);
     assert_null(q.model);
     assert_int_equal(q.max_tokens, -1);
-    api_request_free(&q);
+    road__api_request_free(&q);
     const char *chat = "{\"messages\":[{\"role\":\"system\",\"content\":\"be brief\"},{\"role\":\"user\","
                        "\"content\":[{\"type\":\"text\",\"text\":\"a\"},{\"type\":\"text\",\"text\":\"b\"}]}],"
                        "\"max_completion_tokens\":3}";
-    assert_true(api_parse_request(API_CHAT, chat, strlen(chat), &q, &err));
+    assert_true(road__api_parse_request(API_CHAT, chat, strlen(chat), &q, &err));
     assert_int_equal(q.n_messages, 2);
     assert_string_equal(q.messages[1].content, "ab");
     assert_int_equal(q.max_tokens, 3);
-    api_request_free(&q);
+    road__api_request_free(&q);
 
     expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\"", "", "not valid JSON");
     expect_bad(API_COMPLETIONS, "[1,2]", "", "object");
@@ -753,9 +752,9 @@ static void test_api_parse(void **state) {
     expect_bad(API_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image_url\"}]}]}",
                "messages", "text");
     char *name, *path;
-    assert_false(api_parse_lora("{\"lora_name\": \"a\"}", 18, true, &name, &path, &err));
+    assert_false(road__api_parse_lora("{\"lora_name\": \"a\"}", 18, true, &name, &path, &err));
     assert_string_equal(err.param, "lora_path");
-    assert_true(api_parse_lora("{\"lora_name\": \"a\"}", 18, false, &name, &path, &err));
+    assert_true(road__api_parse_lora("{\"lora_name\": \"a\"}", 18, false, &name, &path, &err));
     assert_string_equal(name, "a");
     free(name);
 }
@@ -763,7 +762,7 @@ static void test_api_parse(void **state) {
 static void test_replies(void **state) {
     (void)state;
     api_reply r = {API_CHAT, "chatcmpl-1", 5, "A", "h\"i", 3, "stop", 4, 2};
-    char *j = api_reply_json(&r);
+    char *j = road__api_reply_json(&r);
     cJSON *o = cJSON_Parse(j);
     assert_string_equal(cJSON_GetObjectItem(o, "object")->valuestring, "chat.completion");
     cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "choices"), 0);
@@ -773,7 +772,7 @@ static void test_replies(void **state) {
     free(j);
     r.kind = API_COMPLETIONS;
     r.finish_reason = NULL;
-    j = api_chunk_json(&r, true, false);
+    j = road__api_chunk_json(&r, true, false);
     o = cJSON_Parse(j);
     c = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "choices"), 0);
     assert_string_equal(cJSON_GetObjectItem(c, "text")->valuestring, "h\"i");

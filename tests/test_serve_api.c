@@ -24,16 +24,16 @@
 #include "serve_common.h"
 #include "testutil.h"
 
-/* The error body api_error_json writes, read back with road's strict parser: the OpenAI shape
+/* The error body road__api_error_json writes, read back with road's strict parser: the OpenAI shape
  * {"error": {"message", "type", "param", "code"}} with param as given. */
 static void check_error_shape(const char *body, size_t len, const char *param) {
     cJSON *o = NULL;
     if (road_json_parse(body, len, &o) != ROAD_OK) fail_msg("not strict JSON: %s", body);
-    const cJSON *e = road_json_get(o, "error");
+    const cJSON *e = road__json_get(o, "error");
     assert_true(cJSON_IsObject(e));
-    assert_true(cJSON_IsString(road_json_get(e, "message")));
-    assert_true(cJSON_IsString(road_json_get(e, "type")));
-    const cJSON *p = road_json_get(e, "param"), *c = road_json_get(e, "code");
+    assert_true(cJSON_IsString(road__json_get(e, "message")));
+    assert_true(cJSON_IsString(road__json_get(e, "type")));
+    const cJSON *p = road__json_get(e, "param"), *c = road__json_get(e, "code");
     assert_non_null(c);
     assert_true(cJSON_IsNull(c) || cJSON_IsString(c));
     if (param[0]) {
@@ -45,20 +45,20 @@ static void check_error_shape(const char *body, size_t len, const char *param) {
     cJSON_Delete(o);
 }
 
-/* api_parse_request on n bytes must refuse with 400, this param, a message holding needle. */
+/* road__api_parse_request on n bytes must refuse with 400, this param, a message holding needle. */
 static void expect_bad_n(api_kind k, const char *body, size_t n, const char *param,
                          const char *needle) {
     api_request q;
     api_error err;
-    if (api_parse_request(k, body, n, &q, &err)) {
-        api_request_free(&q);
+    if (road__api_parse_request(k, body, n, &q, &err)) {
+        road__api_request_free(&q);
         fail_msg("accepted: %s", body);
     }
     if (err.http != 400) fail_msg("%s: HTTP %d", body, err.http);
     if (strcmp(err.param, param) != 0) fail_msg("%s: param '%s', expected '%s'", body, err.param, param);
     if (needle && !strstr(err.message, needle))
         fail_msg("%s: message '%s' lacks '%s'", body, err.message, needle);
-    char *j = api_error_json(&err);
+    char *j = road__api_error_json(&err);
     assert_non_null(j);
     check_error_shape(j, strlen(j), param);
     free(j);
@@ -93,17 +93,17 @@ static void test_strings_whole_or_refused(void **state) {
     char *name = NULL, *path = NULL;
     api_error err;
     const char *lora = "{\"lora_name\": \"a\\u0000b\", \"lora_path\": \"/x\"}";
-    assert_false(api_parse_lora(lora, strlen(lora), true, &name, &path, &err));
+    assert_false(road__api_parse_lora(lora, strlen(lora), true, &name, &path, &err));
     assert_int_equal(err.http, 400);
     assert_string_equal(err.param, "lora_name");
     assert_null(name);
     /* a duplicate key: the last one wins, as in Python (cJSON_GetObjectItem took the first) */
     api_request q;
     const char *dup = "{\"prompt\": \"first\", \"prompt\": \"second\", \"max_tokens\": 1, \"max_tokens\": 2}";
-    assert_true(api_parse_request(API_COMPLETIONS, dup, strlen(dup), &q, &err));
+    assert_true(road__api_parse_request(API_COMPLETIONS, dup, strlen(dup), &q, &err));
     assert_string_equal(q.prompt, "second");
     assert_int_equal(q.max_tokens, 2);
-    api_request_free(&q);
+    road__api_request_free(&q);
 }
 
 static void test_invalid_json(void **state) {
@@ -122,15 +122,15 @@ static void test_invalid_json(void **state) {
     api_request q;
     api_error err;
     const char *ok = "{\"prompt\": \"hi\"}\r\n\t ";
-    assert_true(api_parse_request(API_COMPLETIONS, ok, strlen(ok), &q, &err));
-    api_request_free(&q);
+    assert_true(road__api_parse_request(API_COMPLETIONS, ok, strlen(ok), &q, &err));
+    road__api_request_free(&q);
 }
 
 /* The body with one sampling field set to the JSON text v. */
 static bool parse_with(const char *field, const char *v, api_request *q, api_error *err) {
     char body[256];
     snprintf(body, sizeof body, "{\"prompt\": \"x\", \"%s\": %s}", field, v);
-    return api_parse_request(API_COMPLETIONS, body, strlen(body), q, err);
+    return road__api_parse_request(API_COMPLETIONS, body, strlen(body), q, err);
 }
 
 static void test_sampling_mirrors_the_sampler(void **state) {
@@ -166,14 +166,14 @@ static void test_sampling_mirrors_the_sampler(void **state) {
                 fail_msg("%s = %s passes the API but the sampler refuses it: %s", fields[f], values[i],
                          road_last_error());
             road_sampler_free(s);
-            api_request_free(&q);
+            road__api_request_free(&q);
         }
     assert_true(accepted > 10);
     /* vLLM's sampling fields road's sampler does not have: neutral values only */
     assert_true(parse_with("min_p", "0", &q, &err));
-    api_request_free(&q);
+    road__api_request_free(&q);
     assert_true(parse_with("repetition_penalty", "1", &q, &err));
-    api_request_free(&q);
+    road__api_request_free(&q);
     expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"min_p\": 0.1}", "min_p", "not supported");
     expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"repetition_penalty\": 1.2}", "repetition_penalty",
                "not supported");
@@ -212,7 +212,7 @@ static void test_replies_keep_text_whole(void **state) {
     size_t n = sizeof text - 1;
     api_reply r = {API_CHAT, "chatcmpl-1", 5, "tiny", text, n, "stop", 4, 3};
     char got[64];
-    char *j = api_reply_json(&r);
+    char *j = road__api_reply_json(&r);
     assert_non_null(j);
     assert_non_null(strstr(j, "before\\u0000after"));
     assert_int_equal(raw_string_after(j, "content", got, sizeof got), n);
@@ -225,19 +225,19 @@ static void test_replies_keep_text_whole(void **state) {
     free(j);
     r.kind = API_COMPLETIONS;
     r.finish_reason = NULL;
-    j = api_chunk_json(&r, false, false);
+    j = road__api_chunk_json(&r, false, false);
     assert_int_equal(raw_string_after(j, "text", got, sizeof got), n);
     assert_memory_equal(got, text, n);
     free(j);
     r.kind = API_CHAT;
-    j = api_chunk_json(&r, true, false);
+    j = road__api_chunk_json(&r, true, false);
     assert_int_equal(raw_string_after(j, "content", got, sizeof got), n);
     assert_non_null(strstr(j, "\"role\":\"assistant\""));
     free(j);
     /* bytes that are not UTF-8 (a cut character) come out as U+FFFD, the JSON stays valid */
     r.text = "ok\xe2\x82";
     r.text_len = 4;
-    j = api_reply_json(&r);
+    j = road__api_reply_json(&r);
     cJSON *v = NULL;
     TU_OK(road_json_parse(j, strlen(j), &v));
     cJSON_Delete(v);

@@ -31,14 +31,14 @@ static void assert_counts(int want) {
 #else
     assert_int_equal(road_get_num_threads(), 1);
 #endif
-    assert_int_equal(road_blas_threads(), want);
+    assert_int_equal(road__blas_threads(), want);
 }
 
 /* A function leaving its scope early: the cleanup must restore the counts on that path too. */
 static int early_return(bool leave_early) {
     ROAD_THREAD_SCOPE(MODEL_THREADS);
-    if (leave_early) return road_blas_threads();
-    return -road_blas_threads();
+    if (leave_early) return road__blas_threads();
+    return -road__blas_threads();
 }
 
 static void test_scope(void **state) {
@@ -46,31 +46,31 @@ static void test_scope(void **state) {
     road_set_num_threads(PROCESS_THREADS);
     assert_counts(PROCESS_THREADS);
     {
-        road_thread_scope s = road_thread_scope_enter(MODEL_THREADS);
+        road_thread_scope s = road__thread_scope_enter(MODEL_THREADS);
         assert_true(s.changed);
         assert_counts(MODEL_THREADS);
-        road_thread_scope inner = road_thread_scope_enter(PROCESS_THREADS + 1);
+        road_thread_scope inner = road__thread_scope_enter(PROCESS_THREADS + 1);
         assert_counts(PROCESS_THREADS + 1);
-        road_thread_scope_leave(&inner);
+        road__thread_scope_leave(&inner);
         assert_counts(MODEL_THREADS);
-        road_thread_scope_leave(&s);
+        road__thread_scope_leave(&s);
     }
     assert_counts(PROCESS_THREADS);
     /* 0: the counts as they are, nothing to restore */
-    road_thread_scope none = road_thread_scope_enter(0);
+    road_thread_scope none = road__thread_scope_enter(0);
     assert_false(none.changed);
     assert_counts(PROCESS_THREADS);
-    road_thread_scope_leave(&none);
+    road__thread_scope_leave(&none);
     /* the count the process already has: nothing changed either */
-    road_thread_scope same = road_thread_scope_enter(PROCESS_THREADS);
+    road_thread_scope same = road__thread_scope_enter(PROCESS_THREADS);
     assert_false(same.changed);
-    road_thread_scope_leave(&same);
+    road__thread_scope_leave(&same);
     /* < 0: all cores, as road_set_num_threads reads it */
-    road_thread_scope all = road_thread_scope_enter(-1);
+    road_thread_scope all = road__thread_scope_enter(-1);
 #ifdef _OPENMP
     assert_int_equal(road_get_num_threads(), omp_get_num_procs());
 #endif
-    road_thread_scope_leave(&all);
+    road__thread_scope_leave(&all);
     assert_counts(PROCESS_THREADS);
     assert_int_equal(early_return(true), MODEL_THREADS);
     assert_counts(PROCESS_THREADS);
@@ -92,10 +92,10 @@ typedef struct batch {
 static void batch_make(batch *b, int64_t vocab) {
     b->B = BATCH_B, b->T = BATCH_T, b->V = vocab;
     road_rng rng;
-    road_rng_seed(&rng, 5);
+    road__rng_seed(&rng, 5);
     for (int64_t i = 0; i < BATCH_B * BATCH_T; i++) {
         const int64_t row = i / BATCH_T, col = i % BATCH_T;
-        b->ids[i] = (int64_t)(road_rng_u64(&rng) % (uint64_t)vocab);
+        b->ids[i] = (int64_t)(road__rng_u64(&rng) % (uint64_t)vocab);
         b->mask[i] = col < BATCH_T - row * PAD_STEP;
         b->labels[i] = b->mask[i] ? b->ids[i] : -100; /* transformers' ignore_index */
     }

@@ -326,11 +326,11 @@ static void test_roundtrip(void **state) {
 static void test_oom(void **state) {
     (void)state;
     const char *cfg = "{\"bos_token\": \"<s>\", \"chat_template\": \"<|im_start|>\"}";
-    int64_t base = road_alloc_live_bytes();
+    int64_t base = road__alloc_live_bytes();
     bool done = false;
     int64_t k;
     for (k = 0; !done && k < 100000; k++) {
-        road_alloc_fail_after(k);
+        road__alloc_fail_after(k);
         road_tokenizer *t = NULL;
         road_status s = road_tokenizer_load_json(SP_JSON, strlen(SP_JSON), cfg, strlen(cfg), &t);
         int32_t ids[64];
@@ -349,7 +349,7 @@ static void test_oom(void **state) {
         road_chat_params cp = road_chat_default_params();
         char *chat = NULL;
         if (s == ROAD_OK) s = road_tokenizer_apply_chat(t, &cp, &m, 1, &chat, NULL);
-        road_alloc_fail_after(-1);
+        road__alloc_fail_after(-1);
         if (s != ROAD_OK && s != ROAD_ERR_NO_MEMORY)
             fail_msg("allocation %lld: %s (%s)", (long long)k, road_status_name(s), road_last_error());
         done = s == ROAD_OK;
@@ -357,9 +357,9 @@ static void test_oom(void **state) {
         road_tokenizer_stream_free(st);
         road_string_free(text);
         road_tokenizer_free(t);
-        if (road_alloc_live_bytes() != base)
+        if (road__alloc_live_bytes() != base)
             fail_msg("allocation %lld failing leaks %lld bytes", (long long)k,
-                     (long long)(road_alloc_live_bytes() - base));
+                     (long long)(road__alloc_live_bytes() - base));
     }
     assert_true(done);
     printf("OOM: %lld allocation failure points checked\n", (long long)k);
@@ -369,15 +369,15 @@ static void test_oom(void **state) {
  * middle of loading the real Qwen3 file (regex, NFC, 150K merges) is checked instead. */
 static void test_oom_real(void **state) {
     (void)state;
-    int64_t base = road_alloc_live_bytes();
+    int64_t base = road__alloc_live_bytes();
     for (int64_t k = 0; k < 40; k += 3) {
-        road_alloc_fail_after(k);
+        road__alloc_fail_after(k);
         road_tokenizer *t = NULL;
         road_status s = road_tokenizer_load(tu_fixture("tokenizers/qwen3"), &t);
-        road_alloc_fail_after(-1);
+        road__alloc_fail_after(-1);
         assert_true(s == ROAD_OK || s == ROAD_ERR_NO_MEMORY);
         road_tokenizer_free(t);
-        assert_int_equal(road_alloc_live_bytes(), base);
+        assert_int_equal(road__alloc_live_bytes(), base);
     }
 }
 

@@ -21,9 +21,9 @@ static int cmp_str(const void *a, const void *b) {
 
 void road_batch_plan_free(road_batch_plan *p) {
     if (!p) return;
-    for (int64_t i = 0; i < p->n_seq; i++) road_free(p->names[i]);
-    road_free(p->names);
-    road_free(p);
+    for (int64_t i = 0; i < p->n_seq; i++) road__free(p->names[i]);
+    road__free(p->names);
+    road__free(p);
 }
 
 int64_t road_batch_plan_sequences(const road_batch_plan *p) {
@@ -33,30 +33,30 @@ int64_t road_batch_plan_sequences(const road_batch_plan *p) {
 road_status road_adapter_set_plan(road_adapter_set *s, const char *const *names, int64_t n_seq,
                                   road_batch_plan **out) {
     const char *fn = "mixed batch";
-    if (!out) return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_plan: out is NULL");
+    if (!out) return road__error(ROAD_ERR_INVALID_ARG, "road_adapter_set_plan: out is NULL");
     *out = NULL;
     if (n_seq < 0 || (n_seq > 0 && !names))
-        return road_error(ROAD_ERR_INVALID_ARG, "%s: bad name list", fn);
+        return road__error(ROAD_ERR_INVALID_ARG, "%s: bad name list", fn);
     if (s->training)
-        return road_error(ROAD_ERR_STATE,
-                          "%s: per-sequence adapters are for inference; the model is in training "
-                          "mode (switch it to eval mode first)",
-                          fn);
+        return road__error(ROAD_ERR_STATE,
+                           "%s: per-sequence adapters are for inference; the model is in training "
+                           "mode (switch it to eval mode first)",
+                           fn);
     if (road_adapter_set_merged(s))
-        return road_error(ROAD_ERR_STATE,
-                          "%s: cannot use per-sequence adapters while adapters are merged into "
-                          "the weights; unmerge first",
-                          fn);
+        return road__error(ROAD_ERR_STATE,
+                           "%s: cannot use per-sequence adapters while adapters are merged into "
+                           "the weights; unmerge first",
+                           fn);
     /* Names that exist nowhere: collect, sort, de-duplicate, list them all. */
-    const char **missing = road_malloc(sizeof(char *) * (size_t)(n_seq ? n_seq : 1));
+    const char **missing = road__malloc(sizeof(char *) * (size_t)(n_seq ? n_seq : 1));
     if (!missing) return ROAD_ERR_NO_MEMORY;
     int64_t nm = 0;
     for (int64_t i = 0; i < n_seq; i++) {
         if (!names[i]) {
-            road_free(missing);
-            return road_error(ROAD_ERR_INVALID_ARG, "%s: name %lld is NULL", fn, (long long)i);
+            road__free(missing);
+            return road__error(ROAD_ERR_INVALID_ARG, "%s: name %lld is NULL", fn, (long long)i);
         }
-        if (strcmp(names[i], ROAD_BASE_NAME) != 0 && road_aset_find_adapter(s, names[i]) < 0)
+        if (strcmp(names[i], ROAD_BASE_NAME) != 0 && road__aset_find_adapter(s, names[i]) < 0)
             missing[nm++] = names[i];
     }
     if (nm > 0) {
@@ -73,17 +73,18 @@ road_status road_adapter_set_plan(road_adapter_set *s, const char *const *names,
             k += (size_t)snprintf(list + k, sizeof list - k, "%s'%s'", shown ? ", " : "", missing[i]);
             shown++;
         }
-        road_free(missing);
-        return road_error(ROAD_ERR_NOT_FOUND,
-                          "%s: unknown adapter name(s) %s; use the name of a loaded adapter or '%s'",
-                          fn, list, ROAD_BASE_NAME);
+        road__free(missing);
+        return road__error(
+            ROAD_ERR_NOT_FOUND,
+            "%s: unknown adapter name(s) %s; use the name of a loaded adapter or '%s'", fn, list,
+            ROAD_BASE_NAME);
     }
-    road_free(missing);
-    road_batch_plan *p = road_calloc(1, sizeof *p);
+    road__free(missing);
+    road_batch_plan *p = road__calloc(1, sizeof *p);
     if (!p) return ROAD_ERR_NO_MEMORY;
-    p->names = road_calloc((size_t)(n_seq ? n_seq : 1), sizeof(char *));
+    p->names = road__calloc((size_t)(n_seq ? n_seq : 1), sizeof(char *));
     if (!p->names) {
-        road_free(p);
+        road__free(p);
         return ROAD_ERR_NO_MEMORY;
     }
     p->set = s;
@@ -91,7 +92,7 @@ road_status road_adapter_set_plan(road_adapter_set *s, const char *const *names,
     p->n_layers = s->n_layers;
     for (int64_t i = 0; i < n_seq; i++) {
         if (strcmp(names[i], ROAD_BASE_NAME) == 0) continue;
-        if (!(p->names[i] = road_strdup(names[i]))) {
+        if (!(p->names[i] = road__strdup(names[i]))) {
             road_batch_plan_free(p);
             return ROAD_ERR_NO_MEMORY;
         }
@@ -103,31 +104,33 @@ road_status road_adapter_set_plan(road_adapter_set *s, const char *const *names,
 road_status road_adapter_set_apply_mixed(road_adapter_set *s, const road_batch_plan *p,
                                          int32_t layer, int64_t rows_per_seq,
                                          const int64_t *seq_rows, float *y) {
-    road_status st = road_aset_linear_layer(s, layer, "road_adapter_set_apply_mixed");
+    road_status st = road__aset_linear_layer(s, layer, "road_adapter_set_apply_mixed");
     if (st != ROAD_OK) return st;
     if (!p || p->set != s || p->n_layers != s->n_layers)
-        return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_apply_mixed: plan is NULL or "
-                                                "from another model");
+        return road__error(ROAD_ERR_INVALID_ARG, "road_adapter_set_apply_mixed: plan is NULL or "
+                                                 "from another model");
     if (s->training)
-        return road_error(ROAD_ERR_STATE, "mixed batch: the model was switched to training mode "
-                                          "after the batch was planned (switch it to eval mode)");
+        return road__error(ROAD_ERR_STATE, "mixed batch: the model was switched to training mode "
+                                           "after the batch was planned (switch it to eval mode)");
     if (s->disabled) return ROAD_OK;
     if (road_adapter_set_merged(s))
-        return road_error(ROAD_ERR_STATE, "mixed batch: adapters were merged after the batch was "
-                                          "planned; unmerge first");
+        return road__error(ROAD_ERR_STATE, "mixed batch: adapters were merged after the batch was "
+                                           "planned; unmerge first");
     road_linear *l = s->layers[layer].lin;
     const int64_t out = road_linear_out_features(l);
     int64_t rows = 0;
     for (int64_t i = 0; i < p->n_seq; i++) {
         int64_t r = seq_rows ? seq_rows[i] : rows_per_seq;
-        if (r < 0) return road_error(ROAD_ERR_SHAPE, "mixed batch: sequence %lld has %lld rows", (long long)i, (long long)r);
+        if (r < 0)
+            return road__error(ROAD_ERR_SHAPE, "mixed batch: sequence %lld has %lld rows",
+                               (long long)i, (long long)r);
         rows += r;
     }
     if (rows == 0) return ROAD_OK;
     int32_t na = road_linear_adapter_count(l);
-    int32_t *slot = road_malloc(sizeof(int32_t) * (size_t)rows);
-    road_rot *rots = road_calloc((size_t)(na ? na : 1), sizeof(road_rot));
-    const road_rot **rp = road_calloc((size_t)(na ? na : 1), sizeof(road_rot *));
+    int32_t *slot = road__malloc(sizeof(int32_t) * (size_t)rows);
+    road_rot *rots = road__calloc((size_t)(na ? na : 1), sizeof(road_rot));
+    const road_rot **rp = road__calloc((size_t)(na ? na : 1), sizeof(road_rot *));
     if (!slot || !rots || !rp) {
         st = ROAD_ERR_NO_MEMORY;
         goto done;
@@ -139,11 +142,12 @@ road_status road_adapter_set_apply_mixed(road_adapter_set *s, const road_batch_p
         if (p->names[i]) {
             for (int32_t j = 0; j < na; j++)
                 if (strcmp(road_linear_adapter_name(l, j), p->names[i]) == 0) k = j;
-            if (k < 0 && road_aset_find_adapter(s, p->names[i]) < 0) {
+            if (k < 0 && road__aset_find_adapter(s, p->names[i]) < 0) {
                 /* Not on this layer is fine (PEFT); gone from the model is a stale plan. */
-                st = road_error(ROAD_ERR_STATE, "mixed batch: adapter '%s' was deleted after the "
-                                                "batch was planned; plan the batch again",
-                                p->names[i]);
+                st = road__error(ROAD_ERR_STATE,
+                                 "mixed batch: adapter '%s' was deleted after the "
+                                 "batch was planned; plan the batch again",
+                                 p->names[i]);
                 goto done;
             }
             if (k >= 0 && !rots[k].c1) {
@@ -162,9 +166,9 @@ road_status road_adapter_set_apply_mixed(road_adapter_set *s, const road_batch_p
     }
     st = road_rot_forward_mixed(rp, na, slot, rows, y, out);
 done:
-    road_free(slot);
-    road_free(rots);
-    road_free(rp);
+    road__free(slot);
+    road__free(rots);
+    road__free(rp);
     return st;
 }
 
@@ -172,22 +176,24 @@ road_status road_adapter_set_plan_layer_weight(const road_adapter_set *s,
                                                const road_batch_plan *p, int32_t layer,
                                                int64_t seq, const float **w, const float **b) {
     if (!p || p->set != s || p->n_layers != s->n_layers)
-        return road_error(ROAD_ERR_INVALID_ARG,
-                          "road_adapter_set_plan_layer_weight: plan is NULL or from another model");
+        return road__error(
+            ROAD_ERR_INVALID_ARG,
+            "road_adapter_set_plan_layer_weight: plan is NULL or from another model");
     if (layer < 0 || layer >= s->n_layers || seq < 0 || seq >= p->n_seq)
-        return road_error(ROAD_ERR_INVALID_ARG,
-                          "road_adapter_set_plan_layer_weight: layer %d or sequence %lld out of "
-                          "range",
-                          (int)layer, (long long)seq);
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "road_adapter_set_plan_layer_weight: layer %d or sequence %lld out of "
+                           "range",
+                           (int)layer, (long long)seq);
     const set_layer *L = &s->layers[layer];
     const set_copy *c = NULL;
     if (!s->disabled && p->names[seq]) {
-        int32_t k = road_aset_find_adapter(s, p->names[seq]);
+        int32_t k = road__aset_find_adapter(s, p->names[seq]);
         if (k < 0)
-            return road_error(ROAD_ERR_STATE, "mixed batch: adapter '%s' was deleted after the "
-                                              "batch was planned; plan the batch again",
-                              p->names[seq]);
-        c = road_aset_find_copy(&s->ad[k], layer);
+            return road__error(ROAD_ERR_STATE,
+                               "mixed batch: adapter '%s' was deleted after the "
+                               "batch was planned; plan the batch again",
+                               p->names[seq]);
+        c = road__aset_find_copy(&s->ad[k], layer);
     }
     if (w) *w = c ? c->w : L->lin ? road_linear_weight(L->lin) : L->w;
     if (b) *b = c ? c->b : L->lin ? road_linear_bias(L->lin) : L->b;
@@ -199,7 +205,7 @@ road_status road_adapter_set_plan_layer_weight(const road_adapter_set *s,
 static road_status gemm_with(road_adapter_set *s, int32_t layer, const float *w, const float *b,
                              int64_t rows, const float *x, float *y) {
     if (!w) return road_linear_base_forward(s->layers[layer].lin, rows, x, y);
-    road_sgemm_xwt(rows, s->layers[layer].out, s->layers[layer].in, x, w, b, y);
+    road__sgemm_xwt(rows, s->layers[layer].out, s->layers[layer].in, x, w, b, y);
     return ROAD_OK;
 }
 
@@ -211,15 +217,16 @@ static road_status mixed_gemm(road_adapter_set *s, const road_batch_plan *p, int
     const int64_t out = s->layers[layer].out, in = s->layers[layer].in;
     road_status st = ROAD_OK;
     bool copies = false;
-    for (int32_t k = 0; k < s->n_ad && !copies; k++) copies = road_aset_find_copy(&s->ad[k], layer) != NULL;
+    for (int32_t k = 0; k < s->n_ad && !copies; k++)
+        copies = road__aset_find_copy(&s->ad[k], layer) != NULL;
     if (!copies || s->disabled) {
         /* the common case: every sequence runs the base weight (float or quantized) */
         return road_linear_base_forward(s->layers[layer].lin, rows, x, y);
     }
     const int64_t n = p->n_seq;
-    const float **ws = road_malloc(sizeof(float *) * 2 * (size_t)(n ? n : 1));
-    int64_t *r0 = road_malloc(sizeof(int64_t) * (size_t)(n ? n : 1));
-    bool *done = road_calloc((size_t)(n ? n : 1), sizeof(bool));
+    const float **ws = road__malloc(sizeof(float *) * 2 * (size_t)(n ? n : 1));
+    int64_t *r0 = road__malloc(sizeof(int64_t) * (size_t)(n ? n : 1));
+    bool *done = road__calloc((size_t)(n ? n : 1), sizeof(bool));
     float *xg = NULL, *yg = NULL;
     if (!ws || !r0 || !done) {
         st = ROAD_ERR_NO_MEMORY;
@@ -243,8 +250,8 @@ static road_status mixed_gemm(road_adapter_set *s, const road_batch_plan *p, int
             break;
         }
         if (!xg) {
-            xg = road_malloc(sizeof(float) * (size_t)(rows * in));
-            yg = road_malloc(sizeof(float) * (size_t)(rows * out));
+            xg = road__malloc(sizeof(float) * (size_t)(rows * in));
+            yg = road__malloc(sizeof(float) * (size_t)(rows * out));
             if (!xg || !yg) {
                 st = ROAD_ERR_NO_MEMORY;
                 goto out;
@@ -268,32 +275,33 @@ static road_status mixed_gemm(road_adapter_set *s, const road_batch_plan *p, int
         }
     }
 out:
-    road_free(ws);
-    road_free(r0);
-    road_free(done);
-    road_free(xg);
-    road_free(yg);
+    road__free(ws);
+    road__free(r0);
+    road__free(done);
+    road__free(xg);
+    road__free(yg);
     return st;
 }
 
 road_status road_adapter_set_forward_mixed(road_adapter_set *s, const road_batch_plan *p,
                                            int32_t layer, int64_t rows_per_seq,
                                            const int64_t *seq_rows, const float *x, float *y) {
-    road_status st = road_aset_linear_layer(s, layer, "road_adapter_set_forward_mixed");
+    road_status st = road__aset_linear_layer(s, layer, "road_adapter_set_forward_mixed");
     if (st != ROAD_OK) return st;
     if (!p || p->set != s || p->n_layers != s->n_layers)
-        return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_forward_mixed: plan is NULL or "
-                                                "from another model");
+        return road__error(ROAD_ERR_INVALID_ARG, "road_adapter_set_forward_mixed: plan is NULL or "
+                                                 "from another model");
     int64_t rows = 0;
     for (int64_t i = 0; i < p->n_seq; i++) {
         const int64_t r = seq_rows ? seq_rows[i] : rows_per_seq;
         if (r < 0)
-            return road_error(ROAD_ERR_SHAPE, "mixed batch: sequence %lld has %lld rows",
-                              (long long)i, (long long)r);
+            return road__error(ROAD_ERR_SHAPE, "mixed batch: sequence %lld has %lld rows",
+                               (long long)i, (long long)r);
         rows += r;
     }
     if (rows == 0) return ROAD_OK;
-    if (!x || !y) return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_forward_mixed: NULL x or y");
+    if (!x || !y)
+        return road__error(ROAD_ERR_INVALID_ARG, "road_adapter_set_forward_mixed: NULL x or y");
     st = mixed_gemm(s, p, layer, rows_per_seq, seq_rows, rows, x, y);
     if (st != ROAD_OK) return st;
     return road_adapter_set_apply_mixed(s, p, layer, rows_per_seq, seq_rows, y);

@@ -30,10 +30,10 @@
 /* ---- creation ------------------------------------------------------------------------------ */
 
 static void adapter_free(set_adapter *a) {
-    road_free(a->name);
+    road__free(a->name);
     road_config_free(a->cfg);
-    for (int32_t i = 0; i < a->n_copies; i++) road_free(a->copies[i].block);
-    road_free(a->copies);
+    for (int32_t i = 0; i < a->n_copies; i++) road__free(a->copies[i].block);
+    road__free(a->copies);
     a->name = NULL;
     a->cfg = NULL;
     a->copies = NULL;
@@ -49,58 +49,61 @@ road_adapter_set_params road_adapter_set_default_params(void) {
 void road_adapter_set_free(road_adapter_set *s) {
     if (!s) return;
     for (int32_t i = 0; i < s->n_layers; i++) {
-        road_free(s->layers[i].name);
+        road__free(s->layers[i].name);
         road_linear_free(s->layers[i].lin);
-        road_free(s->layers[i].own_w);
+        road__free(s->layers[i].own_w);
     }
-    road_free(s->layers);
+    road__free(s->layers);
     for (int32_t i = 0; i < s->n_ad; i++) adapter_free(&s->ad[i]);
-    road_free(s->ad);
-    road_free(s->act);
-    road_free(s->active);
-    road_free(s->model_type);
-    road_free(s);
+    road__free(s->ad);
+    road__free(s->act);
+    road__free(s->active);
+    road__free(s->model_type);
+    road__free(s);
 }
 
 road_status road_adapter_set_create(const road_adapter_set_params *p, road_adapter_set **out) {
-    if (!out) return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_create: out is NULL");
+    if (!out) return road__error(ROAD_ERR_INVALID_ARG, "road_adapter_set_create: out is NULL");
     *out = NULL;
     if (!p || p->n_layers < 0 || (p->n_layers > 0 && !p->layers))
-        return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_create: no layer list");
-    road_adapter_set *s = road_calloc(1, sizeof *s);
+        return road__error(ROAD_ERR_INVALID_ARG, "road_adapter_set_create: no layer list");
+    road_adapter_set *s = road__calloc(1, sizeof *s);
     if (!s) return ROAD_ERR_NO_MEMORY;
     road_status st = ROAD_OK;
-    if (p->model_type && !(s->model_type = road_strdup(p->model_type))) st = ROAD_ERR_NO_MEMORY;
+    if (p->model_type && !(s->model_type = road__strdup(p->model_type))) st = ROAD_ERR_NO_MEMORY;
     if (st == ROAD_OK && p->n_layers > 0 &&
-        !(s->layers = road_calloc((size_t)p->n_layers, sizeof(set_layer))))
+        !(s->layers = road__calloc((size_t)p->n_layers, sizeof(set_layer))))
         st = ROAD_ERR_NO_MEMORY;
     int64_t params = 0;
     for (int32_t i = 0; st == ROAD_OK && i < p->n_layers; i++) {
         const road_layer_desc *d = &p->layers[i];
         if (!d->name || !*d->name) {
-            st = road_error(ROAD_ERR_INVALID_ARG, "layer %d has no name", (int)i);
+            st = road__error(ROAD_ERR_INVALID_ARG, "layer %d has no name", (int)i);
             break;
         }
         for (int32_t j = 0; j < i; j++)
             if (strcmp(p->layers[j].name, d->name) == 0) {
-                st = road_error(ROAD_ERR_INVALID_ARG, "layer name '%s' is registered twice", d->name);
+                st = road__error(ROAD_ERR_INVALID_ARG, "layer name '%s' is registered twice",
+                                 d->name);
                 break;
             }
         if (st != ROAD_OK) break;
         if (d->kind != ROAD_LAYER_LINEAR && d->kind != ROAD_LAYER_EMBEDDING) {
-            st = road_error(ROAD_ERR_INVALID_ARG, "layer '%s': unknown kind %d", d->name, (int)d->kind);
+            st = road__error(ROAD_ERR_INVALID_ARG, "layer '%s': unknown kind %d", d->name,
+                             (int)d->kind);
             break;
         }
         if (d->qweight && (d->kind != ROAD_LAYER_LINEAR || d->weight)) {
-            st = road_error(ROAD_ERR_INVALID_ARG,
-                            "layer '%s': a quantized weight is for linear layers, instead of a "
-                            "float one", d->name);
+            st = road__error(ROAD_ERR_INVALID_ARG,
+                             "layer '%s': a quantized weight is for linear layers, instead of a "
+                             "float one",
+                             d->name);
             break;
         }
         if ((!d->weight && !d->qweight) || d->in_features <= 0 || d->out_features <= 0) {
-            st = road_error(ROAD_ERR_SHAPE,
-                            "layer '%s': needs a weight and positive sizes (got %lld x %lld)",
-                            d->name, (long long)d->out_features, (long long)d->in_features);
+            st = road__error(ROAD_ERR_SHAPE,
+                             "layer '%s': needs a weight and positive sizes (got %lld x %lld)",
+                             d->name, (long long)d->out_features, (long long)d->in_features);
             break;
         }
         set_layer *L = &s->layers[i];
@@ -112,7 +115,7 @@ road_status road_adapter_set_create(const road_adapter_set_params *p, road_adapt
         L->q = d->qweight;
         L->b = d->bias;
         L->head = d->is_output_head;
-        if (!(L->name = road_strdup(d->name))) {
+        if (!(L->name = road__strdup(d->name))) {
             st = ROAD_ERR_NO_MEMORY;
             break;
         }
@@ -126,7 +129,7 @@ road_status road_adapter_set_create(const road_adapter_set_params *p, road_adapt
             lp.bias = L->b;
             lp.borrow = true;
             st = road_linear_create(&lp, &L->lin);
-            if (st != ROAD_OK) road_error_prefix("layer '%s'", L->name);
+            if (st != ROAD_OK) road__error_prefix("layer '%s'", L->name);
         }
     }
     if (st != ROAD_OK) {
@@ -152,8 +155,10 @@ const char *road_adapter_set_layer_name(const road_adapter_set *s, int32_t layer
 road_status road_adapter_set_layer_shape(const road_adapter_set *s, int32_t layer, int64_t *out,
                                          int64_t *in) {
     if (layer < 0 || layer >= s->n_layers)
-        return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_layer_shape: layer %d out of "
-                          "range (0..%d)", (int)layer, (int)s->n_layers - 1);
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "road_adapter_set_layer_shape: layer %d out of "
+                           "range (0..%d)",
+                           (int)layer, (int)s->n_layers - 1);
     if (out) *out = s->layers[layer].out;
     if (in) *in = s->layers[layer].in;
     return ROAD_OK;
@@ -169,19 +174,21 @@ road_linear *road_adapter_set_layer(road_adapter_set *s, int32_t layer) {
     return layer >= 0 && layer < s->n_layers ? s->layers[layer].lin : NULL;
 }
 
-road_status road_aset_linear_layer(road_adapter_set *s, int32_t layer, const char *fn) {
+road_status road__aset_linear_layer(road_adapter_set *s, int32_t layer, const char *fn) {
     if (layer < 0 || layer >= s->n_layers)
-        return road_error(ROAD_ERR_INVALID_ARG, "%s: layer index %d out of range (0..%d)", fn,
-                          (int)layer, (int)s->n_layers - 1);
+        return road__error(ROAD_ERR_INVALID_ARG, "%s: layer index %d out of range (0..%d)", fn,
+                           (int)layer, (int)s->n_layers - 1);
     if (!s->layers[layer].lin)
-        return road_error(ROAD_ERR_INVALID_ARG, "%s: layer '%s' is an embedding, not a linear layer",
-                          fn, s->layers[layer].name);
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "%s: layer '%s' is an embedding, not a linear layer", fn,
+                           s->layers[layer].name);
     return ROAD_OK;
 }
 
 /* matched [n_layers], caller-allocated */
 static road_status match(const road_adapter_set *s, const road_config *cfg, bool *matched) {
-    road_match_layer *ml = road_malloc(sizeof(road_match_layer) * (size_t)(s->n_layers ? s->n_layers : 1));
+    road_match_layer *ml =
+        road__malloc(sizeof(road_match_layer) * (size_t)(s->n_layers ? s->n_layers : 1));
     if (!ml) return ROAD_ERR_NO_MEMORY;
     for (int32_t i = 0; i < s->n_layers; i++) {
         ml[i].name = s->layers[i].name;
@@ -189,8 +196,8 @@ static road_status match(const road_adapter_set *s, const road_config *cfg, bool
         ml[i].is_output_head = s->layers[i].head;
         ml[i].out_features = s->layers[i].out;
     }
-    road_status st = road_match_targets(cfg, s->model_type, ml, s->n_layers, matched);
-    road_free(ml);
+    road_status st = road__match_targets(cfg, s->model_type, ml, s->n_layers, matched);
+    road__free(ml);
     return st;
 }
 
@@ -205,22 +212,22 @@ static road_status match_copies(const road_adapter_set *s, const road_config *cf
         const char *entry = road_config_module_to_save(cfg, j);
         bool any = false;
         for (int32_t i = 0; i < s->n_layers; i++) {
-            if (!road_match_list_entry(s->layers[i].name, entry)) continue;
+            if (!road__match_list_entry(s->layers[i].name, entry)) continue;
             any = true;
             if (targets[i])
-                return road_error(ROAD_ERR_CONFIG,
-                                  "layer '%s' is both a RoAd target (target_modules) and in "
-                                  "modules_to_save (entry '%s'); a module is either adapted or "
-                                  "trained fully, not both (PEFT refuses this too)",
-                                  s->layers[i].name, entry);
+                return road__error(ROAD_ERR_CONFIG,
+                                   "layer '%s' is both a RoAd target (target_modules) and in "
+                                   "modules_to_save (entry '%s'); a module is either adapted or "
+                                   "trained fully, not both (PEFT refuses this too)",
+                                   s->layers[i].name, entry);
             copy[i] = true;
         }
         if (!any)
-            return road_error(ROAD_ERR_CONFIG,
-                              "modules_to_save entry '%s' matches no layer of the model (an entry "
-                              "selects a layer whose name equals it or ends with '.%s'; road "
-                              "holds copies of linear and embedding layers only)",
-                              entry, entry);
+            return road__error(ROAD_ERR_CONFIG,
+                               "modules_to_save entry '%s' matches no layer of the model (an entry "
+                               "selects a layer whose name equals it or ends with '.%s'; road "
+                               "holds copies of linear and embedding layers only)",
+                               entry, entry);
     }
     return ROAD_OK;
 }
@@ -229,11 +236,11 @@ road_status road_adapter_set_match_modules_to_save(const road_adapter_set *s,
                                                    const road_config *cfg, int32_t *layers,
                                                    int32_t cap, int32_t *n) {
     if (!cfg || !n)
-        return road_error(ROAD_ERR_INVALID_ARG,
-                          "road_adapter_set_match_modules_to_save: NULL argument");
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "road_adapter_set_match_modules_to_save: NULL argument");
     *n = 0;
     const size_t nl = (size_t)(s->n_layers ? s->n_layers : 1);
-    bool *m = road_calloc(2 * nl, sizeof(bool));
+    bool *m = road__calloc(2 * nl, sizeof(bool));
     if (!m) return ROAD_ERR_NO_MEMORY;
     road_status st = match(s, cfg, m);
     if (st == ROAD_OK) st = match_copies(s, cfg, m, m + nl);
@@ -245,14 +252,15 @@ road_status road_adapter_set_match_modules_to_save(const road_adapter_set *s,
             k++;
         }
     *n = k;
-    road_free(m);
+    road__free(m);
     return st;
 }
 
 road_status road_adapter_set_match(const road_adapter_set *s, const road_config *cfg,
                                    int32_t *layers, int32_t cap, int32_t *n) {
-    if (!cfg || !n) return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_match: NULL argument");
-    bool *m = road_calloc((size_t)(s->n_layers ? s->n_layers : 1), sizeof(bool));
+    if (!cfg || !n)
+        return road__error(ROAD_ERR_INVALID_ARG, "road_adapter_set_match: NULL argument");
+    bool *m = road__calloc((size_t)(s->n_layers ? s->n_layers : 1), sizeof(bool));
     if (!m) return ROAD_ERR_NO_MEMORY;
     road_status st = match(s, cfg, m);
     int32_t k = 0;
@@ -263,19 +271,19 @@ road_status road_adapter_set_match(const road_adapter_set *s, const road_config 
             k++;
         }
     *n = k;
-    road_free(m);
+    road__free(m);
     return st;
 }
 
 /* ---- adapters -------------------------------------------------------------------------------- */
 
-int32_t road_aset_find_adapter(const road_adapter_set *s, const char *name) {
+int32_t road__aset_find_adapter(const road_adapter_set *s, const char *name) {
     for (int32_t i = 0; name && i < s->n_ad; i++)
         if (strcmp(s->ad[i].name, name) == 0) return i;
     return -1;
 }
 
-set_copy *road_aset_find_copy(const set_adapter *a, int32_t layer) {
+set_copy *road__aset_find_copy(const set_adapter *a, int32_t layer) {
     for (int32_t i = 0; i < a->n_copies; i++)
         if (a->copies[i].layer == layer) return &a->copies[i];
     return NULL;
@@ -286,8 +294,8 @@ set_copy *road_aset_find_copy(const set_adapter *a, int32_t layer) {
 static set_copy *active_copy(const road_adapter_set *s, int32_t layer) {
     if (s->disabled) return NULL;
     for (int32_t j = 0; j < s->n_active; j++) {
-        int32_t k = road_aset_find_adapter(s, s->active[j]);
-        set_copy *c = k >= 0 ? road_aset_find_copy(&s->ad[k], layer) : NULL;
+        int32_t k = road__aset_find_adapter(s, s->active[j]);
+        set_copy *c = k >= 0 ? road__aset_find_copy(&s->ad[k], layer) : NULL;
         if (c) return c;
     }
     return NULL;
@@ -296,12 +304,12 @@ static set_copy *active_copy(const road_adapter_set *s, int32_t layer) {
 /* One allocation for a copy of layer L: weight, bias, then their gradients (zero). */
 static road_status copy_alloc(const set_layer *L, int32_t layer, set_copy *c) {
     size_t wn = 0, total = 0;
-    if (road_size_mul((size_t)L->out, (size_t)L->in, &wn) != 0 ||
-        road_size_mul(2 * (wn + (L->b ? (size_t)L->out : 0)), sizeof(float), &total) != 0)
-        return road_error(ROAD_ERR_NO_MEMORY, "modules_to_save copy of '%s' is too large",
-                          L->name);
+    if (road__size_mul((size_t)L->out, (size_t)L->in, &wn) != 0 ||
+        road__size_mul(2 * (wn + (L->b ? (size_t)L->out : 0)), sizeof(float), &total) != 0)
+        return road__error(ROAD_ERR_NO_MEMORY, "modules_to_save copy of '%s' is too large",
+                           L->name);
     c->layer = layer;
-    c->block = road_calloc(1, total);
+    c->block = road__calloc(1, total);
     if (!c->block) return ROAD_ERR_NO_MEMORY;
     const size_t bn = L->b ? (size_t)L->out : 0;
     c->w = c->block;
@@ -312,7 +320,7 @@ static road_status copy_alloc(const set_layer *L, int32_t layer, set_copy *c) {
     if (L->lin) {
         road_status st = road_linear_dequantized_weight(L->lin, c->w);
         if (st != ROAD_OK) {
-            road_free(c->block);
+            road__free(c->block);
             c->block = NULL;
             return st;
         }
@@ -335,37 +343,39 @@ static void copy_export(const road_adapter_set *s, const set_copy *c, road_modul
 }
 
 int32_t road_adapter_set_copy_count(const road_adapter_set *s, const char *name) {
-    int32_t k = road_aset_find_adapter(s, name);
+    int32_t k = road__aset_find_adapter(s, name);
     return k >= 0 ? s->ad[k].n_copies : 0;
 }
 
 road_status road_adapter_set_copy_at(road_adapter_set *s, const char *name, int32_t i,
                                      road_module_copy *out) {
-    int32_t k = road_aset_find_adapter(s, name);
-    if (k < 0 || !out) return road_error(ROAD_ERR_NOT_FOUND, "no adapter named '%s'", name ? name : "(null)");
+    int32_t k = road__aset_find_adapter(s, name);
+    if (k < 0 || !out)
+        return road__error(ROAD_ERR_NOT_FOUND, "no adapter named '%s'", name ? name : "(null)");
     if (i < 0 || i >= s->ad[k].n_copies)
-        return road_error(ROAD_ERR_INVALID_ARG, "adapter '%s': copy %d out of range (it has %d)",
-                          name, (int)i, (int)s->ad[k].n_copies);
+        return road__error(ROAD_ERR_INVALID_ARG, "adapter '%s': copy %d out of range (it has %d)",
+                           name, (int)i, (int)s->ad[k].n_copies);
     copy_export(s, &s->ad[k].copies[i], out);
     return ROAD_OK;
 }
 
 road_status road_adapter_set_copy(road_adapter_set *s, const char *name, int32_t layer,
                                   road_module_copy *out) {
-    int32_t k = road_aset_find_adapter(s, name);
-    if (k < 0 || !out) return road_error(ROAD_ERR_NOT_FOUND, "no adapter named '%s'", name ? name : "(null)");
-    const set_copy *c = road_aset_find_copy(&s->ad[k], layer);
+    int32_t k = road__aset_find_adapter(s, name);
+    if (k < 0 || !out)
+        return road__error(ROAD_ERR_NOT_FOUND, "no adapter named '%s'", name ? name : "(null)");
+    const set_copy *c = road__aset_find_copy(&s->ad[k], layer);
     if (!c)
-        return road_error(ROAD_ERR_NOT_FOUND,
-                          "adapter '%s' holds no modules_to_save copy of layer %s", name,
-                          layer >= 0 && layer < s->n_layers ? s->layers[layer].name : "(none)");
+        return road__error(ROAD_ERR_NOT_FOUND,
+                           "adapter '%s' holds no modules_to_save copy of layer %s", name,
+                           layer >= 0 && layer < s->n_layers ? s->layers[layer].name : "(none)");
     copy_export(s, c, out);
     return ROAD_OK;
 }
 
 bool road_adapter_set_has_copy(const road_adapter_set *s, const char *name, int32_t layer) {
-    int32_t k = road_aset_find_adapter(s, name);
-    return k >= 0 && road_aset_find_copy(&s->ad[k], layer) != NULL;
+    int32_t k = road__aset_find_adapter(s, name);
+    return k >= 0 && road__aset_find_copy(&s->ad[k], layer) != NULL;
 }
 
 bool road_adapter_set_active_copy(road_adapter_set *s, int32_t layer, road_module_copy *out) {
@@ -378,8 +388,10 @@ bool road_adapter_set_active_copy(road_adapter_set *s, int32_t layer, road_modul
 road_status road_adapter_set_layer_weight(const road_adapter_set *s, int32_t layer,
                                           const float **w, const float **b) {
     if (layer < 0 || layer >= s->n_layers)
-        return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_layer_weight: layer %d out of "
-                          "range (0..%d)", (int)layer, (int)s->n_layers - 1);
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "road_adapter_set_layer_weight: layer %d out of "
+                           "range (0..%d)",
+                           (int)layer, (int)s->n_layers - 1);
     const set_layer *L = &s->layers[layer];
     const set_copy *c = active_copy(s, layer);
     if (w) *w = c ? c->w : L->lin ? road_linear_weight(L->lin) : L->w;
@@ -394,24 +406,24 @@ static road_status check_active_copies(const road_adapter_set *s, const char *co
     for (int32_t i = 0; i < s->n_layers; i++) {
         int32_t holder = -1;
         for (int32_t j = 0; j < n; j++) {
-            int32_t k = road_aset_find_adapter(s, names[j]);
-            if (k < 0 || !road_aset_find_copy(&s->ad[k], i)) continue;
+            int32_t k = road__aset_find_adapter(s, names[j]);
+            if (k < 0 || !road__aset_find_copy(&s->ad[k], i)) continue;
             if (holder >= 0)
-                return road_error(ROAD_ERR_CONFIG,
-                                  "adapters '%s' and '%s' both hold a modules_to_save copy of "
-                                  "layer %s; only one of them can be active at a time (as in "
-                                  "PEFT)",
-                                  names[holder], names[j], s->layers[i].name);
+                return road__error(ROAD_ERR_CONFIG,
+                                   "adapters '%s' and '%s' both hold a modules_to_save copy of "
+                                   "layer %s; only one of them can be active at a time (as in "
+                                   "PEFT)",
+                                   names[holder], names[j], s->layers[i].name);
             holder = j;
         }
         if (holder < 0 || !s->layers[i].lin) continue;
         for (int32_t j = 0; j < n; j++)
             if (j != holder && road_linear_has_adapter(s->layers[i].lin, names[j]))
-                return road_error(ROAD_ERR_UNSUPPORTED,
-                                  "adapter '%s' trains layer %s fully (modules_to_save) and "
-                                  "adapter '%s' rotates it (RoAd); road does not run both on "
-                                  "one layer at once: activate them separately",
-                                  names[holder], s->layers[i].name, names[j]);
+                return road__error(ROAD_ERR_UNSUPPORTED,
+                                   "adapter '%s' trains layer %s fully (modules_to_save) and "
+                                   "adapter '%s' rotates it (RoAd); road does not run both on "
+                                   "one layer at once: activate them separately",
+                                   names[holder], s->layers[i].name, names[j]);
     }
     return ROAD_OK;
 }
@@ -425,11 +437,11 @@ const char *road_adapter_set_name(const road_adapter_set *s, int32_t i) {
 }
 
 bool road_adapter_set_has(const road_adapter_set *s, const char *name) {
-    return road_aset_find_adapter(s, name) >= 0;
+    return road__aset_find_adapter(s, name) >= 0;
 }
 
 const road_config *road_adapter_set_config(const road_adapter_set *s, const char *name) {
-    int32_t i = road_aset_find_adapter(s, name);
+    int32_t i = road__aset_find_adapter(s, name);
     return i >= 0 ? s->ad[i].cfg : NULL;
 }
 
@@ -443,27 +455,27 @@ static road_status unknown_adapter(const road_adapter_set *s, const char *name) 
     size_t k = 0;
     for (int32_t i = 0; i < s->n_ad && k + 4 < sizeof have; i++)
         k += (size_t)snprintf(have + k, sizeof have - k, "%s'%s'", i ? ", " : "", s->ad[i].name);
-    return road_error(ROAD_ERR_NOT_FOUND, "no adapter named '%s' (the model has %s)",
-                      name ? name : "(null)", s->n_ad ? have : "no adapters");
+    return road__error(ROAD_ERR_NOT_FOUND, "no adapter named '%s' (the model has %s)",
+                       name ? name : "(null)", s->n_ad ? have : "no adapters");
 }
 
 /* Room for `cap` names in the set's active list and in every layer's lists. Done before any
  * change, so the changes that follow cannot fail halfway. */
 static road_status reserve_names(road_adapter_set *s, int32_t cap) {
     if (cap > s->cap_active) {
-        char(*na)[ACTIVE_SLOT] = road_realloc(s->act, sizeof(*na) * (size_t)cap);
+        char(*na)[ACTIVE_SLOT] = road__realloc(s->act, sizeof(*na) * (size_t)cap);
         if (!na) return ROAD_ERR_NO_MEMORY;
         s->act = na;
         /* act may have moved: re-point the list now, in case the next realloc fails. */
         for (int32_t i = 0; i < s->n_active; i++) s->active[i] = s->act[i];
-        const char **np = road_realloc(s->active, sizeof(char *) * (size_t)cap);
+        const char **np = road__realloc(s->active, sizeof(char *) * (size_t)cap);
         if (!np) return ROAD_ERR_NO_MEMORY; /* act grew; harmless */
         s->active = np;
         s->cap_active = cap;
     }
     for (int32_t i = 0; i < s->n_layers; i++) {
         if (!s->layers[i].lin) continue;
-        road_status st = road_linear_reserve_names(s->layers[i].lin, cap);
+        road_status st = road__linear_reserve_names(s->layers[i].lin, cap);
         if (st != ROAD_OK) return st;
     }
     return ROAD_OK;
@@ -475,7 +487,7 @@ static void active_assign(road_adapter_set *s, const char *const *names, int32_t
     /* names may point into act itself in another order (road_adapter_set_active_name's
      * pointers, permuted): take each adapter's own copy of its name first, then copy. */
     for (int32_t i = 0; i < n; i++) {
-        int32_t k = road_aset_find_adapter(s, names[i]);
+        int32_t k = road__aset_find_adapter(s, names[i]);
         ROAD_ASSERT(k >= 0 && strlen(names[i]) < ACTIVE_SLOT);
         s->active[i] = s->ad[k].name;
     }
@@ -508,38 +520,38 @@ static uint64_t layer_seed(uint64_t seed, int32_t layer) {
 
 road_status road_adapter_set_add(road_adapter_set *s, const char *name, const road_config *cfg,
                                  uint64_t seed) {
-    if (!cfg) return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_add: config is NULL");
-    if (!name) return road_error(ROAD_ERR_INVALID_ARG, "an adapter name must not be empty");
-    if (road_aset_find_adapter(s, name) >= 0)
-        return road_error(ROAD_ERR_EXISTS, "an adapter named '%s' already exists", name);
+    if (!cfg) return road__error(ROAD_ERR_INVALID_ARG, "road_adapter_set_add: config is NULL");
+    if (!name) return road__error(ROAD_ERR_INVALID_ARG, "an adapter name must not be empty");
+    if (road__aset_find_adapter(s, name) >= 0)
+        return road__error(ROAD_ERR_EXISTS, "an adapter named '%s' already exists", name);
     const size_t nl = (size_t)(s->n_layers ? s->n_layers : 1);
-    bool *m = road_calloc(2 * nl, sizeof(bool));
+    bool *m = road__calloc(2 * nl, sizeof(bool));
     if (!m) return ROAD_ERR_NO_MEMORY;
     bool *cp = m + nl; /* modules_to_save copies */
     road_status st = match(s, cfg, m);
     if (st == ROAD_OK) st = match_copies(s, cfg, m, cp);
     if (st != ROAD_OK) {
-        road_error_prefix("adapter '%s'", name);
-        road_free(m);
+        road__error_prefix("adapter '%s'", name);
+        road__free(m);
         return st;
     }
     /* Everything that can fail for memory happens before the first change. */
     if (s->n_ad == s->cap_ad) {
         int32_t cap = s->cap_ad ? 2 * s->cap_ad : 4;
-        set_adapter *na = road_realloc(s->ad, sizeof(set_adapter) * (size_t)cap);
+        set_adapter *na = road__realloc(s->ad, sizeof(set_adapter) * (size_t)cap);
         if (!na) {
-            road_free(m);
+            road__free(m);
             return ROAD_ERR_NO_MEMORY;
         }
         s->ad = na;
         s->cap_ad = cap;
     }
-    set_adapter a = {road_strdup(name), NULL, NULL, 0};
+    set_adapter a = {road__strdup(name), NULL, NULL, 0};
     if (!a.name) st = ROAD_ERR_NO_MEMORY;
     if (st == ROAD_OK) st = road_config_clone(cfg, &a.cfg);
     int32_t nc = 0;
     for (int32_t i = 0; i < s->n_layers; i++) nc += cp[i];
-    if (st == ROAD_OK && nc > 0 && !(a.copies = road_calloc((size_t)nc, sizeof(set_copy))))
+    if (st == ROAD_OK && nc > 0 && !(a.copies = road__calloc((size_t)nc, sizeof(set_copy))))
         st = ROAD_ERR_NO_MEMORY;
     for (int32_t i = 0; i < s->n_layers && st == ROAD_OK; i++) {
         if (!cp[i]) continue;
@@ -561,10 +573,10 @@ road_status road_adapter_set_add(road_adapter_set *s, const char *name, const ro
             if (m[i]) (void)road_linear_delete_adapter(s->layers[i].lin, name);
         push_state(s);
         adapter_free(&a);
-        road_free(m);
+        road__free(m);
         return st;
     }
-    road_free(m);
+    road__free(m);
     s->ad[s->n_ad++] = a;
     /* PEFT: the first adapter is the active one. */
     if (s->n_active == 0 && s->n_ad == 1) {
@@ -576,14 +588,14 @@ road_status road_adapter_set_add(road_adapter_set *s, const char *name, const ro
 }
 
 road_status road_adapter_set_delete(road_adapter_set *s, const char *name) {
-    int32_t k = road_aset_find_adapter(s, name);
+    int32_t k = road__aset_find_adapter(s, name);
     if (k < 0) return unknown_adapter(s, name);
     for (int32_t i = 0; i < s->n_layers; i++)
-        if (s->layers[i].lin && road_linear_is_merged(s->layers[i].lin, name))
-            return road_error(ROAD_ERR_STATE,
-                              "adapter '%s' is merged into the weights (layer %s); unmerge before "
-                              "deleting it",
-                              name, s->layers[i].name);
+        if (s->layers[i].lin && road__linear_is_merged(s->layers[i].lin, name))
+            return road__error(ROAD_ERR_STATE,
+                               "adapter '%s' is merged into the weights (layer %s); unmerge before "
+                               "deleting it",
+                               name, s->layers[i].name);
     /* Nothing below allocates: removal only, and the lists have their room. */
     for (int32_t i = 0; i < s->n_layers; i++)
         if (s->layers[i].lin && road_linear_has_adapter(s->layers[i].lin, name))
@@ -597,8 +609,8 @@ road_status road_adapter_set_delete(road_adapter_set *s, const char *name) {
         if (nr == 0 && s->n_ad > 1) {
             /* PEFT: the first remaining adapter becomes active. */
             rest[nr++] = s->ad[k == 0 ? 1 : 0].name;
-            road_log(ROAD_LOG_WARN, "adapter '%s' was active and is now deleted; '%s' is active",
-                     name, rest[0]);
+            road__log(ROAD_LOG_WARN, "adapter '%s' was active and is now deleted; '%s' is active",
+                      name, rest[0]);
         }
         active_assign(s, rest, nr);
         break;
@@ -614,12 +626,12 @@ road_status road_adapter_set_delete(road_adapter_set *s, const char *name) {
 
 road_status road_adapter_set_set_active(road_adapter_set *s, const char *const *names, int32_t n) {
     if (n < 0 || (n > 0 && !names))
-        return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_set_active: bad name list");
+        return road__error(ROAD_ERR_INVALID_ARG, "road_adapter_set_set_active: bad name list");
     for (int32_t i = 0; i < n; i++) {
-        if (road_aset_find_adapter(s, names[i]) < 0) return unknown_adapter(s, names[i]);
+        if (road__aset_find_adapter(s, names[i]) < 0) return unknown_adapter(s, names[i]);
         for (int32_t j = 0; j < i; j++)
             if (strcmp(names[i], names[j]) == 0)
-                return road_error(ROAD_ERR_INVALID_ARG, "adapter '%s' is listed twice", names[i]);
+                return road__error(ROAD_ERR_INVALID_ARG, "adapter '%s' is listed twice", names[i]);
     }
     road_status st = check_active_copies(s, names, n);
     if (st != ROAD_OK) return st;
@@ -673,7 +685,7 @@ static bool merge_touches(const road_adapter_set *s, int32_t i, const char *cons
     road_linear *l = s->layers[i].lin;
     if (!l) return false;
     for (int32_t j = 0; j < count; j++)
-        if (road_linear_has_adapter(l, list[j]) && !road_linear_is_merged(l, list[j])) return true;
+        if (road_linear_has_adapter(l, list[j]) && !road__linear_is_merged(l, list[j])) return true;
     return false;
 }
 
@@ -690,17 +702,17 @@ static road_status untie_before_merge(road_adapter_set *s, const char *const *li
             if (j != i && s->layers[j].w == L->w) other = j;
         if (other < 0) continue;
         size_t bytes;
-        if (road_size_mul((size_t)L->out * (size_t)L->in, sizeof(float), &bytes) != 0)
+        if (road__size_mul((size_t)L->out * (size_t)L->in, sizeof(float), &bytes) != 0)
             return ROAD_ERR_NO_MEMORY;
-        float *own = road_malloc(bytes);
+        float *own = road__malloc(bytes);
         if (!own) return ROAD_ERR_NO_MEMORY;
         memcpy(own, L->w, bytes);
         L->own_w = L->w = own;
-        road_linear_rebind_weight(L->lin, own);
-        road_log(ROAD_LOG_INFO,
-                 "layer %s shares its weight with %s (tied embeddings): it gets its own copy "
-                 "(%zu bytes) so that merging rotates %s only",
-                 L->name, s->layers[other].name, bytes, L->name);
+        road__linear_rebind_weight(L->lin, own);
+        road__log(ROAD_LOG_INFO,
+                  "layer %s shares its weight with %s (tied embeddings): it gets its own copy "
+                  "(%zu bytes) so that merging rotates %s only",
+                  L->name, s->layers[other].name, bytes, L->name);
     }
     return ROAD_OK;
 }
@@ -709,21 +721,22 @@ static road_status merge_layers(road_adapter_set *s, const char *const *names, i
                                 bool safe) {
     const char *const *list = names ? names : s->active;
     int32_t count = names ? n : s->n_active;
-    if (count < 0) return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_merge: negative count");
+    if (count < 0)
+        return road__error(ROAD_ERR_INVALID_ARG, "road_adapter_set_merge: negative count");
     for (int32_t j = 0; j < count; j++)
-        if (road_aset_find_adapter(s, list[j]) < 0) return unknown_adapter(s, list[j]);
+        if (road__aset_find_adapter(s, list[j]) < 0) return unknown_adapter(s, list[j]);
     /* Validate every layer before touching any. */
     for (int32_t i = 0; i < s->n_layers; i++) {
         if (!s->layers[i].lin) continue;
-        road_status st = road_linear_check_merge(s->layers[i].lin, list, count);
+        road_status st = road__linear_check_merge(s->layers[i].lin, list, count);
         if (st != ROAD_OK) {
-            road_error_prefix("layer %s", s->layers[i].name);
+            road__error_prefix("layer %s", s->layers[i].name);
             return st;
         }
     }
     road_status st = untie_before_merge(s, list, count);
     if (st != ROAD_OK) return st;
-    int32_t *before = road_calloc((size_t)(s->n_layers ? s->n_layers : 1), sizeof(int32_t));
+    int32_t *before = road__calloc((size_t)(s->n_layers ? s->n_layers : 1), sizeof(int32_t));
     if (!before) return ROAD_ERR_NO_MEMORY;
     int32_t i = 0;
     for (; i < s->n_layers; i++) {
@@ -736,17 +749,17 @@ static road_status merge_layers(road_adapter_set *s, const char *const *names, i
         /* Only a safe merge's NaN/Inf check (or memory) fails here, the numerics having been
          * checked above. Take out what this call merged (exact 2x2 inverses: the weights come
          * back to float rounding) so the model is in one state. */
-        road_error_prefix("layer %s", s->layers[i].name);
+        road__error_prefix("layer %s", s->layers[i].name);
         char keep[1024];
         snprintf(keep, sizeof keep, "%s", road_last_error());
         for (int32_t k = i; k >= 0; k--) {
             road_linear *l = s->layers[k].lin;
-            if (l) (void)road_linear_unmerge_last(l, road_linear_merged_count(l) - before[k]);
+            if (l) (void)road__linear_unmerge_last(l, road_linear_merged_count(l) - before[k]);
         }
-        road_free(before);
-        return road_error(st, "%s", keep);
+        road__free(before);
+        return road__error(st, "%s", keep);
     }
-    road_free(before);
+    road__free(before);
     return ROAD_OK;
 }
 
@@ -755,8 +768,8 @@ road_status road_adapter_set_merge(road_adapter_set *s, const char *const *names
     /* A disabled model runs its base weights (enable(false) unmerges for that reason); merged
      * weights would reach engines and mixed batches, and a forward would unmerge one layer. */
     if (s->disabled)
-        return road_error(ROAD_ERR_STATE, "merge: adapters are disabled, so the model runs its "
-                                          "base weights; enable them before merging");
+        return road__error(ROAD_ERR_STATE, "merge: adapters are disabled, so the model runs its "
+                                           "base weights; enable them before merging");
     return merge_layers(s, names, n, safe);
 }
 
@@ -766,7 +779,7 @@ road_status road_adapter_set_unmerge(road_adapter_set *s) {
         if (!l || road_linear_merged_count(l) == 0) continue;
         road_status st = road_linear_unmerge(l);
         if (st != ROAD_OK) {
-            road_error_prefix("layer %s", s->layers[i].name);
+            road__error_prefix("layer %s", s->layers[i].name);
             return st;
         }
     }
@@ -775,7 +788,7 @@ road_status road_adapter_set_unmerge(road_adapter_set *s) {
 
 static void drop_all(road_adapter_set *s) {
     for (int32_t i = 0; i < s->n_layers; i++)
-        if (s->layers[i].lin) road_linear_drop_all(s->layers[i].lin);
+        if (s->layers[i].lin) road__linear_drop_all(s->layers[i].lin);
     for (int32_t i = 0; i < s->n_ad; i++) adapter_free(&s->ad[i]);
     s->n_ad = 0;
     s->n_active = 0;
@@ -793,7 +806,7 @@ road_status road_adapter_set_merge_and_unload(road_adapter_set *s, const char *c
 
 road_status road_adapter_set_unload(road_adapter_set *s) {
     if (road_adapter_set_merged(s))
-        road_log(ROAD_LOG_WARN, "unload: merged adapters stay in the weights (as in PEFT)");
+        road__log(ROAD_LOG_WARN, "unload: merged adapters stay in the weights (as in PEFT)");
     drop_all(s);
     return ROAD_OK;
 }
@@ -853,33 +866,35 @@ void road_param_report_format(const road_param_report *r, char *buf, size_t cap)
 
 road_status road_adapter_set_forward(road_adapter_set *s, int32_t layer, int64_t rows,
                                      const float *x, float *y) {
-    road_status st = road_aset_linear_layer(s, layer, "road_adapter_set_forward");
+    road_status st = road__aset_linear_layer(s, layer, "road_adapter_set_forward");
     if (st != ROAD_OK) return st;
     const set_copy *c = active_copy(s, layer);
     road_linear *l = s->layers[layer].lin;
     if (!c) return road_linear_forward(l, rows, x, y);
-    if (rows < 0) return road_error(ROAD_ERR_SHAPE, "road_adapter_set_forward: rows must be >= 0");
+    if (rows < 0) return road__error(ROAD_ERR_SHAPE, "road_adapter_set_forward: rows must be >= 0");
     if (rows == 0) return ROAD_OK;
-    if (!x || !y) return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_forward: NULL x or y");
+    if (!x || !y) return road__error(ROAD_ERR_INVALID_ARG, "road_adapter_set_forward: NULL x or y");
     const int64_t out = s->layers[layer].out;
-    road_sgemm_xwt(rows, out, s->layers[layer].in, x, c->w, c->b, y);
+    road__sgemm_xwt(rows, out, s->layers[layer].in, x, c->w, c->b, y);
     return road_linear_apply(l, rows, y, out);
 }
 
 road_status road_adapter_set_base_forward(road_adapter_set *s, int32_t layer, int64_t rows,
                                          const float *x, float *y) {
-    road_status st = road_aset_linear_layer(s, layer, "road_adapter_set_base_forward");
+    road_status st = road__aset_linear_layer(s, layer, "road_adapter_set_base_forward");
     if (st != ROAD_OK) return st;
     const set_copy *c = active_copy(s, layer);
     if (!c) return road_linear_base_forward(s->layers[layer].lin, rows, x, y);
     if (rows < 0 || (rows > 0 && (!x || !y)))
-        return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_base_forward: bad rows or NULL x, y");
-    if (rows > 0) road_sgemm_xwt(rows, s->layers[layer].out, s->layers[layer].in, x, c->w, c->b, y);
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "road_adapter_set_base_forward: bad rows or NULL x, y");
+    if (rows > 0)
+        road__sgemm_xwt(rows, s->layers[layer].out, s->layers[layer].in, x, c->w, c->b, y);
     return ROAD_OK;
 }
 
 road_status road_adapter_set_apply(road_adapter_set *s, int32_t layer, int64_t rows, float *y) {
-    road_status st = road_aset_linear_layer(s, layer, "road_adapter_set_apply");
+    road_status st = road__aset_linear_layer(s, layer, "road_adapter_set_apply");
     road_linear *l = st == ROAD_OK ? s->layers[layer].lin : NULL;
     return st != ROAD_OK ? st : road_linear_apply(l, rows, y, road_linear_out_features(l));
 }
@@ -888,25 +903,25 @@ road_status road_adapter_set_backward(road_adapter_set *s, int32_t layer, int64_
                                       const float *x, const float *y_base, const float *dy,
                                       float *dx) {
     const char *fn = "road_adapter_set_backward";
-    road_status st = road_aset_linear_layer(s, layer, fn);
+    road_status st = road__aset_linear_layer(s, layer, fn);
     if (st != ROAD_OK) return st;
     set_copy *c = active_copy(s, layer);
     if (!c) return road_linear_backward(s->layers[layer].lin, rows, y_base, dy, dx);
     /* A trained copy: no other active adapter rotates this layer (check_active_copies), so
      * dy is the gradient of x W_c^T + b_c itself. */
-    if (rows < 0) return road_error(ROAD_ERR_SHAPE, "%s: rows must be >= 0", fn);
+    if (rows < 0) return road__error(ROAD_ERR_SHAPE, "%s: rows must be >= 0", fn);
     if (rows == 0) return ROAD_OK;
     if (!x || !dy)
-        return road_error(ROAD_ERR_INVALID_ARG,
-                          "%s: layer %s trains a modules_to_save copy, which needs the layer "
-                          "input x and dy",
-                          fn, s->layers[layer].name);
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "%s: layer %s trains a modules_to_save copy, which needs the layer "
+                           "input x and dy",
+                           fn, s->layers[layer].name);
     const int64_t out = s->layers[layer].out, in = s->layers[layer].in;
     /* dW (out, in) += dy^T (out, rows) x (rows, in); db += column sums of dy */
-    road_sgemm(true, false, out, in, rows, 1.0f, dy, out, x, in, 1.0f, c->dw, in);
+    road__sgemm(true, false, out, in, rows, 1.0f, dy, out, x, in, 1.0f, c->dw, in);
     if (c->db)
         for (int64_t r = 0; r < rows; r++)
             for (int64_t o = 0; o < out; o++) c->db[o] += dy[r * out + o];
-    if (dx) road_sgemm_dyw(rows, out, in, dy, c->w, dx);
+    if (dx) road__sgemm_dyw(rows, out, in, dy, c->w, dx);
     return ROAD_OK;
 }

@@ -67,8 +67,8 @@ struct road_batch_plan {
 };
 
 /* Helpers of adapter_set.c used by adapter_mixed.c. */
-road_status road_aset_linear_layer(road_adapter_set *s, int32_t layer, const char *fn);
-int32_t road_aset_find_adapter(const road_adapter_set *s, const char *name);
-set_copy *road_aset_find_copy(const set_adapter *a, int32_t layer);
+road_status road__aset_linear_layer(road_adapter_set *s, int32_t layer, const char *fn);
+int32_t road__aset_find_adapter(const road_adapter_set *s, const char *name);
+set_copy *road__aset_find_copy(const set_adapter *a, int32_t layer);
 
 #endif

@@ -48,7 +48,7 @@
 /* PEFT's adapter_config.json is under 1 KB; a file this big is something else passed by
  * mistake (weights, a dataset), and reading it whole would waste memory. */
 #define CONFIG_MAX_BYTES ((size_t)1 << 20)
-/* Room for a described JSON value in a message (see road_json_describe). */
+/* Room for a described JSON value in a message (see road__json_describe). */
 #define DESCRIBE_MAX 320
 
 typedef struct strlist {
@@ -110,19 +110,19 @@ static bool ascii_ieq(const char *a, const char *b) {
 static road_status describe_error(road_status s, const char *field, const char *allowed,
                                   const cJSON *v) {
     char got[DESCRIBE_MAX];
-    road_json_describe(v, got, sizeof got);
-    return road_error(s, "%s must be %s, got %s", field, allowed, got);
+    road__json_describe(v, got, sizeof got);
+    return road__error(s, "%s must be %s, got %s", field, allowed, got);
 }
 
 static road_status check_text(const char *field, const char *s) {
-    if (!road_json_utf8_valid(s, strlen(s)))
-        return road_error(ROAD_ERR_INVALID_ARG, "%s is not valid UTF-8", field);
+    if (!road__json_utf8_valid(s, strlen(s)))
+        return road__error(ROAD_ERR_INVALID_ARG, "%s is not valid UTF-8", field);
     return ROAD_OK;
 }
 
 static void list_free(strlist *l) {
-    for (int32_t i = 0; i < l->n; i++) road_free(l->v[i]);
-    road_free(l->v);
+    for (int32_t i = 0; i < l->n; i++) road__free(l->v[i]);
+    road__free(l->v);
     l->v = NULL;
     l->n = -1;
 }
@@ -131,23 +131,23 @@ static void list_free(strlist *l) {
 static road_status list_make(const char *field, const char *const *names, int32_t n, strlist *out) {
     out->v = NULL;
     out->n = 0;
-    if (n > 0 && !names) return road_error(ROAD_ERR_INVALID_ARG, "%s: names is NULL", field);
+    if (n > 0 && !names) return road__error(ROAD_ERR_INVALID_ARG, "%s: names is NULL", field);
     for (int32_t i = 0; i < n; i++) {
-        if (!names[i]) return road_error(ROAD_ERR_INVALID_ARG, "%s[%d] is NULL", field, i);
+        if (!names[i]) return road__error(ROAD_ERR_INVALID_ARG, "%s[%d] is NULL", field, i);
         if (names[i][0] == '\0')
-            return road_error(ROAD_ERR_CONFIG,
-                              "%s[%d] is an empty string; module names are "
-                              "non-empty",
-                              field, i);
+            return road__error(ROAD_ERR_CONFIG,
+                               "%s[%d] is an empty string; module names are "
+                               "non-empty",
+                               field, i);
         road_status s = check_text(field, names[i]);
         if (s != ROAD_OK) return s;
     }
     if (n > 0) {
-        out->v = road_calloc((size_t)n, sizeof *out->v);
+        out->v = road__calloc((size_t)n, sizeof *out->v);
         if (!out->v) return ROAD_ERR_NO_MEMORY;
     }
     for (int32_t i = 0; i < n; i++) {
-        out->v[i] = road_strdup(names[i]);
+        out->v[i] = road__strdup(names[i]);
         if (!out->v[i]) {
             out->n = i;
             list_free(out);
@@ -183,11 +183,11 @@ static int ranked_cmp(const void *pa, const void *pb) {
  * keeps this O(n log n) for lists of any length. */
 static road_status list_dedup(strlist *l) {
     if (l->n < 2) return ROAD_OK;
-    ranked *r = road_calloc((size_t)l->n, sizeof *r);
-    bool *drop = road_calloc((size_t)l->n, sizeof *drop);
+    ranked *r = road__calloc((size_t)l->n, sizeof *r);
+    bool *drop = road__calloc((size_t)l->n, sizeof *drop);
     if (!r || !drop) {
-        road_free(r);
-        road_free(drop);
+        road__free(r);
+        road__free(drop);
         return ROAD_ERR_NO_MEMORY;
     }
     for (int32_t i = 0; i < l->n; i++) r[i] = (ranked){l->v[i], i};
@@ -198,14 +198,14 @@ static road_status list_dedup(strlist *l) {
     int32_t k = 0;
     for (int32_t i = 0; i < l->n; i++) {
         if (drop[i]) {
-            road_free(l->v[i]);
+            road__free(l->v[i]);
         } else {
             l->v[k++] = l->v[i];
         }
     }
     l->n = k;
-    road_free(r);
-    road_free(drop);
+    road__free(r);
+    road__free(drop);
     return ROAD_OK;
 }
 
@@ -215,37 +215,37 @@ static road_status set_text(char **slot, const char *field, const char *s) {
     if (s) {
         road_status st = check_text(field, s);
         if (st != ROAD_OK) return st;
-        copy = road_strdup(s);
+        copy = road__strdup(s);
         if (!copy) return ROAD_ERR_NO_MEMORY;
     }
-    road_free(*slot);
+    road__free(*slot);
     *slot = copy;
     return ROAD_OK;
 }
 
-/* ---- the regex check: PCRE2 allocating through road_malloc ------------------------------- */
+/* ---- the regex check: PCRE2 allocating through road__malloc ------------------------------- */
 
 static void *pcre_alloc(PCRE2_SIZE n, void *user) {
     (void)user;
-    return road_malloc(n);
+    return road__malloc(n);
 }
 
 static void pcre_release(void *p, void *user) {
     (void)user;
-    road_free(p);
+    road__free(p);
 }
 
 static road_status check_regex(const char *re) {
     if (re[0] == '\0')
-        return road_error(ROAD_ERR_CONFIG, "target_modules must not be an empty string; use "
-                                           "null for the model's default targets");
+        return road__error(ROAD_ERR_CONFIG, "target_modules must not be an empty string; use "
+                                            "null for the model's default targets");
     road_status s = check_text("target_modules", re);
     if (s != ROAD_OK) return s;
     pcre2_general_context *g = pcre2_general_context_create(pcre_alloc, pcre_release, NULL);
     pcre2_compile_context *cc = g ? pcre2_compile_context_create(g) : NULL;
     if (!cc) {
         pcre2_general_context_free(g);
-        return road_error(ROAD_ERR_NO_MEMORY, "out of memory compiling target_modules");
+        return road__error(ROAD_ERR_NO_MEMORY, "out of memory compiling target_modules");
     }
     int err = 0;
     PCRE2_SIZE off = 0;
@@ -258,23 +258,23 @@ static road_status check_regex(const char *re) {
         return ROAD_OK;
     }
     if (err == PCRE2_ERROR_HEAP_FAILED)
-        return road_error(ROAD_ERR_NO_MEMORY, "out of memory compiling target_modules");
+        return road__error(ROAD_ERR_NO_MEMORY, "out of memory compiling target_modules");
     PCRE2_UCHAR msg[256];
     if (pcre2_get_error_message(err, msg, sizeof msg) < 0) msg[0] = '\0';
     char q[DESCRIBE_MAX];
-    road_json_quote(re, q, sizeof q);
-    return road_error(ROAD_ERR_CONFIG,
-                      "target_modules regex %s does not compile: %s (at offset "
-                      "%zu)",
-                      q, (const char *)msg, (size_t)off);
+    road__json_quote(re, q, sizeof q);
+    return road__error(ROAD_ERR_CONFIG,
+                       "target_modules regex %s does not compile: %s (at offset "
+                       "%zu)",
+                       q, (const char *)msg, (size_t)off);
 }
 
 /* ---- create, free, clone ------------------------------------------------------------------ */
 
 road_status road_config_create(road_config **out) {
-    if (!out) return road_error(ROAD_ERR_INVALID_ARG, "road_config_create: out is NULL");
+    if (!out) return road__error(ROAD_ERR_INVALID_ARG, "road_config_create: out is NULL");
     *out = NULL;
-    road_config *c = road_calloc(1, sizeof *c);
+    road_config *c = road__calloc(1, sizeof *c);
     if (!c) return ROAD_ERR_NO_MEMORY;
     c->variant = ROAD_VARIANT_1;
     c->group_size = ROAD_DEFAULT_GROUP_SIZE;
@@ -290,24 +290,24 @@ void road_config_free(road_config *c) {
     if (!c) return;
     list_free(&c->targets);
     list_free(&c->modules_to_save);
-    road_free(c->task_type);
-    road_free(c->base_model);
-    road_free(c->revision);
-    road_free(c->peft_version);
+    road__free(c->task_type);
+    road__free(c->base_model);
+    road__free(c->revision);
+    road__free(c->peft_version);
     cJSON_Delete(c->auto_mapping);
     cJSON_Delete(c->extra);
-    road_free(c);
+    road__free(c);
 }
 
 static road_status dup_json(const cJSON *src, cJSON **dst) {
     *dst = NULL;
     if (!src) return ROAD_OK;
     *dst = cJSON_Duplicate(src, 1);
-    return *dst ? ROAD_OK : road_error(ROAD_ERR_NO_MEMORY, "out of memory copying JSON");
+    return *dst ? ROAD_OK : road__error(ROAD_ERR_NO_MEMORY, "out of memory copying JSON");
 }
 
 road_status road_config_clone(const road_config *c, road_config **out) {
-    if (!c || !out) return road_error(ROAD_ERR_INVALID_ARG, "road_config_clone: NULL argument");
+    if (!c || !out) return road__error(ROAD_ERR_INVALID_ARG, "road_config_clone: NULL argument");
     *out = NULL;
     road_config *d;
     road_status s = road_config_create(&d);
@@ -333,7 +333,7 @@ road_status road_config_clone(const road_config *c, road_config **out) {
 }
 
 void road_string_free(char *s) {
-    road_free(s);
+    road__free(s);
 }
 
 /* ---- getters ------------------------------------------------------------------------------ */
@@ -382,23 +382,23 @@ const char *road_config_peft_version(const road_config *c) {
 
 road_status road_config_set_variant(road_config *c, road_variant v) {
     if (!variant_to_name(v))
-        return road_error(ROAD_ERR_INVALID_ARG,
-                          "variant %d is not one of ROAD_VARIANT_1, "
-                          "ROAD_VARIANT_2, ROAD_VARIANT_4",
-                          (int)v);
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "variant %d is not one of ROAD_VARIANT_1, "
+                           "ROAD_VARIANT_2, ROAD_VARIANT_4",
+                           (int)v);
     c->variant = v;
     return ROAD_OK;
 }
 
 static road_status check_group_size(int64_t g) {
     if (g <= 0 || g % 2 != 0)
-        return road_error(ROAD_ERR_CONFIG,
-                          "group_size must be a positive even number (elements "
-                          "are rotated in pairs), got %lld",
-                          (long long)g);
+        return road__error(ROAD_ERR_CONFIG,
+                           "group_size must be a positive even number (elements "
+                           "are rotated in pairs), got %lld",
+                           (long long)g);
     if (g > INT32_MAX - 1)
-        return road_error(ROAD_ERR_CONFIG, "group_size must be at most %d, got %lld", INT32_MAX - 1,
-                          (long long)g);
+        return road__error(ROAD_ERR_CONFIG, "group_size must be at most %d, got %lld",
+                           INT32_MAX - 1, (long long)g);
     return ROAD_OK;
 }
 
@@ -427,7 +427,7 @@ static road_status adopt_target_list(road_config *c, strlist l, road_status s) {
 }
 
 road_status road_config_set_target_list(road_config *c, const char *const *names, int32_t n) {
-    if (n < 0) return road_error(ROAD_ERR_INVALID_ARG, "target_modules: negative count %d", n);
+    if (n < 0) return road__error(ROAD_ERR_INVALID_ARG, "target_modules: negative count %d", n);
     strlist l = {NULL, 0};
     road_status s = list_make("target_modules", names, n, &l);
     return adopt_target_list(c, l, s);
@@ -451,7 +451,7 @@ static road_status set_target_string(road_config *c, const char *str) {
 }
 
 road_status road_config_set_target_regex(road_config *c, const char *regex) {
-    if (!regex) return road_error(ROAD_ERR_INVALID_ARG, "target_modules regex is NULL");
+    if (!regex) return road__error(ROAD_ERR_INVALID_ARG, "target_modules regex is NULL");
     return set_target_string(c, regex);
 }
 
@@ -499,14 +499,14 @@ static bool is_list_char(char ch) {
 }
 
 road_status road_config_set_targets_from_string(road_config *c, const char *spec) {
-    if (!spec) return road_error(ROAD_ERR_INVALID_ARG, "target_modules spec is NULL");
+    if (!spec) return road__error(ROAD_ERR_INVALID_ARG, "target_modules spec is NULL");
     const char *p = spec;
     while (*p == ' ' || *p == '\t') p++;
     size_t n = strlen(p);
     while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t')) n--;
     if (n == 0)
-        return road_error(ROAD_ERR_CONFIG, "target_modules is empty; give \"all-linear\", "
-                                           "names separated by commas (q_proj,v_proj) or a regex");
+        return road__error(ROAD_ERR_CONFIG, "target_modules is empty; give \"all-linear\", "
+                                            "names separated by commas (q_proj,v_proj) or a regex");
     bool list = true;
     for (size_t i = 0; i < n; i++) list = list && is_list_char(p[i]);
     if (n == 10 && ascii_ieq(p, "all-linear")) list = false;
@@ -515,15 +515,15 @@ road_status road_config_set_targets_from_string(road_config *c, const char *spec
         return set_target_string(c, spec);
     }
     /* Split "a, b ,c" into trimmed names; refuse "a,,b" and names with inner spaces. */
-    char *buf = road_malloc(n + 1);
+    char *buf = road__malloc(n + 1);
     if (!buf) return ROAD_ERR_NO_MEMORY;
     memcpy(buf, p, n);
     buf[n] = '\0';
     int32_t count = 1;
     for (size_t i = 0; i < n; i++) count += buf[i] == ',';
-    const char **names = road_calloc((size_t)count, sizeof *names);
+    const char **names = road__calloc((size_t)count, sizeof *names);
     if (!names) {
-        road_free(buf);
+        road__free(buf);
         return ROAD_ERR_NO_MEMORY;
     }
     road_status s = ROAD_OK;
@@ -535,25 +535,25 @@ road_status road_config_set_targets_from_string(road_config *c, const char *spec
         size_t len = strlen(item);
         while (len > 0 && (item[len - 1] == ' ' || item[len - 1] == '\t')) item[--len] = '\0';
         if (len == 0) {
-            s = road_error(ROAD_ERR_CONFIG,
-                           "target_modules \"%s\": name %d of %d is empty; "
-                           "separate names with single commas",
-                           spec, k + 1, count);
+            s = road__error(ROAD_ERR_CONFIG,
+                            "target_modules \"%s\": name %d of %d is empty; "
+                            "separate names with single commas",
+                            spec, k + 1, count);
             break;
         }
         if (strpbrk(item, " \t")) {
-            s = road_error(ROAD_ERR_CONFIG,
-                           "target_modules \"%s\": module name \"%s\" contains "
-                           "a space; separate names with commas",
-                           spec, item);
+            s = road__error(ROAD_ERR_CONFIG,
+                            "target_modules \"%s\": module name \"%s\" contains "
+                            "a space; separate names with commas",
+                            spec, item);
             break;
         }
         names[k] = item;
         item = comma ? comma + 1 : item + len;
     }
     if (s == ROAD_OK) s = road_config_set_target_list(c, names, count);
-    road_free(names);
-    road_free(buf);
+    road__free(names);
+    road__free(buf);
     return s;
 }
 
@@ -573,20 +573,20 @@ static bool is_known(const char *key) {
 }
 
 static road_status read_peft_type(const cJSON *root) {
-    const cJSON *v = road_json_get(root, "peft_type");
+    const cJSON *v = road__json_get(root, "peft_type");
     if (!v)
-        return road_error(ROAD_ERR_CONFIG, "peft_type is missing; a RoAd adapter_config.json "
-                                           "has \"peft_type\": \"ROAD\"");
+        return road__error(ROAD_ERR_CONFIG, "peft_type is missing; a RoAd adapter_config.json "
+                                            "has \"peft_type\": \"ROAD\"");
     if (!cJSON_IsString(v)) return describe_error(ROAD_ERR_CONFIG, "peft_type", "\"ROAD\"", v);
     if (strcmp(v->valuestring, "ROAD") == 0) return ROAD_OK;
     const char *t = v->valuestring;
     bool plain = t[0] != '\0' && strlen(t) <= 32;
     for (const char *q = t; *q && plain; q++) plain = (*q >= 'A' && *q <= 'Z') || *q == '_';
     if (plain)
-        return road_error(ROAD_ERR_UNSUPPORTED,
-                          "this adapter is a %s adapter (peft_type \"%s\"); "
-                          "road reads RoAd adapters only (peft_type \"ROAD\")",
-                          t, t);
+        return road__error(ROAD_ERR_UNSUPPORTED,
+                           "this adapter is a %s adapter (peft_type \"%s\"); "
+                           "road reads RoAd adapters only (peft_type \"ROAD\")",
+                           t, t);
     return describe_error(ROAD_ERR_UNSUPPORTED, "peft_type",
                           "\"ROAD\" (road reads RoAd "
                           "adapters only)",
@@ -601,20 +601,20 @@ static road_status read_string_list(const cJSON *v, const char *field, strlist *
             snprintf(name, sizeof name, "%s[%d]", field, n);
             return describe_error(ROAD_ERR_CONFIG, name, "a module name (a string)", e);
         }
-        if (n == INT32_MAX) return road_error(ROAD_ERR_CONFIG, "%s has too many entries", field);
+        if (n == INT32_MAX) return road__error(ROAD_ERR_CONFIG, "%s has too many entries", field);
         n++;
     }
-    const char **names = n > 0 ? road_calloc((size_t)n, sizeof *names) : NULL;
+    const char **names = n > 0 ? road__calloc((size_t)n, sizeof *names) : NULL;
     if (n > 0 && !names) return ROAD_ERR_NO_MEMORY;
     int32_t i = 0;
     for (const cJSON *e = v->child; e; e = e->next) names[i++] = e->valuestring;
     road_status s = list_make(field, names, n, out);
-    road_free(names);
+    road__free(names);
     return s;
 }
 
 static road_status read_targets(road_config *c, const cJSON *root) {
-    const cJSON *v = road_json_get(root, "target_modules");
+    const cJSON *v = road__json_get(root, "target_modules");
     if (!v || cJSON_IsNull(v)) {
         road_config_set_target_default(c);
         return ROAD_OK;
@@ -629,16 +629,16 @@ static road_status read_targets(road_config *c, const cJSON *root) {
 }
 
 static road_status read_modules_to_save(road_config *c, const cJSON *root) {
-    const cJSON *v = road_json_get(root, "modules_to_save");
+    const cJSON *v = road__json_get(root, "modules_to_save");
     if (!v || cJSON_IsNull(v)) return ROAD_OK; /* already null */
     if (!cJSON_IsArray(v)) {
         if (cJSON_IsString(v)) {
             char q[DESCRIBE_MAX];
-            road_json_quote(v->valuestring, q, sizeof q);
-            return road_error(ROAD_ERR_CONFIG,
-                              "modules_to_save must be a list of module names "
-                              "or null, got the string %s; write it as [%s]",
-                              q, q);
+            road__json_quote(v->valuestring, q, sizeof q);
+            return road__error(ROAD_ERR_CONFIG,
+                               "modules_to_save must be a list of module names "
+                               "or null, got the string %s; write it as [%s]",
+                               q, q);
         }
         return describe_error(ROAD_ERR_CONFIG, "modules_to_save", "a list of module names or null",
                               v);
@@ -653,43 +653,43 @@ static road_status read_modules_to_save(road_config *c, const cJSON *root) {
 
 /* A string-or-null field; absent is null. */
 static road_status read_text(const cJSON *root, const char *field, char **slot) {
-    if (!road_json_get(root, field)) return ROAD_OK;
+    if (!road__json_get(root, field)) return ROAD_OK;
     const char *s = NULL;
-    road_status st = road_json_get_string(root, field, true, &s);
+    road_status st = road__json_get_string(root, field, true, &s);
     if (st != ROAD_OK) return st;
     return set_text(slot, field, s);
 }
 
 /* A boolean field; absent keeps the default. */
 static road_status read_bool(const cJSON *root, const char *field, bool *out) {
-    if (!road_json_get(root, field)) return ROAD_OK;
-    return road_json_get_bool(root, field, out);
+    if (!road__json_get(root, field)) return ROAD_OK;
+    return road__json_get_bool(root, field, out);
 }
 
 static road_status read_fields(road_config *c, cJSON *root) {
     road_status s = read_peft_type(root);
     if (s != ROAD_OK) return s;
 
-    const cJSON *v = road_json_get(root, "variant");
+    const cJSON *v = road__json_get(root, "variant");
     if (v) {
         if (!cJSON_IsString(v))
             return describe_error(ROAD_ERR_CONFIG, "variant",
                                   "a string (\"road_1\", \"road_2\" or \"road_4\")", v);
         if (!variant_from_name(v->valuestring, &c->variant)) {
             char q[DESCRIBE_MAX];
-            road_json_quote(v->valuestring, q, sizeof q);
-            return road_error(ROAD_ERR_CONFIG,
-                              "variant must be \"road_1\", \"road_2\" or "
-                              "\"road_4\", got %s",
-                              q);
+            road__json_quote(v->valuestring, q, sizeof q);
+            return road__error(ROAD_ERR_CONFIG,
+                               "variant must be \"road_1\", \"road_2\" or "
+                               "\"road_4\", got %s",
+                               q);
         }
     }
-    v = road_json_get(root, "group_size");
+    v = road__json_get(root, "group_size");
     if (v) {
         int64_t g;
-        if ((s = road_json_get_i64(root, "group_size", &g)) != ROAD_OK) {
+        if ((s = road__json_get_i64(root, "group_size", &g)) != ROAD_OK) {
             /* An integer past int64: say what is allowed, not int64's range. */
-            if (road_json_is_int(v))
+            if (road__json_is_int(v))
                 return describe_error(ROAD_ERR_CONFIG, "group_size",
                                       "a positive even number "
                                       "(elements are rotated in pairs) up to 2147483646",
@@ -707,7 +707,7 @@ static road_status read_fields(road_config *c, cJSON *root) {
         (s = read_bool(root, "inference_mode", &c->inference_mode)) != ROAD_OK)
         return s;
 
-    v = road_json_get(root, "auto_mapping");
+    v = road__json_get(root, "auto_mapping");
     if (v && !cJSON_IsNull(v)) {
         if (!cJSON_IsObject(v))
             return describe_error(ROAD_ERR_CONFIG, "auto_mapping", "an object or null", v);
@@ -721,21 +721,21 @@ static road_status read_fields(road_config *c, cJSON *root) {
         next = m->next;
         if (is_known(m->string)) continue;
         if (!c->extra && !(c->extra = cJSON_CreateObject()))
-            return road_error(ROAD_ERR_NO_MEMORY, "out of memory keeping unknown fields");
+            return road__error(ROAD_ERR_NO_MEMORY, "out of memory keeping unknown fields");
         cJSON_DetachItemViaPointer(root, m);
         if (!cJSON_AddItemToObject(c->extra, m->string, m)) {
             cJSON_Delete(m);
-            return road_error(ROAD_ERR_NO_MEMORY, "out of memory keeping unknown fields");
+            return road__error(ROAD_ERR_NO_MEMORY, "out of memory keeping unknown fields");
         }
     }
     return ROAD_OK;
 }
 
 road_status road_config_parse(const char *json, size_t len, road_config **out) {
-    if (!out) return road_error(ROAD_ERR_INVALID_ARG, "road_config_parse: out is NULL");
+    if (!out) return road__error(ROAD_ERR_INVALID_ARG, "road_config_parse: out is NULL");
     *out = NULL;
     if (!json && len > 0)
-        return road_error(ROAD_ERR_INVALID_ARG, "road_config_parse: json is NULL");
+        return road__error(ROAD_ERR_INVALID_ARG, "road_config_parse: json is NULL");
     cJSON *root;
     road_status s = road_json_parse(json ? json : "", len, &root);
     if (s != ROAD_OK) return s;
@@ -757,31 +757,31 @@ road_status road_config_parse(const char *json, size_t len, road_config **out) {
 }
 
 road_status road_config_load(const char *path, road_config **out) {
-    if (!path || !out) return road_error(ROAD_ERR_INVALID_ARG, "road_config_load: NULL argument");
+    if (!path || !out) return road__error(ROAD_ERR_INVALID_ARG, "road_config_load: NULL argument");
     *out = NULL;
     char *file = NULL;
-    if (road_is_dir(path)) {
-        file = road_path_join(path, CONFIG_FILE_NAME);
+    if (road__is_dir(path)) {
+        file = road__path_join(path, CONFIG_FILE_NAME);
         if (!file) return ROAD_ERR_NO_MEMORY;
         struct stat st;
         if (stat(file, &st) != 0 && errno == ENOENT) {
-            road_free(file);
-            return road_error(ROAD_ERR_NOT_FOUND,
-                              "'%s' has no %s; pass an adapter folder (the one "
-                              "holding %s and adapter_model.safetensors) or the file itself",
-                              path, CONFIG_FILE_NAME, CONFIG_FILE_NAME);
+            road__free(file);
+            return road__error(ROAD_ERR_NOT_FOUND,
+                               "'%s' has no %s; pass an adapter folder (the one "
+                               "holding %s and adapter_model.safetensors) or the file itself",
+                               path, CONFIG_FILE_NAME, CONFIG_FILE_NAME);
         }
     }
     const char *name = file ? file : path;
     char *data = NULL;
     size_t len = 0;
-    road_status s = road_file_read(name, CONFIG_MAX_BYTES, &data, &len);
+    road_status s = road__file_read(name, CONFIG_MAX_BYTES, &data, &len);
     if (s == ROAD_OK) {
         s = road_config_parse(data, len, out);
-        if (s != ROAD_OK) road_error_prefix("%s", name);
+        if (s != ROAD_OK) road__error_prefix("%s", name);
     }
-    road_free(data);
-    road_free(file);
+    road__free(data);
+    road__free(file);
     return s;
 }
 
@@ -825,7 +825,7 @@ static bool put(cJSON *obj, const char *key, cJSON *item) {
 }
 
 road_status road_config_to_json(const road_config *c, char **out) {
-    if (!c || !out) return road_error(ROAD_ERR_INVALID_ARG, "road_config_to_json: NULL argument");
+    if (!c || !out) return road__error(ROAD_ERR_INVALID_ARG, "road_config_to_json: NULL argument");
     *out = NULL;
     cJSON *root = c->extra ? cJSON_Duplicate(c->extra, 1) : cJSON_CreateObject();
     bool ok = root != NULL;
@@ -842,23 +842,23 @@ road_status road_config_to_json(const road_config *c, char **out) {
     ok = ok && put(root, "target_modules", targets_json(c));
     ok = ok && put(root, "task_type", text_or_null(c->task_type));
     ok = ok && put(root, "variant", cJSON_CreateString(variant_to_name(c->variant)));
-    road_status s = ok ? road_json_dump(root, out, NULL)
-                       : road_error(ROAD_ERR_NO_MEMORY, "out of memory writing the config");
+    road_status s = ok ? road__json_dump(root, out, NULL)
+                       : road__error(ROAD_ERR_NO_MEMORY, "out of memory writing the config");
     cJSON_Delete(root);
     return s;
 }
 
 road_status road_config_save(const road_config *c, const char *dir) {
-    if (!c || !dir) return road_error(ROAD_ERR_INVALID_ARG, "road_config_save: NULL argument");
-    if (!road_is_dir(dir))
-        return road_error(ROAD_ERR_NOT_FOUND, "cannot save the config: folder '%s' does not exist",
-                          dir);
+    if (!c || !dir) return road__error(ROAD_ERR_INVALID_ARG, "road_config_save: NULL argument");
+    if (!road__is_dir(dir))
+        return road__error(ROAD_ERR_NOT_FOUND, "cannot save the config: folder '%s' does not exist",
+                           dir);
     char *json = NULL;
     road_status s = road_config_to_json(c, &json);
     if (s != ROAD_OK) return s;
-    char *file = road_path_join(dir, CONFIG_FILE_NAME);
-    s = file ? road_file_write_atomic(file, json, strlen(json)) : ROAD_ERR_NO_MEMORY;
-    road_free(file);
-    road_free(json);
+    char *file = road__path_join(dir, CONFIG_FILE_NAME);
+    s = file ? road__file_write_atomic(file, json, strlen(json)) : ROAD_ERR_NO_MEMORY;
+    road__free(file);
+    road__free(json);
     return s;
 }

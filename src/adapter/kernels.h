@@ -24,18 +24,18 @@ typedef struct road_kernel_ops {
                      int64_t lddy, float *dx, int64_t lddx, double *dc1, double *dc2);
 } road_kernel_ops;
 
-extern const road_kernel_ops road_kernels_reference;
-extern const road_kernel_ops road_kernels_generic;
+extern const road_kernel_ops road__kernels_reference;
+extern const road_kernel_ops road__kernels_generic;
 #if defined(__x86_64__)
-extern const road_kernel_ops road_kernels_avx2;
+extern const road_kernel_ops road__kernels_avx2;
 #define ROAD_HAVE_AVX2_KERNELS 1
 #endif
 
 /* ROAD_ERR_NUMERIC (message names the features) if a 2x2 block of r is not finite or is
  * singular in float32, which merge and unmerge refuse. `fn` prefixes the message. */
-road_status road_rot_check_blocks(const road_rot *r, const char *fn);
+road_status road__rot_check_blocks(const road_rot *r, const char *fn);
 
 /* The ops chosen for this thread (road_kernel_select; AUTO resolved). */
-const road_kernel_ops *road_kernels_current(void);
+const road_kernel_ops *road__kernels_current(void);
 
 #endif

@@ -2,11 +2,11 @@
  * adapter/kernels_avx2.c - RoAd kernels for x86-64 with AVX2, chosen at run time.
  *
  * Compiled with a per-function target attribute (no -mavx2 for the whole build), so the same
- * binary runs on CPUs without AVX2 and only calls these after road_cpu_has_avx2_fma().
+ * binary runs on CPUs without AVX2 and only calls these after road__cpu_has_avx2_fma().
  * Three shapes get intrinsics: h a multiple of 8 (both half-groups are whole 8-wide vectors),
  * group_size 8 (half-groups are 4-wide vectors) and group_size 2 (adjacent pairs: swap lanes
- * within pairs and use addsub). Other group sizes use the portable loops. Multiplies and adds stay separate (no FMA), so results are bit-identical
- * to the reference kernels.
+ * within pairs and use addsub). Other group sizes use the portable loops. Multiplies and adds stay
+ * separate (no FMA), so results are bit-identical to the reference kernels.
  */
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -99,7 +99,7 @@ static void avx2_forward(const road_rot *r, int64_t rows, float *y, int64_t ld) 
     } else if (h == 1) {
         avx2_forward_g2(r, rows, y, ld);
     } else {
-        road_kernels_generic.forward(r, rows, y, ld);
+        road__kernels_generic.forward(r, rows, y, ld);
     }
 }
 
@@ -198,7 +198,7 @@ static void avx2_backward(const road_rot *r, int64_t rows, const float *x, int64
                           double *dc2) {
     const int64_t h = r->group_size / 2;
     if (h % 8 != 0) {
-        road_kernels_generic.backward(r, rows, x, ldx, dy, lddy, dx, lddx, dc1, dc2);
+        road__kernels_generic.backward(r, rows, x, ldx, dy, lddy, dx, lddx, dc1, dc2);
     } else if (!(dc1 && x)) {
         if (dx) avx2_backward_dx_h8(r, rows, dy, lddy, dx, lddx);
     } else {
@@ -206,7 +206,7 @@ static void avx2_backward(const road_rot *r, int64_t rows, const float *x, int64
     }
 }
 
-const road_kernel_ops road_kernels_avx2 = {"avx2", avx2_forward, avx2_backward};
+const road_kernel_ops road__kernels_avx2 = {"avx2", avx2_forward, avx2_backward};
 #else
 /* Keep the translation unit non-empty on other architectures (ISO C). */
 typedef int road_kernels_avx2_unused;

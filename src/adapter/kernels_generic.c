@@ -64,4 +64,4 @@ static void gen_backward(const road_rot *r, int64_t rows, const float *x, int64_
     }
 }
 
-const road_kernel_ops road_kernels_generic = {"generic", gen_forward, gen_backward};
+const road_kernel_ops road__kernels_generic = {"generic", gen_forward, gen_backward};

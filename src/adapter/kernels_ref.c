@@ -49,4 +49,4 @@ static void ref_backward(const road_rot *r, int64_t rows, const float *x, int64_
     }
 }
 
-const road_kernel_ops road_kernels_reference = {"reference", ref_forward, ref_backward};
+const road_kernel_ops road__kernels_reference = {"reference", ref_forward, ref_backward};

@@ -43,7 +43,7 @@ typedef struct adapter {
 } adapter;
 
 /* Active and merged names live in fixed-size slots with spare capacity: once capacity is
- * reserved (road_linear_reserve_names), changing the lists never allocates, which lets the
+ * reserved (road__linear_reserve_names), changing the lists never allocates, which lets the
  * adapter manager change many layers without a failure halfway. */
 #define NAME_SLOT (ROAD_MAX_NAME + 1)
 typedef struct name_list {
@@ -66,7 +66,7 @@ struct road_linear {
 /* ---- name lists -------------------------------------------------------------------------- */
 
 static void names_free(name_list *l) {
-    road_free(l->slot);
+    road__free(l->slot);
     l->slot = NULL;
     l->n = l->cap = 0;
 }
@@ -75,7 +75,7 @@ static road_status names_reserve(name_list *l, int32_t cap) {
     if (cap <= l->cap) return ROAD_OK;
     int32_t c = l->cap ? 2 * l->cap : 4;
     if (c < cap) c = cap;
-    char(*ns)[NAME_SLOT] = road_realloc(l->slot, sizeof(*ns) * (size_t)c);
+    char(*ns)[NAME_SLOT] = road__realloc(l->slot, sizeof(*ns) * (size_t)c);
     if (!ns) return ROAD_ERR_NO_MEMORY;
     l->slot = ns;
     l->cap = c;
@@ -111,29 +111,29 @@ road_linear_params road_linear_default_params(void) {
 }
 
 road_status road_linear_create(const road_linear_params *p, road_linear **out) {
-    if (!out) return road_error(ROAD_ERR_INVALID_ARG, "road_linear_create: out is NULL");
+    if (!out) return road__error(ROAD_ERR_INVALID_ARG, "road_linear_create: out is NULL");
     *out = NULL;
     if (!p || (!p->weight && !p->qweight))
-        return road_error(ROAD_ERR_INVALID_ARG, "road_linear_create: the weight is required");
+        return road__error(ROAD_ERR_INVALID_ARG, "road_linear_create: the weight is required");
     if (p->weight && p->qweight)
-        return road_error(ROAD_ERR_INVALID_ARG,
-                          "road_linear_create: give either a float weight or a quantized one");
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "road_linear_create: give either a float weight or a quantized one");
     if (p->in_features <= 0 || p->out_features <= 0)
-        return road_error(ROAD_ERR_SHAPE,
-                          "road_linear_create: in_features and out_features must be positive, "
-                          "got %lld and %lld",
-                          (long long)p->in_features, (long long)p->out_features);
+        return road__error(ROAD_ERR_SHAPE,
+                           "road_linear_create: in_features and out_features must be positive, "
+                           "got %lld and %lld",
+                           (long long)p->in_features, (long long)p->out_features);
     size_t nw;
-    if (road_size_mul((size_t)p->in_features, (size_t)p->out_features, &nw) != 0 ||
-        road_size_mul(nw, sizeof(float), &nw) != 0)
-        return road_error(ROAD_ERR_SHAPE, "road_linear_create: weight size overflows");
+    if (road__size_mul((size_t)p->in_features, (size_t)p->out_features, &nw) != 0 ||
+        road__size_mul(nw, sizeof(float), &nw) != 0)
+        return road__error(ROAD_ERR_SHAPE, "road_linear_create: weight size overflows");
     if (p->qweight && (p->qweight->rows != p->out_features || p->qweight->cols != p->in_features))
-        return road_error(ROAD_ERR_SHAPE,
-                          "road_linear_create: the quantized weight is %lld x %lld, the layer "
-                          "%lld x %lld",
-                          (long long)p->qweight->rows, (long long)p->qweight->cols,
-                          (long long)p->out_features, (long long)p->in_features);
-    road_linear *l = road_calloc(1, sizeof *l);
+        return road__error(ROAD_ERR_SHAPE,
+                           "road_linear_create: the quantized weight is %lld x %lld, the layer "
+                           "%lld x %lld",
+                           (long long)p->qweight->rows, (long long)p->qweight->cols,
+                           (long long)p->out_features, (long long)p->in_features);
+    road_linear *l = road__calloc(1, sizeof *l);
     if (!l) return ROAD_ERR_NO_MEMORY;
     l->in = p->in_features;
     l->out = p->out_features;
@@ -143,7 +143,7 @@ road_status road_linear_create(const road_linear_params *p, road_linear **out) {
         if (p->borrow) l->q = p->qweight;
         else s = road_qtensor_copy(p->qweight, &l->q);
         if (s == ROAD_OK && p->bias) {
-            l->b = p->borrow ? p->bias : road_malloc((size_t)l->out * sizeof(float));
+            l->b = p->borrow ? p->bias : road__malloc((size_t)l->out * sizeof(float));
             if (!l->b) s = ROAD_ERR_NO_MEMORY;
             else if (!p->borrow) memcpy(l->b, p->bias, (size_t)l->out * sizeof(float));
         }
@@ -155,8 +155,8 @@ road_status road_linear_create(const road_linear_params *p, road_linear **out) {
         l->w = p->weight;
         l->b = p->bias;
     } else {
-        l->w = road_malloc(nw);
-        l->b = p->bias ? road_malloc((size_t)l->out * sizeof(float)) : NULL;
+        l->w = road__malloc(nw);
+        l->b = p->bias ? road__malloc((size_t)l->out * sizeof(float)) : NULL;
         if (!l->w || (p->bias && !l->b)) {
             road_linear_free(l);
             return ROAD_ERR_NO_MEMORY;
@@ -169,27 +169,27 @@ road_status road_linear_create(const road_linear_params *p, road_linear **out) {
 }
 
 static void adapter_free(adapter *a) {
-    road_free(a->name);
-    road_free(a->theta);
-    road_free(a->alpha);
-    road_free(a->dtheta);
-    road_free(a->dalpha);
-    road_free(a->c1);
-    road_free(a->c2);
+    road__free(a->name);
+    road__free(a->theta);
+    road__free(a->alpha);
+    road__free(a->dtheta);
+    road__free(a->dalpha);
+    road__free(a->c1);
+    road__free(a->c2);
 }
 
 void road_linear_free(road_linear *l) {
     if (!l) return;
     for (int32_t i = 0; i < l->n_ad; i++) adapter_free(&l->ad[i]);
-    road_free(l->ad);
+    road__free(l->ad);
     names_free(&l->active);
     names_free(&l->merged);
     if (l->owned) {
-        road_free(l->w);
-        road_free(l->b);
+        road__free(l->w);
+        road__free(l->b);
         road_qtensor_free(l->q);
     }
-    road_free(l);
+    road__free(l);
 }
 
 int64_t road_linear_in_features(const road_linear *l) {
@@ -201,7 +201,7 @@ int64_t road_linear_out_features(const road_linear *l) {
 const float *road_linear_weight(const road_linear *l) {
     return l->w;
 }
-void road_linear_rebind_weight(road_linear *l, float *w) {
+void road__linear_rebind_weight(road_linear *l, float *w) {
     ROAD_ASSERT(l->w && !l->owned && w);
     l->w = w;
 }
@@ -215,17 +215,17 @@ const road_qtensor *road_linear_qweight(const road_linear *l) {
 
 road_status road_linear_base_forward(road_linear *l, int64_t rows, const float *x, float *y) {
     if (rows < 0 || (rows > 0 && (!x || !y)))
-        return road_error(ROAD_ERR_INVALID_ARG, "road_linear_base_forward: bad rows or NULL x, y");
+        return road__error(ROAD_ERR_INVALID_ARG, "road_linear_base_forward: bad rows or NULL x, y");
     if (rows == 0) return ROAD_OK;
     if (l->q) return road_qtensor_xwt(l->q, rows, x, l->b, y);
-    road_sgemm_xwt(rows, l->out, l->in, x, l->w, l->b, y);
+    road__sgemm_xwt(rows, l->out, l->in, x, l->w, l->b, y);
     return ROAD_OK;
 }
 
 /* dx (rows, in) = dy (rows, out) W, through the dequantized weight for a quantized layer. */
 static road_status base_dyw(const road_linear *l, int64_t rows, const float *dy, float *dx) {
     if (l->q) return road_qtensor_dyw(l->q, rows, dy, dx);
-    road_sgemm_dyw(rows, l->out, l->in, dy, l->w, dx);
+    road__sgemm_dyw(rows, l->out, l->in, dy, l->w, dx);
     return ROAD_OK;
 }
 
@@ -249,28 +249,29 @@ static road_status not_found(const road_linear *l, const char *name) {
     size_t k = 0;
     for (int32_t i = 0; i < l->n_ad && k + 4 < sizeof have; i++)
         k += (size_t)snprintf(have + k, sizeof have - k, "%s'%s'", i ? ", " : "", l->ad[i].name);
-    return road_error(ROAD_ERR_NOT_FOUND, "no adapter named '%s' on this layer (it has %s)",
-                      name ? name : "(null)", l->n_ad ? have : "no adapters");
+    return road__error(ROAD_ERR_NOT_FOUND, "no adapter named '%s' on this layer (it has %s)",
+                       name ? name : "(null)", l->n_ad ? have : "no adapters");
 }
 
 static road_status check_name(const char *name) {
-    if (!name || !*name) return road_error(ROAD_ERR_INVALID_ARG, "an adapter name must not be empty");
+    if (!name || !*name)
+        return road__error(ROAD_ERR_INVALID_ARG, "an adapter name must not be empty");
     size_t n = strlen(name);
     if (n > ROAD_MAX_NAME)
-        return road_error(ROAD_ERR_INVALID_ARG, "adapter name is %zu characters; the limit is %d",
-                          n, ROAD_MAX_NAME);
+        return road__error(ROAD_ERR_INVALID_ARG, "adapter name is %zu characters; the limit is %d",
+                           n, ROAD_MAX_NAME);
     if (strcmp(name, ROAD_BASE_NAME) == 0)
-        return road_error(ROAD_ERR_INVALID_ARG,
-                          "'%s' is reserved for rows without an adapter; choose another name",
-                          ROAD_BASE_NAME);
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "'%s' is reserved for rows without an adapter; choose another name",
+                           ROAD_BASE_NAME);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)name[i];
         if (c <= ' ' || c == '.' || c == '/' || c == '\\' || c == 0x7f)
-            return road_error(ROAD_ERR_INVALID_ARG,
-                              "adapter name '%s' contains '%c' (0x%02x); names may not contain "
-                              "spaces, control characters, '.', '/' or '\\' (they become "
-                              "checkpoint keys and folder names)",
-                              name, c > ' ' ? c : '?', c);
+            return road__error(ROAD_ERR_INVALID_ARG,
+                               "adapter name '%s' contains '%c' (0x%02x); names may not contain "
+                               "spaces, control characters, '.', '/' or '\\' (they become "
+                               "checkpoint keys and folder names)",
+                               name, c > ' ' ? c : '?', c);
     }
     return ROAD_OK;
 }
@@ -280,13 +281,13 @@ road_status road_linear_add_adapter(road_linear *l, const char *name, road_varia
     road_status s = check_name(name);
     if (s != ROAD_OK) return s;
     if (find(l, name))
-        return road_error(ROAD_ERR_EXISTS, "an adapter named '%s' already exists on this layer",
-                          name);
+        return road__error(ROAD_ERR_EXISTS, "an adapter named '%s' already exists on this layer",
+                           name);
     s = road_check_shape(v, group_size, l->out, NULL);
     if (s != ROAD_OK) return s;
     if (l->n_ad == l->cap_ad) {
         int32_t cap = l->cap_ad ? 2 * l->cap_ad : 4;
-        adapter *na = road_realloc(l->ad, sizeof(adapter) * (size_t)cap);
+        adapter *na = road__realloc(l->ad, sizeof(adapter) * (size_t)cap);
         if (!na) return ROAD_ERR_NO_MEMORY;
         l->ad = na;
         l->cap_ad = cap;
@@ -297,9 +298,9 @@ road_status road_linear_add_adapter(road_linear *l, const char *name, road_varia
     a.group_size = group_size;
     a.n = road_param_count(v, l->out);
     a.version = 1;
-    a.name = road_strdup(name);
-    a.theta = road_malloc((size_t)a.n * sizeof(float));
-    a.alpha = road_malloc((size_t)a.n * sizeof(float));
+    a.name = road__strdup(name);
+    a.theta = road__malloc((size_t)a.n * sizeof(float));
+    a.alpha = road__malloc((size_t)a.n * sizeof(float));
     if (!a.name || !a.theta || !a.alpha) {
         adapter_free(&a);
         return ROAD_ERR_NO_MEMORY;
@@ -312,9 +313,9 @@ road_status road_linear_add_adapter(road_linear *l, const char *name, road_varia
     } else {
         /* PEFT's reset_parameters(init_weights=False): theta ~ N(0, 0.5), alpha ~ N(1, 0.5). */
         road_rng rng;
-        road_rng_seed(&rng, seed);
-        road_rng_fill_normal(&rng, a.theta, a.n, 0.0f, 0.5f);
-        road_rng_fill_normal(&rng, a.alpha, a.n, 1.0f, 0.5f);
+        road__rng_seed(&rng, seed);
+        road__rng_fill_normal(&rng, a.theta, a.n, 0.0f, 0.5f);
+        road__rng_fill_normal(&rng, a.alpha, a.n, 1.0f, 0.5f);
     }
     /* PEFT: a layer's first adapter becomes the active one. */
     if (l->n_ad == 0 && l->active.n == 0) {
@@ -332,9 +333,9 @@ road_status road_linear_delete_adapter(road_linear *l, const char *name) {
     adapter *a = find(l, name);
     if (!a) return not_found(l, name);
     if (names_find(&l->merged, name) >= 0)
-        return road_error(ROAD_ERR_STATE,
-                          "adapter '%s' is merged into the weights; unmerge before deleting it",
-                          name);
+        return road__error(ROAD_ERR_STATE,
+                           "adapter '%s' is merged into the weights; unmerge before deleting it",
+                           name);
     int32_t ai = (int32_t)(a - l->ad);
     int32_t act = names_find(&l->active, name);
     adapter_free(a);
@@ -350,8 +351,8 @@ road_status road_linear_delete_adapter(road_linear *l, const char *name) {
             /* Cannot fail: the list held `name` a moment ago, so it has a slot. */
             road_status s = names_push(&l->active, l->ad[0].name);
             ROAD_ASSERT(s == ROAD_OK);
-            road_log(ROAD_LOG_WARN, "adapter '%s' was active and is now deleted; '%s' is active",
-                     name, l->ad[0].name);
+            road__log(ROAD_LOG_WARN, "adapter '%s' was active and is now deleted; '%s' is active",
+                      name, l->ad[0].name);
         }
     }
     return ROAD_OK;
@@ -401,19 +402,19 @@ road_status road_linear_set_params(road_linear *l, const char *name, const float
     adapter *a = find(l, name);
     if (!a) return not_found(l, name);
     if (n != a->n)
-        return road_error(ROAD_ERR_SHAPE,
-                          "adapter '%s' (%s, %lld features) has %lld parameters per tensor, got %lld",
-                          name, road_variant_name(a->variant), (long long)l->out, (long long)a->n,
-                          (long long)n);
-    if (!theta || !alpha) return road_error(ROAD_ERR_INVALID_ARG, "theta and alpha are required");
+        return road__error(
+            ROAD_ERR_SHAPE,
+            "adapter '%s' (%s, %lld features) has %lld parameters per tensor, got %lld", name,
+            road_variant_name(a->variant), (long long)l->out, (long long)a->n, (long long)n);
+    if (!theta || !alpha) return road__error(ROAD_ERR_INVALID_ARG, "theta and alpha are required");
     for (int k = 0; k < 2; k++) {
         int64_t bad = road_first_nonfinite(k ? alpha : theta, n);
         if (bad >= 0)
-            return road_error(ROAD_ERR_NUMERIC,
-                              "adapter '%s': %s[%lld] is %g; RoAd parameters must be finite "
-                              "(nothing was changed)",
-                              name, k ? "alpha" : "theta", (long long)bad,
-                              (double)(k ? alpha : theta)[bad]);
+            return road__error(ROAD_ERR_NUMERIC,
+                               "adapter '%s': %s[%lld] is %g; RoAd parameters must be finite "
+                               "(nothing was changed)",
+                               name, k ? "alpha" : "theta", (long long)bad,
+                               (double)(k ? alpha : theta)[bad]);
     }
     memcpy(a->theta, theta, (size_t)n * sizeof(float));
     memcpy(a->alpha, alpha, (size_t)n * sizeof(float));
@@ -425,11 +426,11 @@ road_status road_linear_set_params(road_linear *l, const char *name, const float
 static road_status adapter_rot(const road_linear *l, adapter *a, road_rot *r) {
     if (a->cached != a->version) {
         if (!a->c1) {
-            a->c1 = road_malloc((size_t)l->out * sizeof(float));
-            a->c2 = road_malloc((size_t)l->out * sizeof(float));
+            a->c1 = road__malloc((size_t)l->out * sizeof(float));
+            a->c2 = road__malloc((size_t)l->out * sizeof(float));
             if (!a->c1 || !a->c2) {
-                road_free(a->c1);
-                road_free(a->c2);
+                road__free(a->c1);
+                road__free(a->c2);
                 a->c1 = a->c2 = NULL;
                 return ROAD_ERR_NO_MEMORY;
             }
@@ -456,14 +457,14 @@ road_status road_linear_adapter_rot(road_linear *l, const char *name, road_rot *
 
 road_status road_linear_set_active(road_linear *l, const char *const *names, int32_t n) {
     if (n < 0 || (n > 0 && !names))
-        return road_error(ROAD_ERR_INVALID_ARG, "road_linear_set_active: bad name list");
+        return road__error(ROAD_ERR_INVALID_ARG, "road_linear_set_active: bad name list");
     for (int32_t i = 0; i < n; i++) {
         road_status s = check_name(names[i]);
         if (s != ROAD_OK) return s;
         for (int32_t j = 0; j < i; j++)
             if (strcmp(names[i], names[j]) == 0)
-                return road_error(ROAD_ERR_INVALID_ARG,
-                                  "adapter '%s' is listed twice in the active adapters", names[i]);
+                return road__error(ROAD_ERR_INVALID_ARG,
+                                   "adapter '%s' is listed twice in the active adapters", names[i]);
     }
     road_status s = names_reserve(&l->active, n);
     if (s != ROAD_OK) return s;
@@ -511,26 +512,26 @@ static bool all_finite(const float *x, int64_t n) {
  * gives back W only up to that rounding. */
 static road_status qmerge(road_linear *l, const road_rot *r, const char *name, bool undo) {
     const size_t nw = (size_t)l->out * (size_t)l->in;
-    float *w2 = road_malloc(nw * sizeof(float));
-    float *b2 = l->b ? road_malloc((size_t)l->out * sizeof(float)) : NULL;
+    float *w2 = road__malloc(nw * sizeof(float));
+    float *b2 = l->b ? road__malloc((size_t)l->out * sizeof(float)) : NULL;
     road_status s = (!w2 || (l->b && !b2)) ? ROAD_ERR_NO_MEMORY : ROAD_OK;
     if (s == ROAD_OK) s = road_qtensor_dequantize_rows(l->q, 0, l->out, w2);
     if (s == ROAD_OK && b2) memcpy(b2, l->b, (size_t)l->out * sizeof(float));
     if (s == ROAD_OK)
         s = undo ? road_rot_unmerge(r, l->in, w2, l->in, b2) : road_rot_merge(r, l->in, w2, l->in, b2);
     if (s == ROAD_OK && b2 && !all_finite(b2, l->out))
-        s = road_error(ROAD_ERR_NUMERIC, "NaN or Inf in the merged bias; weights left unchanged");
+        s = road__error(ROAD_ERR_NUMERIC, "NaN or Inf in the merged bias; weights left unchanged");
     if (s == ROAD_OK) s = road_qtensor_requantize(l->q, w2);
     if (s == ROAD_OK) {
         if (b2) memcpy(l->b, b2, (size_t)l->out * sizeof(float));
-        road_log(ROAD_LOG_WARN,
-                 "%s adapter '%s' %s a %s-quantized layer: the weights are dequantized, rotated "
-                 "and quantized again, so outputs change by the new rounding",
-                 undo ? "unmerging" : "merging", name, undo ? "from" : "into",
-                 road_qformat_name(l->q->format));
+        road__log(ROAD_LOG_WARN,
+                  "%s adapter '%s' %s a %s-quantized layer: the weights are dequantized, rotated "
+                  "and quantized again, so outputs change by the new rounding",
+                  undo ? "unmerging" : "merging", name, undo ? "from" : "into",
+                  road_qformat_name(l->q->format));
     }
-    road_free(w2);
-    road_free(b2);
+    road__free(w2);
+    road__free(b2);
     return s;
 }
 
@@ -549,11 +550,11 @@ static road_status merge_one(road_linear *l, adapter *a, bool safe) {
         s = road_rot_merge(&r, l->in, l->w, l->in, l->b);
     } else {
         /* PEFT's safe_merge: merge into a copy, refuse NaN/Inf, then commit. */
-        float *w2 = road_malloc(nw * sizeof(float));
-        float *b2 = l->b ? road_malloc((size_t)l->out * sizeof(float)) : NULL;
+        float *w2 = road__malloc(nw * sizeof(float));
+        float *b2 = l->b ? road__malloc((size_t)l->out * sizeof(float)) : NULL;
         if (!w2 || (l->b && !b2)) {
-            road_free(w2);
-            road_free(b2);
+            road__free(w2);
+            road__free(b2);
             names_remove(&l->merged, l->merged.n - 1);
             return ROAD_ERR_NO_MEMORY;
         }
@@ -561,20 +562,20 @@ static road_status merge_one(road_linear *l, adapter *a, bool safe) {
         if (b2) memcpy(b2, l->b, (size_t)l->out * sizeof(float));
         s = road_rot_merge(&r, l->in, w2, l->in, b2);
         if (s == ROAD_OK && (!all_finite(w2, (int64_t)nw) || (b2 && !all_finite(b2, l->out))))
-            s = road_error(ROAD_ERR_NUMERIC,
-                           "NaN or Inf in the merged weights: adapter '%s' seems to be broken; "
-                           "weights left unchanged",
-                           a->name);
+            s = road__error(ROAD_ERR_NUMERIC,
+                            "NaN or Inf in the merged weights: adapter '%s' seems to be broken; "
+                            "weights left unchanged",
+                            a->name);
         if (s == ROAD_OK) {
             memcpy(l->w, w2, nw * sizeof(float));
             if (b2) memcpy(l->b, b2, (size_t)l->out * sizeof(float));
         }
-        road_free(w2);
-        road_free(b2);
+        road__free(w2);
+        road__free(b2);
     }
     if (s != ROAD_OK) {
         names_remove(&l->merged, l->merged.n - 1);
-        road_error_prefix("adapter '%s'", a->name);
+        road__error_prefix("adapter '%s'", a->name);
         return s;
     }
     return ROAD_OK;
@@ -582,11 +583,11 @@ static road_status merge_one(road_linear *l, adapter *a, bool safe) {
 
 road_status road_linear_merge(road_linear *l, const char *const *names, int32_t n, bool safe) {
     int32_t count = names ? n : l->active.n;
-    if (count < 0) return road_error(ROAD_ERR_INVALID_ARG, "road_linear_merge: negative count");
+    if (count < 0) return road__error(ROAD_ERR_INVALID_ARG, "road_linear_merge: negative count");
     for (int32_t i = 0; i < count; i++) {
         const char *name = names ? names[i] : l->active.slot[i];
         if (names_find(&l->merged, name) >= 0) {
-            road_log(ROAD_LOG_WARN, "adapter '%s' is already merged; skipped", name);
+            road__log(ROAD_LOG_WARN, "adapter '%s' is already merged; skipped", name);
             continue;
         }
         adapter *a = find(l, name);
@@ -603,13 +604,13 @@ road_status road_linear_merge(road_linear *l, const char *const *names, int32_t 
 
 road_status road_linear_unmerge(road_linear *l) {
     if (l->merged.n == 0) {
-        road_log(ROAD_LOG_WARN, "already unmerged; nothing to do");
+        road__log(ROAD_LOG_WARN, "already unmerged; nothing to do");
         return ROAD_OK;
     }
-    return road_linear_unmerge_last(l, l->merged.n);
+    return road__linear_unmerge_last(l, l->merged.n);
 }
 
-road_status road_linear_unmerge_last(road_linear *l, int32_t k) {
+road_status road__linear_unmerge_last(road_linear *l, int32_t k) {
     for (; k > 0 && l->merged.n > 0; k--) {
         const char *name = l->merged.slot[l->merged.n - 1];
         adapter *a = find(l, name);
@@ -619,7 +620,7 @@ road_status road_linear_unmerge_last(road_linear *l, int32_t k) {
         if (s == ROAD_OK)
             s = l->q ? qmerge(l, &r, name, true) : road_rot_unmerge(&r, l->in, l->w, l->in, l->b);
         if (s != ROAD_OK) {
-            road_error_prefix("adapter '%s'", name);
+            road__error_prefix("adapter '%s'", name);
             return s;
         }
         names_remove(&l->merged, l->merged.n - 1);
@@ -631,8 +632,10 @@ road_status road_linear_unmerge_last(road_linear *l, int32_t k) {
 
 static road_status check_io(const road_linear *l, int64_t rows, const void *x, const void *y,
                             const char *fn) {
-    if (rows < 0) return road_error(ROAD_ERR_SHAPE, "%s: rows must be >= 0, got %lld", fn, (long long)rows);
-    if (rows > 0 && (!x || !y)) return road_error(ROAD_ERR_INVALID_ARG, "%s: NULL input or output", fn);
+    if (rows < 0)
+        return road__error(ROAD_ERR_SHAPE, "%s: rows must be >= 0, got %lld", fn, (long long)rows);
+    if (rows > 0 && (!x || !y))
+        return road__error(ROAD_ERR_INVALID_ARG, "%s: NULL input or output", fn);
     (void)l;
     return ROAD_OK;
 }
@@ -651,8 +654,9 @@ road_status road_linear_forward(road_linear *l, int64_t rows, const float *x, fl
 
 road_status road_linear_apply(road_linear *l, int64_t rows, float *y, int64_t ld) {
     if (rows < 0 || ld < l->out || (rows > 0 && !y))
-        return road_error(ROAD_ERR_SHAPE, "road_linear_apply: bad rows (%lld) or row stride (%lld)",
-                          (long long)rows, (long long)ld);
+        return road__error(ROAD_ERR_SHAPE,
+                           "road_linear_apply: bad rows (%lld) or row stride (%lld)",
+                           (long long)rows, (long long)ld);
     if (l->disabled || l->merged.n > 0) return ROAD_OK;
     for (int32_t i = 0; i < l->active.n; i++) {
         adapter *a = find(l, l->active.slot[i]);
@@ -670,34 +674,35 @@ road_status road_linear_forward_mixed(road_linear *l, int64_t n_seq, int64_t row
                                       float *y) {
     const char *fn = "road_linear_forward_mixed";
     if (n_seq < 0 || rows_per_seq < 0)
-        return road_error(ROAD_ERR_SHAPE, "%s: negative batch shape", fn);
+        return road__error(ROAD_ERR_SHAPE, "%s: negative batch shape", fn);
     if (n_names != n_seq)
-        return road_error(ROAD_ERR_SHAPE,
-                          "%s: got %lld adapter names for a batch of %lld sequences; give one "
-                          "name (or '%s') per sequence",
-                          fn, (long long)n_names, (long long)n_seq, ROAD_BASE_NAME);
-    if (n_names > 0 && !names) return road_error(ROAD_ERR_INVALID_ARG, "%s: names is NULL", fn);
+        return road__error(ROAD_ERR_SHAPE,
+                           "%s: got %lld adapter names for a batch of %lld sequences; give one "
+                           "name (or '%s') per sequence",
+                           fn, (long long)n_names, (long long)n_seq, ROAD_BASE_NAME);
+    if (n_names > 0 && !names) return road__error(ROAD_ERR_INVALID_ARG, "%s: names is NULL", fn);
     if (l->merged.n > 0 && !l->disabled)
-        return road_error(ROAD_ERR_STATE,
-                          "%s: cannot use per-sequence adapters while adapters are merged into "
-                          "the weights; unmerge first",
-                          fn);
+        return road__error(ROAD_ERR_STATE,
+                           "%s: cannot use per-sequence adapters while adapters are merged into "
+                           "the weights; unmerge first",
+                           fn);
     int64_t rows = n_seq * rows_per_seq;
     road_status s = check_io(l, rows, x, y, fn);
     if (s != ROAD_OK) return s;
     if (l->disabled) return road_linear_forward(l, rows, x, y);
     for (int64_t i = 0; i < n_seq; i++)
-        if (!names[i]) return road_error(ROAD_ERR_INVALID_ARG, "%s: name %lld is NULL", fn, (long long)i);
+        if (!names[i])
+            return road__error(ROAD_ERR_INVALID_ARG, "%s: name %lld is NULL", fn, (long long)i);
     if (rows == 0) return ROAD_OK;
     s = road_linear_base_forward(l, rows, x, y);
     if (s != ROAD_OK) return s;
 
     /* slot per row: index into this layer's adapters, -1 for base or absent names. */
     int32_t nad = l->n_ad;
-    int32_t *slot = road_malloc(sizeof(int32_t) * (size_t)rows);
-    road_rot *rots = road_calloc((size_t)(nad ? nad : 1), sizeof(road_rot));
-    const road_rot **rp = road_calloc((size_t)(nad ? nad : 1), sizeof(road_rot *));
-    bool *used = road_calloc((size_t)(nad ? nad : 1), sizeof(bool));
+    int32_t *slot = road__malloc(sizeof(int32_t) * (size_t)rows);
+    road_rot *rots = road__calloc((size_t)(nad ? nad : 1), sizeof(road_rot));
+    const road_rot **rp = road__calloc((size_t)(nad ? nad : 1), sizeof(road_rot *));
+    bool *used = road__calloc((size_t)(nad ? nad : 1), sizeof(bool));
     if (!slot || !rots || !rp || !used) {
         s = ROAD_ERR_NO_MEMORY;
         goto done;
@@ -724,35 +729,36 @@ road_status road_linear_forward_mixed(road_linear *l, int64_t n_seq, int64_t row
     }
     s = road_rot_forward_mixed(rp, nad, slot, rows, y, l->out);
 done:
-    road_free(slot);
-    road_free(rots);
-    road_free(rp);
-    road_free(used);
+    road__free(slot);
+    road__free(rots);
+    road__free(rp);
+    road__free(used);
     return s;
 }
 
 /* The gradient buffers, zeroed, at first use. Each is checked on its own: after a failed
  * allocation one of them may already exist (and must neither leak nor stay NULL). */
 static road_status adapter_alloc_grads(adapter *a) {
-    if (!a->dtheta) a->dtheta = road_calloc((size_t)a->n, sizeof(float));
-    if (!a->dalpha) a->dalpha = road_calloc((size_t)a->n, sizeof(float));
+    if (!a->dtheta) a->dtheta = road__calloc((size_t)a->n, sizeof(float));
+    if (!a->dalpha) a->dalpha = road__calloc((size_t)a->n, sizeof(float));
     return a->dtheta && a->dalpha ? ROAD_OK : ROAD_ERR_NO_MEMORY;
 }
 
 road_status road_linear_backward(road_linear *l, int64_t rows, const float *y_base,
                                  const float *dy, float *dx) {
     const char *fn = "road_linear_backward";
-    if (rows < 0) return road_error(ROAD_ERR_SHAPE, "%s: rows must be >= 0", fn);
-    if (rows > 0 && (!dy || !y_base)) return road_error(ROAD_ERR_INVALID_ARG, "%s: NULL input", fn);
+    if (rows < 0) return road__error(ROAD_ERR_SHAPE, "%s: rows must be >= 0", fn);
+    if (rows > 0 && (!dy || !y_base))
+        return road__error(ROAD_ERR_INVALID_ARG, "%s: NULL input", fn);
     if (l->merged.n > 0 && !l->disabled)
-        return road_error(ROAD_ERR_STATE,
-                          "%s: adapters are merged into the weights, so they cannot be trained; "
-                          "unmerge first",
-                          fn);
+        return road__error(ROAD_ERR_STATE,
+                           "%s: adapters are merged into the weights, so they cannot be trained; "
+                           "unmerge first",
+                           fn);
     if (rows == 0) return ROAD_OK;
     /* The active adapters present on this layer, in order. */
     int32_t m = 0;
-    adapter **act = road_malloc(sizeof(adapter *) * (size_t)(l->active.n ? l->active.n : 1));
+    adapter **act = road__malloc(sizeof(adapter *) * (size_t)(l->active.n ? l->active.n : 1));
     if (!act) return ROAD_ERR_NO_MEMORY;
     if (!l->disabled)
         for (int32_t i = 0; i < l->active.n; i++) {
@@ -762,16 +768,16 @@ road_status road_linear_backward(road_linear *l, int64_t rows, const float *y_ba
     size_t blk = (size_t)rows * (size_t)l->out;
     /* z[k] = input of adapter k (z[0] = y_base, recomputed z[1..m-1]); g = running gradient;
      * dc = coefficient gradients of the adapter at hand. */
-    float *buf = road_malloc(sizeof(float) * (blk * (size_t)(m > 1 ? m : 1) + 2 * (size_t)l->out));
+    float *buf = road__malloc(sizeof(float) * (blk * (size_t)(m > 1 ? m : 1) + 2 * (size_t)l->out));
     road_status s = ROAD_OK;
     if (!buf) {
-        road_free(act);
+        road__free(act);
         return ROAD_ERR_NO_MEMORY;
     }
     float *g = buf;
     float *zs = buf + blk; /* m-1 blocks */
     float *dc1 = buf + blk * (size_t)(m > 1 ? m : 1), *dc2 = dc1 + l->out;
-    road_rot *rots = road_malloc(sizeof(road_rot) * (size_t)(m ? m : 1));
+    road_rot *rots = road__malloc(sizeof(road_rot) * (size_t)(m ? m : 1));
     if (!rots) {
         s = ROAD_ERR_NO_MEMORY;
         goto done;
@@ -800,9 +806,9 @@ road_status road_linear_backward(road_linear *l, int64_t rows, const float *y_ba
     }
     if (dx) s = base_dyw(l, rows, g, dx);
 done:
-    road_free(rots);
-    road_free(buf);
-    road_free(act);
+    road__free(rots);
+    road__free(buf);
+    road__free(act);
     return s;
 }
 
@@ -827,33 +833,33 @@ void road_linear_zero_grads(road_linear *l) {
 
 /* ---- for the adapter manager (linear_internal.h) ------------------------------------------ */
 
-road_status road_linear_check_merge(road_linear *l, const char *const *names, int32_t n) {
+road_status road__linear_check_merge(road_linear *l, const char *const *names, int32_t n) {
     for (int32_t i = 0; i < n; i++) {
         adapter *a = find(l, names[i]);
         if (!a || names_find(&l->merged, names[i]) >= 0) continue;
         road_rot r;
         road_status s = adapter_rot(l, a, &r);
-        if (s == ROAD_OK) s = road_rot_check_blocks(&r, "merge");
+        if (s == ROAD_OK) s = road__rot_check_blocks(&r, "merge");
         if (s != ROAD_OK) {
-            road_error_prefix("adapter '%s'", a->name);
+            road__error_prefix("adapter '%s'", a->name);
             return s;
         }
     }
     return ROAD_OK;
 }
 
-void road_linear_drop_all(road_linear *l) {
+void road__linear_drop_all(road_linear *l) {
     for (int32_t i = 0; i < l->n_ad; i++) adapter_free(&l->ad[i]);
     l->n_ad = 0;
     l->active.n = 0;
     l->merged.n = 0;
 }
 
-bool road_linear_is_merged(const road_linear *l, const char *name) {
+bool road__linear_is_merged(const road_linear *l, const char *name) {
     return names_find(&l->merged, name) >= 0;
 }
 
-road_status road_linear_reserve_names(road_linear *l, int32_t cap) {
+road_status road__linear_reserve_names(road_linear *l, int32_t cap) {
     road_status s = names_reserve(&l->active, cap);
     return s == ROAD_OK ? names_reserve(&l->merged, cap) : s;
 }

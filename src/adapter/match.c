@@ -21,7 +21,7 @@
 /* How many layer names an error message lists as examples. */
 #define MATCH_EXAMPLES 4
 
-bool road_match_list_entry(const char *name, const char *entry) {
+bool road__match_list_entry(const char *name, const char *entry) {
     size_t n = strlen(name), e = strlen(entry);
     if (n == e) return strcmp(name, entry) == 0;
     return n > e && name[n - e - 1] == '.' && strcmp(name + n - e, entry) == 0;
@@ -39,7 +39,7 @@ static const struct {
     {"stablelm", q_v},
 };
 
-const char *const *road_default_targets(const char *model_type) {
+const char *const *road__default_targets(const char *model_type) {
     if (!model_type) return NULL;
     for (size_t i = 0; i < sizeof default_targets / sizeof default_targets[0]; i++)
         if (strcmp(default_targets[i].type, model_type) == 0) return default_targets[i].targets;
@@ -81,13 +81,14 @@ static road_status match_regex(const char *pattern, const road_match_layer *laye
     if (!re) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(err, msg, sizeof msg);
-        return road_error(ROAD_ERR_CONFIG, "target_modules regex '%s' does not compile: %s at offset %zu",
-                          pattern, (const char *)msg, (size_t)off);
+        return road__error(ROAD_ERR_CONFIG,
+                           "target_modules regex '%s' does not compile: %s at offset %zu", pattern,
+                           (const char *)msg, (size_t)off);
     }
     pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
     if (!md) {
         pcre2_code_free(re);
-        return road_error(ROAD_ERR_NO_MEMORY, "out of memory matching target_modules");
+        return road__error(ROAD_ERR_NO_MEMORY, "out of memory matching target_modules");
     }
     road_status s = ROAD_OK;
     for (int32_t i = 0; i < n; i++) {
@@ -98,8 +99,8 @@ static road_status match_regex(const char *pattern, const road_match_layer *laye
         } else if (rc != PCRE2_ERROR_NOMATCH) {
             PCRE2_UCHAR msg[256];
             pcre2_get_error_message(rc, msg, sizeof msg);
-            s = road_error(ROAD_ERR_CONFIG, "target_modules regex '%s' failed on '%s': %s",
-                           pattern, layers[i].name, (const char *)msg);
+            s = road__error(ROAD_ERR_CONFIG, "target_modules regex '%s' failed on '%s': %s",
+                            pattern, layers[i].name, (const char *)msg);
             break;
         }
     }
@@ -108,8 +109,8 @@ static road_status match_regex(const char *pattern, const road_match_layer *laye
     return s;
 }
 
-road_status road_match_targets(const road_config *cfg, const char *model_type,
-                               const road_match_layer *layers, int32_t n, bool *matched) {
+road_status road__match_targets(const road_config *cfg, const char *model_type,
+                                const road_match_layer *layers, int32_t n, bool *matched) {
     for (int32_t i = 0; i < n; i++) matched[i] = false;
     road_target_kind kind = road_config_target_kind(cfg);
     const char *const *list = NULL;
@@ -118,13 +119,13 @@ road_status road_match_targets(const road_config *cfg, const char *model_type,
     road_status s = ROAD_OK;
     switch (kind) {
     case ROAD_TARGET_DEFAULT:
-        list = road_default_targets(model_type);
+        list = road__default_targets(model_type);
         if (!list)
-            return road_error(ROAD_ERR_CONFIG,
-                              "target_modules is not set and road has no default targets for "
-                              "model type '%s'; set target_modules (for example \"all-linear\" "
-                              "or a list such as q_proj,v_proj)",
-                              model_type ? model_type : "(unknown)");
+            return road__error(ROAD_ERR_CONFIG,
+                               "target_modules is not set and road has no default targets for "
+                               "model type '%s'; set target_modules (for example \"all-linear\" "
+                               "or a list such as q_proj,v_proj)",
+                               model_type ? model_type : "(unknown)");
         break;
     case ROAD_TARGET_ALL_LINEAR:
         for (int32_t i = 0; i < n; i++)
@@ -138,7 +139,7 @@ road_status road_match_targets(const road_config *cfg, const char *model_type,
         break;
     case ROAD_TARGET_LIST: {
         int32_t k = road_config_target_count(cfg);
-        owned = road_malloc(sizeof(char *) * (size_t)(k + 1));
+        owned = road__malloc(sizeof(char *) * (size_t)(k + 1));
         if (!owned) return ROAD_ERR_NO_MEMORY;
         for (int32_t j = 0; j < k; j++) owned[j] = road_config_target(cfg, j);
         owned[k] = NULL;
@@ -149,7 +150,7 @@ road_status road_match_targets(const road_config *cfg, const char *model_type,
     if (kind == ROAD_TARGET_DEFAULT || kind == ROAD_TARGET_LIST) {
         for (int32_t i = 0; i < n; i++)
             for (int32_t j = 0; list[j] && !matched[i]; j++)
-                matched[i] = road_match_list_entry(layers[i].name, list[j]);
+                matched[i] = road__match_list_entry(layers[i].name, list[j]);
     }
     char tdesc[512], ldesc[512];
     describe_targets(cfg, list ? list : tmp, tdesc, sizeof tdesc);
@@ -157,10 +158,11 @@ road_status road_match_targets(const road_config *cfg, const char *model_type,
     for (int32_t i = 0; i < n && s == ROAD_OK; i++) {
         if (!matched[i]) continue;
         if (!layers[i].is_linear) {
-            s = road_error(ROAD_ERR_CONFIG,
-                           "target_modules %s selects '%s', which is not a linear layer; RoAd "
-                           "adapts linear layers only (put it in modules_to_save to train it fully)",
-                           tdesc, layers[i].name);
+            s = road__error(
+                ROAD_ERR_CONFIG,
+                "target_modules %s selects '%s', which is not a linear layer; RoAd "
+                "adapts linear layers only (put it in modules_to_save to train it fully)",
+                tdesc, layers[i].name);
             break;
         }
         s = road_check_shape(road_config_variant(cfg), road_config_group_size(cfg),
@@ -169,18 +171,18 @@ road_status road_match_targets(const road_config *cfg, const char *model_type,
     }
     if (s == ROAD_OK && count == 0) {
         describe_layers(layers, n, ldesc, sizeof ldesc);
-        s = road_error(ROAD_ERR_NOT_FOUND,
-                       "target_modules %s matched no layer of the model; its linear layers "
-                       "include %s",
-                       tdesc, ldesc);
+        s = road__error(ROAD_ERR_NOT_FOUND,
+                        "target_modules %s matched no layer of the model; its linear layers "
+                        "include %s",
+                        tdesc, ldesc);
     }
-    road_free(owned);
+    road__free(owned);
     return s;
 }
 
-bool road_match_modules_to_save(const road_config *cfg, const char *name) {
+bool road__match_modules_to_save(const road_config *cfg, const char *name) {
     int32_t k = road_config_modules_to_save_count(cfg);
     for (int32_t j = 0; j < k; j++)
-        if (road_match_list_entry(name, road_config_module_to_save(cfg, j))) return true;
+        if (road__match_list_entry(name, road_config_module_to_save(cfg, j))) return true;
     return false;
 }

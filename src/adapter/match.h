@@ -15,20 +15,20 @@ typedef struct road_match_layer {
 } road_match_layer;
 
 /* PEFT's list rule: name equals entry, or ends with "." + entry. */
-bool road_match_list_entry(const char *name, const char *entry);
+bool road__match_list_entry(const char *name, const char *entry);
 
 /* PEFT's default target_modules for a model type (its RoAd mapping, the same as LoRA's), as a
  * NULL-terminated list; NULL for an unknown or NULL type. */
-const char *const *road_default_targets(const char *model_type);
+const char *const *road__default_targets(const char *model_type);
 
 /* Select layers for cfg: matched[i] is set for each selected layer. Errors (message names the
  * targets and some layer names): nothing matched; a non-linear layer selected by name; a
  * selected layer that group_size does not divide; a regex that does not compile; no default
  * targets for model_type. */
-road_status road_match_targets(const road_config *cfg, const char *model_type,
-                               const road_match_layer *layers, int32_t n, bool *matched);
+road_status road__match_targets(const road_config *cfg, const char *model_type,
+                                const road_match_layer *layers, int32_t n, bool *matched);
 
 /* modules_to_save rule (the list rule over every layer, linear or not). */
-bool road_match_modules_to_save(const road_config *cfg, const char *name);
+bool road__match_modules_to_save(const road_config *cfg, const char *name);
 
 #endif

@@ -55,7 +55,7 @@
 /* Longest key or layer name quoted back in a message: a hostile file may hold any name, and
  * the thread's message buffer holds about 1 KB. */
 #define ECHO_MAX 120
-/* A message assembled piece by piece (road_error truncates to its own buffer anyway). */
+/* A message assembled piece by piece (road__error truncates to its own buffer anyway). */
 #define MSG_CAP 1024
 
 static const char *const param_suffix[2] = {PEFT_THETA_SUFFIX, PEFT_ALPHA_SUFFIX};
@@ -127,14 +127,14 @@ typedef struct load_ctx {
 static void load_ctx_free(load_ctx *c) {
     road_config_free(c->cfg);
     road_st_close(c->f);
-    road_free(c->idx);
-    road_free(c->matched);
-    road_free(c->offset);
-    road_free(c->params);
-    road_free(c->scratch);
-    road_free(c->cp_idx);
-    road_free(c->is_copy);
-    road_free(c->cp_src);
+    road__free(c->idx);
+    road__free(c->matched);
+    road__free(c->offset);
+    road__free(c->params);
+    road__free(c->scratch);
+    road__free(c->cp_idx);
+    road__free(c->is_copy);
+    road__free(c->cp_src);
 }
 
 /* Number of theta (= alpha) entries of matched layer i. */
@@ -146,43 +146,43 @@ static int64_t layer_params(const load_ctx *c, int32_t i) {
 static road_status open_folder(load_ctx *c, const char *dir) {
     struct stat st;
     if (stat(dir, &st) != 0)
-        return road_error(ROAD_ERR_NOT_FOUND,
-                          "adapter '%s': the adapter folder '%s' does not exist (%s)", c->name, dir,
-                          strerror(errno));
+        return road__error(ROAD_ERR_NOT_FOUND,
+                           "adapter '%s': the adapter folder '%s' does not exist (%s)", c->name,
+                           dir, strerror(errno));
     if (!S_ISDIR(st.st_mode))
-        return road_error(ROAD_ERR_INVALID_ARG,
-                          "adapter '%s': '%s' is not a folder; pass the folder holding %s and %s",
-                          c->name, dir, PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE);
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "adapter '%s': '%s' is not a folder; pass the folder holding %s and %s",
+                           c->name, dir, PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE);
     road_status s = road_config_load(dir, &c->cfg);
     if (s != ROAD_OK) {
-        road_error_prefix("adapter '%s'", c->name);
+        road__error_prefix("adapter '%s'", c->name);
         return s;
     }
-    char *path = road_path_join(dir, PEFT_WEIGHTS_FILE);
+    char *path = road__path_join(dir, PEFT_WEIGHTS_FILE);
     if (!path) return ROAD_ERR_NO_MEMORY;
     if (stat(path, &st) != 0 && errno == ENOENT) {
-        char *legacy = road_path_join(dir, PEFT_LEGACY_WEIGHTS_FILE);
+        char *legacy = road__path_join(dir, PEFT_LEGACY_WEIGHTS_FILE);
         bool has_legacy = legacy && stat(legacy, &st) == 0;
-        road_free(legacy);
+        road__free(legacy);
         if (has_legacy)
-            s = road_error(ROAD_ERR_UNSUPPORTED,
-                           "adapter '%s': '%s' has %s (PyTorch pickle, written by older PEFT) but "
-                           "no %s; road reads safetensors only: convert it with PEFT "
-                           "(PeftModel.from_pretrained(...).save_pretrained(dir, "
-                           "safe_serialization=True))",
-                           c->name, dir, PEFT_LEGACY_WEIGHTS_FILE, PEFT_WEIGHTS_FILE);
+            s = road__error(ROAD_ERR_UNSUPPORTED,
+                            "adapter '%s': '%s' has %s (PyTorch pickle, written by older PEFT) but "
+                            "no %s; road reads safetensors only: convert it with PEFT "
+                            "(PeftModel.from_pretrained(...).save_pretrained(dir, "
+                            "safe_serialization=True))",
+                            c->name, dir, PEFT_LEGACY_WEIGHTS_FILE, PEFT_WEIGHTS_FILE);
         else if (legacy)
-            s = road_error(ROAD_ERR_NOT_FOUND,
-                           "adapter '%s': '%s' does not exist; an adapter folder holds %s and %s",
-                           c->name, path, PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE);
+            s = road__error(ROAD_ERR_NOT_FOUND,
+                            "adapter '%s': '%s' does not exist; an adapter folder holds %s and %s",
+                            c->name, path, PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE);
         else
             s = ROAD_ERR_NO_MEMORY;
-        road_free(path);
+        road__free(path);
         return s;
     }
     s = road_st_open(path, &c->f);
-    road_free(path);
-    if (s != ROAD_OK) road_error_prefix("adapter '%s'", c->name);
+    road__free(path);
+    if (s != ROAD_OK) road__error_prefix("adapter '%s'", c->name);
     return s;
 }
 
@@ -191,31 +191,31 @@ static road_status open_folder(load_ctx *c, const char *dir) {
 static road_status plan_layers(load_ctx *c) {
     c->n_all = road_adapter_set_layer_count(c->s);
     size_t n_all = c->n_all > 0 ? (size_t)c->n_all : 1;
-    c->idx = road_malloc(n_all * sizeof *c->idx);
-    c->matched = road_calloc(n_all, sizeof *c->matched);
+    c->idx = road__malloc(n_all * sizeof *c->idx);
+    c->matched = road__calloc(n_all, sizeof *c->matched);
     if (!c->idx || !c->matched) return ROAD_ERR_NO_MEMORY;
     road_status s = road_adapter_set_match(c->s, c->cfg, c->idx, c->n_all, &c->n_matched);
     if (s != ROAD_OK) {
-        road_error_prefix("adapter '%s'", c->name);
+        road__error_prefix("adapter '%s'", c->name);
         return s;
     }
     if (c->n_matched <= 0 || c->n_matched > c->n_all)
-        return road_error(ROAD_ERR_INTERNAL,
-                          "adapter '%s': road_adapter_set_match reported %d layers of %d", c->name,
-                          c->n_matched, c->n_all);
+        return road__error(ROAD_ERR_INTERNAL,
+                           "adapter '%s': road_adapter_set_match reported %d layers of %d", c->name,
+                           c->n_matched, c->n_all);
 
-    c->cp_idx = road_malloc(n_all * sizeof *c->cp_idx);
-    c->is_copy = road_calloc(n_all, sizeof *c->is_copy);
-    c->cp_src = road_calloc(2 * n_all, sizeof *c->cp_src);
+    c->cp_idx = road__malloc(n_all * sizeof *c->cp_idx);
+    c->is_copy = road__calloc(n_all, sizeof *c->is_copy);
+    c->cp_src = road__calloc(2 * n_all, sizeof *c->cp_src);
     if (!c->cp_idx || !c->is_copy || !c->cp_src) return ROAD_ERR_NO_MEMORY;
     s = road_adapter_set_match_modules_to_save(c->s, c->cfg, c->cp_idx, c->n_all, &c->n_cp);
     if (s != ROAD_OK) {
-        road_error_prefix("adapter '%s'", c->name);
+        road__error_prefix("adapter '%s'", c->name);
         return s;
     }
     for (int32_t i = 0; i < c->n_cp; i++) c->is_copy[c->cp_idx[i]] = true;
 
-    c->offset = road_malloc(((size_t)c->n_matched + 1) * sizeof *c->offset);
+    c->offset = road__malloc(((size_t)c->n_matched + 1) * sizeof *c->offset);
     if (!c->offset) return ROAD_ERR_NO_MEMORY;
     const road_variant v = road_config_variant(c->cfg);
     size_t longest = 0;
@@ -224,9 +224,9 @@ static road_status plan_layers(load_ctx *c) {
         road_linear *l = road_adapter_set_layer(c->s, c->idx[i]);
         const char *lname = road_adapter_set_layer_name(c->s, c->idx[i]);
         if (!l)
-            return road_error(ROAD_ERR_INTERNAL,
-                              "adapter '%s': matching selected '%s', which is not a linear layer",
-                              c->name, lname);
+            return road__error(ROAD_ERR_INTERNAL,
+                               "adapter '%s': matching selected '%s', which is not a linear layer",
+                               c->name, lname);
         c->matched[c->idx[i]] = true;
         int64_t p = road_param_count(v, road_linear_out_features(l));
         ROAD_ASSERT(p > 0);
@@ -235,9 +235,9 @@ static road_status plan_layers(load_ctx *c) {
         if (k > longest) longest = k;
     }
     size_t bytes = 0;
-    if (road_size_mul(2 * (size_t)c->offset[c->n_matched], sizeof(float), &bytes) != 0)
-        return road_error(ROAD_ERR_NO_MEMORY, "adapter '%s': too many parameters", c->name);
-    c->params = road_malloc(bytes);
+    if (road__size_mul(2 * (size_t)c->offset[c->n_matched], sizeof(float), &bytes) != 0)
+        return road__error(ROAD_ERR_NO_MEMORY, "adapter '%s': too many parameters", c->name);
+    c->params = road__malloc(bytes);
     if (!c->params) return ROAD_ERR_NO_MEMORY;
 
     /* The buffer holds an expected key, and also any file key (less its prefix) when
@@ -251,7 +251,7 @@ static road_status plan_layers(load_ctx *c) {
         if (k > longest) longest = k;
     }
     c->scratch_cap = strlen(PEFT_KEY_PREFIX) + longest + strlen(PEFT_THETA_SUFFIX) + 1;
-    c->scratch = road_malloc(c->scratch_cap);
+    c->scratch = road__malloc(c->scratch_cap);
     return c->scratch ? ROAD_OK : ROAD_ERR_NO_MEMORY;
 }
 
@@ -287,12 +287,12 @@ static road_status refuse_nonfinite(const load_ctx *c, const road_st_tensor *t, 
                                     int64_t n) {
     int64_t bad = road_first_nonfinite(x, n);
     if (bad < 0) return ROAD_OK;
-    return road_error(ROAD_ERR_NUMERIC,
-                      "adapter '%s': " PEFT_WEIGHTS_FILE " tensor '%.*s' holds %g at index %lld "
-                      "(as float32%s); adapter parameters must be finite: the adapter is "
-                      "broken (a diverged training run?), retrain or fix it",
-                      c->name, ECHO_MAX, t->name, (double)x[bad], (long long)bad,
-                      t->dtype == ROAD_DTYPE_F64 ? ", from F64: beyond float32's range?" : "");
+    return road__error(ROAD_ERR_NUMERIC,
+                       "adapter '%s': " PEFT_WEIGHTS_FILE " tensor '%.*s' holds %g at index %lld "
+                       "(as float32%s); adapter parameters must be finite: the adapter is "
+                       "broken (a diverged training run?), retrain or fix it",
+                       c->name, ECHO_MAX, t->name, (double)x[bad], (long long)bad,
+                       t->dtype == ROAD_DTYPE_F64 ? ", from F64: beyond float32's range?" : "");
 }
 
 /* The dtypes RoAd parameters and modules_to_save copies are read from (converted to float32). */
@@ -314,26 +314,26 @@ static road_status read_layer_params(load_ctx *c) {
                 msgbuf m = {.len = 0};
                 m.text[0] = '\0';
                 missing_key_hint(c, layer, param_suffix[k], &m);
-                return road_error(ROAD_ERR_NOT_FOUND,
-                                  "adapter '%s': " PEFT_WEIGHTS_FILE " has no '%.*s' for layer "
-                                  "%.*s, which the config's target_modules select%s",
-                                  c->name, ECHO_MAX, c->scratch, ECHO_MAX, layer, m.text);
+                return road__error(ROAD_ERR_NOT_FOUND,
+                                   "adapter '%s': " PEFT_WEIGHTS_FILE " has no '%.*s' for layer "
+                                   "%.*s, which the config's target_modules select%s",
+                                   c->name, ECHO_MAX, c->scratch, ECHO_MAX, layer, m.text);
             }
             if (!float_dtype(t->dtype))
-                return road_error(ROAD_ERR_FORMAT,
-                                  "adapter '%s': '%.*s' (layer %.*s) is %s; RoAd parameters are "
-                                  "read from F32, F16, BF16 or F64 tensors",
-                                  c->name, ECHO_MAX, t->name, ECHO_MAX, layer,
-                                  road_dtype_name(t->dtype));
+                return road__error(ROAD_ERR_FORMAT,
+                                   "adapter '%s': '%.*s' (layer %.*s) is %s; RoAd parameters are "
+                                   "read from F32, F16, BF16 or F64 tensors",
+                                   c->name, ECHO_MAX, t->name, ECHO_MAX, layer,
+                                   road_dtype_name(t->dtype));
             if (t->ndim != 1 || t->shape[0] != p) {
                 char got[96];
                 shape_text(t, got, sizeof got);
-                return road_error(ROAD_ERR_SHAPE,
-                                  "adapter '%s': '%.*s' (layer %.*s, %lld output features, %s "
-                                  "group_size %d) has shape %s; expected [%lld]",
-                                  c->name, ECHO_MAX, t->name, ECHO_MAX, layer, (long long)out,
-                                  road_variant_name(v), road_config_group_size(c->cfg), got,
-                                  (long long)p);
+                return road__error(ROAD_ERR_SHAPE,
+                                   "adapter '%s': '%.*s' (layer %.*s, %lld output features, %s "
+                                   "group_size %d) has shape %s; expected [%lld]",
+                                   c->name, ECHO_MAX, t->name, ECHO_MAX, layer, (long long)out,
+                                   road_variant_name(v), road_config_group_size(c->cfg), got,
+                                   (long long)p);
             }
             float *dst = c->params + 2 * c->offset[i] + k * p;
             road_status s = road_dtype_to_f32(t->dtype, t->data, dst, (size_t)p);
@@ -467,7 +467,7 @@ static road_status check_unexpected(load_ctx *c) {
     if (n_bad > UNEXPECTED_LIST_MAX)
         msg_add(&m, " and %lld more", (long long)(n_bad - UNEXPECTED_LIST_MAX));
     add_hint(c, best, best_key, best_layer, &m);
-    return road_error(ROAD_ERR_FORMAT, "%s", m.text);
+    return road__error(ROAD_ERR_FORMAT, "%s", m.text);
 }
 
 /* Find and check every modules_to_save tensor: the weight [out, in] of each selected layer
@@ -486,32 +486,32 @@ static road_status read_copies(load_ctx *c) {
                      k ? PEFT_BIAS_SUFFIX : PEFT_WEIGHT_SUFFIX);
             const road_st_tensor *t = road_st_find(c->f, c->scratch);
             if (!t)
-                return road_error(ROAD_ERR_NOT_FOUND,
-                                  "adapter '%s': " PEFT_WEIGHTS_FILE " has no '%.*s', the "
-                                  "modules_to_save copy of layer %.*s that the config lists",
-                                  c->name, ECHO_MAX, c->scratch, ECHO_MAX, layer);
+                return road__error(ROAD_ERR_NOT_FOUND,
+                                   "adapter '%s': " PEFT_WEIGHTS_FILE " has no '%.*s', the "
+                                   "modules_to_save copy of layer %.*s that the config lists",
+                                   c->name, ECHO_MAX, c->scratch, ECHO_MAX, layer);
             if (!float_dtype(t->dtype))
-                return road_error(ROAD_ERR_FORMAT,
-                                  "adapter '%s': '%.*s' (modules_to_save copy of layer %.*s) is "
-                                  "%s; copies are read from F32, F16, BF16 or F64 tensors",
-                                  c->name, ECHO_MAX, t->name, ECHO_MAX, layer,
-                                  road_dtype_name(t->dtype));
+                return road__error(ROAD_ERR_FORMAT,
+                                   "adapter '%s': '%.*s' (modules_to_save copy of layer %.*s) is "
+                                   "%s; copies are read from F32, F16, BF16 or F64 tensors",
+                                   c->name, ECHO_MAX, t->name, ECHO_MAX, layer,
+                                   road_dtype_name(t->dtype));
             const bool ok = k == 0 ? t->ndim == 2 && t->shape[0] == out && t->shape[1] == in
                                    : t->ndim == 1 && t->shape[0] == out;
             if (!ok) {
                 char got[96];
                 shape_text(t, got, sizeof got);
                 if (k == 0)
-                    return road_error(ROAD_ERR_SHAPE,
-                                      "adapter '%s': '%.*s' (modules_to_save copy of layer %.*s) "
-                                      "has shape %s; the layer's weight is [%lld, %lld]",
-                                      c->name, ECHO_MAX, t->name, ECHO_MAX, layer, got,
-                                      (long long)out, (long long)in);
-                return road_error(ROAD_ERR_SHAPE,
-                                  "adapter '%s': '%.*s' (modules_to_save copy of layer %.*s) has "
-                                  "shape %s; the layer's bias is [%lld]",
-                                  c->name, ECHO_MAX, t->name, ECHO_MAX, layer, got,
-                                  (long long)out);
+                    return road__error(ROAD_ERR_SHAPE,
+                                       "adapter '%s': '%.*s' (modules_to_save copy of layer %.*s) "
+                                       "has shape %s; the layer's weight is [%lld, %lld]",
+                                       c->name, ECHO_MAX, t->name, ECHO_MAX, layer, got,
+                                       (long long)out, (long long)in);
+                return road__error(ROAD_ERR_SHAPE,
+                                   "adapter '%s': '%.*s' (modules_to_save copy of layer %.*s) has "
+                                   "shape %s; the layer's bias is [%lld]",
+                                   c->name, ECHO_MAX, t->name, ECHO_MAX, layer, got,
+                                   (long long)out);
             }
             c->cp_src[2 * i + k] = t;
         }
@@ -526,10 +526,10 @@ static road_status install(load_ctx *c) {
     if (s != ROAD_OK && !road_adapter_set_has(c->s, c->name)) return s;
     for (int32_t li = 0; li < c->n_all && s == ROAD_OK; li++) {
         if (road_adapter_set_on_layer(c->s, c->name, li) != c->matched[li])
-            s = road_error(ROAD_ERR_INTERNAL,
-                           "adapter '%s': road_adapter_set_add put it on a different set of "
-                           "layers than road_adapter_set_match selected (layer %s)",
-                           c->name, road_adapter_set_layer_name(c->s, li));
+            s = road__error(ROAD_ERR_INTERNAL,
+                            "adapter '%s': road_adapter_set_add put it on a different set of "
+                            "layers than road_adapter_set_match selected (layer %s)",
+                            c->name, road_adapter_set_layer_name(c->s, li));
     }
     for (int32_t i = 0; i < c->n_matched && s == ROAD_OK; i++) {
         road_linear *l = road_adapter_set_layer(c->s, c->idx[i]);
@@ -554,20 +554,20 @@ static road_status install(load_ctx *c) {
     snprintf(why, sizeof why, "%s", road_last_error());
     road_status d = road_adapter_set_delete(c->s, c->name);
     if (d != ROAD_OK)
-        return road_error(ROAD_ERR_INTERNAL,
-                          "%s; removing the half-loaded adapter '%s' then failed too: %s", why,
-                          c->name, road_last_error());
-    return road_error(s, "%s", why);
+        return road__error(ROAD_ERR_INTERNAL,
+                           "%s; removing the half-loaded adapter '%s' then failed too: %s", why,
+                           c->name, road_last_error());
+    return road__error(s, "%s", why);
 }
 
 road_status road_adapter_set_load(road_adapter_set *s, const char *name, const char *dir) {
     if (!s || !name || !dir)
-        return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_load: NULL argument");
+        return road__error(ROAD_ERR_INVALID_ARG, "road_adapter_set_load: NULL argument");
     if (road_adapter_set_has(s, name))
-        return road_error(ROAD_ERR_EXISTS,
-                          "an adapter named '%s' is already loaded; delete it first or load "
-                          "this one under another name",
-                          name);
+        return road__error(ROAD_ERR_EXISTS,
+                           "an adapter named '%s' is already loaded; delete it first or load "
+                           "this one under another name",
+                           name);
     road_adapter_load *l = NULL;
     road_status st = road_adapter_set_load_prepare(s, name, dir, &l);
     if (st == ROAD_OK) st = road_adapter_set_load_commit(s, l);
@@ -584,9 +584,9 @@ struct road_adapter_load {
 road_status road_adapter_set_load_prepare(road_adapter_set *s, const char *name, const char *dir,
                                           road_adapter_load **out) {
     if (!s || !name || !dir || !out)
-        return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_load_prepare: NULL argument");
+        return road__error(ROAD_ERR_INVALID_ARG, "road_adapter_set_load_prepare: NULL argument");
     *out = NULL;
-    road_adapter_load *l = road_calloc(1, sizeof *l);
+    road_adapter_load *l = road__calloc(1, sizeof *l);
     if (!l) return ROAD_ERR_NO_MEMORY;
     l->c.name = name;
     l->c.s = s;
@@ -613,17 +613,17 @@ road_status road_adapter_set_load_prepare(road_adapter_set *s, const char *name,
 
 road_status road_adapter_set_load_commit(road_adapter_set *s, road_adapter_load *l) {
     if (!s || !l || l->c.s != s)
-        return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_load_commit: NULL argument, or "
-                          "prepared for another set");
+        return road__error(ROAD_ERR_INVALID_ARG, "road_adapter_set_load_commit: NULL argument, or "
+                                                 "prepared for another set");
     if (road_adapter_set_has(s, l->c.name))
-        return road_error(ROAD_ERR_EXISTS, "an adapter named '%s' is already loaded", l->c.name);
+        return road__error(ROAD_ERR_EXISTS, "an adapter named '%s' is already loaded", l->c.name);
     return install(&l->c);
 }
 
 void road_adapter_load_free(road_adapter_load *l) {
     if (!l) return;
     load_ctx_free(&l->c);
-    road_free(l);
+    road__free(l);
 }
 
 /* ---- save ------------------------------------------------------------------------------- */
@@ -642,8 +642,8 @@ static road_status save_weights(road_adapter_set *s, const char *name, const cha
         const char *layer = road_adapter_set_layer_name(s, li);
         size_t need = strlen(PEFT_KEY_PREFIX) + strlen(layer) + strlen(PEFT_THETA_SUFFIX) + 1;
         if (need > key_cap) {
-            road_free(key);
-            key = road_malloc(need);
+            road__free(key);
+            key = road__malloc(need);
             key_cap = key ? need : 0;
             if (!key) {
                 st = ROAD_ERR_NO_MEMORY;
@@ -666,8 +666,8 @@ static road_status save_weights(road_adapter_set *s, const char *name, const cha
         const char *layer = road_adapter_set_layer_name(s, mc.layer);
         size_t need = strlen(PEFT_KEY_PREFIX) + strlen(layer) + strlen(PEFT_WEIGHT_SUFFIX) + 1;
         if (st == ROAD_OK && need > key_cap) {
-            road_free(key);
-            key = road_malloc(need);
+            road__free(key);
+            key = road__malloc(need);
             key_cap = key ? need : 0;
             if (!key) st = ROAD_ERR_NO_MEMORY;
         }
@@ -682,8 +682,8 @@ static road_status save_weights(road_adapter_set *s, const char *name, const cha
             st = road_st_writer_add(w, key, ROAD_DTYPE_F32, 1, shape, mc.bias);
         }
     }
-    road_free(key);
-    return road_st_writer_finish(w, st, folder, PEFT_WEIGHTS_FILE);
+    road__free(key);
+    return road__st_writer_finish(w, st, folder, PEFT_WEIGHTS_FILE);
 }
 
 /* Write one adapter's adapter_config.json: its config with inference_mode true, as PEFT's
@@ -701,15 +701,15 @@ static road_status save_config(const road_adapter_set *s, const char *name, cons
 static road_status save_one(road_adapter_set *s, const char *name, const char *dir) {
     char *sub = NULL;
     if (strcmp(name, PEFT_DEFAULT_ADAPTER) != 0) {
-        sub = road_path_join(dir, name);
+        sub = road__path_join(dir, name);
         if (!sub) return ROAD_ERR_NO_MEMORY;
     }
     const char *folder = sub ? sub : dir;
-    road_status st = road_mkdir_p(folder);
+    road_status st = road__mkdir_p(folder);
     if (st == ROAD_OK) st = save_weights(s, name, folder);
     if (st == ROAD_OK) st = save_config(s, name, folder);
-    if (st != ROAD_OK) road_error_prefix("saving adapter '%s' to '%s'", name, folder);
-    road_free(sub);
+    if (st != ROAD_OK) road__error_prefix("saving adapter '%s' to '%s'", name, folder);
+    road__free(sub);
     return st;
 }
 
@@ -717,21 +717,21 @@ static road_status save_one(road_adapter_set *s, const char *name, const char *d
 static road_status check_names(const road_adapter_set *s, const char *const *names, int32_t n) {
     for (int32_t i = 0; i < n; i++) {
         if (!names[i])
-            return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_save: name %d is NULL", i);
+            return road__error(ROAD_ERR_INVALID_ARG, "road_adapter_set_save: name %d is NULL", i);
         if (!road_adapter_set_has(s, names[i])) {
             msgbuf m = {.len = 0};
             m.text[0] = '\0';
             for (int32_t k = 0; k < road_adapter_set_count(s); k++)
                 msg_add(&m, "%s'%s'", k ? ", " : "", road_adapter_set_name(s, k));
-            return road_error(ROAD_ERR_NOT_FOUND,
-                              "cannot save adapter '%.*s': no such adapter "
-                              "(the set has %s)",
-                              ECHO_MAX, names[i], m.len ? m.text : "none");
+            return road__error(ROAD_ERR_NOT_FOUND,
+                               "cannot save adapter '%.*s': no such adapter "
+                               "(the set has %s)",
+                               ECHO_MAX, names[i], m.len ? m.text : "none");
         }
         for (int32_t k = 0; k < i; k++) {
             if (strcmp(names[k], names[i]) == 0)
-                return road_error(ROAD_ERR_INVALID_ARG,
-                                  "road_adapter_set_save: adapter '%s' is listed twice", names[i]);
+                return road__error(ROAD_ERR_INVALID_ARG,
+                                   "road_adapter_set_save: adapter '%s' is listed twice", names[i]);
         }
     }
     return ROAD_OK;
@@ -739,31 +739,35 @@ static road_status check_names(const road_adapter_set *s, const char *const *nam
 
 road_status road_adapter_set_save(road_adapter_set *s, const char *dir, const char *const *names,
                                   int32_t n) {
-    if (!s || !dir) return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_save: NULL argument");
+    if (!s || !dir)
+        return road__error(ROAD_ERR_INVALID_ARG, "road_adapter_set_save: NULL argument");
     if (names && n < 0)
-        return road_error(ROAD_ERR_INVALID_ARG, "road_adapter_set_save: negative count %d", n);
+        return road__error(ROAD_ERR_INVALID_ARG, "road_adapter_set_save: negative count %d", n);
     if (!names && road_adapter_set_count(s) == 0)
-        return road_error(ROAD_ERR_STATE, "cannot save to '%s': the set has no adapters", dir);
+        return road__error(ROAD_ERR_STATE, "cannot save to '%s': the set has no adapters", dir);
     road_status st = names ? check_names(s, names, n) : ROAD_OK;
     /* One unit (io/dir.h): every adapter is written into a temporary folder next to dir, then
      * swapped in with dir's other entries, so weights and config change together. */
-    char *target = st == ROAD_OK ? road_dir_trim(dir) : NULL;
-    char *parent = target ? road_path_parent(target) : NULL, *tmp = NULL;
+    char *target = st == ROAD_OK ? road__dir_trim(dir) : NULL;
+    char *parent = target ? road__path_parent(target) : NULL, *tmp = NULL;
     if (st == ROAD_OK && !parent) st = ROAD_ERR_NO_MEMORY;
-    if (st == ROAD_OK) st = road_mkdir_p(parent);
-    if (st == ROAD_OK) st = road_dir_make_temp(target, ".tmp.", &tmp);
+    if (st == ROAD_OK) st = road__mkdir_p(parent);
+    if (st == ROAD_OK) st = road__dir_make_temp(target, ".tmp.", &tmp);
     const int32_t count = names ? n : road_adapter_set_count(s);
     for (int32_t i = 0; i < count && st == ROAD_OK; i++)
         st = save_one(s, names ? names[i] : road_adapter_set_name(s, i), tmp);
     if (st == ROAD_OK) {
-        road_dir_fsync(tmp);
-        st = road_dir_update(tmp, target);
-        if (st != ROAD_OK) road_error_prefix("saving adapters to '%s' (its files are unchanged)", target);
+        road__dir_fsync(tmp);
+        st = road__dir_update(tmp, target);
+        if (st != ROAD_OK)
+            road__error_prefix("saving adapters to '%s' (its files are unchanged)", target);
     }
-    if (st == ROAD_OK) road_dir_fsync(parent);
-    else if (tmp) road_dir_remove_tree(tmp, ROAD_DIR_DEPTH);
-    road_free(tmp);
-    road_free(parent);
-    road_free(target);
+    if (st == ROAD_OK)
+        road__dir_fsync(parent);
+    else if (tmp)
+        road__dir_remove_tree(tmp, ROAD_DIR_DEPTH);
+    road__free(tmp);
+    road__free(parent);
+    road__free(target);
     return st;
 }

@@ -44,8 +44,8 @@ road_status road_variant_parse(const char *s, road_variant *out) {
             return ROAD_OK;
         }
     }
-    return road_error(ROAD_ERR_CONFIG, "invalid variant '%s'; choose road_1, road_2 or road_4",
-                      s ? s : "(null)");
+    return road__error(ROAD_ERR_CONFIG, "invalid variant '%s'; choose road_1, road_2 or road_4",
+                       s ? s : "(null)");
 }
 
 int64_t road_param_count(road_variant v, int64_t out) {
@@ -61,16 +61,17 @@ road_status road_check_shape(road_variant v, int64_t group_size, int64_t out, co
     const char *pre = layer ? layer : "";
     const char *sep = layer ? ": " : "";
     if (road_param_count(v, 2) == 0)
-        return road_error(ROAD_ERR_CONFIG, "%s%sinvalid variant %d; choose road_1, road_2 or road_4",
-                          pre, sep, (int)v);
+        return road__error(ROAD_ERR_CONFIG,
+                           "%s%sinvalid variant %d; choose road_1, road_2 or road_4", pre, sep,
+                           (int)v);
     if (group_size <= 0 || group_size % 2 != 0)
-        return road_error(ROAD_ERR_CONFIG,
-                          "%s%sgroup_size must be a positive even number (features are rotated "
-                          "in pairs), got %lld",
-                          pre, sep, (long long)group_size);
+        return road__error(ROAD_ERR_CONFIG,
+                           "%s%sgroup_size must be a positive even number (features are rotated "
+                           "in pairs), got %lld",
+                           pre, sep, (long long)group_size);
     if (out <= 0)
-        return road_error(ROAD_ERR_SHAPE, "%s%sout_features must be positive, got %lld", pre, sep,
-                          (long long)out);
+        return road__error(ROAD_ERR_SHAPE, "%s%sout_features must be positive, got %lld", pre, sep,
+                           (long long)out);
     if (out % group_size != 0) {
         int64_t best = 0;
         for (int64_t d = group_size < out ? group_size : out; d >= 2; d--) {
@@ -80,33 +81,35 @@ road_status road_check_shape(road_variant v, int64_t group_size, int64_t out, co
             }
         }
         if (best == 0)
-            return road_error(ROAD_ERR_SHAPE,
-                              "%s%sout_features %lld is odd, so RoAd cannot pair its features; "
-                              "leave this layer out of target_modules",
-                              pre, sep, (long long)out);
-        return road_error(ROAD_ERR_SHAPE,
-                          "%s%sout_features %lld is not divisible by group_size %lld; choose a "
-                          "group_size that divides it (for example %lld)",
-                          pre, sep, (long long)out, (long long)group_size, (long long)best);
+            return road__error(ROAD_ERR_SHAPE,
+                               "%s%sout_features %lld is odd, so RoAd cannot pair its features; "
+                               "leave this layer out of target_modules",
+                               pre, sep, (long long)out);
+        return road__error(ROAD_ERR_SHAPE,
+                           "%s%sout_features %lld is not divisible by group_size %lld; choose a "
+                           "group_size that divides it (for example %lld)",
+                           pre, sep, (long long)out, (long long)group_size, (long long)best);
     }
     return ROAD_OK;
 }
 
 static road_status check_rot(const road_rot *r, const char *fn) {
     if (!r || !r->c1 || !r->c2)
-        return road_error(ROAD_ERR_INVALID_ARG, "%s: rotation or its coefficients are NULL", fn);
+        return road__error(ROAD_ERR_INVALID_ARG, "%s: rotation or its coefficients are NULL", fn);
     road_status s = road_check_shape(ROAD_VARIANT_2, r->group_size, r->out, NULL);
-    if (s != ROAD_OK) road_error_prefix("%s", fn);
+    if (s != ROAD_OK) road__error_prefix("%s", fn);
     return s;
 }
 
 static road_status check_block(const char *fn, int64_t rows, const void *p, int64_t ld,
                                int64_t width, const char *what) {
-    if (rows < 0) return road_error(ROAD_ERR_SHAPE, "%s: rows must be >= 0, got %lld", fn, (long long)rows);
-    if (rows > 0 && !p) return road_error(ROAD_ERR_INVALID_ARG, "%s: %s is NULL", fn, what);
+    if (rows < 0)
+        return road__error(ROAD_ERR_SHAPE, "%s: rows must be >= 0, got %lld", fn, (long long)rows);
+    if (rows > 0 && !p) return road__error(ROAD_ERR_INVALID_ARG, "%s: %s is NULL", fn, what);
     if (ld < width)
-        return road_error(ROAD_ERR_SHAPE, "%s: row stride of %s (%lld) is smaller than its width %lld",
-                          fn, what, (long long)ld, (long long)width);
+        return road__error(ROAD_ERR_SHAPE,
+                           "%s: row stride of %s (%lld) is smaller than its width %lld", fn, what,
+                           (long long)ld, (long long)width);
     return ROAD_OK;
 }
 
@@ -117,7 +120,7 @@ road_status road_coeffs_compute(road_variant v, int32_t group_size, int64_t out,
     road_status s = road_check_shape(v, group_size, out, NULL);
     if (s != ROAD_OK) return s;
     if (!theta || !alpha || !c1 || !c2)
-        return road_error(ROAD_ERR_INVALID_ARG, "road_coeffs_compute: NULL array");
+        return road__error(ROAD_ERR_INVALID_ARG, "road_coeffs_compute: NULL array");
     const int64_t gs = group_size, h = gs / 2;
     switch (v) {
     case ROAD_VARIANT_1: /* parameter g*h + j serves both elements of pair (g*gs + j, +h) */
@@ -157,7 +160,7 @@ road_status road_coeffs_backward(road_variant v, int32_t group_size, int64_t out
     road_status s = road_check_shape(v, group_size, out, NULL);
     if (s != ROAD_OK) return s;
     if (!theta || !alpha || !dc1 || !dc2 || !dtheta || !dalpha)
-        return road_error(ROAD_ERR_INVALID_ARG, "road_coeffs_backward: NULL array");
+        return road__error(ROAD_ERR_INVALID_ARG, "road_coeffs_backward: NULL array");
     const int64_t gs = group_size, h = gs / 2;
     switch (v) {
     case ROAD_VARIANT_1:
@@ -202,7 +205,7 @@ static _Thread_local road_kernel_impl tls_impl = ROAD_KERNEL_AUTO;
 
 road_kernel_impl road_kernel_active(void) {
 #ifdef ROAD_HAVE_AVX2_KERNELS
-    if (road_cpu_has_avx2_fma()) return ROAD_KERNEL_AVX2;
+    if (road__cpu_has_avx2_fma()) return ROAD_KERNEL_AVX2;
 #endif
     return ROAD_KERNEL_GENERIC;
 }
@@ -224,30 +227,33 @@ road_status road_kernel_select(road_kernel_impl impl) {
     case ROAD_KERNEL_GENERIC: tls_impl = impl; return ROAD_OK;
     case ROAD_KERNEL_AVX2:
 #ifdef ROAD_HAVE_AVX2_KERNELS
-        if (road_cpu_has_avx2_fma()) {
+        if (road__cpu_has_avx2_fma()) {
             tls_impl = impl;
             return ROAD_OK;
         }
 #endif
-        return road_error(ROAD_ERR_UNSUPPORTED, "the avx2 kernels need a CPU with AVX2 and FMA");
+        return road__error(ROAD_ERR_UNSUPPORTED, "the avx2 kernels need a CPU with AVX2 and FMA");
     }
-    return road_error(ROAD_ERR_INVALID_ARG, "unknown kernel implementation %d", (int)impl);
+    return road__error(ROAD_ERR_INVALID_ARG, "unknown kernel implementation %d", (int)impl);
 }
 
-const road_kernel_ops *road_kernels_current(void) {
+const road_kernel_ops *road__kernels_current(void) {
     road_kernel_impl impl = tls_impl == ROAD_KERNEL_AUTO ? road_kernel_active() : tls_impl;
     switch (impl) {
-    case ROAD_KERNEL_REFERENCE: return &road_kernels_reference;
+    case ROAD_KERNEL_REFERENCE:
+        return &road__kernels_reference;
 #ifdef ROAD_HAVE_AVX2_KERNELS
-    case ROAD_KERNEL_AVX2: return &road_kernels_avx2;
+    case ROAD_KERNEL_AVX2:
+        return &road__kernels_avx2;
 #endif
-    default: return &road_kernels_generic;
+    default:
+        return &road__kernels_generic;
     }
 }
 
 static int threads_for(const road_kernel_ops *k, int64_t rows, int64_t width) {
 #ifdef _OPENMP
-    if (k == &road_kernels_reference || rows < 2 || rows * width < ROAD_PAR_MIN_ELEMS) return 1;
+    if (k == &road__kernels_reference || rows < 2 || rows * width < ROAD_PAR_MIN_ELEMS) return 1;
     int nt = omp_get_max_threads();
     return nt < rows ? nt : (int)rows;
 #else
@@ -262,7 +268,7 @@ road_status road_rot_forward(const road_rot *r, int64_t rows, float *y, int64_t 
     road_status s = check_rot(r, "road_rot_forward");
     if (s == ROAD_OK) s = check_block("road_rot_forward", rows, y, ld, r->out, "y");
     if (s != ROAD_OK) return s;
-    const road_kernel_ops *k = road_kernels_current();
+    const road_kernel_ops *k = road__kernels_current();
     int nt = threads_for(k, rows, r->out);
     if (nt <= 1) {
         k->forward(r, rows, y, ld);
@@ -279,29 +285,30 @@ road_status road_rot_forward(const road_rot *r, int64_t rows, float *y, int64_t 
 road_status road_rot_forward_mixed(const road_rot *const *rots, int32_t n_rots,
                                    const int32_t *slot, int64_t rows, float *y, int64_t ld) {
     if (n_rots < 0 || (n_rots > 0 && !rots) || (rows > 0 && !slot))
-        return road_error(ROAD_ERR_INVALID_ARG, "road_rot_forward_mixed: NULL or negative argument");
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "road_rot_forward_mixed: NULL or negative argument");
     int64_t out = -1;
     for (int32_t i = 0; i < n_rots; i++) {
         road_status s = check_rot(rots[i], "road_rot_forward_mixed");
         if (s != ROAD_OK) return s;
         if (out >= 0 && rots[i]->out != out)
-            return road_error(ROAD_ERR_SHAPE,
-                              "road_rot_forward_mixed: adapter %d has %lld features, adapter 0 "
-                              "has %lld; all must match the layer",
-                              (int)i, (long long)rots[i]->out, (long long)out);
+            return road__error(ROAD_ERR_SHAPE,
+                               "road_rot_forward_mixed: adapter %d has %lld features, adapter 0 "
+                               "has %lld; all must match the layer",
+                               (int)i, (long long)rots[i]->out, (long long)out);
         out = rots[i]->out;
     }
     for (int64_t i = 0; i < rows; i++) {
         if (slot[i] >= n_rots)
-            return road_error(ROAD_ERR_INVALID_ARG,
-                              "road_rot_forward_mixed: row %lld uses adapter slot %d, but only "
-                              "%d adapters were given",
-                              (long long)i, (int)slot[i], (int)n_rots);
+            return road__error(ROAD_ERR_INVALID_ARG,
+                               "road_rot_forward_mixed: row %lld uses adapter slot %d, but only "
+                               "%d adapters were given",
+                               (long long)i, (int)slot[i], (int)n_rots);
     }
     if (out < 0) return ROAD_OK; /* no adapters: every row passes through */
     road_status s = check_block("road_rot_forward_mixed", rows, y, ld, out, "y");
     if (s != ROAD_OK) return s;
-    const road_kernel_ops *k = road_kernels_current();
+    const road_kernel_ops *k = road__kernels_current();
     int nt = threads_for(k, rows, out);
     /* Each thread takes a contiguous range of rows and calls the kernel once per run of rows
      * that share an adapter (a sequence's tokens are contiguous, so runs are long). */
@@ -329,18 +336,18 @@ road_status road_rot_backward(const road_rot *r, int64_t rows, const float *x, i
     if (s == ROAD_OK && dx) s = check_block(fn, rows, dx, lddx, r->out, "dx");
     if (s != ROAD_OK) return s;
     if ((dc1 == NULL) != (dc2 == NULL))
-        return road_error(ROAD_ERR_INVALID_ARG, "%s: pass both dc1 and dc2, or neither", fn);
+        return road__error(ROAD_ERR_INVALID_ARG, "%s: pass both dc1 and dc2, or neither", fn);
     if (dc1) {
         s = check_block(fn, rows, x, ldx, r->out, "x");
         if (s != ROAD_OK) return s;
     }
     if (rows == 0) return ROAD_OK;
-    const road_kernel_ops *k = road_kernels_current();
+    const road_kernel_ops *k = road__kernels_current();
     const int64_t D = r->out;
     int nt = threads_for(k, rows, D);
     double *acc = NULL;
     if (dc1) {
-        acc = road_calloc((size_t)nt * 2 * (size_t)D, sizeof(double));
+        acc = road__calloc((size_t)nt * 2 * (size_t)D, sizeof(double));
         if (!acc) return ROAD_ERR_NO_MEMORY;
     }
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
@@ -360,7 +367,7 @@ road_status road_rot_backward(const road_rot *r, int64_t rows, const float *x, i
             dc1[i] += (float)s1;
             dc2[i] += (float)s2;
         }
-        road_free(acc);
+        road__free(acc);
     }
     return ROAD_OK;
 }
@@ -394,25 +401,25 @@ double road_rot_block_condition(const road_rot *r) {
 }
 
 /* Refuse non-finite or numerically singular blocks before touching W. */
-road_status road_rot_check_blocks(const road_rot *r, const char *fn) {
+road_status road__rot_check_blocks(const road_rot *r, const char *fn) {
     const int64_t gs = r->group_size, h = gs / 2;
     for (int64_t g0 = 0; g0 < r->out; g0 += gs) {
         for (int64_t j = 0; j < h; j++) {
             int64_t a = g0 + j, b = a + h;
             double c = block_condition(r->c1[a], r->c2[a], r->c1[b], r->c2[b]);
             if (isnan(c))
-                return road_error(ROAD_ERR_NUMERIC,
-                                  "%s: the rotation of features (%lld, %lld) is not finite "
-                                  "(alpha*cos = %g, alpha*sin = %g); the adapter is broken, "
-                                  "weights left unchanged",
-                                  fn, (long long)a, (long long)b, (double)r->c1[a],
-                                  (double)r->c2[a]);
+                return road__error(ROAD_ERR_NUMERIC,
+                                   "%s: the rotation of features (%lld, %lld) is not finite "
+                                   "(alpha*cos = %g, alpha*sin = %g); the adapter is broken, "
+                                   "weights left unchanged",
+                                   fn, (long long)a, (long long)b, (double)r->c1[a],
+                                   (double)r->c2[a]);
             if (!(c <= ROAD_MAX_BLOCK_CONDITION))
-                return road_error(ROAD_ERR_NUMERIC,
-                                  "%s: the 2x2 block of features (%lld, %lld) is singular "
-                                  "(condition number %.3g > %.3g; is alpha near 0?); merging it "
-                                  "could not be undone, weights left unchanged",
-                                  fn, (long long)a, (long long)b, c, ROAD_MAX_BLOCK_CONDITION);
+                return road__error(ROAD_ERR_NUMERIC,
+                                   "%s: the 2x2 block of features (%lld, %lld) is singular "
+                                   "(condition number %.3g > %.3g; is alpha near 0?); merging it "
+                                   "could not be undone, weights left unchanged",
+                                   fn, (long long)a, (long long)b, c, ROAD_MAX_BLOCK_CONDITION);
         }
     }
     return ROAD_OK;
@@ -422,10 +429,12 @@ static road_status check_weights(const road_rot *r, int64_t in, const float *w, 
                                  const char *fn) {
     road_status s = check_rot(r, fn);
     if (s != ROAD_OK) return s;
-    if (in <= 0) return road_error(ROAD_ERR_SHAPE, "%s: in_features must be positive, got %lld", fn, (long long)in);
+    if (in <= 0)
+        return road__error(ROAD_ERR_SHAPE, "%s: in_features must be positive, got %lld", fn,
+                           (long long)in);
     s = check_block(fn, r->out, w, ldw, in, "W");
     if (s != ROAD_OK) return s;
-    return road_rot_check_blocks(r, fn);
+    return road__rot_check_blocks(r, fn);
 }
 
 /* Apply the 2x2 map [[m11, m12], [m21, m22]] to rows (a, b) of W and entries (a, b) of bias,
@@ -488,7 +497,7 @@ road_status road_rot_unmerge(const road_rot *r, int64_t in, float *w, int64_t ld
 road_status road_rot_dense(const road_rot *r, float *dense) {
     road_status s = check_rot(r, "road_rot_dense");
     if (s != ROAD_OK) return s;
-    if (!dense) return road_error(ROAD_ERR_INVALID_ARG, "road_rot_dense: output is NULL");
+    if (!dense) return road__error(ROAD_ERR_INVALID_ARG, "road_rot_dense: output is NULL");
     const int64_t D = r->out, gs = r->group_size, h = gs / 2;
     memset(dense, 0, (size_t)D * (size_t)D * sizeof(float));
     for (int64_t g0 = 0; g0 < D; g0 += gs) {

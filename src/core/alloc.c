@@ -25,21 +25,21 @@ static int should_fail(void) {
     return 0;
 }
 
-int road_size_mul(size_t a, size_t b, size_t *out) {
+int road__size_mul(size_t a, size_t b, size_t *out) {
     if (a != 0 && b > SIZE_MAX / a) return -1;
     *out = a * b;
     return 0;
 }
 
-void *road_malloc(size_t n) {
+void *road__malloc(size_t n) {
     if (n > SIZE_MAX - 2 * HEADER || should_fail()) {
-        road_error(ROAD_ERR_NO_MEMORY, "out of memory allocating %zu bytes", n);
+        road__error(ROAD_ERR_NO_MEMORY, "out of memory allocating %zu bytes", n);
         return NULL;
     }
     size_t total = (n + HEADER + HEADER - 1) / HEADER * HEADER;
     void *base = NULL;
     if (posix_memalign(&base, ROAD_ALIGN, total) != 0) {
-        road_error(ROAD_ERR_NO_MEMORY, "out of memory allocating %zu bytes", n);
+        road__error(ROAD_ERR_NO_MEMORY, "out of memory allocating %zu bytes", n);
         return NULL;
     }
     *(size_t *)base = n;
@@ -48,18 +48,18 @@ void *road_malloc(size_t n) {
     return (char *)base + HEADER;
 }
 
-void *road_calloc(size_t count, size_t size) {
+void *road__calloc(size_t count, size_t size) {
     size_t n;
-    if (road_size_mul(count, size, &n) != 0) {
-        road_error(ROAD_ERR_NO_MEMORY, "allocation size overflows (%zu x %zu)", count, size);
+    if (road__size_mul(count, size, &n) != 0) {
+        road__error(ROAD_ERR_NO_MEMORY, "allocation size overflows (%zu x %zu)", count, size);
         return NULL;
     }
-    void *p = road_malloc(n);
+    void *p = road__malloc(n);
     if (p) memset(p, 0, n);
     return p;
 }
 
-void road_free(void *p) {
+void road__free(void *p) {
     if (!p) return;
     char *base = (char *)p - HEADER;
     size_t n = *(size_t *)base;
@@ -68,31 +68,31 @@ void road_free(void *p) {
     free(base);
 }
 
-void *road_realloc(void *p, size_t n) {
-    if (!p) return road_malloc(n);
+void *road__realloc(void *p, size_t n) {
+    if (!p) return road__malloc(n);
     size_t old = *(size_t *)((char *)p - HEADER);
-    void *q = road_malloc(n);
+    void *q = road__malloc(n);
     if (!q) return NULL;
     memcpy(q, p, old < n ? old : n);
-    road_free(p);
+    road__free(p);
     return q;
 }
 
-char *road_strdup(const char *s) {
+char *road__strdup(const char *s) {
     size_t n = strlen(s) + 1;
-    char *d = road_malloc(n);
+    char *d = road__malloc(n);
     if (d) memcpy(d, s, n);
     return d;
 }
 
-int64_t road_alloc_live_bytes(void) {
+int64_t road__alloc_live_bytes(void) {
     return atomic_load(&live_bytes);
 }
 
-int64_t road_alloc_live_count(void) {
+int64_t road__alloc_live_count(void) {
     return atomic_load(&live_count);
 }
 
-void road_alloc_fail_after(int64_t n) {
+void road__alloc_fail_after(int64_t n) {
     atomic_store(&fail_countdown, n < 0 ? -1 : n);
 }

@@ -10,9 +10,9 @@
 #include "core/error.h"
 #include "core/skinny.h"
 
-void road_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-                const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
-                int64_t ldc) {
+void road__sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                 const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                 int64_t ldc) {
     ROAD_ASSERT(m >= 0 && n >= 0 && k >= 0);
     if (m == 0 || n == 0) return;
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
@@ -20,10 +20,10 @@ void road_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, flo
                 (blasint)lda, b, (blasint)ldb, beta, c, (blasint)ldc);
 }
 
-void road_sgemm_xwt(int64_t rows, int64_t out, int64_t in, const float *x, const float *w,
-                    const float *bias, float *y) {
+void road__sgemm_xwt(int64_t rows, int64_t out, int64_t in, const float *x, const float *w,
+                     const float *bias, float *y) {
     if (rows > 0 && rows <= ROAD_SKINNY_MAX_ROWS) {
-        road_skinny_xwt(rows, out, in, x, w, bias, y);
+        road__skinny_xwt(rows, out, in, x, w, bias, y);
         return;
     }
     float beta = 0.0f;
@@ -32,18 +32,18 @@ void road_sgemm_xwt(int64_t rows, int64_t out, int64_t in, const float *x, const
             for (int64_t o = 0; o < out; o++) y[r * out + o] = bias[o];
         beta = 1.0f;
     }
-    road_sgemm(false, true, rows, out, in, 1.0f, x, in, w, in, beta, y, out);
+    road__sgemm(false, true, rows, out, in, 1.0f, x, in, w, in, beta, y, out);
 }
 
-void road_sgemm_dyw(int64_t rows, int64_t out, int64_t in, const float *dy, const float *w,
-                    float *dx) {
-    road_sgemm(false, false, rows, in, out, 1.0f, dy, out, w, in, 0.0f, dx, in);
+void road__sgemm_dyw(int64_t rows, int64_t out, int64_t in, const float *dy, const float *w,
+                     float *dx) {
+    road__sgemm(false, false, rows, in, out, 1.0f, dy, out, w, in, 0.0f, dx, in);
 }
 
-void road_blas_set_threads(int n) {
+void road__blas_set_threads(int n) {
     openblas_set_num_threads(n < 1 ? 1 : n);
 }
 
-int road_blas_threads(void) {
+int road__blas_threads(void) {
     return openblas_get_num_threads();
 }

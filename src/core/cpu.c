@@ -4,7 +4,7 @@
  */
 #include "core/cpu.h"
 
-bool road_cpu_has_avx2_fma(void) {
+bool road__cpu_has_avx2_fma(void) {
 #if defined(__x86_64__) || defined(__i386__)
     /* __builtin_cpu_init is idempotent and reads CPUID into libgcc's data; calling it here
      * keeps the answer right even when asked from a constructor before libgcc's own. */

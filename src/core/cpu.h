@@ -11,6 +11,6 @@
 #include <stdbool.h>
 
 /* True when the CPU (and OS) support AVX2 and FMA. */
-bool road_cpu_has_avx2_fma(void);
+bool road__cpu_has_avx2_fma(void);
 
 #endif

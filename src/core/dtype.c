@@ -207,7 +207,7 @@ size_t road_dtype_size(road_dtype t) {
 }
 
 road_status road_dtype_parse(const char *name, road_dtype *out) {
-    if (!name || !out) return road_error(ROAD_ERR_INVALID_ARG, "road_dtype_parse: NULL argument");
+    if (!name || !out) return road__error(ROAD_ERR_INVALID_ARG, "road_dtype_parse: NULL argument");
     for (int i = 0; i < ROAD_DTYPE_COUNT_; i++) {
         if (strcmp(name, dtype_table[i].name) == 0) {
             *out = (road_dtype)i;
@@ -218,21 +218,22 @@ road_status road_dtype_parse(const char *name, road_dtype *out) {
     known_dtype_list(known, sizeof known);
     for (size_t i = 0; i < sizeof unsupported_dtypes / sizeof unsupported_dtypes[0]; i++) {
         if (strcmp(name, unsupported_dtypes[i]) == 0) {
-            return road_error(ROAD_ERR_UNSUPPORTED,
-                              "dtype '%s' is a safetensors dtype that road does not read; road "
-                              "reads %s (convert the tensor to one of these, e.g. F32 or BF16)",
-                              name, known);
+            return road__error(ROAD_ERR_UNSUPPORTED,
+                               "dtype '%s' is a safetensors dtype that road does not read; road "
+                               "reads %s (convert the tensor to one of these, e.g. F32 or BF16)",
+                               name, known);
         }
     }
-    return road_error(ROAD_ERR_FORMAT, "unknown dtype '%.*s'; safetensors dtypes road reads are %s",
-                      DTYPE_NAME_ECHO_MAX, name, known);
+    return road__error(ROAD_ERR_FORMAT,
+                       "unknown dtype '%.*s'; safetensors dtypes road reads are %s",
+                       DTYPE_NAME_ECHO_MAX, name, known);
 }
 
 road_status road_dtype_to_f32(road_dtype t, const void *src, float *dst, size_t n) {
     if ((unsigned)t >= ROAD_DTYPE_COUNT_)
-        return road_error(ROAD_ERR_INVALID_ARG, "road_dtype_to_f32: invalid dtype %d", (int)t);
+        return road__error(ROAD_ERR_INVALID_ARG, "road_dtype_to_f32: invalid dtype %d", (int)t);
     if (n == 0) return ROAD_OK;
-    if (!src || !dst) return road_error(ROAD_ERR_INVALID_ARG, "road_dtype_to_f32: NULL buffer");
+    if (!src || !dst) return road__error(ROAD_ERR_INVALID_ARG, "road_dtype_to_f32: NULL buffer");
     dtype_table[t].to_f32(src, dst, n);
     return ROAD_OK;
 }

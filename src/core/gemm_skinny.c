@@ -88,8 +88,8 @@ SK_AVX2 static void skinny_avx2(int64_t rows, int64_t out, int64_t in, const flo
 }
 #endif
 
-void road_skinny_reference(int64_t rows, int64_t out, int64_t in, const float *x, const float *w,
-                           const float *bias, float *y) {
+void road__skinny_reference(int64_t rows, int64_t out, int64_t in, const float *x, const float *w,
+                            const float *bias, float *y) {
 #pragma omp parallel for schedule(static) if (out * in >= (1 << 16))
     for (int64_t o = 0; o < out; o++) {
         const float *wr = w + o * in;
@@ -102,13 +102,13 @@ void road_skinny_reference(int64_t rows, int64_t out, int64_t in, const float *x
     }
 }
 
-void road_skinny_xwt(int64_t rows, int64_t out, int64_t in, const float *x, const float *w,
-                     const float *bias, float *y) {
+void road__skinny_xwt(int64_t rows, int64_t out, int64_t in, const float *x, const float *w,
+                      const float *bias, float *y) {
 #if defined(__x86_64__)
-    if (road_cpu_has_avx2_fma()) {
+    if (road__cpu_has_avx2_fma()) {
         skinny_avx2(rows, out, in, x, w, bias, y);
         return;
     }
 #endif
-    road_skinny_reference(rows, out, in, x, w, bias, y);
+    road__skinny_reference(rows, out, in, x, w, bias, y);
 }

@@ -16,14 +16,14 @@ static uint64_t rotl(uint64_t x, int k) {
     return (x << k) | (x >> (64 - k));
 }
 
-void road_rng_seed(road_rng *r, uint64_t seed) {
+void road__rng_seed(road_rng *r, uint64_t seed) {
     uint64_t x = seed;
     for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&x);
     r->has_spare = 0;
     r->spare = 0.0;
 }
 
-uint64_t road_rng_u64(road_rng *r) {
+uint64_t road__rng_u64(road_rng *r) {
     uint64_t *s = r->s;
     uint64_t result = rotl(s[1] * 5, 7) * 9;
     uint64_t t = s[1] << 17;
@@ -36,19 +36,19 @@ uint64_t road_rng_u64(road_rng *r) {
     return result;
 }
 
-double road_rng_uniform(road_rng *r) {
-    return (double)(road_rng_u64(r) >> 11) * 0x1.0p-53;
+double road__rng_uniform(road_rng *r) {
+    return (double)(road__rng_u64(r) >> 11) * 0x1.0p-53;
 }
 
-double road_rng_normal(road_rng *r) {
+double road__rng_normal(road_rng *r) {
     if (r->has_spare) {
         r->has_spare = 0;
         return r->spare;
     }
     double u1;
-    do u1 = road_rng_uniform(r);
+    do u1 = road__rng_uniform(r);
     while (u1 <= 0.0);
-    double u2 = road_rng_uniform(r);
+    double u2 = road__rng_uniform(r);
     double rad = sqrt(-2.0 * log(u1));
     double ang = 2.0 * 3.14159265358979323846 * u2;
     r->spare = rad * sin(ang);
@@ -56,6 +56,6 @@ double road_rng_normal(road_rng *r) {
     return rad * cos(ang);
 }
 
-void road_rng_fill_normal(road_rng *r, float *x, int64_t n, float mean, float std) {
-    for (int64_t i = 0; i < n; i++) x[i] = (float)(mean + std * road_rng_normal(r));
+void road__rng_fill_normal(road_rng *r, float *x, int64_t n, float mean, float std) {
+    for (int64_t i = 0; i < n; i++) x[i] = (float)(mean + std * road__rng_normal(r));
 }

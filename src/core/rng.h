@@ -16,10 +16,10 @@ typedef struct road_rng {
     int has_spare;
 } road_rng;
 
-void road_rng_seed(road_rng *r, uint64_t seed);
-uint64_t road_rng_u64(road_rng *r);
-double road_rng_uniform(road_rng *r);                   /* [0, 1) with 53 random bits */
-double road_rng_normal(road_rng *r);                    /* N(0, 1) */
-void road_rng_fill_normal(road_rng *r, float *x, int64_t n, float mean, float std);
+void road__rng_seed(road_rng *r, uint64_t seed);
+uint64_t road__rng_u64(road_rng *r);
+double road__rng_uniform(road_rng *r); /* [0, 1) with 53 random bits */
+double road__rng_normal(road_rng *r);  /* N(0, 1) */
+void road__rng_fill_normal(road_rng *r, float *x, int64_t n, float mean, float std);
 
 #endif

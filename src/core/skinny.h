@@ -6,17 +6,17 @@
 
 #include <stdint.h>
 
-/* Up to this many rows road_sgemm_xwt streams W once itself instead of calling sgemm
+/* Up to this many rows road__sgemm_xwt streams W once itself instead of calling sgemm
  * (measured on the bench machine with the 3x4 tiles, 2 threads, Llama-3.2-1B layer shapes:
  * 2.1-4.0x sgemm's speed at 8 rows, 1.2-1.8x at 16, even at 32). 16 is the server's default
  * batch. */
 #define ROAD_SKINNY_MAX_ROWS 16
 
 /* y (rows, out) = x (rows, in) W^T (out, in) (+ bias); rows <= ROAD_SKINNY_MAX_ROWS. */
-void road_skinny_xwt(int64_t rows, int64_t out, int64_t in, const float *x, const float *w,
-                     const float *bias, float *y);
+void road__skinny_xwt(int64_t rows, int64_t out, int64_t in, const float *x, const float *w,
+                      const float *bias, float *y);
 /* Plain loops: the reference for tests. */
-void road_skinny_reference(int64_t rows, int64_t out, int64_t in, const float *x, const float *w,
-                           const float *bias, float *y);
+void road__skinny_reference(int64_t rows, int64_t out, int64_t in, const float *x, const float *w,
+                            const float *bias, float *y);
 
 #endif

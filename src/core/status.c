@@ -45,7 +45,7 @@ void road_clear_error(void) {
     tls_error[0] = '\0';
 }
 
-road_status road_error(road_status s, const char *fmt, ...) {
+road_status road__error(road_status s, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(tls_error, sizeof tls_error, fmt, ap);
@@ -53,7 +53,7 @@ road_status road_error(road_status s, const char *fmt, ...) {
     return s;
 }
 
-void road_error_prefix(const char *fmt, ...) {
+void road__error_prefix(const char *fmt, ...) {
     char prefix[ROAD_ERROR_MAX];
     char old[ROAD_ERROR_MAX];
     va_list ap;
@@ -73,7 +73,7 @@ void road_error_prefix(const char *fmt, ...) {
     tls_error[k + rest] = '\0';
 }
 
-_Noreturn void road_assert_fail(const char *expr, const char *file, int line) {
+_Noreturn void road__assert_fail(const char *expr, const char *file, int line) {
     fprintf(stderr, "road: internal error: assertion '%s' failed at %s:%d\n", expr, file, line);
     abort();
 }
@@ -87,7 +87,7 @@ void road_log_set_callback(road_log_fn fn, void *user) {
     log_user = user;
 }
 
-void road_log(road_log_level level, const char *fmt, ...) {
+void road__log(road_log_level level, const char *fmt, ...) {
     road_log_fn fn = log_fn;
     if (!fn) return;
     char msg[ROAD_ERROR_MAX];

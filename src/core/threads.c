@@ -19,7 +19,7 @@ void road_set_num_threads(int n) {
 #ifdef _OPENMP
     omp_set_num_threads(n);
 #endif
-    road_blas_set_threads(n);
+    road__blas_set_threads(n);
 }
 
 int road_get_num_threads(void) {
@@ -30,12 +30,12 @@ int road_get_num_threads(void) {
 #endif
 }
 
-road_thread_scope road_thread_scope_enter(int n) {
+road_thread_scope road__thread_scope_enter(int n) {
     road_thread_scope s = {.changed = false, .omp_prev = 0, .blas_prev = 0};
     if (n == 0) return s;
     n = resolve(n);
     s.omp_prev = road_get_num_threads();
-    s.blas_prev = road_blas_threads();
+    s.blas_prev = road__blas_threads();
 #ifdef _OPENMP
     const bool omp_same = s.omp_prev == n;
 #else
@@ -46,14 +46,14 @@ road_thread_scope road_thread_scope_enter(int n) {
 #ifdef _OPENMP
     omp_set_num_threads(n);
 #endif
-    road_blas_set_threads(n);
+    road__blas_set_threads(n);
     return s;
 }
 
-void road_thread_scope_leave(const road_thread_scope *s) {
+void road__thread_scope_leave(const road_thread_scope *s) {
     if (!s->changed) return;
 #ifdef _OPENMP
     omp_set_num_threads(s->omp_prev);
 #endif
-    road_blas_set_threads(s->blas_prev);
+    road__blas_set_threads(s->blas_prev);
 }

@@ -10,7 +10,7 @@
  * so a reader always finds one of them; the old one (now under the temporary name) is then
  * removed. Filesystems that cannot swap (EINVAL, ENOSYS) get the two-rename fallback: the old
  * folder goes to "<dir>.old.XXXXXX", the new one is renamed in. A crash between the two leaves
- * no folder at the path for a moment, and road_dir_repair (run by the next writer and by
+ * no folder at the path for a moment, and road__dir_repair (run by the next writer and by
  * road_out_check) puts the old one back. Temporary folders are made with mkdir(0777), so they
  * get the mode the umask gives, as any new folder (mkdtemp's 0700 stayed on installed folders).
  */
@@ -78,7 +78,7 @@ static void hold(const char *path) {
         close(fd);
         return;
     }
-    char *copy = road_strdup(path);
+    char *copy = road__strdup(path);
     pthread_mutex_lock(&held.mu);
     int i = 0;
     while (i < HELD_MAX && held.path[i]) i++;
@@ -89,7 +89,7 @@ static void hold(const char *path) {
         fd = -1;
     }
     pthread_mutex_unlock(&held.mu);
-    road_free(copy);
+    road__free(copy);
     if (fd >= 0) close(fd);
 }
 
@@ -99,7 +99,7 @@ static void release(const char *path) {
     for (int i = 0; i < HELD_MAX; i++) {
         if (!held.path[i] || strcmp(held.path[i], path) != 0) continue;
         close(held.fd[i]);
-        road_free(held.path[i]);
+        road__free(held.path[i]);
         held.path[i] = NULL;
     }
     pthread_mutex_unlock(&held.mu);
@@ -114,7 +114,7 @@ static bool in_use(const char *path) {
     return busy;
 }
 
-void road_dir_remove_tree(const char *path, int depth) {
+void road__dir_remove_tree(const char *path, int depth) {
     release(path);
     DIR *d = opendir(path);
     if (d) {
@@ -127,7 +127,7 @@ void road_dir_remove_tree(const char *path, int depth) {
             struct stat st;
             if (lstat(sub, &st) != 0) continue;
             if (S_ISDIR(st.st_mode)) {
-                if (depth > 0) road_dir_remove_tree(sub, depth - 1);
+                if (depth > 0) road__dir_remove_tree(sub, depth - 1);
             } else {
                 (void)unlink(sub);
             }
@@ -137,7 +137,7 @@ void road_dir_remove_tree(const char *path, int depth) {
     (void)rmdir(path);
 }
 
-void road_dir_fsync(const char *path) {
+void road__dir_fsync(const char *path) {
     int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd >= 0) {
         (void)fsync(fd);
@@ -145,15 +145,15 @@ void road_dir_fsync(const char *path) {
     }
 }
 
-char *road_dir_trim(const char *path) {
-    char *p = road_strdup(path);
+char *road__dir_trim(const char *path) {
+    char *p = road__strdup(path);
     if (!p) return NULL;
     for (size_t n = strlen(p); n > 1 && p[n - 1] == '/'; n--) p[n - 1] = '\0';
     return p;
 }
 
-char *road_path_parent(const char *path) {
-    char *p = road_dir_trim(path);
+char *road__path_parent(const char *path) {
+    char *p = road__dir_trim(path);
     if (!p) return NULL;
     char *slash = strrchr(p, '/');
     if (!slash)
@@ -213,27 +213,27 @@ static void temp_chars(char out[TEMP_CHARS + 1]) {
     out[TEMP_CHARS] = '\0';
 }
 
-road_status road_dir_make_temp(const char *dir, const char *tag, char **out) {
-    char *target = road_dir_trim(dir);
+road_status road__dir_make_temp(const char *dir, const char *tag, char **out) {
+    char *target = road__dir_trim(dir);
     if (!target) return ROAD_ERR_NO_MEMORY;
     size_t n = strlen(target), t = strlen(tag);
-    char *p = road_malloc(n + t + TEMP_CHARS + 1);
+    char *p = road__malloc(n + t + TEMP_CHARS + 1);
     if (!p) {
-        road_free(target);
+        road__free(target);
         return ROAD_ERR_NO_MEMORY;
     }
     memcpy(p, target, n);
     memcpy(p + n, tag, t);
-    road_free(target);
+    road__free(target);
     int err = EEXIST;
     for (int i = 0; i < TEMP_TRIES && err == EEXIST; i++) {
         temp_chars(p + n + t);
         err = mkdir(p, 0777) == 0 ? 0 : errno; /* 0777: the umask decides, as for any folder */
     }
     if (err) {
-        road_status s = road_error(ROAD_ERR_IO, "cannot create a temporary folder next to '%s': %s",
-                                   dir, strerror(err));
-        road_free(p);
+        road_status s = road__error(
+            ROAD_ERR_IO, "cannot create a temporary folder next to '%s': %s", dir, strerror(err));
+        road__free(p);
         return s;
     }
     hold(p);
@@ -243,9 +243,9 @@ road_status road_dir_make_temp(const char *dir, const char *tag, char **out) {
 
 /* ---- repair ------------------------------------------------------------------------------- */
 
-void road_dir_repair(const char *dir, const char *keep) {
-    char *target = road_dir_trim(dir);
-    char *parent = target ? road_path_parent(target) : NULL;
+void road__dir_repair(const char *dir, const char *keep) {
+    char *target = road__dir_trim(dir);
+    char *parent = target ? road__path_parent(target) : NULL;
     DIR *d = parent ? opendir(parent) : NULL;
     if (d) {
         const char *base = base_name(target);
@@ -263,15 +263,15 @@ void road_dir_repair(const char *dir, const char *keep) {
             struct stat tb;
             if (old && lstat(target, &tb) != 0 && errno == ENOENT && rename(path, target) == 0)
                 continue; /* the crash came between the two renames: the old folder is back */
-            road_dir_remove_tree(path, ROAD_DIR_DEPTH);
+            road__dir_remove_tree(path, ROAD_DIR_DEPTH);
         }
         closedir(d);
     }
-    road_free(parent);
-    road_free(target);
+    road__free(parent);
+    road__free(target);
 }
 
-void road_dir_repair_inside(const char *dir) {
+void road__dir_repair_inside(const char *dir) {
     DIR *d = opendir(dir);
     if (!d) return;
     struct dirent *e;
@@ -286,7 +286,7 @@ void road_dir_repair_inside(const char *dir) {
             continue;
         }
         path[k - (int)strlen(".tmp.") - TEMP_CHARS] = '\0'; /* the folder it belongs to */
-        road_dir_repair(path, NULL);
+        road__dir_repair(path, NULL);
     }
     closedir(d);
 }
@@ -303,55 +303,57 @@ static int exchange(const char *a, const char *b) {
 #endif
 }
 
-road_status road_dir_install(const char *tmp, const char *dir) {
-    road_dir_repair(dir, tmp);
+road_status road__dir_install(const char *tmp, const char *dir) {
+    road__dir_repair(dir, tmp);
     const char *hook = getenv(ROAD_DIR_FALLBACK_ENV);
     const bool fallback = hook && *hook && strcmp(hook, "0") != 0;
     struct stat sb;
     if (lstat(dir, &sb) != 0) {
         if (errno != ENOENT)
-            return road_error(ROAD_ERR_IO, "cannot look at '%s': %s", dir, strerror(errno));
+            return road__error(ROAD_ERR_IO, "cannot look at '%s': %s", dir, strerror(errno));
         if (rename(tmp, dir) != 0)
-            return road_error(ROAD_ERR_IO, "cannot rename '%s' to '%s': %s", tmp, dir,
-                              strerror(errno));
+            return road__error(ROAD_ERR_IO, "cannot rename '%s' to '%s': %s", tmp, dir,
+                               strerror(errno));
         release(tmp);
         return ROAD_OK;
     }
-    if (!S_ISDIR(sb.st_mode)) return road_error(ROAD_ERR_IO, "'%s' exists and is not a folder", dir);
+    if (!S_ISDIR(sb.st_mode))
+        return road__error(ROAD_ERR_IO, "'%s' exists and is not a folder", dir);
     if (!fallback) {
         if (exchange(tmp, dir) == 0) {
-            road_dir_remove_tree(tmp, ROAD_DIR_DEPTH); /* tmp now names the old folder */
+            road__dir_remove_tree(tmp, ROAD_DIR_DEPTH); /* tmp now names the old folder */
             return ROAD_OK;
         }
         if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP)
-            return road_error(ROAD_ERR_IO, "cannot swap '%s' into '%s': %s", tmp, dir,
-                              strerror(errno));
+            return road__error(ROAD_ERR_IO, "cannot swap '%s' into '%s': %s", tmp, dir,
+                               strerror(errno));
     }
     /* Two renames; rename() replaces an empty folder only, so the old one goes aside first. */
     char *old = NULL;
-    road_status s = road_dir_make_temp(dir, ".old.", &old);
+    road_status s = road__dir_make_temp(dir, ".old.", &old);
     if (s != ROAD_OK) return s;
     release(old); /* the lock goes with the folder moved there, taken below */
     hold(dir);    /* held through the move: a repair elsewhere must not put it back meanwhile */
     if (rename(dir, old) != 0) {
-        s = road_error(ROAD_ERR_IO, "cannot move the previous '%s' aside: %s", dir, strerror(errno));
+        s = road__error(ROAD_ERR_IO, "cannot move the previous '%s' aside: %s", dir,
+                        strerror(errno));
         release(dir);
         (void)rmdir(old);
-        road_free(old);
+        road__free(old);
         return s;
     }
     if (hook && strcmp(hook, "crash") == 0) (void)kill(getpid(), SIGKILL); /* as kill -9 */
     if (rename(tmp, dir) != 0) {
-        s = road_error(ROAD_ERR_IO, "cannot rename '%s' to '%s': %s", tmp, dir, strerror(errno));
+        s = road__error(ROAD_ERR_IO, "cannot rename '%s' to '%s': %s", tmp, dir, strerror(errno));
         (void)rename(old, dir); /* put the previous folder back */
         release(dir);
-        road_free(old);
+        road__free(old);
         return s;
     }
     release(tmp);
     release(dir); /* the moved folder's lock, held under the name it had */
-    road_dir_remove_tree(old, ROAD_DIR_DEPTH);
-    road_free(old);
+    road__dir_remove_tree(old, ROAD_DIR_DEPTH);
+    road__free(old);
     return ROAD_OK;
 }
 
@@ -366,7 +368,7 @@ static bool is_config_name(const char *name) {
  * hard link (the caller falls back). */
 static road_status link_rest(const char *src, const char *dst, int depth, bool *refused) {
     DIR *d = opendir(src);
-    if (!d) return road_error(ROAD_ERR_IO, "cannot read folder '%s': %s", src, strerror(errno));
+    if (!d) return road__error(ROAD_ERR_IO, "cannot read folder '%s': %s", src, strerror(errno));
     road_status s = ROAD_OK;
     struct dirent *e;
     while (s == ROAD_OK && (e = readdir(d)) != NULL) {
@@ -376,7 +378,7 @@ static road_status link_rest(const char *src, const char *dst, int depth, bool *
         int a = snprintf(from, sizeof from, "%s/%s", src, e->d_name);
         int b = snprintf(to, sizeof to, "%s/%s", dst, e->d_name);
         if (a < 0 || b < 0 || (size_t)a >= sizeof from || (size_t)b >= sizeof to) {
-            s = road_error(ROAD_ERR_IO, "path too long under '%s'", src);
+            s = road__error(ROAD_ERR_IO, "path too long under '%s'", src);
             break;
         }
         struct stat st, ex;
@@ -386,27 +388,28 @@ static road_status link_rest(const char *src, const char *dst, int depth, bool *
             if (link(from, to) != 0) {
                 *refused = errno == EPERM || errno == EMLINK || errno == ENOTSUP ||
                            errno == EXDEV || errno == ENOSYS;
-                s = road_error(ROAD_ERR_IO, "cannot link '%s' to '%s': %s", from, to,
-                               strerror(errno));
+                s = road__error(ROAD_ERR_IO, "cannot link '%s' to '%s': %s", from, to,
+                                strerror(errno));
             }
         } else if (S_ISDIR(st.st_mode)) {
             if (depth <= 0)
-                s = road_error(ROAD_ERR_UNSUPPORTED,
-                               "'%s' is deeper than the %d levels road writes; it is not one of "
-                               "road's folders",
-                               from, ROAD_DIR_DEPTH);
+                s = road__error(ROAD_ERR_UNSUPPORTED,
+                                "'%s' is deeper than the %d levels road writes; it is not one of "
+                                "road's folders",
+                                from, ROAD_DIR_DEPTH);
             else if (mkdir(to, st.st_mode & 07777) != 0)
-                s = road_error(ROAD_ERR_IO, "cannot create '%s': %s", to, strerror(errno));
+                s = road__error(ROAD_ERR_IO, "cannot create '%s': %s", to, strerror(errno));
             else
                 s = link_rest(from, to, depth - 1, refused);
         } else if (S_ISLNK(st.st_mode)) {
             char target[PATH_MAX];
             ssize_t n = readlink(from, target, sizeof target - 1);
             if (n < 0 || (target[n] = '\0', symlink(target, to) != 0))
-                s = road_error(ROAD_ERR_IO, "cannot copy the link '%s': %s", from, strerror(errno));
+                s = road__error(ROAD_ERR_IO, "cannot copy the link '%s': %s", from,
+                                strerror(errno));
         } else {
-            s = road_error(ROAD_ERR_EXISTS, "'%s' is not a file or a folder; road leaves it alone",
-                           from);
+            s = road__error(ROAD_ERR_EXISTS, "'%s' is not a file or a folder; road leaves it alone",
+                            from);
         }
     }
     closedir(d);
@@ -416,31 +419,32 @@ static road_status link_rest(const char *src, const char *dst, int depth, bool *
 /* The names tmp holds (its own entries, before anything is linked in); NULL-terminated. */
 static road_status list_names(const char *dir, char ***out) {
     DIR *d = opendir(dir);
-    if (!d) return road_error(ROAD_ERR_IO, "cannot read folder '%s': %s", dir, strerror(errno));
+    if (!d) return road__error(ROAD_ERR_IO, "cannot read folder '%s': %s", dir, strerror(errno));
     size_t n = 0, cap = 8;
-    char **v = road_calloc(cap, sizeof *v);
+    char **v = road__calloc(cap, sizeof *v);
     road_status s = v ? ROAD_OK : ROAD_ERR_NO_MEMORY;
     struct dirent *e;
     while (s == ROAD_OK && (e = readdir(d)) != NULL) {
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
         if (n + 1 >= cap) {
-            char **w = road_calloc(cap * 2, sizeof *w);
+            char **w = road__calloc(cap * 2, sizeof *w);
             if (!w) {
                 s = ROAD_ERR_NO_MEMORY;
                 break;
             }
             memcpy(w, v, n * sizeof *v);
-            road_free(v);
+            road__free(v);
             v = w;
             cap *= 2;
         }
-        if (!(v[n] = road_strdup(e->d_name))) s = ROAD_ERR_NO_MEMORY;
+        if (!(v[n] = road__strdup(e->d_name)))
+            s = ROAD_ERR_NO_MEMORY;
         else n++;
     }
     closedir(d);
     if (s != ROAD_OK && v) {
-        for (size_t i = 0; i < n; i++) road_free(v[i]);
-        road_free(v);
+        for (size_t i = 0; i < n; i++) road__free(v[i]);
+        road__free(v);
         v = NULL;
     }
     *out = v;
@@ -448,8 +452,8 @@ static road_status list_names(const char *dir, char ***out) {
 }
 
 static void free_names(char **v) {
-    for (size_t i = 0; v && v[i]; i++) road_free(v[i]);
-    road_free(v);
+    for (size_t i = 0; v && v[i]; i++) road__free(v[i]);
+    road__free(v);
 }
 
 /* Move tmp's own entries into dir one by one: old configuration files removed first, new
@@ -467,29 +471,30 @@ static road_status move_in(const char *tmp, const char *dir, char **names) {
             struct stat st;
             if (pass == 0) {
                 if (unlink(to) != 0 && errno != ENOENT)
-                    s = road_error(ROAD_ERR_IO, "cannot remove '%s': %s", to, strerror(errno));
+                    s = road__error(ROAD_ERR_IO, "cannot remove '%s': %s", to, strerror(errno));
             } else if (lstat(from, &st) == 0 && S_ISDIR(st.st_mode)) {
-                s = road_dir_install(from, to); /* a sub-folder: swapped as a unit */
+                s = road__dir_install(from, to); /* a sub-folder: swapped as a unit */
             } else if (rename(from, to) != 0) {
-                s = road_error(ROAD_ERR_IO, "cannot rename '%s' to '%s': %s", from, to,
-                               strerror(errno));
+                s = road__error(ROAD_ERR_IO, "cannot rename '%s' to '%s': %s", from, to,
+                                strerror(errno));
             }
         }
     }
     if (s == ROAD_OK) {
         release(tmp);
         (void)rmdir(tmp);
-        road_dir_fsync(dir);
+        road__dir_fsync(dir);
     }
     return s;
 }
 
 static road_status check_not_home_or_cwd(const char *dir);
 
-road_status road_dir_update(const char *tmp, const char *dir) {
+road_status road__dir_update(const char *tmp, const char *dir) {
     struct stat sb;
-    if (lstat(dir, &sb) != 0) return road_dir_install(tmp, dir);
-    if (!S_ISDIR(sb.st_mode)) return road_error(ROAD_ERR_IO, "'%s' exists and is not a folder", dir);
+    if (lstat(dir, &sb) != 0) return road__dir_install(tmp, dir);
+    if (!S_ISDIR(sb.st_mode))
+        return road__error(ROAD_ERR_IO, "'%s' exists and is not a folder", dir);
     char **names = NULL;
     road_status s = list_names(tmp, &names);
     if (s != ROAD_OK) return s;
@@ -501,9 +506,9 @@ road_status road_dir_update(const char *tmp, const char *dir) {
         struct stat st;
         if (lstat(path, &st) != 0) continue;
         replaces = true;
-        if (S_ISDIR(st.st_mode) && !road_dir_is_kind(path, ROAD_OUT_ADAPTER, why, sizeof why) &&
-            !road_dir_is_kind(path, ROAD_OUT_MODEL, NULL, 0))
-            s = road_error(ROAD_ERR_EXISTS, "%s; road replaces only folders it writes", why);
+        if (S_ISDIR(st.st_mode) && !road__dir_is_kind(path, ROAD_OUT_ADAPTER, why, sizeof why) &&
+            !road__dir_is_kind(path, ROAD_OUT_MODEL, NULL, 0))
+            s = road__error(ROAD_ERR_EXISTS, "%s; road replaces only folders it writes", why);
     }
     if (s == ROAD_OK && !replaces) { /* nothing old to mix with: just move the new files in */
         s = move_in(tmp, dir, names);
@@ -514,7 +519,7 @@ road_status road_dir_update(const char *tmp, const char *dir) {
     bool refused = false;
     if (s == ROAD_OK) s = link_rest(dir, tmp, ROAD_DIR_DEPTH, &refused);
     if (s == ROAD_OK && !getenv(ROAD_DIR_FALLBACK_ENV)) {
-        s = road_dir_install(tmp, dir);
+        s = road__dir_install(tmp, dir);
     } else if (s == ROAD_OK || refused) {
         /* no hard links here (or the test hook): drop what was linked, move the new in */
         DIR *d = opendir(tmp);
@@ -526,7 +531,7 @@ road_status road_dir_update(const char *tmp, const char *dir) {
             snprintf(path, sizeof path, "%s/%s", tmp, e->d_name);
             struct stat st;
             if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode))
-                road_dir_remove_tree(path, ROAD_DIR_DEPTH);
+                road__dir_remove_tree(path, ROAD_DIR_DEPTH);
             else
                 (void)unlink(path);
         }
@@ -676,7 +681,7 @@ static const char *required_file(road_out_kind kind) {
     }
 }
 
-bool road_dir_is_kind(const char *dir, road_out_kind kind, char *why, size_t why_cap) {
+bool road__dir_is_kind(const char *dir, road_out_kind kind, char *why, size_t why_cap) {
     scan sc;
     if (folder_is(dir, kind, ROAD_DIR_DEPTH - 1, &sc)) return true;
     if (why && why_cap) {
@@ -710,18 +715,19 @@ static bool path_within(const char *inner, const char *outer) {
 static road_status check_special(const char *dir, const char *real) {
     char cwd[PATH_MAX], rc[PATH_MAX], home[PATH_MAX];
     if (strcmp(real, "/") == 0)
-        return road_error(ROAD_ERR_INVALID_ARG, "'%s' is the root folder: road never replaces it", dir);
+        return road__error(ROAD_ERR_INVALID_ARG, "'%s' is the root folder: road never replaces it",
+                           dir);
     if (getcwd(cwd, sizeof cwd) && realpath(cwd, rc) && path_within(rc, real))
-        return road_error(ROAD_ERR_INVALID_ARG,
-                          "'%s' is %s current folder: road never replaces it (write to a new "
-                          "sub-folder instead)",
-                          dir, strcmp(rc, real) == 0 ? "the" : "a folder holding the");
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "'%s' is %s current folder: road never replaces it (write to a new "
+                           "sub-folder instead)",
+                           dir, strcmp(rc, real) == 0 ? "the" : "a folder holding the");
     const char *h = getenv("HOME");
     if (h && *h && realpath(h, home) && path_within(home, real))
-        return road_error(ROAD_ERR_INVALID_ARG,
-                          "'%s' is %s home folder: road never replaces it (write to a new "
-                          "sub-folder instead)",
-                          dir, strcmp(home, real) == 0 ? "the" : "a folder holding the");
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "'%s' is %s home folder: road never replaces it (write to a new "
+                           "sub-folder instead)",
+                           dir, strcmp(home, real) == 0 ? "the" : "a folder holding the");
     return ROAD_OK;
 }
 
@@ -731,73 +737,73 @@ static road_status check_not_home_or_cwd(const char *dir) {
     return check_special(dir, real);
 }
 
-road_status road_dir_check_target(const char *dir, road_out_kind kind, bool replace,
-                                  const char *const *inputs, int n_inputs,
-                                  road_out_state *state) {
-    if (!dir || !*dir) return road_error(ROAD_ERR_INVALID_ARG, "an output folder is required");
-    char *target = road_dir_trim(dir);
+road_status road__dir_check_target(const char *dir, road_out_kind kind, bool replace,
+                                   const char *const *inputs, int n_inputs, road_out_state *state) {
+    if (!dir || !*dir) return road__error(ROAD_ERR_INVALID_ARG, "an output folder is required");
+    char *target = road__dir_trim(dir);
     if (!target) return ROAD_ERR_NO_MEMORY;
-    road_dir_repair(target, NULL);
+    road__dir_repair(target, NULL);
     road_status s = ROAD_OK;
     road_out_state found = ROAD_OUT_ABSENT;
     struct stat sb;
     char real[PATH_MAX], in[PATH_MAX], why[512];
     if (lstat(target, &sb) != 0) {
         if (errno != ENOENT)
-            s = road_error(ROAD_ERR_IO, "cannot look at '%s': %s", target, strerror(errno));
+            s = road__error(ROAD_ERR_IO, "cannot look at '%s': %s", target, strerror(errno));
     } else if (S_ISLNK(sb.st_mode)) {
-        s = road_error(ROAD_ERR_INVALID_ARG,
-                       "'%s' is a symbolic link: give the folder it points to, or a new path",
-                       target);
+        s = road__error(ROAD_ERR_INVALID_ARG,
+                        "'%s' is a symbolic link: give the folder it points to, or a new path",
+                        target);
     } else if (!S_ISDIR(sb.st_mode)) {
-        s = road_error(ROAD_ERR_IO, "'%s' exists and is not a folder", target);
+        s = road__error(ROAD_ERR_IO, "'%s' exists and is not a folder", target);
     } else if (!realpath(target, real)) {
-        s = road_error(ROAD_ERR_IO, "cannot resolve '%s': %s", target, strerror(errno));
+        s = road__error(ROAD_ERR_IO, "cannot resolve '%s': %s", target, strerror(errno));
     } else {
         s = check_special(target, real);
         for (int i = 0; i < n_inputs && s == ROAD_OK; i++) {
             if (inputs[i] && realpath(inputs[i], in) && path_within(in, real))
-                s = road_error(ROAD_ERR_INVALID_ARG,
-                               "'%s' is %s input '%s': road never writes over what it reads "
-                               "(choose another output folder)",
-                               target, strcmp(in, real) == 0 ? "the" : "a folder holding the",
-                               inputs[i]);
+                s = road__error(ROAD_ERR_INVALID_ARG,
+                                "'%s' is %s input '%s': road never writes over what it reads "
+                                "(choose another output folder)",
+                                target, strcmp(in, real) == 0 ? "the" : "a folder holding the",
+                                inputs[i]);
         }
         scan sc;
         if (s == ROAD_OK) {
             found = folder_is(target, kind, ROAD_DIR_DEPTH - 1, &sc) && sc.n_entries == 0
                         ? ROAD_OUT_EMPTY
                         : ROAD_OUT_EXISTING;
-            if (found == ROAD_OUT_EXISTING && !road_dir_is_kind(target, kind, why, sizeof why))
-                s = road_error(ROAD_ERR_EXISTS,
-                               "%s; road replaces only %s %s it wrote itself: choose a new or empty "
-                               "folder",
-                               why, article(kind), road_out_kind_name(kind));
+            if (found == ROAD_OUT_EXISTING && !road__dir_is_kind(target, kind, why, sizeof why))
+                s = road__error(
+                    ROAD_ERR_EXISTS,
+                    "%s; road replaces only %s %s it wrote itself: choose a new or empty "
+                    "folder",
+                    why, article(kind), road_out_kind_name(kind));
             else if (found == ROAD_OUT_EXISTING && !replace)
-                s = road_error(ROAD_ERR_EXISTS,
-                               "'%s' already holds %s %s (%d entr%s); add --overwrite to replace "
-                               "it, or choose a new folder",
-                               target, article(kind), road_out_kind_name(kind), sc.n_entries,
-                               sc.n_entries == 1 ? "y" : "ies");
+                s = road__error(ROAD_ERR_EXISTS,
+                                "'%s' already holds %s %s (%d entr%s); add --overwrite to replace "
+                                "it, or choose a new folder",
+                                target, article(kind), road_out_kind_name(kind), sc.n_entries,
+                                sc.n_entries == 1 ? "y" : "ies");
         }
     }
     /* The parent must exist and take a new folder: prove it with a temporary one. */
-    char *parent = s == ROAD_OK ? road_path_parent(target) : NULL;
+    char *parent = s == ROAD_OK ? road__path_parent(target) : NULL;
     if (s == ROAD_OK && !parent) s = ROAD_ERR_NO_MEMORY;
-    if (s == ROAD_OK) s = road_mkdir_p(parent);
+    if (s == ROAD_OK) s = road__mkdir_p(parent);
     char *probe = NULL;
-    if (s == ROAD_OK) s = road_dir_make_temp(target, ".tmp.", &probe);
-    if (probe) road_dir_remove_tree(probe, 0);
+    if (s == ROAD_OK) s = road__dir_make_temp(target, ".tmp.", &probe);
+    if (probe) road__dir_remove_tree(probe, 0);
     if (s != ROAD_OK && s != ROAD_ERR_EXISTS && s != ROAD_ERR_INVALID_ARG)
-        road_error_prefix("cannot write '%s'", target);
-    road_free(probe);
-    road_free(parent);
-    road_free(target);
+        road__error_prefix("cannot write '%s'", target);
+    road__free(probe);
+    road__free(parent);
+    road__free(target);
     if (s == ROAD_OK && state) *state = found;
     return s;
 }
 
 road_status road_out_check(const char *dir, road_out_kind kind, bool overwrite,
                            const char *const *inputs, int32_t n_inputs, road_out_state *state) {
-    return road_dir_check_target(dir, kind, overwrite, inputs, n_inputs, state);
+    return road__dir_check_target(dir, kind, overwrite, inputs, n_inputs, state);
 }

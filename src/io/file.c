@@ -22,21 +22,22 @@ static const char *file_kind(mode_t m) {
     return "a special file";
 }
 
-road_status road_file_open_regular(const char *path, int *fd_out, uint64_t *size) {
+road_status road__file_open_regular(const char *path, int *fd_out, uint64_t *size) {
     *fd_out = -1;
     *size = 0;
     /* O_NONBLOCK: a FIFO opens at once instead of waiting for a writer; cleared below */
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-    if (fd < 0) return road_error(ROAD_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+    if (fd < 0) return road__error(ROAD_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0) {
         int e = errno;
         close(fd);
-        return road_error(ROAD_ERR_IO, "cannot stat '%s': %s", path, strerror(e));
+        return road__error(ROAD_ERR_IO, "cannot stat '%s': %s", path, strerror(e));
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        return road_error(ROAD_ERR_IO, "'%s' is %s, not a regular file", path, file_kind(st.st_mode));
+        return road__error(ROAD_ERR_IO, "'%s' is %s, not a regular file", path,
+                           file_kind(st.st_mode));
     }
     int fl = fcntl(fd, F_GETFL);
     if (fl >= 0) (void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
@@ -45,20 +46,20 @@ road_status road_file_open_regular(const char *path, int *fd_out, uint64_t *size
     return ROAD_OK;
 }
 
-road_status road_file_read(const char *path, size_t max_bytes, char **data, size_t *len) {
+road_status road__file_read(const char *path, size_t max_bytes, char **data, size_t *len) {
     *data = NULL;
     *len = 0;
     int fd;
     uint64_t fsize;
-    road_status os = road_file_open_regular(path, &fd, &fsize);
+    road_status os = road__file_open_regular(path, &fd, &fsize);
     if (os != ROAD_OK) return os;
     if (fsize > (uint64_t)max_bytes) {
         close(fd);
-        return road_error(ROAD_ERR_FORMAT, "'%s' is %llu bytes, more than the %zu allowed here",
-                          path, (unsigned long long)fsize, max_bytes);
+        return road__error(ROAD_ERR_FORMAT, "'%s' is %llu bytes, more than the %zu allowed here",
+                           path, (unsigned long long)fsize, max_bytes);
     }
     size_t n = (size_t)fsize;
-    char *buf = road_malloc(n + 1);
+    char *buf = road__malloc(n + 1);
     if (!buf) {
         close(fd);
         return ROAD_ERR_NO_MEMORY;
@@ -70,9 +71,9 @@ road_status road_file_read(const char *path, size_t max_bytes, char **data, size
         if (r <= 0) {
             int e = errno;
             close(fd);
-            road_free(buf);
-            return road_error(ROAD_ERR_IO, "cannot read '%s': %s", path,
-                              r == 0 ? "file shrank while reading" : strerror(e));
+            road__free(buf);
+            return road__error(ROAD_ERR_IO, "cannot read '%s': %s", path,
+                               r == 0 ? "file shrank while reading" : strerror(e));
         }
         got += (size_t)r;
     }
@@ -97,7 +98,7 @@ static int write_all(int fd, const void *data, size_t len) {
 
 /* fsync the folder holding `path` so the rename itself is durable. */
 static void sync_parent(const char *path) {
-    char *dir = road_strdup(path);
+    char *dir = road__strdup(path);
     if (!dir) return;
     char *slash = strrchr(dir, '/');
     if (slash == dir) slash[1] = '\0';
@@ -108,21 +109,21 @@ static void sync_parent(const char *path) {
         (void)fsync(fd);
         close(fd);
     }
-    road_free(dir);
+    road__free(dir);
 }
 
-road_status road_file_write_atomic_parts(const char *path, const void *const *parts,
-                                         const size_t *lens, int n_parts) {
+road_status road__file_write_atomic_parts(const char *path, const void *const *parts,
+                                          const size_t *lens, int n_parts) {
     size_t plen = strlen(path);
-    char *tmp = road_malloc(plen + 16);
+    char *tmp = road__malloc(plen + 16);
     if (!tmp) return ROAD_ERR_NO_MEMORY;
     memcpy(tmp, path, plen);
     memcpy(tmp + plen, ".tmp.XXXXXX", 12);
     int fd = mkstemp(tmp);
     if (fd < 0) {
-        road_status s = road_error(ROAD_ERR_IO, "cannot create a temporary file next to '%s': %s",
-                                   path, strerror(errno));
-        road_free(tmp);
+        road_status s = road__error(ROAD_ERR_IO, "cannot create a temporary file next to '%s': %s",
+                                    path, strerror(errno));
+        road__free(tmp);
         return s;
     }
     for (int i = 0; i < n_parts; i++) {
@@ -140,31 +141,32 @@ road_status road_file_write_atomic_parts(const char *path, const void *const *pa
     fd = -1;
     if (rename(tmp, path) != 0) goto fail;
     sync_parent(path);
-    road_free(tmp);
+    road__free(tmp);
     return ROAD_OK;
 fail : {
     int e = errno;
     if (fd >= 0) close(fd);
     unlink(tmp);
-    road_free(tmp);
-    return road_error(ROAD_ERR_IO, "cannot write '%s': %s (the previous file, if any, is unchanged)",
-                      path, strerror(e));
+    road__free(tmp);
+    return road__error(ROAD_ERR_IO,
+                       "cannot write '%s': %s (the previous file, if any, is unchanged)", path,
+                       strerror(e));
 }
 }
 
-road_status road_file_write_atomic(const char *path, const void *data, size_t len) {
+road_status road__file_write_atomic(const char *path, const void *data, size_t len) {
     const void *parts[1] = {data};
     size_t lens[1] = {len};
-    return road_file_write_atomic_parts(path, parts, lens, 1);
+    return road__file_write_atomic_parts(path, parts, lens, 1);
 }
 
-int road_is_dir(const char *path) {
+int road__is_dir(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-road_status road_mkdir_p(const char *path) {
-    char *p = road_strdup(path);
+road_status road__mkdir_p(const char *path) {
+    char *p = road__strdup(path);
     if (!p) return ROAD_ERR_NO_MEMORY;
     size_t n = strlen(p);
     for (size_t i = 1; i <= n; i++) {
@@ -172,23 +174,23 @@ road_status road_mkdir_p(const char *path) {
             char c = p[i];
             p[i] = '\0';
             if (mkdir(p, 0777) != 0 && errno != EEXIST) {
-                road_status s = road_error(ROAD_ERR_IO, "cannot create folder '%s': %s", p,
-                                           strerror(errno));
-                road_free(p);
+                road_status s =
+                    road__error(ROAD_ERR_IO, "cannot create folder '%s': %s", p, strerror(errno));
+                road__free(p);
                 return s;
             }
             p[i] = c;
         }
     }
-    road_free(p);
-    if (!road_is_dir(path))
-        return road_error(ROAD_ERR_IO, "'%s' exists and is not a folder", path);
+    road__free(p);
+    if (!road__is_dir(path))
+        return road__error(ROAD_ERR_IO, "'%s' exists and is not a folder", path);
     return ROAD_OK;
 }
 
-char *road_path_join(const char *dir, const char *name) {
+char *road__path_join(const char *dir, const char *name) {
     size_t a = strlen(dir), b = strlen(name);
-    char *s = road_malloc(a + b + 2);
+    char *s = road__malloc(a + b + 2);
     if (!s) return NULL;
     memcpy(s, dir, a);
     size_t k = a;

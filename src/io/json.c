@@ -89,7 +89,7 @@ static size_t utf8_encode(uint32_t cp, unsigned char *out) {
     return 4;
 }
 
-bool road_json_utf8_valid(const char *s, size_t len) {
+bool road__json_utf8_valid(const char *s, size_t len) {
     const unsigned char *p = (const unsigned char *)s;
     size_t i = 0;
     while (i < len) {
@@ -169,7 +169,7 @@ static double number_value(const unsigned char *s, size_t n, char *scratch) {
     return strtod(scratch, NULL);
 }
 
-const char *road_json_number_text(const cJSON *v) {
+const char *road__json_number_text(const cJSON *v) {
     const char *t = v->valuestring;
     if (!t) return NULL;
     size_t n = strlen(t);
@@ -178,10 +178,10 @@ const char *road_json_number_text(const cJSON *v) {
     if (n == 0 || scan_number((const unsigned char *)t, n, &why, &bad) != n) return NULL;
     char small[64];
     char *scratch =
-        n + NUMBER_SCRATCH_EXTRA <= sizeof small ? small : road_malloc(n + NUMBER_SCRATCH_EXTRA);
+        n + NUMBER_SCRATCH_EXTRA <= sizeof small ? small : road__malloc(n + NUMBER_SCRATCH_EXTRA);
     if (!scratch) return NULL;
     double d = number_value((const unsigned char *)t, n, scratch);
-    if (scratch != small) road_free(scratch);
+    if (scratch != small) road__free(scratch);
     return d == v->valuedouble ? t : NULL;
 }
 
@@ -229,7 +229,7 @@ static int shortest_digits(double a, char *digits, int *decpt) {
     return 0; /* not reached: DOUBLE_MAX_DIGITS digits always read back */
 }
 
-void road_json_format_double(double v, char *buf, size_t cap) {
+void road__json_format_double(double v, char *buf, size_t cap) {
     if (isnan(v)) {
         snprintf(buf, cap, "NaN");
         return;
@@ -312,7 +312,7 @@ static void path_render(const path_frame *f, char *buf, size_t cap) {
             snprintf(part, sizeof part, "%s%.*s", k ? "." : "", ROAD_JSON_PATH_MAX, f->key);
         } else {
             char q[ROAD_JSON_PATH_MAX];
-            road_json_quote(f->key, q, sizeof q);
+            road__json_quote(f->key, q, sizeof q);
             snprintf(part, sizeof part, "[%s]", q);
         }
         size_t n = strlen(part);
@@ -342,7 +342,7 @@ static road_status parse_fail(parser *ps, const unsigned char *at, const char *w
         snprintf(w->what, sizeof w->what, "%s", what);
     }
     ps->status =
-        road_error(ROAD_ERR_FORMAT, "invalid JSON at line %zu, column %zu: %s", line, col, what);
+        road__error(ROAD_ERR_FORMAT, "invalid JSON at line %zu, column %zu: %s", line, col, what);
     return ps->status;
 }
 
@@ -373,7 +373,7 @@ static void string_fail(parser *ps, const unsigned char *at, bool is_key, const 
 
 static road_status parse_oom(parser *ps) {
     if (ps->status == ROAD_OK) {
-        ps->status = road_error(ROAD_ERR_NO_MEMORY, "out of memory while parsing JSON");
+        ps->status = road__error(ROAD_ERR_NO_MEMORY, "out of memory while parsing JSON");
     }
     return ps->status;
 }
@@ -668,16 +668,16 @@ bad:
     return NULL;
 }
 
-road_status road_json_parse_at(const char *text, size_t len, cJSON **out, road_json_where *where) {
+road_status road__json_parse_at(const char *text, size_t len, cJSON **out, road_json_where *where) {
     *out = NULL;
     if (where) memset(where, 0, sizeof *where);
-    if (!text && len > 0) return road_error(ROAD_ERR_INVALID_ARG, "JSON text is NULL");
+    if (!text && len > 0) return road__error(ROAD_ERR_INVALID_ARG, "JSON text is NULL");
     parser ps = {(const unsigned char *)text, (const unsigned char *)text,
                  (const unsigned char *)text + len, NULL, ROAD_OK, NULL, where};
     if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0)
         return parse_fail(&ps, ps.start,
                           "the text starts with a UTF-8 byte order mark; save it without one");
-    ps.scratch = road_malloc(len + NUMBER_SCRATCH_EXTRA);
+    ps.scratch = road__malloc(len + NUMBER_SCRATCH_EXTRA);
     if (!ps.scratch) return ROAD_ERR_NO_MEMORY;
     cJSON *root = parse_value(&ps, 0);
     if (root) {
@@ -688,7 +688,7 @@ road_status road_json_parse_at(const char *text, size_t len, cJSON **out, road_j
             root = NULL;
         }
     }
-    road_free(ps.scratch);
+    road__free(ps.scratch);
     if (!root) {
         if (ps.status != ROAD_OK) return ps.status;
         return parse_oom(&ps);
@@ -698,8 +698,8 @@ road_status road_json_parse_at(const char *text, size_t len, cJSON **out, road_j
 }
 
 road_status road_json_parse(const char *text, size_t len, cJSON **out) {
-    if (!out) return road_error(ROAD_ERR_INVALID_ARG, "road_json_parse: out is NULL");
-    return road_json_parse_at(text, len, out, NULL);
+    if (!out) return road__error(ROAD_ERR_INVALID_ARG, "road_json_parse: out is NULL");
+    return road__json_parse_at(text, len, out, NULL);
 }
 
 /* ---- printer ------------------------------------------------------------------------------ */
@@ -716,12 +716,12 @@ static void sb_put(sbuf *b, const char *s, size_t n) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap - b->len <= n) {
             if (cap > SIZE_MAX / 2) {
-                b->status = road_error(ROAD_ERR_NO_MEMORY, "JSON text too large");
+                b->status = road__error(ROAD_ERR_NO_MEMORY, "JSON text too large");
                 return;
             }
             cap *= 2;
         }
-        char *nb = road_realloc(b->buf, cap);
+        char *nb = road__realloc(b->buf, cap);
         if (!nb) {
             b->status = ROAD_ERR_NO_MEMORY;
             return;
@@ -764,10 +764,10 @@ static void sb_string(sbuf *b, const char *s) {
         uint32_t cp;
         size_t k = utf8_decode(p + i, n - i, &cp);
         if (k == 0) {
-            b->status = road_error(ROAD_ERR_INVALID_ARG,
-                                   "string is not valid UTF-8 (byte 0x%02x "
-                                   "at offset %zu of \"%.20s...\")",
-                                   p[i], i, s);
+            b->status = road__error(ROAD_ERR_INVALID_ARG,
+                                    "string is not valid UTF-8 (byte 0x%02x "
+                                    "at offset %zu of \"%.20s...\")",
+                                    p[i], i, s);
             return;
         }
         i += k;
@@ -809,7 +809,7 @@ static void sb_string(sbuf *b, const char *s) {
 }
 
 static void sb_number(sbuf *b, const cJSON *v) {
-    const char *t = road_json_number_text(v);
+    const char *t = road__json_number_text(v);
     if (t && is_int_text(t)) {
         sb_str(b, strcmp(t, "-0") == 0 ? "0" : t); /* Python has no negative zero int */
         return;
@@ -820,7 +820,7 @@ static void sb_number(sbuf *b, const cJSON *v) {
         !(d == 0 && signbit(d))) {
         snprintf(buf, sizeof buf, "%lld", (long long)d);
     } else {
-        road_json_format_double(d, buf, sizeof buf);
+        road__json_format_double(d, buf, sizeof buf);
     }
     sb_str(b, buf);
 }
@@ -843,7 +843,7 @@ static void sb_object(sbuf *b, const cJSON *v, int depth) {
     size_t n = 0;
     for (const cJSON *c = v->child; c; c = c->next) {
         if (!c->string) {
-            b->status = road_error(ROAD_ERR_INVALID_ARG, "object member without a key");
+            b->status = road__error(ROAD_ERR_INVALID_ARG, "object member without a key");
             return;
         }
         n++;
@@ -852,7 +852,7 @@ static void sb_object(sbuf *b, const cJSON *v, int depth) {
         sb_put(b, "{}", 2);
         return;
     }
-    member *m = road_calloc(n, sizeof *m);
+    member *m = road__calloc(n, sizeof *m);
     if (!m) {
         b->status = ROAD_ERR_NO_MEMORY;
         return;
@@ -874,14 +874,14 @@ static void sb_object(sbuf *b, const cJSON *v, int depth) {
     }
     sb_indent(b, depth);
     sb_put(b, "}", 1);
-    road_free(m);
+    road__free(m);
 }
 
 static void sb_value(sbuf *b, const cJSON *v, int depth) {
     if (b->status != ROAD_OK) return;
     if (depth > ROAD_JSON_MAX_DEPTH) {
-        b->status = road_error(ROAD_ERR_INVALID_ARG, "JSON nested deeper than %d levels",
-                               ROAD_JSON_MAX_DEPTH);
+        b->status = road__error(ROAD_ERR_INVALID_ARG, "JSON nested deeper than %d levels",
+                                ROAD_JSON_MAX_DEPTH);
         return;
     }
     switch (v->type & 0xFF) {
@@ -921,18 +921,18 @@ static void sb_value(sbuf *b, const cJSON *v, int depth) {
     default:
         break;
     }
-    b->status = road_error(ROAD_ERR_INVALID_ARG, "cannot write a cJSON item of type %d as JSON",
-                           v->type & 0xFF);
+    b->status = road__error(ROAD_ERR_INVALID_ARG, "cannot write a cJSON item of type %d as JSON",
+                            v->type & 0xFF);
 }
 
-road_status road_json_dump(const cJSON *item, char **out, size_t *len) {
+road_status road__json_dump(const cJSON *item, char **out, size_t *len) {
     *out = NULL;
     if (len) *len = 0;
-    if (!item) return road_error(ROAD_ERR_INVALID_ARG, "no JSON value to write");
+    if (!item) return road__error(ROAD_ERR_INVALID_ARG, "no JSON value to write");
     sbuf b = {NULL, 0, 0, ROAD_OK};
     sb_value(&b, item, 0);
     if (b.status != ROAD_OK) {
-        road_free(b.buf);
+        road__free(b.buf);
         return b.status;
     }
     *out = b.buf;
@@ -942,10 +942,10 @@ road_status road_json_dump(const cJSON *item, char **out, size_t *len) {
 
 /* ---- string literals of any bytes ---------------------------------------------------------- */
 
-road_status road_json_string_literal(const char *s, size_t n, char **out, size_t *out_len) {
+road_status road__json_string_literal(const char *s, size_t n, char **out, size_t *out_len) {
     *out = NULL;
     if (out_len) *out_len = 0;
-    if (!s && n) return road_error(ROAD_ERR_INVALID_ARG, "road_json_string_literal: s is NULL");
+    if (!s && n) return road__error(ROAD_ERR_INVALID_ARG, "road__json_string_literal: s is NULL");
     const unsigned char *p = (const unsigned char *)s;
     sbuf b = {NULL, 0, 0, ROAD_OK};
     sb_put(&b, "\"", 1);
@@ -982,7 +982,7 @@ road_status road_json_string_literal(const char *s, size_t n, char **out, size_t
     }
     sb_put(&b, "\"", 1);
     if (b.status != ROAD_OK) {
-        road_free(b.buf);
+        road__free(b.buf);
         return b.status;
     }
     *out = b.buf;

@@ -4,7 +4,7 @@
  *
  * Apart from the parser and printer (json.c) because they only read trees: an int is told from
  * a float, and an integer past 2^53 read exactly, through the source text the parser keeps
- * with each number (road_json_number_text).
+ * with each number (road__json_number_text).
  */
 #include <math.h>
 #include <stdio.h>
@@ -24,7 +24,7 @@ static bool is_int_text(const char *t) {
 
 /* ---- lookup and typed getters ------------------------------------------------------------- */
 
-const cJSON *road_json_get(const cJSON *obj, const char *key) {
+const cJSON *road__json_get(const cJSON *obj, const char *key) {
     if (!cJSON_IsObject(obj)) return NULL;
     const cJSON *found = NULL;
     for (const cJSON *c = obj->child; c; c = c->next) {
@@ -33,14 +33,14 @@ const cJSON *road_json_get(const cJSON *obj, const char *key) {
     return found;
 }
 
-bool road_json_is_int(const cJSON *v) {
+bool road__json_is_int(const cJSON *v) {
     if (!cJSON_IsNumber(v)) return false;
-    const char *t = road_json_number_text(v);
+    const char *t = road__json_number_text(v);
     if (t) return is_int_text(t);
     return isfinite(v->valuedouble) && v->valuedouble == floor(v->valuedouble);
 }
 
-void road_json_quote(const char *str, char *buf, size_t cap) {
+void road__json_quote(const char *str, char *buf, size_t cap) {
     /* Each byte takes at most 6 characters ("\u001f"). */
     char q[DESCRIBE_STRING_MAX * 6 + 8];
     const unsigned char *s = (const unsigned char *)str;
@@ -61,7 +61,7 @@ void road_json_quote(const char *str, char *buf, size_t cap) {
     snprintf(buf, cap, "\"%s%s\"", q, s[i] ? "..." : "");
 }
 
-void road_json_describe(const cJSON *v, char *buf, size_t cap) {
+void road__json_describe(const cJSON *v, char *buf, size_t cap) {
     if (!v) {
         snprintf(buf, cap, "nothing");
         return;
@@ -83,20 +83,20 @@ void road_json_describe(const cJSON *v, char *buf, size_t cap) {
         snprintf(buf, cap, "an object");
         return;
     case cJSON_Number: {
-        const char *t = road_json_number_text(v);
+        const char *t = road__json_number_text(v);
         if (t && is_int_text(t)) {
             snprintf(buf, cap, "%.*s%s", DESCRIBE_STRING_MAX, t,
                      strlen(t) > DESCRIBE_STRING_MAX ? "..." : "");
-        } else if (!t && road_json_is_int(v) && fabs(v->valuedouble) <= EXACT_INT_LIMIT) {
+        } else if (!t && road__json_is_int(v) && fabs(v->valuedouble) <= EXACT_INT_LIMIT) {
             snprintf(buf, cap, "%lld", (long long)v->valuedouble);
         } else {
-            road_json_format_double(v->valuedouble, buf, cap);
+            road__json_format_double(v->valuedouble, buf, cap);
         }
         return;
     }
     case cJSON_String: {
         char q[DESCRIBE_STRING_MAX * 6 + 8];
-        road_json_quote(v->valuestring ? v->valuestring : "", q, sizeof q);
+        road__json_quote(v->valuestring ? v->valuestring : "", q, sizeof q);
         snprintf(buf, cap, "%s (a string)", q);
         return;
     }
@@ -107,15 +107,15 @@ void road_json_describe(const cJSON *v, char *buf, size_t cap) {
 }
 
 static const cJSON *require(const cJSON *obj, const char *key) {
-    const cJSON *v = road_json_get(obj, key);
-    if (!v) road_error(ROAD_ERR_NOT_FOUND, "%s is missing", key);
+    const cJSON *v = road__json_get(obj, key);
+    if (!v) road__error(ROAD_ERR_NOT_FOUND, "%s is missing", key);
     return v;
 }
 
 static road_status type_error(const char *key, const char *allowed, const cJSON *v) {
     char got[DESCRIBE_STRING_MAX * 6 + 32];
-    road_json_describe(v, got, sizeof got);
-    return road_error(ROAD_ERR_CONFIG, "%s must be %s, got %s", key, allowed, got);
+    road__json_describe(v, got, sizeof got);
+    return road__error(ROAD_ERR_CONFIG, "%s must be %s, got %s", key, allowed, got);
 }
 
 /* The exact integer value of an int number in [lo, hi]. */
@@ -123,8 +123,8 @@ static road_status get_integer(const cJSON *obj, const char *key, int64_t lo, in
                                int64_t *out) {
     const cJSON *v = require(obj, key);
     if (!v) return ROAD_ERR_NOT_FOUND;
-    if (!road_json_is_int(v)) return type_error(key, "an integer", v);
-    const char *t = road_json_number_text(v);
+    if (!road__json_is_int(v)) return type_error(key, "an integer", v);
+    const char *t = road__json_number_text(v);
     bool in_range;
     int64_t x = 0;
     if (t) {
@@ -148,26 +148,26 @@ static road_status get_integer(const cJSON *obj, const char *key, int64_t lo, in
     }
     if (!in_range || x < lo || x > hi) {
         char got[64];
-        road_json_describe(v, got, sizeof got);
-        return road_error(ROAD_ERR_CONFIG, "%s must be an integer from %lld to %lld, got %s", key,
-                          (long long)lo, (long long)hi, got);
+        road__json_describe(v, got, sizeof got);
+        return road__error(ROAD_ERR_CONFIG, "%s must be an integer from %lld to %lld, got %s", key,
+                           (long long)lo, (long long)hi, got);
     }
     *out = x;
     return ROAD_OK;
 }
 
-road_status road_json_get_int(const cJSON *obj, const char *key, int32_t *out) {
+road_status road__json_get_int(const cJSON *obj, const char *key, int32_t *out) {
     int64_t x;
     road_status s = get_integer(obj, key, INT32_MIN, INT32_MAX, &x);
     if (s == ROAD_OK) *out = (int32_t)x;
     return s;
 }
 
-road_status road_json_get_i64(const cJSON *obj, const char *key, int64_t *out) {
+road_status road__json_get_i64(const cJSON *obj, const char *key, int64_t *out) {
     return get_integer(obj, key, INT64_MIN, INT64_MAX, out);
 }
 
-road_status road_json_get_double(const cJSON *obj, const char *key, double *out) {
+road_status road__json_get_double(const cJSON *obj, const char *key, double *out) {
     const cJSON *v = require(obj, key);
     if (!v) return ROAD_ERR_NOT_FOUND;
     if (!cJSON_IsNumber(v)) return type_error(key, "a number", v);
@@ -175,7 +175,7 @@ road_status road_json_get_double(const cJSON *obj, const char *key, double *out)
     return ROAD_OK;
 }
 
-road_status road_json_get_bool(const cJSON *obj, const char *key, bool *out) {
+road_status road__json_get_bool(const cJSON *obj, const char *key, bool *out) {
     const cJSON *v = require(obj, key);
     if (!v) return ROAD_ERR_NOT_FOUND;
     if (!cJSON_IsBool(v)) return type_error(key, "true or false", v);
@@ -183,8 +183,8 @@ road_status road_json_get_bool(const cJSON *obj, const char *key, bool *out) {
     return ROAD_OK;
 }
 
-road_status road_json_get_string(const cJSON *obj, const char *key, bool allow_null,
-                                 const char **out) {
+road_status road__json_get_string(const cJSON *obj, const char *key, bool allow_null,
+                                  const char **out) {
     const cJSON *v = require(obj, key);
     if (!v) return ROAD_ERR_NOT_FOUND;
     if (allow_null && cJSON_IsNull(v)) {

@@ -95,8 +95,8 @@ __attribute__((format(printf, 3, 4))) static road_status st_fail(const st_ctx *c
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (c->path) return road_error(s, "'%s': %s", c->path, msg);
-    return road_error(s, "safetensors buffer: %s", msg);
+    if (c->path) return road__error(s, "'%s': %s", c->path, msg);
+    return road__error(s, "safetensors buffer: %s", msg);
 }
 
 static void shape_str(char *buf, size_t cap, int32_t ndim, const int64_t *shape) {
@@ -436,7 +436,7 @@ static road_status build_file(const st_ctx *c, const cJSON *root, const unsigned
     size_t off_by_name = align_up(off_tensors + (size_t)n * sizeof(road_st_tensor));
     size_t off_meta = align_up(off_by_name + (size_t)n * sizeof(road_st_tensor *));
     size_t off_str = align_up(off_meta + (size_t)n_meta * sizeof(st_meta));
-    unsigned char *block = road_malloc(off_str + str_bytes);
+    unsigned char *block = road__malloc(off_str + str_bytes);
     if (!block) return ROAD_ERR_NO_MEMORY;
     memset(block, 0, off_str);
     road_st_file *f = (road_st_file *)block;
@@ -503,7 +503,7 @@ static road_status build_file(const st_ctx *c, const cJSON *root, const unsigned
     *out = f;
     return ROAD_OK;
 fail:
-    road_free(block);
+    road__free(block);
     return s;
 }
 
@@ -539,7 +539,7 @@ static road_status parse_image(const st_ctx *c, const unsigned char *image, size
      * the format's space padding) and malformed numbers are refused, not skipped. */
     cJSON *root = NULL;
     road_json_where w;
-    s = road_json_parse_at((const char *)image + ST_LEN_BYTES, n, &root, &w);
+    s = road__json_parse_at((const char *)image + ST_LEN_BYTES, n, &root, &w);
     if (s == ROAD_ERR_FORMAT) {
         s = st_fail(c, ROAD_ERR_FORMAT, "header is not valid JSON at header offset %zu%s%s: %s",
                     w.offset, w.path[0] ? ", in " : "", w.path, w.what);
@@ -556,21 +556,21 @@ static road_status parse_image(const st_ctx *c, const unsigned char *image, size
 /* ---- public reader API ----------------------------------------------------------------------- */
 
 road_status road_st_open_memory(const void *data, size_t len, road_st_file **out) {
-    if (!out) return road_error(ROAD_ERR_INVALID_ARG, "road_st_open_memory: out is NULL");
+    if (!out) return road__error(ROAD_ERR_INVALID_ARG, "road_st_open_memory: out is NULL");
     *out = NULL;
-    if (!data && len) return road_error(ROAD_ERR_INVALID_ARG, "road_st_open_memory: data is NULL");
+    if (!data && len) return road__error(ROAD_ERR_INVALID_ARG, "road_st_open_memory: data is NULL");
     st_ctx c = {NULL};
     return parse_image(&c, data, len, out);
 }
 
 static road_status st_open(const char *path, int prot, road_st_file **out) {
-    if (!out) return road_error(ROAD_ERR_INVALID_ARG, "road_st_open: out is NULL");
+    if (!out) return road__error(ROAD_ERR_INVALID_ARG, "road_st_open: out is NULL");
     *out = NULL;
-    if (!path) return road_error(ROAD_ERR_INVALID_ARG, "road_st_open: path is NULL");
+    if (!path) return road__error(ROAD_ERR_INVALID_ARG, "road_st_open: path is NULL");
     st_ctx c = {path};
     int fd;
     uint64_t fsize;
-    road_status os = road_file_open_regular(path, &fd, &fsize); /* refuses FIFOs, devices... */
+    road_status os = road__file_open_regular(path, &fd, &fsize); /* refuses FIFOs, devices... */
     if (os != ROAD_OK) return os;
     if (fsize > SIZE_MAX) {
         close(fd);
@@ -585,7 +585,7 @@ static road_status st_open(const char *path, int prot, road_st_file **out) {
     int map_errno = errno;
     close(fd); /* the mapping keeps the file alive */
     if (map == MAP_FAILED)
-        return road_error(ROAD_ERR_IO, "cannot map '%s': %s", path, strerror(map_errno));
+        return road__error(ROAD_ERR_IO, "cannot map '%s': %s", path, strerror(map_errno));
     road_st_file *f = NULL;
     road_status s = parse_image(&c, map, len, &f);
     if (s != ROAD_OK) {
@@ -609,7 +609,7 @@ road_status road_st_open_private(const char *path, road_st_file **out) {
 void road_st_close(road_st_file *f) {
     if (!f) return;
     if (f->map) munmap(f->map, f->map_len);
-    road_free(f);
+    road__free(f);
 }
 
 int64_t road_st_count(const road_st_file *f) {
@@ -658,11 +658,11 @@ road_status road_st_get_f32(const road_st_file *f, const char *name, int32_t ndi
     if (data) *data = NULL;
     if (info) *info = NULL;
     if (!f || !name || (ndim > 0 && !shape) || ndim > ROAD_ST_MAX_DIMS)
-        return road_error(ROAD_ERR_INVALID_ARG, "road_st_get_f32: invalid arguments");
+        return road__error(ROAD_ERR_INVALID_ARG, "road_st_get_f32: invalid arguments");
     const road_st_tensor *t = road_st_find(f, name);
     if (!t)
-        return road_error(ROAD_ERR_NOT_FOUND, "%s: no tensor named '%.*s' (the file has %lld)",
-                          f->label, ST_ECHO_MAX, name, (long long)f->n_tensors);
+        return road__error(ROAD_ERR_NOT_FOUND, "%s: no tensor named '%.*s' (the file has %lld)",
+                           f->label, ST_ECHO_MAX, name, (long long)f->n_tensors);
     int shape_ok =
         ndim < 0 || (t->ndim == ndim &&
                      (ndim == 0 || memcmp(t->shape, shape, (size_t)ndim * sizeof *shape) == 0));
@@ -673,17 +673,17 @@ road_status road_st_get_f32(const road_st_file *f, const char *name, int32_t ndi
             snprintf(want, sizeof want, "of any shape");
         else
             shape_str(want, sizeof want, ndim, shape);
-        return road_error(t->dtype != ROAD_DTYPE_F32 ? ROAD_ERR_FORMAT : ROAD_ERR_SHAPE,
-                          "%s: tensor '%.*s' is %s %s, expected F32 %s", f->label, ST_ECHO_MAX,
-                          name, road_dtype_name(t->dtype), found, want);
+        return road__error(t->dtype != ROAD_DTYPE_F32 ? ROAD_ERR_FORMAT : ROAD_ERR_SHAPE,
+                           "%s: tensor '%.*s' is %s %s, expected F32 %s", f->label, ST_ECHO_MAX,
+                           name, road_dtype_name(t->dtype), found, want);
     }
     if ((uintptr_t)t->data % _Alignof(float) != 0)
-        return road_error(ROAD_ERR_FORMAT,
-                          "%s: tensor '%.*s' starts at file offset %zu, which is not a multiple of "
-                          "4, so it cannot be used as float32 in place; re-save the file with "
-                          "aligned tensors (road and the safetensors library both do)",
-                          f->label, ST_ECHO_MAX, name,
-                          (size_t)((const unsigned char *)t->data - f->base));
+        return road__error(
+            ROAD_ERR_FORMAT,
+            "%s: tensor '%.*s' starts at file offset %zu, which is not a multiple of "
+            "4, so it cannot be used as float32 in place; re-save the file with "
+            "aligned tensors (road and the safetensors library both do)",
+            f->label, ST_ECHO_MAX, name, (size_t)((const unsigned char *)t->data - f->base));
     if (data) *data = t->data;
     if (info) *info = t;
     return ROAD_OK;
@@ -726,28 +726,28 @@ static int utf8_valid(const char *s) {
 }
 
 road_status road_st_writer_create(road_st_writer **out) {
-    if (!out) return road_error(ROAD_ERR_INVALID_ARG, "road_st_writer_create: out is NULL");
-    *out = road_calloc(1, sizeof **out);
+    if (!out) return road__error(ROAD_ERR_INVALID_ARG, "road_st_writer_create: out is NULL");
+    *out = road__calloc(1, sizeof **out);
     return *out ? ROAD_OK : ROAD_ERR_NO_MEMORY;
 }
 
 void road_st_writer_free(road_st_writer *w) {
     if (!w) return;
-    for (int64_t i = 0; i < w->n; i++) road_free(w->t[i].data);
+    for (int64_t i = 0; i < w->n; i++) road__free(w->t[i].data);
     for (int64_t i = 0; i < w->n_meta; i++) {
-        road_free(w->m[i].key);
-        road_free(w->m[i].value);
+        road__free(w->m[i].key);
+        road__free(w->m[i].value);
     }
-    road_free(w->t);
-    road_free(w->m);
-    road_free(w);
+    road__free(w->t);
+    road__free(w->m);
+    road__free(w);
 }
 
 /* Make room for one more element of size `elem` in *arr (count n, capacity *cap). */
 static road_status grow(void **arr, int64_t n, int64_t *cap, size_t elem) {
     if (n < *cap) return ROAD_OK;
     int64_t nc = *cap ? *cap * 2 : 16;
-    void *p = road_realloc(*arr, (size_t)nc * elem);
+    void *p = road__realloc(*arr, (size_t)nc * elem);
     if (!p) return ROAD_ERR_NO_MEMORY;
     *arr = p;
     *cap = nc;
@@ -757,49 +757,49 @@ static road_status grow(void **arr, int64_t n, int64_t *cap, size_t elem) {
 road_status road_st_writer_add(road_st_writer *w, const char *name, road_dtype dtype, int32_t ndim,
                                const int64_t *shape, const void *data) {
     if (!w || !name)
-        return road_error(ROAD_ERR_INVALID_ARG, "road_st_writer_add: writer or name is NULL");
+        return road__error(ROAD_ERR_INVALID_ARG, "road_st_writer_add: writer or name is NULL");
     if (strcmp(name, ST_METADATA_KEY) == 0)
-        return road_error(ROAD_ERR_INVALID_ARG,
-                          "tensor name '" ST_METADATA_KEY "' is reserved by the format");
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "tensor name '" ST_METADATA_KEY "' is reserved by the format");
     if (!utf8_valid(name))
-        return road_error(ROAD_ERR_INVALID_ARG, "tensor name '%.*s' is not valid UTF-8",
-                          ST_ECHO_MAX, name);
+        return road__error(ROAD_ERR_INVALID_ARG, "tensor name '%.*s' is not valid UTF-8",
+                           ST_ECHO_MAX, name);
     if ((unsigned)dtype >= ROAD_DTYPE_COUNT_)
-        return road_error(ROAD_ERR_INVALID_ARG, "tensor '%.*s': invalid dtype %d", ST_ECHO_MAX,
-                          name, (int)dtype);
+        return road__error(ROAD_ERR_INVALID_ARG, "tensor '%.*s': invalid dtype %d", ST_ECHO_MAX,
+                           name, (int)dtype);
     if (ndim < 0 || ndim > ROAD_ST_MAX_DIMS || (ndim > 0 && !shape))
-        return road_error(ROAD_ERR_INVALID_ARG,
-                          "tensor '%.*s': ndim %d is not in 0..%d (or shape is NULL)", ST_ECHO_MAX,
-                          name, (int)ndim, ROAD_ST_MAX_DIMS);
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "tensor '%.*s': ndim %d is not in 0..%d (or shape is NULL)", ST_ECHO_MAX,
+                           name, (int)ndim, ROAD_ST_MAX_DIMS);
     /* Same overflow rule as the reader, so every file written here can be read back. */
     int64_t numel = 1;
     for (int32_t i = 0; i < ndim; i++) {
         if (shape[i] < 0)
-            return road_error(ROAD_ERR_INVALID_ARG, "tensor '%.*s': shape[%d] = %lld is negative",
-                              ST_ECHO_MAX, name, (int)i, (long long)shape[i]);
+            return road__error(ROAD_ERR_INVALID_ARG, "tensor '%.*s': shape[%d] = %lld is negative",
+                               ST_ECHO_MAX, name, (int)i, (long long)shape[i]);
         if (shape[i] != 0 && numel > INT64_MAX / shape[i])
-            return road_error(ROAD_ERR_INVALID_ARG, "tensor '%.*s': shape overflows", ST_ECHO_MAX,
-                              name);
+            return road__error(ROAD_ERR_INVALID_ARG, "tensor '%.*s': shape overflows", ST_ECHO_MAX,
+                               name);
         numel *= shape[i];
     }
     size_t esize = road_dtype_size(dtype);
     /* Offsets must stay below 2^53 for the reader (and any JSON reader) to take them. */
     if ((double)numel * (double)esize >= ST_JSON_INT_LIMIT)
-        return road_error(ROAD_ERR_INVALID_ARG, "tensor '%.*s' is too large for safetensors",
-                          ST_ECHO_MAX, name);
+        return road__error(ROAD_ERR_INVALID_ARG, "tensor '%.*s' is too large for safetensors",
+                           ST_ECHO_MAX, name);
     size_t nbytes = (size_t)numel * esize;
     if (nbytes && !data)
-        return road_error(ROAD_ERR_INVALID_ARG, "tensor '%.*s': data is NULL", ST_ECHO_MAX, name);
+        return road__error(ROAD_ERR_INVALID_ARG, "tensor '%.*s': data is NULL", ST_ECHO_MAX, name);
     for (int64_t i = 0; i < w->n; i++) {
         if (strcmp(w->t[i].name, name) == 0)
-            return road_error(ROAD_ERR_EXISTS,
-                              "tensor '%.*s' was already added; names must be unique", ST_ECHO_MAX,
-                              name);
+            return road__error(ROAD_ERR_EXISTS,
+                               "tensor '%.*s' was already added; names must be unique", ST_ECHO_MAX,
+                               name);
     }
     road_status s = grow((void **)&w->t, w->n, &w->cap, sizeof *w->t);
     if (s != ROAD_OK) return s;
     size_t name_len = strlen(name) + 1;
-    unsigned char *mem = road_malloc(nbytes + name_len);
+    unsigned char *mem = road__malloc(nbytes + name_len);
     if (!mem) return ROAD_ERR_NO_MEMORY;
     st_wtensor *t = &w->t[w->n];
     memset(t, 0, sizeof *t);
@@ -817,23 +817,23 @@ road_status road_st_writer_add(road_st_writer *w, const char *name, road_dtype d
 
 road_status road_st_writer_set_metadata(road_st_writer *w, const char *key, const char *value) {
     if (!w || !key || !value)
-        return road_error(ROAD_ERR_INVALID_ARG, "road_st_writer_set_metadata: NULL argument");
+        return road__error(ROAD_ERR_INVALID_ARG, "road_st_writer_set_metadata: NULL argument");
     if (!utf8_valid(key) || !utf8_valid(value))
-        return road_error(ROAD_ERR_INVALID_ARG, "metadata '%.*s' is not valid UTF-8", ST_ECHO_MAX,
-                          key);
-    char *v = road_strdup(value);
+        return road__error(ROAD_ERR_INVALID_ARG, "metadata '%.*s' is not valid UTF-8", ST_ECHO_MAX,
+                           key);
+    char *v = road__strdup(value);
     if (!v) return ROAD_ERR_NO_MEMORY;
     for (int64_t i = 0; i < w->n_meta; i++) {
         if (strcmp(w->m[i].key, key) == 0) {
-            road_free(w->m[i].value);
+            road__free(w->m[i].value);
             w->m[i].value = v;
             return ROAD_OK;
         }
     }
-    char *k = road_strdup(key);
+    char *k = road__strdup(key);
     if (!k || grow((void **)&w->m, w->n_meta, &w->cap_meta, sizeof *w->m) != ROAD_OK) {
-        road_free(k);
-        road_free(v);
+        road__free(k);
+        road__free(v);
         return ROAD_ERR_NO_MEMORY;
     }
     w->m[w->n_meta].key = k;
@@ -956,18 +956,19 @@ static int cmp_wmeta(const void *a, const void *b) {
 
 road_status road_st_writer_save(road_st_writer *w, const char *path) {
     if (!w || !path)
-        return road_error(ROAD_ERR_INVALID_ARG, "road_st_writer_save: writer or path is NULL");
+        return road__error(ROAD_ERR_INVALID_ARG, "road_st_writer_save: writer or path is NULL");
     if (w->n > INT_MAX - 1)
-        return road_error(ROAD_ERR_INVALID_ARG, "'%s': too many tensors (%lld)", path,
-                          (long long)w->n);
+        return road__error(ROAD_ERR_INVALID_ARG, "'%s': too many tensors (%lld)", path,
+                           (long long)w->n);
     /* A fixed order makes the file independent of the order tensors were added in. */
     if (w->n > 1) qsort(w->t, (size_t)w->n, sizeof *w->t, cmp_wtensor);
     if (w->n_meta > 1) qsort(w->m, (size_t)w->n_meta, sizeof *w->m, cmp_wmeta);
     double total = 0;
     for (int64_t i = 0; i < w->n; i++) total += (double)w->t[i].nbytes;
     if (total >= ST_JSON_INT_LIMIT)
-        return road_error(ROAD_ERR_INVALID_ARG,
-                          "'%s': tensors total %.0f bytes, too large for safetensors", path, total);
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "'%s': tensors total %.0f bytes, too large for safetensors", path,
+                           total);
 
     st_sink k = {NULL, 0};
     emit_header(&k, w);
@@ -976,7 +977,7 @@ road_status road_st_writer_save(road_st_writer *w, const char *path) {
     size_t alloc = ST_LEN_BYTES + hlen;
     size_t parts_off = align_up(alloc);
     size_t lens_off = parts_off + (size_t)n_parts * sizeof(void *);
-    unsigned char *mem = road_malloc(lens_off + (size_t)n_parts * sizeof(size_t));
+    unsigned char *mem = road__malloc(lens_off + (size_t)n_parts * sizeof(size_t));
     if (!mem) return ROAD_ERR_NO_MEMORY;
     for (unsigned i = 0; i < ST_LEN_BYTES; i++) mem[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
     k.buf = (char *)mem + ST_LEN_BYTES;
@@ -992,19 +993,19 @@ road_status road_st_writer_save(road_st_writer *w, const char *path) {
         parts[i + 1] = w->t[i].data;
         lens[i + 1] = w->t[i].nbytes;
     }
-    road_status s = road_file_write_atomic_parts(path, parts, lens, n_parts);
-    road_free(mem);
+    road_status s = road__file_write_atomic_parts(path, parts, lens, n_parts);
+    road__free(mem);
     return s;
 }
 
-road_status road_st_writer_finish(road_st_writer *w, road_status s, const char *dir,
-                                  const char *name) {
+road_status road__st_writer_finish(road_st_writer *w, road_status s, const char *dir,
+                                   const char *name) {
     char *path = NULL;
     if (s == ROAD_OK) {
-        path = road_path_join(dir, name);
+        path = road__path_join(dir, name);
         s = path ? road_st_writer_save(w, path) : ROAD_ERR_NO_MEMORY;
     }
-    road_free(path);
+    road__free(path);
     road_st_writer_free(w);
     return s;
 }

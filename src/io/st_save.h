@@ -11,7 +11,7 @@
 
 /* When s is ROAD_OK, save w as "dir/name"; free w in any case (NULL is fine). Returns s when it
  * is not ROAD_OK, else the save's status (ROAD_ERR_NO_MEMORY when the path cannot be built). */
-road_status road_st_writer_finish(road_st_writer *w, road_status s, const char *dir,
-                                  const char *name);
+road_status road__st_writer_finish(road_st_writer *w, road_status s, const char *dir,
+                                   const char *name);
 
 #endif

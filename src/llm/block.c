@@ -29,38 +29,47 @@
 
 /* ---- the layer spec's dispatch -------------------------------------------------------------- */
 
-void block_norm_forward(const road_layer_spec *s, float *out, const float *inp,
-                        const float *weight, int64_t R, int64_t H) {
+void road__block_norm_forward(const road_layer_spec *s, float *out, const float *inp,
+                              const float *weight, int64_t R, int64_t H) {
     switch (s->norm) {
-    case ROAD_NORM_RMS: rmsnorm_forward(out, inp, weight, R, H, s->norm_eps); break;
+    case ROAD_NORM_RMS:
+        road__rmsnorm_forward(out, inp, weight, R, H, s->norm_eps);
+        break;
     }
 }
 
-void block_norm_backward(const road_layer_spec *s, float *dinp, float *dweight, const float *dout,
-                         const float *inp, const float *weight, int64_t R, int64_t H) {
+void road__block_norm_backward(const road_layer_spec *s, float *dinp, float *dweight,
+                               const float *dout, const float *inp, const float *weight, int64_t R,
+                               int64_t H) {
     switch (s->norm) {
-    case ROAD_NORM_RMS: rmsnorm_backward(dinp, dweight, dout, inp, weight, R, H, s->norm_eps); break;
+    case ROAD_NORM_RMS:
+        road__rmsnorm_backward(dinp, dweight, dout, inp, weight, R, H, s->norm_eps);
+        break;
     }
 }
 
 static void act_forward(const road_layer_spec *s, float *out, const float *gate, const float *up,
                         int64_t N) {
     switch (s->act) {
-    case ROAD_ACT_SILU: swiglu_forward(out, gate, up, N); break;
+    case ROAD_ACT_SILU:
+        road__swiglu_forward(out, gate, up, N);
+        break;
     }
 }
 
 static void act_backward(const road_layer_spec *s, float *dgate, float *dup, const float *dout,
                          const float *gate, const float *up, int64_t N) {
     switch (s->act) {
-    case ROAD_ACT_SILU: swiglu_backward(dgate, dup, dout, gate, up, N); break;
+    case ROAD_ACT_SILU:
+        road__swiglu_backward(dgate, dup, dout, gate, up, N);
+        break;
     }
 }
 
 /* The batch's RoPE table for this spec's frequencies (made again only when they change). */
 static const float *rope_cs(llm_batch *c, const road_layer_spec *s) {
     if (c->cs_freq != s->inv_freq) {
-        rope_table(c->cs, c->row_pos, s->inv_freq, c->R, c->m->cfg.head_dim);
+        road__rope_table(c->cs, c->row_pos, s->inv_freq, c->R, c->m->cfg.head_dim);
         c->cs_freq = s->inv_freq;
     }
     return c->cs;
@@ -68,8 +77,8 @@ static const float *rope_cs(llm_batch *c, const road_layer_spec *s) {
 
 /* ---- linear layers, embedding, head ------------------------------------------------------- */
 
-road_status block_linear(llm_batch *c, int32_t layer, int64_t rows, const int64_t *seq_rows,
-                         const float *x, float *y, float *y_base) {
+road_status road__block_linear(llm_batch *c, int32_t layer, int64_t rows, const int64_t *seq_rows,
+                               const float *x, float *y, float *y_base) {
     road_adapter_set *set = c->m->set;
     if (!y_base) {
         if (c->plan) return road_adapter_set_forward_mixed(set, c->plan, layer, 0, seq_rows, x, y);
@@ -84,25 +93,25 @@ road_status block_linear(llm_batch *c, int32_t layer, int64_t rows, const int64_
     return road_adapter_set_apply(set, layer, rows, y);
 }
 
-road_status block_linear_backward(llm_batch *c, int32_t layer, int64_t rows, const float *x,
-                                  const float *y_base, const float *dy, float *dx) {
+road_status road__block_linear_backward(llm_batch *c, int32_t layer, int64_t rows, const float *x,
+                                        const float *y_base, const float *dy, float *dx) {
     road_model *m = c->m;
     road_status st = road_adapter_set_backward(m->set, layer, rows, x, y_base, dy, dx);
     if (st != ROAD_OK || !road_model_full_training(m)) return st;
     /* Full fine-tuning (no adapter active, so dy is the base output's gradient):
      * dW (out, in) += dy^T x, db += column sums of dy. */
     road_full *f = m->full;
-    float *dw = road_full_grad(m, f->lin_w[layer]), *db = road_full_grad(m, f->lin_b[layer]);
+    float *dw = road__full_grad(m, f->lin_w[layer]), *db = road__full_grad(m, f->lin_b[layer]);
     road_linear *l = road_adapter_set_layer(m->set, layer);
     const int64_t out = road_linear_out_features(l), in = road_linear_in_features(l);
-    if (dw) road_sgemm(true, false, out, in, rows, 1.0f, dy, out, x, in, 1.0f, dw, in);
+    if (dw) road__sgemm(true, false, out, in, rows, 1.0f, dy, out, x, in, 1.0f, dw, in);
     if (db)
         for (int64_t r = 0; r < rows; r++)
             for (int64_t i = 0; i < out; i++) db[i] += dy[r * out + i];
     return ROAD_OK;
 }
 
-road_status block_embed(llm_batch *c, float *x) {
+road_status road__block_embed(llm_batch *c, float *x) {
     road_model *m = c->m;
     const int64_t H = m->cfg.hidden_size;
     road_status st = ROAD_OK;
@@ -117,11 +126,11 @@ road_status block_embed(llm_batch *c, float *x) {
     return st;
 }
 
-road_status head_forward(llm_batch *c, int64_t rows, const int64_t *seq_rows, const float *x,
-                         float *h, float *logits, float *z_base) {
+road_status road__head_forward(llm_batch *c, int64_t rows, const int64_t *seq_rows, const float *x,
+                               float *h, float *logits, float *z_base) {
     road_model *m = c->m;
-    block_norm_forward(&m->head_spec, h, x, m->final_norm, rows, m->cfg.hidden_size);
-    return block_linear(c, m->lm_head, rows, seq_rows, h, logits, z_base);
+    road__block_norm_forward(&m->head_spec, h, x, m->final_norm, rows, m->cfg.hidden_size);
+    return road__block_linear(c, m->lm_head, rows, seq_rows, h, logits, z_base);
 }
 
 /* ---- the block ------------------------------------------------------------------------------ */
@@ -166,7 +175,7 @@ static attn_batch attn_view(llm_batch *c, int64_t layer, const road_layer_spec *
                         spec->window, spec->attn_scale, c->attn_gemm_min, c->attn_qblock};
 }
 
-road_status block_forward(llm_batch *c, int64_t l, float *x, const block_acts *a) {
+road_status road__block_forward(llm_batch *c, int64_t l, float *x, const block_acts *a) {
     const road_model *m = c->m;
     const road_llm_config *cfg = &m->cfg;
     const road_block *b = &m->blocks[l];
@@ -174,34 +183,34 @@ road_status block_forward(llm_batch *c, int64_t l, float *x, const block_acts *a
     const int64_t R = c->R, H = cfg->hidden_size, I = cfg->intermediate_size;
     const int64_t nh = cfg->n_heads, nkv = cfg->n_kv_heads, d = cfg->head_dim;
     const int64_t *sr = c->seq_rows;
-    block_norm_forward(spec, a->h1, x, b->attn_norm, R, H);
-    road_status st = block_linear(c, b->proj[PROJ_Q], R, sr, a->h1, a->q, a->qb);
-    if (st == ROAD_OK) st = block_linear(c, b->proj[PROJ_K], R, sr, a->h1, a->k, a->kb);
-    if (st == ROAD_OK) st = block_linear(c, b->proj[PROJ_V], R, sr, a->h1, a->v, a->vb);
+    road__block_norm_forward(spec, a->h1, x, b->attn_norm, R, H);
+    road_status st = road__block_linear(c, b->proj[PROJ_Q], R, sr, a->h1, a->q, a->qb);
+    if (st == ROAD_OK) st = road__block_linear(c, b->proj[PROJ_K], R, sr, a->h1, a->k, a->kb);
+    if (st == ROAD_OK) st = road__block_linear(c, b->proj[PROJ_V], R, sr, a->h1, a->v, a->vb);
     if (st != ROAD_OK) return st;
     const float *cs = rope_cs(c, spec);
-    rope_forward(a->q, cs, R, nh, d);
-    rope_forward(a->k, cs, R, nkv, d);
+    road__rope_forward(a->q, cs, R, nh, d);
+    road__rope_forward(a->k, cs, R, nkv, d);
     cache_store(c, l, a->k, a->v);
     attn_batch ab = attn_view(c, l, spec, a->k, a->v);
-    attention_forward(a->att, a->q, &ab, c->scratch, c->scratch_stride);
-    st = block_linear(c, b->proj[PROJ_O], R, sr, a->att, a->o, a->ob);
+    road__attention_forward(a->att, a->q, &ab, c->scratch, c->scratch_stride);
+    st = road__block_linear(c, b->proj[PROJ_O], R, sr, a->att, a->o, a->ob);
     if (st != ROAD_OK) return st;
     for (int64_t i = 0; i < R * H; i++) x[i] += a->o[i];
     if (a->x_mid) memcpy(a->x_mid, x, sizeof(float) * (size_t)(R * H));
-    block_norm_forward(spec, a->h2, x, b->mlp_norm, R, H);
-    st = block_linear(c, b->proj[PROJ_GATE], R, sr, a->h2, a->g, a->gb);
-    if (st == ROAD_OK) st = block_linear(c, b->proj[PROJ_UP], R, sr, a->h2, a->u, a->ub);
+    road__block_norm_forward(spec, a->h2, x, b->mlp_norm, R, H);
+    st = road__block_linear(c, b->proj[PROJ_GATE], R, sr, a->h2, a->g, a->gb);
+    if (st == ROAD_OK) st = road__block_linear(c, b->proj[PROJ_UP], R, sr, a->h2, a->u, a->ub);
     if (st != ROAD_OK) return st;
     act_forward(spec, a->a, a->g, a->u, R * I);
-    st = block_linear(c, b->proj[PROJ_DOWN], R, sr, a->a, a->dn, a->db);
+    st = road__block_linear(c, b->proj[PROJ_DOWN], R, sr, a->a, a->dn, a->db);
     if (st != ROAD_OK) return st;
     for (int64_t i = 0; i < R * H; i++) x[i] += a->dn[i];
     return ROAD_OK;
 }
 
-road_status block_backward(llm_batch *c, int64_t l, float *dx, const block_acts *a,
-                           const block_grads *g, bool need_dx) {
+road_status road__block_backward(llm_batch *c, int64_t l, float *dx, const block_acts *a,
+                                 const block_grads *g, bool need_dx) {
     road_model *m = c->m;
     const road_llm_config *cfg = &m->cfg;
     const road_block *b = &m->blocks[l];
@@ -211,38 +220,42 @@ road_status block_backward(llm_batch *c, int64_t l, float *dx, const block_acts 
     const bool full = road_model_full_training(m);
     float *dh = g->dh, *dh2 = g->dh2;
     /* MLP: x_out = x_mid + down(act(gate(h2)) * up(h2)), h2 = norm(x_mid) */
-    road_status st = block_linear_backward(c, b->proj[PROJ_DOWN], R, a->a, a->db, dx, g->dg);
+    road_status st = road__block_linear_backward(c, b->proj[PROJ_DOWN], R, a->a, a->db, dx, g->dg);
     if (st != ROAD_OK) return st; /* g->dg = d(a) for now */
     act_backward(spec, g->dg, g->du, g->dg, a->g, a->u, R * I);
-    st = block_linear_backward(c, b->proj[PROJ_GATE], R, a->h2, a->gb, g->dg, dh);
-    if (st == ROAD_OK) st = block_linear_backward(c, b->proj[PROJ_UP], R, a->h2, a->ub, g->du, dh2);
+    st = road__block_linear_backward(c, b->proj[PROJ_GATE], R, a->h2, a->gb, g->dg, dh);
+    if (st == ROAD_OK)
+        st = road__block_linear_backward(c, b->proj[PROJ_UP], R, a->h2, a->ub, g->du, dh2);
     if (st != ROAD_OK) return st;
     for (int64_t i = 0; i < R * H; i++) dh[i] += dh2[i];
-    block_norm_backward(spec, dx, full ? road_full_grad(m, m->full->mlp_norm[l]) : NULL, dh,
-                        a->x_mid, b->mlp_norm, R, H);
+    road__block_norm_backward(spec, dx, full ? road__full_grad(m, m->full->mlp_norm[l]) : NULL, dh,
+                              a->x_mid, b->mlp_norm, R, H);
     /* attention: x_mid = x_in + o(attn(rope(q(h1)), rope(k(h1)), v(h1))), h1 = norm(x_in) */
-    st = block_linear_backward(c, b->proj[PROJ_O], R, a->att, a->ob, dx, g->datt);
+    st = road__block_linear_backward(c, b->proj[PROJ_O], R, a->att, a->ob, dx, g->datt);
     if (st != ROAD_OK) return st;
     attn_batch ab = attn_view(c, l, spec, a->k, a->v);
-    attention_backward(g->dq, g->dk, g->dv, g->datt, a->q, a->k, a->v, &ab, c->scratch,
-                       c->scratch_stride);
+    road__attention_backward(g->dq, g->dk, g->dv, g->datt, a->q, a->k, a->v, &ab, c->scratch,
+                             c->scratch_stride);
     const float *cs = rope_cs(c, spec);
-    rope_backward(g->dq, cs, R, nh, d);
-    rope_backward(g->dk, cs, R, nkv, d);
+    road__rope_backward(g->dq, cs, R, nh, d);
+    road__rope_backward(g->dk, cs, R, nkv, d);
     if (!need_dx) { /* the adapters' gradients only: no dY W GEMMs, no norm backward */
-        st = block_linear_backward(c, b->proj[PROJ_Q], R, a->h1, a->qb, g->dq, NULL);
-        if (st == ROAD_OK) st = block_linear_backward(c, b->proj[PROJ_K], R, a->h1, a->kb, g->dk, NULL);
-        if (st == ROAD_OK) st = block_linear_backward(c, b->proj[PROJ_V], R, a->h1, a->vb, g->dv, NULL);
+        st = road__block_linear_backward(c, b->proj[PROJ_Q], R, a->h1, a->qb, g->dq, NULL);
+        if (st == ROAD_OK)
+            st = road__block_linear_backward(c, b->proj[PROJ_K], R, a->h1, a->kb, g->dk, NULL);
+        if (st == ROAD_OK)
+            st = road__block_linear_backward(c, b->proj[PROJ_V], R, a->h1, a->vb, g->dv, NULL);
         return st;
     }
-    st = block_linear_backward(c, b->proj[PROJ_Q], R, a->h1, a->qb, g->dq, dh);
-    if (st == ROAD_OK) st = block_linear_backward(c, b->proj[PROJ_K], R, a->h1, a->kb, g->dk, dh2);
+    st = road__block_linear_backward(c, b->proj[PROJ_Q], R, a->h1, a->qb, g->dq, dh);
+    if (st == ROAD_OK)
+        st = road__block_linear_backward(c, b->proj[PROJ_K], R, a->h1, a->kb, g->dk, dh2);
     if (st != ROAD_OK) return st;
     for (int64_t i = 0; i < R * H; i++) dh[i] += dh2[i];
-    st = block_linear_backward(c, b->proj[PROJ_V], R, a->h1, a->vb, g->dv, dh2);
+    st = road__block_linear_backward(c, b->proj[PROJ_V], R, a->h1, a->vb, g->dv, dh2);
     if (st != ROAD_OK) return st;
     for (int64_t i = 0; i < R * H; i++) dh[i] += dh2[i];
-    block_norm_backward(spec, dx, full ? road_full_grad(m, m->full->attn_norm[l]) : NULL, dh,
-                        a->x_in, b->attn_norm, R, H);
+    road__block_norm_backward(spec, dx, full ? road__full_grad(m, m->full->attn_norm[l]) : NULL, dh,
+                              a->x_in, b->attn_norm, R, H);
     return ROAD_OK;
 }

@@ -4,9 +4,9 @@
  *
  * forward.c (inference: road_model_forward) and grad.c (training: road_model_loss_backward)
  * both describe their ragged batch as an llm_batch and run every layer through
- * block_forward; training's backward walks the same block in reverse with block_backward.
- * What a layer computes (its norm, activation, attention options, RoPE) is read from its
- * road_layer_spec (model_internal.h), never tested by family name here.
+ * road__block_forward; training's backward walks the same block in reverse with
+ * road__block_backward. What a layer computes (its norm, activation, attention options, RoPE) is
+ * read from its road_layer_spec (model_internal.h), never tested by family name here.
  *
  * Legend: R rows (new tokens of the batch), H hidden, I intermediate, V vocab, nh/nkv heads,
  * d head_dim, qd = nh x d, kvd = nkv x d.
@@ -55,7 +55,7 @@ typedef struct block_acts {
     float *db, *dn;         /* (R, H) down_proj output before / after the adapters */
 } block_acts;
 
-/* Working arrays of block_backward (each distinct from the acts). */
+/* Working arrays of road__block_backward (each distinct from the acts). */
 typedef struct block_grads {
     float *dh, *dh2;        /* (R, H) */
     float *datt, *dq;       /* (R, qd) */
@@ -66,39 +66,40 @@ typedef struct block_grads {
 /* y (rows, out) = linear layer `layer` of x (rows, in) with the model's adapter state, or
  * each sequence's adapter in a mixed batch (seq_rows[s] rows each). y_base (training): also
  * keep the pre-adapter output there. */
-road_status block_linear(llm_batch *c, int32_t layer, int64_t rows, const int64_t *seq_rows,
-                         const float *x, float *y, float *y_base);
+road_status road__block_linear(llm_batch *c, int32_t layer, int64_t rows, const int64_t *seq_rows,
+                               const float *x, float *y, float *y_base);
 
 /* x (R, H) = each row's token embedding: its sequence's table (the adapter's modules_to_save
  * copy of embed_tokens, if any, else the model's). */
-road_status block_embed(llm_batch *c, float *x);
+road_status road__block_embed(llm_batch *c, float *x);
 
 /* One decoder block on the residual x (R, H), in place, its activations where `a` says.
  * Stores layer l's keys and values into the sequences' KV caches (those that have one). */
-road_status block_forward(llm_batch *c, int64_t l, float *x, const block_acts *a);
+road_status road__block_forward(llm_batch *c, int64_t l, float *x, const block_acts *a);
 
-/* Backward of block_forward from dx = d(block output) (R, H), which becomes d(block input)
+/* Backward of road__block_forward from dx = d(block output) (R, H), which becomes d(block input)
  * (accumulated through the residuals). Adapter gradients (and full fine-tuning's weight and
  * norm gradients) accumulate. need_dx false: nothing needs d(block input) (block 0 under a
  * frozen embedding), so the q/k/v backward stops at the adapters and dx is left partial. */
-road_status block_backward(llm_batch *c, int64_t l, float *dx, const block_acts *a,
-                           const block_grads *g, bool need_dx);
+road_status road__block_backward(llm_batch *c, int64_t l, float *dx, const block_acts *a,
+                                 const block_grads *g, bool need_dx);
 
-/* Backward of block_linear for one layer: dx (rows, in) = d(input), NULL to skip; adapter
+/* Backward of road__block_linear for one layer: dx (rows, in) = d(input), NULL to skip; adapter
  * gradients, an active modules_to_save copy's dW and db, and with full fine-tuning the layer's
  * own weight and bias gradients accumulate. */
-road_status block_linear_backward(llm_batch *c, int32_t layer, int64_t rows, const float *x,
-                                  const float *y_base, const float *dy, float *dx);
+road_status road__block_linear_backward(llm_batch *c, int32_t layer, int64_t rows, const float *x,
+                                        const float *y_base, const float *dy, float *dx);
 
 /* The model's final norm of x (rows, H) into h, then lm_head into logits (rows, V); seq_rows
- * as block_linear's. z_base (training): keep lm_head's pre-adapter output. */
-road_status head_forward(llm_batch *c, int64_t rows, const int64_t *seq_rows, const float *x,
-                         float *h, float *logits, float *z_base);
+ * as road__block_linear's. z_base (training): keep lm_head's pre-adapter output. */
+road_status road__head_forward(llm_batch *c, int64_t rows, const int64_t *seq_rows, const float *x,
+                               float *h, float *logits, float *z_base);
 
 /* The norm a layer spec names, forward and backward (dweight NULL: frozen). */
-void block_norm_forward(const road_layer_spec *s, float *out, const float *inp,
-                        const float *weight, int64_t R, int64_t H);
-void block_norm_backward(const road_layer_spec *s, float *dinp, float *dweight, const float *dout,
-                         const float *inp, const float *weight, int64_t R, int64_t H);
+void road__block_norm_forward(const road_layer_spec *s, float *out, const float *inp,
+                              const float *weight, int64_t R, int64_t H);
+void road__block_norm_backward(const road_layer_spec *s, float *dinp, float *dweight,
+                               const float *dout, const float *inp, const float *weight, int64_t R,
+                               int64_t H);
 
 #endif

@@ -53,7 +53,7 @@
 /* Real config.json files are a few KB; a bigger file is a weight file or a dataset passed by
  * mistake, and reading it whole would waste memory. */
 #define CONFIG_MAX_BYTES ((size_t)1 << 20)
-/* Room for a described JSON value in a message (road_json_describe shortens long strings). */
+/* Room for a described JSON value in a message (road__json_describe shortens long strings). */
 #define DESCRIBE_MAX 320
 /* Largest size of any one dimension (see the header comment). */
 #define DIM_MAX ((int64_t)INT32_MAX)
@@ -84,7 +84,7 @@ static const struct {
 
 /* The member, or NULL when absent. JSON null is returned as a cJSON null item. */
 static const cJSON *member(const cJSON *obj, const char *key) {
-    return road_json_get(obj, key);
+    return road__json_get(obj, key);
 }
 
 static bool present(const cJSON *v) {
@@ -94,15 +94,15 @@ static bool present(const cJSON *v) {
 static road_status bad(road_status s, const char *parent, const char *key, const char *allowed,
                        const cJSON *v) {
     char got[DESCRIBE_MAX];
-    road_json_describe(v, got, sizeof got);
-    return road_error(s, "%s%s%s must be %s, got %s", parent ? parent : "", parent ? "." : "", key,
-                      allowed, got);
+    road__json_describe(v, got, sizeof got);
+    return road__error(s, "%s%s%s must be %s, got %s", parent ? parent : "", parent ? "." : "", key,
+                       allowed, got);
 }
 
 /* An integer in [lo, hi] (both within +-2^53, where a double holds every integer exactly). */
 static road_status want_int(const cJSON *v, const char *parent, const char *key, int64_t lo,
                             int64_t hi, int64_t *out) {
-    if (!v || !road_json_is_int(v) || !(v->valuedouble >= (double)lo) ||
+    if (!v || !road__json_is_int(v) || !(v->valuedouble >= (double)lo) ||
         !(v->valuedouble <= (double)hi)) {
         char allowed[96];
         snprintf(allowed, sizeof allowed, "an integer from %lld to %lld", (long long)lo,
@@ -145,15 +145,15 @@ static road_status opt_bool(const cJSON *obj, const char *key, bool *out) {
 static road_status req_dim(const cJSON *obj, const char *key, int64_t *out) {
     const cJSON *v = member(obj, key);
     if (!v)
-        return road_error(ROAD_ERR_CONFIG,
-                          "%s is missing; a Llama-family config.json gives it as an integer", key);
+        return road__error(ROAD_ERR_CONFIG,
+                           "%s is missing; a Llama-family config.json gives it as an integer", key);
     return want_int(v, NULL, key, 1, DIM_MAX, out);
 }
 
 static road_status unsupported_string(const char *field, const char *value, const char *what) {
     char q[DESCRIBE_MAX];
-    road_json_quote(value, q, sizeof q);
-    return road_error(ROAD_ERR_UNSUPPORTED, "%s %s is not supported; %s", field, q, what);
+    road__json_quote(value, q, sizeof q);
+    return road__error(ROAD_ERR_UNSUPPORTED, "%s %s is not supported; %s", field, q, what);
 }
 
 /* ---- token ids ------------------------------------------------------------------------------ */
@@ -179,9 +179,9 @@ static road_status parse_eos(const cJSON *v, int64_t vocab, int32_t *ids, int32_
     }
     int count = cJSON_GetArraySize(v);
     if (count > ROAD_MAX_EOS)
-        return road_error(ROAD_ERR_UNSUPPORTED,
-                          "eos_token_id lists %d ids; road keeps at most %d end-of-sequence ids",
-                          count, ROAD_MAX_EOS);
+        return road__error(ROAD_ERR_UNSUPPORTED,
+                           "eos_token_id lists %d ids; road keeps at most %d end-of-sequence ids",
+                           count, ROAD_MAX_EOS);
     int32_t k = 0;
     for (const cJSON *e = v->child; e; e = e->next) {
         char key[48];
@@ -199,9 +199,9 @@ static road_status parse_eos(const cJSON *v, int64_t vocab, int32_t *ids, int32_
 static road_status parse_family(const cJSON *root, family *f, road_llm_config *c) {
     const cJSON *v = member(root, "model_type");
     if (!v)
-        return road_error(ROAD_ERR_CONFIG,
-                          "model_type is missing; road reads config.json of \"llama\", "
-                          "\"mistral\" and \"qwen2\" models");
+        return road__error(ROAD_ERR_CONFIG,
+                           "model_type is missing; road reads config.json of \"llama\", "
+                           "\"mistral\" and \"qwen2\" models");
     const char *name = NULL;
     road_status s = want_string(v, NULL, "model_type", &name);
     if (s != ROAD_OK) return s;
@@ -247,10 +247,10 @@ static road_status parse_shape(const cJSON *root, family f, road_llm_config *c) 
         c->n_kv_heads = !kv && f == FAMILY_MISTRAL ? DEFAULT_MISTRAL_KV_HEADS : c->n_heads;
     }
     if (c->n_heads % c->n_kv_heads != 0)
-        return road_error(ROAD_ERR_CONFIG,
-                          "num_attention_heads (%lld) must be a multiple of num_key_value_heads "
-                          "(%lld): each key/value head serves a whole group of query heads",
-                          (long long)c->n_heads, (long long)c->n_kv_heads);
+        return road__error(ROAD_ERR_CONFIG,
+                           "num_attention_heads (%lld) must be a multiple of num_key_value_heads "
+                           "(%lld): each key/value head serves a whole group of query heads",
+                           (long long)c->n_heads, (long long)c->n_kv_heads);
 
     const cJSON *hd = member(root, "head_dim");
     const bool has_hd = present(hd);
@@ -258,28 +258,28 @@ static road_status parse_shape(const cJSON *root, family f, road_llm_config *c) 
         return s;
     if (!has_hd || f == FAMILY_QWEN2) {
         if (c->hidden_size % c->n_heads != 0)
-            return road_error(ROAD_ERR_CONFIG,
-                              "hidden_size (%lld) must be a multiple of num_attention_heads "
-                              "(%lld) when head_dim is not given",
-                              (long long)c->hidden_size, (long long)c->n_heads);
+            return road__error(ROAD_ERR_CONFIG,
+                               "hidden_size (%lld) must be a multiple of num_attention_heads "
+                               "(%lld) when head_dim is not given",
+                               (long long)c->hidden_size, (long long)c->n_heads);
         int64_t derived = c->hidden_size / c->n_heads;
         if (has_hd && c->head_dim != derived)
-            return road_error(ROAD_ERR_UNSUPPORTED,
-                              "qwen2 head_dim %lld differs from hidden_size / num_attention_heads "
-                              "= %lld; transformers versions disagree on which one a qwen2 "
-                              "model uses, so road does not guess",
-                              (long long)c->head_dim, (long long)derived);
+            return road__error(ROAD_ERR_UNSUPPORTED,
+                               "qwen2 head_dim %lld differs from hidden_size / num_attention_heads "
+                               "= %lld; transformers versions disagree on which one a qwen2 "
+                               "model uses, so road does not guess",
+                               (long long)c->head_dim, (long long)derived);
         c->head_dim = derived;
     }
     if (c->head_dim % 2 != 0)
-        return road_error(ROAD_ERR_CONFIG,
-                          "head_dim must be even (RoPE rotates the two halves of each head), "
-                          "got %lld",
-                          (long long)c->head_dim);
+        return road__error(ROAD_ERR_CONFIG,
+                           "head_dim must be even (RoPE rotates the two halves of each head), "
+                           "got %lld",
+                           (long long)c->head_dim);
     if (c->n_heads * c->head_dim > DIM_MAX)
-        return road_error(ROAD_ERR_CONFIG,
-                          "num_attention_heads * head_dim = %lld is too large (at most %lld)",
-                          (long long)(c->n_heads * c->head_dim), (long long)DIM_MAX);
+        return road__error(ROAD_ERR_CONFIG,
+                           "num_attention_heads * head_dim = %lld is too large (at most %lld)",
+                           (long long)(c->n_heads * c->head_dim), (long long)DIM_MAX);
     return ROAD_OK;
 }
 
@@ -293,12 +293,12 @@ static road_status rope_type_name(const cJSON *rope, const char *where, const ch
     if (present(ty) && (s = want_string(ty, where, "type", &b)) != ROAD_OK) return s;
     if (a && b && strcmp(a, b) != 0) {
         char qa[DESCRIBE_MAX], qb[DESCRIBE_MAX];
-        road_json_quote(a, qa, sizeof qa);
-        road_json_quote(b, qb, sizeof qb);
-        return road_error(ROAD_ERR_CONFIG,
-                          "%s.rope_type %s and %s.type %s disagree (transformers 4.x reads "
-                          "\"type\", v5 \"rope_type\"); keep one",
-                          where, qa, where, qb);
+        road__json_quote(a, qa, sizeof qa);
+        road__json_quote(b, qb, sizeof qb);
+        return road__error(ROAD_ERR_CONFIG,
+                           "%s.rope_type %s and %s.type %s disagree (transformers 4.x reads "
+                           "\"type\", v5 \"rope_type\"); keep one",
+                           where, qa, where, qb);
     }
     *out = a ? a : b;
     return ROAD_OK;
@@ -312,10 +312,10 @@ static road_status check_partial_rotary(const cJSON *obj, const char *where) {
     road_status s = want_positive(v, where, "partial_rotary_factor", &x);
     if (s != ROAD_OK) return s;
     if (x != 1.0)
-        return road_error(ROAD_ERR_UNSUPPORTED,
-                          "%s%spartial_rotary_factor %g is not supported; road applies RoPE to "
-                          "the whole head (1.0)",
-                          where ? where : "", where ? "." : "", x);
+        return road__error(ROAD_ERR_UNSUPPORTED,
+                           "%s%spartial_rotary_factor %g is not supported; road applies RoPE to "
+                           "the whole head (1.0)",
+                           where ? where : "", where ? "." : "", x);
     return ROAD_OK;
 }
 
@@ -327,10 +327,10 @@ static road_status per_layer_type(const cJSON **rope, const char **where) {
     if (!nested) return ROAD_OK;
     const cJSON *full = member(*rope, "full_attention");
     if (!cJSON_IsObject(full) || cJSON_GetArraySize(*rope) != 1)
-        return road_error(ROAD_ERR_UNSUPPORTED,
-                          "%s holds one RoPE setting per layer type; road implements one "
-                          "setting for all layers (\"full_attention\" only)",
-                          *where);
+        return road__error(ROAD_ERR_UNSUPPORTED,
+                           "%s holds one RoPE setting per layer type; road implements one "
+                           "setting for all layers (\"full_attention\" only)",
+                           *where);
     *where = strcmp(*where, "rope_scaling") == 0 ? "rope_scaling.full_attention"
                                                  : "rope_parameters.full_attention";
     *rope = full;
@@ -366,9 +366,9 @@ static road_status parse_rope(const cJSON *root, road_llm_config *c) {
     if (present(inner)) {
         if ((s = want_positive(inner, where, "rope_theta", &theta_in)) != ROAD_OK) return s;
         if (top && theta_in != theta_top)
-            return road_error(ROAD_ERR_CONFIG,
-                              "rope_theta (%g) and %s.rope_theta (%g) disagree; keep one",
-                              theta_top, where, theta_in);
+            return road__error(ROAD_ERR_CONFIG,
+                               "rope_theta (%g) and %s.rope_theta (%g) disagree; keep one",
+                               theta_top, where, theta_in);
         c->rope_theta = theta_in;
     } else {
         c->rope_theta = theta_top;
@@ -385,9 +385,9 @@ static road_status parse_rope(const cJSON *root, road_llm_config *c) {
         /* transformers v5 reads rope_parameters without a type as "default"; 4.x fails on a
          * rope_scaling without one, and its factor would be silently dropped. */
         if (!from_scaling) return ROAD_OK;
-        return road_error(ROAD_ERR_CONFIG,
-                          "rope_scaling has no \"rope_type\"; use \"linear\" or \"llama3\" (with "
-                          "their parameters), or null for plain RoPE");
+        return road__error(ROAD_ERR_CONFIG,
+                           "rope_scaling has no \"rope_type\"; use \"linear\" or \"llama3\" (with "
+                           "their parameters), or null for plain RoPE");
     }
     char field[48];
     snprintf(field, sizeof field, "%s.rope_type", where);
@@ -410,9 +410,9 @@ static road_status parse_rope(const cJSON *root, road_llm_config *c) {
         return s;
     /* The medium band interpolates by (orig/wavelength - low) / (high - low). */
     if (!(c->rope_high_freq_factor > c->rope_low_freq_factor))
-        return road_error(ROAD_ERR_CONFIG,
-                          "%s.high_freq_factor (%g) must be greater than low_freq_factor (%g)",
-                          where, c->rope_high_freq_factor, c->rope_low_freq_factor);
+        return road__error(ROAD_ERR_CONFIG,
+                           "%s.high_freq_factor (%g) must be greater than low_freq_factor (%g)",
+                           where, c->rope_high_freq_factor, c->rope_low_freq_factor);
     return want_int(member(rope, "original_max_position_embeddings"), where,
                     "original_max_position_embeddings", 1, DIM_MAX, &c->rope_original_max_pos);
 }
@@ -429,13 +429,13 @@ static road_status parse_biases(const cJSON *root, family f, road_llm_config *c)
         return ROAD_OK;
     }
     if (attention_bias || mlp_bias)
-        return road_error(ROAD_ERR_UNSUPPORTED,
-                          "%s true is not supported for %s models: transformers' %s ignores it "
-                          "(%s), so the checkpoint does not match the class it names",
-                          attention_bias ? "attention_bias" : "mlp_bias", c->model_type,
-                          f == FAMILY_QWEN2 ? "Qwen2" : "Mistral",
-                          f == FAMILY_QWEN2 ? "q/k/v always have biases, o_proj and the MLP none"
-                                            : "no layer has a bias");
+        return road__error(ROAD_ERR_UNSUPPORTED,
+                           "%s true is not supported for %s models: transformers' %s ignores it "
+                           "(%s), so the checkpoint does not match the class it names",
+                           attention_bias ? "attention_bias" : "mlp_bias", c->model_type,
+                           f == FAMILY_QWEN2 ? "Qwen2" : "Mistral",
+                           f == FAMILY_QWEN2 ? "q/k/v always have biases, o_proj and the MLP none"
+                                             : "no layer has a bias");
     c->qkv_bias = f == FAMILY_QWEN2;
     c->o_bias = c->mlp_bias = false;
     return ROAD_OK;
@@ -459,10 +459,10 @@ static road_status parse_window(const cJSON *root, family f, road_llm_config *c)
         bool use = false;
         if ((s = opt_bool(root, "use_sliding_window", &use)) != ROAD_OK) return s;
         if (use)
-            return road_error(ROAD_ERR_UNSUPPORTED,
-                              "use_sliding_window true is not supported: qwen2 applies the "
-                              "window to the layers from max_window_layers on, and road has no "
-                              "per-layer windows");
+            return road__error(ROAD_ERR_UNSUPPORTED,
+                               "use_sliding_window true is not supported: qwen2 applies the "
+                               "window to the layers from max_window_layers on, and road has no "
+                               "per-layer windows");
     }
     /* Newer configs list each layer's attention; only full attention everywhere is read. */
     const cJSON *lt = member(root, "layer_types");
@@ -470,9 +470,9 @@ static road_status parse_window(const cJSON *root, family f, road_llm_config *c)
     if (!cJSON_IsArray(lt)) return bad(ROAD_ERR_CONFIG, NULL, "layer_types", "a list or null", lt);
     int n = cJSON_GetArraySize(lt);
     if ((int64_t)n != c->n_layers)
-        return road_error(ROAD_ERR_CONFIG,
-                          "layer_types lists %d layers but num_hidden_layers is %lld", n,
-                          (long long)c->n_layers);
+        return road__error(ROAD_ERR_CONFIG,
+                           "layer_types lists %d layers but num_hidden_layers is %lld", n,
+                           (long long)c->n_layers);
     int i = 0;
     for (const cJSON *e = lt->child; e; e = e->next, i++) {
         char key[48];
@@ -538,13 +538,13 @@ static road_status check_refused(const cJSON *root) {
         const cJSON *m = qm;
         char got[DESCRIBE_MAX] = "";
         if (cJSON_IsString(m))
-            road_json_quote(m->valuestring, got, sizeof got);
+            road__json_quote(m->valuestring, got, sizeof got);
         else if (m)
-            road_json_describe(m, got, sizeof got);
-        return road_error(ROAD_ERR_UNSUPPORTED,
-                          "config.json has a quantization_config%s%s%s; road loads float32, "
-                          "bfloat16 and float16 checkpoints and bitsandbytes' int8 / nf4 / fp4",
-                          m ? " (quant_method " : "", got, m ? ")" : "");
+            road__json_describe(m, got, sizeof got);
+        return road__error(ROAD_ERR_UNSUPPORTED,
+                           "config.json has a quantization_config%s%s%s; road loads float32, "
+                           "bfloat16 and float16 checkpoints and bitsandbytes' int8 / nf4 / fp4",
+                           m ? " (quant_method " : "", got, m ? ")" : "");
     }
     /* pretraining_tp > 1 only splits transformers' 4.x matmuls into slices and sums them: the
      * same model up to rounding, so any positive value is read. */
@@ -589,15 +589,15 @@ static road_status parse_tree(const cJSON *root, road_llm_config *c) {
 
 road_status road_llm_config_parse(const char *json, size_t len, road_llm_config *out) {
     if (!json || !out)
-        return road_error(ROAD_ERR_INVALID_ARG, "road_llm_config_parse: NULL argument");
+        return road__error(ROAD_ERR_INVALID_ARG, "road_llm_config_parse: NULL argument");
     cJSON *root = NULL;
     road_status s = road_json_parse(json, len, &root);
     if (s != ROAD_OK) return s;
     if (!cJSON_IsObject(root)) {
         char got[DESCRIBE_MAX];
-        road_json_describe(root, got, sizeof got);
+        road__json_describe(root, got, sizeof got);
         cJSON_Delete(root);
-        return road_error(ROAD_ERR_FORMAT, "config.json must hold a JSON object, got %s", got);
+        return road__error(ROAD_ERR_FORMAT, "config.json must hold a JSON object, got %s", got);
     }
     road_llm_config c;
     memset(&c, 0, sizeof c); /* padding too: equal configs compare equal byte for byte */
@@ -613,14 +613,14 @@ static road_status resolve(const char *path, const char *name, char **out) {
     struct stat st;
     *out = NULL;
     if (stat(path, &st) != 0 && errno == ENOENT)
-        return road_error(ROAD_ERR_NOT_FOUND, "'%s' does not exist", path);
-    char *file = road_is_dir(path) ? road_path_join(path, name) : road_strdup(path);
+        return road__error(ROAD_ERR_NOT_FOUND, "'%s' does not exist", path);
+    char *file = road__is_dir(path) ? road__path_join(path, name) : road__strdup(path);
     if (!file) return ROAD_ERR_NO_MEMORY;
     if (stat(file, &st) != 0 && errno == ENOENT) {
-        road_free(file);
-        return road_error(ROAD_ERR_NOT_FOUND,
-                          "'%s' has no %s; pass a Hugging Face checkpoint folder or its %s", path,
-                          name, name);
+        road__free(file);
+        return road__error(ROAD_ERR_NOT_FOUND,
+                           "'%s' has no %s; pass a Hugging Face checkpoint folder or its %s", path,
+                           name, name);
     }
     *out = file;
     return ROAD_OK;
@@ -628,17 +628,17 @@ static road_status resolve(const char *path, const char *name, char **out) {
 
 road_status road_llm_config_load(const char *path, road_llm_config *out) {
     if (!path || !out)
-        return road_error(ROAD_ERR_INVALID_ARG, "road_llm_config_load: NULL argument");
+        return road__error(ROAD_ERR_INVALID_ARG, "road_llm_config_load: NULL argument");
     char *file = NULL, *data = NULL;
     size_t len = 0;
     road_status s = resolve(path, CONFIG_FILE_NAME, &file);
-    if (s == ROAD_OK) s = road_file_read(file, CONFIG_MAX_BYTES, &data, &len);
+    if (s == ROAD_OK) s = road__file_read(file, CONFIG_MAX_BYTES, &data, &len);
     if (s == ROAD_OK) {
         s = road_llm_config_parse(data, len, out);
-        if (s != ROAD_OK && s != ROAD_ERR_NO_MEMORY) road_error_prefix("%s", file);
+        if (s != ROAD_OK && s != ROAD_ERR_NO_MEMORY) road__error_prefix("%s", file);
     }
-    road_free(data);
-    road_free(file);
+    road__free(data);
+    road__free(file);
     return s;
 }
 
@@ -705,8 +705,8 @@ static road_status parse_generation(const cJSON *root, int64_t vocab, road_gener
     for (size_t i = 0; i < sizeof ignored_knobs / sizeof ignored_knobs[0]; i++) {
         v = member(root, ignored_knobs[i].key);
         if (cJSON_IsNumber(v) && v->valuedouble != ignored_knobs[i].neutral)
-            road_log(ROAD_LOG_WARN, "%s sets %s = %g; road's sampler does not implement it",
-                     GENERATION_FILE_NAME, ignored_knobs[i].key, v->valuedouble);
+            road__log(ROAD_LOG_WARN, "%s sets %s = %g; road's sampler does not implement it",
+                      GENERATION_FILE_NAME, ignored_knobs[i].key, v->valuedouble);
     }
     return ROAD_OK;
 }
@@ -714,8 +714,8 @@ static road_status parse_generation(const cJSON *root, int64_t vocab, road_gener
 road_status road_generation_config_load(const char *dir, const road_llm_config *cfg,
                                         road_generation_config *out) {
     if (!dir || !cfg || !out)
-        return road_error(ROAD_ERR_INVALID_ARG, "road_generation_config_load: NULL argument");
-    if (!road_is_dir(dir)) return road_error(ROAD_ERR_NOT_FOUND, "'%s' is not a folder", dir);
+        return road__error(ROAD_ERR_INVALID_ARG, "road_generation_config_load: NULL argument");
+    if (!road__is_dir(dir)) return road__error(ROAD_ERR_NOT_FOUND, "'%s' is not a folder", dir);
     road_generation_config g;
     memset(&g, 0, sizeof g);
     g.bos_token_id = cfg->bos_token_id;
@@ -728,31 +728,31 @@ road_status road_generation_config_load(const char *dir, const road_llm_config *
     g.top_p = DEFAULT_TOP_P;
     g.max_new_tokens = 0;
 
-    char *file = road_path_join(dir, GENERATION_FILE_NAME);
+    char *file = road__path_join(dir, GENERATION_FILE_NAME);
     if (!file) return ROAD_ERR_NO_MEMORY;
     struct stat st;
     if (stat(file, &st) != 0 && errno == ENOENT) {
-        road_free(file);
+        road__free(file);
         *out = g;
         return ROAD_OK;
     }
     char *data = NULL;
     size_t len = 0;
     cJSON *root = NULL;
-    road_status s = road_file_read(file, CONFIG_MAX_BYTES, &data, &len);
+    road_status s = road__file_read(file, CONFIG_MAX_BYTES, &data, &len);
     if (s == ROAD_OK) {
         s = road_json_parse(data, len, &root);
         if (s == ROAD_OK && !cJSON_IsObject(root)) {
             char got[DESCRIBE_MAX];
-            road_json_describe(root, got, sizeof got);
-            s = road_error(ROAD_ERR_FORMAT, "the file must hold a JSON object, got %s", got);
+            road__json_describe(root, got, sizeof got);
+            s = road__error(ROAD_ERR_FORMAT, "the file must hold a JSON object, got %s", got);
         }
         if (s == ROAD_OK) s = parse_generation(root, cfg->vocab_size, &g);
-        if (s != ROAD_OK && s != ROAD_ERR_NO_MEMORY) road_error_prefix("%s", file);
+        if (s != ROAD_OK && s != ROAD_ERR_NO_MEMORY) road__error_prefix("%s", file);
     }
     cJSON_Delete(root);
-    road_free(data);
-    road_free(file);
+    road__free(data);
+    road__free(file);
     if (s == ROAD_OK) *out = g;
     return s;
 }

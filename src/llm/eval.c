@@ -20,11 +20,11 @@ road_status road_model_forward_padded(road_model *m, const int64_t *input_ids,
                                       const char *const *adapters, float *logits) {
     ROAD_THREAD_SCOPE(m ? m->n_threads : 0);
     if (B <= 0 || T <= 0 || !input_ids || !logits)
-        return road_error(ROAD_ERR_INVALID_ARG, "forward_padded: empty batch or NULL buffers");
+        return road__error(ROAD_ERR_INVALID_ARG, "forward_padded: empty batch or NULL buffers");
     const int64_t V = m->cfg.vocab_size;
-    road_seq *seqs = road_calloc((size_t)B, sizeof(road_seq));
-    road_token *tok = road_malloc(sizeof(road_token) * (size_t)(B * T));
-    int64_t *rows = road_malloc(sizeof(int64_t) * (size_t)B);
+    road_seq *seqs = road__calloc((size_t)B, sizeof(road_seq));
+    road_token *tok = road__malloc(sizeof(road_token) * (size_t)(B * T));
+    int64_t *rows = road__malloc(sizeof(int64_t) * (size_t)B);
     road_status st = ROAD_OK;
     if (!seqs || !tok || !rows) st = ROAD_ERR_NO_MEMORY;
     int64_t n_seq = 0, total = 0;
@@ -33,16 +33,19 @@ road_status road_model_forward_padded(road_model *m, const int64_t *input_ids,
         for (int64_t t = 0; t < T; t++) {
             int64_t mk = attention_mask ? attention_mask[b * T + t] : 1;
             if (mk != 0 && mk != 1) {
-                st = road_error(ROAD_ERR_INVALID_ARG, "attention_mask[%lld][%lld] is %lld; it must "
-                                "be 0 or 1", (long long)b, (long long)t, (long long)mk);
+                st = road__error(ROAD_ERR_INVALID_ARG,
+                                 "attention_mask[%lld][%lld] is %lld; it must "
+                                 "be 0 or 1",
+                                 (long long)b, (long long)t, (long long)mk);
                 break;
             }
             if (!mk) continue;
             int64_t id = input_ids[b * T + t];
             if (id < 0 || id >= V) {
-                st = road_error(ROAD_ERR_INVALID_ARG, "input_ids[%lld][%lld] is %lld, outside the "
-                                "vocabulary (0..%lld)", (long long)b, (long long)t, (long long)id,
-                                (long long)V - 1);
+                st = road__error(ROAD_ERR_INVALID_ARG,
+                                 "input_ids[%lld][%lld] is %lld, outside the "
+                                 "vocabulary (0..%lld)",
+                                 (long long)b, (long long)t, (long long)id, (long long)V - 1);
                 break;
             }
             tok[b * T + n++] = (road_token)id;
@@ -58,8 +61,8 @@ road_status road_model_forward_padded(road_model *m, const int64_t *input_ids,
     }
     float *out = NULL;
     if (st == ROAD_OK && n_seq == 0)
-        st = road_error(ROAD_ERR_INVALID_ARG, "forward_padded: every row is padding");
-    if (st == ROAD_OK && !(out = road_malloc(sizeof(float) * (size_t)(total * V))))
+        st = road__error(ROAD_ERR_INVALID_ARG, "forward_padded: every row is padding");
+    if (st == ROAD_OK && !(out = road__malloc(sizeof(float) * (size_t)(total * V))))
         st = ROAD_ERR_NO_MEMORY;
     if (st == ROAD_OK) st = road_model_forward(m, seqs, n_seq, out);
     if (st == ROAD_OK) {
@@ -70,10 +73,10 @@ road_status road_model_forward_padded(road_model *m, const int64_t *input_ids,
                 if (!attention_mask || attention_mask[b * T + t])
                     memcpy(logits + (b * T + t) * V, out + (r++) * V, sizeof(float) * (size_t)V);
     }
-    road_free(out);
-    road_free(seqs);
-    road_free(tok);
-    road_free(rows);
+    road__free(out);
+    road__free(seqs);
+    road__free(tok);
+    road__free(rows);
     return st;
 }
 
@@ -81,41 +84,43 @@ road_status road_causal_lm_loss(const float *logits, const int64_t *labels,
                                 const int64_t *attention_mask, int64_t B, int64_t T, int64_t V,
                                 double *loss) {
     if (!logits || !labels || !loss || B <= 0 || T <= 0 || V <= 0)
-        return road_error(ROAD_ERR_INVALID_ARG, "causal_lm_loss: empty batch or NULL buffers");
+        return road__error(ROAD_ERR_INVALID_ARG, "causal_lm_loss: empty batch or NULL buffers");
     int64_t count = 0;
     for (int64_t b = 0; b < B; b++) {
         for (int64_t t = 0; t + 1 < T; t++) {
             int64_t y = labels[b * T + t + 1];
             if (y == ROAD_LABEL_IGNORE) continue;
             if (y < 0 || y >= V)
-                return road_error(ROAD_ERR_INVALID_ARG, "labels[%lld][%lld] is %lld; labels are "
-                                  "token ids (0..%lld) or -100 (ignored)", (long long)b,
-                                  (long long)(t + 1), (long long)y, (long long)V - 1);
+                return road__error(ROAD_ERR_INVALID_ARG,
+                                   "labels[%lld][%lld] is %lld; labels are "
+                                   "token ids (0..%lld) or -100 (ignored)",
+                                   (long long)b, (long long)(t + 1), (long long)y,
+                                   (long long)V - 1);
             if (attention_mask && !attention_mask[b * T + t])
-                return road_error(ROAD_ERR_INVALID_ARG,
-                                  "labels[%lld][%lld] counts, but it is predicted from position "
-                                  "%lld, which is padding (its logits mean nothing); set that "
-                                  "label to -100",
-                                  (long long)b, (long long)(t + 1), (long long)t);
+                return road__error(ROAD_ERR_INVALID_ARG,
+                                   "labels[%lld][%lld] counts, but it is predicted from position "
+                                   "%lld, which is padding (its logits mean nothing); set that "
+                                   "label to -100",
+                                   (long long)b, (long long)(t + 1), (long long)t);
             count++;
         }
     }
     if (count == 0)
-        return road_error(ROAD_ERR_INVALID_ARG, "causal_lm_loss: no label counts (all -100 after "
-                          "the shift); nothing to average");
+        return road__error(ROAD_ERR_INVALID_ARG, "causal_lm_loss: no label counts (all -100 after "
+                                                 "the shift); nothing to average");
     /* Row b's logits at 0..T-2 predict its labels at 1..T-1 (T > 1 since a label counted): the
      * shift is an offset. The sum runs serially in (b, t) order, so the loss does not depend
      * on the thread count. */
-    double *losses = road_malloc(sizeof(double) * (size_t)(T - 1));
+    double *losses = road__malloc(sizeof(double) * (size_t)(T - 1));
     if (!losses) return ROAD_ERR_NO_MEMORY;
     double sum = 0.0;
     for (int64_t b = 0; b < B; b++) {
         const int64_t *targets = labels + b * T + 1;
-        cross_entropy_forward(losses, NULL, NULL, logits + b * T * V, targets, T - 1, V);
+        road__cross_entropy_forward(losses, NULL, NULL, logits + b * T * V, targets, T - 1, V);
         for (int64_t t = 0; t + 1 < T; t++)
             if (targets[t] != ROAD_LABEL_IGNORE) sum += losses[t];
     }
-    road_free(losses);
+    road__free(losses);
     *loss = sum / (double)count;
     return ROAD_OK;
 }

@@ -36,44 +36,46 @@ int64_t road_seq_logit_rows(const road_seq *seqs, int64_t n_seq) {
 static road_status validate(road_model *m, const road_seq *seqs, int64_t n_seq, bool *mixed) {
     const road_llm_config *cfg = &m->cfg;
     if (n_seq <= 0 || !seqs)
-        return road_error(ROAD_ERR_INVALID_ARG, "forward: the batch has no sequences");
+        return road__error(ROAD_ERR_INVALID_ARG, "forward: the batch has no sequences");
     int64_t named = 0;
     for (int64_t s = 0; s < n_seq; s++) {
         const road_seq *q = &seqs[s];
         if (q->n_tokens <= 0 || !q->tokens)
-            return road_error(ROAD_ERR_INVALID_ARG, "forward: sequence %lld has no new tokens",
-                              (long long)s);
+            return road__error(ROAD_ERR_INVALID_ARG, "forward: sequence %lld has no new tokens",
+                               (long long)s);
         for (int64_t i = 0; i < q->n_tokens; i++)
             if (q->tokens[i] < 0 || q->tokens[i] >= cfg->vocab_size)
-                return road_error(ROAD_ERR_INVALID_ARG,
-                                  "forward: sequence %lld, token %lld is id %d, outside the "
-                                  "vocabulary (0..%lld)",
-                                  (long long)s, (long long)i, (int)q->tokens[i],
-                                  (long long)cfg->vocab_size - 1);
+                return road__error(ROAD_ERR_INVALID_ARG,
+                                   "forward: sequence %lld, token %lld is id %d, outside the "
+                                   "vocabulary (0..%lld)",
+                                   (long long)s, (long long)i, (int)q->tokens[i],
+                                   (long long)cfg->vocab_size - 1);
         if (q->cache) {
             const road_kv_cache *kv = q->cache;
             if (kv->n_layers != cfg->n_layers || kv->n_kv != cfg->n_kv_heads || kv->d != cfg->head_dim)
-                return road_error(ROAD_ERR_INVALID_ARG,
-                                  "forward: sequence %lld's KV cache belongs to another model",
-                                  (long long)s);
+                return road__error(ROAD_ERR_INVALID_ARG,
+                                   "forward: sequence %lld's KV cache belongs to another model",
+                                   (long long)s);
             if (kv->len + q->n_tokens > kv->cap)
-                return road_error(ROAD_ERR_STATE,
-                                  "forward: sequence %lld needs %lld positions but its KV cache "
-                                  "holds %lld (create it with more room)",
-                                  (long long)s, (long long)(kv->len + q->n_tokens), (long long)kv->cap);
+                return road__error(ROAD_ERR_STATE,
+                                   "forward: sequence %lld needs %lld positions but its KV cache "
+                                   "holds %lld (create it with more room)",
+                                   (long long)s, (long long)(kv->len + q->n_tokens),
+                                   (long long)kv->cap);
             for (int64_t t = 0; t < s; t++)
                 if (seqs[t].cache == kv)
-                    return road_error(ROAD_ERR_INVALID_ARG,
-                                      "forward: sequences %lld and %lld share one KV cache",
-                                      (long long)t, (long long)s);
+                    return road__error(ROAD_ERR_INVALID_ARG,
+                                       "forward: sequences %lld and %lld share one KV cache",
+                                       (long long)t, (long long)s);
         }
         named += q->adapter != NULL;
     }
     if (named != 0 && named != n_seq)
-        return road_error(ROAD_ERR_INVALID_ARG,
-                          "forward: %lld of %lld sequences name an adapter; in a mixed batch every "
-                          "sequence names one (or '%s')",
-                          (long long)named, (long long)n_seq, ROAD_BASE_NAME);
+        return road__error(
+            ROAD_ERR_INVALID_ARG,
+            "forward: %lld of %lld sequences name an adapter; in a mixed batch every "
+            "sequence names one (or '%s')",
+            (long long)named, (long long)n_seq, ROAD_BASE_NAME);
     *mixed = named > 0;
     return ROAD_OK;
 }
@@ -84,7 +86,7 @@ road_status road_model_forward(road_model *m, const road_seq *seqs, int64_t n_se
     bool mixed = false;
     road_status st = validate(m, seqs, n_seq, &mixed);
     if (st != ROAD_OK) return st;
-    if (!logits) return road_error(ROAD_ERR_INVALID_ARG, "forward: logits is NULL");
+    if (!logits) return road__error(ROAD_ERR_INVALID_ARG, "forward: logits is NULL");
     const road_llm_config *cfg = &m->cfg;
     const int64_t H = cfg->hidden_size, I = cfg->intermediate_size;
     const int64_t nh = cfg->n_heads, nkv = cfg->n_kv_heads, d = cfg->head_dim;
@@ -100,8 +102,8 @@ road_status road_model_forward(road_model *m, const road_seq *seqs, int64_t n_se
     const int64_t R = c.R;
     /* per row its sequence and position; per sequence its rows, first row, first position,
      * logit rows and attention view */
-    int64_t *meta = road_malloc(sizeof(int64_t) * (size_t)(2 * R + 4 * n_seq) +
-                                sizeof(attn_seq) * (size_t)n_seq);
+    int64_t *meta = road__malloc(sizeof(int64_t) * (size_t)(2 * R + 4 * n_seq) +
+                                 sizeof(attn_seq) * (size_t)n_seq);
     if (!meta) return ROAD_ERR_NO_MEMORY;
     c.row_seq = meta;
     c.row_pos = meta + R;
@@ -121,27 +123,27 @@ road_status road_model_forward(road_model *m, const road_seq *seqs, int64_t n_se
         }
     }
     if (mixed) {
-        const char **names = road_malloc(sizeof(char *) * (size_t)n_seq);
+        const char **names = road__malloc(sizeof(char *) * (size_t)n_seq);
         if (!names) {
-            road_free(meta);
+            road__free(meta);
             return ROAD_ERR_NO_MEMORY;
         }
         for (int64_t s = 0; s < n_seq; s++) names[s] = seqs[s].adapter;
         st = road_adapter_set_plan(m->set, names, n_seq, &c.plan);
-        road_free(names);
+        road__free(names);
         if (st != ROAD_OK) {
-            road_free(meta);
+            road__free(meta);
             return st;
         }
     }
     const int nthreads = road_get_num_threads();
-    c.scratch_stride = attention_scratch(ATTN_QBLOCK, max_keys);
+    c.scratch_stride = road__attention_scratch(ATTN_QBLOCK, max_keys);
     size_t n_ws = (size_t)(R * (2 * H + 2 * qd + 2 * kvd + 2 * I + d) + n_sel * H +
                            (int64_t)nthreads * c.scratch_stride);
-    float *ws = road_workspace_get(&m->ws, n_ws);
+    float *ws = road__workspace_get(&m->ws, n_ws);
     if (!ws) {
         road_batch_plan_free(c.plan);
-        road_free(meta);
+        road__free(meta);
         return ROAD_ERR_NO_MEMORY;
     }
     /* inference keeps no activations: the block's (R, H) outputs share h, act(g) * u goes to g */
@@ -152,8 +154,9 @@ road_status road_model_forward(road_model *m, const road_seq *seqs, int64_t n_se
     c.scratch = sel + n_sel * H;
     const block_acts acts = {.h1 = h, .q = q, .k = k, .v = v, .att = att, .o = h, .h2 = h,
                              .g = g, .u = u, .a = g, .dn = h};
-    st = block_embed(&c, x);
-    for (int64_t l = 0; l < cfg->n_layers && st == ROAD_OK; l++) st = block_forward(&c, l, x, &acts);
+    st = road__block_embed(&c, x);
+    for (int64_t l = 0; l < cfg->n_layers && st == ROAD_OK; l++)
+        st = road__block_forward(&c, l, x, &acts);
     if (st == ROAD_OK) {
         /* the rows whose logits are wanted, then the final norm and lm_head */
         int64_t n = 0;
@@ -162,12 +165,12 @@ road_status road_model_forward(road_model *m, const road_seq *seqs, int64_t n_se
             for (int64_t i = 0; i < sel_rows[s]; i++, n++)
                 memcpy(h + n * H, x + (first + i) * H, sizeof(float) * (size_t)H);
         }
-        st = head_forward(&c, n_sel, sel_rows, h, sel, logits, NULL);
+        st = road__head_forward(&c, n_sel, sel_rows, h, sel, logits, NULL);
     }
     if (st == ROAD_OK)
         for (int64_t s = 0; s < n_seq; s++)
             if (seqs[s].cache) seqs[s].cache->len += seqs[s].n_tokens;
     road_batch_plan_free(c.plan);
-    road_free(meta);
+    road__free(meta);
     return st;
 }

@@ -18,16 +18,16 @@
 
 #define NAME_CAP 128
 
-void road_full_free(road_full *f) {
+void road__full_free(road_full *f) {
     if (!f) return;
-    road_free(f->t);
-    road_free(f->names);
-    road_free(f->grads);
-    road_free(f->lin_w);
-    road_free(f->lin_b);
-    road_free(f->attn_norm);
-    road_free(f->mlp_norm);
-    road_free(f);
+    road__free(f->t);
+    road__free(f->names);
+    road__free(f->grads);
+    road__free(f->lin_w);
+    road__free(f->lin_b);
+    road__free(f->attn_norm);
+    road__free(f->mlp_norm);
+    road__free(f);
 }
 
 typedef struct builder {
@@ -40,10 +40,10 @@ static int32_t add(builder *b, const char *name, const float *p, int64_t d0, int
     road_full *f = b->f;
     if (b->st != ROAD_OK) return -1;
     if (!p) {
-        b->st = road_error(ROAD_ERR_UNSUPPORTED,
-                           "'%s' is not held as float32 (a quantized layer): full fine-tuning "
-                           "and float saving need float weights",
-                           name);
+        b->st = road__error(ROAD_ERR_UNSUPPORTED,
+                            "'%s' is not held as float32 (a quantized layer): full fine-tuning "
+                            "and float saving need float weights",
+                            name);
         return -1;
     }
     road_model_tensor *t = &f->t[f->n];
@@ -77,8 +77,8 @@ static void add_linear(builder *b, road_model *m, int32_t layer) {
 static road_status build(road_model *m) {
     /* A merge into a tied head gave it its own array since the table was built: rebuild
      * (full training refuses merged adapters, so no gradient is lost). */
-    if (m->full && !m->full->on && m->full->head_tied != road_model_head_tied(m)) {
-        road_full_free(m->full);
+    if (m->full && !m->full->on && m->full->head_tied != road__model_head_tied(m)) {
+        road__full_free(m->full);
         m->full = NULL;
     }
     if (m->full) return ROAD_OK;
@@ -87,16 +87,16 @@ static road_status build(road_model *m) {
     const int32_t n_layers = road_adapter_set_layer_count(m->set);
     /* at most: embed, 7 weights + 7 biases + 2 norms per block, norm, lm_head */
     const int32_t cap = (int32_t)(3 + 16 * L);
-    road_full *f = road_calloc(1, sizeof *f);
+    road_full *f = road__calloc(1, sizeof *f);
     if (!f) return ROAD_ERR_NO_MEMORY;
-    f->t = road_calloc((size_t)cap, sizeof *f->t);
-    f->names = road_calloc((size_t)cap, NAME_CAP);
-    f->lin_w = road_malloc(sizeof(int32_t) * (size_t)n_layers);
-    f->lin_b = road_malloc(sizeof(int32_t) * (size_t)n_layers);
-    f->attn_norm = road_malloc(sizeof(int32_t) * (size_t)L);
-    f->mlp_norm = road_malloc(sizeof(int32_t) * (size_t)L);
+    f->t = road__calloc((size_t)cap, sizeof *f->t);
+    f->names = road__calloc((size_t)cap, NAME_CAP);
+    f->lin_w = road__malloc(sizeof(int32_t) * (size_t)n_layers);
+    f->lin_b = road__malloc(sizeof(int32_t) * (size_t)n_layers);
+    f->attn_norm = road__malloc(sizeof(int32_t) * (size_t)L);
+    f->mlp_norm = road__malloc(sizeof(int32_t) * (size_t)L);
     if (!f->t || !f->names || !f->lin_w || !f->lin_b || !f->attn_norm || !f->mlp_norm) {
-        road_full_free(f);
+        road__full_free(f);
         return ROAD_ERR_NO_MEMORY;
     }
     for (int32_t i = 0; i < n_layers; i++) f->lin_w[i] = f->lin_b[i] = -1;
@@ -113,13 +113,13 @@ static road_status build(road_model *m) {
         f->mlp_norm[l] = add(&b, name, blk->mlp_norm, H, 0, false);
     }
     f->final_norm = add(&b, "model.norm.weight", m->final_norm, H, 0, false);
-    f->head_tied = road_model_head_tied(m);
+    f->head_tied = road__model_head_tied(m);
     if (f->head_tied)
         f->lin_w[m->lm_head] = f->embed; /* one array, both uses */
     else
         add_linear(&b, m, m->lm_head);
     if (b.st != ROAD_OK) {
-        road_full_free(f);
+        road__full_free(f);
         return b.st;
     }
     for (int32_t i = 0; i < f->n; i++) f->numel += f->t[i].n;
@@ -133,21 +133,22 @@ int32_t road_model_tensor_count(road_model *m) {
 }
 
 road_status road_model_tensor_get(road_model *m, int32_t i, road_model_tensor *out) {
-    if (!m || !out) return road_error(ROAD_ERR_INVALID_ARG, "road_model_tensor_get: NULL argument");
+    if (!m || !out)
+        return road__error(ROAD_ERR_INVALID_ARG, "road_model_tensor_get: NULL argument");
     road_status s = build(m);
     if (s != ROAD_OK) return s;
     if (i < 0 || i >= m->full->n)
-        return road_error(ROAD_ERR_INVALID_ARG, "tensor %d out of range (the model has %d)", i,
-                          m->full->n);
+        return road__error(ROAD_ERR_INVALID_ARG, "tensor %d out of range (the model has %d)", i,
+                           m->full->n);
     *out = m->full->t[i];
     return ROAD_OK;
 }
 
 road_status road_model_set_full_training(road_model *m, bool on) {
-    if (!m) return road_error(ROAD_ERR_INVALID_ARG, "road_model_set_full_training: NULL model");
+    if (!m) return road__error(ROAD_ERR_INVALID_ARG, "road_model_set_full_training: NULL model");
     if (!on) {
         if (m->full) {
-            road_free(m->full->grads);
+            road__free(m->full->grads);
             m->full->grads = NULL;
             for (int32_t i = 0; i < m->full->n; i++) m->full->t[i].grad = NULL;
             m->full->on = false;
@@ -155,16 +156,16 @@ road_status road_model_set_full_training(road_model *m, bool on) {
         return ROAD_OK;
     }
     if (road_adapter_set_merged(m->set))
-        return road_error(ROAD_ERR_STATE, "full fine-tuning: adapters are merged into the "
-                                          "weights; unmerge (or save the merged model and load "
-                                          "it) first");
+        return road__error(ROAD_ERR_STATE, "full fine-tuning: adapters are merged into the "
+                                           "weights; unmerge (or save the merged model and load "
+                                           "it) first");
     road_status s = build(m);
     if (s != ROAD_OK) return s;
     road_full *f = m->full;
     if (f->on) return ROAD_OK;
     size_t bytes;
-    if (road_size_mul((size_t)f->numel, sizeof(float), &bytes) != 0) return ROAD_ERR_NO_MEMORY;
-    f->grads = road_calloc(1, bytes);
+    if (road__size_mul((size_t)f->numel, sizeof(float), &bytes) != 0) return ROAD_ERR_NO_MEMORY;
+    f->grads = road__calloc(1, bytes);
     if (!f->grads) return ROAD_ERR_NO_MEMORY;
     int64_t off = 0;
     for (int32_t i = 0; i < f->n; i++) {
@@ -184,7 +185,7 @@ void road_model_zero_grads(road_model *m) {
         memset(m->full->grads, 0, sizeof(float) * (size_t)m->full->numel);
 }
 
-float *road_full_grad(road_model *m, int32_t tensor) {
+float *road__full_grad(road_model *m, int32_t tensor) {
     if (!road_model_full_training(m) || tensor < 0) return NULL;
     return m->full->t[tensor].grad;
 }

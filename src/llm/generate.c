@@ -18,34 +18,35 @@ road_status road_model_generate(road_model *m, const int32_t *const *prompts,
                                 road_token_fn on_token, void *user) {
     ROAD_THREAD_SCOPE(m ? m->n_threads : 0);
     if (n_seq <= 0 || !prompts || !prompt_lens || !p || !on_token)
-        return road_error(ROAD_ERR_INVALID_ARG, "generate: no prompts, parameters or callback");
+        return road__error(ROAD_ERR_INVALID_ARG, "generate: no prompts, parameters or callback");
     if (p->max_new_tokens <= 0)
-        return road_error(ROAD_ERR_INVALID_ARG, "generate: max_new_tokens must be positive, got %lld",
-                          (long long)p->max_new_tokens);
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "generate: max_new_tokens must be positive, got %lld",
+                           (long long)p->max_new_tokens);
     if (p->n_stop < 0 || (p->n_stop > 0 && !p->stop_ids))
-        return road_error(ROAD_ERR_INVALID_ARG, "generate: bad stop token list");
+        return road__error(ROAD_ERR_INVALID_ARG, "generate: bad stop token list");
     const int64_t V = m->cfg.vocab_size;
-    road_kv_cache **caches = road_calloc((size_t)n_seq, sizeof(road_kv_cache *));
-    road_sampler **samplers = road_calloc((size_t)n_seq, sizeof(road_sampler *));
-    road_seq *seqs = road_calloc((size_t)n_seq, sizeof(road_seq));
-    int64_t *live = road_malloc(sizeof(int64_t) * (size_t)n_seq);
-    int32_t *next = road_malloc(sizeof(int32_t) * (size_t)n_seq);
-    float *logits = road_malloc(sizeof(float) * (size_t)(n_seq * V));
+    road_kv_cache **caches = road__calloc((size_t)n_seq, sizeof(road_kv_cache *));
+    road_sampler **samplers = road__calloc((size_t)n_seq, sizeof(road_sampler *));
+    road_seq *seqs = road__calloc((size_t)n_seq, sizeof(road_seq));
+    int64_t *live = road__malloc(sizeof(int64_t) * (size_t)n_seq);
+    int32_t *next = road__malloc(sizeof(int32_t) * (size_t)n_seq);
+    float *logits = road__malloc(sizeof(float) * (size_t)(n_seq * V));
     road_status st = ROAD_OK;
     if (!caches || !samplers || !seqs || !live || !next || !logits) st = ROAD_ERR_NO_MEMORY;
     for (int64_t s = 0; s < n_seq && st == ROAD_OK; s++) {
         if (prompt_lens[s] <= 0) {
-            st = road_error(ROAD_ERR_INVALID_ARG, "generate: prompt %lld is empty", (long long)s);
+            st = road__error(ROAD_ERR_INVALID_ARG, "generate: prompt %lld is empty", (long long)s);
             break;
         }
         int64_t need = prompt_lens[s] + p->max_new_tokens;
         if (need > m->cfg.max_position_embeddings)
             need = m->cfg.max_position_embeddings;
         if (prompt_lens[s] >= need) {
-            st = road_error(ROAD_ERR_INVALID_ARG,
-                            "generate: prompt %lld has %lld tokens; the model's context is %lld",
-                            (long long)s, (long long)prompt_lens[s],
-                            (long long)m->cfg.max_position_embeddings);
+            st = road__error(ROAD_ERR_INVALID_ARG,
+                             "generate: prompt %lld has %lld tokens; the model's context is %lld",
+                             (long long)s, (long long)prompt_lens[s],
+                             (long long)m->cfg.max_position_embeddings);
             break;
         }
         st = road_kv_cache_create(m, need, &caches[s]);
@@ -57,7 +58,7 @@ road_status road_model_generate(road_model *m, const int32_t *const *prompts,
         live[s] = s;
     }
     int64_t n_live = n_seq;
-    road_seq *step = st == ROAD_OK ? road_calloc((size_t)n_seq, sizeof(road_seq)) : NULL;
+    road_seq *step = st == ROAD_OK ? road__calloc((size_t)n_seq, sizeof(road_seq)) : NULL;
     if (st == ROAD_OK && !step) st = ROAD_ERR_NO_MEMORY;
     if (st == ROAD_OK) st = road_model_forward(m, seqs, n_seq, logits);
     for (int64_t produced = 0; st == ROAD_OK && n_live > 0; produced++) {
@@ -86,12 +87,12 @@ road_status road_model_generate(road_model *m, const int32_t *const *prompts,
         if (caches) road_kv_cache_free(caches[s]);
         if (samplers) road_sampler_free(samplers[s]);
     }
-    road_free(caches);
-    road_free(samplers);
-    road_free(seqs);
-    road_free(step);
-    road_free(live);
-    road_free(next);
-    road_free(logits);
+    road__free(caches);
+    road__free(samplers);
+    road__free(seqs);
+    road__free(step);
+    road__free(live);
+    road__free(next);
+    road__free(logits);
     return st;
 }

@@ -8,7 +8,7 @@
  * Attention probabilities are recomputed in backward. With recomputation on, only each block's
  * input is kept and the block runs again just before its backward. The loss is ops.c's
  * cross-entropy (eval's loss too); backward walks the head, then every block in reverse
- * (block_backward), then scatters block 0's input gradient into a trained embedding.
+ * (road__block_backward), then scatters block 0's input gradient into a trained embedding.
  *
  * Every buffer lives in the model's backward workspaces (bwd_act, bwd_rows), grown when a
  * batch needs more and kept for the next step, so a training step allocates nothing once its
@@ -38,15 +38,16 @@ int64_t road_model_backward_bytes(const road_model *m) {
  * adapter. */
 static road_status check_state(const road_model *m) {
     if (road_adapter_set_merged(m->set))
-        return road_error(ROAD_ERR_STATE, "loss_backward: adapters are merged into the weights, so "
-                                          "they cannot be trained; unmerge first");
+        return road__error(ROAD_ERR_STATE,
+                           "loss_backward: adapters are merged into the weights, so "
+                           "they cannot be trained; unmerge first");
     if (road_model_full_training(m) && road_adapter_set_enabled(m->set) &&
         road_adapter_set_active_count(m->set) > 0)
-        return road_error(ROAD_ERR_STATE,
-                          "loss_backward: full fine-tuning trains the base weights, but adapter "
-                          "'%s' is active; disable adapters (road_adapter_set_enable) or turn "
-                          "full training off",
-                          road_adapter_set_active_name(m->set, 0));
+        return road__error(ROAD_ERR_STATE,
+                           "loss_backward: full fine-tuning trains the base weights, but adapter "
+                           "'%s' is active; disable adapters (road_adapter_set_enable) or turn "
+                           "full training off",
+                           road_adapter_set_active_name(m->set, 0));
     return ROAD_OK;
 }
 
@@ -57,41 +58,44 @@ static road_status validate(const road_model *m, const road_seq *seqs,
                             const road_token *const *targets, int64_t n_seq, int64_t *count) {
     const int64_t V = m->cfg.vocab_size;
     if (n_seq <= 0 || !seqs || !targets)
-        return road_error(ROAD_ERR_INVALID_ARG, "loss_backward: the batch has no sequences or no "
-                          "targets");
+        return road__error(ROAD_ERR_INVALID_ARG, "loss_backward: the batch has no sequences or no "
+                                                 "targets");
     *count = 0;
     for (int64_t s = 0; s < n_seq; s++) {
         const road_seq *q = &seqs[s];
         if (q->n_tokens <= 0 || !q->tokens || !targets[s])
-            return road_error(ROAD_ERR_INVALID_ARG, "loss_backward: sequence %lld has no %s",
-                              (long long)s, q->n_tokens <= 0 || !q->tokens ? "tokens" : "targets");
+            return road__error(ROAD_ERR_INVALID_ARG, "loss_backward: sequence %lld has no %s",
+                               (long long)s, q->n_tokens <= 0 || !q->tokens ? "tokens" : "targets");
         if (q->cache)
-            return road_error(ROAD_ERR_INVALID_ARG,
-                              "loss_backward: sequence %lld has a KV cache; training runs whole "
-                              "sequences from position 0 (set cache to NULL)", (long long)s);
+            return road__error(ROAD_ERR_INVALID_ARG,
+                               "loss_backward: sequence %lld has a KV cache; training runs whole "
+                               "sequences from position 0 (set cache to NULL)",
+                               (long long)s);
         if (q->adapter)
-            return road_error(ROAD_ERR_INVALID_ARG,
-                              "loss_backward: sequence %lld names adapter '%s'; training trains "
-                              "the active adapters (set adapter to NULL and activate it)",
-                              (long long)s, q->adapter);
+            return road__error(ROAD_ERR_INVALID_ARG,
+                               "loss_backward: sequence %lld names adapter '%s'; training trains "
+                               "the active adapters (set adapter to NULL and activate it)",
+                               (long long)s, q->adapter);
         for (int64_t i = 0; i < q->n_tokens; i++) {
             if (q->tokens[i] < 0 || q->tokens[i] >= V)
-                return road_error(ROAD_ERR_INVALID_ARG, "loss_backward: sequence %lld, token %lld "
-                                  "is id %d, outside the vocabulary (0..%lld)", (long long)s,
-                                  (long long)i, (int)q->tokens[i], (long long)V - 1);
+                return road__error(ROAD_ERR_INVALID_ARG,
+                                   "loss_backward: sequence %lld, token %lld "
+                                   "is id %d, outside the vocabulary (0..%lld)",
+                                   (long long)s, (long long)i, (int)q->tokens[i], (long long)V - 1);
             const road_token y = targets[s][i];
             if (y == ROAD_LABEL_IGNORE) continue;
             if (y < 0 || y >= V)
-                return road_error(ROAD_ERR_INVALID_ARG, "loss_backward: sequence %lld, target "
-                                  "%lld is %d; targets are token ids (0..%lld) or %d (ignored)",
-                                  (long long)s, (long long)i, (int)y, (long long)V - 1,
-                                  ROAD_LABEL_IGNORE);
+                return road__error(ROAD_ERR_INVALID_ARG,
+                                   "loss_backward: sequence %lld, target "
+                                   "%lld is %d; targets are token ids (0..%lld) or %d (ignored)",
+                                   (long long)s, (long long)i, (int)y, (long long)V - 1,
+                                   ROAD_LABEL_IGNORE);
             (*count)++;
         }
     }
     if (*count == 0)
-        return road_error(ROAD_ERR_INVALID_ARG,
-                          "loss_backward: no label counts (all -100 after the shift)");
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "loss_backward: no label counts (all -100 after the shift)");
     return ROAD_OK;
 }
 
@@ -99,7 +103,7 @@ road_status road_model_loss_backward_seqs(road_model *m, const road_seq *seqs,
                                           const road_token *const *targets, int64_t n_seq,
                                           double *loss) {
     ROAD_THREAD_SCOPE(m ? m->n_threads : 0);
-    if (!m || !loss) return road_error(ROAD_ERR_INVALID_ARG, "loss_backward: NULL model or loss");
+    if (!m || !loss) return road__error(ROAD_ERR_INVALID_ARG, "loss_backward: NULL model or loss");
     road_status st = check_state(m);
     int64_t count = 0;
     if (st == ROAD_OK) st = validate(m, seqs, targets, n_seq, &count);
@@ -124,8 +128,8 @@ road_status road_model_loss_backward_seqs(road_model *m, const road_seq *seqs,
     const size_t rows_bytes = sizeof(int64_t) * (3 * (size_t)R + 3 * (size_t)n_seq) +
                               sizeof(double) * 3 * (size_t)R + sizeof(attn_seq) * (size_t)n_seq +
                               sizeof(block_acts) * (size_t)L;
-    char *rows_mem = (char *)road_workspace_get(&m->bwd_rows, (rows_bytes + sizeof(float) - 1) /
-                                                                  sizeof(float));
+    char *rows_mem =
+        (char *)road__workspace_get(&m->bwd_rows, (rows_bytes + sizeof(float) - 1) / sizeof(float));
     if (!rows_mem) return ROAD_ERR_NO_MEMORY;
     c.row_pos = (int64_t *)rows_mem;
     c.row_seq = c.row_pos + R;
@@ -154,10 +158,10 @@ road_status road_model_loss_backward_seqs(road_model *m, const road_seq *seqs,
     const bool rc = m->recompute;
     const size_t saved = rc ? per_block + (size_t)(L * R * H) : per_block * (size_t)L;
     const int nthreads = road_get_num_threads();
-    c.scratch_stride = 2 * max_len * max_len; /* attention_backward's, > the forward's */
+    c.scratch_stride = 2 * max_len * max_len; /* road__attention_backward's, > the forward's */
     const size_t work = (size_t)(R * (5 * H + 2 * V + 2 * qd + 2 * kvd + 2 * I + d)) +
                         (size_t)nthreads * (size_t)c.scratch_stride;
-    float *mem = road_workspace_get(&m->bwd_act, saved + work);
+    float *mem = road__workspace_get(&m->bwd_act, saved + work);
     if (!mem) return ROAD_ERR_NO_MEMORY;
     m->backward_bytes = (int64_t)(sizeof(float) * (saved + work));
     float *p = mem;
@@ -188,17 +192,17 @@ road_status road_model_loss_backward_seqs(road_model *m, const road_seq *seqs,
      * modules_to_save copy of embed_tokens, or full fine-tuning's embedding. */
     road_module_copy ecopy;
     const bool embed_trains = road_adapter_set_active_copy(m->set, m->embed_layer, &ecopy);
-    st = block_embed(&c, x);
+    st = road__block_embed(&c, x);
 
     /* ---- forward, saving (or, with recompute, keeping only each block's input) ---- */
     for (int64_t l = 0; l < L && st == ROAD_OK; l++) {
         memcpy(sb[l].x_in, x, sizeof(float) * (size_t)(R * H));
-        st = block_forward(&c, l, x, &sb[l]);
+        st = road__block_forward(&c, l, x, &sb[l]);
     }
-    if (st == ROAD_OK) st = head_forward(&c, R, c.seq_rows, x, hf, z, zb);
+    if (st == ROAD_OK) st = road__head_forward(&c, R, c.seq_rows, x, hf, z, zb);
     /* ---- loss and dlogits (into z) ---- */
     if (st == ROAD_OK) {
-        cross_entropy_forward(row_loss, row_max, row_sum, z, row_tgt, R, V);
+        road__cross_entropy_forward(row_loss, row_max, row_sum, z, row_tgt, R, V);
         /* the sum as an OpenMP reduction over rows in static chunks: per thread count, the
          * same additions in the same order every step */
         double total = 0.0;
@@ -206,29 +210,29 @@ road_status road_model_loss_backward_seqs(road_model *m, const road_seq *seqs,
         for (int64_t r = 0; r < R; r++)
             if (row_tgt[r] != ROAD_LABEL_IGNORE) total += row_loss[r];
         *loss = total / (double)count;
-        cross_entropy_backward(z, count, z, row_tgt, row_max, row_sum, R, V);
+        road__cross_entropy_backward(z, count, z, row_tgt, row_max, row_sum, R, V);
     }
     /* ---- backward ---- */
-    if (st == ROAD_OK) st = block_linear_backward(&c, m->lm_head, R, hf, zb, z, tmp);
+    if (st == ROAD_OK) st = road__block_linear_backward(&c, m->lm_head, R, hf, zb, z, tmp);
     if (st == ROAD_OK) {
         memset(dx, 0, sizeof(float) * (size_t)(R * H));
-        block_norm_backward(&m->head_spec, dx,
-                            full ? road_full_grad(m, m->full->final_norm) : NULL, tmp, x,
-                            m->final_norm, R, H);
+        road__block_norm_backward(&m->head_spec, dx,
+                                  full ? road__full_grad(m, m->full->final_norm) : NULL, tmp, x,
+                                  m->final_norm, R, H);
     }
     for (int64_t l = L - 1; l >= 0 && st == ROAD_OK; l--) {
         if (rc) { /* refill this block's activations from its input */
             memcpy(xr, sb[l].x_in, sizeof(float) * (size_t)(R * H));
             block_acts a = sb[l];
             a.o = a.dn = hf; /* hf is free by now */
-            st = block_forward(&c, l, xr, &a);
+            st = road__block_forward(&c, l, xr, &a);
             if (st != ROAD_OK) break;
         }
-        st = block_backward(&c, l, dx, &sb[l], &gr, l > 0 || embed_trains || full);
+        st = road__block_backward(&c, l, dx, &sb[l], &gr, l > 0 || embed_trains || full);
     }
     /* dx is now d(block 0's input) = d(embedding rows): scatter-add into the trained copy or,
      * with full fine-tuning, the embedding's gradient (serial: rows repeat tokens). */
-    float *egrad = embed_trains ? ecopy.dweight : full ? road_full_grad(m, m->full->embed) : NULL;
+    float *egrad = embed_trains ? ecopy.dweight : full ? road__full_grad(m, m->full->embed) : NULL;
     if (st == ROAD_OK && egrad)
         for (int64_t s = 0, r = 0; s < n_seq; s++)
             for (int64_t i = 0; i < seqs[s].n_tokens; i++, r++) {
@@ -245,7 +249,7 @@ road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
                                      const int64_t *attention_mask, const int64_t *labels,
                                      int64_t B, int64_t T, double *loss) {
     if (!m || !input_ids || !labels || !loss || B <= 0 || T <= 0)
-        return road_error(ROAD_ERR_INVALID_ARG, "loss_backward: empty batch or NULL buffers");
+        return road__error(ROAD_ERR_INVALID_ARG, "loss_backward: empty batch or NULL buffers");
     const int64_t V = m->cfg.vocab_size;
     road_status st = check_state(m);
     int64_t valid = 0;
@@ -253,44 +257,48 @@ road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
         for (int64_t t = 0; t < T; t++) {
             int64_t mk = attention_mask ? attention_mask[b * T + t] : 1;
             if (mk != 0 && mk != 1) {
-                st = road_error(ROAD_ERR_INVALID_ARG, "attention_mask values must be 0 or 1");
+                st = road__error(ROAD_ERR_INVALID_ARG, "attention_mask values must be 0 or 1");
                 break;
             }
             int64_t id = input_ids[b * T + t];
             if (mk && (id < 0 || id >= V)) {
-                st = road_error(ROAD_ERR_INVALID_ARG, "input_ids[%lld][%lld] is %lld, outside the "
-                                "vocabulary", (long long)b, (long long)t, (long long)id);
+                st = road__error(ROAD_ERR_INVALID_ARG,
+                                 "input_ids[%lld][%lld] is %lld, outside the "
+                                 "vocabulary",
+                                 (long long)b, (long long)t, (long long)id);
                 break;
             }
             valid += mk;
         }
     if (st == ROAD_OK && valid == 0)
-        st = road_error(ROAD_ERR_INVALID_ARG, "loss_backward: every row is padding");
+        st = road__error(ROAD_ERR_INVALID_ARG, "loss_backward: every row is padding");
     for (int64_t b = 0; b < B && st == ROAD_OK; b++)
         for (int64_t t = 0; t + 1 < T; t++) {
             int64_t y = labels[b * T + t + 1];
             if (y == ROAD_LABEL_IGNORE) continue;
             if (y < 0 || y >= V) {
-                st = road_error(ROAD_ERR_INVALID_ARG, "labels[%lld][%lld] is %lld; labels are token "
-                                "ids or -100", (long long)b, (long long)(t + 1), (long long)y);
+                st = road__error(ROAD_ERR_INVALID_ARG,
+                                 "labels[%lld][%lld] is %lld; labels are token "
+                                 "ids or -100",
+                                 (long long)b, (long long)(t + 1), (long long)y);
                 break;
             }
             if (attention_mask && !attention_mask[b * T + t]) {
-                st = road_error(ROAD_ERR_INVALID_ARG,
-                                "labels[%lld][%lld] counts, but it is predicted from position "
-                                "%lld, which is padding; set that label to -100",
-                                (long long)b, (long long)(t + 1), (long long)t);
+                st = road__error(ROAD_ERR_INVALID_ARG,
+                                 "labels[%lld][%lld] counts, but it is predicted from position "
+                                 "%lld, which is padding; set that label to -100",
+                                 (long long)b, (long long)(t + 1), (long long)t);
                 break;
             }
         }
     if (st != ROAD_OK) return st;
-    road_seq *seqs = road_calloc((size_t)B, sizeof(road_seq));
-    const road_token **tgts = road_calloc((size_t)B, sizeof(road_token *));
-    road_token *tok = road_malloc(sizeof(road_token) * (size_t)(2 * B * T));
+    road_seq *seqs = road__calloc((size_t)B, sizeof(road_seq));
+    const road_token **tgts = road__calloc((size_t)B, sizeof(road_token *));
+    road_token *tok = road__malloc(sizeof(road_token) * (size_t)(2 * B * T));
     if (!seqs || !tgts || !tok) {
-        road_free(seqs);
-        road_free(tgts);
-        road_free(tok);
+        road__free(seqs);
+        road__free(tgts);
+        road__free(tok);
         return ROAD_ERR_NO_MEMORY;
     }
     road_token *tgt = tok + B * T;
@@ -307,8 +315,8 @@ road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
         seqs[n_seq++] = (road_seq){.tokens = tok + b * T, .n_tokens = n};
     }
     st = road_model_loss_backward_seqs(m, seqs, tgts, n_seq, loss);
-    road_free(seqs);
-    road_free(tgts);
-    road_free(tok);
+    road__free(seqs);
+    road__free(tgts);
+    road__free(tok);
     return st;
 }

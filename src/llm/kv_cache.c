@@ -10,26 +10,27 @@
 #include "llm/model_internal.h"
 
 road_status road_kv_cache_create(const road_model *m, int64_t max_tokens, road_kv_cache **out) {
-    if (!out) return road_error(ROAD_ERR_INVALID_ARG, "road_kv_cache_create: out is NULL");
+    if (!out) return road__error(ROAD_ERR_INVALID_ARG, "road_kv_cache_create: out is NULL");
     *out = NULL;
     const road_llm_config *c = &m->cfg;
     if (max_tokens <= 0 || max_tokens > c->max_position_embeddings)
-        return road_error(ROAD_ERR_INVALID_ARG,
-                          "a KV cache holds 1 to %lld tokens (max_position_embeddings), asked for %lld",
-                          (long long)c->max_position_embeddings, (long long)max_tokens);
-    road_kv_cache *kv = road_calloc(1, sizeof *kv);
+        return road__error(
+            ROAD_ERR_INVALID_ARG,
+            "a KV cache holds 1 to %lld tokens (max_position_embeddings), asked for %lld",
+            (long long)c->max_position_embeddings, (long long)max_tokens);
+    road_kv_cache *kv = road__calloc(1, sizeof *kv);
     if (!kv) return ROAD_ERR_NO_MEMORY;
     kv->n_layers = c->n_layers;
     kv->n_kv = c->n_kv_heads;
     kv->d = c->head_dim;
     kv->cap = max_tokens;
     size_t n;
-    if (road_size_mul((size_t)(kv->n_layers * kv->n_kv), (size_t)(kv->cap * kv->d), &n) != 0) {
-        road_free(kv);
-        return road_error(ROAD_ERR_NO_MEMORY, "KV cache size overflows");
+    if (road__size_mul((size_t)(kv->n_layers * kv->n_kv), (size_t)(kv->cap * kv->d), &n) != 0) {
+        road__free(kv);
+        return road__error(ROAD_ERR_NO_MEMORY, "KV cache size overflows");
     }
-    kv->k = road_malloc(n * sizeof(float));
-    kv->v = road_malloc(n * sizeof(float));
+    kv->k = road__malloc(n * sizeof(float));
+    kv->v = road__malloc(n * sizeof(float));
     if (!kv->k || !kv->v) {
         road_kv_cache_free(kv);
         return ROAD_ERR_NO_MEMORY;
@@ -40,9 +41,9 @@ road_status road_kv_cache_create(const road_model *m, int64_t max_tokens, road_k
 
 void road_kv_cache_free(road_kv_cache *c) {
     if (!c) return;
-    road_free(c->k);
-    road_free(c->v);
-    road_free(c);
+    road__free(c->k);
+    road__free(c->v);
+    road__free(c);
 }
 
 int64_t road_kv_cache_length(const road_kv_cache *c) {
@@ -55,8 +56,9 @@ int64_t road_kv_cache_capacity(const road_kv_cache *c) {
 
 road_status road_kv_cache_truncate(road_kv_cache *c, int64_t n) {
     if (n < 0 || n > c->len)
-        return road_error(ROAD_ERR_INVALID_ARG, "cannot truncate a KV cache of %lld tokens to %lld",
-                          (long long)c->len, (long long)n);
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "cannot truncate a KV cache of %lld tokens to %lld", (long long)c->len,
+                           (long long)n);
     c->len = n;
     return ROAD_OK;
 }

@@ -23,11 +23,11 @@ road_model_params road_model_default_params(void) {
     return p;
 }
 
-float *road_workspace_get(road_workspace *ws, size_t floats) {
+float *road__workspace_get(road_workspace *ws, size_t floats) {
     if (floats <= ws->cap) return ws->buf;
-    float *nb = road_malloc(floats * sizeof(float));
+    float *nb = road__malloc(floats * sizeof(float));
     if (!nb) return NULL;
-    road_free(ws->buf);
+    road__free(ws->buf);
     ws->buf = nb;
     ws->cap = floats;
     return nb;
@@ -36,17 +36,17 @@ float *road_workspace_get(road_workspace *ws, size_t floats) {
 void road_model_free(road_model *m) {
     if (!m) return;
     road_adapter_set_free(m->set);
-    road_weights_close(m->weights);
-    road_full_free(m->full);
-    road_free(m->dir);
+    road__weights_close(m->weights);
+    road__full_free(m->full);
+    road__free(m->dir);
     for (int32_t i = 0; i < m->n_qt; i++) road_qtensor_free(m->qt[i]);
-    road_free(m->qt);
-    road_free(m->blocks);
-    road_free(m->inv_freq);
-    road_free(m->ws.buf);
-    road_free(m->bwd_act.buf);
-    road_free(m->bwd_rows.buf);
-    road_free(m);
+    road__free(m->qt);
+    road__free(m->blocks);
+    road__free(m->inv_freq);
+    road__free(m->ws.buf);
+    road__free(m->bwd_act.buf);
+    road__free(m->bwd_rows.buf);
+    road__free(m);
 }
 
 const road_llm_config *road_model_config(const road_model *m) {
@@ -57,7 +57,7 @@ const road_generation_config *road_model_generation_config(const road_model *m) 
     return &m->gen;
 }
 
-bool road_model_head_tied(const road_model *m) {
+bool road__model_head_tied(const road_model *m) {
     if (!m->cfg.tie_word_embeddings) return false;
     road_linear *head = road_adapter_set_layer(m->set, m->lm_head);
     return head && road_linear_weight(head) == m->embed;
@@ -77,7 +77,7 @@ int32_t road_model_quantized_layers(const road_model *m, road_qformat *format) {
 }
 
 static const road_st_tensor *find_tensor(void *ctx, const char *name) {
-    return road_weights_find(ctx, name);
+    return road__weights_find(ctx, name);
 }
 
 /* A linear layer's weight into d: quantized as stored (a checkpoint saved quantized), or
@@ -89,15 +89,15 @@ static road_status load_linear(road_model *m, const road_model_params *p, const 
                                road_layer_desc *d) {
     road_qtensor *q = NULL;
     road_status st = ROAD_OK;
-    if (!tied && road_qckpt_is_quantized(find_tensor, m->weights, name)) {
-        st = road_qckpt_read(find_tensor, m->weights, name, out, in, &q);
+    if (!tied && road__qckpt_is_quantized(find_tensor, m->weights, name)) {
+        st = road__qckpt_read(find_tensor, m->weights, name, out, in, &q);
     } else {
         float *w = (float *)tied;
         if (!w) {
             char key[NAME_MAX_LEN + 16];
             snprintf(key, sizeof key, "%s.weight", name);
             int64_t shape[2] = {out, in};
-            st = road_weights_get(m->weights, key, 2, shape, &w);
+            st = road__weights_get(m->weights, key, 2, shape, &w);
         }
         const road_qformat f = p ? p->quantize : ROAD_QFORMAT_NONE;
         if (st != ROAD_OK || f == ROAD_QFORMAT_NONE || (head && !p->quantize_lm_head)) {
@@ -105,8 +105,8 @@ static road_status load_linear(road_model *m, const road_model_params *p, const 
             return st;
         }
         st = road_qtensor_quantize(f, out, in, w, p->double_quant, &q);
-        if (st == ROAD_OK && !tied) road_weights_release(m->weights, w, out * in);
-        if (st != ROAD_OK) road_error_prefix("quantizing '%s'", name);
+        if (st == ROAD_OK && !tied) road__weights_release(m->weights, w, out * in);
+        if (st != ROAD_OK) road__error_prefix("quantizing '%s'", name);
     }
     if (st != ROAD_OK) return st;
     m->qt[m->n_qt++] = q;
@@ -143,7 +143,7 @@ static void rope_frequencies(const road_llm_config *c, float *inv) {
 
 static road_status get(road_model *m, const char *name, int64_t d0, int64_t d1, float **out) {
     int64_t shape[2] = {d0, d1};
-    return road_weights_get(m->weights, name, d1 > 0 ? 2 : 1, shape, out);
+    return road__weights_get(m->weights, name, d1 > 0 ? 2 : 1, shape, out);
 }
 
 /* config.json against the files, before anything is allocated from it: every size road
@@ -152,28 +152,28 @@ static road_status get(road_model *m, const char *name, int64_t d0, int64_t d1, 
  * for 1e8 blocks first. The per-tensor shapes (every [out, in] the config implies) are checked
  * as each tensor is read, before its own memory is allocated. */
 static road_status check_config_against_files(const road_llm_config *c, const road_weights *w) {
-    const int64_t have = road_weights_layer_count(w, "model.layers.");
+    const int64_t have = road__weights_layer_count(w, "model.layers.");
     if (c->n_layers > have)
-        return road_error(ROAD_ERR_SHAPE,
-                          "config.json says num_hidden_layers = %lld, but the weight files hold "
-                          "%lld layer%s (model.layers.0 to model.layers.%lld); fix "
-                          "num_hidden_layers or add the missing shards",
-                          (long long)c->n_layers, (long long)have, have == 1 ? "" : "s",
-                          (long long)have - 1);
-    const road_st_tensor *e = road_weights_find(w, "model.embed_tokens.weight");
+        return road__error(ROAD_ERR_SHAPE,
+                           "config.json says num_hidden_layers = %lld, but the weight files hold "
+                           "%lld layer%s (model.layers.0 to model.layers.%lld); fix "
+                           "num_hidden_layers or add the missing shards",
+                           (long long)c->n_layers, (long long)have, have == 1 ? "" : "s",
+                           (long long)have - 1);
+    const road_st_tensor *e = road__weights_find(w, "model.embed_tokens.weight");
     if (e && (e->ndim != 2 || e->shape[0] != c->vocab_size || e->shape[1] != c->hidden_size))
-        return road_error(ROAD_ERR_SHAPE,
-                          "config.json says vocab_size = %lld and hidden_size = %lld, but "
-                          "model.embed_tokens.weight is %s[%lld, %lld]; the config does not "
-                          "belong to these weights",
-                          (long long)c->vocab_size, (long long)c->hidden_size,
-                          e->ndim == 2 ? "" : "not 2-D: ", (long long)e->shape[0],
-                          (long long)(e->ndim > 1 ? e->shape[1] : 0));
+        return road__error(ROAD_ERR_SHAPE,
+                           "config.json says vocab_size = %lld and hidden_size = %lld, but "
+                           "model.embed_tokens.weight is %s[%lld, %lld]; the config does not "
+                           "belong to these weights",
+                           (long long)c->vocab_size, (long long)c->hidden_size,
+                           e->ndim == 2 ? "" : "not 2-D: ", (long long)e->shape[0],
+                           (long long)(e->ndim > 1 ? e->shape[1] : 0));
     if (have > c->n_layers)
-        road_log(ROAD_LOG_WARN,
-                 "the weight files hold %lld layers; config.json's num_hidden_layers = %lld uses "
-                 "the first %lld only (as transformers does)",
-                 (long long)have, (long long)c->n_layers, (long long)c->n_layers);
+        road__log(ROAD_LOG_WARN,
+                  "the weight files hold %lld layers; config.json's num_hidden_layers = %lld uses "
+                  "the first %lld only (as transformers does)",
+                  (long long)have, (long long)c->n_layers, (long long)c->n_layers);
     return ROAD_OK;
 }
 
@@ -188,18 +188,18 @@ static void describe_layers(road_model *m) {
 }
 
 road_status road_model_load(const char *dir, const road_model_params *p, road_model **out) {
-    if (!out) return road_error(ROAD_ERR_INVALID_ARG, "road_model_load: out is NULL");
+    if (!out) return road__error(ROAD_ERR_INVALID_ARG, "road_model_load: out is NULL");
     *out = NULL;
-    if (!dir) return road_error(ROAD_ERR_INVALID_ARG, "road_model_load: no folder given");
+    if (!dir) return road__error(ROAD_ERR_INVALID_ARG, "road_model_load: no folder given");
     /* the model's own thread count, for the load's work (quantizing) as for its later calls */
     ROAD_THREAD_SCOPE(p ? p->n_threads : 0);
-    road_model *m = road_calloc(1, sizeof *m);
+    road_model *m = road__calloc(1, sizeof *m);
     if (!m) return ROAD_ERR_NO_MEMORY;
     m->n_threads = p ? p->n_threads : 0;
     road_status st = road_llm_config_load(dir, &m->cfg);
-    if (st == ROAD_OK && !(m->dir = road_strdup(dir))) st = ROAD_ERR_NO_MEMORY;
+    if (st == ROAD_OK && !(m->dir = road__strdup(dir))) st = ROAD_ERR_NO_MEMORY;
     if (st == ROAD_OK) st = road_generation_config_load(dir, &m->cfg, &m->gen);
-    if (st == ROAD_OK) st = road_weights_open(dir, &m->weights);
+    if (st == ROAD_OK) st = road__weights_open(dir, &m->weights);
     if (st == ROAD_OK) st = check_config_against_files(&m->cfg, m->weights);
     const road_llm_config *c = &m->cfg;
     const int64_t L = c->n_layers, H = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
@@ -209,10 +209,10 @@ road_status road_model_load(const char *dir, const road_model_params *p, road_mo
     road_layer_desc *desc = NULL;
     char (*names)[NAME_MAX_LEN] = NULL;
     if (st == ROAD_OK) {
-        m->blocks = road_calloc((size_t)L, sizeof(road_block));
-        desc = road_calloc((size_t)n_desc, sizeof(road_layer_desc));
-        names = road_calloc((size_t)n_desc, sizeof(*names));
-        m->qt = road_calloc((size_t)n_desc, sizeof(road_qtensor *));
+        m->blocks = road__calloc((size_t)L, sizeof(road_block));
+        desc = road__calloc((size_t)n_desc, sizeof(road_layer_desc));
+        names = road__calloc((size_t)n_desc, sizeof(*names));
+        m->qt = road__calloc((size_t)n_desc, sizeof(road_qtensor *));
         if (!m->blocks || !desc || !names || !m->qt) st = ROAD_ERR_NO_MEMORY;
     }
     if (st == ROAD_OK) st = get(m, "model.embed_tokens.weight", V, H, &m->embed);
@@ -281,19 +281,21 @@ road_status road_model_load(const char *dir, const road_model_params *p, road_mo
         sp.base_param_count = params;
         st = road_adapter_set_create(&sp, &m->set);
     }
-    road_free(desc);
-    road_free(names);
+    road__free(desc);
+    road__free(names);
     /* head_dim is backed by the q_proj shapes checked above */
-    if (st == ROAD_OK && !(m->inv_freq = road_malloc(sizeof(float) * (size_t)(c->head_dim / 2 + 1))))
+    if (st == ROAD_OK &&
+        !(m->inv_freq = road__malloc(sizeof(float) * (size_t)(c->head_dim / 2 + 1))))
         st = ROAD_ERR_NO_MEMORY;
     if (st != ROAD_OK) {
-        road_error_prefix("loading the model in '%s'", dir);
+        road__error_prefix("loading the model in '%s'", dir);
         road_model_free(m);
         return st;
     }
     rope_frequencies(c, m->inv_freq);
     describe_layers(m);
-    m->weight_bytes = road_weights_mapped_bytes(m->weights) + road_weights_owned_bytes(m->weights);
+    m->weight_bytes =
+        road__weights_mapped_bytes(m->weights) + road__weights_owned_bytes(m->weights);
     for (int32_t i = 0; i < m->n_qt; i++) m->weight_bytes += road_qtensor_bytes(m->qt[i]);
     *out = m;
     return ROAD_OK;

@@ -93,14 +93,14 @@ struct road_kv_cache {
 };
 
 /* Full fine-tuning (full.c): the gradient of tensor i, or NULL when full training is off. */
-float *road_full_grad(road_model *m, int32_t tensor);
-void road_full_free(road_full *f);
+float *road__full_grad(road_model *m, int32_t tensor);
+void road__full_free(road_full *f);
 /* Does lm_head compute with the embedding's own array? True for a tied config until a merge
  * into lm_head gives the head its own copy (adapter/adapter_set.c: the embedding never
  * changes); savers then write lm_head.weight and tie_word_embeddings false. */
-bool road_model_head_tied(const road_model *m);
+bool road__model_head_tied(const road_model *m);
 
 /* Reserve workspace for `floats` floats; returns its base or NULL (message set). */
-float *road_workspace_get(road_workspace *ws, size_t floats);
+float *road__workspace_get(road_workspace *ws, size_t floats);
 
 #endif

@@ -28,8 +28,8 @@
 
 /* ---- rmsnorm ------------------------------------------------------------------------------- */
 
-void rmsnorm_forward(float *out, const float *inp, const float *weight, int64_t R, int64_t H,
-                     double eps) {
+void road__rmsnorm_forward(float *out, const float *inp, const float *weight, int64_t R, int64_t H,
+                           double eps) {
 #pragma omp parallel for schedule(static) if (R * H >= OPS_PARALLEL_MIN)
     for (int64_t r = 0; r < R; r++) {
         const float *xr = inp + r * H;
@@ -41,8 +41,8 @@ void rmsnorm_forward(float *out, const float *inp, const float *weight, int64_t 
     }
 }
 
-void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
-                      const float *weight, int64_t R, int64_t H, double eps) {
+void road__rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                            const float *weight, int64_t R, int64_t H, double eps) {
     /* dweight sums over rows: serial, so its additions keep one order at any thread count */
     if (dweight) {
         for (int64_t r = 0; r < R; r++) {
@@ -70,7 +70,7 @@ void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const floa
 
 /* ---- rope ---------------------------------------------------------------------------------- */
 
-void rope_table(float *cs, const int64_t *pos, const float *inv_freq, int64_t R, int64_t d) {
+void road__rope_table(float *cs, const int64_t *pos, const float *inv_freq, int64_t R, int64_t d) {
     for (int64_t r = 0; r < R; r++) {
         float *cr = cs + r * d, *sr = cr + d / 2;
         for (int64_t i = 0; i < d / 2; i++) {
@@ -101,23 +101,23 @@ static void rope_rotate(float *x, const float *cs, int64_t R, int64_t heads, int
     }
 }
 
-void rope_forward(float *x, const float *cs, int64_t R, int64_t heads, int64_t d) {
+void road__rope_forward(float *x, const float *cs, int64_t R, int64_t heads, int64_t d) {
     rope_rotate(x, cs, R, heads, d, 1.0f);
 }
 
-void rope_backward(float *dx, const float *cs, int64_t R, int64_t heads, int64_t d) {
+void road__rope_backward(float *dx, const float *cs, int64_t R, int64_t heads, int64_t d) {
     rope_rotate(dx, cs, R, heads, d, -1.0f);
 }
 
 /* ---- swiglu -------------------------------------------------------------------------------- */
 
-void swiglu_forward(float *out, const float *gate, const float *up, int64_t N) {
+void road__swiglu_forward(float *out, const float *gate, const float *up, int64_t N) {
 #pragma omp parallel for schedule(static) if (N >= OPS_PARALLEL_MIN)
     for (int64_t i = 0; i < N; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
 }
 
-void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
-                     const float *up, int64_t N) {
+void road__swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
+                           const float *up, int64_t N) {
 #pragma omp parallel for schedule(static) if (N >= OPS_PARALLEL_MIN)
     for (int64_t i = 0; i < N; i++) {
         const float gi = gate[i], sg = 1.0f / (1.0f + expf(-gi)), da = dout[i];
@@ -131,7 +131,7 @@ void swiglu_backward(float *dgate, float *dup, const float *dout, const float *g
 /* Attention items (row, head) per OpenMP chunk on the per-row path: a decode row is short. */
 #define ATTN_CHUNK 4
 
-int64_t attention_scratch(int64_t qblock, int64_t max_keys) {
+int64_t road__attention_scratch(int64_t qblock, int64_t max_keys) {
     return (qblock < max_keys ? qblock : max_keys) * (max_keys > 0 ? max_keys : 1);
 }
 
@@ -235,23 +235,23 @@ static void attention_blocks(float *att, const float *q, const attn_batch *a, fl
         float *S = thread_scratch(scratch, scratch_stride);
         const float *kb = sq->k + hk * sq->head_stride, *vb = sq->v + hk * sq->head_stride;
         const int64_t ld = sq->pos_stride;
-        road_sgemm(false, true, ni, nk, d, a->scale, q + (r0 * nh + hq) * d, nh * d, kb, ld,
-                   0.0f, S, nk);
+        road__sgemm(false, true, ni, nk, d, a->scale, q + (r0 * nh + hq) * d, nh * d, kb, ld, 0.0f,
+                    S, nk);
         softmax_masked(S, ni, nk, p0, a->window);
-        road_sgemm(false, false, ni, d, nk, 1.0f, S, nk, vb, ld, 0.0f,
-                   att + (r0 * nh + hq) * d, nh * d);
+        road__sgemm(false, false, ni, d, nk, 1.0f, S, nk, vb, ld, 0.0f, att + (r0 * nh + hq) * d,
+                    nh * d);
     }
 }
 
-void attention_forward(float *att, const float *q, const attn_batch *a, float *scratch,
-                       int64_t scratch_stride) {
+void road__attention_forward(float *att, const float *q, const attn_batch *a, float *scratch,
+                             int64_t scratch_stride) {
     attention_rows(att, q, a, scratch, scratch_stride);
     attention_blocks(att, q, a, scratch, scratch_stride);
 }
 
-void attention_backward(float *dq, float *dk, float *dv, const float *datt, const float *q,
-                        const float *k, const float *v, const attn_batch *a, float *scratch,
-                        int64_t scratch_stride) {
+void road__attention_backward(float *dq, float *dk, float *dv, const float *datt, const float *q,
+                              const float *k, const float *v, const attn_batch *a, float *scratch,
+                              int64_t scratch_stride) {
     const int64_t nh = a->nh, nkv = a->nkv, d = a->d, grp = nh / nkv;
     memset(dk, 0, sizeof(float) * (size_t)(a->R * nkv * d));
     memset(dv, 0, sizeof(float) * (size_t)(a->R * nkv * d));
@@ -264,27 +264,28 @@ void attention_backward(float *dq, float *dk, float *dv, const float *datt, cons
         float *dkh = dk + (r0 * nkv + hk) * d, *dvh = dv + (r0 * nkv + hk) * d;
         for (int64_t hq = hk * grp; hq < (hk + 1) * grp; hq++) {
             const float *qh = q + (r0 * nh + hq) * d, *go = datt + (r0 * nh + hq) * d;
-            road_sgemm(false, true, n, n, d, a->scale, qh, nh * d, kh, nkv * d, 0.0f, P, n);
+            road__sgemm(false, true, n, n, d, a->scale, qh, nh * d, kh, nkv * d, 0.0f, P, n);
             softmax_masked(P, n, n, 0, a->window);
-            road_sgemm(false, true, n, n, d, 1.0f, go, nh * d, vh, nkv * d, 0.0f, dP, n);
-            road_sgemm(true, false, n, d, n, 1.0f, P, n, go, nh * d, 1.0f, dvh, nkv * d);
+            road__sgemm(false, true, n, n, d, 1.0f, go, nh * d, vh, nkv * d, 0.0f, dP, n);
+            road__sgemm(true, false, n, d, n, 1.0f, P, n, go, nh * d, 1.0f, dvh, nkv * d);
             for (int64_t i = 0; i < n; i++) { /* dS into dP */
                 float *pr = P + i * n, *dr = dP + i * n;
                 double pdp = 0.0;
                 for (int64_t t = 0; t <= i; t++) pdp += (double)pr[t] * dr[t];
                 for (int64_t t = 0; t < n; t++) dr[t] = t <= i ? pr[t] * (dr[t] - (float)pdp) : 0.0f;
             }
-            road_sgemm(false, false, n, d, n, a->scale, dP, n, kh, nkv * d, 0.0f, dq + (r0 * nh + hq) * d,
-                       nh * d);
-            road_sgemm(true, false, n, d, n, a->scale, dP, n, qh, nh * d, 1.0f, dkh, nkv * d);
+            road__sgemm(false, false, n, d, n, a->scale, dP, n, kh, nkv * d, 0.0f,
+                        dq + (r0 * nh + hq) * d, nh * d);
+            road__sgemm(true, false, n, d, n, a->scale, dP, n, qh, nh * d, 1.0f, dkh, nkv * d);
         }
     }
 }
 
 /* ---- cross-entropy ---- */
 
-void cross_entropy_forward(double *losses, double *row_max, double *row_sum, const float *logits,
-                           const int64_t *targets, int64_t R, int64_t V) {
+void road__cross_entropy_forward(double *losses, double *row_max, double *row_sum,
+                                 const float *logits, const int64_t *targets, int64_t R,
+                                 int64_t V) {
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < R; r++) {
         const int64_t y = targets[r];
@@ -299,9 +300,9 @@ void cross_entropy_forward(double *losses, double *row_max, double *row_sum, con
     }
 }
 
-void cross_entropy_backward(float *dlogits, int64_t n_counted, const float *logits,
-                            const int64_t *targets, const double *row_max, const double *row_sum,
-                            int64_t R, int64_t V) {
+void road__cross_entropy_backward(float *dlogits, int64_t n_counted, const float *logits,
+                                  const int64_t *targets, const double *row_max,
+                                  const double *row_sum, int64_t R, int64_t V) {
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < R; r++) {
         const int64_t y = targets[r];

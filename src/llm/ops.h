@@ -20,44 +20,44 @@
 /* out[r] = weight * inp[r] / sqrt(mean(inp[r]^2) + eps), the mean taken in double, the scale
  * rounded to float (transformers' LlamaRMSNorm in float32).
  *   out (R, H), inp (R, H), weight (H) */
-void rmsnorm_forward(float *out, const float *inp, const float *weight, int64_t R, int64_t H,
-                     double eps);
+void road__rmsnorm_forward(float *out, const float *inp, const float *weight, int64_t R, int64_t H,
+                           double eps);
 
 /* With r = 1/sqrt(mean(inp^2) + eps): dinp (+=) = r * dout * weight - r^3 * inp *
  * sum(dout * weight * inp) / H, in double per element; dweight (+=) = sum over rows of
  * dout * inp * r (NULL when the weight is frozen). Nothing is saved by the forward: r is
  * recomputed from inp.
  *   dinp (R, H), dweight (H) or NULL, dout (R, H), inp (R, H), weight (H) */
-void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
-                      const float *weight, int64_t R, int64_t H, double eps);
+void road__rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                            const float *weight, int64_t R, int64_t H, double eps);
 
 /* ---- rope ---- */
 
 /* The cos/sin table of each row's position: cs[r] = cos(pos[r] * inv_freq) then
  * sin(pos[r] * inv_freq), the angle rounded to float as transformers computes it in float32.
  *   cs (R, d), pos (R), inv_freq (d/2) */
-void rope_table(float *cs, const int64_t *pos, const float *inv_freq, int64_t R, int64_t d);
+void road__rope_table(float *cs, const int64_t *pos, const float *inv_freq, int64_t R, int64_t d);
 
 /* Rotate-half RoPE, in place on each of the `heads` heads of every row: with a, b the two
  * halves of a head, (a, b) <- (a cos - b sin, b cos + a sin).
- *   x (R, heads x d), cs (R, d) from rope_table */
-void rope_forward(float *x, const float *cs, int64_t R, int64_t heads, int64_t d);
+ *   x (R, heads x d), cs (R, d) from road__rope_table */
+void road__rope_forward(float *x, const float *cs, int64_t R, int64_t heads, int64_t d);
 
 /* The transposed rotation (angle -> -angle), in place: dx holds d(out) and becomes d(inp).
  *   dx (R, heads x d), cs (R, d) */
-void rope_backward(float *dx, const float *cs, int64_t R, int64_t heads, int64_t d);
+void road__rope_backward(float *dx, const float *cs, int64_t R, int64_t heads, int64_t d);
 
 /* ---- swiglu (the gated MLP activation of llama, mistral, qwen2) ---- */
 
 /* out = silu(gate) * up, silu(z) = z / (1 + exp(-z)) in float. out may be gate itself.
  *   out (N), gate (N), up (N); N = R x I */
-void swiglu_forward(float *out, const float *gate, const float *up, int64_t N);
+void road__swiglu_forward(float *out, const float *gate, const float *up, int64_t N);
 
 /* With s = sigmoid(gate): dup = dout * gate * s, dgate = dout * up * s * (1 + gate (1 - s))
  * (both written). dgate may be dout itself (each element is read before it is written).
  *   dgate (N), dup (N), dout (N), gate (N), up (N) */
-void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
-                     const float *up, int64_t N);
+void road__swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
+                           const float *up, int64_t N);
 
 /* ---- attention (causal, grouped-query, optional sliding window) ---- */
 
@@ -79,7 +79,7 @@ typedef struct attn_seq {
  * the keys up to its last query; shorter ones (decode) take per-row loops. Inference uses
  * blocks of ATTN_QBLOCK, which bound the scratch per thread whatever the prompt length;
  * training uses one block per sequence (qblock >= its longest) and gemm_min 1, so the forward
- * computes P exactly as attention_backward recomputes it. */
+ * computes P exactly as road__attention_backward recomputes it. */
 typedef struct attn_batch {
     const attn_seq *seqs;
     int64_t n_seq;
@@ -92,17 +92,17 @@ typedef struct attn_batch {
 #define ATTN_QBLOCK 64
 
 /* Scratch floats one thread needs for keys 0..max_keys-1 in blocks of qblock queries
- * (attention_forward). */
-int64_t attention_scratch(int64_t qblock, int64_t max_keys);
+ * (road__attention_forward). */
+int64_t road__attention_scratch(int64_t qblock, int64_t max_keys);
 
 /* att[r, hq] = sum_t softmax_t(scale q[r, hq] . k[t, hk]) v[t, hk] over the row's keys, the
- * softmax max-shifted in float with its sum in double. scratch holds attention_scratch floats
- * per thread, scratch_stride apart (>= attention_scratch(qblock, max_keys)).
+ * softmax max-shifted in float with its sum in double. scratch holds road__attention_scratch floats
+ * per thread, scratch_stride apart (>= road__attention_scratch(qblock, max_keys)).
  *   att (R, nh x d), q (R, nh x d), keys and values as a->seqs say */
-void attention_forward(float *att, const float *q, const attn_batch *a, float *scratch,
-                       int64_t scratch_stride);
+void road__attention_forward(float *att, const float *q, const attn_batch *a, float *scratch,
+                             int64_t scratch_stride);
 
-/* Backward of attention_forward for sequences whose keys are their own rows (p0 = 0, k and v
+/* Backward of road__attention_forward for sequences whose keys are their own rows (p0 = 0, k and v
  * the batch's (R, nkv x d) rows), recomputing each head's probabilities P as the forward's
  * GEMM path does (train with gemm_min 1 so the forward took it for every sequence): with
  * dP = dO V^T and dS = P (dP - rowsum(P dP)), dq = scale dS K (written), dk = scale dS^T Q and
@@ -110,9 +110,9 @@ void attention_forward(float *att, const float *q, const attn_batch *a, float *s
  * kv head), so no two threads write the same rows. scratch: 2 n x n floats per thread for the
  * longest sequence n, scratch_stride apart.
  *   dq (R, nh x d), dk, dv (R, nkv x d), datt (R, nh x d), q (R, nh x d), k, v (R, nkv x d) */
-void attention_backward(float *dq, float *dk, float *dv, const float *datt, const float *q,
-                        const float *k, const float *v, const attn_batch *a, float *scratch,
-                        int64_t scratch_stride);
+void road__attention_backward(float *dq, float *dk, float *dv, const float *datt, const float *q,
+                              const float *k, const float *v, const attn_batch *a, float *scratch,
+                              int64_t scratch_stride);
 
 /* ---- cross-entropy ---- */
 
@@ -122,15 +122,15 @@ void attention_backward(float *dq, float *dk, float *dv, const float *datt, cons
  * as it is). row_max and row_sum keep each row's max logit and sum of exp(logit - max) for the
  * backward; both NULL when no backward follows. Targets must be in [0, V) or ignored.
  *   losses (R), row_max (R), row_sum (R), logits (R, V), targets (R) */
-void cross_entropy_forward(double *losses, double *row_max, double *row_sum, const float *logits,
-                           const int64_t *targets, int64_t R, int64_t V);
+void road__cross_entropy_forward(double *losses, double *row_max, double *row_sum,
+                                 const float *logits, const int64_t *targets, int64_t R, int64_t V);
 
 /* Gradient of the mean loss over the n_counted rows that count:
  * dlogits[r] = (softmax(logits[r]) - onehot(targets[r])) / n_counted, 0 on ignored rows.
  * dlogits may be logits itself (each element is read before it is written).
  *   dlogits (R, V), logits (R, V), targets (R), row_max (R), row_sum (R) */
-void cross_entropy_backward(float *dlogits, int64_t n_counted, const float *logits,
-                            const int64_t *targets, const double *row_max, const double *row_sum,
-                            int64_t R, int64_t V);
+void road__cross_entropy_backward(float *dlogits, int64_t n_counted, const float *logits,
+                                  const int64_t *targets, const double *row_max,
+                                  const double *row_sum, int64_t R, int64_t V);
 
 #endif

@@ -58,33 +58,33 @@ road_sampler_params road_sampler_default_params(void) {
 }
 
 road_status road_sampler_create(const road_sampler_params *p, int64_t vocab, road_sampler **out) {
-    if (!out) return road_error(ROAD_ERR_INVALID_ARG, "road_sampler_create: out is NULL");
+    if (!out) return road__error(ROAD_ERR_INVALID_ARG, "road_sampler_create: out is NULL");
     *out = NULL;
-    if (!p) return road_error(ROAD_ERR_INVALID_ARG, "road_sampler_create: params is NULL");
+    if (!p) return road__error(ROAD_ERR_INVALID_ARG, "road_sampler_create: params is NULL");
     if (vocab < 1 || vocab > INT32_MAX)
-        return road_error(ROAD_ERR_INVALID_ARG,
-                          "vocab must be from 1 to %d (token ids are int32), got %lld", INT32_MAX,
-                          (long long)vocab);
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "vocab must be from 1 to %d (token ids are int32), got %lld", INT32_MAX,
+                           (long long)vocab);
     if (!isfinite(p->temperature) || p->temperature < 0.0f)
-        return road_error(ROAD_ERR_INVALID_ARG,
-                          "temperature must be a finite number >= 0 (0: greedy), got %g",
-                          (double)p->temperature);
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "temperature must be a finite number >= 0 (0: greedy), got %g",
+                           (double)p->temperature);
     if (p->top_k < 0)
-        return road_error(ROAD_ERR_INVALID_ARG, "top_k must be >= 0 (0: off), got %d",
-                          (int)p->top_k);
+        return road__error(ROAD_ERR_INVALID_ARG, "top_k must be >= 0 (0: off), got %d",
+                           (int)p->top_k);
     if (!(p->top_p > 0.0f && p->top_p <= 1.0f))
-        return road_error(ROAD_ERR_INVALID_ARG, "top_p must be in (0, 1] (1: off), got %g",
-                          (double)p->top_p);
-    road_sampler *s = road_calloc(1, sizeof *s);
+        return road__error(ROAD_ERR_INVALID_ARG, "top_p must be in (0, 1] (1: off), got %g",
+                           (double)p->top_p);
+    road_sampler *s = road__calloc(1, sizeof *s);
     if (!s) return ROAD_ERR_NO_MEMORY;
     s->p = *p;
     s->vocab = vocab;
-    road_rng_seed(&s->rng, p->seed);
+    road__rng_seed(&s->rng, p->seed);
     /* Greedy needs no buffers. */
     if (p->temperature > 0.0f) {
-        s->x = road_calloc((size_t)vocab, sizeof *s->x);
-        s->w = road_calloc((size_t)vocab, sizeof *s->w);
-        s->ids = road_calloc((size_t)vocab, sizeof *s->ids);
+        s->x = road__calloc((size_t)vocab, sizeof *s->x);
+        s->w = road__calloc((size_t)vocab, sizeof *s->w);
+        s->ids = road__calloc((size_t)vocab, sizeof *s->ids);
         if (!s->x || !s->w || !s->ids) {
             road_sampler_free(s);
             return ROAD_ERR_NO_MEMORY;
@@ -96,10 +96,10 @@ road_status road_sampler_create(const road_sampler_params *p, int64_t vocab, roa
 
 void road_sampler_free(road_sampler *s) {
     if (!s) return;
-    road_free(s->x);
-    road_free(s->w);
-    road_free(s->ids);
-    road_free(s);
+    road__free(s->x);
+    road__free(s->w);
+    road__free(s->ids);
+    road__free(s);
 }
 
 /* The largest logit, lowest id on ties; NaN never wins; 0 if nothing beats -Inf. */
@@ -185,7 +185,7 @@ int32_t road_sampler_sample(road_sampler *s, const float *logits) {
     if (!s || !logits) return -1;
     const int64_t V = s->vocab;
     if (s->p.temperature == 0.0f) return argmax(logits, V);
-    const double u = road_rng_uniform(&s->rng); /* one draw per call, always */
+    const double u = road__rng_uniform(&s->rng); /* one draw per call, always */
     const double T = (double)s->p.temperature;
     double *x = s->x;
     int32_t *ids = s->ids;

@@ -6,8 +6,8 @@
  * writer dequantizes every quantized layer and writes a float checkpoint (road_model_save,
  * llm/save.c, refuses quantized layers: it hands out the model's live float arrays).
  *
- * The folder is written aside and renamed into place (road_save_folder), like road_model_save. Memory:
- * one layer's float weight at a time besides the writer's copy of the tensors.
+ * The folder is written aside and renamed into place (road__save_folder), like road_model_save.
+ * Memory: one layer's float weight at a time besides the writer's copy of the tensors.
  */
 #include <stdio.h>
 #include <string.h>
@@ -41,12 +41,13 @@ static road_status add_linear(qsave *c, road_st_writer *w, int32_t layer, bool h
     char key[QS_NAME_CAP];
     road_status s = ROAD_OK;
     if (quantize && q && q->format == c->format && q->double_quant == dq) {
-        s = road_qckpt_write(w, name, q, road_save_torch_name(c->m->cfg.torch_dtype)); /* as it is */
+        s = road__qckpt_write(w, name, q,
+                              road__save_torch_name(c->m->cfg.torch_dtype)); /* as it is */
     } else {
         float *buf = NULL;
         const float *wf = road_linear_weight(l);
         if (!wf) {
-            buf = road_malloc(sizeof(float) * (size_t)(out * in));
+            buf = road__malloc(sizeof(float) * (size_t)(out * in));
             if (!buf) return ROAD_ERR_NO_MEMORY;
             s = road_linear_dequantized_weight(l, buf);
             wf = buf;
@@ -54,21 +55,22 @@ static road_status add_linear(qsave *c, road_st_writer *w, int32_t layer, bool h
         if (s == ROAD_OK && quantize) {
             road_qtensor *nq = NULL;
             s = road_qtensor_quantize(c->format, out, in, wf, dq, &nq);
-            if (s == ROAD_OK) s = road_qckpt_write(w, name, nq, road_save_torch_name(c->m->cfg.torch_dtype));
+            if (s == ROAD_OK)
+                s = road__qckpt_write(w, name, nq, road__save_torch_name(c->m->cfg.torch_dtype));
             road_qtensor_free(nq);
         } else if (s == ROAD_OK) {
             const int64_t shape[2] = {out, in};
             snprintf(key, sizeof key, "%s.weight", name);
-            s = road_save_add_floats(w, key, c->dtype, 2, shape, wf, out * in);
+            s = road__save_add_floats(w, key, c->dtype, 2, shape, wf, out * in);
         }
-        road_free(buf);
+        road__free(buf);
     }
     const float *b = road_linear_bias(l);
     if (s == ROAD_OK && b) {
         snprintf(key, sizeof key, "%s.bias", name);
-        s = road_save_add_floats(w, key, c->dtype, 1, &out, b, out);
+        s = road__save_add_floats(w, key, c->dtype, 1, &out, b, out);
     }
-    if (s != ROAD_OK) road_error_prefix("layer '%s'", name);
+    if (s != ROAD_OK) road__error_prefix("layer '%s'", name);
     return s;
 }
 
@@ -109,36 +111,38 @@ static road_status save_into(void *ctx, const char *tmp) {
     if (s == ROAD_OK) s = road_st_writer_set_metadata(w, "format", "pt");
     const int64_t emb[2] = {V, H};
     if (s == ROAD_OK)
-        s = road_save_add_floats(w, "model.embed_tokens.weight", c->dtype, 2, emb, m->embed, V * H);
+        s = road__save_add_floats(w, "model.embed_tokens.weight", c->dtype, 2, emb, m->embed,
+                                  V * H);
     char key[QS_NAME_CAP];
     for (int64_t l = 0; l < k->n_layers && s == ROAD_OK; l++) {
         const road_block *b = &m->blocks[l];
         for (int p = 0; p < N_PROJ && s == ROAD_OK; p++) s = add_linear(c, w, b->proj[p], false);
         snprintf(key, sizeof key, "model.layers.%lld.input_layernorm.weight", (long long)l);
-        if (s == ROAD_OK) s = road_save_add_floats(w, key, c->dtype, 1, &H, b->attn_norm, H);
+        if (s == ROAD_OK) s = road__save_add_floats(w, key, c->dtype, 1, &H, b->attn_norm, H);
         snprintf(key, sizeof key, "model.layers.%lld.post_attention_layernorm.weight",
                  (long long)l);
-        if (s == ROAD_OK) s = road_save_add_floats(w, key, c->dtype, 1, &H, b->mlp_norm, H);
+        if (s == ROAD_OK) s = road__save_add_floats(w, key, c->dtype, 1, &H, b->mlp_norm, H);
     }
-    if (s == ROAD_OK) s = road_save_add_floats(w, "model.norm.weight", c->dtype, 1, &H, m->final_norm, H);
-    const bool head_tied = road_model_head_tied(m); /* a merge or quantization may untie it */
+    if (s == ROAD_OK)
+        s = road__save_add_floats(w, "model.norm.weight", c->dtype, 1, &H, m->final_norm, H);
+    const bool head_tied = road__model_head_tied(m); /* a merge or quantization may untie it */
     if (s == ROAD_OK && !head_tied) s = add_linear(c, w, m->lm_head, true);
     char *path = NULL;
     if (s == ROAD_OK) {
-        path = road_path_join(tmp, ROAD_SAVE_WEIGHTS_FILE);
+        path = road__path_join(tmp, ROAD_SAVE_WEIGHTS_FILE);
         s = path ? road_st_writer_save(w, path) : ROAD_ERR_NO_MEMORY;
     }
-    char *cfg = s == ROAD_OK ? road_path_join(m->dir, ROAD_SAVE_CONFIG_FILE) : NULL;
+    char *cfg = s == ROAD_OK ? road__path_join(m->dir, ROAD_SAVE_CONFIG_FILE) : NULL;
     if (s == ROAD_OK && !cfg) s = ROAD_ERR_NO_MEMORY;
     if (s == ROAD_OK) {
         cJSON *q = NULL;
         if (c->format != ROAD_QFORMAT_NONE && !(q = quant_config(c))) s = ROAD_ERR_NO_MEMORY;
         if (s == ROAD_OK)
-            s = road_save_config(cfg, c->dtype, q, k->tie_word_embeddings && !head_tied, tmp);
+            s = road__save_config(cfg, c->dtype, q, k->tie_word_embeddings && !head_tied, tmp);
     }
-    if (s == ROAD_OK) s = road_save_side_files(m->dir, tmp);
-    road_free(cfg);
-    road_free(path);
+    if (s == ROAD_OK) s = road__save_side_files(m->dir, tmp);
+    road__free(cfg);
+    road__free(path);
     road_st_writer_free(w);
     return s;
 }
@@ -147,16 +151,16 @@ road_status road_model_save_quantized(road_model *m, const char *dir, road_dtype
                                       road_qformat format, bool double_quant,
                                       bool quantize_lm_head) {
     if (!m || !dir || !*dir)
-        return road_error(ROAD_ERR_INVALID_ARG, "road_model_save_quantized: NULL argument");
-    road_status s = road_save_check_dtype(float_dtype);
+        return road__error(ROAD_ERR_INVALID_ARG, "road_model_save_quantized: NULL argument");
+    road_status s = road__save_check_dtype(float_dtype);
     if (s != ROAD_OK) return s;
     if (format != ROAD_QFORMAT_NONE && format != ROAD_QFORMAT_INT8 && format != ROAD_QFORMAT_NF4 &&
         format != ROAD_QFORMAT_FP4)
-        return road_error(ROAD_ERR_INVALID_ARG, "road_model_save_quantized: unknown format %d",
-                          (int)format);
+        return road__error(ROAD_ERR_INVALID_ARG, "road_model_save_quantized: unknown format %d",
+                           (int)format);
     if (road_adapter_set_count(m->set) > 0 && !road_adapter_set_merged(m->set))
-        road_log(ROAD_LOG_WARN,
-                 "saving the base model: adapters that are not merged are not in it");
+        road__log(ROAD_LOG_WARN,
+                  "saving the base model: adapters that are not merged are not in it");
     qsave c = {m, float_dtype, format, double_quant, quantize_lm_head};
-    return road_save_folder(dir, m->dir, save_into, &c);
+    return road__save_folder(dir, m->dir, save_into, &c);
 }

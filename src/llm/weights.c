@@ -43,86 +43,86 @@ struct road_weights {
     int64_t mapped_bytes, owned_bytes;
 };
 
-void road_weights_close(road_weights *w) {
+void road__weights_close(road_weights *w) {
     if (!w) return;
     for (int32_t i = 0; i < w->n_shards; i++) {
         road_st_close(w->shards[i].f);
-        road_free(w->shards[i].name);
+        road__free(w->shards[i].name);
     }
-    road_free(w->shards);
+    road__free(w->shards);
     cJSON_Delete(w->map);
     while (w->owned) {
         owned_buf *n = w->owned->next;
-        road_free(w->owned->p);
-        road_free(w->owned);
+        road__free(w->owned->p);
+        road__free(w->owned);
         w->owned = n;
     }
-    road_free(w->dir);
-    road_free(w);
+    road__free(w->dir);
+    road__free(w);
 }
 
 static road_status add_shard(road_weights *w, const char *name) {
     for (int32_t i = 0; i < w->n_shards; i++)
         if (strcmp(w->shards[i].name, name) == 0) return ROAD_OK;
     if (w->n_shards >= WEIGHTS_MAX_SHARDS)
-        return road_error(ROAD_ERR_FORMAT, "model.safetensors.index.json names more than %d files",
-                          WEIGHTS_MAX_SHARDS);
+        return road__error(ROAD_ERR_FORMAT, "model.safetensors.index.json names more than %d files",
+                           WEIGHTS_MAX_SHARDS);
     if (!*name || strchr(name, '/') || strcmp(name, "..") == 0 || strcmp(name, ".") == 0)
-        return road_error(ROAD_ERR_FORMAT,
-                          "model.safetensors.index.json names the file '%s'; shard names must be "
-                          "plain file names inside the model folder",
-                          name);
-    shard *ns = road_realloc(w->shards, sizeof(shard) * (size_t)(w->n_shards + 1));
+        return road__error(ROAD_ERR_FORMAT,
+                           "model.safetensors.index.json names the file '%s'; shard names must be "
+                           "plain file names inside the model folder",
+                           name);
+    shard *ns = road__realloc(w->shards, sizeof(shard) * (size_t)(w->n_shards + 1));
     if (!ns) return ROAD_ERR_NO_MEMORY;
     w->shards = ns;
     shard *s = &w->shards[w->n_shards];
     s->f = NULL;
-    if (!(s->name = road_strdup(name))) return ROAD_ERR_NO_MEMORY;
-    char *path = road_path_join(w->dir, name);
+    if (!(s->name = road__strdup(name))) return ROAD_ERR_NO_MEMORY;
+    char *path = road__path_join(w->dir, name);
     if (!path) {
-        road_free(s->name);
+        road__free(s->name);
         return ROAD_ERR_NO_MEMORY;
     }
     road_status st = road_st_open_private(path, &s->f);
-    road_free(path);
+    road__free(path);
     if (st != ROAD_OK) {
-        road_free(s->name);
+        road__free(s->name);
         return st;
     }
     w->n_shards++;
     return ROAD_OK;
 }
 
-road_status road_weights_open(const char *dir, road_weights **out) {
+road_status road__weights_open(const char *dir, road_weights **out) {
     *out = NULL;
-    road_weights *w = road_calloc(1, sizeof *w);
+    road_weights *w = road__calloc(1, sizeof *w);
     if (!w) return ROAD_ERR_NO_MEMORY;
     road_status st = ROAD_OK;
-    if (!(w->dir = road_strdup(dir))) st = ROAD_ERR_NO_MEMORY;
-    char *single = st == ROAD_OK ? road_path_join(dir, "model.safetensors") : NULL;
-    char *index = st == ROAD_OK ? road_path_join(dir, "model.safetensors.index.json") : NULL;
+    if (!(w->dir = road__strdup(dir))) st = ROAD_ERR_NO_MEMORY;
+    char *single = st == ROAD_OK ? road__path_join(dir, "model.safetensors") : NULL;
+    char *index = st == ROAD_OK ? road__path_join(dir, "model.safetensors.index.json") : NULL;
     if (st == ROAD_OK && (!single || !index)) st = ROAD_ERR_NO_MEMORY;
     char *text = NULL;
     size_t len = 0;
     /* An index that exists but cannot be read (no memory, too big, a folder) is that error,
      * not "no index". */
     bool has_index = st == ROAD_OK && access(index, F_OK) == 0;
-    if (has_index) st = road_file_read(index, WEIGHTS_INDEX_MAX_BYTES, &text, &len);
+    if (has_index) st = road__file_read(index, WEIGHTS_INDEX_MAX_BYTES, &text, &len);
     if (has_index && st == ROAD_OK) {
         cJSON *root = NULL;
         road_status js = road_json_parse(text, len, &root);
-        road_free(text);
-        const cJSON *map = root ? road_json_get(root, "weight_map") : NULL;
+        road__free(text);
+        const cJSON *map = root ? road__json_get(root, "weight_map") : NULL;
         if (js == ROAD_ERR_NO_MEMORY) {
             st = js;
         } else if (js != ROAD_OK) {
-            road_error_prefix("'%s' is not a shard index (invalid JSON)", index);
+            road__error_prefix("'%s' is not a shard index (invalid JSON)", index);
             st = ROAD_ERR_FORMAT;
         } else if (!cJSON_IsObject(root) || !cJSON_IsObject(map)) {
-            st = road_error(ROAD_ERR_FORMAT,
-                            "'%s' is not a shard index (a JSON object with a \"weight_map\" "
-                            "object mapping tensor names to file names)",
-                            index);
+            st = road__error(ROAD_ERR_FORMAT,
+                             "'%s' is not a shard index (a JSON object with a \"weight_map\" "
+                             "object mapping tensor names to file names)",
+                             index);
             cJSON_Delete(root);
         } else {
             w->map = cJSON_DetachItemFromObjectCaseSensitive(root, "weight_map");
@@ -130,32 +130,33 @@ road_status road_weights_open(const char *dir, road_weights **out) {
             const cJSON *e;
             cJSON_ArrayForEach(e, w->map) {
                 if (!cJSON_IsString(e)) {
-                    st = road_error(ROAD_ERR_FORMAT, "'%s': weight_map[\"%s\"] is not a file name",
-                                    index, e->string);
+                    st = road__error(ROAD_ERR_FORMAT, "'%s': weight_map[\"%s\"] is not a file name",
+                                     index, e->string);
                     break;
                 }
                 if ((st = add_shard(w, e->valuestring)) != ROAD_OK) break;
             }
             if (st == ROAD_OK && w->n_shards == 0)
-                st = road_error(ROAD_ERR_FORMAT, "'%s': weight_map is empty", index);
+                st = road__error(ROAD_ERR_FORMAT, "'%s': weight_map is empty", index);
         }
     } else if (st == ROAD_OK) {
-        if (!road_is_dir(dir)) {
-            st = road_error(ROAD_ERR_NOT_FOUND, "model folder '%s' does not exist", dir);
+        if (!road__is_dir(dir)) {
+            st = road__error(ROAD_ERR_NOT_FOUND, "model folder '%s' does not exist", dir);
         } else {
             if (access(single, F_OK) == 0) st = add_shard(w, "model.safetensors");
             else
-                st = road_error(ROAD_ERR_NOT_FOUND,
-                                "'%s' has neither model.safetensors nor model.safetensors.index.json "
-                                "(road reads safetensors checkpoints; convert .bin/.pt weights with "
-                                "transformers' save_pretrained(safe_serialization=True))",
-                                dir);
+                st = road__error(
+                    ROAD_ERR_NOT_FOUND,
+                    "'%s' has neither model.safetensors nor model.safetensors.index.json "
+                    "(road reads safetensors checkpoints; convert .bin/.pt weights with "
+                    "transformers' save_pretrained(safe_serialization=True))",
+                    dir);
         }
     }
-    road_free(single);
-    road_free(index);
+    road__free(single);
+    road__free(index);
     if (st != ROAD_OK) {
-        road_weights_close(w);
+        road__weights_close(w);
         return st;
     }
     *out = w;
@@ -179,7 +180,7 @@ static shard *locate(const road_weights *w, const char *name, const road_st_tens
     return *t ? &w->shards[0] : NULL;
 }
 
-bool road_weights_has(const road_weights *w, const char *name) {
+bool road__weights_has(const road_weights *w, const char *name) {
     const road_st_tensor *t;
     return locate(w, name, &t) && t;
 }
@@ -191,46 +192,51 @@ static void shape_str(char *buf, size_t cap, int32_t ndim, const int64_t *shape)
     if (k < cap) snprintf(buf + k, cap - k, "]");
 }
 
-road_status road_weights_get(road_weights *w, const char *name, int32_t ndim,
-                             const int64_t *shape, float **out) {
+road_status road__weights_get(road_weights *w, const char *name, int32_t ndim, const int64_t *shape,
+                              float **out) {
     *out = NULL;
     const road_st_tensor *t;
     shard *s = locate(w, name, &t);
     char want[128], got[128];
     shape_str(want, sizeof want, ndim, shape);
     if (!s || !t)
-        return road_error(ROAD_ERR_NOT_FOUND, "the checkpoint has no tensor '%s' %s%s%s", name,
-                          want, s ? " (the index names file " : "", s ? s->name : "");
+        return road__error(ROAD_ERR_NOT_FOUND, "the checkpoint has no tensor '%s' %s%s%s", name,
+                           want, s ? " (the index names file " : "", s ? s->name : "");
     bool same = t->ndim == ndim;
     for (int32_t i = 0; same && i < ndim; i++) same = t->shape[i] == shape[i];
     if (!same) {
         shape_str(got, sizeof got, t->ndim, t->shape);
-        return road_error(ROAD_ERR_SHAPE, "tensor '%s' in %s is %s, expected %s (does config.json "
-                          "match the weights?)",
-                          name, s->name, got, want);
+        return road__error(ROAD_ERR_SHAPE,
+                           "tensor '%s' in %s is %s, expected %s (does config.json "
+                           "match the weights?)",
+                           name, s->name, got, want);
     }
     if (t->dtype == ROAD_DTYPE_F32) {
         if ((uintptr_t)t->data % sizeof(float) != 0)
-            return road_error(ROAD_ERR_FORMAT, "tensor '%s' in %s is not 4-byte aligned; re-save "
-                              "the checkpoint with safetensors", name, s->name);
+            return road__error(ROAD_ERR_FORMAT,
+                               "tensor '%s' in %s is not 4-byte aligned; re-save "
+                               "the checkpoint with safetensors",
+                               name, s->name);
         *out = (float *)(uintptr_t)t->data; /* private writable mapping */
         w->mapped_bytes += (int64_t)t->nbytes;
         return ROAD_OK;
     }
     if (t->dtype != ROAD_DTYPE_BF16 && t->dtype != ROAD_DTYPE_F16)
-        return road_error(ROAD_ERR_UNSUPPORTED, "tensor '%s' in %s is %s; road reads F32, BF16 and "
-                          "F16 weights", name, s->name, road_dtype_name(t->dtype));
-    owned_buf *b = road_malloc(sizeof *b);
-    float *p = road_malloc(sizeof(float) * (size_t)(t->numel ? t->numel : 1));
+        return road__error(ROAD_ERR_UNSUPPORTED,
+                           "tensor '%s' in %s is %s; road reads F32, BF16 and "
+                           "F16 weights",
+                           name, s->name, road_dtype_name(t->dtype));
+    owned_buf *b = road__malloc(sizeof *b);
+    float *p = road__malloc(sizeof(float) * (size_t)(t->numel ? t->numel : 1));
     if (!b || !p) {
-        road_free(b);
-        road_free(p);
+        road__free(b);
+        road__free(p);
         return ROAD_ERR_NO_MEMORY;
     }
     road_status st = road_dtype_to_f32(t->dtype, t->data, p, (size_t)t->numel);
     if (st != ROAD_OK) {
-        road_free(b);
-        road_free(p);
+        road__free(b);
+        road__free(p);
         return st;
     }
     b->p = p;
@@ -241,19 +247,19 @@ road_status road_weights_get(road_weights *w, const char *name, int32_t ndim,
     return ROAD_OK;
 }
 
-const road_st_tensor *road_weights_find(const road_weights *w, const char *name) {
+const road_st_tensor *road__weights_find(const road_weights *w, const char *name) {
     const road_st_tensor *t;
     return locate(w, name, &t) ? t : NULL;
 }
 
-void road_weights_release(road_weights *w, float *p, int64_t numel) {
+void road__weights_release(road_weights *w, float *p, int64_t numel) {
     if (!p) return;
     for (owned_buf **b = &w->owned; *b; b = &(*b)->next)
         if ((*b)->p == p) {
             owned_buf *dead = *b;
             *b = dead->next;
-            road_free(dead->p);
-            road_free(dead);
+            road__free(dead->p);
+            road__free(dead);
             w->owned_bytes -= numel * (int64_t)sizeof(float);
             return;
         }
@@ -279,7 +285,7 @@ static int64_t layer_index(const char *name, const char *prefix, size_t plen) {
     return *p == '.' ? n : -1;
 }
 
-int64_t road_weights_layer_count(const road_weights *w, const char *prefix) {
+int64_t road__weights_layer_count(const road_weights *w, const char *prefix) {
     const size_t plen = strlen(prefix);
     int64_t top = -1;
     if (w->map) {
@@ -297,10 +303,10 @@ int64_t road_weights_layer_count(const road_weights *w, const char *prefix) {
     return top + 1;
 }
 
-int64_t road_weights_mapped_bytes(const road_weights *w) {
+int64_t road__weights_mapped_bytes(const road_weights *w) {
     return w->mapped_bytes;
 }
 
-int64_t road_weights_owned_bytes(const road_weights *w) {
+int64_t road__weights_owned_bytes(const road_weights *w) {
     return w->owned_bytes;
 }

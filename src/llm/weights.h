@@ -14,24 +14,24 @@
 
 typedef struct road_weights road_weights;
 
-road_status road_weights_open(const char *dir, road_weights **out);
-void road_weights_close(road_weights *w);
-bool road_weights_has(const road_weights *w, const char *name);
+road_status road__weights_open(const char *dir, road_weights **out);
+void road__weights_close(road_weights *w);
+bool road__weights_has(const road_weights *w, const char *name);
 /* The tensor as float32 with exactly this shape; the error names the tensor, the file, the
  * expected and the found shape (or says it is missing). */
-road_status road_weights_get(road_weights *w, const char *name, int32_t ndim,
-                             const int64_t *shape, float **out);
+road_status road__weights_get(road_weights *w, const char *name, int32_t ndim, const int64_t *shape,
+                              float **out);
 /* The raw tensor `name` (any dtype; data in a private writable mapping), NULL if absent. */
-const road_st_tensor *road_weights_find(const road_weights *w, const char *name);
-/* Give back a float32 tensor road_weights_get handed out and the caller no longer needs (it
+const road_st_tensor *road__weights_find(const road_weights *w, const char *name);
+/* Give back a float32 tensor road__weights_get handed out and the caller no longer needs (it
  * was quantized): a widened copy is freed, a mapped one's pages are dropped from memory. The
  * byte counts below go down by its size. */
-void road_weights_release(road_weights *w, float *p, int64_t numel);
+void road__weights_release(road_weights *w, float *p, int64_t numel);
 /* 1 + the highest n of any tensor named "<prefix><n>.<...>" (0 when there is none): how many
  * blocks the files hold, read from the names alone (no tensor is touched). */
-int64_t road_weights_layer_count(const road_weights *w, const char *prefix);
+int64_t road__weights_layer_count(const road_weights *w, const char *prefix);
 /* Bytes of float32 handed out so far: mapped from files, and widened into memory. */
-int64_t road_weights_mapped_bytes(const road_weights *w);
-int64_t road_weights_owned_bytes(const road_weights *w);
+int64_t road__weights_mapped_bytes(const road_weights *w);
+int64_t road__weights_owned_bytes(const road_weights *w);
 
 #endif

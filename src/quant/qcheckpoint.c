@@ -30,7 +30,7 @@ static const road_st_tensor *part(road_qckpt_find find, void *ctx, const char *p
     return find(ctx, name);
 }
 
-bool road_qckpt_is_quantized(road_qckpt_find find, void *ctx, const char *prefix) {
+bool road__qckpt_is_quantized(road_qckpt_find find, void *ctx, const char *prefix) {
     const road_st_tensor *w = part(find, ctx, prefix, ".weight");
     return w && (w->dtype == ROAD_DTYPE_U8 || w->dtype == ROAD_DTYPE_I8);
 }
@@ -41,15 +41,15 @@ static road_status want(road_qckpt_find find, void *ctx, const char *prefix, con
     const road_st_tensor *t = part(find, ctx, prefix, suffix);
     *out = t;
     if (!t)
-        return road_error(ROAD_ERR_NOT_FOUND, "quantized layer '%s' has no tensor '%s%s'", prefix,
-                          prefix, suffix);
+        return road__error(ROAD_ERR_NOT_FOUND, "quantized layer '%s' has no tensor '%s%s'", prefix,
+                           prefix, suffix);
     if (t->dtype != dt || (numel >= 0 && t->numel != numel))
-        return road_error(ROAD_ERR_FORMAT,
-                          "tensor '%s%s' is %s with %lld elements, expected %s with %lld", prefix,
-                          suffix, road_dtype_name(t->dtype), (long long)t->numel,
-                          road_dtype_name(dt), (long long)numel);
+        return road__error(ROAD_ERR_FORMAT,
+                           "tensor '%s%s' is %s with %lld elements, expected %s with %lld", prefix,
+                           suffix, road_dtype_name(t->dtype), (long long)t->numel,
+                           road_dtype_name(dt), (long long)numel);
     if (dt == ROAD_DTYPE_F32 && (uintptr_t)t->data % sizeof(float) != 0)
-        return road_error(ROAD_ERR_FORMAT, "tensor '%s%s' is not 4-byte aligned", prefix, suffix);
+        return road__error(ROAD_ERR_FORMAT, "tensor '%s%s' is not 4-byte aligned", prefix, suffix);
     return ROAD_OK;
 }
 
@@ -57,8 +57,8 @@ static road_status finite(const road_st_tensor *t, const char *prefix, const cha
     const float *x = t->data;
     for (int64_t i = 0; i < t->numel; i++)
         if (!isfinite(x[i]))
-            return road_error(ROAD_ERR_FORMAT, "tensor '%s%s' holds a NaN or Inf at %lld", prefix,
-                              suffix, (long long)i);
+            return road__error(ROAD_ERR_FORMAT, "tensor '%s%s' holds a NaN or Inf at %lld", prefix,
+                               suffix, (long long)i);
     return ROAD_OK;
 }
 
@@ -78,8 +78,8 @@ static road_status read_int8(road_qckpt_find find, void *ctx, const char *prefix
     const road_st_tensor *w, *scb;
     road_status st = want(find, ctx, prefix, ".weight", ROAD_DTYPE_I8, rows * cols, &w);
     if (st == ROAD_OK && (w->ndim != 2 || w->shape[0] != rows || w->shape[1] != cols))
-        st = road_error(ROAD_ERR_SHAPE, "tensor '%s.weight' is not [%lld, %lld]", prefix,
-                        (long long)rows, (long long)cols);
+        st = road__error(ROAD_ERR_SHAPE, "tensor '%s.weight' is not [%lld, %lld]", prefix,
+                         (long long)rows, (long long)cols);
     if (st == ROAD_OK) st = want(find, ctx, prefix, ".SCB", ROAD_DTYPE_F32, rows, &scb);
     if (st == ROAD_OK) st = finite(scb, prefix, ".SCB");
     if (st != ROAD_OK) return st;
@@ -91,12 +91,12 @@ static road_status read_int8(road_qckpt_find find, void *ctx, const char *prefix
 
 /* A JSON integer member equal to `v`. */
 static road_status json_int_is(const cJSON *o, const char *key, int64_t v, const char *prefix) {
-    const cJSON *x = road_json_get(o, key);
+    const cJSON *x = road__json_get(o, key);
     if (!cJSON_IsNumber(x) || x->valuedouble != (double)v)
-        return road_error(ROAD_ERR_UNSUPPORTED,
-                          "layer '%s': quant_state \"%s\" must be %lld (road reads bitsandbytes' "
-                          "default block sizes)",
-                          prefix, key, (long long)v);
+        return road__error(ROAD_ERR_UNSUPPORTED,
+                           "layer '%s': quant_state \"%s\" must be %lld (road reads bitsandbytes' "
+                           "default block sizes)",
+                           prefix, key, (long long)v);
     return ROAD_OK;
 }
 
@@ -105,36 +105,36 @@ static road_status json_int_is(const cJSON *o, const char *key, int64_t v, const
 static road_status read_state(const road_st_tensor *t, const char *prefix, road_qformat f,
                               int64_t rows, int64_t cols, bool dq, float *offset) {
     if (t->numel <= 0 || t->numel > QSTATE_MAX_BYTES)
-        return road_error(ROAD_ERR_FORMAT, "layer '%s': the quant_state tensor has %lld bytes",
-                          prefix, (long long)t->numel);
+        return road__error(ROAD_ERR_FORMAT, "layer '%s': the quant_state tensor has %lld bytes",
+                           prefix, (long long)t->numel);
     cJSON *root = NULL;
     road_status st = road_json_parse(t->data, (size_t)t->numel, &root);
     if (st != ROAD_OK) {
-        road_error_prefix("layer '%s': quant_state", prefix);
+        road__error_prefix("layer '%s': quant_state", prefix);
         return st;
     }
-    const cJSON *qt = road_json_get(root, "quant_type");
+    const cJSON *qt = road__json_get(root, "quant_type");
     if (!cJSON_IsObject(root) || !cJSON_IsString(qt) ||
         strcmp(qt->valuestring, road_qformat_name(f)) != 0)
-        st = road_error(ROAD_ERR_FORMAT, "layer '%s': quant_state's quant_type is not \"%s\"",
-                        prefix, road_qformat_name(f));
+        st = road__error(ROAD_ERR_FORMAT, "layer '%s': quant_state's quant_type is not \"%s\"",
+                         prefix, road_qformat_name(f));
     if (st == ROAD_OK) st = json_int_is(root, "blocksize", ROAD_QBLOCK, prefix);
     if (st == ROAD_OK) {
-        const cJSON *sh = road_json_get(root, "shape");
+        const cJSON *sh = road__json_get(root, "shape");
         const cJSON *s0 = cJSON_IsArray(sh) ? cJSON_GetArrayItem(sh, 0) : NULL;
         const cJSON *s1 = cJSON_IsArray(sh) ? cJSON_GetArrayItem(sh, 1) : NULL;
         if (cJSON_GetArraySize(sh) != 2 || !cJSON_IsNumber(s0) || !cJSON_IsNumber(s1) ||
             s0->valuedouble != (double)rows || s1->valuedouble != (double)cols)
-            st = road_error(ROAD_ERR_SHAPE, "layer '%s': quant_state's shape is not [%lld, %lld]",
-                            prefix, (long long)rows, (long long)cols);
+            st = road__error(ROAD_ERR_SHAPE, "layer '%s': quant_state's shape is not [%lld, %lld]",
+                             prefix, (long long)rows, (long long)cols);
     }
     if (st == ROAD_OK && dq) {
         st = json_int_is(root, "nested_blocksize", ROAD_QNESTED_BLOCK, prefix);
-        const cJSON *off = road_json_get(root, "nested_offset");
+        const cJSON *off = road__json_get(root, "nested_offset");
         if (st == ROAD_OK && (!cJSON_IsNumber(off) || !isfinite(off->valuedouble) ||
                               fabs(off->valuedouble) > 3.0e38))
-            st = road_error(ROAD_ERR_FORMAT, "layer '%s': quant_state has no finite nested_offset",
-                            prefix);
+            st = road__error(ROAD_ERR_FORMAT, "layer '%s': quant_state has no finite nested_offset",
+                             prefix);
         if (st == ROAD_OK) *offset = (float)off->valuedouble;
     }
     cJSON_Delete(root);
@@ -150,13 +150,13 @@ static road_status read_4bit(road_qckpt_find find, void *ctx, const char *prefix
         f = ROAD_QFORMAT_FP4;
     }
     if (!state)
-        return road_error(
+        return road__error(
             ROAD_ERR_NOT_FOUND,
             "layer '%s' has a U8 weight but no '%s.weight.quant_state.bitsandbytes__nf4' "
             "(or __fp4): not a bitsandbytes 4-bit layer",
             prefix, prefix);
     if (state->dtype != ROAD_DTYPE_U8)
-        return road_error(ROAD_ERR_FORMAT, "layer '%s': the quant_state tensor is not U8", prefix);
+        return road__error(ROAD_ERR_FORMAT, "layer '%s': the quant_state tensor is not U8", prefix);
     const int64_t n = rows * cols, nb = (n + ROAD_QBLOCK - 1) / ROAD_QBLOCK;
     const int64_t nn = (nb + ROAD_QNESTED_BLOCK - 1) / ROAD_QNESTED_BLOCK;
     const road_st_tensor *w, *am, *qm, *na = NULL, *nm = NULL;
@@ -192,18 +192,18 @@ static road_status read_4bit(road_qckpt_find find, void *ctx, const char *prefix
     return road_qtensor_wrap(&t, out);
 }
 
-road_status road_qckpt_read(road_qckpt_find find, void *ctx, const char *prefix, int64_t rows,
-                            int64_t cols, road_qtensor **out) {
+road_status road__qckpt_read(road_qckpt_find find, void *ctx, const char *prefix, int64_t rows,
+                             int64_t cols, road_qtensor **out) {
     *out = NULL;
     const road_st_tensor *w = part(find, ctx, prefix, ".weight");
     if (!w)
-        return road_error(ROAD_ERR_NOT_FOUND, "the checkpoint has no tensor '%s.weight'", prefix);
+        return road__error(ROAD_ERR_NOT_FOUND, "the checkpoint has no tensor '%s.weight'", prefix);
     if (rows <= 0 || cols <= 0 || rows > INT64_MAX / cols)
-        return road_error(ROAD_ERR_SHAPE, "layer '%s': bad size", prefix);
+        return road__error(ROAD_ERR_SHAPE, "layer '%s': bad size", prefix);
     if (w->dtype == ROAD_DTYPE_I8) return read_int8(find, ctx, prefix, rows, cols, out);
     if (w->dtype == ROAD_DTYPE_U8) return read_4bit(find, ctx, prefix, rows, cols, out);
-    return road_error(ROAD_ERR_FORMAT, "tensor '%s.weight' is %s, not a quantized weight", prefix,
-                      road_dtype_name(w->dtype));
+    return road__error(ROAD_ERR_FORMAT, "tensor '%s.weight' is %s, not a quantized weight", prefix,
+                       road_dtype_name(w->dtype));
 }
 
 /* ---- writing ------------------------------------------------------------------------------- */
@@ -213,12 +213,12 @@ static road_status add(road_st_writer *w, const char *prefix, const char *suffix
     char name[QNAME_CAP];
     int n = snprintf(name, sizeof name, "%s%s", prefix, suffix);
     if (n < 0 || (size_t)n >= sizeof name)
-        return road_error(ROAD_ERR_INVALID_ARG, "layer name '%s' is too long", prefix);
+        return road__error(ROAD_ERR_INVALID_ARG, "layer name '%s' is too long", prefix);
     return road_st_writer_add(w, name, dt, ndim, shape, data);
 }
 
-road_status road_qckpt_write(road_st_writer *w, const char *prefix, const road_qtensor *q,
-                             const char *orig_dtype) {
+road_status road__qckpt_write(road_st_writer *w, const char *prefix, const road_qtensor *q,
+                              const char *orig_dtype) {
     if (q->format == ROAD_QFORMAT_INT8) {
         const int64_t ws[2] = {q->rows, q->cols}, ss[1] = {q->rows};
         road_status st = add(w, prefix, ".weight", ROAD_DTYPE_I8, 2, ws, q->data);
@@ -243,7 +243,7 @@ road_status road_qckpt_write(road_st_writer *w, const char *prefix, const road_q
     char js[QSTATE_MAX_BYTES], off[ROAD_JSON_NUMBER_MAX];
     int len;
     if (q->double_quant) {
-        road_json_format_double((double)q->nested_offset, off, sizeof off);
+        road__json_format_double((double)q->nested_offset, off, sizeof off);
         len = snprintf(js, sizeof js,
                        "{\"quant_type\": \"%s\", \"blocksize\": %d, \"dtype\": \"%s\", \"shape\": "
                        "[%lld, %lld], \"nested_blocksize\": %d, \"nested_dtype\": \"float32\", "
@@ -258,7 +258,7 @@ road_status road_qckpt_write(road_st_writer *w, const char *prefix, const road_q
                        (long long)q->cols);
     }
     if (len < 0 || len >= (int)sizeof js)
-        return road_error(ROAD_ERR_INTERNAL, "quant_state too long");
+        return road__error(ROAD_ERR_INTERNAL, "quant_state too long");
     const int64_t js_shape[1] = {len};
     char suffix[64];
     snprintf(suffix, sizeof suffix, ".weight.quant_state.bitsandbytes__%s",

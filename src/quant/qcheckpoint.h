@@ -20,18 +20,18 @@
 typedef const road_st_tensor *(*road_qckpt_find)(void *ctx, const char *name);
 
 /* Is P.weight stored quantized (a U8 or I8 tensor)? */
-bool road_qckpt_is_quantized(road_qckpt_find find, void *ctx, const char *prefix);
+bool road__qckpt_is_quantized(road_qckpt_find find, void *ctx, const char *prefix);
 
 /* Read P's quantized weight for a [rows x cols] layer. Every tensor's dtype, shape and
  * alignment, the quant_state JSON (format, blocksize 64, nested blocksize 256, shape) and the
  * finiteness of the absmax state and maps are checked; errors name the tensor. The result
  * borrows the tensors' data (they must outlive it; a private mapping lets merges write). */
-road_status road_qckpt_read(road_qckpt_find find, void *ctx, const char *prefix, int64_t rows,
-                            int64_t cols, road_qtensor **out);
+road_status road__qckpt_read(road_qckpt_find find, void *ctx, const char *prefix, int64_t rows,
+                             int64_t cols, road_qtensor **out);
 
 /* Add P's tensors for q to a writer. orig_dtype is the quant_state "dtype" ("float32",
  * "bfloat16", "float16"): the float type the weight had. */
-road_status road_qckpt_write(road_st_writer *w, const char *prefix, const road_qtensor *q,
-                             const char *orig_dtype);
+road_status road__qckpt_write(road_st_writer *w, const char *prefix, const road_qtensor *q,
+                              const char *orig_dtype);
 
 #endif

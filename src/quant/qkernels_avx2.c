@@ -2,7 +2,7 @@
  * quant/qkernels_avx2.c - AVX2 + FMA kernels of the quantized matmul, chosen at run time.
  *
  * Compiled with a per-function target attribute (no -mavx2 for the whole build), so one binary
- * runs on every x86-64 and calls these only after road_cpu_has_avx2_fma().
+ * runs on every x86-64 and calls these only after road__cpu_has_avx2_fma().
  *
  * 4-bit decode: 4 bytes hold 8 codes, element 2i in the high nibble of byte i. The 4 bytes are
  * broadcast to 8 lanes and shifted right by (4, 0, 12, 8, 20, 16, 28, 24), so lane j holds the
@@ -136,7 +136,7 @@ QAVX2 static void avx2_xwt(const road_qtensor *q, int64_t R, const float *x, int
         return;
     }
     if (q->cols % ROAD_QBLOCK != 0) {
-        road_qkernels_reference.xwt(q, R, x, o0, o1, y, ldy);
+        road__qkernels_reference.xwt(q, R, x, o0, o1, y, ldy);
         return;
     }
     switch (R) {
@@ -170,7 +170,7 @@ QAVX2 static void avx2_dequant(const road_qtensor *q, int64_t r0, int64_t n, flo
         return;
     }
     if (K % ROAD_QBLOCK != 0) {
-        road_qkernels_reference.dequant(q, r0, n, out);
+        road__qkernels_reference.dequant(q, r0, n, out);
         return;
     }
     const __m256 tlo = _mm256_loadu_ps(q->code), thi = _mm256_loadu_ps(q->code + 8);
@@ -185,5 +185,5 @@ QAVX2 static void avx2_dequant(const road_qtensor *q, int64_t r0, int64_t n, flo
     }
 }
 
-const road_qkernel_ops road_qkernels_avx2 = {"avx2", avx2_xwt, avx2_dequant};
+const road_qkernel_ops road__qkernels_avx2 = {"avx2", avx2_xwt, avx2_dequant};
 #endif

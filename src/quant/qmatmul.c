@@ -38,7 +38,7 @@ static void ref_xwt(const road_qtensor *q, int64_t R, const float *x, int64_t o0
         float acc[QSKINNY_MAX_ROWS] = {0};
         for (int64_t k0 = 0; k0 < K; k0 += REF_CHUNK) {
             const int64_t n = K - k0 < REF_CHUNK ? K - k0 : REF_CHUNK;
-            road_q_dequant_range(q, o * K + k0, n, w);
+            road__q_dequant_range(q, o * K + k0, n, w);
             for (int64_t r = 0; r < R; r++) {
                 const float *xr = x + r * K + k0;
                 float t = acc[r];
@@ -51,10 +51,10 @@ static void ref_xwt(const road_qtensor *q, int64_t R, const float *x, int64_t o0
 }
 
 static void ref_dequant(const road_qtensor *q, int64_t r0, int64_t n, float *out) {
-    road_q_dequant_range(q, r0 * q->cols, n * q->cols, out);
+    road__q_dequant_range(q, r0 * q->cols, n * q->cols, out);
 }
 
-const road_qkernel_ops road_qkernels_reference = {"reference", ref_xwt, ref_dequant};
+const road_qkernel_ops road__qkernels_reference = {"reference", ref_xwt, ref_dequant};
 
 /* ---- selection ------------------------------------------------------------------------------ */
 
@@ -62,23 +62,23 @@ static _Thread_local road_qkernel tls_qkernel = ROAD_QKERNEL_AUTO;
 
 road_status road_qkernel_select(road_qkernel k) {
     if (k != ROAD_QKERNEL_AUTO && k != ROAD_QKERNEL_REFERENCE && k != ROAD_QKERNEL_AVX2)
-        return road_error(ROAD_ERR_INVALID_ARG, "road_qkernel_select: unknown kernel %d", (int)k);
+        return road__error(ROAD_ERR_INVALID_ARG, "road_qkernel_select: unknown kernel %d", (int)k);
 #if defined(__x86_64__)
-    if (k == ROAD_QKERNEL_AVX2 && !road_cpu_has_avx2_fma())
+    if (k == ROAD_QKERNEL_AVX2 && !road__cpu_has_avx2_fma())
 #else
     if (k == ROAD_QKERNEL_AVX2)
 #endif
-        return road_error(ROAD_ERR_UNSUPPORTED, "this CPU has no AVX2 + FMA");
+        return road__error(ROAD_ERR_UNSUPPORTED, "this CPU has no AVX2 + FMA");
     tls_qkernel = k;
     return ROAD_OK;
 }
 
-const road_qkernel_ops *road_qkernels_current(void) {
-    if (tls_qkernel == ROAD_QKERNEL_REFERENCE) return &road_qkernels_reference;
+const road_qkernel_ops *road__qkernels_current(void) {
+    if (tls_qkernel == ROAD_QKERNEL_REFERENCE) return &road__qkernels_reference;
 #if defined(__x86_64__)
-    if (tls_qkernel == ROAD_QKERNEL_AVX2 || road_cpu_has_avx2_fma()) return &road_qkernels_avx2;
+    if (tls_qkernel == ROAD_QKERNEL_AVX2 || road__cpu_has_avx2_fma()) return &road__qkernels_avx2;
 #endif
-    return &road_qkernels_reference;
+    return &road__qkernels_reference;
 }
 
 /* ---- the matmuls ------------------------------------------------------------------------------
@@ -102,11 +102,11 @@ static void dequant_par(const road_qkernel_ops *ops, const road_qtensor *q, int6
 
 static road_status check_mm(const road_qtensor *q, int64_t rows, const void *in, const void *out,
                             const char *fn) {
-    if (!q) return road_error(ROAD_ERR_INVALID_ARG, "%s: no tensor", fn);
+    if (!q) return road__error(ROAD_ERR_INVALID_ARG, "%s: no tensor", fn);
     if (rows < 0)
-        return road_error(ROAD_ERR_SHAPE, "%s: rows must be >= 0, got %lld", fn, (long long)rows);
+        return road__error(ROAD_ERR_SHAPE, "%s: rows must be >= 0, got %lld", fn, (long long)rows);
     if (rows > 0 && (!in || !out))
-        return road_error(ROAD_ERR_INVALID_ARG, "%s: NULL input or output", fn);
+        return road__error(ROAD_ERR_INVALID_ARG, "%s: NULL input or output", fn);
     return ROAD_OK;
 }
 
@@ -117,18 +117,18 @@ static road_status tiled_mm(const road_qkernel_ops *ops, const road_qtensor *q, 
                             const float *in, float *out, bool grad_input) {
     const int64_t O = q->rows, K = q->cols;
     const int64_t tile = O < QTILE_ROWS ? O : QTILE_ROWS;
-    float *buf = road_malloc(sizeof(float) * (size_t)(tile * K));
+    float *buf = road__malloc(sizeof(float) * (size_t)(tile * K));
     if (!buf) return ROAD_ERR_NO_MEMORY;
     for (int64_t o0 = 0; o0 < O; o0 += tile) {
         const int64_t n = O - o0 < tile ? O - o0 : tile;
         dequant_par(ops, q, o0, n, buf);
         if (grad_input)
-            road_sgemm(false, false, rows, K, n, 1.0f, in + o0, O, buf, K, o0 == 0 ? 0.0f : 1.0f,
-                       out, K);
+            road__sgemm(false, false, rows, K, n, 1.0f, in + o0, O, buf, K, o0 == 0 ? 0.0f : 1.0f,
+                        out, K);
         else
-            road_sgemm(false, true, rows, n, K, 1.0f, in, K, buf, K, 0.0f, out + o0, O);
+            road__sgemm(false, true, rows, n, K, 1.0f, in, K, buf, K, 0.0f, out + o0, O);
     }
-    road_free(buf);
+    road__free(buf);
     return ROAD_OK;
 }
 
@@ -136,7 +136,7 @@ road_status road_qtensor_xwt(const road_qtensor *q, int64_t rows, const float *x
                              float *y) {
     road_status st = check_mm(q, rows, x, y, "road_qtensor_xwt");
     if (st != ROAD_OK || rows == 0) return st;
-    const road_qkernel_ops *ops = road_qkernels_current();
+    const road_qkernel_ops *ops = road__qkernels_current();
     const int64_t O = q->rows;
     if (rows <= QSKINNY_MAX_ROWS) {
         const int nt = threads_for(q);
@@ -158,5 +158,5 @@ road_status road_qtensor_xwt(const road_qtensor *q, int64_t rows, const float *x
 road_status road_qtensor_dyw(const road_qtensor *q, int64_t rows, const float *dy, float *dx) {
     road_status st = check_mm(q, rows, dy, dx, "road_qtensor_dyw");
     if (st != ROAD_OK || rows == 0) return st;
-    return tiled_mm(road_qkernels_current(), q, rows, dy, dx, true);
+    return tiled_mm(road__qkernels_current(), q, rows, dy, dx, true);
 }

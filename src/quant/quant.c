@@ -43,8 +43,9 @@ road_status road_qformat_parse(const char *s, road_qformat *out) {
             *out = all[i];
             return ROAD_OK;
         }
-    return road_error(ROAD_ERR_INVALID_ARG,
-                      "unknown quantization '%s'; choose none, int8, nf4 or fp4", s ? s : "(null)");
+    return road__error(ROAD_ERR_INVALID_ARG,
+                       "unknown quantization '%s'; choose none, int8, nf4 or fp4",
+                       s ? s : "(null)");
 }
 
 /* bitsandbytes' NF4 table (QLoRA, appendix E): quantiles of N(0, 1) scaled to [-1, 1], with an
@@ -250,7 +251,7 @@ float road_qtensor_block_absmax(const road_qtensor *q, int64_t b) {
     return q_absmax(q, b);
 }
 
-void road_q_dequant_range(const road_qtensor *q, int64_t e0, int64_t n, float *out) {
+void road__q_dequant_range(const road_qtensor *q, int64_t e0, int64_t n, float *out) {
     if (q->format == ROAD_QFORMAT_INT8) {
         const int8_t *d = (const int8_t *)q->data;
         int64_t e = e0;
@@ -280,11 +281,11 @@ static road_status check_finite(int64_t rows, int64_t cols, const float *w) {
     if (!bad) return ROAD_OK;
     for (int64_t i = 0; i < n; i++)
         if (!isfinite(w[i]))
-            return road_error(ROAD_ERR_NUMERIC,
-                              "cannot quantize a weight that is %s (row %lld, column %lld of a "
-                              "%lld x %lld matrix); the checkpoint is broken",
-                              isnan(w[i]) ? "NaN" : "infinite", (long long)(i / cols),
-                              (long long)(i % cols), (long long)rows, (long long)cols);
+            return road__error(ROAD_ERR_NUMERIC,
+                               "cannot quantize a weight that is %s (row %lld, column %lld of a "
+                               "%lld x %lld matrix); the checkpoint is broken",
+                               isnan(w[i]) ? "NaN" : "infinite", (long long)(i / cols),
+                               (long long)(i % cols), (long long)rows, (long long)cols);
     return ROAD_OK;
 }
 
@@ -360,36 +361,36 @@ static road_status quantize_into(road_qtensor *q, const float *w) {
         quantize_4bit(q, w, q->absmax);
         return ROAD_OK;
     }
-    float *tmp = road_malloc(sizeof(float) * (size_t)q->n_blocks);
+    float *tmp = road__malloc(sizeof(float) * (size_t)q->n_blocks);
     if (!tmp) return ROAD_ERR_NO_MEMORY;
     quantize_4bit(q, w, tmp);
     quantize_nested(q, tmp);
-    road_free(tmp);
+    road__free(tmp);
     return ROAD_OK;
 }
 
 static road_status check_sizes(road_qformat f, int64_t rows, int64_t cols, const char *fn) {
     if (f != ROAD_QFORMAT_INT8 && !is_4bit(f))
-        return road_error(ROAD_ERR_INVALID_ARG, "%s: format %d is not int8, nf4 or fp4", fn,
-                          (int)f);
+        return road__error(ROAD_ERR_INVALID_ARG, "%s: format %d is not int8, nf4 or fp4", fn,
+                           (int)f);
     size_t n;
-    if (rows <= 0 || cols <= 0 || road_size_mul((size_t)rows, (size_t)cols, &n) != 0 ||
+    if (rows <= 0 || cols <= 0 || road__size_mul((size_t)rows, (size_t)cols, &n) != 0 ||
         n > (size_t)INT64_MAX / 8)
-        return road_error(ROAD_ERR_SHAPE, "%s: bad matrix size %lld x %lld", fn, (long long)rows,
-                          (long long)cols);
+        return road__error(ROAD_ERR_SHAPE, "%s: bad matrix size %lld x %lld", fn, (long long)rows,
+                           (long long)cols);
     return ROAD_OK;
 }
 
 road_status road_qtensor_quantize(road_qformat f, int64_t rows, int64_t cols, const float *w,
                                   bool double_quant, road_qtensor **out) {
     const char *fn = "road_qtensor_quantize";
-    if (!out) return road_error(ROAD_ERR_INVALID_ARG, "%s: out is NULL", fn);
+    if (!out) return road__error(ROAD_ERR_INVALID_ARG, "%s: out is NULL", fn);
     *out = NULL;
     road_status st = check_sizes(f, rows, cols, fn);
     if (st != ROAD_OK) return st;
-    if (!w) return road_error(ROAD_ERR_INVALID_ARG, "%s: no weights", fn);
+    if (!w) return road__error(ROAD_ERR_INVALID_ARG, "%s: no weights", fn);
     if ((st = check_finite(rows, cols, w)) != ROAD_OK) return st;
-    road_qtensor *q = road_calloc(1, sizeof *q);
+    road_qtensor *q = road__calloc(1, sizeof *q);
     if (!q) return ROAD_ERR_NO_MEMORY;
     q->format = f;
     q->rows = rows;
@@ -400,15 +401,15 @@ road_status road_qtensor_quantize(road_qformat f, int64_t rows, int64_t cols, co
     q->n_blocks = n_blocks_of(f, rows, cols);
     q->double_quant = double_quant && is_4bit(f);
     q->code = road_qcode_table(f);
-    q->data = road_malloc((size_t)road_qtensor_data_bytes(f, rows, cols));
+    q->data = road__malloc((size_t)road_qtensor_data_bytes(f, rows, cols));
     if (!q->data) st = ROAD_ERR_NO_MEMORY;
     if (st == ROAD_OK && q->double_quant) {
         q->nested_code = road_qdynamic_map();
-        q->qabsmax = road_malloc((size_t)q->n_blocks);
-        q->nested_absmax = road_malloc(sizeof(float) * (size_t)n_nested(q->n_blocks));
+        q->qabsmax = road__malloc((size_t)q->n_blocks);
+        q->nested_absmax = road__malloc(sizeof(float) * (size_t)n_nested(q->n_blocks));
         if (!q->qabsmax || !q->nested_absmax) st = ROAD_ERR_NO_MEMORY;
     } else if (st == ROAD_OK) {
-        if (!(q->absmax = road_malloc(sizeof(float) * (size_t)q->n_blocks)))
+        if (!(q->absmax = road__malloc(sizeof(float) * (size_t)q->n_blocks)))
             st = ROAD_ERR_NO_MEMORY;
     }
     if (st == ROAD_OK) st = quantize_into(q, w);
@@ -421,27 +422,28 @@ road_status road_qtensor_quantize(road_qformat f, int64_t rows, int64_t cols, co
 }
 
 road_status road_qtensor_requantize(road_qtensor *q, const float *w) {
-    if (!q || !w) return road_error(ROAD_ERR_INVALID_ARG, "road_qtensor_requantize: NULL argument");
+    if (!q || !w)
+        return road__error(ROAD_ERR_INVALID_ARG, "road_qtensor_requantize: NULL argument");
     road_status st = check_finite(q->rows, q->cols, w);
     return st != ROAD_OK ? st : quantize_into(q, w);
 }
 
 road_status road_qtensor_wrap(const road_qtensor *t, road_qtensor **out) {
     const char *fn = "road_qtensor_wrap";
-    if (!out) return road_error(ROAD_ERR_INVALID_ARG, "%s: out is NULL", fn);
+    if (!out) return road__error(ROAD_ERR_INVALID_ARG, "%s: out is NULL", fn);
     *out = NULL;
-    if (!t) return road_error(ROAD_ERR_INVALID_ARG, "%s: no description", fn);
+    if (!t) return road__error(ROAD_ERR_INVALID_ARG, "%s: no description", fn);
     road_status st = check_sizes(t->format, t->rows, t->cols, fn);
     if (st != ROAD_OK) return st;
     const bool dq = t->double_quant && is_4bit(t->format);
     if (!t->data || (is_4bit(t->format) && !t->code) || (!dq && !t->absmax) ||
         (dq && (!t->qabsmax || !t->nested_absmax || !t->nested_code)))
-        return road_error(ROAD_ERR_INVALID_ARG, "%s: a %s%s tensor needs data, %s", fn,
-                          road_qformat_name(t->format), dq ? " double-quantized" : "",
-                          dq                   ? "code, qabsmax, nested_absmax and nested_code"
-                          : is_4bit(t->format) ? "code and absmax"
-                                               : "absmax");
-    road_qtensor *q = road_malloc(sizeof *q);
+        return road__error(ROAD_ERR_INVALID_ARG, "%s: a %s%s tensor needs data, %s", fn,
+                           road_qformat_name(t->format), dq ? " double-quantized" : "",
+                           dq                   ? "code, qabsmax, nested_absmax and nested_code"
+                           : is_4bit(t->format) ? "code and absmax"
+                                                : "absmax");
+    road_qtensor *q = road__malloc(sizeof *q);
     if (!q) return ROAD_ERR_NO_MEMORY;
     *q = *t;
     q->double_quant = dq;
@@ -457,19 +459,19 @@ road_status road_qtensor_wrap(const road_qtensor *t, road_qtensor **out) {
 void road_qtensor_free(road_qtensor *q) {
     if (!q) return;
     if (q->owned) {
-        road_free(q->data);
-        road_free(q->absmax);
-        road_free(q->qabsmax);
-        road_free(q->nested_absmax);
+        road__free(q->data);
+        road__free(q->absmax);
+        road__free(q->qabsmax);
+        road__free(q->nested_absmax);
     }
-    road_free(q);
+    road__free(q);
 }
 
 road_status road_qtensor_copy(const road_qtensor *src, road_qtensor **out) {
-    if (!out) return road_error(ROAD_ERR_INVALID_ARG, "road_qtensor_copy: out is NULL");
+    if (!out) return road__error(ROAD_ERR_INVALID_ARG, "road_qtensor_copy: out is NULL");
     *out = NULL;
-    if (!src) return road_error(ROAD_ERR_INVALID_ARG, "road_qtensor_copy: no tensor");
-    road_qtensor *q = road_calloc(1, sizeof *q);
+    if (!src) return road__error(ROAD_ERR_INVALID_ARG, "road_qtensor_copy: no tensor");
+    road_qtensor *q = road__calloc(1, sizeof *q);
     if (!q) return ROAD_ERR_NO_MEMORY;
     *q = *src;
     q->owned = true;
@@ -479,13 +481,13 @@ road_status road_qtensor_copy(const road_qtensor *src, road_qtensor **out) {
     const size_t nd = (size_t)road_qtensor_data_bytes(src->format, src->rows, src->cols);
     const size_t nb = (size_t)src->n_blocks, nn = (size_t)n_nested(src->n_blocks);
     road_status st = ROAD_OK;
-    if (!(q->data = road_malloc(nd)))
+    if (!(q->data = road__malloc(nd)))
         st = ROAD_ERR_NO_MEMORY;
     else
         memcpy(q->data, src->data, nd);
     if (st == ROAD_OK && src->double_quant) {
-        q->qabsmax = road_malloc(nb);
-        q->nested_absmax = road_malloc(nn * sizeof(float));
+        q->qabsmax = road__malloc(nb);
+        q->nested_absmax = road__malloc(nn * sizeof(float));
         if (!q->qabsmax || !q->nested_absmax)
             st = ROAD_ERR_NO_MEMORY;
         else {
@@ -493,7 +495,7 @@ road_status road_qtensor_copy(const road_qtensor *src, road_qtensor **out) {
             memcpy(q->nested_absmax, src->nested_absmax, nn * sizeof(float));
         }
     } else if (st == ROAD_OK) {
-        if (!(q->absmax = road_malloc(nb * sizeof(float))))
+        if (!(q->absmax = road__malloc(nb * sizeof(float))))
             st = ROAD_ERR_NO_MEMORY;
         else
             memcpy(q->absmax, src->absmax, nb * sizeof(float));
@@ -508,9 +510,9 @@ road_status road_qtensor_copy(const road_qtensor *src, road_qtensor **out) {
 
 road_status road_qtensor_dequantize_rows(const road_qtensor *q, int64_t r0, int64_t n, float *out) {
     if (!q || (n > 0 && !out) || r0 < 0 || n < 0 || r0 + n > q->rows)
-        return road_error(ROAD_ERR_INVALID_ARG,
-                          "road_qtensor_dequantize_rows: rows [%lld, %lld) out of range (0..%lld)",
-                          (long long)r0, (long long)(r0 + n), q ? (long long)q->rows : 0LL);
-    if (n > 0) road_qkernels_current()->dequant(q, r0, n, out);
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "road_qtensor_dequantize_rows: rows [%lld, %lld) out of range (0..%lld)",
+                           (long long)r0, (long long)(r0 + n), q ? (long long)q->rows : 0LL);
+    if (n > 0) road__qkernels_current()->dequant(q, r0, n, out);
     return ROAD_OK;
 }

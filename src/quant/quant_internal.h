@@ -22,7 +22,7 @@ _Static_assert(sizeof(float) == 4 && sizeof(int8_t) == 1, "absmax is float32, in
 #define QINT8_MAX 127
 
 /* Up to this many rows of x the matmul streams the packed weights once (decode); above it,
- * tiles are dequantized for sgemm (as road_sgemm_xwt does with core/skinny.h). */
+ * tiles are dequantized for sgemm (as road__sgemm_xwt does with core/skinny.h). */
 #define QSKINNY_MAX_ROWS 8
 /* Output rows per dequantized tile of the sgemm path: the tile (QTILE_ROWS x K floats) stays
  * in L2 for K up to ~2048 while sgemm reads it, and is wide enough for sgemm's blocking. */
@@ -52,14 +52,14 @@ typedef struct road_qkernel_ops {
     void (*dequant)(const road_qtensor *q, int64_t r0, int64_t n, float *out);
 } road_qkernel_ops;
 
-extern const road_qkernel_ops road_qkernels_reference;
+extern const road_qkernel_ops road__qkernels_reference;
 #if defined(__x86_64__)
-extern const road_qkernel_ops road_qkernels_avx2;
+extern const road_qkernel_ops road__qkernels_avx2;
 #endif
 /* The ops for this thread (road_qkernel_select; AUTO resolved). */
-const road_qkernel_ops *road_qkernels_current(void);
+const road_qkernel_ops *road__qkernels_current(void);
 
 /* Dequantize flattened elements [e0, e0 + n) into out (any layout, any alignment). */
-void road_q_dequant_range(const road_qtensor *q, int64_t e0, int64_t n, float *out);
+void road__q_dequant_range(const road_qtensor *q, int64_t e0, int64_t n, float *out);
 
 #endif

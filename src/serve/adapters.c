@@ -21,14 +21,14 @@
 
 /* ---- entries (under e->mu) ---------------------------------------------------------------- */
 
-int32_t adapters_find(const road_engine *e, const char *name) {
+int32_t road__adapters_find(const road_engine *e, const char *name) {
     for (int32_t i = 0; i < e->n_ad; i++)
         if (strcmp(e->ad[i].name, name) == 0) return i;
     return -1;
 }
 
-int32_t adapters_add_entry(road_engine *e, const char *name) {
-    int32_t i = adapters_find(e, name);
+int32_t road__adapters_add_entry(road_engine *e, const char *name) {
+    int32_t i = road__adapters_find(e, name);
     if (i >= 0) {
         e->ad[i].loaded = true;
         e->ad[i].draining = false;
@@ -36,14 +36,14 @@ int32_t adapters_add_entry(road_engine *e, const char *name) {
     }
     if (e->n_ad == e->cap_ad) {
         int32_t cap = e->cap_ad ? 2 * e->cap_ad : 8;
-        engine_adapter *na = road_realloc(e->ad, sizeof *na * (size_t)cap);
+        engine_adapter *na = road__realloc(e->ad, sizeof *na * (size_t)cap);
         if (!na) return -1;
         e->ad = na;
         e->cap_ad = cap;
     }
     engine_adapter *a = &e->ad[e->n_ad];
     memset(a, 0, sizeof *a);
-    if (!(a->name = road_strdup(name))) return -1;
+    if (!(a->name = road__strdup(name))) return -1;
     a->loaded = true;
     return e->n_ad++;
 }
@@ -51,7 +51,7 @@ int32_t adapters_add_entry(road_engine *e, const char *name) {
 /* ---- commands (committed on the stepping thread) ------------------------------------------ */
 
 /* Execute queued adapter commands (the stepping thread; e->mu not held). */
-void adapters_run_commands(road_engine *e) {
+void road__adapters_run_commands(road_engine *e) {
     pthread_mutex_lock(&e->mu);
     engine_cmd *list = e->cmds, *keep = NULL, **keep_tail = &keep;
     e->cmds = NULL;
@@ -65,13 +65,13 @@ void adapters_run_commands(road_engine *e) {
             st = road_adapter_set_load_commit(road_model_adapters(e->m), c->prepared);
             if (st != ROAD_OK) snprintf(c->err, sizeof c->err, "%s", road_last_error());
             pthread_mutex_lock(&e->mu);
-            if (st == ROAD_OK && adapters_add_entry(e, c->name) < 0) {
+            if (st == ROAD_OK && road__adapters_add_entry(e, c->name) < 0) {
                 road_adapter_set_delete(road_model_adapters(e->m), c->name);
                 st = ROAD_ERR_NO_MEMORY;
                 snprintf(c->err, sizeof c->err, "out of memory");
             }
         } else {
-            int32_t i = adapters_find(e, c->name);
+            int32_t i = road__adapters_find(e, c->name);
             if (i >= 0 && e->ad[i].in_use > 0) { /* still used: try again next step */
                 *keep_tail = c;
                 keep_tail = &c->next;
@@ -101,7 +101,7 @@ static void run_command_now(road_engine *e, engine_cmd *c) {
     while (*tail) tail = &(*tail)->next;
     *tail = c;
     pthread_mutex_unlock(&e->mu);
-    adapters_run_commands(e);
+    road__adapters_run_commands(e);
 }
 
 /* ---- load and unload (any thread) ----------------------------------------------------------- */
@@ -121,7 +121,7 @@ static road_status run_cmd(road_engine *e, engine_cmd *c) {
         while (!c->done) pthread_cond_wait(&e->cmd_cv, &e->mu);
         pthread_mutex_unlock(&e->mu);
     }
-    if (c->status != ROAD_OK) return road_error(c->status, "%s", c->err);
+    if (c->status != ROAD_OK) return road__error(c->status, "%s", c->err);
     return ROAD_OK;
 }
 
@@ -134,22 +134,23 @@ road_status road_engine_check_adapter_name(const char *name) {
     for (const char *p = name; ok && *p; p++)
         if ((unsigned char)*p < 0x20 || *p == 0x7f || *p == '"' || *p == '\\') ok = false;
     if (ok) return ROAD_OK;
-    return road_error(ROAD_ERR_INVALID_ARG,
-                      "adapter name '%.40s%s' is not allowed: names are 1 to %d bytes without "
-                      "control characters, quotes or backslashes, and not %s",
-                      name ? name : "(null)", name && strlen(name) > 40 ? "..." : "",
-                      ENGINE_ADAPTER_NAME_MAX, ROAD_BASE_NAME);
+    return road__error(ROAD_ERR_INVALID_ARG,
+                       "adapter name '%.40s%s' is not allowed: names are 1 to %d bytes without "
+                       "control characters, quotes or backslashes, and not %s",
+                       name ? name : "(null)", name && strlen(name) > 40 ? "..." : "",
+                       ENGINE_ADAPTER_NAME_MAX, ROAD_BASE_NAME);
 }
 
 road_status road_engine_load_adapter(road_engine *e, const char *name, const char *dir) {
-    if (!e || !dir) return road_error(ROAD_ERR_INVALID_ARG, "load_adapter: engine or folder is NULL");
+    if (!e || !dir)
+        return road__error(ROAD_ERR_INVALID_ARG, "load_adapter: engine or folder is NULL");
     road_status st = road_engine_check_adapter_name(name);
     if (st != ROAD_OK) return st;
     pthread_mutex_lock(&e->mu);
-    int32_t i = adapters_find(e, name);
+    int32_t i = road__adapters_find(e, name);
     bool taken = i >= 0 && (e->ad[i].loaded || e->ad[i].draining);
     pthread_mutex_unlock(&e->mu);
-    if (taken) return road_error(ROAD_ERR_EXISTS, "an adapter named '%s' is already loaded", name);
+    if (taken) return road__error(ROAD_ERR_EXISTS, "an adapter named '%s' is already loaded", name);
     /* read and check the folder here, on the caller's thread, while the engine steps on */
     engine_cmd c;
     memset(&c, 0, sizeof c);
@@ -163,16 +164,19 @@ road_status road_engine_load_adapter(road_engine *e, const char *name, const cha
 }
 
 road_status road_engine_unload_adapter(road_engine *e, const char *name, bool wait) {
-    if (!e || !name) return road_error(ROAD_ERR_INVALID_ARG, "unload_adapter: engine or name is NULL");
+    if (!e || !name)
+        return road__error(ROAD_ERR_INVALID_ARG, "unload_adapter: engine or name is NULL");
     pthread_mutex_lock(&e->mu);
-    int32_t i = adapters_find(e, name);
+    int32_t i = road__adapters_find(e, name);
     road_status st = ROAD_OK;
     if (i < 0 || !e->ad[i].loaded || e->ad[i].draining)
-        st = road_error(ROAD_ERR_NOT_FOUND, "no adapter named '%s' is loaded%s", name,
-                        i >= 0 && e->ad[i].draining ? " (it is being unloaded already)" : "");
+        st = road__error(ROAD_ERR_NOT_FOUND, "no adapter named '%s' is loaded%s", name,
+                         i >= 0 && e->ad[i].draining ? " (it is being unloaded already)" : "");
     else if (e->ad[i].in_use > 0 && (!wait || !e->started))
-        st = road_error(ROAD_ERR_STATE, "adapter '%s' is used by %lld request(s); unload it when they "
-                        "are done", name, (long long)e->ad[i].in_use);
+        st = road__error(ROAD_ERR_STATE,
+                         "adapter '%s' is used by %lld request(s); unload it when they "
+                         "are done",
+                         name, (long long)e->ad[i].in_use);
     else
         e->ad[i].draining = true; /* from now on new requests for it are refused */
     pthread_mutex_unlock(&e->mu);
@@ -194,7 +198,7 @@ void road_engine_foreach_adapter(road_engine *e, void (*fn)(const char *name, vo
 
 bool road_engine_has_adapter(road_engine *e, const char *name) {
     pthread_mutex_lock(&e->mu);
-    int32_t i = adapters_find(e, name);
+    int32_t i = road__adapters_find(e, name);
     bool has = i >= 0 && e->ad[i].loaded && !e->ad[i].draining;
     pthread_mutex_unlock(&e->mu);
     return has;

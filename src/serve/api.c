@@ -41,8 +41,8 @@ static void error_vset(api_error *e, int http, const char *type, const char *cod
     vsnprintf(e->message, sizeof e->message, fmt, ap);
 }
 
-void api_error_set(api_error *e, int http, const char *type, const char *code, const char *param,
-                   const char *fmt, ...) {
+void road__api_error_set(api_error *e, int http, const char *type, const char *code,
+                         const char *param, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     error_vset(e, http, type, code, param, fmt, ap);
@@ -73,7 +73,7 @@ static char *clean_utf8(const char *s) {
     return o;
 }
 
-char *api_error_json(const api_error *e) {
+char *road__api_error_json(const api_error *e) {
     cJSON *root = cJSON_CreateObject(), *err = cJSON_CreateObject();
     char *msg = clean_utf8(e->message), *param = clean_utf8(e->param);
     char *out = NULL;
@@ -113,7 +113,8 @@ static bool get_int(const cJSON *v, const char *name, double lo, double hi, int6
                     api_error *err) {
     if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble != floor(v->valuedouble) ||
         v->valuedouble < lo || v->valuedouble > hi) {
-        api_error_set(err, 400, BAD, NULL, name, "'%s' must be an integer from %.0f to %.0f", name, lo, hi);
+        road__api_error_set(err, 400, BAD, NULL, name, "'%s' must be an integer from %.0f to %.0f",
+                            name, lo, hi);
         return false;
     }
     *out = (int64_t)v->valuedouble;
@@ -130,15 +131,17 @@ static bool get_num(const cJSON *v, const char *name, double lo, double hi, bool
     bool in = isfinite(d) && d <= hi && (lo_open ? d > lo : d >= lo);
     if (in && !(isfinite(f) && f <= (float)hi && (lo_open ? f > (float)lo : f >= (float)lo))) {
         char got[ROAD_JSON_NUMBER_MAX];
-        road_json_format_double(d, got, sizeof got);
-        api_error_set(err, 400, BAD, NULL, name,
-                      "'%s' must be a number in %s%g, %g], got %s, which is %g as the 32-bit float "
-                      "the sampler uses", name, lo_open ? "(" : "[", lo, hi, got, (double)f);
+        road__json_format_double(d, got, sizeof got);
+        road__api_error_set(
+            err, 400, BAD, NULL, name,
+            "'%s' must be a number in %s%g, %g], got %s, which is %g as the 32-bit float "
+            "the sampler uses",
+            name, lo_open ? "(" : "[", lo, hi, got, (double)f);
         return false;
     }
     if (!in) {
-        api_error_set(err, 400, BAD, NULL, name, "'%s' must be a number in %s%g, %g]", name,
-                      lo_open ? "(" : "[", lo, hi);
+        road__api_error_set(err, 400, BAD, NULL, name, "'%s' must be a number in %s%g, %g]", name,
+                            lo_open ? "(" : "[", lo, hi);
         return false;
     }
     *out = f;
@@ -153,7 +156,7 @@ static char *dup_str(const char *s) {
 }
 
 static bool oom(api_error *err) {
-    api_error_set(err, 500, "server_error", NULL, NULL, "out of memory");
+    road__api_error_set(err, 500, "server_error", NULL, NULL, "out of memory");
     return false;
 }
 
@@ -162,7 +165,8 @@ static bool get_ids(const cJSON *a, const char *name, int64_t max, int32_t **ids
                     api_error *err) {
     int64_t k = cJSON_GetArraySize(a);
     if (k < 1 || k > max) {
-        api_error_set(err, 400, BAD, NULL, name, "'%s' must hold 1 to %lld token ids", name, (long long)max);
+        road__api_error_set(err, 400, BAD, NULL, name, "'%s' must hold 1 to %lld token ids", name,
+                            (long long)max);
         return false;
     }
     int32_t *v = malloc(sizeof(int32_t) * (size_t)k);
@@ -218,8 +222,8 @@ static char *message_content(const cJSON *c, api_error *err) {
     size_t n = 0;
     const cJSON *part;
     cJSON_ArrayForEach(part, c) {
-        const cJSON *t = road_json_get(part, "type");
-        const cJSON *x = road_json_get(part, "text");
+        const cJSON *t = road__json_get(part, "type");
+        const cJSON *x = road__json_get(part, "text");
         if (!cJSON_IsString(t) || strcmp(t->valuestring, "text") != 0 || !cJSON_IsString(x)) {
             bad(err, "messages", "%s", "road takes text content parts only ({\"type\": \"text\", "
                 "\"text\": ...})");
@@ -235,7 +239,7 @@ static char *message_content(const cJSON *c, api_error *err) {
     s[0] = '\0';
     size_t k = 0;
     cJSON_ArrayForEach(part, c) {
-        const char *x = road_json_get(part, "text")->valuestring;
+        const char *x = road__json_get(part, "text")->valuestring;
         size_t l = strlen(x);
         memcpy(s + k, x, l + 1);
         k += l;
@@ -251,7 +255,7 @@ static bool parse_messages(const cJSON *m, api_request *r, api_error *err) {
     if (!r->messages) return oom(err);
     const cJSON *x;
     cJSON_ArrayForEach(x, m) {
-        const cJSON *role = road_json_get(x, "role");
+        const cJSON *role = road__json_get(x, "role");
         if (!cJSON_IsObject(x) || !cJSON_IsString(role))
             return bad(err, "messages", "%s", "every message needs a 'role' string and a 'content'");
         const char *rs = role->valuestring;
@@ -260,7 +264,7 @@ static bool parse_messages(const cJSON *m, api_request *r, api_error *err) {
             strcmp(rs, "tool") != 0)
             return bad(err, "messages", "unknown role '%.40s' (system, user, assistant, tool)", role->valuestring);
         road_chat_message *msg = &r->messages[r->n_messages];
-        char *content = message_content(road_json_get(x, "content"), err);
+        char *content = message_content(road__json_get(x, "content"), err);
         if (!content) return false;
         char *rd = dup_str(rs);
         if (!rd) {
@@ -295,7 +299,7 @@ static bool parse_stop(const cJSON *s, api_request *r, api_error *err) {
 /* A field that road does not implement, accepted only with its neutral value: null, false, an
  * empty list or object, and 0 or (n, best_of, repetition_penalty) 1. */
 static bool neutral(const cJSON *root, const char *name, api_error *err) {
-    const cJSON *v = road_json_get(root, name);
+    const cJSON *v = road__json_get(root, name);
     if (!v || cJSON_IsNull(v) || cJSON_IsFalse(v)) return true;
     bool one = strcmp(name, "n") == 0 || strcmp(name, "best_of") == 0 ||
                strcmp(name, "repetition_penalty") == 0;
@@ -310,17 +314,17 @@ static bool neutral(const cJSON *root, const char *name, api_error *err) {
 
 static bool parse_body(api_kind kind, const cJSON *root, api_request *r, api_error *err) {
     if (!cJSON_IsObject(root)) return bad(err, NULL, "%s", "the body must be a JSON object");
-    const cJSON *v = road_json_get(root, "model");
+    const cJSON *v = road__json_get(root, "model");
     if (v && !cJSON_IsNull(v)) {
         if (!cJSON_IsString(v)) return bad(err, "model", "%s", "'model' must be a string");
         if (!(r->model = dup_str(v->valuestring))) return oom(err);
     }
     if (kind == API_COMPLETIONS) {
-        v = road_json_get(root, "prompt");
+        v = road__json_get(root, "prompt");
         if (!v) return bad(err, "prompt", "%s", "'prompt' is required");
         if (!parse_prompt(v, r, err)) return false;
     } else {
-        v = road_json_get(root, "messages");
+        v = road__json_get(root, "messages");
         if (!v) return bad(err, "messages", "%s", "'messages' is required");
         if (!parse_messages(v, r, err)) return false;
     }
@@ -333,47 +337,47 @@ static bool parse_body(api_kind kind, const cJSON *root, api_request *r, api_err
                                               "prompt_logprobs", "use_beam_search"};
     for (size_t i = 0; i < sizeof unsupported / sizeof *unsupported; i++)
         if (!neutral(root, unsupported[i], err)) return false;
-    v = road_json_get(root, "stream");
+    v = road__json_get(root, "stream");
     if (v && !cJSON_IsNull(v)) {
         if (!cJSON_IsBool(v)) return bad(err, "stream", "%s", "'stream' must be true or false");
         r->stream = cJSON_IsTrue(v);
     }
-    v = road_json_get(root, "stream_options");
+    v = road__json_get(root, "stream_options");
     if (v && !cJSON_IsNull(v)) {
-        const cJSON *u = road_json_get(v, "include_usage");
+        const cJSON *u = road__json_get(v, "include_usage");
         if (!cJSON_IsObject(v) || (u && !cJSON_IsBool(u)))
             return bad(err, "stream_options", "%s", "'stream_options' must be {\"include_usage\": bool}");
         r->include_usage = cJSON_IsTrue(u);
     }
-    v = road_json_get(root, "ignore_eos");
+    v = road__json_get(root, "ignore_eos");
     if (v && !cJSON_IsNull(v)) {
         if (!cJSON_IsBool(v)) return bad(err, "ignore_eos", "%s", "'ignore_eos' must be true or false");
         r->ignore_eos = cJSON_IsTrue(v);
     }
     const char *mt = "max_tokens";
-    v = road_json_get(root, mt);
+    v = road__json_get(root, mt);
     if ((!v || cJSON_IsNull(v)) && kind == API_CHAT)
-        v = road_json_get(root, mt = "max_completion_tokens");
+        v = road__json_get(root, mt = "max_completion_tokens");
     if (v && !cJSON_IsNull(v) && !get_int(v, mt, 1, 1e9, &r->max_tokens, err)) return false;
-    v = road_json_get(root, "temperature");
+    v = road__json_get(root, "temperature");
     if (v && !cJSON_IsNull(v) && !get_num(v, "temperature", 0, 2, false, &r->temperature, err)) return false;
-    v = road_json_get(root, "top_p");
+    v = road__json_get(root, "top_p");
     if (v && !cJSON_IsNull(v) && !get_num(v, "top_p", 0, 1, true, &r->top_p, err)) return false;
-    v = road_json_get(root, "top_k");
+    v = road__json_get(root, "top_k");
     int64_t x;
     if (v && !cJSON_IsNull(v)) {
         if (!get_int(v, "top_k", -1, 1e9, &x, err)) return false;
         r->top_k = (int32_t)x;
     }
-    v = road_json_get(root, "seed");
+    v = road__json_get(root, "seed");
     if (v && !cJSON_IsNull(v)) {
         /* 2^53: integers a double holds exactly */
         if (!get_int(v, "seed", -9007199254740992.0, 9007199254740992.0, &x, err)) return false;
         r->has_seed = true;
         r->seed = (uint64_t)x;
     }
-    if (!parse_stop(road_json_get(root, "stop"), r, err)) return false;
-    v = road_json_get(root, "stop_token_ids");
+    if (!parse_stop(road__json_get(root, "stop"), r, err)) return false;
+    v = road__json_get(root, "stop_token_ids");
     if (v && !cJSON_IsNull(v)) {
         int64_t n = 0;
         if (!cJSON_IsArray(v)) return bad(err, "stop_token_ids", "%s", "'stop_token_ids' must be an array of ids");
@@ -389,17 +393,18 @@ static bool parse_body(api_kind kind, const cJSON *root, api_request *r, api_err
  * `param` the path of the value being read ("messages[1].content") when inside one. */
 static bool parse_json(const char *body, size_t len, cJSON **root, api_error *err) {
     road_json_where w;
-    road_status st = road_json_parse_at(body ? body : "", body ? len : 0, root, &w);
+    road_status st = road__json_parse_at(body ? body : "", body ? len : 0, root, &w);
     if (st == ROAD_OK) return true;
     if (st == ROAD_ERR_NO_MEMORY) return oom(err);
-    api_error_set(err, 400, BAD, NULL, w.path[0] ? w.path : NULL, "%s at line %zu, column %zu: %s",
-                  w.valid_json ? "road refuses the body" : "the body is not valid JSON", w.line,
-                  w.column, w.what);
+    road__api_error_set(err, 400, BAD, NULL, w.path[0] ? w.path : NULL,
+                        "%s at line %zu, column %zu: %s",
+                        w.valid_json ? "road refuses the body" : "the body is not valid JSON",
+                        w.line, w.column, w.what);
     return false;
 }
 
-bool api_parse_request(api_kind kind, const char *body, size_t len, api_request *out,
-                       api_error *err) {
+bool road__api_parse_request(api_kind kind, const char *body, size_t len, api_request *out,
+                             api_error *err) {
     memset(out, 0, sizeof *out);
     out->kind = kind;
     out->max_tokens = -1;
@@ -410,13 +415,13 @@ bool api_parse_request(api_kind kind, const char *body, size_t len, api_request 
     bool ok = parse_body(kind, root, out, err);
     cJSON_Delete(root);
     if (!ok) {
-        api_request_free(out);
+        road__api_request_free(out);
         out->kind = kind;
     }
     return ok;
 }
 
-void api_request_free(api_request *r) {
+void road__api_request_free(api_request *r) {
     free(r->model);
     free(r->prompt);
     free(r->prompt_ids);
@@ -431,13 +436,13 @@ void api_request_free(api_request *r) {
     memset(r, 0, sizeof *r);
 }
 
-bool api_parse_lora(const char *body, size_t len, bool need_path, char **name, char **path,
-                    api_error *err) {
+bool road__api_parse_lora(const char *body, size_t len, bool need_path, char **name, char **path,
+                          api_error *err) {
     *name = *path = NULL;
     cJSON *root = NULL;
     if (!parse_json(body, len, &root, err)) return false;
-    const cJSON *n = road_json_get(root, "lora_name");
-    const cJSON *p = road_json_get(root, "lora_path");
+    const cJSON *n = road__json_get(root, "lora_name");
+    const cJSON *p = road__json_get(root, "lora_path");
     bool ok = false;
     if (!cJSON_IsString(n) || !n->valuestring[0])
         bad(err, "lora_name", "%s", "'lora_name' (a non-empty string) is required");
@@ -463,9 +468,9 @@ bool api_parse_lora(const char *body, size_t len, bool need_path, char **name, c
  * as \u0000) and put in the tree raw. */
 static cJSON *text_item(const char *s, size_t n) {
     char *lit = NULL;
-    if (road_json_string_literal(s, n, &lit, NULL) != ROAD_OK) return NULL;
+    if (road__json_string_literal(s, n, &lit, NULL) != ROAD_OK) return NULL;
     cJSON *x = cJSON_CreateRaw(lit);
-    road_free(lit);
+    road__free(lit);
     return x;
 }
 
@@ -509,7 +514,7 @@ static cJSON *add_choice(cJSON *choices, const api_reply *r, cJSON **text) {
     return c;
 }
 
-char *api_reply_json(const api_reply *r) {
+char *road__api_reply_json(const api_reply *r) {
     bool chat = r->kind == API_CHAT;
     cJSON *o = head(r, chat ? "chat.completion" : "text_completion");
     cJSON *choices = o ? cJSON_AddArrayToObject(o, "choices") : NULL;
@@ -535,7 +540,7 @@ char *api_reply_json(const api_reply *r) {
     return finish(o);
 }
 
-char *api_chunk_json(const api_reply *r, bool first, bool usage_only) {
+char *road__api_chunk_json(const api_reply *r, bool first, bool usage_only) {
     bool chat = r->kind == API_CHAT;
     cJSON *o = head(r, chat ? "chat.completion.chunk" : "text_completion");
     cJSON *choices = o ? cJSON_AddArrayToObject(o, "choices") : NULL;

@@ -51,21 +51,22 @@ typedef struct api_error {
     char message[512];
 } api_error;
 
-void api_error_set(api_error *e, int http, const char *type, const char *code, const char *param,
-                   const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+void road__api_error_set(api_error *e, int http, const char *type, const char *code,
+                         const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
 /* {"error":{"message","type","param","code"}}; malloc'd (free()). NULL only on no memory. */
-char *api_error_json(const api_error *e);
+char *road__api_error_json(const api_error *e);
 
 /* Parse and check a /v1/completions or /v1/chat/completions body. On failure fills *err (400
  * with the offending param) and returns false; *out is then empty. */
-bool api_parse_request(api_kind kind, const char *body, size_t len, api_request *out,
-                       api_error *err);
-void api_request_free(api_request *r);
+bool road__api_parse_request(api_kind kind, const char *body, size_t len, api_request *out,
+                             api_error *err);
+void road__api_request_free(api_request *r);
 
 /* {"lora_name", "lora_path"} of vLLM's load/unload endpoints (path required when need_path).
  * *name, *path malloc'd. */
-bool api_parse_lora(const char *body, size_t len, bool need_path, char **name, char **path,
-                    api_error *err);
+bool road__api_parse_lora(const char *body, size_t len, bool need_path, char **name, char **path,
+                          api_error *err);
 
 /* ---- replies (malloc'd JSON text, free(); NULL on no memory) --------------------------------- */
 
@@ -81,9 +82,9 @@ typedef struct api_reply {
 } api_reply;
 
 /* The whole non-streaming reply, usage included. */
-char *api_reply_json(const api_reply *r);
+char *road__api_reply_json(const api_reply *r);
 /* One stream chunk: text delta (chat: first adds role "assistant"), finish_reason when given,
  * "usage" when with_usage (the final usage chunk has no choices: usage_only). */
-char *api_chunk_json(const api_reply *r, bool first, bool usage_only);
+char *road__api_chunk_json(const api_reply *r, bool first, bool usage_only);
 
 #endif

@@ -27,9 +27,11 @@ static bool pick_adapter(road_server *s, const api_request *q, const char **adap
     if (!q->model || strcmp(q->model, s->served_name) == 0 || strcmp(q->model, ROAD_BASE_NAME) == 0)
         return true;
     if (!road_engine_has_adapter(s->e, q->model)) {
-        api_error_set(err, 404, "invalid_request_error", "model_not_found", "model",
-                      "The model '%.200s' does not exist: GET /v1/models lists the base model and "
-                      "the adapters served", q->model);
+        road__api_error_set(
+            err, 404, "invalid_request_error", "model_not_found", "model",
+            "The model '%.200s' does not exist: GET /v1/models lists the base model and "
+            "the adapters served",
+            q->model);
         return false;
     }
     *adapter = q->model;
@@ -45,9 +47,9 @@ static bool prompt_ids(road_server *s, const api_request *q, int32_t **ids, int6
         int64_t vocab = road_model_config(s->m)->vocab_size;
         for (int64_t i = 0; i < q->n_prompt_ids; i++)
             if (q->prompt_ids[i] >= vocab) {
-                api_error_set(err, 400, "invalid_request_error", NULL, "prompt",
-                              "prompt token %lld is %d; the model's ids are 0..%lld", (long long)i,
-                              (int)q->prompt_ids[i], (long long)(vocab - 1));
+                road__api_error_set(err, 400, "invalid_request_error", NULL, "prompt",
+                                    "prompt token %lld is %d; the model's ids are 0..%lld",
+                                    (long long)i, (int)q->prompt_ids[i], (long long)(vocab - 1));
                 return false;
             }
         if (!(*ids = malloc(sizeof(int32_t) * (size_t)q->n_prompt_ids))) goto oom;
@@ -56,8 +58,9 @@ static bool prompt_ids(road_server *s, const api_request *q, int32_t **ids, int6
         return true;
     }
     if (!s->tok) {
-        api_error_set(err, 400, "invalid_request_error", NULL, q->kind == API_CHAT ? "messages" : "prompt",
-                      "the model folder has no tokenizer.json: send the prompt as token ids");
+        road__api_error_set(err, 400, "invalid_request_error", NULL,
+                            q->kind == API_CHAT ? "messages" : "prompt",
+                            "the model folder has no tokenizer.json: send the prompt as token ids");
         return false;
     }
     char *text = NULL;
@@ -65,7 +68,8 @@ static bool prompt_ids(road_server *s, const api_request *q, int32_t **ids, int6
     size_t len = q->prompt ? strlen(q->prompt) : 0;
     if (q->kind == API_CHAT) {
         if (!s->has_template) {
-            api_error_set(err, 400, "invalid_request_error", NULL, "messages", "%s", s->tmpl_err);
+            road__api_error_set(err, 400, "invalid_request_error", NULL, "messages", "%s",
+                                s->tmpl_err);
             return false;
         }
         road_chat_params cp = road_chat_default_params();
@@ -73,8 +77,8 @@ static bool prompt_ids(road_server *s, const api_request *q, int32_t **ids, int6
         road_status st = road_tokenizer_apply_chat(s->tok, &cp, q->messages, (size_t)q->n_messages,
                                                    &text, &len);
         if (st != ROAD_OK) {
-            api_error_set(err, 400, "invalid_request_error", NULL, "messages",
-                          "the chat template refused the messages: %s", road_last_error());
+            road__api_error_set(err, 400, "invalid_request_error", NULL, "messages",
+                                "the chat template refused the messages: %s", road_last_error());
             return false;
         }
         src = text;
@@ -86,8 +90,8 @@ static bool prompt_ids(road_server *s, const api_request *q, int32_t **ids, int6
                           : ROAD_ERR_NO_MEMORY;
     road_string_free(text);
     if (st == ROAD_OK && k == 0) {
-        api_error_set(err, 400, "invalid_request_error", NULL, q->kind == API_CHAT ? "messages" : "prompt",
-                      "the prompt is empty");
+        road__api_error_set(err, 400, "invalid_request_error", NULL,
+                            q->kind == API_CHAT ? "messages" : "prompt", "the prompt is empty");
         free(*ids);
         *ids = NULL;
         return false;
@@ -96,14 +100,14 @@ static bool prompt_ids(road_server *s, const api_request *q, int32_t **ids, int6
         free(*ids);
         *ids = NULL;
         if (st == ROAD_ERR_NO_MEMORY) goto oom;
-        api_error_set(err, 400, "invalid_request_error", NULL, "prompt", "cannot tokenize the prompt: %s",
-                      road_last_error());
+        road__api_error_set(err, 400, "invalid_request_error", NULL, "prompt",
+                            "cannot tokenize the prompt: %s", road_last_error());
         return false;
     }
     *n = (int64_t)k;
     return true;
 oom:
-    api_error_set(err, 500, "server_error", NULL, NULL, "out of memory");
+    road__api_error_set(err, 500, "server_error", NULL, NULL, "out of memory");
     return false;
 }
 
@@ -149,7 +153,7 @@ static bool out_add(stream_ctx *x, const char *a, const char *b, const char *c) 
 }
 
 static bool add_chunk(stream_ctx *x, bool usage_only) {
-    char *j = api_chunk_json(&x->rep, x->first, usage_only);
+    char *j = road__api_chunk_json(&x->rep, x->first, usage_only);
     if (!j) return false;
     bool ok = out_add(x, "data: ", j, "\n\n");
     free(j);
@@ -163,7 +167,7 @@ static bool stream_next(stream_ctx *x) {
     for (;;) {
         road_request_wait(x->r, x->toks_seen, x->text_seen, WAIT_MS, &st);
         if (st.finish != ROAD_FINISH_NONE || st.n_tokens > x->toks_seen || st.text_len > x->text_seen) break;
-        if (server_client_gone(x->fd)) return false;
+        if (road__server_client_gone(x->fd)) return false;
     }
     size_t n = st.text_len - x->text_seen;
     if (n + 1 > x->text_cap) {
@@ -183,8 +187,8 @@ static bool stream_next(stream_ctx *x) {
     if (st.finish == ROAD_FINISH_CANCELLED) return false;
     if (st.finish == ROAD_FINISH_ERROR) {
         api_error e;
-        api_error_set(&e, 500, "server_error", NULL, NULL, "%s", road_request_error(x->r));
-        char *j = api_error_json(&e);
+        road__api_error_set(&e, 500, "server_error", NULL, NULL, "%s", road_request_error(x->r));
+        char *j = road__api_error_json(&e);
         bool ok = j && out_add(x, "data: ", j, "\n\ndata: [DONE]\n\n");
         free(j);
         x->done = true;
@@ -243,20 +247,21 @@ static enum MHD_Result reply_whole(road_server *s, struct MHD_Connection *c, roa
     for (;;) {
         road_request_wait(r, INT64_MAX, (size_t)-1, WAIT_MS, &st);
         if (st.finish != ROAD_FINISH_NONE) break;
-        if (server_client_gone(fd)) {
+        if (road__server_client_gone(fd)) {
             road_request_release(r); /* cancels */
-            server_count(s, 499);
+            road__server_count(s, 499);
             return MHD_NO;
         }
     }
     api_error err;
     enum MHD_Result ret;
     if (st.finish == ROAD_FINISH_ERROR || st.finish == ROAD_FINISH_CANCELLED) {
-        api_error_set(&err, st.finish == ROAD_FINISH_ERROR ? 500 : 503, "server_error", NULL, NULL,
-                      "%s", st.finish == ROAD_FINISH_ERROR ? road_request_error(r)
-                                                           : "the request was cancelled (server stopping)");
+        road__api_error_set(
+            &err, st.finish == ROAD_FINISH_ERROR ? 500 : 503, "server_error", NULL, NULL, "%s",
+            st.finish == ROAD_FINISH_ERROR ? road_request_error(r)
+                                           : "the request was cancelled (server stopping)");
         road_request_release(r);
-        return server_send_error(s, c, &err);
+        return road__server_send_error(s, c, &err);
     }
     char *text = malloc(st.text_len + 1);
     if (!text) {
@@ -270,46 +275,50 @@ static enum MHD_Result reply_whole(road_server *s, struct MHD_Connection *c, roa
     rep->prompt_tokens = st.n_prompt;
     rep->completion_tokens = st.n_tokens;
     road_request_release(r);
-    char *j = api_reply_json(rep);
+    char *j = road__api_reply_json(rep);
     free(text);
     if (!j) return MHD_NO;
-    ret = server_send(s, c, 200, "application/json", j, strlen(j));
+    ret = road__server_send(s, c, 200, "application/json", j, strlen(j));
     free(j);
     return ret;
 }
 
-enum MHD_Result completions_generate(road_server *s, struct MHD_Connection *c, api_kind kind,
-                                     const char *body, size_t len) {
+enum MHD_Result road__completions_generate(road_server *s, struct MHD_Connection *c, api_kind kind,
+                                           const char *body, size_t len) {
     api_request q;
     api_error err;
     int32_t *ids = NULL;
     int64_t n_ids = 0;
     road_request *r = NULL;
     enum MHD_Result ret;
-    if (!api_parse_request(kind, body, len, &q, &err)) return server_send_error(s, c, &err);
+    if (!road__api_parse_request(kind, body, len, &q, &err))
+        return road__server_send_error(s, c, &err);
     const char *adapter;
     const road_engine_params *ep = &s->p.engine;
     if (!pick_adapter(s, &q, &adapter, &err) || !prompt_ids(s, &q, &ids, &n_ids, &err)) goto fail;
     if (n_ids >= ep->max_seq_len) {
-        api_error_set(&err, 400, "invalid_request_error", "context_length_exceeded",
-                      kind == API_CHAT ? "messages" : "prompt",
-                      "This model's maximum context length is %lld tokens. However, your prompt has "
-                      "%lld tokens (leave room for at least one generated token).",
-                      (long long)ep->max_seq_len, (long long)n_ids);
+        road__api_error_set(
+            &err, 400, "invalid_request_error", "context_length_exceeded",
+            kind == API_CHAT ? "messages" : "prompt",
+            "This model's maximum context length is %lld tokens. However, your prompt has "
+            "%lld tokens (leave room for at least one generated token).",
+            (long long)ep->max_seq_len, (long long)n_ids);
         goto fail;
     }
     int64_t room = ep->max_seq_len - n_ids, max_tokens = q.max_tokens;
     if (max_tokens > 0 && max_tokens > room) {
-        api_error_set(&err, 400, "invalid_request_error", "context_length_exceeded", "max_tokens",
-                      "This model's maximum context length is %lld tokens. However, you requested "
-                      "%lld tokens (%lld in the prompt, %lld for the completion).",
-                      (long long)ep->max_seq_len, (long long)(n_ids + max_tokens), (long long)n_ids,
-                      (long long)max_tokens);
+        road__api_error_set(
+            &err, 400, "invalid_request_error", "context_length_exceeded", "max_tokens",
+            "This model's maximum context length is %lld tokens. However, you requested "
+            "%lld tokens (%lld in the prompt, %lld for the completion).",
+            (long long)ep->max_seq_len, (long long)(n_ids + max_tokens), (long long)n_ids,
+            (long long)max_tokens);
         goto fail;
     }
     if (max_tokens > ep->max_tokens_limit) {
-        api_error_set(&err, 400, "invalid_request_error", NULL, "max_tokens",
-                      "max_tokens may be at most %lld on this server", (long long)ep->max_tokens_limit);
+        road__api_error_set(&err, 400, "invalid_request_error", NULL, "max_tokens",
+                            "max_tokens may be at most %lld on this server",
+                            (long long)ep->max_tokens_limit);
         goto fail;
     }
     if (max_tokens < 0) {
@@ -325,7 +334,7 @@ enum MHD_Result completions_generate(road_server *s, struct MHD_Connection *c, a
     rp.sampling.temperature = q.temperature;
     rp.sampling.top_p = q.top_p;
     rp.sampling.top_k = q.top_k < 0 ? 0 : q.top_k;
-    uint64_t idn = server_next_id(s);
+    uint64_t idn = road__server_next_id(s);
     rp.sampling.seed = q.has_seed ? q.seed : mix64(idn ^ ((uint64_t)time(NULL) << 20));
     rp.stop = (const char *const *)q.stop;
     rp.n_stop = q.n_stop;
@@ -333,8 +342,8 @@ enum MHD_Result completions_generate(road_server *s, struct MHD_Connection *c, a
     rp.n_stop_ids = q.n_stop_ids;
     rp.ignore_eos = q.ignore_eos;
     if (q.n_stop && !s->tok) {
-        api_error_set(&err, 400, "invalid_request_error", NULL, "stop",
-                      "stop strings need the model's tokenizer.json; use stop_token_ids");
+        road__api_error_set(&err, 400, "invalid_request_error", NULL, "stop",
+                            "stop strings need the model's tokenizer.json; use stop_token_ids");
         goto fail;
     }
     pthread_mutex_lock(&s->mu);
@@ -343,18 +352,22 @@ enum MHD_Result completions_generate(road_server *s, struct MHD_Connection *c, a
     road_status st = draining ? ROAD_ERR_STATE : road_engine_submit(s->e, &rp, &r);
     if (st != ROAD_OK) {
         if (draining)
-            api_error_set(&err, 503, "server_error", "server_shutting_down", NULL, "the server is shutting down");
+            road__api_error_set(&err, 503, "server_error", "server_shutting_down", NULL,
+                                "the server is shutting down");
         else if (st == ROAD_ERR_NOT_FOUND)
-            api_error_set(&err, 404, "invalid_request_error", "model_not_found", "model", "%s", road_last_error());
+            road__api_error_set(&err, 404, "invalid_request_error", "model_not_found", "model",
+                                "%s", road_last_error());
         else if (st == ROAD_ERR_SHAPE)
-            api_error_set(&err, 400, "invalid_request_error", "context_length_exceeded", "prompt", "%s",
-                          road_last_error());
+            road__api_error_set(&err, 400, "invalid_request_error", "context_length_exceeded",
+                                "prompt", "%s", road_last_error());
         else if (st == ROAD_ERR_STATE)
-            api_error_set(&err, 429, "rate_limit_error", "rate_limit_exceeded", NULL, "%s", road_last_error());
+            road__api_error_set(&err, 429, "rate_limit_error", "rate_limit_exceeded", NULL, "%s",
+                                road_last_error());
         else if (st == ROAD_ERR_NO_MEMORY)
-            api_error_set(&err, 500, "server_error", NULL, NULL, "out of memory");
+            road__api_error_set(&err, 500, "server_error", NULL, NULL, "out of memory");
         else
-            api_error_set(&err, 400, "invalid_request_error", NULL, NULL, "%s", road_last_error());
+            road__api_error_set(&err, 400, "invalid_request_error", NULL, NULL, "%s",
+                                road_last_error());
         goto fail;
     }
     free(ids);
@@ -366,14 +379,14 @@ enum MHD_Result completions_generate(road_server *s, struct MHD_Connection *c, a
     api_reply rep = {kind, idbuf, s->created, model_name(s, &q), "", 0, NULL, 0, 0};
     if (!q.stream) {
         ret = reply_whole(s, c, r, &rep);
-        api_request_free(&q);
+        road__api_request_free(&q);
         return ret;
     }
     stream_ctx *x = calloc(1, sizeof *x);
     if (!x || !(x->model = malloc(strlen(rep.model) + 1))) {
         free(x);
         road_request_release(r);
-        api_request_free(&q);
+        road__api_request_free(&q);
         return MHD_NO;
     }
     strcpy(x->model, rep.model);
@@ -386,7 +399,7 @@ enum MHD_Result completions_generate(road_server *s, struct MHD_Connection *c, a
     x->fd = fd_of(c);
     x->first = true;
     x->include_usage = q.include_usage;
-    api_request_free(&q);
+    road__api_request_free(&q);
     struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, x,
                                                                   stream_free);
     if (!resp) {
@@ -398,10 +411,10 @@ enum MHD_Result completions_generate(road_server *s, struct MHD_Connection *c, a
     MHD_add_response_header(resp, "Connection", "close"); /* the next request passes the door */
     ret = MHD_queue_response(c, 200, resp);
     MHD_destroy_response(resp);
-    server_count(s, 200);
+    road__server_count(s, 200);
     return ret;
 fail:
     free(ids);
-    api_request_free(&q);
-    return server_send_error(s, c, &err);
+    road__api_request_free(&q);
+    return road__server_send_error(s, c, &err);
 }

@@ -23,8 +23,8 @@
  * DOOR_LINGER_S) so that closing it does not reset the reply away.
  *
  * Threads: one door thread (accept, peek, hand-off, deadlines); libmicrohttpd's threads
- * report the start and end of the connections they own (door_notify) and the router reports
- * its progress (door_set_phase). d->mu guards everything below. libmicrohttpd announces a
+ * report the start and end of the connections they own (road__door_notify) and the router reports
+ * its progress (road__door_set_phase). d->mu guards everything below. libmicrohttpd announces a
  * connection's end before closing its socket, so a socket found in by_fd under the lock is
  * still that connection's: the deadline may shut it down safely.
  */
@@ -138,7 +138,7 @@ static bool client_add(door *d, const struct sockaddr_storage *a) {
     if (i < 0) {
         if (d->n_cl == d->cap_cl) {
             int32_t cap = d->cap_cl ? 2 * d->cap_cl : 64;
-            client *nc = road_realloc(d->cl, sizeof *nc * (size_t)cap);
+            client *nc = road__realloc(d->cl, sizeof *nc * (size_t)cap);
             if (!nc) return false;
             d->cl = nc;
             d->cap_cl = cap;
@@ -182,7 +182,7 @@ static const char *reason(int code) {
 /* Best effort: one non-blocking send of the whole reply (a few hundred bytes always fit an
  * empty socket buffer). */
 static void send_error(door *d, int fd, const api_error *e) {
-    char *j = api_error_json(e);
+    char *j = road__api_error_json(e);
     if (!j) return;
     char head[256];
     size_t jl = strlen(j);
@@ -192,7 +192,7 @@ static void send_error(door *d, int fd, const api_error *e) {
     struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
     (void)!sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
     free(j);
-    road_log(ROAD_LOG_INFO, "road serve: %d %s", e->http, e->message);
+    road__log(ROAD_LOG_INFO, "road serve: %d %s", e->http, e->message);
     if (d->p.count) d->p.count(d->p.user, e->http);
 }
 
@@ -207,7 +207,7 @@ static void conn_release(door *d, dconn *x) {
     if (x->fd >= 0 && x->fd < d->cap_fd && d->by_fd[x->fd] == x) d->by_fd[x->fd] = NULL;
     client_remove(d, &x->addr);
     d->n_open--;
-    road_free(x);
+    road__free(x);
 }
 
 static void conn_close(door *d, dconn *x) {
@@ -257,7 +257,7 @@ static int parse_length(const char *v, size_t n, unsigned long long *out) {
 
 #define BAD(code, ...)                                                                             \
     do {                                                                                           \
-        api_error_set(err, code, "invalid_request_error", NULL, NULL, __VA_ARGS__);                \
+        road__api_error_set(err, code, "invalid_request_error", NULL, NULL, __VA_ARGS__);          \
         return HEAD_BAD;                                                                           \
     } while (0)
 
@@ -297,8 +297,9 @@ static head_verdict check_head(const char *b, size_t n, api_error *err) {
         ver[7] < '0' || ver[7] > '9')
         BAD(400, "the request line is malformed: expected METHOD TARGET HTTP/1.1");
     if (ver[5] != '1' || (ver[7] != '0' && ver[7] != '1')) {
-        api_error_set(err, 505, "invalid_request_error", NULL, NULL,
-                      "HTTP/%c.%c is not supported: use HTTP/1.1 or HTTP/1.0", ver[5], ver[7]);
+        road__api_error_set(err, 505, "invalid_request_error", NULL, NULL,
+                            "HTTP/%c.%c is not supported: use HTTP/1.1 or HTTP/1.0", ver[5],
+                            ver[7]);
         return HEAD_BAD;
     }
     /* header lines, up to the empty line */
@@ -345,9 +346,9 @@ static head_verdict check_head(const char *b, size_t n, api_error *err) {
      * that cannot be changed: require Content-Length instead (RFC 9110 15.5.12), as every
      * OpenAI client sends it. */
     if (has_te) {
-        api_error_set(err, 411, "invalid_request_error", "length_required", NULL,
-                      "send the body with a Content-Length header (Transfer-Encoding is not "
-                      "accepted by this server)");
+        road__api_error_set(err, 411, "invalid_request_error", "length_required", NULL,
+                            "send the body with a Content-Length header (Transfer-Encoding is not "
+                            "accepted by this server)");
         return HEAD_BAD;
     }
     return HEAD_OK;
@@ -376,29 +377,31 @@ static void admit(door *d, int fd, const struct sockaddr_storage *a, socklen_t a
     dconn *stale = d->by_fd[fd];
     if (stale) conn_release(d, stale); /* libmicrohttpd dropped it without a word */
     if (d->p.max_per_client > 0 && client_count(d, a) >= d->p.max_per_client) {
-        api_error_set(&e, 429, "invalid_request_error", "too_many_connections", NULL,
-                      "this client address has %d connections open, the most this server allows "
-                      "(--max-connections-per-client)", (int)d->p.max_per_client);
+        road__api_error_set(
+            &e, 429, "invalid_request_error", "too_many_connections", NULL,
+            "this client address has %d connections open, the most this server allows "
+            "(--max-connections-per-client)",
+            (int)d->p.max_per_client);
         refuse_now(d, fd, &e);
         return;
     }
     if (d->n_open >= d->p.max_connections) {
         dconn *o = oldest_head(d);
         if (!o) {
-            api_error_set(&e, 503, "server_error", "too_many_connections", NULL,
-                          "the server has %d connections open, its limit; retry later",
-                          (int)d->p.max_connections);
+            road__api_error_set(&e, 503, "server_error", "too_many_connections", NULL,
+                                "the server has %d connections open, its limit; retry later",
+                                (int)d->p.max_connections);
             refuse_now(d, fd, &e);
             return;
         }
-        api_error_set(&e, 408, "invalid_request_error", "request_timeout", NULL,
-                      "the server is full and this connection had not sent its request yet");
+        road__api_error_set(&e, 408, "invalid_request_error", "request_timeout", NULL,
+                            "the server is full and this connection had not sent its request yet");
         send_error(d, o->fd, &e);
         conn_close(d, o);
     }
-    dconn *x = road_calloc(1, sizeof *x);
+    dconn *x = road__calloc(1, sizeof *x);
     if (!x || !client_add(d, a)) {
-        road_free(x);
+        road__free(x);
         close(fd);
         return;
     }
@@ -424,7 +427,7 @@ static void hand_off(door *d, dconn *x) {
     int fd = x->fd;
     struct sockaddr_storage a = x->addr;
     socklen_t alen = x->alen;
-    /* libmicrohttpd announces the connection from its own thread (door_notify takes mu) */
+    /* libmicrohttpd announces the connection from its own thread (road__door_notify takes mu) */
     pthread_mutex_unlock(&d->mu);
     enum MHD_Result r = MHD_add_connection(d->mhd, fd, (const struct sockaddr *)&a, alen);
     pthread_mutex_lock(&d->mu);
@@ -456,8 +459,8 @@ static void examine(door *d, int fd, uint32_t events, double now) {
     api_error e;
     head_verdict v = check_head(d->buf, (size_t)k, &e);
     if (v == HEAD_INCOMPLETE && x->peer_done)
-        api_error_set(&e, 400, "invalid_request_error", NULL, NULL,
-                      "the connection was half-closed before the end of the request head");
+        road__api_error_set(&e, 400, "invalid_request_error", NULL, NULL,
+                            "the connection was half-closed before the end of the request head");
     if (v == HEAD_OK) hand_off(d, x);
     else if (v == HEAD_BAD || x->peer_done) conn_refuse(d, x, &e, now);
 }
@@ -470,9 +473,9 @@ static void sweep(door *d, double now) {
         dconn *x = d->by_fd[fd];
         if (!x || now < x->deadline) continue;
         if (x->state == C_HEAD) {
-            api_error_set(&e, 408, "invalid_request_error", "request_timeout", NULL,
-                          "the request head did not arrive within %g s (--request-timeout)",
-                          d->p.request_timeout_s);
+            road__api_error_set(&e, 408, "invalid_request_error", "request_timeout", NULL,
+                                "the request head did not arrive within %g s (--request-timeout)",
+                                d->p.request_timeout_s);
             conn_refuse(d, x, &e, now);
         } else if (x->state == C_LINGER) {
             conn_close(d, x);
@@ -480,9 +483,10 @@ static void sweep(door *d, double now) {
             /* libmicrohttpd writes nothing while it still reads a request, unless a reply was
              * queued early (DOOR_ANSWERED): then only close */
             if (x->phase == DOOR_RECEIVING) {
-                api_error_set(&e, 408, "invalid_request_error", "request_timeout", NULL,
-                              "the request body did not arrive within %g s (--request-timeout)",
-                              d->p.request_timeout_s);
+                road__api_error_set(
+                    &e, 408, "invalid_request_error", "request_timeout", NULL,
+                    "the request body did not arrive within %g s (--request-timeout)",
+                    d->p.request_timeout_s);
                 send_error(d, fd, &e);
             }
             shutdown(fd, SHUT_RDWR); /* its thread sees the end and closes the connection */
@@ -504,8 +508,10 @@ static void accept_all(door *d, double now) {
         if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
             /* out of descriptors: the listening socket stays readable; pause it a tick rather
              * than spin */
-            road_log(ROAD_LOG_WARN, "road serve: cannot accept a connection: %s (raise ulimit -n, "
-                     "or lower --max-connections)", strerror(errno));
+            road__log(ROAD_LOG_WARN,
+                      "road serve: cannot accept a connection: %s (raise ulimit -n, "
+                      "or lower --max-connections)",
+                      strerror(errno));
             struct epoll_event ev = {.events = 0, .data.fd = d->lfd};
             epoll_ctl(d->ep, EPOLL_CTL_MOD, d->lfd, &ev);
             d->accept_paused = true;
@@ -549,7 +555,7 @@ static void *door_main(void *arg) {
 
 /* ---- life ------------------------------------------------------------------------------------ */
 
-road_status door_open(const door_params *p, door **out, int *port) {
+road_status road__door_open(const door_params *p, door **out, int *port) {
     *out = NULL;
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
@@ -565,10 +571,12 @@ road_status door_open(const door_params *p, door **out, int *port) {
         v6->sin6_port = htons((uint16_t)p->port);
         sl = sizeof *v6;
     } else {
-        return road_error(ROAD_ERR_INVALID_ARG, "host '%s' is not an IPv4 or IPv6 address "
-                          "(for example 127.0.0.1, 0.0.0.0 or ::1)", p->host);
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "host '%s' is not an IPv4 or IPv6 address "
+                           "(for example 127.0.0.1, 0.0.0.0 or ::1)",
+                           p->host);
     }
-    door *d = road_calloc(1, sizeof *d);
+    door *d = road__calloc(1, sizeof *d);
     if (!d) return ROAD_ERR_NO_MEMORY;
     d->p = *p;
     d->lfd = d->ep = d->wake = -1;
@@ -580,13 +588,14 @@ road_status door_open(const door_params *p, door **out, int *port) {
     long room = (long)nofile - DOOR_FD_RESERVE;
     if (room < 16) room = 16;
     if (d->p.max_connections > room) {
-        road_log(ROAD_LOG_WARN, "road serve: %d connections asked for, but the open-file limit "
-                 "(ulimit -n) is %ld: serving at most %ld at once", (int)d->p.max_connections,
-                 (long)nofile, room);
+        road__log(ROAD_LOG_WARN,
+                  "road serve: %d connections asked for, but the open-file limit "
+                  "(ulimit -n) is %ld: serving at most %ld at once",
+                  (int)d->p.max_connections, (long)nofile, room);
         d->p.max_connections = (int32_t)room;
     }
     d->cap_fd = (int)nofile;
-    d->by_fd = road_calloc((size_t)d->cap_fd, sizeof *d->by_fd);
+    d->by_fd = road__calloc((size_t)d->cap_fd, sizeof *d->by_fd);
     road_status st = d->by_fd ? ROAD_OK : ROAD_ERR_NO_MEMORY;
     if (st == ROAD_OK) {
         d->lfd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -595,8 +604,10 @@ road_status door_open(const door_params *p, door **out, int *port) {
             (ss.ss_family == AF_INET6 &&
              setsockopt(d->lfd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0) ||
             bind(d->lfd, (struct sockaddr *)&ss, sl) != 0 || listen(d->lfd, DOOR_BACKLOG) != 0)
-            st = road_error(ROAD_ERR_IO, "cannot listen on %s port %d: %s (in use, or not an "
-                            "address of this machine?)", p->host, p->port, strerror(errno));
+            st = road__error(ROAD_ERR_IO,
+                             "cannot listen on %s port %d: %s (in use, or not an "
+                             "address of this machine?)",
+                             p->host, p->port, strerror(errno));
     }
     if (st == ROAD_OK) {
         d->ep = epoll_create1(EPOLL_CLOEXEC);
@@ -605,7 +616,7 @@ road_status door_open(const door_params *p, door **out, int *port) {
         struct epoll_event b = {.events = EPOLLIN, .data.fd = d->wake};
         if (d->ep < 0 || d->wake < 0 || epoll_ctl(d->ep, EPOLL_CTL_ADD, d->lfd, &a) != 0 ||
             epoll_ctl(d->ep, EPOLL_CTL_ADD, d->wake, &b) != 0)
-            st = road_error(ROAD_ERR_IO, "cannot set up epoll: %s", strerror(errno));
+            st = road__error(ROAD_ERR_IO, "cannot set up epoll: %s", strerror(errno));
     }
     if (st == ROAD_OK) {
         struct sockaddr_storage got;
@@ -615,25 +626,28 @@ road_status door_open(const door_params *p, door **out, int *port) {
                                                : ((struct sockaddr_in6 *)&got)->sin6_port);
     }
     if (st != ROAD_OK) {
-        door_free(d);
+        road__door_free(d);
         return st;
     }
     *out = d;
     return ROAD_OK;
 }
 
-int32_t door_max_connections(const door *d) { return d ? d->p.max_connections : 0; }
+int32_t road__door_max_connections(const door *d) {
+    return d ? d->p.max_connections : 0;
+}
 
-road_status door_start(door *d, struct MHD_Daemon *mhd) {
+road_status road__door_start(door *d, struct MHD_Daemon *mhd) {
     d->mhd = mhd;
     d->stopping = false;
     int rc = pthread_create(&d->thread, NULL, door_main, d);
-    if (rc != 0) return road_error(ROAD_ERR_INTERNAL, "cannot start the door thread (error %d)", rc);
+    if (rc != 0)
+        return road__error(ROAD_ERR_INTERNAL, "cannot start the door thread (error %d)", rc);
     d->running = true;
     return ROAD_OK;
 }
 
-void door_stop(door *d) {
+void road__door_stop(door *d) {
     if (!d) return;
     pthread_mutex_lock(&d->mu);
     d->stopping = true;
@@ -654,23 +668,23 @@ void door_stop(door *d) {
     pthread_mutex_unlock(&d->mu);
 }
 
-void door_free(door *d) {
+void road__door_free(door *d) {
     if (!d) return;
-    door_stop(d);
+    road__door_stop(d);
     for (int fd = 0; fd <= d->hi_fd && d->by_fd; fd++)
         if (d->by_fd[fd]) conn_release(d, d->by_fd[fd]); /* announced-less leftovers */
     if (d->ep >= 0) close(d->ep);
     if (d->wake >= 0) close(d->wake);
     pthread_mutex_destroy(&d->mu);
-    road_free(d->by_fd);
-    road_free(d->cl);
-    road_free(d);
+    road__free(d->by_fd);
+    road__free(d->cl);
+    road__free(d);
 }
 
 /* ---- libmicrohttpd's side ------------------------------------------------------------------------ */
 
-void door_notify(void *cls, struct MHD_Connection *c, void **socket_context,
-                 enum MHD_ConnectionNotificationCode code) {
+void road__door_notify(void *cls, struct MHD_Connection *c, void **socket_context,
+                       enum MHD_ConnectionNotificationCode code) {
     door *d = cls;
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
@@ -691,7 +705,7 @@ void door_notify(void *cls, struct MHD_Connection *c, void **socket_context,
     }
 }
 
-void door_set_phase(struct MHD_Connection *c, door_phase phase) {
+void road__door_set_phase(struct MHD_Connection *c, door_phase phase) {
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     dconn *x = ci ? ci->socket_context : NULL;
     if (!x) return;

@@ -26,21 +26,21 @@ typedef struct door_params {
 
 /* Bind and listen (no thread yet). *port: the port bound. max_connections is lowered to what
  * RLIMIT_NOFILE allows (logged). */
-road_status door_open(const door_params *p, door **out, int *port);
-/* The connection limit in force (after door_open's RLIMIT_NOFILE check). */
-int32_t door_max_connections(const door *d);
+road_status road__door_open(const door_params *p, door **out, int *port);
+/* The connection limit in force (after road__door_open's RLIMIT_NOFILE check). */
+int32_t road__door_max_connections(const door *d);
 /* Start accepting: sound requests go to `mhd` (started with MHD_USE_NO_LISTEN_SOCKET and
- * door_notify as its MHD_OPTION_NOTIFY_CONNECTION). */
-road_status door_start(door *d, struct MHD_Daemon *mhd);
+ * road__door_notify as its MHD_OPTION_NOTIFY_CONNECTION). */
+road_status road__door_start(door *d, struct MHD_Daemon *mhd);
 /* Stop accepting: the thread ends, the listening socket and the connections still at the door
  * close. Connections handed to libmicrohttpd stay (MHD_stop_daemon closes them). */
-void door_stop(door *d);
+void road__door_stop(door *d);
 /* After MHD_stop_daemon. NULL is a no-op. */
-void door_free(door *d);
+void road__door_free(door *d);
 
 /* MHD_OPTION_NOTIFY_CONNECTION callback (cls: the door). */
-void door_notify(void *cls, struct MHD_Connection *c, void **socket_context,
-                 enum MHD_ConnectionNotificationCode code);
+void road__door_notify(void *cls, struct MHD_Connection *c, void **socket_context,
+                       enum MHD_ConnectionNotificationCode code);
 
 /* The router's progress on a connection's request, for the deadline. */
 typedef enum door_phase {
@@ -50,6 +50,6 @@ typedef enum door_phase {
     DOOR_RECEIVED       /* the whole request is in: no deadline (the reply has its own idle
                            timeout) */
 } door_phase;
-void door_set_phase(struct MHD_Connection *c, door_phase phase);
+void road__door_set_phase(struct MHD_Connection *c, door_phase phase);
 
 #endif

@@ -43,28 +43,32 @@ road_engine_params road_engine_default_params(void) {
 }
 
 road_status road_engine_create(road_model *m, const road_engine_params *p, road_engine **out) {
-    if (!m || !out) return road_error(ROAD_ERR_INVALID_ARG, "road_engine_create: model or out is NULL");
+    if (!m || !out)
+        return road__error(ROAD_ERR_INVALID_ARG, "road_engine_create: model or out is NULL");
     *out = NULL;
     road_engine_params q = p ? *p : road_engine_default_params();
     const road_llm_config *cfg = road_model_config(m);
     if (q.max_seq_len <= 0 || q.max_seq_len > cfg->max_position_embeddings)
         q.max_seq_len = cfg->max_position_embeddings;
     if (q.max_batch < 1 || q.max_batch > 4096)
-        return road_error(ROAD_ERR_INVALID_ARG, "max_batch must be from 1 to 4096, got %d", (int)q.max_batch);
+        return road__error(ROAD_ERR_INVALID_ARG, "max_batch must be from 1 to 4096, got %d",
+                           (int)q.max_batch);
     if (q.step_tokens < q.max_batch)
-        return road_error(ROAD_ERR_INVALID_ARG,
-                          "step_tokens (%lld) must be at least max_batch (%d): every running "
-                          "sequence decodes one token per step",
-                          (long long)q.step_tokens, (int)q.max_batch);
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "step_tokens (%lld) must be at least max_batch (%d): every running "
+                           "sequence decodes one token per step",
+                           (long long)q.step_tokens, (int)q.max_batch);
     if (q.max_waiting < 1)
-        return road_error(ROAD_ERR_INVALID_ARG, "max_waiting must be at least 1, got %d", (int)q.max_waiting);
+        return road__error(ROAD_ERR_INVALID_ARG, "max_waiting must be at least 1, got %d",
+                           (int)q.max_waiting);
     if (q.max_tokens_limit < 1)
-        return road_error(ROAD_ERR_INVALID_ARG, "max_tokens_limit must be at least 1");
+        return road__error(ROAD_ERR_INVALID_ARG, "max_tokens_limit must be at least 1");
     road_adapter_set *set = road_model_adapters(m);
     if (road_adapter_set_merged(set))
-        return road_error(ROAD_ERR_STATE, "the model has merged adapters: serving needs them unmerged "
-                                          "(each request picks its own)");
-    road_engine *e = road_calloc(1, sizeof *e);
+        return road__error(ROAD_ERR_STATE,
+                           "the model has merged adapters: serving needs them unmerged "
+                           "(each request picks its own)");
+    road_engine *e = road__calloc(1, sizeof *e);
     if (!e) return ROAD_ERR_NO_MEMORY;
     e->m = m;
     e->p = q;
@@ -78,15 +82,15 @@ road_status road_engine_create(road_model *m, const road_engine_params *p, road_
     pthread_cond_init(&e->work_cv, NULL);
     pthread_cond_init(&e->cmd_cv, NULL);
     size_t B = (size_t)q.max_batch;
-    e->running = road_calloc(B, sizeof *e->running);
-    e->run_done = road_calloc(B, sizeof *e->run_done);
-    e->gone = road_calloc((size_t)q.max_waiting, sizeof *e->gone);
-    e->seqs = road_calloc(B, sizeof *e->seqs);
-    e->seq_ids = road_calloc(B, sizeof *e->seq_ids);
-    e->seq_run = road_calloc(B, sizeof *e->seq_run);
-    e->seq_ad = road_calloc(B, sizeof *e->seq_ad);
-    e->seq_tok = road_calloc(B, sizeof *e->seq_tok);
-    e->logits = road_calloc(B * (size_t)e->V, sizeof(float));
+    e->running = road__calloc(B, sizeof *e->running);
+    e->run_done = road__calloc(B, sizeof *e->run_done);
+    e->gone = road__calloc((size_t)q.max_waiting, sizeof *e->gone);
+    e->seqs = road__calloc(B, sizeof *e->seqs);
+    e->seq_ids = road__calloc(B, sizeof *e->seq_ids);
+    e->seq_run = road__calloc(B, sizeof *e->seq_run);
+    e->seq_ad = road__calloc(B, sizeof *e->seq_ad);
+    e->seq_tok = road__calloc(B, sizeof *e->seq_tok);
+    e->logits = road__calloc(B * (size_t)e->V, sizeof(float));
     road_status st = ROAD_OK;
     if (!e->running || !e->run_done || !e->gone || !e->seqs || !e->seq_ids || !e->seq_run ||
         !e->seq_ad || !e->seq_tok || !e->logits)
@@ -94,7 +98,7 @@ road_status road_engine_create(road_model *m, const road_engine_params *p, road_
     /* serve the adapters already in the set (under the same naming rule as loads) */
     for (int32_t i = 0; st == ROAD_OK && i < road_adapter_set_count(set); i++) {
         st = road_engine_check_adapter_name(road_adapter_set_name(set, i));
-        if (st == ROAD_OK && adapters_add_entry(e, road_adapter_set_name(set, i)) < 0)
+        if (st == ROAD_OK && road__adapters_add_entry(e, road_adapter_set_name(set, i)) < 0)
             st = ROAD_ERR_NO_MEMORY;
     }
     if (st != ROAD_OK) {
@@ -111,19 +115,19 @@ void road_engine_free(road_engine *e) {
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->work_cv);
     pthread_cond_destroy(&e->cmd_cv);
-    for (int32_t i = 0; i < e->n_ad; i++) road_free(e->ad[i].name);
-    road_free(e->ad);
-    road_free(e->waiting);
-    road_free(e->running);
-    road_free(e->run_done);
-    road_free(e->gone);
-    road_free(e->seqs);
-    road_free(e->seq_ids);
-    road_free(e->seq_run);
-    road_free(e->seq_ad);
-    road_free(e->seq_tok);
-    road_free(e->logits);
-    road_free(e);
+    for (int32_t i = 0; i < e->n_ad; i++) road__free(e->ad[i].name);
+    road__free(e->ad);
+    road__free(e->waiting);
+    road__free(e->running);
+    road__free(e->run_done);
+    road__free(e->gone);
+    road__free(e->seqs);
+    road__free(e->seq_ids);
+    road__free(e->seq_run);
+    road__free(e->seq_ad);
+    road__free(e->seq_tok);
+    road__free(e->logits);
+    road__free(e);
 }
 
 /* ---- one step (the stepping thread only) ------------------------------------------------ */
@@ -139,17 +143,18 @@ static road_status prepare(road_engine *e, road_request *r) {
 }
 
 static int64_t engine_step(road_engine *e) {
-    adapters_run_commands(e);
+    road__adapters_run_commands(e);
     /* cancelled waiting requests leave; admissions (FIFO) */
     pthread_mutex_lock(&e->mu);
     int64_t kept = 0, n_gone = 0;
     for (int64_t i = 0; i < e->n_waiting; i++) {
         road_request *r = e->waiting[i];
-        if (request_is_cancelled(r)) e->gone[n_gone++] = r;
+        if (road__request_is_cancelled(r))
+            e->gone[n_gone++] = r;
         else e->waiting[kept++] = r;
     }
     e->n_waiting = kept;
-    double t_now = request_now_s();
+    double t_now = road__request_now_s();
     int64_t n_admit = 0;
     while (e->n_running < e->p.max_batch && n_admit < e->n_waiting) {
         road_request *r = e->waiting[n_admit++];
@@ -160,20 +165,21 @@ static int64_t engine_step(road_engine *e) {
     memmove(e->waiting, e->waiting + n_admit, sizeof *e->waiting * (size_t)e->n_waiting);
     int64_t n_waiting = e->n_waiting;
     pthread_mutex_unlock(&e->mu);
-    for (int64_t i = 0; i < n_gone; i++) request_finish(e, e->gone[i], ROAD_FINISH_CANCELLED, NULL);
+    for (int64_t i = 0; i < n_gone; i++)
+        road__request_finish(e, e->gone[i], ROAD_FINISH_CANCELLED, NULL);
 
     /* cancelled running requests leave; newly admitted ones get their caches */
     int64_t n_run = 0;
     for (int64_t i = 0; i < e->n_running; i++) {
         road_request *r = e->running[i];
-        if (request_is_cancelled(r)) {
-            request_finish(e, r, ROAD_FINISH_CANCELLED, NULL);
+        if (road__request_is_cancelled(r)) {
+            road__request_finish(e, r, ROAD_FINISH_CANCELLED, NULL);
             continue;
         }
         if (!r->cache) {
             road_status st = prepare(e, r);
             if (st != ROAD_OK) {
-                request_finish(e, r, ROAD_FINISH_ERROR, road_last_error());
+                road__request_finish(e, r, ROAD_FINISH_ERROR, road_last_error());
                 continue;
             }
         }
@@ -216,7 +222,7 @@ static int64_t engine_step(road_engine *e) {
         road_request *r = e->running[j];
         e->seq_tok[i] = false;
         if (st != ROAD_OK) {
-            request_finish(e, r, ROAD_FINISH_ERROR, err);
+            road__request_finish(e, r, ROAD_FINISH_ERROR, err);
             e->run_done[j] = true;
             continue;
         }
@@ -228,7 +234,7 @@ static int64_t engine_step(road_engine *e) {
         int32_t t = road_sampler_sample(r->sampler, e->logits + i * e->V);
         gen++;
         e->seq_tok[i] = true;
-        e->run_done[j] = request_take_token(e, r, t); /* r may be gone after this */
+        e->run_done[j] = road__request_take_token(e, r, t); /* r may be gone after this */
     }
     n_run = 0;
     for (int64_t j = 0; j < e->n_running; j++)
@@ -251,13 +257,13 @@ static int64_t engine_step(road_engine *e) {
 }
 
 road_status road_engine_step(road_engine *e, int64_t *n_seq) {
-    if (!e) return road_error(ROAD_ERR_INVALID_ARG, "road_engine_step: engine is NULL");
+    if (!e) return road__error(ROAD_ERR_INVALID_ARG, "road_engine_step: engine is NULL");
     pthread_mutex_lock(&e->mu);
     bool started = e->started;
     pthread_mutex_unlock(&e->mu);
     if (started)
-        return road_error(ROAD_ERR_STATE, "road_engine_step: the engine thread is running; "
-                                          "stop it first or let it step");
+        return road__error(ROAD_ERR_STATE, "road_engine_step: the engine thread is running; "
+                                           "stop it first or let it step");
     int64_t k = engine_step(e);
     if (n_seq) *n_seq = k;
     return ROAD_OK;
@@ -286,11 +292,11 @@ static void *engine_main(void *arg) {
 }
 
 road_status road_engine_start(road_engine *e) {
-    if (!e) return road_error(ROAD_ERR_INVALID_ARG, "road_engine_start: engine is NULL");
+    if (!e) return road__error(ROAD_ERR_INVALID_ARG, "road_engine_start: engine is NULL");
     pthread_mutex_lock(&e->mu);
     if (e->started) {
         pthread_mutex_unlock(&e->mu);
-        return road_error(ROAD_ERR_STATE, "the engine is already running");
+        return road__error(ROAD_ERR_STATE, "the engine is already running");
     }
     e->started = true;
     e->stopping = e->draining = false;
@@ -298,7 +304,8 @@ road_status road_engine_start(road_engine *e) {
     int rc = pthread_create(&e->thread, NULL, engine_main, e);
     if (rc != 0) e->started = false;
     pthread_mutex_unlock(&e->mu);
-    if (rc != 0) return road_error(ROAD_ERR_INTERNAL, "cannot start the engine thread (error %d)", rc);
+    if (rc != 0)
+        return road__error(ROAD_ERR_INTERNAL, "cannot start the engine thread (error %d)", rc);
     return ROAD_OK;
 }
 
@@ -308,14 +315,15 @@ static void cancel_all(road_engine *e) {
     int64_t nw = e->n_waiting;
     e->n_waiting = 0;
     pthread_mutex_unlock(&e->mu);
-    for (int64_t i = 0; i < nw; i++) request_finish(e, e->waiting[i], ROAD_FINISH_CANCELLED, NULL);
+    for (int64_t i = 0; i < nw; i++)
+        road__request_finish(e, e->waiting[i], ROAD_FINISH_CANCELLED, NULL);
     for (int64_t i = 0; i < e->n_running; i++)
-        request_finish(e, e->running[i], ROAD_FINISH_CANCELLED, NULL);
+        road__request_finish(e, e->running[i], ROAD_FINISH_CANCELLED, NULL);
     pthread_mutex_lock(&e->mu);
     e->n_running = 0;
     /* commands that were waiting for requests: done now (unload can proceed) */
     pthread_mutex_unlock(&e->mu);
-    adapters_run_commands(e);
+    road__adapters_run_commands(e);
 }
 
 void road_engine_stop(road_engine *e, bool drain) {

@@ -129,20 +129,20 @@ struct road_engine {
 
 /* ---- serve/adapters.c ---- */
 /* The registry entry of `name`, or -1 (e->mu held). */
-int32_t adapters_find(const road_engine *e, const char *name);
+int32_t road__adapters_find(const road_engine *e, const char *name);
 /* Mark `name` loaded, adding its entry if new (e->mu held). -1: no memory. */
-int32_t adapters_add_entry(road_engine *e, const char *name);
+int32_t road__adapters_add_entry(road_engine *e, const char *name);
 /* Execute queued adapter commands (the stepping thread; e->mu not held). */
-void adapters_run_commands(road_engine *e);
+void road__adapters_run_commands(road_engine *e);
 
 /* ---- serve/request.c ---- */
 /* The clock of a request's times (submit, queue, first token): monotonic seconds. */
-double request_now_s(void);
-bool request_is_cancelled(road_request *r);
+double road__request_now_s(void);
+bool road__request_is_cancelled(road_request *r);
 /* The engine is done with r: free its model state, publish the end, drop the engine's ref. */
-void request_finish(road_engine *e, road_request *r, road_finish_reason why, const char *err);
+void road__request_finish(road_engine *e, road_request *r, road_finish_reason why, const char *err);
 /* A sampled token for r (the stepping thread): update text, decide whether r ends, publish.
- * True when r finished (and was handed to request_finish: r may be gone). */
-bool request_take_token(road_engine *e, road_request *r, int32_t t);
+ * True when r finished (and was handed to road__request_finish: r may be gone). */
+bool road__request_take_token(road_engine *e, road_request *r, int32_t t);
 
 #endif

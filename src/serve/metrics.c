@@ -37,7 +37,7 @@ static void sb_printf(sbuf *b, const char *fmt, ...) {
             return;
         }
         size_t nc = b->cap * 2 + (size_t)k;
-        char *ns = road_realloc(b->s, nc);
+        char *ns = road__realloc(b->s, nc);
         if (!ns) {
             b->oom = true;
             return;
@@ -64,9 +64,9 @@ static void sb_adapter_sample(sbuf *b, const char *metric, const char *name, lon
 #define METRIC(b, type, name, help) sb_printf(b, "# HELP " name " " help "\n# TYPE " name " " type "\n")
 
 road_status road_engine_metrics(road_engine *e, char **text) {
-    if (!e || !text) return road_error(ROAD_ERR_INVALID_ARG, "metrics: engine or text is NULL");
+    if (!e || !text) return road__error(ROAD_ERR_INVALID_ARG, "metrics: engine or text is NULL");
     *text = NULL;
-    sbuf b = {road_malloc(4096), 0, 4096, false};
+    sbuf b = {road__malloc(4096), 0, 4096, false};
     if (!b.s) return ROAD_ERR_NO_MEMORY;
     b.s[0] = '\0';
     pthread_mutex_lock(&e->mu);
@@ -119,7 +119,7 @@ road_status road_engine_metrics(road_engine *e, char **text) {
             sb_adapter_sample(&b, "road_adapter_requests_active", e->ad[i].name, (long long)e->ad[i].in_use);
     pthread_mutex_unlock(&e->mu);
     if (b.oom) {
-        road_free(b.s);
+        road__free(b.s);
         return ROAD_ERR_NO_MEMORY;
     }
     *text = b.s;

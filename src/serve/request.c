@@ -5,9 +5,9 @@
  * A request is shared by the thread that submitted it (a connection) and the engine thread, and
  * may outlive the engine: it has its own lock (its output, finish state, cancel flag) and a
  * reference count (the caller's and the engine's). The engine thread hands it each sampled token
- * (request_take_token), which decodes it with the request's streaming decoder, holds back the
+ * (road__request_take_token), which decodes it with the request's streaming decoder, holds back the
  * tail that could still start a stop string, and publishes token, text and end together; a stop
- * string found ends the request, with the text cut right before it. request_finish is the one
+ * string found ends the request, with the text cut right before it. road__request_finish is the one
  * way out of the engine: model state freed, the end counted, then published.
  */
 #include <pthread.h>
@@ -20,7 +20,7 @@
 #include "road/serve.h"
 #include "serve/engine_internal.h"
 
-double request_now_s(void) {
+double road__request_now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
@@ -56,15 +56,15 @@ static void request_unref(road_request *r) {
     road_sampler_free(r->sampler);
     road_kv_cache_free(r->cache);
     road_tokenizer_stream_free(r->stream);
-    for (int32_t i = 0; i < r->n_stop; i++) road_free(r->stop[i]);
-    road_free(r->stop);
-    road_free(r->stop_ids);
-    road_free(r->prompt);
-    road_free(r->adapter);
-    road_free(r->toks);
-    road_free(r->text);
-    road_free(r->pend);
-    road_free(r);
+    for (int32_t i = 0; i < r->n_stop; i++) road__free(r->stop[i]);
+    road__free(r->stop);
+    road__free(r->stop_ids);
+    road__free(r->prompt);
+    road__free(r->adapter);
+    road__free(r->toks);
+    road__free(r->text);
+    road__free(r->pend);
+    road__free(r);
 }
 
 /* Append text (under r->mu). Returns false on no memory. */
@@ -72,7 +72,7 @@ static bool text_append(char **buf, size_t *len, size_t *cap, const char *s, siz
     if (*len + n + 1 > *cap) {
         size_t nc = *cap ? *cap : 64;
         while (*len + n + 1 > nc) nc *= 2;
-        char *nb = road_realloc(*buf, nc);
+        char *nb = road__realloc(*buf, nc);
         if (!nb) return false;
         *buf = nb;
         *cap = nc;
@@ -94,8 +94,8 @@ static void count_finish(road_engine *e, road_request *r, road_finish_reason why
 }
 
 /* The engine is done with r: free its model state, publish the end, drop the engine's ref. */
-void request_finish(road_engine *e, road_request *r, road_finish_reason why,
-                           const char *err) {
+void road__request_finish(road_engine *e, road_request *r, road_finish_reason why,
+                          const char *err) {
     road_kv_cache_free(r->cache);
     r->cache = NULL;
     road_tokenizer_stream_free(r->stream);
@@ -117,31 +117,34 @@ void request_finish(road_engine *e, road_request *r, road_finish_reason why,
 }
 
 road_status road_engine_submit(road_engine *e, const road_request_params *p, road_request **out) {
-    if (!e || !p || !out) return road_error(ROAD_ERR_INVALID_ARG, "submit: engine, params or out is NULL");
+    if (!e || !p || !out)
+        return road__error(ROAD_ERR_INVALID_ARG, "submit: engine, params or out is NULL");
     *out = NULL;
     if (p->n_prompt < 1 || !p->prompt)
-        return road_error(ROAD_ERR_INVALID_ARG, "the prompt is empty: give at least one token");
+        return road__error(ROAD_ERR_INVALID_ARG, "the prompt is empty: give at least one token");
     for (int64_t i = 0; i < p->n_prompt; i++)
         if (p->prompt[i] < 0 || p->prompt[i] >= e->V)
-            return road_error(ROAD_ERR_INVALID_ARG, "prompt token %lld is %d; the model's ids are 0..%lld",
-                              (long long)i, (int)p->prompt[i], (long long)(e->V - 1));
+            return road__error(ROAD_ERR_INVALID_ARG,
+                               "prompt token %lld is %d; the model's ids are 0..%lld", (long long)i,
+                               (int)p->prompt[i], (long long)(e->V - 1));
     if (p->max_tokens < 1 || p->max_tokens > e->p.max_tokens_limit)
-        return road_error(ROAD_ERR_INVALID_ARG, "max_tokens must be from 1 to %lld, got %lld",
-                          (long long)e->p.max_tokens_limit, (long long)p->max_tokens);
+        return road__error(ROAD_ERR_INVALID_ARG, "max_tokens must be from 1 to %lld, got %lld",
+                           (long long)e->p.max_tokens_limit, (long long)p->max_tokens);
     if (p->n_prompt >= e->p.max_seq_len)
-        return road_error(ROAD_ERR_SHAPE,
-                          "the prompt has %lld tokens; this server's context is %lld tokens "
-                          "(prompt and completion together), so prompts may have at most %lld",
-                          (long long)p->n_prompt, (long long)e->p.max_seq_len,
-                          (long long)(e->p.max_seq_len - 1));
+        return road__error(ROAD_ERR_SHAPE,
+                           "the prompt has %lld tokens; this server's context is %lld tokens "
+                           "(prompt and completion together), so prompts may have at most %lld",
+                           (long long)p->n_prompt, (long long)e->p.max_seq_len,
+                           (long long)(e->p.max_seq_len - 1));
     if (p->n_stop_ids < 0 || (p->n_stop_ids && !p->stop_ids) || p->n_stop < 0 || (p->n_stop && !p->stop))
-        return road_error(ROAD_ERR_INVALID_ARG, "bad stop list");
+        return road__error(ROAD_ERR_INVALID_ARG, "bad stop list");
     if (p->n_stop && !e->p.tokenizer)
-        return road_error(ROAD_ERR_INVALID_ARG, "stop strings need the model's tokenizer (none is loaded)");
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "stop strings need the model's tokenizer (none is loaded)");
     for (int32_t i = 0; i < p->n_stop; i++)
         if (!p->stop[i] || !p->stop[i][0])
-            return road_error(ROAD_ERR_INVALID_ARG, "stop strings must not be empty");
-    road_request *r = road_calloc(1, sizeof *r);
+            return road__error(ROAD_ERR_INVALID_ARG, "stop strings must not be empty");
+    road_request *r = road__calloc(1, sizeof *r);
     if (!r) return ROAD_ERR_NO_MEMORY;
     r->refs = 2; /* the caller's and the engine's */
     r->adapter_idx = -1;
@@ -153,11 +156,11 @@ road_status road_engine_submit(road_engine *e, const road_request_params *p, roa
         r->n_prompt = p->n_prompt;
         r->max_tokens = p->max_tokens;
         r->ignore_eos = p->ignore_eos;
-        r->prompt = road_malloc(sizeof(int32_t) * (size_t)p->n_prompt);
-        r->toks = road_malloc(sizeof(int32_t) * (size_t)p->max_tokens);
-        r->adapter = road_strdup(an);
-        if (p->n_stop_ids) r->stop_ids = road_malloc(sizeof(int32_t) * (size_t)p->n_stop_ids);
-        if (p->n_stop) r->stop = road_calloc((size_t)p->n_stop, sizeof(char *));
+        r->prompt = road__malloc(sizeof(int32_t) * (size_t)p->n_prompt);
+        r->toks = road__malloc(sizeof(int32_t) * (size_t)p->max_tokens);
+        r->adapter = road__strdup(an);
+        if (p->n_stop_ids) r->stop_ids = road__malloc(sizeof(int32_t) * (size_t)p->n_stop_ids);
+        if (p->n_stop) r->stop = road__calloc((size_t)p->n_stop, sizeof(char *));
         if (!r->prompt || !r->toks || !r->adapter || (p->n_stop_ids && !r->stop_ids) ||
             (p->n_stop && !r->stop))
             st = ROAD_ERR_NO_MEMORY;
@@ -167,7 +170,7 @@ road_status road_engine_submit(road_engine *e, const road_request_params *p, roa
         if (p->n_stop_ids) memcpy(r->stop_ids, p->stop_ids, sizeof(int32_t) * (size_t)p->n_stop_ids);
         r->n_stop_ids = p->n_stop_ids;
         for (int32_t i = 0; i < p->n_stop && st == ROAD_OK; i++) {
-            if (!(r->stop[i] = road_strdup(p->stop[i]))) st = ROAD_ERR_NO_MEMORY;
+            if (!(r->stop[i] = road__strdup(p->stop[i]))) st = ROAD_ERR_NO_MEMORY;
             r->n_stop = i + 1;
             size_t l = strlen(p->stop[i]);
             if (l > r->max_stop_len) r->max_stop_len = l;
@@ -178,24 +181,24 @@ road_status road_engine_submit(road_engine *e, const road_request_params *p, roa
         request_unref(r);
         return st;
     }
-    r->t_submit = request_now_s();
+    r->t_submit = road__request_now_s();
     pthread_mutex_lock(&e->mu);
     if (e->draining || e->stopping) {
-        st = road_error(ROAD_ERR_STATE, "the server is shutting down");
+        st = road__error(ROAD_ERR_STATE, "the server is shutting down");
     } else if (e->n_waiting >= e->p.max_waiting) {
-        st = road_error(ROAD_ERR_STATE, "too many requests are waiting (%d); retry later",
-                        (int)e->n_waiting);
+        st = road__error(ROAD_ERR_STATE, "too many requests are waiting (%d); retry later",
+                         (int)e->n_waiting);
     } else if (strcmp(an, ROAD_BASE_NAME) != 0) {
-        int32_t i = adapters_find(e, an);
+        int32_t i = road__adapters_find(e, an);
         if (i < 0 || !e->ad[i].loaded || e->ad[i].draining)
-            st = road_error(ROAD_ERR_NOT_FOUND, "no adapter named '%s'%s", an,
-                            i >= 0 && e->ad[i].draining ? " (it is being unloaded)" : "");
+            st = road__error(ROAD_ERR_NOT_FOUND, "no adapter named '%s'%s", an,
+                             i >= 0 && e->ad[i].draining ? " (it is being unloaded)" : "");
         else
             r->adapter_idx = i;
     }
     if (st == ROAD_OK && e->n_waiting == e->cap_waiting) {
         int64_t cap = e->cap_waiting ? 2 * e->cap_waiting : 16;
-        road_request **nw = road_realloc(e->waiting, sizeof *nw * (size_t)cap);
+        road_request **nw = road__realloc(e->waiting, sizeof *nw * (size_t)cap);
         if (!nw) st = ROAD_ERR_NO_MEMORY;
         else {
             e->waiting = nw;
@@ -296,7 +299,7 @@ void road_request_release(road_request *r) {
     request_unref(r);
 }
 
-bool request_is_cancelled(road_request *r) {
+bool road__request_is_cancelled(road_request *r) {
     pthread_mutex_lock(&r->mu);
     bool c = r->cancelled;
     pthread_mutex_unlock(&r->mu);
@@ -315,8 +318,8 @@ static size_t stop_prefix_tail(const road_request *r, const char *s, size_t n) {
 }
 
 /* A token for r: update text, decide whether r ends, publish. Returns true when r finished
- * (and was handed to request_finish). */
-bool request_take_token(road_engine *e, road_request *r, int32_t t) {
+ * (and was handed to road__request_finish). */
+bool road__request_take_token(road_engine *e, road_request *r, int32_t t) {
     r->n_gen++;
     bool stop_tok = false;
     if (!r->ignore_eos)
@@ -352,7 +355,7 @@ bool request_take_token(road_engine *e, road_request *r, int32_t t) {
     } else if (why == ROAD_FINISH_NONE && r->n_stop) {
         release -= stop_prefix_tail(r, r->pend, r->pend_len);
     }
-    double t_now = request_now_s();
+    double t_now = road__request_now_s();
     if (why != ROAD_FINISH_NONE && !oom) count_finish(e, r, why);
     pthread_mutex_lock(&r->mu);
     /* the last token and the end are published together: a reader never sees one without the
@@ -376,11 +379,11 @@ bool request_take_token(road_engine *e, road_request *r, int32_t t) {
     }
     r->last = t;
     if (oom) {
-        request_finish(e, r, ROAD_FINISH_ERROR, "out of memory for the request's text");
+        road__request_finish(e, r, ROAD_FINISH_ERROR, "out of memory for the request's text");
         return true;
     }
     if (why != ROAD_FINISH_NONE) {
-        request_finish(e, r, why, NULL);
+        road__request_finish(e, r, why, NULL);
         return true;
     }
     return false;

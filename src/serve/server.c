@@ -41,8 +41,8 @@
  * cleanup, a moment after the door has freed the slot */
 #define SERVER_MHD_LIMIT_MARGIN 256
 
-const int server_codes[SERVER_N_CODES] = {200, 400, 401, 403, 404, 405, 408, 411,
-                                          413, 414, 429, 431, 499, 500, 503, 505};
+const int road__server_codes[SERVER_N_CODES] = {200, 400, 401, 403, 404, 405, 408, 411,
+                                                413, 414, 429, 431, 499, 500, 503, 505};
 
 road_server_params road_server_default_params(void) {
     road_server_params p;
@@ -83,20 +83,23 @@ static char *folder_name(const char *dir) {
 
 road_status road_server_create(const road_server_params *p, road_server **out) {
     if (!p || !out || !p->model_dir)
-        return road_error(ROAD_ERR_INVALID_ARG, "road_server_create: params, model_dir or out is NULL");
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "road_server_create: params, model_dir or out is NULL");
     *out = NULL;
     if (p->port < 0 || p->port > 65535)
-        return road_error(ROAD_ERR_INVALID_ARG, "port must be from 0 to 65535, got %d", p->port);
+        return road__error(ROAD_ERR_INVALID_ARG, "port must be from 0 to 65535, got %d", p->port);
     if (p->max_body_bytes < 64)
-        return road_error(ROAD_ERR_INVALID_ARG, "max_body_bytes must be at least 64");
+        return road__error(ROAD_ERR_INVALID_ARG, "max_body_bytes must be at least 64");
     if (p->n_adapters < 0 || (p->n_adapters && (!p->adapter_names || !p->adapter_dirs)))
-        return road_error(ROAD_ERR_INVALID_ARG, "bad adapter list");
+        return road__error(ROAD_ERR_INVALID_ARG, "bad adapter list");
     if (p->max_connections < 1 || p->max_connections_per_client < 0)
-        return road_error(ROAD_ERR_INVALID_ARG, "max_connections must be at least 1 and "
-                          "max_connections_per_client at least 0 (0: no cap)");
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "max_connections must be at least 1 and "
+                           "max_connections_per_client at least 0 (0: no cap)");
     if (!(p->request_timeout_s > 0) || p->request_timeout_s > 86400)
-        return road_error(ROAD_ERR_INVALID_ARG, "request_timeout_s must be from 0 to 86400 s, got %g",
-                          p->request_timeout_s);
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "request_timeout_s must be from 0 to 86400 s, got %g",
+                           p->request_timeout_s);
     for (int32_t i = 0; i < p->n_adapters; i++) {
         road_status ns = road_engine_check_adapter_name(p->adapter_names[i]);
         if (ns != ROAD_OK) return ns;
@@ -113,7 +116,8 @@ road_status road_server_create(const road_server_params *p, road_server **out) {
     road_status st = ROAD_OK;
     if (!s->model_dir || !s->served_name || !s->host || (p->api_key && !s->api_key)) st = ROAD_ERR_NO_MEMORY;
     if (st == ROAD_OK && (!s->served_name[0] || strcmp(s->served_name, ROAD_BASE_NAME) == 0))
-        st = road_error(ROAD_ERR_INVALID_ARG, "the served model name must not be empty or %s", ROAD_BASE_NAME);
+        st = road__error(ROAD_ERR_INVALID_ARG, "the served model name must not be empty or %s",
+                         ROAD_BASE_NAME);
     if (st == ROAD_OK) st = road_model_load(p->model_dir, &p->model, &s->m);
     if (st == ROAD_OK) {
         road_status ts = road_tokenizer_load(p->model_dir, &s->tok);
@@ -122,7 +126,7 @@ road_status road_server_create(const road_server_params *p, road_server **out) {
             snprintf(s->tmpl_err, sizeof s->tmpl_err, "the model folder has no tokenizer.json");
         } else if (ts != ROAD_OK) {
             st = ts;
-            road_error_prefix("loading the tokenizer");
+            road__error_prefix("loading the tokenizer");
         }
     }
     if (st == ROAD_OK && s->tok) {
@@ -140,12 +144,13 @@ road_status road_server_create(const road_server_params *p, road_server **out) {
     road_adapter_set *set = st == ROAD_OK ? road_model_adapters(s->m) : NULL;
     for (int32_t i = 0; st == ROAD_OK && i < p->n_adapters; i++) {
         if (strcmp(p->adapter_names[i], s->served_name) == 0) {
-            st = road_error(ROAD_ERR_INVALID_ARG, "adapter name '%s' is the base model's name",
-                            p->adapter_names[i]);
+            st = road__error(ROAD_ERR_INVALID_ARG, "adapter name '%s' is the base model's name",
+                             p->adapter_names[i]);
             break;
         }
         st = road_adapter_set_load(set, p->adapter_names[i], p->adapter_dirs[i]);
-        if (st != ROAD_OK) road_error_prefix("adapter '%s' (%s)", p->adapter_names[i], p->adapter_dirs[i]);
+        if (st != ROAD_OK)
+            road__error_prefix("adapter '%s' (%s)", p->adapter_names[i], p->adapter_dirs[i]);
     }
     if (st == ROAD_OK) st = road_adapter_set_set_active(set, NULL, 0);
     if (st == ROAD_OK) {
@@ -186,44 +191,46 @@ int road_server_port(const road_server *s) { return s ? s->port : 0; }
 
 /* ---- replies ---------------------------------------------------------------------------------- */
 
-void server_count(road_server *s, int code) {
+void road__server_count(road_server *s, int code) {
     int k = SERVER_N_CODES;
     for (int i = 0; i < SERVER_N_CODES; i++)
-        if (server_codes[i] == code) k = i;
+        if (road__server_codes[i] == code) k = i;
     pthread_mutex_lock(&s->mu);
     s->responses[k]++;
     pthread_mutex_unlock(&s->mu);
 }
 
-uint64_t server_next_id(road_server *s) {
+uint64_t road__server_next_id(road_server *s) {
     pthread_mutex_lock(&s->mu);
     uint64_t id = ++s->next_id;
     pthread_mutex_unlock(&s->mu);
     return id;
 }
 
-enum MHD_Result server_send(road_server *s, struct MHD_Connection *c, int code, const char *type,
-                            const char *body, size_t len) {
+enum MHD_Result road__server_send(road_server *s, struct MHD_Connection *c, int code,
+                                  const char *type, const char *body, size_t len) {
     struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
     if (!r) return MHD_NO;
     MHD_add_response_header(r, "Content-Type", type);
     MHD_add_response_header(r, "Connection", "close"); /* the next request passes the door */
     enum MHD_Result ret = MHD_queue_response(c, (unsigned int)code, r);
     MHD_destroy_response(r);
-    server_count(s, code);
+    road__server_count(s, code);
     return ret;
 }
 
-enum MHD_Result server_send_error(road_server *s, struct MHD_Connection *c, const api_error *err) {
-    char *j = api_error_json(err);
+enum MHD_Result road__server_send_error(road_server *s, struct MHD_Connection *c,
+                                        const api_error *err) {
+    char *j = road__api_error_json(err);
     if (!j) return MHD_NO;
-    road_log(err->http >= 500 ? ROAD_LOG_WARN : ROAD_LOG_INFO, "road serve: %d %s", err->http, err->message);
-    enum MHD_Result r = server_send(s, c, err->http, "application/json", j, strlen(j));
+    road__log(err->http >= 500 ? ROAD_LOG_WARN : ROAD_LOG_INFO, "road serve: %d %s", err->http,
+              err->message);
+    enum MHD_Result r = road__server_send(s, c, err->http, "application/json", j, strlen(j));
     free(j);
     return r;
 }
 
-bool server_client_gone(int fd) {
+bool road__server_client_gone(int fd) {
     if (fd < 0) return false;
     struct pollfd p = {fd, POLLIN, 0};
     if (poll(&p, 1, 0) <= 0) return false;
@@ -272,7 +279,7 @@ static enum MHD_Result send_models(road_server *s, struct MHD_Connection *c) {
     char *j = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     if (!j) return MHD_NO;
-    enum MHD_Result r = server_send(s, c, 200, "application/json", j, strlen(j));
+    enum MHD_Result r = road__server_send(s, c, 200, "application/json", j, strlen(j));
     free(j);
     return r;
 }
@@ -294,13 +301,15 @@ static enum MHD_Result send_metrics(road_server *s, struct MHD_Connection *c) {
     pthread_mutex_lock(&s->mu);
     for (int i = 0; i <= SERVER_N_CODES && n < cap; i++) {
         char code[8];
-        if (i < SERVER_N_CODES) snprintf(code, sizeof code, "%d", server_codes[i]);
+        if (i < SERVER_N_CODES)
+            snprintf(code, sizeof code, "%d", road__server_codes[i]);
         else snprintf(code, sizeof code, "other");
         n += (size_t)snprintf(all + n, cap - n, "road_http_responses_total{code=\"%s\"} %lld\n", code,
                               (long long)s->responses[i]);
     }
     pthread_mutex_unlock(&s->mu);
-    enum MHD_Result r = server_send(s, c, 200, "text/plain; version=0.0.4", all, n < cap ? n : cap - 1);
+    enum MHD_Result r =
+        road__server_send(s, c, 200, "text/plain; version=0.0.4", all, n < cap ? n : cap - 1);
     free(all);
     return r;
 }
@@ -310,14 +319,15 @@ static enum MHD_Result lora(road_server *s, struct MHD_Connection *c, bool load,
     api_error err;
     char *name = NULL, *path = NULL;
     if (!s->p.allow_adapter_loading) {
-        api_error_set(&err, 403, "invalid_request_error", NULL, NULL,
-                      "adapter loading is disabled on this server");
-        return server_send_error(s, c, &err);
+        road__api_error_set(&err, 403, "invalid_request_error", NULL, NULL,
+                            "adapter loading is disabled on this server");
+        return road__server_send_error(s, c, &err);
     }
-    if (!api_parse_lora(body, len, load, &name, &path, &err)) return server_send_error(s, c, &err);
+    if (!road__api_parse_lora(body, len, load, &name, &path, &err))
+        return road__server_send_error(s, c, &err);
     road_status st;
     if (load && (strcmp(name, s->served_name) == 0 || strcmp(name, ROAD_BASE_NAME) == 0))
-        st = road_error(ROAD_ERR_INVALID_ARG, "'%s' is the base model's name", name);
+        st = road__error(ROAD_ERR_INVALID_ARG, "'%s' is the base model's name", name);
     else
         st = load ? road_engine_load_adapter(s->e, name, path) : road_engine_unload_adapter(s->e, name, true);
     enum MHD_Result r;
@@ -325,13 +335,14 @@ static enum MHD_Result lora(road_server *s, struct MHD_Connection *c, bool load,
         char msg[400];
         snprintf(msg, sizeof msg, "Success: LoRA adapter '%.255s' %s successfully.", name,
                  load ? "added" : "removed");
-        road_log(ROAD_LOG_INFO, "road serve: %s", msg);
-        r = server_send(s, c, 200, "text/plain; charset=utf-8", msg, strlen(msg));
+        road__log(ROAD_LOG_INFO, "road serve: %s", msg);
+        r = road__server_send(s, c, 200, "text/plain; charset=utf-8", msg, strlen(msg));
     } else {
         int code = st == ROAD_ERR_NOT_FOUND && !load ? 404 : st == ROAD_ERR_NO_MEMORY ? 500 : 400;
-        api_error_set(&err, code, code == 404 ? "not_found_error" : "invalid_request_error",
-                      st == ROAD_ERR_EXISTS ? "adapter_exists" : NULL, "lora_name", "%s", road_last_error());
-        r = server_send_error(s, c, &err);
+        road__api_error_set(&err, code, code == 404 ? "not_found_error" : "invalid_request_error",
+                            st == ROAD_ERR_EXISTS ? "adapter_exists" : NULL, "lora_name", "%s",
+                            road_last_error());
+        r = road__server_send_error(s, c, &err);
     }
     free(name);
     free(path);
@@ -390,23 +401,23 @@ static void classify(road_server *s, struct MHD_Connection *c, const char *url, 
     }
     if (x->r == R_NONE) {
         if (path_known)
-            api_error_set(&x->err, 405, "invalid_request_error", "method_not_allowed", NULL,
-                          "%.10s is not allowed on %.100s", method, url);
+            road__api_error_set(&x->err, 405, "invalid_request_error", "method_not_allowed", NULL,
+                                "%.10s is not allowed on %.100s", method, url);
         else
-            api_error_set(&x->err, 404, "not_found_error", "not_found", NULL,
-                          "no endpoint %.10s %.200s (see docs/serve.md)", method, url);
+            road__api_error_set(&x->err, 404, "not_found_error", "not_found", NULL,
+                                "no endpoint %.10s %.200s (see docs/serve.md)", method, url);
         return;
     }
     if (strncmp(url, "/v1/", 4) == 0 && !key_ok(s, c)) {
-        api_error_set(&x->err, 401, "invalid_request_error", "invalid_api_key", NULL,
-                      "Incorrect or missing API key: send 'Authorization: Bearer <key>'");
+        road__api_error_set(&x->err, 401, "invalid_request_error", "invalid_api_key", NULL,
+                            "Incorrect or missing API key: send 'Authorization: Bearer <key>'");
         return;
     }
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
     if (cl && strtoull(cl, NULL, 10) > s->p.max_body_bytes)
-        api_error_set(&x->err, 413, "invalid_request_error", "body_too_large", NULL,
-                      "the request body is larger than this server's limit of %zu bytes",
-                      s->p.max_body_bytes);
+        road__api_error_set(&x->err, 413, "invalid_request_error", "body_too_large", NULL,
+                            "the request body is larger than this server's limit of %zu bytes",
+                            s->p.max_body_bytes);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
@@ -421,8 +432,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         /* refuse a declared oversize body before reading it (MHD then closes the connection) */
         if (x->err.http == 413) {
             x->answered = true;
-            door_set_phase(c, DOOR_ANSWERED);
-            return server_send_error(s, c, &x->err);
+            road__door_set_phase(c, DOOR_ANSWERED);
+            return road__server_send_error(s, c, &x->err);
         }
         return MHD_YES;
     }
@@ -440,9 +451,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (x->len + n > s->p.max_body_bytes) {
             /* answered once the body is in: a reply sent while the client still writes is lost
              * to the reset that closing an unread socket causes */
-            api_error_set(&x->err, 413, "invalid_request_error", "body_too_large", NULL,
-                          "the request body is larger than this server's limit of %zu bytes",
-                          s->p.max_body_bytes);
+            road__api_error_set(&x->err, 413, "invalid_request_error", "body_too_large", NULL,
+                                "the request body is larger than this server's limit of %zu bytes",
+                                s->p.max_body_bytes);
             free(x->body);
             x->body = NULL;
             x->len = x->cap = 0;
@@ -462,8 +473,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         x->body[x->len] = '\0';
         return MHD_YES;
     }
-    door_set_phase(c, DOOR_RECEIVED); /* the whole request is in: its deadline is met */
-    if (x->err.http) return server_send_error(s, c, &x->err);
+    road__door_set_phase(c, DOOR_RECEIVED); /* the whole request is in: its deadline is met */
+    if (x->err.http) return road__server_send_error(s, c, &x->err);
     pthread_mutex_lock(&s->mu);
     bool draining = s->draining;
     pthread_mutex_unlock(&s->mu);
@@ -471,12 +482,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     switch (x->r) {
     case R_HEALTH: {
         const char *b = draining ? "{\"status\":\"draining\"}" : "{\"status\":\"ok\"}";
-        return server_send(s, c, draining ? 503 : 200, "application/json", b, strlen(b));
+        return road__server_send(s, c, draining ? 503 : 200, "application/json", b, strlen(b));
     }
     case R_METRICS: return send_metrics(s, c);
     case R_MODELS: return send_models(s, c);
-    case R_COMPLETIONS: return completions_generate(s, c, API_COMPLETIONS, body, x->len);
-    case R_CHAT: return completions_generate(s, c, API_CHAT, body, x->len);
+    case R_COMPLETIONS:
+        return road__completions_generate(s, c, API_COMPLETIONS, body, x->len);
+    case R_CHAT:
+        return road__completions_generate(s, c, API_CHAT, body, x->len);
     case R_LOAD: return lora(s, c, true, body, x->len);
     case R_UNLOAD: return lora(s, c, false, body, x->len);
     default: return MHD_NO;
@@ -498,48 +511,51 @@ __attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char 
     vsnprintf(msg, sizeof msg, fmt, ap);
     size_t n = strlen(msg);
     while (n && msg[n - 1] == '\n') msg[--n] = '\0';
-    road_log(ROAD_LOG_WARN, "road serve (libmicrohttpd): %s", msg);
+    road__log(ROAD_LOG_WARN, "road serve (libmicrohttpd): %s", msg);
 }
 
 /* ---- life ------------------------------------------------------------------------------------ */
 
-static void door_count(void *user, int code) { server_count(user, code); }
+static void door_count(void *user, int code) {
+    road__server_count(user, code);
+}
 
 road_status road_server_start(road_server *s) {
-    if (!s) return road_error(ROAD_ERR_INVALID_ARG, "road_server_start: server is NULL");
+    if (!s) return road__error(ROAD_ERR_INVALID_ARG, "road_server_start: server is NULL");
     pthread_mutex_lock(&s->mu);
     bool started = s->started;
     pthread_mutex_unlock(&s->mu);
-    if (started) return road_error(ROAD_ERR_STATE, "the server is already started");
+    if (started) return road__error(ROAD_ERR_STATE, "the server is already started");
     door_params dp = {s->host, s->p.port, s->p.max_connections, s->p.max_connections_per_client,
                       s->p.request_timeout_s, s->p.max_body_bytes, door_count, s};
-    road_status st = door_open(&dp, &s->door, &s->port);
+    road_status st = road__door_open(&dp, &s->door, &s->port);
     if (st != ROAD_OK) return st;
     /* poll, not select: descriptors past FD_SETSIZE (1024) must work */
     unsigned int flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                          MHD_USE_POLL | MHD_USE_ERROR_LOG | MHD_USE_ITC | MHD_USE_NO_LISTEN_SOCKET;
-    unsigned int mhd_limit = (unsigned int)door_max_connections(s->door) + SERVER_MHD_LIMIT_MARGIN;
+    unsigned int mhd_limit =
+        (unsigned int)road__door_max_connections(s->door) + SERVER_MHD_LIMIT_MARGIN;
     if ((st = road_engine_start(s->e)) != ROAD_OK) {
-        door_free(s->door);
+        road__door_free(s->door);
         s->door = NULL;
         return st;
     }
     s->created = (long long)time(NULL);
-    s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s,
-                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
-                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                            MHD_OPTION_NOTIFY_CONNECTION, door_notify, s->door,
-                            MHD_OPTION_CONNECTION_LIMIT, mhd_limit,
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)SERVER_CONNECTION_TIMEOUT_S,
-                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)SERVER_MHD_CONNECTION_MEMORY,
-                            MHD_OPTION_END);
-    if (s->d) st = door_start(s->door, s->d);
-    else st = road_error(ROAD_ERR_IO, "cannot start libmicrohttpd");
+    s->d = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION,
+        road__door_notify, s->door, MHD_OPTION_CONNECTION_LIMIT, mhd_limit,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)SERVER_CONNECTION_TIMEOUT_S,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)SERVER_MHD_CONNECTION_MEMORY, MHD_OPTION_END);
+    if (s->d)
+        st = road__door_start(s->door, s->d);
+    else
+        st = road__error(ROAD_ERR_IO, "cannot start libmicrohttpd");
     if (st != ROAD_OK) {
         if (s->d) MHD_stop_daemon(s->d);
         s->d = NULL;
         road_engine_stop(s->e, false);
-        door_free(s->door);
+        road__door_free(s->door);
         s->door = NULL;
         return st;
     }
@@ -547,10 +563,11 @@ road_status road_server_start(road_server *s) {
     s->started = true;
     s->draining = s->stopped = false;
     pthread_mutex_unlock(&s->mu);
-    road_log(ROAD_LOG_INFO, "road serve: listening on http://%s:%d (at most %d connections, %d per "
-             "client address; requests must arrive within %g s)", s->host, s->port,
-             (int)door_max_connections(s->door), (int)s->p.max_connections_per_client,
-             s->p.request_timeout_s);
+    road__log(ROAD_LOG_INFO,
+              "road serve: listening on http://%s:%d (at most %d connections, %d per "
+              "client address; requests must arrive within %g s)",
+              s->host, s->port, (int)road__door_max_connections(s->door),
+              (int)s->p.max_connections_per_client, s->p.request_timeout_s);
     return ROAD_OK;
 }
 
@@ -570,17 +587,17 @@ void road_server_stop(road_server *s) {
     if (go) s->draining = true;
     pthread_mutex_unlock(&s->mu);
     if (!go) return;
-    road_log(ROAD_LOG_INFO, "road serve: draining (finishing the requests under way)");
+    road__log(ROAD_LOG_INFO, "road serve: draining (finishing the requests under way)");
     road_engine_stop(s->e, true); /* waits for the queued and running requests */
-    door_stop(s->door);           /* no new connections; those still at the door close */
+    road__door_stop(s->door);     /* no new connections; those still at the door close */
     MHD_stop_daemon(s->d);        /* closes the connections, joins their threads */
     s->d = NULL;
-    door_free(s->door);
+    road__door_free(s->door);
     s->door = NULL;
     pthread_mutex_lock(&s->mu);
     s->started = false;
     s->stopped = true;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
-    road_log(ROAD_LOG_INFO, "road serve: stopped");
+    road__log(ROAD_LOG_INFO, "road serve: stopped");
 }

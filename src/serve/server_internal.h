@@ -13,7 +13,7 @@
 
 /* HTTP status codes counted for /metrics (others go to "other"). */
 #define SERVER_N_CODES 16
-extern const int server_codes[SERVER_N_CODES];
+extern const int road__server_codes[SERVER_N_CODES];
 
 struct road_server {
     road_server_params p;  /* strings below are the server's copies */
@@ -36,18 +36,19 @@ struct road_server {
 };
 
 /* Queue a JSON error reply (and count it). */
-enum MHD_Result server_send_error(road_server *s, struct MHD_Connection *c, const api_error *err);
+enum MHD_Result road__server_send_error(road_server *s, struct MHD_Connection *c,
+                                        const api_error *err);
 /* Queue a reply with this body (copied) and content type (and count it). */
-enum MHD_Result server_send(road_server *s, struct MHD_Connection *c, int code, const char *type,
-                            const char *body, size_t len);
-void server_count(road_server *s, int code);
+enum MHD_Result road__server_send(road_server *s, struct MHD_Connection *c, int code,
+                                  const char *type, const char *body, size_t len);
+void road__server_count(road_server *s, int code);
 /* A fresh id number for replies and default seeds. */
-uint64_t server_next_id(road_server *s);
+uint64_t road__server_next_id(road_server *s);
 /* True when the peer of this socket has closed it. */
-bool server_client_gone(int fd);
+bool road__server_client_gone(int fd);
 
 /* POST /v1/completions and /v1/chat/completions. */
-enum MHD_Result completions_generate(road_server *s, struct MHD_Connection *c, api_kind kind,
-                                     const char *body, size_t len);
+enum MHD_Result road__completions_generate(road_server *s, struct MHD_Connection *c, api_kind kind,
+                                           const char *body, size_t len);
 
 #endif

@@ -21,10 +21,10 @@ typedef struct sym {
     int32_t prev, next; /* -1 at the ends; id < 0 once merged away */
 } sym;
 
-road_status tok_ids_push(tok_ids *o, int32_t id) {
+road_status road__tok_ids_push(tok_ids *o, int32_t id) {
     if (o->n == o->cap) {
         size_t cap = o->cap ? o->cap * 2 : 256;
-        int32_t *v = road_realloc(o->v, cap * sizeof *v);
+        int32_t *v = road__realloc(o->v, cap * sizeof *v);
         if (!v) return ROAD_ERR_NO_MEMORY;
         o->v = v, o->cap = cap;
     }
@@ -32,15 +32,15 @@ road_status tok_ids_push(tok_ids *o, int32_t id) {
     return ROAD_OK;
 }
 
-void tok_scratch_free(tok_scratch *sc) {
-    road_free(sc->text.p);
-    road_free(sc->text2.p);
-    road_free(sc->conv.p);
-    road_free(sc->pieces.v);
-    road_free(sc->pieces2.v);
+void road__tok_scratch_free(tok_scratch *sc) {
+    road__free(sc->text.p);
+    road__free(sc->text2.p);
+    road__free(sc->conv.p);
+    road__free(sc->pieces.v);
+    road__free(sc->pieces2.v);
     if (sc->md) pcre2_match_data_free(sc->md);
-    road_free(sc->sym);
-    road_free(sc->heap);
+    road__free(sc->sym);
+    road__free(sc->heap);
     memset(sc, 0, sizeof *sc);
 }
 
@@ -48,11 +48,11 @@ static road_status reserve(tok_scratch *sc, size_t n) {
     if (n <= sc->sym_cap) return ROAD_OK;
     size_t cap = sc->sym_cap ? sc->sym_cap : 64;
     while (cap < n) cap *= 2;
-    sym *s = road_realloc(sc->sym, cap * sizeof(sym));
+    sym *s = road__realloc(sc->sym, cap * sizeof(sym));
     if (!s) return ROAD_ERR_NO_MEMORY;
     sc->sym = s;
     /* each merge pushes at most 2 pairs: n - 1 initial + 2 (n - 1) */
-    uint64_t *h = road_realloc(sc->heap, 3 * cap * sizeof *h);
+    uint64_t *h = road__realloc(sc->heap, 3 * cap * sizeof *h);
     if (!h) return ROAD_ERR_NO_MEMORY;
     sc->heap = h;
     sc->sym_cap = cap;
@@ -89,16 +89,16 @@ static void push_pair(const road_tokenizer *t, const sym *s, int32_t pos, uint64
     if (pos < 0 || s[pos].next < 0) return;
     uint32_t rank;
     int32_t nid;
-    if (tok_merge_find(t, s[pos].id, s[s[pos].next].id, &rank, &nid))
+    if (road__tok_merge_find(t, s[pos].id, s[s[pos].next].id, &rank, &nid))
         heap_push(h, n, (uint64_t)rank << 32 | (uint32_t)pos);
 }
 
 static road_status unknown(const road_tokenizer *t, const char *w, size_t at) {
     (void)t;
-    return road_error(ROAD_ERR_INVALID_ARG,
-                      "the tokenizer has no token for byte 0x%02X at offset %zu of a pre-token "
-                      "and no unk_token to stand for it",
-                      (unsigned)(unsigned char)w[at], at);
+    return road__error(ROAD_ERR_INVALID_ARG,
+                       "the tokenizer has no token for byte 0x%02X at offset %zu of a pre-token "
+                       "and no unk_token to stand for it",
+                       (unsigned)(unsigned char)w[at], at);
 }
 
 /* Fill the initial symbols; returns their count in *n. */
@@ -118,9 +118,9 @@ static road_status initial_symbols(const road_tokenizer *t, const char *w, size_
             continue;
         }
         uint32_t cp;
-        int cl = tok_utf8_decode(u + i, len - i, &cp);
+        int cl = road__tok_utf8_decode(u + i, len - i, &cp);
         if (cl <= 0) cl = 1; /* cannot happen: input is sanitized */
-        int32_t id = tok_lookup(t, w + i, (size_t)cl);
+        int32_t id = road__tok_lookup(t, w + i, (size_t)cl);
         if (id >= 0) {
             s[k++].id = id;
         } else {
@@ -141,27 +141,27 @@ static road_status initial_symbols(const road_tokenizer *t, const char *w, size_
 
 /* Byte-level models look whole words up by their GPT-2 characters. */
 static int32_t whole_word(const road_tokenizer *t, const char *w, size_t len, tok_scratch *sc) {
-    if (!t->byte_level) return tok_lookup(t, w, len);
+    if (!t->byte_level) return road__tok_lookup(t, w, len);
     sc->conv.len = 0;
-    if (tok_buf_reserve(&sc->conv, len * 2) != ROAD_OK) return -2;
+    if (road__tok_buf_reserve(&sc->conv, len * 2) != ROAD_OK) return -2;
     for (size_t i = 0; i < len; i++) {
         char e[4];
-        int n = tok_utf8_encode(tok_byte_to_cp((uint8_t)w[i]), e);
+        int n = road__tok_utf8_encode(road__tok_byte_to_cp((uint8_t)w[i]), e);
         memcpy(sc->conv.p + sc->conv.len, e, (size_t)n);
         sc->conv.len += (size_t)n;
     }
-    return tok_lookup(t, sc->conv.p, sc->conv.len);
+    return road__tok_lookup(t, sc->conv.p, sc->conv.len);
 }
 
-road_status tok_bpe_word(const road_tokenizer *t, const char *w, size_t len, tok_scratch *sc,
-                         tok_ids *out) {
+road_status road__tok_bpe_word(const road_tokenizer *t, const char *w, size_t len, tok_scratch *sc,
+                               tok_ids *out) {
     if (len == 0) return ROAD_OK;
     if (len > INT32_MAX / 4)
-        return road_error(ROAD_ERR_INVALID_ARG, "a pre-token of %zu bytes is too long", len);
+        return road__error(ROAD_ERR_INVALID_ARG, "a pre-token of %zu bytes is too long", len);
     if (t->ignore_merges) {
         int32_t id = whole_word(t, w, len, sc);
         if (id == -2) return ROAD_ERR_NO_MEMORY;
-        if (id >= 0) return tok_ids_push(out, id);
+        if (id >= 0) return road__tok_ids_push(out, id);
     }
     road_status st = reserve(sc, len * 4); /* byte fallback: up to 4 symbols per character */
     if (st != ROAD_OK) return st;
@@ -181,7 +181,8 @@ road_status tok_bpe_word(const road_tokenizer *t, const char *w, size_t len, tok
         if (s[pos].id < 0 || nx < 0) continue;
         uint32_t rank;
         int32_t nid;
-        if (!tok_merge_find(t, s[pos].id, s[nx].id, &rank, &nid) || rank != (uint32_t)(top >> 32))
+        if (!road__tok_merge_find(t, s[pos].id, s[nx].id, &rank, &nid) ||
+            rank != (uint32_t)(top >> 32))
             continue; /* stale: the pair changed since it was pushed */
         s[pos].id = nid;
         s[pos].next = s[nx].next;
@@ -191,6 +192,6 @@ road_status tok_bpe_word(const road_tokenizer *t, const char *w, size_t len, tok
         push_pair(t, s, pos, h, &hn);
     }
     for (int32_t i = n > 0 ? 0 : -1; i >= 0; i = s[i].next)
-        if ((st = tok_ids_push(out, s[i].id)) != ROAD_OK) return st;
+        if ((st = road__tok_ids_push(out, s[i].id)) != ROAD_OK) return st;
     return ROAD_OK;
 }

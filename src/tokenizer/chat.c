@@ -32,27 +32,28 @@ road_status road_chat_template_from_name(const char *name, road_chat_template *o
             return ROAD_OK;
         }
     }
-    return road_error(ROAD_ERR_INVALID_ARG, "unknown chat template \"%.40s\"; road knows llama3, "
-                                            "llama2, mistral, chatml, qwen3",
-                      name ? name : "(null)");
+    return road__error(ROAD_ERR_INVALID_ARG,
+                       "unknown chat template \"%.40s\"; road knows llama3, "
+                       "llama2, mistral, chatml, qwen3",
+                       name ? name : "(null)");
 }
 
 road_status road_tokenizer_chat_template(const road_tokenizer *t, road_chat_template *out) {
-    if (!t || !out) return road_error(ROAD_ERR_INVALID_ARG, "road_tokenizer_chat_template: NULL");
+    if (!t || !out) return road__error(ROAD_ERR_INVALID_ARG, "road_tokenizer_chat_template: NULL");
     const char *s = t->chat_template;
     if (!s)
-        return road_error(ROAD_ERR_NOT_FOUND, "tokenizer_config.json has no chat_template; name "
-                                              "one (llama3, llama2, mistral, chatml, qwen3)");
+        return road__error(ROAD_ERR_NOT_FOUND, "tokenizer_config.json has no chat_template; name "
+                                               "one (llama3, llama2, mistral, chatml, qwen3)");
     if (strstr(s, "<|start_header_id|>") && strstr(s, "<|eot_id|>")) *out = ROAD_CHAT_LLAMA3;
     else if (strstr(s, "<|im_start|>") && strstr(s, "<think>")) *out = ROAD_CHAT_QWEN3;
     else if (strstr(s, "<|im_start|>")) *out = ROAD_CHAT_CHATML;
     else if (strstr(s, "[INST]") && strstr(s, "<<SYS>>")) *out = ROAD_CHAT_LLAMA2;
     else if (strstr(s, "[INST]")) *out = ROAD_CHAT_MISTRAL;
     else
-        return road_error(ROAD_ERR_UNSUPPORTED,
-                          "tokenizer_config.json's chat_template is not one road recognises "
-                          "(Llama-3, Llama-2, Mistral [INST], ChatML, Qwen3); name one of "
-                          "llama3, llama2, mistral, chatml, qwen3 explicitly");
+        return road__error(ROAD_ERR_UNSUPPORTED,
+                           "tokenizer_config.json's chat_template is not one road recognises "
+                           "(Llama-3, Llama-2, Mistral [INST], ChatML, Qwen3); name one of "
+                           "llama3, llama2, mistral, chatml, qwen3 explicitly");
     return ROAD_OK;
 }
 
@@ -62,10 +63,10 @@ typedef struct out_t {
 } out_t;
 
 static void put(out_t *o, const char *s) {
-    if (o->s == ROAD_OK && s) o->s = tok_buf_put(&o->b, s, strlen(s));
+    if (o->s == ROAD_OK && s) o->s = road__tok_buf_put(&o->b, s, strlen(s));
 }
 static void putn(out_t *o, const char *s, size_t n) {
-    if (o->s == ROAD_OK) o->s = tok_buf_put(&o->b, s, n);
+    if (o->s == ROAD_OK) o->s = road__tok_buf_put(&o->b, s, n);
 }
 
 /* Python's str.strip() of whitespace (Jinja's |trim and .strip()) and of one character set. */
@@ -88,12 +89,15 @@ static road_status alternation(const road_chat_message *m, size_t n, bool allow_
         if (allow_system && i == 0 && is_role(&m[0], "system")) continue;
         bool user = is_role(&m[i], "user");
         if (!user && !is_role(&m[i], "assistant"))
-            return road_error(ROAD_ERR_INVALID_ARG, "message %zu: role \"%.20s\" is not allowed by "
-                                                    "this template (user/assistant%s)",
-                              i, m[i].role, allow_system ? ", and system first" : "");
+            return road__error(ROAD_ERR_INVALID_ARG,
+                               "message %zu: role \"%.20s\" is not allowed by "
+                               "this template (user/assistant%s)",
+                               i, m[i].role, allow_system ? ", and system first" : "");
         if (user != (k % 2 == 0))
-            return road_error(ROAD_ERR_INVALID_ARG, "Conversation roles must alternate "
-                                                    "user/assistant/user/assistant/... (message %zu)", i);
+            return road__error(ROAD_ERR_INVALID_ARG,
+                               "Conversation roles must alternate "
+                               "user/assistant/user/assistant/... (message %zu)",
+                               i);
         k++;
     }
     return ROAD_OK;
@@ -139,7 +143,7 @@ static road_status llama2(out_t *o, const road_tokenizer *t, const road_chat_mes
                 put(&c, "");
                 if (c.s == ROAD_OK) put_stripped(o, c.b.p, true, true, NULL);
                 else o->s = c.s;
-                road_free(c.b.p);
+                road__free(c.b.p);
             } else {
                 put_stripped(o, m[i].content, true, true, NULL);
             }
@@ -244,19 +248,21 @@ road_status road_tokenizer_apply_chat(const road_tokenizer *t, const road_chat_p
                                       const road_chat_message *msgs, size_t n, char **text,
                                       size_t *len) {
     if (!t || !p || !text || (!msgs && n))
-        return road_error(ROAD_ERR_INVALID_ARG, "road_tokenizer_apply_chat: NULL argument");
+        return road__error(ROAD_ERR_INVALID_ARG, "road_tokenizer_apply_chat: NULL argument");
     *text = NULL;
     for (size_t i = 0; i < n; i++)
         if (!msgs[i].role || !msgs[i].content)
-            return road_error(ROAD_ERR_INVALID_ARG, "message %zu has no role or content", i);
+            return road__error(ROAD_ERR_INVALID_ARG, "message %zu has no role or content", i);
     road_chat_template k = p->tmpl;
     road_status s = ROAD_OK;
     if (k == ROAD_CHAT_AUTO && (s = road_tokenizer_chat_template(t, &k)) != ROAD_OK) return s;
     if ((unsigned)k >= ROAD_CHAT_COUNT_)
-        return road_error(ROAD_ERR_INVALID_ARG, "chat template %d does not exist", (int)k);
+        return road__error(ROAD_ERR_INVALID_ARG, "chat template %d does not exist", (int)k);
     if ((k == ROAD_CHAT_LLAMA2 || k == ROAD_CHAT_MISTRAL) && (!t->bos_text || !t->eos_text))
-        return road_error(ROAD_ERR_CONFIG, "the %s template needs bos_token and eos_token in "
-                                           "tokenizer_config.json", NAMES[k]);
+        return road__error(ROAD_ERR_CONFIG,
+                           "the %s template needs bos_token and eos_token in "
+                           "tokenizer_config.json",
+                           NAMES[k]);
     out_t o = {{0}, ROAD_OK};
     put(&o, "");
     switch (k) {
@@ -268,7 +274,7 @@ road_status road_tokenizer_apply_chat(const road_tokenizer *t, const road_chat_p
     }
     if (s == ROAD_OK) s = o.s;
     if (s != ROAD_OK) {
-        road_free(o.b.p);
+        road__free(o.b.p);
         return s;
     }
     *text = o.b.p;

@@ -32,19 +32,19 @@ typedef struct dec_plan {
 
 static road_status add_step(dec_plan *p, dec_kind k, const char *a, const char *b) {
     if (p->n == (int)(sizeof p->step / sizeof p->step[0]))
-        return road_error(ROAD_ERR_UNSUPPORTED, "tokenizer.json: decoder has too many steps");
+        return road__error(ROAD_ERR_UNSUPPORTED, "tokenizer.json: decoder has too many steps");
     p->step[p->n++] = (dec_step){k, a, b};
     return ROAD_OK;
 }
 
 static road_status plan_decoder(road_tokenizer *t, const cJSON *d, dec_plan *p, bool top) {
     const char *type;
-    if (!cJSON_IsObject(d) || road_json_get_string(d, "type", false, &type) != ROAD_OK)
-        return road_error(ROAD_ERR_FORMAT, "tokenizer.json: decoder needs a \"type\"");
+    if (!cJSON_IsObject(d) || road__json_get_string(d, "type", false, &type) != ROAD_OK)
+        return road__error(ROAD_ERR_FORMAT, "tokenizer.json: decoder needs a \"type\"");
     if (strcmp(type, "Sequence") == 0) {
-        const cJSON *list = road_json_get(d, "decoders");
+        const cJSON *list = road__json_get(d, "decoders");
         if (!top || !cJSON_IsArray(list))
-            return road_error(ROAD_ERR_FORMAT, "tokenizer.json: decoder.decoders must be a list");
+            return road__error(ROAD_ERR_FORMAT, "tokenizer.json: decoder.decoders must be a list");
         for (const cJSON *e = list->child; e; e = e->next) {
             road_status s = plan_decoder(t, e, p, false);
             if (s != ROAD_OK) return s;
@@ -55,43 +55,46 @@ static road_status plan_decoder(road_tokenizer *t, const cJSON *d, dec_plan *p, 
     if (strcmp(type, "ByteFallback") == 0) return add_step(p, DEC_BYTEFALLBACK, NULL, NULL);
     if (strcmp(type, "Fuse") == 0) return ROAD_OK; /* joining is what road does anyway */
     if (strcmp(type, "Replace") == 0) {
-        const cJSON *pat = road_json_get(d, "pattern"), *c = road_json_get(d, "content");
-        const cJSON *s = cJSON_IsObject(pat) ? road_json_get(pat, "String") : NULL;
+        const cJSON *pat = road__json_get(d, "pattern"), *c = road__json_get(d, "content");
+        const cJSON *s = cJSON_IsObject(pat) ? road__json_get(pat, "String") : NULL;
         if (!cJSON_IsString(s) || !s->valuestring[0] || !cJSON_IsString(c))
-            return road_error(ROAD_ERR_UNSUPPORTED, "tokenizer.json: decoder Replace needs "
-                                                    "pattern {\"String\": \"...\"} and a "
-                                                    "content string");
+            return road__error(ROAD_ERR_UNSUPPORTED, "tokenizer.json: decoder Replace needs "
+                                                     "pattern {\"String\": \"...\"} and a "
+                                                     "content string");
         return add_step(p, DEC_REPLACE, s->valuestring, c->valuestring);
     }
     if (strcmp(type, "Strip") == 0) {
         int32_t start = 0, stop = 0;
         const char *content = NULL;
-        if (road_json_get_string(d, "content", false, &content) != ROAD_OK ||
-            road_json_get_int(d, "start", &start) != ROAD_OK ||
-            road_json_get_int(d, "stop", &stop) != ROAD_OK)
-            return road_error(ROAD_ERR_FORMAT, "tokenizer.json: decoder Strip needs content, "
-                                               "start and stop");
+        if (road__json_get_string(d, "content", false, &content) != ROAD_OK ||
+            road__json_get_int(d, "start", &start) != ROAD_OK ||
+            road__json_get_int(d, "stop", &stop) != ROAD_OK)
+            return road__error(ROAD_ERR_FORMAT, "tokenizer.json: decoder Strip needs content, "
+                                                "start and stop");
         if (strcmp(content, " ") != 0 || stop != 0 || start < 0 || start > 16)
-            return road_error(ROAD_ERR_UNSUPPORTED, "tokenizer.json: decoder Strip is supported "
-                                                    "for content \" \", stop 0 and a small "
-                                                    "start only");
+            return road__error(ROAD_ERR_UNSUPPORTED, "tokenizer.json: decoder Strip is supported "
+                                                     "for content \" \", stop 0 and a small "
+                                                     "start only");
         t->strip_leading = start;
         return ROAD_OK;
     }
     if (strcmp(type, "Metaspace") == 0) {
         const char *rep;
-        if (road_json_get_string(d, "replacement", false, &rep) != ROAD_OK || !rep[0])
-            return road_error(ROAD_ERR_FORMAT, "tokenizer.json: decoder Metaspace needs a "
-                                               "replacement");
-        const cJSON *sch = road_json_get(d, "prepend_scheme"), *aps = road_json_get(d, "add_prefix_space");
+        if (road__json_get_string(d, "replacement", false, &rep) != ROAD_OK || !rep[0])
+            return road__error(ROAD_ERR_FORMAT, "tokenizer.json: decoder Metaspace needs a "
+                                                "replacement");
+        const cJSON *sch = road__json_get(d, "prepend_scheme"),
+                    *aps = road__json_get(d, "add_prefix_space");
         bool prepends = cJSON_IsString(sch) ? strcmp(sch->valuestring, "never") != 0
                                             : !(aps && cJSON_IsFalse(aps));
         if (prepends) t->strip_leading = 1;
         return add_step(p, DEC_REPLACE, rep, " ");
     }
-    return road_error(ROAD_ERR_UNSUPPORTED, "tokenizer.json: decoder \"%.40s\" is not supported "
-                                            "(road reads ByteLevel, Metaspace, Replace, "
-                                            "ByteFallback, Fuse, Strip, Sequence)", type);
+    return road__error(ROAD_ERR_UNSUPPORTED,
+                       "tokenizer.json: decoder \"%.40s\" is not supported "
+                       "(road reads ByteLevel, Metaspace, Replace, "
+                       "ByteFallback, Fuse, Strip, Sequence)",
+                       type);
 }
 
 static int hexval(char c) {
@@ -112,10 +115,10 @@ static road_status apply_plan(road_tokenizer *t, const dec_plan *p, int32_t id, 
             size_t al = strlen(st->a), bl = strlen(st->b);
             for (size_t i = 0; i < cur->len && s == ROAD_OK;) {
                 if (i + al <= cur->len && memcmp(cur->p + i, st->a, al) == 0) {
-                    s = tok_buf_put(next, st->b, bl);
+                    s = road__tok_buf_put(next, st->b, bl);
                     i += al;
                 } else {
-                    s = tok_buf_put(next, cur->p + i, 1);
+                    s = road__tok_buf_put(next, cur->p + i, 1);
                     i++;
                 }
             }
@@ -124,28 +127,28 @@ static road_status apply_plan(road_tokenizer *t, const dec_plan *p, int32_t id, 
             if (cur->len == 6 && memcmp(cur->p, "<0x", 3) == 0 && cur->p[5] == '>' &&
                 (hi = hexval(cur->p[3])) >= 0 && (lo = hexval(cur->p[4])) >= 0) {
                 char b = (char)(hi << 4 | lo);
-                s = tok_buf_put(next, &b, 1);
+                s = road__tok_buf_put(next, &b, 1);
                 t->flags[id] |= TOK_F_BYTE;
             } else {
-                s = tok_buf_put(next, cur->p, cur->len);
+                s = road__tok_buf_put(next, cur->p, cur->len);
             }
         } else { /* ByteLevel: every character must map back to a byte, else the raw string */
             bool ok = true;
             for (size_t i = 0; i < cur->len && ok && s == ROAD_OK;) {
                 uint32_t cp;
-                int n = tok_utf8_decode((const unsigned char *)cur->p + i, cur->len - i, &cp);
-                int b = n > 0 ? tok_cp_to_byte(cp) : -1;
+                int n = road__tok_utf8_decode((const unsigned char *)cur->p + i, cur->len - i, &cp);
+                int b = n > 0 ? road__tok_cp_to_byte(cp) : -1;
                 if (b < 0) {
                     ok = false;
                     break;
                 }
                 char c = (char)b;
-                s = tok_buf_put(next, &c, 1);
+                s = road__tok_buf_put(next, &c, 1);
                 i += (size_t)n;
             }
             if (!ok) {
                 next->len = 0;
-                s = tok_buf_put(next, cur->p, cur->len);
+                s = road__tok_buf_put(next, cur->p, cur->len);
             }
         }
         tok_buf x = *cur;
@@ -155,7 +158,7 @@ static road_status apply_plan(road_tokenizer *t, const dec_plan *p, int32_t id, 
     return s;
 }
 
-road_status tok_load_decoder(road_tokenizer *t, const cJSON *d) {
+road_status road__tok_load_decoder(road_tokenizer *t, const cJSON *d) {
     dec_plan plan;
     plan.n = 0;
     road_status s = ROAD_OK;
@@ -165,12 +168,13 @@ road_status tok_load_decoder(road_tokenizer *t, const cJSON *d) {
     for (int32_t id = 0; id < t->n_ids && s == ROAD_OK; id++) {
         if (!(t->flags[id] & TOK_F_PRESENT)) continue;
         cur.len = 0;
-        if ((s = tok_buf_put(&cur, t->pool + t->piece[id].off, t->piece[id].len)) != ROAD_OK) break;
+        if ((s = road__tok_buf_put(&cur, t->pool + t->piece[id].off, t->piece[id].len)) != ROAD_OK)
+            break;
         if ((s = apply_plan(t, &plan, id, &cur, &next)) != ROAD_OK) break;
-        s = tok_pool_add(t, cur.p, cur.len, &t->bytes[id]);
+        s = road__tok_pool_add(t, cur.p, cur.len, &t->bytes[id]);
     }
-    road_free(cur.p);
-    road_free(next.p);
+    road__free(cur.p);
+    road__free(next.p);
     return s;
 }
 
@@ -203,8 +207,10 @@ static bool utf8_incomplete(const unsigned char *s, size_t len) {
 
 static road_status check_id(const road_tokenizer *t, int32_t id, size_t i) {
     if (id < 0 || id >= t->n_ids || !(t->flags[id] & TOK_F_PRESENT))
-        return road_error(ROAD_ERR_INVALID_ARG, "id %d (at position %zu) is not a token of this "
-                                                "tokenizer (ids are 0..%d)", id, i, t->n_ids - 1);
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "id %d (at position %zu) is not a token of this "
+                           "tokenizer (ids are 0..%d)",
+                           id, i, t->n_ids - 1);
     return ROAD_OK;
 }
 
@@ -216,25 +222,25 @@ static road_status flush_group(tok_buf *out, size_t group_start) {
     size_t i = 0;
     uint32_t cp;
     while (i < n) {
-        int k = g[i] < 0x80 ? 1 : tok_utf8_decode(g + i, n - i, &cp);
+        int k = g[i] < 0x80 ? 1 : road__tok_utf8_decode(g + i, n - i, &cp);
         if (k <= 0) break;
         i += (size_t)k;
     }
     if (i == n) return ROAD_OK;
     out->len = group_start;
     road_status s = ROAD_OK;
-    for (size_t k = 0; k < n && s == ROAD_OK; k++) s = tok_buf_put(out, "\xEF\xBF\xBD", 3);
+    for (size_t k = 0; k < n && s == ROAD_OK; k++) s = road__tok_buf_put(out, "\xEF\xBF\xBD", 3);
     return s;
 }
 
 road_status road_tokenizer_decode(const road_tokenizer *t, const int32_t *ids, size_t n,
                                   bool skip_special, char **text, size_t *len) {
     if (!t || !text || (!ids && n))
-        return road_error(ROAD_ERR_INVALID_ARG, "road_tokenizer_decode: NULL argument");
+        return road__error(ROAD_ERR_INVALID_ARG, "road_tokenizer_decode: NULL argument");
     *text = NULL;
     if (len) *len = 0;
     tok_buf raw = {0}, out = {0};
-    road_status s = tok_buf_put(&raw, "", 0);
+    road_status s = road__tok_buf_put(&raw, "", 0);
     size_t group = SIZE_MAX; /* start of the current byte-fallback run */
     bool first = true;
     for (size_t i = 0; i < n && s == ROAD_OK; i++) {
@@ -246,18 +252,18 @@ road_status road_tokenizer_decode(const road_tokenizer *t, const int32_t *ids, s
             group = SIZE_MAX;
         }
         if (f & TOK_F_BYTE && group == SIZE_MAX) group = raw.len;
-        if (t->dec_join_spaces && !first && s == ROAD_OK) s = tok_buf_put(&raw, " ", 1);
+        if (t->dec_join_spaces && !first && s == ROAD_OK) s = road__tok_buf_put(&raw, " ", 1);
         const tok_span *b = t->dec_join_spaces ? &t->piece[ids[i]] : &t->bytes[ids[i]];
-        if (s == ROAD_OK) s = tok_buf_put(&raw, t->pool + b->off, b->len);
+        if (s == ROAD_OK) s = road__tok_buf_put(&raw, t->pool + b->off, b->len);
         first = false;
     }
     if (s == ROAD_OK && group != SIZE_MAX) s = flush_group(&raw, group);
     size_t skip = 0;
     while (s == ROAD_OK && (int)skip < t->strip_leading && skip < raw.len && raw.p[skip] == ' ') skip++;
-    if (s == ROAD_OK) s = tok_utf8_sanitize(raw.p + skip, raw.len - skip, &out);
-    road_free(raw.p);
+    if (s == ROAD_OK) s = road__tok_utf8_sanitize(raw.p + skip, raw.len - skip, &out);
+    road__free(raw.p);
     if (s != ROAD_OK) {
-        road_free(out.p);
+        road__free(out.p);
         return s;
     }
     *text = out.p;
@@ -277,8 +283,8 @@ struct road_tokenizer_stream {
 
 road_status road_tokenizer_stream_create(const road_tokenizer *t, bool skip_special,
                                          road_tokenizer_stream **out) {
-    if (!t || !out) return road_error(ROAD_ERR_INVALID_ARG, "road_tokenizer_stream_create: NULL");
-    *out = road_calloc(1, sizeof **out);
+    if (!t || !out) return road__error(ROAD_ERR_INVALID_ARG, "road_tokenizer_stream_create: NULL");
+    *out = road__calloc(1, sizeof **out);
     if (!*out) return ROAD_ERR_NO_MEMORY;
     (*out)->t = t;
     (*out)->skip_special = skip_special;
@@ -288,22 +294,22 @@ road_status road_tokenizer_stream_create(const road_tokenizer *t, bool skip_spec
 
 void road_tokenizer_stream_free(road_tokenizer_stream *s) {
     if (!s) return;
-    road_free(s->pending.p);
-    road_free(s->out.p);
-    road_free(s);
+    road__free(s->pending.p);
+    road__free(s->out.p);
+    road__free(s);
 }
 
 /* Move the complete part of pending to out; with `final`, nothing is held back. */
 static road_status stream_emit(road_tokenizer_stream *s, bool final) {
     s->out.len = 0;
-    road_status st = tok_buf_put(&s->out, "", 0);
+    road_status st = road__tok_buf_put(&s->out, "", 0);
     const unsigned char *p = (const unsigned char *)s->pending.p;
     size_t n = s->pending.len, i = 0;
     while (i < n && st == ROAD_OK) {
         uint32_t cp;
-        int k = p[i] < 0x80 ? 1 : tok_utf8_decode(p + i, n - i, &cp);
+        int k = p[i] < 0x80 ? 1 : road__tok_utf8_decode(p + i, n - i, &cp);
         if (k > 0) {
-            st = tok_buf_put(&s->out, p + i, (size_t)k);
+            st = road__tok_buf_put(&s->out, p + i, (size_t)k);
             i += (size_t)k;
             continue;
         }
@@ -312,7 +318,7 @@ static road_status stream_emit(road_tokenizer_stream *s, bool final) {
         while (i + r < n && r < (size_t)(utf8_need(p[i]) ? utf8_need(p[i]) : 1) &&
                utf8_incomplete(p + i, r + 1))
             r++;
-        st = tok_buf_put(&s->out, "\xEF\xBF\xBD", 3);
+        st = road__tok_buf_put(&s->out, "\xEF\xBF\xBD", 3);
         i += r;
     }
     if (st != ROAD_OK) return st;
@@ -323,17 +329,18 @@ static road_status stream_emit(road_tokenizer_stream *s, bool final) {
 
 road_status road_tokenizer_stream_push(road_tokenizer_stream *s, int32_t id, const char **text,
                                        size_t *len) {
-    if (!s || !text || !len) return road_error(ROAD_ERR_INVALID_ARG, "stream_push: NULL argument");
+    if (!s || !text || !len) return road__error(ROAD_ERR_INVALID_ARG, "stream_push: NULL argument");
     *text = "";
     *len = 0;
     const road_tokenizer *t = s->t;
     road_status st = check_id(t, id, 0);
     if (st != ROAD_OK) return st;
     if (s->skip_special && (t->flags[id] & TOK_F_SPECIAL)) return ROAD_OK;
-    if (t->dec_join_spaces && s->started && (st = tok_buf_put(&s->pending, " ", 1)) != ROAD_OK)
+    if (t->dec_join_spaces && s->started &&
+        (st = road__tok_buf_put(&s->pending, " ", 1)) != ROAD_OK)
         return st;
     const tok_span *b = t->dec_join_spaces ? &t->piece[id] : &t->bytes[id];
-    if ((st = tok_buf_put(&s->pending, t->pool + b->off, b->len)) != ROAD_OK) return st;
+    if ((st = road__tok_buf_put(&s->pending, t->pool + b->off, b->len)) != ROAD_OK) return st;
     s->started = true;
     while (s->strip_left > 0 && s->pending.len > 0) {
         if (s->pending.p[0] != ' ') {
@@ -350,7 +357,8 @@ road_status road_tokenizer_stream_push(road_tokenizer_stream *s, int32_t id, con
 }
 
 road_status road_tokenizer_stream_flush(road_tokenizer_stream *s, const char **text, size_t *len) {
-    if (!s || !text || !len) return road_error(ROAD_ERR_INVALID_ARG, "stream_flush: NULL argument");
+    if (!s || !text || !len)
+        return road__error(ROAD_ERR_INVALID_ARG, "stream_flush: NULL argument");
     road_status st = stream_emit(s, true);
     if (st != ROAD_OK) return st;
     *text = s->out.p;

@@ -36,13 +36,13 @@ static uint32_t cp_before(const char *s, size_t at) {
     do i--;
     while (i > 0 && ((unsigned char)s[i] & 0xC0) == 0x80);
     uint32_t cp = 0;
-    tok_utf8_decode((const unsigned char *)s + i, at - i, &cp);
+    road__tok_utf8_decode((const unsigned char *)s + i, at - i, &cp);
     return cp;
 }
 
 static uint32_t cp_at(const char *s, size_t len, size_t at) {
     uint32_t cp = 0;
-    tok_utf8_decode((const unsigned char *)s + at, len - at, &cp);
+    road__tok_utf8_decode((const unsigned char *)s + at, len - at, &cp);
     return cp;
 }
 
@@ -65,22 +65,24 @@ static const tok_added *match_at(const road_tokenizer *t, const char *s, size_t 
 static road_status encode_segment(const road_tokenizer *t, const char *s, size_t len,
                                   bool at_start, tok_scratch *sc, tok_ids *out) {
     if (len == 0) return ROAD_OK;
-    road_status st = tok_normalize(t, s, len, &sc->text);
+    road_status st = road__tok_normalize(t, s, len, &sc->text);
     if (st != ROAD_OK) return st;
-    if ((st = tok_pre_tokenize(t, &sc->text, at_start, &sc->pieces, sc)) != ROAD_OK) return st;
+    if ((st = road__tok_pre_tokenize(t, &sc->text, at_start, &sc->pieces, sc)) != ROAD_OK)
+        return st;
     for (size_t k = 0; k < sc->pieces.n && st == ROAD_OK; k++)
-        st = tok_bpe_word(t, sc->text.p + sc->pieces.v[k].off, sc->pieces.v[k].len, sc, out);
+        st = road__tok_bpe_word(t, sc->text.p + sc->pieces.v[k].off, sc->pieces.v[k].len, sc, out);
     return st;
 }
 
 static road_status encode_all(const road_tokenizer *t, const char *text, size_t len,
                               bool add_special, tok_scratch *sc, tok_buf *clean, tok_ids *out) {
-    road_status st = tok_utf8_sanitize(text, len, clean);
+    road_status st = road__tok_utf8_sanitize(text, len, clean);
     if (st != ROAD_OK) return st;
     const char *s = clean->p;
     size_t n = clean->len;
     if (add_special)
-        for (int i = 0; i < t->n_tmpl_pre && st == ROAD_OK; i++) st = tok_ids_push(out, t->tmpl_pre[i]);
+        for (int i = 0; i < t->n_tmpl_pre && st == ROAD_OK; i++)
+            st = road__tok_ids_push(out, t->tmpl_pre[i]);
     size_t seg = 0; /* start of the text not yet encoded */
     for (size_t i = 0; i < n && st == ROAD_OK;) {
         const tok_added *a = t->n_added ? match_at(t, s, n, i) : NULL;
@@ -99,15 +101,16 @@ static road_status encode_all(const road_tokenizer *t, const char *text, size_t 
         if (a->rstrip)
             while (me < n && is_ws(cp_at(s, n, me))) {
                 uint32_t cp;
-                me += (size_t)tok_utf8_decode((const unsigned char *)s + me, n - me, &cp);
+                me += (size_t)road__tok_utf8_decode((const unsigned char *)s + me, n - me, &cp);
             }
         st = encode_segment(t, s + seg, ms - seg, seg == 0, sc, out);
-        if (st == ROAD_OK) st = tok_ids_push(out, a->id);
+        if (st == ROAD_OK) st = road__tok_ids_push(out, a->id);
         seg = i = me;
     }
     if (st == ROAD_OK) st = encode_segment(t, s + seg, n - seg, seg == 0, sc, out);
     if (add_special)
-        for (int i = 0; i < t->n_tmpl_post && st == ROAD_OK; i++) st = tok_ids_push(out, t->tmpl_post[i]);
+        for (int i = 0; i < t->n_tmpl_post && st == ROAD_OK; i++)
+            st = road__tok_ids_push(out, t->tmpl_post[i]);
     return st;
 }
 
@@ -122,7 +125,7 @@ size_t road_tokenizer_max_tokens(const road_tokenizer *t, size_t len) {
 road_status road_tokenizer_encode(const road_tokenizer *t, const char *text, size_t len,
                                   bool add_special, int32_t *ids, size_t cap, size_t *n_ids) {
     if (!t || (!text && len) || !n_ids)
-        return road_error(ROAD_ERR_INVALID_ARG, "road_tokenizer_encode: NULL argument");
+        return road__error(ROAD_ERR_INVALID_ARG, "road_tokenizer_encode: NULL argument");
     *n_ids = 0;
     tok_scratch sc;
     memset(&sc, 0, sizeof sc);
@@ -135,13 +138,14 @@ road_status road_tokenizer_encode(const road_tokenizer *t, const char *text, siz
             size_t k = out.n < cap ? out.n : cap;
             if (k) memcpy(ids, out.v, k * sizeof *ids);
             if (out.n > cap)
-                st = road_error(ROAD_ERR_SHAPE, "the text encodes to %zu ids but the buffer holds "
-                                                "%zu; size it with road_tokenizer_max_tokens",
-                                out.n, cap);
+                st = road__error(ROAD_ERR_SHAPE,
+                                 "the text encodes to %zu ids but the buffer holds "
+                                 "%zu; size it with road_tokenizer_max_tokens",
+                                 out.n, cap);
         }
     }
-    tok_scratch_free(&sc);
-    road_free(clean.p);
-    road_free(out.v);
+    road__tok_scratch_free(&sc);
+    road__free(clean.p);
+    road__free(out.v);
     return st;
 }

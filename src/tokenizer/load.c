@@ -31,14 +31,14 @@ static road_status scan_max_id(const cJSON *vocab, const cJSON *added, int32_t *
     int32_t mx = -1;
     int64_t i = 0;
     for (const cJSON *e = vocab->child; e; e = e->next, i++) {
-        if (!cJSON_IsNumber(e) || !road_json_is_int(e) || e->valuedouble < 0 ||
+        if (!cJSON_IsNumber(e) || !road__json_is_int(e) || e->valuedouble < 0 ||
             e->valuedouble >= TOK_MAX_ID) {
             char q[64], d[64];
-            road_json_quote(e->string ? e->string : "", q, sizeof q);
-            road_json_describe(e, d, sizeof d);
-            return road_error(ROAD_ERR_FORMAT,
-                              "tokenizer.json: model.vocab[%s] must be an id from 0 to %d, got %s",
-                              q, TOK_MAX_ID - 1, d);
+            road__json_quote(e->string ? e->string : "", q, sizeof q);
+            road__json_describe(e, d, sizeof d);
+            return road__error(ROAD_ERR_FORMAT,
+                               "tokenizer.json: model.vocab[%s] must be an id from 0 to %d, got %s",
+                               q, TOK_MAX_ID - 1, d);
         }
         if ((int32_t)e->valuedouble > mx) mx = (int32_t)e->valuedouble;
     }
@@ -46,14 +46,14 @@ static road_status scan_max_id(const cJSON *vocab, const cJSON *added, int32_t *
     if (added) {
         for (const cJSON *e = added->child; e; e = e->next, i++) {
             int32_t id = 0;
-            road_status s = cJSON_IsObject(e) ? road_json_get_int(e, "id", &id) : ROAD_ERR_FORMAT;
+            road_status s = cJSON_IsObject(e) ? road__json_get_int(e, "id", &id) : ROAD_ERR_FORMAT;
             if (s != ROAD_OK || id < 0 || id >= TOK_MAX_ID) {
                 char why[160];
                 snprintf(why, sizeof why, "%s", s != ROAD_OK ? road_last_error() : "");
-                return road_error(ROAD_ERR_FORMAT,
-                                  "tokenizer.json: added_tokens[%lld] needs an \"id\" from 0 to "
-                                  "%d%s%s",
-                                  (long long)i, TOK_MAX_ID - 1, why[0] ? ": " : "", why);
+                return road__error(ROAD_ERR_FORMAT,
+                                   "tokenizer.json: added_tokens[%lld] needs an \"id\" from 0 to "
+                                   "%d%s%s",
+                                   (long long)i, TOK_MAX_ID - 1, why[0] ? ": " : "", why);
             }
             if (id > mx) mx = id;
         }
@@ -65,23 +65,24 @@ static road_status scan_max_id(const cJSON *vocab, const cJSON *added, int32_t *
 static road_status load_vocab(road_tokenizer *t, const cJSON *vocab) {
     int64_t n_vocab = cJSON_GetArraySize(vocab);
     t->piece_hash_mask = pow2_at_least((size_t)n_vocab * 2 + 1) - 1;
-    t->piece_hash = road_calloc((size_t)t->piece_hash_mask + 1, sizeof *t->piece_hash);
+    t->piece_hash = road__calloc((size_t)t->piece_hash_mask + 1, sizeof *t->piece_hash);
     if (!t->piece_hash) return ROAD_ERR_NO_MEMORY;
     for (const cJSON *e = vocab->child; e; e = e->next) {
         int32_t id = (int32_t)e->valuedouble;
         char q[64];
-        road_json_quote(e->string, q, sizeof q);
+        road__json_quote(e->string, q, sizeof q);
         if (t->flags[id] & TOK_F_PRESENT) {
             char q2[64];
-            road_json_quote(t->pool + t->piece[id].off, q2, sizeof q2);
-            return road_error(ROAD_ERR_FORMAT,
-                              "tokenizer.json: model.vocab gives id %d to both %s and %s", id, q2, q);
+            road__json_quote(t->pool + t->piece[id].off, q2, sizeof q2);
+            return road__error(ROAD_ERR_FORMAT,
+                               "tokenizer.json: model.vocab gives id %d to both %s and %s", id, q2,
+                               q);
         }
-        road_status s = tok_pool_add(t, e->string, strlen(e->string), &t->piece[id]);
+        road_status s = road__tok_pool_add(t, e->string, strlen(e->string), &t->piece[id]);
         if (s != ROAD_OK) return s;
         t->flags[id] = TOK_F_PRESENT;
-        if (!tok_piece_insert(t, id))
-            return road_error(ROAD_ERR_FORMAT, "tokenizer.json: model.vocab lists %s twice", q);
+        if (!road__tok_piece_insert(t, id))
+            return road__error(ROAD_ERR_FORMAT, "tokenizer.json: model.vocab lists %s twice", q);
     }
     return ROAD_OK;
 }
@@ -102,21 +103,21 @@ static road_status merge_parts(const cJSON *e, int64_t i, const char **a, size_t
         return ROAD_OK;
     }
     char d[64];
-    road_json_describe(e, d, sizeof d);
-    return road_error(ROAD_ERR_FORMAT,
-                      "tokenizer.json: model.merges[%lld] must be \"left right\" (one space) or "
-                      "[\"left\", \"right\"], got %s",
-                      (long long)i, d);
+    road__json_describe(e, d, sizeof d);
+    return road__error(ROAD_ERR_FORMAT,
+                       "tokenizer.json: model.merges[%lld] must be \"left right\" (one space) or "
+                       "[\"left\", \"right\"], got %s",
+                       (long long)i, d);
 }
 
 static road_status load_merges(road_tokenizer *t, const cJSON *merges) {
     int64_t n = cJSON_GetArraySize(merges);
-    if (n >= INT32_MAX / 4) return road_error(ROAD_ERR_FORMAT, "tokenizer.json: too many merges");
+    if (n >= INT32_MAX / 4) return road__error(ROAD_ERR_FORMAT, "tokenizer.json: too many merges");
     t->merge_mask = pow2_at_least((size_t)n * 2 + 1) - 1;
     size_t cap = (size_t)t->merge_mask + 1;
-    t->merge_key = road_calloc(cap, sizeof *t->merge_key);
-    t->merge_rank = road_malloc(cap * sizeof *t->merge_rank);
-    t->merge_new = road_malloc(cap * sizeof *t->merge_new);
+    t->merge_key = road__calloc(cap, sizeof *t->merge_key);
+    t->merge_rank = road__malloc(cap * sizeof *t->merge_rank);
+    t->merge_new = road__malloc(cap * sizeof *t->merge_new);
     if (!t->merge_key || !t->merge_rank || !t->merge_new) return ROAD_ERR_NO_MEMORY;
     tok_buf cat = {0};
     road_status s = ROAD_OK;
@@ -126,11 +127,12 @@ static road_status load_merges(road_tokenizer *t, const cJSON *merges) {
         size_t al = 0, bl = 0;
         s = merge_parts(e, i, &a, &al, &b, &bl);
         if (s != ROAD_OK) break;
-        int32_t ia = tok_lookup(t, a, al), ib = tok_lookup(t, b, bl);
+        int32_t ia = road__tok_lookup(t, a, al), ib = road__tok_lookup(t, b, bl);
         cat.len = 0;
-        if ((s = tok_buf_put(&cat, a, al)) != ROAD_OK || (s = tok_buf_put(&cat, b, bl)) != ROAD_OK)
+        if ((s = road__tok_buf_put(&cat, a, al)) != ROAD_OK ||
+            (s = road__tok_buf_put(&cat, b, bl)) != ROAD_OK)
             break;
-        int32_t in = tok_lookup(t, cat.p, cat.len);
+        int32_t in = road__tok_lookup(t, cat.p, cat.len);
         if (ia < 0 || ib < 0 || in < 0) {
             char q[64];
             const char *which = ia < 0 ? a : ib < 0 ? b : cat.p;
@@ -139,71 +141,72 @@ static road_status load_merges(road_tokenizer *t, const cJSON *merges) {
             size_t k = wl < sizeof tmp - 1 ? wl : sizeof tmp - 1;
             memcpy(tmp, which, k);
             tmp[k] = '\0';
-            road_json_quote(tmp, q, sizeof q);
-            s = road_error(ROAD_ERR_FORMAT,
-                           "tokenizer.json: model.merges[%lld]: %s%s is not in model.vocab",
-                           (long long)i, q, (ia >= 0 && ib >= 0) ? " (the merged token)" : "");
+            road__json_quote(tmp, q, sizeof q);
+            s = road__error(ROAD_ERR_FORMAT,
+                            "tokenizer.json: model.merges[%lld]: %s%s is not in model.vocab",
+                            (long long)i, q, (ia >= 0 && ib >= 0) ? " (the merged token)" : "");
             break;
         }
-        tok_merge_insert(t, ia, ib, (uint32_t)i, in);
+        road__tok_merge_insert(t, ia, ib, (uint32_t)i, in);
     }
-    road_free(cat.p);
+    road__free(cat.p);
     return s;
 }
 
 static road_status get_bool_opt(const cJSON *o, const char *key, bool dflt, bool *out) {
-    const cJSON *v = road_json_get(o, key);
+    const cJSON *v = road__json_get(o, key);
     if (!v || cJSON_IsNull(v)) {
         *out = dflt;
         return ROAD_OK;
     }
-    road_status s = road_json_get_bool(o, key, out);
-    if (s != ROAD_OK) road_error_prefix("tokenizer.json: model");
+    road_status s = road__json_get_bool(o, key, out);
+    if (s != ROAD_OK) road__error_prefix("tokenizer.json: model");
     return s;
 }
 
 static road_status load_model(road_tokenizer *t, const cJSON *root) {
-    const cJSON *m = road_json_get(root, "model");
+    const cJSON *m = road__json_get(root, "model");
     if (!m || !cJSON_IsObject(m))
-        return road_error(ROAD_ERR_FORMAT, "tokenizer.json has no \"model\" object; is this a "
-                                           "Hugging Face tokenizer.json?");
+        return road__error(ROAD_ERR_FORMAT, "tokenizer.json has no \"model\" object; is this a "
+                                            "Hugging Face tokenizer.json?");
     const char *type = NULL;
-    if (road_json_get(m, "type")) {
-        road_status s = road_json_get_string(m, "type", false, &type);
+    if (road__json_get(m, "type")) {
+        road_status s = road__json_get_string(m, "type", false, &type);
         if (s != ROAD_OK) {
-            road_error_prefix("tokenizer.json: model");
+            road__error_prefix("tokenizer.json: model");
             return s;
         }
     }
-    const cJSON *vocab = road_json_get(m, "vocab"), *merges = road_json_get(m, "merges");
+    const cJSON *vocab = road__json_get(m, "vocab"), *merges = road__json_get(m, "merges");
     if (!type && vocab && merges) type = "BPE"; /* old files omit the type of BPE models */
-    if (!type) return road_error(ROAD_ERR_FORMAT, "tokenizer.json: model.type is missing");
+    if (!type) return road__error(ROAD_ERR_FORMAT, "tokenizer.json: model.type is missing");
     if (strcmp(type, "BPE") != 0) {
-        return road_error(ROAD_ERR_UNSUPPORTED,
-                          "tokenizer.json: model type \"%.40s\" is not supported; road reads BPE "
-                          "models (Llama-2/3, Mistral, Qwen), not Unigram, WordPiece or "
-                          "WordLevel",
-                          type);
+        return road__error(ROAD_ERR_UNSUPPORTED,
+                           "tokenizer.json: model type \"%.40s\" is not supported; road reads BPE "
+                           "models (Llama-2/3, Mistral, Qwen), not Unigram, WordPiece or "
+                           "WordLevel",
+                           type);
     }
     if (!vocab || !cJSON_IsObject(vocab))
-        return road_error(ROAD_ERR_FORMAT, "tokenizer.json: model.vocab must be an object");
+        return road__error(ROAD_ERR_FORMAT, "tokenizer.json: model.vocab must be an object");
     if (!merges || !cJSON_IsArray(merges))
-        return road_error(ROAD_ERR_FORMAT, "tokenizer.json: model.merges must be a list");
-    const cJSON *dropout = road_json_get(m, "dropout");
+        return road__error(ROAD_ERR_FORMAT, "tokenizer.json: model.merges must be a list");
+    const cJSON *dropout = road__json_get(m, "dropout");
     if (dropout && !cJSON_IsNull(dropout) && !(cJSON_IsNumber(dropout) && dropout->valuedouble == 0))
-        return road_error(ROAD_ERR_UNSUPPORTED, "tokenizer.json: model.dropout (BPE dropout) is "
-                                                "a training feature; road needs it null");
+        return road__error(ROAD_ERR_UNSUPPORTED, "tokenizer.json: model.dropout (BPE dropout) is "
+                                                 "a training feature; road needs it null");
     const char *keys[] = {"continuing_subword_prefix", "end_of_word_suffix"};
     for (int k = 0; k < 2; k++) {
         const char *v = NULL;
-        if (road_json_get(m, keys[k]) && road_json_get_string(m, keys[k], true, &v) != ROAD_OK) {
-            road_error_prefix("tokenizer.json: model");
+        if (road__json_get(m, keys[k]) && road__json_get_string(m, keys[k], true, &v) != ROAD_OK) {
+            road__error_prefix("tokenizer.json: model");
             return ROAD_ERR_FORMAT;
         }
         if (v && v[0])
-            return road_error(ROAD_ERR_UNSUPPORTED, "tokenizer.json: model.%s \"%.20s\" is not "
-                                                    "supported (Llama-family files leave it empty)",
-                              keys[k], v);
+            return road__error(ROAD_ERR_UNSUPPORTED,
+                               "tokenizer.json: model.%s \"%.20s\" is not "
+                               "supported (Llama-family files leave it empty)",
+                               keys[k], v);
     }
     road_status s;
     if ((s = get_bool_opt(m, "byte_fallback", false, &t->byte_fallback)) != ROAD_OK ||
@@ -211,37 +214,40 @@ static road_status load_model(road_tokenizer *t, const cJSON *root) {
         (s = get_bool_opt(m, "fuse_unk", false, &t->fuse_unk)) != ROAD_OK)
         return s;
 
-    const cJSON *added = road_json_get(root, "added_tokens");
+    const cJSON *added = road__json_get(root, "added_tokens");
     if (added && !cJSON_IsNull(added) && !cJSON_IsArray(added))
-        return road_error(ROAD_ERR_FORMAT, "tokenizer.json: added_tokens must be a list");
+        return road__error(ROAD_ERR_FORMAT, "tokenizer.json: added_tokens must be a list");
     if (added && cJSON_IsNull(added)) added = NULL;
     int32_t max_id = -1;
     if ((s = scan_max_id(vocab, added, &max_id)) != ROAD_OK) return s;
-    if (max_id < 0) return road_error(ROAD_ERR_FORMAT, "tokenizer.json: model.vocab is empty");
+    if (max_id < 0) return road__error(ROAD_ERR_FORMAT, "tokenizer.json: model.vocab is empty");
     t->n_ids = max_id + 1;
-    t->piece = road_calloc((size_t)t->n_ids, sizeof *t->piece);
-    t->bytes = road_calloc((size_t)t->n_ids, sizeof *t->bytes);
-    t->flags = road_calloc((size_t)t->n_ids, 1);
+    t->piece = road__calloc((size_t)t->n_ids, sizeof *t->piece);
+    t->bytes = road__calloc((size_t)t->n_ids, sizeof *t->bytes);
+    t->flags = road__calloc((size_t)t->n_ids, 1);
     if (!t->piece || !t->bytes || !t->flags) return ROAD_ERR_NO_MEMORY;
     if ((s = load_vocab(t, vocab)) != ROAD_OK) return s;
     if ((s = load_merges(t, merges)) != ROAD_OK) return s;
 
     t->unk_id = -1;
     const char *unk = NULL;
-    if (road_json_get(m, "unk_token") && road_json_get_string(m, "unk_token", true, &unk) != ROAD_OK) {
-        road_error_prefix("tokenizer.json: model");
+    if (road__json_get(m, "unk_token") &&
+        road__json_get_string(m, "unk_token", true, &unk) != ROAD_OK) {
+        road__error_prefix("tokenizer.json: model");
         return ROAD_ERR_FORMAT;
     }
     if (unk) {
-        t->unk_id = tok_lookup(t, unk, strlen(unk));
+        t->unk_id = road__tok_lookup(t, unk, strlen(unk));
         if (t->unk_id < 0) {
             char q[64];
-            road_json_quote(unk, q, sizeof q);
-            return road_error(ROAD_ERR_FORMAT, "tokenizer.json: model.unk_token %s is not in "
-                                               "model.vocab", q);
+            road__json_quote(unk, q, sizeof q);
+            return road__error(ROAD_ERR_FORMAT,
+                               "tokenizer.json: model.unk_token %s is not in "
+                               "model.vocab",
+                               q);
         }
     }
-    return tok_load_added(t, added);
+    return road__tok_load_added(t, added);
 }
 
 /* The ids each byte starts from: the byte's GPT-2 character (byte-level models) or its <0xNN>
@@ -251,11 +257,11 @@ static void fill_byte_ids(road_tokenizer *t) {
         char s[8];
         size_t n;
         if (t->byte_level) {
-            n = (size_t)tok_utf8_encode(tok_byte_to_cp((uint8_t)b), s);
+            n = (size_t)road__tok_utf8_encode(road__tok_byte_to_cp((uint8_t)b), s);
         } else {
             n = (size_t)snprintf(s, sizeof s, "<0x%02X>", b);
         }
-        t->byte_id[b] = (t->byte_level || t->byte_fallback) ? tok_lookup(t, s, n) : -1;
+        t->byte_id[b] = (t->byte_level || t->byte_fallback) ? road__tok_lookup(t, s, n) : -1;
     }
 }
 
@@ -264,25 +270,25 @@ static road_status load_all(road_tokenizer *t, const char *json, size_t len, con
     cJSON *root = NULL;
     road_status s = road_json_parse(json, len, &root);
     if (s != ROAD_OK) {
-        road_error_prefix("tokenizer.json");
+        road__error_prefix("tokenizer.json");
         return s;
     }
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
-        return road_error(ROAD_ERR_FORMAT, "tokenizer.json must hold a JSON object");
+        return road__error(ROAD_ERR_FORMAT, "tokenizer.json must hold a JSON object");
     }
-    const cJSON *trunc = road_json_get(root, "truncation"), *pad = road_json_get(root, "padding");
+    const cJSON *trunc = road__json_get(root, "truncation"), *pad = road__json_get(root, "padding");
     if ((trunc && !cJSON_IsNull(trunc)) || (pad && !cJSON_IsNull(pad))) {
         /* road encodes one text at a time and never cuts it; say so instead of ignoring it. */
-        road_log(ROAD_LOG_WARN, "tokenizer.json: truncation/padding settings are ignored");
+        road__log(ROAD_LOG_WARN, "tokenizer.json: truncation/padding settings are ignored");
     }
     if ((s = load_model(t, root)) == ROAD_OK &&
-        (s = tok_load_normalizer(t, road_json_get(root, "normalizer"))) == ROAD_OK &&
-        (s = tok_load_pre_tokenizer(t, road_json_get(root, "pre_tokenizer"))) == ROAD_OK &&
-        (s = tok_load_post(t, road_json_get(root, "post_processor"))) == ROAD_OK &&
-        (s = tok_load_decoder(t, road_json_get(root, "decoder"))) == ROAD_OK) {
+        (s = road__tok_load_normalizer(t, road__json_get(root, "normalizer"))) == ROAD_OK &&
+        (s = road__tok_load_pre_tokenizer(t, road__json_get(root, "pre_tokenizer"))) == ROAD_OK &&
+        (s = road__tok_load_post(t, road__json_get(root, "post_processor"))) == ROAD_OK &&
+        (s = road__tok_load_decoder(t, road__json_get(root, "decoder"))) == ROAD_OK) {
         fill_byte_ids(t);
-        s = tok_load_config(t, cfg, cfg_len);
+        s = road__tok_load_config(t, cfg, cfg_len);
     }
     cJSON_Delete(root);
     return s;
@@ -291,11 +297,11 @@ static road_status load_all(road_tokenizer *t, const char *json, size_t len, con
 road_status road_tokenizer_load_json(const char *tokenizer_json, size_t len,
                                      const char *config_json, size_t config_len,
                                      road_tokenizer **out) {
-    if (!out) return road_error(ROAD_ERR_INVALID_ARG, "road_tokenizer_load_json: out is NULL");
+    if (!out) return road__error(ROAD_ERR_INVALID_ARG, "road_tokenizer_load_json: out is NULL");
     *out = NULL;
     if (!tokenizer_json)
-        return road_error(ROAD_ERR_INVALID_ARG, "road_tokenizer_load_json: text is NULL");
-    road_tokenizer *t = road_calloc(1, sizeof *t);
+        return road__error(ROAD_ERR_INVALID_ARG, "road_tokenizer_load_json: text is NULL");
+    road_tokenizer *t = road__calloc(1, sizeof *t);
     if (!t) return ROAD_ERR_NO_MEMORY;
     t->bos_id = t->eos_id = t->pad_id = t->unk_id = -1;
     road_status s = load_all(t, tokenizer_json, len, config_json, config_len);
@@ -308,67 +314,68 @@ road_status road_tokenizer_load_json(const char *tokenizer_json, size_t len,
 }
 
 road_status road_tokenizer_load(const char *path, road_tokenizer **out) {
-    if (!out || !path) return road_error(ROAD_ERR_INVALID_ARG, "road_tokenizer_load: NULL argument");
+    if (!out || !path)
+        return road__error(ROAD_ERR_INVALID_ARG, "road_tokenizer_load: NULL argument");
     *out = NULL;
     char *file = NULL, *dir = NULL, *cfg_path = NULL, *json = NULL, *cfg = NULL;
     size_t len = 0, cfg_len = 0;
     road_status s = ROAD_OK;
-    if (road_is_dir(path)) {
-        dir = road_strdup(path);
-        file = road_path_join(path, "tokenizer.json");
+    if (road__is_dir(path)) {
+        dir = road__strdup(path);
+        file = road__path_join(path, "tokenizer.json");
     } else {
-        file = road_strdup(path);
+        file = road__strdup(path);
         const char *slash = strrchr(path, '/');
-        dir = slash ? road_strdup(path) : road_strdup(".");
+        dir = slash ? road__strdup(path) : road__strdup(".");
         if (dir && slash) dir[slash - path + (slash == path)] = '\0';
     }
     if (!file || !dir) {
         s = ROAD_ERR_NO_MEMORY;
         goto done;
     }
-    cfg_path = road_path_join(dir, "tokenizer_config.json");
+    cfg_path = road__path_join(dir, "tokenizer_config.json");
     if (!cfg_path) {
         s = ROAD_ERR_NO_MEMORY;
         goto done;
     }
-    s = road_file_read(file, TOK_MAX_FILE_BYTES, &json, &len);
+    s = road__file_read(file, TOK_MAX_FILE_BYTES, &json, &len);
     if (s != ROAD_OK) {
-        road_error_prefix("%s", file);
+        road__error_prefix("%s", file);
         goto done;
     }
-    s = road_file_read(cfg_path, TOK_MAX_CONFIG_BYTES, &cfg, &cfg_len);
+    s = road__file_read(cfg_path, TOK_MAX_CONFIG_BYTES, &cfg, &cfg_len);
     if (s == ROAD_ERR_NO_MEMORY) goto done;
     if (s != ROAD_OK) {
         cfg = NULL, cfg_len = 0; /* tokenizer_config.json is optional */
         road_clear_error();
     }
     s = road_tokenizer_load_json(json, len, cfg, cfg_len, out);
-    if (s != ROAD_OK) road_error_prefix("%s", file);
+    if (s != ROAD_OK) road__error_prefix("%s", file);
 done:
-    road_free(file);
-    road_free(dir);
-    road_free(cfg_path);
-    road_free(json);
-    road_free(cfg);
+    road__free(file);
+    road__free(dir);
+    road__free(cfg_path);
+    road__free(json);
+    road__free(cfg);
     return s;
 }
 
 void road_tokenizer_free(road_tokenizer *t) {
     if (!t) return;
-    tok_free_pipeline(t);
-    road_free(t->pool);
-    road_free(t->piece);
-    road_free(t->bytes);
-    road_free(t->flags);
-    road_free(t->piece_hash);
-    road_free(t->merge_key);
-    road_free(t->merge_rank);
-    road_free(t->merge_new);
-    road_free(t->added);
-    road_free(t->chat_template);
-    road_free(t->bos_text);
-    road_free(t->eos_text);
-    road_free(t);
+    road__tok_free_pipeline(t);
+    road__free(t->pool);
+    road__free(t->piece);
+    road__free(t->bytes);
+    road__free(t->flags);
+    road__free(t->piece_hash);
+    road__free(t->merge_key);
+    road__free(t->merge_rank);
+    road__free(t->merge_new);
+    road__free(t->added);
+    road__free(t->chat_template);
+    road__free(t->bos_text);
+    road__free(t->eos_text);
+    road__free(t);
 }
 
 /* ---- accessors ------------------------------------------------------------------------------ */

@@ -20,24 +20,29 @@ enum { L_COUNT = 19, V_COUNT = 21, T_COUNT = 28, N_COUNT = V_COUNT * T_COUNT, S_
 
 static uint32_t ccc_of(uint32_t cp) {
     if (cp < 0x300) return 0;
-    size_t lo = 0, hi = road_nfc_ccc_count;
+    size_t lo = 0, hi = road__nfc_ccc_count;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        if (road_nfc_ccc_table[mid].cp < cp) lo = mid + 1;
+        if (road__nfc_ccc_table[mid].cp < cp)
+            lo = mid + 1;
         else hi = mid;
     }
-    return lo < road_nfc_ccc_count && road_nfc_ccc_table[lo].cp == cp ? road_nfc_ccc_table[lo].ccc : 0;
+    return lo < road__nfc_ccc_count && road__nfc_ccc_table[lo].cp == cp
+               ? road__nfc_ccc_table[lo].ccc
+               : 0;
 }
 
 static const road_nfc_pair *decomp_of(uint32_t cp) {
-    size_t lo = 0, hi = road_nfc_decomp_count;
+    size_t lo = 0, hi = road__nfc_decomp_count;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        if (road_nfc_decomp_table[mid].a < cp) lo = mid + 1;
+        if (road__nfc_decomp_table[mid].a < cp)
+            lo = mid + 1;
         else hi = mid;
     }
-    return lo < road_nfc_decomp_count && road_nfc_decomp_table[lo].a == cp ? &road_nfc_decomp_table[lo]
-                                                                          : NULL;
+    return lo < road__nfc_decomp_count && road__nfc_decomp_table[lo].a == cp
+               ? &road__nfc_decomp_table[lo]
+               : NULL;
 }
 
 static uint32_t compose_of(uint32_t a, uint32_t b) {
@@ -46,16 +51,16 @@ static uint32_t compose_of(uint32_t a, uint32_t b) {
     if (a >= S_BASE && a < S_BASE + S_COUNT && (a - S_BASE) % T_COUNT == 0 && b > T_BASE &&
         b < T_BASE + T_COUNT)
         return a + (b - T_BASE);
-    size_t lo = 0, hi = road_nfc_compose_count;
+    size_t lo = 0, hi = road__nfc_compose_count;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        const road_nfc_pair *p = &road_nfc_compose_table[mid];
+        const road_nfc_pair *p = &road__nfc_compose_table[mid];
         if (p->a < a || (p->a == a && p->b < b)) lo = mid + 1;
         else hi = mid;
     }
-    if (lo < road_nfc_compose_count && road_nfc_compose_table[lo].a == a &&
-        road_nfc_compose_table[lo].b == b)
-        return road_nfc_compose_table[lo].c;
+    if (lo < road__nfc_compose_count && road__nfc_compose_table[lo].a == a &&
+        road__nfc_compose_table[lo].b == b)
+        return road__nfc_compose_table[lo].c;
     return 0;
 }
 
@@ -78,19 +83,19 @@ static size_t decompose(uint32_t cp, uint32_t *out) {
     return n;
 }
 
-road_status tok_nfc(const char *s, size_t len, tok_buf *out) {
+road_status road__tok_nfc(const char *s, size_t len, tok_buf *out) {
     out->len = 0;
     const unsigned char *u = (const unsigned char *)s;
     bool simple = true;
     for (size_t i = 0; i < len && simple; i++) simple = u[i] < 0xCC; /* lead bytes below U+0300 */
-    if (simple) return tok_buf_put(out, s, len);
+    if (simple) return road__tok_buf_put(out, s, len);
 
-    uint32_t *cps = road_malloc((len * NFC_MAX_DECOMP + 1) * sizeof *cps);
+    uint32_t *cps = road__malloc((len * NFC_MAX_DECOMP + 1) * sizeof *cps);
     if (!cps) return ROAD_ERR_NO_MEMORY;
     size_t n = 0;
     for (size_t i = 0; i < len;) {
         uint32_t cp;
-        int k = tok_utf8_decode(u + i, len - i, &cp);
+        int k = road__tok_utf8_decode(u + i, len - i, &cp);
         if (k <= 0) cp = 0xFFFD, k = 1; /* cannot happen: input is sanitized */
         n += decompose(cp, cps + n);
         i += (size_t)k;
@@ -126,11 +131,11 @@ road_status tok_nfc(const char *s, size_t len, tok_buf *out) {
         cps[m++] = c;
         if (cc == 0) starter = (long)(m - 1);
     }
-    road_status st = tok_buf_reserve(out, m * 4);
+    road_status st = road__tok_buf_reserve(out, m * 4);
     for (size_t i = 0; i < m && st == ROAD_OK; i++) {
         char e[4];
-        st = tok_buf_put(out, e, (size_t)tok_utf8_encode(cps[i], e));
+        st = road__tok_buf_put(out, e, (size_t)road__tok_utf8_encode(cps[i], e));
     }
-    road_free(cps);
+    road__free(cps);
     return st;
 }

@@ -16,11 +16,11 @@ typedef struct road_nfc_pair {
     uint32_t a, b, c; /* decomposition: a -> (b, c); composition: (a, b) -> c */
 } road_nfc_pair;
 
-extern const road_nfc_ccc road_nfc_ccc_table[];
-extern const size_t road_nfc_ccc_count;
-extern const road_nfc_pair road_nfc_decomp_table[]; /* c = 0 for a single-character mapping */
-extern const size_t road_nfc_decomp_count;
-extern const road_nfc_pair road_nfc_compose_table[]; /* sorted by (a, b) */
-extern const size_t road_nfc_compose_count;
+extern const road_nfc_ccc road__nfc_ccc_table[];
+extern const size_t road__nfc_ccc_count;
+extern const road_nfc_pair road__nfc_decomp_table[]; /* c = 0 for a single-character mapping */
+extern const size_t road__nfc_decomp_count;
+extern const road_nfc_pair road__nfc_compose_table[]; /* sorted by (a, b) */
+extern const size_t road__nfc_compose_count;
 
 #endif

@@ -5,8 +5,8 @@
  * Split regexes run through PCRE2 in UTF + UCP mode, compiled once at load (JIT when the
  * platform has it). Hugging Face runs them with Oniguruma, whose \s is Unicode White_Space;
  * PCRE2's \s also takes U+180E, so \s and \S are rewritten into the explicit White_Space set
- * before compiling. Input reaching PCRE2 is always valid UTF-8 (tok_utf8_sanitize), so matching
- * skips PCRE2's own UTF check.
+ * before compiling. Input reaching PCRE2 is always valid UTF-8 (road__tok_utf8_sanitize), so
+ * matching skips PCRE2's own UTF check.
  */
 #include <string.h>
 
@@ -19,11 +19,11 @@
 
 static void *pcre_alloc(size_t n, void *ud) {
     (void)ud;
-    return road_malloc(n);
+    return road__malloc(n);
 }
 static void pcre_free(void *p, void *ud) {
     (void)ud;
-    road_free(p);
+    road__free(p);
 }
 
 /* Unicode White_Space, as Oniguruma's \s has it (without brackets, to sit inside a class). */
@@ -36,35 +36,37 @@ static road_status rewrite_pattern(const char *p, tok_buf *o) {
         char c = p[i];
         if (c == '\\' && p[i + 1]) {
             char n = p[++i];
-            if (n == 's') s = in_class ? tok_buf_put(o, WS_SET, strlen(WS_SET))
-                                       : tok_buf_put(o, "[" WS_SET "]", strlen(WS_SET) + 2);
-            else if (n == 'S' && !in_class) s = tok_buf_put(o, "[^" WS_SET "]", strlen(WS_SET) + 3);
+            if (n == 's')
+                s = in_class ? road__tok_buf_put(o, WS_SET, strlen(WS_SET))
+                             : road__tok_buf_put(o, "[" WS_SET "]", strlen(WS_SET) + 2);
+            else if (n == 'S' && !in_class)
+                s = road__tok_buf_put(o, "[^" WS_SET "]", strlen(WS_SET) + 3);
             else if (n == 'S')
-                return road_error(ROAD_ERR_UNSUPPORTED, "tokenizer.json: \\S inside a [...] class "
-                                                        "of a Split regex is not supported");
+                return road__error(ROAD_ERR_UNSUPPORTED, "tokenizer.json: \\S inside a [...] class "
+                                                         "of a Split regex is not supported");
             else {
                 char two[2] = {'\\', n};
-                s = tok_buf_put(o, two, 2);
+                s = road__tok_buf_put(o, two, 2);
             }
             continue;
         }
         if (!in_class && c == '[') {
             in_class = true;
-            s = tok_buf_put(o, "[", 1);
+            s = road__tok_buf_put(o, "[", 1);
             /* a ']' right after '[' or '[^' is a literal */
-            if (p[i + 1] == '^') s = tok_buf_put(o, "^", 1), i++;
-            if (s == ROAD_OK && p[i + 1] == ']') s = tok_buf_put(o, "]", 1), i++;
+            if (p[i + 1] == '^') s = road__tok_buf_put(o, "^", 1), i++;
+            if (s == ROAD_OK && p[i + 1] == ']') s = road__tok_buf_put(o, "]", 1), i++;
             continue;
         }
         if (in_class && c == '[' && p[i + 1] == ':') {
             const char *end = strstr(p + i, ":]");
             size_t n = end ? (size_t)(end - (p + i)) + 2 : 1;
-            s = tok_buf_put(o, p + i, n);
+            s = road__tok_buf_put(o, p + i, n);
             i += n - 1;
             continue;
         }
         if (in_class && c == ']') in_class = false;
-        s = tok_buf_put(o, &c, 1);
+        s = road__tok_buf_put(o, &c, 1);
     }
     return s;
 }
@@ -76,66 +78,66 @@ static road_status compile_regex(road_tokenizer *t, const char *pattern, pcre2_c
     }
     tok_buf b = {0};
     road_status s = rewrite_pattern(pattern, &b);
-    if (s != ROAD_OK || (s = tok_buf_put(&b, "", 0)) != ROAD_OK) {
-        road_free(b.p);
+    if (s != ROAD_OK || (s = road__tok_buf_put(&b, "", 0)) != ROAD_OK) {
+        road__free(b.p);
         return s;
     }
     pcre2_compile_context *cc = pcre2_compile_context_create(t->pcre_ctx);
     if (!cc) {
-        road_free(b.p);
+        road__free(b.p);
         return ROAD_ERR_NO_MEMORY;
     }
     int err;
     PCRE2_SIZE at;
     *out = pcre2_compile((PCRE2_SPTR)b.p, b.len, PCRE2_UTF | PCRE2_UCP, &err, &at, cc);
     pcre2_compile_context_free(cc);
-    road_free(b.p);
+    road__free(b.p);
     if (!*out) {
         if (err == PCRE2_ERROR_NOMEMORY) return ROAD_ERR_NO_MEMORY;
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(err, msg, sizeof msg);
         char q[64];
-        road_json_quote(pattern, q, sizeof q);
-        return road_error(ROAD_ERR_FORMAT, "tokenizer.json: Split regex %s does not compile: %s",
-                          q, (const char *)msg);
+        road__json_quote(pattern, q, sizeof q);
+        return road__error(ROAD_ERR_FORMAT, "tokenizer.json: Split regex %s does not compile: %s",
+                           q, (const char *)msg);
     }
     (void)pcre2_jit_compile(*out, PCRE2_JIT_COMPLETE); /* falls back to the interpreter */
     return ROAD_OK;
 }
 
 static road_status type_of(const cJSON *o, const char *where, const char **type) {
-    if (!cJSON_IsObject(o) || road_json_get_string(o, "type", false, type) != ROAD_OK)
-        return road_error(ROAD_ERR_FORMAT, "tokenizer.json: %s needs a \"type\"", where);
+    if (!cJSON_IsObject(o) || road__json_get_string(o, "type", false, type) != ROAD_OK)
+        return road__error(ROAD_ERR_FORMAT, "tokenizer.json: %s needs a \"type\"", where);
     return ROAD_OK;
 }
 
 static road_status dup_string(const cJSON *o, const char *key, const char *where, char **out) {
     const char *v;
-    if (road_json_get_string(o, key, false, &v) != ROAD_OK) {
-        road_error_prefix("tokenizer.json: %s", where);
+    if (road__json_get_string(o, key, false, &v) != ROAD_OK) {
+        road__error_prefix("tokenizer.json: %s", where);
         return ROAD_ERR_FORMAT;
     }
-    *out = road_strdup(v);
+    *out = road__strdup(v);
     return *out ? ROAD_OK : ROAD_ERR_NO_MEMORY;
 }
 
-road_status tok_load_normalizer(road_tokenizer *t, const cJSON *n) {
+road_status road__tok_load_normalizer(road_tokenizer *t, const cJSON *n) {
     if (!n || cJSON_IsNull(n)) return ROAD_OK;
     const char *type;
     road_status s = type_of(n, "normalizer", &type);
     if (s != ROAD_OK) return s;
     if (strcmp(type, "Sequence") == 0) {
-        const cJSON *list = road_json_get(n, "normalizers");
+        const cJSON *list = road__json_get(n, "normalizers");
         if (!cJSON_IsArray(list))
-            return road_error(ROAD_ERR_FORMAT, "tokenizer.json: normalizer.normalizers must be a "
-                                               "list");
+            return road__error(ROAD_ERR_FORMAT, "tokenizer.json: normalizer.normalizers must be a "
+                                                "list");
         for (const cJSON *e = list->child; e; e = e->next)
-            if ((s = tok_load_normalizer(t, e)) != ROAD_OK) return s;
+            if ((s = road__tok_load_normalizer(t, e)) != ROAD_OK) return s;
         return ROAD_OK;
     }
     if (t->n_norm == TOK_MAX_STEPS)
-        return road_error(ROAD_ERR_UNSUPPORTED, "tokenizer.json: more than %d normalizers",
-                          TOK_MAX_STEPS);
+        return road__error(ROAD_ERR_UNSUPPORTED, "tokenizer.json: more than %d normalizers",
+                           TOK_MAX_STEPS);
     tok_norm *st = &t->norm[t->n_norm];
     if (strcmp(type, "NFC") == 0) {
         st->kind = TOK_NORM_NFC;
@@ -144,11 +146,11 @@ road_status tok_load_normalizer(road_tokenizer *t, const cJSON *n) {
         if ((s = dup_string(n, "prepend", "normalizer Prepend", &st->a)) != ROAD_OK) return s;
     } else if (strcmp(type, "Replace") == 0) {
         st->kind = TOK_NORM_REPLACE;
-        const cJSON *pat = road_json_get(n, "pattern");
-        if (!cJSON_IsObject(pat) || !road_json_get(pat, "String"))
-            return road_error(ROAD_ERR_UNSUPPORTED, "tokenizer.json: normalizer Replace with a "
-                                                    "Regex pattern is not supported (only "
-                                                    "{\"String\": ...})");
+        const cJSON *pat = road__json_get(n, "pattern");
+        if (!cJSON_IsObject(pat) || !road__json_get(pat, "String"))
+            return road__error(ROAD_ERR_UNSUPPORTED, "tokenizer.json: normalizer Replace with a "
+                                                     "Regex pattern is not supported (only "
+                                                     "{\"String\": ...})");
         if ((s = dup_string(pat, "String", "normalizer Replace pattern", &st->a)) != ROAD_OK ||
             (s = dup_string(n, "content", "normalizer Replace", &st->b)) != ROAD_OK) {
             t->n_norm++; /* so that the strings get freed */
@@ -156,13 +158,15 @@ road_status tok_load_normalizer(road_tokenizer *t, const cJSON *n) {
         }
         if (!st->a[0]) {
             t->n_norm++;
-            return road_error(ROAD_ERR_FORMAT, "tokenizer.json: normalizer Replace has an empty "
-                                               "pattern");
+            return road__error(ROAD_ERR_FORMAT, "tokenizer.json: normalizer Replace has an empty "
+                                                "pattern");
         }
     } else {
-        return road_error(ROAD_ERR_UNSUPPORTED, "tokenizer.json: normalizer \"%.40s\" is not "
-                                                "supported (road reads NFC, Prepend, Replace, "
-                                                "Sequence)", type);
+        return road__error(ROAD_ERR_UNSUPPORTED,
+                           "tokenizer.json: normalizer \"%.40s\" is not "
+                           "supported (road reads NFC, Prepend, Replace, "
+                           "Sequence)",
+                           type);
     }
     t->n_norm++;
     return ROAD_OK;
@@ -172,45 +176,47 @@ road_status tok_load_normalizer(road_tokenizer *t, const cJSON *n) {
 static const char *const GPT2_PATTERN =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
-road_status tok_load_pre_tokenizer(road_tokenizer *t, const cJSON *p) {
+road_status road__tok_load_pre_tokenizer(road_tokenizer *t, const cJSON *p) {
     if (!p || cJSON_IsNull(p)) return ROAD_OK;
     const char *type;
     road_status s = type_of(p, "pre_tokenizer", &type);
     if (s != ROAD_OK) return s;
     if (strcmp(type, "Sequence") == 0) {
-        const cJSON *list = road_json_get(p, "pretokenizers");
+        const cJSON *list = road__json_get(p, "pretokenizers");
         if (!cJSON_IsArray(list))
-            return road_error(ROAD_ERR_FORMAT, "tokenizer.json: pre_tokenizer.pretokenizers must "
-                                               "be a list");
+            return road__error(ROAD_ERR_FORMAT, "tokenizer.json: pre_tokenizer.pretokenizers must "
+                                                "be a list");
         for (const cJSON *e = list->child; e; e = e->next)
-            if ((s = tok_load_pre_tokenizer(t, e)) != ROAD_OK) return s;
+            if ((s = road__tok_load_pre_tokenizer(t, e)) != ROAD_OK) return s;
         return ROAD_OK;
     }
     if (t->n_pre == TOK_MAX_STEPS)
-        return road_error(ROAD_ERR_UNSUPPORTED, "tokenizer.json: more than %d pre-tokenizers",
-                          TOK_MAX_STEPS);
+        return road__error(ROAD_ERR_UNSUPPORTED, "tokenizer.json: more than %d pre-tokenizers",
+                           TOK_MAX_STEPS);
     tok_pre *st = &t->pre[t->n_pre];
     memset(st, 0, sizeof *st);
     if (strcmp(type, "Split") == 0) {
         st->kind = TOK_PRE_SPLIT;
-        const cJSON *pat = road_json_get(p, "pattern"), *beh = road_json_get(p, "behavior");
-        const cJSON *inv = road_json_get(p, "invert");
-        const cJSON *re = cJSON_IsObject(pat) ? road_json_get(pat, "Regex") : NULL;
+        const cJSON *pat = road__json_get(p, "pattern"), *beh = road__json_get(p, "behavior");
+        const cJSON *inv = road__json_get(p, "invert");
+        const cJSON *re = cJSON_IsObject(pat) ? road__json_get(pat, "Regex") : NULL;
         if (!cJSON_IsString(re))
-            return road_error(ROAD_ERR_UNSUPPORTED, "tokenizer.json: Split pre-tokenizer needs "
-                                                    "pattern {\"Regex\": \"...\"} (String patterns "
-                                                    "are not supported)");
+            return road__error(ROAD_ERR_UNSUPPORTED,
+                               "tokenizer.json: Split pre-tokenizer needs "
+                               "pattern {\"Regex\": \"...\"} (String patterns "
+                               "are not supported)");
         if (!cJSON_IsString(beh) || strcmp(beh->valuestring, "Isolated") != 0)
-            return road_error(ROAD_ERR_UNSUPPORTED, "tokenizer.json: Split behavior must be "
-                                                    "\"Isolated\" (the only one Llama-family "
-                                                    "files use)");
+            return road__error(ROAD_ERR_UNSUPPORTED, "tokenizer.json: Split behavior must be "
+                                                     "\"Isolated\" (the only one Llama-family "
+                                                     "files use)");
         if (inv && !cJSON_IsFalse(inv))
-            return road_error(ROAD_ERR_UNSUPPORTED, "tokenizer.json: Split with invert is not "
-                                                    "supported");
+            return road__error(ROAD_ERR_UNSUPPORTED, "tokenizer.json: Split with invert is not "
+                                                     "supported");
         if ((s = compile_regex(t, re->valuestring, &st->re)) != ROAD_OK) return s;
     } else if (strcmp(type, "ByteLevel") == 0) {
         st->kind = TOK_PRE_BYTELEVEL;
-        const cJSON *aps = road_json_get(p, "add_prefix_space"), *ur = road_json_get(p, "use_regex");
+        const cJSON *aps = road__json_get(p, "add_prefix_space"),
+                    *ur = road__json_get(p, "use_regex");
         st->add_prefix_space = aps && cJSON_IsTrue(aps);
         if (!ur || cJSON_IsTrue(ur)) { /* use_regex defaults to true */
             if ((s = compile_regex(t, GPT2_PATTERN, &st->re)) != ROAD_OK) return s;
@@ -218,15 +224,15 @@ road_status tok_load_pre_tokenizer(road_tokenizer *t, const cJSON *p) {
         t->byte_level = true;
     } else if (strcmp(type, "Metaspace") == 0) {
         st->kind = TOK_PRE_METASPACE;
-        const cJSON *sch = road_json_get(p, "prepend_scheme"), *sp = road_json_get(p, "split");
-        const cJSON *aps = road_json_get(p, "add_prefix_space");
+        const cJSON *sch = road__json_get(p, "prepend_scheme"), *sp = road__json_get(p, "split");
+        const cJSON *aps = road__json_get(p, "add_prefix_space");
         st->prepend = TOK_PREPEND_ALWAYS;
         if (cJSON_IsString(sch)) {
             if (strcmp(sch->valuestring, "first") == 0) st->prepend = TOK_PREPEND_FIRST;
             else if (strcmp(sch->valuestring, "never") == 0) st->prepend = TOK_PREPEND_NEVER;
             else if (strcmp(sch->valuestring, "always") != 0)
-                return road_error(ROAD_ERR_FORMAT, "tokenizer.json: Metaspace prepend_scheme must "
-                                                   "be \"always\", \"first\" or \"never\"");
+                return road__error(ROAD_ERR_FORMAT, "tokenizer.json: Metaspace prepend_scheme must "
+                                                    "be \"always\", \"first\" or \"never\"");
         } else if (aps && cJSON_IsFalse(aps)) {
             st->prepend = TOK_PREPEND_NEVER; /* older files */
         }
@@ -234,29 +240,31 @@ road_status tok_load_pre_tokenizer(road_tokenizer *t, const cJSON *p) {
         t->n_pre++;
         if ((s = dup_string(p, "replacement", "Metaspace", &st->replacement)) != ROAD_OK) return s;
         uint32_t cp;
-        if (!st->replacement[0] || tok_utf8_decode((const unsigned char *)st->replacement,
-                                                   strlen(st->replacement), &cp) !=
-                                       (int)strlen(st->replacement))
-            return road_error(ROAD_ERR_FORMAT, "tokenizer.json: Metaspace replacement must be "
-                                               "one character");
+        if (!st->replacement[0] ||
+            road__tok_utf8_decode((const unsigned char *)st->replacement, strlen(st->replacement),
+                                  &cp) != (int)strlen(st->replacement))
+            return road__error(ROAD_ERR_FORMAT, "tokenizer.json: Metaspace replacement must be "
+                                                "one character");
         return ROAD_OK;
     } else {
-        return road_error(ROAD_ERR_UNSUPPORTED, "tokenizer.json: pre-tokenizer \"%.40s\" is not "
-                                                "supported (road reads Split, ByteLevel, "
-                                                "Metaspace, Sequence)", type);
+        return road__error(ROAD_ERR_UNSUPPORTED,
+                           "tokenizer.json: pre-tokenizer \"%.40s\" is not "
+                           "supported (road reads Split, ByteLevel, "
+                           "Metaspace, Sequence)",
+                           type);
     }
     t->n_pre++;
     return ROAD_OK;
 }
 
-void tok_free_pipeline(road_tokenizer *t) {
+void road__tok_free_pipeline(road_tokenizer *t) {
     for (int i = 0; i < t->n_norm; i++) {
-        road_free(t->norm[i].a);
-        road_free(t->norm[i].b);
+        road__free(t->norm[i].a);
+        road__free(t->norm[i].b);
     }
     for (int i = 0; i < t->n_pre; i++) {
         if (t->pre[i].re) pcre2_code_free(t->pre[i].re);
-        road_free(t->pre[i].replacement);
+        road__free(t->pre[i].replacement);
     }
     if (t->pcre_ctx) pcre2_general_context_free(t->pcre_ctx);
     t->n_norm = t->n_pre = 0;
@@ -268,34 +276,35 @@ static road_status replace_all(const char *in, size_t len, const char *a, const 
                                tok_buf *out) {
     size_t al = strlen(a), bl = strlen(b);
     out->len = 0;
-    road_status s = tok_buf_reserve(out, len);
+    road_status s = road__tok_buf_reserve(out, len);
     for (size_t i = 0; i < len && s == ROAD_OK;) {
         if (i + al <= len && memcmp(in + i, a, al) == 0) {
-            s = tok_buf_put(out, b, bl);
+            s = road__tok_buf_put(out, b, bl);
             i += al;
         } else {
             size_t j = i + 1;
             while (j < len && in[j] != a[0]) j++;
-            s = tok_buf_put(out, in + i, j - i);
+            s = road__tok_buf_put(out, in + i, j - i);
             i = j;
         }
     }
-    if (s == ROAD_OK) s = tok_buf_put(out, "", 0);
+    if (s == ROAD_OK) s = road__tok_buf_put(out, "", 0);
     return s;
 }
 
-road_status tok_normalize(const road_tokenizer *t, const char *in, size_t len, tok_buf *out) {
+road_status road__tok_normalize(const road_tokenizer *t, const char *in, size_t len, tok_buf *out) {
     tok_buf tmp = {0};
     out->len = 0;
-    road_status s = tok_buf_put(out, in, len);
+    road_status s = road__tok_buf_put(out, in, len);
     for (int i = 0; i < t->n_norm && s == ROAD_OK; i++) {
         const tok_norm *n = &t->norm[i];
         tmp.len = 0;
-        if (n->kind == TOK_NORM_NFC) s = tok_nfc(out->p, out->len, &tmp);
+        if (n->kind == TOK_NORM_NFC)
+            s = road__tok_nfc(out->p, out->len, &tmp);
         else if (n->kind == TOK_NORM_PREPEND) {
             if (out->len == 0) continue; /* Prepend leaves empty text empty */
-            if ((s = tok_buf_put(&tmp, n->a, strlen(n->a))) == ROAD_OK)
-                s = tok_buf_put(&tmp, out->p, out->len);
+            if ((s = road__tok_buf_put(&tmp, n->a, strlen(n->a))) == ROAD_OK)
+                s = road__tok_buf_put(&tmp, out->p, out->len);
         } else {
             s = replace_all(out->p, out->len, n->a, n->b, &tmp);
         }
@@ -305,7 +314,7 @@ road_status tok_normalize(const road_tokenizer *t, const char *in, size_t len, t
             tmp = x;
         }
     }
-    road_free(tmp.p);
+    road__free(tmp.p);
     return s;
 }
 
@@ -326,7 +335,8 @@ static road_status split_regex(const pcre2_code *re, const tok_buf *text, const 
             int rc = pcre2_match(re, (PCRE2_SPTR)subj, len, pos, PCRE2_NO_UTF_CHECK, sc->md, NULL);
             if (rc == PCRE2_ERROR_NOMATCH) break;
             if (rc < 0)
-                return road_error(ROAD_ERR_INTERNAL, "PCRE2 match failed (%d) in a Split regex", rc);
+                return road__error(ROAD_ERR_INTERNAL, "PCRE2 match failed (%d) in a Split regex",
+                                   rc);
             PCRE2_SIZE *ov = pcre2_get_ovector_pointer(sc->md);
             size_t ms = ov[0], me = ov[1];
             if (me == ms) { /* empty match: step over one character */
@@ -334,12 +344,13 @@ static road_status split_regex(const pcre2_code *re, const tok_buf *text, const 
                 while (pos < len && ((unsigned char)subj[pos] & 0xC0) == 0x80) pos++;
                 continue;
             }
-            if (ms > last && (s = tok_pieces_push(out, in->v[k].off + last, ms - last)) != ROAD_OK)
+            if (ms > last &&
+                (s = road__tok_pieces_push(out, in->v[k].off + last, ms - last)) != ROAD_OK)
                 return s;
-            if ((s = tok_pieces_push(out, in->v[k].off + ms, me - ms)) != ROAD_OK) return s;
+            if ((s = road__tok_pieces_push(out, in->v[k].off + ms, me - ms)) != ROAD_OK) return s;
             last = pos = me;
         }
-        if (last < len) s = tok_pieces_push(out, in->v[k].off + last, len - last);
+        if (last < len) s = road__tok_pieces_push(out, in->v[k].off + last, len - last);
     }
     return s;
 }
@@ -358,17 +369,17 @@ static road_status rewrite_pieces(const tok_pre *st, const tok_buf *text, const 
         size_t len = in->v[k].len, start = ntext->len;
         bool starts = len >= rl && memcmp(p, rep, rl) == 0;
         if (st->kind == TOK_PRE_BYTELEVEL) {
-            if (st->add_prefix_space && !starts) s = tok_buf_put(ntext, " ", 1);
-            if (s == ROAD_OK) s = tok_buf_put(ntext, p, len);
+            if (st->add_prefix_space && !starts) s = road__tok_buf_put(ntext, " ", 1);
+            if (s == ROAD_OK) s = road__tok_buf_put(ntext, p, len);
         } else {
             tok_buf tmp = {0};
             s = replace_all(p, len, " ", rep, &tmp);
             starts = s == ROAD_OK && tmp.len >= rl && memcmp(tmp.p, rep, rl) == 0;
             bool pre = st->prepend == TOK_PREPEND_ALWAYS ||
                        (st->prepend == TOK_PREPEND_FIRST && at_start && in->v[k].off == 0);
-            if (s == ROAD_OK && pre && !starts) s = tok_buf_put(ntext, rep, rl);
-            if (s == ROAD_OK) s = tok_buf_put(ntext, tmp.p, tmp.len);
-            road_free(tmp.p);
+            if (s == ROAD_OK && pre && !starts) s = road__tok_buf_put(ntext, rep, rl);
+            if (s == ROAD_OK) s = road__tok_buf_put(ntext, tmp.p, tmp.len);
+            road__free(tmp.p);
         }
         if (s != ROAD_OK) break;
         size_t end = ntext->len;
@@ -377,24 +388,24 @@ static road_status rewrite_pieces(const tok_pre *st, const tok_buf *text, const 
             size_t from = start;
             for (size_t i = start + 1; i + rl <= end && s == ROAD_OK; i++) {
                 if (memcmp(ntext->p + i, rep, rl) == 0) {
-                    s = tok_pieces_push(out, from, i - from);
+                    s = road__tok_pieces_push(out, from, i - from);
                     from = i;
                 }
             }
-            if (s == ROAD_OK && end > from) s = tok_pieces_push(out, from, end - from);
+            if (s == ROAD_OK && end > from) s = road__tok_pieces_push(out, from, end - from);
         } else if (end > start) {
-            s = tok_pieces_push(out, start, end - start);
+            s = road__tok_pieces_push(out, start, end - start);
         }
     }
     return s;
 }
 
-road_status tok_pre_tokenize(const road_tokenizer *t, tok_buf *text, bool at_start,
-                             tok_pieces *out, tok_scratch *sc) {
+road_status road__tok_pre_tokenize(const road_tokenizer *t, tok_buf *text, bool at_start,
+                                   tok_pieces *out, tok_scratch *sc) {
     out->n = 0;
     road_status s = ROAD_OK;
     if (text->len == 0) return ROAD_OK;
-    if ((s = tok_pieces_push(out, 0, text->len)) != ROAD_OK) return s;
+    if ((s = road__tok_pieces_push(out, 0, text->len)) != ROAD_OK) return s;
     for (int i = 0; i < t->n_pre && s == ROAD_OK; i++) {
         const tok_pre *st = &t->pre[i];
         tok_pieces tmp;

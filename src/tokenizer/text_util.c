@@ -19,19 +19,19 @@
 
 /* ---- growable buffers ----------------------------------------------------------------------- */
 
-road_status tok_buf_reserve(tok_buf *b, size_t extra) {
-    if (extra > SIZE_MAX / 2 - b->len) return road_error(ROAD_ERR_NO_MEMORY, "text too large");
+road_status road__tok_buf_reserve(tok_buf *b, size_t extra) {
+    if (extra > SIZE_MAX / 2 - b->len) return road__error(ROAD_ERR_NO_MEMORY, "text too large");
     if (b->len + extra + 1 <= b->cap) return ROAD_OK;
     size_t cap = b->cap ? b->cap : 256;
     while (cap < b->len + extra + 1) cap *= 2;
-    char *p = road_realloc(b->p, cap);
+    char *p = road__realloc(b->p, cap);
     if (!p) return ROAD_ERR_NO_MEMORY;
     b->p = p, b->cap = cap;
     return ROAD_OK;
 }
 
-road_status tok_buf_put(tok_buf *b, const void *s, size_t n) {
-    road_status st = tok_buf_reserve(b, n);
+road_status road__tok_buf_put(tok_buf *b, const void *s, size_t n) {
+    road_status st = road__tok_buf_reserve(b, n);
     if (st != ROAD_OK) return st;
     if (n) memcpy(b->p + b->len, s, n);
     b->len += n;
@@ -39,10 +39,10 @@ road_status tok_buf_put(tok_buf *b, const void *s, size_t n) {
     return ROAD_OK;
 }
 
-road_status tok_pieces_push(tok_pieces *p, size_t off, size_t len) {
+road_status road__tok_pieces_push(tok_pieces *p, size_t off, size_t len) {
     if (p->n == p->cap) {
         size_t cap = p->cap ? p->cap * 2 : 64;
-        tok_span *v = road_realloc(p->v, cap * sizeof *v);
+        tok_span *v = road__realloc(p->v, cap * sizeof *v);
         if (!v) return ROAD_ERR_NO_MEMORY;
         p->v = v, p->cap = cap;
     }
@@ -54,7 +54,7 @@ road_status tok_pieces_push(tok_pieces *p, size_t off, size_t len) {
 
 /* ---- UTF-8 ---------------------------------------------------------------------------------- */
 
-int tok_utf8_decode(const unsigned char *s, size_t len, uint32_t *cp) {
+int road__tok_utf8_decode(const unsigned char *s, size_t len, uint32_t *cp) {
     if (len == 0) return 0;
     unsigned c = s[0];
     if (c < 0x80) {
@@ -85,7 +85,7 @@ int tok_utf8_decode(const unsigned char *s, size_t len, uint32_t *cp) {
     return n;
 }
 
-int tok_utf8_encode(uint32_t cp, char *o) {
+int road__tok_utf8_encode(uint32_t cp, char *o) {
     if (cp < 0x80) {
         o[0] = (char)cp;
         return 1;
@@ -129,9 +129,9 @@ static size_t invalid_run(const unsigned char *s, size_t len) {
     return i;
 }
 
-road_status tok_utf8_sanitize(const char *s, size_t len, tok_buf *out) {
+road_status road__tok_utf8_sanitize(const char *s, size_t len, tok_buf *out) {
     out->len = 0;
-    road_status st = tok_buf_reserve(out, len);
+    road_status st = road__tok_buf_reserve(out, len);
     if (st != ROAD_OK) return st;
     const unsigned char *u = (const unsigned char *)s;
     size_t i = 0;
@@ -139,15 +139,15 @@ road_status tok_utf8_sanitize(const char *s, size_t len, tok_buf *out) {
         size_t start = i;
         uint32_t cp;
         int n = 0;
-        while (i < len && (u[i] < 0x80 || (n = tok_utf8_decode(u + i, len - i, &cp)) > 0))
+        while (i < len && (u[i] < 0x80 || (n = road__tok_utf8_decode(u + i, len - i, &cp)) > 0))
             i += u[i] < 0x80 ? 1 : (size_t)n;
-        if ((st = tok_buf_put(out, s + start, i - start)) != ROAD_OK) return st;
+        if ((st = road__tok_buf_put(out, s + start, i - start)) != ROAD_OK) return st;
         if (i < len) {
             i += invalid_run(u + i, len - i);
-            if ((st = tok_buf_put(out, "\xEF\xBF\xBD", 3)) != ROAD_OK) return st;
+            if ((st = road__tok_buf_put(out, "\xEF\xBF\xBD", 3)) != ROAD_OK) return st;
         }
     }
-    return tok_buf_put(out, "", 0); /* NUL-terminated even when empty */
+    return road__tok_buf_put(out, "", 0); /* NUL-terminated even when empty */
 }
 
 /* ---- GPT-2 byte map ------------------------------------------------------------------------- */
@@ -158,14 +158,14 @@ static bool byte_is_printable(int b) {
     return (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
 }
 
-uint32_t tok_byte_to_cp(uint8_t b) {
+uint32_t road__tok_byte_to_cp(uint8_t b) {
     if (byte_is_printable(b)) return b;
     uint32_t k = 0;
     for (int i = 0; i < b; i++) k += !byte_is_printable(i);
     return 256 + k;
 }
 
-int tok_cp_to_byte(uint32_t cp) {
+int road__tok_cp_to_byte(uint32_t cp) {
     if (cp < 256) return byte_is_printable((int)cp) ? (int)cp : -1;
     if (cp >= 256 + 68) return -1;
     uint32_t k = cp - 256;
@@ -195,13 +195,13 @@ static uint32_t hash_pair(uint64_t k) {
     return (uint32_t)k;
 }
 
-road_status tok_pool_add(road_tokenizer *t, const char *s, size_t len, tok_span *out) {
+road_status road__tok_pool_add(road_tokenizer *t, const char *s, size_t len, tok_span *out) {
     if (len > UINT32_MAX / 2 || t->pool_len + len + 1 > UINT32_MAX)
-        return road_error(ROAD_ERR_FORMAT, "tokenizer strings exceed 4 GiB");
+        return road__error(ROAD_ERR_FORMAT, "tokenizer strings exceed 4 GiB");
     if (t->pool_len + len + 1 > t->pool_cap) {
         size_t cap = t->pool_cap ? t->pool_cap : 1 << 16;
         while (cap < t->pool_len + len + 1) cap *= 2;
-        char *p = road_realloc(t->pool, cap);
+        char *p = road__realloc(t->pool, cap);
         if (!p) return ROAD_ERR_NO_MEMORY;
         t->pool = p, t->pool_cap = cap;
     }
@@ -213,7 +213,7 @@ road_status tok_pool_add(road_tokenizer *t, const char *s, size_t len, tok_span 
     return ROAD_OK;
 }
 
-int32_t tok_lookup(const road_tokenizer *t, const char *s, size_t len) {
+int32_t road__tok_lookup(const road_tokenizer *t, const char *s, size_t len) {
     if (!t->piece_hash) return -1;
     for (uint32_t i = hash_bytes(s, len) & t->piece_hash_mask;; i = (i + 1) & t->piece_hash_mask) {
         uint32_t v = t->piece_hash[i];
@@ -223,7 +223,7 @@ int32_t tok_lookup(const road_tokenizer *t, const char *s, size_t len) {
     }
 }
 
-bool tok_piece_insert(road_tokenizer *t, int32_t id) {
+bool road__tok_piece_insert(road_tokenizer *t, int32_t id) {
     const tok_span *p = &t->piece[id];
     const char *s = t->pool + p->off;
     for (uint32_t i = hash_bytes(s, p->len) & t->piece_hash_mask;; i = (i + 1) & t->piece_hash_mask) {
@@ -237,8 +237,8 @@ bool tok_piece_insert(road_tokenizer *t, int32_t id) {
     }
 }
 
-bool tok_merge_find(const road_tokenizer *t, int32_t a, int32_t b, uint32_t *rank,
-                    int32_t *new_id) {
+bool road__tok_merge_find(const road_tokenizer *t, int32_t a, int32_t b, uint32_t *rank,
+                          int32_t *new_id) {
     if (!t->merge_key) return false;
     uint64_t k = pair_key(a, b);
     for (uint32_t i = hash_pair(k) & t->merge_mask;; i = (i + 1) & t->merge_mask) {
@@ -251,7 +251,8 @@ bool tok_merge_find(const road_tokenizer *t, int32_t a, int32_t b, uint32_t *ran
     }
 }
 
-void tok_merge_insert(road_tokenizer *t, int32_t a, int32_t b, uint32_t rank, int32_t new_id) {
+void road__tok_merge_insert(road_tokenizer *t, int32_t a, int32_t b, uint32_t rank,
+                            int32_t new_id) {
     uint64_t k = pair_key(a, b);
     uint32_t j = hash_pair(k) & t->merge_mask;
     while (t->merge_key[j] != 0 && t->merge_key[j] != k) j = (j + 1) & t->merge_mask;
@@ -264,7 +265,7 @@ void tok_merge_insert(road_tokenizer *t, int32_t a, int32_t b, uint32_t rank, in
 int32_t road_tokenizer_token_to_id(const road_tokenizer *t, const char *piece) {
     if (!t || !piece) return -1;
     size_t n = strlen(piece);
-    int32_t id = tok_lookup(t, piece, n);
+    int32_t id = road__tok_lookup(t, piece, n);
     if (id >= 0) return id;
     for (int32_t i = 0; i < t->n_added; i++) {
         const tok_added *a = &t->added[i];

@@ -20,40 +20,40 @@ typedef struct tok_span {
 } tok_span;
 
 /* ---- growable buffers ---- */
-/* A growable byte buffer (road_realloc). */
+/* A growable byte buffer (road__realloc). */
 typedef struct tok_buf {
     char *p;
     size_t len, cap;
 } tok_buf;
-road_status tok_buf_put(tok_buf *b, const void *s, size_t n);
-road_status tok_buf_reserve(tok_buf *b, size_t extra);
+road_status road__tok_buf_put(tok_buf *b, const void *s, size_t n);
+road_status road__tok_buf_reserve(tok_buf *b, size_t extra);
 /* A list of pieces (offset, length) into a text buffer. */
 typedef struct tok_pieces {
     tok_span *v;
     size_t n, cap;
 } tok_pieces;
-road_status tok_pieces_push(tok_pieces *p, size_t off, size_t len);
+road_status road__tok_pieces_push(tok_pieces *p, size_t off, size_t len);
 
 /* ---- UTF-8 ---- */
 /* Copy s to out, every maximal invalid UTF-8 subsequence replaced by U+FFFD. */
-road_status tok_utf8_sanitize(const char *s, size_t len, tok_buf *out);
+road_status road__tok_utf8_sanitize(const char *s, size_t len, tok_buf *out);
 /* Length of the valid UTF-8 sequence at s (1-4), 0 if invalid or incomplete; *cp its value. */
-int tok_utf8_decode(const unsigned char *s, size_t len, uint32_t *cp);
-int tok_utf8_encode(uint32_t cp, char *out);
+int road__tok_utf8_decode(const unsigned char *s, size_t len, uint32_t *cp);
+int road__tok_utf8_encode(uint32_t cp, char *out);
 /* GPT-2 byte map: byte -> code point, and back (-1 for code points outside the map). */
-uint32_t tok_byte_to_cp(uint8_t b);
-int tok_cp_to_byte(uint32_t cp);
+uint32_t road__tok_byte_to_cp(uint8_t b);
+int road__tok_cp_to_byte(uint32_t cp);
 
 /* ---- string pool and lookups (the tables are sized and allocated by load.c) ---- */
 /* Copy s[0..len) into the pool, NUL-terminated; *out is where it lies. */
-road_status tok_pool_add(road_tokenizer *t, const char *s, size_t len, tok_span *out);
+road_status road__tok_pool_add(road_tokenizer *t, const char *s, size_t len, tok_span *out);
 /* Insert model token `id` (its piece must be set); false if the string is already there. */
-bool tok_piece_insert(road_tokenizer *t, int32_t id);
+bool road__tok_piece_insert(road_tokenizer *t, int32_t id);
 /* Id of the model token whose string is s[0..len), or -1 (added tokens: token_to_id). */
-int32_t tok_lookup(const road_tokenizer *t, const char *s, size_t len);
+int32_t road__tok_lookup(const road_tokenizer *t, const char *s, size_t len);
 /* Record the merge (a, b) -> new_id at `rank`. */
-void tok_merge_insert(road_tokenizer *t, int32_t a, int32_t b, uint32_t rank, int32_t new_id);
-bool tok_merge_find(const road_tokenizer *t, int32_t a, int32_t b, uint32_t *rank,
-                    int32_t *new_id);
+void road__tok_merge_insert(road_tokenizer *t, int32_t a, int32_t b, uint32_t rank, int32_t new_id);
+bool road__tok_merge_find(const road_tokenizer *t, int32_t a, int32_t b, uint32_t *rank,
+                          int32_t *new_id);
 
 #endif

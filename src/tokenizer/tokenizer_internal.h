@@ -103,21 +103,21 @@ struct road_tokenizer {
 };
 
 /* ---- config.c ---- */
-road_status tok_load_added(road_tokenizer *t, const struct cJSON *root);
-road_status tok_load_post(road_tokenizer *t, const struct cJSON *root);
-road_status tok_load_config(road_tokenizer *t, const char *json, size_t len);
+road_status road__tok_load_added(road_tokenizer *t, const struct cJSON *root);
+road_status road__tok_load_post(road_tokenizer *t, const struct cJSON *root);
+road_status road__tok_load_config(road_tokenizer *t, const char *json, size_t len);
 
 /* ---- text.c ---- */
-road_status tok_load_normalizer(road_tokenizer *t, const struct cJSON *n);
-road_status tok_load_pre_tokenizer(road_tokenizer *t, const struct cJSON *p);
+road_status road__tok_load_normalizer(road_tokenizer *t, const struct cJSON *n);
+road_status road__tok_load_pre_tokenizer(road_tokenizer *t, const struct cJSON *p);
 /* Normalize `in` (one piece between added tokens) into out (cleared first). */
-road_status tok_normalize(const road_tokenizer *t, const char *in, size_t len, tok_buf *out);
+road_status road__tok_normalize(const road_tokenizer *t, const char *in, size_t len, tok_buf *out);
 /* Run the pre-tokenizers over text (which may be rewritten, e.g. by Metaspace); `at_start`:
  * the text begins at offset 0 of the input (Metaspace's "first" scheme). */
 typedef struct tok_scratch tok_scratch;
-road_status tok_pre_tokenize(const road_tokenizer *t, tok_buf *text, bool at_start,
-                             tok_pieces *out, tok_scratch *sc);
-void tok_free_pipeline(road_tokenizer *t);
+road_status road__tok_pre_tokenize(const road_tokenizer *t, tok_buf *text, bool at_start,
+                                   tok_pieces *out, tok_scratch *sc);
+void road__tok_free_pipeline(road_tokenizer *t);
 
 /* ---- bpe.c ---- */
 struct tok_scratch {
@@ -129,20 +129,20 @@ struct tok_scratch {
     uint64_t *heap;
     size_t heap_cap;
 };
-void tok_scratch_free(tok_scratch *sc);
+void road__tok_scratch_free(tok_scratch *sc);
 /* Append the ids of one pre-token (bytes of the normalized text) to out. */
 typedef struct tok_ids {
     int32_t *v;
     size_t n, cap;
 } tok_ids;
-road_status tok_ids_push(tok_ids *o, int32_t id);
-road_status tok_bpe_word(const road_tokenizer *t, const char *w, size_t len, tok_scratch *sc,
-                         tok_ids *out);
+road_status road__tok_ids_push(tok_ids *o, int32_t id);
+road_status road__tok_bpe_word(const road_tokenizer *t, const char *w, size_t len, tok_scratch *sc,
+                               tok_ids *out);
 
 /* ---- decode.c ---- */
-road_status tok_load_decoder(road_tokenizer *t, const struct cJSON *d);
+road_status road__tok_load_decoder(road_tokenizer *t, const struct cJSON *d);
 
 /* ---- nfc.c ---- */
-road_status tok_nfc(const char *s, size_t len, tok_buf *out);
+road_status road__tok_nfc(const char *s, size_t len, tok_buf *out);
 
 #endif

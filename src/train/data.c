@@ -33,11 +33,11 @@ struct road_dataset {
 };
 
 void road_ids_free(int32_t *ids) {
-    road_free(ids);
+    road__free(ids);
 }
 
 int32_t *road_ids_alloc(int64_t n) {
-    return n < 0 ? NULL : road_malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
+    return n < 0 ? NULL : road__malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
 }
 
 road_data_params road_data_default_params(void) {
@@ -57,7 +57,7 @@ static road_status encode(const road_data_params *p, const char *text, size_t le
         if (!v) return ROAD_ERR_NO_MEMORY;
         road_status s = road_tokenizer_encode(p->tok, text, len, special, v, cap, &got);
         if (s != ROAD_OK) {
-            road_free(v);
+            road__free(v);
             return s;
         }
         *ids = v;
@@ -70,11 +70,11 @@ static road_status encode(const road_data_params *p, const char *text, size_t le
 void road_dataset_free(road_dataset *d) {
     if (!d) return;
     for (int64_t i = 0; i < d->n; i++) {
-        road_free(d->ex[i].ids);
-        road_free(d->ex[i].labels);
+        road__free(d->ex[i].ids);
+        road__free(d->ex[i].labels);
     }
-    road_free(d->ex);
-    road_free(d);
+    road__free(d->ex);
+    road__free(d);
 }
 
 int64_t road_dataset_count(const road_dataset *d) {
@@ -90,7 +90,7 @@ road_data_stats road_dataset_stats(const road_dataset *d) {
 road_status road_dataset_example(const road_dataset *d, int64_t i, const int32_t **ids,
                                  const int32_t **labels, int64_t *n) {
     if (!d || i < 0 || i >= d->n)
-        return road_error(ROAD_ERR_INVALID_ARG, "no example %lld in the dataset", (long long)i);
+        return road__error(ROAD_ERR_INVALID_ARG, "no example %lld in the dataset", (long long)i);
     *ids = d->ex[i].ids;
     *labels = d->ex[i].labels;
     *n = d->ex[i].n;
@@ -101,10 +101,10 @@ road_status road_dataset_example(const road_dataset *d, int64_t i, const int32_t
 static road_status int_array(const cJSON *a, const char *field, int64_t line, bool allow_ignore,
                              int32_t **out, int64_t *n) {
     if (!cJSON_IsArray(a))
-        return road_error(ROAD_ERR_FORMAT, "line %lld: \"%s\" must be a list of integers",
-                          (long long)line, field);
+        return road__error(ROAD_ERR_FORMAT, "line %lld: \"%s\" must be a list of integers",
+                           (long long)line, field);
     int64_t k = cJSON_GetArraySize(a);
-    int32_t *v = road_malloc(sizeof(int32_t) * (size_t)(k ? k : 1));
+    int32_t *v = road__malloc(sizeof(int32_t) * (size_t)(k ? k : 1));
     if (!v) return ROAD_ERR_NO_MEMORY;
     int64_t i = 0;
     const cJSON *e;
@@ -114,10 +114,11 @@ static road_status int_array(const cJSON *a, const char *field, int64_t line, bo
         const bool in_range =
             x >= (double)ROAD_LABEL_IGNORE && x <= 2147483647.0 && x == floor(x);
         if (!in_range || (x < 0 && !(allow_ignore && x == ROAD_LABEL_IGNORE))) {
-            road_free(v);
-            return road_error(ROAD_ERR_FORMAT, "line %lld: \"%s\"[%lld] is not a %s", (long long)line,
-                              field, (long long)i,
-                              allow_ignore ? "token id or -100" : "token id (a non-negative integer)");
+            road__free(v);
+            return road__error(ROAD_ERR_FORMAT, "line %lld: \"%s\"[%lld] is not a %s",
+                               (long long)line, field, (long long)i,
+                               allow_ignore ? "token id or -100"
+                                            : "token id (a non-negative integer)");
         }
         v[i++] = (int32_t)x;
     }
@@ -127,9 +128,10 @@ static road_status int_array(const cJSON *a, const char *field, int64_t line, bo
 }
 
 static road_status text_field(const cJSON *o, const char *field, int64_t line, const char **out) {
-    const cJSON *t = road_json_get(o, field);
+    const cJSON *t = road__json_get(o, field);
     if (!cJSON_IsString(t))
-        return road_error(ROAD_ERR_FORMAT, "line %lld: \"%s\" must be a string", (long long)line, field);
+        return road__error(ROAD_ERR_FORMAT, "line %lld: \"%s\" must be a string", (long long)line,
+                           field);
     *out = t->valuestring;
     return ROAD_OK;
 }
@@ -139,10 +141,10 @@ static road_status append(example *ex, int64_t *cap, const int32_t *ids, int64_t
     if (ex->n + n > *cap) {
         int64_t c = (*cap ? *cap * 2 : 64);
         while (c < ex->n + n) c *= 2;
-        int32_t *a = road_realloc(ex->ids, sizeof(int32_t) * (size_t)c);
+        int32_t *a = road__realloc(ex->ids, sizeof(int32_t) * (size_t)c);
         if (!a) return ROAD_ERR_NO_MEMORY;
         ex->ids = a;
-        int32_t *b = road_realloc(ex->labels, sizeof(int32_t) * (size_t)c);
+        int32_t *b = road__realloc(ex->labels, sizeof(int32_t) * (size_t)c);
         if (!b) return ROAD_ERR_NO_MEMORY;
         ex->labels = b;
         *cap = c;
@@ -163,24 +165,27 @@ static road_status append(example *ex, int64_t *cap, const int32_t *ids, int64_t
 static road_status parse_messages(const cJSON *arr, int64_t line, const road_data_params *p,
                                   example *ex) {
     if (!p->tok)
-        return road_error(ROAD_ERR_UNSUPPORTED,
-                          "line %lld: \"messages\" examples need the model's tokenizer (its chat "
-                          "template)", (long long)line);
+        return road__error(ROAD_ERR_UNSUPPORTED,
+                           "line %lld: \"messages\" examples need the model's tokenizer (its chat "
+                           "template)",
+                           (long long)line);
     int64_t nm = cJSON_IsArray(arr) ? cJSON_GetArraySize(arr) : -1;
     if (nm <= 0)
-        return road_error(ROAD_ERR_FORMAT, "line %lld: \"messages\" must be a non-empty list",
-                          (long long)line);
-    road_chat_message *msgs = road_calloc((size_t)nm, sizeof(road_chat_message));
+        return road__error(ROAD_ERR_FORMAT, "line %lld: \"messages\" must be a non-empty list",
+                           (long long)line);
+    road_chat_message *msgs = road__calloc((size_t)nm, sizeof(road_chat_message));
     if (!msgs) return ROAD_ERR_NO_MEMORY;
     road_status s = ROAD_OK;
     int64_t i = 0, n_assist = 0;
     const cJSON *e;
     cJSON_ArrayForEach(e, arr) {
-        const cJSON *role = road_json_get(e, "role");
-        const cJSON *content = road_json_get(e, "content");
+        const cJSON *role = road__json_get(e, "role");
+        const cJSON *content = road__json_get(e, "content");
         if (!cJSON_IsString(role) || !cJSON_IsString(content)) {
-            s = road_error(ROAD_ERR_FORMAT, "line %lld: message %lld needs string \"role\" and "
-                           "\"content\"", (long long)line, (long long)i);
+            s = road__error(ROAD_ERR_FORMAT,
+                            "line %lld: message %lld needs string \"role\" and "
+                            "\"content\"",
+                            (long long)line, (long long)i);
             break;
         }
         msgs[i].role = role->valuestring;
@@ -189,8 +194,8 @@ static road_status parse_messages(const cJSON *arr, int64_t line, const road_dat
         i++;
     }
     if (s == ROAD_OK && n_assist == 0)
-        s = road_error(ROAD_ERR_FORMAT, "line %lld: no assistant message, so nothing to learn",
-                       (long long)line);
+        s = road__error(ROAD_ERR_FORMAT, "line %lld: no assistant message, so nothing to learn",
+                        (long long)line);
     char *full = NULL;
     size_t full_len = 0, done = 0;
     road_chat_params cp = p->chat;
@@ -208,21 +213,22 @@ static road_status parse_messages(const cJSON *arr, int64_t line, const road_dat
         if (s == ROAD_OK) s = road_tokenizer_apply_chat(p->tok, &cp, msgs, (size_t)(k + 1), &post, &b);
         if (s == ROAD_OK && (a < done || a > b || b > full_len || memcmp(pre, full, a) != 0 ||
                              memcmp(post, full, b) != 0))
-            s = road_error(ROAD_ERR_UNSUPPORTED, "line %lld: the chat template does not render "
-                           "the conversation as a sequence of prefixes; cannot place the loss",
-                           (long long)line);
+            s = road__error(ROAD_ERR_UNSUPPORTED,
+                            "line %lld: the chat template does not render "
+                            "the conversation as a sequence of prefixes; cannot place the loss",
+                            (long long)line);
         int32_t *ids = NULL;
         int64_t n = 0;
         if (s == ROAD_OK && a > done) {
             s = encode(p, full + done, a - done, false, &ids, &n);
             if (s == ROAD_OK) s = append(ex, &cap, ids, n, false);
-            road_free(ids);
+            road__free(ids);
             ids = NULL;
         }
         if (s == ROAD_OK && b > a) {
             s = encode(p, full + a, b - a, false, &ids, &n);
             if (s == ROAD_OK) s = append(ex, &cap, ids, n, true);
-            road_free(ids);
+            road__free(ids);
         }
         done = b;
         road_string_free(pre);
@@ -233,12 +239,12 @@ static road_status parse_messages(const cJSON *arr, int64_t line, const road_dat
         int64_t n = 0;
         s = encode(p, full + done, full_len - done, false, &ids, &n);
         if (s == ROAD_OK) s = append(ex, &cap, ids, n, false);
-        road_free(ids);
+        road__free(ids);
     }
     if (s != ROAD_OK && strncmp(road_last_error(), "line ", 5) != 0)
-        road_error_prefix("line %lld", (long long)line);
+        road__error_prefix("line %lld", (long long)line);
     road_string_free(full);
-    road_free(msgs);
+    road__free(msgs);
     return s;
 }
 
@@ -246,35 +252,38 @@ static road_status parse_messages(const cJSON *arr, int64_t line, const road_dat
 static road_status parse_line(const cJSON *o, int64_t line, const road_data_params *p, example *ex) {
     memset(ex, 0, sizeof *ex);
     if (!cJSON_IsObject(o))
-        return road_error(ROAD_ERR_FORMAT, "line %lld: each line must be a JSON object", (long long)line);
-    const cJSON *ids = road_json_get(o, "input_ids");
+        return road__error(ROAD_ERR_FORMAT, "line %lld: each line must be a JSON object",
+                           (long long)line);
+    const cJSON *ids = road__json_get(o, "input_ids");
     road_status s = ROAD_OK;
     if (ids) {
         s = int_array(ids, "input_ids", line, false, &ex->ids, &ex->n);
         if (s != ROAD_OK) return s;
-        const cJSON *lab = road_json_get(o, "labels");
+        const cJSON *lab = road__json_get(o, "labels");
         if (lab) {
             int64_t nl;
             s = int_array(lab, "labels", line, true, &ex->labels, &nl);
             if (s == ROAD_OK && nl != ex->n)
-                s = road_error(ROAD_ERR_FORMAT, "line %lld: \"labels\" has %lld entries, \"input_ids\" %lld",
-                               (long long)line, (long long)nl, (long long)ex->n);
+                s = road__error(ROAD_ERR_FORMAT,
+                                "line %lld: \"labels\" has %lld entries, \"input_ids\" %lld",
+                                (long long)line, (long long)nl, (long long)ex->n);
             return s;
         }
-    } else if (road_json_get(o, "messages")) {
-        return parse_messages(road_json_get(o, "messages"), line, p, ex);
+    } else if (road__json_get(o, "messages")) {
+        return parse_messages(road__json_get(o, "messages"), line, p, ex);
     } else {
-        const bool has_text = road_json_get(o, "text") != NULL;
-        const bool has_pc = road_json_get(o, "prompt") != NULL;
+        const bool has_text = road__json_get(o, "text") != NULL;
+        const bool has_pc = road__json_get(o, "prompt") != NULL;
         if (!has_text && !has_pc)
-            return road_error(ROAD_ERR_FORMAT,
-                              "line %lld: no \"input_ids\", \"text\" or \"prompt\"/\"completion\" field",
-                              (long long)line);
+            return road__error(
+                ROAD_ERR_FORMAT,
+                "line %lld: no \"input_ids\", \"text\" or \"prompt\"/\"completion\" field",
+                (long long)line);
         if (!p->tokenize && !p->tok)
-            return road_error(ROAD_ERR_UNSUPPORTED,
-                              "line %lld: text examples need a tokenizer (give the model's "
-                              "tokenizer, or pre-tokenize into \"input_ids\")",
-                              (long long)line);
+            return road__error(ROAD_ERR_UNSUPPORTED,
+                               "line %lld: text examples need a tokenizer (give the model's "
+                               "tokenizer, or pre-tokenize into \"input_ids\")",
+                               (long long)line);
         const char *a = NULL, *b = NULL;
         s = text_field(o, has_text ? "text" : "prompt", line, &a);
         if (s == ROAD_OK && !has_text) s = text_field(o, "completion", line, &b);
@@ -285,8 +294,8 @@ static road_status parse_line(const cJSON *o, int64_t line, const road_data_para
         if (s == ROAD_OK && b) s = encode(p, b, strlen(b), false, &ib, &nb);
         if (s == ROAD_OK) {
             ex->n = na + nb;
-            ex->ids = road_malloc(sizeof(int32_t) * (size_t)(ex->n ? ex->n : 1));
-            ex->labels = road_malloc(sizeof(int32_t) * (size_t)(ex->n ? ex->n : 1));
+            ex->ids = road__malloc(sizeof(int32_t) * (size_t)(ex->n ? ex->n : 1));
+            ex->labels = road__malloc(sizeof(int32_t) * (size_t)(ex->n ? ex->n : 1));
             if (!ex->ids || !ex->labels) s = ROAD_ERR_NO_MEMORY;
         }
         if (s == ROAD_OK) {
@@ -295,14 +304,14 @@ static road_status parse_line(const cJSON *o, int64_t line, const road_data_para
             for (int64_t i = 0; i < ex->n; i++)
                 ex->labels[i] = (b && i < na) ? ROAD_LABEL_IGNORE : ex->ids[i];
         } else {
-            road_error_prefix("line %lld", (long long)line);
+            road__error_prefix("line %lld", (long long)line);
         }
         road_ids_free(ia);
         road_ids_free(ib);
         return s;
     }
     /* input_ids without labels: loss on every token */
-    ex->labels = road_malloc(sizeof(int32_t) * (size_t)(ex->n ? ex->n : 1));
+    ex->labels = road__malloc(sizeof(int32_t) * (size_t)(ex->n ? ex->n : 1));
     if (!ex->labels) return ROAD_ERR_NO_MEMORY;
     memcpy(ex->labels, ex->ids, sizeof(int32_t) * (size_t)ex->n);
     return ROAD_OK;
@@ -315,18 +324,19 @@ static road_status pack(road_dataset *d, int64_t max_len) {
     int64_t total = 0;
     for (int64_t i = 0; i < d->n; i++) total += d->ex[i].n;
     int64_t n_out = (total + max_len - 1) / max_len;
-    example *out = road_calloc((size_t)n_out, sizeof(example));
+    example *out = road__calloc((size_t)n_out, sizeof(example));
     if (!out) return ROAD_ERR_NO_MEMORY;
     int64_t k = 0, pos = 0;
     for (int64_t i = 0; i < d->n; i++) {
         for (int64_t t = 0; t < d->ex[i].n; t++) {
             if (pos == 0) {
                 int64_t len = total - k * max_len < max_len ? total - k * max_len : max_len;
-                out[k].ids = road_malloc(sizeof(int32_t) * (size_t)len);
-                out[k].labels = road_malloc(sizeof(int32_t) * (size_t)len);
+                out[k].ids = road__malloc(sizeof(int32_t) * (size_t)len);
+                out[k].labels = road__malloc(sizeof(int32_t) * (size_t)len);
                 if (!out[k].ids || !out[k].labels) {
-                    for (int64_t j = 0; j <= k; j++) road_free(out[j].ids), road_free(out[j].labels);
-                    road_free(out);
+                    for (int64_t j = 0; j <= k; j++)
+                        road__free(out[j].ids), road__free(out[j].labels);
+                    road__free(out);
                     return ROAD_ERR_NO_MEMORY;
                 }
                 out[k].n = len;
@@ -336,8 +346,8 @@ static road_status pack(road_dataset *d, int64_t max_len) {
             if (++pos == max_len) pos = 0, k++;
         }
     }
-    for (int64_t i = 0; i < d->n; i++) road_free(d->ex[i].ids), road_free(d->ex[i].labels);
-    road_free(d->ex);
+    for (int64_t i = 0; i < d->n; i++) road__free(d->ex[i].ids), road__free(d->ex[i].labels);
+    road__free(d->ex);
     d->ex = out;
     d->n = d->cap = n_out;
     return ROAD_OK;
@@ -348,21 +358,22 @@ static road_status parse_jsonl(const char *path, const char *text, size_t len,
 
 road_status road_dataset_load_jsonl(const char *path, const road_data_params *p,
                                     road_dataset **out) {
-    if (!out || !path || !p) return road_error(ROAD_ERR_INVALID_ARG, "road_dataset_load_jsonl: NULL argument");
+    if (!out || !path || !p)
+        return road__error(ROAD_ERR_INVALID_ARG, "road_dataset_load_jsonl: NULL argument");
     *out = NULL;
     char *text = NULL;
     size_t len = 0;
-    road_status s = road_file_read(path, DATA_MAX_BYTES, &text, &len);
+    road_status s = road__file_read(path, DATA_MAX_BYTES, &text, &len);
     if (s != ROAD_OK) return s;
     s = parse_jsonl(path, text, len, p, out);
-    road_free(text);
+    road__free(text);
     return s;
 }
 
 road_status road_dataset_parse_jsonl(const char *text, size_t len, const road_data_params *p,
                                      road_dataset **out) {
     if (!out || (!text && len) || !p)
-        return road_error(ROAD_ERR_INVALID_ARG, "road_dataset_parse_jsonl: NULL argument");
+        return road__error(ROAD_ERR_INVALID_ARG, "road_dataset_parse_jsonl: NULL argument");
     *out = NULL;
     return parse_jsonl("(memory)", text, len, p, out);
 }
@@ -401,9 +412,10 @@ static void describe_stats(const road_data_stats *st, char *buf, size_t cap) {
 static road_status parse_jsonl(const char *path, const char *text, size_t len,
                                const road_data_params *p, road_dataset **out) {
     if (p->max_len <= 1)
-        return road_error(ROAD_ERR_INVALID_ARG, "max_len must be at least 2, got %lld", (long long)p->max_len);
+        return road__error(ROAD_ERR_INVALID_ARG, "max_len must be at least 2, got %lld",
+                           (long long)p->max_len);
     road_status s = ROAD_OK;
-    road_dataset *d = road_calloc(1, sizeof *d);
+    road_dataset *d = road__calloc(1, sizeof *d);
     if (!d) return ROAD_ERR_NO_MEMORY;
     road_data_stats *st = &d->stats;
     st->max_len = p->max_len;
@@ -419,23 +431,23 @@ static road_status parse_jsonl(const char *path, const char *text, size_t len,
             st->lines++;
             cJSON *o = NULL;
             road_json_where w;
-            s = road_json_parse_at(b, (size_t)(stop - b), &o, &w);
+            s = road__json_parse_at(b, (size_t)(stop - b), &o, &w);
             if (s != ROAD_OK) {
                 /* the column counts from the line's start, blanks included */
                 if (s == ROAD_ERR_FORMAT)
-                    s = road_error(ROAD_ERR_FORMAT, "%s: line %lld %s (column %zu): %s", path,
-                                   (long long)line,
-                                   w.valid_json ? "is refused" : "is not valid JSON",
-                                   w.column + (size_t)(b - cur), w.what);
+                    s = road__error(ROAD_ERR_FORMAT, "%s: line %lld %s (column %zu): %s", path,
+                                    (long long)line,
+                                    w.valid_json ? "is refused" : "is not valid JSON",
+                                    w.column + (size_t)(b - cur), w.what);
                 break;
             }
             example ex;
             s = parse_line(o, line, p, &ex);
             cJSON_Delete(o);
             if (s != ROAD_OK) {
-                road_free(ex.ids);
-                road_free(ex.labels);
-                road_error_prefix("%s", path);
+                road__free(ex.ids);
+                road__free(ex.labels);
+                road__error_prefix("%s", path);
                 break;
             }
             /* Nothing to learn from is not an error, but each such record is counted by reason.
@@ -446,18 +458,18 @@ static road_status parse_jsonl(const char *path, const char *text, size_t len,
                             : keep < 2 || loss_tokens(&ex, keep) == 0 ? &st->skipped_past_max_len
                                                                       : NULL;
             if (skip) {
-                road_free(ex.ids);
-                road_free(ex.labels);
+                road__free(ex.ids);
+                road__free(ex.labels);
                 (*skip)++;
             } else {
                 if (keep < ex.n) st->truncated++, st->truncated_tokens += ex.n - keep;
                 ex.n = keep;
                 if (d->n == d->cap) {
                     int64_t cap = d->cap ? 2 * d->cap : 64;
-                    example *ne = road_realloc(d->ex, sizeof(example) * (size_t)cap);
+                    example *ne = road__realloc(d->ex, sizeof(example) * (size_t)cap);
                     if (!ne) {
-                        road_free(ex.ids);
-                        road_free(ex.labels);
+                        road__free(ex.ids);
+                        road__free(ex.labels);
                         s = ROAD_ERR_NO_MEMORY;
                         break;
                     }
@@ -473,8 +485,8 @@ static road_status parse_jsonl(const char *path, const char *text, size_t len,
     char why[512];
     describe_stats(st, why, sizeof why);
     if (s == ROAD_OK && d->n == 0)
-        s = road_error(ROAD_ERR_FORMAT, "%s has no usable example: %lld lines%s", path,
-                       (long long)st->lines, why[0] ? why : " (the file is empty)");
+        s = road__error(ROAD_ERR_FORMAT, "%s has no usable example: %lld lines%s", path,
+                        (long long)st->lines, why[0] ? why : " (the file is empty)");
     if (s != ROAD_OK) {
         road_dataset_free(d);
         return s;
@@ -487,8 +499,8 @@ static road_status parse_jsonl(const char *path, const char *text, size_t len,
         }
     }
     if (why[0])
-        road_log(ROAD_LOG_WARN, "%s: %lld lines -> %lld examples%s", path, (long long)st->lines,
-                 (long long)st->examples, why);
+        road__log(ROAD_LOG_WARN, "%s: %lld lines -> %lld examples%s", path, (long long)st->lines,
+                  (long long)st->examples, why);
     *out = d;
     return ROAD_OK;
 }

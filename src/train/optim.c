@@ -33,20 +33,20 @@ road_adamw_params road_adamw_default_params(void) {
 }
 
 road_status road_adamw_params_check(const road_adamw_params *p) {
-    if (!p) return road_error(ROAD_ERR_INVALID_ARG, "AdamW: NULL parameters");
+    if (!p) return road__error(ROAD_ERR_INVALID_ARG, "AdamW: NULL parameters");
     /* Written as !(ok) so that NaN fails too. */
     if (!(p->lr >= 0.0) || isinf(p->lr))
-        return road_error(ROAD_ERR_CONFIG, "AdamW: learning rate %g must be finite and >= 0",
-                          p->lr);
+        return road__error(ROAD_ERR_CONFIG, "AdamW: learning rate %g must be finite and >= 0",
+                           p->lr);
     if (!(p->eps >= 0.0) || isinf(p->eps))
-        return road_error(ROAD_ERR_CONFIG, "AdamW: eps %g must be finite and >= 0", p->eps);
+        return road__error(ROAD_ERR_CONFIG, "AdamW: eps %g must be finite and >= 0", p->eps);
     if (!(p->beta1 >= 0.0 && p->beta1 < 1.0))
-        return road_error(ROAD_ERR_CONFIG, "AdamW: beta1 %g must be in [0, 1)", p->beta1);
+        return road__error(ROAD_ERR_CONFIG, "AdamW: beta1 %g must be in [0, 1)", p->beta1);
     if (!(p->beta2 >= 0.0 && p->beta2 < 1.0))
-        return road_error(ROAD_ERR_CONFIG, "AdamW: beta2 %g must be in [0, 1)", p->beta2);
+        return road__error(ROAD_ERR_CONFIG, "AdamW: beta2 %g must be in [0, 1)", p->beta2);
     if (!(p->weight_decay >= 0.0) || isinf(p->weight_decay))
-        return road_error(ROAD_ERR_CONFIG, "AdamW: weight_decay %g must be finite and >= 0",
-                          p->weight_decay);
+        return road__error(ROAD_ERR_CONFIG, "AdamW: weight_decay %g must be finite and >= 0",
+                           p->weight_decay);
     return ROAD_OK;
 }
 
@@ -55,13 +55,13 @@ road_status road_adamw_update(const road_adamw_params *hp, double lr, int64_t t,
     road_status s = road_adamw_params_check(hp);
     if (s != ROAD_OK) return s;
     if (!(lr >= 0.0) || isinf(lr))
-        return road_error(ROAD_ERR_INVALID_ARG,
-                          "AdamW: step learning rate %g must be finite and >= 0", lr);
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "AdamW: step learning rate %g must be finite and >= 0", lr);
     if (t < 1)
-        return road_error(ROAD_ERR_INVALID_ARG, "AdamW: step %lld must be >= 1", (long long)t);
-    if (n < 0) return road_error(ROAD_ERR_INVALID_ARG, "AdamW: negative size %lld", (long long)n);
+        return road__error(ROAD_ERR_INVALID_ARG, "AdamW: step %lld must be >= 1", (long long)t);
+    if (n < 0) return road__error(ROAD_ERR_INVALID_ARG, "AdamW: negative size %lld", (long long)n);
     if (n > 0 && (!param || !grad || !m || !v))
-        return road_error(ROAD_ERR_INVALID_ARG, "AdamW: NULL array");
+        return road__error(ROAD_ERR_INVALID_ARG, "AdamW: NULL array");
     /* Per-step scalars in double (Python floats in PyTorch), rounded once. */
     const double bc1 = 1.0 - pow(hp->beta1, (double)t);
     const double bc2 = 1.0 - pow(hp->beta2, (double)t);
@@ -94,11 +94,11 @@ static bool is_active(const road_adapter_set *set, const char *name) {
 
 void road_optimizer_free(road_optimizer *o) {
     if (!o) return;
-    for (int32_t i = 0; i < o->n_names; i++) road_free(o->names[i]);
-    road_free(o->names);
-    road_free(o->t);
-    road_free(o->state);
-    road_free(o);
+    for (int32_t i = 0; i < o->n_names; i++) road__free(o->names[i]);
+    road__free(o->names);
+    road__free(o->t);
+    road__free(o->state);
+    road__free(o);
 }
 
 /* The AdamW state of o's `numel` parameters once their layout is set: m and v, zero, in one
@@ -106,50 +106,50 @@ void road_optimizer_free(road_optimizer *o) {
 static road_status alloc_state(road_optimizer *o, int64_t numel) {
     o->numel = numel;
     size_t bytes;
-    if (road_size_mul((size_t)(numel > 0 ? numel : 1), 2 * sizeof(float), &bytes) != 0)
+    if (road__size_mul((size_t)(numel > 0 ? numel : 1), 2 * sizeof(float), &bytes) != 0)
         return ROAD_ERR_NO_MEMORY;
-    o->state = road_calloc(1, bytes);
+    o->state = road__calloc(1, bytes);
     return o->state ? ROAD_OK : ROAD_ERR_NO_MEMORY;
 }
 
 road_status road_optimizer_create(road_adapter_set *set, const char *const *names, int32_t n,
                                   const road_adamw_params *hp, road_optimizer **out) {
-    if (!out) return road_error(ROAD_ERR_INVALID_ARG, "road_optimizer_create: out is NULL");
+    if (!out) return road__error(ROAD_ERR_INVALID_ARG, "road_optimizer_create: out is NULL");
     *out = NULL;
-    if (!set) return road_error(ROAD_ERR_INVALID_ARG, "road_optimizer_create: set is NULL");
+    if (!set) return road__error(ROAD_ERR_INVALID_ARG, "road_optimizer_create: set is NULL");
     road_adamw_params def = road_adamw_default_params();
     if (!hp) hp = &def;
     road_status s = road_adamw_params_check(hp);
     if (s != ROAD_OK) return s;
     if (!names) n = road_adapter_set_active_count(set);
     if (n <= 0)
-        return road_error(ROAD_ERR_STATE, "nothing to train: %s",
-                          names ? "the adapter list is empty" : "the set has no active adapter");
+        return road__error(ROAD_ERR_STATE, "nothing to train: %s",
+                           names ? "the adapter list is empty" : "the set has no active adapter");
     for (int32_t i = 0; names && i < n; i++) {
         if (!names[i])
-            return road_error(ROAD_ERR_INVALID_ARG, "road_optimizer_create: name %d is NULL", i);
+            return road__error(ROAD_ERR_INVALID_ARG, "road_optimizer_create: name %d is NULL", i);
         if (!road_adapter_set_has(set, names[i]))
-            return road_error(ROAD_ERR_NOT_FOUND,
-                              "cannot train adapter '%s': the set has no such adapter", names[i]);
+            return road__error(ROAD_ERR_NOT_FOUND,
+                               "cannot train adapter '%s': the set has no such adapter", names[i]);
         if (!is_active(set, names[i]))
-            return road_error(
+            return road__error(
                 ROAD_ERR_STATE,
                 "cannot train adapter '%s': it is not active (only active adapters get "
                 "gradients; make it active with road_adapter_set_set_active)",
                 names[i]);
         for (int32_t k = 0; k < i; k++)
             if (strcmp(names[k], names[i]) == 0)
-                return road_error(ROAD_ERR_INVALID_ARG, "adapter '%s' is listed twice", names[i]);
+                return road__error(ROAD_ERR_INVALID_ARG, "adapter '%s' is listed twice", names[i]);
     }
-    road_optimizer *o = road_calloc(1, sizeof *o);
+    road_optimizer *o = road__calloc(1, sizeof *o);
     if (!o) return ROAD_ERR_NO_MEMORY;
     o->set = set;
     o->hp = *hp;
-    o->names = road_calloc((size_t)n, sizeof *o->names);
+    o->names = road__calloc((size_t)n, sizeof *o->names);
     if (!o->names) goto oom;
     o->n_names = n;
     for (int32_t i = 0; i < n; i++) {
-        o->names[i] = road_strdup(names ? names[i] : road_adapter_set_active_name(set, i));
+        o->names[i] = road__strdup(names ? names[i] : road_adapter_set_active_name(set, i));
         if (!o->names[i]) goto oom;
     }
     /* Size first: count the tensors and their elements. */
@@ -160,7 +160,7 @@ road_status road_optimizer_create(road_adapter_set *set, const char *const *name
             if (road_adapter_set_on_layer(set, o->names[a], l)) n_t += 2;
         n_t += 2 * road_adapter_set_copy_count(set, o->names[a]); /* weight (+ bias) */
     }
-    o->t = road_calloc((size_t)(n_t > 0 ? n_t : 1), sizeof *o->t);
+    o->t = road__calloc((size_t)(n_t > 0 ? n_t : 1), sizeof *o->t);
     if (!o->t) goto oom;
     int64_t off = 0;
     for (int32_t a = 0; a < n; a++) {
@@ -211,21 +211,21 @@ fail:
 
 road_status road_optimizer_create_full(road_model *m, const road_adamw_params *hp,
                                        road_optimizer **out) {
-    if (!out) return road_error(ROAD_ERR_INVALID_ARG, "road_optimizer_create_full: out is NULL");
+    if (!out) return road__error(ROAD_ERR_INVALID_ARG, "road_optimizer_create_full: out is NULL");
     *out = NULL;
-    if (!m) return road_error(ROAD_ERR_INVALID_ARG, "road_optimizer_create_full: model is NULL");
+    if (!m) return road__error(ROAD_ERR_INVALID_ARG, "road_optimizer_create_full: model is NULL");
     road_adamw_params def = road_adamw_default_params();
     if (!hp) hp = &def;
     road_status s = road_adamw_params_check(hp);
     if (s == ROAD_OK) s = road_model_set_full_training(m, true);
     if (s != ROAD_OK) return s;
-    road_optimizer *o = road_calloc(1, sizeof *o);
+    road_optimizer *o = road__calloc(1, sizeof *o);
     const int32_t n = road_model_tensor_count(m);
     if (!o) return ROAD_ERR_NO_MEMORY;
     o->set = road_model_adapters(m);
     o->model = m;
     o->hp = *hp;
-    o->t = road_calloc((size_t)(n > 0 ? n : 1), sizeof *o->t);
+    o->t = road__calloc((size_t)(n > 0 ? n : 1), sizeof *o->t);
     if (!o->t) goto oom;
     int64_t off = 0;
     for (int32_t i = 0; i < n; i++) {
@@ -254,11 +254,13 @@ static road_status fetch_model(road_optimizer *o, const otensor *t, road_optim_t
     road_model_tensor mt;
     road_status s = road_model_tensor_get(o->model, t->layer, &mt);
     if (s == ROAD_OK && mt.n != t->n)
-        s = road_error(ROAD_ERR_STATE, "model tensor '%s' has %lld values, the optimizer was "
-                       "built with %lld", mt.name, (long long)mt.n, (long long)t->n);
+        s = road__error(ROAD_ERR_STATE,
+                        "model tensor '%s' has %lld values, the optimizer was "
+                        "built with %lld",
+                        mt.name, (long long)mt.n, (long long)t->n);
     if (s == ROAD_OK && !mt.grad)
-        s = road_error(ROAD_ERR_STATE, "full training was turned off since the optimizer was "
-                       "created (road_model_set_full_training)");
+        s = road__error(ROAD_ERR_STATE, "full training was turned off since the optimizer was "
+                                        "created (road_model_set_full_training)");
     if (s != ROAD_OK) return s;
     out->adapter = "";
     out->layer = t->layer;
@@ -294,7 +296,7 @@ int64_t road_optimizer_numel(const road_optimizer *o) {
     return o ? o->numel : 0;
 }
 
-road_status road_optim_fetch(road_optimizer *o, int32_t i, road_optim_tensor *out) {
+road_status road__optim_fetch(road_optimizer *o, int32_t i, road_optim_tensor *out) {
     const otensor *t = &o->t[i];
     if (t->kind == ROAD_OPTIM_MODEL) return fetch_model(o, t, out);
     const char *name = o->names[t->adapter];
@@ -315,17 +317,17 @@ road_status road_optim_fetch(road_optimizer *o, int32_t i, road_optim_tensor *ou
         }
     } else {
         s = l ? road_linear_adapter_params(l, name, &pp[0], &pp[1], &np)
-              : road_error(ROAD_ERR_STATE, "layer %d is not a linear layer", t->layer);
+              : road__error(ROAD_ERR_STATE, "layer %d is not a linear layer", t->layer);
         if (s == ROAD_OK) s = road_linear_adapter_grads(l, name, &gg[0], &gg[1], &ng);
     }
     if (s == ROAD_OK && (np != t->n || ng != t->n))
-        s = road_error(ROAD_ERR_STATE,
-                       "has %lld parameters per tensor, the optimizer was built with %lld",
-                       (long long)np, (long long)t->n);
+        s = road__error(ROAD_ERR_STATE,
+                        "has %lld parameters per tensor, the optimizer was built with %lld",
+                        (long long)np, (long long)t->n);
     if (s != ROAD_OK) {
-        road_error_prefix("optimizer: adapter '%s' on layer '%s' changed since the optimizer was "
-                          "created (create a new optimizer)",
-                          name, road_adapter_set_layer_name(o->set, t->layer));
+        road__error_prefix("optimizer: adapter '%s' on layer '%s' changed since the optimizer was "
+                           "created (create a new optimizer)",
+                           name, road_adapter_set_layer_name(o->set, t->layer));
         return s;
     }
     const int slot = t->kind == ROAD_OPTIM_ALPHA;
@@ -345,19 +347,20 @@ road_status road_optim_fetch(road_optimizer *o, int32_t i, road_optim_tensor *ou
 }
 
 road_status road_optimizer_tensor(road_optimizer *o, int32_t i, road_optim_tensor *out) {
-    if (!o || !out) return road_error(ROAD_ERR_INVALID_ARG, "road_optimizer_tensor: NULL argument");
+    if (!o || !out)
+        return road__error(ROAD_ERR_INVALID_ARG, "road_optimizer_tensor: NULL argument");
     if (i < 0 || i >= o->n_t)
-        return road_error(ROAD_ERR_INVALID_ARG, "tensor %d out of range (the optimizer has %d)", i,
-                          o->n_t);
-    return road_optim_fetch(o, i, out);
+        return road__error(ROAD_ERR_INVALID_ARG, "tensor %d out of range (the optimizer has %d)", i,
+                           o->n_t);
+    return road__optim_fetch(o, i, out);
 }
 
 road_status road_optimizer_tensor_key(const road_optimizer *o, int32_t i, char *buf, size_t cap) {
     if (!o || !buf)
-        return road_error(ROAD_ERR_INVALID_ARG, "road_optimizer_tensor_key: NULL argument");
+        return road__error(ROAD_ERR_INVALID_ARG, "road_optimizer_tensor_key: NULL argument");
     if (i < 0 || i >= o->n_t)
-        return road_error(ROAD_ERR_INVALID_ARG, "tensor %d out of range (the optimizer has %d)", i,
-                          o->n_t);
+        return road__error(ROAD_ERR_INVALID_ARG, "tensor %d out of range (the optimizer has %d)", i,
+                           o->n_t);
     const otensor *t = &o->t[i];
     road_model_tensor mt;
     int k = t->kind == ROAD_OPTIM_MODEL
@@ -368,15 +371,15 @@ road_status road_optimizer_tensor_key(const road_optimizer *o, int32_t i, char *
         buf, cap, "%s%s%s.%s", ROAD_TRAIN_KEY_PREFIX, road_adapter_set_layer_name(o->set, t->layer),
         road_optim_suffix(t->kind), o->names[t->adapter]);
     if (k < 0 || (size_t)k >= cap)
-        return road_error(ROAD_ERR_INVALID_ARG, "tensor key of %d bytes does not fit in %zu", k,
-                          cap);
+        return road__error(ROAD_ERR_INVALID_ARG, "tensor key of %d bytes does not fit in %zu", k,
+                           cap);
     return ROAD_OK;
 }
 
 /* Fetch every tensor (checks them all before anything changes). */
 static road_status fetch_all(road_optimizer *o, road_optim_tensor *ts) {
     for (int32_t i = 0; i < o->n_t; i++) {
-        road_status s = road_optim_fetch(o, i, &ts[i]);
+        road_status s = road__optim_fetch(o, i, &ts[i]);
         if (s != ROAD_OK) return s;
     }
     return ROAD_OK;
@@ -384,25 +387,25 @@ static road_status fetch_all(road_optimizer *o, road_optim_tensor *ts) {
 
 /* Scratch array of all tensors (small: two per layer and adapter). */
 static road_status with_tensors(road_optimizer *o, road_optim_tensor **ts) {
-    *ts = road_calloc((size_t)(o->n_t > 0 ? o->n_t : 1), sizeof **ts);
+    *ts = road__calloc((size_t)(o->n_t > 0 ? o->n_t : 1), sizeof **ts);
     if (!*ts) return ROAD_ERR_NO_MEMORY;
     road_status s = fetch_all(o, *ts);
     if (s != ROAD_OK) {
-        road_free(*ts);
+        road__free(*ts);
         *ts = NULL;
     }
     return s;
 }
 
 road_status road_optimizer_step(road_optimizer *o, const road_schedule *sched, double *lr_used) {
-    if (!o) return road_error(ROAD_ERR_INVALID_ARG, "road_optimizer_step: NULL optimizer");
+    if (!o) return road__error(ROAD_ERR_INVALID_ARG, "road_optimizer_step: NULL optimizer");
     if (sched) {
         road_status s = road_schedule_check(sched);
         if (s != ROAD_OK) return s;
     }
     if (road_adapter_set_merged(o->set))
-        return road_error(ROAD_ERR_STATE, "cannot update adapters while they are merged into the "
-                                          "weights (unmerge first)");
+        return road__error(ROAD_ERR_STATE, "cannot update adapters while they are merged into the "
+                                           "weights (unmerge first)");
     road_optim_tensor *ts = NULL;
     road_status s = with_tensors(o, &ts);
     if (s != ROAD_OK) return s;
@@ -421,7 +424,7 @@ road_status road_optimizer_step(road_optimizer *o, const road_schedule *sched, d
         if (o->t[i].kind == ROAD_OPTIM_THETA)
             s = road_linear_params_changed(road_adapter_set_layer(o->set, o->t[i].layer),
                                            ts[i].adapter);
-    road_free(ts);
+    road__free(ts);
     ROAD_ASSERT(s == ROAD_OK); /* everything was validated by fetch_all */
     o->step = t;
     if (lr_used) *lr_used = lr;
@@ -429,7 +432,7 @@ road_status road_optimizer_step(road_optimizer *o, const road_schedule *sched, d
 }
 
 road_status road_optimizer_zero_grad(road_optimizer *o) {
-    if (!o) return road_error(ROAD_ERR_INVALID_ARG, "road_optimizer_zero_grad: NULL optimizer");
+    if (!o) return road__error(ROAD_ERR_INVALID_ARG, "road_optimizer_zero_grad: NULL optimizer");
     if (o->model) {
         road_model_zero_grads(o->model);
         return ROAD_OK;
@@ -453,23 +456,23 @@ road_status road_optimizer_zero_grad(road_optimizer *o) {
 }
 
 road_status road_optimizer_scale_grads(road_optimizer *o, float factor) {
-    if (!o) return road_error(ROAD_ERR_INVALID_ARG, "road_optimizer_scale_grads: NULL optimizer");
+    if (!o) return road__error(ROAD_ERR_INVALID_ARG, "road_optimizer_scale_grads: NULL optimizer");
     if (!isfinite(factor))
-        return road_error(ROAD_ERR_INVALID_ARG, "gradient scale %g is not finite", (double)factor);
+        return road__error(ROAD_ERR_INVALID_ARG, "gradient scale %g is not finite", (double)factor);
     road_optim_tensor *ts = NULL;
     road_status s = with_tensors(o, &ts);
     if (s != ROAD_OK) return s;
     for (int32_t i = 0; i < o->n_t; i++)
         for (int64_t k = 0; k < ts[i].n; k++) ts[i].grad[k] *= factor;
-    road_free(ts);
+    road__free(ts);
     return ROAD_OK;
 }
 
 road_status road_optimizer_clip_grad_norm(road_optimizer *o, double max_norm, double *total_norm) {
     if (!o)
-        return road_error(ROAD_ERR_INVALID_ARG, "road_optimizer_clip_grad_norm: NULL optimizer");
+        return road__error(ROAD_ERR_INVALID_ARG, "road_optimizer_clip_grad_norm: NULL optimizer");
     if (!(max_norm > 0.0))
-        return road_error(ROAD_ERR_INVALID_ARG, "max_grad_norm %g must be > 0", max_norm);
+        return road__error(ROAD_ERR_INVALID_ARG, "max_grad_norm %g must be > 0", max_norm);
     road_optim_tensor *ts = NULL;
     road_status s = with_tensors(o, &ts);
     if (s != ROAD_OK) return s;
@@ -479,11 +482,11 @@ road_status road_optimizer_clip_grad_norm(road_optimizer *o, double max_norm, do
     const double total = sqrt(sum);
     if (total_norm) *total_norm = total;
     if (!isfinite(total)) {
-        road_free(ts);
-        return road_error(ROAD_ERR_NUMERIC,
-                          "the gradient norm is %g: a gradient holds NaN or Inf (gradients left "
-                          "unchanged; skip this step or lower the learning rate)",
-                          total);
+        road__free(ts);
+        return road__error(ROAD_ERR_NUMERIC,
+                           "the gradient norm is %g: a gradient holds NaN or Inf (gradients left "
+                           "unchanged; skip this step or lower the learning rate)",
+                           total);
     }
     const double coef = max_norm / (total + CLIP_NORM_EPS);
     if (coef < 1.0) {
@@ -491,6 +494,6 @@ road_status road_optimizer_clip_grad_norm(road_optimizer *o, double max_norm, do
         for (int32_t i = 0; i < o->n_t; i++)
             for (int64_t k = 0; k < ts[i].n; k++) ts[i].grad[k] *= c;
     }
-    road_free(ts);
+    road__free(ts);
     return ROAD_OK;
 }

@@ -78,14 +78,14 @@ static cJSON *trainer_fields(const road_train_params *p, cJSON *stop) {
     return t;
 }
 
-road_status road_train_identity(const road_train_params *p, char **out) {
+road_status road__train_identity(const road_train_params *p, char **out) {
     *out = NULL;
     cJSON *root = NULL;
     road_status s = ROAD_OK;
     if (p->run_json) {
         s = road_json_parse(p->run_json, strlen(p->run_json), &root);
         if (s == ROAD_OK && !cJSON_IsObject(root))
-            s = road_error(ROAD_ERR_INVALID_ARG, "road_train: run_json is not a JSON object");
+            s = road__error(ROAD_ERR_INVALID_ARG, "road_train: run_json is not a JSON object");
         if (s != ROAD_OK) {
             cJSON_Delete(root);
             return s;
@@ -109,7 +109,7 @@ road_status road_train_identity(const road_train_params *p, char **out) {
         return ROAD_ERR_NO_MEMORY;
     }
     size_t len = 0;
-    s = road_json_dump(root, out, &len);
+    s = road__json_dump(root, out, &len);
     cJSON_Delete(root);
     return s;
 }
@@ -155,10 +155,10 @@ static void diff_walk(diff *d, const char *path, const cJSON *was, const cJSON *
         const cJSON *c;
         cJSON_ArrayForEach(c, was) {
             snprintf(sub, sizeof sub, "%s%s%s", path, *path ? "." : "", c->string);
-            diff_walk(d, sub, c, road_json_get(now, c->string));
+            diff_walk(d, sub, c, road__json_get(now, c->string));
         }
         cJSON_ArrayForEach(c, now) {
-            if (road_json_get(was, c->string)) continue;
+            if (road__json_get(was, c->string)) continue;
             snprintf(sub, sizeof sub, "%s%s%s", path, *path ? "." : "", c->string);
             diff_add(d, sub, NULL, c);
         }
@@ -185,7 +185,8 @@ static road_status compare(const char *saved, const char *mine, const char *wher
     diff d = {0, 0, {0}};
     if (s == ROAD_OK) {
         if (moved_stop)
-            *moved_stop = !cJSON_Compare(road_json_get(a, STOP_KEY), road_json_get(b, STOP_KEY), true);
+            *moved_stop =
+                !cJSON_Compare(road__json_get(a, STOP_KEY), road__json_get(b, STOP_KEY), true);
         cJSON_DeleteItemFromObjectCaseSensitive(a, STOP_KEY);
         cJSON_DeleteItemFromObjectCaseSensitive(b, STOP_KEY);
         diff_walk(&d, "", a, b);
@@ -195,13 +196,13 @@ static road_status compare(const char *saved, const char *mine, const char *wher
     if (s != ROAD_OK || d.n == 0) return s;
     char more[48] = "";
     if (d.n > DIFF_SHOWN) snprintf(more, sizeof more, " (and %d more)", d.n - DIFF_SHOWN);
-    return road_error(ROAD_ERR_STATE,
-                      "%s '%s' (step %lld) was written by another run: %d field%s differ%s: "
-                      "%s%s. "
-                      "Resume with the same model, data and settings, or start again with "
-                      "--overwrite (replaces the run in '%s')",
-                      finished ? "the finished run in" : "checkpoint", where, (long long)step,
-                      d.n, d.n > 1 ? "s" : "", d.n > 1 ? "" : "s", d.text, more, out);
+    return road__error(ROAD_ERR_STATE,
+                       "%s '%s' (step %lld) was written by another run: %d field%s differ%s: "
+                       "%s%s. "
+                       "Resume with the same model, data and settings, or start again with "
+                       "--overwrite (replaces the run in '%s')",
+                       finished ? "the finished run in" : "checkpoint", where, (long long)step, d.n,
+                       d.n > 1 ? "s" : "", d.n > 1 ? "" : "s", d.text, more, out);
 }
 
 /* ---- the output folder -------------------------------------------------------------------- */
@@ -222,10 +223,10 @@ static bool holds_run(const char *dir) {
 
 static road_status check_identity(const road_train_params *p, road_train_out *info) {
     char *mine = NULL, *saved = NULL, *path = NULL;
-    road_status s = road_train_identity(p, &mine);
+    road_status s = road__train_identity(p, &mine);
     int64_t step = 0;
     bool finished = false;
-    char *top = s == ROAD_OK ? road_path_join(p->out_dir, RUN_STATE_FILE) : NULL;
+    char *top = s == ROAD_OK ? road__path_join(p->out_dir, RUN_STATE_FILE) : NULL;
     if (s == ROAD_OK && !top) s = ROAD_ERR_NO_MEMORY;
     struct stat sb;
     if (s == ROAD_OK && stat(top, &sb) == 0) {
@@ -233,7 +234,7 @@ static road_status check_identity(const road_train_params *p, road_train_out *in
         bool moved = false;
         if (s == ROAD_OK && finished) {
             s = saved ? compare(saved, mine, p->out_dir, step, true, p->out_dir, &moved)
-                      : road_error(ROAD_ERR_STATE, "'%s' holds no run identity", top);
+                      : road__error(ROAD_ERR_STATE, "'%s' holds no run identity", top);
             if (s == ROAD_OK && !moved) {
                 info->finished = true;
                 info->step = step;
@@ -252,18 +253,18 @@ static road_status check_identity(const road_train_params *p, road_train_out *in
     }
     if (s == ROAD_OK) s = road_checkpoint_read_run(path, &saved, &step, NULL);
     if (s == ROAD_OK && !saved)
-        s = road_error(ROAD_ERR_STATE,
-                       "checkpoint '%s' carries no run identity (written by an older road): "
-                       "road cannot tell whether it belongs to this run; start again with "
-                       "--overwrite (replaces the run in '%s')",
-                       path, p->out_dir);
+        s = road__error(ROAD_ERR_STATE,
+                        "checkpoint '%s' carries no run identity (written by an older road): "
+                        "road cannot tell whether it belongs to this run; start again with "
+                        "--overwrite (replaces the run in '%s')",
+                        path, p->out_dir);
     if (s == ROAD_OK) s = compare(saved, mine, path, step, false, p->out_dir, NULL);
     if (s == ROAD_OK) info->step = step;
 done:
     road_string_free(saved);
     road_string_free(path);
-    road_free(top);
-    road_free(mine);
+    road__free(top);
+    road__free(mine);
     return s;
 }
 
@@ -272,24 +273,24 @@ road_status road_train_check_out(const road_train_params *p, road_train_out *inf
     if (!info) info = &local;
     memset(info, 0, sizeof *info);
     if (!p || !p->out_dir || !*p->out_dir)
-        return road_error(ROAD_ERR_INVALID_ARG, "road_train: an output folder is required");
+        return road__error(ROAD_ERR_INVALID_ARG, "road_train: an output folder is required");
     if (p->resume && p->overwrite)
-        return road_error(ROAD_ERR_INVALID_ARG,
-                          "resume continues the run in '%s' and overwrite replaces it: choose one",
-                          p->out_dir);
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "resume continues the run in '%s' and overwrite replaces it: choose one",
+                           p->out_dir);
     road_out_state state = ROAD_OUT_ABSENT;
-    road_status s = road_dir_check_target(p->out_dir, ROAD_OUT_TRAIN_RUN, true, p->inputs,
-                                          p->n_inputs, &state);
+    road_status s = road__dir_check_target(p->out_dir, ROAD_OUT_TRAIN_RUN, true, p->inputs,
+                                           p->n_inputs, &state);
     if (s != ROAD_OK || state != ROAD_OUT_EXISTING) return s;
-    road_dir_repair_inside(p->out_dir); /* checkpoints a killed save left aside */
+    road__dir_repair_inside(p->out_dir); /* checkpoints a killed save left aside */
     if (!holds_run(p->out_dir)) return ROAD_OK;
     info->has_run = true;
     if (!p->resume) {
         if (p->overwrite) return ROAD_OK;
-        return road_error(ROAD_ERR_EXISTS,
-                          "'%s' already holds a training run (checkpoints or a final output): "
-                          "continue it with --resume, or replace it with --overwrite",
-                          p->out_dir);
+        return road__error(ROAD_ERR_EXISTS,
+                           "'%s' already holds a training run (checkpoints or a final output): "
+                           "continue it with --resume, or replace it with --overwrite",
+                           p->out_dir);
     }
     return check_identity(p, info);
 }
@@ -302,17 +303,17 @@ road_status road_train_prepare_out(const road_train_params *p, road_train_out *i
     if (!p->resume && info->has_run && p->overwrite) {
         /* replace the old run by an empty folder, in one step */
         char *tmp = NULL;
-        s = road_dir_make_temp(p->out_dir, ".tmp.", &tmp);
-        if (s == ROAD_OK) s = road_dir_install(tmp, p->out_dir);
-        if (s != ROAD_OK && tmp) road_dir_remove_tree(tmp, 0);
-        road_free(tmp);
+        s = road__dir_make_temp(p->out_dir, ".tmp.", &tmp);
+        if (s == ROAD_OK) s = road__dir_install(tmp, p->out_dir);
+        if (s != ROAD_OK && tmp) road__dir_remove_tree(tmp, 0);
+        road__free(tmp);
         if (s != ROAD_OK) return s;
         info->has_run = false;
     }
-    return road_mkdir_p(p->out_dir);
+    return road__mkdir_p(p->out_dir);
 }
 
-road_status road_train_mark_finished(const char *out, const char *identity, int64_t step) {
+road_status road__train_mark_finished(const char *out, const char *identity, int64_t step) {
     cJSON *root = cJSON_CreateObject(), *run = NULL;
     road_status s = root ? road_json_parse(identity, strlen(identity), &run) : ROAD_ERR_NO_MEMORY;
     bool ok = s == ROAD_OK;
@@ -326,14 +327,14 @@ road_status road_train_mark_finished(const char *out, const char *identity, int6
     cJSON_Delete(run);
     char *text = NULL, *path = NULL;
     size_t len = 0;
-    if (s == ROAD_OK) s = road_json_dump(root, &text, &len);
+    if (s == ROAD_OK) s = road__json_dump(root, &text, &len);
     cJSON_Delete(root);
     if (s == ROAD_OK) {
-        text[len] = '\n'; /* road_json_dump leaves room for the NUL */
-        path = road_path_join(out, RUN_STATE_FILE);
-        s = path ? road_file_write_atomic(path, text, len + 1) : ROAD_ERR_NO_MEMORY;
+        text[len] = '\n'; /* road__json_dump leaves room for the NUL */
+        path = road__path_join(out, RUN_STATE_FILE);
+        s = path ? road__file_write_atomic(path, text, len + 1) : ROAD_ERR_NO_MEMORY;
     }
-    road_free(path);
-    road_free(text);
+    road__free(path);
+    road__free(text);
     return s;
 }

@@ -38,22 +38,22 @@ road_status road_schedule_parse(const char *name, road_schedule_kind *out) {
             return ROAD_OK;
         }
     }
-    return road_error(ROAD_ERR_CONFIG,
-                      "unknown learning-rate schedule '%s' (choose constant, "
-                      "constant_with_warmup, linear or cosine)",
-                      name ? name : "(null)");
+    return road__error(ROAD_ERR_CONFIG,
+                       "unknown learning-rate schedule '%s' (choose constant, "
+                       "constant_with_warmup, linear or cosine)",
+                       name ? name : "(null)");
 }
 
 road_status road_schedule_check(const road_schedule *s) {
-    if (!s) return road_error(ROAD_ERR_INVALID_ARG, "schedule is NULL");
+    if (!s) return road__error(ROAD_ERR_INVALID_ARG, "schedule is NULL");
     if ((int)s->kind < 0 || (int)s->kind >= N_KINDS)
-        return road_error(ROAD_ERR_CONFIG, "invalid schedule kind %d", (int)s->kind);
+        return road__error(ROAD_ERR_CONFIG, "invalid schedule kind %d", (int)s->kind);
     if (s->warmup_steps < 0)
-        return road_error(ROAD_ERR_CONFIG, "warmup steps %lld must be >= 0",
-                          (long long)s->warmup_steps);
+        return road__error(ROAD_ERR_CONFIG, "warmup steps %lld must be >= 0",
+                           (long long)s->warmup_steps);
     if (s->training_steps < 0)
-        return road_error(ROAD_ERR_CONFIG, "training steps %lld must be >= 0",
-                          (long long)s->training_steps);
+        return road__error(ROAD_ERR_CONFIG, "training steps %lld must be >= 0",
+                           (long long)s->training_steps);
     return ROAD_OK;
 }
 

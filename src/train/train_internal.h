@@ -57,13 +57,13 @@ struct road_optimizer {
 };
 
 /* The run's identity (train/run.c): p->run_json's object plus road_train's settings that
- * change the result, as JSON text (road_malloc'd). */
-road_status road_train_identity(const road_train_params *p, char **out);
+ * change the result, as JSON text (road__malloc'd). */
+road_status road__train_identity(const road_train_params *p, char **out);
 /* out/trainer_state.json: the run finished at `step`, with this identity. */
-road_status road_train_mark_finished(const char *out, const char *identity, int64_t step);
+road_status road__train_mark_finished(const char *out, const char *identity, int64_t step);
 
 /* The live pointers of tensor i, checked against the layout (errors name adapter and layer). */
-road_status road_optim_fetch(road_optimizer *o, int32_t i, road_optim_tensor *out);
+road_status road__optim_fetch(road_optimizer *o, int32_t i, road_optim_tensor *out);
 
 static inline road_rng_state road_rng_state_get(const road_rng *r) {
     road_rng_state s;

@@ -42,10 +42,10 @@ static double now_s(void) {
 /* The order of epoch e: a permutation drawn from (seed, e) only. */
 static void epoch_order(uint64_t seed, int64_t epoch, int64_t n, int64_t *perm) {
     road_rng r;
-    road_rng_seed(&r, seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(epoch + 1)));
+    road__rng_seed(&r, seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(epoch + 1)));
     for (int64_t i = 0; i < n; i++) perm[i] = i;
     for (int64_t i = n - 1; i > 0; i--) {
-        int64_t j = (int64_t)(road_rng_u64(&r) % (uint64_t)(i + 1));
+        int64_t j = (int64_t)(road__rng_u64(&r) % (uint64_t)(i + 1));
         int64_t t = perm[i];
         perm[i] = perm[j];
         perm[j] = t;
@@ -68,9 +68,9 @@ static road_status make_batch(const road_dataset *d, const int64_t *idx, int64_t
         if (n > T) T = n;
     }
     size_t cells = (size_t)(B * T);
-    b->ids = road_malloc(sizeof(int64_t) * cells);
-    b->mask = road_malloc(sizeof(int64_t) * cells);
-    b->labels = road_malloc(sizeof(int64_t) * cells);
+    b->ids = road__malloc(sizeof(int64_t) * cells);
+    b->mask = road__malloc(sizeof(int64_t) * cells);
+    b->labels = road__malloc(sizeof(int64_t) * cells);
     if (!b->ids || !b->mask || !b->labels) return ROAD_ERR_NO_MEMORY;
     b->B = B;
     b->T = T;
@@ -91,9 +91,9 @@ static road_status make_batch(const road_dataset *d, const int64_t *idx, int64_t
 }
 
 static void free_batch(batch *b) {
-    road_free(b->ids);
-    road_free(b->mask);
-    road_free(b->labels);
+    road__free(b->ids);
+    road__free(b->mask);
+    road__free(b->labels);
     memset(b, 0, sizeof *b);
 }
 
@@ -115,9 +115,9 @@ static road_status make_seqs(const road_dataset *d, const int64_t *idx, int64_t 
         if (s != ROAD_OK) return s;
         total += n;
     }
-    b->seqs = road_calloc((size_t)B, sizeof(road_seq));
-    b->targets = road_calloc((size_t)B, sizeof(road_token *));
-    b->mem = road_malloc(sizeof(road_token) * (size_t)(total > 0 ? total : 1));
+    b->seqs = road__calloc((size_t)B, sizeof(road_seq));
+    b->targets = road__calloc((size_t)B, sizeof(road_token *));
+    b->mem = road__malloc(sizeof(road_token) * (size_t)(total > 0 ? total : 1));
     if (!b->seqs || !b->targets || !b->mem) return ROAD_ERR_NO_MEMORY;
     road_token *t = b->mem;
     for (int64_t i = 0; i < B; i++) {
@@ -135,9 +135,9 @@ static road_status make_seqs(const road_dataset *d, const int64_t *idx, int64_t 
 }
 
 static void free_seqs(seq_batch *b) {
-    road_free(b->seqs);
-    road_free(b->targets);
-    road_free(b->mem);
+    road__free(b->seqs);
+    road__free(b->targets);
+    road__free(b->mem);
     memset(b, 0, sizeof *b);
 }
 
@@ -147,7 +147,7 @@ static road_status eval_loss(road_model *m, const road_dataset *d, int64_t batch
     const int64_t n = road_dataset_count(d), V = road_model_config(m)->vocab_size;
     double sum = 0.0;
     int64_t counted = 0;
-    int64_t *idx = road_malloc(sizeof(int64_t) * (size_t)batch_size);
+    int64_t *idx = road__malloc(sizeof(int64_t) * (size_t)batch_size);
     if (!idx) return ROAD_ERR_NO_MEMORY;
     road_status s = ROAD_OK;
     for (int64_t i0 = 0; i0 < n && s == ROAD_OK; i0 += batch_size) {
@@ -155,7 +155,7 @@ static road_status eval_loss(road_model *m, const road_dataset *d, int64_t batch
         for (int64_t i = 0; i < B; i++) idx[i] = i0 + i;
         batch b = {0};
         s = make_batch(d, idx, B, &b);
-        float *logits = s == ROAD_OK ? road_malloc(sizeof(float) * (size_t)(b.B * b.T * V)) : NULL;
+        float *logits = s == ROAD_OK ? road__malloc(sizeof(float) * (size_t)(b.B * b.T * V)) : NULL;
         if (s == ROAD_OK && !logits) s = ROAD_ERR_NO_MEMORY;
         if (s == ROAD_OK) s = road_model_forward_padded(m, b.ids, b.mask, b.B, b.T, NULL, logits);
         double l = 0.0;
@@ -165,10 +165,10 @@ static road_status eval_loss(road_model *m, const road_dataset *d, int64_t batch
             for (int64_t t = 1; t < b.T; t++) c += b.labels[r * b.T + t] != ROAD_LABEL_IGNORE;
         sum += l * (double)c;
         counted += c;
-        road_free(logits);
+        road__free(logits);
         free_batch(&b);
     }
-    road_free(idx);
+    road__free(idx);
     if (s == ROAD_OK) *out = counted ? sum / (double)counted : NAN;
     return s;
 }
@@ -182,24 +182,26 @@ static road_status save_adapters(road_adapter_set *set, const char *dir) {
 
 road_status road_train(road_model *m, const road_dataset *train, const road_dataset *eval,
                        const road_train_params *p, road_train_fn on_step, void *user) {
-    if (!m || !train || !p) return road_error(ROAD_ERR_INVALID_ARG, "road_train: NULL argument");
-    if (!p->out_dir) return road_error(ROAD_ERR_INVALID_ARG, "road_train: an output folder is required");
+    if (!m || !train || !p) return road__error(ROAD_ERR_INVALID_ARG, "road_train: NULL argument");
+    if (!p->out_dir)
+        return road__error(ROAD_ERR_INVALID_ARG, "road_train: an output folder is required");
     if (p->batch_size <= 0 || p->grad_accum <= 0 || (p->epochs <= 0 && p->max_steps <= 0))
-        return road_error(ROAD_ERR_INVALID_ARG,
-                          "road_train: batch_size and grad_accum must be positive, and epochs or "
-                          "max_steps too (got %lld, %lld, %lld, %lld)",
-                          (long long)p->batch_size, (long long)p->grad_accum, (long long)p->epochs,
-                          (long long)p->max_steps);
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "road_train: batch_size and grad_accum must be positive, and epochs or "
+                           "max_steps too (got %lld, %lld, %lld, %lld)",
+                           (long long)p->batch_size, (long long)p->grad_accum, (long long)p->epochs,
+                           (long long)p->max_steps);
     road_status s = road_adamw_params_check(&p->adamw);
     if (s != ROAD_OK) return s;
     road_adapter_set *set = road_model_adapters(m);
     if (p->full && road_adapter_set_enabled(set) && road_adapter_set_active_count(set) > 0)
-        return road_error(ROAD_ERR_STATE,
-                          "road_train: full fine-tuning trains the base weights, but adapter '%s' "
-                          "is active (disable adapters, or train adapters without full)",
-                          road_adapter_set_active_name(set, 0));
+        return road__error(ROAD_ERR_STATE,
+                           "road_train: full fine-tuning trains the base weights, but adapter '%s' "
+                           "is active (disable adapters, or train adapters without full)",
+                           road_adapter_set_active_name(set, 0));
     if (!p->full && road_adapter_set_active_count(set) == 0)
-        return road_error(ROAD_ERR_STATE, "road_train: no active adapter to train (add one and make it active)");
+        return road__error(ROAD_ERR_STATE,
+                           "road_train: no active adapter to train (add one and make it active)");
     const int64_t n = road_dataset_count(train);
     const int64_t micro_per_epoch = (n + p->batch_size - 1) / p->batch_size;
     const int64_t steps_per_epoch = (micro_per_epoch + p->grad_accum - 1) / p->grad_accum;
@@ -211,20 +213,20 @@ road_status road_train(road_model *m, const road_dataset *train, const road_data
     road_train_out out;
     if ((s = road_train_prepare_out(p, &out)) != ROAD_OK) return s;
     if (out.finished) {
-        road_log(ROAD_LOG_INFO, "the run in %s finished at step %lld: nothing to train",
-                 p->out_dir, (long long)out.step);
+        road__log(ROAD_LOG_INFO, "the run in %s finished at step %lld: nothing to train",
+                  p->out_dir, (long long)out.step);
         return ROAD_OK;
     }
     char *identity = NULL;
-    if ((s = road_train_identity(p, &identity)) != ROAD_OK) return s;
+    if ((s = road__train_identity(p, &identity)) != ROAD_OK) return s;
 
     if (p->config_json) { /* the run's configuration, for reproducibility */
-        char *path = road_path_join(p->out_dir, "run_config.json");
-        s = path ? road_file_write_atomic(path, p->config_json, strlen(p->config_json))
+        char *path = road__path_join(p->out_dir, "run_config.json");
+        s = path ? road__file_write_atomic(path, p->config_json, strlen(p->config_json))
                  : ROAD_ERR_NO_MEMORY;
-        road_free(path);
+        road__free(path);
         if (s != ROAD_OK) {
-            road_free(identity);
+            road__free(identity);
             return s;
         }
     }
@@ -232,7 +234,7 @@ road_status road_train(road_model *m, const road_dataset *train, const road_data
     s = p->full ? road_optimizer_create_full(m, &p->adamw, &opt)
                 : road_optimizer_create(set, NULL, 0, &p->adamw, &opt);
     if (s != ROAD_OK) {
-        road_free(identity);
+        road__free(identity);
         return s;
     }
     int64_t epoch = 0, micro = 0; /* position: next micro-batch of epoch */
@@ -246,29 +248,29 @@ road_status road_train(road_model *m, const road_dataset *train, const road_data
             if (s == ROAD_OK && st.n_data_pos >= 2) {
                 epoch = st.data_pos[0];
                 micro = st.data_pos[1];
-                road_log(ROAD_LOG_INFO, "resuming from %s (step %lld)", path, (long long)step);
+                road__log(ROAD_LOG_INFO, "resuming from %s (step %lld)", path, (long long)step);
             } else if (s == ROAD_OK) {
-                s = road_error(ROAD_ERR_FORMAT, "%s holds no data position; cannot resume", path);
+                s = road__error(ROAD_ERR_FORMAT, "%s holds no data position; cannot resume", path);
             }
             road_string_free(path);
         } else if (s == ROAD_ERR_NOT_FOUND) {
             s = ROAD_OK; /* nothing to resume: start */
         }
         if (s == ROAD_OK && road_optimizer_step_count(opt) > total)
-            s = road_error(ROAD_ERR_STATE,
-                           "the run in '%s' resumes at step %lld, past this run's end (step "
-                           "%lld): a run cannot be shortened after the fact; stop at a later "
-                           "step, or start again with --overwrite",
-                           p->out_dir, (long long)road_optimizer_step_count(opt),
-                           (long long)total);
+            s = road__error(ROAD_ERR_STATE,
+                            "the run in '%s' resumes at step %lld, past this run's end (step "
+                            "%lld): a run cannot be shortened after the fact; stop at a later "
+                            "step, or start again with --overwrite",
+                            p->out_dir, (long long)road_optimizer_step_count(opt),
+                            (long long)total);
         if (s != ROAD_OK) {
             road_optimizer_free(opt);
-            road_free(identity);
+            road__free(identity);
             return s;
         }
     }
-    int64_t *perm = road_malloc(sizeof(int64_t) * (size_t)n);
-    int64_t *idx = road_malloc(sizeof(int64_t) * (size_t)p->batch_size);
+    int64_t *perm = road__malloc(sizeof(int64_t) * (size_t)n);
+    int64_t *idx = road__malloc(sizeof(int64_t) * (size_t)p->batch_size);
     if (!perm || !idx) s = ROAD_ERR_NO_MEMORY;
     if (s == ROAD_OK) epoch_order(p->seed, epoch, n, perm);
     road_adapter_set_train(set, true);
@@ -332,11 +334,11 @@ road_status road_train(road_model *m, const road_dataset *train, const road_data
             road_adapter_set_train(set, true);
             if (s == ROAD_OK && mt.eval_loss < best_eval) {
                 best_eval = mt.eval_loss;
-                char *best = road_path_join(p->out_dir, "best");
+                char *best = road__path_join(p->out_dir, "best");
                 s = !best ? ROAD_ERR_NO_MEMORY
                     : p->full ? road_model_save(m, best, p->save_dtype)
                               : save_adapters(set, best);
-                road_free(best);
+                road__free(best);
             }
             if (s != ROAD_OK) break;
         }
@@ -365,11 +367,11 @@ road_status road_train(road_model *m, const road_dataset *train, const road_data
                     : save_adapters(set, p->out_dir);
     /* after the final output: a crash before this resumes from the last checkpoint */
     if (s == ROAD_OK && !stopped)
-        s = road_train_mark_finished(p->out_dir, identity, road_optimizer_step_count(opt));
-    road_free(identity);
+        s = road__train_mark_finished(p->out_dir, identity, road_optimizer_step_count(opt));
+    road__free(identity);
     if (p->full) road_model_set_full_training(m, false); /* frees the gradients */
-    road_free(perm);
-    road_free(idx);
+    road__free(perm);
+    road__free(idx);
     road_optimizer_free(opt);
     return s;
 }
