@@ -39,9 +39,6 @@
 #define N_BATCH 8
 #define REPS 3
 
-
-
-
 static void write_model(const char *dir, int layers) {
     const bench_llama_shape shape = {HIDDEN, INTER, layers, N_HEADS, N_KV, HEAD_DIM, VOCAB};
     write_llama3_model(dir, &shape, ROAD_DTYPE_BF16, true);
