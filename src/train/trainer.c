@@ -58,15 +58,25 @@ typedef struct batch {
     int64_t B, T, tokens;
 } batch;
 
-static road_status make_batch(const road_dataset *d, const int64_t *idx, int64_t B, batch *b) {
-    int64_t T = 1;
+/* The longest of examples idx[0..B) (at least 1) and their tokens in all, checking each index. */
+static road_status measure(const road_dataset *d, const int64_t *idx, int64_t B, int64_t *longest,
+                           int64_t *total) {
+    *longest = 1, *total = 0;
     for (int64_t i = 0; i < B; i++) {
-        const int32_t *ids, *lab;
+        const road_token *ids, *lab;
         int64_t n;
         road_status s = road_dataset_example(d, idx[i], &ids, &lab, &n);
         if (s != ROAD_OK) return s;
-        if (n > T) T = n;
+        if (n > *longest) *longest = n;
+        *total += n;
     }
+    return ROAD_OK;
+}
+
+static road_status make_batch(const road_dataset *d, const int64_t *idx, int64_t B, batch *b) {
+    int64_t T, total;
+    road_status s = measure(d, idx, B, &T, &total);
+    if (s != ROAD_OK) return s;
     size_t cells = (size_t)(B * T);
     b->ids = road__malloc(sizeof(int64_t) * cells);
     b->mask = road__malloc(sizeof(int64_t) * cells);
@@ -76,7 +86,7 @@ static road_status make_batch(const road_dataset *d, const int64_t *idx, int64_t
     b->T = T;
     b->tokens = 0;
     for (int64_t i = 0; i < B; i++) {
-        const int32_t *ids, *lab;
+        const road_token *ids, *lab;
         int64_t n;
         (void)road_dataset_example(d, idx[i], &ids, &lab, &n);
         for (int64_t t = 0; t < T; t++) {
@@ -107,21 +117,16 @@ typedef struct seq_batch {
 } seq_batch;
 
 static road_status make_seqs(const road_dataset *d, const int64_t *idx, int64_t B, seq_batch *b) {
-    int64_t total = 0;
-    for (int64_t i = 0; i < B; i++) {
-        const int32_t *ids, *lab;
-        int64_t n;
-        road_status s = road_dataset_example(d, idx[i], &ids, &lab, &n);
-        if (s != ROAD_OK) return s;
-        total += n;
-    }
+    int64_t longest, total;
+    road_status s = measure(d, idx, B, &longest, &total);
+    if (s != ROAD_OK) return s;
     b->seqs = road__calloc((size_t)B, sizeof(road_seq));
     b->targets = road__calloc((size_t)B, sizeof(road_token *));
     b->mem = road__malloc(sizeof(road_token) * (size_t)(total > 0 ? total : 1));
     if (!b->seqs || !b->targets || !b->mem) return ROAD_ERR_NO_MEMORY;
     road_token *t = b->mem;
     for (int64_t i = 0; i < B; i++) {
-        const int32_t *ids, *lab;
+        const road_token *ids, *lab;
         int64_t n;
         (void)road_dataset_example(d, idx[i], &ids, &lab, &n);
         if (n <= 0) continue;
