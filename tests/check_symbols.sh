@@ -31,6 +31,7 @@ for lib in "$@"; do
         {
         case "$s" in
         .gomp_critical_user_road_*) ;; # an OpenMP named critical section, named after road's
+        __odr_asan.*) ;;               # AddressSanitizer's one-definition-rule markers
         road__*)
             if [ "$shared" = 1 ]; then
                 echo "$(basename "$lib"): exports internal $s (internal names are not ROAD_API)"
