@@ -479,9 +479,11 @@ static void test_refused_documents(void **state) {
 static void test_refused_model(void **state) {
     (void)state;
     REFUSED(",'model_type':'gemma'", ROAD_ERR_UNSUPPORTED,
-            "model_type \"gemma\" is not supported; road runs \"llama\", \"mistral\" and "
-            "\"qwen2\"");
-    REFUSED(",'model_type':'qwen3'", ROAD_ERR_UNSUPPORTED, "\"qwen3\"");
+            "model_type \"gemma\" is not supported; road runs \"llama\", \"mistral\", "
+            "\"qwen2\", \"qwen3\", \"gemma2\", \"gemma3_text\", \"phi3\" and \"olmo2\"");
+    REFUSED(",'model_type':'mixtral'", ROAD_ERR_UNSUPPORTED, "\"mixtral\"");
+    REFUSED(",'model_type':'gemma3'", ROAD_ERR_UNSUPPORTED, "use a checkpoint saved as "
+            "Gemma3ForCausalLM");
     REFUSED(",'model_type':'Llama'", ROAD_ERR_UNSUPPORTED, "\"Llama\"");
     REFUSED(",'model_type':5", ROAD_ERR_CONFIG, "model_type must be a string, got 5");
     REFUSED(",'hidden_act':'gelu'", ROAD_ERR_UNSUPPORTED,
@@ -591,7 +593,11 @@ static void test_refused_rope(void **state) {
     assert_true(c.rope_theta == 20000.0);
     REFUSED(",'rope_parameters':{'full_attention':{'rope_type':'default'},"
             "'sliding_attention':{'rope_type':'default'}}",
-            ROAD_ERR_UNSUPPORTED, "rope_parameters holds one RoPE setting per layer type");
+            ROAD_ERR_UNSUPPORTED,
+            "a RoPE setting for sliding-attention layers is not supported for llama");
+    REFUSED(",'rope_parameters':{'full_attention':{'rope_type':'default'},"
+            "'chunked_attention':{'rope_type':'default'}}",
+            ROAD_ERR_UNSUPPORTED, "rope_parameters holds RoPE settings per layer type");
     REFUSED(",'rope_parameters':{'full_attention':{'rope_type':'dynamic','factor':2.0}}",
             ROAD_ERR_UNSUPPORTED, "rope_parameters.full_attention.rope_type \"dynamic\"");
 }
@@ -616,8 +622,10 @@ static void test_refused_options(void **state) {
             ROAD_ERR_UNSUPPORTED, "use_sliding_window true is not supported");
     REFUSED(",'model_type':'qwen2','use_sliding_window':'no'", ROAD_ERR_CONFIG,
             "use_sliding_window must be true or false");
-    REFUSED(",'layer_types':['full_attention','sliding_attention']", ROAD_ERR_UNSUPPORTED,
-            "layer_types[1] \"sliding_attention\" is not supported");
+    REFUSED(",'layer_types':['full_attention','sliding_attention']", ROAD_ERR_CONFIG,
+            "layer_types lists sliding_attention layers but sliding_window is not set");
+    REFUSED(",'layer_types':['full_attention','chunked_attention']", ROAD_ERR_UNSUPPORTED,
+            "layer_types[1] \"chunked_attention\" is not supported");
     REFUSED(",'layer_types':['full_attention']", ROAD_ERR_CONFIG,
             "layer_types lists 1 layers but num_hidden_layers is 2");
     REFUSED(",'layer_types':'full_attention'", ROAD_ERR_CONFIG,

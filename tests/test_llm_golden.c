@@ -1,7 +1,11 @@
 /*
- * tests/test_llm_golden.c - the Llama-family runtime against the PyTorch/PEFT reference in
+ * tests/test_llm_golden.c - every family's runtime against the PyTorch/PEFT reference in
  * tests/fixtures/llama (tiny-llama: f32, one file; tiny-qwen2: bf16, q/k/v biases, tied
- * embeddings; tiny-llama3-rope: llama3 RoPE scaling, two shards + index):
+ * embeddings; tiny-llama3-rope: llama3 RoPE scaling, two shards + index; tiny-qwen3: per-head
+ * q/k norms; tiny-gemma2: sandwich norms (1 + w), GeGLU, soft-caps, alternating sliding
+ * windows, scaled embeddings; tiny-gemma3: q/k norms, a local RoPE base, linear scaling;
+ * tiny-phi3: fused qkv_proj / gate_up_proj, partial rotary; tiny-olmo2: post norms, q/k norms
+ * over the whole projection):
  *   - RoPE inverse frequencies;
  *   - logits of a padded batch (left and right padding) with no adapter, each of A, B, C,
  *     stacked adapters in both orders, and a mixed batch (one adapter per row), at valid
@@ -34,8 +38,10 @@
  * up to 2.2e-6 of max). */
 #define GRAD_REL 1e-4
 
-static const char *const models[] = {"tiny-llama", "tiny-qwen2", "tiny-llama3-rope"};
-#define N_MODELS 3
+static const char *const models[] = {"tiny-llama", "tiny-qwen2", "tiny-llama3-rope",
+                                     "tiny-qwen3", "tiny-gemma2", "tiny-gemma3",
+                                     "tiny-phi3",  "tiny-olmo2"};
+#define N_MODELS 8
 
 typedef struct fixture {
     road_model *m;
@@ -115,8 +121,13 @@ static void test_rope(void **state) {
         fixture_open(&f, models[k]);
         int64_t n;
         const float *inv = tensor(&f, "rope.inv_freq", &n);
-        assert_int_equal(n, f.m->cfg.head_dim / 2);
+        assert_int_equal(n, f.m->cfg.rotary_dim / 2); /* phi3: partial rotary */
         tu_assert_close("rope.inv_freq", f.m->inv_freq, inv, n, 0, ROPE_RTOL);
+        /* gemma3's sliding layers: their own base, unscaled */
+        const road_st_tensor *loc = road_st_find(f.cases, "rope.local.inv_freq");
+        assert_true((loc != NULL) == (f.m->inv_freq_local != NULL));
+        if (loc) tu_assert_close("rope.local.inv_freq", f.m->inv_freq_local, loc->data, n, 0,
+                                 ROPE_RTOL);
         fixture_close(&f);
     }
 }
@@ -282,7 +293,17 @@ static void test_merge(void **state) {
             if (t) tu_assert_close(name, road_linear_bias(l), t->data, t->numel, MERGED_ATOL, 0);
             checked++;
         }
-        assert_int_equal(checked, 4); /* q_proj and v_proj of 2 layers */
+        /* every merged weight the reference lists (A's layers: q_proj and v_proj, or phi3's
+         * qkv_proj, of every block) was compared */
+        int listed = 0;
+        const cJSON *t;
+        cJSON_ArrayForEach(t, cJSON_GetObjectItem(f.json, "tensors")) {
+            const size_t len = strlen(t->string);
+            listed += strncmp(t->string, "merged.A.", 9) == 0 && len > 7 &&
+                      strcmp(t->string + len - 7, ".weight") == 0;
+        }
+        assert_true(listed > 0);
+        assert_int_equal(checked, listed);
         float *logits = tu_alloc(sizeof(float) * (size_t)(f.B * f.T * f.V));
         TU_OK(road_model_forward_padded(f.m, f.ids, f.mask, f.B, f.T, NULL, logits));
         check_logits(&f, "merged A", logits, tensor(&f, "A.logits", NULL));
@@ -383,7 +404,9 @@ static void test_grads(void **state) {
                 int64_t bytes_keep = road_model_backward_bytes(f.m);
                 road_model_set_recompute(f.m, true);
                 float *keep_t = NULL, *keep_a = NULL;
-                road_linear *l0 = road_adapter_set_layer(set, road_adapter_set_find_layer(set, "model.layers.0.self_attn.q_proj"));
+                int32_t first = 0; /* the first layer that has the adapter */
+                while (!road_adapter_set_on_layer(set, name, first)) first++;
+                road_linear *l0 = road_adapter_set_layer(set, first);
                 float *dth0, *dal0;
                 int64_t np0;
                 TU_OK(road_linear_adapter_grads(l0, name, &dth0, &dal0, &np0));
@@ -430,7 +453,12 @@ static void test_grads(void **state) {
                 tu_assert_close(what, got, ref, nref, GRAD_REL * mx, 0);
                 n++;
             }
-            assert_true(n >= 8);
+            /* the reference holds theta and alpha of every layer the adapter is on */
+            int on = 0;
+            for (int32_t i = 0; i < road_adapter_set_layer_count(set); i++)
+                on += road_adapter_set_on_layer(set, name, i);
+            assert_true(on >= 2);
+            assert_int_equal(n, 2 * on);
             cases++;
         }
         assert_int_equal(cases, 2); /* grad_A, grad_B */

@@ -1,5 +1,6 @@
 /*
- * road/llm.h - Llama-family models (llama, mistral, qwen2) from Hugging Face checkpoint folders:
+ * road/llm.h - decoder LLMs (llama, mistral, qwen2, qwen3, gemma2, gemma3, phi3, olmo2) from
+ * Hugging Face checkpoint folders:
  * configuration, weights, a KV cache per sequence, the forward pass over a ragged batch with a
  * RoAd adapter per sequence, the causal-LM loss, sampling and generation.
  *
@@ -24,9 +25,33 @@ typedef enum road_rope_type {
 } road_rope_type;
 
 #define ROAD_MAX_EOS 8
+/* Models whose layers differ in attention (sliding or full) list them for up to this many
+ * layers. */
+#define ROAD_MAX_PATTERN_LAYERS 1024
+
+/* The gated MLP's activation: down(act(gate(x)) * up(x)). */
+typedef enum road_act {
+    ROAD_ACT_SILU = 0,     /* silu / swish: llama, mistral, qwen2, qwen3, phi3, olmo2 */
+    ROAD_ACT_GELU_TANH = 1 /* gelu_pytorch_tanh: gemma2, gemma3 */
+} road_act;
+
+/* Where a decoder block's norms sit. */
+typedef enum road_norm_place {
+    ROAD_NORM_PRE = 0,      /* x += attn(norm(x)); x += mlp(norm(x)) (llama, qwen, phi3) */
+    ROAD_NORM_SANDWICH = 1, /* x += norm(attn(norm(x))); x += norm(mlp(norm(x))) (gemma) */
+    ROAD_NORM_POST = 2      /* x += norm(attn(x)); x += norm(mlp(x)) (olmo2) */
+} road_norm_place;
+
+/* RMSNorm of queries and keys after their projections, before RoPE. */
+typedef enum road_qk_norm {
+    ROAD_QK_NORM_NONE = 0,
+    ROAD_QK_NORM_HEAD = 1, /* each head over head_dim (qwen3, gemma3) */
+    ROAD_QK_NORM_ALL = 2   /* the whole projection output (olmo2) */
+} road_qk_norm;
 
 typedef struct road_llm_config {
-    char model_type[16];           /* "llama", "mistral" or "qwen2" */
+    char model_type[16];           /* "llama", "mistral", "qwen2", "qwen3", "gemma2",
+                                      "gemma3_text", "phi3" or "olmo2" */
     int64_t vocab_size;
     int64_t hidden_size;
     int64_t intermediate_size;
@@ -51,7 +76,28 @@ typedef struct road_llm_config {
     int32_t eos_token_ids[ROAD_MAX_EOS];
     int32_t n_eos;
     road_dtype torch_dtype;        /* dtype the checkpoint declares (F32 if absent) */
+    /* What differs between the families (the defaults are llama's). */
+    road_act hidden_act;
+    road_norm_place norm_place;
+    bool norm_plus_one;            /* RMSNorm scales by (1 + w) (gemma), else by w */
+    road_qk_norm qk_norm;
+    bool fused_proj;               /* qkv_proj and gate_up_proj, rows [q | k | v], [gate | up]
+                                      (phi3) */
+    bool embed_scale;              /* embeddings times sqrt(hidden_size) (gemma) */
+    double attn_scale;             /* attention logits' scale: head_dim^-0.5, or gemma's
+                                      query_pre_attn_scalar^-0.5 */
+    double attn_softcap;           /* logits c tanh(s / c) before the mask (gemma2); 0: none */
+    double final_softcap;          /* the same on the output logits (gemma2); 0: none */
+    int64_t rotary_dim;            /* dims of each head RoPE rotates: head_dim x
+                                      partial_rotary_factor (phi3), else head_dim */
+    double rope_local_theta;       /* RoPE base of sliding layers, never scaled (gemma3's
+                                      rope_local_base_freq); 0: the global rope_theta */
+    bool sliding_all;              /* every layer slides (mistral); else sliding_layers */
+    uint64_t sliding_layers[ROAD_MAX_PATTERN_LAYERS / 64]; /* bit l: layer l slides */
 } road_llm_config;
+
+/* Does layer `layer` attend through the sliding window (sliding_window keys)? */
+ROAD_API bool road_llm_config_layer_slides(const road_llm_config *c, int64_t layer);
 
 /* Parse config.json text. Unsupported model types, activations or values are refused with a
  * message naming the field and what road supports (never a silently different model). */

@@ -28,8 +28,9 @@ typedef struct llm_batch {
     int64_t *seq_p0;              /* (n_seq) the position of its first new row */
     int64_t *row_seq;             /* (R) the sequence of each row */
     int64_t *row_pos;             /* (R) the position of each row */
-    float *cs;                    /* (R, d) RoPE table of the rows' positions, for cs_freq */
-    const float *cs_freq;         /* the inv_freq cs was made from (NULL: not made yet) */
+    float *cs[2];                 /* (R, rotary_dim) RoPE tables of the rows' positions, */
+    const float *cs_freq[2];      /* for these inv_freq (NULL: not made yet); two, so layers
+                                     that alternate RoPE bases (gemma3) make each once */
     attn_seq *attn;               /* (n_seq) attention's view of the sequences, per layer */
     int64_t attn_gemm_min;        /* attn_batch.gemm_min and qblock (ops.h): inference 8 and */
     int64_t attn_qblock;          /* ATTN_QBLOCK; training 1 and its longest sequence */
@@ -39,28 +40,39 @@ typedef struct llm_batch {
 
 /* Where one block's activations go. Training gives every one its own array (backward reads
  * them) and keeps the pre-adapter outputs (qb .. db: what the RoAd backward differentiates
- * from). Inference keeps nothing: x_in, x_mid and the pre-adapter outputs are NULL, and the
- * (R, H) outputs h1, o, h2, dn share one array, as a shares g. */
+ * from). Inference keeps nothing: x_in, x_mid, the pre-adapter outputs and the pre-norm copies
+ * are NULL, and the (R, H) outputs share arrays (see forward.c). Arrays a block does not use
+ * (fused ones without fused projections, post-norm outputs without post norms) may be NULL. */
 typedef struct block_acts {
     float *x_in;            /* (R, H) the block's input */
-    float *h1;              /* (R, H) attention norm of x_in */
+    float *h1;              /* (R, H) attention norm of x_in (the attention's input) */
     float *qb, *kb, *vb;    /* (R, qd), (R, kvd), (R, kvd) before the adapters */
-    float *q, *k, *v;       /* the same after the adapters; q and k then rotated by RoPE */
+    float *qkvb, *qkv;      /* (R, qd + 2 kvd) a fused qkv_proj's output before / after them */
+    float *q, *k, *v;       /* after the adapters; q and k then normed (q/k norm) and rotated */
+    float *qn, *kn;         /* (R, qd), (R, kvd) q and k before their norms (training) */
     float *att;             /* (R, qd) attention output */
     float *ob, *o;          /* (R, H) o_proj output before / after the adapters */
+    float *po;              /* (R, H) o after the attention's output norm (may be o) */
     float *x_mid;           /* (R, H) the residual after attention */
-    float *h2;              /* (R, H) MLP norm of x_mid */
+    float *h2;              /* (R, H) MLP norm of x_mid (the MLP's input) */
     float *gb, *ub, *g, *u; /* (R, I) gate and up before / after the adapters */
+    float *gub, *gu;        /* (R, 2 I) a fused gate_up_proj's output before / after them */
     float *a;               /* (R, I) act(g) * u */
     float *db, *dn;         /* (R, H) down_proj output before / after the adapters */
+    float *pdn;             /* (R, H) dn after the MLP's output norm (may be dn) */
 } block_acts;
 
-/* Working arrays of road__block_backward (each distinct from the acts). */
+/* Working arrays of block_backward (each distinct from the acts; the last five only for the
+ * blocks that need them: post norms, q/k norms, fused projections). */
 typedef struct block_grads {
     float *dh, *dh2;        /* (R, H) */
     float *datt, *dq;       /* (R, qd) */
     float *dk, *dv;         /* (R, kvd) */
     float *dg, *du;         /* (R, I) */
+    float *dpost;           /* (R, H) */
+    float *dqn, *dkn;       /* (R, qd), (R, kvd) */
+    float *dqkv;            /* (R, qd + 2 kvd) */
+    float *dgu;             /* (R, 2 I) */
 } block_grads;
 
 /* y (rows, out) = linear layer `layer` of x (rows, in) with the model's adapter state, or
@@ -94,6 +106,9 @@ road_status road__block_linear_backward(llm_batch *c, int32_t layer, int64_t row
  * as road__block_linear's. z_base (training): keep lm_head's pre-adapter output. */
 road_status road__head_forward(llm_batch *c, int64_t rows, const int64_t *seq_rows, const float *x,
                                float *h, float *logits, float *z_base);
+
+/* d(embedding rows) for the rows' tokens: egrad[token] += dx[row] * the embedding scale. */
+void road__block_embed_backward(llm_batch *c, float *egrad, const float *dx);
 
 /* The norm a layer spec names, forward and backward (dweight NULL: frozen). */
 void road__block_norm_forward(const road_layer_spec *s, float *out, const float *inp,

@@ -60,23 +60,61 @@
 
 /* transformers' defaults when a key is absent (GenerationConfig for the sampling fields). */
 #define DEFAULT_RMS_NORM_EPS 1e-6
-#define DEFAULT_ROPE_THETA 10000.0
 #define DEFAULT_MISTRAL_SLIDING_WINDOW 4096
 #define DEFAULT_MISTRAL_KV_HEADS 8
 #define DEFAULT_TEMPERATURE 1.0f
 #define DEFAULT_TOP_K 50
 #define DEFAULT_TOP_P 1.0f
 
-typedef enum family { FAMILY_LLAMA, FAMILY_MISTRAL, FAMILY_QWEN2 } family;
+typedef enum family {
+    FAMILY_LLAMA,
+    FAMILY_MISTRAL,
+    FAMILY_QWEN2,
+    FAMILY_QWEN3,
+    FAMILY_GEMMA2,
+    FAMILY_GEMMA3,
+    FAMILY_PHI3,
+    FAMILY_OLMO2
+} family;
 
-static const struct {
+/* Each family's class defaults (what transformers uses when config.json lacks a key) and the
+ * structure its modeling file builds. */
+typedef struct family_info {
     family f;
     const char *name;
-    int64_t max_position_embeddings; /* the class default */
-} families[] = {
-    {FAMILY_LLAMA, "llama", 2048},
-    {FAMILY_MISTRAL, "mistral", 4096 * 32},
-    {FAMILY_QWEN2, "qwen2", 32768},
+    const char *cls; /* transformers' class name, for messages */
+    int64_t max_position_embeddings;
+    int64_t kv_heads;   /* absent num_key_value_heads; 0: as many as query heads */
+    int64_t head_dim;   /* absent head_dim; 0: hidden_size / num_attention_heads */
+    bool head_dim_key;  /* the class reads a head_dim key (else it derives it, see parse_shape) */
+    double eps;         /* absent rms_norm_eps */
+    double theta;       /* absent rope_theta */
+    bool tie;           /* absent tie_word_embeddings */
+    road_act act;
+    road_norm_place place;
+    bool plus_one;      /* RMSNorm by (1 + w) */
+    road_qk_norm qk_norm;
+    bool fused;         /* qkv_proj, gate_up_proj */
+    bool gemma;         /* embeddings scaled, query_pre_attn_scalar, hidden_activation */
+} family_info;
+
+static const family_info families[] = {
+    {FAMILY_LLAMA, "llama", "Llama", 2048, 0, 0, true, 1e-6, 1e4, false, ROAD_ACT_SILU, ROAD_NORM_PRE,
+     false, ROAD_QK_NORM_NONE, false, false},
+    {FAMILY_MISTRAL, "mistral", "Mistral", 4096 * 32, DEFAULT_MISTRAL_KV_HEADS, 0, true, 1e-6, 1e4, false,
+     ROAD_ACT_SILU, ROAD_NORM_PRE, false, ROAD_QK_NORM_NONE, false, false},
+    {FAMILY_QWEN2, "qwen2", "Qwen2", 32768, 0, 0, false, 1e-6, 1e4, false, ROAD_ACT_SILU, ROAD_NORM_PRE,
+     false, ROAD_QK_NORM_NONE, false, false},
+    {FAMILY_QWEN3, "qwen3", "Qwen3", 32768, 32, 128, true, 1e-6, 1e4, false, ROAD_ACT_SILU,
+     ROAD_NORM_PRE, false, ROAD_QK_NORM_HEAD, false, false},
+    {FAMILY_GEMMA2, "gemma2", "Gemma2", 8192, 4, 256, true, 1e-6, 1e4, true, ROAD_ACT_GELU_TANH,
+     ROAD_NORM_SANDWICH, true, ROAD_QK_NORM_NONE, false, true},
+    {FAMILY_GEMMA3, "gemma3_text", "Gemma3Text", 131072, 4, 256, true, 1e-6, 1e6, true, ROAD_ACT_GELU_TANH,
+     ROAD_NORM_SANDWICH, true, ROAD_QK_NORM_HEAD, false, true},
+    {FAMILY_PHI3, "phi3", "Phi3", 4096, 0, 0, false, 1e-5, 1e4, false, ROAD_ACT_SILU, ROAD_NORM_PRE,
+     false, ROAD_QK_NORM_NONE, true, false},
+    {FAMILY_OLMO2, "olmo2", "Olmo2", 2048, 0, 0, true, 1e-5, 1e4, false, ROAD_ACT_SILU, ROAD_NORM_POST,
+     false, ROAD_QK_NORM_ALL, false, false},
 };
 #define N_FAMILIES (sizeof families / sizeof families[0])
 
@@ -196,40 +234,63 @@ static road_status parse_eos(const cJSON *v, int64_t vocab, int32_t *ids, int32_
 
 /* ---- config.json: the parts ----------------------------------------------------------------- */
 
-static road_status parse_family(const cJSON *root, family *f, road_llm_config *c) {
+#define FAMILY_NAMES                                                                       \
+    "\"llama\", \"mistral\", \"qwen2\", \"qwen3\", \"gemma2\", \"gemma3_text\", \"phi3\" and "  \
+    "\"olmo2\""
+
+static road_status parse_family(const cJSON *root, const family_info **f, road_llm_config *c) {
     const cJSON *v = member(root, "model_type");
     if (!v)
         return road__error(ROAD_ERR_CONFIG,
-                           "model_type is missing; road reads config.json of \"llama\", "
-                           "\"mistral\" and \"qwen2\" models");
+                           "model_type is missing; road reads config.json of " FAMILY_NAMES
+                           " models");
     const char *name = NULL;
     road_status s = want_string(v, NULL, "model_type", &name);
     if (s != ROAD_OK) return s;
     for (size_t i = 0; i < N_FAMILIES; i++) {
         if (strcmp(name, families[i].name) == 0) {
-            *f = families[i].f;
+            *f = &families[i];
             snprintf(c->model_type, sizeof c->model_type, "%s", families[i].name);
+            c->norm_place = families[i].place;
+            c->norm_plus_one = families[i].plus_one;
+            c->qk_norm = families[i].qk_norm;
+            c->fused_proj = families[i].fused;
+            c->embed_scale = families[i].gemma;
             return ROAD_OK;
         }
     }
-    return unsupported_string("model_type", name,
-                              "road runs \"llama\", \"mistral\" and \"qwen2\" models");
+    if (strcmp(name, "gemma3") == 0)
+        return road__error(ROAD_ERR_UNSUPPORTED,
+                           "model_type \"gemma3\" is the multimodal Gemma 3 (text_config inside); "
+                           "road runs its text model: use a checkpoint saved as Gemma3ForCausalLM "
+                           "(model_type \"gemma3_text\")");
+    return unsupported_string("model_type", name, "road runs " FAMILY_NAMES " models");
 }
 
-static road_status parse_activation(const cJSON *root) {
-    const cJSON *v = member(root, "hidden_act");
-    if (!v) return ROAD_OK; /* every supported class defaults to silu */
+/* The MLP's activation: hidden_act (gemma: hidden_activation, the key its classes read). */
+static road_status parse_activation(const cJSON *root, const family_info *f, road_llm_config *c) {
+    const char *key = f->gemma ? "hidden_activation" : "hidden_act";
+    c->hidden_act = f->act;
+    const cJSON *v = member(root, key);
+    if (!v) return ROAD_OK; /* the class default */
     const char *name = NULL;
-    road_status s = want_string(v, NULL, "hidden_act", &name);
+    road_status s = want_string(v, NULL, key, &name);
     if (s != ROAD_OK) return s;
     /* transformers maps "swish" to the same SiLU module. */
-    if (strcmp(name, "silu") == 0 || strcmp(name, "swish") == 0) return ROAD_OK;
-    return unsupported_string("hidden_act", name,
-                              "road implements \"silu\" (the SwiGLU MLP of llama, mistral "
-                              "and qwen2)");
+    if (strcmp(name, "silu") == 0 || strcmp(name, "swish") == 0) {
+        c->hidden_act = ROAD_ACT_SILU;
+        return ROAD_OK;
+    }
+    if (strcmp(name, "gelu_pytorch_tanh") == 0) {
+        c->hidden_act = ROAD_ACT_GELU_TANH;
+        return ROAD_OK;
+    }
+    return unsupported_string(key, name,
+                              "road implements \"silu\" (SwiGLU) and \"gelu_pytorch_tanh\" "
+                              "(GeGLU with tanh-approximated GELU)");
 }
 
-static road_status parse_shape(const cJSON *root, family f, road_llm_config *c) {
+static road_status parse_shape(const cJSON *root, const family_info *f, road_llm_config *c) {
     road_status s;
     if ((s = req_dim(root, "vocab_size", &c->vocab_size)) != ROAD_OK) return s;
     if ((s = req_dim(root, "hidden_size", &c->hidden_size)) != ROAD_OK) return s;
@@ -238,13 +299,13 @@ static road_status parse_shape(const cJSON *root, family f, road_llm_config *c) 
     if ((s = req_dim(root, "num_attention_heads", &c->n_heads)) != ROAD_OK) return s;
 
     /* num_key_value_heads: null means "as many as query heads" in every class; an absent key
-     * is the class default, which is 8 for MistralConfig. */
+     * is the class default (8 for MistralConfig, 4 for Gemma's). */
     const cJSON *kv = member(root, "num_key_value_heads");
     if (present(kv)) {
         if ((s = want_int(kv, NULL, "num_key_value_heads", 1, DIM_MAX, &c->n_kv_heads)) != ROAD_OK)
             return s;
     } else {
-        c->n_kv_heads = !kv && f == FAMILY_MISTRAL ? DEFAULT_MISTRAL_KV_HEADS : c->n_heads;
+        c->n_kv_heads = !kv && f->kv_heads > 0 ? f->kv_heads : c->n_heads;
     }
     if (c->n_heads % c->n_kv_heads != 0)
         return road__error(ROAD_ERR_CONFIG,
@@ -252,11 +313,15 @@ static road_status parse_shape(const cJSON *root, family f, road_llm_config *c) 
                            "(%lld): each key/value head serves a whole group of query heads",
                            (long long)c->n_heads, (long long)c->n_kv_heads);
 
+    /* head_dim: read by most classes (absent: their default, or hidden / heads); qwen2 (4.46)
+     * and phi3 derive it whatever the file says. */
     const cJSON *hd = member(root, "head_dim");
     const bool has_hd = present(hd);
     if (has_hd && (s = want_int(hd, NULL, "head_dim", 1, DIM_MAX, &c->head_dim)) != ROAD_OK)
         return s;
-    if (!has_hd || f == FAMILY_QWEN2) {
+    if (!has_hd && f->head_dim > 0 && !hd) {
+        c->head_dim = f->head_dim;
+    } else if (!has_hd || !f->head_dim_key) {
         if (c->hidden_size % c->n_heads != 0)
             return road__error(ROAD_ERR_CONFIG,
                                "hidden_size (%lld) must be a multiple of num_attention_heads "
@@ -265,10 +330,10 @@ static road_status parse_shape(const cJSON *root, family f, road_llm_config *c) 
         int64_t derived = c->hidden_size / c->n_heads;
         if (has_hd && c->head_dim != derived)
             return road__error(ROAD_ERR_UNSUPPORTED,
-                               "qwen2 head_dim %lld differs from hidden_size / num_attention_heads "
-                               "= %lld; transformers versions disagree on which one a qwen2 "
+                               "%s head_dim %lld differs from hidden_size / num_attention_heads "
+                               "= %lld; transformers versions disagree on which one a %s "
                                "model uses, so road does not guess",
-                               (long long)c->head_dim, (long long)derived);
+                               f->name, (long long)c->head_dim, (long long)derived, f->name);
         c->head_dim = derived;
     }
     if (c->head_dim % 2 != 0)
@@ -304,42 +369,100 @@ static road_status rope_type_name(const cJSON *rope, const char *where, const ch
     return ROAD_OK;
 }
 
-/* partial_rotary_factor (top level or in the rope dict): only 1 (rotate the whole head). */
-static road_status check_partial_rotary(const cJSON *obj, const char *where) {
+/* partial_rotary_factor (top level or in the rope dict): phi3 rotates the first
+ * head_dim x factor dims of each head; the other classes rotate the whole head (1 only). */
+static road_status parse_partial_rotary(const cJSON *obj, const char *where, const family_info *f,
+                                        road_llm_config *c) {
     const cJSON *v = member(obj, "partial_rotary_factor");
     if (!present(v)) return ROAD_OK;
     double x = 0.0;
     road_status s = want_positive(v, where, "partial_rotary_factor", &x);
     if (s != ROAD_OK) return s;
-    if (x != 1.0)
+    if (x == 1.0) return ROAD_OK;
+    if (f->f != FAMILY_PHI3 || x > 1.0)
         return road__error(ROAD_ERR_UNSUPPORTED,
-                           "%s%spartial_rotary_factor %g is not supported; road applies RoPE to "
-                           "the whole head (1.0)",
-                           where ? where : "", where ? "." : "", x);
+                           "%s%spartial_rotary_factor %g is not supported for %s; road applies "
+                           "RoPE to the whole head (1.0)%s",
+                           where ? where : "", where ? "." : "", x, f->name,
+                           f->f == FAMILY_PHI3 ? "" : " (phi3 models may rotate a part)");
+    /* transformers: int(head_dim * partial_rotary_factor) */
+    int64_t rot = (int64_t)((double)c->head_dim * x);
+    if (rot < 2 || rot % 2 != 0)
+        return road__error(ROAD_ERR_CONFIG,
+                           "%s%spartial_rotary_factor %g gives %lld rotary dims of head_dim %lld; "
+                           "RoPE needs an even number >= 2",
+                           where ? where : "", where ? "." : "", x, (long long)rot,
+                           (long long)c->head_dim);
+    c->rotary_dim = rot;
     return ROAD_OK;
 }
 
-/* transformers v5 may hold one rope dict per layer type ({"full_attention": {...}, ...}); a
- * flat dict has no object members. Only full attention everywhere is the plain case. */
-static road_status per_layer_type(const cJSON **rope, const char **where) {
+/* transformers v5 may hold one rope dict per layer type ({"full_attention": {...},
+ * "sliding_attention": {...}}); a flat dict has no object members. The full-attention dict is
+ * the model's RoPE; a sliding-attention one is read by the caller (gemma3's local base). */
+static road_status per_layer_type(const cJSON **rope, const char **where, const cJSON **sliding) {
     bool nested = false;
+    *sliding = NULL;
     for (const cJSON *e = (*rope)->child; e; e = e->next) nested = nested || cJSON_IsObject(e);
     if (!nested) return ROAD_OK;
     const cJSON *full = member(*rope, "full_attention");
-    if (!cJSON_IsObject(full) || cJSON_GetArraySize(*rope) != 1)
+    const cJSON *slide = member(*rope, "sliding_attention");
+    const int n = cJSON_GetArraySize(*rope);
+    if (!cJSON_IsObject(full) || n != 1 + (slide != NULL) || (slide && !cJSON_IsObject(slide)))
         return road__error(ROAD_ERR_UNSUPPORTED,
-                           "%s holds one RoPE setting per layer type; road implements one "
-                           "setting for all layers (\"full_attention\" only)",
+                           "%s holds RoPE settings per layer type; road reads "
+                           "\"full_attention\" and \"sliding_attention\" only",
                            *where);
+    *sliding = slide;
     *where = strcmp(*where, "rope_scaling") == 0 ? "rope_scaling.full_attention"
                                                  : "rope_parameters.full_attention";
     *rope = full;
     return ROAD_OK;
 }
 
+/* The sliding layers' RoPE: gemma3's rope_local_base_freq, or v5's
+ * rope_parameters.sliding_attention (its rope_theta, default type only). */
+static road_status parse_local_rope(const cJSON *root, const cJSON *sliding, const family_info *f,
+                                    road_llm_config *c) {
+    road_status s;
+    const cJSON *lb = member(root, "rope_local_base_freq");
+    c->rope_local_theta = 0.0;
+    if (f->f != FAMILY_GEMMA3) {
+        if (sliding)
+            return road__error(ROAD_ERR_UNSUPPORTED,
+                               "a RoPE setting for sliding-attention layers is not supported for "
+                               "%s (gemma3_text models have one)",
+                               f->name);
+        return ROAD_OK;
+    }
+    c->rope_local_theta = 10000.0; /* Gemma3TextConfig's default */
+    if (present(lb) && (s = want_positive(lb, NULL, "rope_local_base_freq", &c->rope_local_theta)) !=
+                           ROAD_OK)
+        return s;
+    if (!sliding) return ROAD_OK;
+    const char *where = "rope_parameters.sliding_attention";
+    const char *type = NULL;
+    const cJSON *rt = member(sliding, "rope_type");
+    if (present(rt) && (s = want_string(rt, where, "rope_type", &type)) != ROAD_OK) return s;
+    if (type && strcmp(type, "default") != 0)
+        return unsupported_string("rope_parameters.sliding_attention.rope_type", type,
+                                  "gemma3's sliding layers use plain RoPE (\"default\")");
+    const cJSON *th = member(sliding, "rope_theta");
+    double theta = 0.0;
+    if (present(th)) {
+        if ((s = want_positive(th, where, "rope_theta", &theta)) != ROAD_OK) return s;
+        if (present(lb) && theta != c->rope_local_theta)
+            return road__error(ROAD_ERR_CONFIG,
+                               "rope_local_base_freq (%g) and %s.rope_theta (%g) disagree; keep one",
+                               c->rope_local_theta, where, theta);
+        c->rope_local_theta = theta;
+    }
+    return ROAD_OK;
+}
+
 /* rope_theta and rope_scaling, or v5's rope_parameters holding both. As in transformers v5, a
  * non-empty rope_scaling takes the place of rope_parameters. */
-static road_status parse_rope(const cJSON *root, road_llm_config *c) {
+static road_status parse_rope(const cJSON *root, const family_info *f, road_llm_config *c) {
     const cJSON *rs = member(root, "rope_scaling"), *rp = member(root, "rope_parameters");
     if (rs && !cJSON_IsNull(rs) && !cJSON_IsObject(rs))
         return bad(ROAD_ERR_CONFIG, NULL, "rope_scaling", "an object or null", rs);
@@ -358,10 +481,12 @@ static road_status parse_rope(const cJSON *root, road_llm_config *c) {
     }
 
     road_status s;
-    if (rope && (s = per_layer_type(&rope, &where)) != ROAD_OK) return s;
+    const cJSON *sliding = NULL;
+    if (rope && (s = per_layer_type(&rope, &where, &sliding)) != ROAD_OK) return s;
+    if ((s = parse_local_rope(root, sliding, f, c)) != ROAD_OK) return s;
     const cJSON *top = member(root, "rope_theta");
     const cJSON *inner = rope ? member(rope, "rope_theta") : NULL;
-    double theta_top = DEFAULT_ROPE_THETA, theta_in = 0.0;
+    double theta_top = f->theta, theta_in = 0.0;
     if (top && (s = want_positive(top, NULL, "rope_theta", &theta_top)) != ROAD_OK) return s;
     if (present(inner)) {
         if ((s = want_positive(inner, where, "rope_theta", &theta_in)) != ROAD_OK) return s;
@@ -373,12 +498,13 @@ static road_status parse_rope(const cJSON *root, road_llm_config *c) {
     } else {
         c->rope_theta = theta_top;
     }
-    if ((s = check_partial_rotary(root, NULL)) != ROAD_OK) return s;
+    c->rotary_dim = c->head_dim;
+    if ((s = parse_partial_rotary(root, NULL, f, c)) != ROAD_OK) return s;
 
     c->rope_type = ROAD_ROPE_DEFAULT;
     c->rope_factor = 1.0;
     if (!rope) return ROAD_OK;
-    if ((s = check_partial_rotary(rope, where)) != ROAD_OK) return s;
+    if ((s = parse_partial_rotary(rope, where, f, c)) != ROAD_OK) return s;
     const char *type = NULL;
     if ((s = rope_type_name(rope, where, &type)) != ROAD_OK) return s;
     if (!type) {
@@ -417,71 +543,169 @@ static road_status parse_rope(const cJSON *root, road_llm_config *c) {
                     "original_max_position_embeddings", 1, DIM_MAX, &c->rope_original_max_pos);
 }
 
-/* Biases: llama's attention_bias (q/k/v/o) and mlp_bias; qwen2's q/k/v biases are fixed. */
-static road_status parse_biases(const cJSON *root, family f, road_llm_config *c) {
+/* Biases: llama's attention_bias (q/k/v/o) and mlp_bias; qwen3, gemma and olmo2 read
+ * attention_bias (q/k/v/o) only; qwen2's q/k/v biases are fixed; mistral and phi3 have none. */
+static road_status parse_biases(const cJSON *root, const family_info *f, road_llm_config *c) {
     bool attention_bias = false, mlp_bias = false;
     road_status s;
     if ((s = opt_bool(root, "attention_bias", &attention_bias)) != ROAD_OK) return s;
     if ((s = opt_bool(root, "mlp_bias", &mlp_bias)) != ROAD_OK) return s;
-    if (f == FAMILY_LLAMA) {
-        c->qkv_bias = c->o_bias = attention_bias;
-        c->mlp_bias = mlp_bias;
-        return ROAD_OK;
-    }
-    if (attention_bias || mlp_bias)
+    const bool reads_attention = f->f != FAMILY_MISTRAL && f->f != FAMILY_QWEN2 &&
+                                 f->f != FAMILY_PHI3;
+    const bool reads_mlp = f->f == FAMILY_LLAMA;
+    if ((attention_bias && !reads_attention) || (mlp_bias && !reads_mlp))
         return road__error(ROAD_ERR_UNSUPPORTED,
-                           "%s true is not supported for %s models: transformers' %s ignores it "
-                           "(%s), so the checkpoint does not match the class it names",
-                           attention_bias ? "attention_bias" : "mlp_bias", c->model_type,
-                           f == FAMILY_QWEN2 ? "Qwen2" : "Mistral",
-                           f == FAMILY_QWEN2 ? "q/k/v always have biases, o_proj and the MLP none"
-                                             : "no layer has a bias");
-    c->qkv_bias = f == FAMILY_QWEN2;
-    c->o_bias = c->mlp_bias = false;
+                           "%s true is not supported for %s models: transformers' %s ignores "
+                           "it (%s), so the checkpoint does not match the class it names",
+                           attention_bias && !reads_attention ? "attention_bias" : "mlp_bias",
+                           c->model_type, f->cls,
+                           f->f == FAMILY_QWEN2 ? "q/k/v always have biases, o_proj and the MLP none"
+                           : reads_attention    ? "the MLP has no bias"
+                                                : "no layer has a bias");
+    c->qkv_bias = f->f == FAMILY_QWEN2 || attention_bias;
+    c->o_bias = attention_bias;
+    c->mlp_bias = mlp_bias;
     return ROAD_OK;
 }
 
-/* The sliding window: mistral's sliding_window; qwen2's only with use_sliding_window, which
- * applies it to some layers only (max_window_layers) and is not implemented. */
-static road_status parse_window(const cJSON *root, family f, road_llm_config *c) {
+static void set_sliding(road_llm_config *c, int64_t layer) {
+    c->sliding_layers[layer / 64] |= (uint64_t)1 << (layer % 64);
+}
+
+/* A per-layer pattern needs its layers listed (ROAD_MAX_PATTERN_LAYERS at most). */
+static road_status pattern_fits(const road_llm_config *c, const char *key) {
+    if (c->n_layers <= ROAD_MAX_PATTERN_LAYERS) return ROAD_OK;
+    return road__error(ROAD_ERR_UNSUPPORTED,
+                       "%s describes %lld layers one by one; road lists at most %d layers with "
+                       "different attention",
+                       key, (long long)c->n_layers, ROAD_MAX_PATTERN_LAYERS);
+}
+
+/* layer_types (transformers >= 4.53): each layer's attention; the list decides. */
+static road_status parse_layer_types(const cJSON *lt, road_llm_config *c, bool *any_sliding) {
     road_status s;
-    c->sliding_window = 0;
-    if (f == FAMILY_MISTRAL) {
-        const cJSON *v = member(root, "sliding_window");
-        if (!v) {
-            c->sliding_window = DEFAULT_MISTRAL_SLIDING_WINDOW;
-        } else if (!cJSON_IsNull(v)) {
-            if ((s = want_int(v, NULL, "sliding_window", 1, DIM_MAX, &c->sliding_window)) !=
-                ROAD_OK)
-                return s;
-        }
-    } else if (f == FAMILY_QWEN2) {
-        bool use = false;
-        if ((s = opt_bool(root, "use_sliding_window", &use)) != ROAD_OK) return s;
-        if (use)
-            return road__error(ROAD_ERR_UNSUPPORTED,
-                               "use_sliding_window true is not supported: qwen2 applies the "
-                               "window to the layers from max_window_layers on, and road has no "
-                               "per-layer windows");
-    }
-    /* Newer configs list each layer's attention; only full attention everywhere is read. */
-    const cJSON *lt = member(root, "layer_types");
-    if (!present(lt)) return ROAD_OK;
     if (!cJSON_IsArray(lt)) return bad(ROAD_ERR_CONFIG, NULL, "layer_types", "a list or null", lt);
     int n = cJSON_GetArraySize(lt);
     if ((int64_t)n != c->n_layers)
         return road__error(ROAD_ERR_CONFIG,
                            "layer_types lists %d layers but num_hidden_layers is %lld", n,
                            (long long)c->n_layers);
+    if ((s = pattern_fits(c, "layer_types")) != ROAD_OK) return s;
     int i = 0;
+    *any_sliding = false;
     for (const cJSON *e = lt->child; e; e = e->next, i++) {
         char key[48];
         snprintf(key, sizeof key, "layer_types[%d]", i);
         const char *name = NULL;
         if ((s = want_string(e, NULL, key, &name)) != ROAD_OK) return s;
-        if (strcmp(name, "full_attention") != 0)
+        if (strcmp(name, "sliding_attention") == 0) {
+            set_sliding(c, i);
+            *any_sliding = true;
+        } else if (strcmp(name, "full_attention") != 0) {
             return unsupported_string(key, name,
-                                      "road implements \"full_attention\" in every layer");
+                                      "road implements \"full_attention\" and "
+                                      "\"sliding_attention\"");
+        }
+    }
+    return ROAD_OK;
+}
+
+/* The sliding window and which layers use it: every layer for mistral and phi3 (when set);
+ * gemma2 the even layers; gemma3 all but every sliding_window_pattern-th; layer_types, when
+ * given, lists them (and must agree with the pattern). qwen2/qwen3's use_sliding_window
+ * (windows from max_window_layers on) is not implemented. */
+static road_status parse_window(const cJSON *root, const family_info *f, road_llm_config *c) {
+    road_status s;
+    c->sliding_window = 0;
+    c->sliding_all = false;
+    memset(c->sliding_layers, 0, sizeof c->sliding_layers);
+    const cJSON *v = member(root, "sliding_window");
+    const bool reads_window = f->f == FAMILY_MISTRAL || f->f == FAMILY_PHI3 || f->gemma;
+    if (reads_window) {
+        if (!v && f->f != FAMILY_PHI3) {
+            c->sliding_window = f->f == FAMILY_MISTRAL ? DEFAULT_MISTRAL_SLIDING_WINDOW : 4096;
+        } else if (present(v)) {
+            if ((s = want_int(v, NULL, "sliding_window", 1, DIM_MAX, &c->sliding_window)) !=
+                ROAD_OK)
+                return s;
+        }
+    } else if (f->f == FAMILY_QWEN2 || f->f == FAMILY_QWEN3) {
+        bool use = false;
+        if ((s = opt_bool(root, "use_sliding_window", &use)) != ROAD_OK) return s;
+        if (use)
+            return road__error(ROAD_ERR_UNSUPPORTED,
+                               "use_sliding_window true is not supported: %s applies the window "
+                               "to the layers from max_window_layers on, and transformers "
+                               "versions disagree on which",
+                               f->name);
+    }
+    /* the family's pattern */
+    bool pattern = false;
+    if (c->sliding_window > 0 && f->gemma) {
+        int64_t period = 2; /* gemma2: layer i slides iff i is even */
+        if (f->f == FAMILY_GEMMA3) {
+            const cJSON *p = member(root, "sliding_window_pattern");
+            if (!present(p)) p = member(root, "_sliding_window_pattern");
+            period = 6;
+            if (present(p) &&
+                (s = want_int(p, NULL, "sliding_window_pattern", 1, DIM_MAX, &period)) != ROAD_OK)
+                return s;
+        }
+        if ((s = pattern_fits(c, "sliding_window_pattern")) != ROAD_OK) return s;
+        for (int64_t l = 0; l < c->n_layers; l++)
+            if ((l + 1) % period != 0) set_sliding(c, l);
+        pattern = true;
+    } else if (c->sliding_window > 0) {
+        c->sliding_all = true;
+    }
+    const cJSON *lt = member(root, "layer_types");
+    if (!present(lt)) return ROAD_OK;
+    road_llm_config listed = *c;
+    memset(listed.sliding_layers, 0, sizeof listed.sliding_layers);
+    bool any = false;
+    if ((s = parse_layer_types(lt, &listed, &any)) != ROAD_OK) return s;
+    if (any && c->sliding_window == 0)
+        return road__error(ROAD_ERR_CONFIG,
+                           "layer_types lists sliding_attention layers but sliding_window is not "
+                           "set");
+    if (pattern && memcmp(listed.sliding_layers, c->sliding_layers, sizeof c->sliding_layers) != 0)
+        return road__error(ROAD_ERR_CONFIG,
+                           "layer_types and %s's sliding-window pattern disagree on which layers "
+                           "slide; keep one",
+                           f->name);
+    memcpy(c->sliding_layers, listed.sliding_layers, sizeof c->sliding_layers);
+    c->sliding_all = false;
+    return ROAD_OK;
+}
+
+/* Attention's logit scale and the soft-caps: head_dim^-0.5, or gemma's query_pre_attn_scalar;
+ * gemma2's attn_logit_softcapping and final_logit_softcapping (null: none). */
+static road_status parse_attention(const cJSON *root, const family_info *f, road_llm_config *c) {
+    road_status s;
+    double qpas = (double)c->head_dim;
+    c->attn_softcap = c->final_softcap = 0.0;
+    if (f->gemma) {
+        const cJSON *q = member(root, "query_pre_attn_scalar");
+        qpas = 256.0; /* the Gemma classes' default */
+        if (present(q) && (s = want_positive(q, NULL, "query_pre_attn_scalar", &qpas)) != ROAD_OK)
+            return s;
+    }
+    c->attn_scale = pow(qpas, -0.5);
+    static const char *const caps[2] = {"attn_logit_softcapping", "final_logit_softcapping"};
+    double *dst[2] = {&c->attn_softcap, &c->final_softcap};
+    for (int i = 0; i < 2; i++) {
+        const cJSON *v = member(root, caps[i]);
+        if (f->f == FAMILY_GEMMA2) {
+            *dst[i] = i == 0 ? 50.0 : 30.0; /* Gemma2Config's defaults */
+            if (v && cJSON_IsNull(v)) *dst[i] = 0.0;
+            else if (v && (s = want_positive(v, NULL, caps[i], dst[i])) != ROAD_OK) return s;
+        } else if (present(v)) {
+            /* gemma3's classes read final_logit_softcapping, and only from 4.5x on */
+            return road__error(ROAD_ERR_UNSUPPORTED,
+                               "%s is not supported for %s models (gemma2 caps logits; "
+                               "transformers versions disagree on others)",
+                               caps[i], f->name);
+        }
     }
     return ROAD_OK;
 }
@@ -555,23 +779,20 @@ static road_status check_refused(const cJSON *root) {
 }
 
 static road_status parse_tree(const cJSON *root, road_llm_config *c) {
-    family f = FAMILY_LLAMA;
+    const family_info *f = NULL;
     road_status s;
     if ((s = parse_family(root, &f, c)) != ROAD_OK) return s;
     if ((s = check_refused(root)) != ROAD_OK) return s;
-    if ((s = parse_activation(root)) != ROAD_OK) return s;
+    if ((s = parse_activation(root, f, c)) != ROAD_OK) return s;
     if ((s = parse_shape(root, f, c)) != ROAD_OK) return s;
 
-    c->rms_norm_eps = DEFAULT_RMS_NORM_EPS;
+    c->rms_norm_eps = f->eps;
     const cJSON *eps = member(root, "rms_norm_eps");
     if (eps && (s = want_positive(eps, NULL, "rms_norm_eps", &c->rms_norm_eps)) != ROAD_OK)
         return s;
-    if ((s = parse_rope(root, c)) != ROAD_OK) return s;
+    if ((s = parse_rope(root, f, c)) != ROAD_OK) return s;
 
-    c->max_position_embeddings = 0;
-    for (size_t i = 0; i < N_FAMILIES; i++) {
-        if (families[i].f == f) c->max_position_embeddings = families[i].max_position_embeddings;
-    }
+    c->max_position_embeddings = f->max_position_embeddings;
     const cJSON *mp = member(root, "max_position_embeddings");
     if (mp && (s = want_int(mp, NULL, "max_position_embeddings", 1, DIM_MAX,
                             &c->max_position_embeddings)) != ROAD_OK)
@@ -579,10 +800,18 @@ static road_status parse_tree(const cJSON *root, road_llm_config *c) {
 
     if ((s = parse_biases(root, f, c)) != ROAD_OK) return s;
     if ((s = parse_window(root, f, c)) != ROAD_OK) return s;
-    c->tie_word_embeddings = false; /* the default of all three classes */
+    if ((s = parse_attention(root, f, c)) != ROAD_OK) return s;
+    c->tie_word_embeddings = f->tie;
     if ((s = opt_bool(root, "tie_word_embeddings", &c->tie_word_embeddings)) != ROAD_OK) return s;
     if ((s = parse_tokens(root, c)) != ROAD_OK) return s;
     return parse_dtype(root, c);
+}
+
+bool road_llm_config_layer_slides(const road_llm_config *c, int64_t layer) {
+    if (!c || c->sliding_window <= 0 || layer < 0 || layer >= c->n_layers) return false;
+    if (c->sliding_all) return true;
+    return layer < ROAD_MAX_PATTERN_LAYERS &&
+           (c->sliding_layers[layer / 64] >> (layer % 64) & 1) != 0;
 }
 
 /* ---- public: config.json -------------------------------------------------------------------- */

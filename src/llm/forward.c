@@ -138,22 +138,29 @@ road_status road_model_forward(road_model *m, const road_seq *seqs, int64_t n_se
     }
     const int nthreads = road_get_num_threads();
     c.scratch_stride = road__attention_scratch(ATTN_QBLOCK, max_keys);
-    size_t n_ws = (size_t)(R * (2 * H + 2 * qd + 2 * kvd + 2 * I + d) + n_sel * H +
-                           (int64_t)nthreads * c.scratch_stride);
+    const bool fused = m->blocks[0].fused;
+    const int64_t rot = m->blocks[0].spec.rotary_dim;
+    const int64_t n_fused = fused ? R * (qd + 2 * kvd + 2 * I) : 0;
+    size_t n_ws = (size_t)(R * (2 * H + 2 * qd + 2 * kvd + 2 * I + 2 * rot) + n_fused +
+                           n_sel * H + (int64_t)nthreads * c.scratch_stride);
     float *ws = road__workspace_get(&m->ws, n_ws);
     if (!ws) {
         road_batch_plan_free(c.plan);
         road__free(meta);
         return ROAD_ERR_NO_MEMORY;
     }
-    /* inference keeps no activations: the block's (R, H) outputs share h, act(g) * u goes to g */
+    /* inference keeps no activations: the block's (R, H) outputs share h (norms in place),
+     * act(g) * u goes to g */
     float *x = ws, *h = x + R * H, *q = h + R * H, *att = q + R * qd, *k = att + R * qd;
     float *v = k + R * kvd, *g = v + R * kvd, *u = g + R * I;
-    c.cs = u + R * I;
-    float *sel = c.cs + R * d;
+    c.cs[0] = u + R * I;
+    c.cs[1] = c.cs[0] + R * rot;
+    float *qkv = c.cs[1] + R * rot, *gu = fused ? qkv + R * (qd + 2 * kvd) : qkv;
+    float *sel = qkv + n_fused;
     c.scratch = sel + n_sel * H;
-    const block_acts acts = {.h1 = h, .q = q, .k = k, .v = v, .att = att, .o = h, .h2 = h,
-                             .g = g, .u = u, .a = g, .dn = h};
+    const block_acts acts = {.h1 = h, .q = q, .k = k, .v = v, .att = att, .o = h, .po = h,
+                             .h2 = h, .g = g, .u = u, .a = g, .dn = h, .pdn = h,
+                             .qkv = fused ? qkv : NULL, .gu = fused ? gu : NULL};
     st = road__block_embed(&c, x);
     for (int64_t l = 0; l < cfg->n_layers && st == ROAD_OK; l++)
         st = road__block_forward(&c, l, x, &acts);

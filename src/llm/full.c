@@ -25,8 +25,7 @@ void road__full_free(road_full *f) {
     road__free(f->grads);
     road__free(f->lin_w);
     road__free(f->lin_b);
-    road__free(f->attn_norm);
-    road__free(f->mlp_norm);
+    road__free(f->norm);
     road__free(f);
 }
 
@@ -85,17 +84,16 @@ static road_status build(road_model *m) {
     const road_llm_config *c = &m->cfg;
     const int64_t L = c->n_layers, H = c->hidden_size, V = c->vocab_size;
     const int32_t n_layers = road_adapter_set_layer_count(m->set);
-    /* at most: embed, 7 weights + 7 biases + 2 norms per block, norm, lm_head */
-    const int32_t cap = (int32_t)(3 + 16 * L);
+    /* at most: embed, 7 weights + 7 biases + N_NORM norms per block, norm, lm_head */
+    const int32_t cap = (int32_t)(3 + (14 + N_NORM) * L);
     road_full *f = road__calloc(1, sizeof *f);
     if (!f) return ROAD_ERR_NO_MEMORY;
     f->t = road__calloc((size_t)cap, sizeof *f->t);
     f->names = road__calloc((size_t)cap, NAME_CAP);
     f->lin_w = road__malloc(sizeof(int32_t) * (size_t)n_layers);
     f->lin_b = road__malloc(sizeof(int32_t) * (size_t)n_layers);
-    f->attn_norm = road__malloc(sizeof(int32_t) * (size_t)L);
-    f->mlp_norm = road__malloc(sizeof(int32_t) * (size_t)L);
-    if (!f->t || !f->names || !f->lin_w || !f->lin_b || !f->attn_norm || !f->mlp_norm) {
+    f->norm = road__malloc(sizeof(int32_t) * (size_t)(L * N_NORM));
+    if (!f->t || !f->names || !f->lin_w || !f->lin_b || !f->norm) {
         road__full_free(f);
         return ROAD_ERR_NO_MEMORY;
     }
@@ -104,13 +102,16 @@ static road_status build(road_model *m) {
     f->embed = add(&b, "model.embed_tokens.weight", m->embed, V, H, true);
     for (int64_t l = 0; l < L; l++) {
         const road_block *blk = &m->blocks[l];
-        for (int p = 0; p < N_PROJ; p++) add_linear(&b, m, blk->proj[p]);
-        char name[NAME_CAP];
-        snprintf(name, sizeof name, "model.layers.%lld.input_layernorm.weight", (long long)l);
-        f->attn_norm[l] = add(&b, name, blk->attn_norm, H, 0, false);
-        snprintf(name, sizeof name, "model.layers.%lld.post_attention_layernorm.weight",
-                 (long long)l);
-        f->mlp_norm[l] = add(&b, name, blk->mlp_norm, H, 0, false);
+        for (int p = 0; p < N_PROJ; p++)
+            if (blk->proj[p] >= 0) add_linear(&b, m, blk->proj[p]);
+        for (int n = 0; n < N_NORM; n++) {
+            f->norm[l * N_NORM + n] = -1;
+            if (!blk->norm[n]) continue;
+            char name[NAME_CAP];
+            snprintf(name, sizeof name, "model.layers.%lld.%s.weight", (long long)l,
+                     m->norm_names[n]);
+            f->norm[l * N_NORM + n] = add(&b, name, blk->norm[n], road__model_norm_len(m, n), 0, false);
+        }
     }
     f->final_norm = add(&b, "model.norm.weight", m->final_norm, H, 0, false);
     f->head_tied = road__model_head_tied(m);

@@ -153,41 +153,72 @@ road_status road_model_loss_backward_seqs(road_model *m, const road_seq *seqs,
     }
 
     /* memory: saved blocks (with recompute: every block's input, and one block's worth of
-     * activations refilled block by block in backward), then the working buffers */
-    const size_t per_block = (size_t)(R * (6 * H + 2 * qd + 2 * qd + 4 * kvd + 5 * I)) + (size_t)(R * qd);
+     * activations refilled block by block in backward), then the working buffers; counted by
+     * a first carve with no base, then carved */
     const bool rc = m->recompute;
-    const size_t saved = rc ? per_block + (size_t)(L * R * H) : per_block * (size_t)L;
+    const road_block *b0 = &m->blocks[0]; /* every block has the same structure */
+    const bool fused = b0->fused, qkn = b0->norm[NORM_Q] != NULL;
+    const bool post_attn = b0->norm[NORM_ATTN_OUT] != NULL, post_mlp = b0->norm[NORM_MLP_OUT] != NULL;
+    const bool cap = m->head_spec.final_softcap > 0.0f;
     const int nthreads = road_get_num_threads();
-    c.scratch_stride = 2 * max_len * max_len; /* road__attention_backward's, > the forward's */
-    const size_t work = (size_t)(R * (5 * H + 2 * V + 2 * qd + 2 * kvd + 2 * I + d)) +
-                        (size_t)nthreads * (size_t)c.scratch_stride;
-    float *mem = road__workspace_get(&m->bwd_act, saved + work);
-    if (!mem) return ROAD_ERR_NO_MEMORY;
-    m->backward_bytes = (int64_t)(sizeof(float) * (saved + work));
-    float *p = mem;
-#define TAKE(n) (p += (n), p - (n))
-    float *x = TAKE(R * H), *hf = TAKE(R * H), *tmp = TAKE(R * H), *dx = TAKE(R * H);
-    float *xr = TAKE(R * H); /* recompute: the residual a block is re-run on */
-    for (int64_t l = 0; l < L; l++) {
-        block_acts *s = &sb[l];
-        if (rc && l > 0) { /* share block 0's activation storage; keep an own input */
-            *s = sb[0];
-            s->x_in = TAKE(R * H);
-            continue;
+    /* road__attention_backward's (3 n^2 with a softcap), > the forward's */
+    c.scratch_stride = (b0->spec.attn_softcap > 0.0f ? 3 : 2) * max_len * max_len;
+    const int64_t rot = b0->spec.rotary_dim;
+    float *mem = NULL, *x = NULL, *hf = NULL, *tmp = NULL, *dx = NULL, *xr = NULL, *zb = NULL;
+    float *z = NULL, *zc = NULL;
+    block_grads gr = {0};
+    for (int pass = 0; pass < 2; pass++) {
+        float *p = mem;
+        size_t n = 0;
+#define TAKE(k) (n += (size_t)(k), p ? p + n - (size_t)(k) : NULL)
+        x = TAKE(R * H), hf = TAKE(R * H), tmp = TAKE(R * H), dx = TAKE(R * H);
+        xr = TAKE(R * H); /* recompute: the residual a block is re-run on */
+        for (int64_t l = 0; l < L; l++) {
+            block_acts *s = &sb[l];
+            if (rc && l > 0) { /* share block 0's activation storage; keep an own input */
+                *s = sb[0];
+                s->x_in = TAKE(R * H);
+                continue;
+            }
+            memset(s, 0, sizeof *s);
+            s->x_in = TAKE(R * H), s->h1 = TAKE(R * H);
+            if (fused) {
+                s->qkvb = TAKE(R * (qd + 2 * kvd));
+                s->gub = TAKE(R * 2 * I);
+            } else {
+                s->qb = TAKE(R * qd), s->kb = TAKE(R * kvd), s->vb = TAKE(R * kvd);
+                s->gb = TAKE(R * I), s->ub = TAKE(R * I);
+            }
+            s->q = TAKE(R * qd), s->k = TAKE(R * kvd), s->v = TAKE(R * kvd);
+            if (qkn) s->qn = TAKE(R * qd), s->kn = TAKE(R * kvd);
+            s->att = TAKE(R * qd), s->ob = TAKE(R * H), s->x_mid = TAKE(R * H), s->h2 = TAKE(R * H);
+            s->g = TAKE(R * I), s->u = TAKE(R * I), s->a = TAKE(R * I), s->db = TAKE(R * H);
+            /* the projections' adapted outputs are added to x at once, unless an output norm
+             * needs them again in backward */
+            s->o = post_attn ? TAKE(R * H) : tmp;
+            s->dn = post_mlp ? TAKE(R * H) : tmp;
+            s->po = s->pdn = tmp;
         }
-        s->x_in = TAKE(R * H), s->h1 = TAKE(R * H), s->qb = TAKE(R * qd), s->kb = TAKE(R * kvd);
-        s->vb = TAKE(R * kvd), s->q = TAKE(R * qd), s->k = TAKE(R * kvd), s->v = TAKE(R * kvd);
-        s->att = TAKE(R * qd), s->ob = TAKE(R * H), s->x_mid = TAKE(R * H), s->h2 = TAKE(R * H);
-        s->gb = TAKE(R * I), s->ub = TAKE(R * I), s->g = TAKE(R * I), s->u = TAKE(R * I);
-        s->a = TAKE(R * I), s->db = TAKE(R * H);
-        s->o = s->dn = tmp; /* the projections' adapted outputs are added to x at once */
-    }
-    float *zb = TAKE(R * V), *z = TAKE(R * V);
-    block_grads gr = {.dh = tmp, .dh2 = hf, .dq = TAKE(R * qd), .datt = TAKE(R * qd)};
-    gr.dk = TAKE(R * kvd), gr.dv = TAKE(R * kvd), gr.dg = TAKE(R * I), gr.du = TAKE(R * I);
-    c.cs = TAKE(R * d);
-    c.scratch = TAKE((int64_t)nthreads * c.scratch_stride);
+        zb = TAKE(R * V), z = TAKE(R * V);
+        if (cap) zc = TAKE(R * V);
+        gr = (block_grads){.dh = tmp, .dh2 = hf, .dq = TAKE(R * qd), .datt = TAKE(R * qd)};
+        gr.dk = TAKE(R * kvd), gr.dv = TAKE(R * kvd), gr.dg = TAKE(R * I), gr.du = TAKE(R * I);
+        if (post_attn || post_mlp) gr.dpost = TAKE(R * H);
+        if (qkn) gr.dqn = TAKE(R * qd), gr.dkn = TAKE(R * kvd);
+        if (fused) {
+            gr.dqkv = TAKE(R * (qd + 2 * kvd)), gr.dgu = TAKE(R * 2 * I);
+            float *qkv = TAKE(R * (qd + 2 * kvd)), *gu = TAKE(R * 2 * I); /* adapted, split */
+            for (int64_t l = 0; l < L; l++) sb[l].qkv = qkv, sb[l].gu = gu;
+        }
+        c.cs[0] = TAKE(R * rot), c.cs[1] = TAKE(R * rot);
+        c.scratch = TAKE((int64_t)nthreads * c.scratch_stride);
 #undef TAKE
+        if (pass == 0) {
+            mem = road__workspace_get(&m->bwd_act, n);
+            if (!mem) return ROAD_ERR_NO_MEMORY;
+            m->backward_bytes = (int64_t)(sizeof(float) * n);
+        }
+    }
     /* Does backward need block 0's input gradient? For a trained embedding only: the active
      * modules_to_save copy of embed_tokens, or full fine-tuning's embedding. */
     road_module_copy ecopy;
@@ -200,6 +231,7 @@ road_status road_model_loss_backward_seqs(road_model *m, const road_seq *seqs,
         st = road__block_forward(&c, l, x, &sb[l]);
     }
     if (st == ROAD_OK) st = road__head_forward(&c, R, c.seq_rows, x, hf, z, zb);
+    if (st == ROAD_OK && cap) memcpy(zc, z, sizeof(float) * (size_t)(R * V)); /* capped */
     /* ---- loss and dlogits (into z) ---- */
     if (st == ROAD_OK) {
         road__cross_entropy_forward(row_loss, row_max, row_sum, z, row_tgt, R, V);
@@ -211,6 +243,7 @@ road_status road_model_loss_backward_seqs(road_model *m, const road_seq *seqs,
             if (row_tgt[r] != ROAD_LABEL_IGNORE) total += row_loss[r];
         *loss = total / (double)count;
         road__cross_entropy_backward(z, count, z, row_tgt, row_max, row_sum, R, V);
+        if (cap) road__softcap_backward(z, zc, R * V, m->head_spec.final_softcap);
     }
     /* ---- backward ---- */
     if (st == ROAD_OK) st = road__block_linear_backward(&c, m->lm_head, R, hf, zb, z, tmp);
@@ -224,22 +257,18 @@ road_status road_model_loss_backward_seqs(road_model *m, const road_seq *seqs,
         if (rc) { /* refill this block's activations from its input */
             memcpy(xr, sb[l].x_in, sizeof(float) * (size_t)(R * H));
             block_acts a = sb[l];
-            a.o = a.dn = hf; /* hf is free by now */
+            a.po = a.pdn = hf; /* hf is free by now */
+            if (!post_attn) a.o = hf;
+            if (!post_mlp) a.dn = hf;
             st = road__block_forward(&c, l, xr, &a);
             if (st != ROAD_OK) break;
         }
         st = road__block_backward(&c, l, dx, &sb[l], &gr, l > 0 || embed_trains || full);
     }
     /* dx is now d(block 0's input) = d(embedding rows): scatter-add into the trained copy or,
-     * with full fine-tuning, the embedding's gradient (serial: rows repeat tokens). */
+     * with full fine-tuning, the embedding's gradient. */
     float *egrad = embed_trains ? ecopy.dweight : full ? road__full_grad(m, m->full->embed) : NULL;
-    if (st == ROAD_OK && egrad)
-        for (int64_t s = 0, r = 0; s < n_seq; s++)
-            for (int64_t i = 0; i < seqs[s].n_tokens; i++, r++) {
-                float *gw = egrad + (int64_t)seqs[s].tokens[i] * H;
-                const float *dr = dx + r * H;
-                for (int64_t k = 0; k < H; k++) gw[k] += dr[k];
-            }
+    if (st == ROAD_OK && egrad) road__block_embed_backward(&c, egrad, dx);
     return st;
 }
 

@@ -1,5 +1,7 @@
 /*
- * llm/model.c - loading a Llama-family checkpoint folder into a road_model.
+ * llm/model.c - loading a decoder checkpoint folder (every family config.c reads) into a
+ * road_model: the weights by Hugging Face name, the family's norms and (fused) projections,
+ * and each layer's spec (describe_layers).
  *
  * Every linear layer is registered with the model's adapter set under its Hugging Face name
  * (model.layers.<i>.self_attn.q_proj, ..., lm_head), so PEFT adapter folders load and target
@@ -43,6 +45,7 @@ void road_model_free(road_model *m) {
     road__free(m->qt);
     road__free(m->blocks);
     road__free(m->inv_freq);
+    road__free(m->inv_freq_local);
     road__free(m->ws.buf);
     road__free(m->bwd_act.buf);
     road__free(m->bwd_rows.buf);
@@ -114,14 +117,15 @@ static road_status load_linear(road_model *m, const road_model_params *p, const 
     return ROAD_OK;
 }
 
-/* RoPE inverse frequencies as transformers computes them, in float32:
- * 1 / theta^((2i)/d), then the rope_scaling remap. */
-static void rope_frequencies(const road_llm_config *c, float *inv) {
-    const int64_t half = c->head_dim / 2;
+/* RoPE inverse frequencies as transformers computes them, in float32, over the rotary dims
+ * (d): 1 / theta^((2i)/d), then (when `scaled`) the rope_scaling remap. */
+static void rope_frequencies(const road_llm_config *c, double theta, bool scaled, float *inv) {
+    const int64_t d = c->rotary_dim, half = d / 2;
     for (int64_t i = 0; i < half; i++) {
-        float e = (float)(2 * i) / (float)c->head_dim;
-        inv[i] = 1.0f / powf((float)c->rope_theta, e);
+        float e = (float)(2 * i) / (float)d;
+        inv[i] = 1.0f / powf((float)theta, e);
     }
+    if (!scaled) return;
     if (c->rope_type == ROAD_ROPE_LINEAR) {
         for (int64_t i = 0; i < half; i++) inv[i] = inv[i] / (float)c->rope_factor;
     } else if (c->rope_type == ROAD_ROPE_LLAMA3) {
@@ -138,6 +142,38 @@ static void rope_frequencies(const road_llm_config *c, float *inv) {
                 inv[i] = (1.0f - s) * inv[i] / factor + s * inv[i];
             }
         }
+    }
+}
+
+int64_t road__model_norm_len(const road_model *m, int n) {
+    const road_llm_config *c = &m->cfg;
+    if (n != NORM_Q && n != NORM_K) return c->hidden_size;
+    if (c->qk_norm == ROAD_QK_NORM_HEAD) return c->head_dim;
+    return (n == NORM_Q ? c->n_heads : c->n_kv_heads) * c->head_dim;
+}
+
+/* The Hugging Face names of a family's block norms (under model.layers.<i>.), by slot. */
+static void norm_names(const road_llm_config *c, const char *names[N_NORM]) {
+    for (int n = 0; n < N_NORM; n++) names[n] = NULL;
+    switch (c->norm_place) {
+    case ROAD_NORM_PRE:
+        names[NORM_ATTN_IN] = "input_layernorm";
+        names[NORM_MLP_IN] = "post_attention_layernorm";
+        break;
+    case ROAD_NORM_SANDWICH:
+        names[NORM_ATTN_IN] = "input_layernorm";
+        names[NORM_ATTN_OUT] = "post_attention_layernorm";
+        names[NORM_MLP_IN] = "pre_feedforward_layernorm";
+        names[NORM_MLP_OUT] = "post_feedforward_layernorm";
+        break;
+    case ROAD_NORM_POST:
+        names[NORM_ATTN_OUT] = "post_attention_layernorm";
+        names[NORM_MLP_OUT] = "post_feedforward_layernorm";
+        break;
+    }
+    if (c->qk_norm != ROAD_QK_NORM_NONE) {
+        names[NORM_Q] = "self_attn.q_norm";
+        names[NORM_K] = "self_attn.k_norm";
     }
 }
 
@@ -177,14 +213,31 @@ static road_status check_config_against_files(const road_llm_config *c, const ro
     return ROAD_OK;
 }
 
-/* The layer specs of a llama, mistral or qwen2 decoder: RMSNorm (the config's eps), SwiGLU,
- * the config's sliding window on every layer, 1/sqrt(head_dim) logits, the model's RoPE. */
+/* Each layer's spec from the config: the norm kind and eps, the activation, the window of a
+ * sliding layer, the attention scale and cap, the RoPE of its kind (gemma3's sliding layers
+ * their own base). head_spec: the final norm, the logit cap, the embedding scale. */
 static void describe_layers(road_model *m) {
     const road_llm_config *c = &m->cfg;
-    const road_layer_spec s = {ROAD_NORM_RMS, c->rms_norm_eps, ROAD_ACT_SILU, c->sliding_window,
-                               1.0f / sqrtf((float)c->head_dim), m->inv_freq};
-    for (int64_t l = 0; l < c->n_layers; l++) m->blocks[l].spec = s;
+    road_layer_spec s = {0};
+    s.norm = c->norm_plus_one ? ROAD_NORM_RMS_1P : ROAD_NORM_RMS;
+    s.norm_eps = c->rms_norm_eps;
+    s.act = c->hidden_act;
+    s.attn_scale = (float)c->attn_scale;
+    s.attn_softcap = (float)c->attn_softcap;
+    s.rotary_dim = c->rotary_dim;
+    s.embed_scale = 1.0f;
+    for (int64_t l = 0; l < c->n_layers; l++) {
+        road_layer_spec ls = s;
+        const bool slides = road_llm_config_layer_slides(c, l);
+        ls.window = slides ? c->sliding_window : 0;
+        ls.inv_freq = slides && m->inv_freq_local ? m->inv_freq_local : m->inv_freq;
+        m->blocks[l].spec = ls;
+    }
     m->head_spec = s;
+    m->head_spec.inv_freq = m->inv_freq;
+    m->head_spec.final_softcap = (float)c->final_softcap;
+    /* transformers: torch.tensor(hidden_size ** 0.5, dtype=float32) */
+    if (c->embed_scale) m->head_spec.embed_scale = (float)sqrt((double)c->hidden_size);
 }
 
 road_status road_model_load(const char *dir, const road_model_params *p, road_model **out) {
@@ -217,28 +270,42 @@ road_status road_model_load(const char *dir, const road_model_params *p, road_mo
     }
     if (st == ROAD_OK) st = get(m, "model.embed_tokens.weight", V, H, &m->embed);
     if (st == ROAD_OK) st = get(m, "model.norm.weight", H, 0, &m->final_norm);
+    /* the projections: separate, or phi3's fused qkv_proj (rows [q | k | v]) and gate_up_proj
+     * (rows [gate | up]) in the places of q_proj and gate_proj */
     static const char *const proj_names[N_PROJ] = {"self_attn.q_proj", "self_attn.k_proj",
                                                    "self_attn.v_proj", "self_attn.o_proj",
                                                    "mlp.gate_proj",    "mlp.up_proj",
                                                    "mlp.down_proj"};
-    const int64_t outs[N_PROJ] = {qd, kvd, kvd, H, I, I, H};
+    static const char *const fused_names[N_PROJ] = {"self_attn.qkv_proj", NULL, NULL,
+                                                    "self_attn.o_proj", "mlp.gate_up_proj",
+                                                    NULL, "mlp.down_proj"};
+    const bool fused = c->fused_proj;
+    const int64_t outs[N_PROJ] = {fused ? qd + 2 * kvd : qd, kvd, kvd, H, fused ? 2 * I : I, I, H};
     const int64_t ins[N_PROJ] = {H, H, H, qd, H, H, I};
     const bool has_bias[N_PROJ] = {c->qkv_bias, c->qkv_bias, c->qkv_bias, c->o_bias,
                                    c->mlp_bias, c->mlp_bias, c->mlp_bias};
+    norm_names(c, m->norm_names);
+    const bool per_head = c->qk_norm == ROAD_QK_NORM_HEAD;
     int32_t nd = 0;
     int64_t params = V * H + H;
     for (int64_t l = 0; l < L && st == ROAD_OK; l++) {
         road_block *b = &m->blocks[l];
+        b->fused = fused;
+        b->qk_norm_per_head = per_head;
         char key[NAME_MAX_LEN + 16];
-        snprintf(key, sizeof key, "model.layers.%lld.input_layernorm.weight", (long long)l);
-        st = get(m, key, H, 0, &b->attn_norm);
-        if (st != ROAD_OK) break;
-        snprintf(key, sizeof key, "model.layers.%lld.post_attention_layernorm.weight", (long long)l);
-        st = get(m, key, H, 0, &b->mlp_norm);
-        params += 2 * H;
+        for (int n = 0; n < N_NORM && st == ROAD_OK; n++) {
+            if (!m->norm_names[n]) continue;
+            snprintf(key, sizeof key, "model.layers.%lld.%s.weight", (long long)l,
+                     m->norm_names[n]);
+            st = get(m, key, road__model_norm_len(m, n), 0, &b->norm[n]);
+            params += road__model_norm_len(m, n);
+        }
         for (int p2 = 0; p2 < N_PROJ && st == ROAD_OK; p2++) {
+            const char *pn = fused ? fused_names[p2] : proj_names[p2];
+            b->proj[p2] = -1;
+            if (!pn) continue;
             road_layer_desc *d = &desc[nd];
-            snprintf(names[nd], NAME_MAX_LEN, "model.layers.%lld.%s", (long long)l, proj_names[p2]);
+            snprintf(names[nd], NAME_MAX_LEN, "model.layers.%lld.%s", (long long)l, pn);
             d->name = names[nd];
             d->kind = ROAD_LAYER_LINEAR;
             d->in_features = ins[p2];
@@ -285,14 +352,18 @@ road_status road_model_load(const char *dir, const road_model_params *p, road_mo
     road__free(names);
     /* head_dim is backed by the q_proj shapes checked above */
     if (st == ROAD_OK &&
-        !(m->inv_freq = road__malloc(sizeof(float) * (size_t)(c->head_dim / 2 + 1))))
+        !(m->inv_freq = road__malloc(sizeof(float) * (size_t)(c->rotary_dim / 2 + 1))))
+        st = ROAD_ERR_NO_MEMORY;
+    if (st == ROAD_OK && c->rope_local_theta > 0 &&
+        !(m->inv_freq_local = road__malloc(sizeof(float) * (size_t)(c->rotary_dim / 2 + 1))))
         st = ROAD_ERR_NO_MEMORY;
     if (st != ROAD_OK) {
         road__error_prefix("loading the model in '%s'", dir);
         road_model_free(m);
         return st;
     }
-    rope_frequencies(c, m->inv_freq);
+    rope_frequencies(c, c->rope_theta, true, m->inv_freq);
+    if (m->inv_freq_local) rope_frequencies(c, c->rope_local_theta, false, m->inv_freq_local);
     describe_layers(m);
     m->weight_bytes =
         road__weights_mapped_bytes(m->weights) + road__weights_owned_bytes(m->weights);

@@ -16,26 +16,51 @@ enum { PROJ_Q, PROJ_K, PROJ_V, PROJ_O, PROJ_GATE, PROJ_UP, PROJ_DOWN, N_PROJ };
 /* What one decoder layer computes: the one place a family's differences live. model.c fills
  * it from the config when the model loads; the block (block.c) reads it and dispatches to the
  * ops (ops.c), so no op tests a family. A new family sets these from its config, adding a kind
- * (and its op) only for a norm, activation or attention option not here yet. */
+ * (and its op) only for a norm, activation or attention option not here yet. Which norms a
+ * block has (pre, post, q/k) is said by which weights it holds (road_block). */
 typedef enum road_norm_kind {
-    ROAD_NORM_RMS = 0 /* weight * x / sqrt(mean(x^2) + eps) (llama, mistral, qwen2) */
+    ROAD_NORM_RMS = 0,     /* weight * x / sqrt(mean(x^2) + eps) (llama, qwen, phi3, olmo2) */
+    ROAD_NORM_RMS_1P = 1   /* (1 + weight) * x / sqrt(mean(x^2) + eps) (gemma) */
 } road_norm_kind;
-typedef enum road_act_kind {
-    ROAD_ACT_SILU = 0 /* the gated MLP's act(gate) * up with silu (SwiGLU) */
-} road_act_kind;
 typedef struct road_layer_spec {
     road_norm_kind norm;    /* the kind of the layer's norms (and, for head_spec, the final one) */
     double norm_eps;
-    road_act_kind act;
+    road_act act;           /* the gated MLP's activation */
     int64_t window;         /* attention's sliding window (0: every earlier key) */
-    float attn_scale;       /* attention's logit scale: 1 / sqrt(head_dim) */
-    const float *inv_freq;  /* (d/2) the RoPE frequencies of its positions (the model's) */
+    float attn_scale;       /* attention's logit scale */
+    float attn_softcap;     /* attention logits c tanh(s / c) (0: none) */
+    float final_softcap;    /* head_spec only: the output logits' cap (0: none) */
+    float embed_scale;      /* head_spec only: embeddings times this (1: none) */
+    int64_t rotary_dim;     /* dims of each head RoPE rotates */
+    const float *inv_freq;  /* (rotary_dim / 2) the RoPE frequencies of its positions */
 } road_layer_spec;
 
+/* Linear layers of a block with fused projections (phi3): qkv_proj's rows are [q | k | v],
+ * gate_up_proj's [gate | up]; they take the places of PROJ_Q and PROJ_GATE (PROJ_K, PROJ_V and
+ * PROJ_UP are then -1). */
+#define PROJ_QKV PROJ_Q
+#define PROJ_GATE_UP PROJ_GATE
+
+/* The norms a block may hold, by where they sit (road_llm_config.norm_place says which a
+ * family has; model.c's norm_names their Hugging Face names). */
+enum {
+    NORM_ATTN_IN,  /* the attention's input (input_layernorm) */
+    NORM_MLP_IN,   /* the MLP's input (llama's post_attention_layernorm, gemma's
+                      pre_feedforward_layernorm) */
+    NORM_ATTN_OUT, /* the attention's output (gemma's and olmo2's post_attention_layernorm) */
+    NORM_MLP_OUT,  /* the MLP's output (post_feedforward_layernorm) */
+    NORM_Q,        /* queries after q_proj (q_norm) */
+    NORM_K,        /* keys after k_proj (k_norm) */
+    N_NORM
+};
+
 typedef struct road_block {
-    float *attn_norm;    /* (H) input_layernorm */
-    float *mlp_norm;     /* (H) post_attention_layernorm */
-    int32_t proj[N_PROJ]; /* indices into the adapter set */
+    float *norm[N_NORM];     /* each norm's weight, NULL where the block has none; NORM_Q and
+                                NORM_K have head_dim floats when per head, else the projection's
+                                width; the others hidden */
+    bool qk_norm_per_head;
+    bool fused;              /* PROJ_QKV and PROJ_GATE_UP are fused layers */
+    int32_t proj[N_PROJ];    /* indices into the adapter set (-1: none) */
     road_layer_spec spec;
 } road_block;
 
@@ -54,7 +79,7 @@ typedef struct road_full {
     float *grads;         /* one block for every tensor's gradient, NULL unless training on */
     int64_t numel;
     int32_t *lin_w, *lin_b; /* per adapter-set layer: tensor index of its weight / bias, or -1 */
-    int32_t *attn_norm, *mlp_norm; /* per block */
+    int32_t *norm;   /* [L x N_NORM]: tensor index of block l's norm n, or -1 */
     int32_t embed, final_norm;
     bool on;
     bool head_tied; /* lm_head was the embedding's array when the table was built */
@@ -72,8 +97,12 @@ struct road_model {
     int32_t lm_head;    /* adapter-set index of lm_head */
     int32_t embed_layer; /* adapter-set index of model.embed_tokens */
     road_block *blocks; /* [L] */
-    road_layer_spec head_spec; /* the final norm's kind and eps */
-    float *inv_freq;    /* (d/2) RoPE inverse frequencies, scaling applied */
+    road_layer_spec head_spec; /* the final norm's kind and eps, the logit cap, the embedding
+                                  scale */
+    const char *norm_names[N_NORM]; /* the family's names of the block norms ("input_layernorm",
+                                       "self_attn.q_norm", ...), NULL for norms it lacks */
+    float *inv_freq;    /* (rotary_dim/2) RoPE inverse frequencies, scaling applied */
+    float *inv_freq_local; /* the sliding layers' own (gemma3), or NULL */
     road_workspace ws;
     /* The backward's buffers (grad.c), kept from step to step and grown when a batch needs
      * more: activations and working floats, and per-row bookkeeping (indices, targets, loss
@@ -99,6 +128,9 @@ void road__full_free(road_full *f);
  * into lm_head gives the head its own copy (adapter/adapter_set.c: the embedding never
  * changes); savers then write lm_head.weight and tie_word_embeddings false. */
 bool road__model_head_tied(const road_model *m);
+
+/* Floats of block norm n's weight (model.c). */
+int64_t road__model_norm_len(const road_model *m, int n);
 
 /* Reserve workspace for `floats` floats; returns its base or NULL (message set). */
 float *road__workspace_get(road_workspace *ws, size_t floats);

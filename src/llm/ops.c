@@ -28,8 +28,10 @@
 
 /* ---- rmsnorm ------------------------------------------------------------------------------- */
 
-void road__rmsnorm_forward(float *out, const float *inp, const float *weight, int64_t R, int64_t H,
-                           double eps) {
+/* One body for both scales: w (plus_one false) or 1 + w (gemma). plus_one is a constant in
+ * each caller, so the compiler drops the other branch. */
+static inline void rmsnorm_fwd(float *out, const float *inp, const float *weight, int64_t R,
+                               int64_t H, double eps, bool plus_one) {
 #pragma omp parallel for schedule(static) if (R * H >= OPS_PARALLEL_MIN)
     for (int64_t r = 0; r < R; r++) {
         const float *xr = inp + r * H;
@@ -37,12 +39,14 @@ void road__rmsnorm_forward(float *out, const float *inp, const float *weight, in
         for (int64_t i = 0; i < H; i++) ss += (double)xr[i] * xr[i];
         float inv = (float)(1.0 / sqrt(ss / (double)H + eps));
         float *o = out + r * H;
-        for (int64_t i = 0; i < H; i++) o[i] = weight[i] * (xr[i] * inv);
+        for (int64_t i = 0; i < H; i++)
+            o[i] = (plus_one ? 1.0f + weight[i] : weight[i]) * (xr[i] * inv);
     }
 }
 
-void road__rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
-                            const float *weight, int64_t R, int64_t H, double eps) {
+static inline void rmsnorm_bwd(float *dinp, float *dweight, const float *dout, const float *inp,
+                               const float *weight, int64_t R, int64_t H, double eps,
+                               bool plus_one) {
     /* dweight sums over rows: serial, so its additions keep one order at any thread count */
     if (dweight) {
         for (int64_t r = 0; r < R; r++) {
@@ -58,22 +62,47 @@ void road__rmsnorm_backward(float *dinp, float *dweight, const float *dout, cons
         const float *xr = inp + r * H, *gr = dout + r * H;
         double ss = 0.0, dot = 0.0;
         for (int64_t i = 0; i < H; i++) {
+            const float w = plus_one ? 1.0f + weight[i] : weight[i];
             ss += (double)xr[i] * xr[i];
-            dot += (double)gr[i] * weight[i] * xr[i];
+            dot += (double)gr[i] * w * xr[i];
         }
         const double rr = 1.0 / sqrt(ss / (double)H + eps);
         const double k = rr * rr * rr * dot / (double)H;
         float *o = dinp + r * H;
-        for (int64_t i = 0; i < H; i++) o[i] += (float)(rr * (double)gr[i] * weight[i] - k * xr[i]);
+        for (int64_t i = 0; i < H; i++) {
+            const float w = plus_one ? 1.0f + weight[i] : weight[i];
+            o[i] += (float)(rr * (double)gr[i] * w - k * xr[i]);
+        }
     }
+}
+
+void road__rmsnorm_forward(float *out, const float *inp, const float *weight, int64_t R, int64_t H,
+                           double eps) {
+    rmsnorm_fwd(out, inp, weight, R, H, eps, false);
+}
+
+void road__rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                            const float *weight, int64_t R, int64_t H, double eps) {
+    rmsnorm_bwd(dinp, dweight, dout, inp, weight, R, H, eps, false);
+}
+
+void road__rmsnorm1p_forward(float *out, const float *inp, const float *weight, int64_t R,
+                             int64_t H, double eps) {
+    rmsnorm_fwd(out, inp, weight, R, H, eps, true);
+}
+
+void road__rmsnorm1p_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                              const float *weight, int64_t R, int64_t H, double eps) {
+    rmsnorm_bwd(dinp, dweight, dout, inp, weight, R, H, eps, true);
 }
 
 /* ---- rope ---------------------------------------------------------------------------------- */
 
-void road__rope_table(float *cs, const int64_t *pos, const float *inv_freq, int64_t R, int64_t d) {
+void road__rope_table(float *cs, const int64_t *pos, const float *inv_freq, int64_t R,
+                      int64_t rot) {
     for (int64_t r = 0; r < R; r++) {
-        float *cr = cs + r * d, *sr = cr + d / 2;
-        for (int64_t i = 0; i < d / 2; i++) {
+        float *cr = cs + r * rot, *sr = cr + rot / 2;
+        for (int64_t i = 0; i < rot / 2; i++) {
             float angle = (float)pos[r] * inv_freq[i];
             cr[i] = cosf(angle);
             sr[i] = sinf(angle);
@@ -83,13 +112,13 @@ void road__rope_table(float *cs, const int64_t *pos, const float *inv_freq, int6
 
 /* The rotation of every head by each row's angles, times sin_sign: +1 rotates by +angle (the
  * forward), -1 by -angle (the backward, the transposed rotation). Negating sin is exact, so
- * the backward's a c + b s is the same float as a c - b (-s). */
+ * the backward's a c + b s is the same float as a c - b (-s). Dims rot.. of a head pass. */
 static void rope_rotate(float *x, const float *cs, int64_t R, int64_t heads, int64_t d,
-                        float sin_sign) {
-    const int64_t half = d / 2;
+                        int64_t rot, float sin_sign) {
+    const int64_t half = rot / 2;
 #pragma omp parallel for schedule(static) if (R * heads * d >= OPS_PARALLEL_MIN)
     for (int64_t r = 0; r < R; r++) {
-        const float *cr = cs + r * d, *sr = cr + half;
+        const float *cr = cs + r * rot, *sr = cr + half;
         for (int64_t h = 0; h < heads; h++) {
             float *v = x + (r * heads + h) * d;
             for (int64_t i = 0; i < half; i++) {
@@ -101,12 +130,14 @@ static void rope_rotate(float *x, const float *cs, int64_t R, int64_t heads, int
     }
 }
 
-void road__rope_forward(float *x, const float *cs, int64_t R, int64_t heads, int64_t d) {
-    rope_rotate(x, cs, R, heads, d, 1.0f);
+void road__rope_forward(float *x, const float *cs, int64_t R, int64_t heads, int64_t d,
+                        int64_t rot) {
+    rope_rotate(x, cs, R, heads, d, rot, 1.0f);
 }
 
-void road__rope_backward(float *dx, const float *cs, int64_t R, int64_t heads, int64_t d) {
-    rope_rotate(dx, cs, R, heads, d, -1.0f);
+void road__rope_backward(float *dx, const float *cs, int64_t R, int64_t heads, int64_t d,
+                         int64_t rot) {
+    rope_rotate(dx, cs, R, heads, d, rot, -1.0f);
 }
 
 /* ---- swiglu -------------------------------------------------------------------------------- */
@@ -123,6 +154,48 @@ void road__swiglu_backward(float *dgate, float *dup, const float *dout, const fl
         const float gi = gate[i], sg = 1.0f / (1.0f + expf(-gi)), da = dout[i];
         dup[i] = da * gi * sg;
         dgate[i] = da * up[i] * sg * (1.0f + gi * (1.0f - sg));
+    }
+}
+
+/* ---- geglu -------------------------------------------------------------------------------- */
+
+/* torch's tanh-approximated GELU in float: 0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3))). */
+#define GELU_BETA 0.7978845608028654f /* sqrt(2 / pi) */
+#define GELU_KAPPA 0.044715f
+
+void road__geglu_forward(float *out, const float *gate, const float *up, int64_t N) {
+#pragma omp parallel for schedule(static) if (N >= OPS_PARALLEL_MIN)
+    for (int64_t i = 0; i < N; i++) {
+        const float z = gate[i], inner = GELU_BETA * (z + GELU_KAPPA * z * z * z);
+        out[i] = 0.5f * z * (1.0f + tanhf(inner)) * up[i];
+    }
+}
+
+void road__geglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
+                          const float *up, int64_t N) {
+#pragma omp parallel for schedule(static) if (N >= OPS_PARALLEL_MIN)
+    for (int64_t i = 0; i < N; i++) {
+        const float z = gate[i], t = tanhf(GELU_BETA * (z + GELU_KAPPA * z * z * z));
+        const float da = dout[i];
+        const float dgelu = 0.5f * (1.0f + t) +
+                            0.5f * z * (1.0f - t * t) * GELU_BETA * (1.0f + 3.0f * GELU_KAPPA * z * z);
+        dup[i] = da * 0.5f * z * (1.0f + t);
+        dgate[i] = da * up[i] * dgelu;
+    }
+}
+
+/* ---- softcap ------------------------------------------------------------------------------- */
+
+void road__softcap_forward(float *x, int64_t N, float cap) {
+#pragma omp parallel for schedule(static) if (N >= OPS_PARALLEL_MIN)
+    for (int64_t i = 0; i < N; i++) x[i] = cap * tanhf(x[i] / cap);
+}
+
+void road__softcap_backward(float *dx, const float *y, int64_t N, float cap) {
+#pragma omp parallel for schedule(static) if (N >= OPS_PARALLEL_MIN)
+    for (int64_t i = 0; i < N; i++) {
+        const float t = y[i] / cap;
+        dx[i] *= 1.0f - t * t;
     }
 }
 
@@ -170,6 +243,7 @@ static void attention_rows(float *att, const float *q, const attn_batch *a, floa
             float dot = 0.0f;
             for (int64_t i = 0; i < d; i++) dot += qv[i] * kt[i];
             dot *= a->scale;
+            if (a->softcap > 0.0f) dot = a->softcap * tanhf(dot / a->softcap);
             sc[t - lo] = dot;
             if (dot > mx) mx = dot;
         }
@@ -191,11 +265,14 @@ static void attention_rows(float *att, const float *q, const attn_batch *a, floa
 }
 
 /* P (ni x nk, row stride nk) = the masked softmax of S in place: row i (position p0 + i) keeps
- * keys lo..p0+i, the rest 0. */
-static void softmax_masked(float *P, int64_t ni, int64_t nk, int64_t p0, int64_t window) {
+ * keys lo..p0+i, the rest 0; those kept are first capped (cap > 0: cap tanh(s / cap)). */
+static void softmax_masked(float *P, int64_t ni, int64_t nk, int64_t p0, int64_t window,
+                           float cap) {
     for (int64_t i = 0; i < ni; i++) {
         float *row = P + i * nk;
         const int64_t p = p0 + i, lo = attn_lo(p, window);
+        if (cap > 0.0f)
+            for (int64_t t = lo; t <= p; t++) row[t] = cap * tanhf(row[t] / cap);
         float mx = -INFINITY;
         for (int64_t t = lo; t <= p; t++) mx = row[t] > mx ? row[t] : mx;
         double sum = 0.0;
@@ -237,7 +314,7 @@ static void attention_blocks(float *att, const float *q, const attn_batch *a, fl
         const int64_t ld = sq->pos_stride;
         road__sgemm(false, true, ni, nk, d, a->scale, q + (r0 * nh + hq) * d, nh * d, kb, ld, 0.0f,
                     S, nk);
-        softmax_masked(S, ni, nk, p0, a->window);
+        softmax_masked(S, ni, nk, p0, a->window, a->softcap);
         road__sgemm(false, false, ni, d, nk, 1.0f, S, nk, vb, ld, 0.0f, att + (r0 * nh + hq) * d,
                     nh * d);
     }
@@ -259,13 +336,19 @@ void road__attention_backward(float *dq, float *dk, float *dv, const float *datt
     for (int64_t it = 0; it < a->n_seq * nkv; it++) {
         const int64_t s = it / nkv, hk = it % nkv, n = a->seqs[s].n, r0 = a->seqs[s].r0;
         float *P = thread_scratch(scratch, scratch_stride);
-        float *dP = P + n * n;
+        float *dP = P + n * n, *Sc = a->softcap > 0.0f ? dP + n * n : NULL;
         const float *kh = k + (r0 * nkv + hk) * d, *vh = v + (r0 * nkv + hk) * d;
         float *dkh = dk + (r0 * nkv + hk) * d, *dvh = dv + (r0 * nkv + hk) * d;
         for (int64_t hq = hk * grp; hq < (hk + 1) * grp; hq++) {
             const float *qh = q + (r0 * nh + hq) * d, *go = datt + (r0 * nh + hq) * d;
             road__sgemm(false, true, n, n, d, a->scale, qh, nh * d, kh, nkv * d, 0.0f, P, n);
-            softmax_masked(P, n, n, 0, a->window);
+            if (Sc) /* keep the capped logits: the cap's derivative is 1 - (s / cap)^2 */
+                for (int64_t i = 0; i < n; i++) {
+                    const int64_t lo = attn_lo(i, a->window);
+                    for (int64_t t = lo; t <= i; t++)
+                        Sc[i * n + t] = a->softcap * tanhf(P[i * n + t] / a->softcap);
+                }
+            softmax_masked(P, n, n, 0, a->window, a->softcap);
             road__sgemm(false, true, n, n, d, 1.0f, go, nh * d, vh, nkv * d, 0.0f, dP, n);
             road__sgemm(true, false, n, d, n, 1.0f, P, n, go, nh * d, 1.0f, dvh, nkv * d);
             for (int64_t i = 0; i < n; i++) { /* dS into dP */
@@ -273,6 +356,13 @@ void road__attention_backward(float *dq, float *dk, float *dv, const float *datt
                 double pdp = 0.0;
                 for (int64_t t = 0; t <= i; t++) pdp += (double)pr[t] * dr[t];
                 for (int64_t t = 0; t < n; t++) dr[t] = t <= i ? pr[t] * (dr[t] - (float)pdp) : 0.0f;
+                if (Sc) {
+                    const float *sc = Sc + i * n;
+                    for (int64_t t = attn_lo(i, a->window); t <= i; t++) {
+                        const float u = sc[t] / a->softcap;
+                        dr[t] *= 1.0f - u * u;
+                    }
+                }
             }
             road__sgemm(false, false, n, d, n, a->scale, dP, n, kh, nkv * d, 0.0f,
                         dq + (r0 * nh + hq) * d, nh * d);

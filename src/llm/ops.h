@@ -31,21 +31,34 @@ void road__rmsnorm_forward(float *out, const float *inp, const float *weight, in
 void road__rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
                             const float *weight, int64_t R, int64_t H, double eps);
 
+/* Gemma's RMSNorm: the same with (1 + weight) in place of weight (the checkpoint stores w near
+ * 0). Mirrored arguments; dweight gets the same sum as rmsnorm's.
+ *   out, inp (R, H), weight (H) */
+void road__rmsnorm1p_forward(float *out, const float *inp, const float *weight, int64_t R,
+                             int64_t H, double eps);
+void road__rmsnorm1p_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                              const float *weight, int64_t R, int64_t H, double eps);
+
 /* ---- rope ---- */
 
-/* The cos/sin table of each row's position: cs[r] = cos(pos[r] * inv_freq) then
- * sin(pos[r] * inv_freq), the angle rounded to float as transformers computes it in float32.
- *   cs (R, d), pos (R), inv_freq (d/2) */
-void road__rope_table(float *cs, const int64_t *pos, const float *inv_freq, int64_t R, int64_t d);
+/* The cos/sin table of each row's position over the rot rotary dims: cs[r] = cos(pos[r] *
+ * inv_freq) then sin(pos[r] * inv_freq), the angle rounded to float as transformers computes
+ * it in float32.
+ *   cs (R, rot), pos (R), inv_freq (rot/2) */
+void road__rope_table(float *cs, const int64_t *pos, const float *inv_freq, int64_t R,
+                      int64_t rot);
 
-/* Rotate-half RoPE, in place on each of the `heads` heads of every row: with a, b the two
- * halves of a head, (a, b) <- (a cos - b sin, b cos + a sin).
- *   x (R, heads x d), cs (R, d) from road__rope_table */
-void road__rope_forward(float *x, const float *cs, int64_t R, int64_t heads, int64_t d);
+/* Rotate-half RoPE, in place on each of the `heads` heads (d dims each) of every row, over the
+ * first rot dims (rot = d but for partial rotary, phi3): with a, b the two halves of those
+ * dims, (a, b) <- (a cos - b sin, b cos + a sin); dims rot..d-1 pass unchanged.
+ *   x (R, heads x d), cs (R, rot) from rope_table */
+void road__rope_forward(float *x, const float *cs, int64_t R, int64_t heads, int64_t d,
+                        int64_t rot);
 
 /* The transposed rotation (angle -> -angle), in place: dx holds d(out) and becomes d(inp).
- *   dx (R, heads x d), cs (R, d) */
-void road__rope_backward(float *dx, const float *cs, int64_t R, int64_t heads, int64_t d);
+ *   dx (R, heads x d), cs (R, rot) */
+void road__rope_backward(float *dx, const float *cs, int64_t R, int64_t heads, int64_t d,
+                         int64_t rot);
 
 /* ---- swiglu (the gated MLP activation of llama, mistral, qwen2) ---- */
 
@@ -58,6 +71,26 @@ void road__swiglu_forward(float *out, const float *gate, const float *up, int64_
  *   dgate (N), dup (N), dout (N), gate (N), up (N) */
 void road__swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
                            const float *up, int64_t N);
+
+/* ---- geglu (gemma's gated MLP activation) ---- */
+
+/* out = gelu_tanh(gate) * up, gelu_tanh(z) = 0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3)))
+ * in float (torch's approximate="tanh"). out may be gate itself.
+ *   out (N), gate (N), up (N) */
+void road__geglu_forward(float *out, const float *gate, const float *up, int64_t N);
+
+/* dup = dout * gelu_tanh(gate), dgate = dout * up * gelu_tanh'(gate) (both written); dgate
+ * may be dout itself.
+ *   dgate (N), dup (N), dout (N), gate (N), up (N) */
+void road__geglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
+                          const float *up, int64_t N);
+
+/* ---- softcap (gemma2's logit cap) ---- */
+
+/* x <- cap tanh(x / cap), in place.   x (N) */
+void road__softcap_forward(float *x, int64_t N, float cap);
+/* dx *= 1 - (y / cap)^2, y the capped values softcap_forward wrote.   dx (N), y (N) */
+void road__softcap_backward(float *dx, const float *y, int64_t N, float cap);
 
 /* ---- attention (causal, grouped-query, optional sliding window) ---- */
 
@@ -86,6 +119,7 @@ typedef struct attn_batch {
     const int64_t *row_seq; /* (R) */
     int64_t R, nh, nkv, d, window;
     float scale;
+    float softcap; /* > 0: logits s become softcap tanh(s / softcap) before the mask (gemma2) */
     int64_t gemm_min, qblock;
 } attn_batch;
 
@@ -108,7 +142,7 @@ void road__attention_forward(float *att, const float *q, const attn_batch *a, fl
  * dP = dO V^T and dS = P (dP - rowsum(P dP)), dq = scale dS K (written), dk = scale dS^T Q and
  * dv = P^T dO (written: summed over the kv head's query heads). One work item per (sequence,
  * kv head), so no two threads write the same rows. scratch: 2 n x n floats per thread for the
- * longest sequence n, scratch_stride apart.
+ * longest sequence n (3 n x n with a softcap: the capped logits too), scratch_stride apart.
  *   dq (R, nh x d), dk, dv (R, nkv x d), datt (R, nh x d), q (R, nh x d), k, v (R, nkv x d) */
 void road__attention_backward(float *dq, float *dk, float *dv, const float *datt, const float *q,
                               const float *k, const float *v, const attn_batch *a, float *scratch,

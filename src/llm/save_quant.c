@@ -116,12 +116,15 @@ static road_status save_into(void *ctx, const char *tmp) {
     char key[QS_NAME_CAP];
     for (int64_t l = 0; l < k->n_layers && s == ROAD_OK; l++) {
         const road_block *b = &m->blocks[l];
-        for (int p = 0; p < N_PROJ && s == ROAD_OK; p++) s = add_linear(c, w, b->proj[p], false);
-        snprintf(key, sizeof key, "model.layers.%lld.input_layernorm.weight", (long long)l);
-        if (s == ROAD_OK) s = road__save_add_floats(w, key, c->dtype, 1, &H, b->attn_norm, H);
-        snprintf(key, sizeof key, "model.layers.%lld.post_attention_layernorm.weight",
-                 (long long)l);
-        if (s == ROAD_OK) s = road__save_add_floats(w, key, c->dtype, 1, &H, b->mlp_norm, H);
+        for (int p = 0; p < N_PROJ && s == ROAD_OK; p++)
+            if (b->proj[p] >= 0) s = add_linear(c, w, b->proj[p], false);
+        for (int n = 0; n < N_NORM && s == ROAD_OK; n++) {
+            if (!b->norm[n]) continue;
+            const int64_t len = road__model_norm_len(m, n);
+            snprintf(key, sizeof key, "model.layers.%lld.%s.weight", (long long)l,
+                     m->norm_names[n]);
+            s = road__save_add_floats(w, key, c->dtype, 1, &len, b->norm[n], len);
+        }
     }
     if (s == ROAD_OK)
         s = road__save_add_floats(w, "model.norm.weight", c->dtype, 1, &H, m->final_norm, H);
