@@ -248,6 +248,24 @@ static void test_llama3_1(void **state) {
     check_package("llama3_1");
 }
 
+/* Small files made by tools/tokref/make_synth.js for the components no real file road has
+ * uses (Split behaviors and invert, Digits, Punctuation, Whitespace, WhitespaceSplit,
+ * CharDelimiterSplit, BertPreTokenizer, ByteLevel's own regex, Metaspace schemes). */
+static const char *const SYNTH[] = {"bl_merged",  "bl_invert_next", "bl_contiguous",
+                                    "bl_classes", "bl_whitespace",  "bl_bert",
+                                    "bl_gpt2",    "bl_empty", "sp_metaspace_always", "sp_metaspace_never"};
+
+static void test_synth(void **state) {
+    (void)state;
+    for (size_t i = 0; i < sizeof SYNTH / sizeof SYNTH[0]; i++) {
+        char rel[256];
+        snprintf(rel, sizeof rel, "tokenizers/synth/%s.json", SYNTH[i]);
+        road_tokenizer *t = load_file_alone(tu_fixture(rel));
+        if (!t) fail_msg("cannot read %s", tu_fixture(rel));
+        check_loaded(SYNTH[i], t);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_llama3),
@@ -260,6 +278,7 @@ int main(void) {
         cmocka_unit_test(test_gptoss),
         cmocka_unit_test(test_deepseek_v3),
         cmocka_unit_test(test_llama3_1),
+        cmocka_unit_test(test_synth),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
