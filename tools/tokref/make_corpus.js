@@ -20,7 +20,12 @@ out.push('a'.repeat(3000));
 out.push(' '.repeat(40) + 'end', '\\n'.repeat(20) + 'end', '\\t'.repeat(12));
 const words = ['hello', 'Hello', 'HELLO', 'naïve', '東京', 'Москва', '🙂', '123', 'x1y2', '__init__'];
 for (const a of words) for (const b of ['.', ',', '!', ' ', '\\n', '']) out.push(`${a}${b}${a}`);
-for (const s of ['<|eot_id|>', '<|im_end|>', '</s>', '<s>', '<think>']) {
+// o200k's regex: case runs (CamelCase, ALLCaps), contractions after them, '/' after symbols
+for (const w of ['CamelCase', 'HTTPServer', "DON'T", "Don'T", 'iPhone', 'x/y/z', '// a/b\\n', 'snake_case', 'ÉCOLE', 'ǅemal']) {
+  out.push(w, ` ${w}.`, `(${w})`);
+}
+for (const s of ['<|eot_id|>', '<|im_end|>', '</s>', '<s>', '<think>', '<start_of_turn>', '<end_of_turn>',
+  '<|endoftext|>', '<\u{FF5C}begin\u{2581}of\u{2581}sentence\u{FF5C}>', '<unused5>', '<mask>']) {
   out.push(` ${s} `, `${s}${s}`, `x${s}y`, `\\n${s}\\n`, ` ${s}`);
 }
 fs.writeFileSync(__dirname + '/corpus.txt', out.join('\n') + '\n');
