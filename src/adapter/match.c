@@ -28,15 +28,17 @@ bool road__match_list_entry(const char *name, const char *entry) {
 }
 
 /* PEFT's TRANSFORMERS_MODELS_TO_ROAD_TARGET_MODULES_MAPPING for the families road runs and
- * their close relatives (the mapping is LoRA's). */
+ * their close relatives (the mapping is LoRA's; it has no entry for olmo2, so an olmo2 config
+ * must name its targets, as in PEFT). */
 static const char *const q_v[] = {"q_proj", "v_proj", NULL};
+static const char *const phi3[] = {"qkv_proj", "o_proj", "gate_up_proj", "down_proj", NULL};
 static const struct {
     const char *type;
     const char *const *targets;
 } default_targets[] = {
     {"llama", q_v},  {"llama4", q_v}, {"mistral", q_v}, {"mixtral", q_v}, {"qwen2", q_v},
     {"qwen3", q_v},  {"gemma", q_v},  {"gemma2", q_v},  {"gemma3_text", q_v},
-    {"stablelm", q_v},
+    {"stablelm", q_v}, {"phi3", phi3},
 };
 
 const char *const *road__default_targets(const char *model_type) {
