@@ -96,6 +96,29 @@ typedef struct road_llm_config {
     uint64_t sliding_layers[ROAD_MAX_PATTERN_LAYERS / 64]; /* bit l: layer l slides */
 } road_llm_config;
 
+/* The tensors a checkpoint of this config holds, as road reads them: Hugging Face names,
+ * shapes (shape[1] 0 for a vector) and roles; index 0 .. count-1 in the order of
+ * llm/layout.c (embedding, each block's projections and norms, final norm, lm_head unless
+ * tied). `road inspect` checks a folder against it; road_model_init_folder writes it. */
+typedef enum road_tensor_role {
+    ROAD_TENSOR_EMBED,      /* model.embed_tokens.weight */
+    ROAD_TENSOR_LINEAR,     /* a projection's weight [out, in] (what RoAd targets) */
+    ROAD_TENSOR_BIAS,       /* a projection's bias */
+    ROAD_TENSOR_NORM,       /* a block norm's weight */
+    ROAD_TENSOR_FINAL_NORM, /* model.norm.weight */
+    ROAD_TENSOR_HEAD        /* lm_head.weight */
+} road_tensor_role;
+typedef struct road_llm_tensor {
+    char name[112];
+    int32_t ndim;
+    int64_t shape[2];
+    road_tensor_role role;
+    int64_t layer; /* its block, or -1 */
+} road_llm_tensor;
+ROAD_API int64_t road_llm_config_tensor_count(const road_llm_config *c);
+ROAD_API road_status road_llm_config_tensor(const road_llm_config *c, int64_t i,
+                                            road_llm_tensor *out);
+
 /* Does layer `layer` attend through the sliding window (sliding_window keys)? */
 ROAD_API bool road_llm_config_layer_slides(const road_llm_config *c, int64_t layer);
 

@@ -342,9 +342,43 @@ static void check_tensor(const model_files *mf, const char *name, int64_t d0, in
     }
 }
 
-static const char *const proj_names[7] = {
-    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-    "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
+/* A tensor name without its "model.layers.<l>." prefix. */
+static const char *in_block(const char *name) {
+    const char *p = strncmp(name, "model.layers.", 13) == 0 ? strchr(name + 13, '.') : NULL;
+    return p ? p + 1 : name;
+}
+
+/* The family's structure, in words. */
+static void describe_family(const road_llm_config *c) {
+    static const char *const place[] = {"before attention and MLP (pre-norm)",
+                                        "before and after attention and MLP (sandwich)",
+                                        "after attention and MLP (post-norm)"};
+    printf("  norms             RMSNorm %s, %s\n", c->norm_plus_one ? "x (1 + w)" : "x w",
+           place[c->norm_place]);
+    if (c->qk_norm != ROAD_QK_NORM_NONE)
+        printf("  q/k norms         %s\n",
+               c->qk_norm == ROAD_QK_NORM_HEAD ? "per head (head_dim)" : "over the whole projection");
+    printf("  mlp               %s(gate) * up%s\n",
+           c->hidden_act == ROAD_ACT_SILU ? "silu" : "gelu_tanh",
+           c->fused_proj ? " (fused gate_up_proj; attention's qkv_proj fused too)" : "");
+    printf("  attention         scale %.9g", c->attn_scale);
+    if (c->attn_softcap > 0) printf(", logits capped at %g", c->attn_softcap);
+    printf("\n");
+    if (c->final_softcap > 0) printf("  output logits     capped at %g\n", c->final_softcap);
+    if (c->embed_scale) printf("  embeddings        times sqrt(hidden_size)\n");
+    if (c->rotary_dim != c->head_dim)
+        printf("  rotary dims       %lld of %lld per head\n", (long long)c->rotary_dim,
+               (long long)c->head_dim);
+    if (c->rope_local_theta > 0)
+        printf("  local rope        theta %.10g on sliding layers (unscaled)\n", c->rope_local_theta);
+    if (c->sliding_window > 0 && !c->sliding_all) {
+        printf("  sliding layers   ");
+        int64_t shown = 0;
+        for (int64_t l = 0; l < c->n_layers; l++)
+            if (road_llm_config_layer_slides(c, l) && shown++ < 16) printf(" %lld", (long long)l);
+        printf("%s (of %lld)\n", shown > 16 ? " ..." : shown ? "" : " none", (long long)c->n_layers);
+    }
+}
 
 static int inspect_model(const char *dir) {
     road_llm_config c;
@@ -357,10 +391,6 @@ static int inspect_model(const char *dir) {
         return rc;
     }
     const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size, L = c.n_layers;
-    const int64_t qd = c.n_heads * c.head_dim, kvd = c.n_kv_heads * c.head_dim;
-    const int64_t outs[7] = {qd, kvd, kvd, H, I, I, H}, ins[7] = {H, H, H, qd, H, H, I};
-    const bool bias[7] = {c.qkv_bias, c.qkv_bias, c.qkv_bias, c.o_bias,
-                          c.mlp_bias, c.mlp_bias, c.mlp_bias};
 
     printf("model %s\n", c.model_type);
     printf("  folder            %s\n", dir);
@@ -390,6 +420,7 @@ static int inspect_model(const char *dir) {
     }
     if (c.sliding_window > 0) printf("  sliding_window    %lld\n", (long long)c.sliding_window);
     printf("  rms_norm_eps      %g\n", c.rms_norm_eps);
+    describe_family(&c);
     printf("  tied embeddings   %s\n",
            c.tie_word_embeddings ? "yes (lm_head is embed_tokens)" : "no");
     char biases[64];
@@ -433,31 +464,31 @@ static int inspect_model(const char *dir) {
     /* what a RoAd adapter can target: PEFT names, [out_features, in_features] */
     printf("  linear layers RoAd can target ([out, in]; each of the %lld layers, PEFT names):\n",
            (long long)L);
-    for (int p = 0; p < 7; p++)
-        printf("    %-18s [%lld, %lld]%s\n", strchr(proj_names[p], '.') + 1, (long long)outs[p],
-               (long long)ins[p], bias[p] ? " + bias" : "");
+    const int64_t n_t = road_llm_config_tensor_count(&c);
+    for (int64_t i = 0; i < n_t; i++) {
+        road_llm_tensor t;
+        if (road_llm_config_tensor(&c, i, &t) != ROAD_OK) break;
+        if (t.role != ROAD_TENSOR_LINEAR || t.layer != 0) continue;
+        road_llm_tensor b;
+        const bool bias = i + 1 < n_t && road_llm_config_tensor(&c, i + 1, &b) == ROAD_OK &&
+                          b.role == ROAD_TENSOR_BIAS;
+        char short_name[sizeof t.name]; /* "self_attn.q_proj.weight" -> "q_proj" */
+        snprintf(short_name, sizeof short_name, "%s", in_block(t.name));
+        char *dot = strrchr(short_name, '.');
+        if (dot) *dot = '\0';
+        const char *leaf = strrchr(short_name, '.');
+        printf("    %-18s [%lld, %lld]%s\n", leaf ? leaf + 1 : short_name, (long long)t.shape[0],
+               (long long)t.shape[1], bias ? " + bias" : "");
+    }
     printf("    %-18s [%lld, %lld]%s\n", "lm_head", (long long)V, (long long)H,
            c.tie_word_embeddings ? " (tied to model.embed_tokens)" : "");
 
     /* every tensor road_model_load reads, against config.json */
     int problems = 0;
-    char name[256];
-    check_tensor(&mf, "model.embed_tokens.weight", V, H, &problems);
-    check_tensor(&mf, "model.norm.weight", H, 0, &problems);
-    if (!c.tie_word_embeddings) check_tensor(&mf, "lm_head.weight", V, H, &problems);
-    for (int64_t l = 0; l < L; l++) {
-        snprintf(name, sizeof name, "model.layers.%lld.input_layernorm.weight", (long long)l);
-        check_tensor(&mf, name, H, 0, &problems);
-        snprintf(name, sizeof name, "model.layers.%lld.post_attention_layernorm.weight",
-                 (long long)l);
-        check_tensor(&mf, name, H, 0, &problems);
-        for (int p = 0; p < 7; p++) {
-            snprintf(name, sizeof name, "model.layers.%lld.%s.weight", (long long)l, proj_names[p]);
-            check_tensor(&mf, name, outs[p], ins[p], &problems);
-            if (!bias[p]) continue;
-            snprintf(name, sizeof name, "model.layers.%lld.%s.bias", (long long)l, proj_names[p]);
-            check_tensor(&mf, name, outs[p], 0, &problems);
-        }
+    for (int64_t i = 0; i < n_t; i++) {
+        road_llm_tensor t;
+        if (road_llm_config_tensor(&c, i, &t) != ROAD_OK) break;
+        check_tensor(&mf, t.name, t.shape[0], t.ndim == 2 ? t.shape[1] : 0, &problems);
     }
     if (problems) {
         fprintf(stderr,

@@ -146,35 +146,9 @@ static void rope_frequencies(const road_llm_config *c, double theta, bool scaled
 }
 
 int64_t road__model_norm_len(const road_model *m, int n) {
-    const road_llm_config *c = &m->cfg;
-    if (n != NORM_Q && n != NORM_K) return c->hidden_size;
-    if (c->qk_norm == ROAD_QK_NORM_HEAD) return c->head_dim;
-    return (n == NORM_Q ? c->n_heads : c->n_kv_heads) * c->head_dim;
-}
-
-/* The Hugging Face names of a family's block norms (under model.layers.<i>.), by slot. */
-static void norm_names(const road_llm_config *c, const char *names[N_NORM]) {
-    for (int n = 0; n < N_NORM; n++) names[n] = NULL;
-    switch (c->norm_place) {
-    case ROAD_NORM_PRE:
-        names[NORM_ATTN_IN] = "input_layernorm";
-        names[NORM_MLP_IN] = "post_attention_layernorm";
-        break;
-    case ROAD_NORM_SANDWICH:
-        names[NORM_ATTN_IN] = "input_layernorm";
-        names[NORM_ATTN_OUT] = "post_attention_layernorm";
-        names[NORM_MLP_IN] = "pre_feedforward_layernorm";
-        names[NORM_MLP_OUT] = "post_feedforward_layernorm";
-        break;
-    case ROAD_NORM_POST:
-        names[NORM_ATTN_OUT] = "post_attention_layernorm";
-        names[NORM_MLP_OUT] = "post_feedforward_layernorm";
-        break;
-    }
-    if (c->qk_norm != ROAD_QK_NORM_NONE) {
-        names[NORM_Q] = "self_attn.q_norm";
-        names[NORM_K] = "self_attn.k_norm";
-    }
+    int64_t len = 0;
+    road__layout_norm(&m->cfg, n, &len);
+    return len;
 }
 
 static road_status get(road_model *m, const char *name, int64_t d0, int64_t d1, float **out) {
@@ -255,8 +229,7 @@ road_status road_model_load(const char *dir, const road_model_params *p, road_mo
     if (st == ROAD_OK) st = road__weights_open(dir, &m->weights);
     if (st == ROAD_OK) st = check_config_against_files(&m->cfg, m->weights);
     const road_llm_config *c = &m->cfg;
-    const int64_t L = c->n_layers, H = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
-    const int64_t qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+    const int64_t L = c->n_layers, H = c->hidden_size, V = c->vocab_size;
     /* 7 projections per block + lm_head (+ embed_tokens) */
     const int32_t n_desc = (int32_t)(L * N_PROJ + 2);
     road_layer_desc *desc = NULL;
@@ -270,27 +243,15 @@ road_status road_model_load(const char *dir, const road_model_params *p, road_mo
     }
     if (st == ROAD_OK) st = get(m, "model.embed_tokens.weight", V, H, &m->embed);
     if (st == ROAD_OK) st = get(m, "model.norm.weight", H, 0, &m->final_norm);
-    /* the projections: separate, or phi3's fused qkv_proj (rows [q | k | v]) and gate_up_proj
-     * (rows [gate | up]) in the places of q_proj and gate_proj */
-    static const char *const proj_names[N_PROJ] = {"self_attn.q_proj", "self_attn.k_proj",
-                                                   "self_attn.v_proj", "self_attn.o_proj",
-                                                   "mlp.gate_proj",    "mlp.up_proj",
-                                                   "mlp.down_proj"};
-    static const char *const fused_names[N_PROJ] = {"self_attn.qkv_proj", NULL, NULL,
-                                                    "self_attn.o_proj", "mlp.gate_up_proj",
-                                                    NULL, "mlp.down_proj"};
-    const bool fused = c->fused_proj;
-    const int64_t outs[N_PROJ] = {fused ? qd + 2 * kvd : qd, kvd, kvd, H, fused ? 2 * I : I, I, H};
-    const int64_t ins[N_PROJ] = {H, H, H, qd, H, H, I};
-    const bool has_bias[N_PROJ] = {c->qkv_bias, c->qkv_bias, c->qkv_bias, c->o_bias,
-                                   c->mlp_bias, c->mlp_bias, c->mlp_bias};
-    norm_names(c, m->norm_names);
+    /* the projections and norms of the family (layout.c): phi3's fused qkv_proj and
+     * gate_up_proj in the places of q_proj and gate_proj */
+    for (int n = 0; n < N_NORM; n++) m->norm_names[n] = road__layout_norm(c, n, NULL);
     const bool per_head = c->qk_norm == ROAD_QK_NORM_HEAD;
     int32_t nd = 0;
     int64_t params = V * H + H;
     for (int64_t l = 0; l < L && st == ROAD_OK; l++) {
         road_block *b = &m->blocks[l];
-        b->fused = fused;
+        b->fused = c->fused_proj;
         b->qk_norm_per_head = per_head;
         char key[NAME_MAX_LEN + 16];
         for (int n = 0; n < N_NORM && st == ROAD_OK; n++) {
@@ -301,21 +262,23 @@ road_status road_model_load(const char *dir, const road_model_params *p, road_mo
             params += road__model_norm_len(m, n);
         }
         for (int p2 = 0; p2 < N_PROJ && st == ROAD_OK; p2++) {
-            const char *pn = fused ? fused_names[p2] : proj_names[p2];
+            int64_t out_f, in_f;
+            bool bias;
+            const char *pn = road__layout_proj(c, p2, &out_f, &in_f, &bias);
             b->proj[p2] = -1;
             if (!pn) continue;
             road_layer_desc *d = &desc[nd];
             snprintf(names[nd], NAME_MAX_LEN, "model.layers.%lld.%s", (long long)l, pn);
             d->name = names[nd];
             d->kind = ROAD_LAYER_LINEAR;
-            d->in_features = ins[p2];
-            d->out_features = outs[p2];
-            st = load_linear(m, p, names[nd], outs[p2], ins[p2], false, NULL, d);
-            if (st == ROAD_OK && has_bias[p2]) {
+            d->in_features = in_f;
+            d->out_features = out_f;
+            st = load_linear(m, p, names[nd], out_f, in_f, false, NULL, d);
+            if (st == ROAD_OK && bias) {
                 snprintf(key, sizeof key, "%s.bias", names[nd]);
-                st = get(m, key, outs[p2], 0, &d->bias);
+                st = get(m, key, out_f, 0, &d->bias);
             }
-            params += outs[p2] * ins[p2] + (has_bias[p2] ? outs[p2] : 0);
+            params += out_f * in_f + (bias ? out_f : 0);
             b->proj[p2] = nd++;
         }
     }

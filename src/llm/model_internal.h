@@ -132,6 +132,13 @@ bool road__model_head_tied(const road_model *m);
 /* Floats of block norm n's weight (model.c). */
 int64_t road__model_norm_len(const road_model *m, int n);
 
+/* The family's name (under model.layers.<i>.) of projection p with its [out, in] and whether
+ * it has a bias, or NULL where the family has none (PROJ_K, PROJ_V, PROJ_UP when fused); the
+ * name of block norm n and its length, or NULL (layout.c). */
+const char *road__layout_proj(const road_llm_config *c, int p, int64_t *out, int64_t *in,
+                              bool *bias);
+const char *road__layout_norm(const road_llm_config *c, int n, int64_t *len);
+
 /* Reserve workspace for `floats` floats; returns its base or NULL (message set). */
 float *road__workspace_get(road_workspace *ws, size_t floats);
 

@@ -263,39 +263,24 @@ static road_status init_tensor(road_st_writer *w, road_rng *rng, init_ctx *c, co
 static road_status init_into(void *p, const char *tmp) {
     init_ctx *c = p;
     const road_llm_config *k = &c->cfg;
-    const int64_t H = k->hidden_size, I = k->intermediate_size, V = k->vocab_size;
-    const int64_t qd = k->n_heads * k->head_dim, kvd = k->n_kv_heads * k->head_dim;
-    static const char *const proj[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-                                       "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
-                                       "mlp.down_proj"};
-    const int64_t outs[] = {qd, kvd, kvd, H, I, I, H}, ins[] = {H, H, H, qd, H, H, I};
-    const bool bias[] = {k->qkv_bias, k->qkv_bias, k->qkv_bias, k->o_bias,
-                         k->mlp_bias, k->mlp_bias, k->mlp_bias};
     road_rng rng;
     road__rng_seed(&rng, c->seed);
     road_st_writer *w = NULL;
     road_status s = road_st_writer_create(&w);
     if (s == ROAD_OK) s = road_st_writer_set_metadata(w, "format", "pt");
-    char name[NAME_CAP];
-    if (s == ROAD_OK) s = init_tensor(w, &rng, c, "model.embed_tokens.weight", V, H, true, 0);
-    for (int64_t l = 0; l < k->n_layers && s == ROAD_OK; l++) {
-        for (int i = 0; i < 7 && s == ROAD_OK; i++) {
-            snprintf(name, sizeof name, "model.layers.%lld.%s.weight", (long long)l, proj[i]);
-            s = init_tensor(w, &rng, c, name, outs[i], ins[i], true, 0);
-            if (s == ROAD_OK && bias[i]) {
-                snprintf(name, sizeof name, "model.layers.%lld.%s.bias", (long long)l, proj[i]);
-                s = init_tensor(w, &rng, c, name, outs[i], 0, false, 0.0f);
-            }
-        }
-        snprintf(name, sizeof name, "model.layers.%lld.input_layernorm.weight", (long long)l);
-        if (s == ROAD_OK) s = init_tensor(w, &rng, c, name, H, 0, false, 1.0f);
-        snprintf(name, sizeof name, "model.layers.%lld.post_attention_layernorm.weight",
-                 (long long)l);
-        if (s == ROAD_OK) s = init_tensor(w, &rng, c, name, H, 0, false, 1.0f);
+    /* every tensor of the family's checkpoint (llm/layout.c), in its order: matrices
+     * N(0, std), biases 0, norms 1 (gemma's, which scale by 1 + w, 0) */
+    const float norm_fill = k->norm_plus_one ? 0.0f : 1.0f;
+    const int64_t n = road_llm_config_tensor_count(k);
+    for (int64_t i = 0; i < n && s == ROAD_OK; i++) {
+        road_llm_tensor t;
+        s = road_llm_config_tensor(k, i, &t);
+        if (s != ROAD_OK) break;
+        const bool normal = t.ndim == 2;
+        const float fill = t.role == ROAD_TENSOR_BIAS ? 0.0f : norm_fill;
+        s = init_tensor(w, &rng, c, t.name, t.shape[0], t.ndim == 2 ? t.shape[1] : 0, normal,
+                        fill);
     }
-    if (s == ROAD_OK) s = init_tensor(w, &rng, c, "model.norm.weight", H, 0, false, 1.0f);
-    if (s == ROAD_OK && !k->tie_word_embeddings)
-        s = init_tensor(w, &rng, c, "lm_head.weight", V, H, true, 0);
     char *path = NULL;
     if (s == ROAD_OK) {
         path = road__path_join(tmp, WEIGHTS_FILE);
