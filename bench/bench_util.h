@@ -66,7 +66,7 @@ static inline long peak_rss_kb(void) {
 
 /* Remove the n files named in `files` from folder dir, then the folder itself. */
 static inline void remove_folder(const char *dir, const char *const *files, size_t n) {
-    char path[1024];
+    char path[4096];
     for (size_t i = 0; i < n; i++) {
         snprintf(path, sizeof path, "%s/%s", dir, files[i]);
         unlink(path);

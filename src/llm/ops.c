@@ -163,11 +163,13 @@ void road__swiglu_backward(float *dgate, float *dup, const float *dout, const fl
 #define GELU_BETA 0.7978845608028654f /* sqrt(2 / pi) */
 #define GELU_KAPPA 0.044715f
 
+/* 0.5 (1 + tanh(u)) = sigmoid(2u): one expf per element, as silu costs (tanhf is about three
+ * times slower); the two agree to float rounding. */
 void road__geglu_forward(float *out, const float *gate, const float *up, int64_t N) {
 #pragma omp parallel for schedule(static) if (N >= OPS_PARALLEL_MIN)
     for (int64_t i = 0; i < N; i++) {
-        const float z = gate[i], inner = GELU_BETA * (z + GELU_KAPPA * z * z * z);
-        out[i] = 0.5f * z * (1.0f + tanhf(inner)) * up[i];
+        const float z = gate[i], u = GELU_BETA * (z + GELU_KAPPA * z * z * z);
+        out[i] = z / (1.0f + expf(-2.0f * u)) * up[i];
     }
 }
 
@@ -175,11 +177,11 @@ void road__geglu_backward(float *dgate, float *dup, const float *dout, const flo
                           const float *up, int64_t N) {
 #pragma omp parallel for schedule(static) if (N >= OPS_PARALLEL_MIN)
     for (int64_t i = 0; i < N; i++) {
-        const float z = gate[i], t = tanhf(GELU_BETA * (z + GELU_KAPPA * z * z * z));
-        const float da = dout[i];
-        const float dgelu = 0.5f * (1.0f + t) +
-                            0.5f * z * (1.0f - t * t) * GELU_BETA * (1.0f + 3.0f * GELU_KAPPA * z * z);
-        dup[i] = da * 0.5f * z * (1.0f + t);
+        const float z = gate[i], u = GELU_BETA * (z + GELU_KAPPA * z * z * z);
+        const float s = 1.0f / (1.0f + expf(-2.0f * u)), da = dout[i];
+        /* d/dz [z s(2u)] = s + z * 2 s (1 - s) * du/dz,  du/dz = beta (1 + 3 kappa z^2) */
+        const float dgelu = s + z * 2.0f * s * (1.0f - s) * GELU_BETA * (1.0f + 3.0f * GELU_KAPPA * z * z);
+        dup[i] = da * z * s;
         dgate[i] = da * up[i] * dgelu;
     }
 }

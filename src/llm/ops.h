@@ -75,7 +75,8 @@ void road__swiglu_backward(float *dgate, float *dup, const float *dout, const fl
 /* ---- geglu (gemma's gated MLP activation) ---- */
 
 /* out = gelu_tanh(gate) * up, gelu_tanh(z) = 0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3)))
- * in float (torch's approximate="tanh"). out may be gate itself.
+ * (torch's approximate="tanh"), computed in float as z sigmoid(2 sqrt(2/pi) (z + 0.044715 z^3)),
+ * the same function. out may be gate itself.
  *   out (N), gate (N), up (N) */
 void road__geglu_forward(float *out, const float *gate, const float *up, int64_t N);
 
