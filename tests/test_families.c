@@ -7,10 +7,11 @@
  *     uninterrupted run's losses and final logits bit for bit;
  *   - full fine-tuning: the gradient of one or two norm weights per family (q/k norms, gemma's
  *     (1 + w) norms, sandwich and post norms) against a central finite difference of the loss
- *     along a +-1 direction; one AdamW step over every weight lowers the loss;
- *   - quantized bases (int8, nf4): the logits equal those of the float model whose linear
- *     weights are replaced by their quantize-dequantize round trip (road's quantized matmuls
- *     are weight-only, so this is the exact reference up to summation order), and an AdamW step
+ *     along a +-1 direction; every gradient the same bit for bit with recomputation; one AdamW
+ *     step over every weight lowers the loss;
+ *   - quantized bases (int8, nf4, nf4 + double quantization): the logits equal those of the float
+ * model whose linear weights are replaced by their quantize-dequantize round trip (road's quantized
+ * matmuls are weight-only, so this is the exact reference up to summation order), and an AdamW step
  *     of a RoAd adapter on the quantized base lowers the loss.
  * Merging, saving and serving mixed batches per family are in test_families_serve.c.
  */
@@ -230,6 +231,25 @@ static void test_full_training(void **state) {
         if (!(fabs(fwd - loss0) <= 1e-6 * fabs(fwd)))
             fail_msg("%s: loss %.9g from backward, %.9g from forward", name, loss0, fwd);
 
+        /* recomputing the blocks in backward gives the same gradients, bit for bit (llm.h) */
+        road_model *rm = fam_load(name, ROAD_QFORMAT_NONE);
+        road_model_set_recompute(rm, true);
+        TU_OK(road_model_set_full_training(rm, true));
+        double loss_rc = 0;
+        TU_OK(road_model_loss_backward(rm, b.ids, b.mask, b.labels, b.B, b.T, &loss_rc));
+        assert_memory_equal(&loss_rc, &loss0, sizeof loss0);
+        assert_int_equal(road_model_tensor_count(rm), road_model_tensor_count(m));
+        for (int32_t i = 0; i < road_model_tensor_count(m); i++) {
+            road_model_tensor t, r;
+            TU_OK(road_model_tensor_get(m, i, &t));
+            TU_OK(road_model_tensor_get(rm, i, &r));
+            char what[200];
+            snprintf(what, sizeof what, "%s: gradient of %s, recompute vs stored activations", name,
+                     t.name);
+            tu_assert_equal_f32(what, r.grad, t.grad, t.n);
+        }
+        road_model_free(rm);
+
         /* norm gradients against finite differences (before any step changes the weights) */
         for (int k = 0; k < 2 && fam_list[f].norms[k]; k++) {
             road_model_tensor t;
@@ -276,14 +296,14 @@ static bool is_linear_weight(const road_model_tensor *t) {
 }
 
 /* Replace every linear weight of float model m by its q round trip; returns how many. */
-static int32_t dequantize_in_place(road_model *m, road_qformat q) {
+static int32_t dequantize_in_place(road_model *m, road_qformat q, bool double_quant) {
     int32_t count = 0;
     for (int32_t i = 0; i < road_model_tensor_count(m); i++) {
         road_model_tensor t;
         TU_OK(road_model_tensor_get(m, i, &t));
         if (!is_linear_weight(&t)) continue;
         road_qtensor *qt = NULL;
-        TU_OK(road_qtensor_quantize(q, t.shape[0], t.shape[1], t.param, false, &qt));
+        TU_OK(road_qtensor_quantize(q, t.shape[0], t.shape[1], t.param, double_quant, &qt));
         TU_OK(road_qtensor_dequantize_rows(qt, 0, t.shape[0], t.param));
         road_qtensor_free(qt);
         count++;
@@ -293,7 +313,8 @@ static int32_t dequantize_in_place(road_model *m, road_qformat q) {
 
 static void test_quantized(void **state) {
     (void)state;
-    const road_qformat fmts[2] = {ROAD_QFORMAT_INT8, ROAD_QFORMAT_NF4};
+    const road_qformat fmts[3] = {ROAD_QFORMAT_INT8, ROAD_QFORMAT_NF4, ROAD_QFORMAT_NF4};
+    const bool dqs[3] = {false, false, true};
     for (int f = 0; f < FAM_N; f++) {
         const char *name = fam_list[f].name;
         fam_batch b;
@@ -302,10 +323,15 @@ static void test_quantized(void **state) {
         const int64_t V = road_model_config(mf)->vocab_size, N = b.B * b.T * V;
         float *exact = fam_logits(mf, &b);
         road_model_free(mf);
-        for (int fi = 0; fi < 2; fi++) {
-            road_model *mq = fam_load(name, fmts[fi]);
+        for (int fi = 0; fi < 3; fi++) {
+            const char *fmt = dqs[fi] ? "nf4+dq" : road_qformat_name(fmts[fi]);
+            road_model_params qp = road_model_default_params();
+            qp.quantize = fmts[fi];
+            qp.double_quant = dqs[fi];
+            road_model *mq = NULL;
+            TU_OK(road_model_load(fam_dir(name), &qp, &mq));
             road_model *ref = fam_load(name, ROAD_QFORMAT_NONE);
-            const int32_t n_lin = dequantize_in_place(ref, fmts[fi]);
+            const int32_t n_lin = dequantize_in_place(ref, fmts[fi], dqs[fi]);
             road_qformat got;
             assert_int_equal(road_model_quantized_layers(mq, &got), n_lin);
             assert_int_equal(got, fmts[fi]);
@@ -313,11 +339,11 @@ static void test_quantized(void **state) {
             double moved = 0;
             for (int64_t i = 0; i < N; i++) moved = fmax(moved, fabs((double)yq[i] - exact[i]));
             print_message("%s %s: %d quantized layers; logits move %.4f from the float model\n",
-                          name, road_qformat_name(fmts[fi]), (int)n_lin, moved);
+                          name, fmt, (int)n_lin, moved);
             assert_true(moved > 0.0); /* it did quantize */
             char what[128];
             snprintf(what, sizeof what, "%s %s logits vs float model with dequantized weights",
-                     name, road_qformat_name(fmts[fi]));
+                     name, fmt);
             fam_assert_close_valid(what, yq, yr, &b, V, QUANT_REF_ATOL);
             free(yq);
             free(yr);
@@ -337,11 +363,10 @@ static void test_quantized(void **state) {
             TU_OK(road_optimizer_step(o, NULL, NULL));
             road_adapter_set_train(set, false);
             const double loss1 = fam_loss(mq, &b);
-            print_message("%s %s: one adapter step, loss %.6f -> %.6f\n", name,
-                          road_qformat_name(fmts[fi]), loss0, loss1);
+            print_message("%s %s: one adapter step, loss %.6f -> %.6f\n", name, fmt, loss0, loss1);
             if (!(loss1 < loss0))
                 fail_msg("%s on %s: an adapter step did not lower the loss: %.8f -> %.8f", name,
-                         road_qformat_name(fmts[fi]), loss0, loss1);
+                         fmt, loss0, loss1);
             road_optimizer_free(o);
             road_model_free(mq);
         }
