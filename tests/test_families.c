@@ -8,7 +8,8 @@
  *   - full fine-tuning: the gradient of one or two norm weights per family (q/k norms, gemma's
  *     (1 + w) norms, sandwich and post norms) against a central finite difference of the loss
  *     along a +-1 direction; every gradient the same bit for bit with recomputation; one AdamW
- *     step over every weight lowers the loss;
+ *     step over every weight lowers the loss; road_train --full resumed from its checkpoint
+ *     gives the uninterrupted run's losses and logits bit for bit;
  *   - quantized bases (int8, nf4, nf4 + double quantization): the logits equal those of the float
  * model whose linear weights are replaced by their quantize-dequantize round trip (road's quantized
  * matmuls are weight-only, so this is the exact reference up to summation order), and an AdamW step
@@ -44,6 +45,9 @@
 #define FD_ATOL 2e-4
 /* One full-training AdamW step (every weight moves by about lr) must lower the batch loss. */
 #define FULL_LR 1e-3
+/* road_train --full: straight run and where the interrupted one stops. */
+#define FULL_STEPS 4
+#define FULL_STOP_AT 2
 /* Quantized model vs float model with dequantized weights: the same products in another
  * order (fused dequantize-dot kernels for decode, dequantized tiles times sgemm for prefill);
  * the fixture README's float32 logit tolerance. */
@@ -212,6 +216,54 @@ static double fd_directional(road_model *m, const fam_batch *b, float *w, const 
     return (up - down) / (2 * FD_H);
 }
 
+/* road_train --full: FULL_STEPS straight vs stopped at FULL_STOP_AT and resumed from the
+ * checkpoint (every tensor and its AdamW state saved by name): the same losses and the same
+ * final logits, bit for bit. */
+static void full_resume(const char *name) {
+    char out[2][300];
+    for (int k = 0; k < 2; k++)
+        snprintf(out[k], sizeof out[k], "%s/%s-full%d", tu_scratch_root(), name, k);
+    road_train_params p = train_params(out[0]);
+    p.full = true;
+    p.adamw.lr = FULL_LR;
+    p.max_steps = FULL_STEPS;
+    p.save_every = FULL_STOP_AT;
+    road_model *m = fam_load(name, ROAD_QFORMAT_NONE);
+    tu_loss_log a = {{0}, 0, 0};
+    TU_OK(road_train(m, train_set, NULL, &p, tu_record_loss, &a));
+    assert_int_equal(a.n, FULL_STEPS);
+    float *straight = NULL;
+    (void)eval_loss(m, &straight);
+    const int64_t V = road_model_config(m)->vocab_size;
+    road_model_free(m);
+    p.out_dir = out[1];
+    m = fam_load(name, ROAD_QFORMAT_NONE);
+    tu_loss_log b = {{0}, 0, FULL_STOP_AT};
+    TU_OK(road_train(m, train_set, NULL, &p, tu_record_loss, &b));
+    assert_int_equal(b.n, FULL_STOP_AT);
+    road_model_free(m);
+    m = fam_load(name, ROAD_QFORMAT_NONE);
+    p.resume = true;
+    TU_OK(road_train(m, train_set, NULL, &p, tu_record_loss, &b));
+    assert_int_equal(b.n, FULL_STEPS);
+    for (int i = 0; i < FULL_STEPS; i++)
+        if (memcmp(&a.loss[i], &b.loss[i], sizeof(double)) != 0)
+            fail_msg("%s (full): step %d: loss %.9g uninterrupted, %.9g resumed", name, i + 1,
+                     a.loss[i], b.loss[i]);
+    if (!(a.loss[FULL_STEPS - 1] < a.loss[0]))
+        fail_msg("%s (full): loss %.6f at step 1, %.6f at step %d", name, a.loss[0],
+                 a.loss[FULL_STEPS - 1], FULL_STEPS);
+    float *resumed = NULL;
+    (void)eval_loss(m, &resumed);
+    char what[128];
+    snprintf(what, sizeof what, "%s (full): held-out logits, resumed vs uninterrupted", name);
+    tu_assert_equal_f32(what, resumed, straight, N_EVAL * SEQ * V);
+    road_model_free(m);
+    free(straight);
+    free(resumed);
+    for (int k = 0; k < 2; k++) tu_rm_rf(out[k]);
+}
+
 static void test_full_training(void **state) {
     (void)state;
     for (int f = 0; f < FAM_N; f++) {
@@ -283,6 +335,7 @@ static void test_full_training(void **state) {
         road_optimizer_free(o);
         road_model_free(m);
         fam_batch_close(&b);
+        full_resume(name);
     }
 }
 
