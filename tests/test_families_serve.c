@@ -155,13 +155,13 @@ static void run_until_idle(road_engine *e) {
     assert_int_equal(n, 0);
 }
 
-static void test_serve_mixed(void **state) {
-    (void)state;
-    for (int f = 0; f < FAM_N; f++) {
-        const char *name = fam_list[f].name;
+/* Family `name` on base weights q: alone vs mixed; on float weights also the reference. */
+static void serve_family(const char *name, road_qformat q) {
+    {
+        const char *qn = q == ROAD_QFORMAT_NONE ? "float" : road_qformat_name(q);
         fam_batch b;
         fam_batch_open(&b, name);
-        road_model *m = fam_load(name, ROAD_QFORMAT_NONE);
+        road_model *m = fam_load(name, q);
         road_adapter_set *set = road_model_adapters(m);
         const char *ad[3] = {"A", "B", "C"};
         for (int i = 0; i < 3; i++)
@@ -181,7 +181,7 @@ static void test_serve_mixed(void **state) {
             road_engine_free(e);
         }
         /* adapter A alone on the reference prompts: the reference's greedy tokens */
-        for (int i = 0; i < 3; i++) {
+        for (int i = 0; i < 3 && q == ROAD_QFORMAT_NONE; i++) {
             char key[64];
             snprintf(key, sizeof key, "decode.A.row%d.generated_ids", i);
             const road_st_tensor *t = road_st_find(b.cases, key);
@@ -209,16 +209,29 @@ static void test_serve_mixed(void **state) {
             assert_int_equal(road_request_tokens(r[i], 0, got, N_NEW), N_NEW);
             for (int k = 0; k < N_NEW; k++)
                 if (got[k] != alone[j][k])
-                    fail_msg("%s: request %d (adapter %s): token %d is %d in the mixed batch, %d "
-                             "alone",
-                             name, j, jobs[j].adapter, k, (int)got[k], (int)alone[j][k]);
+                    fail_msg("%s (%s base): request %d (adapter %s): token %d is %d in the mixed "
+                             "batch, %d alone",
+                             name, qn, j, jobs[j].adapter, k, (int)got[k], (int)alone[j][k]);
             road_request_release(r[i]);
         }
-        print_message("%s: 6 requests (A x3, B, __base__, C) mixed = alone\n", name);
+        print_message("%s (%s base): 6 requests (A x3, B, __base__, C) mixed = alone\n", name, qn);
         road_engine_free(e);
         road_model_free(m);
         fam_batch_close(&b);
     }
+}
+
+static void test_serve_mixed(void **state) {
+    (void)state;
+    for (int f = 0; f < FAM_N; f++) serve_family(fam_list[f].name, ROAD_QFORMAT_NONE);
+}
+
+/* docs/serve.md: "a request's tokens do not depend on what else shares its batch" - also on a
+ * quantized base (decode rows alone take the fused dequantize-dot kernels, in a step with
+ * prompt rows the dequantized tiles and sgemm). */
+static void test_serve_mixed_nf4(void **state) {
+    (void)state;
+    for (int f = 0; f < FAM_N; f++) serve_family(fam_list[f].name, ROAD_QFORMAT_NF4);
 }
 
 static int setup(void **state) {
@@ -236,6 +249,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_merge_save_reload),
         cmocka_unit_test(test_serve_mixed),
+        cmocka_unit_test(test_serve_mixed_nf4),
     };
     return cmocka_run_group_tests_name("families_serve", tests, setup, teardown);
 }
