@@ -14,6 +14,8 @@
  * model whose linear weights are replaced by their quantize-dequantize round trip (road's quantized
  * matmuls are weight-only, so this is the exact reference up to summation order), and an AdamW step
  *     of a RoAd adapter on the quantized base lowers the loss.
+ *   - road_model_init_folder (road init) on each family's config.json: a folder that loads with
+ *     the family's tensors, norms initialised as transformers does (1, or 0 for Gemma's (1 + w)).
  * Merging, saving and serving mixed batches per family are in test_families_serve.c.
  */
 #include <math.h>
@@ -339,6 +341,78 @@ static void test_full_training(void **state) {
     }
 }
 
+/* road_model_init_folder (road init, pretraining from scratch) on each fixture's config.json:
+ * the folder loads, holds the tensors the family's checkpoint holds (names and shapes, as
+ * transformers' model has them), norms as transformers initialises them (weight 1; Gemma's
+ * (1 + w) norms 0, Gemma2RMSNorm / Gemma3RMSNorm zero-init) and weights ~ N(0,
+ * initializer_range). */
+/* One family's initialised folder; false with the reason in why. */
+static bool init_folder_ok(const char *name, char *why, size_t cap) {
+    char cfg[600], out[300];
+    snprintf(cfg, sizeof cfg, "%s/config.json", fam_dir(name));
+    snprintf(out, sizeof out, "%s/%s-init", tu_scratch_root(), name);
+    road_model *ref = fam_load(name, ROAD_QFORMAT_NONE);
+    const bool plus_one = road_model_config(ref)->norm_plus_one;
+    road_model *m = NULL;
+    road_status st = road_model_init_folder(cfg, NULL, 7, ROAD_DTYPE_F32, out);
+    if (st == ROAD_OK) st = road_model_load(out, NULL, &m);
+    bool ok = st == ROAD_OK;
+    if (!ok)
+        snprintf(why, cap, "road_model_init_folder + road_model_load: %s: %s", road_status_name(st),
+                 road_last_error());
+    for (int32_t i = 0; ok && i < road_model_tensor_count(ref); i++) {
+        road_model_tensor want, got;
+        TU_OK(road_model_tensor_get(ref, i, &want));
+        int32_t j = 0;
+        for (; j < road_model_tensor_count(m); j++) {
+            TU_OK(road_model_tensor_get(m, j, &got));
+            if (strcmp(got.name, want.name) == 0) break;
+        }
+        if (j == road_model_tensor_count(m)) {
+            snprintf(why, cap, "no %s", want.name);
+            ok = false;
+        } else if (got.shape[0] != want.shape[0] || got.shape[1] != want.shape[1]) {
+            snprintf(why, cap, "%s is [%lld, %lld], the checkpoint's [%lld, %lld]", want.name,
+                     (long long)got.shape[0], (long long)got.shape[1], (long long)want.shape[0],
+                     (long long)want.shape[1]);
+            ok = false;
+        }
+    }
+    if (ok && road_model_tensor_count(m) != road_model_tensor_count(ref)) {
+        snprintf(why, cap, "%d tensors, the checkpoint %d", (int)road_model_tensor_count(m),
+                 (int)road_model_tensor_count(ref));
+        ok = false;
+    }
+    for (int32_t i = 0; ok && i < road_model_tensor_count(m); i++) {
+        road_model_tensor t;
+        TU_OK(road_model_tensor_get(m, i, &t));
+        if (t.ndim != 1 || !strstr(t.name, "norm")) continue;
+        const float want = plus_one ? 0.0f : 1.0f;
+        for (int64_t k = 0; ok && k < t.n; k++)
+            if (t.param[k] != want) {
+                snprintf(why, cap, "%s[%lld] is initialised to %g; transformers: %g", t.name,
+                         (long long)k, (double)t.param[k], (double)want);
+                ok = false;
+            }
+    }
+    road_model_free(m);
+    road_model_free(ref);
+    tu_rm_rf(out);
+    return ok;
+}
+
+static void test_init_folder(void **state) {
+    (void)state;
+    int failed = 0;
+    for (int f = 0; f < FAM_N; f++) {
+        char why[1024] = "";
+        if (init_folder_ok(fam_list[f].name, why, sizeof why)) continue;
+        print_error("%s: road_model_init_folder: %s\n", fam_list[f].name, why);
+        failed++;
+    }
+    if (failed) fail_msg("road_model_init_folder is wrong for %d of %d families", failed, FAM_N);
+}
+
 /* ---- quantized bases ---------------------------------------------------------------------- */
 
 static bool is_linear_weight(const road_model_tensor *t) {
@@ -434,6 +508,7 @@ int main(void) {
         cmocka_unit_test(test_train_and_resume),
         cmocka_unit_test(test_full_training),
         cmocka_unit_test(test_quantized),
+        cmocka_unit_test(test_init_folder),
     };
     return cmocka_run_group_tests_name("families", tests, setup, teardown);
 }
