@@ -47,6 +47,13 @@ static const family fam_list[] = {
 };
 #define FAM_N ((int)(sizeof fam_list / sizeof fam_list[0]))
 
+/* A RoAd group size that divides every linear layer's output width of fixture `name`: 8, but
+ * 32 for tiny-phi3, where groups then straddle k and v of qkv_proj (rows 64..79 are k, 80..95
+ * v) and gate and up of gate_up_proj (176 is not a multiple of 32). */
+static inline int fam_group(const char *name) {
+    return strcmp(name, "tiny-phi3") == 0 ? 32 : 8;
+}
+
 /* The folder of fixture `name` (static buffer, valid until the next call). */
 static inline const char *fam_dir(const char *name) {
     static char dir[512];
@@ -120,12 +127,12 @@ static inline void fam_assert_close_valid(const char *what, const float *a, cons
 }
 
 /* A fresh RoAd adapter `name` on every linear layer (PEFT's all-linear: lm_head excluded; phi3's
- * fused qkv_proj / gate_up_proj as they are), group_size 8, made active. */
-static inline void fam_add_adapter(road_model *m, const char *name, road_variant v) {
+ * fused qkv_proj / gate_up_proj as they are), made active. */
+static inline void fam_add_adapter(road_model *m, const char *name, road_variant v, int group) {
     road_config *cfg;
     TU_OK(road_config_create(&cfg));
     TU_OK(road_config_set_target_all_linear(cfg));
-    TU_OK(road_config_set_group_size(cfg, 8));
+    TU_OK(road_config_set_group_size(cfg, group));
     TU_OK(road_config_set_variant(cfg, v));
     TU_OK(road_adapter_set_add(road_model_adapters(m), name, cfg, 1));
     road_config_free(cfg);

@@ -2,7 +2,8 @@
  * tests/test_families.c - every model family trains and runs on a quantized base, on the eight
  * fixture checkpoints of tests/fixtures/llama (llama, qwen2, llama3 RoPE, qwen3, gemma2,
  * gemma3_text, phi3, olmo2; family_common.h):
- *   - RoAd training: road_train with a fresh all-linear adapter lowers the loss of held-out
+ *   - RoAd training: road_train with a fresh all-linear adapter (phi3: groups of 32 that
+ *     straddle k/v and gate/up) lowers the loss of held-out
  *     examples of a learnable pattern; a run stopped at its checkpoint and resumed gives the
  *     uninterrupted run's losses and final logits bit for bit;
  *   - full fine-tuning: the gradient of one or two norm weights per family (q/k norms, gemma's
@@ -14,6 +15,8 @@
  * model whose linear weights are replaced by their quantize-dequantize round trip (road's quantized
  * matmuls are weight-only, so this is the exact reference up to summation order), and an AdamW step
  *     of a RoAd adapter on the quantized base lowers the loss.
+ *   - loading qwen3, gemma2, gemma3, phi3, olmo2 (float and nf4) with each allocation failing in
+ *     turn: no_memory every time, nothing leaked;
  *   - road_model_init_folder (road init) on each family's config.json: a folder that loads with
  *     the family's tensors, norms initialised as transformers does (1, or 0 for Gemma's (1 + w)).
  * Merging, saving and serving mixed batches per family are in test_families_serve.c.
@@ -23,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "family_common.h"
 
 /* Training data: the pattern task of testutil (each token the previous + 7 mod 64). */
@@ -55,6 +59,8 @@
  * the fixture README's float32 logit tolerance. */
 #define QUANT_REF_ATOL FAM_LOGIT_ATOL
 #define QUANT_LR 1e-2
+/* Allocation-failure loop: more attempts than one load makes allocations. */
+#define OOM_MAX_STEPS 5000
 
 static road_dataset *train_set, *eval_set;
 
@@ -122,7 +128,7 @@ static road_train_params train_params(const char *out) {
 
 static road_model *with_adapter(const char *name) {
     road_model *m = fam_load(name, ROAD_QFORMAT_NONE);
-    fam_add_adapter(m, "task", ROAD_VARIANT_2);
+    fam_add_adapter(m, "task", ROAD_VARIANT_2, fam_group(name));
     return m;
 }
 
@@ -413,6 +419,47 @@ static void test_init_folder(void **state) {
     if (failed) fail_msg("road_model_init_folder is wrong for %d of %d families", failed, FAM_N);
 }
 
+/* ---- loading under allocation failures ------------------------------------------------------- */
+
+/* Fail the k-th allocation of road_model_load (float and nf4) for k = 0, 1, ... on the families
+ * test_llm_load.c does not cover: each attempt fails with ROAD_ERR_NO_MEMORY and frees what it
+ * took (fused projections split, extra norms, q/k norms), until one succeeds. */
+static void test_load_oom(void **state) {
+    (void)state;
+    for (int f = 3; f < FAM_N; f++) {
+        const char *name = fam_list[f].name;
+        for (int quant = 0; quant < 2; quant++) {
+            road_model_params p = road_model_default_params();
+            p.quantize = quant ? ROAD_QFORMAT_NF4 : ROAD_QFORMAT_NONE;
+            const int64_t before = road__alloc_live_bytes(), before_n = road__alloc_live_count();
+            int64_t step = 0;
+            for (;; step++) {
+                if (step > OOM_MAX_STEPS) fail_msg("%s: road_model_load never succeeds", name);
+                road_model *m = NULL;
+                road__alloc_fail_after(step);
+                road_status s = road_model_load(fam_dir(name), &p, &m);
+                road__alloc_fail_after(-1);
+                if (s == ROAD_OK) {
+                    road_model_free(m);
+                    break;
+                }
+                if (s != ROAD_ERR_NO_MEMORY)
+                    fail_msg("%s%s, allocation %lld failing: %s (%s), expected no_memory", name,
+                             quant ? " (nf4)" : "", (long long)step, road_status_name(s),
+                             road_last_error());
+                assert_null(m);
+                if (road__alloc_live_bytes() != before || road__alloc_live_count() != before_n)
+                    fail_msg("%s%s, allocation %lld failing: %lld bytes in %lld blocks leaked",
+                             name, quant ? " (nf4)" : "", (long long)step,
+                             (long long)(road__alloc_live_bytes() - before),
+                             (long long)(road__alloc_live_count() - before_n));
+            }
+            assert_true(step > 0);
+            assert_int_equal(road__alloc_live_bytes(), before);
+        }
+    }
+}
+
 /* ---- quantized bases ---------------------------------------------------------------------- */
 
 static bool is_linear_weight(const road_model_tensor *t) {
@@ -477,7 +524,7 @@ static void test_quantized(void **state) {
             road_model_free(ref);
 
             /* a RoAd adapter trains on the quantized base: one AdamW step lowers the loss */
-            fam_add_adapter(mq, "q", ROAD_VARIANT_1);
+            fam_add_adapter(mq, "q", ROAD_VARIANT_1, fam_group(name));
             road_adapter_set *set = road_model_adapters(mq);
             road_adapter_set_train(set, true);
             road_adamw_params hp = road_adamw_default_params();
@@ -505,10 +552,9 @@ static void test_quantized(void **state) {
 int main(void) {
     road_set_num_threads(2);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_train_and_resume),
-        cmocka_unit_test(test_full_training),
-        cmocka_unit_test(test_quantized),
-        cmocka_unit_test(test_init_folder),
+        cmocka_unit_test(test_train_and_resume), cmocka_unit_test(test_full_training),
+        cmocka_unit_test(test_quantized),        cmocka_unit_test(test_init_folder),
+        cmocka_unit_test(test_load_oom),
     };
     return cmocka_run_group_tests_name("families", tests, setup, teardown);
 }
