@@ -3,18 +3,18 @@
  * fixture checkpoints of tests/fixtures/llama (llama, qwen2, llama3 RoPE, qwen3, gemma2,
  * gemma3_text, phi3, olmo2; family_common.h):
  *   - RoAd training: road_train with a fresh all-linear adapter (phi3: groups of 32 that
- *     straddle k/v and gate/up) lowers the loss of held-out
- *     examples of a learnable pattern; a run stopped at its checkpoint and resumed gives the
- *     uninterrupted run's losses and final logits bit for bit;
+ *     straddle k/v and gate/up) lowers the loss of held-out examples of a learnable pattern; a
+ *     run stopped at its checkpoint and resumed gives the uninterrupted run's losses and final
+ *     logits bit for bit; the saved PEFT folder loads back to the same logits;
  *   - full fine-tuning: the gradient of one or two norm weights per family (q/k norms, gemma's
  *     (1 + w) norms, sandwich and post norms) against a central finite difference of the loss
  *     along a +-1 direction; every gradient the same bit for bit with recomputation; one AdamW
  *     step over every weight lowers the loss; road_train --full resumed from its checkpoint
  *     gives the uninterrupted run's losses and logits bit for bit;
- *   - quantized bases (int8, nf4, nf4 + double quantization): the logits equal those of the float
- * model whose linear weights are replaced by their quantize-dequantize round trip (road's quantized
- * matmuls are weight-only, so this is the exact reference up to summation order), and an AdamW step
- *     of a RoAd adapter on the quantized base lowers the loss.
+ *   - quantized bases (int8, nf4, nf4 + double quantization): the logits equal those of the
+ *     float model whose linear weights are replaced by their quantize-dequantize round trip
+ *     (road's quantized matmuls are weight-only, so this is the exact reference up to summation
+ *     order), and an AdamW step of a RoAd adapter on the quantized base lowers the loss;
  *   - loading qwen3, gemma2, gemma3, phi3, olmo2 (float and nf4) with each allocation failing in
  *     turn: no_memory every time, nothing leaked;
  *   - road_model_init_folder (road init) on each family's config.json: a folder that loads with
