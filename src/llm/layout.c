@@ -39,27 +39,18 @@ const char *road__layout_proj(const road_llm_config *c, int p, int64_t *out, int
     return f ? fused_names[p] : proj_names[p];
 }
 
+/* The block norms by placement and slot (NORM_ATTN_IN, NORM_MLP_IN, NORM_ATTN_OUT,
+ * NORM_MLP_OUT): pre-norm (llama's post_attention_layernorm is the MLP's input norm), gemma's
+ * sandwich (its post_attention_layernorm is the attention's output norm), olmo2's post norms. */
+static const char *const norm_names[3][NORM_MLP_OUT + 1] = {
+    [ROAD_NORM_PRE] = {"input_layernorm", "post_attention_layernorm", NULL, NULL},
+    [ROAD_NORM_SANDWICH] = {"input_layernorm", "pre_feedforward_layernorm",
+                            "post_attention_layernorm", "post_feedforward_layernorm"},
+    [ROAD_NORM_POST] = {NULL, NULL, "post_attention_layernorm", "post_feedforward_layernorm"},
+};
+
 const char *road__layout_norm(const road_llm_config *c, int n, int64_t *len) {
-    const char *name = NULL;
-    switch (c->norm_place) {
-    case ROAD_NORM_PRE:
-        name = n == NORM_ATTN_IN ? "input_layernorm"
-               : n == NORM_MLP_IN ? "post_attention_layernorm"
-                                  : NULL;
-        break;
-    case ROAD_NORM_SANDWICH:
-        name = n == NORM_ATTN_IN    ? "input_layernorm"
-               : n == NORM_ATTN_OUT ? "post_attention_layernorm"
-               : n == NORM_MLP_IN   ? "pre_feedforward_layernorm"
-               : n == NORM_MLP_OUT  ? "post_feedforward_layernorm"
-                                    : NULL;
-        break;
-    case ROAD_NORM_POST:
-        name = n == NORM_ATTN_OUT  ? "post_attention_layernorm"
-               : n == NORM_MLP_OUT ? "post_feedforward_layernorm"
-                                   : NULL;
-        break;
-    }
+    const char *name = n <= NORM_MLP_OUT ? norm_names[c->norm_place][n] : NULL;
     if ((n == NORM_Q || n == NORM_K) && c->qk_norm != ROAD_QK_NORM_NONE)
         name = n == NORM_Q ? "self_attn.q_norm" : "self_attn.k_norm";
     if (len) {
@@ -100,14 +91,23 @@ static int block_tensors(const road_llm_config *c, int64_t l, road_llm_tensor *t
     return k;
 }
 
+/* A config road_llm_config_parse could have made (callers may fill one by hand). */
+static bool sane(const road_llm_config *c) {
+    return c && (unsigned)c->norm_place <= ROAD_NORM_POST && (unsigned)c->qk_norm <= ROAD_QK_NORM_ALL &&
+           c->n_layers >= 0 && c->hidden_size > 0 && c->head_dim > 0;
+}
+
 int64_t road_llm_config_tensor_count(const road_llm_config *c) {
-    if (!c) return 0;
+    if (!sane(c)) return 0;
     road_llm_tensor t[2 * N_PROJ + N_NORM];
     return 2 + (c->tie_word_embeddings ? 0 : 1) + c->n_layers * block_tensors(c, 0, t);
 }
 
 road_status road_llm_config_tensor(const road_llm_config *c, int64_t i, road_llm_tensor *out) {
-    if (!c || !out) return road__error(ROAD_ERR_INVALID_ARG, "road_llm_config_tensor: NULL argument");
+    if (!sane(c) || !out)
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "road_llm_config_tensor: NULL argument or a config that "
+                           "road_llm_config_parse did not make");
     const int64_t n = road_llm_config_tensor_count(c);
     if (i < 0 || i >= n)
         return road__error(ROAD_ERR_INVALID_ARG, "road_llm_config_tensor: index %lld out of range "
