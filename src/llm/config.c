@@ -10,7 +10,7 @@
  *
  * The rule is "never a silently different model": a field that changes the computation in a
  * way road does not implement is refused with ROAD_ERR_UNSUPPORTED naming the field, the value
- * and what road supports (other rope types, other activations, sliding windows per layer,
+ * and what road supports (unknown rope types, other activations, sliding windows per layer,
  * quantized checkpoints, partial rotary embeddings); a value that is wrong in itself (a
  * negative size, heads that do not divide, a string where a number belongs) is ROAD_ERR_CONFIG
  * with the field, the value found and what is allowed. Fields that do not change the model
@@ -21,7 +21,10 @@
  * than read one way: rope_scaling with both "type" and "rope_type" set differently (4.x lets
  * "type" win, v5 "rope_type"); a rope_theta at the top level and inside the rope dict that
  * differ; a qwen2 head_dim other than hidden_size / num_attention_heads (4.46 ignores it, later
- * versions use it). attention_bias / mlp_bias true are refused for mistral and qwen2: their
+ * versions use it); for yarn and longrope, an original_max_position_embeddings or a longrope
+ * factor in a rope_scaling that 4.x and v5 would read differently (see parse_original_max and
+ * parse_longrope; a v5 rope_parameters is read as v5 reads it). RoPE scaling follows 4.57 and
+ * 5.x (tools/torchref/rope_ref.py checks both). attention_bias / mlp_bias true are refused for mistral and qwen2: their
  * transformers classes ignore the keys and fix the biases, so such a file and its checkpoint
  * disagree.
  *
