@@ -546,15 +546,13 @@ static void test_refused_rope(void **state) {
     REFUSED(",'rope_scaling':'linear'", ROAD_ERR_CONFIG,
             "rope_scaling must be an object or null, got \"linear\" (a string)");
     REFUSED(",'rope_parameters':[1]", ROAD_ERR_CONFIG, "rope_parameters must be an object or null");
-    REFUSED(",'rope_scaling':{'rope_type':'dynamic','factor':2.0}", ROAD_ERR_UNSUPPORTED,
-            "rope_scaling.rope_type \"dynamic\" is not supported; road implements \"default\", "
-            "\"linear\" and \"llama3\"");
-    REFUSED(",'rope_scaling':{'type':'yarn','factor':4.0,'original_max_position_embeddings':32}",
-            ROAD_ERR_UNSUPPORTED, "\"yarn\"");
-    REFUSED(",'rope_scaling':{'rope_type':'longrope','short_factor':[1],'long_factor':[1]}",
-            ROAD_ERR_UNSUPPORTED, "\"longrope\"");
-    REFUSED(",'rope_parameters':{'rope_type':'yarn','factor':4.0}", ROAD_ERR_UNSUPPORTED,
-            "rope_parameters.rope_type \"yarn\"");
+    REFUSED(",'rope_scaling':{'rope_type':'ntk','factor':2.0}", ROAD_ERR_UNSUPPORTED,
+            "rope_scaling.rope_type \"ntk\" is not supported; road implements \"default\", "
+            "\"linear\", \"llama3\", \"dynamic\", \"yarn\" and \"longrope\"");
+    REFUSED(",'rope_parameters':{'rope_type':'proportional','rope_theta':10000.0}",
+            ROAD_ERR_UNSUPPORTED, "rope_parameters.rope_type \"proportional\"");
+    REFUSED(",'rope_scaling':{'type':'su','short_factor':[1],'long_factor':[1]}",
+            ROAD_ERR_UNSUPPORTED, "\"su\" is phi3's older name of \"longrope\"");
     REFUSED(",'rope_scaling':{'factor':2.0}", ROAD_ERR_CONFIG, "rope_scaling has no \"rope_type\"");
     REFUSED(",'rope_scaling':{'type':'linear','rope_type':'dynamic','factor':2.0}", ROAD_ERR_CONFIG,
             "rope_scaling.rope_type \"dynamic\" and rope_scaling.type \"linear\" disagree");
@@ -598,8 +596,143 @@ static void test_refused_rope(void **state) {
     REFUSED(",'rope_parameters':{'full_attention':{'rope_type':'default'},"
             "'chunked_attention':{'rope_type':'default'}}",
             ROAD_ERR_UNSUPPORTED, "rope_parameters holds RoPE settings per layer type");
-    REFUSED(",'rope_parameters':{'full_attention':{'rope_type':'dynamic','factor':2.0}}",
-            ROAD_ERR_UNSUPPORTED, "rope_parameters.full_attention.rope_type \"dynamic\"");
+    REFUSED(",'rope_parameters':{'full_attention':{'rope_type':'ntk','factor':2.0}}",
+            ROAD_ERR_UNSUPPORTED, "rope_parameters.full_attention.rope_type \"ntk\"");
+    REFUSED(",'rope_parameters':{'full_attention':{'rope_type':'yarn','factor':2.0,"
+            "'truncate':false}}",
+            ROAD_ERR_UNSUPPORTED, "reads truncate from the outer dict only");
+}
+
+/* phi3 (head_dim 16, partial_rotary_factor 0.5: 8 rotary dims, 4 longrope factors) */
+#define PHI3 ",'model_type':'phi3','partial_rotary_factor':0.5"
+#define FACTORS4 "'short_factor':[1,1.5,2,2.5],'long_factor':[1,3,9,27]"
+
+static void test_rope_types(void **state) {
+    (void)state;
+    road_llm_config c;
+    /* dynamic */
+    parse_ok(",'max_position_embeddings':4096,'rope_scaling':{'type':'dynamic','factor':2.0}", &c);
+    assert_int_equal(c.rope_type, ROAD_ROPE_DYNAMIC);
+    assert_true(c.rope_factor == 2.0 && c.rope_attn_factor == 1.0);
+    /* yarn: defaults, the attention factor 0.1 ln(factor) + 1 */
+    parse_ok(",'rope_scaling':{'rope_type':'yarn','factor':4.0,"
+             "'original_max_position_embeddings':1024}",
+             &c);
+    assert_int_equal(c.rope_type, ROAD_ROPE_YARN);
+    assert_int_equal(c.rope_original_max_pos, 1024);
+    assert_true(c.rope_beta_fast == 32.0 && c.rope_beta_slow == 1.0 && c.rope_truncate);
+    assert_true(fabs(c.rope_attn_factor - (0.1 * log(4.0) + 1.0)) < 1e-15);
+    /* given values; 0 means "not given" as in transformers' `or` */
+    parse_ok(",'rope_scaling':{'rope_type':'yarn','factor':4.0,'beta_fast':0,'beta_slow':2,"
+             "'truncate':false,'attention_factor':0.5}",
+             &c);
+    assert_true(c.rope_beta_fast == 32.0 && c.rope_beta_slow == 2.0 && !c.rope_truncate);
+    assert_true(c.rope_attn_factor == 0.5);
+    assert_int_equal(c.rope_original_max_pos, 2048); /* llama's max_position_embeddings */
+    parse_ok(",'rope_scaling':{'rope_type':'yarn','factor':40.0,'mscale':1.0,'mscale_all_dim':1.0}",
+             &c);
+    assert_true(c.rope_attn_factor == 1.0);
+    /* v5: a top-level original_max_position_embeddings is read into rope_parameters */
+    parse_ok(",'original_max_position_embeddings':512,"
+             "'rope_parameters':{'rope_type':'yarn','factor':4.0}",
+             &c);
+    assert_int_equal(c.rope_original_max_pos, 512);
+    /* longrope on phi3, every spelling of its type; the attention factor from
+     * max_position_embeddings / original (phi3's default 4096) */
+    const char *types[] = {"'type':'longrope'", "'rope_type':'longrope'", "'type':'su'",
+                           "'type':'yarn'", "'rope_type':'su'"};
+    for (int i = 0; i < 5; i++) {
+        char extra[512];
+        snprintf(extra, sizeof extra, PHI3 ",'max_position_embeddings':131072,'rope_scaling':{%s,"
+                 FACTORS4 "}", types[i]);
+        parse_ok(extra, &c);
+        assert_int_equal(c.rope_type, ROAD_ROPE_LONGROPE);
+        assert_int_equal(c.rotary_dim, 8);
+        assert_int_equal(c.rope_original_max_pos, 4096);
+        assert_true(c.rope_short_factor[1] == 1.5f && c.rope_long_factor[3] == 27.0f);
+        assert_true(fabs(c.rope_attn_factor - sqrt(1.0 + log(32.0) / log(4096.0))) < 1e-15);
+    }
+    parse_ok(PHI3 ",'max_position_embeddings':8192,'original_max_position_embeddings':8192,"
+             "'rope_scaling':{'type':'longrope'," FACTORS4 "}",
+             &c);
+    assert_true(c.rope_attn_factor == 1.0); /* factor 1 */
+    /* v5's rope_parameters: factor wins over the ratio */
+    parse_ok(PHI3 ",'max_position_embeddings':131072,'rope_parameters':{'rope_type':'longrope',"
+             "'factor':2.0," FACTORS4 "}",
+             &c);
+    assert_true(fabs(c.rope_attn_factor - sqrt(1.0 + log(2.0) / log(4096.0))) < 1e-15);
+    /* a llama with longrope: the original length is max_position_embeddings when not given */
+    parse_ok(",'head_dim':8,'rope_scaling':{'rope_type':'longrope','factor':4.0,"
+             "'short_factor':[1,1,1,1],'long_factor':[2,2,2,2]}",
+             &c);
+    assert_int_equal(c.rope_original_max_pos, 2048);
+    assert_true(fabs(c.rope_attn_factor - sqrt(1.0 + log(4.0) / log(2048.0))) < 1e-15);
+}
+
+static void test_refused_rope_types(void **state) {
+    (void)state;
+    /* dynamic */
+    REFUSED(",'rope_scaling':{'rope_type':'dynamic'}", ROAD_ERR_CONFIG,
+            "rope_scaling.factor must be a finite number > 0, got nothing");
+    REFUSED(",'rope_scaling':{'rope_type':'dynamic','factor':-2}", ROAD_ERR_CONFIG,
+            "rope_scaling.factor must be");
+    /* yarn */
+    REFUSED(",'rope_scaling':{'rope_type':'yarn','original_max_position_embeddings':32}",
+            ROAD_ERR_CONFIG, "rope_scaling.factor must be");
+    REFUSED(",'rope_scaling':{'rope_type':'yarn','factor':4.0,'beta_fast':-1}", ROAD_ERR_CONFIG,
+            "rope_scaling.beta_fast must be a finite number >= 0, got -1");
+    REFUSED(",'rope_scaling':{'rope_type':'yarn','factor':4.0,'mscale':'x'}", ROAD_ERR_CONFIG,
+            "rope_scaling.mscale must be");
+    REFUSED(",'rope_scaling':{'rope_type':'yarn','factor':4.0,'truncate':1}", ROAD_ERR_CONFIG,
+            "rope_scaling.truncate must be true or false, got 1");
+    REFUSED(",'rope_scaling':{'rope_type':'yarn','factor':4.0,'attention_factor':0}",
+            ROAD_ERR_CONFIG, "rope_scaling.attention_factor must be a finite number > 0");
+    REFUSED(",'rope_scaling':{'rope_type':'yarn','factor':4.0,"
+            "'original_max_position_embeddings':0}",
+            ROAD_ERR_CONFIG, "rope_scaling.original_max_position_embeddings must be an integer");
+    REFUSED(",'original_max_position_embeddings':1024,'rope_scaling':{'rope_type':'yarn',"
+            "'factor':4.0,'original_max_position_embeddings':512}",
+            ROAD_ERR_CONFIG,
+            "original_max_position_embeddings (1024) and "
+            "rope_scaling.original_max_position_embeddings (512) disagree; keep one");
+    REFUSED(",'original_max_position_embeddings':1024,'rope_scaling':{'rope_type':'yarn',"
+            "'factor':4.0}",
+            ROAD_ERR_CONFIG,
+            "original_max_position_embeddings 1024 is read by transformers v5 but not 4.x, which "
+            "reads yarn's in rope_scaling only (2048 instead); write it in rope_scaling");
+    /* longrope */
+    REFUSED(PHI3 ",'rope_scaling':{'type':'longrope','short_factor':[1,1,1],'long_factor':[1,1,1,1]}",
+            ROAD_ERR_CONFIG,
+            "rope_scaling.short_factor must be a list of 4 finite numbers > 0 (rotary dims / 2)");
+    REFUSED(PHI3 ",'rope_scaling':{'type':'longrope','short_factor':[1,1,1,1]}", ROAD_ERR_CONFIG,
+            "rope_scaling.long_factor must be a list of 4");
+    REFUSED(PHI3 ",'rope_scaling':{'type':'longrope','short_factor':[1,1,0,1],"
+            "'long_factor':[1,1,1,1]}",
+            ROAD_ERR_CONFIG, "rope_scaling.short_factor[2] must be a finite number > 0, got 0");
+    REFUSED(PHI3 ",'rope_scaling':{'type':'longrope','short_factor':[1,1,'a',1],"
+            "'long_factor':[1,1,1,1]}",
+            ROAD_ERR_CONFIG, "rope_scaling.short_factor[2] must be");
+    REFUSED(PHI3 ",'max_position_embeddings':131072,'rope_scaling':{'type':'longrope',"
+            "'factor':2.0," FACTORS4 "}",
+            ROAD_ERR_CONFIG,
+            "rope_scaling.factor (2) differs from max_position_embeddings / "
+            "original_max_position_embeddings (131072 / 4096)");
+    REFUSED(PHI3 ",'rope_scaling':{'type':'longrope','original_max_position_embeddings':2048,"
+            FACTORS4 "}",
+            ROAD_ERR_CONFIG,
+            "phi3 reads original_max_position_embeddings at the top level (default 4096), not "
+            "rope_scaling.original_max_position_embeddings (2048); move it to the top level");
+    REFUSED(",'head_dim':8,'rope_scaling':{'rope_type':'longrope','short_factor':[1,1,1,1],"
+            "'long_factor':[2,2,2,2],'original_max_position_embeddings':512}",
+            ROAD_ERR_CONFIG,
+            "original_max_position_embeddings 512 is read by transformers v5 but not 4.x, which "
+            "reads longrope's at the top level only (2048 instead); write it at the top level");
+    REFUSED(",'head_dim':8,'original_max_position_embeddings':1,'rope_scaling':{"
+            "'rope_type':'longrope','short_factor':[1,1,1,1],'long_factor':[2,2,2,2]}",
+            ROAD_ERR_CONFIG, "original_max_position_embeddings 1 gives longrope no attention factor");
+    /* phi3 takes longrope (or none) only, as its config class */
+    REFUSED(PHI3 ",'rope_scaling':{'rope_type':'linear','factor':2.0}", ROAD_ERR_UNSUPPORTED,
+            "rope_scaling.rope_type \"linear\" is not supported; phi3 models use \"longrope\"");
 }
 
 static void test_refused_options(void **state) {
@@ -888,6 +1021,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_refused_model, setup_live, teardown_live),
         cmocka_unit_test_setup_teardown(test_refused_sizes, setup_live, teardown_live),
         cmocka_unit_test_setup_teardown(test_refused_rope, setup_live, teardown_live),
+        cmocka_unit_test_setup_teardown(test_rope_types, setup_live, teardown_live),
+        cmocka_unit_test_setup_teardown(test_refused_rope_types, setup_live, teardown_live),
         cmocka_unit_test_setup_teardown(test_refused_options, setup_live, teardown_live),
         cmocka_unit_test_setup_teardown(test_refused_tokens_dtype, setup_live, teardown_live),
         cmocka_unit_test_setup_teardown(test_load_errors, setup_live, teardown_live),

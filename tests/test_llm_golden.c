@@ -122,11 +122,11 @@ static void test_rope(void **state) {
         int64_t n;
         const float *inv = tensor(&f, "rope.inv_freq", &n);
         assert_int_equal(n, f.m->cfg.rotary_dim / 2); /* phi3: partial rotary */
-        tu_assert_close("rope.inv_freq", f.m->inv_freq, inv, n, 0, ROPE_RTOL);
+        tu_assert_close("rope.inv_freq", f.m->rope.inv_freq, inv, n, 0, ROPE_RTOL);
         /* gemma3's sliding layers: their own base, unscaled */
         const road_st_tensor *loc = road_st_find(f.cases, "rope.local.inv_freq");
-        assert_true((loc != NULL) == (f.m->inv_freq_local != NULL));
-        if (loc) tu_assert_close("rope.local.inv_freq", f.m->inv_freq_local, loc->data, n, 0,
+        assert_true((loc != NULL) == (f.m->rope_local.inv_freq != NULL));
+        if (loc) tu_assert_close("rope.local.inv_freq", f.m->rope_local.inv_freq, loc->data, n, 0,
                                  ROPE_RTOL);
         fixture_close(&f);
     }

@@ -18,11 +18,22 @@ extern "C" {
 
 /* ---- configuration (config.json) ---------------------------------------------------------- */
 
+/* RoPE scaling, as transformers' modeling_rope_utils computes it. The types that depend on a
+ * sequence's length (dynamic, longrope) take the length of each sequence of a batch: the
+ * tokens it holds after the call (its KV cache plus its new tokens); see docs/architecture.md. */
 typedef enum road_rope_type {
     ROAD_ROPE_DEFAULT = 0, /* rope_scaling null */
     ROAD_ROPE_LINEAR = 1,  /* positions divided by factor */
-    ROAD_ROPE_LLAMA3 = 2   /* Llama 3.1/3.2 frequency remap */
+    ROAD_ROPE_LLAMA3 = 2,  /* Llama 3.1/3.2 frequency remap */
+    ROAD_ROPE_DYNAMIC = 3, /* dynamic NTK: a sequence longer than max_position_embeddings
+                              gets a larger base */
+    ROAD_ROPE_YARN = 4,    /* YaRN: frequencies blended by a ramp, cos/sin x attention factor */
+    ROAD_ROPE_LONGROPE = 5 /* LongRoPE (phi3's "longrope", older "su"): per-frequency short or
+                              long factors, cos/sin x attention factor */
 } road_rope_type;
+
+/* The most entries of longrope's short_factor / long_factor (rotary dims / 2). */
+#define ROAD_MAX_ROPE_FACTORS 256
 
 #define ROAD_MAX_EOS 8
 /* Models whose layers differ in attention (sliding or full) list them for up to this many
@@ -62,10 +73,20 @@ typedef struct road_llm_config {
     double rms_norm_eps;
     double rope_theta;
     road_rope_type rope_type;
-    double rope_factor;            /* linear and llama3 */
+    double rope_factor;            /* linear, llama3, dynamic, yarn; longrope: the one its
+                                      attention factor comes from (the file's, else
+                                      max_position_embeddings / original) */
     double rope_low_freq_factor;   /* llama3 */
     double rope_high_freq_factor;  /* llama3 */
-    int64_t rope_original_max_pos; /* llama3 original_max_position_embeddings */
+    int64_t rope_original_max_pos; /* llama3, yarn, longrope: original_max_position_embeddings
+                                      (longrope: longer sequences take long_factor) */
+    double rope_attn_factor;       /* yarn, longrope: cos and sin times this (the file's
+                                      attention_factor, else as transformers derives it); 1 */
+    double rope_beta_fast;         /* yarn: the ramp's bounds in rotations (32 and 1 if absent) */
+    double rope_beta_slow;
+    bool rope_truncate;            /* yarn: the ramp's bounds rounded to whole dims (true) */
+    float rope_short_factor[ROAD_MAX_ROPE_FACTORS]; /* longrope: rotary_dim / 2 each, */
+    float rope_long_factor[ROAD_MAX_ROPE_FACTORS];  /* as float32 (as transformers uses them) */
     int64_t max_position_embeddings;
     int64_t sliding_window;        /* 0: none (qwen2 with use_sliding_window false, llama) */
     bool tie_word_embeddings;

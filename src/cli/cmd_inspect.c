@@ -417,6 +417,21 @@ static int inspect_model(const char *dir) {
                c.rope_factor, c.rope_low_freq_factor, c.rope_high_freq_factor,
                (long long)c.rope_original_max_pos);
         break;
+    case ROAD_ROPE_DYNAMIC:
+        printf("dynamic NTK (factor %g; a sequence longer than %lld tokens gets a larger base)\n",
+               c.rope_factor, (long long)c.max_position_embeddings);
+        break;
+    case ROAD_ROPE_YARN:
+        printf("yarn (factor %g, original_max_position_embeddings %lld, beta_fast %g, "
+               "beta_slow %g%s, attention factor %.6g)\n",
+               c.rope_factor, (long long)c.rope_original_max_pos, c.rope_beta_fast,
+               c.rope_beta_slow, c.rope_truncate ? "" : ", not truncated", c.rope_attn_factor);
+        break;
+    case ROAD_ROPE_LONGROPE:
+        printf("longrope (short_factor up to %lld tokens, long_factor beyond; attention factor "
+               "%.6g)\n",
+               (long long)c.rope_original_max_pos, c.rope_attn_factor);
+        break;
     }
     if (c.sliding_window > 0) printf("  sliding_window    %lld\n", (long long)c.sliding_window);
     printf("  rms_norm_eps      %g\n", c.rms_norm_eps);

@@ -66,14 +66,15 @@ static void act_backward(const road_layer_spec *s, float *dgate, float *dup, con
     }
 }
 
-/* The batch's RoPE table for this spec's frequencies: one of two slots, made again only when
- * neither holds them. */
+/* The batch's RoPE table for this spec's RoPE: one of two slots, made again only when
+ * neither holds it. */
 static const float *rope_cs(llm_batch *c, const road_layer_spec *s) {
     for (int i = 0; i < 2; i++)
-        if (c->cs_freq[i] == s->inv_freq) return c->cs[i];
-    const int slot = c->cs_freq[0] == NULL ? 0 : 1;
-    road__rope_table(c->cs[slot], c->row_pos, s->inv_freq, c->R, s->rotary_dim);
-    c->cs_freq[slot] = s->inv_freq;
+        if (c->cs_rope[i] == s->rope) return c->cs[i];
+    const int slot = c->cs_rope[0] == NULL ? 0 : 1;
+    road__rope_fill(c->cs[slot], s->rope, c->row_pos, c->R, c->seq_r0, c->seq_rows, c->seq_p0,
+                    c->n_seq);
+    c->cs_rope[slot] = s->rope;
     return c->cs[slot];
 }
 

@@ -29,7 +29,7 @@ typedef struct llm_batch {
     int64_t *row_seq;             /* (R) the sequence of each row */
     int64_t *row_pos;             /* (R) the position of each row */
     float *cs[2];                 /* (R, rotary_dim) RoPE tables of the rows' positions, */
-    const float *cs_freq[2];      /* for these inv_freq (NULL: not made yet); two, so layers
+    const road_rope *cs_rope[2];  /* for these RoPEs (NULL: not made yet); two, so layers
                                      that alternate RoPE bases (gemma3) make each once */
     attn_seq *attn;               /* (n_seq) attention's view of the sequences, per layer */
     int64_t attn_gemm_min;        /* attn_batch.gemm_min and qblock (ops.h): inference 8 and */

@@ -44,8 +44,8 @@ void road_model_free(road_model *m) {
     for (int32_t i = 0; i < m->n_qt; i++) road_qtensor_free(m->qt[i]);
     road__free(m->qt);
     road__free(m->blocks);
-    road__free(m->inv_freq);
-    road__free(m->inv_freq_local);
+    road__rope_free(&m->rope);
+    road__rope_free(&m->rope_local);
     road__free(m->ws.buf);
     road__free(m->bwd_act.buf);
     road__free(m->bwd_rows.buf);
@@ -117,34 +117,6 @@ static road_status load_linear(road_model *m, const road_model_params *p, const 
     return ROAD_OK;
 }
 
-/* RoPE inverse frequencies as transformers computes them, in float32, over the rotary dims
- * (d): 1 / theta^((2i)/d), then (when `scaled`) the rope_scaling remap. */
-static void rope_frequencies(const road_llm_config *c, double theta, bool scaled, float *inv) {
-    const int64_t d = c->rotary_dim, half = d / 2;
-    for (int64_t i = 0; i < half; i++) {
-        float e = (float)(2 * i) / (float)d;
-        inv[i] = 1.0f / powf((float)theta, e);
-    }
-    if (!scaled) return;
-    if (c->rope_type == ROAD_ROPE_LINEAR) {
-        for (int64_t i = 0; i < half; i++) inv[i] = inv[i] / (float)c->rope_factor;
-    } else if (c->rope_type == ROAD_ROPE_LLAMA3) {
-        const float factor = (float)c->rope_factor, lo_f = (float)c->rope_low_freq_factor;
-        const float hi_f = (float)c->rope_high_freq_factor, orig = (float)c->rope_original_max_pos;
-        const float low_wl = orig / lo_f, high_wl = orig / hi_f;
-        const float two_pi = 6.283185307179586f;
-        for (int64_t i = 0; i < half; i++) {
-            float wl = two_pi / inv[i];
-            if (wl > low_wl) {
-                inv[i] = inv[i] / factor;
-            } else if (wl >= high_wl) { /* medium band, boundaries included */
-                float s = (orig / wl - lo_f) / (hi_f - lo_f);
-                inv[i] = (1.0f - s) * inv[i] / factor + s * inv[i];
-            }
-        }
-    }
-}
-
 int64_t road__model_norm_len(const road_model *m, int n) {
     int64_t len = 0;
     road__layout_norm(&m->cfg, n, &len);
@@ -204,11 +176,11 @@ static void describe_layers(road_model *m) {
         road_layer_spec ls = s;
         const bool slides = road_llm_config_layer_slides(c, l);
         ls.window = slides ? c->sliding_window : 0;
-        ls.inv_freq = slides && m->inv_freq_local ? m->inv_freq_local : m->inv_freq;
+        ls.rope = slides && m->rope_local.inv_freq ? &m->rope_local : &m->rope;
         m->blocks[l].spec = ls;
     }
     m->head_spec = s;
-    m->head_spec.inv_freq = m->inv_freq;
+    m->head_spec.rope = &m->rope;
     m->head_spec.final_softcap = (float)c->final_softcap;
     /* transformers: torch.tensor(hidden_size ** 0.5, dtype=float32) */
     if (c->embed_scale) m->head_spec.embed_scale = (float)sqrt((double)c->hidden_size);
@@ -314,19 +286,14 @@ road_status road_model_load(const char *dir, const road_model_params *p, road_mo
     road__free(desc);
     road__free(names);
     /* head_dim is backed by the q_proj shapes checked above */
-    if (st == ROAD_OK &&
-        !(m->inv_freq = road__malloc(sizeof(float) * (size_t)(c->rotary_dim / 2 + 1))))
-        st = ROAD_ERR_NO_MEMORY;
-    if (st == ROAD_OK && c->rope_local_theta > 0 &&
-        !(m->inv_freq_local = road__malloc(sizeof(float) * (size_t)(c->rotary_dim / 2 + 1))))
-        st = ROAD_ERR_NO_MEMORY;
+    if (st == ROAD_OK) st = road__rope_init(&m->rope, c, c->rope_theta, true);
+    if (st == ROAD_OK && c->rope_local_theta > 0)
+        st = road__rope_init(&m->rope_local, c, c->rope_local_theta, false);
     if (st != ROAD_OK) {
         road__error_prefix("loading the model in '%s'", dir);
         road_model_free(m);
         return st;
     }
-    rope_frequencies(c, c->rope_theta, true, m->inv_freq);
-    if (m->inv_freq_local) rope_frequencies(c, c->rope_local_theta, false, m->inv_freq_local);
     describe_layers(m);
     m->weight_bytes =
         road__weights_mapped_bytes(m->weights) + road__weights_owned_bytes(m->weights);

@@ -7,6 +7,7 @@
 #ifndef ROAD_LLM_MODEL_INTERNAL_H
 #define ROAD_LLM_MODEL_INTERNAL_H
 
+#include "llm/rope.h"
 #include "llm/weights.h"
 #include "road/llm.h"
 
@@ -32,7 +33,7 @@ typedef struct road_layer_spec {
     float final_softcap;    /* head_spec only: the output logits' cap (0: none) */
     float embed_scale;      /* head_spec only: embeddings times this (1: none) */
     int64_t rotary_dim;     /* dims of each head RoPE rotates */
-    const float *inv_freq;  /* (rotary_dim / 2) the RoPE frequencies of its positions */
+    const road_rope *rope;  /* its RoPE (frequencies, scaling; the model's rope or rope_local) */
 } road_layer_spec;
 
 /* Linear layers of a block with fused projections (phi3): qkv_proj's rows are [q | k | v],
@@ -101,8 +102,8 @@ struct road_model {
                                   scale */
     const char *norm_names[N_NORM]; /* the family's names of the block norms ("input_layernorm",
                                        "self_attn.q_norm", ...), NULL for norms it lacks */
-    float *inv_freq;    /* (rotary_dim/2) RoPE inverse frequencies, scaling applied */
-    float *inv_freq_local; /* the sliding layers' own (gemma3), or NULL */
+    road_rope rope;       /* RoPE with the config's scaling */
+    road_rope rope_local; /* the sliding layers' own, unscaled (gemma3); inv_freq NULL if none */
     road_workspace ws;
     /* The backward's buffers (grad.c), kept from step to step and grown when a batch needs
      * more: activations and working floats, and per-row bookkeeping (indices, targets, loss
