@@ -75,7 +75,8 @@ static double matmul_time(const road_llm_config *c) {
         if (t.shape[1] > maxin) maxin = t.shape[1];
         if (t.shape[0] > maxout) maxout = t.shape[0];
     }
-    float *w = calloc((size_t)maxw, sizeof(float)), *x = calloc((size_t)(PREFILL * maxin), sizeof(float));
+    float *w = calloc((size_t)maxw, sizeof(float)),
+          *x = calloc((size_t)(PREFILL * maxin), sizeof(float));
     float *y = calloc((size_t)(PREFILL * maxout), sizeof(float));
     if (!w || !x || !y) exit(1);
     double t0 = now_s();
@@ -83,13 +84,12 @@ static double matmul_time(const road_llm_config *c) {
         road_llm_tensor t;
         if (road_llm_config_tensor(c, i, &t) != ROAD_OK) continue;
         const bool block = t.role == ROAD_TENSOR_LINEAR;
-        const bool head = t.role == ROAD_TENSOR_HEAD || (t.role == ROAD_TENSOR_EMBED &&
-                                                         c->tie_word_embeddings);
+        const bool head =
+            t.role == ROAD_TENSOR_HEAD || (t.role == ROAD_TENSOR_EMBED && c->tie_word_embeddings);
         if (!block && !head) continue;
         const int rows = block ? PREFILL : 1;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, (int)t.shape[0],
-                    (int)t.shape[1], 1.0f, x, (int)t.shape[1], w, (int)t.shape[1], 0.0f, y,
-                    (int)t.shape[0]);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, (int)t.shape[0], (int)t.shape[1],
+                    1.0f, x, (int)t.shape[1], w, (int)t.shape[1], 0.0f, y, (int)t.shape[0]);
     }
     double t = now_s() - t0;
     free(w), free(x), free(y);
@@ -143,9 +143,12 @@ static void run(const char *dir, result *best) {
 int main(int argc, char **argv) {
     int threads = 0, layers = 4, rounds = 3;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--layers") == 0 && i + 1 < argc) layers = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc) rounds = atoi(argv[++i]);
+        if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
+            threads = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--layers") == 0 && i + 1 < argc)
+            layers = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc)
+            rounds = atoi(argv[++i]);
         else {
             fprintf(stderr, "usage: bench_families [--threads N] [--layers L] [--rounds R]\n");
             return 2;
@@ -168,8 +171,7 @@ int main(int argc, char **argv) {
         double t0 = now_s();
         die(road_model_init_folder(cfg_path, NULL, 1 + (uint64_t)k, ROAD_DTYPE_F32, dirs[k]),
             "init");
-        printf("  %-14s random float32 weights written in %.1f s\n", shapes[k].label,
-               now_s() - t0);
+        printf("  %-14s random float32 weights written in %.1f s\n", shapes[k].label, now_s() - t0);
     }
     result r[N_MODELS];
     for (int k = 0; k < N_MODELS; k++) r[k] = (result){1e30, 1e30, 0, 0, 1e30};

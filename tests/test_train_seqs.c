@@ -93,7 +93,8 @@ static void test_padded_is_the_same_bits(void **state) {
     float *g1 = take_grads(m, &n1);
     /* the same as a padded [NS x T] batch: row 0 right-padded, rows 1.. left-padded */
     const int64_t T = 72;
-    int64_t *ids = calloc((size_t)(NS * T), sizeof(int64_t)), *mask = calloc((size_t)(NS * T), sizeof(int64_t));
+    int64_t *ids = calloc((size_t)(NS * T), sizeof(int64_t)),
+            *mask = calloc((size_t)(NS * T), sizeof(int64_t));
     int64_t *lab = malloc(sizeof(int64_t) * (size_t)(NS * T));
     for (int64_t k = 0; k < NS * T; k++) lab[k] = ROAD_LABEL_IGNORE;
     for (int s = 0; s < NS; s++) {

@@ -69,9 +69,15 @@ static int inspect_one(const char *dir, const char *label) {
     printf("  init_weights      %s\n", road_config_init_weights(cfg) ? "true" : "false");
     printf("  target_modules    ");
     switch (road_config_target_kind(cfg)) {
-    case ROAD_TARGET_DEFAULT: printf("(model default)\n"); break;
-    case ROAD_TARGET_ALL_LINEAR: printf("all-linear\n"); break;
-    case ROAD_TARGET_REGEX: printf("regex %s\n", road_config_target(cfg, 0)); break;
+    case ROAD_TARGET_DEFAULT:
+        printf("(model default)\n");
+        break;
+    case ROAD_TARGET_ALL_LINEAR:
+        printf("all-linear\n");
+        break;
+    case ROAD_TARGET_REGEX:
+        printf("regex %s\n", road_config_target(cfg, 0));
+        break;
     case ROAD_TARGET_LIST:
         for (int32_t i = 0; i < road_config_target_count(cfg); i++)
             printf("%s%s", i ? ", " : "", road_config_target(cfg, i));
@@ -81,13 +87,15 @@ static int inspect_one(const char *dir, const char *label) {
     int32_t nm = road_config_modules_to_save_count(cfg);
     if (nm >= 0) {
         printf("  modules_to_save   ");
-        for (int32_t i = 0; i < nm; i++) printf("%s%s", i ? ", " : "", road_config_module_to_save(cfg, i));
+        for (int32_t i = 0; i < nm; i++)
+            printf("%s%s", i ? ", " : "", road_config_module_to_save(cfg, i));
         printf("\n");
     }
     const char *tt = road_config_task_type(cfg), *bm = road_config_base_model(cfg);
     printf("  task_type         %s\n", tt ? tt : "null");
     printf("  base_model        %s\n", bm ? bm : "null");
-    printf("  peft_version      %s\n", road_config_peft_version(cfg) ? road_config_peft_version(cfg) : "null");
+    printf("  peft_version      %s\n",
+           road_config_peft_version(cfg) ? road_config_peft_version(cfg) : "null");
 
     int rc = CLI_EXIT_OK;
     if (!has_file(dir, "adapter_model.safetensors")) {
@@ -117,15 +125,19 @@ static int inspect_one(const char *dir, const char *label) {
         }
         if (!is_theta) continue; /* described with its theta */
         char akey[600];
-        snprintf(akey, sizeof akey, "%.*s.road_alpha", (int)(strlen(t->name) - strlen(".road_theta")), t->name);
+        snprintf(akey, sizeof akey, "%.*s.road_alpha",
+                 (int)(strlen(t->name) - strlen(".road_theta")), t->name);
         const road_st_tensor *a = road_st_find(f, akey);
         if (!a) {
-            fprintf(stderr, "road inspect: %s has road_theta but no road_alpha (%s)\n", module, akey);
+            fprintf(stderr, "road inspect: %s has road_theta but no road_alpha (%s)\n", module,
+                    akey);
             rc = CLI_EXIT_FAIL;
             continue;
         }
         if (a->numel != t->numel || t->ndim != 1 || a->ndim != 1) {
-            fprintf(stderr, "road inspect: %s: road_theta has %lld values, road_alpha %lld; both must be 1-D and equal\n",
+            fprintf(stderr,
+                    "road inspect: %s: road_theta has %lld values, road_alpha %lld; both must be "
+                    "1-D and equal\n",
                     module, (long long)t->numel, (long long)a->numel);
             rc = CLI_EXIT_FAIL;
             continue;
@@ -133,8 +145,10 @@ static int inspect_one(const char *dir, const char *label) {
         int64_t P = t->numel;
         int64_t out = v == ROAD_VARIANT_1 ? 2 * P : v == ROAD_VARIANT_2 ? P : P / 2;
         if (road_param_count(v, out) != P || road_check_shape(v, gs, out, module) != ROAD_OK) {
-            fprintf(stderr, "road inspect: %s: %lld parameters cannot come from %s with group_size %d: %s\n",
-                    module, (long long)P, road_variant_name(v), (int)gs, road_last_error());
+            fprintf(
+                stderr,
+                "road inspect: %s: %lld parameters cannot come from %s with group_size %d: %s\n",
+                module, (long long)P, road_variant_name(v), (int)gs, road_last_error());
             rc = CLI_EXIT_FAIL;
             continue;
         }
@@ -146,7 +160,8 @@ static int inspect_one(const char *dir, const char *label) {
                 ma += al[k];
             }
             ma /= (double)P;
-            printf("    %-52s %9lld %8lld %10.4f %10.4f\n", module, (long long)(2 * P), (long long)out, mt, ma);
+            printf("    %-52s %9lld %8lld %10.4f %10.4f\n", module, (long long)(2 * P),
+                   (long long)out, mt, ma);
         } else {
             printf("    %-52s %9lld %8lld %10s %10s\n", module, (long long)(2 * P), (long long)out,
                    road_dtype_name(t->dtype), "");
@@ -356,8 +371,9 @@ static void describe_family(const road_llm_config *c) {
     printf("  norms             RMSNorm %s, %s\n", c->norm_plus_one ? "x (1 + w)" : "x w",
            place[c->norm_place]);
     if (c->qk_norm != ROAD_QK_NORM_NONE)
-        printf("  q/k norms         %s\n",
-               c->qk_norm == ROAD_QK_NORM_HEAD ? "per head (head_dim)" : "over the whole projection");
+        printf("  q/k norms         %s\n", c->qk_norm == ROAD_QK_NORM_HEAD
+                                               ? "per head (head_dim)"
+                                               : "over the whole projection");
     printf("  mlp               %s(gate) * up%s\n",
            c->hidden_act == ROAD_ACT_SILU ? "silu" : "gelu_tanh",
            c->fused_proj ? " (fused gate_up_proj; attention's qkv_proj fused too)" : "");
@@ -370,13 +386,18 @@ static void describe_family(const road_llm_config *c) {
         printf("  rotary dims       %lld of %lld per head\n", (long long)c->rotary_dim,
                (long long)c->head_dim);
     if (c->rope_local_theta > 0)
-        printf("  local rope        theta %.10g on sliding layers (unscaled)\n", c->rope_local_theta);
+        printf("  local rope        theta %.10g on sliding layers (unscaled)\n",
+               c->rope_local_theta);
     if (c->sliding_window > 0 && !c->sliding_all) {
         printf("  sliding layers   ");
         int64_t shown = 0;
         for (int64_t l = 0; l < c->n_layers; l++)
             if (road_llm_config_layer_slides(c, l) && shown++ < 16) printf(" %lld", (long long)l);
-        printf("%s (of %lld)\n", shown > 16 ? " ..." : shown ? "" : " none", (long long)c->n_layers);
+        printf("%s (of %lld)\n",
+               shown > 16 ? " ..."
+               : shown    ? ""
+                          : " none",
+               (long long)c->n_layers);
     }
 }
 
@@ -514,8 +535,9 @@ static int inspect_model(const char *dir) {
     } else {
         printf("  check             every tensor road loads is present with its shape\n");
         if (g_quantized)
-            printf("  quantized         %d linear layers (bitsandbytes int8 / 4-bit; docs/quant.md)\n",
-                   g_quantized);
+            printf(
+                "  quantized         %d linear layers (bitsandbytes int8 / 4-bit; docs/quant.md)\n",
+                g_quantized);
     }
     model_files_free(&mf);
     return rc;
@@ -570,8 +592,10 @@ int cmd_inspect(int argc, char **argv) {
     }
     closedir(d);
     if (!found) {
-        cli_error(CMD, "'%s' has no adapter_config.json (nor sub-folders with one) and no "
-                  "config.json; is it an adapter or a model folder?", dir);
+        cli_error(CMD,
+                  "'%s' has no adapter_config.json (nor sub-folders with one) and no "
+                  "config.json; is it an adapter or a model folder?",
+                  dir);
         return CLI_EXIT_FAIL;
     }
     return rc;

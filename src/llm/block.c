@@ -32,8 +32,12 @@
 void road__block_norm_forward(const road_layer_spec *s, float *out, const float *inp,
                               const float *weight, int64_t R, int64_t H) {
     switch (s->norm) {
-    case ROAD_NORM_RMS: road__rmsnorm_forward(out, inp, weight, R, H, s->norm_eps); break;
-    case ROAD_NORM_RMS_1P: road__rmsnorm1p_forward(out, inp, weight, R, H, s->norm_eps); break;
+    case ROAD_NORM_RMS:
+        road__rmsnorm_forward(out, inp, weight, R, H, s->norm_eps);
+        break;
+    case ROAD_NORM_RMS_1P:
+        road__rmsnorm1p_forward(out, inp, weight, R, H, s->norm_eps);
+        break;
     }
 }
 
@@ -53,16 +57,24 @@ void road__block_norm_backward(const road_layer_spec *s, float *dinp, float *dwe
 static void act_forward(const road_layer_spec *s, float *out, const float *gate, const float *up,
                         int64_t N) {
     switch (s->act) {
-    case ROAD_ACT_SILU: road__swiglu_forward(out, gate, up, N); break;
-    case ROAD_ACT_GELU_TANH: road__geglu_forward(out, gate, up, N); break;
+    case ROAD_ACT_SILU:
+        road__swiglu_forward(out, gate, up, N);
+        break;
+    case ROAD_ACT_GELU_TANH:
+        road__geglu_forward(out, gate, up, N);
+        break;
     }
 }
 
 static void act_backward(const road_layer_spec *s, float *dgate, float *dup, const float *dout,
                          const float *gate, const float *up, int64_t N) {
     switch (s->act) {
-    case ROAD_ACT_SILU: road__swiglu_backward(dgate, dup, dout, gate, up, N); break;
-    case ROAD_ACT_GELU_TANH: road__geglu_backward(dgate, dup, dout, gate, up, N); break;
+    case ROAD_ACT_SILU:
+        road__swiglu_backward(dgate, dup, dout, gate, up, N);
+        break;
+    case ROAD_ACT_GELU_TANH:
+        road__geglu_backward(dgate, dup, dout, gate, up, N);
+        break;
     }
 }
 
@@ -211,8 +223,17 @@ static attn_batch attn_view(llm_batch *c, int64_t layer, const road_layer_spec *
             a->head_stride = d, a->pos_stride = nkv * d;
         }
     }
-    return (attn_batch){c->attn, c->n_seq, c->row_seq, c->R, cfg->n_heads, nkv, d,
-                        spec->window, spec->attn_scale, spec->attn_softcap, c->attn_gemm_min,
+    return (attn_batch){c->attn,
+                        c->n_seq,
+                        c->row_seq,
+                        c->R,
+                        cfg->n_heads,
+                        nkv,
+                        d,
+                        spec->window,
+                        spec->attn_scale,
+                        spec->attn_softcap,
+                        c->attn_gemm_min,
                         c->attn_qblock};
 }
 

@@ -22,19 +22,19 @@ typedef struct llm_batch {
     road_model *m;
     const road_seq *seqs;
     int64_t n_seq, R;
-    road_batch_plan *plan;        /* a mixed batch (each sequence names its adapter), else NULL */
-    int64_t *seq_rows;            /* (n_seq) new rows of each sequence */
-    int64_t *seq_r0;              /* (n_seq) its first row */
-    int64_t *seq_p0;              /* (n_seq) the position of its first new row */
-    int64_t *row_seq;             /* (R) the sequence of each row */
-    int64_t *row_pos;             /* (R) the position of each row */
-    float *cs[2];                 /* (R, rotary_dim) RoPE tables of the rows' positions, */
-    const road_rope *cs_rope[2];  /* for these RoPEs (NULL: not made yet); two, so layers
-                                     that alternate RoPE bases (gemma3) make each once */
-    attn_seq *attn;               /* (n_seq) attention's view of the sequences, per layer */
-    int64_t attn_gemm_min;        /* attn_batch.gemm_min and qblock (ops.h): inference 8 and */
-    int64_t attn_qblock;          /* ATTN_QBLOCK; training 1 and its longest sequence */
-    float *scratch;               /* attention scratch, scratch_stride floats per thread */
+    road_batch_plan *plan;       /* a mixed batch (each sequence names its adapter), else NULL */
+    int64_t *seq_rows;           /* (n_seq) new rows of each sequence */
+    int64_t *seq_r0;             /* (n_seq) its first row */
+    int64_t *seq_p0;             /* (n_seq) the position of its first new row */
+    int64_t *row_seq;            /* (R) the sequence of each row */
+    int64_t *row_pos;            /* (R) the position of each row */
+    float *cs[2];                /* (R, rotary_dim) RoPE tables of the rows' positions, */
+    const road_rope *cs_rope[2]; /* for these RoPEs (NULL: not made yet); two, so layers
+                                    that alternate RoPE bases (gemma3) make each once */
+    attn_seq *attn;              /* (n_seq) attention's view of the sequences, per layer */
+    int64_t attn_gemm_min;       /* attn_batch.gemm_min and qblock (ops.h): inference 8 and */
+    int64_t attn_qblock;         /* ATTN_QBLOCK; training 1 and its longest sequence */
+    float *scratch;              /* attention scratch, scratch_stride floats per thread */
     int64_t scratch_stride;
 } llm_batch;
 
@@ -65,14 +65,14 @@ typedef struct block_acts {
 /* Working arrays of block_backward (each distinct from the acts; the last five only for the
  * blocks that need them: post norms, q/k norms, fused projections). */
 typedef struct block_grads {
-    float *dh, *dh2;        /* (R, H) */
-    float *datt, *dq;       /* (R, qd) */
-    float *dk, *dv;         /* (R, kvd) */
-    float *dg, *du;         /* (R, I) */
-    float *dpost;           /* (R, H) */
-    float *dqn, *dkn;       /* (R, qd), (R, kvd) */
-    float *dqkv;            /* (R, qd + 2 kvd) */
-    float *dgu;             /* (R, 2 I) */
+    float *dh, *dh2;  /* (R, H) */
+    float *datt, *dq; /* (R, qd) */
+    float *dk, *dv;   /* (R, kvd) */
+    float *dg, *du;   /* (R, I) */
+    float *dpost;     /* (R, H) */
+    float *dqn, *dkn; /* (R, qd), (R, kvd) */
+    float *dqkv;      /* (R, qd + 2 kvd) */
+    float *dgu;       /* (R, 2 I) */
 } block_grads;
 
 /* y (rows, out) = linear layer `layer` of x (rows, in) with the model's adapter state, or

@@ -4,8 +4,8 @@
  * config_rope.c, the helpers both use are in config_read.h.
  *
  * The reading follows what transformers' config classes (LlamaConfig, ..., Olmo2Config) do with
- * a config.json (4.4x-4.5x, plus the v5 spellings "dtype" and "rope_parameters"), so a file means the
- * same model here as there: per-type defaults (max_position_embeddings 2048 / 131072 (4096*32)
+ * a config.json (4.4x-4.5x, plus the v5 spellings "dtype" and "rope_parameters"), so a file means
+ * the same model here as there: per-type defaults (max_position_embeddings 2048 / 131072 (4096*32)
  * / 32768, mistral's sliding_window 4096 and num_key_value_heads 8 when the key is absent),
  * head_dim from the file or hidden_size / num_attention_heads, rope_scaling's older "type"
  * spelling, qwen2's fixed q/k/v biases.
@@ -26,9 +26,9 @@
  * versions use it); for yarn and longrope, an original_max_position_embeddings or a longrope
  * factor in a rope_scaling that 4.x and v5 would read differently (see parse_original_max and
  * parse_longrope; a v5 rope_parameters is read as v5 reads it). RoPE scaling follows 4.57 and
- * 5.x (tools/torchref/rope_ref.py checks both). attention_bias / mlp_bias true are refused for mistral and qwen2: their
- * transformers classes ignore the keys and fix the biases, so such a file and its checkpoint
- * disagree.
+ * 5.x (tools/torchref/rope_ref.py checks both). attention_bias / mlp_bias true are refused for
+ * mistral and qwen2: their transformers classes ignore the keys and fix the biases, so such a file
+ * and its checkpoint disagree.
  *
  * All sizes are integers written as JSON integers ("64", not "64.0": transformers would fail
  * on a float size too) from 1 to 2^31 - 1, which keeps token ids within int32 and any product
@@ -67,22 +67,22 @@
 #define DEFAULT_TOP_P 1.0f
 
 static const family_info families[] = {
-    {FAMILY_LLAMA, "llama", "Llama", 2048, 0, 0, true, 1e-6, 1e4, false, ROAD_ACT_SILU, ROAD_NORM_PRE,
-     false, ROAD_QK_NORM_NONE, false, false},
-    {FAMILY_MISTRAL, "mistral", "Mistral", 4096 * 32, DEFAULT_MISTRAL_KV_HEADS, 0, true, 1e-6, 1e4, false,
-     ROAD_ACT_SILU, ROAD_NORM_PRE, false, ROAD_QK_NORM_NONE, false, false},
-    {FAMILY_QWEN2, "qwen2", "Qwen2", 32768, 0, 0, false, 1e-6, 1e4, false, ROAD_ACT_SILU, ROAD_NORM_PRE,
-     false, ROAD_QK_NORM_NONE, false, false},
+    {FAMILY_LLAMA, "llama", "Llama", 2048, 0, 0, true, 1e-6, 1e4, false, ROAD_ACT_SILU,
+     ROAD_NORM_PRE, false, ROAD_QK_NORM_NONE, false, false},
+    {FAMILY_MISTRAL, "mistral", "Mistral", 4096 * 32, DEFAULT_MISTRAL_KV_HEADS, 0, true, 1e-6, 1e4,
+     false, ROAD_ACT_SILU, ROAD_NORM_PRE, false, ROAD_QK_NORM_NONE, false, false},
+    {FAMILY_QWEN2, "qwen2", "Qwen2", 32768, 0, 0, false, 1e-6, 1e4, false, ROAD_ACT_SILU,
+     ROAD_NORM_PRE, false, ROAD_QK_NORM_NONE, false, false},
     {FAMILY_QWEN3, "qwen3", "Qwen3", 32768, 32, 128, true, 1e-6, 1e4, false, ROAD_ACT_SILU,
      ROAD_NORM_PRE, false, ROAD_QK_NORM_HEAD, false, false},
     {FAMILY_GEMMA2, "gemma2", "Gemma2", 8192, 4, 256, true, 1e-6, 1e4, true, ROAD_ACT_GELU_TANH,
      ROAD_NORM_SANDWICH, true, ROAD_QK_NORM_NONE, false, true},
-    {FAMILY_GEMMA3, "gemma3_text", "Gemma3Text", 131072, 4, 256, true, 1e-6, 1e6, true, ROAD_ACT_GELU_TANH,
-     ROAD_NORM_SANDWICH, true, ROAD_QK_NORM_HEAD, false, true},
+    {FAMILY_GEMMA3, "gemma3_text", "Gemma3Text", 131072, 4, 256, true, 1e-6, 1e6, true,
+     ROAD_ACT_GELU_TANH, ROAD_NORM_SANDWICH, true, ROAD_QK_NORM_HEAD, false, true},
     {FAMILY_PHI3, "phi3", "Phi3", 4096, 0, 0, false, 1e-5, 1e4, false, ROAD_ACT_SILU, ROAD_NORM_PRE,
      false, ROAD_QK_NORM_NONE, true, false},
-    {FAMILY_OLMO2, "olmo2", "Olmo2", 2048, 0, 0, true, 1e-5, 1e4, false, ROAD_ACT_SILU, ROAD_NORM_POST,
-     false, ROAD_QK_NORM_ALL, false, false},
+    {FAMILY_OLMO2, "olmo2", "Olmo2", 2048, 0, 0, true, 1e-5, 1e4, false, ROAD_ACT_SILU,
+     ROAD_NORM_POST, false, ROAD_QK_NORM_ALL, false, false},
 };
 #define N_FAMILIES (sizeof families / sizeof families[0])
 
@@ -126,8 +126,8 @@ static road_status parse_eos(const cJSON *v, int64_t vocab, int32_t *ids, int32_
 
 /* ---- config.json: the parts ----------------------------------------------------------------- */
 
-#define FAMILY_NAMES                                                                       \
-    "\"llama\", \"mistral\", \"qwen2\", \"qwen3\", \"gemma2\", \"gemma3_text\", \"phi3\" and "  \
+#define FAMILY_NAMES                                                                               \
+    "\"llama\", \"mistral\", \"qwen2\", \"qwen3\", \"gemma2\", \"gemma3_text\", \"phi3\" and "     \
     "\"olmo2\""
 
 static road_status parse_family(const cJSON *root, const family_info **f, road_llm_config *c) {
@@ -247,8 +247,8 @@ static road_status parse_biases(const cJSON *root, const family_info *f, road_ll
     road_status s;
     if ((s = opt_bool(root, "attention_bias", &attention_bias)) != ROAD_OK) return s;
     if ((s = opt_bool(root, "mlp_bias", &mlp_bias)) != ROAD_OK) return s;
-    const bool reads_attention = f->f != FAMILY_MISTRAL && f->f != FAMILY_QWEN2 &&
-                                 f->f != FAMILY_PHI3;
+    const bool reads_attention =
+        f->f != FAMILY_MISTRAL && f->f != FAMILY_QWEN2 && f->f != FAMILY_PHI3;
     const bool reads_mlp = f->f == FAMILY_LLAMA;
     if ((attention_bias && !reads_attention) || (mlp_bias && !reads_mlp))
         return road__error(ROAD_ERR_UNSUPPORTED,
@@ -256,9 +256,10 @@ static road_status parse_biases(const cJSON *root, const family_info *f, road_ll
                            "it (%s), so the checkpoint does not match the class it names",
                            attention_bias && !reads_attention ? "attention_bias" : "mlp_bias",
                            c->model_type, f->cls,
-                           f->f == FAMILY_QWEN2 ? "q/k/v always have biases, o_proj and the MLP none"
-                           : reads_attention    ? "the MLP has no bias"
-                                                : "no layer has a bias");
+                           f->f == FAMILY_QWEN2
+                               ? "q/k/v always have biases, o_proj and the MLP none"
+                           : reads_attention ? "the MLP has no bias"
+                                             : "no layer has a bias");
     c->qkv_bias = f->f == FAMILY_QWEN2 || attention_bias;
     c->o_bias = attention_bias;
     c->mlp_bias = mlp_bias;
@@ -394,8 +395,10 @@ static road_status parse_attention(const cJSON *root, const family_info *f, road
         const cJSON *v = member(root, caps[i]);
         if (f->f == FAMILY_GEMMA2) {
             *dst[i] = i == 0 ? 50.0 : 30.0; /* Gemma2Config's defaults */
-            if (v && cJSON_IsNull(v)) *dst[i] = 0.0;
-            else if (v && (s = want_positive(v, NULL, caps[i], dst[i])) != ROAD_OK) return s;
+            if (v && cJSON_IsNull(v))
+                *dst[i] = 0.0;
+            else if (v && (s = want_positive(v, NULL, caps[i], dst[i])) != ROAD_OK)
+                return s;
         } else if (present(v)) {
             /* gemma3's classes read final_logit_softcapping, and only from 4.5x on */
             return road__error(ROAD_ERR_UNSUPPORTED,
@@ -494,7 +497,6 @@ static road_status parse_tree(const cJSON *root, road_llm_config *c) {
         return s;
     /* after max_position_embeddings: dynamic, yarn and longrope read it */
     if ((s = road__config_parse_rope(root, f, c)) != ROAD_OK) return s;
-
 
     if ((s = parse_biases(root, f, c)) != ROAD_OK) return s;
     if ((s = parse_window(root, f, c)) != ROAD_OK) return s;

@@ -37,18 +37,18 @@ typedef struct family_info {
     const char *name;
     const char *cls; /* transformers' class name, for messages */
     int64_t max_position_embeddings;
-    int64_t kv_heads;   /* absent num_key_value_heads; 0: as many as query heads */
-    int64_t head_dim;   /* absent head_dim; 0: hidden_size / num_attention_heads */
-    bool head_dim_key;  /* the class reads a head_dim key (else it derives it, see parse_shape) */
-    double eps;         /* absent rms_norm_eps */
-    double theta;       /* absent rope_theta */
-    bool tie;           /* absent tie_word_embeddings */
+    int64_t kv_heads;  /* absent num_key_value_heads; 0: as many as query heads */
+    int64_t head_dim;  /* absent head_dim; 0: hidden_size / num_attention_heads */
+    bool head_dim_key; /* the class reads a head_dim key (else it derives it, see parse_shape) */
+    double eps;        /* absent rms_norm_eps */
+    double theta;      /* absent rope_theta */
+    bool tie;          /* absent tie_word_embeddings */
     road_act act;
     road_norm_place place;
-    bool plus_one;      /* RMSNorm by (1 + w) */
+    bool plus_one; /* RMSNorm by (1 + w) */
     road_qk_norm qk_norm;
-    bool fused;         /* qkv_proj, gate_up_proj */
-    bool gemma;         /* embeddings scaled, query_pre_attn_scalar, hidden_activation */
+    bool fused; /* qkv_proj, gate_up_proj */
+    bool gemma; /* embeddings scaled, query_pre_attn_scalar, hidden_activation */
 } family_info;
 
 /* ---- typed members with messages naming "parent.key" ---------------------------------------- */
@@ -62,8 +62,8 @@ static inline bool present(const cJSON *v) {
     return v != NULL && !cJSON_IsNull(v);
 }
 
-static inline road_status bad(road_status s, const char *parent, const char *key, const char *allowed,
-                       const cJSON *v) {
+static inline road_status bad(road_status s, const char *parent, const char *key,
+                              const char *allowed, const cJSON *v) {
     char got[DESCRIBE_MAX];
     road__json_describe(v, got, sizeof got);
     return road__error(s, "%s%s%s must be %s, got %s", parent ? parent : "", parent ? "." : "", key,
@@ -72,7 +72,7 @@ static inline road_status bad(road_status s, const char *parent, const char *key
 
 /* An integer in [lo, hi] (both within +-2^53, where a double holds every integer exactly). */
 static inline road_status want_int(const cJSON *v, const char *parent, const char *key, int64_t lo,
-                            int64_t hi, int64_t *out) {
+                                   int64_t hi, int64_t *out) {
     if (!v || !road__json_is_int(v) || !(v->valuedouble >= (double)lo) ||
         !(v->valuedouble <= (double)hi)) {
         char allowed[96];
@@ -85,21 +85,23 @@ static inline road_status want_int(const cJSON *v, const char *parent, const cha
 }
 
 /* A finite number > 0. */
-static inline road_status want_positive(const cJSON *v, const char *parent, const char *key, double *out) {
+static inline road_status want_positive(const cJSON *v, const char *parent, const char *key,
+                                        double *out) {
     if (!v || !cJSON_IsNumber(v) || !isfinite(v->valuedouble) || !(v->valuedouble > 0.0))
         return bad(ROAD_ERR_CONFIG, parent, key, "a finite number > 0", v);
     *out = v->valuedouble;
     return ROAD_OK;
 }
 
-static inline road_status want_bool(const cJSON *v, const char *parent, const char *key, bool *out) {
+static inline road_status want_bool(const cJSON *v, const char *parent, const char *key,
+                                    bool *out) {
     if (!cJSON_IsBool(v)) return bad(ROAD_ERR_CONFIG, parent, key, "true or false", v);
     *out = cJSON_IsTrue(v);
     return ROAD_OK;
 }
 
 static inline road_status want_string(const cJSON *v, const char *parent, const char *key,
-                               const char **out) {
+                                      const char **out) {
     if (!cJSON_IsString(v) || !v->valuestring)
         return bad(ROAD_ERR_CONFIG, parent, key, "a string", v);
     *out = v->valuestring;
@@ -121,7 +123,8 @@ static inline road_status req_dim(const cJSON *obj, const char *key, int64_t *ou
     return want_int(v, NULL, key, 1, DIM_MAX, out);
 }
 
-static inline road_status unsupported_string(const char *field, const char *value, const char *what) {
+static inline road_status unsupported_string(const char *field, const char *value,
+                                             const char *what) {
     char q[DESCRIBE_MAX];
     road__json_quote(value, q, sizeof q);
     return road__error(ROAD_ERR_UNSUPPORTED, "%s %s is not supported; %s", field, q, what);

@@ -94,8 +94,8 @@ static road_status parse_local_rope(const cJSON *root, const cJSON *sliding, con
         return ROAD_OK;
     }
     c->rope_local_theta = 10000.0; /* Gemma3TextConfig's default */
-    if (present(lb) && (s = want_positive(lb, NULL, "rope_local_base_freq", &c->rope_local_theta)) !=
-                           ROAD_OK)
+    if (present(lb) &&
+        (s = want_positive(lb, NULL, "rope_local_base_freq", &c->rope_local_theta)) != ROAD_OK)
         return s;
     if (!sliding) return ROAD_OK;
     const char *where = "rope_parameters.sliding_attention";
@@ -110,15 +110,17 @@ static road_status parse_local_rope(const cJSON *root, const cJSON *sliding, con
     if (present(th)) {
         if ((s = want_positive(th, where, "rope_theta", &theta)) != ROAD_OK) return s;
         if (present(lb) && theta != c->rope_local_theta)
-            return road__error(ROAD_ERR_CONFIG,
-                               "rope_local_base_freq (%g) and %s.rope_theta (%g) disagree; keep one",
-                               c->rope_local_theta, where, theta);
+            return road__error(
+                ROAD_ERR_CONFIG,
+                "rope_local_base_freq (%g) and %s.rope_theta (%g) disagree; keep one",
+                c->rope_local_theta, where, theta);
         c->rope_local_theta = theta;
     }
     return ROAD_OK;
 }
 
-/* ---- yarn and longrope ------------------------------------------------------------------------ */
+/* ---- yarn and longrope ------------------------------------------------------------------------
+ */
 
 /* An optional number >= 0 (absent or null: *out = 0). transformers reads yarn's mscale,
  * mscale_all_dim, beta_fast and beta_slow with `or`: 0 counts as not given. */
@@ -160,7 +162,8 @@ static road_status parse_original_max(const cJSON *root, const cJSON *rope, cons
         top = 4096;
     }
     *top_set = top != 0;
-    /* what 4.x reads: yarn the rope dict's, longrope the top level's, else max_position_embeddings */
+    /* what 4.x reads: yarn the rope dict's, longrope the top level's, else max_position_embeddings
+     */
     const int64_t v4 = (longrope ? top : in) ? (longrope ? top : in) : c->max_position_embeddings;
     const int64_t v5 = top ? top : in ? in : c->max_position_embeddings;
     if (from_scaling && v4 != v5)
@@ -210,12 +213,11 @@ static road_status parse_yarn(const cJSON *root, const cJSON *rope, const char *
                                where);
     }
     const cJSON *af = member(rope, "attention_factor");
-    if (present(af))
-        return want_positive(af, where, "attention_factor", &c->rope_attn_factor);
-    c->rope_attn_factor = mscale > 0.0 && mscale_all > 0.0
-                              ? yarn_mscale(c->rope_factor, mscale) /
-                                    yarn_mscale(c->rope_factor, mscale_all)
-                              : yarn_mscale(c->rope_factor, 1.0);
+    if (present(af)) return want_positive(af, where, "attention_factor", &c->rope_attn_factor);
+    c->rope_attn_factor =
+        mscale > 0.0 && mscale_all > 0.0
+            ? yarn_mscale(c->rope_factor, mscale) / yarn_mscale(c->rope_factor, mscale_all)
+            : yarn_mscale(c->rope_factor, 1.0);
     return ROAD_OK;
 }
 
@@ -260,8 +262,7 @@ static road_status parse_longrope(const cJSON *root, const cJSON *rope, const ch
     c->rope_type = ROAD_ROPE_LONGROPE;
     if ((s = want_factors(rope, where, "short_factor", c, c->rope_short_factor)) != ROAD_OK)
         return s;
-    if ((s = want_factors(rope, where, "long_factor", c, c->rope_long_factor)) != ROAD_OK)
-        return s;
+    if ((s = want_factors(rope, where, "long_factor", c, c->rope_long_factor)) != ROAD_OK) return s;
     if ((s = parse_original_max(root, rope, where, from_scaling, true, f, c, &top_set)) != ROAD_OK)
         return s;
     const double ratio = (double)c->max_position_embeddings / (double)c->rope_original_max_pos;
@@ -287,8 +288,7 @@ static road_status parse_longrope(const cJSON *root, const cJSON *rope, const ch
                            "(ln 1 = 0 divides); give %s.attention_factor",
                            where);
     } else {
-        c->rope_attn_factor =
-            sqrt(1.0 + log(factor) / log((double)c->rope_original_max_pos));
+        c->rope_attn_factor = sqrt(1.0 + log(factor) / log((double)c->rope_original_max_pos));
     }
     c->rope_factor = factor;
     return ROAD_OK;
@@ -365,8 +365,8 @@ road_status road__config_parse_rope(const cJSON *root, const family_info *f, roa
     if (strcmp(type, "default") == 0) return ROAD_OK;
     if (strcmp(type, "longrope") == 0) return parse_longrope(root, rope, where, from_scaling, f, c);
     if (strcmp(type, "su") == 0)
-        return unsupported_string(field, type,
-                                  "\"su\" is phi3's older name of \"longrope\"; write \"longrope\"");
+        return unsupported_string(
+            field, type, "\"su\" is phi3's older name of \"longrope\"; write \"longrope\"");
     if (strcmp(type, "linear") != 0 && strcmp(type, "llama3") != 0 &&
         strcmp(type, "dynamic") != 0 && strcmp(type, "yarn") != 0)
         return unsupported_string(field, type,
@@ -403,4 +403,3 @@ road_status road__config_parse_rope(const cJSON *root, const family_info *f, roa
     return want_int(member(rope, "original_max_position_embeddings"), where,
                     "original_max_position_embeddings", 1, DIM_MAX, &c->rope_original_max_pos);
 }
-

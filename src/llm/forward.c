@@ -52,7 +52,8 @@ static road_status validate(road_model *m, const road_seq *seqs, int64_t n_seq, 
                                    (long long)cfg->vocab_size - 1);
         if (q->cache) {
             const road_kv_cache *kv = q->cache;
-            if (kv->n_layers != cfg->n_layers || kv->n_kv != cfg->n_kv_heads || kv->d != cfg->head_dim)
+            if (kv->n_layers != cfg->n_layers || kv->n_kv != cfg->n_kv_heads ||
+                kv->d != cfg->head_dim)
                 return road__error(ROAD_ERR_INVALID_ARG,
                                    "forward: sequence %lld's KV cache belongs to another model",
                                    (long long)s);
@@ -80,8 +81,7 @@ static road_status validate(road_model *m, const road_seq *seqs, int64_t n_seq, 
     return ROAD_OK;
 }
 
-road_status road_model_forward(road_model *m, const road_seq *seqs, int64_t n_seq,
-                               float *logits) {
+road_status road_model_forward(road_model *m, const road_seq *seqs, int64_t n_seq, float *logits) {
     ROAD_THREAD_SCOPE(m ? m->n_threads : 0);
     bool mixed = false;
     road_status st = validate(m, seqs, n_seq, &mixed);
@@ -91,7 +91,10 @@ road_status road_model_forward(road_model *m, const road_seq *seqs, int64_t n_se
     const int64_t H = cfg->hidden_size, I = cfg->intermediate_size;
     const int64_t nh = cfg->n_heads, nkv = cfg->n_kv_heads, d = cfg->head_dim;
     const int64_t qd = nh * d, kvd = nkv * d;
-    llm_batch c = {.m = m, .seqs = seqs, .n_seq = n_seq, .attn_gemm_min = ATTN_GEMM_MIN,
+    llm_batch c = {.m = m,
+                   .seqs = seqs,
+                   .n_seq = n_seq,
+                   .attn_gemm_min = ATTN_GEMM_MIN,
                    .attn_qblock = ATTN_QBLOCK};
     int64_t max_keys = 1, n_sel = road_seq_logit_rows(seqs, n_seq);
     for (int64_t s = 0; s < n_seq; s++) {
@@ -141,8 +144,8 @@ road_status road_model_forward(road_model *m, const road_seq *seqs, int64_t n_se
     const bool fused = m->blocks[0].fused;
     const int64_t rot = m->blocks[0].spec.rotary_dim;
     const int64_t n_fused = fused ? R * (qd + 2 * kvd + 2 * I) : 0;
-    size_t n_ws = (size_t)(R * (2 * H + 2 * qd + 2 * kvd + 2 * I + 2 * rot) + n_fused +
-                           n_sel * H + (int64_t)nthreads * c.scratch_stride);
+    size_t n_ws = (size_t)(R * (2 * H + 2 * qd + 2 * kvd + 2 * I + 2 * rot) + n_fused + n_sel * H +
+                           (int64_t)nthreads * c.scratch_stride);
     float *ws = road__workspace_get(&m->ws, n_ws);
     if (!ws) {
         road_batch_plan_free(c.plan);
@@ -158,9 +161,21 @@ road_status road_model_forward(road_model *m, const road_seq *seqs, int64_t n_se
     float *qkv = c.cs[1] + R * rot, *gu = fused ? qkv + R * (qd + 2 * kvd) : qkv;
     float *sel = qkv + n_fused;
     c.scratch = sel + n_sel * H;
-    const block_acts acts = {.h1 = h, .q = q, .k = k, .v = v, .att = att, .o = h, .po = h,
-                             .h2 = h, .g = g, .u = u, .a = g, .dn = h, .pdn = h,
-                             .qkv = fused ? qkv : NULL, .gu = fused ? gu : NULL};
+    const block_acts acts = {.h1 = h,
+                             .q = q,
+                             .k = k,
+                             .v = v,
+                             .att = att,
+                             .o = h,
+                             .po = h,
+                             .h2 = h,
+                             .g = g,
+                             .u = u,
+                             .a = g,
+                             .dn = h,
+                             .pdn = h,
+                             .qkv = fused ? qkv : NULL,
+                             .gu = fused ? gu : NULL};
     st = road__block_embed(&c, x);
     for (int64_t l = 0; l < cfg->n_layers && st == ROAD_OK; l++)
         st = road__block_forward(&c, l, x, &acts);

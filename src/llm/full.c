@@ -64,12 +64,13 @@ static void add_linear(builder *b, road_model *m, int32_t layer) {
     const char *lname = road_adapter_set_layer_name(m->set, layer);
     char name[NAME_CAP];
     snprintf(name, sizeof name, "%s.weight", lname);
-    b->f->lin_w[layer] = add(b, name, l ? road_linear_weight(l) : NULL,
-                             l ? road_linear_out_features(l) : 0,
-                             l ? road_linear_in_features(l) : 0, true);
+    b->f->lin_w[layer] =
+        add(b, name, l ? road_linear_weight(l) : NULL, l ? road_linear_out_features(l) : 0,
+            l ? road_linear_in_features(l) : 0, true);
     if (l && road_linear_bias(l)) {
         snprintf(name, sizeof name, "%s.bias", lname);
-        b->f->lin_b[layer] = add(b, name, road_linear_bias(l), road_linear_out_features(l), 0, false);
+        b->f->lin_b[layer] =
+            add(b, name, road_linear_bias(l), road_linear_out_features(l), 0, false);
     }
 }
 
@@ -110,7 +111,8 @@ static road_status build(road_model *m) {
             char name[NAME_CAP];
             snprintf(name, sizeof name, "model.layers.%lld.%s.weight", (long long)l,
                      m->norm_names[n]);
-            f->norm[l * N_NORM + n] = add(&b, name, blk->norm[n], road__model_norm_len(m, n), 0, false);
+            f->norm[l * N_NORM + n] =
+                add(&b, name, blk->norm[n], road__model_norm_len(m, n), 0, false);
         }
     }
     f->final_norm = add(&b, "model.norm.weight", m->final_norm, H, 0, false);

@@ -137,7 +137,8 @@ road_status road_model_loss_backward_seqs(road_model *m, const road_seq *seqs,
     c.seq_rows = row_tgt + R;
     c.seq_r0 = c.seq_rows + n_seq;
     c.seq_p0 = c.seq_r0 + n_seq;
-    double *row_loss = (double *)(c.seq_p0 + n_seq), *row_max = row_loss + R, *row_sum = row_max + R;
+    double *row_loss = (double *)(c.seq_p0 + n_seq), *row_max = row_loss + R,
+           *row_sum = row_max + R;
     c.attn = (attn_seq *)(row_sum + R);
     block_acts *sb = (block_acts *)(c.attn + n_seq);
     memset(sb, 0, sizeof(block_acts) * (size_t)L);
@@ -158,7 +159,8 @@ road_status road_model_loss_backward_seqs(road_model *m, const road_seq *seqs,
     const bool rc = m->recompute;
     const road_block *b0 = &m->blocks[0]; /* every block has the same structure */
     const bool fused = b0->fused, qkn = b0->norm[NORM_Q] != NULL;
-    const bool post_attn = b0->norm[NORM_ATTN_OUT] != NULL, post_mlp = b0->norm[NORM_MLP_OUT] != NULL;
+    const bool post_attn = b0->norm[NORM_ATTN_OUT] != NULL,
+               post_mlp = b0->norm[NORM_MLP_OUT] != NULL;
     const bool cap = m->head_spec.final_softcap > 0.0f;
     const int nthreads = road_get_num_threads();
     /* road__attention_backward's (3 n^2 with a softcap), > the forward's */

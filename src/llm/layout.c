@@ -14,15 +14,14 @@
 #include "core/error.h"
 #include "llm/model_internal.h"
 
-static const char *const proj_names[N_PROJ] = {"self_attn.q_proj", "self_attn.k_proj",
-                                               "self_attn.v_proj", "self_attn.o_proj",
-                                               "mlp.gate_proj",    "mlp.up_proj",
-                                               "mlp.down_proj"};
+static const char *const proj_names[N_PROJ] = {
+    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+    "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
 /* phi3: qkv_proj (rows [q | k | v]) and gate_up_proj (rows [gate | up]) take the places of
  * q_proj and gate_proj */
-static const char *const fused_names[N_PROJ] = {"self_attn.qkv_proj", NULL, NULL,
-                                                "self_attn.o_proj", "mlp.gate_up_proj",
-                                                NULL, "mlp.down_proj"};
+static const char *const fused_names[N_PROJ] = {
+    "self_attn.qkv_proj", NULL, NULL,           "self_attn.o_proj",
+    "mlp.gate_up_proj",   NULL, "mlp.down_proj"};
 
 const char *road__layout_proj(const road_llm_config *c, int p, int64_t *out, int64_t *in,
                               bool *bias) {
@@ -72,20 +71,20 @@ static int block_tensors(const road_llm_config *c, int64_t l, road_llm_tensor *t
         bool bias;
         const char *name = road__layout_proj(c, p, &out, &in, &bias);
         if (!name) continue;
-        t[k] = (road_llm_tensor){.ndim = 2, .shape = {out, in}, .role = ROAD_TENSOR_LINEAR,
-                                 .layer = l};
+        t[k] = (road_llm_tensor){
+            .ndim = 2, .shape = {out, in}, .role = ROAD_TENSOR_LINEAR, .layer = l};
         snprintf(t[k++].name, sizeof t->name, "model.layers.%lld.%s.weight", (long long)l, name);
         if (!bias) continue;
-        t[k] = (road_llm_tensor){.ndim = 1, .shape = {out, 0}, .role = ROAD_TENSOR_BIAS,
-                                 .layer = l};
+        t[k] =
+            (road_llm_tensor){.ndim = 1, .shape = {out, 0}, .role = ROAD_TENSOR_BIAS, .layer = l};
         snprintf(t[k++].name, sizeof t->name, "model.layers.%lld.%s.bias", (long long)l, name);
     }
     for (int n = 0; n < N_NORM; n++) {
         int64_t len;
         const char *name = road__layout_norm(c, n, &len);
         if (!name) continue;
-        t[k] = (road_llm_tensor){.ndim = 1, .shape = {len, 0}, .role = ROAD_TENSOR_NORM,
-                                 .layer = l};
+        t[k] =
+            (road_llm_tensor){.ndim = 1, .shape = {len, 0}, .role = ROAD_TENSOR_NORM, .layer = l};
         snprintf(t[k++].name, sizeof t->name, "model.layers.%lld.%s.weight", (long long)l, name);
     }
     return k;
@@ -93,8 +92,9 @@ static int block_tensors(const road_llm_config *c, int64_t l, road_llm_tensor *t
 
 /* A config road_llm_config_parse could have made (callers may fill one by hand). */
 static bool sane(const road_llm_config *c) {
-    return c && (unsigned)c->norm_place <= ROAD_NORM_POST && (unsigned)c->qk_norm <= ROAD_QK_NORM_ALL &&
-           c->n_layers >= 0 && c->hidden_size > 0 && c->head_dim > 0;
+    return c && (unsigned)c->norm_place <= ROAD_NORM_POST &&
+           (unsigned)c->qk_norm <= ROAD_QK_NORM_ALL && c->n_layers >= 0 && c->hidden_size > 0 &&
+           c->head_dim > 0;
 }
 
 int64_t road_llm_config_tensor_count(const road_llm_config *c) {
@@ -110,21 +110,24 @@ road_status road_llm_config_tensor(const road_llm_config *c, int64_t i, road_llm
                            "road_llm_config_parse did not make");
     const int64_t n = road_llm_config_tensor_count(c);
     if (i < 0 || i >= n)
-        return road__error(ROAD_ERR_INVALID_ARG, "road_llm_config_tensor: index %lld out of range "
-                           "(the checkpoint has %lld tensors)", (long long)i, (long long)n);
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "road_llm_config_tensor: index %lld out of range "
+                           "(the checkpoint has %lld tensors)",
+                           (long long)i, (long long)n);
     const int64_t H = c->hidden_size, V = c->vocab_size;
     road_llm_tensor t[2 * N_PROJ + N_NORM];
     const int per = block_tensors(c, 0, t);
     if (i == 0) {
-        *out = (road_llm_tensor){.ndim = 2, .shape = {V, H}, .role = ROAD_TENSOR_EMBED, .layer = -1};
+        *out =
+            (road_llm_tensor){.ndim = 2, .shape = {V, H}, .role = ROAD_TENSOR_EMBED, .layer = -1};
         snprintf(out->name, sizeof out->name, "model.embed_tokens.weight");
     } else if (i <= c->n_layers * per) {
         const int64_t l = (i - 1) / per;
         block_tensors(c, l, t);
         *out = t[(i - 1) % per];
     } else if (i == c->n_layers * per + 1) {
-        *out = (road_llm_tensor){.ndim = 1, .shape = {H, 0}, .role = ROAD_TENSOR_FINAL_NORM,
-                                 .layer = -1};
+        *out = (road_llm_tensor){
+            .ndim = 1, .shape = {H, 0}, .role = ROAD_TENSOR_FINAL_NORM, .layer = -1};
         snprintf(out->name, sizeof out->name, "model.norm.weight");
     } else {
         *out = (road_llm_tensor){.ndim = 2, .shape = {V, H}, .role = ROAD_TENSOR_HEAD, .layer = -1};

@@ -205,7 +205,7 @@ road_status road_model_load(const char *dir, const road_model_params *p, road_mo
     /* 7 projections per block + lm_head (+ embed_tokens) */
     const int32_t n_desc = (int32_t)(L * N_PROJ + 2);
     road_layer_desc *desc = NULL;
-    char (*names)[NAME_MAX_LEN] = NULL;
+    char(*names)[NAME_MAX_LEN] = NULL;
     if (st == ROAD_OK) {
         m->blocks = road__calloc((size_t)L, sizeof(road_block));
         desc = road__calloc((size_t)n_desc, sizeof(road_layer_desc));

@@ -20,20 +20,20 @@ enum { PROJ_Q, PROJ_K, PROJ_V, PROJ_O, PROJ_GATE, PROJ_UP, PROJ_DOWN, N_PROJ };
  * (and its op) only for a norm, activation or attention option not here yet. Which norms a
  * block has (pre, post, q/k) is said by which weights it holds (road_block). */
 typedef enum road_norm_kind {
-    ROAD_NORM_RMS = 0,     /* weight * x / sqrt(mean(x^2) + eps) (llama, qwen, phi3, olmo2) */
-    ROAD_NORM_RMS_1P = 1   /* (1 + weight) * x / sqrt(mean(x^2) + eps) (gemma) */
+    ROAD_NORM_RMS = 0,   /* weight * x / sqrt(mean(x^2) + eps) (llama, qwen, phi3, olmo2) */
+    ROAD_NORM_RMS_1P = 1 /* (1 + weight) * x / sqrt(mean(x^2) + eps) (gemma) */
 } road_norm_kind;
 typedef struct road_layer_spec {
-    road_norm_kind norm;    /* the kind of the layer's norms (and, for head_spec, the final one) */
+    road_norm_kind norm; /* the kind of the layer's norms (and, for head_spec, the final one) */
     double norm_eps;
-    road_act act;           /* the gated MLP's activation */
-    int64_t window;         /* attention's sliding window (0: every earlier key) */
-    float attn_scale;       /* attention's logit scale */
-    float attn_softcap;     /* attention logits c tanh(s / c) (0: none) */
-    float final_softcap;    /* head_spec only: the output logits' cap (0: none) */
-    float embed_scale;      /* head_spec only: embeddings times this (1: none) */
-    int64_t rotary_dim;     /* dims of each head RoPE rotates */
-    const road_rope *rope;  /* its RoPE (frequencies, scaling; the model's rope or rope_local) */
+    road_act act;          /* the gated MLP's activation */
+    int64_t window;        /* attention's sliding window (0: every earlier key) */
+    float attn_scale;      /* attention's logit scale */
+    float attn_softcap;    /* attention logits c tanh(s / c) (0: none) */
+    float final_softcap;   /* head_spec only: the output logits' cap (0: none) */
+    float embed_scale;     /* head_spec only: embeddings times this (1: none) */
+    int64_t rotary_dim;    /* dims of each head RoPE rotates */
+    const road_rope *rope; /* its RoPE (frequencies, scaling; the model's rope or rope_local) */
 } road_layer_spec;
 
 /* Linear layers of a block with fused projections (phi3): qkv_proj's rows are [q | k | v],
@@ -56,12 +56,12 @@ enum {
 };
 
 typedef struct road_block {
-    float *norm[N_NORM];     /* each norm's weight, NULL where the block has none; NORM_Q and
-                                NORM_K have head_dim floats when per head, else the projection's
-                                width; the others hidden */
+    float *norm[N_NORM]; /* each norm's weight, NULL where the block has none; NORM_Q and
+                            NORM_K have head_dim floats when per head, else the projection's
+                            width; the others hidden */
     bool qk_norm_per_head;
-    bool fused;              /* PROJ_QKV and PROJ_GATE_UP are fused layers */
-    int32_t proj[N_PROJ];    /* indices into the adapter set (-1: none) */
+    bool fused;           /* PROJ_QKV and PROJ_GATE_UP are fused layers */
+    int32_t proj[N_PROJ]; /* indices into the adapter set (-1: none) */
     road_layer_spec spec;
 } road_block;
 
@@ -77,10 +77,10 @@ typedef struct road_full {
     int32_t n;
     road_model_tensor *t; /* [n], names point into `names` */
     char *names;
-    float *grads;         /* one block for every tensor's gradient, NULL unless training on */
+    float *grads; /* one block for every tensor's gradient, NULL unless training on */
     int64_t numel;
     int32_t *lin_w, *lin_b; /* per adapter-set layer: tensor index of its weight / bias, or -1 */
-    int32_t *norm;   /* [L x N_NORM]: tensor index of block l's norm n, or -1 */
+    int32_t *norm;          /* [L x N_NORM]: tensor index of block l's norm n, or -1 */
     int32_t embed, final_norm;
     bool on;
     bool head_tied; /* lm_head was the embedding's array when the table was built */
@@ -88,21 +88,21 @@ typedef struct road_full {
 
 struct road_model {
     road_llm_config cfg;
-    char *dir;            /* the folder it was loaded from (save copies its tokenizer files) */
-    road_full *full;      /* tensors and full fine-tuning state (full.c), NULL until used */
+    char *dir;       /* the folder it was loaded from (save copies its tokenizer files) */
+    road_full *full; /* tensors and full fine-tuning state (full.c), NULL until used */
     road_generation_config gen;
     road_weights *weights;
     road_adapter_set *set;
-    float *embed;       /* (V, H) */
-    float *final_norm;  /* (H) */
-    int32_t lm_head;    /* adapter-set index of lm_head */
-    int32_t embed_layer; /* adapter-set index of model.embed_tokens */
-    road_block *blocks; /* [L] */
-    road_layer_spec head_spec; /* the final norm's kind and eps, the logit cap, the embedding
-                                  scale */
+    float *embed;                   /* (V, H) */
+    float *final_norm;              /* (H) */
+    int32_t lm_head;                /* adapter-set index of lm_head */
+    int32_t embed_layer;            /* adapter-set index of model.embed_tokens */
+    road_block *blocks;             /* [L] */
+    road_layer_spec head_spec;      /* the final norm's kind and eps, the logit cap, the embedding
+                                       scale */
     const char *norm_names[N_NORM]; /* the family's names of the block norms ("input_layernorm",
                                        "self_attn.q_norm", ...), NULL for norms it lacks */
-    road_rope rope;       /* RoPE with the config's scaling */
+    road_rope rope;                 /* RoPE with the config's scaling */
     road_rope rope_local; /* the sliding layers' own, unscaled (gemma3); inv_freq NULL if none */
     road_workspace ws;
     /* The backward's buffers (grad.c), kept from step to step and grown when a batch needs

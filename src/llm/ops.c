@@ -113,8 +113,8 @@ void road__rope_table(float *cs, const int64_t *pos, const float *inv_freq, int6
 /* The rotation of every head by each row's angles, times sin_sign: +1 rotates by +angle (the
  * forward), -1 by -angle (the backward, the transposed rotation). Negating sin is exact, so
  * the backward's a c + b s is the same float as a c - b (-s). Dims rot.. of a head pass. */
-static void rope_rotate(float *x, const float *cs, int64_t R, int64_t heads, int64_t d,
-                        int64_t rot, float sin_sign) {
+static void rope_rotate(float *x, const float *cs, int64_t R, int64_t heads, int64_t d, int64_t rot,
+                        float sin_sign) {
     const int64_t half = rot / 2;
 #pragma omp parallel for schedule(static) if (R * heads * d >= OPS_PARALLEL_MIN)
     for (int64_t r = 0; r < R; r++) {
@@ -180,7 +180,8 @@ void road__geglu_backward(float *dgate, float *dup, const float *dout, const flo
         const float z = gate[i], u = GELU_BETA * (z + GELU_KAPPA * z * z * z);
         const float s = 1.0f / (1.0f + expf(-2.0f * u)), da = dout[i];
         /* d/dz [z s(2u)] = s + z * 2 s (1 - s) * du/dz,  du/dz = beta (1 + 3 kappa z^2) */
-        const float dgelu = s + z * 2.0f * s * (1.0f - s) * GELU_BETA * (1.0f + 3.0f * GELU_KAPPA * z * z);
+        const float dgelu =
+            s + z * 2.0f * s * (1.0f - s) * GELU_BETA * (1.0f + 3.0f * GELU_KAPPA * z * z);
         dup[i] = da * z * s;
         dgate[i] = da * up[i] * dgelu;
     }
@@ -357,7 +358,8 @@ void road__attention_backward(float *dq, float *dk, float *dv, const float *datt
                 float *pr = P + i * n, *dr = dP + i * n;
                 double pdp = 0.0;
                 for (int64_t t = 0; t <= i; t++) pdp += (double)pr[t] * dr[t];
-                for (int64_t t = 0; t < n; t++) dr[t] = t <= i ? pr[t] * (dr[t] - (float)pdp) : 0.0f;
+                for (int64_t t = 0; t < n; t++)
+                    dr[t] = t <= i ? pr[t] * (dr[t] - (float)pdp) : 0.0f;
                 if (Sc) {
                     const float *sc = Sc + i * n;
                     for (int64_t t = attn_lo(i, a->window); t <= i; t++) {

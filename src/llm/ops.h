@@ -45,8 +45,7 @@ void road__rmsnorm1p_backward(float *dinp, float *dweight, const float *dout, co
  * inv_freq) then sin(pos[r] * inv_freq), the angle rounded to float as transformers computes
  * it in float32.
  *   cs (R, rot), pos (R), inv_freq (rot/2) */
-void road__rope_table(float *cs, const int64_t *pos, const float *inv_freq, int64_t R,
-                      int64_t rot);
+void road__rope_table(float *cs, const int64_t *pos, const float *inv_freq, int64_t R, int64_t rot);
 
 /* Rotate-half RoPE, in place on each of the `heads` heads (d dims each) of every row, over the
  * first rot dims (rot = d but for partial rotary, phi3): with a, b the two halves of those

@@ -5,8 +5,8 @@
  * Both write config.json, model.safetensors (transformers' tensor names, one file) and copies
  * of the tokenizer files into a temporary folder next to the target, then swap it into place
  * (io/dir.h): a reader never sees half a model, a failed save leaves an existing folder as it
- * was, and only a model folder road wrote is ever replaced (never the folder read from). Weights are converted per tensor, so the extra memory is one tensor's
- * worth plus the writer's copy.
+ * was, and only a model folder road wrote is ever replaced (never the folder read from). Weights
+ * are converted per tensor, so the extra memory is one tensor's worth plus the writer's copy.
  */
 #include <math.h>
 #include <stdio.h>
@@ -278,8 +278,7 @@ static road_status init_into(void *p, const char *tmp) {
         if (s != ROAD_OK) break;
         const bool normal = t.ndim == 2;
         const float fill = t.role == ROAD_TENSOR_BIAS ? 0.0f : norm_fill;
-        s = init_tensor(w, &rng, c, t.name, t.shape[0], t.ndim == 2 ? t.shape[1] : 0, normal,
-                        fill);
+        s = init_tensor(w, &rng, c, t.name, t.shape[0], t.ndim == 2 ? t.shape[1] : 0, normal, fill);
     }
     char *path = NULL;
     if (s == ROAD_OK) {
