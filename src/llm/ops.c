@@ -163,8 +163,8 @@ void road__swiglu_backward(float *dgate, float *dup, const float *dout, const fl
 #define GELU_BETA 0.7978845608028654f /* sqrt(2 / pi) */
 #define GELU_KAPPA 0.044715f
 
-/* 0.5 (1 + tanh(u)) = sigmoid(2u): one expf per element, as silu costs (tanhf is about three
- * times slower); the two agree to float rounding. */
+/* 0.5 (1 + tanh(u)) = sigmoid(2u): one expf per element, as silu costs; the two agree to
+ * float rounding. */
 void road__geglu_forward(float *out, const float *gate, const float *up, int64_t N) {
 #pragma omp parallel for schedule(static) if (N >= OPS_PARALLEL_MIN)
     for (int64_t i = 0; i < N; i++) {
