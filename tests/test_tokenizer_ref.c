@@ -247,6 +247,10 @@ static void test_llama3_1(void **state) {
     (void)state;
     check_package("llama3_1");
 }
+static void test_qwen2_5(void **state) {
+    (void)state;
+    check_package("qwen2_5");
+}
 
 /* Small files made by tools/tokref/make_synth.js for the components no real file road has
  * uses (Split behaviors and invert, Digits, Punctuation, Whitespace, WhitespaceSplit,
@@ -278,6 +282,7 @@ int main(void) {
         cmocka_unit_test(test_gptoss),
         cmocka_unit_test(test_deepseek_v3),
         cmocka_unit_test(test_llama3_1),
+        cmocka_unit_test(test_qwen2_5),
         cmocka_unit_test(test_synth),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -44,6 +44,7 @@ const targets = [
   { name: 'gptoss', pkg: 'gptoss' },
   { name: 'deepseek_v3', pkg: 'deepseek_v3' },
   { name: 'llama3_1', pkg: 'llama3_1' },
+  { name: 'qwen2_5', pkg: 'qwen2_5' },
   ...fs.readdirSync(path.join(fixtures, 'synth')).filter((f) => f.endsWith('.json')).sort()
     .map((f) => ({ name: f.slice(0, -5), synth: f.slice(0, -5) })),
 ];
