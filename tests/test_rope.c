@@ -184,6 +184,23 @@ static void test_model(void **state) {
     }
     road_kv_cache_free(kv);
     road_model_free(m);
+    /* dynamic NTK exists to run past max_position_embeddings: a cache holds up to
+     * max_position_embeddings x factor (32 x 2) tokens, no more; plain RoPE stops at 32 */
+    m = load_with(scalings[0], 32);
+    assert_int_equal(road_llm_config_max_tokens(road_model_config(m)), 64);
+    TU_OK(road_kv_cache_create(m, SEQ, &kv));
+    road_seq whole = {tok, SEQ, kv, NULL, false};
+    TU_OK(road_model_forward(m, &whole, 1, a));
+    road_kv_cache_free(kv);
+    road_kv_cache *too_big = NULL;
+    TU_FAILS(road_kv_cache_create(m, 65, &too_big), ROAD_ERR_INVALID_ARG,
+             "1 to 64 tokens (max_position_embeddings x the dynamic RoPE factor)");
+    road_model_free(m);
+    m = load_with("null", 32);
+    assert_int_equal(road_llm_config_max_tokens(road_model_config(m)), 32);
+    TU_FAILS(road_kv_cache_create(m, 33, &too_big), ROAD_ERR_INVALID_ARG,
+             "1 to 32 tokens (max_position_embeddings)");
+    road_model_free(m);
     free(base), free(a), free(b);
     unlink(path);
     snprintf(path, sizeof path, "%s/config.json", dir);

@@ -140,6 +140,11 @@ ROAD_API int64_t road_llm_config_tensor_count(const road_llm_config *c);
 ROAD_API road_status road_llm_config_tensor(const road_llm_config *c, int64_t i,
                                             road_llm_tensor *out);
 
+/* The longest sequence (prompt and generated tokens) road runs for this config, which bounds
+ * a KV cache: max_position_embeddings, or with dynamic NTK scaling (which exists to go past
+ * it) max_position_embeddings x factor, the length the factor was chosen for. */
+ROAD_API int64_t road_llm_config_max_tokens(const road_llm_config *c);
+
 /* Does layer `layer` attend through the sliding window (sliding_window keys)? */
 ROAD_API bool road_llm_config_layer_slides(const road_llm_config *c, int64_t layer);
 

@@ -250,9 +250,9 @@ int cmd_generate(int argc, char **argv) {
     }
     const road_generation_config *gc = road_model_generation_config(m);
     if (!maxn && gc->max_new_tokens > 0) /* generation never runs past the context */
-        max_new = gc->max_new_tokens < road_model_config(m)->max_position_embeddings
+        max_new = gc->max_new_tokens < road_llm_config_max_tokens(road_model_config(m))
                       ? gc->max_new_tokens
-                      : road_model_config(m)->max_position_embeddings;
+                      : road_llm_config_max_tokens(road_model_config(m));
     road_generate_params gp;
     memset(&gp, 0, sizeof gp);
     gp.max_new_tokens = max_new;

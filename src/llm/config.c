@@ -507,6 +507,14 @@ static road_status parse_tree(const cJSON *root, road_llm_config *c) {
     return parse_dtype(root, c);
 }
 
+int64_t road_llm_config_max_tokens(const road_llm_config *c) {
+    if (!c) return 0;
+    if (c->rope_type != ROAD_ROPE_DYNAMIC || !(c->rope_factor > 1.0))
+        return c->max_position_embeddings;
+    const double n = (double)c->max_position_embeddings * c->rope_factor;
+    return n < (double)DIM_MAX ? (int64_t)n : DIM_MAX;
+}
+
 bool road_llm_config_layer_slides(const road_llm_config *c, int64_t layer) {
     if (!c || c->sliding_window <= 0 || layer < 0 || layer >= c->n_layers) return false;
     if (c->sliding_all) return true;

@@ -40,13 +40,12 @@ road_status road_model_generate(road_model *m, const int32_t *const *prompts,
             break;
         }
         int64_t need = prompt_lens[s] + p->max_new_tokens;
-        if (need > m->cfg.max_position_embeddings)
-            need = m->cfg.max_position_embeddings;
+        const int64_t most = road_llm_config_max_tokens(&m->cfg);
+        if (need > most) need = most;
         if (prompt_lens[s] >= need) {
             st = road__error(ROAD_ERR_INVALID_ARG,
                              "generate: prompt %lld has %lld tokens; the model's context is %lld",
-                             (long long)s, (long long)prompt_lens[s],
-                             (long long)m->cfg.max_position_embeddings);
+                             (long long)s, (long long)prompt_lens[s], (long long)most);
             break;
         }
         st = road_kv_cache_create(m, need, &caches[s]);

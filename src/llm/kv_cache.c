@@ -13,11 +13,15 @@ road_status road_kv_cache_create(const road_model *m, int64_t max_tokens, road_k
     if (!out) return road__error(ROAD_ERR_INVALID_ARG, "road_kv_cache_create: out is NULL");
     *out = NULL;
     const road_llm_config *c = &m->cfg;
-    if (max_tokens <= 0 || max_tokens > c->max_position_embeddings)
-        return road__error(
-            ROAD_ERR_INVALID_ARG,
-            "a KV cache holds 1 to %lld tokens (max_position_embeddings), asked for %lld",
-            (long long)c->max_position_embeddings, (long long)max_tokens);
+    const int64_t most = road_llm_config_max_tokens(c);
+    if (max_tokens <= 0 || max_tokens > most)
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "a KV cache holds 1 to %lld tokens (%s), asked for %lld",
+                           (long long)most,
+                           most == c->max_position_embeddings
+                               ? "max_position_embeddings"
+                               : "max_position_embeddings x the dynamic RoPE factor",
+                           (long long)max_tokens);
     road_kv_cache *kv = road__calloc(1, sizeof *kv);
     if (!kv) return ROAD_ERR_NO_MEMORY;
     kv->n_layers = c->n_layers;

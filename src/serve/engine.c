@@ -48,8 +48,8 @@ road_status road_engine_create(road_model *m, const road_engine_params *p, road_
     *out = NULL;
     road_engine_params q = p ? *p : road_engine_default_params();
     const road_llm_config *cfg = road_model_config(m);
-    if (q.max_seq_len <= 0 || q.max_seq_len > cfg->max_position_embeddings)
-        q.max_seq_len = cfg->max_position_embeddings;
+    if (q.max_seq_len <= 0 || q.max_seq_len > road_llm_config_max_tokens(cfg))
+        q.max_seq_len = road_llm_config_max_tokens(cfg);
     if (q.max_batch < 1 || q.max_batch > 4096)
         return road__error(ROAD_ERR_INVALID_ARG, "max_batch must be from 1 to 4096, got %d",
                            (int)q.max_batch);

@@ -160,8 +160,8 @@ road_status road_server_create(const road_server_params *p, road_server **out) {
     }
     if (st == ROAD_OK) { /* as the engine settles it: 0 or too large -> the model's context */
         const road_llm_config *cfg = road_model_config(s->m);
-        if (s->p.engine.max_seq_len <= 0 || s->p.engine.max_seq_len > cfg->max_position_embeddings)
-            s->p.engine.max_seq_len = cfg->max_position_embeddings;
+        if (s->p.engine.max_seq_len <= 0 || s->p.engine.max_seq_len > road_llm_config_max_tokens(cfg))
+            s->p.engine.max_seq_len = road_llm_config_max_tokens(cfg);
     }
     if (st != ROAD_OK) {
         road_server_free(s);
