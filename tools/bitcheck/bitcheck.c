@@ -1,10 +1,11 @@
 /*
  * tools/bitcheck/bitcheck.c - fingerprints of road's model numerics, for refactors that must
- * not move a bit. Build it against two builds of road (old and new), run both, and diff:
+ * not move a bit. Build it against two builds of road (old and new), run both, and diff
+ * (each build also makes it as <build>/bitcheck):
  *
  *   cc -std=c11 -O1 -I<src>/include tools/bitcheck/bitcheck.c <build>/libroad.a \
  *      <build>/libroad-core.a -lopenblas -lcjson -lpcre2-8 -lgomp -lm -o /tmp/bitcheck
- *   /tmp/bitcheck tests/fixtures/llama > new.txt      (the same with the old build > old.txt)
+ *   /tmp/bitcheck tests/fixtures/llama [THREADS] > new.txt   (the old build's > old.txt)
  *   diff old.txt new.txt
  *
  * Every line is one scenario and a 64-bit FNV-1a hash of the bytes it produced: logits of
