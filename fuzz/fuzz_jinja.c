@@ -23,7 +23,8 @@ static const char VARS[] =
     "{\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},{\"role\":\"user\",\"content\":"
     "\"Hi\"},{\"role\":\"assistant\",\"content\":\"Yo\",\"tool_calls\":[{\"type\":\"function\","
     "\"function\":{\"name\":\"f\",\"arguments\":{\"x\":1.5}}}]}],\"tools\":[{\"type\":\"function\","
-    "\"function\":{\"name\":\"f\",\"parameters\":{}}}],\"bos_token\":\"<s>\",\"eos_token\":\"</s>\","
+    "\"function\":{\"name\":\"f\",\"parameters\":{}}}],\"bos_token\":\"<s>\",\"eos_token\":\"</"
+    "s>\","
     "\"add_generation_prompt\":true}";
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -45,10 +46,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (road__jinja_render(t, vars, &opts, &res) != ROAD_OK) {
             if (res.text != NULL || road_last_error()[0] == '\0') __builtin_trap();
         } else {
-            if (res.text == NULL || res.text[res.len] != '\0' || res.len > opts.max_output) __builtin_trap();
+            if (res.text == NULL || res.text[res.len] != '\0' || res.len > opts.max_output)
+                __builtin_trap();
             size_t prev = 0;
             for (size_t i = 0; i < res.n_spans; i++) {
-                if (res.spans[i].begin > res.spans[i].end || res.spans[i].end > res.len) __builtin_trap();
+                if (res.spans[i].begin > res.spans[i].end || res.spans[i].end > res.len)
+                    __builtin_trap();
                 if (res.spans[i].end < prev) __builtin_trap();
                 prev = res.spans[i].end;
             }

@@ -80,8 +80,8 @@ typedef struct road__jinja_result {
  * success *out owns road__malloc'd buffers (road__jinja_result_free). On failure *out is
  * zeroed and the message says the line and what went wrong; raise_exception(msg) in the
  * template gives ROAD_ERR_INVALID_ARG with msg in the message. opts may be NULL. */
-road_status road__jinja_render(const road__jinja *t, const cJSON *vars, const road__jinja_opts *opts,
-                               road__jinja_result *out);
+road_status road__jinja_render(const road__jinja *t, const cJSON *vars,
+                               const road__jinja_opts *opts, road__jinja_result *out);
 void road__jinja_result_free(road__jinja_result *r);
 
 #endif

@@ -24,9 +24,10 @@ static const jv *arg(const jj_args *a, size_t idx, const char *name) {
 }
 
 /* Fail on more positional arguments than `maxpos` or a keyword not in names. */
-static void check_args(jj_render *r, uint32_t line, const char *what, const jj_args *a, size_t maxpos,
-                       const char *const *names) {
-    if (a->npos > maxpos) FAIL("%s takes at most %zu positional argument(s), got %zu", what, maxpos, a->npos);
+static void check_args(jj_render *r, uint32_t line, const char *what, const jj_args *a,
+                       size_t maxpos, const char *const *names) {
+    if (a->npos > maxpos)
+        FAIL("%s takes at most %zu positional argument(s), got %zu", what, maxpos, a->npos);
     for (size_t k = 0; k < a->nkw; k++) {
         bool ok = false;
         for (int i = 0; names && names[i]; i++) ok = ok || !strcmp(names[i], a->kwnames[k]);
@@ -35,7 +36,8 @@ static void check_args(jj_render *r, uint32_t line, const char *what, const jj_a
 }
 
 static jv str_arg(jj_render *r, uint32_t line, const char *what, const jv *v) {
-    if (v == NULL || v->k != JV_STR) FAIL("%s needs a string argument, not %s", what, v ? road__jv_type_name(*v) : "nothing");
+    if (v == NULL || v->k != JV_STR)
+        FAIL("%s needs a string argument, not %s", what, v ? road__jv_type_name(*v) : "nothing");
     return *v;
 }
 
@@ -95,7 +97,8 @@ static jv replace(jj_render *r, uint32_t line, jv s, jv old, jv new, int64_t cou
         return jv_strref(b.p ? b.p : "", b.len);
     }
     while (i < s.u.s.n) {
-        if ((count < 0 || done < count) && i + old.u.s.n <= s.u.s.n && memcmp(s.u.s.p + i, old.u.s.p, old.u.s.n) == 0) {
+        if ((count < 0 || done < count) && i + old.u.s.n <= s.u.s.n &&
+            memcmp(s.u.s.p + i, old.u.s.p, old.u.s.n) == 0) {
             road__jj_put(c, &b, new.u.s.p, new.u.s.n);
             i += old.u.s.n;
             done++;
@@ -165,7 +168,8 @@ static jv jinja_title(jj_ctx *c, jv s) {
     bool start = true;
     for (size_t i = 0; i < s.u.s.n; i++) {
         char ch = s.u.s.p[i];
-        bool sep = ch == '-' || is_space((unsigned char)ch) || ch == '(' || ch == '{' || ch == '[' || ch == '<';
+        bool sep = ch == '-' || is_space((unsigned char)ch) || ch == '(' || ch == '{' ||
+                   ch == '[' || ch == '<';
         p[i] = sep ? ch : start ? up(ch) : low(ch);
         start = sep;
     }
@@ -181,8 +185,10 @@ static jv capitalize(jj_ctx *c, jv s) {
 static jv list_of(jj_render *r, uint32_t line, jv v, const char *what) {
     jj_ctx *c = road__jj_render_ctx(r);
     switch (v.k) {
-    case JV_LIST: return v;
-    case JV_UNDEF: return road__jv_list(c, 0);
+    case JV_LIST:
+        return v;
+    case JV_UNDEF:
+        return road__jv_list(c, 0);
     case JV_DICT:
     case JV_NS: {
         jv l = road__jv_list(c, v.u.d->n);
@@ -199,7 +205,8 @@ static jv list_of(jj_render *r, uint32_t line, jv v, const char *what) {
         }
         return l;
     }
-    default: FAIL("%s: '%s' object is not iterable", what, road__jv_type_name(v));
+    default:
+        FAIL("%s: '%s' object is not iterable", what, road__jv_type_name(v));
     }
 }
 
@@ -214,7 +221,8 @@ static jv attr_path(jj_render *r, uint32_t line, jv item, jv path) {
         bool digits = n > 0;
         for (size_t i = 0; i < n; i++) digits = digits && p[i] >= '0' && p[i] <= '9';
         if (item.k == JV_UNDEF) return item;
-        item = digits ? road__jj_getitem(r, line, item, jv_int(atoll(p))) : road__jj_getitem(r, line, item, jv_strref(p, n));
+        item = digits ? road__jj_getitem(r, line, item, jv_int(atoll(p)))
+                      : road__jj_getitem(r, line, item, jv_strref(p, n));
         if (!dot) break;
         p = dot + 1;
     }
@@ -232,7 +240,8 @@ static void sort_items(jj_render *r, uint32_t line, jv *items, jv *keys, size_t 
     jv *ti = road__jj_alloc(c, n * sizeof(jv)), *tk = road__jj_alloc(c, n * sizeof(jv));
     for (size_t w = 1; w < n; w *= 2) {
         for (size_t lo = 0; lo < n; lo += 2 * w) {
-            size_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n, i = lo, j = mid, k = lo;
+            size_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n, i = lo,
+                   j = mid, k = lo;
             while (i < mid || j < hi) {
                 bool take_left = j >= hi;
                 if (i < mid && j < hi) {
@@ -256,8 +265,8 @@ static jv do_tojson(jj_render *r, uint32_t line, jv v, const jj_args *a) {
     jj_ctx *c = road__jj_render_ctx(r);
     /* transformers' tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
      * a first positional argument is ensure_ascii, not jinja2's indent */
-    const jv *ea = arg(a, 0, "ensure_ascii"), *ind = arg(a, 1, "indent"), *sep = arg(a, 2, "separators"),
-             *sk = arg(a, 3, "sort_keys");
+    const jv *ea = arg(a, 0, "ensure_ascii"), *ind = arg(a, 1, "indent"),
+             *sep = arg(a, 2, "separators"), *sk = arg(a, 3, "sort_keys");
     const char *indent = NULL;
     if (ind && ind->k == JV_INT) {
         int64_t n = ind->u.i < 0 ? 0 : ind->u.i > 64 ? 64 : ind->u.i;
@@ -271,24 +280,31 @@ static jv do_tojson(jj_render *r, uint32_t line, jv v, const jj_args *a) {
     }
     const char *is = NULL, *ks = NULL;
     if (sep && sep->k != JV_NONE) {
-        if (sep->k != JV_LIST || sep->u.l->n != 2 || sep->u.l->v[0].k != JV_STR || sep->u.l->v[1].k != JV_STR)
+        if (sep->k != JV_LIST || sep->u.l->n != 2 || sep->u.l->v[0].k != JV_STR ||
+            sep->u.l->v[1].k != JV_STR)
             FAIL("tojson: separators must be a pair of strings");
         is = road__jj_strndup(c, sep->u.l->v[0].u.s.p, sep->u.l->v[0].u.s.n);
         ks = road__jj_strndup(c, sep->u.l->v[1].u.s.p, sep->u.l->v[1].u.s.n);
     }
     jj_buf b = {0};
-    road__jv_tojson(c, line, &b, v, indent, is, ks, sk && road__jv_truthy(*sk), ea && road__jv_truthy(*ea));
+    road__jv_tojson(c, line, &b, v, indent, is, ks, sk && road__jv_truthy(*sk),
+                    ea && road__jv_truthy(*ea));
     return jv_strref(b.p ? b.p : "", b.len);
 }
 
 static int64_t length(jj_render *r, uint32_t line, jv v) {
     switch (v.k) {
-    case JV_STR: return (int64_t)road__jv_utf8_len(v.u.s.p, v.u.s.n);
-    case JV_LIST: return (int64_t)v.u.l->n;
+    case JV_STR:
+        return (int64_t)road__jv_utf8_len(v.u.s.p, v.u.s.n);
+    case JV_LIST:
+        return (int64_t)v.u.l->n;
     case JV_DICT:
-    case JV_NS: return (int64_t)v.u.d->n;
-    case JV_UNDEF: return 0;
-    default: FAIL("object of type '%s' has no len()", road__jv_type_name(v));
+    case JV_NS:
+        return (int64_t)v.u.d->n;
+    case JV_UNDEF:
+        return 0;
+    default:
+        FAIL("object of type '%s' has no len()", road__jv_type_name(v));
     }
 }
 
@@ -296,8 +312,10 @@ static jv to_int(jj_render *r, uint32_t line, jv v, jv dflt) {
     (void)r;
     (void)line;
     switch (v.k) {
-    case JV_INT: return v;
-    case JV_BOOL: return jv_int(v.u.b);
+    case JV_INT:
+        return v;
+    case JV_BOOL:
+        return jv_int(v.u.b);
     case JV_FLOAT:
         if (!isfinite(v.u.f) || fabs(v.u.f) >= 9.2e18) return dflt;
         return jv_int((int64_t)v.u.f);
@@ -316,7 +334,8 @@ static jv to_int(jj_render *r, uint32_t line, jv v, jv dflt) {
         if (*stop == '\0' && isfinite(d) && fabs(d) < 9.2e18) return jv_int((int64_t)d);
         return dflt;
     }
-    default: return dflt;
+    default:
+        return dflt;
     }
 }
 
@@ -324,7 +343,8 @@ static jv to_float(jv v, jv dflt) {
     switch (v.k) {
     case JV_INT:
     case JV_BOOL:
-    case JV_FLOAT: return jv_float(road__jv_as_double(v));
+    case JV_FLOAT:
+        return jv_float(road__jv_as_double(v));
     case JV_STR: {
         char buf[64];
         jv t = strip(v, NULL, 3);
@@ -335,11 +355,13 @@ static jv to_float(jv v, jv dflt) {
         double d = strtod(buf, &stop);
         return *stop == '\0' ? jv_float(d) : dflt;
     }
-    default: return dflt;
+    default:
+        return dflt;
     }
 }
 
-static jv select_items(jj_render *r, uint32_t line, jv v, const jj_args *a, bool by_attr, bool keep) {
+static jv select_items(jj_render *r, uint32_t line, jv v, const jj_args *a, bool by_attr,
+                       bool keep) {
     jj_ctx *c = road__jj_render_ctx(r);
     jv l = list_of(r, line, v, by_attr ? "selectattr" : "select"), out = road__jv_list(c, 0);
     size_t first = by_attr ? 1 : 0;
@@ -366,9 +388,16 @@ static jv html_escape(jj_ctx *c, jv s) {
     jj_buf b = {0};
     for (size_t i = 0; i < s.u.s.n; i++) {
         char ch = s.u.s.p[i];
-        const char *e = ch == '&' ? "&amp;" : ch == '<' ? "&lt;" : ch == '>' ? "&gt;" : ch == '"' ? "&#34;" : ch == '\'' ? "&#39;" : NULL;
-        if (e) road__jj_put(c, &b, e, strlen(e));
-        else road__jj_putc(c, &b, ch);
+        const char *e = ch == '&'    ? "&amp;"
+                        : ch == '<'  ? "&lt;"
+                        : ch == '>'  ? "&gt;"
+                        : ch == '"'  ? "&#34;"
+                        : ch == '\'' ? "&#39;"
+                                     : NULL;
+        if (e)
+            road__jj_put(c, &b, e, strlen(e));
+        else
+            road__jj_putc(c, &b, ch);
     }
     return jv_strref(b.p ? b.p : "", b.len);
 }
@@ -396,7 +425,8 @@ jv road__jj_filter(jj_render *r, uint32_t line, const char *name, jv v, const jj
     }
     if (name_is(name, "items", NULL)) {
         if (v.k == JV_UNDEF) return road__jv_list(c, 0);
-        if (v.k != JV_DICT && v.k != JV_NS) FAIL("items: expected a mapping, got %s", road__jv_type_name(v));
+        if (v.k != JV_DICT && v.k != JV_NS)
+            FAIL("items: expected a mapping, got %s", road__jv_type_name(v));
         jv l = road__jv_list(c, v.u.d->n);
         for (size_t i = 0; i < v.u.d->n; i++) {
             jv pair = road__jv_list(c, 2);
@@ -437,13 +467,20 @@ jv road__jj_filter(jj_render *r, uint32_t line, const char *name, jv v, const jj
     if (name_is(name, "round", NULL)) {
         const jv *prec = arg(a, 0, "precision"), *method = arg(a, 1, "method");
         if (!road__jv_is_number(v)) FAIL("round: expected a number, got %s", road__jv_type_name(v));
-        double x = road__jv_as_double(v), scale = pow(10.0, prec && prec->k == JV_INT ? (double)prec->u.i : 0.0);
+        double x = road__jv_as_double(v),
+               scale = pow(10.0, prec && prec->k == JV_INT ? (double)prec->u.i : 0.0);
         double y = x * scale;
-        if (method && method->k == JV_STR && method->u.s.n == 4 && !memcmp(method->u.s.p, "ceil", 4)) y = ceil(y);
-        else if (method && method->k == JV_STR && method->u.s.n == 5 && !memcmp(method->u.s.p, "floor", 5)) y = floor(y);
-        else if (method && !(method->k == JV_STR && method->u.s.n == 6 && !memcmp(method->u.s.p, "common", 6)))
+        if (method && method->k == JV_STR && method->u.s.n == 4 &&
+            !memcmp(method->u.s.p, "ceil", 4))
+            y = ceil(y);
+        else if (method && method->k == JV_STR && method->u.s.n == 5 &&
+                 !memcmp(method->u.s.p, "floor", 5))
+            y = floor(y);
+        else if (method && !(method->k == JV_STR && method->u.s.n == 6 &&
+                             !memcmp(method->u.s.p, "common", 6)))
             FAIL("round: method must be common, ceil or floor");
-        else y = nearbyint(y); /* Python's round: half to even */
+        else
+            y = nearbyint(y); /* Python's round: half to even */
         return jv_float(y / scale);
     }
     if (name_is(name, "join", NULL)) {
@@ -460,7 +497,8 @@ jv road__jj_filter(jj_render *r, uint32_t line, const char *name, jv v, const jj
     if (name_is(name, "map", NULL)) {
         jv l = list_of(r, line, v, "map"), out = road__jv_list(c, l.u.l->n);
         const jv *attr = arg(a, 99, "attribute"), *dflt = arg(a, 99, "default");
-        if (!attr && (a->npos < 1 || a->pos[0].k != JV_STR)) FAIL("map needs attribute=NAME or a filter name");
+        if (!attr && (a->npos < 1 || a->pos[0].k != JV_STR))
+            FAIL("map needs attribute=NAME or a filter name");
         char fname[64];
         jj_args fa = {0};
         if (!attr) {
@@ -510,8 +548,10 @@ jv road__jj_filter(jj_render *r, uint32_t line, const char *name, jv v, const jj
     }
     if (name_is(name, "sort", "dictsort")) {
         bool dictsort = name[0] == 'd';
-        const jv *rev = arg(a, dictsort ? 2 : 0, "reverse"), *cs = arg(a, dictsort ? 0 : 1, "case_sensitive"),
-                 *attr = dictsort ? NULL : arg(a, 2, "attribute"), *by = dictsort ? arg(a, 1, "by") : NULL;
+        const jv *rev = arg(a, dictsort ? 2 : 0, "reverse"),
+                 *cs = arg(a, dictsort ? 0 : 1, "case_sensitive"),
+                 *attr = dictsort ? NULL : arg(a, 2, "attribute"),
+                 *by = dictsort ? arg(a, 1, "by") : NULL;
         jv l;
         if (dictsort) {
             jj_args none = {0};
@@ -525,7 +565,9 @@ jv road__jj_filter(jj_render *r, uint32_t line, const char *name, jv v, const jj
         jv *keys = road__jj_alloc(c, (n ? n : 1) * sizeof(jv));
         bool by_value = by && by->k == JV_STR && by->u.s.n == 5 && !memcmp(by->u.s.p, "value", 5);
         for (size_t i = 0; i < n; i++) {
-            jv k = dictsort ? l.u.l->v[i].u.l->v[by_value ? 1 : 0] : attr ? attr_path(r, line, l.u.l->v[i], *attr) : l.u.l->v[i];
+            jv k = dictsort ? l.u.l->v[i].u.l->v[by_value ? 1 : 0]
+                   : attr   ? attr_path(r, line, l.u.l->v[i], *attr)
+                            : l.u.l->v[i];
             keys[i] = cs && road__jv_truthy(*cs) ? k : lowered(c, k);
         }
         sort_items(r, line, l.u.l->v, keys, n, rev && road__jv_truthy(*rev));
@@ -570,7 +612,8 @@ jv road__jj_filter(jj_render *r, uint32_t line, const char *name, jv v, const jj
             while (j < s.u.s.n && s.u.s.p[j] != '\n' && s.u.s.p[j] != '\r') j++;
             if (!line0) {
                 road__jj_putc(c, &b, '\n');
-                if (j > i || (blank && road__jv_truthy(*blank))) road__jj_put(c, &b, ind.u.s.p, ind.u.s.n);
+                if (j > i || (blank && road__jv_truthy(*blank)))
+                    road__jj_put(c, &b, ind.u.s.p, ind.u.s.n);
             }
             road__jj_put(c, &b, s.u.s.p + i, j - i);
             line0 = false;
@@ -598,8 +641,10 @@ bool road__jj_test(jj_render *r, uint32_t line, const char *name, jv v, const jj
     if (name_is(name, "true", NULL)) return v.k == JV_BOOL && v.u.b;
     if (name_is(name, "false", NULL)) return v.k == JV_BOOL && !v.u.b;
     if (name_is(name, "mapping", NULL)) return v.k == JV_DICT;
-    if (name_is(name, "iterable", NULL)) return v.k == JV_STR || v.k == JV_LIST || v.k == JV_DICT || v.k == JV_UNDEF;
-    if (name_is(name, "sequence", NULL)) return v.k == JV_STR || v.k == JV_LIST || v.k == JV_DICT || v.k == JV_UNDEF;
+    if (name_is(name, "iterable", NULL))
+        return v.k == JV_STR || v.k == JV_LIST || v.k == JV_DICT || v.k == JV_UNDEF;
+    if (name_is(name, "sequence", NULL))
+        return v.k == JV_STR || v.k == JV_LIST || v.k == JV_DICT || v.k == JV_UNDEF;
     if (name_is(name, "callable", NULL)) return v.k == JV_MACRO || v.k == JV_FUNC;
     if (name_is(name, "escaped", NULL)) return false;
     if (name_is(name, "lower", "upper")) {
@@ -642,21 +687,24 @@ bool road__jj_test(jj_render *r, uint32_t line, const char *name, jv v, const jj
         FAIL("test 'in': argument of type '%s' is not iterable", road__jv_type_name(*x));
     }
     int cmp;
-    if (name_is(name, "lt", "lessthan") || !strcmp(name, "<")) return (cmp = road__jv_cmp(c, line, v, *x)) < 0;
+    if (name_is(name, "lt", "lessthan") || !strcmp(name, "<"))
+        return (cmp = road__jv_cmp(c, line, v, *x)) < 0;
     if (name_is(name, "le", "<=")) return road__jv_cmp(c, line, v, *x) <= 0;
-    if (name_is(name, "gt", "greaterthan") || !strcmp(name, ">")) return road__jv_cmp(c, line, v, *x) > 0;
+    if (name_is(name, "gt", "greaterthan") || !strcmp(name, ">"))
+        return road__jv_cmp(c, line, v, *x) > 0;
     if (name_is(name, "ge", ">=")) return road__jv_cmp(c, line, v, *x) >= 0;
     road__jj_fail(c, ROAD_ERR_UNSUPPORTED, line, "test '%s' is not supported", name);
 }
 
 /* ---- methods ---- */
-static const char *const STR_METHODS[] = {"strip", "lstrip", "rstrip", "split", "startswith", "endswith", "upper",
-                                          "lower", "replace", "title", "capitalize", "find", "count", "join",
-                                          "splitlines", "isdigit", "isspace", "isalpha", NULL};
+static const char *const STR_METHODS[] = {
+    "strip",      "lstrip",  "rstrip",  "split",      "startswith", "endswith", "upper",
+    "lower",      "replace", "title",   "capitalize", "find",       "count",    "join",
+    "splitlines", "isdigit", "isspace", "isalpha",    NULL};
 static const char *const DICT_METHODS[] = {"items", "keys", "values", "get", NULL};
 static const char *const LIST_METHODS[] = {"index", "count", NULL};
-static const char *const UNSAFE[] = {"append", "extend", "insert", "pop", "remove", "clear", "update", "setdefault",
-                                     "popitem", "sort", "reverse", NULL};
+static const char *const UNSAFE[] = {"append", "extend",     "insert",  "pop",  "remove",  "clear",
+                                     "update", "setdefault", "popitem", "sort", "reverse", NULL};
 
 /* The table's own copy of name (static storage), or NULL. */
 static const char *listed(const char *const *names, const char *name) {
@@ -684,7 +732,8 @@ jv road__jj_method(jj_render *r, jv obj, const char *name) {
 
 static int64_t find(jv s, jv sub) {
     for (size_t i = 0; i + sub.u.s.n <= s.u.s.n; i++)
-        if (memcmp(s.u.s.p + i, sub.u.s.p, sub.u.s.n) == 0) return (int64_t)road__jv_utf8_len(s.u.s.p, i);
+        if (memcmp(s.u.s.p + i, sub.u.s.p, sub.u.s.n) == 0)
+            return (int64_t)road__jv_utf8_len(s.u.s.p, i);
     return -1;
 }
 
@@ -692,7 +741,8 @@ static jv str_method(jj_render *r, uint32_t line, const char *name, jv s, const 
     jj_ctx *c = road__jj_render_ctx(r);
     if (!strcmp(name, "strip") || !strcmp(name, "lstrip") || !strcmp(name, "rstrip")) {
         const jv *chars = arg(a, 0, NULL);
-        if (chars && chars->k != JV_STR && chars->k != JV_NONE) FAIL("%s arg must be None or str", name);
+        if (chars && chars->k != JV_STR && chars->k != JV_NONE)
+            FAIL("%s arg must be None or str", name);
         return strip(s, chars, name[0] == 's' ? 3 : name[0] == 'l' ? 1 : 2);
     }
     if (!strcmp(name, "split")) {
@@ -704,7 +754,8 @@ static jv str_method(jj_render *r, uint32_t line, const char *name, jv s, const 
         bool suffix = name[0] == 'e';
         if (p && p->k == JV_LIST) {
             for (size_t i = 0; i < p->u.l->n; i++)
-                if (has_prefix(s, str_arg(r, line, name, &p->u.l->v[i]), suffix)) return jv_bool(true);
+                if (has_prefix(s, str_arg(r, line, name, &p->u.l->v[i]), suffix))
+                    return jv_bool(true);
             return jv_bool(false);
         }
         return jv_bool(has_prefix(s, str_arg(r, line, name, p), suffix));
@@ -715,7 +766,8 @@ static jv str_method(jj_render *r, uint32_t line, const char *name, jv s, const 
     if (!strcmp(name, "capitalize")) return capitalize(c, s);
     if (!strcmp(name, "replace")) {
         const jv *cnt = arg(a, 2, "count");
-        return replace(r, line, s, str_arg(r, line, name, arg(a, 0, NULL)), str_arg(r, line, name, arg(a, 1, NULL)),
+        return replace(r, line, s, str_arg(r, line, name, arg(a, 0, NULL)),
+                       str_arg(r, line, name, arg(a, 1, NULL)),
                        cnt && cnt->k == JV_INT ? cnt->u.i : -1);
     }
     if (!strcmp(name, "find")) return jv_int(find(s, str_arg(r, line, name, arg(a, 0, NULL))));
@@ -724,8 +776,10 @@ static jv str_method(jj_render *r, uint32_t line, const char *name, jv s, const 
         if (sub.u.s.n == 0) return jv_int((int64_t)road__jv_utf8_len(s.u.s.p, s.u.s.n) + 1);
         int64_t n = 0;
         for (size_t i = 0; i + sub.u.s.n <= s.u.s.n;)
-            if (memcmp(s.u.s.p + i, sub.u.s.p, sub.u.s.n) == 0) n++, i += sub.u.s.n;
-            else i++;
+            if (memcmp(s.u.s.p + i, sub.u.s.p, sub.u.s.n) == 0)
+                n++, i += sub.u.s.n;
+            else
+                i++;
         return jv_int(n);
     }
     if (!strcmp(name, "join")) {
@@ -752,9 +806,12 @@ static jv str_method(jj_render *r, uint32_t line, const char *name, jv s, const 
     bool all = s.u.s.n > 0;
     for (size_t i = 0; i < s.u.s.n; i++) {
         char ch = s.u.s.p[i];
-        if (!strcmp(name, "isdigit")) all = all && ch >= '0' && ch <= '9';
-        else if (!strcmp(name, "isspace")) all = all && is_space((unsigned char)ch);
-        else all = all && is_alpha(ch);
+        if (!strcmp(name, "isdigit"))
+            all = all && ch >= '0' && ch <= '9';
+        else if (!strcmp(name, "isspace"))
+            all = all && is_space((unsigned char)ch);
+        else
+            all = all && is_alpha(ch);
     }
     return jv_bool(all);
 }
@@ -764,13 +821,18 @@ static jv range(jj_render *r, uint32_t line, const jj_args *a) {
     int64_t v[3] = {0, 0, 1};
     if (a->npos < 1 || a->npos > 3 || a->nkw) FAIL("range takes 1 to 3 integers");
     for (size_t i = 0; i < a->npos; i++) {
-        if (a->pos[i].k != JV_INT && a->pos[i].k != JV_BOOL) FAIL("range: '%s' object cannot be interpreted as an integer", road__jv_type_name(a->pos[i]));
+        if (a->pos[i].k != JV_INT && a->pos[i].k != JV_BOOL)
+            FAIL("range: '%s' object cannot be interpreted as an integer",
+                 road__jv_type_name(a->pos[i]));
     }
-    if (a->npos == 1) v[1] = a->pos[0].k == JV_BOOL ? a->pos[0].u.b : a->pos[0].u.i;
+    if (a->npos == 1)
+        v[1] = a->pos[0].k == JV_BOOL ? a->pos[0].u.b : a->pos[0].u.i;
     else
-        for (size_t i = 0; i < a->npos; i++) v[i] = a->pos[i].k == JV_BOOL ? a->pos[i].u.b : a->pos[i].u.i;
+        for (size_t i = 0; i < a->npos; i++)
+            v[i] = a->pos[i].k == JV_BOOL ? a->pos[i].u.b : a->pos[i].u.i;
     if (v[2] == 0) FAIL("range() arg 3 must not be zero");
-    double count = v[2] > 0 ? ((double)v[1] - (double)v[0]) / (double)v[2] : ((double)v[0] - (double)v[1]) / (double)-v[2];
+    double count = v[2] > 0 ? ((double)v[1] - (double)v[0]) / (double)v[2]
+                            : ((double)v[0] - (double)v[1]) / (double)-v[2];
     if (count > 0) road__jj_step(c, line, (int64_t)fmin(ceil(count), 9e18));
     jv l = road__jv_list(c, count > 0 ? (size_t)ceil(count) : 0);
     for (int64_t x = v[0]; v[2] > 0 ? x < v[1] : x > v[1];) {
@@ -788,8 +850,9 @@ jv road__jj_call_func(jj_render *r, uint32_t line, const jj_func *f, const jj_ar
     if (self.k == JV_STR) return str_method(r, line, name, self, a);
     if (self.k == JV_LIST || self.k == JV_DICT) {
         if (listed(UNSAFE, name))
-            FAIL("access to attribute '%s' of '%s' object is unsafe (templates cannot change their inputs)", name,
-                 road__jv_type_name(self));
+            FAIL("access to attribute '%s' of '%s' object is unsafe (templates cannot change their "
+                 "inputs)",
+                 name, road__jv_type_name(self));
     }
     if (self.k == JV_DICT) {
         if (!strcmp(name, "get")) {
@@ -828,17 +891,20 @@ jv road__jj_call_func(jj_render *r, uint32_t line, const jj_func *f, const jj_ar
         jv d = road__jv_dict(c, a->nkw);
         if (a->npos > 1) FAIL("%s takes at most one positional argument", name);
         if (a->npos == 1) {
-            if (a->pos[0].k != JV_DICT && a->pos[0].k != JV_NS) FAIL("%s: expected a mapping", name);
-            for (size_t i = 0; i < a->pos[0].u.d->n; i++) road__jv_dict_set(c, d, a->pos[0].u.d->k[i], a->pos[0].u.d->v[i]);
+            if (a->pos[0].k != JV_DICT && a->pos[0].k != JV_NS)
+                FAIL("%s: expected a mapping", name);
+            for (size_t i = 0; i < a->pos[0].u.d->n; i++)
+                road__jv_dict_set(c, d, a->pos[0].u.d->k[i], a->pos[0].u.d->v[i]);
         }
-        for (size_t i = 0; i < a->nkw; i++) road__jv_dict_set(c, d, jv_strref(a->kwnames[i], strlen(a->kwnames[i])), a->kw[i]);
+        for (size_t i = 0; i < a->nkw; i++)
+            road__jv_dict_set(c, d, jv_strref(a->kwnames[i], strlen(a->kwnames[i])), a->kw[i]);
         if (name[0] == 'n') d.k = JV_NS;
         return d;
     }
     if (!strcmp(name, "raise_exception")) {
         jv msg = road__jv_stringify(c, a->npos ? a->pos[0] : jv_strref("", 0));
-        road__jj_fail(c, ROAD_ERR_INVALID_ARG, line, "raise_exception: %.*s", (int)(msg.u.s.n > 400 ? 400 : msg.u.s.n),
-                      msg.u.s.p);
+        road__jj_fail(c, ROAD_ERR_INVALID_ARG, line, "raise_exception: %.*s",
+                      (int)(msg.u.s.n > 400 ? 400 : msg.u.s.n), msg.u.s.p);
     }
     if (!strcmp(name, "strftime_now")) {
         jv fmt = str_arg(r, line, "strftime_now", arg(a, 0, "format"));
@@ -849,7 +915,8 @@ jv road__jj_call_func(jj_render *r, uint32_t line, const jj_func *f, const jj_ar
         snprintf(spec, sizeof spec, "%.*s", (int)(fmt.u.s.n > 200 ? 200 : fmt.u.s.n), fmt.u.s.p);
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wformat-nonliteral"
-        size_t n = strftime(out, sizeof out, spec, &tm); /* the template's format, as Python passes it */
+        size_t n =
+            strftime(out, sizeof out, spec, &tm); /* the template's format, as Python passes it */
 #pragma GCC diagnostic pop
         return road__jv_str(c, out, n);
     }

@@ -73,7 +73,8 @@ static jj_frame *frame_new(jj_render *r, jj_frame *parent) {
     return f;
 }
 
-static const char *const GLOBALS[] = {"range", "namespace", "raise_exception", "strftime_now", "dict", NULL};
+static const char *const GLOBALS[] = {"range",        "namespace", "raise_exception",
+                                      "strftime_now", "dict",      NULL};
 
 static jv lookup(jj_render *r, jj_frame *f, const char *name, size_t n) {
     for (; f; f = f->parent) {
@@ -133,7 +134,8 @@ static size_t cp_offset(const char *s, size_t n, size_t idx) {
 jv road__jj_getitem(jj_render *r, uint32_t line, jv obj, jv key) {
     switch (obj.k) {
     case JV_UNDEF:
-        road__jj_fail(r->c, ROAD_ERR_INVALID_ARG, line, "'%s' is undefined", obj.u.undef ? obj.u.undef : "value");
+        road__jj_fail(r->c, ROAD_ERR_INVALID_ARG, line, "'%s' is undefined",
+                      obj.u.undef ? obj.u.undef : "value");
     case JV_DICT:
     case JV_NS: {
         jv *v = road__jv_dict_getv(obj, key);
@@ -146,24 +148,28 @@ jv road__jj_getitem(jj_render *r, uint32_t line, jv obj, jv key) {
         if (key.k == JV_STR) return road__jj_getattr(r, line, obj, key.u.s.p, key.u.s.n);
         if (key.k != JV_INT && key.k != JV_BOOL) return jv_undef(NULL);
         int64_t i = key.k == JV_BOOL ? key.u.b : key.u.i;
-        int64_t len = obj.k == JV_LIST ? (int64_t)obj.u.l->n : (int64_t)road__jv_utf8_len(obj.u.s.p, obj.u.s.n);
+        int64_t len = obj.k == JV_LIST ? (int64_t)obj.u.l->n
+                                       : (int64_t)road__jv_utf8_len(obj.u.s.p, obj.u.s.n);
         if (i < 0) i += len;
         if (i < 0 || i >= len) return jv_undef(NULL);
         if (obj.k == JV_LIST) return obj.u.l->v[i];
-        size_t a = cp_offset(obj.u.s.p, obj.u.s.n, (size_t)i), b = cp_offset(obj.u.s.p, obj.u.s.n, (size_t)i + 1);
+        size_t a = cp_offset(obj.u.s.p, obj.u.s.n, (size_t)i),
+               b = cp_offset(obj.u.s.p, obj.u.s.n, (size_t)i + 1);
         return jv_strref(obj.u.s.p + a, b - a);
     }
     case JV_LOOP:
         if (key.k == JV_STR) return road__jj_getattr(r, line, obj, key.u.s.p, key.u.s.n);
         return jv_undef(NULL);
-    default: return jv_undef(NULL);
+    default:
+        return jv_undef(NULL);
     }
 }
 
 jv road__jj_getattr(jj_render *r, uint32_t line, jv obj, const char *name, size_t n) {
     char nm[64];
     if (obj.k == JV_UNDEF)
-        road__jj_fail(r->c, ROAD_ERR_INVALID_ARG, line, "'%s' is undefined", obj.u.undef ? obj.u.undef : "value");
+        road__jj_fail(r->c, ROAD_ERR_INVALID_ARG, line, "'%s' is undefined",
+                      obj.u.undef ? obj.u.undef : "value");
     if (n >= sizeof nm) return jv_undef(NULL);
     memcpy(nm, name, n);
     nm[n] = '\0';
@@ -258,13 +264,15 @@ static jv arith(jj_render *r, uint32_t line, const char *op, jv a, jv b) {
         road__jj_step(c, line, (int64_t)l.u.l->n);
         return l;
     }
-    if (op[0] == '*' && op[1] == '\0' && (a.k == JV_INT || b.k == JV_INT) && (a.k == JV_STR || b.k == JV_STR || a.k == JV_LIST || b.k == JV_LIST)) {
+    if (op[0] == '*' && op[1] == '\0' && (a.k == JV_INT || b.k == JV_INT) &&
+        (a.k == JV_STR || b.k == JV_STR || a.k == JV_LIST || b.k == JV_LIST)) {
         jv s = a.k == JV_INT ? b : a;
         int64_t times = a.k == JV_INT ? a.u.i : b.u.i;
         if (times < 0) times = 0;
         size_t unit = s.k == JV_STR ? s.u.s.n : s.u.l->n;
         if (unit && (uint64_t)times > (uint64_t)r->max_output / unit)
-            road__jj_fail(c, ROAD_ERR_INVALID_ARG, line, "repeating %zu items %lld times is too long", unit, (long long)times);
+            road__jj_fail(c, ROAD_ERR_INVALID_ARG, line,
+                          "repeating %zu items %lld times is too long", unit, (long long)times);
         road__jj_step(c, line, times * (int64_t)(unit ? unit : 1) / 16 + 1);
         if (s.k == JV_STR) {
             jj_buf buf = {0};
@@ -277,9 +285,10 @@ static jv arith(jj_render *r, uint32_t line, const char *op, jv a, jv b) {
         return l;
     }
     if (op[0] == '%' && a.k == JV_STR)
-        road__jj_fail(c, ROAD_ERR_UNSUPPORTED, line, "printf-style formatting with %% is not supported; use ~ or format");
-    road__jj_fail(c, ROAD_ERR_INVALID_ARG, line, "unsupported operand types for %s: '%s' and '%s'", op,
-                  road__jv_type_name(a), road__jv_type_name(b));
+        road__jj_fail(c, ROAD_ERR_UNSUPPORTED, line,
+                      "printf-style formatting with %% is not supported; use ~ or format");
+    road__jj_fail(c, ROAD_ERR_INVALID_ARG, line, "unsupported operand types for %s: '%s' and '%s'",
+                  op, road__jv_type_name(a), road__jv_type_name(b));
 overflow:
     road__jj_fail(c, ROAD_ERR_INVALID_ARG, line, "integer overflow in %s", op);
 }
@@ -288,7 +297,8 @@ static bool contains(jj_render *r, uint32_t line, jv item, jv seq) {
     switch (seq.k) {
     case JV_STR:
         if (item.k != JV_STR)
-            road__jj_fail(r->c, ROAD_ERR_INVALID_ARG, line, "'in <string>' requires string as left operand, not %s",
+            road__jj_fail(r->c, ROAD_ERR_INVALID_ARG, line,
+                          "'in <string>' requires string as left operand, not %s",
                           road__jv_type_name(item));
         if (item.u.s.n == 0) return true;
         for (size_t i = 0; i + item.u.s.n <= seq.u.s.n; i++)
@@ -300,10 +310,13 @@ static bool contains(jj_render *r, uint32_t line, jv item, jv seq) {
             if (road__jv_eq(seq.u.l->v[i], item)) return true;
         return false;
     case JV_DICT:
-    case JV_NS: return road__jv_dict_getv(seq, item) != NULL;
-    case JV_UNDEF: return false;
+    case JV_NS:
+        return road__jv_dict_getv(seq, item) != NULL;
+    case JV_UNDEF:
+        return false;
     default:
-        road__jj_fail(r->c, ROAD_ERR_INVALID_ARG, line, "argument of type '%s' is not iterable", road__jv_type_name(seq));
+        road__jj_fail(r->c, ROAD_ERR_INVALID_ARG, line, "argument of type '%s' is not iterable",
+                      road__jv_type_name(seq));
     }
 }
 
@@ -343,11 +356,14 @@ static void slice_bounds(int64_t len, const jv *sv, int64_t *start, int64_t *sto
 static jv slice(jj_render *r, uint32_t line, jv obj, const jv *sv) {
     for (int k = 0; k < 3; k++)
         if (sv[k].k != JV_INT && sv[k].k != JV_NONE && sv[k].k != JV_UNDEF)
-            road__jj_fail(r->c, ROAD_ERR_INVALID_ARG, line, "slice indices must be integers or None");
-    if (sv[2].k == JV_INT && sv[2].u.i == 0) road__jj_fail(r->c, ROAD_ERR_INVALID_ARG, line, "slice step cannot be zero");
+            road__jj_fail(r->c, ROAD_ERR_INVALID_ARG, line,
+                          "slice indices must be integers or None");
+    if (sv[2].k == JV_INT && sv[2].u.i == 0)
+        road__jj_fail(r->c, ROAD_ERR_INVALID_ARG, line, "slice step cannot be zero");
     bool is_str = obj.k == JV_STR;
     if (!is_str && obj.k != JV_LIST)
-        road__jj_fail(r->c, ROAD_ERR_INVALID_ARG, line, "cannot slice a %s", road__jv_type_name(obj));
+        road__jj_fail(r->c, ROAD_ERR_INVALID_ARG, line, "cannot slice a %s",
+                      road__jv_type_name(obj));
     size_t *offs = NULL;
     int64_t len;
     if (is_str) {
@@ -367,8 +383,10 @@ static jv slice(jj_render *r, uint32_t line, jv obj, const jv *sv) {
     jv l = is_str ? jv_none() : road__jv_list(r->c, 0);
     if (!is_str) l.u.l->tuple = obj.u.l->tuple;
     for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
-        if (is_str) road__jj_put(r->c, &b, obj.u.s.p + offs[i], offs[i + 1] - offs[i]);
-        else road__jv_list_push(r->c, l, obj.u.l->v[i]);
+        if (is_str)
+            road__jj_put(r->c, &b, obj.u.s.p + offs[i], offs[i + 1] - offs[i]);
+        else
+            road__jv_list_push(r->c, l, obj.u.l->v[i]);
     }
     return is_str ? jv_strref(b.p ? b.p : "", b.len) : l;
 }
@@ -387,17 +405,20 @@ static void eval_args(jj_render *r, jj_frame *f, const jj_node *n, jj_args *a) {
 
 static jv call_macro(jj_render *r, uint32_t line, const jj_node *m, const jj_args *a) {
     if (a->npos > m->ntargets)
-        road__jj_fail(r->c, ROAD_ERR_INVALID_ARG, line, "macro '%s' takes not more than %zu argument(s)", m->name,
-                      m->ntargets);
+        road__jj_fail(r->c, ROAD_ERR_INVALID_ARG, line,
+                      "macro '%s' takes not more than %zu argument(s)", m->name, m->ntargets);
     if (r->call_depth >= ROAD_JINJA_MAX_CALL_DEPTH)
-        road__jj_fail(r->c, ROAD_ERR_INVALID_ARG, line, "macro calls nest deeper than %d (ROAD_JINJA_MAX_CALL_DEPTH)",
+        road__jj_fail(r->c, ROAD_ERR_INVALID_ARG, line,
+                      "macro calls nest deeper than %d (ROAD_JINJA_MAX_CALL_DEPTH)",
                       ROAD_JINJA_MAX_CALL_DEPTH);
     jj_frame *f = frame_new(r, r->root);
     for (size_t k = 0; k < a->nkw; k++) {
         bool found = false;
-        for (size_t p = 0; p < m->ntargets; p++) found = found || !strcmp(m->targets[p], a->kwnames[k]);
+        for (size_t p = 0; p < m->ntargets; p++)
+            found = found || !strcmp(m->targets[p], a->kwnames[k]);
         if (!found)
-            road__jj_fail(r->c, ROAD_ERR_INVALID_ARG, line, "macro '%s' has no parameter '%s'", m->name, a->kwnames[k]);
+            road__jj_fail(r->c, ROAD_ERR_INVALID_ARG, line, "macro '%s' has no parameter '%s'",
+                          m->name, a->kwnames[k]);
     }
     for (size_t p = 0; p < m->ntargets; p++) {
         jv v = jv_undef(m->targets[p]);
@@ -429,8 +450,10 @@ jv road__jj_call_value(jj_render *r, uint32_t line, jv callee, const jj_args *a)
     if (callee.k == JV_MACRO) return call_macro(r, line, callee.u.macro, a);
     if (callee.k == JV_FUNC) return road__jj_call_func(r, line, callee.u.fn, a);
     if (callee.k == JV_UNDEF)
-        road__jj_fail(r->c, ROAD_ERR_INVALID_ARG, line, "'%s' is undefined", callee.u.undef ? callee.u.undef : "value");
-    road__jj_fail(r->c, ROAD_ERR_INVALID_ARG, line, "'%s' object is not callable", road__jv_type_name(callee));
+        road__jj_fail(r->c, ROAD_ERR_INVALID_ARG, line, "'%s' is undefined",
+                      callee.u.undef ? callee.u.undef : "value");
+    road__jj_fail(r->c, ROAD_ERR_INVALID_ARG, line, "'%s' object is not callable",
+                  road__jv_type_name(callee));
 }
 
 /* ---- expressions ---- */
@@ -439,8 +462,12 @@ static jv eval(jj_render *r, jj_frame *f, const jj_node *n) {
     enter(r, n->line);
     jv v;
     switch (n->type) {
-    case JN_LIT: v = n->lit; break;
-    case JN_NAME: v = lookup(r, f, n->name, n->name_len); break;
+    case JN_LIT:
+        v = n->lit;
+        break;
+    case JN_NAME:
+        v = lookup(r, f, n->name, n->name_len);
+        break;
     case JN_LIST:
     case JN_TUPLE:
         v = road__jv_list(r->c, n->nargs);
@@ -452,11 +479,14 @@ static jv eval(jj_render *r, jj_frame *f, const jj_node *n) {
         for (size_t i = 0; i < n->nargs; i++) {
             jv k = eval(r, f, n->args[i]);
             if ((k.k == JV_LIST && !k.u.l->tuple) || k.k == JV_DICT || k.k == JV_UNDEF)
-                road__jj_fail(r->c, ROAD_ERR_INVALID_ARG, n->line, "unhashable dict key of type '%s'", road__jv_type_name(k));
+                road__jj_fail(r->c, ROAD_ERR_INVALID_ARG, n->line,
+                              "unhashable dict key of type '%s'", road__jv_type_name(k));
             road__jv_dict_set(r->c, v, k, eval(r, f, n->kwvals[i]));
         }
         break;
-    case JN_GETATTR: v = road__jj_getattr(r, n->line, eval(r, f, n->a), n->name, n->name_len); break;
+    case JN_GETATTR:
+        v = road__jj_getattr(r, n->line, eval(r, f, n->a), n->name, n->name_len);
+        break;
     case JN_GETITEM: {
         jv o = eval(r, f, n->a);
         v = road__jj_getitem(r, n->line, o, eval(r, f, n->b));
@@ -498,16 +528,23 @@ static jv eval(jj_render *r, jj_frame *f, const jj_node *n) {
     case JN_POS: {
         jv x = eval(r, f, n->a);
         if (!road__jv_is_number(x))
-            road__jj_fail(r->c, ROAD_ERR_INVALID_ARG, n->line, "bad operand type for unary %c: '%s'",
-                          n->type == JN_NEG ? '-' : '+', road__jv_type_name(x));
+            road__jj_fail(r->c, ROAD_ERR_INVALID_ARG, n->line,
+                          "bad operand type for unary %c: '%s'", n->type == JN_NEG ? '-' : '+',
+                          road__jv_type_name(x));
         if (x.k == JV_BOOL) x = jv_int(x.u.b);
-        if (n->type == JN_POS) v = x;
-        else if (x.k == JV_FLOAT) v = jv_float(-x.u.f);
-        else if (x.u.i == INT64_MIN) road__jj_fail(r->c, ROAD_ERR_INVALID_ARG, n->line, "integer overflow in -");
-        else v = jv_int(-x.u.i);
+        if (n->type == JN_POS)
+            v = x;
+        else if (x.k == JV_FLOAT)
+            v = jv_float(-x.u.f);
+        else if (x.u.i == INT64_MIN)
+            road__jj_fail(r->c, ROAD_ERR_INVALID_ARG, n->line, "integer overflow in -");
+        else
+            v = jv_int(-x.u.i);
         break;
     }
-    case JN_NOT: v = jv_bool(!road__jv_truthy(eval(r, f, n->a))); break;
+    case JN_NOT:
+        v = jv_bool(!road__jv_truthy(eval(r, f, n->a)));
+        break;
     case JN_AND: {
         jv x = eval(r, f, n->a);
         v = road__jv_truthy(x) ? eval(r, f, n->b) : x;
@@ -524,10 +561,13 @@ static jv eval(jj_render *r, jj_frame *f, const jj_node *n) {
         break;
     }
     case JN_COND:
-        if (road__jv_truthy(eval(r, f, n->b))) v = eval(r, f, n->a);
-        else v = n->c ? eval(r, f, n->c) : jv_undef(NULL);
+        if (road__jv_truthy(eval(r, f, n->b)))
+            v = eval(r, f, n->a);
+        else
+            v = n->c ? eval(r, f, n->c) : jv_undef(NULL);
         break;
-    default: road__jj_fail(r->c, ROAD_ERR_INTERNAL, n->line, "not an expression (node %d)", n->type);
+    default:
+        road__jj_fail(r->c, ROAD_ERR_INTERNAL, n->line, "not an expression (node %d)", n->type);
     }
     r->depth--;
     return v;
@@ -537,8 +577,10 @@ static jv eval(jj_render *r, jj_frame *f, const jj_node *n) {
 static jj_list *iter_list(jj_render *r, uint32_t line, jv it) {
     jj_ctx *c = r->c;
     switch (it.k) {
-    case JV_LIST: return it.u.l;
-    case JV_UNDEF: return road__jv_list(c, 0).u.l;
+    case JV_LIST:
+        return it.u.l;
+    case JV_UNDEF:
+        return road__jv_list(c, 0).u.l;
     case JV_DICT:
     case JV_NS: {
         jv l = road__jv_list(c, it.u.d->n);
@@ -557,7 +599,8 @@ static jj_list *iter_list(jj_render *r, uint32_t line, jv it) {
         return l.u.l;
     }
     default:
-        road__jj_fail(c, ROAD_ERR_INVALID_ARG, line, "'%s' object is not iterable", road__jv_type_name(it));
+        road__jj_fail(c, ROAD_ERR_INVALID_ARG, line, "'%s' object is not iterable",
+                      road__jv_type_name(it));
     }
 }
 
@@ -568,7 +611,8 @@ static void bind_targets(jj_render *r, jj_frame *f, const jj_node *n, jv item) {
     }
     jj_list *l = iter_list(r, n->line, item);
     if (l->n != n->ntargets)
-        road__jj_fail(r->c, ROAD_ERR_INVALID_ARG, n->line, "cannot unpack %zu values into %zu names", l->n, n->ntargets);
+        road__jj_fail(r->c, ROAD_ERR_INVALID_ARG, n->line,
+                      "cannot unpack %zu values into %zu names", l->n, n->ntargets);
     for (size_t i = 0; i < l->n; i++) assign(r, f, n->targets[i], l->v[i]);
 }
 
@@ -609,21 +653,29 @@ static void exec_stmt(jj_render *r, jj_frame *f, const jj_node *n, jj_buf *out) 
     road__jj_step(r->c, n->line, 1);
     enter(r, n->line);
     switch (n->type) {
-    case JN_TEXT: road__jj_put(r->c, out, n->name, n->name_len); break;
-    case JN_OUTPUT: road__jv_to_str(r->c, out, eval(r, f, n->a)); break;
-    case JN_IF:
-        if (road__jv_truthy(eval(r, f, n->a))) exec_body(r, f, n->body, n->nbody, out);
-        else exec_body(r, f, n->els, n->nels, out);
+    case JN_TEXT:
+        road__jj_put(r->c, out, n->name, n->name_len);
         break;
-    case JN_FOR: exec_for(r, f, n, out); break;
+    case JN_OUTPUT:
+        road__jv_to_str(r->c, out, eval(r, f, n->a));
+        break;
+    case JN_IF:
+        if (road__jv_truthy(eval(r, f, n->a)))
+            exec_body(r, f, n->body, n->nbody, out);
+        else
+            exec_body(r, f, n->els, n->nels, out);
+        break;
+    case JN_FOR:
+        exec_for(r, f, n, out);
+        break;
     case JN_SET: {
         jv v = eval(r, f, n->b);
         if (n->a) {
             jv ns = eval(r, f, n->a);
             if (ns.k != JV_NS)
                 road__jj_fail(r->c, ROAD_ERR_INVALID_ARG, n->line,
-                              "cannot assign attribute on non-namespace object ('%s' is a %s)", n->a->name,
-                              road__jv_type_name(ns));
+                              "cannot assign attribute on non-namespace object ('%s' is a %s)",
+                              n->a->name, road__jv_type_name(ns));
             road__jv_dict_set(r->c, ns, jv_strref(n->name, strlen(n->name)), v);
         } else {
             bind_targets(r, f, n, v);
@@ -648,8 +700,10 @@ static void exec_stmt(jj_render *r, jj_frame *f, const jj_node *n, jj_buf *out) 
                 v = road__jj_filter(r, chain[k]->line, chain[k]->name, v, &a);
             }
         }
-        if (n->type == JN_SETBLOCK) assign(r, f, n->targets[0], v);
-        else road__jv_to_str(r->c, out, v);
+        if (n->type == JN_SETBLOCK)
+            assign(r, f, n->targets[0], v);
+        else
+            road__jv_to_str(r->c, out, v);
         break;
     }
     case JN_MACRO: {
@@ -675,9 +729,14 @@ static void exec_stmt(jj_render *r, jj_frame *f, const jj_node *n, jj_buf *out) 
         }
         break;
     }
-    case JN_BREAK: r->ctrl = CTRL_BREAK; break;
-    case JN_CONTINUE: r->ctrl = CTRL_CONTINUE; break;
-    default: road__jj_fail(r->c, ROAD_ERR_INTERNAL, n->line, "not a statement (node %d)", n->type);
+    case JN_BREAK:
+        r->ctrl = CTRL_BREAK;
+        break;
+    case JN_CONTINUE:
+        r->ctrl = CTRL_CONTINUE;
+        break;
+    default:
+        road__jj_fail(r->c, ROAD_ERR_INTERNAL, n->line, "not a statement (node %d)", n->type);
     }
     r->depth--;
 }
@@ -734,12 +793,13 @@ typedef struct render_state {
     jmp_buf jump;
 } render_state;
 
-road_status road__jinja_render(const road__jinja *t, const cJSON *vars, const road__jinja_opts *opts,
-                               road__jinja_result *out) {
+road_status road__jinja_render(const road__jinja *t, const cJSON *vars,
+                               const road__jinja_opts *opts, road__jinja_result *out) {
     memset(out, 0, sizeof *out);
     if (t == NULL) return road__error(ROAD_ERR_INVALID_ARG, "chat template: no program");
     if (vars && !cJSON_IsObject(vars))
-        return road__error(ROAD_ERR_INVALID_ARG, "chat template: the variables must be a JSON object");
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "chat template: the variables must be a JSON object");
     render_state *st = road__calloc(1, sizeof *st);
     if (st == NULL) return ROAD_ERR_NO_MEMORY;
     jj_ctx *c = &st->c;
@@ -760,7 +820,8 @@ road_status road__jinja_render(const road__jinja *t, const cJSON *vars, const ro
     if (vars)
         for (const cJSON *e = vars->child; e; e = e->next)
             if (e->string)
-                assign(r, r->root, road__jj_strndup(c, e->string, strlen(e->string)), road__jv_from_json(c, e, 0));
+                assign(r, r->root, road__jj_strndup(c, e->string, strlen(e->string)),
+                       road__jv_from_json(c, e, 0));
     jj_buf buf = {0};
     buf.max = r->max_output;
     exec_body(r, r->root, t->root->body, t->root->nbody, &buf);

@@ -47,7 +47,8 @@ typedef struct jj_buf {
 } jj_buf;
 void road__jj_put(jj_ctx *c, jj_buf *b, const char *s, size_t n);
 void road__jj_putc(jj_ctx *c, jj_buf *b, char ch);
-void road__jj_printf(jj_ctx *c, jj_buf *b, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void road__jj_printf(jj_ctx *c, jj_buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* ---- values ---- */
 typedef enum {
@@ -153,13 +154,25 @@ jv road__jv_stringify(jj_ctx *c, jv v); /* str(v) as a value (a string is itself
 void road__jv_repr(jj_ctx *c, jj_buf *b, jv v);
 /* json.dumps(v, ensure_ascii=False, indent, separators, sort_keys): indent < 0 for None;
  * item_sep/key_sep NULL for the defaults. */
-void road__jv_tojson(jj_ctx *c, uint32_t line, jj_buf *b, jv v, const char *indent, const char *item_sep,
-                     const char *key_sep, bool sort_keys, bool ensure_ascii);
+void road__jv_tojson(jj_ctx *c, uint32_t line, jj_buf *b, jv v, const char *indent,
+                     const char *item_sep, const char *key_sep, bool sort_keys, bool ensure_ascii);
 jv road__jv_from_json(jj_ctx *c, const struct cJSON *j, int depth);
 size_t road__jv_utf8_len(const char *s, size_t n); /* characters in valid UTF-8 */
 
 /* ---- tokens and tree ---- */
-typedef enum { JT_TEXT, JT_VAR_BEGIN, JT_VAR_END, JT_BLOCK_BEGIN, JT_BLOCK_END, JT_NAME, JT_STRING, JT_INT, JT_FLOAT, JT_OP, JT_EOF } jj_tok_type;
+typedef enum {
+    JT_TEXT,
+    JT_VAR_BEGIN,
+    JT_VAR_END,
+    JT_BLOCK_BEGIN,
+    JT_BLOCK_END,
+    JT_NAME,
+    JT_STRING,
+    JT_INT,
+    JT_FLOAT,
+    JT_OP,
+    JT_EOF
+} jj_tok_type;
 typedef struct jj_tok {
     uint8_t type;
     uint32_t line, col;

@@ -32,7 +32,8 @@ static bool is_space(unsigned char ch) {
 }
 
 static bool is_ident(char ch) {
-    return ch == '_' || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
+    return ch == '_' || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+           (ch >= '0' && ch <= '9');
 }
 
 static void pos_of(const lexer *L, size_t at, uint32_t *line, uint32_t *col) {
@@ -131,7 +132,8 @@ static void string_lit(lexer *L, size_t start, size_t end, jj_tok *t) {
         if (e >= '0' && e <= '7') { /* octal, up to 3 digits */
             unsigned v = 0;
             int k = 0;
-            while (k < 3 && i < end && L->s[i] >= '0' && L->s[i] <= '7') v = v * 8 + (unsigned)(L->s[i++] - '0'), k++;
+            while (k < 3 && i < end && L->s[i] >= '0' && L->s[i] <= '7')
+                v = v * 8 + (unsigned)(L->s[i++] - '0'), k++;
             i--;
             char u[4];
             int m = road__tok_utf8_encode(v, u);
@@ -143,14 +145,15 @@ static void string_lit(lexer *L, size_t start, size_t end, jj_tok *t) {
             road__jj_putc(L->c, &b, e);
             continue;
         }
-        if (i + (size_t)digits >= end) lex_fail(L, i, "truncated \\x, \\u or \\U escape in a string");
+        if (i + (size_t)digits >= end)
+            lex_fail(L, i, "truncated \\x, \\u or \\U escape in a string");
         char hex[9];
         memcpy(hex, L->s + i + 1, (size_t)digits);
         hex[digits] = '\0';
         char *stop;
         unsigned long v = strtoul(hex, &stop, 16);
-        if (*stop != '\0' || strchr(hex, '-') || strchr(hex, '+') || strchr(hex, ' ') || v > 0x10FFFF ||
-            (v >= 0xD800 && v <= 0xDFFF))
+        if (*stop != '\0' || strchr(hex, '-') || strchr(hex, '+') || strchr(hex, ' ') ||
+            v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
             lex_fail(L, i, "bad \\x, \\u or \\U escape in a string");
         i += (size_t)digits;
         char u[4];
@@ -168,17 +171,25 @@ static size_t lex_tag(lexer *L, size_t i, bool block, bool *line_starting) {
     const char *close = block ? "%}" : "}}";
     for (;;) {
         i = skip_space(L, i);
-        if (i >= L->n) lex_fail(L, i, block ? "unexpected end of template: '%}' missing" : "unexpected end of template: '}}' missing");
+        if (i >= L->n)
+            lex_fail(L, i,
+                     block ? "unexpected end of template: '%}' missing"
+                           : "unexpected end of template: '}}' missing");
         if (depth == 0) {
             size_t end = 0;
             bool strip = false, trim = block;
-            if (L->s[i] == '-' && at(L, i + 1, close)) end = i + 3, strip = true;
-            else if (block && L->s[i] == '+' && at(L, i + 1, close)) end = i + 3, trim = false;
-            else if (at(L, i, close)) end = i + 2;
+            if (L->s[i] == '-' && at(L, i + 1, close))
+                end = i + 3, strip = true;
+            else if (block && L->s[i] == '+' && at(L, i + 1, close))
+                end = i + 3, trim = false;
+            else if (at(L, i, close))
+                end = i + 2;
             if (end) {
                 push(L, block ? JT_BLOCK_END : JT_VAR_END, i, NULL, 0);
-                if (strip) end = skip_space(L, end);
-                else if (trim && end < L->n && L->s[end] == '\n') end++;
+                if (strip)
+                    end = skip_space(L, end);
+                else if (trim && end < L->n && L->s[end] == '\n')
+                    end++;
                 *line_starting = end > 0 && L->s[end - 1] == '\n';
                 return end;
             }
@@ -211,7 +222,9 @@ static size_t lex_tag(lexer *L, size_t i, bool block, bool *line_starting) {
                 if (j < L->n && L->s[j] >= '0' && L->s[j] <= '9') {
                     is_float = true;
                     if (k < sizeof num - 1) num[k++] = 'e';
-                    for (i++; i < L->n && ((L->s[i] >= '0' && L->s[i] <= '9') || L->s[i] == '+' || L->s[i] == '-' || L->s[i] == '_'); i++)
+                    for (i++; i < L->n && ((L->s[i] >= '0' && L->s[i] <= '9') || L->s[i] == '+' ||
+                                           L->s[i] == '-' || L->s[i] == '_');
+                         i++)
                         if (L->s[i] != '_' && k < sizeof num - 1) num[k++] = L->s[i];
                 }
             }
@@ -222,7 +235,8 @@ static size_t lex_tag(lexer *L, size_t i, bool block, bool *line_starting) {
             } else {
                 char *stop;
                 unsigned long long v = strtoull(num, &stop, 10);
-                if (k > 18 && (v > (unsigned long long)INT64_MAX || k > 19)) lex_fail(L, st, "integer literal beyond 64 bits");
+                if (k > 18 && (v > (unsigned long long)INT64_MAX || k > 19))
+                    lex_fail(L, st, "integer literal beyond 64 bits");
                 t->i = (int64_t)v;
             }
         } else if (ch == '\'' || ch == '"') {
@@ -262,16 +276,21 @@ static size_t lex_raw(lexer *L, size_t i, bool *line_starting) {
         j = skip_space(L, j + 6);
         size_t end = 0;
         bool strip = false, trim = true;
-        if (at(L, j, "-%}")) end = j + 3, strip = true;
-        else if (at(L, j, "+%}")) end = j + 3, trim = false;
-        else if (at(L, j, "%}")) end = j + 2;
+        if (at(L, j, "-%}"))
+            end = j + 3, strip = true;
+        else if (at(L, j, "+%}"))
+            end = j + 3, trim = false;
+        else if (at(L, j, "%}"))
+            end = j + 2;
         if (!end) continue;
         size_t tn = k - i;
         if (strip_before)
             while (tn > 0 && is_space((unsigned char)L->s[i + tn - 1])) tn--;
         if (tn) push(L, JT_TEXT, i, L->s + i, tn);
-        if (strip) end = skip_space(L, end);
-        else if (trim && end < L->n && L->s[end] == '\n') end++;
+        if (strip)
+            end = skip_space(L, end);
+        else if (trim && end < L->n && L->s[end] == '\n')
+            end++;
         *line_starting = end > 0 && L->s[end - 1] == '\n';
         return end;
     }
@@ -285,7 +304,9 @@ void road__jj_lex(jj_ctx *c, const char *src, size_t len, jj_toks *out) {
     size_t pos = 0;
     while (pos < L.n) {
         size_t i = pos;
-        while (i + 1 < L.n && !(L.s[i] == '{' && (L.s[i + 1] == '{' || L.s[i + 1] == '%' || L.s[i + 1] == '#'))) i++;
+        while (i + 1 < L.n &&
+               !(L.s[i] == '{' && (L.s[i + 1] == '{' || L.s[i + 1] == '%' || L.s[i + 1] == '#')))
+            i++;
         if (i + 1 >= L.n) {
             push(&L, JT_TEXT, pos, L.s + pos, L.n - pos);
             break;
@@ -303,7 +324,8 @@ void road__jj_lex(jj_ctx *c, const char *src, size_t len, jj_toks *out) {
             while (l > 0 && L.s[pos + l - 1] != '\n') l--;
             if (l > 0 || line_starting) {
                 bool blank = true;
-                for (size_t k = l; k < tn; k++) blank = blank && is_space((unsigned char)L.s[pos + k]);
+                for (size_t k = l; k < tn; k++)
+                    blank = blank && is_space((unsigned char)L.s[pos + k]);
                 if (blank) tn = l;
             }
         }
@@ -316,9 +338,12 @@ void road__jj_lex(jj_ctx *c, const char *src, size_t len, jj_toks *out) {
                 if ((L.s[k] == '-' || L.s[k] == '+') && at(&L, k + 1, "#}")) break;
             }
             size_t end;
-            if (L.s[k] == '-') end = skip_space(&L, k + 3);
-            else if (L.s[k] == '+') end = k + 3;
-            else end = k + 2 + (k + 2 < L.n && L.s[k + 2] == '\n');
+            if (L.s[k] == '-')
+                end = skip_space(&L, k + 3);
+            else if (L.s[k] == '+')
+                end = k + 3;
+            else
+                end = k + 2 + (k + 2 < L.n && L.s[k + 2] == '\n');
             line_starting = end > 0 && L.s[end - 1] == '\n';
             pos = end;
             continue;

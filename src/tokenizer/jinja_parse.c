@@ -26,19 +26,27 @@ static const jj_tok *cur(parser *P) {
 
 static const char *tok_desc(const jj_tok *t, char *buf, size_t cap) {
     switch (t->type) {
-    case JT_EOF: return "end of template";
-    case JT_VAR_END: return "'}}'";
-    case JT_BLOCK_END: return "'%}'";
-    case JT_TEXT: return "text";
-    case JT_STRING: return "a string";
+    case JT_EOF:
+        return "end of template";
+    case JT_VAR_END:
+        return "'}}'";
+    case JT_BLOCK_END:
+        return "'%}'";
+    case JT_TEXT:
+        return "text";
+    case JT_STRING:
+        return "a string";
     case JT_INT:
-    case JT_FLOAT: return "a number";
-    default: snprintf(buf, cap, "'%.*s'", (int)(t->n > 40 ? 40 : t->n), t->p); return buf;
+    case JT_FLOAT:
+        return "a number";
+    default:
+        snprintf(buf, cap, "'%.*s'", (int)(t->n > 40 ? 40 : t->n), t->p);
+        return buf;
     }
 }
 
-__attribute__((format(printf, 4, 5))) _Noreturn static void fail_at(parser *P, const jj_tok *t, road_status s,
-                                                                      const char *fmt, ...) {
+__attribute__((format(printf, 4, 5))) _Noreturn static void
+fail_at(parser *P, const jj_tok *t, road_status s, const char *fmt, ...) {
     char what[256];
     va_list ap;
     va_start(ap, fmt);
@@ -93,7 +101,8 @@ static jj_node *node(parser *P, jj_node_type type, const jj_tok *at) {
 
 static void enter(parser *P) {
     if (++P->depth > ROAD_JINJA_MAX_DEPTH)
-        fail_at(P, cur(P), ROAD_ERR_FORMAT, "nesting deeper than %s levels", "200 (ROAD_JINJA_MAX_DEPTH)");
+        fail_at(P, cur(P), ROAD_ERR_FORMAT, "nesting deeper than %s levels",
+                "200 (ROAD_JINJA_MAX_DEPTH)");
 }
 
 /* A growable array of node pointers. */
@@ -129,7 +138,9 @@ static void parse_call_args(parser *P, jj_node *n) {
     while (!accept_op(P, ")")) {
         if (pos.n + kw.n > 0) expect_op(P, ",");
         if (accept_op(P, ")")) break;
-        if (is_op(cur(P), "*") || is_op(cur(P), "**")) fail_at(P, cur(P), ROAD_ERR_UNSUPPORTED, "%s", "*args and **kwargs in calls are not supported");
+        if (is_op(cur(P), "*") || is_op(cur(P), "**"))
+            fail_at(P, cur(P), ROAD_ERR_UNSUPPORTED, "%s",
+                    "*args and **kwargs in calls are not supported");
         if (cur(P)->type == JT_NAME && is_op(&P->t[P->i + 1], "=")) {
             const char *name = expect_ident(P);
             P->i++;
@@ -203,7 +214,9 @@ static jj_node *parse_postfix(parser *P, jj_node *n) {
                 if (accept_op(P, "]")) break;
                 if (parts[k]) unexpected(P, "':' or ']'");
                 parts[k] = parse_expr(P, true);
-                if (!slice && is_op(cur(P), ",")) fail_at(P, cur(P), ROAD_ERR_UNSUPPORTED, "%s", "tuple subscripts are not supported");
+                if (!slice && is_op(cur(P), ","))
+                    fail_at(P, cur(P), ROAD_ERR_UNSUPPORTED, "%s",
+                            "tuple subscripts are not supported");
             }
             jj_node *g = node(P, slice ? JN_SLICE : JN_GETITEM, t);
             g->a = n;
@@ -241,8 +254,8 @@ static jj_node *parse_filter_expr(parser *P, jj_node *n) {
             const jj_tok *u = cur(P);
             if (accept_op(P, "(")) {
                 parse_call_args(P, test);
-            } else if ((u->type == JT_NAME || u->type == JT_STRING || u->type == JT_INT || u->type == JT_FLOAT ||
-                        is_op(u, "[") || is_op(u, "{")) &&
+            } else if ((u->type == JT_NAME || u->type == JT_STRING || u->type == JT_INT ||
+                        u->type == JT_FLOAT || is_op(u, "[") || is_op(u, "{")) &&
                        !is_name(u, "else") && !is_name(u, "or") && !is_name(u, "and")) {
                 if (is_name(u, "is")) unexpected(P, "a test argument");
                 test->args = road__jj_alloc(P->c, sizeof(jj_node *));
@@ -273,9 +286,12 @@ static jj_node *parse_primary(parser *P) {
     jj_node *n = NULL;
     if (t->type == JT_NAME) {
         P->i++;
-        if (is_name(t, "true") || is_name(t, "True")) n = lit(P, t, jv_bool(true));
-        else if (is_name(t, "false") || is_name(t, "False")) n = lit(P, t, jv_bool(false));
-        else if (is_name(t, "none") || is_name(t, "None")) n = lit(P, t, jv_none());
+        if (is_name(t, "true") || is_name(t, "True"))
+            n = lit(P, t, jv_bool(true));
+        else if (is_name(t, "false") || is_name(t, "False"))
+            n = lit(P, t, jv_bool(false));
+        else if (is_name(t, "none") || is_name(t, "None"))
+            n = lit(P, t, jv_none());
         else {
             n = node(P, JN_NAME, t);
             n->name = road__jj_strndup(P->c, t->p, t->n);
@@ -342,7 +358,8 @@ static jj_node *parse_primary(parser *P) {
     return n;
 }
 
-static jj_node *binop(parser *P, const jj_tok *t, jj_node_type type, const char *op, jj_node *a, jj_node *b) {
+static jj_node *binop(parser *P, const jj_tok *t, jj_node_type type, const char *op, jj_node *a,
+                      jj_node *b) {
     jj_node *n = node(P, type, t);
     snprintf(n->op, sizeof n->op, "%s", op);
     n->a = a;
@@ -381,7 +398,11 @@ static jj_node *parse_math2(parser *P) {
     jj_node *n = parse_pow(P);
     for (;;) {
         const jj_tok *t = cur(P);
-        const char *op = is_op(t, "*") ? "*" : is_op(t, "/") ? "/" : is_op(t, "//") ? "//" : is_op(t, "%") ? "%" : NULL;
+        const char *op = is_op(t, "*")    ? "*"
+                         : is_op(t, "/")  ? "/"
+                         : is_op(t, "//") ? "//"
+                         : is_op(t, "%")  ? "%"
+                                          : NULL;
         if (!op) return n;
         P->i++;
         n = binop(P, t, JN_BINOP, op, n, parse_pow(P));
@@ -500,7 +521,8 @@ static jj_node *parse_tuple(parser *P, bool condexpr) {
 /* ---- statements ---- */
 static void parse_body(parser *P, const char *const *ends, const jj_tok *opener, nodes *out);
 
-static void body_until(parser *P, const char *const *ends, const jj_tok *opener, jj_node ***v, size_t *n) {
+static void body_until(parser *P, const char *const *ends, const jj_tok *opener, jj_node ***v,
+                       size_t *n) {
     nodes b = {0};
     parse_body(P, ends, opener, &b);
     *v = b.v;
@@ -553,7 +575,8 @@ static jj_node *parse_stmt(parser *P) {
         if (!accept_name(P, "in")) unexpected(P, "'in'");
         n->a = parse_tuple(P, false);
         if (accept_name(P, "if")) n->b = parse_expr(P, true);
-        if (is_name(cur(P), "recursive")) fail_at(P, cur(P), ROAD_ERR_UNSUPPORTED, "%s", "recursive for loops are not supported");
+        if (is_name(cur(P), "recursive"))
+            fail_at(P, cur(P), ROAD_ERR_UNSUPPORTED, "%s", "recursive for loops are not supported");
         expect_block_end(P);
         body_until(P, ends, t, &n->body, &n->nbody);
         if (accept_name(P, "else")) {
@@ -651,10 +674,13 @@ static jj_node *parse_stmt(parser *P) {
     }
     char name[48];
     snprintf(name, sizeof name, "%.*s", (int)(t->n > 40 ? 40 : t->n), t->p);
-    static const char *const known[] = {"call", "include", "import", "from", "extends", "block", "with", "do", "autoescape", NULL};
+    static const char *const known[] = {"call",  "include", "import", "from",       "extends",
+                                        "block", "with",    "do",     "autoescape", NULL};
     for (int k = 0; known[k]; k++)
-        if (is_name(t, known[k])) fail_at(P, t, ROAD_ERR_UNSUPPORTED, "{%% %s %%} is not supported", name);
-    fail_at(P, t, ROAD_ERR_FORMAT, "unknown statement '%s' (or a closing tag without its opening one)", name);
+        if (is_name(t, known[k]))
+            fail_at(P, t, ROAD_ERR_UNSUPPORTED, "{%% %s %%} is not supported", name);
+    fail_at(P, t, ROAD_ERR_FORMAT,
+            "unknown statement '%s' (or a closing tag without its opening one)", name);
 }
 
 static bool in_list(const jj_tok *t, const char *const *names) {
@@ -673,8 +699,10 @@ static void parse_body(parser *P, const char *const *ends, const jj_tok *opener,
                 char what[160];
                 size_t k = 0;
                 while (ends[k + 1]) k++;
-                snprintf(what, sizeof what, "unexpected end of template: {%% %s %%} missing for the '%.*s' of line %u",
-                         ends[k], (int)(opener->n > 20 ? 20 : opener->n), opener->p, (unsigned)opener->line);
+                snprintf(what, sizeof what,
+                         "unexpected end of template: {%% %s %%} missing for the '%.*s' of line %u",
+                         ends[k], (int)(opener->n > 20 ? 20 : opener->n), opener->p,
+                         (unsigned)opener->line);
                 fail_at(P, t, ROAD_ERR_FORMAT, "%s", what);
             }
             break;

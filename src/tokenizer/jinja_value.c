@@ -194,32 +194,52 @@ void road__jv_dict_set(jj_ctx *c, jv dict, jv key, jv val) {
 /* ---- Python semantics ---- */
 const char *road__jv_type_name(jv v) {
     switch (v.k) {
-    case JV_UNDEF: return "Undefined";
-    case JV_NONE: return "NoneType";
-    case JV_BOOL: return "bool";
-    case JV_INT: return "int";
-    case JV_FLOAT: return "float";
-    case JV_STR: return "str";
-    case JV_LIST: return v.u.l->tuple ? "tuple" : "list";
-    case JV_DICT: return "dict";
-    case JV_NS: return "Namespace";
-    case JV_MACRO: return "Macro";
-    case JV_FUNC: return "function";
-    default: return "LoopContext";
+    case JV_UNDEF:
+        return "Undefined";
+    case JV_NONE:
+        return "NoneType";
+    case JV_BOOL:
+        return "bool";
+    case JV_INT:
+        return "int";
+    case JV_FLOAT:
+        return "float";
+    case JV_STR:
+        return "str";
+    case JV_LIST:
+        return v.u.l->tuple ? "tuple" : "list";
+    case JV_DICT:
+        return "dict";
+    case JV_NS:
+        return "Namespace";
+    case JV_MACRO:
+        return "Macro";
+    case JV_FUNC:
+        return "function";
+    default:
+        return "LoopContext";
     }
 }
 
 bool road__jv_truthy(jv v) {
     switch (v.k) {
     case JV_UNDEF:
-    case JV_NONE: return false;
-    case JV_BOOL: return v.u.b;
-    case JV_INT: return v.u.i != 0;
-    case JV_FLOAT: return v.u.f != 0.0;
-    case JV_STR: return v.u.s.n > 0;
-    case JV_LIST: return v.u.l->n > 0;
-    case JV_DICT: return v.u.d->n > 0;
-    default: return true;
+    case JV_NONE:
+        return false;
+    case JV_BOOL:
+        return v.u.b;
+    case JV_INT:
+        return v.u.i != 0;
+    case JV_FLOAT:
+        return v.u.f != 0.0;
+    case JV_STR:
+        return v.u.s.n > 0;
+    case JV_LIST:
+        return v.u.l->n > 0;
+    case JV_DICT:
+        return v.u.d->n > 0;
+    default:
+        return true;
     }
 }
 
@@ -243,8 +263,10 @@ bool road__jv_eq(jv a, jv b) {
     if (a.k != b.k) return false;
     switch (a.k) {
     case JV_UNDEF:
-    case JV_NONE: return true;
-    case JV_STR: return a.u.s.n == b.u.s.n && memcmp(a.u.s.p, b.u.s.p, a.u.s.n) == 0;
+    case JV_NONE:
+        return true;
+    case JV_STR:
+        return a.u.s.n == b.u.s.n && memcmp(a.u.s.p, b.u.s.p, a.u.s.n) == 0;
     case JV_LIST:
         if (a.u.l->tuple != b.u.l->tuple || a.u.l->n != b.u.l->n) return false;
         for (size_t i = 0; i < a.u.l->n; i++)
@@ -257,16 +279,21 @@ bool road__jv_eq(jv a, jv b) {
             if (o == NULL || !road__jv_eq(a.u.d->v[i], *o)) return false;
         }
         return true;
-    case JV_NS: return a.u.d == b.u.d;
-    case JV_MACRO: return a.u.macro == b.u.macro;
-    case JV_FUNC: return a.u.fn == b.u.fn;
-    default: return a.u.loop == b.u.loop;
+    case JV_NS:
+        return a.u.d == b.u.d;
+    case JV_MACRO:
+        return a.u.macro == b.u.macro;
+    case JV_FUNC:
+        return a.u.fn == b.u.fn;
+    default:
+        return a.u.loop == b.u.loop;
     }
 }
 
 int road__jv_cmp(jj_ctx *c, uint32_t line, jv a, jv b) {
     if (road__jv_is_number(a) && road__jv_is_number(b)) {
-        if (a.k != JV_FLOAT && b.k != JV_FLOAT) return (as_i64(a) > as_i64(b)) - (as_i64(a) < as_i64(b));
+        if (a.k != JV_FLOAT && b.k != JV_FLOAT)
+            return (as_i64(a) > as_i64(b)) - (as_i64(a) < as_i64(b));
         double x = road__jv_as_double(a), y = road__jv_as_double(b);
         return (x > y) - (x < y);
     }
@@ -285,8 +312,8 @@ int road__jv_cmp(jj_ctx *c, uint32_t line, jv a, jv b) {
         }
         return (a.u.l->n > b.u.l->n) - (a.u.l->n < b.u.l->n);
     }
-    road__jj_fail(c, ROAD_ERR_INVALID_ARG, line, "cannot order a %s and a %s", road__jv_type_name(a),
-                  road__jv_type_name(b));
+    road__jj_fail(c, ROAD_ERR_INVALID_ARG, line, "cannot order a %s and a %s",
+                  road__jv_type_name(a), road__jv_type_name(b));
 }
 
 size_t road__jv_utf8_len(const char *s, size_t n) {
@@ -341,7 +368,9 @@ static void repr_str(jj_ctx *c, jj_buf *b, const char *s, size_t n) {
 
 void road__jv_repr(jj_ctx *c, jj_buf *b, jv v) {
     switch (v.k) {
-    case JV_STR: repr_str(c, b, v.u.s.p, v.u.s.n); return;
+    case JV_STR:
+        repr_str(c, b, v.u.s.p, v.u.s.n);
+        return;
     case JV_LIST: {
         jj_list *l = v.u.l;
         road__jj_putc(c, b, l->tuple ? '(' : '[');
@@ -370,22 +399,41 @@ void road__jv_repr(jj_ctx *c, jj_buf *b, jv v) {
         if (v.k == JV_NS) road__jj_putc(c, b, '>');
         return;
     }
-    default: road__jv_to_str(c, b, v);
+    default:
+        road__jv_to_str(c, b, v);
     }
 }
 
 void road__jv_to_str(jj_ctx *c, jj_buf *b, jv v) {
     switch (v.k) {
-    case JV_UNDEF: return;
-    case JV_NONE: road__jj_put(c, b, "None", 4); return;
-    case JV_BOOL: road__jj_put(c, b, v.u.b ? "True" : "False", v.u.b ? 4 : 5); return;
-    case JV_INT: road__jj_printf(c, b, "%lld", (long long)v.u.i); return;
-    case JV_FLOAT: put_float(c, b, v.u.f); return;
-    case JV_STR: road__jj_put(c, b, v.u.s.p, v.u.s.n); return;
-    case JV_MACRO: road__jj_printf(c, b, "<Macro '%s'>", v.u.macro->name); return;
-    case JV_FUNC: road__jj_printf(c, b, "<built-in function %s>", v.u.fn->name); return;
-    case JV_LOOP: road__jj_put(c, b, "<LoopContext>", 13); return;
-    default: road__jv_repr(c, b, v);
+    case JV_UNDEF:
+        return;
+    case JV_NONE:
+        road__jj_put(c, b, "None", 4);
+        return;
+    case JV_BOOL:
+        road__jj_put(c, b, v.u.b ? "True" : "False", v.u.b ? 4 : 5);
+        return;
+    case JV_INT:
+        road__jj_printf(c, b, "%lld", (long long)v.u.i);
+        return;
+    case JV_FLOAT:
+        put_float(c, b, v.u.f);
+        return;
+    case JV_STR:
+        road__jj_put(c, b, v.u.s.p, v.u.s.n);
+        return;
+    case JV_MACRO:
+        road__jj_printf(c, b, "<Macro '%s'>", v.u.macro->name);
+        return;
+    case JV_FUNC:
+        road__jj_printf(c, b, "<built-in function %s>", v.u.fn->name);
+        return;
+    case JV_LOOP:
+        road__jj_put(c, b, "<LoopContext>", 13);
+        return;
+    default:
+        road__jv_repr(c, b, v);
     }
 }
 
@@ -409,7 +457,8 @@ static void json_str(jj_ctx *c, jj_buf *b, const char *s, size_t n, bool ascii) 
             int len = road__tok_utf8_decode((const unsigned char *)s + i, n - i, &cp);
             if (len == 0) cp = 0xFFFD, len = 1;
             if (cp >= 0x10000)
-                snprintf(tmp, sizeof tmp, "\\u%04x\\u%04x", 0xD800 + ((cp - 0x10000) >> 10), 0xDC00 + ((cp - 0x10000) & 0x3FF));
+                snprintf(tmp, sizeof tmp, "\\u%04x\\u%04x", 0xD800 + ((cp - 0x10000) >> 10),
+                         0xDC00 + ((cp - 0x10000) & 0x3FF));
             else
                 snprintf(tmp, sizeof tmp, "\\u%04x", cp);
             road__jj_put(c, b, s + run, i - run);
@@ -418,13 +467,20 @@ static void json_str(jj_ctx *c, jj_buf *b, const char *s, size_t n, bool ascii) 
             run = i + 1;
             continue;
         }
-        if (ch == '"') esc = "\\\"";
-        else if (ch == '\\') esc = "\\\\";
-        else if (ch == '\n') esc = "\\n";
-        else if (ch == '\r') esc = "\\r";
-        else if (ch == '\t') esc = "\\t";
-        else if (ch == '\b') esc = "\\b";
-        else if (ch == '\f') esc = "\\f";
+        if (ch == '"')
+            esc = "\\\"";
+        else if (ch == '\\')
+            esc = "\\\\";
+        else if (ch == '\n')
+            esc = "\\n";
+        else if (ch == '\r')
+            esc = "\\r";
+        else if (ch == '\t')
+            esc = "\\t";
+        else if (ch == '\b')
+            esc = "\\b";
+        else if (ch == '\f')
+            esc = "\\f";
         else if (ch < 0x20) {
             snprintf(tmp, sizeof tmp, "\\u%04x", ch);
             esc = tmp;
@@ -456,16 +512,24 @@ static void json_value(jj_ctx *c, jj_buf *b, jv v, const json_opts *o, int level
         road__jj_fail(c, ROAD_ERR_INVALID_ARG, o->line, "tojson: nesting deeper than %d",
                       ROAD_JINJA_MAX_DEPTH);
     switch (v.k) {
-    case JV_NONE: road__jj_put(c, b, "null", 4); return;
-    case JV_BOOL: road__jj_put(c, b, v.u.b ? "true" : "false", v.u.b ? 4 : 5); return;
-    case JV_INT: road__jj_printf(c, b, "%lld", (long long)v.u.i); return;
+    case JV_NONE:
+        road__jj_put(c, b, "null", 4);
+        return;
+    case JV_BOOL:
+        road__jj_put(c, b, v.u.b ? "true" : "false", v.u.b ? 4 : 5);
+        return;
+    case JV_INT:
+        road__jj_printf(c, b, "%lld", (long long)v.u.i);
+        return;
     case JV_FLOAT: {
         char tmp[ROAD_JSON_NUMBER_MAX];
         road__json_format_double(v.u.f, tmp, sizeof tmp);
         road__jj_put(c, b, tmp, strlen(tmp));
         return;
     }
-    case JV_STR: json_str(c, b, v.u.s.p, v.u.s.n, o->ascii); return;
+    case JV_STR:
+        json_str(c, b, v.u.s.p, v.u.s.n, o->ascii);
+        return;
     case JV_LIST: {
         jj_list *l = v.u.l;
         if (l->n == 0) {
@@ -492,7 +556,8 @@ static void json_value(jj_ctx *c, jj_buf *b, jv v, const json_opts *o, int level
         size_t *order = road__jj_alloc(c, d->n * sizeof(size_t));
         for (size_t i = 0; i < d->n; i++) {
             jv k = d->k[i];
-            if (k.k != JV_STR && k.k != JV_INT && k.k != JV_FLOAT && k.k != JV_BOOL && k.k != JV_NONE)
+            if (k.k != JV_STR && k.k != JV_INT && k.k != JV_FLOAT && k.k != JV_BOOL &&
+                k.k != JV_NONE)
                 road__jj_fail(c, ROAD_ERR_INVALID_ARG, o->line,
                               "tojson: keys must be str, int, float, bool or None, not %s",
                               road__jv_type_name(k));
@@ -530,13 +595,13 @@ static void json_value(jj_ctx *c, jj_buf *b, jv v, const json_opts *o, int level
         return;
     }
     default:
-        road__jj_fail(c, ROAD_ERR_INVALID_ARG, o->line, "tojson: Object of type %s is not JSON serializable",
-                      road__jv_type_name(v));
+        road__jj_fail(c, ROAD_ERR_INVALID_ARG, o->line,
+                      "tojson: Object of type %s is not JSON serializable", road__jv_type_name(v));
     }
 }
 
-void road__jv_tojson(jj_ctx *c, uint32_t line, jj_buf *b, jv v, const char *indent, const char *item_sep,
-                     const char *key_sep, bool sort_keys, bool ensure_ascii) {
+void road__jv_tojson(jj_ctx *c, uint32_t line, jj_buf *b, jv v, const char *indent,
+                     const char *item_sep, const char *key_sep, bool sort_keys, bool ensure_ascii) {
     json_opts o = {indent, item_sep, key_sep, sort_keys, ensure_ascii, line};
     if (o.item_sep == NULL) o.item_sep = indent ? "," : ", ";
     if (o.key_sep == NULL) o.key_sep = ": ";
@@ -545,7 +610,8 @@ void road__jv_tojson(jj_ctx *c, uint32_t line, jj_buf *b, jv v, const char *inde
 
 jv road__jv_from_json(jj_ctx *c, const cJSON *j, int depth) {
     if (depth > ROAD_JSON_MAX_DEPTH)
-        road__jj_fail(c, ROAD_ERR_INVALID_ARG, 0, "a variable nests deeper than %d", ROAD_JSON_MAX_DEPTH);
+        road__jj_fail(c, ROAD_ERR_INVALID_ARG, 0, "a variable nests deeper than %d",
+                      ROAD_JSON_MAX_DEPTH);
     if (cJSON_IsNull(j)) return jv_none();
     if (cJSON_IsBool(j)) return jv_bool(cJSON_IsTrue(j));
     if (cJSON_IsNumber(j)) {
@@ -565,14 +631,16 @@ jv road__jv_from_json(jj_ctx *c, const cJSON *j, int depth) {
     if (cJSON_IsString(j)) return road__jv_str(c, j->valuestring, strlen(j->valuestring));
     if (cJSON_IsArray(j)) {
         jv l = road__jv_list(c, (size_t)cJSON_GetArraySize(j));
-        for (const cJSON *e = j->child; e; e = e->next) road__jv_list_push(c, l, road__jv_from_json(c, e, depth + 1));
+        for (const cJSON *e = j->child; e; e = e->next)
+            road__jv_list_push(c, l, road__jv_from_json(c, e, depth + 1));
         return l;
     }
     if (cJSON_IsObject(j)) {
         jv d = road__jv_dict(c, (size_t)cJSON_GetArraySize(j));
         for (const cJSON *e = j->child; e; e = e->next) {
             const char *k = e->string ? e->string : "";
-            road__jv_dict_set(c, d, road__jv_str(c, k, strlen(k)), road__jv_from_json(c, e, depth + 1));
+            road__jv_dict_set(c, d, road__jv_str(c, k, strlen(k)),
+                              road__jv_from_json(c, e, depth + 1));
         }
         return d;
     }
