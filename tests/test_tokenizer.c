@@ -54,6 +54,13 @@ static void expect_load_fails(const char *json, road_status want, const char *ne
     assert_null(t);
 }
 
+static void expect_cfg_fails(const char *cfg, road_status want, const char *needle) {
+    road_tokenizer *t = NULL;
+    TU_FAILS(road_tokenizer_load_json(SP_JSON, strlen(SP_JSON), cfg, strlen(cfg), &t), want,
+             needle);
+    assert_null(t);
+}
+
 static void test_small_sp(void **state) {
     (void)state;
     road_tokenizer *t = load_str(SP_JSON);
@@ -193,12 +200,15 @@ static void check_chat(const road_tokenizer *t, road_chat_template k, bool gen, 
 static void test_chat(void **state) {
     (void)state;
     road_tokenizer *l3 = load_fixture("llama3"), *q3 = load_fixture("qwen3"), *l2 = load_fixture("llama2");
-    road_chat_template k;
+    road_chat_template k = ROAD_CHAT_LLAMA2;
+    /* a template of the model's own is run as written (AUTO), never mapped to a built-in */
     TU_OK(road_tokenizer_chat_template(l3, &k));
-    assert_int_equal(k, ROAD_CHAT_LLAMA3);
+    assert_int_equal(k, ROAD_CHAT_AUTO);
+    k = ROAD_CHAT_LLAMA2;
     TU_OK(road_tokenizer_chat_template(q3, &k));
-    assert_int_equal(k, ROAD_CHAT_QWEN3);
+    assert_int_equal(k, ROAD_CHAT_AUTO);
     TU_FAILS(road_tokenizer_chat_template(l2, &k), ROAD_ERR_NOT_FOUND, "no chat_template");
+    TU_FAILS(road_tokenizer_chat_template(l2, &k), ROAD_ERR_NOT_FOUND, "--chat-template NAME");
     TU_FAILS(road_chat_template_from_name("vicuna", &k), ROAD_ERR_INVALID_ARG, "llama3");
     TU_OK(road_chat_template_from_name("mistral", &k));
     assert_string_equal(road_chat_template_name(k), "mistral");
@@ -247,12 +257,38 @@ static void test_chat(void **state) {
     road_tokenizer_free(q3);
     road_tokenizer_free(l2);
 
-    /* an unknown template is an error, never a guess */
+    /* any template is run as written, markers or not */
     road_tokenizer *t = NULL;
-    const char *cfg = "{\"chat_template\": \"{% for m in messages %}{{ m.content }}{% endfor %}\"}";
+    const char *cfg = "{\"bos_token\": \"<s>\", \"chat_template\": \"{{ bos_token }}{% for m in "
+                      "messages %}{{ m.role }}={{ m.content }};{% endfor %}{{ eos_token is defined "
+                      "}}{{ tools is none }}{% if add_generation_prompt %}A:{% endif %}\"}";
     TU_OK(road_tokenizer_load_json(SP_JSON, strlen(SP_JSON), cfg, strlen(cfg), &t));
-    TU_FAILS(road_tokenizer_chat_template(t, &k), ROAD_ERR_UNSUPPORTED, "not one road recognises");
+    TU_OK(road_tokenizer_chat_template(t, &k));
+    assert_int_equal(k, ROAD_CHAT_AUTO);
+    road_chat_message m5[] = {{"user", "hi"}, {"assistant", "yo"}};
+    check_chat(t, ROAD_CHAT_AUTO, true, true, m5, 2, "<s>user=hi;assistant=yo;FalseTrueA:");
+    check_chat(t, ROAD_CHAT_AUTO, false, true, m5, 2, "<s>user=hi;assistant=yo;FalseTrue");
     road_tokenizer_free(t);
+
+    /* a template the engine cannot parse: the tokenizer loads (encoding does not need it), the
+     * chat fails with the line and a way out */
+    cfg = "{\"chat_template\": \"ok\\n{% include 'x' %}\"}";
+    TU_OK(road_tokenizer_load_json(SP_JSON, strlen(SP_JSON), cfg, strlen(cfg), &t));
+    TU_FAILS(road_tokenizer_chat_template(t, &k), ROAD_ERR_UNSUPPORTED, "line 2");
+    TU_FAILS(road_tokenizer_apply_chat(t, &p, m5, 1, &text, NULL), ROAD_ERR_UNSUPPORTED,
+             "--chat-template NAME");
+    road_tokenizer_free(t);
+    cfg = "{\"chat_template\": \"{% if %}\"}";
+    TU_OK(road_tokenizer_load_json(SP_JSON, strlen(SP_JSON), cfg, strlen(cfg), &t));
+    TU_FAILS(road_tokenizer_apply_chat(t, &p, m5, 1, &text, NULL), ROAD_ERR_FORMAT, "chat_template");
+    road_tokenizer_free(t);
+    /* named templates: "default" is used; a list without one is no template */
+    cfg = "{\"chat_template\": [{\"name\": \"rag\", \"template\": \"R\"}]}";
+    TU_OK(road_tokenizer_load_json(SP_JSON, strlen(SP_JSON), cfg, strlen(cfg), &t));
+    TU_FAILS(road_tokenizer_chat_template(t, &k), ROAD_ERR_NOT_FOUND, NULL);
+    road_tokenizer_free(t);
+    expect_cfg_fails("{\"chat_template\": [\"x\"]}", ROAD_ERR_FORMAT, "chat_template[0]");
+    expect_cfg_fails("{\"chat_template\": 3}", ROAD_ERR_FORMAT, "chat_template");
 }
 
 /* Streaming: characters split over byte tokens come out whole, nothing is lost. */

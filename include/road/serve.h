@@ -179,7 +179,7 @@ typedef struct road_server_params {
     const char *host;              /* "127.0.0.1"; an IPv4 or IPv6 address */
     int port;                      /* 0: any free port (road_server_port tells which) */
     const char *api_key;           /* NULL: none; else "Authorization: Bearer KEY" on /v1/ */
-    road_chat_template chat_template; /* AUTO: recognised from tokenizer_config.json */
+    road_chat_template chat_template; /* AUTO: the model's own template, run as written */
     road_model_params model;
     road_engine_params engine;     /* tokenizer is set by the server */
     size_t max_body_bytes;         /* larger request bodies get 413 (1 MiB) */

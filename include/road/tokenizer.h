@@ -10,7 +10,8 @@
  *  - added/special tokens matched on the raw text before the model (lstrip, rstrip,
  *    single_word); post-processors TemplateProcessing, ByteLevel, Sequence;
  *  - decoders ByteLevel, Metaspace, Sequence of Replace / ByteFallback / Fuse / Strip;
- *  - chat prompts with built-in templates recognised from tokenizer_config.json.
+ *  - chat prompts: the model's own Jinja chat template run as written (tokenizer_config.json's
+ *    chat_template or chat_template.jinja), or a built-in one named for a base model.
  *
  * Input text is bytes; invalid UTF-8 is read as the WHATWG decoder (and Python's
  * errors="replace") reads it: each maximal invalid subsequence becomes U+FFFD.
@@ -36,8 +37,11 @@ extern "C" {
 typedef struct road_tokenizer road_tokenizer;
 
 /* Load a tokenizer from `path`: a tokenizer.json file, or a model folder holding one.
- * tokenizer_config.json beside it (optional) gives bos/eos/pad tokens, add_bos_token /
- * add_eos_token and chat_template. Every field is validated; errors name the field and what
+ * tokenizer_config.json beside it (optional) gives bos/eos/pad/unk tokens, add_bos_token /
+ * add_eos_token and chat_template (a string, or named templates of which "default" is used);
+ * a chat_template.jinja beside it (transformers >= 4.47 saves it there) wins over the config's.
+ * A chat template the Jinja engine cannot parse does not stop the load: it is reported when a
+ * chat is rendered. Every field is validated; errors name the field and what
  * is allowed (ROAD_ERR_FORMAT for a broken file, ROAD_ERR_UNSUPPORTED for a component road does
  * not implement, ROAD_ERR_IO / ROAD_ERR_NOT_FOUND for files). */
 ROAD_API road_status road_tokenizer_load(const char *path, road_tokenizer **out);
@@ -100,7 +104,7 @@ ROAD_API road_status road_tokenizer_stream_flush(road_tokenizer_stream *s, const
 /* ---- chat prompts ------------------------------------------------------------------------ */
 
 typedef enum road_chat_template {
-    ROAD_CHAT_AUTO = 0, /* recognise tokenizer_config.json's chat_template */
+    ROAD_CHAT_AUTO = 0, /* the tokenizer's own chat template, run as written */
     ROAD_CHAT_LLAMA3,   /* <|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|> */
     ROAD_CHAT_LLAMA2,   /* <s>[INST] <<SYS>>\n...\n<</SYS>>\n\n... [/INST] ... </s> */
     ROAD_CHAT_MISTRAL,  /* <s>[INST] ... [/INST]...</s> (no system role) */
@@ -110,26 +114,37 @@ typedef enum road_chat_template {
 } road_chat_template;
 
 typedef struct road_chat_message {
-    const char *role; /* "system", "user", "assistant" (and "tool" for Qwen3) */
+    const char *role; /* "system", "user", "assistant", "tool": what the template accepts */
     const char *content;
 } road_chat_message;
 
 typedef struct road_chat_params {
-    road_chat_template tmpl;    /* ROAD_CHAT_AUTO: the one recognised in the config */
+    road_chat_template tmpl;    /* ROAD_CHAT_AUTO: the tokenizer's own template */
     bool add_generation_prompt; /* end with the header of an assistant turn */
-    bool enable_thinking;       /* Qwen3: false adds the empty <think></think> block */
+    /* false passes enable_thinking=False to the template (Qwen3: the empty <think></think>
+     * block); true passes nothing, so the template's own default holds */
+    bool enable_thinking;
 } road_chat_params;
 
 ROAD_API road_chat_params road_chat_default_params(void); /* AUTO, generation prompt, thinking */
-/* Template names: "llama3", "llama2", "mistral", "chatml", "qwen3". */
+/* Built-in template names: "llama3", "llama2", "mistral", "chatml", "qwen3" (for a base model
+ * without a template; a model's own template is always the one to use when it has one). */
 ROAD_API road_status road_chat_template_from_name(const char *name, road_chat_template *out);
 ROAD_API const char *road_chat_template_name(road_chat_template t);
-/* The template recognised in tokenizer_config.json's chat_template; ROAD_ERR_NOT_FOUND when the
- * config has none, ROAD_ERR_UNSUPPORTED (with a message) when it is not one road knows. */
+/* Whether the tokenizer has a chat template of its own that road can run: ROAD_OK with *out =
+ * ROAD_CHAT_AUTO (it is never mapped to a built-in); ROAD_ERR_NOT_FOUND when it has none (the
+ * message says to pass --chat-template NAME); the parser's ROAD_ERR_FORMAT /
+ * ROAD_ERR_UNSUPPORTED, with the line, when the engine cannot parse it. (Before issue 16 this
+ * recognised the template's markers and answered a built-in.) */
 ROAD_API road_status road_tokenizer_chat_template(const road_tokenizer *tok,
                                                   road_chat_template *out);
 /* The prompt text that transformers' apply_chat_template(tokenize=False) gives, bos included:
- * encode it with add_special = false. *text is allocated (road_string_free). */
+ * encode it with add_special = false. *text is allocated (road_string_free).
+ * ROAD_CHAT_AUTO renders the tokenizer's template with the variables transformers passes:
+ * messages ({role, content} each), add_generation_prompt, bos_token / eos_token / unk_token /
+ * pad_token where the config sets them (absent ones undefined), tools and documents none,
+ * enable_thinking as above, strftime_now on the UTC clock (SOURCE_DATE_EPOCH when set). A
+ * template's raise_exception is ROAD_ERR_INVALID_ARG with its message. */
 ROAD_API road_status road_tokenizer_apply_chat(const road_tokenizer *tok,
                                                const road_chat_params *p,
                                                const road_chat_message *msgs, size_t n,

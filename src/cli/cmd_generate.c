@@ -33,7 +33,7 @@ static const cli_flag flags[] = {
     {CLI_SW("--chat", generate_opts, chat, "wrap each text prompt as a user message in the chat "
                                            "template")},
     {CLI_STR("--chat-template", generate_opts, chat_template, "llama3|llama2|mistral|chatml|qwen3",
-             NULL, "the chat template (default: tokenizer_config.json's)")},
+             NULL, "a built-in chat template (default: the model's own, run as written)")},
     {CLI_LST("--adapter", generate_opts, adapters, "NAME=DIR", MAX_ADAPTERS,
              "load an adapter folder under NAME")},
     {CLI_STR("--use", generate_opts, use, "NAME[,NAME...]", NULL,

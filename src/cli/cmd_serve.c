@@ -46,7 +46,7 @@ static const cli_flag flags[] = {
     {CLI_STR("--served-model-name", serve_opts, served_model_name, "NAME", NULL,
              "the base model's name in the API (default: the folder's name)")},
     {CLI_STR("--chat-template", serve_opts, chat_template, "llama3|llama2|mistral|chatml|qwen3",
-             NULL, "the chat template (default: tokenizer_config.json's)")},
+             NULL, "a built-in chat template (default: the model's own, run as written)")},
     {CLI_INT("--step-tokens", serve_opts, step_tokens, "N", 1, 1 << 24, NULL,
              "tokens one engine step runs (prefill chunks and decodes)")},
     {CLI_INT("--max-waiting", serve_opts, max_waiting, "N", 1, 1 << 20, NULL,

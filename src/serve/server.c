@@ -137,8 +137,8 @@ road_status road_server_create(const road_server_params *p, road_server **out) {
             s->has_template = true;
         } else {
             snprintf(s->tmpl_err, sizeof s->tmpl_err,
-                     "chat needs a chat template and the model's has none road knows (%.120s); start "
-                     "the server with --chat-template", road_last_error());
+                     "chat needs a chat template and the model has none road can run (%.160s)",
+                     road_last_error());
         }
     }
     road_adapter_set *set = st == ROAD_OK ? road_model_adapters(s->m) : NULL;

@@ -22,7 +22,7 @@ struct road_server {
     road_tokenizer *tok;   /* NULL: the model folder has no tokenizer.json */
     bool has_template;
     road_chat_template tmpl;
-    char tmpl_err[256];    /* why chat is unavailable */
+    char tmpl_err[512];    /* why chat is unavailable */
     road_engine *e;
     struct MHD_Daemon *d;
     struct door *door;     /* the listening socket and the connections still sending heads */

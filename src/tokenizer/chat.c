@@ -1,16 +1,25 @@
 /*
- * tokenizer/chat.c - chat prompts: built-in versions of the chat templates of the model
- * families road runs, chosen by recognising tokenizer_config.json's Jinja chat_template.
+ * tokenizer/chat.c - chat prompts.
  *
- * Why not a Jinja interpreter: the templates in use are a handful, and each is written here
- * as the text transformers' apply_chat_template produces from it (tests check strings worked
- * out by hand from the Jinja sources). A template road does not recognise is an error naming
- * the ones it knows: guessing a prompt format silently degrades a model.
+ * ROAD_CHAT_AUTO runs the tokenizer's own chat template (tokenizer_config.json's chat_template
+ * or chat_template.jinja) as written, with the Jinja engine (tokenizer/jinja.h) and the
+ * variables transformers' apply_chat_template passes: the prompt an adapter is trained and
+ * served with is the one PEFT/TRL and transformers build for the same model. Recognising a
+ * template by its markers and substituting a look-alike was wrong for the main Instruct
+ * models (issue 16), so nothing is guessed: a model without a template is an error asking for
+ * a name.
+ *
+ * The named templates (llama3, llama2, mistral, chatml, qwen3) are built-in renderers for a
+ * base model that has no template of its own; they write what those families' templates write
+ * for plain system/user/assistant chats (tests check strings worked out from the Jinja).
  */
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "core/alloc.h"
 #include "core/error.h"
+#include "tokenizer/jinja.h"
 #include "tokenizer/tokenizer_internal.h"
 
 static const char *const NAMES[ROAD_CHAT_COUNT_] = {"auto", "llama3", "llama2", "mistral",
@@ -38,22 +47,89 @@ road_status road_chat_template_from_name(const char *name, road_chat_template *o
                        name ? name : "(null)");
 }
 
+#define NO_TEMPLATE_HINT                                                                           \
+    "pass --chat-template NAME (a built-in: llama3, llama2, mistral, chatml, qwen3)"
+
+road_status road__tok_chat_compile(road_tokenizer *t) {
+    if (!t->chat_template) return ROAD_OK;
+    road_status s = road__jinja_parse(t->chat_template, strlen(t->chat_template), &t->chat_prog);
+    if (s == ROAD_OK || s == ROAD_ERR_NO_MEMORY) return s;
+    t->chat_err = s;
+    t->chat_err_msg = road__strdup(road_last_error());
+    road_clear_error();
+    return t->chat_err_msg ? ROAD_OK : ROAD_ERR_NO_MEMORY;
+}
+
+void road__tok_chat_free(road_tokenizer *t) {
+    road__jinja_free(t->chat_prog);
+    road__free(t->chat_template);
+    road__free(t->chat_err_msg);
+}
+
 road_status road_tokenizer_chat_template(const road_tokenizer *t, road_chat_template *out) {
     if (!t || !out) return road__error(ROAD_ERR_INVALID_ARG, "road_tokenizer_chat_template: NULL");
-    const char *s = t->chat_template;
-    if (!s)
-        return road__error(ROAD_ERR_NOT_FOUND, "tokenizer_config.json has no chat_template; name "
-                                               "one (llama3, llama2, mistral, chatml, qwen3)");
-    if (strstr(s, "<|start_header_id|>") && strstr(s, "<|eot_id|>")) *out = ROAD_CHAT_LLAMA3;
-    else if (strstr(s, "<|im_start|>") && strstr(s, "<think>")) *out = ROAD_CHAT_QWEN3;
-    else if (strstr(s, "<|im_start|>")) *out = ROAD_CHAT_CHATML;
-    else if (strstr(s, "[INST]") && strstr(s, "<<SYS>>")) *out = ROAD_CHAT_LLAMA2;
-    else if (strstr(s, "[INST]")) *out = ROAD_CHAT_MISTRAL;
-    else
-        return road__error(ROAD_ERR_UNSUPPORTED,
-                           "tokenizer_config.json's chat_template is not one road recognises "
-                           "(Llama-3, Llama-2, Mistral [INST], ChatML, Qwen3); name one of "
-                           "llama3, llama2, mistral, chatml, qwen3 explicitly");
+    if (t->chat_prog) {
+        *out = ROAD_CHAT_AUTO;
+        return ROAD_OK;
+    }
+    if (t->chat_template)
+        return road__error(t->chat_err, "%s: %s; fix the template or " NO_TEMPLATE_HINT,
+                           t->chat_source, t->chat_err_msg ? t->chat_err_msg : "cannot be parsed");
+    return road__error(ROAD_ERR_NOT_FOUND,
+                       "the model has no chat template (tokenizer_config.json has no "
+                       "chat_template and there is no chat_template.jinja); " NO_TEMPLATE_HINT);
+}
+
+/* The variables transformers passes: messages, add_generation_prompt, the special tokens the
+ * config sets (absent ones stay undefined), tools and documents null, and the extra keyword
+ * arguments: enable_thinking only when it is turned off (on is every template's default, and
+ * passing it would make `enable_thinking is defined` true where transformers' is not). */
+static road_status chat_vars(const road_tokenizer *t, const road_chat_params *p,
+                             const road_chat_message *msgs, size_t n, cJSON **out) {
+    cJSON *v = cJSON_CreateObject(), *list = cJSON_AddArrayToObject(v, "messages");
+    bool ok = v && list;
+    for (size_t i = 0; ok && i < n; i++) {
+        cJSON *m = cJSON_CreateObject();
+        if (!m || !cJSON_AddItemToArray(list, m)) {
+            cJSON_Delete(m); /* not in the list: still ours */
+            ok = false;
+            break;
+        }
+        ok = cJSON_AddStringToObject(m, "role", msgs[i].role) &&
+             cJSON_AddStringToObject(m, "content", msgs[i].content);
+    }
+    const char *const tokens[][2] = {{"bos_token", t->bos_text},
+                                     {"eos_token", t->eos_text},
+                                     {"unk_token", t->unk_text},
+                                     {"pad_token", t->pad_text}};
+    for (size_t i = 0; ok && i < sizeof tokens / sizeof tokens[0]; i++)
+        if (tokens[i][1]) ok = cJSON_AddStringToObject(v, tokens[i][0], tokens[i][1]) != NULL;
+    ok = ok && cJSON_AddBoolToObject(v, "add_generation_prompt", p->add_generation_prompt) &&
+         cJSON_AddNullToObject(v, "tools") && cJSON_AddNullToObject(v, "documents");
+    if (ok && !p->enable_thinking) ok = cJSON_AddFalseToObject(v, "enable_thinking") != NULL;
+    if (!ok) {
+        cJSON_Delete(v);
+        return road__error(ROAD_ERR_NO_MEMORY, "out of memory building a chat's variables");
+    }
+    *out = v;
+    return ROAD_OK;
+}
+
+static road_status render_own(const road_tokenizer *t, const road_chat_params *p,
+                              const road_chat_message *msgs, size_t n, char **text, size_t *len) {
+    cJSON *vars = NULL;
+    road_status s = chat_vars(t, p, msgs, n, &vars);
+    if (s != ROAD_OK) return s;
+    road__jinja_result r;
+    s = road__jinja_render(t->chat_prog, vars, NULL, &r);
+    cJSON_Delete(vars);
+    if (s != ROAD_OK) {
+        if (s != ROAD_ERR_NO_MEMORY) road__error_prefix("%s", t->chat_source);
+        return s;
+    }
+    road__free(r.spans);
+    *text = r.text;
+    if (len) *len = r.len;
     return ROAD_OK;
 }
 
@@ -255,7 +331,10 @@ road_status road_tokenizer_apply_chat(const road_tokenizer *t, const road_chat_p
             return road__error(ROAD_ERR_INVALID_ARG, "message %zu has no role or content", i);
     road_chat_template k = p->tmpl;
     road_status s = ROAD_OK;
-    if (k == ROAD_CHAT_AUTO && (s = road_tokenizer_chat_template(t, &k)) != ROAD_OK) return s;
+    if (k == ROAD_CHAT_AUTO) {
+        if ((s = road_tokenizer_chat_template(t, &k)) != ROAD_OK) return s;
+        return render_own(t, p, msgs, n, text, len);
+    }
     if ((unsigned)k >= ROAD_CHAT_COUNT_)
         return road__error(ROAD_ERR_INVALID_ARG, "chat template %d does not exist", (int)k);
     if ((k == ROAD_CHAT_LLAMA2 || k == ROAD_CHAT_MISTRAL) && (!t->bos_text || !t->eos_text))

@@ -234,10 +234,50 @@ static road_status config_token(road_tokenizer *t, const cJSON *cfg, const char 
     return ROAD_OK;
 }
 
-road_status road__tok_load_config(road_tokenizer *t, const char *json, size_t len) {
+/* chat_template: a string, or named templates [{"name": ..., "template": ...}, ...] of which
+ * transformers uses "default" when no name is given (a list without one: no template). */
+static road_status config_chat_template(road_tokenizer *t, const cJSON *ct) {
+    const char *src = NULL;
+    if (!ct || cJSON_IsNull(ct)) return ROAD_OK;
+    if (cJSON_IsString(ct)) {
+        src = ct->valuestring;
+    } else if (cJSON_IsArray(ct)) {
+        int64_t i = 0;
+        for (const cJSON *e = ct->child; e; e = e->next, i++) {
+            const cJSON *nm = road__json_get(e, "name"), *tp = road__json_get(e, "template");
+            if (!cJSON_IsObject(e) || !cJSON_IsString(nm) || !cJSON_IsString(tp))
+                return road__error(ROAD_ERR_FORMAT,
+                                   "tokenizer_config.json: chat_template[%lld] must be "
+                                   "{\"name\": string, \"template\": string}",
+                                   (long long)i);
+            if (strcmp(nm->valuestring, "default") == 0) src = tp->valuestring;
+        }
+        if (!src) return ROAD_OK;
+    } else {
+        return road__error(ROAD_ERR_FORMAT, "tokenizer_config.json: chat_template must be a "
+                                            "string or a list of named templates");
+    }
+    t->chat_template = road__strdup(src);
+    t->chat_source = "tokenizer_config.json's chat_template";
+    return t->chat_template ? ROAD_OK : ROAD_ERR_NO_MEMORY;
+}
+
+static road_status jinja_file(road_tokenizer *t, const char *jinja, size_t jinja_len) {
+    if (!jinja) return ROAD_OK;
+    road__free(t->chat_template);
+    t->chat_template = road__malloc(jinja_len + 1);
+    if (!t->chat_template) return ROAD_ERR_NO_MEMORY;
+    memcpy(t->chat_template, jinja, jinja_len);
+    t->chat_template[jinja_len] = '\0';
+    t->chat_source = "chat_template.jinja";
+    return ROAD_OK;
+}
+
+road_status road__tok_load_config(road_tokenizer *t, const char *json, size_t len,
+                                  const char *jinja, size_t jinja_len) {
     /* Without a config: bos is the first id the template puts before the text. */
     if (t->n_tmpl_pre > 0) t->bos_id = t->tmpl_pre[0];
-    if (!json) return ROAD_OK;
+    if (!json) return jinja_file(t, jinja, jinja_len);
     cJSON *cfg = NULL;
     road_status s = road_json_parse(json, len, &cfg);
     if (s != ROAD_OK) {
@@ -251,8 +291,8 @@ road_status road__tok_load_config(road_tokenizer *t, const char *json, size_t le
     int32_t unused = -1;
     if ((s = config_token(t, cfg, "bos_token", &t->bos_id, &t->bos_text)) != ROAD_OK ||
         (s = config_token(t, cfg, "eos_token", &t->eos_id, &t->eos_text)) != ROAD_OK ||
-        (s = config_token(t, cfg, "pad_token", &t->pad_id, NULL)) != ROAD_OK ||
-        (s = config_token(t, cfg, "unk_token", &unused, NULL)) != ROAD_OK)
+        (s = config_token(t, cfg, "pad_token", &t->pad_id, &t->pad_text)) != ROAD_OK ||
+        (s = config_token(t, cfg, "unk_token", &unused, &t->unk_text)) != ROAD_OK)
         goto done;
     const cJSON *ab = road__json_get(cfg, "add_bos_token"),
                 *ae = road__json_get(cfg, "add_eos_token");
@@ -275,22 +315,8 @@ road_status road__tok_load_config(road_tokenizer *t, const char *json, size_t le
         if (add_bos) t->tmpl_pre[t->n_tmpl_pre++] = t->bos_id;
         if (add_eos) t->tmpl_post[t->n_tmpl_post++] = t->eos_id;
     }
-    const cJSON *ct = road__json_get(cfg, "chat_template");
-    if (ct && cJSON_IsString(ct)) {
-        t->chat_template = road__strdup(ct->valuestring);
-        if (!t->chat_template) s = ROAD_ERR_NO_MEMORY;
-    } else if (ct && cJSON_IsArray(ct)) {
-        /* Named templates [{"name": "default", "template": ...}, ...]: take "default". */
-        for (const cJSON *e = ct->child; e; e = e->next) {
-            const cJSON *nm = road__json_get(e, "name"), *tp = road__json_get(e, "template");
-            if (cJSON_IsString(nm) && strcmp(nm->valuestring, "default") == 0 && cJSON_IsString(tp)) {
-                t->chat_template = road__strdup(tp->valuestring);
-                if (!t->chat_template) s = ROAD_ERR_NO_MEMORY;
-            }
-        }
-    } else if (ct && !cJSON_IsNull(ct)) {
-        s = road__error(ROAD_ERR_FORMAT, "tokenizer_config.json: chat_template must be a string");
-    }
+    if ((s = config_chat_template(t, road__json_get(cfg, "chat_template"))) == ROAD_OK)
+        s = jinja_file(t, jinja, jinja_len);
 done:
     cJSON_Delete(cfg);
     return s;

@@ -8,6 +8,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/error.h"
@@ -268,7 +269,7 @@ static void fill_byte_ids(road_tokenizer *t) {
 }
 
 static road_status load_all(road_tokenizer *t, const char *json, size_t len, const char *cfg,
-                            size_t cfg_len) {
+                            size_t cfg_len, const char *jinja, size_t jinja_len) {
     cJSON *root = NULL;
     road_status s = road_json_parse(json, len, &root);
     if (s != ROAD_OK) {
@@ -290,15 +291,16 @@ static road_status load_all(road_tokenizer *t, const char *json, size_t len, con
         (s = road__tok_load_post(t, road__json_get(root, "post_processor"))) == ROAD_OK &&
         (s = road__tok_load_decoder(t, road__json_get(root, "decoder"))) == ROAD_OK) {
         fill_byte_ids(t);
-        s = road__tok_load_config(t, cfg, cfg_len);
+        s = road__tok_load_config(t, cfg, cfg_len, jinja, jinja_len);
+        if (s == ROAD_OK) s = road__tok_chat_compile(t);
     }
     cJSON_Delete(root);
     return s;
 }
 
-road_status road_tokenizer_load_json(const char *tokenizer_json, size_t len,
-                                     const char *config_json, size_t config_len,
-                                     road_tokenizer **out) {
+static road_status load_texts(const char *tokenizer_json, size_t len, const char *config_json,
+                              size_t config_len, const char *jinja, size_t jinja_len,
+                              road_tokenizer **out) {
     if (!out) return road__error(ROAD_ERR_INVALID_ARG, "road_tokenizer_load_json: out is NULL");
     *out = NULL;
     if (!tokenizer_json)
@@ -306,7 +308,7 @@ road_status road_tokenizer_load_json(const char *tokenizer_json, size_t len,
     road_tokenizer *t = road__calloc(1, sizeof *t);
     if (!t) return ROAD_ERR_NO_MEMORY;
     t->bos_id = t->eos_id = t->pad_id = t->unk_id = -1;
-    road_status s = load_all(t, tokenizer_json, len, config_json, config_len);
+    road_status s = load_all(t, tokenizer_json, len, config_json, config_len, jinja, jinja_len);
     if (s != ROAD_OK) {
         road_tokenizer_free(t);
         return s;
@@ -315,12 +317,19 @@ road_status road_tokenizer_load_json(const char *tokenizer_json, size_t len,
     return ROAD_OK;
 }
 
+road_status road_tokenizer_load_json(const char *tokenizer_json, size_t len,
+                                     const char *config_json, size_t config_len,
+                                     road_tokenizer **out) {
+    return load_texts(tokenizer_json, len, config_json, config_len, NULL, 0, out);
+}
+
 road_status road_tokenizer_load(const char *path, road_tokenizer **out) {
     if (!out || !path)
         return road__error(ROAD_ERR_INVALID_ARG, "road_tokenizer_load: NULL argument");
     *out = NULL;
-    char *file = NULL, *dir = NULL, *cfg_path = NULL, *json = NULL, *cfg = NULL;
-    size_t len = 0, cfg_len = 0;
+    char *file = NULL, *dir = NULL, *cfg_path = NULL, *jinja_path = NULL, *json = NULL, *cfg = NULL,
+         *jinja = NULL;
+    size_t len = 0, cfg_len = 0, jinja_len = 0;
     road_status s = ROAD_OK;
     if (road__is_dir(path)) {
         dir = road__strdup(path);
@@ -336,7 +345,8 @@ road_status road_tokenizer_load(const char *path, road_tokenizer **out) {
         goto done;
     }
     cfg_path = road__path_join(dir, "tokenizer_config.json");
-    if (!cfg_path) {
+    jinja_path = road__path_join(dir, "chat_template.jinja");
+    if (!cfg_path || !jinja_path) {
         s = ROAD_ERR_NO_MEMORY;
         goto done;
     }
@@ -351,14 +361,25 @@ road_status road_tokenizer_load(const char *path, road_tokenizer **out) {
         cfg = NULL, cfg_len = 0; /* tokenizer_config.json is optional */
         road_clear_error();
     }
-    s = road_tokenizer_load_json(json, len, cfg, cfg_len, out);
+    /* transformers >= 4.47 saves the chat template beside the config; it wins over the
+     * config's chat_template. A template is text of a few KiB: the config's bound is ample. */
+    if (access(jinja_path, F_OK) == 0) {
+        s = road__file_read(jinja_path, TOK_MAX_CONFIG_BYTES, &jinja, &jinja_len);
+        if (s != ROAD_OK) {
+            road__error_prefix("%s", jinja_path);
+            goto done;
+        }
+    }
+    s = load_texts(json, len, cfg, cfg_len, jinja, jinja_len, out);
     if (s != ROAD_OK) road__error_prefix("%s", file);
 done:
     road__free(file);
     road__free(dir);
     road__free(cfg_path);
+    road__free(jinja_path);
     road__free(json);
     road__free(cfg);
+    road__free(jinja);
     return s;
 }
 
@@ -374,9 +395,11 @@ void road_tokenizer_free(road_tokenizer *t) {
     road__free(t->merge_rank);
     road__free(t->merge_new);
     road__free(t->added);
-    road__free(t->chat_template);
+    road__tok_chat_free(t);
     road__free(t->bos_text);
     road__free(t->eos_text);
+    road__free(t->pad_text);
+    road__free(t->unk_text);
     road__free(t);
 }
 

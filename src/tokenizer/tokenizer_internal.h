@@ -111,13 +111,27 @@ struct road_tokenizer {
     /* tokenizer_config.json */
     int32_t bos_id, eos_id, pad_id;
     char *chat_template; /* the Jinja source, NULL when absent */
-    char *bos_text, *eos_text;
+    const char *chat_source; /* where it came from, for messages (a string literal) */
+    struct road__jinja *chat_prog; /* chat_template parsed (read-only), NULL when absent */
+    road_status chat_err;          /* chat_template did not parse: the status ... */
+    char *chat_err_msg;            /* ... and the parser's message (shown when it is used) */
+    char *bos_text, *eos_text, *pad_text, *unk_text; /* NULL when the config has none */
 };
 
 /* ---- config.c ---- */
 road_status road__tok_load_added(road_tokenizer *t, const struct cJSON *root);
 road_status road__tok_load_post(road_tokenizer *t, const struct cJSON *root);
-road_status road__tok_load_config(road_tokenizer *t, const char *json, size_t len);
+/* tokenizer_config.json (json may be NULL); a chat_template.jinja text (NULL when there is
+ * none) replaces the config's chat_template, as in transformers >= 4.47. */
+road_status road__tok_load_config(road_tokenizer *t, const char *json, size_t len,
+                                  const char *jinja, size_t jinja_len);
+
+/* ---- chat.c ---- */
+/* Parse t->chat_template into t->chat_prog. A template the engine cannot parse does not stop
+ * the tokenizer loading (encoding does not need it): the error is kept and reported when a
+ * chat is rendered. Only ROAD_ERR_NO_MEMORY is returned. */
+road_status road__tok_chat_compile(road_tokenizer *t);
+void road__tok_chat_free(road_tokenizer *t);
 
 /* ---- text.c ---- */
 road_status road__tok_load_normalizer(road_tokenizer *t, const struct cJSON *n);
