@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "road/core.h"
+#include "road/json.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -149,6 +150,19 @@ ROAD_API road_status road_tokenizer_apply_chat(const road_tokenizer *tok,
                                                const road_chat_params *p,
                                                const road_chat_message *msgs, size_t n,
                                                char **text, size_t *len);
+
+/* Render a chat template as written, with the Jinja engine road_tokenizer_apply_chat uses
+ * (Python jinja2's semantics as transformers runs chat templates; docs/tokenizer.md lists what
+ * it supports): `tmpl` is the template text (tmpl_len bytes), `vars` a JSON object whose
+ * members are its variables, as transformers' apply_chat_template passes them (messages,
+ * add_generation_prompt, tools, documents, bos_token / eos_token / ..., extra keyword
+ * arguments such as enable_thinking); parse JSON text with road_json_parse so numbers keep
+ * their type. strftime_now uses the date of SOURCE_DATE_EPOCH when it is set. Errors name the
+ * template's line; raise_exception(msg) gives ROAD_ERR_INVALID_ARG with msg. *text is
+ * allocated (road_string_free), *len its bytes (it may hold NULs from the variables). */
+ROAD_API road_status road_chat_template_render(const char *tmpl, size_t tmpl_len,
+                                               const struct cJSON *vars, char **text,
+                                               size_t *len);
 
 #ifdef __cplusplus
 }

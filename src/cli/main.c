@@ -88,6 +88,8 @@ static const cli_command commands[] = {
     {"merge", cmd_merge, "fold adapters into the weights: a new model folder (float or quantized)"},
     {"tokenize", cmd_tokenize, "text -> token ids with a model's tokenizer.json"},
     {"detokenize", cmd_detokenize, "token ids -> text"},
+    {"chat-template", cmd_chat_template,
+     "render a chat with a model's chat template, exactly as transformers does"},
     {"inspect", cmd_inspect, "describe an adapter folder (PEFT/road) or a model folder"},
     {"config", cmd_config, "write an adapter_config.json as PEFT would"},
     {"version", cmd_version, "print the version"},

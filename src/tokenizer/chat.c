@@ -133,6 +133,24 @@ static road_status render_own(const road_tokenizer *t, const road_chat_params *p
     return ROAD_OK;
 }
 
+road_status road_chat_template_render(const char *tmpl, size_t tmpl_len, const cJSON *vars,
+                                      char **text, size_t *len) {
+    if (!tmpl || !text || (vars && !cJSON_IsObject(vars)))
+        return road__error(ROAD_ERR_INVALID_ARG, "road_chat_template_render: NULL template or "
+                                                 "text, or variables that are not a JSON object");
+    *text = NULL;
+    road__jinja *prog = NULL;
+    road_status s = road__jinja_parse(tmpl, tmpl_len, &prog);
+    road__jinja_result r;
+    if (s == ROAD_OK) s = road__jinja_render(prog, vars, NULL, &r);
+    road__jinja_free(prog);
+    if (s != ROAD_OK) return s;
+    road__free(r.spans);
+    *text = r.text;
+    if (len) *len = r.len;
+    return ROAD_OK;
+}
+
 typedef struct out_t {
     tok_buf b;
     road_status s;
