@@ -49,6 +49,9 @@ typedef struct cli_quant {
  * OpenBLAS: model calls, merges, sampling all use N) and is returned for the model's
  * n_threads; 0 leaves the default (all cores). */
 int cli_threads(int64_t n);
+/* A whole input file, NUL-terminated (malloc'd; free it), at most 1 GiB: 0, or -1 with the
+ * error printed under `cmd`. */
+int cli_read_file(const char *cmd, const char *path, char **out, size_t *len);
 /* --threads N, as every model command takes it. */
 #define CLI_THREADS_FLAG(T)                                                                       \
     {CLI_INT("--threads", T, threads, "N", 0, 1024, "0", "worker threads (0: all cores)")}

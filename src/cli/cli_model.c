@@ -128,3 +128,40 @@ int cli_threads(int64_t n) {
     if (n > 0) road_set_num_threads((int)n);
     return (int)n;
 }
+
+/* The most a command reads of one input file (a text, a chat, a template). */
+#define CLI_MAX_FILE_BYTES ((size_t)1 << 30)
+
+int cli_read_file(const char *cmd, const char *path, char **out, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        cli_error(cmd, "cannot open %s", path);
+        return -1;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap + 1);
+    while (buf) {
+        size_t k = fread(buf + n, 1, cap - n, f);
+        n += k;
+        if (n < cap) break;
+        if (cap >= CLI_MAX_FILE_BYTES) {
+            cli_error(cmd, "%s is larger than 1 GiB", path);
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        char *nb = realloc(buf, cap * 2 + 1);
+        if (!nb) free(buf);
+        buf = nb, cap *= 2;
+    }
+    int err = ferror(f);
+    fclose(f);
+    if (!buf || err) {
+        if (buf) free(buf);
+        if (err) cli_error(cmd, "cannot read %s", path);
+        return -1;
+    }
+    buf[n] = '\0';
+    *out = buf, *len = n;
+    return 0;
+}

@@ -28,8 +28,6 @@
 #include "road/road.h"
 
 #define CMD "chat-template"
-/* A chat, a template or a tokenizer_config.json is text of a few MB at most. */
-#define MAX_INPUT_BYTES ((size_t)64 << 20)
 
 typedef struct ct_args {
     const char *model, *tokenizer_config, *template_file, *messages, *tools, *kwargs;
@@ -65,35 +63,8 @@ static const cli_spec spec = {
 
 /* A file's bytes (NUL-terminated), or NULL with the error printed. */
 static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        cli_error(CMD, "cannot open %s", path);
-        return NULL;
-    }
-    size_t cap = 1 << 14, n = 0;
-    char *buf = malloc(cap + 1);
-    while (buf) {
-        n += fread(buf + n, 1, cap - n, f);
-        if (n < cap) break;
-        if (cap >= MAX_INPUT_BYTES) {
-            cli_error(CMD, "%s is larger than %zu MB", path, MAX_INPUT_BYTES >> 20);
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        char *nb = realloc(buf, 2 * cap + 1);
-        if (!nb) free(buf);
-        buf = nb, cap *= 2;
-    }
-    const int err = ferror(f);
-    fclose(f);
-    if (buf && err) {
-        cli_error(CMD, "cannot read %s", path);
-        free(buf);
-        buf = NULL;
-    }
-    if (buf) buf[n] = '\0', *len = n;
-    return buf;
+    char *buf = NULL;
+    return cli_read_file(CMD, path, &buf, len) == 0 ? buf : NULL;
 }
 
 /* JSON text (of `what`) as road reads JSON, or NULL with the error printed. */

@@ -16,42 +16,6 @@
 #include "cli/cli.h"
 #include "road/tokenizer.h"
 
-#define CLI_MAX_FILE_BYTES ((size_t)1 << 30)
-
-static int read_all(const char *cmd, const char *path, char **out, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        cli_error(cmd, "cannot open %s", path);
-        return -1;
-    }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap + 1);
-    while (buf) {
-        size_t k = fread(buf + n, 1, cap - n, f);
-        n += k;
-        if (n < cap) break;
-        if (cap >= CLI_MAX_FILE_BYTES) {
-            cli_error(cmd, "%s is larger than 1 GiB", path);
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        char *nb = realloc(buf, cap * 2 + 1);
-        if (!nb) free(buf);
-        buf = nb, cap *= 2;
-    }
-    int err = ferror(f);
-    fclose(f);
-    if (!buf || err) {
-        if (buf) free(buf);
-        if (err) cli_error(cmd, "cannot read %s", path);
-        return -1;
-    }
-    buf[n] = '\0';
-    *out = buf, *len = n;
-    return 0;
-}
-
 static void print_piece(const char *p, size_t n) {
     putchar('"');
     for (size_t i = 0; i < n; i++) {
@@ -134,7 +98,7 @@ int cmd_tokenize(int argc, char **argv) {
     char *text = NULL;
     size_t len = 0;
     if (a.file) {
-        if (read_all(cmd, a.file, &text, &len) != 0) {
+        if (cli_read_file(cmd, a.file, &text, &len) != 0) {
             road_tokenizer_free(t);
             return CLI_EXIT_FAIL;
         }
@@ -175,7 +139,7 @@ int cmd_detokenize(int argc, char **argv) {
     if (r != CLI_CONTINUE) return r;
     char *file_text = NULL;
     size_t flen = 0;
-    if (a.file && read_all(cmd, a.file, &file_text, &flen) != 0) return CLI_EXIT_FAIL;
+    if (a.file && cli_read_file(cmd, a.file, &file_text, &flen) != 0) return CLI_EXIT_FAIL;
     /* a file may hold ids over several lines: newlines and tabs count as separators */
     for (size_t i = 0; file_text && i < flen; i++)
         if (file_text[i] == '\n' || file_text[i] == '\r' || file_text[i] == '\t') file_text[i] = ' ';
