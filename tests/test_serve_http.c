@@ -231,6 +231,15 @@ static void test_stream_framing(void **state) {
     assert_non_null(strstr(out, "data: [DONE]"));
 }
 
+/* road_http_responses_total{code="499"}: clients that left before their reply. */
+static int64_t count_499(char *out, size_t cap) {
+    assert_int_equal(get("/metrics", out, cap), 200);
+    const char *key = "road_http_responses_total{code=\"499\"} ";
+    const char *p = strstr(out, key);
+    assert_non_null(p);
+    return strtoll(p + strlen(key), NULL, 10);
+}
+
 /* A client that leaves mid-request: the request is cancelled (it never runs to its end). */
 static void test_client_leaves_and_queue_full(void **state) {
     (void)state;
@@ -258,10 +267,14 @@ static void test_client_leaves_and_queue_full(void **state) {
     }
     assert_int_equal(nw, 1);
     expect_error(post("/v1/completions", KEY, body, out, sizeof out), 429, out, "rate_limit_exceeded");
-    /* both clients leave; the engine resumes and drops them */
+    /* both clients leave; the engine resumes and drops them. The connection threads notice
+     * within WAIT_MS (100 ms) when the machine is idle, far later under load: wait until both
+     * have cancelled (each counts a 499) before the engine may run on. */
+    int64_t gone0 = count_499(out, sizeof out);
     close(running);
     close(waiting);
-    sleep_ms(300); /* connection threads notice within WAIT_MS (100 ms) */
+    for (int i = 0; i < 3000 && count_499(out, sizeof out) < gone0 + 2; i++) sleep_ms(10);
+    assert_int_equal(count_499(out, sizeof out), gone0 + 2);
     gate_set(false);
     int64_t nr = 1;
     for (int i = 0; i < 5000 && (nw || nr); i++) {
