@@ -56,7 +56,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         return 0;
     }
     if (kind == API_COMPLETIONS && !q.prompt && !(q.prompt_ids && q.n_prompt_ids >= 1)) __builtin_trap();
-    if (kind == API_CHAT && (q.n_messages < 1 || q.n_messages > API_MAX_MESSAGES)) __builtin_trap();
+    const int n_messages = q.messages ? cJSON_GetArraySize(q.messages) : 0;
+    if (kind == API_CHAT && (n_messages < 1 || n_messages > API_MAX_MESSAGES)) __builtin_trap();
+    /* every message the template gets has a known role and a string content */
+    for (const cJSON *m = q.messages ? q.messages->child : NULL; m; m = m->next) {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+        if (!cJSON_IsString(role) || !cJSON_IsString(content)) __builtin_trap();
+        if (strcmp(role->valuestring, "system") && strcmp(role->valuestring, "user") &&
+            strcmp(role->valuestring, "assistant") && strcmp(role->valuestring, "tool"))
+            __builtin_trap();
+    }
+    if (q.add_generation_prompt && q.continue_final_message) __builtin_trap();
     if (!(q.temperature >= 0 && q.temperature <= 2) || !(q.top_p > 0 && q.top_p <= 1) || q.top_k < -1)
         __builtin_trap();
     if (q.max_tokens != -1 && q.max_tokens < 1) __builtin_trap();
@@ -65,7 +76,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (!q.stop[i][0] || strlen(q.stop[i]) > API_MAX_STOP_LEN) __builtin_trap();
     for (int64_t i = 0; i < q.n_prompt_ids; i++)
         if (q.prompt_ids[i] < 0) __builtin_trap();
-    const char *text = q.prompt ? q.prompt : q.n_messages ? q.messages[0].content : "";
+    const char *text =
+        q.prompt ? q.prompt
+                 : n_messages ? cJSON_GetObjectItemCaseSensitive(q.messages->child, "content")->valuestring
+                              : "";
     api_reply r = {kind, "id-1", 1, q.model ? q.model : "m", text, strlen(text), "stop", 3, 4};
     check_json(road__api_reply_json(&r));
     r.finish_reason = NULL;

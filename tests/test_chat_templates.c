@@ -7,12 +7,8 @@
  * transformers runs it) and the JS engine disagree (disagreements.json), Python's outcome is
  * the reference: road follows jinja2's semantics, which is what transformers and TRL produce.
  *
- * The wiring: road_tokenizer_apply_chat (ROAD_CHAT_AUTO) on tokenizers whose folder holds a
- * real template (tokenizer_config.json's chat_template as a string or a named list, or a
- * chat_template.jinja beside it) gives the reference render of the same case.
- *
- * Not here yet: continue_final_message cases, which transformers makes by cutting a render
- * after the last message (apply_chat_template's post-processing, not the engine's).
+ * The engine alone: continue_final_message cases (apply_chat_template's post-processing, not
+ * the engine's) and the wiring through a tokenizer are tests/test_chat_apply.c's.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -156,142 +152,7 @@ static void test_reference_renders(void **state) {
     cJSON_Delete(templates), cJSON_Delete(convs), cJSON_Delete(renders), cJSON_Delete(dis);
 }
 
-/* ---- road_tokenizer_apply_chat on real templates ------------------------------------------ */
-
-typedef enum where { IN_CONFIG, IN_NAMED_LIST, IN_JINJA_FILE } where;
-
-/* A tokenizer folder in the scratch folder: `tokenizer_dir`'s tokenizer.json, and a
- * tokenizer_config.json with the manifest's special tokens for `tname` and its template where
- * `w` says (for IN_JINJA_FILE the config's own chat_template is a decoy the file must win
- * over; for IN_NAMED_LIST "default" sits after another named template). */
-static road_tokenizer *load_with_template(const cJSON *tlist, const char *tname,
-                                          const char *tokenizer_dir, where w) {
-    const cJSON *t = find_named(tlist, "name", tname);
-    assert_non_null(t);
-    char rel[256], *src = NULL;
-    size_t len = 0;
-    snprintf(rel, sizeof rel, "chat/%s", cJSON_GetObjectItem(t, "file")->valuestring);
-    TU_OK(road__file_read(tu_fixture(rel), (size_t)1 << 20, &src, &len));
-    tu_rm_rf(tu_scratch_at("tok"));
-    TU_OK(road__mkdir_p(tu_scratch_at("tok")));
-    snprintf(rel, sizeof rel, "tokenizers/%s/tokenizer.json", tokenizer_dir);
-    tu_copy_file(tu_fixture(rel), tu_scratch_at("tok/tokenizer.json"));
-    cJSON *cfg = cJSON_Duplicate(cJSON_GetObjectItem(t, "variables"), true);
-    if (w == IN_CONFIG) {
-        cJSON_AddStringToObject(cfg, "chat_template", src);
-    } else if (w == IN_NAMED_LIST) {
-        cJSON *list = cJSON_AddArrayToObject(cfg, "chat_template"), *e = cJSON_CreateObject();
-        cJSON_AddStringToObject(e, "name", "tool_use");
-        cJSON_AddStringToObject(e, "template", "not this one");
-        cJSON_AddItemToArray(list, e);
-        e = cJSON_CreateObject();
-        cJSON_AddStringToObject(e, "name", "default");
-        cJSON_AddStringToObject(e, "template", src);
-        cJSON_AddItemToArray(list, e);
-    } else {
-        cJSON_AddStringToObject(cfg, "chat_template", "not this one");
-        TU_OK(road__file_write_atomic(tu_scratch_at("tok/chat_template.jinja"), src, len));
-    }
-    char *text = cJSON_PrintUnformatted(cfg);
-    TU_OK(road__file_write_atomic(tu_scratch_at("tok/tokenizer_config.json"), text, strlen(text)));
-    cJSON_free(text);
-    cJSON_Delete(cfg);
-    road__free(src);
-    road_tokenizer *tok = NULL;
-    TU_OK(road_tokenizer_load(tu_scratch_at("tok"), &tok));
-    return tok;
-}
-
-/* apply_chat's text for one case of renders.json (string contents only: road_chat_message has
- * no parts or tool calls) must be the reference output byte for byte. */
-static void check_apply(const road_tokenizer *tok, const cJSON *clist, const cJSON *renders,
-                        const char *tname, const char *cname, bool agp, bool thinking) {
-    const cJSON *conv = find_named(clist, "id", cname), *c, *want = NULL;
-    assert_non_null(conv);
-    cJSON_ArrayForEach(c, cJSON_GetObjectItem(renders, "cases")) {
-        const cJSON *kw = cJSON_GetObjectItem(c, "kwargs");
-        bool kw_ok = thinking ? cJSON_GetArraySize(kw) == 0
-                              : cJSON_IsFalse(cJSON_GetObjectItem(kw, "enable_thinking"));
-        if (strcmp(cJSON_GetObjectItem(c, "template")->valuestring, tname) == 0 &&
-            strcmp(cJSON_GetObjectItem(c, "conversation")->valuestring, cname) == 0 &&
-            cJSON_IsTrue(cJSON_GetObjectItem(c, "add_generation_prompt")) == agp &&
-            !cJSON_IsTrue(cJSON_GetObjectItem(c, "continue_final_message")) && kw_ok)
-            want = cJSON_GetObjectItem(c, "output");
-    }
-    assert_non_null(want);
-    road_chat_message m[16];
-    size_t n = 0;
-    const cJSON *e;
-    cJSON_ArrayForEach(e, cJSON_GetObjectItem(conv, "messages")) {
-        assert_true(n < sizeof m / sizeof m[0]);
-        m[n].role = cJSON_GetObjectItem(e, "role")->valuestring;
-        m[n++].content = cJSON_GetObjectItem(e, "content")->valuestring;
-    }
-    road_chat_params p = road_chat_default_params();
-    p.add_generation_prompt = agp, p.enable_thinking = thinking;
-    char *text = NULL;
-    size_t len = 0;
-    TU_OK(road_tokenizer_apply_chat(tok, &p, m, n, &text, &len));
-    if (len != strlen(want->valuestring) || memcmp(text, want->valuestring, len) != 0)
-        fail_msg("%s + %s (agp %d): apply_chat gives\n---\n%s\n--- the reference\n%s\n---", tname,
-                 cname, agp, text, want->valuestring);
-    road_string_free(text);
-}
-
-static void test_apply_chat_real(void **state) {
-    (void)state;
-    cJSON *templates = load("chat/templates.json"), *convs = load("chat/conversations.json");
-    cJSON *renders = load("chat/renders.json");
-    const cJSON *tlist = cJSON_GetObjectItem(templates, "templates");
-    const cJSON *clist = cJSON_GetObjectItem(convs, "conversations");
-    /* templates that print today's date print the fixture's */
-    char epoch[32];
-    snprintf(epoch, sizeof epoch, "%.0f",
-             cJSON_GetObjectItem(renders, "source_date_epoch")->valuedouble);
-    assert_int_equal(setenv("SOURCE_DATE_EPOCH", epoch, 1), 0);
-    assert_int_equal(tu_scratch_make("test_chat_templates"), 0);
-
-    road_tokenizer *tok = load_with_template(tlist, "qwen3", "qwen3", IN_CONFIG);
-    road_chat_template k;
-    TU_OK(road_tokenizer_chat_template(tok, &k));
-    assert_int_equal(k, ROAD_CHAT_AUTO);
-    check_apply(tok, clist, renders, "qwen3", "single_user", true, true);
-    check_apply(tok, clist, renders, "qwen3", "single_user", true, false);
-    check_apply(tok, clist, renders, "qwen3", "multi_turn", false, true);
-    road_tokenizer_free(tok);
-
-    /* Llama 3.2's system block (knowledge cutoff, today's date) that the built-in left out */
-    tok = load_with_template(tlist, "llama3_2", "llama3", IN_CONFIG);
-    check_apply(tok, clist, renders, "llama3_2", "system_user", true, true);
-    check_apply(tok, clist, renders, "llama3_2", "single_user", false, true);
-    road_tokenizer_free(tok);
-
-    /* Zephyr's markers (<|user|>), refused before, from chat_template.jinja over the config */
-    tok = load_with_template(tlist, "zephyr", "llama2", IN_JINJA_FILE);
-    check_apply(tok, clist, renders, "zephyr", "system_user", true, true);
-    road_tokenizer_free(tok);
-
-    /* Qwen2.5's default system turn, from the "default" entry of a named list */
-    tok = load_with_template(tlist, "qwen2_5", "qwen3", IN_NAMED_LIST);
-    check_apply(tok, clist, renders, "qwen2_5", "single_user", true, true);
-    road_tokenizer_free(tok);
-
-    /* the template's own raise_exception reaches the caller with its message */
-    tok = load_with_template(tlist, "mistral_v0_1", "llama2", IN_CONFIG);
-    road_chat_message two_users[] = {{"user", "a"}, {"user", "b"}};
-    road_chat_params p = road_chat_default_params();
-    char *text = NULL;
-    TU_FAILS(road_tokenizer_apply_chat(tok, &p, two_users, 2, &text, NULL), ROAD_ERR_INVALID_ARG,
-             "alternate");
-    road_tokenizer_free(tok);
-
-    unsetenv("SOURCE_DATE_EPOCH");
-    assert_int_equal(tu_scratch_remove(), 0);
-    cJSON_Delete(templates), cJSON_Delete(convs), cJSON_Delete(renders);
-}
-
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_reference_renders),
-                                       cmocka_unit_test(test_apply_chat_real)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_reference_renders)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -720,9 +720,39 @@ static void test_api_parse(void **state) {
                        "\"content\":[{\"type\":\"text\",\"text\":\"a\"},{\"type\":\"text\",\"text\":\"b\"}]}],"
                        "\"max_completion_tokens\":3}";
     assert_true(road__api_parse_request(API_CHAT, chat, strlen(chat), &q, &err));
-    assert_int_equal(q.n_messages, 2);
-    assert_string_equal(q.messages[1].content, "ab");
+    assert_int_equal(cJSON_GetArraySize(q.messages), 2);
+    /* text parts are joined with "\n", as vLLM joins them */
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(q.messages, 1), "content")->valuestring,
+                        "a\nb");
     assert_int_equal(q.max_tokens, 3);
+    assert_true(q.add_generation_prompt && !q.continue_final_message);
+    assert_null(q.tools);
+    road__api_request_free(&q);
+    /* the chat template's arguments, OpenAI tool calls (arguments parsed, as vLLM passes them),
+     * "developer" as "system", a null content with tool calls */
+    const char *chat2 =
+        "{\"messages\":[{\"role\":\"developer\",\"content\":\"d\"},{\"role\":\"user\",\"content\":\"u\"},"
+        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\","
+        "\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"x\\\": 1}\"}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"2\"},{\"role\":\"assistant\",\"content\":\"It\"}],"
+        "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{}}}],"
+        "\"tool_choice\":\"auto\",\"chat_template_kwargs\":{\"enable_thinking\":false},"
+        "\"add_generation_prompt\":false,\"continue_final_message\":true,\"documents\":[{\"t\":\"x\"}]}";
+    assert_true(road__api_parse_request(API_CHAT, chat2, strlen(chat2), &q, &err));
+    const cJSON *m0 = cJSON_GetArrayItem(q.messages, 0), *m2 = cJSON_GetArrayItem(q.messages, 2);
+    assert_string_equal(cJSON_GetObjectItem(m0, "role")->valuestring, "system");
+    assert_string_equal(cJSON_GetObjectItem(m2, "content")->valuestring, "");
+    const cJSON *args = cJSON_GetObjectItem(
+        cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(m2, "tool_calls"), 0), "function"),
+        "arguments");
+    assert_true(cJSON_IsObject(args));
+    assert_int_equal(cJSON_GetObjectItem(args, "x")->valueint, 1);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(q.messages, 3), "tool_call_id")->valuestring,
+                        "c1");
+    assert_int_equal(cJSON_GetArraySize(q.tools), 1);
+    assert_int_equal(cJSON_GetArraySize(q.documents), 1);
+    assert_true(cJSON_IsFalse(cJSON_GetObjectItem(q.chat_template_kwargs, "enable_thinking")));
+    assert_true(!q.add_generation_prompt && q.continue_final_message);
     road__api_request_free(&q);
 
     expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\"", "", "not valid JSON");
@@ -751,6 +781,21 @@ static void test_api_parse(void **state) {
     expect_bad(API_CHAT, "{\"messages\": [{\"content\": \"x\"}]}", "messages", NULL);
     expect_bad(API_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image_url\"}]}]}",
                "messages", "text");
+#define U "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], "
+    expect_bad(API_CHAT, U "\"tools\": {}}", "tools", "array");
+    expect_bad(API_CHAT, U "\"tools\": [{\"type\": \"function\"}]}", "tools", "name");
+    expect_bad(API_CHAT, U "\"tool_choice\": \"required\"}", "tool_choice", "auto");
+    expect_bad(API_CHAT, U "\"chat_template_kwargs\": [1]}", "chat_template_kwargs", "object");
+    expect_bad(API_CHAT, U "\"continue_final_message\": true}", "continue_final_message",
+               "add_generation_prompt");
+    expect_bad(API_CHAT, U "\"add_generation_prompt\": 1}", "add_generation_prompt", NULL);
+    expect_bad(API_CHAT, U "\"documents\": [1]}", "documents", "object");
+#undef U
+    expect_bad(API_CHAT, "{\"messages\": [{\"role\": \"assistant\", \"tool_calls\": [{\"function\": "
+               "{\"name\": \"f\", \"arguments\": \"not json\"}}]}]}", "messages", "arguments");
+    expect_bad(API_CHAT, "{\"messages\": [{\"role\": \"user\", \"tool_calls\": []}]}", "messages",
+               "assistant");
+    expect_bad(API_CHAT, "{\"messages\": [{\"role\": \"assistant\"}]}", "messages", "content");
     char *name, *path;
     assert_false(road__api_parse_lora("{\"lora_name\": \"a\"}", 18, true, &name, &path, &err));
     assert_string_equal(err.param, "lora_path");

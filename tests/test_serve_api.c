@@ -253,7 +253,7 @@ static int setup_server(void **state) {
     (void)state;
     road_server_params p = road_server_default_params();
     p.served_model_name = "tiny";
-    p.chat_template = ROAD_CHAT_LLAMA2;
+    p.chat_template = "llama2";
     p.engine.max_batch = 2;
     return serve_fixture_start(&fx, &p);
 }

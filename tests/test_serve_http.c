@@ -58,7 +58,7 @@ static int setup(void **state) {
     p.n_adapters = 2;
     p.served_model_name = "tiny";
     p.api_key = KEY;
-    p.chat_template = ROAD_CHAT_LLAMA2;
+    p.chat_template = "llama2";
     p.max_body_bytes = 4096;
     p.engine.max_batch = 1;
     p.engine.max_waiting = 1;

@@ -58,7 +58,7 @@ static void test_data_masks(void **state) {
     fclose(f);
     road_data_params dp = road_data_default_params();
     dp.tok = tok;
-    road_chat_template_from_name("mistral", &dp.chat.tmpl);
+    TU_OK(road_tokenizer_set_chat_template(tok, "mistral"));
     road_dataset *d;
     TU_OK(road_dataset_load_jsonl(in_dir("d.jsonl"), &dp, &d));
     assert_int_equal(road_dataset_count(d), 3);

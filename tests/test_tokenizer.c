@@ -6,6 +6,7 @@
  * back split characters, buffer sizing, round trips, and out-of-memory at every allocation of
  * load / encode / decode leaks nothing.
  */
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,10 +185,15 @@ static void test_add_bos_override(void **state) {
     road_tokenizer_free(t);
 }
 
-static void check_chat(const road_tokenizer *t, road_chat_template k, bool gen, bool think,
+/* apply_chat with the given template (NULL: the tokenizer's own) must give `want`. */
+static void check_chat(road_tokenizer *t, const char *tmpl, bool gen, const char *kwargs,
                        const road_chat_message *m, size_t n, const char *want) {
+    TU_OK(road_tokenizer_set_chat_template(t, tmpl));
     road_chat_params p = road_chat_default_params();
-    p.tmpl = k, p.add_generation_prompt = gen, p.enable_thinking = think;
+    p.add_generation_prompt = gen;
+    cJSON *kw = NULL;
+    if (kwargs) TU_OK(road_json_parse(kwargs, strlen(kwargs), &kw));
+    p.kwargs = kw;
     char *text = NULL;
     size_t len = 0;
     TU_OK(road_tokenizer_apply_chat(t, &p, m, n, &text, &len));
@@ -195,63 +201,70 @@ static void check_chat(const road_tokenizer *t, road_chat_template k, bool gen, 
     assert_string_equal(text, want);
     assert_int_equal(len, strlen(want));
     road_string_free(text);
+    cJSON_Delete(kw);
+    TU_OK(road_tokenizer_set_chat_template(t, NULL));
 }
 
 static void test_chat(void **state) {
     (void)state;
     road_tokenizer *l3 = load_fixture("llama3"), *q3 = load_fixture("qwen3"), *l2 = load_fixture("llama2");
-    road_chat_template k = ROAD_CHAT_LLAMA2;
-    /* a template of the model's own is run as written (AUTO), never mapped to a built-in */
-    TU_OK(road_tokenizer_chat_template(l3, &k));
-    assert_int_equal(k, ROAD_CHAT_AUTO);
-    k = ROAD_CHAT_LLAMA2;
-    TU_OK(road_tokenizer_chat_template(q3, &k));
-    assert_int_equal(k, ROAD_CHAT_AUTO);
-    TU_FAILS(road_tokenizer_chat_template(l2, &k), ROAD_ERR_NOT_FOUND, "no chat_template");
-    TU_FAILS(road_tokenizer_chat_template(l2, &k), ROAD_ERR_NOT_FOUND, "--chat-template NAME");
-    TU_FAILS(road_chat_template_from_name("vicuna", &k), ROAD_ERR_INVALID_ARG, "llama3");
-    TU_OK(road_chat_template_from_name("mistral", &k));
-    assert_string_equal(road_chat_template_name(k), "mistral");
+    const char *src = NULL;
+    /* a template of the model's own is run as written, never mapped to a built-in */
+    TU_OK(road_tokenizer_chat_template(l3, &src));
+    assert_string_equal(src, "tokenizer_config.json's chat_template");
+    TU_OK(road_tokenizer_chat_template(q3, NULL));
+    TU_FAILS(road_tokenizer_chat_template(l2, &src), ROAD_ERR_NOT_FOUND, "no chat_template");
+    TU_FAILS(road_tokenizer_chat_template(l2, &src), ROAD_ERR_NOT_FOUND, "--chat-template FILE|NAME");
+    TU_FAILS(road_tokenizer_chat_template(l2, &src), ROAD_ERR_NOT_FOUND, "chatml, llama3");
+    TU_FAILS(road_tokenizer_set_chat_template(l2, "vicuna"), ROAD_ERR_NOT_FOUND, "llama3");
+    TU_FAILS(road_tokenizer_set_chat_template(l2, "vicuna"), ROAD_ERR_NOT_FOUND, "not a file");
+    TU_FAILS(road_tokenizer_set_chat_template(l2, "no/such.jinja"), ROAD_ERR_IO,
+             "no/such.jinja");
+    TU_OK(road_tokenizer_set_chat_template(l2, "mistral"));
+    TU_OK(road_tokenizer_chat_template(l2, &src));
+    assert_string_equal(src, "built-in chat template mistral");
+    TU_OK(road_tokenizer_set_chat_template(l2, NULL));
+    TU_FAILS(road_tokenizer_chat_template(l2, &src), ROAD_ERR_NOT_FOUND, NULL);
 
     /* Llama-3: content |trim; the fixture's template writes the assistant header always. */
     road_chat_message m1[] = {{"system", "You are helpful."}, {"user", " Hi there \n"}};
     const char *w1 = "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are "
                      "helpful.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi there"
                      "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n";
-    check_chat(l3, ROAD_CHAT_AUTO, true, true, m1, 2, w1);
-    check_chat(l3, ROAD_CHAT_AUTO, false, true, m1, 2, w1);
+    check_chat(l3, NULL, true, NULL, m1, 2, w1);
+    check_chat(l3, NULL, false, NULL, m1, 2, w1);
+    check_chat(l3, "llama3", true, NULL, m1, 2, w1); /* the built-in, for a model without one */
 
     /* Qwen3: an earlier assistant turn loses its <think> block; the last one keeps it. */
     road_chat_message m2[] = {{"system", "S"},
                               {"user", "Q1"},
                               {"assistant", "<think>\nr1\n</think>\n\nA1"},
                               {"user", "Q2"}};
-    check_chat(q3, ROAD_CHAT_AUTO, true, true, m2, 4,
+    check_chat(q3, NULL, true, NULL, m2, 4,
                "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ1<|im_end|>\n"
                "<|im_start|>assistant\nA1<|im_end|>\n<|im_start|>user\nQ2<|im_end|>\n"
                "<|im_start|>assistant\n");
     road_chat_message m3[] = {{"user", "Q"}, {"assistant", "<think>\nR\n</think>\n\nA"}};
-    check_chat(q3, ROAD_CHAT_AUTO, false, true, m3, 2,
+    check_chat(q3, NULL, false, NULL, m3, 2,
                "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n<think>\nR\n</think>\n\n"
                "A<|im_end|>\n");
-    check_chat(q3, ROAD_CHAT_AUTO, true, false, m3, 1,
+    check_chat(q3, NULL, true, "{\"enable_thinking\": false}", m3, 1,
                "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n");
-    check_chat(q3, ROAD_CHAT_CHATML, true, true, m3, 1,
-               "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n");
+    check_chat(q3, "chatml", true, NULL, m3, 1, "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n");
 
     /* Llama-2 and Mistral, named (the fixture config has no template). */
     road_chat_message m4[] = {{"system", "SYS"}, {"user", "Hi"}, {"assistant", "Hello"}, {"user", "Bye"}};
-    check_chat(l2, ROAD_CHAT_LLAMA2, true, true, m4, 4,
+    check_chat(l2, "llama2", true, NULL, m4, 4,
                "<s>[INST] <<SYS>>\nSYS\n<</SYS>>\n\nHi [/INST] Hello </s><s>[INST] Bye [/INST]");
-    check_chat(l2, ROAD_CHAT_MISTRAL, true, true, m4 + 1, 3,
+    check_chat(l2, "mistral", true, NULL, m4 + 1, 3,
                "<s>[INST] Hi [/INST]Hello</s>[INST] Bye [/INST]");
     road_chat_params p = road_chat_default_params();
-    p.tmpl = ROAD_CHAT_MISTRAL;
+    TU_OK(road_tokenizer_set_chat_template(l2, "mistral"));
     char *text = NULL;
-    TU_FAILS(road_tokenizer_apply_chat(l2, &p, m4, 4, &text, NULL), ROAD_ERR_INVALID_ARG, "role");
+    TU_FAILS(road_tokenizer_apply_chat(l2, &p, m4, 4, &text, NULL), ROAD_ERR_INVALID_ARG, "alternate");
     TU_FAILS(road_tokenizer_apply_chat(l2, &p, m4 + 2, 2, &text, NULL), ROAD_ERR_INVALID_ARG,
              "alternate");
-    p.tmpl = ROAD_CHAT_AUTO;
+    TU_OK(road_tokenizer_set_chat_template(l2, NULL));
     TU_FAILS(road_tokenizer_apply_chat(l2, &p, m4, 4, &text, NULL), ROAD_ERR_NOT_FOUND, NULL);
     road_tokenizer_free(l3);
     road_tokenizer_free(q3);
@@ -263,29 +276,57 @@ static void test_chat(void **state) {
                       "messages %}{{ m.role }}={{ m.content }};{% endfor %}{{ eos_token is defined "
                       "}}{{ tools is none }}{% if add_generation_prompt %}A:{% endif %}\"}";
     TU_OK(road_tokenizer_load_json(SP_JSON, strlen(SP_JSON), cfg, strlen(cfg), &t));
-    TU_OK(road_tokenizer_chat_template(t, &k));
-    assert_int_equal(k, ROAD_CHAT_AUTO);
+    TU_OK(road_tokenizer_chat_template(t, NULL));
     road_chat_message m5[] = {{"user", "hi"}, {"assistant", "yo"}};
-    check_chat(t, ROAD_CHAT_AUTO, true, true, m5, 2, "<s>user=hi;assistant=yo;FalseTrueA:");
-    check_chat(t, ROAD_CHAT_AUTO, false, true, m5, 2, "<s>user=hi;assistant=yo;FalseTrue");
+    check_chat(t, NULL, true, NULL, m5, 2, "<s>user=hi;assistant=yo;FalseTrueA:");
+    check_chat(t, NULL, false, NULL, m5, 2, "<s>user=hi;assistant=yo;FalseTrue");
+    /* kwargs are variables, and may stand in for a special token; not for messages */
+    check_chat(t, NULL, false, "{\"bos_token\": \"B\", \"eos_token\": 1}", m5, 2,
+               "Buser=hi;assistant=yo;TrueTrue");
+    cJSON *bad = NULL;
+    TU_OK(road_json_parse("{\"messages\": []}", 16, &bad));
+    p.kwargs = bad;
+    TU_FAILS(road_tokenizer_apply_chat(t, &p, m5, 2, &text, NULL), ROAD_ERR_INVALID_ARG, "messages");
+    p.kwargs = NULL;
+    cJSON_Delete(bad);
     road_tokenizer_free(t);
 
     /* a template the engine cannot parse: the tokenizer loads (encoding does not need it), the
      * chat fails with the line and a way out */
     cfg = "{\"chat_template\": \"ok\\n{% include 'x' %}\"}";
     TU_OK(road_tokenizer_load_json(SP_JSON, strlen(SP_JSON), cfg, strlen(cfg), &t));
-    TU_FAILS(road_tokenizer_chat_template(t, &k), ROAD_ERR_UNSUPPORTED, "line 2");
+    TU_FAILS(road_tokenizer_chat_template(t, NULL), ROAD_ERR_UNSUPPORTED, "line 2");
     TU_FAILS(road_tokenizer_apply_chat(t, &p, m5, 1, &text, NULL), ROAD_ERR_UNSUPPORTED,
-             "--chat-template NAME");
+             "--chat-template FILE|NAME");
+    TU_OK(road_tokenizer_set_chat_template(t, "chatml")); /* the way out */
+    TU_OK(road_tokenizer_apply_chat(t, &p, m5, 1, &text, NULL));
+    assert_string_equal(text, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+    road_string_free(text);
     road_tokenizer_free(t);
     cfg = "{\"chat_template\": \"{% if %}\"}";
     TU_OK(road_tokenizer_load_json(SP_JSON, strlen(SP_JSON), cfg, strlen(cfg), &t));
     TU_FAILS(road_tokenizer_apply_chat(t, &p, m5, 1, &text, NULL), ROAD_ERR_FORMAT, "chat_template");
     road_tokenizer_free(t);
-    /* named templates: "default" is used; a list without one is no template */
-    cfg = "{\"chat_template\": [{\"name\": \"rag\", \"template\": \"R\"}]}";
+    /* named templates: "default" is used, "tool_use" when tools are passed; any by name; a
+     * list without "default" has none to use unless one is named */
+    cfg = "{\"chat_template\": [{\"name\": \"rag\", \"template\": \"R\"}, {\"name\": \"tool_use\", "
+          "\"template\": \"T{{ tools | length }}\"}]}";
     TU_OK(road_tokenizer_load_json(SP_JSON, strlen(SP_JSON), cfg, strlen(cfg), &t));
-    TU_FAILS(road_tokenizer_chat_template(t, &k), ROAD_ERR_NOT_FOUND, NULL);
+    TU_FAILS(road_tokenizer_chat_template(t, NULL), ROAD_ERR_NOT_FOUND, "rag, tool_use");
+    cJSON *tools = NULL;
+    TU_OK(road_json_parse("[{\"type\": \"function\"}]", 22, &tools));
+    p.tools = tools;
+    TU_OK(road_tokenizer_apply_chat(t, &p, m5, 1, &text, NULL));
+    assert_string_equal(text, "T1");
+    road_string_free(text);
+    p.tools = NULL;
+    TU_OK(road_tokenizer_set_chat_template(t, "rag"));
+    TU_OK(road_tokenizer_chat_template(t, &src));
+    assert_string_equal(src, "tokenizer_config.json's chat_template \"rag\"");
+    TU_OK(road_tokenizer_apply_chat(t, &p, m5, 1, &text, NULL));
+    assert_string_equal(text, "R");
+    road_string_free(text);
+    cJSON_Delete(tools);
     road_tokenizer_free(t);
     expect_cfg_fails("{\"chat_template\": [\"x\"]}", ROAD_ERR_FORMAT, "chat_template[0]");
     expect_cfg_fails("{\"chat_template\": 3}", ROAD_ERR_FORMAT, "chat_template");

@@ -179,7 +179,12 @@ typedef struct road_server_params {
     const char *host;              /* "127.0.0.1"; an IPv4 or IPv6 address */
     int port;                      /* 0: any free port (road_server_port tells which) */
     const char *api_key;           /* NULL: none; else "Authorization: Bearer KEY" on /v1/ */
-    road_chat_template chat_template; /* AUTO: the model's own template, run as written */
+    /* NULL: the model's own chat template, run as written; else a Jinja file, one of the
+     * model's named templates or a built-in (road_tokenizer_set_chat_template) */
+    const char *chat_template;
+    /* JSON object text: chat template variables for every chat request ({"enable_thinking":
+     * false}); a request's chat_template_kwargs override them. NULL: none */
+    const char *chat_template_kwargs;
     road_model_params model;
     road_engine_params engine;     /* tokenizer is set by the server */
     size_t max_body_bytes;         /* larger request bodies get 413 (1 MiB) */

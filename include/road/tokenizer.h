@@ -104,52 +104,95 @@ ROAD_API road_status road_tokenizer_stream_flush(road_tokenizer_stream *s, const
 
 /* ---- chat prompts ------------------------------------------------------------------------ */
 
-typedef enum road_chat_template {
-    ROAD_CHAT_AUTO = 0, /* the tokenizer's own chat template, run as written */
-    ROAD_CHAT_LLAMA3,   /* <|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|> */
-    ROAD_CHAT_LLAMA2,   /* <s>[INST] <<SYS>>\n...\n<</SYS>>\n\n... [/INST] ... </s> */
-    ROAD_CHAT_MISTRAL,  /* <s>[INST] ... [/INST]...</s> (no system role) */
-    ROAD_CHAT_CHATML,   /* <|im_start|>role\n...<|im_end|>\n */
-    ROAD_CHAT_QWEN3,    /* ChatML with Qwen3's <think> handling */
-    ROAD_CHAT_COUNT_
-} road_chat_template;
+/* A tokenizer's chat templates, as transformers finds them: tokenizer_config.json's
+ * chat_template (a string, or a list of {"name", "template"}), chat_template.jinja beside it
+ * (it wins over the config's default) and additional_chat_templates/NAME.jinja. The one used:
+ * the one chosen with road_tokenizer_set_chat_template, else "tool_use" when tools are passed
+ * and the model has one, else the default. Every template is run as written by road's Jinja
+ * engine (docs/tokenizer.md lists what it supports). */
+
+/* Choose the chat template (call before the tokenizer is shared between threads). `spec` is
+ *  - a path to a file holding a Jinja template (it has a '/' or ends in ".jinja", or exists),
+ *  - the name of one of the model's named templates ("default", "tool_use", "rag", ...), or
+ *  - a built-in template for a base model that has none: road_chat_builtin_names() lists them
+ *    (each is the text the family's own template renders for plain chats, with
+ *    {% generation %} markers around the assistant's turns);
+ * NULL goes back to the model's own. ROAD_ERR_NOT_FOUND names what exists when spec matches
+ * nothing; a template that does not parse is ROAD_ERR_FORMAT / ROAD_ERR_UNSUPPORTED with the
+ * line. */
+ROAD_API road_status road_tokenizer_set_chat_template(road_tokenizer *tok, const char *spec);
+/* The built-in names, NULL-terminated: "chatml", "llama3", "llama2", "mistral", "zephyr",
+ * "gemma". */
+ROAD_API const char *const *road_chat_builtin_names(void);
+/* Whether a chat can be rendered: ROAD_OK when the tokenizer has a template (its own or one
+ * chosen) that parses; *source (may be NULL) describes it ("tokenizer_config.json's
+ * chat_template", "chat_template.jinja", "built-in chatml", "file x.jinja", ...), owned by the
+ * tokenizer. ROAD_ERR_NOT_FOUND when there is none (the message says to pass --chat-template);
+ * the parser's status, with the line, when it does not parse. */
+ROAD_API road_status road_tokenizer_chat_template(const road_tokenizer *tok, const char **source);
 
 typedef struct road_chat_message {
     const char *role; /* "system", "user", "assistant", "tool": what the template accepts */
     const char *content;
 } road_chat_message;
 
+/* How a chat is rendered: apply_chat_template's arguments. */
 typedef struct road_chat_params {
-    road_chat_template tmpl;    /* ROAD_CHAT_AUTO: the tokenizer's own template */
-    bool add_generation_prompt; /* end with the header of an assistant turn */
-    /* false passes enable_thinking=False to the template (Qwen3: the empty <think></think>
-     * block); true passes nothing, so the template's own default holds */
-    bool enable_thinking;
+    bool add_generation_prompt;  /* end with the header of an assistant turn */
+    bool continue_final_message; /* end inside the last message, for the model to continue it
+                                    (transformers' rule); not with add_generation_prompt */
+    const struct cJSON *tools;     /* a list of tool definitions (OpenAI's shape), or NULL */
+    const struct cJSON *documents; /* a list of documents (RAG templates), or NULL */
+    /* extra template variables, a JSON object ({"enable_thinking": false}), or NULL; they may
+     * override bos_token and the like, not messages / tools / documents /
+     * add_generation_prompt */
+    const struct cJSON *kwargs;
 } road_chat_params;
 
-ROAD_API road_chat_params road_chat_default_params(void); /* AUTO, generation prompt, thinking */
-/* Built-in template names: "llama3", "llama2", "mistral", "chatml", "qwen3" (for a base model
- * without a template; a model's own template is always the one to use when it has one). */
-ROAD_API road_status road_chat_template_from_name(const char *name, road_chat_template *out);
-ROAD_API const char *road_chat_template_name(road_chat_template t);
-/* Whether the tokenizer has a chat template of its own that road can run: ROAD_OK with *out =
- * ROAD_CHAT_AUTO (it is never mapped to a built-in); ROAD_ERR_NOT_FOUND when it has none (the
- * message says to pass --chat-template NAME); the parser's ROAD_ERR_FORMAT /
- * ROAD_ERR_UNSUPPORTED, with the line, when the engine cannot parse it. (Before issue 16 this
- * recognised the template's markers and answered a built-in.) */
-ROAD_API road_status road_tokenizer_chat_template(const road_tokenizer *tok,
-                                                  road_chat_template *out);
+/* add_generation_prompt, nothing else. */
+ROAD_API road_chat_params road_chat_default_params(void);
+
 /* The prompt text that transformers' apply_chat_template(tokenize=False) gives, bos included:
- * encode it with add_special = false. *text is allocated (road_string_free).
- * ROAD_CHAT_AUTO renders the tokenizer's template with the variables transformers passes:
- * messages ({role, content} each), add_generation_prompt, bos_token / eos_token / unk_token /
- * pad_token where the config sets them (absent ones undefined), tools and documents none,
- * enable_thinking as above, strftime_now on the UTC clock (SOURCE_DATE_EPOCH when set). A
- * template's raise_exception is ROAD_ERR_INVALID_ARG with its message. */
+ * encode it with add_special = false. `messages` is a JSON list of message objects passed to
+ * the template as they are ({"role", "content"}, content a string or a list of parts,
+ * tool_calls, tool_call_id, ...; each needs a string role). The variables: messages, tools,
+ * documents (null when not given), add_generation_prompt, bos_token / eos_token / unk_token /
+ * pad_token where the config sets them (absent ones undefined), the kwargs, and strftime_now
+ * on the UTC clock (the date of SOURCE_DATE_EPOCH when it is set). A template's
+ * raise_exception is ROAD_ERR_INVALID_ARG with its message. *text is allocated
+ * (road_string_free); *len (may be NULL) its bytes. */
+ROAD_API road_status road_tokenizer_apply_chat_json(const road_tokenizer *tok,
+                                                    const road_chat_params *p,
+                                                    const struct cJSON *messages, char **text,
+                                                    size_t *len);
+/* The same for messages with string contents. */
 ROAD_API road_status road_tokenizer_apply_chat(const road_tokenizer *tok,
                                                const road_chat_params *p,
                                                const road_chat_message *msgs, size_t n,
                                                char **text, size_t *len);
+
+/* Bytes [begin, end) of a rendered chat. */
+typedef struct road_chat_span {
+    size_t begin, end;
+} road_chat_span;
+
+/* A chat rendered for training (add_generation_prompt and continue_final_message off) and the
+ * spans of its assistant turns, the text the loss covers. With a template that marks them
+ * ({% generation %} ... {% endgeneration %}, as transformers' return_assistant_tokens_mask
+ * reads them) the spans are the marked text. Otherwise they are found by rendering prefixes,
+ * as TRL does: an assistant turn k starts where the render of messages[:k] with the generation
+ * prompt ends (which must be a prefix of the whole render) and ends where the render of
+ * messages[:k+1] ends, or, where the template renders a last turn differently from an earlier
+ * one (Qwen3's reasoning), after the turn's content and the closing text the template puts
+ * after it. A conversation that cannot be split so is ROAD_ERR_UNSUPPORTED naming the message
+ * and the fix (a template with {% generation %} markers). *spans is allocated (road_free), one
+ * per assistant turn the template renders, in order. */
+ROAD_API road_status road_tokenizer_chat_spans(const road_tokenizer *tok,
+                                               const road_chat_params *p,
+                                               const struct cJSON *messages, char **text,
+                                               size_t *len, road_chat_span **spans,
+                                               size_t *n_spans);
+ROAD_API void road_chat_spans_free(road_chat_span *spans); /* NULL is a no-op */
 
 /* Render a chat template as written, with the Jinja engine road_tokenizer_apply_chat uses
  * (Python jinja2's semantics as transformers runs chat templates; docs/tokenizer.md lists what

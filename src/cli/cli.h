@@ -58,6 +58,25 @@ int cli_read_file(const char *cmd, const char *path, char **out, size_t *len);
 /* Put the flags into model params; -1 (message printed) on an unknown format. */
 int cli_quant_apply(const char *cmd, const cli_quant *q, road_model_params *mp);
 
+/* --chat-template FILE|NAME and --chat-kwargs JSON, as every command that renders chats takes
+ * them. An options struct holds one as its member `chat_opts`; CLI_CHAT_FLAGS(T) are its rows. */
+typedef struct cli_chat {
+    const char *template_spec, *kwargs;
+} cli_chat;
+#define CLI_CHAT_FLAGS(T)                                                                         \
+    {CLI_STR("--chat-template", T, chat_opts.template_spec, "FILE|NAME", NULL,                    \
+             "the chat template: a Jinja file, one of the model's named templates, or a "          \
+             "built-in (chatml, llama3, llama2, mistral, zephyr, gemma); default: the model's "    \
+             "own, run as written"),                                                               \
+     .json = "chat_template"},                                                                     \
+        {CLI_STR("--chat-kwargs", T, chat_opts.kwargs, "JSON", NULL,                               \
+                 "extra chat template variables, a JSON object (e.g. "                             \
+                 "'{\"enable_thinking\": false}')"),                                             \
+         .json = "chat_kwargs"}
+/* Apply them: the template chosen on tok (when given), the kwargs parsed into *kwargs (NULL
+ * when not given; free with cJSON_Delete). 0, or a CLI exit code with the error printed. */
+int cli_chat_setup(const char *cmd, const cli_chat *c, road_tokenizer *tok, struct cJSON **kwargs);
+
 /* An always-on check of the CLI's own tables (a broken one is a bug, not a usage error). */
 #define ROAD_CLI_ASSERT(c) ((c) ? (void)0 : cli_assert_fail(#c, __FILE__, __LINE__))
 _Noreturn void cli_assert_fail(const char *what, const char *file, int line);

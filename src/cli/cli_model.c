@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "cli/cli.h"
 
 int cli_split(const char *s, char sep, char ***out, int32_t *n) {
@@ -164,4 +166,23 @@ int cli_read_file(const char *cmd, const char *path, char **out, size_t *len) {
     buf[n] = '\0';
     *out = buf, *len = n;
     return 0;
+}
+
+int cli_chat_setup(const char *cmd, const cli_chat *c, road_tokenizer *tok, cJSON **kwargs) {
+    *kwargs = NULL;
+    road_status s;
+    if (c->template_spec && (s = road_tokenizer_set_chat_template(tok, c->template_spec)) != ROAD_OK)
+        return cli_fail(cmd, "--chat-template", s);
+    if (!c->kwargs) return CLI_EXIT_OK;
+    if ((s = road_json_parse(c->kwargs, strlen(c->kwargs), kwargs)) != ROAD_OK) {
+        cli_error(cmd, "--chat-kwargs: %s", road_last_error());
+        return CLI_EXIT_USAGE;
+    }
+    if (!cJSON_IsObject(*kwargs)) {
+        cJSON_Delete(*kwargs);
+        *kwargs = NULL;
+        cli_error(cmd, "--chat-kwargs must be a JSON object, e.g. '{\"enable_thinking\": false}'");
+        return CLI_EXIT_USAGE;
+    }
+    return CLI_EXIT_OK;
 }

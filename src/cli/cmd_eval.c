@@ -20,6 +20,7 @@ typedef struct eval_opts {
     cli_list adapters;
     int64_t threads;
     cli_quant qz;
+    cli_chat chat_opts;
     bool grads;
     uint64_t given;
 } eval_opts;
@@ -38,6 +39,7 @@ static const cli_flag flags[] = {
              "activate adapters for every row (in order)")},
     {CLI_STR("--rows", eval_opts, rows, "NAME,__base__,...", NULL,
              "one adapter (or __base__) per row: a mixed batch")},
+    CLI_CHAT_FLAGS(eval_opts),
     {CLI_SW("--grads", eval_opts, grads,
             "also write the gradient of the loss for the active adapters (needs labels and --use)")},
     CLI_THREADS_FLAG(eval_opts),
@@ -97,16 +99,13 @@ typedef struct jsonl_input {
     int64_t B, T;
 } jsonl_input;
 
-static road_status jsonl_batch(road_model *m, const char *model_dir, const char *path,
-                               jsonl_input *out) {
-    road_tokenizer *tok = NULL;
-    char tpath[4096];
-    snprintf(tpath, sizeof tpath, "%s/tokenizer.json", model_dir);
+static road_status jsonl_batch(road_model *m, const road_tokenizer *tok, const cJSON *chat_kwargs,
+                               const char *path, jsonl_input *out) {
     road_status s = ROAD_OK;
-    if (access(tpath, F_OK) == 0) s = road_tokenizer_load(model_dir, &tok);
     road_data_params dp = road_data_default_params();
     dp.max_len = road_model_config(m)->max_position_embeddings;
     dp.tok = tok;
+    dp.chat.kwargs = chat_kwargs;
     road_dataset *d = NULL;
     if (s == ROAD_OK) s = road_dataset_load_jsonl(path, &dp, &d);
     if (s == ROAD_OK) {
@@ -121,7 +120,6 @@ static road_status jsonl_batch(road_model *m, const char *model_dir, const char 
         out->B = B, out->T = T;
         if (B <= 0 || B > INT32_MAX || T > INT32_MAX) {
             road_dataset_free(d);
-            road_tokenizer_free(tok);
             return ROAD_ERR_INVALID_ARG;
         }
         const size_t cells = (size_t)B * (size_t)T;
@@ -141,7 +139,6 @@ static road_status jsonl_batch(road_model *m, const char *model_dir, const char 
         }
     }
     road_dataset_free(d);
-    road_tokenizer_free(tok);
     return s;
 }
 
@@ -223,6 +220,8 @@ int cmd_eval(int argc, char **argv) {
     road_model *m = NULL;
     road_st_file *f = NULL;
     jsonl_input jb = {NULL, NULL, NULL, 0, 0};
+    road_tokenizer *tok = NULL;
+    cJSON *chat_kwargs = NULL;
     road_st_writer *w = NULL;
     float *logits = NULL;
     char **row_names = NULL;
@@ -236,9 +235,29 @@ int cmd_eval(int argc, char **argv) {
     int64_t B = 0, T = 0;
     const int64_t V = road_model_config(m)->vocab_size;
     size_t in_len = strlen(in);
-    if (in_len > 6 && strcmp(in + in_len - 6, ".jsonl") == 0) {
+    const bool jsonl = in_len > 6 && strcmp(in + in_len - 6, ".jsonl") == 0;
+    if (!jsonl && (o.chat_opts.template_spec || o.chat_opts.kwargs)) {
+        cli_error(CMD, "--chat-template and --chat-kwargs apply to a .jsonl --input");
+        rc = CLI_EXIT_USAGE;
+        goto done;
+    }
+    if (jsonl) {
         /* JSONL examples (road train's formats), tokenized with the model's tokenizer */
-        if ((s = jsonl_batch(m, model, in, &jb)) != ROAD_OK) {
+        char tpath[4096];
+        snprintf(tpath, sizeof tpath, "%s/tokenizer.json", model);
+        if (access(tpath, F_OK) == 0 && (s = road_tokenizer_load(model, &tok)) != ROAD_OK) {
+            cli_fail(CMD, "loading the tokenizer", s);
+            goto done;
+        }
+        if (!tok && (o.chat_opts.template_spec || o.chat_opts.kwargs)) {
+            cli_error(CMD, "--chat-template and --chat-kwargs need the model's tokenizer.json");
+            rc = CLI_EXIT_USAGE;
+            goto done;
+        }
+        if (tok && (rc = cli_chat_setup(CMD, &o.chat_opts, tok, &chat_kwargs)) != CLI_EXIT_OK)
+            goto done;
+        rc = CLI_EXIT_FAIL;
+        if ((s = jsonl_batch(m, tok, chat_kwargs, in, &jb)) != ROAD_OK) {
             cli_fail(CMD, "reading --input", s);
             goto done;
         }
@@ -313,6 +332,8 @@ done:
     road_st_writer_free(w);
     road_st_close(f);
     free(jb.ids), free(jb.mask), free(jb.labels);
+    road_tokenizer_free(tok);
+    cJSON_Delete(chat_kwargs);
     road_model_free(m);
     return rc;
 }

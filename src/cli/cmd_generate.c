@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "cli/cli.h"
 
 #define CMD "generate"
@@ -14,7 +16,8 @@
 #define MAX_PROMPTS 256
 
 typedef struct generate_opts {
-    const char *model, *use, *rows, *stop_ids, *chat_template;
+    const char *model, *use, *rows, *stop_ids, *system;
+    cli_chat chat_opts;
     cli_list prompts; /* --prompt and --prompt-ids, in argv order */
     cli_list adapters;
     int64_t threads, max_new_tokens, top_k, seed;
@@ -32,8 +35,9 @@ static const cli_flag flags[] = {
              "a prompt as token ids (separated by spaces or commas): one sequence")},
     {CLI_SW("--chat", generate_opts, chat, "wrap each text prompt as a user message in the chat "
                                            "template")},
-    {CLI_STR("--chat-template", generate_opts, chat_template, "llama3|llama2|mistral|chatml|qwen3",
-             NULL, "a built-in chat template (default: the model's own, run as written)")},
+    {CLI_STR("--system", generate_opts, system, "TEXT", NULL,
+             "with --chat: a system message before each prompt")},
+    CLI_CHAT_FLAGS(generate_opts),
     {CLI_LST("--adapter", generate_opts, adapters, "NAME=DIR", MAX_ADAPTERS,
              "load an adapter folder under NAME")},
     {CLI_STR("--use", generate_opts, use, "NAME[,NAME...]", NULL,
@@ -145,8 +149,8 @@ int cmd_generate(int argc, char **argv) {
     int r = cli_parse(&spec, argc, argv, &o);
     if (r != CLI_CONTINUE) return r;
     const char *model = o.model, *use = o.use, *rows = o.rows, *stop = o.stop_ids;
-    const char *tmpl = o.chat_template;
-    const bool chat = o.chat, jsonl = o.jsonl;
+    const bool chat = o.chat || o.chat_opts.template_spec || o.chat_opts.kwargs || o.system,
+               jsonl = o.jsonl;
     const int n_prompts = o.prompts.n;
     const char *const *prompt_specs = o.prompts.v;
     bool is_text[MAX_PROMPTS], any_text = false;
@@ -180,8 +184,10 @@ int cmd_generate(int argc, char **argv) {
     road_model *m = NULL;
     int rc = CLI_EXIT_USAGE;
     road_tokenizer *tok = NULL;
-    if ((chat || tmpl) && !any_text) {
-        cli_error(CMD, "--chat and --chat-template apply to text prompts (--prompt)");
+    cJSON *kwargs = NULL;
+    if (chat && !any_text) {
+        cli_error(CMD, "--chat, --system, --chat-template and --chat-kwargs apply to text prompts "
+                       "(--prompt)");
         goto done;
     }
     for (int i = 0; i < n_prompts; i++)
@@ -214,19 +220,20 @@ int cmd_generate(int argc, char **argv) {
             rc = cli_fail(CMD, "loading the tokenizer (text prompts need the model's tokenizer.json)", s);
             goto done;
         }
+        if ((rc = cli_chat_setup(CMD, &o.chat_opts, tok, &kwargs)) != CLI_EXIT_OK) goto done;
+        rc = CLI_EXIT_FAIL;
         road_chat_params cp = road_chat_default_params();
-        if (tmpl && (s = road_chat_template_from_name(tmpl, &cp.tmpl)) != ROAD_OK) {
-            rc = cli_fail(CMD, "--chat-template", s);
-            goto done;
-        }
+        cp.kwargs = kwargs;
         for (int i = 0; i < n_prompts; i++) {
             if (!is_text[i]) continue;
             char *text = NULL;
             size_t tl = strlen(prompt_specs[i]);
             const char *src = prompt_specs[i];
-            if (chat || tmpl) {
-                road_chat_message msg = {"user", prompt_specs[i]};
-                if ((s = road_tokenizer_apply_chat(tok, &cp, &msg, 1, &text, &tl)) != ROAD_OK) {
+            if (chat) {
+                road_chat_message msg[2] = {{"system", o.system}, {"user", prompt_specs[i]}};
+                const int sys = o.system != NULL;
+                if ((s = road_tokenizer_apply_chat(tok, &cp, msg + 1 - sys, 1 + (size_t)sys, &text,
+                                                   &tl)) != ROAD_OK) {
                     rc = cli_fail(CMD, "applying the chat template", s);
                     goto done;
                 }
@@ -234,7 +241,7 @@ int cmd_generate(int argc, char **argv) {
             }
             size_t cap = road_tokenizer_max_tokens(tok, tl), n = 0;
             ids[i] = malloc(sizeof(int32_t) * (cap ? cap : 1));
-            s = ids[i] ? road_tokenizer_encode(tok, src, tl, !(chat || tmpl), ids[i], cap, &n) : ROAD_ERR_NO_MEMORY;
+            s = ids[i] ? road_tokenizer_encode(tok, src, tl, !chat, ids[i], cap, &n) : ROAD_ERR_NO_MEMORY;
             road_string_free(text);
             if (s != ROAD_OK) {
                 rc = cli_fail(CMD, "tokenizing a prompt", s);
@@ -345,6 +352,7 @@ done:
     cli_free_list(row_names, n_rows);
     road_tokenizer_stream_free(out.stream);
     road_tokenizer_free(tok);
+    cJSON_Delete(kwargs);
     road_model_free(m);
     return rc;
 }

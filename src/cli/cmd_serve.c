@@ -19,7 +19,8 @@
 #define MAX_ADAPTERS 256
 
 typedef struct serve_opts {
-    const char *model, *host, *api_key, *served_model_name, *chat_template;
+    const char *model, *host, *api_key, *served_model_name;
+    cli_chat chat_opts;
     cli_list adapters;
     int64_t port, max_batch, max_seq_len, step_tokens, max_waiting, max_tokens_limit;
     int64_t max_body_bytes, threads, max_connections, max_connections_per_client;
@@ -45,8 +46,7 @@ static const cli_flag flags[] = {
              "require this bearer key (default: ROAD_API_KEY from the environment)")},
     {CLI_STR("--served-model-name", serve_opts, served_model_name, "NAME", NULL,
              "the base model's name in the API (default: the folder's name)")},
-    {CLI_STR("--chat-template", serve_opts, chat_template, "llama3|llama2|mistral|chatml|qwen3",
-             NULL, "a built-in chat template (default: the model's own, run as written)")},
+    CLI_CHAT_FLAGS(serve_opts),
     {CLI_INT("--step-tokens", serve_opts, step_tokens, "N", 1, 1 << 24, NULL,
              "tokens one engine step runs (prefill chunks and decodes)")},
     {CLI_INT("--max-waiting", serve_opts, max_waiting, "N", 1, 1 << 20, NULL,
@@ -151,13 +151,10 @@ int cmd_serve(int argc, char **argv) {
 #undef SET_IF_GIVEN
     p.model.n_threads = cli_threads(o.threads);
     const bool mb = cli_given(&spec, &o, "--max-batch"), st = cli_given(&spec, &o, "--step-tokens");
-    const char *tmpl = o.chat_template;
     const cli_quant qz = o.qz;
+    p.chat_template = o.chat_opts.template_spec;
+    p.chat_template_kwargs = o.chat_opts.kwargs; /* checked by road_server_create */
     if (mb && !st && p.engine.step_tokens < p.engine.max_batch) p.engine.step_tokens = p.engine.max_batch;
-    if (tmpl && road_chat_template_from_name(tmpl, &p.chat_template) != ROAD_OK) {
-        rc = cli_fail(CMD, "--chat-template", ROAD_ERR_INVALID_ARG);
-        goto done;
-    }
     if (cli_quant_apply(CMD, &qz, &p.model) != 0) goto done;
 
     /* Signals: blocked here, inherited by every thread the server starts, taken by sigwait. */

@@ -38,6 +38,7 @@ typedef struct train_opts {
     double lr, weight_decay, max_grad_norm;
     road_dtype save_dtype;
     cli_quant qz;
+    cli_chat chat_opts;
     bool resume, overwrite, recompute, pack, full;
     uint64_t given;
 } train_opts;
@@ -98,6 +99,7 @@ static const cli_flag flags[] = {
     {CLI_SW("--recompute", train_opts, recompute,
             "recompute activations in backward (less memory)"),
      .json = "recompute"},
+    CLI_CHAT_FLAGS(train_opts),
     {CLI_INT("--eval-every", train_opts, eval_every, "N", 0, 1LL << 40, "0",
              "steps between eval losses (0: at the end only)")},
     {CLI_INT("--save-every", train_opts, save_every, "N", 0, 1LL << 40, "0",
@@ -301,6 +303,7 @@ int cmd_train(int argc, char **argv) {
     int rc = CLI_EXIT_USAGE;
     road_model *m = NULL;
     road_tokenizer *tok = NULL;
+    cJSON *chat_kwargs = NULL;
     road_dataset *dtrain = NULL, *deval = NULL;
     FILE *logf = NULL;
     char *cfg_json = NULL, *run_json = NULL;
@@ -376,6 +379,14 @@ int cmd_train(int argc, char **argv) {
                 goto done;
             }
             dp.tok = tok;
+            if ((rc = cli_chat_setup(CMD, &o.chat_opts, tok, &chat_kwargs)) != CLI_EXIT_OK)
+                goto done;
+            rc = CLI_EXIT_FAIL;
+            dp.chat.kwargs = chat_kwargs;
+        } else if (o.chat_opts.template_spec || o.chat_opts.kwargs) {
+            cli_error(CMD, "--chat-template and --chat-kwargs need the model's tokenizer.json");
+            rc = CLI_EXIT_USAGE;
+            goto done;
         }
     }
     if ((s = road_dataset_load_jsonl(data, &dp, &dtrain)) != ROAD_OK) {
@@ -472,6 +483,7 @@ bad:
 done:
     if (logf) fclose(logf);
     road_tokenizer_free(tok);
+    cJSON_Delete(chat_kwargs);
     free(cfg_json);
     free(run_json);
     road_dataset_free(dtrain);

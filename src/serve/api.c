@@ -203,23 +203,20 @@ static bool parse_prompt(const cJSON *p, api_request *r, api_error *err) {
                "holding one of those");
 }
 
-/* content: a string, or an array of {"type": "text", "text": ...} parts (joined). */
-static char *message_content(const cJSON *c, api_error *err) {
-    if (cJSON_IsString(c)) {
-        char *s = dup_str(c->valuestring);
-        if (!s) oom(err);
-        return s;
-    }
-    if (cJSON_IsNull(c)) {
-        char *s = dup_str("");
-        if (!s) oom(err);
-        return s;
+/* content: a string; null (an assistant message with tool_calls) as ""; or an array of
+ * {"type": "text", "text": ...} parts, joined with "\n" as vLLM joins them. */
+static cJSON *message_content(const cJSON *c, api_error *err) {
+    cJSON *out = NULL;
+    if (cJSON_IsString(c) || cJSON_IsNull(c)) {
+        out = cJSON_CreateString(cJSON_IsString(c) ? c->valuestring : "");
+        if (!out) oom(err);
+        return out;
     }
     if (!cJSON_IsArray(c)) {
         bad(err, "messages", "%s", "a message's 'content' must be a string or an array of text parts");
         return NULL;
     }
-    size_t n = 0;
+    size_t n = 1;
     const cJSON *part;
     cJSON_ArrayForEach(part, c) {
         const cJSON *t = road__json_get(part, "type");
@@ -229,52 +226,144 @@ static char *message_content(const cJSON *c, api_error *err) {
                 "\"text\": ...})");
             return NULL;
         }
-        n += strlen(x->valuestring);
+        n += strlen(x->valuestring) + 1;
     }
-    char *s = malloc(n + 1);
+    char *s = malloc(n);
     if (!s) {
         oom(err);
         return NULL;
     }
-    s[0] = '\0';
     size_t k = 0;
     cJSON_ArrayForEach(part, c) {
         const char *x = road__json_get(part, "text")->valuestring;
         size_t l = strlen(x);
-        memcpy(s + k, x, l + 1);
+        if (k) s[k++] = '\n';
+        memcpy(s + k, x, l);
         k += l;
     }
-    return s;
+    s[k] = '\0';
+    out = cJSON_CreateString(s);
+    free(s);
+    if (!out) oom(err);
+    return out;
+}
+
+/* tool_calls as OpenAI sends them: [{"id", "type": "function", "function": {"name",
+ * "arguments": JSON text}}]. The arguments are parsed into their object, as vLLM passes them
+ * to chat templates (which print them with tojson). */
+static bool tool_calls(cJSON *calls, api_error *err) {
+    if (!cJSON_IsArray(calls))
+        return bad(err, "messages", "%s", "'tool_calls' must be an array of tool calls");
+    cJSON *c;
+    cJSON_ArrayForEach(c, calls) {
+        cJSON *fn = cJSON_IsObject(c) ? cJSON_GetObjectItemCaseSensitive(c, "function") : NULL;
+        const cJSON *name = fn ? cJSON_GetObjectItemCaseSensitive(fn, "name") : NULL;
+        cJSON *args = fn ? cJSON_GetObjectItemCaseSensitive(fn, "arguments") : NULL;
+        if (!cJSON_IsObject(fn) || !cJSON_IsString(name) ||
+            (args && !cJSON_IsString(args) && !cJSON_IsObject(args)))
+            return bad(err, "messages", "%s", "a tool call must be {\"id\", \"type\": \"function\", "
+                       "\"function\": {\"name\": string, \"arguments\": JSON text}}");
+        if (cJSON_IsString(args)) {
+            cJSON *parsed = NULL;
+            if (road_json_parse(args->valuestring, strlen(args->valuestring), &parsed) != ROAD_OK ||
+                !cJSON_IsObject(parsed)) {
+                cJSON_Delete(parsed);
+                road_clear_error();
+                return bad(err, "messages", "a tool call's 'arguments' must be a JSON object "
+                           "(as text), not %.60s", args->valuestring);
+            }
+            if (!cJSON_ReplaceItemInObjectCaseSensitive(fn, "arguments", parsed)) {
+                cJSON_Delete(parsed);
+                return oom(err);
+            }
+        }
+    }
+    return true;
 }
 
 static bool parse_messages(const cJSON *m, api_request *r, api_error *err) {
     int n = cJSON_GetArraySize(m);
     if (!cJSON_IsArray(m) || n < 1 || n > API_MAX_MESSAGES)
         return bad(err, "messages", "'messages' must be an array of 1 to %s messages", "4096");
-    r->messages = calloc((size_t)n, sizeof *r->messages);
-    if (!r->messages) return oom(err);
-    const cJSON *x;
-    cJSON_ArrayForEach(x, m) {
-        const cJSON *role = road__json_get(x, "role");
-        if (!cJSON_IsObject(x) || !cJSON_IsString(role))
+    if (!(r->messages = cJSON_Duplicate(m, true))) return oom(err);
+    cJSON *x;
+    cJSON_ArrayForEach(x, r->messages) {
+        cJSON *role = cJSON_IsObject(x) ? cJSON_GetObjectItemCaseSensitive(x, "role") : NULL;
+        if (!cJSON_IsString(role))
             return bad(err, "messages", "%s", "every message needs a 'role' string and a 'content'");
         const char *rs = role->valuestring;
-        if (strcmp(rs, "developer") == 0) rs = "system"; /* OpenAI's newer name for it */
+        if (strcmp(rs, "developer") == 0) { /* OpenAI's newer name for it */
+            if (!cJSON_SetValuestring(role, "system")) return oom(err);
+            rs = role->valuestring;
+        }
         if (strcmp(rs, "system") != 0 && strcmp(rs, "user") != 0 && strcmp(rs, "assistant") != 0 &&
             strcmp(rs, "tool") != 0)
-            return bad(err, "messages", "unknown role '%.40s' (system, user, assistant, tool)", role->valuestring);
-        road_chat_message *msg = &r->messages[r->n_messages];
-        char *content = message_content(road__json_get(x, "content"), err);
-        if (!content) return false;
-        char *rd = dup_str(rs);
-        if (!rd) {
-            free(content);
+            return bad(err, "messages", "unknown role '%.40s' (system, user, assistant, tool)", rs);
+        cJSON *calls = cJSON_GetObjectItemCaseSensitive(x, "tool_calls");
+        bool has_calls = calls && !cJSON_IsNull(calls);
+        if (has_calls && strcmp(rs, "assistant") != 0)
+            return bad(err, "messages", "%s", "only assistant messages have 'tool_calls'");
+        if (has_calls && !tool_calls(calls, err)) return false;
+        cJSON *content = cJSON_GetObjectItemCaseSensitive(x, "content");
+        if (!content && !has_calls)
+            return bad(err, "messages", "%s", "every message needs a 'role' string and a 'content'");
+        cJSON *c = content ? message_content(content, err) : cJSON_CreateString("");
+        if (!c) return content ? false : oom(err);
+        if (!(content ? cJSON_ReplaceItemInObjectCaseSensitive(x, "content", c)
+                      : cJSON_AddItemToObject(x, "content", c))) {
+            cJSON_Delete(c);
             return oom(err);
         }
-        msg->role = rd;
-        msg->content = content;
-        r->n_messages++;
     }
+    return true;
+}
+
+/* The chat template's arguments beyond the messages (vLLM's names). */
+static bool parse_chat_args(const cJSON *root, api_request *r, api_error *err) {
+    static const char *const lists[] = {"tools", "documents"};
+    cJSON **dst[] = {&r->tools, &r->documents};
+    for (int i = 0; i < 2; i++) {
+        const cJSON *v = road__json_get(root, lists[i]);
+        if (!v || cJSON_IsNull(v)) continue;
+        if (!cJSON_IsArray(v)) return bad(err, lists[i], "'%s' must be an array", lists[i]);
+        const cJSON *e;
+        cJSON_ArrayForEach(e, v) if (!cJSON_IsObject(e))
+            return bad(err, lists[i], "every entry of '%s' must be an object", lists[i]);
+        if (i == 0) {
+            cJSON_ArrayForEach(e, v) {
+                const cJSON *fn = road__json_get(e, "function");
+                const cJSON *type = road__json_get(e, "type");
+                if (!cJSON_IsString(type) || strcmp(type->valuestring, "function") != 0 ||
+                    !cJSON_IsObject(fn) || !cJSON_IsString(road__json_get(fn, "name")))
+                    return bad(err, "tools", "%s", "a tool must be {\"type\": \"function\", "
+                               "\"function\": {\"name\": string, \"description\", \"parameters\"}}");
+            }
+        }
+        if (cJSON_GetArraySize(v) > 0 && !(*dst[i] = cJSON_Duplicate(v, true))) return oom(err);
+    }
+    const cJSON *v = road__json_get(root, "tool_choice");
+    if (v && !cJSON_IsNull(v) &&
+        !(cJSON_IsString(v) && (strcmp(v->valuestring, "auto") == 0 || strcmp(v->valuestring, "none") == 0)))
+        return bad(err, "tool_choice", "%s", "road serve takes 'tool_choice' \"auto\" or \"none\": "
+                   "the tools go to the chat template and the model's answer comes back as text");
+    v = road__json_get(root, "chat_template_kwargs");
+    if (v && !cJSON_IsNull(v)) {
+        if (!cJSON_IsObject(v))
+            return bad(err, "chat_template_kwargs", "%s", "'chat_template_kwargs' must be an object, "
+                       "e.g. {\"enable_thinking\": false}");
+        if (!(r->chat_template_kwargs = cJSON_Duplicate(v, true))) return oom(err);
+    }
+    static const char *const flags[] = {"add_generation_prompt", "continue_final_message"};
+    bool *fdst[] = {&r->add_generation_prompt, &r->continue_final_message};
+    for (int i = 0; i < 2; i++) {
+        v = road__json_get(root, flags[i]);
+        if (!v || cJSON_IsNull(v)) continue;
+        if (!cJSON_IsBool(v)) return bad(err, flags[i], "'%s' must be true or false", flags[i]);
+        *fdst[i] = cJSON_IsTrue(v);
+    }
+    if (r->add_generation_prompt && r->continue_final_message)
+        return bad(err, "continue_final_message", "%s", "'continue_final_message' continues the last "
+                   "message: send it with 'add_generation_prompt': false");
     return true;
 }
 
@@ -326,13 +415,13 @@ static bool parse_body(api_kind kind, const cJSON *root, api_request *r, api_err
     } else {
         v = road__json_get(root, "messages");
         if (!v) return bad(err, "messages", "%s", "'messages' is required");
-        if (!parse_messages(v, r, err)) return false;
+        if (!parse_messages(v, r, err) || !parse_chat_args(root, r, err)) return false;
     }
     /* OpenAI's fields, then vLLM's sampling extensions road's sampler does not have: sent
      * with a real value, they would change the answer, so they are refused by name. */
     static const char *const unsupported[] = {"n", "best_of", "presence_penalty", "frequency_penalty",
                                               "logprobs", "top_logprobs", "echo", "logit_bias",
-                                              "suffix", "tools", "functions", "response_format",
+                                              "suffix", "functions", "response_format",
                                               "min_p", "repetition_penalty", "min_tokens",
                                               "prompt_logprobs", "use_beam_search"};
     for (size_t i = 0; i < sizeof unsupported / sizeof *unsupported; i++)
@@ -410,6 +499,7 @@ bool road__api_parse_request(api_kind kind, const char *body, size_t len, api_re
     out->max_tokens = -1;
     out->temperature = 1.0f;
     out->top_p = 1.0f;
+    out->add_generation_prompt = true;
     cJSON *root = NULL;
     if (!parse_json(body, len, &root, err)) return false;
     bool ok = parse_body(kind, root, out, err);
@@ -425,11 +515,10 @@ void road__api_request_free(api_request *r) {
     free(r->model);
     free(r->prompt);
     free(r->prompt_ids);
-    for (int32_t i = 0; i < r->n_messages; i++) {
-        free((char *)r->messages[i].role);
-        free((char *)r->messages[i].content);
-    }
-    free(r->messages);
+    cJSON_Delete(r->messages);
+    cJSON_Delete(r->tools);
+    cJSON_Delete(r->documents);
+    cJSON_Delete(r->chat_template_kwargs);
     for (int32_t i = 0; i < r->n_stop; i++) free(r->stop[i]);
     free(r->stop);
     free(r->stop_ids);

@@ -28,8 +28,13 @@ typedef struct api_request {
     char *prompt;               /* completions with a text prompt */
     int32_t *prompt_ids;        /* completions with a token-id prompt */
     int64_t n_prompt_ids;
-    road_chat_message *messages; /* chat (strings owned) */
-    int32_t n_messages;
+    /* chat: the messages as the chat template gets them (owned; roles checked, "developer"
+     * renamed "system", text parts joined, tool-call arguments parsed), and the template's
+     * other arguments (NULL when not sent) */
+    struct cJSON *messages;
+    struct cJSON *tools, *documents, *chat_template_kwargs;
+    bool add_generation_prompt;  /* true unless sent false */
+    bool continue_final_message;
     bool stream, include_usage, ignore_eos;
     int64_t max_tokens;         /* -1: not given */
     float temperature;          /* 1 unless given (OpenAI's default) */

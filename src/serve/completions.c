@@ -73,9 +73,32 @@ static bool prompt_ids(road_server *s, const api_request *q, int32_t **ids, int6
             return false;
         }
         road_chat_params cp = road_chat_default_params();
-        cp.tmpl = s->tmpl;
-        road_status st = road_tokenizer_apply_chat(s->tok, &cp, q->messages, (size_t)q->n_messages,
-                                                   &text, &len);
+        cp.add_generation_prompt = q->add_generation_prompt;
+        cp.continue_final_message = q->continue_final_message;
+        cp.tools = q->tools;
+        cp.documents = q->documents;
+        /* the server's --chat-kwargs, then the request's chat_template_kwargs over them */
+        cJSON *kw = NULL;
+        if (s->chat_kwargs || q->chat_template_kwargs) {
+            kw = s->chat_kwargs ? cJSON_Duplicate(s->chat_kwargs, true) : cJSON_CreateObject();
+            for (const cJSON *k = q->chat_template_kwargs ? q->chat_template_kwargs->child : NULL;
+                 kw && k; k = k->next) {
+                cJSON *dup = cJSON_Duplicate(k, true);
+                cJSON_DeleteItemFromObjectCaseSensitive(kw, k->string);
+                if (!dup || !cJSON_AddItemToObject(kw, k->string, dup)) {
+                    cJSON_Delete(dup);
+                    cJSON_Delete(kw);
+                    kw = NULL;
+                }
+            }
+            if (!kw) {
+                road__api_error_set(err, 500, "server_error", NULL, NULL, "out of memory");
+                return false;
+            }
+        }
+        cp.kwargs = kw;
+        road_status st = road_tokenizer_apply_chat_json(s->tok, &cp, q->messages, &text, &len);
+        cJSON_Delete(kw);
         if (st != ROAD_OK) {
             road__api_error_set(err, 400, "invalid_request_error", NULL, "messages",
                                 "the chat template refused the messages: %s", road_last_error());

@@ -49,7 +49,6 @@ road_server_params road_server_default_params(void) {
     memset(&p, 0, sizeof p);
     p.host = "127.0.0.1";
     p.port = 8080;
-    p.chat_template = ROAD_CHAT_AUTO;
     p.model = road_model_default_params();
     p.engine = road_engine_default_params();
     p.max_body_bytes = SERVER_DEFAULT_MAX_BODY;
@@ -129,16 +128,25 @@ road_status road_server_create(const road_server_params *p, road_server **out) {
             road__error_prefix("loading the tokenizer");
         }
     }
+    if (st == ROAD_OK && !s->tok && (p->chat_template || p->chat_template_kwargs))
+        st = road__error(ROAD_ERR_INVALID_ARG, "a chat template needs the model's tokenizer.json, "
+                                               "and the model folder has none");
+    if (st == ROAD_OK && p->chat_template_kwargs) {
+        st = road_json_parse(p->chat_template_kwargs, strlen(p->chat_template_kwargs), &s->chat_kwargs);
+        if (st == ROAD_OK && !cJSON_IsObject(s->chat_kwargs))
+            st = road__error(ROAD_ERR_INVALID_ARG, "must be a JSON object, e.g. {\"enable_thinking\": false}");
+        if (st != ROAD_OK) road__error_prefix("chat template kwargs");
+    }
+    if (st == ROAD_OK && s->tok && p->chat_template)
+        st = road_tokenizer_set_chat_template(s->tok, p->chat_template);
     if (st == ROAD_OK && s->tok) {
-        if (p->chat_template != ROAD_CHAT_AUTO) {
-            s->tmpl = p->chat_template;
-            s->has_template = true;
-        } else if (road_tokenizer_chat_template(s->tok, &s->tmpl) == ROAD_OK) {
+        if (road_tokenizer_chat_template(s->tok, NULL) == ROAD_OK) {
             s->has_template = true;
         } else {
             snprintf(s->tmpl_err, sizeof s->tmpl_err,
-                     "chat needs a chat template and the model has none road can run (%.160s)",
+                     "chat needs a chat template and the model has none road can run (%.300s)",
                      road_last_error());
+            road_clear_error();
         }
     }
     road_adapter_set *set = st == ROAD_OK ? road_model_adapters(s->m) : NULL;
@@ -176,6 +184,7 @@ void road_server_free(road_server *s) {
     road_server_stop(s);
     road_engine_free(s->e);
     road_tokenizer_free(s->tok);
+    cJSON_Delete(s->chat_kwargs);
     road_model_free(s->m);
     free(s->model_dir);
     free(s->served_name);

@@ -11,6 +11,8 @@
 #include "road/serve.h"
 #include "serve/api.h"
 
+#include <cjson/cJSON.h>
+
 /* HTTP status codes counted for /metrics (others go to "other"). */
 #define SERVER_N_CODES 16
 extern const int road__server_codes[SERVER_N_CODES];
@@ -21,7 +23,7 @@ struct road_server {
     road_model *m;
     road_tokenizer *tok;   /* NULL: the model folder has no tokenizer.json */
     bool has_template;
-    road_chat_template tmpl;
+    struct cJSON *chat_kwargs; /* --chat-kwargs: defaults for chat_template_kwargs, or NULL */
     char tmpl_err[512];    /* why chat is unavailable */
     road_engine *e;
     struct MHD_Daemon *d;

@@ -1,94 +1,403 @@
 /*
- * tokenizer/chat.c - chat prompts.
+ * tokenizer/chat.c - chat prompts: the model's own chat templates run as written.
  *
- * ROAD_CHAT_AUTO runs the tokenizer's own chat template (tokenizer_config.json's chat_template
- * or chat_template.jinja) as written, with the Jinja engine (tokenizer/jinja.h) and the
- * variables transformers' apply_chat_template passes: the prompt an adapter is trained and
- * served with is the one PEFT/TRL and transformers build for the same model. Recognising a
- * template by its markers and substituting a look-alike was wrong for the main Instruct
- * models (issue 16), so nothing is guessed: a model without a template is an error asking for
- * a name.
+ * A tokenizer holds its model's templates by name (tokenizer_config.json's chat_template, a
+ * string or a named list; chat_template.jinja; additional_chat_templates/NAME.jinja), each
+ * parsed once by the Jinja engine (tokenizer/jinja.h), and optionally one chosen by
+ * road_tokenizer_set_chat_template (a file, one of the model's names, or a built-in of
+ * chat_builtin.c). A render passes the variables transformers' apply_chat_template passes, so
+ * the prompt an adapter is trained and served with is the one PEFT/TRL and transformers build
+ * for the same model; nothing is guessed from the template's markers (issue 16).
  *
- * The named templates (llama3, llama2, mistral, chatml, qwen3) are built-in renderers for a
- * base model that has no template of its own; they write what those families' templates write
- * for plain system/user/assistant chats (tests check strings worked out from the Jinja).
+ * On top of the engine, apply_chat_template's own steps: the choice of template ("tool_use"
+ * when tools are passed), continue_final_message (the render cut after the last message's
+ * content, by transformers' rule), and the assistant spans training needs ({% generation %}
+ * markers, else renders of prefixes, as TRL does).
  */
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <cjson/cJSON.h>
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "io/file.h"
 #include "tokenizer/jinja.h"
+#include "tokenizer/text_util.h"
 #include "tokenizer/tokenizer_internal.h"
 
-static const char *const NAMES[ROAD_CHAT_COUNT_] = {"auto", "llama3", "llama2", "mistral",
-                                                    "chatml", "qwen3"};
+/* A template file is a few KiB; anything past this is not a template. */
+#define CHAT_MAX_FILE_BYTES ((size_t)4 << 20)
 
 road_chat_params road_chat_default_params(void) {
-    road_chat_params p = {ROAD_CHAT_AUTO, true, true};
+    road_chat_params p;
+    memset(&p, 0, sizeof p);
+    p.add_generation_prompt = true;
     return p;
 }
 
-const char *road_chat_template_name(road_chat_template t) {
-    return (unsigned)t < ROAD_CHAT_COUNT_ ? NAMES[t] : "?";
-}
+/* ---- the templates a tokenizer holds -------------------------------------------------------- */
 
-road_status road_chat_template_from_name(const char *name, road_chat_template *out) {
-    for (int i = 0; name && i < ROAD_CHAT_COUNT_; i++) {
-        if (strcmp(name, NAMES[i]) == 0) {
-            *out = (road_chat_template)i;
-            return ROAD_OK;
+/* Whether the text has a {% generation %} tag (transformers' AssistantTracker): "{%", an
+ * optional '-' or '+', blanks, "generation", then a blank, '-' or '%'. */
+static bool has_generation(const char *s, size_t n) {
+    static const char kw[] = "generation";
+    for (size_t i = 0; i + 2 <= n; i++) {
+        if (s[i] != '{' || s[i + 1] != '%') continue;
+        size_t j = i + 2;
+        if (j < n && (s[j] == '-' || s[j] == '+')) j++;
+        while (j < n && (s[j] == ' ' || s[j] == '\t' || s[j] == '\n' || s[j] == '\r')) j++;
+        if (n - j > sizeof kw - 1 && memcmp(s + j, kw, sizeof kw - 1) == 0) {
+            char c = s[j + sizeof kw - 1];
+            if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '-' || c == '%')
+                return true;
         }
     }
-    return road__error(ROAD_ERR_INVALID_ARG,
-                       "unknown chat template \"%.40s\"; road knows llama3, "
-                       "llama2, mistral, chatml, qwen3",
-                       name ? name : "(null)");
+    return false;
 }
 
-#define NO_TEMPLATE_HINT                                                                           \
-    "pass --chat-template NAME (a built-in: llama3, llama2, mistral, chatml, qwen3)"
+static void tmpl_clear(tok_chat_tmpl *c) {
+    road__jinja_free(c->prog);
+    road__free(c->name);
+    road__free(c->text);
+    road__free(c->source);
+    road__free(c->err_msg);
+    memset(c, 0, sizeof *c);
+}
 
-road_status road__tok_chat_compile(road_tokenizer *t) {
-    if (!t->chat_template) return ROAD_OK;
-    road_status s = road__jinja_parse(t->chat_template, strlen(t->chat_template), &t->chat_prog);
-    if (s == ROAD_OK || s == ROAD_ERR_NO_MEMORY) return s;
-    t->chat_err = s;
-    t->chat_err_msg = road__strdup(road_last_error());
+/* Fill c (zeroed) with a copy of the template and its parse. A parse error is kept in c
+ * (err, err_msg) and is not an error here; only ROAD_ERR_NO_MEMORY is returned. */
+static road_status tmpl_init(tok_chat_tmpl *c, const char *name, const char *text, size_t len,
+                             const char *source) {
+    c->name = road__strdup(name);
+    c->source = road__strdup(source);
+    c->text = road__malloc(len + 1);
+    if (!c->name || !c->source || !c->text) {
+        tmpl_clear(c);
+        return ROAD_ERR_NO_MEMORY;
+    }
+    memcpy(c->text, text, len);
+    c->text[len] = '\0';
+    c->generation = has_generation(text, len);
+    road_status s = road__jinja_parse(text, len, &c->prog);
+    if (s == ROAD_OK) return ROAD_OK;
+    if (s == ROAD_ERR_NO_MEMORY) {
+        tmpl_clear(c);
+        return s;
+    }
+    c->err = s;
+    c->err_msg = road__strdup(road_last_error());
     road_clear_error();
-    return t->chat_err_msg ? ROAD_OK : ROAD_ERR_NO_MEMORY;
+    if (!c->err_msg) {
+        tmpl_clear(c);
+        return ROAD_ERR_NO_MEMORY;
+    }
+    return ROAD_OK;
+}
+
+static tok_chat_tmpl *find(const road_tokenizer *t, const char *name) {
+    for (int i = 0; i < t->n_chats; i++)
+        if (strcmp(t->chats[i].name, name) == 0) return &t->chats[i];
+    return NULL;
+}
+
+road_status road__tok_chat_add(road_tokenizer *t, const char *name, const char *text, size_t len,
+                               const char *source) {
+    tok_chat_tmpl fresh;
+    memset(&fresh, 0, sizeof fresh);
+    road_status s = tmpl_init(&fresh, name, text, len, source);
+    if (s != ROAD_OK) return s;
+    tok_chat_tmpl *old = find(t, name);
+    if (old) { /* chat_template.jinja replaces the config's default */
+        tmpl_clear(old);
+        *old = fresh;
+        return ROAD_OK;
+    }
+    tok_chat_tmpl *v = road__realloc(t->chats, (size_t)(t->n_chats + 1) * sizeof *v);
+    if (!v) {
+        tmpl_clear(&fresh);
+        return ROAD_ERR_NO_MEMORY;
+    }
+    t->chats = v;
+    t->chats[t->n_chats++] = fresh;
+    return ROAD_OK;
 }
 
 void road__tok_chat_free(road_tokenizer *t) {
-    road__jinja_free(t->chat_prog);
-    road__free(t->chat_template);
-    road__free(t->chat_err_msg);
+    for (int i = 0; i < t->n_chats; i++) tmpl_clear(&t->chats[i]);
+    road__free(t->chats);
+    if (t->chosen) tmpl_clear(t->chosen);
+    road__free(t->chosen);
+    t->chats = t->chosen = NULL;
+    t->n_chats = 0;
 }
 
-road_status road_tokenizer_chat_template(const road_tokenizer *t, road_chat_template *out) {
-    if (!t || !out) return road__error(ROAD_ERR_INVALID_ARG, "road_tokenizer_chat_template: NULL");
-    if (t->chat_prog) {
-        *out = ROAD_CHAT_AUTO;
+/* "a, b, c" into buf: the model's template names, or the built-ins. */
+static const char *list_names(const road_tokenizer *t, bool builtins, char *buf, size_t cap) {
+    size_t n = 0;
+    buf[0] = '\0';
+    const char *const *b = road_chat_builtin_names();
+    for (int i = 0; builtins ? b[i] != NULL : i < t->n_chats; i++) {
+        int w = snprintf(buf + n, cap - n, "%s%s", n ? ", " : "", builtins ? b[i] : t->chats[i].name);
+        if (w < 0 || (size_t)w >= cap - n) break;
+        n += (size_t)w;
+    }
+    return buf;
+}
+
+#define TEMPLATE_HINT "pass --chat-template FILE|NAME (a Jinja file, or a built-in: %s)"
+
+static bool looks_like_file(const char *spec) {
+    size_t n = strlen(spec);
+    struct stat st;
+    return strchr(spec, '/') != NULL || (n > 6 && strcmp(spec + n - 6, ".jinja") == 0) ||
+           stat(spec, &st) == 0;
+}
+
+road_status road_tokenizer_set_chat_template(road_tokenizer *t, const char *spec) {
+    if (!t) return road__error(ROAD_ERR_INVALID_ARG, "road_tokenizer_set_chat_template: NULL");
+    if (!spec) {
+        if (t->chosen) tmpl_clear(t->chosen);
+        road__free(t->chosen);
+        t->chosen = NULL;
         return ROAD_OK;
     }
-    if (t->chat_template)
-        return road__error(t->chat_err, "%s: %s; fix the template or " NO_TEMPLATE_HINT,
-                           t->chat_source, t->chat_err_msg ? t->chat_err_msg : "cannot be parsed");
-    return road__error(ROAD_ERR_NOT_FOUND,
-                       "the model has no chat template (tokenizer_config.json has no "
-                       "chat_template and there is no chat_template.jinja); " NO_TEMPLATE_HINT);
+    char names[512], builtins[256], source[600];
+    char *file_text = NULL;
+    const char *text = NULL;
+    size_t len = 0;
+    road_status s = ROAD_OK;
+    const tok_chat_tmpl *own = find(t, spec);
+    if (own) {
+        text = own->text, len = strlen(own->text);
+        snprintf(source, sizeof source, "%s", own->source);
+    } else if (looks_like_file(spec)) {
+        if ((s = road__file_read(spec, CHAT_MAX_FILE_BYTES, &file_text, &len)) != ROAD_OK) {
+            road__error_prefix("chat template %s", spec);
+            return s;
+        }
+        text = file_text;
+        snprintf(source, sizeof source, "chat template %.500s", spec);
+    } else if ((text = road__chat_builtin(spec)) != NULL) {
+        len = strlen(text);
+        snprintf(source, sizeof source, "built-in chat template %.100s", spec);
+    } else {
+        return road__error(ROAD_ERR_NOT_FOUND,
+                           "chat template \"%.100s\" is not a file, not one of the model's "
+                           "templates (%s) and not a built-in (%s)",
+                           spec, t->n_chats ? list_names(t, false, names, sizeof names) : "none",
+                           list_names(t, true, builtins, sizeof builtins));
+    }
+    tok_chat_tmpl *c = road__calloc(1, sizeof *c);
+    if (!c || (s = tmpl_init(c, spec, text, len, source)) != ROAD_OK) {
+        road__free(c);
+        road__free(file_text);
+        return ROAD_ERR_NO_MEMORY;
+    }
+    road__free(file_text);
+    if (!c->prog) {
+        s = road__error(c->err, "%s: %s", c->source, c->err_msg);
+        tmpl_clear(c);
+        road__free(c);
+        return s;
+    }
+    road_tokenizer_set_chat_template(t, NULL);
+    t->chosen = c;
+    return ROAD_OK;
 }
 
-/* The variables transformers passes: messages, add_generation_prompt, the special tokens the
- * config sets (absent ones stay undefined), tools and documents null, and the extra keyword
- * arguments: enable_thinking only when it is turned off (on is every template's default, and
- * passing it would make `enable_thinking is defined` true where transformers' is not). */
+static bool has_tools(const road_chat_params *p) {
+    return p && p->tools && !cJSON_IsNull(p->tools);
+}
+
+/* The template a render uses, as transformers picks it; an error when there is none or it did
+ * not parse. */
+static road_status pick(const road_tokenizer *t, const road_chat_params *p,
+                        const tok_chat_tmpl **out) {
+    char names[512], builtins[256];
+    const tok_chat_tmpl *c = t->chosen;
+    if (!c && has_tools(p)) c = find(t, "tool_use");
+    if (!c) c = find(t, "default");
+    if (!c && t->n_chats)
+        return road__error(ROAD_ERR_NOT_FOUND,
+                           "the model's chat templates are named %s and none is \"default\"; "
+                           "pass --chat-template NAME",
+                           list_names(t, false, names, sizeof names));
+    if (!c)
+        return road__error(ROAD_ERR_NOT_FOUND,
+                           "the model has no chat template (tokenizer_config.json has no "
+                           "chat_template and there is no chat_template.jinja); " TEMPLATE_HINT,
+                           list_names(t, true, builtins, sizeof builtins));
+    if (!c->prog)
+        return road__error(c->err, "%s: %s; fix the template or " TEMPLATE_HINT, c->source,
+                           c->err_msg ? c->err_msg : "cannot be parsed",
+                           list_names(t, true, builtins, sizeof builtins));
+    *out = c;
+    return ROAD_OK;
+}
+
+road_status road_tokenizer_chat_template(const road_tokenizer *t, const char **source) {
+    if (!t) return road__error(ROAD_ERR_INVALID_ARG, "road_tokenizer_chat_template: NULL");
+    const tok_chat_tmpl *c = NULL;
+    road_status s = pick(t, NULL, &c);
+    if (s == ROAD_OK && source) *source = c->source;
+    return s;
+}
+
+/* ---- rendering ------------------------------------------------------------------------------- */
+
+static const char *const RESERVED[] = {"messages", "tools", "documents", "add_generation_prompt"};
+
+/* Messages as the templates expect them: a list of objects, each with a string role. */
+static road_status check_messages(const cJSON *messages) {
+    if (!cJSON_IsArray(messages))
+        return road__error(ROAD_ERR_INVALID_ARG, "the messages must be a JSON list of objects");
+    int64_t i = 0;
+    for (const cJSON *m = messages->child; m; m = m->next, i++) {
+        const cJSON *role = cJSON_IsObject(m) ? cJSON_GetObjectItemCaseSensitive(m, "role") : NULL;
+        if (!cJSON_IsString(role))
+            return road__error(ROAD_ERR_INVALID_ARG,
+                               "message %lld: each message must be an object with a string "
+                               "\"role\"",
+                               (long long)i);
+    }
+    return ROAD_OK;
+}
+
+/* apply_chat_template's variables. The caller's JSON is referenced, not copied: the object
+ * must not outlive messages, tools, documents and kwargs. */
 static road_status chat_vars(const road_tokenizer *t, const road_chat_params *p,
-                             const road_chat_message *msgs, size_t n, cJSON **out) {
-    cJSON *v = cJSON_CreateObject(), *list = cJSON_AddArrayToObject(v, "messages");
-    bool ok = v && list;
+                             const cJSON *messages, bool add_generation_prompt, cJSON **out) {
+    *out = NULL;
+    if ((p->tools && !cJSON_IsNull(p->tools) && !cJSON_IsArray(p->tools)) ||
+        (p->documents && !cJSON_IsNull(p->documents) && !cJSON_IsArray(p->documents)))
+        return road__error(ROAD_ERR_INVALID_ARG, "tools and documents must be JSON lists");
+    if (p->kwargs && !cJSON_IsObject(p->kwargs))
+        return road__error(ROAD_ERR_INVALID_ARG, "the chat template's keyword arguments must be "
+                                                 "a JSON object, e.g. {\"enable_thinking\": false}");
+    for (const cJSON *k = p->kwargs ? p->kwargs->child : NULL; k; k = k->next)
+        for (size_t i = 0; i < sizeof RESERVED / sizeof RESERVED[0]; i++)
+            if (strcmp(k->string, RESERVED[i]) == 0)
+                return road__error(ROAD_ERR_INVALID_ARG,
+                                   "the chat template's keyword arguments cannot set \"%s\" "
+                                   "(it has its own argument)",
+                                   RESERVED[i]);
+    cJSON *v = cJSON_CreateObject();
+    bool ok = v && cJSON_AddItemReferenceToObject(v, "messages", (cJSON *)messages);
+    ok = ok && (p->tools ? cJSON_AddItemReferenceToObject(v, "tools", (cJSON *)p->tools)
+                         : cJSON_AddNullToObject(v, "tools") != NULL);
+    ok = ok && (p->documents ? cJSON_AddItemReferenceToObject(v, "documents", (cJSON *)p->documents)
+                             : cJSON_AddNullToObject(v, "documents") != NULL);
+    ok = ok && cJSON_AddBoolToObject(v, "add_generation_prompt", add_generation_prompt);
+    const char *const tokens[][2] = {{"bos_token", t->bos_text},
+                                     {"eos_token", t->eos_text},
+                                     {"unk_token", t->unk_text},
+                                     {"pad_token", t->pad_text}};
+    for (size_t i = 0; ok && i < sizeof tokens / sizeof tokens[0]; i++)
+        if (tokens[i][1]) ok = cJSON_AddStringToObject(v, tokens[i][0], tokens[i][1]) != NULL;
+    for (const cJSON *k = p->kwargs ? p->kwargs->child : NULL; ok && k; k = k->next) {
+        cJSON_DeleteItemFromObjectCaseSensitive(v, k->string); /* kwargs win over the tokens */
+        ok = cJSON_AddItemReferenceToObject(v, k->string, (cJSON *)k);
+    }
+    if (!ok) {
+        cJSON_Delete(v);
+        return road__error(ROAD_ERR_NO_MEMORY, "out of memory building a chat's variables");
+    }
+    *out = v;
+    return ROAD_OK;
+}
+
+static road_status render(const road_tokenizer *t, const tok_chat_tmpl *c,
+                          const road_chat_params *p, const cJSON *messages, bool gen,
+                          road__jinja_result *r) {
+    cJSON *vars = NULL;
+    road_status s = chat_vars(t, p, messages, gen, &vars);
+    if (s != ROAD_OK) return s;
+    s = road__jinja_render(c->prog, vars, NULL, r);
+    cJSON_Delete(vars);
+    if (s != ROAD_OK && s != ROAD_ERR_NO_MEMORY) road__error_prefix("%s", c->source);
+    return s;
+}
+
+/* transformers' continue_final_message: the render ends right after the last message's
+ * content (for a list of parts, the last part with a "text"), found as the last occurrence of
+ * the stripped content; the content's trailing whitespace is kept when the render has it
+ * there (the slice from that occurrence, as long as content.lstrip(), equals the content),
+ * else dropped. */
+static road_status cut_final(const cJSON *messages, const char *text, size_t *len) {
+    const cJSON *last = cJSON_GetArrayItem(messages, cJSON_GetArraySize(messages) - 1);
+    const cJSON *content = last ? cJSON_GetObjectItemCaseSensitive(last, "content") : NULL;
+    const char *final = NULL;
+    if (cJSON_IsString(content)) final = content->valuestring;
+    for (const cJSON *part = cJSON_IsArray(content) ? content->child : NULL; part;
+         part = part->next) {
+        const cJSON *tx = cJSON_GetObjectItemCaseSensitive(part, "text");
+        if (cJSON_IsString(tx)) final = tx->valuestring;
+    }
+    if (!final)
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "continue_final_message: the final message has no text to continue "
+                           "(its content is not a string or a list with a text part)");
+    size_t fl = strlen(final), sl = fl, ll = fl;
+    const char *st = final, *ls = final;
+    road__tok_py_strip(&st, &sl, true, true);
+    road__tok_py_strip(&ls, &ll, true, false);
+    const char *at = NULL;
+    for (size_t i = *len + 1 >= sl + 1 ? *len - sl + 1 : 0; i-- > 0;)
+        if (memcmp(text + i, st, sl) == 0) {
+            at = text + i;
+            break;
+        }
+    if (!at)
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "continue_final_message: the final message does not appear in the "
+                           "render (the chat template changes it); render without "
+                           "continue_final_message or change the message");
+    size_t loc = (size_t)(at - text);
+    bool kept = ll == fl && loc + ll <= *len && memcmp(at, final, fl) == 0;
+    *len = loc + (kept ? ll : sl);
+    return ROAD_OK;
+}
+
+road_status road_tokenizer_apply_chat_json(const road_tokenizer *t, const road_chat_params *p,
+                                           const cJSON *messages, char **text, size_t *len) {
+    if (!t || !p || !text)
+        return road__error(ROAD_ERR_INVALID_ARG, "road_tokenizer_apply_chat_json: NULL argument");
+    *text = NULL;
+    if (p->add_generation_prompt && p->continue_final_message)
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "add_generation_prompt and continue_final_message cannot both be set: "
+                           "one starts a new assistant turn, the other leaves the last message "
+                           "open");
+    road_status s = check_messages(messages);
+    if (s != ROAD_OK) return s;
+    if (p->continue_final_message && !messages->child)
+        return road__error(ROAD_ERR_INVALID_ARG, "continue_final_message needs a message");
+    const tok_chat_tmpl *c = NULL;
+    if ((s = pick(t, p, &c)) != ROAD_OK) return s;
+    road__jinja_result r;
+    if ((s = render(t, c, p, messages, p->add_generation_prompt, &r)) != ROAD_OK) return s;
+    if (p->continue_final_message && (s = cut_final(messages, r.text, &r.len)) != ROAD_OK) {
+        road__jinja_result_free(&r);
+        return s;
+    }
+    r.text[r.len] = '\0';
+    road__free(r.spans);
+    *text = r.text;
+    if (len) *len = r.len;
+    return ROAD_OK;
+}
+
+/* road_chat_message[] as the JSON list the templates get. */
+static road_status messages_json(const road_chat_message *msgs, size_t n, cJSON **out) {
+    cJSON *list = cJSON_CreateArray();
+    bool ok = list != NULL;
     for (size_t i = 0; ok && i < n; i++) {
+        if (!msgs[i].role || !msgs[i].content) {
+            cJSON_Delete(list);
+            return road__error(ROAD_ERR_INVALID_ARG, "message %zu has no role or content", i);
+        }
         cJSON *m = cJSON_CreateObject();
         if (!m || !cJSON_AddItemToArray(list, m)) {
             cJSON_Delete(m); /* not in the list: still ours */
@@ -98,39 +407,26 @@ static road_status chat_vars(const road_tokenizer *t, const road_chat_params *p,
         ok = cJSON_AddStringToObject(m, "role", msgs[i].role) &&
              cJSON_AddStringToObject(m, "content", msgs[i].content);
     }
-    const char *const tokens[][2] = {{"bos_token", t->bos_text},
-                                     {"eos_token", t->eos_text},
-                                     {"unk_token", t->unk_text},
-                                     {"pad_token", t->pad_text}};
-    for (size_t i = 0; ok && i < sizeof tokens / sizeof tokens[0]; i++)
-        if (tokens[i][1]) ok = cJSON_AddStringToObject(v, tokens[i][0], tokens[i][1]) != NULL;
-    ok = ok && cJSON_AddBoolToObject(v, "add_generation_prompt", p->add_generation_prompt) &&
-         cJSON_AddNullToObject(v, "tools") && cJSON_AddNullToObject(v, "documents");
-    if (ok && !p->enable_thinking) ok = cJSON_AddFalseToObject(v, "enable_thinking") != NULL;
     if (!ok) {
-        cJSON_Delete(v);
-        return road__error(ROAD_ERR_NO_MEMORY, "out of memory building a chat's variables");
+        cJSON_Delete(list);
+        return road__error(ROAD_ERR_NO_MEMORY, "out of memory building a chat");
     }
-    *out = v;
+    *out = list;
     return ROAD_OK;
 }
 
-static road_status render_own(const road_tokenizer *t, const road_chat_params *p,
-                              const road_chat_message *msgs, size_t n, char **text, size_t *len) {
-    cJSON *vars = NULL;
-    road_status s = chat_vars(t, p, msgs, n, &vars);
+road_status road_tokenizer_apply_chat(const road_tokenizer *t, const road_chat_params *p,
+                                      const road_chat_message *msgs, size_t n, char **text,
+                                      size_t *len) {
+    if (!t || !p || !text || (!msgs && n))
+        return road__error(ROAD_ERR_INVALID_ARG, "road_tokenizer_apply_chat: NULL argument");
+    *text = NULL;
+    cJSON *list = NULL;
+    road_status s = messages_json(msgs, n, &list);
     if (s != ROAD_OK) return s;
-    road__jinja_result r;
-    s = road__jinja_render(t->chat_prog, vars, NULL, &r);
-    cJSON_Delete(vars);
-    if (s != ROAD_OK) {
-        if (s != ROAD_ERR_NO_MEMORY) road__error_prefix("%s", t->chat_source);
-        return s;
-    }
-    road__free(r.spans);
-    *text = r.text;
-    if (len) *len = r.len;
-    return ROAD_OK;
+    s = road_tokenizer_apply_chat_json(t, p, list, text, len);
+    cJSON_Delete(list);
+    return s;
 }
 
 road_status road_chat_template_render(const char *tmpl, size_t tmpl_len, const cJSON *vars,
@@ -151,230 +447,178 @@ road_status road_chat_template_render(const char *tmpl, size_t tmpl_len, const c
     return ROAD_OK;
 }
 
-typedef struct out_t {
-    tok_buf b;
-    road_status s;
-} out_t;
+/* ---- assistant spans, for training ------------------------------------------------------- */
 
-static void put(out_t *o, const char *s) {
-    if (o->s == ROAD_OK && s) o->s = road__tok_buf_put(&o->b, s, strlen(s));
-}
-static void putn(out_t *o, const char *s, size_t n) {
-    if (o->s == ROAD_OK) o->s = road__tok_buf_put(&o->b, s, n);
+void road_chat_spans_free(road_chat_span *spans) {
+    road__free(spans);
 }
 
-/* Python's str.strip() of whitespace (Jinja's |trim and .strip()) and of one character set. */
-static bool py_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
-static void span_strip(const char **s, size_t *n, bool left, bool right, const char *set) {
-    while (left && *n && (set ? strchr(set, (*s)[0]) != NULL : py_ws((*s)[0]))) (*s)++, (*n)--;
-    while (right && *n && (set ? strchr(set, (*s)[*n - 1]) != NULL : py_ws((*s)[*n - 1]))) (*n)--;
-}
-static void put_stripped(out_t *o, const char *s, bool left, bool right, const char *set) {
-    size_t n = strlen(s);
-    span_strip(&s, &n, left, right, set);
-    putn(o, s, n);
+static bool is_assistant(const cJSON *m) {
+    const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+    return cJSON_IsString(role) && strcmp(role->valuestring, "assistant") == 0;
 }
 
-static bool is_role(const road_chat_message *m, const char *r) { return strcmp(m->role, r) == 0; }
-
-static road_status alternation(const road_chat_message *m, size_t n, bool allow_system) {
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (allow_system && i == 0 && is_role(&m[0], "system")) continue;
-        bool user = is_role(&m[i], "user");
-        if (!user && !is_role(&m[i], "assistant"))
-            return road__error(ROAD_ERR_INVALID_ARG,
-                               "message %zu: role \"%.20s\" is not allowed by "
-                               "this template (user/assistant%s)",
-                               i, m[i].role, allow_system ? ", and system first" : "");
-        if (user != (k % 2 == 0))
-            return road__error(ROAD_ERR_INVALID_ARG,
-                               "Conversation roles must alternate "
-                               "user/assistant/user/assistant/... (message %zu)",
-                               i);
-        k++;
-    }
-    return ROAD_OK;
-}
-
-static void llama3(out_t *o, const road_tokenizer *t, const road_chat_message *m, size_t n,
-                   bool gen) {
-    for (size_t i = 0; i < n; i++) {
-        if (i == 0) put(o, t->bos_text);
-        put(o, "<|start_header_id|>");
-        put(o, m[i].role);
-        put(o, "<|end_header_id|>\n\n");
-        put_stripped(o, m[i].content, true, true, NULL);
-        put(o, "<|eot_id|>");
-    }
-    /* The template of this family's tokenizer_config.json (and of the fixture) writes the
-     * assistant header unconditionally; Meta's later files guard it by add_generation_prompt. */
-    bool guarded = t->chat_template && strstr(t->chat_template, "add_generation_prompt");
-    if (gen || !guarded) put(o, "<|start_header_id|>assistant<|end_header_id|>\n\n");
-}
-
-static road_status llama2(out_t *o, const road_tokenizer *t, const road_chat_message *m,
-                          size_t n, bool mistral) {
-    road_status s = alternation(m, n, !mistral);
-    if (s != ROAD_OK) return s;
-    const char *system = NULL;
-    if (!mistral && n && is_role(&m[0], "system")) system = m[0].content, m++, n--;
-    if (mistral) put(o, t->bos_text);
-    for (size_t i = 0; i < n; i++) {
-        if (is_role(&m[i], "user")) {
-            if (!mistral) put(o, t->bos_text);
-            put(o, "[INST] ");
-            if (mistral) {
-                put(o, m[i].content);
-            } else if (i == 0 && system) {
-                /* '<<SYS>>\n' + system + '\n<</SYS>>\n\n' + content, then .strip() */
-                tok_buf tmp = {0};
-                out_t c = {tmp, ROAD_OK};
-                put(&c, "<<SYS>>\n");
-                put(&c, system);
-                put(&c, "\n<</SYS>>\n\n");
-                put(&c, m[i].content);
-                put(&c, "");
-                if (c.s == ROAD_OK) put_stripped(o, c.b.p, true, true, NULL);
-                else o->s = c.s;
-                road__free(c.b.p);
-            } else {
-                put_stripped(o, m[i].content, true, true, NULL);
-            }
-            put(o, " [/INST]");
-        } else {
-            if (!mistral) put(o, " ");
-            if (mistral) put(o, m[i].content);
-            else put_stripped(o, m[i].content, true, true, NULL);
-            if (!mistral) put(o, " ");
-            put(o, t->eos_text);
+/* messages[:k] as a list of references (valid while messages is). */
+static cJSON *head(const cJSON *messages, int64_t k) {
+    cJSON *list = cJSON_CreateArray();
+    int64_t i = 0;
+    for (const cJSON *m = messages->child; list && m && i < k; m = m->next, i++)
+        if (!cJSON_AddItemReferenceToArray(list, (cJSON *)m)) {
+            cJSON_Delete(list);
+            return NULL;
         }
-    }
-    return ROAD_OK;
+    return list;
 }
 
-static void chatml(out_t *o, const road_chat_message *m, size_t n, bool gen) {
-    for (size_t i = 0; i < n; i++) {
-        put(o, "<|im_start|>");
-        put(o, m[i].role);
-        put(o, "\n");
-        put(o, m[i].content);
-        put(o, "<|im_end|>\n");
-    }
-    if (gen) put(o, "<|im_start|>assistant\n");
+static road_status render_head(const road_tokenizer *t, const tok_chat_tmpl *c,
+                               const road_chat_params *p, const cJSON *messages, int64_t k,
+                               bool gen, road__jinja_result *r) {
+    cJSON *h = head(messages, k);
+    if (!h) return road__error(ROAD_ERR_NO_MEMORY, "out of memory rendering a chat");
+    road_status s = render(t, c, p, h, gen, r);
+    cJSON_Delete(h);
+    return s;
 }
 
-static bool starts_ends(const char *s, const char *a, const char *b) {
-    size_t n = strlen(s), al = strlen(a), bl = strlen(b);
-    return n >= al && n >= bl && strncmp(s, a, al) == 0 && strcmp(s + n - bl, b) == 0;
+static bool starts_with(const char *s, size_t n, const char *pre, size_t pn) {
+    return pn <= n && memcmp(s, pre, pn) == 0;
 }
 
-/* Qwen3's template without tools (tools and tool_calls are not part of road's message type). */
-static void qwen3(out_t *o, const road_chat_message *m, size_t n, const road_chat_params *p) {
-    if (n && is_role(&m[0], "system")) {
-        put(o, "<|im_start|>system\n");
-        put(o, m[0].content);
-        put(o, "<|im_end|>\n");
+/* Where the text of assistant message m, rendered as an earlier turn, ends in the whole
+ * render `full` from `from` on: the turn's content (stripped; for a content with reasoning,
+ * also the text after its last "</think>", which templates such as Qwen3's keep alone in
+ * earlier turns) followed by `closing`, the text the template puts after the content when
+ * the turn is the last one. 0 when it is not there. */
+static size_t find_turn_end(const cJSON *m, const char *full, size_t full_len, size_t from,
+                            const char *closing, size_t closing_len) {
+    const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+    if (!cJSON_IsString(content)) return 0;
+    const char *cands[2] = {content->valuestring, NULL};
+    const char *think = NULL;
+    for (const char *q = strstr(content->valuestring, "</think>"); q; q = strstr(q + 1, "</think>"))
+        think = q;
+    if (think) cands[1] = think + 8;
+    for (int k = 0; k < 2 && cands[k]; k++) {
+        const char *cs = cands[k];
+        size_t cl = strlen(cs);
+        road__tok_py_strip(&cs, &cl, true, true);
+        for (size_t i = from; i + cl + closing_len <= full_len; i++)
+            if (memcmp(full + i, cs, cl) == 0 &&
+                memcmp(full + i + cl, closing, closing_len) == 0)
+                return i + cl + closing_len;
     }
-    size_t last_query = n ? n - 1 : 0;
-    for (size_t k = n; k-- > 0;) {
-        if (is_role(&m[k], "user") && !starts_ends(m[k].content, "<tool_response>", "</tool_response>")) {
-            last_query = k;
-            break;
+    return 0;
+}
+
+/* The text the template renders after a last assistant turn's content: what follows the last
+ * occurrence of the stripped content in `turn` (the render of that turn alone, after the
+ * generation prompt). */
+static bool closing_of(const cJSON *m, const char *turn, size_t turn_len, const char **closing,
+                       size_t *closing_len) {
+    const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+    if (!cJSON_IsString(content)) return false;
+    const char *cs = content->valuestring;
+    size_t cl = strlen(cs);
+    road__tok_py_strip(&cs, &cl, true, true);
+    for (size_t i = turn_len + 1 >= cl + 1 ? turn_len - cl + 1 : 0; i-- > 0;)
+        if (memcmp(turn + i, cs, cl) == 0) {
+            *closing = turn + i + cl;
+            *closing_len = turn_len - i - cl;
+            return true;
         }
-    }
-    for (size_t i = 0; i < n; i++) {
-        const char *c = m[i].content;
-        if (is_role(&m[i], "user") || (is_role(&m[i], "system") && i > 0)) {
-            put(o, "<|im_start|>");
-            put(o, m[i].role);
-            put(o, "\n");
-            put(o, c);
-            put(o, "<|im_end|>\n");
-        } else if (is_role(&m[i], "assistant")) {
-            /* content after the last </think> (lstrip '\n'); reasoning between <think> and it */
-            const char *body = c, *rs = "";
-            size_t bl = strlen(c), rl = 0;
-            const char *end = NULL;
-            for (const char *q = strstr(c, "</think>"); q; q = strstr(q + 1, "</think>")) end = q;
-            if (end) {
-                const char *first_end = strstr(c, "</think>");
-                body = end + 8, bl = strlen(body);
-                span_strip(&body, &bl, true, false, "\n");
-                /* split('</think>')[0].rstrip('\n').split('<think>')[-1].lstrip('\n') */
-                const char *r0 = c;
-                size_t r0l = (size_t)(first_end - c);
-                span_strip(&r0, &r0l, false, true, "\n");
-                const char *st = r0;
-                for (const char *q = r0; q + 7 <= r0 + r0l; q++)
-                    if (strncmp(q, "<think>", 7) == 0) st = q + 7;
-                rl = r0l - (size_t)(st - r0);
-                rs = st;
-                span_strip(&rs, &rl, true, false, "\n");
-            }
-            put(o, "<|im_start|>assistant\n");
-            if (i > last_query && (i == n - 1 || rl > 0)) {
-                put(o, "<think>\n");
-                const char *r = rs;
-                size_t l = rl;
-                span_strip(&r, &l, true, true, "\n");
-                putn(o, r, l);
-                put(o, "\n</think>\n\n");
-                span_strip(&body, &bl, true, false, "\n");
-            }
-            putn(o, body, bl);
-            put(o, "<|im_end|>\n");
-        } else if (is_role(&m[i], "tool")) {
-            if (i == 0 || !is_role(&m[i - 1], "tool")) put(o, "<|im_start|>user");
-            put(o, "\n<tool_response>\n");
-            put(o, c);
-            put(o, "\n</tool_response>");
-            if (i == n - 1 || !is_role(&m[i + 1], "tool")) put(o, "<|im_end|>\n");
-        }
-    }
-    if (p->add_generation_prompt) {
-        put(o, "<|im_start|>assistant\n");
-        if (!p->enable_thinking) put(o, "<think>\n\n</think>\n\n");
-    }
+    return false;
 }
 
-road_status road_tokenizer_apply_chat(const road_tokenizer *t, const road_chat_params *p,
-                                      const road_chat_message *msgs, size_t n, char **text,
-                                      size_t *len) {
-    if (!t || !p || !text || (!msgs && n))
-        return road__error(ROAD_ERR_INVALID_ARG, "road_tokenizer_apply_chat: NULL argument");
-    *text = NULL;
-    for (size_t i = 0; i < n; i++)
-        if (!msgs[i].role || !msgs[i].content)
-            return road__error(ROAD_ERR_INVALID_ARG, "message %zu has no role or content", i);
-    road_chat_template k = p->tmpl;
+#define SPLIT_HINT                                                                                 \
+    "the template renders the conversation up to it differently from the whole conversation; "   \
+    "use a chat template whose assistant turns are marked with {%% generation %%} ... "           \
+    "{%% endgeneration %%} (--chat-template FILE)"
+
+/* The assistant spans by prefixes (the template has no {% generation %} markers). */
+static road_status spans_by_prefixes(const road_tokenizer *t, const tok_chat_tmpl *c,
+                                     const road_chat_params *p, const cJSON *messages,
+                                     const road__jinja_result *full, road_chat_span *spans,
+                                     size_t *n_spans) {
     road_status s = ROAD_OK;
-    if (k == ROAD_CHAT_AUTO) {
-        if ((s = road_tokenizer_chat_template(t, &k)) != ROAD_OK) return s;
-        return render_own(t, p, msgs, n, text, len);
+    size_t done = 0, n = 0;
+    int64_t k = 0;
+    for (const cJSON *m = messages->child; m && s == ROAD_OK; m = m->next, k++) {
+        if (!is_assistant(m)) continue;
+        road__jinja_result pre, post;
+        memset(&pre, 0, sizeof pre);
+        memset(&post, 0, sizeof post);
+        if ((s = render_head(t, c, p, messages, k, true, &pre)) == ROAD_OK &&
+            (s = render_head(t, c, p, messages, k + 1, false, &post)) == ROAD_OK) {
+            size_t a = pre.len, b = 0;
+            if (a < done || !starts_with(full->text, full->len, pre.text, pre.len) ||
+                !starts_with(post.text, post.len, pre.text, pre.len)) {
+                s = road__error(ROAD_ERR_UNSUPPORTED,
+                                "message %lld (assistant): its turn cannot be found: " SPLIT_HINT,
+                                (long long)k);
+            } else if (post.len > a && starts_with(full->text, full->len, post.text, post.len)) {
+                b = post.len;
+            } else {
+                const char *closing = NULL;
+                size_t closing_len = 0;
+                if (closing_of(m, post.text + a, post.len - a, &closing, &closing_len))
+                    b = find_turn_end(m, full->text, full->len, a, closing, closing_len);
+                if (b == 0)
+                    s = road__error(ROAD_ERR_UNSUPPORTED,
+                                    "message %lld (assistant): the end of its turn cannot be "
+                                    "found: " SPLIT_HINT,
+                                    (long long)k);
+            }
+            if (s == ROAD_OK) {
+                spans[n].begin = a, spans[n].end = b;
+                n++;
+                done = b;
+            }
+        }
+        road__jinja_result_free(&pre);
+        road__jinja_result_free(&post);
     }
-    if ((unsigned)k >= ROAD_CHAT_COUNT_)
-        return road__error(ROAD_ERR_INVALID_ARG, "chat template %d does not exist", (int)k);
-    if ((k == ROAD_CHAT_LLAMA2 || k == ROAD_CHAT_MISTRAL) && (!t->bos_text || !t->eos_text))
-        return road__error(ROAD_ERR_CONFIG,
-                           "the %s template needs bos_token and eos_token in "
-                           "tokenizer_config.json",
-                           NAMES[k]);
-    out_t o = {{0}, ROAD_OK};
-    put(&o, "");
-    switch (k) {
-    case ROAD_CHAT_LLAMA3: llama3(&o, t, msgs, n, p->add_generation_prompt); break;
-    case ROAD_CHAT_LLAMA2: s = llama2(&o, t, msgs, n, false); break;
-    case ROAD_CHAT_MISTRAL: s = llama2(&o, t, msgs, n, true); break;
-    case ROAD_CHAT_CHATML: chatml(&o, msgs, n, p->add_generation_prompt); break;
-    default: qwen3(&o, msgs, n, p); break;
+    *n_spans = n;
+    return s;
+}
+
+road_status road_tokenizer_chat_spans(const road_tokenizer *t, const road_chat_params *p,
+                                      const cJSON *messages, char **text, size_t *len,
+                                      road_chat_span **spans, size_t *n_spans) {
+    if (!t || !p || !text || !spans || !n_spans)
+        return road__error(ROAD_ERR_INVALID_ARG, "road_tokenizer_chat_spans: NULL argument");
+    *text = NULL, *spans = NULL, *n_spans = 0;
+    road_chat_params q = *p;
+    q.add_generation_prompt = q.continue_final_message = false;
+    road_status s = check_messages(messages);
+    const tok_chat_tmpl *c = NULL;
+    if (s == ROAD_OK) s = pick(t, &q, &c);
+    road__jinja_result full;
+    if (s != ROAD_OK || (s = render(t, c, &q, messages, false, &full)) != ROAD_OK) return s;
+    size_t cap = (size_t)cJSON_GetArraySize(messages) + full.n_spans + 1, n = 0;
+    road_chat_span *v = road__calloc(cap, sizeof *v);
+    if (!v) s = ROAD_ERR_NO_MEMORY;
+    if (s == ROAD_OK && c->generation) {
+        for (size_t i = 0; i < full.n_spans; i++) {
+            if (full.spans[i].end == full.spans[i].begin) continue;
+            if (n && full.spans[i].begin == v[n - 1].end) { /* adjacent blocks: one turn */
+                v[n - 1].end = full.spans[i].end;
+                continue;
+            }
+            v[n].begin = full.spans[i].begin, v[n].end = full.spans[i].end;
+            n++;
+        }
+    } else if (s == ROAD_OK) {
+        s = spans_by_prefixes(t, c, &q, messages, &full, v, &n);
     }
-    if (s == ROAD_OK) s = o.s;
     if (s != ROAD_OK) {
-        road__free(o.b.p);
+        road__free(v);
+        road__jinja_result_free(&full);
         return s;
     }
-    *text = o.b.p;
-    if (len) *len = o.b.len;
+    road__free(full.spans);
+    *text = full.text;
+    if (len) *len = full.len;
+    *spans = v;
+    *n_spans = n;
     return ROAD_OK;
 }

@@ -8,6 +8,7 @@
  * Llama tokenizers do when they load (update_post_processor); otherwise tokenizer.json's
  * post-processor stands, which is what the `tokenizers` library alone gives.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -234,43 +235,38 @@ static road_status config_token(road_tokenizer *t, const cJSON *cfg, const char 
     return ROAD_OK;
 }
 
-/* chat_template: a string, or named templates [{"name": ..., "template": ...}, ...] of which
- * transformers uses "default" when no name is given (a list without one: no template). */
+/* chat_template: a string (the default), or named templates [{"name": ..., "template": ...},
+ * ...], of which transformers uses "default" unless told otherwise ("tool_use" when tools are
+ * passed and there is one). */
 static road_status config_chat_template(road_tokenizer *t, const cJSON *ct) {
-    const char *src = NULL;
     if (!ct || cJSON_IsNull(ct)) return ROAD_OK;
-    if (cJSON_IsString(ct)) {
-        src = ct->valuestring;
-    } else if (cJSON_IsArray(ct)) {
-        int64_t i = 0;
-        for (const cJSON *e = ct->child; e; e = e->next, i++) {
-            const cJSON *nm = road__json_get(e, "name"), *tp = road__json_get(e, "template");
-            if (!cJSON_IsObject(e) || !cJSON_IsString(nm) || !cJSON_IsString(tp))
-                return road__error(ROAD_ERR_FORMAT,
-                                   "tokenizer_config.json: chat_template[%lld] must be "
-                                   "{\"name\": string, \"template\": string}",
-                                   (long long)i);
-            if (strcmp(nm->valuestring, "default") == 0) src = tp->valuestring;
-        }
-        if (!src) return ROAD_OK;
-    } else {
+    if (cJSON_IsString(ct))
+        return road__tok_chat_add(t, "default", ct->valuestring, strlen(ct->valuestring),
+                                  "tokenizer_config.json's chat_template");
+    if (!cJSON_IsArray(ct))
         return road__error(ROAD_ERR_FORMAT, "tokenizer_config.json: chat_template must be a "
                                             "string or a list of named templates");
+    int64_t i = 0;
+    for (const cJSON *e = ct->child; e; e = e->next, i++) {
+        const cJSON *nm = road__json_get(e, "name"), *tp = road__json_get(e, "template");
+        if (!cJSON_IsObject(e) || !cJSON_IsString(nm) || !cJSON_IsString(tp))
+            return road__error(ROAD_ERR_FORMAT,
+                               "tokenizer_config.json: chat_template[%lld] must be "
+                               "{\"name\": string, \"template\": string}",
+                               (long long)i);
+        char src[160];
+        snprintf(src, sizeof src, "tokenizer_config.json's chat_template \"%.100s\"",
+                 nm->valuestring);
+        road_status s = road__tok_chat_add(t, nm->valuestring, tp->valuestring,
+                                           strlen(tp->valuestring), src);
+        if (s != ROAD_OK) return s;
     }
-    t->chat_template = road__strdup(src);
-    t->chat_source = "tokenizer_config.json's chat_template";
-    return t->chat_template ? ROAD_OK : ROAD_ERR_NO_MEMORY;
+    return ROAD_OK;
 }
 
 static road_status jinja_file(road_tokenizer *t, const char *jinja, size_t jinja_len) {
     if (!jinja) return ROAD_OK;
-    road__free(t->chat_template);
-    t->chat_template = road__malloc(jinja_len + 1);
-    if (!t->chat_template) return ROAD_ERR_NO_MEMORY;
-    memcpy(t->chat_template, jinja, jinja_len);
-    t->chat_template[jinja_len] = '\0';
-    t->chat_source = "chat_template.jinja";
-    return ROAD_OK;
+    return road__tok_chat_add(t, "default", jinja, jinja_len, "chat_template.jinja");
 }
 
 road_status road__tok_load_config(road_tokenizer *t, const char *json, size_t len,

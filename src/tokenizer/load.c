@@ -6,7 +6,10 @@
  * Every value read from the file is checked before use: a corrupt file gives a message naming
  * the field (model.merges[12], added_tokens[3].id, ...), never a crash or a wrong tokenizer.
  */
+#include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -292,7 +295,6 @@ static road_status load_all(road_tokenizer *t, const char *json, size_t len, con
         (s = road__tok_load_decoder(t, road__json_get(root, "decoder"))) == ROAD_OK) {
         fill_byte_ids(t);
         s = road__tok_load_config(t, cfg, cfg_len, jinja, jinja_len);
-        if (s == ROAD_OK) s = road__tok_chat_compile(t);
     }
     cJSON_Delete(root);
     return s;
@@ -321,6 +323,59 @@ road_status road_tokenizer_load_json(const char *tokenizer_json, size_t len,
                                      const char *config_json, size_t config_len,
                                      road_tokenizer **out) {
     return load_texts(tokenizer_json, len, config_json, config_len, NULL, 0, out);
+}
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* additional_chat_templates/NAME.jinja: the named templates transformers saves beside
+ * chat_template.jinja (a missing folder is fine; one that cannot be read is an error). */
+static road_status additional_templates(road_tokenizer *t, const char *dir) {
+    char *sub = road__path_join(dir, "additional_chat_templates");
+    if (!sub) return ROAD_ERR_NO_MEMORY;
+    DIR *d = opendir(sub);
+    road_status s = ROAD_OK;
+    if (!d) {
+        if (errno != ENOENT && errno != ENOTDIR)
+            s = road__error(ROAD_ERR_IO, "%s: %s", sub, strerror(errno));
+        road__free(sub);
+        return s;
+    }
+    /* in name order, so a load does not depend on the folder's order */
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    for (struct dirent *e; s == ROAD_OK && (e = readdir(d)) != NULL;) {
+        size_t l = strlen(e->d_name);
+        if (l <= 6 || strcmp(e->d_name + l - 6, ".jinja") != 0 || e->d_name[0] == '.') continue;
+        if (n == cap) {
+            char **nn = road__realloc(names, (cap = cap ? 2 * cap : 8) * sizeof *names);
+            if (!nn) s = ROAD_ERR_NO_MEMORY;
+            else names = nn;
+        }
+        if (s == ROAD_OK && !(names[n++] = road__strdup(e->d_name))) s = ROAD_ERR_NO_MEMORY;
+    }
+    closedir(d);
+    if (n) qsort(names, n, sizeof *names, cmp_str);
+    for (size_t i = 0; i < n; i++) {
+        char *path = s == ROAD_OK ? road__path_join(sub, names[i]) : NULL, *text = NULL;
+        size_t len = 0;
+        if (s == ROAD_OK && !path) s = ROAD_ERR_NO_MEMORY;
+        if (s == ROAD_OK && (s = road__file_read(path, TOK_MAX_CONFIG_BYTES, &text, &len)) != ROAD_OK)
+            road__error_prefix("%s", path);
+        if (s == ROAD_OK) {
+            names[i][strlen(names[i]) - 6] = '\0';
+            char src[300];
+            snprintf(src, sizeof src, "additional_chat_templates/%.200s.jinja", names[i]);
+            s = road__tok_chat_add(t, names[i], text, len, src);
+        }
+        road__free(text);
+        road__free(path);
+        road__free(names[i]);
+    }
+    road__free(names);
+    road__free(sub);
+    return s;
 }
 
 road_status road_tokenizer_load(const char *path, road_tokenizer **out) {
@@ -372,6 +427,10 @@ road_status road_tokenizer_load(const char *path, road_tokenizer **out) {
     }
     s = load_texts(json, len, cfg, cfg_len, jinja, jinja_len, out);
     if (s != ROAD_OK) road__error_prefix("%s", file);
+    if (s == ROAD_OK && (s = additional_templates(*out, dir)) != ROAD_OK) {
+        road_tokenizer_free(*out);
+        *out = NULL;
+    }
 done:
     road__free(file);
     road__free(dir);

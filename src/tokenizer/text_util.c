@@ -85,6 +85,33 @@ int road__tok_utf8_decode(const unsigned char *s, size_t len, uint32_t *cp) {
     return n;
 }
 
+/* Python's str.isspace(): the ASCII separators and the Unicode White_Space characters (Zs,
+ * and the bidi B/S/WS classes Python counts). */
+static bool py_space_cp(uint32_t c) {
+    return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f) || c == 0x85 ||
+           c == 0xa0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200a) || c == 0x2028 ||
+           c == 0x2029 || c == 0x202f || c == 0x205f || c == 0x3000;
+}
+
+void road__tok_py_strip(const char **s, size_t *n, bool left, bool right) {
+    const unsigned char *u = (const unsigned char *)*s;
+    size_t a = 0, b = *n;
+    uint32_t cp;
+    int k;
+    while (left && a < b && (k = road__tok_utf8_decode(u + a, b - a, &cp)) > 0 && py_space_cp(cp))
+        a += (size_t)k;
+    while (right && b > a) {
+        size_t st = b - 1; /* back to the lead byte of the last character */
+        while (st > a && (u[st] & 0xC0) == 0x80 && b - st < 4) st--;
+        if ((k = road__tok_utf8_decode(u + st, b - st, &cp)) <= 0 || st + (size_t)k != b ||
+            !py_space_cp(cp))
+            break;
+        b = st;
+    }
+    *s += a;
+    *n = b - a;
+}
+
 int road__tok_utf8_encode(uint32_t cp, char *o) {
     if (cp < 0x80) {
         o[0] = (char)cp;

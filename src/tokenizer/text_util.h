@@ -40,6 +40,9 @@ road_status road__tok_utf8_sanitize(const char *s, size_t len, tok_buf *out);
 /* Length of the valid UTF-8 sequence at s (1-4), 0 if invalid or incomplete; *cp its value. */
 int road__tok_utf8_decode(const unsigned char *s, size_t len, uint32_t *cp);
 int road__tok_utf8_encode(uint32_t cp, char *out);
+/* Python's str.strip() / lstrip() / rstrip() of whitespace (str.isspace, Unicode included) on
+ * the UTF-8 text (*s, *n): moves *s and shrinks *n. */
+void road__tok_py_strip(const char **s, size_t *n, bool left, bool right);
 /* GPT-2 byte map: byte -> code point, and back (-1 for code points outside the map). */
 uint32_t road__tok_byte_to_cp(uint8_t b);
 int road__tok_cp_to_byte(uint32_t cp);

@@ -110,11 +110,11 @@ struct road_tokenizer {
     bool dec_join_spaces; /* no decoder: pieces joined by spaces, as Hugging Face does */
     /* tokenizer_config.json */
     int32_t bos_id, eos_id, pad_id;
-    char *chat_template; /* the Jinja source, NULL when absent */
-    const char *chat_source; /* where it came from, for messages (a string literal) */
-    struct road__jinja *chat_prog; /* chat_template parsed (read-only), NULL when absent */
-    road_status chat_err;          /* chat_template did not parse: the status ... */
-    char *chat_err_msg;            /* ... and the parser's message (shown when it is used) */
+    /* chat templates (chat.c): the model's, by name ("default", "tool_use", ...), and the one
+     * road_tokenizer_set_chat_template chose (NULL: the model's) */
+    struct tok_chat_tmpl *chats;
+    int n_chats;
+    struct tok_chat_tmpl *chosen;
     char *bos_text, *eos_text, *pad_text, *unk_text; /* NULL when the config has none */
 };
 
@@ -127,11 +127,24 @@ road_status road__tok_load_config(road_tokenizer *t, const char *json, size_t le
                                   const char *jinja, size_t jinja_len);
 
 /* ---- chat.c ---- */
-/* Parse t->chat_template into t->chat_prog. A template the engine cannot parse does not stop
- * the tokenizer loading (encoding does not need it): the error is kept and reported when a
- * chat is rendered. Only ROAD_ERR_NO_MEMORY is returned. */
-road_status road__tok_chat_compile(road_tokenizer *t);
+/* One chat template: its text, parsed when added (a template the engine cannot parse does not
+ * stop the load: its error is kept and reported when a chat is rendered with it). */
+typedef struct tok_chat_tmpl {
+    char *name;   /* "default", "tool_use", ...; the spec for a chosen one */
+    char *text;   /* the Jinja source */
+    char *source; /* where it came from, for messages */
+    struct road__jinja *prog; /* NULL when it did not parse */
+    road_status err;          /* ... and then the parser's status and message */
+    char *err_msg;
+    bool generation; /* it marks assistant turns with {% generation %} */
+} tok_chat_tmpl;
+/* Add (or replace, same name) one of the model's templates; source is copied. Only
+ * ROAD_ERR_NO_MEMORY is returned. */
+road_status road__tok_chat_add(road_tokenizer *t, const char *name, const char *text, size_t len,
+                               const char *source);
 void road__tok_chat_free(road_tokenizer *t);
+/* The text of a built-in template, or NULL (chat_builtin.c). */
+const char *road__chat_builtin(const char *name);
 
 /* ---- text.c ---- */
 road_status road__tok_load_normalizer(road_tokenizer *t, const struct cJSON *n);

@@ -157,13 +157,38 @@ static road_status append(example *ex, int64_t *cap, const int32_t *ids, int64_t
     return ROAD_OK;
 }
 
-/* {"messages": [...]}: the chat rendered with the template; each assistant turn (its content
- * and end-of-turn tokens) carries the loss. The text is cut at the ends of the rendered
- * prefixes (before each assistant turn, with its header; after it) and each piece tokenized on
- * its own, so the loss mask falls on token boundaries; templates whose prefixes are not
- * prefixes of the whole conversation are refused. */
-static road_status parse_messages(const cJSON *arr, int64_t line, const road_data_params *p,
-                                  example *ex) {
+/* Length of the common prefix of two id sequences. */
+static int64_t common_prefix(const int32_t *a, int64_t na, const int32_t *b, int64_t nb) {
+    int64_t i = 0;
+    while (i < na && i < nb && a[i] == b[i]) i++;
+    return i;
+}
+
+/* The tokens of `ids` (the encoding of the whole text) that hold a byte of text[a, e), as
+ * transformers' return_assistant_tokens_mask marks them (char_to_token of the span's first and
+ * last character): the first is where the encoding of text[0, a) stops agreeing with ids; the
+ * last is the last token the encoding of text[0, e) shares with ids, or the one after it when
+ * that encoding ends in a piece of a longer token. */
+static road_status span_tokens(const road_data_params *p, const char *text, size_t a, size_t e,
+                               const int32_t *ids, int64_t n, int64_t *i0, int64_t *i1) {
+    int32_t *pre = NULL;
+    int64_t np = 0;
+    road_status s = encode(p, text, a, false, &pre, &np);
+    if (s != ROAD_OK) return s;
+    *i0 = common_prefix(pre, np, ids, n);
+    road__free(pre);
+    if ((s = encode(p, text, e, false, &pre, &np)) != ROAD_OK) return s;
+    int64_t l = common_prefix(pre, np, ids, n);
+    *i1 = l + (np > l && l < n);
+    road__free(pre);
+    return ROAD_OK;
+}
+
+/* {"messages": [...], "tools": [...]?}: the chat rendered with the template and tokenized
+ * whole (as TRL tokenizes it); the loss covers the tokens of the assistant turns, the spans
+ * road_tokenizer_chat_spans finds ({% generation %} markers, else rendered prefixes). */
+static road_status parse_messages(const cJSON *line_obj, const cJSON *arr, int64_t line,
+                                  const road_data_params *p, example *ex) {
     if (!p->tok)
         return road__error(ROAD_ERR_UNSUPPORTED,
                            "line %lld: \"messages\" examples need the model's tokenizer (its chat "
@@ -173,78 +198,51 @@ static road_status parse_messages(const cJSON *arr, int64_t line, const road_dat
     if (nm <= 0)
         return road__error(ROAD_ERR_FORMAT, "line %lld: \"messages\" must be a non-empty list",
                            (long long)line);
-    road_chat_message *msgs = road__calloc((size_t)nm, sizeof(road_chat_message));
-    if (!msgs) return ROAD_ERR_NO_MEMORY;
-    road_status s = ROAD_OK;
     int64_t i = 0, n_assist = 0;
     const cJSON *e;
     cJSON_ArrayForEach(e, arr) {
         const cJSON *role = road__json_get(e, "role");
-        const cJSON *content = road__json_get(e, "content");
-        if (!cJSON_IsString(role) || !cJSON_IsString(content)) {
-            s = road__error(ROAD_ERR_FORMAT,
-                            "line %lld: message %lld needs string \"role\" and "
-                            "\"content\"",
-                            (long long)line, (long long)i);
-            break;
-        }
-        msgs[i].role = role->valuestring;
-        msgs[i].content = content->valuestring;
+        if (!cJSON_IsObject(e) || !cJSON_IsString(role))
+            return road__error(ROAD_ERR_FORMAT,
+                               "line %lld: message %lld needs a string \"role\" (and a "
+                               "\"content\")",
+                               (long long)line, (long long)i);
         n_assist += strcmp(role->valuestring, "assistant") == 0;
         i++;
     }
-    if (s == ROAD_OK && n_assist == 0)
-        s = road__error(ROAD_ERR_FORMAT, "line %lld: no assistant message, so nothing to learn",
-                        (long long)line);
-    char *full = NULL;
-    size_t full_len = 0, done = 0;
+    if (n_assist == 0)
+        return road__error(ROAD_ERR_FORMAT, "line %lld: no assistant message, so nothing to learn",
+                           (long long)line);
     road_chat_params cp = p->chat;
-    cp.add_generation_prompt = false;
-    if (s == ROAD_OK) s = road_tokenizer_apply_chat(p->tok, &cp, msgs, (size_t)nm, &full, &full_len);
-    int64_t cap = 0;
-    for (int64_t k = 0; k < nm && s == ROAD_OK; k++) {
-        if (strcmp(msgs[k].role, "assistant") != 0) continue;
-        /* [done, a): up to and with the assistant header; [a, b): the turn (loss) */
-        char *pre = NULL, *post = NULL;
-        size_t a = 0, b = 0;
-        road_chat_params gp = p->chat;
-        gp.add_generation_prompt = true;
-        s = road_tokenizer_apply_chat(p->tok, &gp, msgs, (size_t)k, &pre, &a);
-        if (s == ROAD_OK) s = road_tokenizer_apply_chat(p->tok, &cp, msgs, (size_t)(k + 1), &post, &b);
-        if (s == ROAD_OK && (a < done || a > b || b > full_len || memcmp(pre, full, a) != 0 ||
-                             memcmp(post, full, b) != 0))
-            s = road__error(ROAD_ERR_UNSUPPORTED,
-                            "line %lld: the chat template does not render "
-                            "the conversation as a sequence of prefixes; cannot place the loss",
-                            (long long)line);
-        int32_t *ids = NULL;
-        int64_t n = 0;
-        if (s == ROAD_OK && a > done) {
-            s = encode(p, full + done, a - done, false, &ids, &n);
-            if (s == ROAD_OK) s = append(ex, &cap, ids, n, false);
-            road__free(ids);
-            ids = NULL;
-        }
-        if (s == ROAD_OK && b > a) {
-            s = encode(p, full + a, b - a, false, &ids, &n);
-            if (s == ROAD_OK) s = append(ex, &cap, ids, n, true);
-            road__free(ids);
-        }
-        done = b;
-        road_string_free(pre);
-        road_string_free(post);
+    const cJSON *tools = road__json_get(line_obj, "tools");
+    if (tools && !cJSON_IsNull(tools)) {
+        if (!cJSON_IsArray(tools))
+            return road__error(ROAD_ERR_FORMAT, "line %lld: \"tools\" must be a list of tool "
+                                                "definitions", (long long)line);
+        cp.tools = tools;
     }
-    if (s == ROAD_OK && full_len > done) { /* trailing non-assistant messages */
-        int32_t *ids = NULL;
-        int64_t n = 0;
-        s = encode(p, full + done, full_len - done, false, &ids, &n);
-        if (s == ROAD_OK) s = append(ex, &cap, ids, n, false);
-        road__free(ids);
+    char *full = NULL;
+    size_t full_len = 0, n_spans = 0;
+    road_chat_span *spans = NULL;
+    int32_t *ids = NULL;
+    int64_t n = 0;
+    road_status s = road_tokenizer_chat_spans(p->tok, &cp, arr, &full, &full_len, &spans, &n_spans);
+    if (s == ROAD_OK && n_spans == 0)
+        s = road__error(ROAD_ERR_FORMAT, "the chat template renders no assistant turn, so "
+                                         "nothing to learn");
+    if (s == ROAD_OK) s = encode(p, full, full_len, false, &ids, &n);
+    int64_t cap = 0;
+    if (s == ROAD_OK) s = append(ex, &cap, ids, n, false);
+    for (size_t k = 0; s == ROAD_OK && k < n_spans; k++) {
+        int64_t i0 = 0, i1 = 0;
+        s = span_tokens(p, full, spans[k].begin, spans[k].end, ids, n, &i0, &i1);
+        for (int64_t t = i0; s == ROAD_OK && t < i1; t++) ex->labels[t] = ex->ids[t];
     }
     if (s != ROAD_OK && strncmp(road_last_error(), "line ", 5) != 0)
         road__error_prefix("line %lld", (long long)line);
+    road__free(ids);
+    road_chat_spans_free(spans);
     road_string_free(full);
-    road__free(msgs);
     return s;
 }
 
@@ -270,7 +268,7 @@ static road_status parse_line(const cJSON *o, int64_t line, const road_data_para
             return s;
         }
     } else if (road__json_get(o, "messages")) {
-        return parse_messages(road__json_get(o, "messages"), line, p, ex);
+        return parse_messages(o, road__json_get(o, "messages"), line, p, ex);
     } else {
         const bool has_text = road__json_get(o, "text") != NULL;
         const bool has_pc = road__json_get(o, "prompt") != NULL;
