@@ -1,6 +1,6 @@
 /*
  * tests/test_chat_templates.c - road's Jinja engine (tokenizer/jinja.h) on real chat templates:
- * every case of tests/fixtures/chat/renders.json (20 templates x 16 conversations x flags x
+ * every case of tests/fixtures/chat/renders.json (26 templates x 16 conversations x flags x
  * kwargs, rendered by @huggingface/jinja as transformers.js applies chat templates; see the
  * fixture README) must render byte for byte the same text, or fail where the reference fails
  * (with the template's own raise_exception message where it raised). Where Python's jinja2 (as

