@@ -320,43 +320,123 @@ static road_status render(const road_tokenizer *t, const tok_chat_tmpl *c,
     return s;
 }
 
-/* transformers' continue_final_message: the render ends right after the last message's
- * content (for a list of parts, the last part with a "text"), found as the last occurrence of
- * the stripped content; the content's trailing whitespace is kept when the render has it
- * there (the slice from that occurrence, as long as content.lstrip(), equals the content),
- * else dropped. */
-static road_status cut_final(const cJSON *messages, const char *text, size_t *len) {
-    const cJSON *last = cJSON_GetArrayItem(messages, cJSON_GetArraySize(messages) - 1);
-    const cJSON *content = last ? cJSON_GetObjectItemCaseSensitive(last, "content") : NULL;
-    const char *final = NULL;
-    if (cJSON_IsString(content)) final = content->valuestring;
-    for (const cJSON *part = cJSON_IsArray(content) ? content->child : NULL; part;
-         part = part->next) {
-        const cJSON *tx = cJSON_GetObjectItemCaseSensitive(part, "text");
-        if (cJSON_IsString(tx)) final = tx->valuestring;
-    }
-    if (!final)
-        return road__error(ROAD_ERR_INVALID_ARG,
-                           "continue_final_message: the final message has no text to continue "
-                           "(its content is not a string or a list with a text part)");
-    size_t fl = strlen(final), sl = fl, ll = fl;
-    const char *st = final, *ls = final;
-    road__tok_py_strip(&st, &sl, true, true);
-    road__tok_py_strip(&ls, &ll, true, false);
-    const char *at = NULL;
-    for (size_t i = *len + 1 >= sl + 1 ? *len - sl + 1 : 0; i-- > 0;)
-        if (memcmp(text + i, st, sl) == 0) {
-            at = text + i;
-            break;
+/* The messages as apply_chat_template (transformers 5) hands them to the template: a copy in
+ * which keys whose value is null are dropped (OpenAI's content: null, tool_calls: null) and the
+ * reasoning of a message (reasoning_content, thinking or reasoning, the first not null) is
+ * under both "thinking" and "reasoning_content". NULL on no memory. */
+static cJSON *normalize(const cJSON *messages) {
+    static const char *const reasoning_keys[] = {"reasoning_content", "thinking", "reasoning"};
+    cJSON *list = cJSON_CreateArray();
+    for (const cJSON *m = messages->child; list && m; m = m->next) {
+        cJSON *o = cJSON_CreateObject();
+        if (!o || !cJSON_AddItemToArray(list, o)) {
+            cJSON_Delete(o);
+            cJSON_Delete(list);
+            return NULL;
         }
-    if (!at)
+        const cJSON *reasoning = NULL;
+        for (size_t i = 0; !reasoning && i < sizeof reasoning_keys / sizeof reasoning_keys[0]; i++) {
+            const cJSON *r = cJSON_GetObjectItemCaseSensitive(m, reasoning_keys[i]);
+            if (r && !cJSON_IsNull(r)) reasoning = r;
+        }
+        bool ok = true;
+        /* {"thinking": reasoning, **message, "reasoning_content": reasoning} */
+        const cJSON *own = cJSON_GetObjectItemCaseSensitive(m, "thinking");
+        if (reasoning && (!own || cJSON_IsNull(own)))
+            ok = cJSON_AddItemToObject(o, "thinking", cJSON_Duplicate(reasoning, true));
+        for (const cJSON *k = m->child; ok && k; k = k->next) {
+            if (cJSON_IsNull(k)) continue;
+            const bool alias = reasoning && (strcmp(k->string, "thinking") == 0 ||
+                                             strcmp(k->string, "reasoning_content") == 0);
+            cJSON *v = cJSON_Duplicate(alias ? reasoning : k, true);
+            ok = v && cJSON_AddItemToObject(o, k->string, v);
+            if (!ok) cJSON_Delete(v);
+        }
+        if (ok && reasoning && !cJSON_GetObjectItemCaseSensitive(o, "reasoning_content")) {
+            cJSON *v = cJSON_Duplicate(reasoning, true);
+            ok = v && cJSON_AddItemToObject(o, "reasoning_content", v);
+            if (!ok) cJSON_Delete(v);
+        }
+        if (!ok) {
+            cJSON_Delete(list);
+            return NULL;
+        }
+    }
+    return list;
+}
+
+/* transformers' continue_final_message: the final message's content (for a list of parts, the
+ * last part with a "text") gets a tag appended; the render is cut where the tag is, after the
+ * whitespace before it where the template did not keep the tag's own trailing space. */
+#define CONTINUE_TAG "CONTINUE_FINAL_MESSAGE_TAG "
+
+static road_status tag_final(const tok_chat_tmpl *c, cJSON *messages, char **final) {
+    cJSON *last = cJSON_GetArrayItem(messages, cJSON_GetArraySize(messages) - 1);
+    cJSON *content = last ? cJSON_GetObjectItemCaseSensitive(last, "content") : NULL;
+    if (!last)
         return road__error(ROAD_ERR_INVALID_ARG,
-                           "continue_final_message: the final message does not appear in the "
-                           "render (the chat template changes it); render without "
-                           "continue_final_message or change the message");
+                           "continue_final_message is set but the conversation is empty");
+    if (!content)
+        return road__error(ROAD_ERR_INVALID_ARG, "continue_final_message is set but the final "
+                                                 "message has no \"content\" to continue");
+    if (!strstr(c->text, "content"))
+        return road__error(ROAD_ERR_INVALID_ARG, "continue_final_message: the chat template "
+                                                 "never reads a message's \"content\"");
+    cJSON *target = NULL;
+    if (cJSON_IsArray(content)) {
+        for (cJSON *part = content->child; part; part = part->next) {
+            cJSON *tx = cJSON_GetObjectItemCaseSensitive(part, "text");
+            if (tx) target = tx;
+        }
+        if (!target)
+            return road__error(ROAD_ERR_INVALID_ARG, "continue_final_message is set but the "
+                                                     "final message has no text part to continue");
+    } else {
+        target = content;
+    }
+    if (!cJSON_IsString(target))
+        return road__error(ROAD_ERR_INVALID_ARG, "continue_final_message: the final message's "
+                                                 "text to continue is not a string");
+    size_t n = strlen(target->valuestring);
+    char *tagged = road__malloc(n + sizeof CONTINUE_TAG);
+    *final = road__strdup(target->valuestring);
+    if (!tagged || !*final) {
+        road__free(tagged);
+        road__free(*final);
+        *final = NULL;
+        return ROAD_ERR_NO_MEMORY;
+    }
+    memcpy(tagged, target->valuestring, n);
+    memcpy(tagged + n, CONTINUE_TAG, sizeof CONTINUE_TAG);
+    bool ok = cJSON_SetValuestring(target, tagged) != NULL;
+    road__free(tagged);
+    return ok ? ROAD_OK : ROAD_ERR_NO_MEMORY;
+}
+
+static const char *find_last(const char *hay, size_t n, const char *needle, size_t nl) {
+    for (size_t i = n + 1 >= nl + 1 ? n - nl + 1 : 0; i-- > 0;)
+        if (memcmp(hay + i, needle, nl) == 0) return hay + i;
+    return NULL;
+}
+
+static road_status cut_at_tag(const char *final, const char *text, size_t *len) {
+    const char *st = final;
+    size_t sl = strlen(final);
+    road__tok_py_strip(&st, &sl, true, true);
+    static const char tag[] = CONTINUE_TAG;
+    const size_t tag_len = sizeof tag - 1, word_len = tag_len - 1; /* without its space */
+    const char *at = find_last(text, *len, tag, word_len);
+    if (!at || !find_last(text, *len, st, sl))
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "continue_final_message is set but the final message does not appear "
+                           "in the render (the chat template changes or drops it); render "
+                           "without continue_final_message or change the message");
     size_t loc = (size_t)(at - text);
-    bool kept = ll == fl && loc + ll <= *len && memcmp(at, final, fl) == 0;
-    *len = loc + (kept ? ll : sl);
+    if (!(loc + tag_len <= *len && memcmp(at, tag, tag_len) == 0)) {
+        const char *p = text;
+        road__tok_py_strip(&p, &loc, false, true); /* rstrip */
+    }
+    *len = loc;
     return ROAD_OK;
 }
 
@@ -371,17 +451,20 @@ road_status road_tokenizer_apply_chat_json(const road_tokenizer *t, const road_c
                            "one starts a new assistant turn, the other leaves the last message "
                            "open");
     road_status s = check_messages(messages);
-    if (s != ROAD_OK) return s;
-    if (p->continue_final_message && !messages->child)
-        return road__error(ROAD_ERR_INVALID_ARG, "continue_final_message needs a message");
     const tok_chat_tmpl *c = NULL;
-    if ((s = pick(t, p, &c)) != ROAD_OK) return s;
+    if (s == ROAD_OK) s = pick(t, p, &c);
+    if (s != ROAD_OK) return s;
+    cJSON *chat = normalize(messages);
+    char *final = NULL;
+    if (!chat) return road__error(ROAD_ERR_NO_MEMORY, "out of memory rendering a chat");
+    if (p->continue_final_message) s = tag_final(c, chat, &final);
     road__jinja_result r;
-    if ((s = render(t, c, p, messages, p->add_generation_prompt, &r)) != ROAD_OK) return s;
-    if (p->continue_final_message && (s = cut_final(messages, r.text, &r.len)) != ROAD_OK) {
+    if (s == ROAD_OK) s = render(t, c, p, chat, p->add_generation_prompt, &r);
+    cJSON_Delete(chat);
+    if (s == ROAD_OK && final && (s = cut_at_tag(final, r.text, &r.len)) != ROAD_OK)
         road__jinja_result_free(&r);
-        return s;
-    }
+    road__free(final);
+    if (s != ROAD_OK) return s;
     r.text[r.len] = '\0';
     road__free(r.spans);
     *text = r.text;
@@ -547,8 +630,15 @@ static road_status spans_by_prefixes(const road_tokenizer *t, const tok_chat_tmp
         road__jinja_result pre, post;
         memset(&pre, 0, sizeof pre);
         memset(&post, 0, sizeof post);
-        if ((s = render_head(t, c, p, messages, k, true, &pre)) == ROAD_OK &&
-            (s = render_head(t, c, p, messages, k + 1, false, &post)) == ROAD_OK) {
+        s = render_head(t, c, p, messages, k, true, &pre);
+        if (s != ROAD_OK && s != ROAD_ERR_NO_MEMORY && k == 0)
+            s = road__error(ROAD_ERR_UNSUPPORTED,
+                            "message 0 (assistant): the conversation starts with the assistant "
+                            "and the chat template cannot render the empty conversation before "
+                            "it (%s); start with a user or system message, or use a chat "
+                            "template whose assistant turns are marked with {%% generation %%}",
+                            road_last_error());
+        if (s == ROAD_OK && (s = render_head(t, c, p, messages, k + 1, false, &post)) == ROAD_OK) {
             size_t a = pre.len, b = 0;
             if (a < done || !starts_with(full->text, full->len, pre.text, pre.len) ||
                 !starts_with(post.text, post.len, pre.text, pre.len)) {
@@ -592,8 +682,14 @@ road_status road_tokenizer_chat_spans(const road_tokenizer *t, const road_chat_p
     road_status s = check_messages(messages);
     const tok_chat_tmpl *c = NULL;
     if (s == ROAD_OK) s = pick(t, &q, &c);
+    if (s != ROAD_OK) return s;
+    cJSON *chat = normalize(messages);
+    if (!chat) return road__error(ROAD_ERR_NO_MEMORY, "out of memory rendering a chat");
     road__jinja_result full;
-    if (s != ROAD_OK || (s = render(t, c, &q, messages, false, &full)) != ROAD_OK) return s;
+    if ((s = render(t, c, &q, chat, false, &full)) != ROAD_OK) {
+        cJSON_Delete(chat);
+        return s;
+    }
     size_t cap = (size_t)cJSON_GetArraySize(messages) + full.n_spans + 1, n = 0;
     road_chat_span *v = road__calloc(cap, sizeof *v);
     if (!v) s = ROAD_ERR_NO_MEMORY;
@@ -608,8 +704,9 @@ road_status road_tokenizer_chat_spans(const road_tokenizer *t, const road_chat_p
             n++;
         }
     } else if (s == ROAD_OK) {
-        s = spans_by_prefixes(t, c, &q, messages, &full, v, &n);
+        s = spans_by_prefixes(t, c, &q, chat, &full, v, &n);
     }
+    cJSON_Delete(chat);
     if (s != ROAD_OK) {
         road__free(v);
         road__jinja_result_free(&full);
