@@ -153,9 +153,11 @@ typedef struct road_chat_params {
 ROAD_API road_chat_params road_chat_default_params(void);
 
 /* The prompt text that transformers' apply_chat_template(tokenize=False) gives, bos included:
- * encode it with add_special = false. `messages` is a JSON list of message objects passed to
- * the template as they are ({"role", "content"}, content a string or a list of parts,
- * tool_calls, tool_call_id, ...; each needs a string role). The variables: messages, tools,
+ * encode it with add_special = false. `messages` is a JSON list of message objects ({"role",
+ * "content"}, content a string or a list of parts, tool_calls, tool_call_id, ...; each needs a
+ * string role), handed to the template as transformers 5 hands them: keys whose value is null
+ * dropped, a message's reasoning ("reasoning_content", "thinking" or "reasoning") under both
+ * "reasoning_content" and "thinking". The variables: messages, tools,
  * documents (null when not given), add_generation_prompt, bos_token / eos_token / unk_token /
  * pad_token where the config sets them (absent ones undefined), the kwargs, and strftime_now
  * on the UTC clock (the date of SOURCE_DATE_EPOCH when it is set). A template's
@@ -170,6 +172,17 @@ ROAD_API road_status road_tokenizer_apply_chat(const road_tokenizer *tok,
                                                const road_chat_params *p,
                                                const road_chat_message *msgs, size_t n,
                                                char **text, size_t *len);
+
+/* apply_chat_template's steps (the messages normalized, continue_final_message, the
+ * variables) with a template given as text instead of a tokenizer's: `variables` (a JSON object
+ * or NULL) are the special tokens a tokenizer_config would give ({"bos_token": "<s>", ...});
+ * p->kwargs override them. What road chat-template runs for --template and
+ * --tokenizer-config. */
+ROAD_API road_status road_chat_template_apply(const char *tmpl, size_t tmpl_len,
+                                              const struct cJSON *variables,
+                                              const road_chat_params *p,
+                                              const struct cJSON *messages, char **text,
+                                              size_t *len);
 
 /* Bytes [begin, end) of a rendered chat. */
 typedef struct road_chat_span {

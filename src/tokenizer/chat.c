@@ -267,8 +267,8 @@ static road_status check_messages(const cJSON *messages) {
 
 /* apply_chat_template's variables. The caller's JSON is referenced, not copied: the object
  * must not outlive messages, tools, documents and kwargs. */
-static road_status chat_vars(const road_tokenizer *t, const road_chat_params *p,
-                             const cJSON *messages, bool add_generation_prompt, cJSON **out) {
+static road_status chat_vars(const cJSON *base, const road_chat_params *p, const cJSON *messages,
+                             bool add_generation_prompt, cJSON **out) {
     *out = NULL;
     if ((p->tools && !cJSON_IsNull(p->tools) && !cJSON_IsArray(p->tools)) ||
         (p->documents && !cJSON_IsNull(p->documents) && !cJSON_IsArray(p->documents)))
@@ -290,12 +290,9 @@ static road_status chat_vars(const road_tokenizer *t, const road_chat_params *p,
     ok = ok && (p->documents ? cJSON_AddItemReferenceToObject(v, "documents", (cJSON *)p->documents)
                              : cJSON_AddNullToObject(v, "documents") != NULL);
     ok = ok && cJSON_AddBoolToObject(v, "add_generation_prompt", add_generation_prompt);
-    const char *const tokens[][2] = {{"bos_token", t->bos_text},
-                                     {"eos_token", t->eos_text},
-                                     {"unk_token", t->unk_text},
-                                     {"pad_token", t->pad_text}};
-    for (size_t i = 0; ok && i < sizeof tokens / sizeof tokens[0]; i++)
-        if (tokens[i][1]) ok = cJSON_AddStringToObject(v, tokens[i][0], tokens[i][1]) != NULL;
+    for (const cJSON *k = base ? base->child : NULL; ok && k; k = k->next)
+        if (!cJSON_GetObjectItemCaseSensitive(v, k->string))
+            ok = cJSON_AddItemReferenceToObject(v, k->string, (cJSON *)k);
     for (const cJSON *k = p->kwargs ? p->kwargs->child : NULL; ok && k; k = k->next) {
         cJSON_DeleteItemFromObjectCaseSensitive(v, k->string); /* kwargs win over the tokens */
         ok = cJSON_AddItemReferenceToObject(v, k->string, (cJSON *)k);
@@ -308,11 +305,26 @@ static road_status chat_vars(const road_tokenizer *t, const road_chat_params *p,
     return ROAD_OK;
 }
 
-static road_status render(const road_tokenizer *t, const tok_chat_tmpl *c,
-                          const road_chat_params *p, const cJSON *messages, bool gen,
-                          road__jinja_result *r) {
+/* The special tokens the tokenizer's config sets, as template variables (absent ones are left
+ * undefined). NULL on no memory. */
+static cJSON *token_vars(const road_tokenizer *t) {
+    cJSON *v = cJSON_CreateObject();
+    const char *const tokens[][2] = {{"bos_token", t->bos_text},
+                                     {"eos_token", t->eos_text},
+                                     {"unk_token", t->unk_text},
+                                     {"pad_token", t->pad_text}};
+    for (size_t i = 0; v && i < sizeof tokens / sizeof tokens[0]; i++)
+        if (tokens[i][1] && !cJSON_AddStringToObject(v, tokens[i][0], tokens[i][1])) {
+            cJSON_Delete(v);
+            return NULL;
+        }
+    return v;
+}
+
+static road_status render(const cJSON *base, const tok_chat_tmpl *c, const road_chat_params *p,
+                          const cJSON *messages, bool gen, road__jinja_result *r) {
     cJSON *vars = NULL;
-    road_status s = chat_vars(t, p, messages, gen, &vars);
+    road_status s = chat_vars(base, p, messages, gen, &vars);
     if (s != ROAD_OK) return s;
     s = road__jinja_render(c->prog, vars, NULL, r);
     cJSON_Delete(vars);
@@ -440,10 +452,9 @@ static road_status cut_at_tag(const char *final, const char *text, size_t *len) 
     return ROAD_OK;
 }
 
-road_status road_tokenizer_apply_chat_json(const road_tokenizer *t, const road_chat_params *p,
-                                           const cJSON *messages, char **text, size_t *len) {
-    if (!t || !p || !text)
-        return road__error(ROAD_ERR_INVALID_ARG, "road_tokenizer_apply_chat_json: NULL argument");
+/* apply_chat_template's steps with template c and the variables `base` (special tokens). */
+static road_status apply(const tok_chat_tmpl *c, const cJSON *base, const road_chat_params *p,
+                         const cJSON *messages, char **text, size_t *len) {
     *text = NULL;
     if (p->add_generation_prompt && p->continue_final_message)
         return road__error(ROAD_ERR_INVALID_ARG,
@@ -451,15 +462,13 @@ road_status road_tokenizer_apply_chat_json(const road_tokenizer *t, const road_c
                            "one starts a new assistant turn, the other leaves the last message "
                            "open");
     road_status s = check_messages(messages);
-    const tok_chat_tmpl *c = NULL;
-    if (s == ROAD_OK) s = pick(t, p, &c);
     if (s != ROAD_OK) return s;
     cJSON *chat = normalize(messages);
     char *final = NULL;
     if (!chat) return road__error(ROAD_ERR_NO_MEMORY, "out of memory rendering a chat");
     if (p->continue_final_message) s = tag_final(c, chat, &final);
     road__jinja_result r;
-    if (s == ROAD_OK) s = render(t, c, p, chat, p->add_generation_prompt, &r);
+    if (s == ROAD_OK) s = render(base, c, p, chat, p->add_generation_prompt, &r);
     cJSON_Delete(chat);
     if (s == ROAD_OK && final && (s = cut_at_tag(final, r.text, &r.len)) != ROAD_OK)
         road__jinja_result_free(&r);
@@ -470,6 +479,39 @@ road_status road_tokenizer_apply_chat_json(const road_tokenizer *t, const road_c
     *text = r.text;
     if (len) *len = r.len;
     return ROAD_OK;
+}
+
+road_status road_tokenizer_apply_chat_json(const road_tokenizer *t, const road_chat_params *p,
+                                           const cJSON *messages, char **text, size_t *len) {
+    if (!t || !p || !text)
+        return road__error(ROAD_ERR_INVALID_ARG, "road_tokenizer_apply_chat_json: NULL argument");
+    *text = NULL;
+    const tok_chat_tmpl *c = NULL;
+    road_status s = pick(t, p, &c);
+    if (s != ROAD_OK) return s;
+    cJSON *base = token_vars(t);
+    if (!base) return road__error(ROAD_ERR_NO_MEMORY, "out of memory rendering a chat");
+    s = apply(c, base, p, messages, text, len);
+    cJSON_Delete(base);
+    return s;
+}
+
+road_status road_chat_template_apply(const char *tmpl, size_t tmpl_len, const cJSON *variables,
+                                     const road_chat_params *p, const cJSON *messages, char **text,
+                                     size_t *len) {
+    if (!tmpl || !p || !text || (variables && !cJSON_IsObject(variables)))
+        return road__error(ROAD_ERR_INVALID_ARG, "road_chat_template_apply: NULL template, "
+                                                 "params or text, or variables that are not a "
+                                                 "JSON object");
+    *text = NULL;
+    tok_chat_tmpl c;
+    memset(&c, 0, sizeof c);
+    road_status s = tmpl_init(&c, "template", tmpl, tmpl_len, "chat template");
+    if (s != ROAD_OK) return s;
+    if (!c.prog) s = road__error(c.err, "%s", c.err_msg);
+    else s = apply(&c, variables, p, messages, text, len);
+    tmpl_clear(&c);
+    return s;
 }
 
 /* road_chat_message[] as the JSON list the templates get. */
@@ -553,12 +595,12 @@ static cJSON *head(const cJSON *messages, int64_t k) {
     return list;
 }
 
-static road_status render_head(const road_tokenizer *t, const tok_chat_tmpl *c,
+static road_status render_head(const cJSON *base, const tok_chat_tmpl *c,
                                const road_chat_params *p, const cJSON *messages, int64_t k,
                                bool gen, road__jinja_result *r) {
     cJSON *h = head(messages, k);
     if (!h) return road__error(ROAD_ERR_NO_MEMORY, "out of memory rendering a chat");
-    road_status s = render(t, c, p, h, gen, r);
+    road_status s = render(base, c, p, h, gen, r);
     cJSON_Delete(h);
     return s;
 }
@@ -618,7 +660,7 @@ static bool closing_of(const cJSON *m, const char *turn, size_t turn_len, const 
     "{%% endgeneration %%} (--chat-template FILE)"
 
 /* The assistant spans by prefixes (the template has no {% generation %} markers). */
-static road_status spans_by_prefixes(const road_tokenizer *t, const tok_chat_tmpl *c,
+static road_status spans_by_prefixes(const cJSON *base, const tok_chat_tmpl *c,
                                      const road_chat_params *p, const cJSON *messages,
                                      const road__jinja_result *full, road_chat_span *spans,
                                      size_t *n_spans) {
@@ -630,7 +672,7 @@ static road_status spans_by_prefixes(const road_tokenizer *t, const tok_chat_tmp
         road__jinja_result pre, post;
         memset(&pre, 0, sizeof pre);
         memset(&post, 0, sizeof post);
-        s = render_head(t, c, p, messages, k, true, &pre);
+        s = render_head(base, c, p, messages, k, true, &pre);
         if (s != ROAD_OK && s != ROAD_ERR_NO_MEMORY && k == 0)
             s = road__error(ROAD_ERR_UNSUPPORTED,
                             "message 0 (assistant): the conversation starts with the assistant "
@@ -638,7 +680,7 @@ static road_status spans_by_prefixes(const road_tokenizer *t, const tok_chat_tmp
                             "it (%s); start with a user or system message, or use a chat "
                             "template whose assistant turns are marked with {%% generation %%}",
                             road_last_error());
-        if (s == ROAD_OK && (s = render_head(t, c, p, messages, k + 1, false, &post)) == ROAD_OK) {
+        if (s == ROAD_OK && (s = render_head(base, c, p, messages, k + 1, false, &post)) == ROAD_OK) {
             size_t a = pre.len, b = 0;
             if (a < done || !starts_with(full->text, full->len, pre.text, pre.len) ||
                 !starts_with(post.text, post.len, pre.text, pre.len)) {
@@ -683,11 +725,16 @@ road_status road_tokenizer_chat_spans(const road_tokenizer *t, const road_chat_p
     const tok_chat_tmpl *c = NULL;
     if (s == ROAD_OK) s = pick(t, &q, &c);
     if (s != ROAD_OK) return s;
-    cJSON *chat = normalize(messages);
-    if (!chat) return road__error(ROAD_ERR_NO_MEMORY, "out of memory rendering a chat");
-    road__jinja_result full;
-    if ((s = render(t, c, &q, chat, false, &full)) != ROAD_OK) {
+    cJSON *chat = normalize(messages), *base = token_vars(t);
+    if (!chat || !base) {
         cJSON_Delete(chat);
+        cJSON_Delete(base);
+        return road__error(ROAD_ERR_NO_MEMORY, "out of memory rendering a chat");
+    }
+    road__jinja_result full;
+    if ((s = render(base, c, &q, chat, false, &full)) != ROAD_OK) {
+        cJSON_Delete(chat);
+        cJSON_Delete(base);
         return s;
     }
     size_t cap = (size_t)cJSON_GetArraySize(messages) + full.n_spans + 1, n = 0;
@@ -704,9 +751,10 @@ road_status road_tokenizer_chat_spans(const road_tokenizer *t, const road_chat_p
             n++;
         }
     } else if (s == ROAD_OK) {
-        s = spans_by_prefixes(t, c, &q, chat, &full, v, &n);
+        s = spans_by_prefixes(base, c, &q, chat, &full, v, &n);
     }
     cJSON_Delete(chat);
+    cJSON_Delete(base);
     if (s != ROAD_OK) {
         road__free(v);
         road__jinja_result_free(&full);

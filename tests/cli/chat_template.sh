@@ -1,9 +1,11 @@
 #!/bin/sh
 # tests/cli/chat_template.sh ROAD FIXTURES - `road chat-template` on every reference case of
-# tests/fixtures/chat/renders.json (continue_final_message aside): stdout must be the reference
-# render byte for byte, or the command must fail (exit 1) where the reference fails, carrying
-# the template's raise_exception message; Python jinja2's outcome where the engines disagree
-# (disagreements.json; see the fixture README). Plus the command's own refusals.
+# tests/fixtures/chat/renders.json: stdout must be the reference render byte for byte, or the
+# command must fail (exit 1) where the reference fails, carrying the template's
+# raise_exception message; Python jinja2's outcome where the engines disagree
+# (disagreements.json), transformers' for continue_final_message (transformers.json). Cases
+# whose messages hold a null-valued key are left out: apply_chat_template drops such keys, the
+# engine-level references keep them. Plus the command's own refusals and a model folder.
 . "$(dirname "$0")/../cli_lib.sh"
 command -v python3 > /dev/null || { echo "SKIP: no python3"; exit 77; }
 CHAT="$FIX/chat"
@@ -17,19 +19,23 @@ renders = load("renders.json")
 keys = ("template", "conversation", "add_generation_prompt", "continue_final_message", "kwargs")
 python = {json.dumps([d[k] for k in keys], sort_keys=True): d["python"]
           for d in load("disagreements.json")["disagreements"]}
+python.update({json.dumps([d[k] for k in keys], sort_keys=True): d
+               for d in load("transformers.json")["continue_final_message"]})
 env = dict(os.environ, SOURCE_DATE_EPOCH=str(renders["source_date_epoch"]))
 checked = bad = 0
 for case in renders["cases"]:
-    if case["continue_final_message"]:
+    t, conv = templates[case["template"]], convs[case["conversation"]]
+    if any(v is None for m in conv["messages"] for v in m.values()):
         continue
     want = python.get(json.dumps([case[k] for k in keys], sort_keys=True), case)
-    t, conv = templates[case["template"]], convs[case["conversation"]]
     msgs = os.path.join(tmp, "messages.json")
     json.dump(conv["messages"], open(msgs, "w", encoding="utf-8"), ensure_ascii=False)
     cmd = [road, "chat-template", "--template", os.path.join(chat, t["file"]), "--messages", msgs,
            "--kwargs", json.dumps({**t["variables"], **case["kwargs"]}, ensure_ascii=False)]
     if case["add_generation_prompt"]:
         cmd.append("--add-generation-prompt")
+    if case["continue_final_message"]:
+        cmd.append("--continue-final-message")
     if "tools" in conv:
         tools = os.path.join(tmp, "tools.json")
         json.dump(conv["tools"], open(tools, "w", encoding="utf-8"), ensure_ascii=False)
@@ -45,7 +51,7 @@ for case in renders["cases"]:
         bad += 1
     checked += 1
 print(f"chat-template: {checked} reference cases, {bad} wrong")
-sys.exit(1 if bad or checked < 700 else 0)
+sys.exit(1 if bad or checked < 900 else 0)
 PY
 # the command's own refusals
 echo '[{"role": "user", "content": "hi"}]' > "$TMP/m.json"
@@ -64,4 +70,22 @@ python3 -c "import json,sys; json.dump({'bos_token': '<s>', 'eos_token': '</s>',
     "$CHAT/templates/zephyr.jinja" "$TMP/model/tokenizer_config.json"
 out=$("$ROAD" chat-template --model "$TMP/model" --messages "$TMP/m.json" --add-generation-prompt)
 case "$out" in *"<|user|>"*"hi"*"<|assistant|>"*) ;; *) fail "--model render: $out" ;; esac
+# a model folder with its tokenizer: the same path as generate/serve/train, "tool_use" when
+# tools are given, --chat-template to pick another
+cp "$FIX/tokenizers/qwen3/tokenizer.json" "$TMP/model/tokenizer.json"
+python3 -c "import json,sys; json.dump({'eos_token': '<|im_end|>', 'chat_template': [{'name': 'default', 'template': 'D{{ messages[0].content }}'}, {'name': 'tool_use', 'template': 'T{{ tools | length }}'}]}, open(sys.argv[1], 'w'))" \
+    "$TMP/model/tokenizer_config.json"
+echo '[{"type": "function", "function": {"name": "f"}}]' > "$TMP/t.json"
+out=$("$ROAD" chat-template --model "$TMP/model" --messages "$TMP/m.json")
+[ "$out" = "Dhi" ] || fail "--model default: $out"
+out=$("$ROAD" chat-template --model "$TMP/model" --messages "$TMP/m.json" --tools "$TMP/t.json")
+[ "$out" = "T1" ] || fail "--model tool_use: $out"
+out=$("$ROAD" chat-template --model "$TMP/model" --messages "$TMP/m.json" --chat-template chatml --add-generation-prompt)
+[ "$out" = "$(printf '<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n')" ] || fail "--chat-template chatml: $out"
+out=$("$ROAD" chat-template --tokenizer-config "$TMP/model/tokenizer_config.json" --messages "$TMP/m.json" --tools "$TMP/t.json")
+[ "$out" = "T1" ] || fail "--tokenizer-config tool_use: $out"
+expect 2 "exclude each other" "$ROAD" chat-template --template "$CHAT/templates/chatml.jinja" \
+    --messages "$TMP/m.json" --add-generation-prompt --continue-final-message
+expect 2 "needs --model" "$ROAD" chat-template --template "$CHAT/templates/chatml.jinja" \
+    --messages "$TMP/m.json" --chat-template chatml
 finish chat_template
