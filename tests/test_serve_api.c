@@ -306,6 +306,79 @@ static void test_http(void **state) {
     if (code != 200) fail_msg("HTTP %d %s", code, out);
 }
 
+/* ---- the chat template's arguments over HTTP ---------------------------------------------- */
+
+/* A template that shows what it got: n times "x" (server default 5 from --chat-kwargs, a
+ * request's chat_template_kwargs over it), the contents, the number of tools and documents,
+ * the generation prompt; it raises for more than three messages. */
+static const char CHAT_TEMPLATE[] =
+    "{% if messages | length > 3 %}{{ raise_exception('at most three messages') }}{% endif %}"
+    "{{ 'x' * n }}|{% for m in messages %}{{ m.content }};{% endfor %}"
+    "{% if tools %}tools={{ tools | length }}{% endif %}"
+    "{% if documents %}docs={{ documents | length }}{% endif %}"
+    "{% if add_generation_prompt %}>{% endif %}";
+static char chat_template_path[64];
+
+static int setup_chat_server(void **state) {
+    (void)state;
+    snprintf(chat_template_path, sizeof chat_template_path, "/tmp/road_serve_api_%d.jinja",
+             (int)getpid());
+    FILE *f = fopen(chat_template_path, "w");
+    if (!f || fputs(CHAT_TEMPLATE, f) < 0 || fclose(f) != 0) return -1;
+    road_server_params p = road_server_default_params();
+    p.served_model_name = "tiny";
+    p.chat_template = chat_template_path;
+    p.chat_template_kwargs = "{\"n\": 5}";
+    return serve_fixture_start(&fx, &p);
+}
+
+static int teardown_chat_server(void **state) {
+    unlink(chat_template_path);
+    return teardown_server(state);
+}
+
+/* The prompt's token count of a chat request's reply (the request must succeed). */
+static long prompt_tokens(const char *extra) {
+    char body[1024], out[8192];
+    snprintf(body, sizeof body, "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], "
+             "\"max_tokens\": 1, \"temperature\": 0%s}", extra);
+    int code = post_n("/v1/chat/completions", body, strlen(body), out, sizeof out);
+    if (code != 200) fail_msg("%s: HTTP %d %s", body, code, out);
+    cJSON *o = cJSON_Parse(out);
+    long n = (long)cJSON_GetObjectItem(cJSON_GetObjectItem(o, "usage"), "prompt_tokens")->valuedouble;
+    cJSON_Delete(o);
+    return n;
+}
+
+static void test_chat_template_args(void **state) {
+    (void)state;
+    const long base = prompt_tokens("");
+    /* chat_template_kwargs reach the template and override the server's defaults */
+    assert_true(prompt_tokens(", \"chat_template_kwargs\": {\"n\": 60}") > base);
+    assert_int_equal(prompt_tokens(", \"chat_template_kwargs\": {\"n\": 5}"), base);
+    /* tools and documents are passed through; add_generation_prompt false drops the ">" */
+    const char *tools = ", \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}, "
+                        "{\"type\": \"function\", \"function\": {\"name\": \"g\"}}]";
+    assert_true(prompt_tokens(tools) > base);
+    assert_true(prompt_tokens(", \"documents\": [{\"text\": \"d\"}]") > base);
+    assert_true(prompt_tokens(", \"add_generation_prompt\": false") < base);
+    /* continue_final_message: the last message left open */
+    char out[8192];
+    const char *cont = "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": "
+                       "\"assistant\", \"content\": \"The\"}], \"max_tokens\": 1, "
+                       "\"add_generation_prompt\": false, \"continue_final_message\": true}";
+    int code = post_n("/v1/chat/completions", cont, strlen(cont), out, sizeof out);
+    if (code != 200) fail_msg("HTTP %d %s", code, out);
+    /* the template's raise_exception is a 400 carrying its message */
+    const char *four = "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"user\", "
+                       "\"content\": \"b\"}, {\"role\": \"user\", \"content\": \"c\"}, {\"role\": "
+                       "\"user\", \"content\": \"d\"}]}";
+    expect_http_400("/v1/chat/completions", four, strlen(four), "messages", "at most three messages");
+    const char *reserved = "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}], "
+                           "\"chat_template_kwargs\": {\"messages\": []}}";
+    expect_http_400("/v1/chat/completions", reserved, strlen(reserved), "messages", "cannot set");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_strings_whole_or_refused),
@@ -313,6 +386,8 @@ int main(void) {
         cmocka_unit_test(test_sampling_mirrors_the_sampler),
         cmocka_unit_test(test_replies_keep_text_whole),
         cmocka_unit_test_setup_teardown(test_http, setup_server, teardown_server),
+        cmocka_unit_test_setup_teardown(test_chat_template_args, setup_chat_server,
+                                        teardown_chat_server),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
