@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "tokenizer/jinja_internal.h"
+#include "tokenizer/text_util.h"
 
 #define FAIL(...) road__jj_fail(road__jj_render_ctx(r), ROAD_ERR_INVALID_ARG, line, __VA_ARGS__)
 
@@ -64,6 +65,12 @@ static jv str_copy_map(jj_ctx *c, jv s, char (*fn)(char)) {
 static jv strip(jv s, const jv *chars, int which) {
     size_t a = 0, b = s.u.s.n;
     bool ws = chars == NULL || chars->k == JV_NONE;
+    if (ws) { /* Python's whitespace, Unicode's included (U+00A0, U+3000, ...) */
+        const char *p = s.u.s.p;
+        size_t n = s.u.s.n;
+        road__tok_py_strip(&p, &n, which & 1, which & 2);
+        return jv_strref(p, n);
+    }
     const char *set = ws ? NULL : chars->u.s.p;
     size_t setn = ws ? 0 : chars->u.s.n;
 #define STRIPPED(ch) (ws ? is_space((unsigned char)(ch)) : memchr(set, (ch), setn) != NULL)
@@ -116,17 +123,16 @@ static jv split(jj_render *r, uint32_t line, jv s, const jv *sep, int64_t maxspl
     const char *p = s.u.s.p;
     size_t n = s.u.s.n, i = 0;
     if (sep == NULL || sep->k == JV_NONE) { /* runs of whitespace, no empty strings */
+        size_t k;
         for (;;) {
-            while (i < n && is_space((unsigned char)p[i])) i++;
+            while (i < n && (k = road__tok_py_space(p + i, n - i)) > 0) i += k;
             if (i >= n) break;
             size_t j = i;
-            if (maxsplit >= 0 && (int64_t)l.u.l->n >= maxsplit) {
-                size_t e = n;
-                while (e > i && is_space((unsigned char)p[e - 1])) e--;
-                road__jv_list_push(c, l, jv_strref(p + i, e - i));
+            if (maxsplit >= 0 && (int64_t)l.u.l->n >= maxsplit) { /* the rest, as it is */
+                road__jv_list_push(c, l, jv_strref(p + i, n - i));
                 break;
             }
-            while (j < n && !is_space((unsigned char)p[j])) j++;
+            while (j < n && road__tok_py_space(p + j, n - j) == 0) j++;
             road__jv_list_push(c, l, jv_strref(p + i, j - i));
             i = j;
             road__jj_step(c, line, 1);
@@ -804,6 +810,11 @@ static jv str_method(jj_render *r, uint32_t line, const char *name, jv s, const 
         return l;
     }
     bool all = s.u.s.n > 0;
+    if (!strcmp(name, "isspace")) {
+        for (size_t i = 0, k; all && i < s.u.s.n; i += k)
+            all = (k = road__tok_py_space(s.u.s.p + i, s.u.s.n - i)) > 0;
+        return jv_bool(all);
+    }
     for (size_t i = 0; i < s.u.s.n; i++) {
         char ch = s.u.s.p[i];
         if (!strcmp(name, "isdigit"))

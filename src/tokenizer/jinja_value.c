@@ -337,6 +337,18 @@ static void put_float(jj_ctx *c, jj_buf *b, double f) {
     road__jj_put(c, b, tmp, strlen(tmp));
 }
 
+/* Code points past U+00A0 that Python's str.isprintable() calls unprintable, so repr escapes
+ * them: the separators (Zs, Zl, Zp), the format characters (Cf) and the private use and
+ * noncharacter ranges. Unassigned code points (Cn) are not known here and print as they are. */
+static bool unprintable(uint32_t cp) {
+    return cp == 0x061C || cp == 0x06DD || cp == 0x070F || cp == 0x1680 ||
+           cp == 0x180E || (cp >= 0x2000 && cp <= 0x200F) || (cp >= 0x2028 && cp <= 0x202F) ||
+           (cp >= 0x205F && cp <= 0x2064) || (cp >= 0x2066 && cp <= 0x206F) || cp == 0x3000 ||
+           (cp >= 0xE000 && cp <= 0xF8FF) || cp == 0xFEFF || (cp >= 0xFFF9 && cp <= 0xFFFB) ||
+           cp == 0xFFFE || cp == 0xFFFF || cp == 0x110BD || (cp >= 0x1D173 && cp <= 0x1D17A) ||
+           cp == 0xE0001 || (cp >= 0xE0020 && cp <= 0xE007F) || cp >= 0xF0000;
+}
+
 /* Python's repr of a str: single quotes unless the text has ' and no ". */
 static void repr_str(jj_ctx *c, jj_buf *b, const char *s, size_t n) {
     bool sq = memchr(s, '\'', n) != NULL, dq = memchr(s, '"', n) != NULL;
@@ -355,10 +367,20 @@ static void repr_str(jj_ctx *c, jj_buf *b, const char *s, size_t n) {
             road__jj_put(c, b, "\\t", 2);
         } else if (ch < 0x20 || ch == 0x7f) {
             road__jj_printf(c, b, "\\x%02x", ch);
-        } else if (ch == 0xC2 && i + 1 < n && (unsigned char)s[i + 1] <= 0xA0) {
-            /* U+0080..U+00A0 are not printable for Python */
+        } else if (ch == 0xC2 && i + 1 < n &&
+                   ((unsigned char)s[i + 1] <= 0xA0 || (unsigned char)s[i + 1] == 0xAD)) {
+            /* U+0080..U+00A0 and the soft hyphen are not printable for Python */
             road__jj_printf(c, b, "\\x%02x", (unsigned char)s[i + 1]);
             i++;
+        } else if (ch >= 0xE0) {
+            uint32_t cp = 0;
+            int k = road__tok_utf8_decode((const unsigned char *)s + i, n - i, &cp);
+            if (k > 0 && unprintable(cp)) {
+                road__jj_printf(c, b, cp > 0xFFFF ? "\\U%08x" : "\\u%04x", (unsigned)cp);
+                i += (size_t)k - 1;
+            } else {
+                road__jj_putc(c, b, (char)ch);
+            }
         } else {
             road__jj_putc(c, b, (char)ch);
         }

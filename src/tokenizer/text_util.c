@@ -93,6 +93,12 @@ static bool py_space_cp(uint32_t c) {
            c == 0x2029 || c == 0x202f || c == 0x205f || c == 0x3000;
 }
 
+size_t road__tok_py_space(const char *s, size_t n) {
+    uint32_t cp;
+    int k = road__tok_utf8_decode((const unsigned char *)s, n, &cp);
+    return k > 0 && py_space_cp(cp) ? (size_t)k : 0;
+}
+
 void road__tok_py_strip(const char **s, size_t *n, bool left, bool right) {
     const unsigned char *u = (const unsigned char *)*s;
     size_t a = 0, b = *n;

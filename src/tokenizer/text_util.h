@@ -43,6 +43,8 @@ int road__tok_utf8_encode(uint32_t cp, char *out);
 /* Python's str.strip() / lstrip() / rstrip() of whitespace (str.isspace, Unicode included) on
  * the UTF-8 text (*s, *n): moves *s and shrinks *n. */
 void road__tok_py_strip(const char **s, size_t *n, bool left, bool right);
+/* Bytes of the Python whitespace character at the start of s[0..n) (0: none). */
+size_t road__tok_py_space(const char *s, size_t n);
 /* GPT-2 byte map: byte -> code point, and back (-1 for code points outside the map). */
 uint32_t road__tok_byte_to_cp(uint8_t b);
 int road__tok_cp_to_byte(uint32_t cp);
