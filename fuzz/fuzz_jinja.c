@@ -6,6 +6,9 @@
  * with a small chat (messages, tools, bos_token, add_generation_prompt) under lowered bounds
  * (steps, output, memory, so that a hostile loop costs milliseconds) and either fails with a
  * message or yields text of the length it reports with generation spans inside it, in order.
+ * A template that renders is also run through apply_chat_template's steps
+ * (road_chat_template_apply with continue_final_message: messages normalized, the final
+ * message tagged, the render cut at the tag), which either fails with a message or gives text.
  * The allocation counter is back where it started after each input.
  */
 #include <stddef.h>
@@ -15,6 +18,8 @@
 #include <cjson/cJSON.h>
 
 #include "core/alloc.h"
+#include "road/config.h"
+#include "road/tokenizer.h"
 #include "tokenizer/jinja.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -56,6 +61,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 prev = res.spans[i].end;
             }
             road__jinja_result_free(&res);
+            /* apply_chat_template's steps on the same chat, continuing its last message */
+            road_chat_params p = road_chat_default_params();
+            p.add_generation_prompt = false;
+            p.continue_final_message = true;
+            p.tools = cJSON_GetObjectItem(vars, "tools");
+            char *text = NULL;
+            size_t len = 0;
+            road_clear_error();
+            if (road_chat_template_apply((const char *)data, size, NULL, &p,
+                                         cJSON_GetObjectItem(vars, "messages"), &text,
+                                         &len) != ROAD_OK) {
+                if (text != NULL || road_last_error()[0] == '\0') __builtin_trap();
+            } else if (text == NULL || text[len] != '\0') {
+                __builtin_trap();
+            }
+            road_string_free(text);
         }
         cJSON_Delete(vars);
         road__jinja_free(t);
