@@ -22,40 +22,13 @@
 #include "road/json.h"
 #include "road/tokenizer.h"
 #include "road/train.h"
+#include "chat_refs.h"
 #include "testutil.h"
-
-static cJSON *load(const char *rel) {
-    char *text = NULL;
-    size_t len = 0;
-    TU_OK(road__file_read(tu_fixture(rel), (size_t)64 << 20, &text, &len));
-    cJSON *j = NULL;
-    TU_OK(road_json_parse(text, len, &j));
-    road__free(text);
-    return j;
-}
 
 static cJSON *parse(const char *text) {
     cJSON *j = NULL;
     TU_OK(road_json_parse(text, strlen(text), &j));
     return j;
-}
-
-static const cJSON *find_named(const cJSON *list, const char *key, const char *value) {
-    const cJSON *e;
-    cJSON_ArrayForEach(e, list) {
-        const cJSON *v = cJSON_GetObjectItem(e, key);
-        if (cJSON_IsString(v) && strcmp(v->valuestring, value) == 0) return e;
-    }
-    return NULL;
-}
-
-static bool same_case(const cJSON *a, const cJSON *b) {
-    static const char *const keys[] = {"template", "conversation", "add_generation_prompt",
-                                       "continue_final_message", "kwargs"};
-    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
-        if (!cJSON_Compare(cJSON_GetObjectItem(a, keys[i]), cJSON_GetObjectItem(b, keys[i]), true))
-            return false;
-    return true;
 }
 
 /* A tokenizer without tokenizer_config.json: no special-token variables of its own, so the
@@ -78,9 +51,11 @@ typedef struct refs {
 } refs;
 
 static void refs_load(refs *r) {
-    r->templates = load("chat/templates.json"), r->convs = load("chat/conversations.json");
-    r->renders = load("chat/renders.json"), r->dis = load("chat/disagreements.json");
-    r->tf = load("chat/transformers.json");
+    r->templates = chat_refs_load("chat/templates.json"),
+    r->convs = chat_refs_load("chat/conversations.json");
+    r->renders = chat_refs_load("chat/renders.json"),
+    r->dis = chat_refs_load("chat/disagreements.json");
+    r->tf = chat_refs_load("chat/transformers.json");
     r->tlist = cJSON_GetObjectItem(r->templates, "templates");
     r->clist = cJSON_GetObjectItem(r->convs, "conversations");
     snprintf(r->epoch, sizeof r->epoch, "%.0f",
@@ -96,7 +71,7 @@ static void refs_free(refs *r) {
 
 static const char *template_path(const refs *r, const char *tname) {
     static char path[4096];
-    const cJSON *t = find_named(r->tlist, "name", tname);
+    const cJSON *t = chat_refs_find(r->tlist, "name", tname);
     assert_non_null(t);
     char rel[256];
     snprintf(rel, sizeof rel, "chat/%s", cJSON_GetObjectItem(t, "file")->valuestring);
@@ -106,8 +81,8 @@ static const char *template_path(const refs *r, const char *tname) {
 
 /* The template's variables and the case's kwargs, as one kwargs object. */
 static cJSON *case_kwargs(const refs *r, const char *tname, const cJSON *kwargs) {
-    cJSON *kw = cJSON_Duplicate(cJSON_GetObjectItem(find_named(r->tlist, "name", tname), "variables"),
-                                true);
+    cJSON *kw = cJSON_Duplicate(
+        cJSON_GetObjectItem(chat_refs_find(r->tlist, "name", tname), "variables"), true);
     const cJSON *v;
     cJSON_ArrayForEach(v, kwargs) {
         cJSON_DeleteItemFromObjectCaseSensitive(kw, v->string);
@@ -121,7 +96,8 @@ static cJSON *case_kwargs(const refs *r, const char *tname, const cJSON *kwargs)
  * only (tests/test_chat_templates.c). */
 static bool has_null_key(const cJSON *conv) {
     const cJSON *m, *k;
-    cJSON_ArrayForEach(m, cJSON_GetObjectItem(conv, "messages")) cJSON_ArrayForEach(k, m) if (cJSON_IsNull(k)) return true;
+    cJSON_ArrayForEach(m, cJSON_GetObjectItem(conv, "messages"))
+        cJSON_ArrayForEach(k, m) if (cJSON_IsNull(k)) return true;
     return false;
 }
 
@@ -129,10 +105,17 @@ static bool has_null_key(const cJSON *conv) {
 static const cJSON *expected(const refs *r, const cJSON *c) {
     const cJSON *d;
     if (cJSON_IsTrue(cJSON_GetObjectItem(c, "continue_final_message"))) {
-        cJSON_ArrayForEach(d, cJSON_GetObjectItem(r->tf, "continue_final_message")) if (same_case(d, c)) return d;
+        cJSON_ArrayForEach(
+            d, cJSON_GetObjectItem(
+                   r->tf, "continue_final_message")) if (chat_refs_same_case(d, c)) return d;
         fail_msg("no transformers.json record for a continue_final_message case");
     }
-    cJSON_ArrayForEach(d, cJSON_GetObjectItem(r->dis, "disagreements")) if (same_case(d, c)) return cJSON_GetObjectItem(d, "python");
+    cJSON_ArrayForEach(
+        d,
+        cJSON_GetObjectItem(
+            r->dis,
+            "disagreements")) if (chat_refs_same_case(d, c)) return cJSON_GetObjectItem(d,
+                                                                                        "python");
     return c;
 }
 
@@ -147,7 +130,7 @@ static void test_reference_cases(void **state) {
     cJSON_ArrayForEach(c, cJSON_GetObjectItem(r.renders, "cases")) {
         const char *tname = cJSON_GetObjectItem(c, "template")->valuestring;
         const char *cname = cJSON_GetObjectItem(c, "conversation")->valuestring;
-        const cJSON *conv = find_named(r.clist, "id", cname);
+        const cJSON *conv = chat_refs_find(r.clist, "id", cname);
         if (has_null_key(conv)) {
             skipped++;
             continue;
@@ -164,14 +147,15 @@ static void test_reference_cases(void **state) {
         p.kwargs = kw;
         char *text = NULL;
         size_t len = 0;
-        road_status st = road_tokenizer_apply_chat_json(tok, &p, cJSON_GetObjectItem(conv, "messages"),
-                                                        &text, &len);
+        road_status st = road_tokenizer_apply_chat_json(
+            tok, &p, cJSON_GetObjectItem(conv, "messages"), &text, &len);
         const cJSON *want = expected(&r, c), *out = cJSON_GetObjectItem(want, "output");
         if (out && st != ROAD_OK) {
             print_error("%s + %s (agp %d, cfm %d): fails: %s\n", tname, cname,
                         p.add_generation_prompt, p.continue_final_message, road_last_error());
             bad++;
-        } else if (out && (len != strlen(out->valuestring) || memcmp(text, out->valuestring, len))) {
+        } else if (out &&
+                   (len != strlen(out->valuestring) || memcmp(text, out->valuestring, len))) {
             print_error("%s + %s (agp %d, cfm %d): gives\n---\n%s\n--- transformers\n%s\n---\n",
                         tname, cname, p.add_generation_prompt, p.continue_final_message, text,
                         out->valuestring);
@@ -229,8 +213,10 @@ static void test_generation_spans(void **state) {
     cJSON_ArrayForEach(c, cJSON_GetObjectItem(r.tf, "generation")) {
         const cJSON *out = cJSON_GetObjectItem(c, "output");
         const char *tname = cJSON_GetObjectItem(c, "template")->valuestring;
-        const cJSON *conv = find_named(r.clist, "id", cJSON_GetObjectItem(c, "conversation")->valuestring);
-        if (!out || cJSON_IsTrue(cJSON_GetObjectItem(c, "add_generation_prompt")) || has_null_key(conv))
+        const cJSON *conv =
+            chat_refs_find(r.clist, "id", cJSON_GetObjectItem(c, "conversation")->valuestring);
+        if (!out || cJSON_IsTrue(cJSON_GetObjectItem(c, "add_generation_prompt")) ||
+            has_null_key(conv))
             continue;
         TU_OK(road_tokenizer_set_chat_template(tok, template_path(&r, tname)));
         road_chat_params p = road_chat_default_params();
@@ -266,9 +252,9 @@ static void test_generation_spans(void **state) {
  * no tools): the same text, or the same raise_exception. */
 static void test_builtins(void **state) {
     (void)state;
-    static const char *const pairs[][2] = {{"chatml", "chatml"},  {"llama3", "llama3_1"},
+    static const char *const pairs[][2] = {{"chatml", "chatml"},      {"llama3", "llama3_1"},
                                            {"llama2", "llama2_chat"}, {"mistral", "mistral_v0_1"},
-                                           {"zephyr", "zephyr"},  {"gemma", "gemma2"}};
+                                           {"zephyr", "zephyr"},      {"gemma", "gemma2"}};
     refs r;
     refs_load(&r);
     road_tokenizer *tok = bare_tokenizer();
@@ -280,10 +266,12 @@ static void test_builtins(void **state) {
             if (strcmp(cJSON_GetObjectItem(c, "template")->valuestring, pairs[k][1]) != 0 ||
                 cJSON_IsTrue(cJSON_GetObjectItem(c, "continue_final_message")))
                 continue;
-            const cJSON *conv = find_named(r.clist, "id", cJSON_GetObjectItem(c, "conversation")->valuestring);
+            const cJSON *conv =
+                chat_refs_find(r.clist, "id", cJSON_GetObjectItem(c, "conversation")->valuestring);
             bool plain = !cJSON_GetObjectItem(conv, "tools");
             const cJSON *m;
-            cJSON_ArrayForEach(m, cJSON_GetObjectItem(conv, "messages")) plain &= cJSON_IsString(cJSON_GetObjectItem(m, "content")) && cJSON_GetArraySize(m) == 2;
+            cJSON_ArrayForEach(m, cJSON_GetObjectItem(conv, "messages")) plain &=
+                cJSON_IsString(cJSON_GetObjectItem(m, "content")) && cJSON_GetArraySize(m) == 2;
             if (!plain) continue;
             road_chat_params p = road_chat_default_params();
             p.add_generation_prompt = cJSON_IsTrue(cJSON_GetObjectItem(c, "add_generation_prompt"));
@@ -291,12 +279,13 @@ static void test_builtins(void **state) {
             p.kwargs = kw;
             char *text = NULL;
             size_t len = 0;
-            road_status st = road_tokenizer_apply_chat_json(tok, &p, cJSON_GetObjectItem(conv, "messages"),
-                                                            &text, &len);
+            road_status st = road_tokenizer_apply_chat_json(
+                tok, &p, cJSON_GetObjectItem(conv, "messages"), &text, &len);
             const cJSON *want = expected(&r, c), *out = cJSON_GetObjectItem(want, "output");
             if (out) {
-                if (st != ROAD_OK) fail_msg("built-in %s + %s fails: %s", pairs[k][0],
-                                            cJSON_GetObjectItem(conv, "id")->valuestring, road_last_error());
+                if (st != ROAD_OK)
+                    fail_msg("built-in %s + %s fails: %s", pairs[k][0],
+                             cJSON_GetObjectItem(conv, "id")->valuestring, road_last_error());
                 if (len != strlen(out->valuestring) || memcmp(text, out->valuestring, len) != 0)
                     fail_msg("built-in %s + %s (agp %d):\n---\n%s\n--- %s\n%s\n---", pairs[k][0],
                              cJSON_GetObjectItem(conv, "id")->valuestring, p.add_generation_prompt,
@@ -304,14 +293,16 @@ static void test_builtins(void **state) {
             } else {
                 assert_int_not_equal(st, ROAD_OK);
                 if (cJSON_IsTrue(cJSON_GetObjectItem(want, "raised")))
-                    assert_non_null(strstr(road_last_error(), cJSON_GetObjectItem(want, "error")->valuestring));
+                    assert_non_null(
+                        strstr(road_last_error(), cJSON_GetObjectItem(want, "error")->valuestring));
             }
             road_string_free(text);
             cJSON_Delete(kw);
             checked++;
         }
     }
-    print_message("built-in templates: %d plain chats as the released templates render them\n", checked);
+    print_message("built-in templates: %d plain chats as the released templates render them\n",
+                  checked);
     assert_true(checked >= 60);
     road_tokenizer_free(tok);
     refs_free(&r);
@@ -399,10 +390,12 @@ static void test_prefix_spans(void **state) {
     }
     assert_true(checked >= 5);
     /* a template whose render of a prefix is not the start of the whole: the message named */
-    cJSON *msgs = parse("[{\"role\":\"user\",\"content\":\"a\"},{\"role\":\"assistant\",\"content\":\"b\"}]");
+    cJSON *msgs =
+        parse("[{\"role\":\"user\",\"content\":\"a\"},{\"role\":\"assistant\",\"content\":\"b\"}]");
     char path[4096];
     snprintf(path, sizeof path, "%s", tu_scratch_at("count.jinja"));
-    const char *counting = "{{ messages | length }}{% for m in messages %}{{ m.content }}{% endfor %}";
+    const char *counting =
+        "{{ messages | length }}{% for m in messages %}{{ m.content }}{% endfor %}";
     TU_OK(road__file_write_atomic(path, counting, strlen(counting)));
     TU_OK(road_tokenizer_set_chat_template(tok, path));
     road_chat_params p = road_chat_default_params();
@@ -471,7 +464,8 @@ static void test_training_mask(void **state) {
     /* per-line tools reach the template; a line the template cannot split names the message */
     const char *cfg_line = "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": "
                            "\"assistant\", \"content\": \"Yo\"}], \"tools\": 5}\n";
-    TU_FAILS(road_dataset_parse_jsonl(cfg_line, strlen(cfg_line), &dp, &d), ROAD_ERR_FORMAT, "tools");
+    TU_FAILS(road_dataset_parse_jsonl(cfg_line, strlen(cfg_line), &dp, &d), ROAD_ERR_FORMAT,
+             "tools");
     road_tokenizer_free(tok);
 }
 
@@ -485,17 +479,20 @@ static void test_sources_and_rules(void **state) {
     tu_rm_rf(tu_scratch_at("m"));
     TU_OK(road__mkdir_p(tu_scratch_at("m/additional_chat_templates")));
     tu_copy_file(tu_fixture("tokenizers/qwen3/tokenizer.json"), tu_scratch_at("m/tokenizer.json"));
-    const char *cfg = "{\"eos_token\": \"<|im_end|>\", \"chat_template\": [{\"name\": \"default\", "
-                      "\"template\": \"config\"}, {\"name\": \"rag\", \"template\": \"R{{ documents "
-                      "| length }}\"}]}";
+    const char *cfg =
+        "{\"eos_token\": \"<|im_end|>\", \"chat_template\": [{\"name\": \"default\", "
+        "\"template\": \"config\"}, {\"name\": \"rag\", \"template\": \"R{{ documents "
+        "| length }}\"}]}";
     TU_OK(road__file_write_atomic(tu_scratch_at("m/tokenizer_config.json"), cfg, strlen(cfg)));
-    TU_OK(road__file_write_atomic(tu_scratch_at("m/chat_template.jinja"), "file{{ eos_token }}", 19));
+    TU_OK(
+        road__file_write_atomic(tu_scratch_at("m/chat_template.jinja"), "file{{ eos_token }}", 19));
     TU_OK(road__file_write_atomic(tu_scratch_at("m/additional_chat_templates/tool_use.jinja"),
                                   "tools:{{ tools[0].function.name }}", 34));
     TU_OK(road_tokenizer_load(tu_scratch_at("m"), &tok));
     cJSON *msgs = parse("[{\"role\": \"user\", \"content\": \"x\"}]");
     cJSON *tools = parse("[{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]");
-    cJSON *docs = parse("[{\"title\": \"a\", \"text\": \"b\"}, {\"title\": \"c\", \"text\": \"d\"}]");
+    cJSON *docs =
+        parse("[{\"title\": \"a\", \"text\": \"b\"}, {\"title\": \"c\", \"text\": \"d\"}]");
     road_chat_params p = road_chat_default_params();
     char *text = NULL;
     TU_OK(road_tokenizer_apply_chat_json(tok, &p, msgs, &text, NULL));
@@ -519,7 +516,8 @@ static void test_sources_and_rules(void **state) {
     TU_OK(road__file_write_atomic(tu_scratch_at("norm.jinja"), norm, strlen(norm)));
     TU_OK(road_tokenizer_set_chat_template(tok, tu_scratch_at("norm.jinja")));
     cJSON *nm = parse("[{\"role\": \"assistant\", \"content\": null, \"reasoning\": \"r\"},"
-                      "{\"role\": \"user\", \"content\": \"c\", \"thinking\": null, \"reasoning_content\": \"q\"}]");
+                      "{\"role\": \"user\", \"content\": \"c\", \"thinking\": null, "
+                      "\"reasoning_content\": \"q\"}]");
     p.add_generation_prompt = false;
     TU_OK(road_tokenizer_apply_chat_json(tok, &p, nm, &text, NULL));
     assert_string_equal(text, "False,r,r;True,q,q;");
@@ -577,7 +575,8 @@ static void test_sources_and_rules(void **state) {
     cJSON_Delete(open), cJSON_Delete(msgs), cJSON_Delete(tools), cJSON_Delete(docs);
     /* a --chat-template file that does not parse: the line */
     TU_OK(road__file_write_atomic(tu_scratch_at("bad.jinja"), "ok\n{% for %}", 12));
-    TU_FAILS(road_tokenizer_set_chat_template(tok, tu_scratch_at("bad.jinja")), ROAD_ERR_FORMAT, "line 2");
+    TU_FAILS(road_tokenizer_set_chat_template(tok, tu_scratch_at("bad.jinja")), ROAD_ERR_FORMAT,
+             "line 2");
     road_tokenizer_free(tok);
 }
 
@@ -592,11 +591,9 @@ static int teardown(void **state) {
 }
 
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_reference_cases),
-                                       cmocka_unit_test(test_generation_spans),
-                                       cmocka_unit_test(test_builtins),
-                                       cmocka_unit_test(test_prefix_spans),
-                                       cmocka_unit_test(test_training_mask),
-                                       cmocka_unit_test(test_sources_and_rules)};
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_reference_cases), cmocka_unit_test(test_generation_spans),
+        cmocka_unit_test(test_builtins),        cmocka_unit_test(test_prefix_spans),
+        cmocka_unit_test(test_training_mask),   cmocka_unit_test(test_sources_and_rules)};
     return cmocka_run_group_tests(tests, setup, teardown);
 }

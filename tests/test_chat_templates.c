@@ -18,42 +18,18 @@
 #include "io/file.h"
 #include "road/json.h"
 #include "road/tokenizer.h"
+#include "chat_refs.h"
 #include "testutil.h"
 #include "tokenizer/jinja.h"
 
 /* A fixture file parsed as road parses JSON (numbers keep their text: 1.0 stays a float). */
-static cJSON *load(const char *rel) {
-    char *text = NULL;
-    size_t len = 0;
-    TU_OK(road__file_read(tu_fixture(rel), (size_t)64 << 20, &text, &len));
-    cJSON *j = NULL;
-    TU_OK(road_json_parse(text, len, &j));
-    road__free(text);
-    return j;
-}
 
-static const cJSON *find_named(const cJSON *list, const char *key, const char *value) {
-    const cJSON *e;
-    cJSON_ArrayForEach(e, list) {
-        const cJSON *v = cJSON_GetObjectItem(e, key);
-        if (cJSON_IsString(v) && strcmp(v->valuestring, value) == 0) return e;
-    }
-    return NULL;
-}
 
-static bool same_case(const cJSON *a, const cJSON *b) {
-    static const char *const keys[] = {"template", "conversation", "add_generation_prompt",
-                                       "continue_final_message", "kwargs"};
-    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
-        if (!cJSON_Compare(cJSON_GetObjectItem(a, keys[i]), cJSON_GetObjectItem(b, keys[i]), true))
-            return false;
-    return true;
-}
 
 static void test_reference_renders(void **state) {
     (void)state;
-    cJSON *templates = load("chat/templates.json"), *convs = load("chat/conversations.json");
-    cJSON *renders = load("chat/renders.json"), *dis = load("chat/disagreements.json");
+    cJSON *templates = chat_refs_load("chat/templates.json"), *convs = chat_refs_load("chat/conversations.json");
+    cJSON *renders = chat_refs_load("chat/renders.json"), *dis = chat_refs_load("chat/disagreements.json");
     const cJSON *tlist = cJSON_GetObjectItem(templates, "templates");
     const cJSON *clist = cJSON_GetObjectItem(convs, "conversations");
     const cJSON *dlist = cJSON_GetObjectItem(dis, "disagreements");
@@ -73,13 +49,13 @@ static void test_reference_renders(void **state) {
         const cJSON *want = c;
         const cJSON *d;
         cJSON_ArrayForEach(d, dlist) {
-            if (same_case(d, c)) {
+            if (chat_refs_same_case(d, c)) {
                 want = cJSON_GetObjectItem(d, "python");
                 python++;
                 break;
             }
         }
-        const cJSON *t = find_named(tlist, "name", tname), *conv = find_named(clist, "id", cname);
+        const cJSON *t = chat_refs_find(tlist, "name", tname), *conv = chat_refs_find(clist, "id", cname);
         assert_non_null(t);
         assert_non_null(conv);
         char rel[256];

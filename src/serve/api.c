@@ -83,10 +83,14 @@ char *road__api_error_json(const api_error *e) {
         cJSON *x = cJSON_GetObjectItem(root, "error");
         cJSON_AddStringToObject(x, "message", msg);
         cJSON_AddStringToObject(x, "type", e->type ? e->type : BAD);
-        if (param[0]) cJSON_AddStringToObject(x, "param", param);
-        else cJSON_AddNullToObject(x, "param");
-        if (e->code) cJSON_AddStringToObject(x, "code", e->code);
-        else cJSON_AddNullToObject(x, "code");
+        if (param[0])
+            cJSON_AddStringToObject(x, "param", param);
+        else
+            cJSON_AddNullToObject(x, "param");
+        if (e->code)
+            cJSON_AddStringToObject(x, "code", e->code);
+        else
+            cJSON_AddNullToObject(x, "code");
         out = cJSON_PrintUnformatted(root);
     }
     cJSON_Delete(err);
@@ -111,8 +115,8 @@ static bool bad(api_error *err, const char *param, const char *fmt, ...) {
 /* An integer-valued JSON number in [lo, hi]. */
 static bool get_int(const cJSON *v, const char *name, double lo, double hi, int64_t *out,
                     api_error *err) {
-    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble != floor(v->valuedouble) ||
-        v->valuedouble < lo || v->valuedouble > hi) {
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) ||
+        v->valuedouble != floor(v->valuedouble) || v->valuedouble < lo || v->valuedouble > hi) {
         road__api_error_set(err, 400, BAD, NULL, name, "'%s' must be an integer from %.0f to %.0f",
                             name, lo, hi);
         return false;
@@ -189,17 +193,21 @@ static bool get_ids(const cJSON *a, const char *name, int64_t max, int32_t **ids
 static bool parse_prompt(const cJSON *p, api_request *r, api_error *err) {
     if (cJSON_IsString(p)) return (r->prompt = dup_str(p->valuestring)) != NULL || oom(err);
     if (!cJSON_IsArray(p) || cJSON_GetArraySize(p) == 0)
-        return bad(err, "prompt", "%s", "'prompt' must be a string, an array of token ids, or an "
+        return bad(err, "prompt", "%s",
+                   "'prompt' must be a string, an array of token ids, or an "
                    "array holding one of those");
     const cJSON *first = cJSON_GetArrayItem(p, 0);
-    if (cJSON_IsNumber(first)) return get_ids(p, "prompt", API_MAX_PROMPT_IDS, &r->prompt_ids, &r->n_prompt_ids, err);
+    if (cJSON_IsNumber(first))
+        return get_ids(p, "prompt", API_MAX_PROMPT_IDS, &r->prompt_ids, &r->n_prompt_ids, err);
     if (cJSON_GetArraySize(p) != 1)
-        return bad(err, "prompt", "%s", "road serves one prompt per request: send the prompts of a "
+        return bad(err, "prompt", "%s",
+                   "road serves one prompt per request: send the prompts of a "
                    "batch as separate (concurrent) requests");
     if (cJSON_IsString(first)) return (r->prompt = dup_str(first->valuestring)) != NULL || oom(err);
     if (cJSON_IsArray(first))
         return get_ids(first, "prompt", API_MAX_PROMPT_IDS, &r->prompt_ids, &r->n_prompt_ids, err);
-    return bad(err, "prompt", "%s", "'prompt' must be a string, an array of token ids, or an array "
+    return bad(err, "prompt", "%s",
+               "'prompt' must be a string, an array of token ids, or an array "
                "holding one of those");
 }
 
@@ -213,7 +221,8 @@ static cJSON *message_content(const cJSON *c, api_error *err) {
         return out;
     }
     if (!cJSON_IsArray(c)) {
-        bad(err, "messages", "%s", "a message's 'content' must be a string or an array of text parts");
+        bad(err, "messages", "%s",
+            "a message's 'content' must be a string or an array of text parts");
         return NULL;
     }
     size_t n = 1;
@@ -222,7 +231,8 @@ static cJSON *message_content(const cJSON *c, api_error *err) {
         const cJSON *t = road__json_get(part, "type");
         const cJSON *x = road__json_get(part, "text");
         if (!cJSON_IsString(t) || strcmp(t->valuestring, "text") != 0 || !cJSON_IsString(x)) {
-            bad(err, "messages", "%s", "road takes text content parts only ({\"type\": \"text\", "
+            bad(err, "messages", "%s",
+                "road takes text content parts only ({\"type\": \"text\", "
                 "\"text\": ...})");
             return NULL;
         }
@@ -261,7 +271,8 @@ static bool tool_calls(cJSON *calls, api_error *err) {
         cJSON *args = fn ? cJSON_GetObjectItemCaseSensitive(fn, "arguments") : NULL;
         if (!cJSON_IsObject(fn) || !cJSON_IsString(name) ||
             (args && !cJSON_IsString(args) && !cJSON_IsObject(args)))
-            return bad(err, "messages", "%s", "a tool call must be {\"id\", \"type\": \"function\", "
+            return bad(err, "messages", "%s",
+                       "a tool call must be {\"id\", \"type\": \"function\", "
                        "\"function\": {\"name\": string, \"arguments\": JSON text}}");
         if (cJSON_IsString(args)) {
             cJSON *parsed = NULL;
@@ -269,8 +280,10 @@ static bool tool_calls(cJSON *calls, api_error *err) {
                 !cJSON_IsObject(parsed)) {
                 cJSON_Delete(parsed);
                 road_clear_error();
-                return bad(err, "messages", "a tool call's 'arguments' must be a JSON object "
-                           "(as text), not %.60s", args->valuestring);
+                return bad(err, "messages",
+                           "a tool call's 'arguments' must be a JSON object "
+                           "(as text), not %.60s",
+                           args->valuestring);
             }
             if (!cJSON_ReplaceItemInObjectCaseSensitive(fn, "arguments", parsed)) {
                 cJSON_Delete(parsed);
@@ -290,7 +303,8 @@ static bool parse_messages(const cJSON *m, api_request *r, api_error *err) {
     cJSON_ArrayForEach(x, r->messages) {
         cJSON *role = cJSON_IsObject(x) ? cJSON_GetObjectItemCaseSensitive(x, "role") : NULL;
         if (!cJSON_IsString(role))
-            return bad(err, "messages", "%s", "every message needs a 'role' string and a 'content'");
+            return bad(err, "messages", "%s",
+                       "every message needs a 'role' string and a 'content'");
         const char *rs = role->valuestring;
         if (strcmp(rs, "developer") == 0) { /* OpenAI's newer name for it */
             if (!cJSON_SetValuestring(role, "system")) return oom(err);
@@ -306,7 +320,8 @@ static bool parse_messages(const cJSON *m, api_request *r, api_error *err) {
         if (has_calls && !tool_calls(calls, err)) return false;
         cJSON *content = cJSON_GetObjectItemCaseSensitive(x, "content");
         if (!content && !has_calls)
-            return bad(err, "messages", "%s", "every message needs a 'role' string and a 'content'");
+            return bad(err, "messages", "%s",
+                       "every message needs a 'role' string and a 'content'");
         cJSON *c = content ? message_content(content, err) : cJSON_CreateString("");
         if (!c) return content ? false : oom(err);
         if (!(content ? cJSON_ReplaceItemInObjectCaseSensitive(x, "content", c)
@@ -327,29 +342,34 @@ static bool parse_chat_args(const cJSON *root, api_request *r, api_error *err) {
         if (!v || cJSON_IsNull(v)) continue;
         if (!cJSON_IsArray(v)) return bad(err, lists[i], "'%s' must be an array", lists[i]);
         const cJSON *e;
-        cJSON_ArrayForEach(e, v) if (!cJSON_IsObject(e))
-            return bad(err, lists[i], "every entry of '%s' must be an object", lists[i]);
+        cJSON_ArrayForEach(e, v) if (!cJSON_IsObject(e)) return bad(
+            err, lists[i], "every entry of '%s' must be an object", lists[i]);
         if (i == 0) {
             cJSON_ArrayForEach(e, v) {
                 const cJSON *fn = road__json_get(e, "function");
                 const cJSON *type = road__json_get(e, "type");
                 if (!cJSON_IsString(type) || strcmp(type->valuestring, "function") != 0 ||
                     !cJSON_IsObject(fn) || !cJSON_IsString(road__json_get(fn, "name")))
-                    return bad(err, "tools", "%s", "a tool must be {\"type\": \"function\", "
-                               "\"function\": {\"name\": string, \"description\", \"parameters\"}}");
+                    return bad(
+                        err, "tools", "%s",
+                        "a tool must be {\"type\": \"function\", "
+                        "\"function\": {\"name\": string, \"description\", \"parameters\"}}");
             }
         }
         if (cJSON_GetArraySize(v) > 0 && !(*dst[i] = cJSON_Duplicate(v, true))) return oom(err);
     }
     const cJSON *v = road__json_get(root, "tool_choice");
     if (v && !cJSON_IsNull(v) &&
-        !(cJSON_IsString(v) && (strcmp(v->valuestring, "auto") == 0 || strcmp(v->valuestring, "none") == 0)))
-        return bad(err, "tool_choice", "%s", "road serve takes 'tool_choice' \"auto\" or \"none\": "
+        !(cJSON_IsString(v) &&
+          (strcmp(v->valuestring, "auto") == 0 || strcmp(v->valuestring, "none") == 0)))
+        return bad(err, "tool_choice", "%s",
+                   "road serve takes 'tool_choice' \"auto\" or \"none\": "
                    "the tools go to the chat template and the model's answer comes back as text");
     v = road__json_get(root, "chat_template_kwargs");
     if (v && !cJSON_IsNull(v)) {
         if (!cJSON_IsObject(v))
-            return bad(err, "chat_template_kwargs", "%s", "'chat_template_kwargs' must be an object, "
+            return bad(err, "chat_template_kwargs", "%s",
+                       "'chat_template_kwargs' must be an object, "
                        "e.g. {\"enable_thinking\": false}");
         if (!(r->chat_template_kwargs = cJSON_Duplicate(v, true))) return oom(err);
     }
@@ -362,7 +382,8 @@ static bool parse_chat_args(const cJSON *root, api_request *r, api_error *err) {
         *fdst[i] = cJSON_IsTrue(v);
     }
     if (r->add_generation_prompt && r->continue_final_message)
-        return bad(err, "continue_final_message", "%s", "'continue_final_message' continues the last "
+        return bad(err, "continue_final_message", "%s",
+                   "'continue_final_message' continues the last "
                    "message: send it with 'add_generation_prompt': false");
     return true;
 }
@@ -378,7 +399,8 @@ static bool parse_stop(const cJSON *s, api_request *r, api_error *err) {
     for (int i = 0; i < n; i++) {
         const cJSON *x = cJSON_IsString(s) ? s : cJSON_GetArrayItem(s, i);
         if (!cJSON_IsString(x) || !x->valuestring[0] || strlen(x->valuestring) > API_MAX_STOP_LEN)
-            return bad(err, "stop", "stop strings must be non-empty strings of at most %s bytes", "256");
+            return bad(err, "stop", "stop strings must be non-empty strings of at most %s bytes",
+                       "256");
         if (!(r->stop[i] = dup_str(x->valuestring))) return oom(err);
         r->n_stop = i + 1;
     }
@@ -394,8 +416,10 @@ static bool neutral(const cJSON *root, const char *name, api_error *err) {
                strcmp(name, "repetition_penalty") == 0;
     if (cJSON_IsNumber(v) && v->valuedouble == (one ? 1 : 0)) return true;
     if (strcmp(name, "n") == 0 || strcmp(name, "best_of") == 0)
-        return bad(err, name, "'%s' must be 1: road returns one choice per request (send "
-                   "concurrent requests for more)", name);
+        return bad(err, name,
+                   "'%s' must be 1: road returns one choice per request (send "
+                   "concurrent requests for more)",
+                   name);
     if ((cJSON_IsObject(v) || cJSON_IsArray(v)) && cJSON_GetArraySize(v) == 0) return true;
     return bad(err, name, "'%s' is not supported by road serve (only its neutral value, %s)", name,
                one ? "1" : "0, null or false");
@@ -419,11 +443,22 @@ static bool parse_body(api_kind kind, const cJSON *root, api_request *r, api_err
     }
     /* OpenAI's fields, then vLLM's sampling extensions road's sampler does not have: sent
      * with a real value, they would change the answer, so they are refused by name. */
-    static const char *const unsupported[] = {"n", "best_of", "presence_penalty", "frequency_penalty",
-                                              "logprobs", "top_logprobs", "echo", "logit_bias",
-                                              "suffix", "functions", "response_format",
-                                              "min_p", "repetition_penalty", "min_tokens",
-                                              "prompt_logprobs", "use_beam_search"};
+    static const char *const unsupported[] = {"n",
+                                              "best_of",
+                                              "presence_penalty",
+                                              "frequency_penalty",
+                                              "logprobs",
+                                              "top_logprobs",
+                                              "echo",
+                                              "logit_bias",
+                                              "suffix",
+                                              "functions",
+                                              "response_format",
+                                              "min_p",
+                                              "repetition_penalty",
+                                              "min_tokens",
+                                              "prompt_logprobs",
+                                              "use_beam_search"};
     for (size_t i = 0; i < sizeof unsupported / sizeof *unsupported; i++)
         if (!neutral(root, unsupported[i], err)) return false;
     v = road__json_get(root, "stream");
@@ -435,12 +470,14 @@ static bool parse_body(api_kind kind, const cJSON *root, api_request *r, api_err
     if (v && !cJSON_IsNull(v)) {
         const cJSON *u = road__json_get(v, "include_usage");
         if (!cJSON_IsObject(v) || (u && !cJSON_IsBool(u)))
-            return bad(err, "stream_options", "%s", "'stream_options' must be {\"include_usage\": bool}");
+            return bad(err, "stream_options", "%s",
+                       "'stream_options' must be {\"include_usage\": bool}");
         r->include_usage = cJSON_IsTrue(u);
     }
     v = road__json_get(root, "ignore_eos");
     if (v && !cJSON_IsNull(v)) {
-        if (!cJSON_IsBool(v)) return bad(err, "ignore_eos", "%s", "'ignore_eos' must be true or false");
+        if (!cJSON_IsBool(v))
+            return bad(err, "ignore_eos", "%s", "'ignore_eos' must be true or false");
         r->ignore_eos = cJSON_IsTrue(v);
     }
     const char *mt = "max_tokens";
@@ -449,7 +486,8 @@ static bool parse_body(api_kind kind, const cJSON *root, api_request *r, api_err
         v = road__json_get(root, mt = "max_completion_tokens");
     if (v && !cJSON_IsNull(v) && !get_int(v, mt, 1, 1e9, &r->max_tokens, err)) return false;
     v = road__json_get(root, "temperature");
-    if (v && !cJSON_IsNull(v) && !get_num(v, "temperature", 0, 2, false, &r->temperature, err)) return false;
+    if (v && !cJSON_IsNull(v) && !get_num(v, "temperature", 0, 2, false, &r->temperature, err))
+        return false;
     v = road__json_get(root, "top_p");
     if (v && !cJSON_IsNull(v) && !get_num(v, "top_p", 0, 1, true, &r->top_p, err)) return false;
     v = road__json_get(root, "top_k");
@@ -469,9 +507,11 @@ static bool parse_body(api_kind kind, const cJSON *root, api_request *r, api_err
     v = road__json_get(root, "stop_token_ids");
     if (v && !cJSON_IsNull(v)) {
         int64_t n = 0;
-        if (!cJSON_IsArray(v)) return bad(err, "stop_token_ids", "%s", "'stop_token_ids' must be an array of ids");
+        if (!cJSON_IsArray(v))
+            return bad(err, "stop_token_ids", "%s", "'stop_token_ids' must be an array of ids");
         if (cJSON_GetArraySize(v) > 0) {
-            if (!get_ids(v, "stop_token_ids", API_MAX_STOP_IDS, &r->stop_ids, &n, err)) return false;
+            if (!get_ids(v, "stop_token_ids", API_MAX_STOP_IDS, &r->stop_ids, &n, err))
+                return false;
             r->n_stop_ids = (int32_t)n;
         }
     }
@@ -537,7 +577,8 @@ bool road__api_parse_lora(const char *body, size_t len, bool need_path, char **n
         bad(err, "lora_name", "%s", "'lora_name' (a non-empty string) is required");
     else if (need_path && (!cJSON_IsString(p) || !p->valuestring[0]))
         bad(err, "lora_path", "%s", "'lora_path' (the adapter folder on the server) is required");
-    else if (!(*name = dup_str(n->valuestring)) || (need_path && !(*path = dup_str(p->valuestring))))
+    else if (!(*name = dup_str(n->valuestring)) ||
+             (need_path && !(*path = dup_str(p->valuestring))))
         oom(err);
     else
         ok = true;
@@ -649,13 +690,17 @@ char *road__api_chunk_json(const api_reply *r, bool first, bool usage_only) {
     if (chat) {
         cJSON *d = cJSON_AddObjectToObject(c, "delta");
         if (d && first) cJSON_AddStringToObject(d, "role", "assistant");
-        if (d && (r->text_len || first)) cJSON_AddItemToObject(d, "content", t);
-        else cJSON_Delete(t);
+        if (d && (r->text_len || first))
+            cJSON_AddItemToObject(d, "content", t);
+        else
+            cJSON_Delete(t);
     } else {
         cJSON_AddItemToObject(c, "text", t);
     }
     cJSON_AddNullToObject(c, "logprobs");
-    if (r->finish_reason) cJSON_AddStringToObject(c, "finish_reason", r->finish_reason);
-    else cJSON_AddNullToObject(c, "finish_reason");
+    if (r->finish_reason)
+        cJSON_AddStringToObject(c, "finish_reason", r->finish_reason);
+    else
+        cJSON_AddNullToObject(c, "finish_reason");
     return finish(o);
 }

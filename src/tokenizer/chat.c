@@ -139,7 +139,8 @@ static const char *list_names(const road_tokenizer *t, bool builtins, char *buf,
     buf[0] = '\0';
     const char *const *b = road_chat_builtin_names();
     for (int i = 0; builtins ? b[i] != NULL : i < t->n_chats; i++) {
-        int w = snprintf(buf + n, cap - n, "%s%s", n ? ", " : "", builtins ? b[i] : t->chats[i].name);
+        int w =
+            snprintf(buf + n, cap - n, "%s%s", n ? ", " : "", builtins ? b[i] : t->chats[i].name);
         if (w < 0 || (size_t)w >= cap - n) break;
         n += (size_t)w;
     }
@@ -274,8 +275,9 @@ static road_status chat_vars(const cJSON *base, const road_chat_params *p, const
         (p->documents && !cJSON_IsNull(p->documents) && !cJSON_IsArray(p->documents)))
         return road__error(ROAD_ERR_INVALID_ARG, "tools and documents must be JSON lists");
     if (p->kwargs && !cJSON_IsObject(p->kwargs))
-        return road__error(ROAD_ERR_INVALID_ARG, "the chat template's keyword arguments must be "
-                                                 "a JSON object, e.g. {\"enable_thinking\": false}");
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "the chat template's keyword arguments must be "
+                           "a JSON object, e.g. {\"enable_thinking\": false}");
     for (const cJSON *k = p->kwargs ? p->kwargs->child : NULL; k; k = k->next)
         for (size_t i = 0; i < sizeof RESERVED / sizeof RESERVED[0]; i++)
             if (strcmp(k->string, RESERVED[i]) == 0)
@@ -347,7 +349,8 @@ static cJSON *normalize(const cJSON *messages) {
             return NULL;
         }
         const cJSON *reasoning = NULL;
-        for (size_t i = 0; !reasoning && i < sizeof reasoning_keys / sizeof reasoning_keys[0]; i++) {
+        for (size_t i = 0; !reasoning && i < sizeof reasoning_keys / sizeof reasoning_keys[0];
+             i++) {
             const cJSON *r = cJSON_GetObjectItemCaseSensitive(m, reasoning_keys[i]);
             if (r && !cJSON_IsNull(r)) reasoning = r;
         }
@@ -508,8 +511,10 @@ road_status road_chat_template_apply(const char *tmpl, size_t tmpl_len, const cJ
     memset(&c, 0, sizeof c);
     road_status s = tmpl_init(&c, "template", tmpl, tmpl_len, "chat template");
     if (s != ROAD_OK) return s;
-    if (!c.prog) s = road__error(c.err, "%s", c.err_msg);
-    else s = apply(&c, variables, p, messages, text, len);
+    if (!c.prog)
+        s = road__error(c.err, "%s", c.err_msg);
+    else
+        s = apply(&c, variables, p, messages, text, len);
     tmpl_clear(&c);
     return s;
 }
@@ -595,9 +600,8 @@ static cJSON *head(const cJSON *messages, int64_t k) {
     return list;
 }
 
-static road_status render_head(const cJSON *base, const tok_chat_tmpl *c,
-                               const road_chat_params *p, const cJSON *messages, int64_t k,
-                               bool gen, road__jinja_result *r) {
+static road_status render_head(const cJSON *base, const tok_chat_tmpl *c, const road_chat_params *p,
+                               const cJSON *messages, int64_t k, bool gen, road__jinja_result *r) {
     cJSON *h = head(messages, k);
     if (!h) return road__error(ROAD_ERR_NO_MEMORY, "out of memory rendering a chat");
     road_status s = render(base, c, p, h, gen, r);
@@ -628,8 +632,7 @@ static size_t find_turn_end(const cJSON *m, const char *full, size_t full_len, s
         size_t cl = strlen(cs);
         road__tok_py_strip(&cs, &cl, true, true);
         for (size_t i = from; i + cl + closing_len <= full_len; i++)
-            if (memcmp(full + i, cs, cl) == 0 &&
-                memcmp(full + i + cl, closing, closing_len) == 0)
+            if (memcmp(full + i, cs, cl) == 0 && memcmp(full + i + cl, closing, closing_len) == 0)
                 return i + cl + closing_len;
     }
     return 0;
@@ -655,8 +658,8 @@ static bool closing_of(const cJSON *m, const char *turn, size_t turn_len, const 
 }
 
 #define SPLIT_HINT                                                                                 \
-    "the template renders the conversation up to it differently from the whole conversation; "   \
-    "use a chat template whose assistant turns are marked with {%% generation %%} ... "           \
+    "the template renders the conversation up to it differently from the whole conversation; "     \
+    "use a chat template whose assistant turns are marked with {%% generation %%} ... "            \
     "{%% endgeneration %%} (--chat-template FILE)"
 
 /* The assistant spans by prefixes (the template has no {% generation %} markers). */
@@ -680,7 +683,8 @@ static road_status spans_by_prefixes(const cJSON *base, const tok_chat_tmpl *c,
                             "it (%s); start with a user or system message, or use a chat "
                             "template whose assistant turns are marked with {%% generation %%}",
                             road_last_error());
-        if (s == ROAD_OK && (s = render_head(base, c, p, messages, k + 1, false, &post)) == ROAD_OK) {
+        if (s == ROAD_OK &&
+            (s = render_head(base, c, p, messages, k + 1, false, &post)) == ROAD_OK) {
             size_t a = pre.len, b = 0;
             if (a < done || !starts_with(full->text, full->len, pre.text, pre.len) ||
                 !starts_with(post.text, post.len, pre.text, pre.len)) {

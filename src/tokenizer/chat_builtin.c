@@ -19,7 +19,7 @@ typedef struct builtin {
 /* "Conversation roles must alternate ..." is the message the released templates raise. */
 #define ALTERNATE                                                                                  \
     "{%- if (m.role == 'user') != (loop.index0 % 2 == 0) -%}"                                      \
-    "{{- raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') " \
+    "{{- raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') "  \
     "-}}{%- endif -%}"
 
 static const builtin BUILTINS[] = {
@@ -81,17 +81,17 @@ static const builtin BUILTINS[] = {
                "{%- endif -%}"
                "{%- endfor -%}"},
     /* Gemma / Gemma 2 it: no system role, the assistant is "model". */
-    {"gemma",
-     "{{- bos_token -}}"
-     "{%- if messages and messages[0].role == 'system' -%}"
-     "{{- raise_exception('System role not supported') -}}{%- endif -%}"
-     "{%- for m in messages -%}" ALTERNATE "{%- if m.role == 'assistant' -%}"
-     "{{- '<start_of_turn>model\\n' -}}"
-     "{%- generation -%}{{- m.content | trim + '<end_of_turn>\\n' -}}{%- endgeneration -%}"
-     "{%- else -%}{{- '<start_of_turn>' + m.role + '\\n' + m.content | trim + '<end_of_turn>\\n' -}}"
-     "{%- endif -%}"
-     "{%- endfor -%}"
-     "{%- if add_generation_prompt -%}{{- '<start_of_turn>model\\n' -}}{%- endif -%}"},
+    {"gemma", "{{- bos_token -}}"
+              "{%- if messages and messages[0].role == 'system' -%}"
+              "{{- raise_exception('System role not supported') -}}{%- endif -%}"
+              "{%- for m in messages -%}" ALTERNATE "{%- if m.role == 'assistant' -%}"
+              "{{- '<start_of_turn>model\\n' -}}"
+              "{%- generation -%}{{- m.content | trim + '<end_of_turn>\\n' -}}{%- endgeneration -%}"
+              "{%- else -%}{{- '<start_of_turn>' + m.role + '\\n' + m.content | trim + "
+              "'<end_of_turn>\\n' -}}"
+              "{%- endif -%}"
+              "{%- endfor -%}"
+              "{%- if add_generation_prompt -%}{{- '<start_of_turn>model\\n' -}}{%- endif -%}"},
 };
 
 #define N_BUILTINS (sizeof BUILTINS / sizeof BUILTINS[0])
@@ -99,7 +99,9 @@ static const builtin BUILTINS[] = {
 static const char *const NAMES[N_BUILTINS + 1] = {"chatml", "llama3", "llama2", "mistral",
                                                   "zephyr", "gemma",  NULL};
 
-const char *const *road_chat_builtin_names(void) { return NAMES; }
+const char *const *road_chat_builtin_names(void) {
+    return NAMES;
+}
 
 const char *road__chat_builtin(const char *name) {
     for (size_t i = 0; name && i < N_BUILTINS; i++)
