@@ -38,7 +38,7 @@ expect 1 "LORA" "$ROAD" inspect "$TMP/lora"
 expect 2 "--steps must be" "$ROAD" demo --steps 0
 expect 2 "unknown option" "$ROAD" demo --size 100
 expect 1 "loading the demo model" "$ROAD" demo --model "$TMP/no-model"
-expect 2 "choose none, int8, nf4 or fp4" "$ROAD" demo --quantize nf5
+expect 2 "choose none, int8, nf4, fp4, bf16 or f16" "$ROAD" demo --quantize nf5
 
 # road merge: float and quantized model folders out
 expect 2 "at least one --adapter" "$ROAD" merge --model "$FIX/llama/tiny-llama" --out "$TMP/mg"

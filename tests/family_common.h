@@ -101,6 +101,17 @@ static inline road_model *fam_load(const char *name, road_qformat q) {
     return m;
 }
 
+/* The same with every linear weight widened to float32 (road_model_params.float32_weights):
+ * for tests that train every weight, or write merged or dequantized weights in place and
+ * compare them at float32 precision. */
+static inline road_model *fam_load_f32(const char *name) {
+    road_model_params p = road_model_default_params();
+    p.float32_weights = true;
+    road_model *m = NULL;
+    TU_OK(road_model_load(fam_dir(name), &p, &m));
+    return m;
+}
+
 /* Logits of the batch: [B, T, V], allocated. */
 static inline float *fam_logits(road_model *m, const fam_batch *b) {
     const int64_t V = road_model_config(m)->vocab_size;

@@ -278,7 +278,7 @@ static void test_full_training(void **state) {
         const char *name = fam_list[f].name;
         fam_batch b;
         fam_batch_open(&b, name);
-        road_model *m = fam_load(name, ROAD_QFORMAT_NONE);
+        road_model *m = fam_load_f32(name);
         TU_OK(road_model_set_full_training(m, true));
         road_adamw_params hp = road_adamw_default_params();
         hp.lr = FULL_LR;
@@ -292,7 +292,7 @@ static void test_full_training(void **state) {
             fail_msg("%s: loss %.9g from backward, %.9g from forward", name, loss0, fwd);
 
         /* recomputing the blocks in backward gives the same gradients, bit for bit (llm.h) */
-        road_model *rm = fam_load(name, ROAD_QFORMAT_NONE);
+        road_model *rm = fam_load_f32(name);
         road_model_set_recompute(rm, true);
         TU_OK(road_model_set_full_training(rm, true));
         double loss_rc = 0;
@@ -504,7 +504,7 @@ static void test_quantized(void **state) {
             qp.double_quant = dqs[fi];
             road_model *mq = NULL;
             TU_OK(road_model_load(fam_dir(name), &qp, &mq));
-            road_model *ref = fam_load(name, ROAD_QFORMAT_NONE);
+            road_model *ref = fam_load_f32(name);
             const int32_t n_lin = dequantize_in_place(ref, fmts[fi], dqs[fi]);
             road_qformat got;
             assert_int_equal(road_model_quantized_layers(mq, &got), n_lin);

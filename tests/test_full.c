@@ -37,6 +37,9 @@
  * a few percent of initializer_range (4096 normal draws: relative std error ~1.1%). */
 #define INIT_STD_TOL 0.06
 
+/* Full fine-tuning trains float32 weights: 16-bit checkpoints are widened at load. */
+static const road_model_params f32 = {.float32_weights = true};
+
 static char tmp[64];
 
 static const char *path_in(const char *name) {
@@ -59,7 +62,7 @@ static void check_grads(const char *model, bool recompute) {
     const int64_t *ids = t->data, *mask = road_st_find(cases, "inputs.attention_mask")->data;
     const int64_t *lab = road_st_find(cases, "inputs.labels")->data;
     road_model *m;
-    TU_OK(road_model_load(mdir, NULL, &m));
+    TU_OK(road_model_load(mdir, &f32, &m));
     road_model_set_recompute(m, recompute);
     TU_OK(road_model_set_full_training(m, true));
     assert_true(road_model_full_training(m));
@@ -120,7 +123,7 @@ static void test_grads_vs_pytorch(void **state) {
 static void test_tensor_table(void **state) {
     (void)state;
     road_model *m;
-    TU_OK(road_model_load(ROAD_FIXTURES "/llama/tiny-qwen2", NULL, &m));
+    TU_OK(road_model_load(ROAD_FIXTURES "/llama/tiny-qwen2", &f32, &m));
     road_st_file *f = tu_open_golden("llama/tiny-qwen2/model.safetensors");
     const int32_t n = road_model_tensor_count(m);
     /* tied: the file may hold lm_head.weight, the model does not list it */
@@ -156,7 +159,7 @@ static void test_tensor_table(void **state) {
 static void test_refusals(void **state) {
     (void)state;
     road_model *m;
-    TU_OK(road_model_load(ROAD_FIXTURES "/llama/tiny-llama", NULL, &m));
+    TU_OK(road_model_load(ROAD_FIXTURES "/llama/tiny-llama", &f32, &m));
     road_adapter_set *set = road_model_adapters(m);
     TU_OK(road_adapter_set_load(set, "A", ROAD_FIXTURES "/llama/tiny-llama/adapters/A"));
     TU_OK(road_model_set_full_training(m, true));
@@ -210,7 +213,7 @@ static void test_train_full(void **state) {
     const char *base = ROAD_FIXTURES "/llama/tiny-llama";
 
     road_model *m;
-    TU_OK(road_model_load(base, NULL, &m));
+    TU_OK(road_model_load(base, &f32, &m));
     road_train_params p = params(path_in("run1"));
     p.max_steps = 60;
     p.save_every = 0;
@@ -226,7 +229,7 @@ static void test_train_full(void **state) {
     const int64_t V = road_model_config(m)->vocab_size;
     road_model_free(m);
     /* the output folder is a model: it loads and computes what the trained model computed */
-    TU_OK(road_model_load(path_in("run1"), NULL, &m));
+    TU_OK(road_model_load(path_in("run1"), &f32, &m));
     float *reloaded = logits_of(m);
     tu_assert_equal_f32("logits of the saved model", trained, reloaded, 5 * V);
     road_model_free(m);
@@ -236,20 +239,20 @@ static void test_train_full(void **state) {
     free(reloaded);
 
     /* 12 steps straight vs 6, stop, resume to 12: the same losses bit for bit */
-    TU_OK(road_model_load(base, NULL, &m));
+    TU_OK(road_model_load(base, &f32, &m));
     p = params(path_in("run2"));
     tu_loss_log a = {{0}, 0, 0};
     TU_OK(road_train(m, train, NULL, &p, tu_record_loss, &a));
     float *straight = logits_of(m);
     road_model_free(m);
-    TU_OK(road_model_load(base, NULL, &m));
+    TU_OK(road_model_load(base, &f32, &m));
     p = params(path_in("run3"));
     tu_loss_log b = {{0}, 0, 6};
     TU_OK(road_train(m, train, NULL, &p, tu_record_loss, &b));
     assert_int_equal(b.n, 6);
     assert_int_equal(access(path_in("run3/checkpoint-6/model.safetensors"), F_OK), 0);
     road_model_free(m);
-    TU_OK(road_model_load(base, NULL, &m));
+    TU_OK(road_model_load(base, &f32, &m));
     p.resume = true;
     TU_OK(road_train(m, train, NULL, &p, tu_record_loss, &b));
     assert_int_equal(b.n, STEPS);
@@ -263,7 +266,7 @@ static void test_train_full(void **state) {
     road_model_free(m);
 
     /* an adapter checkpoint does not resume a full run, and the reverse */
-    TU_OK(road_model_load(base, NULL, &m));
+    TU_OK(road_model_load(base, &f32, &m));
     road_optimizer *o;
     road_config *cfg;
     TU_OK(road_config_create(&cfg));
@@ -285,7 +288,7 @@ static void test_train_full(void **state) {
 static void test_save(void **state) {
     (void)state;
     road_model *m, *m2;
-    TU_OK(road_model_load(ROAD_FIXTURES "/llama/tiny-qwen2", NULL, &m));
+    TU_OK(road_model_load(ROAD_FIXTURES "/llama/tiny-qwen2", &f32, &m));
     /* merged adapters are part of what is saved */
     road_adapter_set *set = road_model_adapters(m);
     TU_OK(road_adapter_set_load(set, "A", ROAD_FIXTURES "/llama/tiny-qwen2/adapters/A"));

@@ -52,10 +52,14 @@ typedef struct fixture {
     char dir[512];
 } fixture;
 
-static void fixture_open(fixture *f, const char *name) {
+/* The model as road loads it by default (a 16-bit checkpoint's linear weights kept as stored),
+ * or with float32_weights (for comparing merged weights at float32 precision). */
+static void fixture_open_as(fixture *f, const char *name, bool f32) {
     memset(f, 0, sizeof *f);
     snprintf(f->dir, sizeof f->dir, "%s/llama/%s", ROAD_FIXTURES, name);
-    TU_OK(road_model_load(f->dir, NULL, &f->m));
+    road_model_params p = road_model_default_params();
+    p.float32_weights = f32;
+    TU_OK(road_model_load(f->dir, &p, &f->m));
     char rel[512];
     snprintf(rel, sizeof rel, "llama/%s/cases.safetensors", name);
     f->cases = tu_open_golden(rel);
@@ -77,6 +81,10 @@ static void fixture_open(fixture *f, const char *name) {
         snprintf(adir, sizeof adir, "%s/adapters/%s", f->dir, ad[i]);
         TU_OK(road_adapter_set_load(set, ad[i], adir));
     }
+}
+
+static void fixture_open(fixture *f, const char *name) {
+    fixture_open_as(f, name, false);
 }
 
 static void fixture_close(fixture *f) {
@@ -274,7 +282,7 @@ static void test_merge(void **state) {
     (void)state;
     for (int k = 0; k < N_MODELS; k++) {
         fixture f;
-        fixture_open(&f, models[k]);
+        fixture_open_as(&f, models[k], true);
         road_adapter_set *set = road_model_adapters(f.m);
         const char *a[1] = {"A"};
         TU_OK(road_adapter_set_set_active(set, a, 1));

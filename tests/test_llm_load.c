@@ -534,9 +534,82 @@ static void test_bf16_and_tied(void **state) {
 /* Merging an adapter that rotates lm_head of a tied model gives the head its own weight: the
  * embedding does not change, the merged logits are the unmerged ones, unmerge gives the base
  * back, and the model's tensor table then lists lm_head.weight on its own. */
+/* A BF16 checkpoint's linear weights are kept as stored: 2 bytes a weight, the same logits as
+ * the model widened to float32 (the same products; only the summation order of the kernels
+ * differs), and a merge into such a layer gives exactly the bf16 rounding of the float32
+ * model's merged weight (the rotation computed in float32, rounded once, as saving the merged
+ * float32 model in bf16 would). */
+static void test_bf16_kept_as_stored(void **state) {
+    (void)state;
+    road_model *ms = NULL, *mf = NULL;
+    road_model_params f32 = road_model_default_params();
+    f32.float32_weights = true;
+    TU_OK(road_model_load(model_fixture("tiny-qwen2"), NULL, &ms));
+    TU_OK(road_model_load(model_fixture("tiny-qwen2"), &f32, &mf));
+    road_qformat f = ROAD_QFORMAT_NONE;
+    const int32_t n16 = road_model_stored_layers(ms, &f);
+    assert_true(n16 > 0);
+    assert_int_equal(f, ROAD_QFORMAT_BF16);
+    assert_int_equal(road_model_stored_layers(mf, NULL), 0);
+    assert_int_equal(road_model_quantized_layers(ms, NULL), 0);
+    road_adapter_set *ss = road_model_adapters(ms), *sf = road_model_adapters(mf);
+    int64_t lin_params = 0;
+    for (int32_t i = 0; i < road_adapter_set_layer_count(ss); i++) {
+        road_linear *l = road_adapter_set_layer(ss, i);
+        const road_qtensor *q = l ? road_linear_qweight(l) : NULL;
+        if (q) lin_params += q->rows * q->cols;
+    }
+    /* 2 bytes instead of 4 for every kept weight */
+    assert_int_equal(road_model_weight_bytes(mf) - road_model_weight_bytes(ms), 2 * lin_params);
+    const road_llm_config *c = road_model_config(ms);
+    const int64_t T = 12, V = c->vocab_size, n = T * V;
+    int64_t ids[12], mask[12];
+    for (int i = 0; i < T; i++) ids[i] = (i * 37 + 5) % V, mask[i] = 1;
+    float *ys = tu_alloc(sizeof(float) * (size_t)n), *yf = tu_alloc(sizeof(float) * (size_t)n);
+    const char *act[1] = {"A"};
+    char adir[1100];
+    snprintf(adir, sizeof adir, "%s/adapters/A", model_fixture("tiny-qwen2"));
+    TU_OK(road_adapter_set_load(ss, "A", adir));
+    TU_OK(road_adapter_set_load(sf, "A", adir));
+    TU_OK(road_adapter_set_set_active(ss, act, 1));
+    TU_OK(road_adapter_set_set_active(sf, act, 1));
+    TU_OK(road_model_forward_padded(ms, ids, mask, 1, T, NULL, ys));
+    TU_OK(road_model_forward_padded(mf, ids, mask, 1, T, NULL, yf));
+    tu_assert_close("bf16 kept vs widened, adapter A (prefill)", ys, yf, n, 1e-5, 1e-5);
+    /* decode: one row through the streaming kernel */
+    TU_OK(road_model_forward_padded(ms, ids, mask, 1, 1, NULL, ys));
+    TU_OK(road_model_forward_padded(mf, ids, mask, 1, 1, NULL, yf));
+    tu_assert_close("bf16 kept vs widened, adapter A (one row)", ys, yf, V, 1e-5, 1e-5);
+    TU_OK(road_adapter_set_merge(ss, NULL, 0, true));
+    TU_OK(road_adapter_set_merge(sf, NULL, 0, true));
+    int checked = 0;
+    for (int32_t i = 0; i < road_adapter_set_layer_count(ss); i++) {
+        road_linear *ls = road_adapter_set_layer(ss, i), *lf = road_adapter_set_layer(sf, i);
+        if (!ls || !road_linear_qweight(ls) || road_linear_merged_count(ls) == 0) continue;
+        const int64_t k = road_linear_out_features(ls) * road_linear_in_features(ls);
+        float *w = tu_alloc(sizeof(float) * (size_t)k);
+        TU_OK(road_linear_dequantized_weight(ls, w));
+        const float *wf = road_linear_weight(lf);
+        for (int64_t e = 0; e < k; e++)
+            if (w[e] != road_bf16_to_f32(road_f32_to_bf16(wf[e])))
+                fail_msg("%s[%lld]: merged %.9g, the bf16 rounding of the float32 merge %.9g",
+                         road_adapter_set_layer_name(ss, i), (long long)e, (double)w[e],
+                         (double)road_bf16_to_f32(road_f32_to_bf16(wf[e])));
+        free(w);
+        checked++;
+    }
+    assert_true(checked > 0);
+    free(ys);
+    free(yf);
+    road_model_free(ms);
+    road_model_free(mf);
+}
+
 static void test_tied_head_merge(void **state) {
     road_model *m = NULL;
-    TU_OK(road_model_load(model_fixture("tiny-qwen2"), NULL, &m));
+    road_model_params f32 = road_model_default_params();
+    f32.float32_weights = true; /* the merge compared at float32 precision */
+    TU_OK(road_model_load(model_fixture("tiny-qwen2"), &f32, &m));
     const road_llm_config *c = road_model_config(m);
     const int64_t V = c->vocab_size, H = c->hidden_size;
     float *embed0 = tu_alloc(sizeof(float) * (size_t)(V * H));
@@ -840,6 +913,7 @@ int main(void) {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(test_load_refusals), T(test_load_shards),  T(test_load_f16),       T(test_bf16_and_tied), T(test_tied_head_merge),
+        T(test_bf16_kept_as_stored),
         T(test_load_oom),      T(test_generate_oom), T(test_kv_cache_edges), T(test_generate_edges),
     };
 #undef T

@@ -184,7 +184,7 @@ static void test_args_and_sizes(void **state) {
     assert_int_equal(f, ROAD_QFORMAT_NF4);
     TU_OK(road_qformat_parse("none", &f));
     assert_int_equal(f, ROAD_QFORMAT_NONE);
-    TU_FAILS(road_qformat_parse("q4_0", &f), ROAD_ERR_INVALID_ARG, "int8, nf4 or fp4");
+    TU_FAILS(road_qformat_parse("q4_0", &f), ROAD_ERR_INVALID_ARG, "int8, nf4, fp4, bf16 or f16");
     assert_string_equal(road_qformat_name(ROAD_QFORMAT_FP4), "fp4");
     assert_string_equal(road_qformat_name((road_qformat)9), "?");
     float w[8] = {1, 2, 3, 4, 5, 6, 7, 8};
@@ -225,6 +225,54 @@ static void test_args_and_sizes(void **state) {
 }
 
 /* Out of memory at every allocation of quantize and of the matmuls: an error, no leak. */
+/* bf16 / f16 "quantization" is the checkpoint's own rounding: each weight rounded to nearest
+ * even (road_f32_to_bf16 / road_f32_to_f16, checked bit for bit against numpy in
+ * test_dtype), widened back exactly; 2 bytes a weight, no absmax; copies and wraps keep the
+ * values; a weight past f16's range is refused rather than made infinite. */
+static void test_half_formats(void **state) {
+    (void)state;
+    enum { R = 5, C = 37 };
+    float w[R * C], back[R * C];
+    tu_fill_uniform(w, R * C, 11, -3, 3);
+    w[0] = 1.0f + 1.0f / 256.0f; /* a tie for bf16: rounds to even (1.0) */
+    const road_qformat fmts[] = {ROAD_QFORMAT_BF16, ROAD_QFORMAT_F16};
+    for (int fi = 0; fi < 2; fi++) {
+        const bool bf = fmts[fi] == ROAD_QFORMAT_BF16;
+        assert_false(road_qformat_is_quantized(fmts[fi]));
+        road_qtensor *q = NULL, *c = NULL, *wq = NULL;
+        TU_OK(road_qtensor_quantize(fmts[fi], R, C, w, false, &q));
+        assert_int_equal(road_qtensor_bytes(q), 2 * R * C);
+        assert_int_equal(q->n_blocks, 0);
+        assert_null(q->absmax);
+        TU_OK(road_qtensor_dequantize_rows(q, 0, R, back));
+        for (int i = 0; i < R * C; i++) {
+            const float want = bf ? road_bf16_to_f32(road_f32_to_bf16(w[i]))
+                                  : road_f16_to_f32(road_f32_to_f16(w[i]));
+            if (back[i] != want) fail_msg("%s[%d]: %.9g, want %.9g", road_qformat_name(fmts[fi]), i,
+                                          (double)back[i], (double)want);
+        }
+        if (bf) assert_true(back[0] == 1.0f);
+        TU_OK(road_qtensor_copy(q, &c));
+        road_qtensor desc = *q;
+        TU_OK(road_qtensor_wrap(&desc, &wq));
+        float b2[R * C], b3[R * C];
+        TU_OK(road_qtensor_dequantize_rows(c, 0, R, b2));
+        TU_OK(road_qtensor_dequantize_rows(wq, 0, R, b3));
+        assert_memory_equal(b2, back, sizeof back);
+        assert_memory_equal(b3, back, sizeof back);
+        road_qtensor_free(wq);
+        road_qtensor_free(c);
+        road_qtensor_free(q);
+    }
+    assert_true(road_qformat_is_quantized(ROAD_QFORMAT_NF4));
+    w[3] = 70000.0f;
+    road_qtensor *q = NULL;
+    TU_FAILS(road_qtensor_quantize(ROAD_QFORMAT_F16, R, C, w, false, &q), ROAD_ERR_NUMERIC,
+             "float16's range");
+    TU_OK(road_qtensor_quantize(ROAD_QFORMAT_BF16, R, C, w, false, &q));
+    road_qtensor_free(q);
+}
+
 static void test_oom(void **state) {
     (void)state;
     enum { R = 40, K = 192, ROWS = 12 };
@@ -264,6 +312,7 @@ int main(void) {
         cmocka_unit_test(test_tables),         cmocka_unit_test(test_fixture_cases),
         cmocka_unit_test(test_zero_blocks),    cmocka_unit_test(test_refuses_nonfinite),
         cmocka_unit_test(test_args_and_sizes), cmocka_unit_test(test_oom),
+        cmocka_unit_test(test_half_formats),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

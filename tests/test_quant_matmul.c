@@ -2,7 +2,7 @@
  * tests/test_quant_matmul.c - the quantized matmuls: y = x W^T + b and dx = dy W with a
  * quantized W, for every kernel (reference, AVX2), the decode path (1..8 rows: fused
  * dequantize + dot) and the tiled sgemm path (more rows), int8 / NF4 / FP4, plain and double
- * quantization, sizes that are and are not multiples of the block, 1 and 2 threads; each
+ * quantization, and bf16 / f16 weights kept as stored, sizes that are and are not multiples of the block, 1 and 2 threads; each
  * against double-precision dot products of the dequantized weights.
  */
 #include <math.h>
@@ -86,7 +86,9 @@ static const shape SHAPES[] = {
     {ROAD_QFORMAT_NF4, false, 96, 128},  {ROAD_QFORMAT_NF4, true, 300, 192},
     {ROAD_QFORMAT_FP4, false, 33, 256},  {ROAD_QFORMAT_FP4, true, 17, 100},
     {ROAD_QFORMAT_NF4, false, 9, 45},    {ROAD_QFORMAT_INT8, false, 70, 131},
-    {ROAD_QFORMAT_INT8, false, 260, 64},
+    {ROAD_QFORMAT_INT8, false, 260, 64},  {ROAD_QFORMAT_BF16, false, 70, 131},
+    {ROAD_QFORMAT_BF16, false, 260, 64},  {ROAD_QFORMAT_F16, false, 33, 100},
+    {ROAD_QFORMAT_F16, false, 129, 256},
 };
 
 static void test_xwt_dyw(void **state) {
@@ -129,8 +131,9 @@ static void test_fast_vs_reference(void **state) {
     float *ya = tu_alloc(sizeof(float) * R * O), *yr = tu_alloc(sizeof(float) * R * O);
     tu_fill_uniform(w, O * K, 5, -1, 1);
     tu_fill_uniform(x, R * K, 6, -1, 1);
-    const road_qformat fmts[] = {ROAD_QFORMAT_INT8, ROAD_QFORMAT_NF4, ROAD_QFORMAT_FP4};
-    for (int i = 0; i < 3; i++) {
+    const road_qformat fmts[] = {ROAD_QFORMAT_INT8, ROAD_QFORMAT_NF4, ROAD_QFORMAT_FP4,
+                                 ROAD_QFORMAT_BF16, ROAD_QFORMAT_F16};
+    for (int i = 0; i < 5; i++) {
         road_qtensor *q = NULL;
         TU_OK(road_qtensor_quantize(fmts[i], O, K, w, i == 1, &q));
         TU_OK(road_qkernel_select(ROAD_QKERNEL_AVX2));

@@ -73,6 +73,11 @@ ROAD_API void road_adapter_set_free(road_adapter_set *s);
 /* ---- layers ---------------------------------------------------------------------------- */
 
 ROAD_API int32_t road_adapter_set_layer_count(const road_adapter_set *s);
+/* Give layer i, kept in a checkpoint's 16-bit format (ROAD_QFORMAT_BF16 / F16), its own
+ * float32 weight, widened exactly (the set owns it; the 16-bit array is no longer used): what
+ * full fine-tuning needs. A float32 layer or an embedding is left as it is; a quantized
+ * (int8 / 4-bit) layer is refused. */
+ROAD_API road_status road_adapter_set_widen_layer(road_adapter_set *s, int32_t i);
 ROAD_API const char *road_adapter_set_layer_name(const road_adapter_set *s, int32_t layer);
 /* A layer's sizes: out_features and in_features as registered (an embedding: vocabulary and
  * hidden size). */

@@ -195,13 +195,19 @@ typedef struct road_model_params {
     road_qformat quantize;
     bool quantize_lm_head;
     bool double_quant;     /* 4-bit: quantize the absmax values too (bnb_4bit_use_double_quant) */
+    /* BF16/F16 linear weights are kept as stored (default false): mapped from the file and
+     * read by the matmuls in 16 bits, so a model takes its file's size in memory. true widens
+     * them to float32 at load (full fine-tuning needs float32 weights). */
+    bool float32_weights;
 } road_model_params;
 
 ROAD_API road_model_params road_model_default_params(void);
 /* Load a Hugging Face checkpoint folder: config.json, model.safetensors or shards listed in
- * model.safetensors.index.json, generation_config.json when present. F32 weights are mapped
- * (copy-on-write: merging adapters copies only the pages it changes); BF16/F16 weights are
- * widened to float32 once. Missing or mis-shaped tensors are named in the error. */
+ * model.safetensors.index.json, generation_config.json when present. Weights are mapped
+ * (copy-on-write: merging adapters copies only the pages it changes). F32 and the BF16/F16
+ * weights of the linear layers are used as stored (road_model_params.float32_weights widens
+ * the latter); the embedding and norms of a BF16/F16 checkpoint are widened to float32 once.
+ * Missing or mis-shaped tensors are named in the error. */
 ROAD_API road_status road_model_load(const char *dir, const road_model_params *p,
                                      road_model **out);
 ROAD_API void road_model_free(road_model *m);
@@ -215,6 +221,9 @@ ROAD_API road_adapter_set *road_model_adapters(road_model *m);
 ROAD_API int64_t road_model_weight_bytes(const road_model *m);
 /* Linear layers whose base weight is quantized, and the format of the first (NONE if none). */
 ROAD_API int32_t road_model_quantized_layers(const road_model *m, road_qformat *format);
+/* Linear layers kept in a checkpoint's 16-bit format (ROAD_QFORMAT_BF16 / F16), and the
+ * format of the first. */
+ROAD_API int32_t road_model_stored_layers(const road_model *m, road_qformat *format);
 
 /* Write the model as a checkpoint folder with quantized linear layers, in the layout
  * bitsandbytes / transformers serialize (docs/quant.md): per layer "<name>.weight" packed U8 +

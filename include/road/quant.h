@@ -20,6 +20,11 @@
  * docs/quant.md gives the byte layouts and the checkpoint format. Tensors are plain data with
  * documented fields; road_qtensor_quantize allocates one (free it with road_qtensor_free);
  * road_qtensor_wrap describes arrays the caller owns (a mapped checkpoint).
+ *
+ *   bf16  the weights as a checkpoint stores them, 2 bytes each (rows*cols, row-major), no
+ *   f16   absmax (block 0, n_blocks 0): the layers of a BF16/F16 checkpoint are kept as stored
+ *         and run by the same matmuls (decode streams the 2-byte weights; prefill widens tiles
+ *         for sgemm). "Quantizing" float32 into them rounds to nearest even.
  */
 #ifndef ROAD_QUANT_H
 #define ROAD_QUANT_H
@@ -34,17 +39,23 @@ typedef enum road_qformat {
     ROAD_QFORMAT_NONE = 0, /* float32: not quantized */
     ROAD_QFORMAT_INT8 = 1, /* int8, one absmax per row */
     ROAD_QFORMAT_NF4 = 2,  /* 4-bit NormalFloat, blocks of 64 */
-    ROAD_QFORMAT_FP4 = 3   /* 4-bit float (1 sign, 2 exponent, 1 mantissa), blocks of 64 */
+    ROAD_QFORMAT_FP4 = 3,  /* 4-bit float (1 sign, 2 exponent, 1 mantissa), blocks of 64 */
+    ROAD_QFORMAT_BF16 = 4, /* bfloat16, as a checkpoint stores it (no scale) */
+    ROAD_QFORMAT_F16 = 5   /* IEEE float16, as a checkpoint stores it (no scale) */
 } road_qformat;
+/* int8, nf4, fp4: the formats with scales (bf16 and f16 are a checkpoint's own 16-bit floats,
+ * kept as stored rather than widened). */
+ROAD_API bool road_qformat_is_quantized(road_qformat f);
 
 /* Elements per absmax of the 4-bit formats (bitsandbytes' default blocksize). */
 #define ROAD_QBLOCK 64
 /* absmax values per nested absmax in double quantization (bitsandbytes' nested blocksize). */
 #define ROAD_QNESTED_BLOCK 256
 
-/* "none", "int8", "nf4", "fp4"; "?" for an invalid value. */
+/* "none", "int8", "nf4", "fp4", "bf16", "f16"; "?" for an invalid value. */
 ROAD_API const char *road_qformat_name(road_qformat f);
-/* Parse "none" | "int8" | "nf4" | "fp4"; anything else is ROAD_ERR_INVALID_ARG naming them. */
+/* Parse "none" | "int8" | "nf4" | "fp4" | "bf16" | "f16"; anything else is
+ * ROAD_ERR_INVALID_ARG naming them. */
 ROAD_API road_status road_qformat_parse(const char *s, road_qformat *out);
 
 /* The code tables: NF4 and FP4 [16] (index = 4-bit code), the dynamic 8-bit map [256] of

@@ -925,3 +925,30 @@ road_status road_adapter_set_backward(road_adapter_set *s, int32_t layer, int64_
     if (dx) road__sgemm_dyw(rows, out, in, dy, c->w, dx);
     return ROAD_OK;
 }
+
+road_status road_adapter_set_widen_layer(road_adapter_set *s, int32_t i) {
+    if (!s || i < 0 || i >= s->n_layers)
+        return road__error(ROAD_ERR_INVALID_ARG, "road_adapter_set_widen_layer: no layer %d", (int)i);
+    set_layer *L = &s->layers[i];
+    if (!L->lin || !L->q) return ROAD_OK; /* float32 already, or an embedding */
+    if (road_qformat_is_quantized(L->q->format))
+        return road__error(ROAD_ERR_UNSUPPORTED,
+                           "layer '%s' is quantized (%s): its float32 weight is not the "
+                           "checkpoint's; load the model without quantization",
+                           L->name, road_qformat_name(L->q->format));
+    size_t bytes;
+    if (road__size_mul((size_t)L->out * (size_t)L->in, sizeof(float), &bytes) != 0)
+        return ROAD_ERR_NO_MEMORY;
+    float *own = road__malloc(bytes);
+    if (!own) return ROAD_ERR_NO_MEMORY;
+    road_status st = road_qtensor_dequantize_rows(L->q, 0, L->out, own);
+    if (st != ROAD_OK) {
+        road__free(own);
+        return st;
+    }
+    road__free(L->own_w);
+    L->own_w = L->w = own;
+    L->q = NULL;
+    road__linear_unpack_weight(L->lin, own);
+    return ROAD_OK;
+}

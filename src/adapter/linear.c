@@ -206,6 +206,12 @@ void road__linear_rebind_weight(road_linear *l, float *w) {
     l->w = w;
 }
 
+void road__linear_unpack_weight(road_linear *l, float *w) {
+    ROAD_ASSERT(l->q && !l->owned && w);
+    l->w = w;
+    l->q = NULL;
+}
+
 const float *road_linear_bias(const road_linear *l) {
     return l->b;
 }
@@ -524,11 +530,16 @@ static road_status qmerge(road_linear *l, const road_rot *r, const char *name, b
     if (s == ROAD_OK) s = road_qtensor_requantize(l->q, w2);
     if (s == ROAD_OK) {
         if (b2) memcpy(l->b, b2, (size_t)l->out * sizeof(float));
-        road__log(ROAD_LOG_WARN,
-                  "%s adapter '%s' %s a %s-quantized layer: the weights are dequantized, rotated "
-                  "and quantized again, so outputs change by the new rounding",
-                  undo ? "unmerging" : "merging", name, undo ? "from" : "into",
-                  road_qformat_name(l->q->format));
+        if (road_qformat_is_quantized(l->q->format))
+            road__log(ROAD_LOG_WARN,
+                      "%s adapter '%s' %s a %s-quantized layer: the weights are dequantized, "
+                      "rotated and quantized again, so outputs change by the new rounding",
+                      undo ? "unmerging" : "merging", name, undo ? "from" : "into",
+                      road_qformat_name(l->q->format));
+        else /* a 16-bit layer kept as stored: rounded once, as a merged model saved in it */
+            road__log(ROAD_LOG_INFO, "%s adapter '%s' %s a %s layer: the result is rounded to %s",
+                      undo ? "unmerging" : "merging", name, undo ? "from" : "into",
+                      road_qformat_name(l->q->format), road_qformat_name(l->q->format));
     }
     road__free(w2);
     road__free(b2);

@@ -21,6 +21,9 @@ void road__linear_drop_all(road_linear *l);
  * manager gives a layer whose weight is shared with another (a tied LM head) its own copy
  * before merging into it. */
 void road__linear_rebind_weight(road_linear *l, float *w);
+/* Point a layer whose weight is packed (borrowed road_qtensor) at a float weight of the same
+ * shape instead (borrowed): the adapter manager widens a 16-bit layer for full training. */
+void road__linear_unpack_weight(road_linear *l, float *w);
 /* Is `name` among this layer's merged adapters? */
 bool road__linear_is_merged(const road_linear *l, const char *name);
 

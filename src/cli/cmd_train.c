@@ -348,6 +348,7 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "road train: resuming from step %lld\n", (long long)where.step);
     road_model_params mp = road_model_default_params();
     mp.n_threads = cli_threads(o.threads);
+    mp.float32_weights = full; /* every weight trains: float32 master weights */
     if (cli_quant_apply(CMD, &qz, &mp) != 0) {
         rc = CLI_EXIT_USAGE;
         goto done;

@@ -60,6 +60,8 @@ static int32_t add(builder *b, const char *name, const float *p, int64_t d0, int
 
 /* The linear layer `layer` of the set: weight (+ bias). */
 static void add_linear(builder *b, road_model *m, int32_t layer) {
+    /* a 16-bit layer kept as stored trains as float32 (its own widened copy) */
+    if (b->st == ROAD_OK) b->st = road_adapter_set_widen_layer(m->set, layer);
     road_linear *l = road_adapter_set_layer(m->set, layer);
     const char *lname = road_adapter_set_layer_name(m->set, layer);
     char name[NAME_CAP];

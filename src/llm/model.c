@@ -75,8 +75,25 @@ int64_t road_model_weight_bytes(const road_model *m) {
 }
 
 int32_t road_model_quantized_layers(const road_model *m, road_qformat *format) {
-    if (format) *format = m->n_qt > 0 ? m->qt[0]->format : ROAD_QFORMAT_NONE;
-    return m->n_qt;
+    int32_t n = 0;
+    if (format) *format = ROAD_QFORMAT_NONE;
+    for (int32_t i = 0; i < m->n_qt; i++) {
+        if (!road_qformat_is_quantized(m->qt[i]->format)) continue;
+        if (format && n == 0) *format = m->qt[i]->format;
+        n++;
+    }
+    return n;
+}
+
+int32_t road_model_stored_layers(const road_model *m, road_qformat *format) {
+    int32_t n = 0;
+    if (format) *format = ROAD_QFORMAT_NONE;
+    for (int32_t i = 0; i < m->n_qt; i++) {
+        if (road_qformat_is_quantized(m->qt[i]->format)) continue;
+        if (format && n == 0) *format = m->qt[i]->format;
+        n++;
+    }
+    return n;
 }
 
 static const road_st_tensor *find_tensor(void *ctx, const char *name) {
@@ -92,18 +109,33 @@ static road_status load_linear(road_model *m, const road_model_params *p, const 
                                road_layer_desc *d) {
     road_qtensor *q = NULL;
     road_status st = ROAD_OK;
+    const road_qformat f = p ? p->quantize : ROAD_QFORMAT_NONE;
+    const bool quantize = f != ROAD_QFORMAT_NONE && !(head && !p->quantize_lm_head);
+    char key[NAME_MAX_LEN + 16];
+    snprintf(key, sizeof key, "%s.weight", name);
+    const road_st_tensor *t = tied ? NULL : road__weights_find(m->weights, key);
     if (!tied && road__qckpt_is_quantized(find_tensor, m->weights, name)) {
         st = road__qckpt_read(find_tensor, m->weights, name, out, in, &q);
+    } else if (t && !quantize && !(p && p->float32_weights) &&
+               (t->dtype == ROAD_DTYPE_BF16 || t->dtype == ROAD_DTYPE_F16)) {
+        /* a 16-bit weight kept as stored: the matmuls read the mapped (copy-on-write) file */
+        const int64_t shape[2] = {out, in};
+        st = road__weights_get_raw(m->weights, key, 2, shape, &t);
+        if (st == ROAD_OK) {
+            road_qtensor desc;
+            memset(&desc, 0, sizeof desc);
+            desc.format = t->dtype == ROAD_DTYPE_BF16 ? ROAD_QFORMAT_BF16 : ROAD_QFORMAT_F16;
+            desc.rows = out, desc.cols = in;
+            desc.data = (uint8_t *)(uintptr_t)t->data; /* private writable mapping */
+            st = road_qtensor_wrap(&desc, &q);
+        }
     } else {
         float *w = (float *)tied;
         if (!w) {
-            char key[NAME_MAX_LEN + 16];
-            snprintf(key, sizeof key, "%s.weight", name);
             int64_t shape[2] = {out, in};
             st = road__weights_get(m->weights, key, 2, shape, &w);
         }
-        const road_qformat f = p ? p->quantize : ROAD_QFORMAT_NONE;
-        if (st != ROAD_OK || f == ROAD_QFORMAT_NONE || (head && !p->quantize_lm_head)) {
+        if (st != ROAD_OK || !quantize) {
             d->weight = w;
             return st;
         }

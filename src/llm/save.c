@@ -224,8 +224,9 @@ road_status road_model_save(road_model *m, const char *dir, road_dtype dtype) {
         return road__error(ROAD_ERR_INVALID_ARG, "road_model_save: NULL argument");
     road_status s = road__save_check_dtype(dtype);
     if (s != ROAD_OK) return s;
-    /* quantized layers have no float array to hand out: the quantized writer dequantizes */
-    if (road_model_quantized_layers(m, NULL) > 0)
+    /* quantized and 16-bit layers have no float array to hand out: the quantized writer
+     * widens them */
+    if (m->n_qt > 0)
         return road_model_save_quantized(m, dir, dtype, ROAD_QFORMAT_NONE, false, false);
     if (road_adapter_set_count(m->set) > 0 && !road_adapter_set_merged(m->set))
         road__log(ROAD_LOG_WARN,

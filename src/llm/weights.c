@@ -192,6 +192,52 @@ static void shape_str(char *buf, size_t cap, int32_t ndim, const int64_t *shape)
     if (k < cap) snprintf(buf + k, cap - k, "]");
 }
 
+/* The tensor `name` checked against `shape` (the error names both when they differ). */
+static road_status find_shaped(road_weights *w, const char *name, int32_t ndim,
+                               const int64_t *shape, const road_st_tensor **out, shard **sh) {
+    const road_st_tensor *t;
+    shard *s = locate(w, name, &t);
+    char want[128], got[128];
+    shape_str(want, sizeof want, ndim, shape);
+    if (!s || !t)
+        return road__error(ROAD_ERR_NOT_FOUND, "the checkpoint has no tensor '%s' %s%s%s", name,
+                           want, s ? " (the index names file " : "", s ? s->name : "");
+    bool same = t->ndim == ndim;
+    for (int32_t i = 0; same && i < ndim; i++) same = t->shape[i] == shape[i];
+    if (!same) {
+        shape_str(got, sizeof got, t->ndim, t->shape);
+        return road__error(ROAD_ERR_SHAPE,
+                           "tensor '%s' in %s is %s, expected %s (does config.json "
+                           "match the weights?)",
+                           name, s->name, got, want);
+    }
+    *out = t;
+    *sh = s;
+    return ROAD_OK;
+}
+
+road_status road__weights_get_raw(road_weights *w, const char *name, int32_t ndim,
+                                  const int64_t *shape, const road_st_tensor **out) {
+    shard *s = NULL;
+    road_status st = find_shaped(w, name, ndim, shape, out, &s);
+    if (st != ROAD_OK) return st;
+    if ((uintptr_t)(*out)->data % road_dtype_size((*out)->dtype) != 0)
+        return road__error(ROAD_ERR_FORMAT,
+                           "tensor '%s' in %s is not aligned to its %zu-byte elements; re-save "
+                           "the checkpoint with safetensors",
+                           name, s->name, road_dtype_size((*out)->dtype));
+    return ROAD_OK;
+}
+
+/* Drop the mapped pages of a tensor that was read and converted (they would otherwise stay
+ * resident beside the converted copy until the file is unmapped). */
+static void drop_pages(const void *p, size_t n) {
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p + page - 1) / page * page;
+    uintptr_t e = ((uintptr_t)p + n) / page * page;
+    if (e > a) (void)madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
 road_status road__weights_get(road_weights *w, const char *name, int32_t ndim, const int64_t *shape,
                               float **out) {
     *out = NULL;
@@ -239,6 +285,7 @@ road_status road__weights_get(road_weights *w, const char *name, int32_t ndim, c
         road__free(p);
         return st;
     }
+    drop_pages(t->data, (size_t)t->nbytes);
     b->p = p;
     b->next = w->owned;
     w->owned = b;
@@ -265,10 +312,7 @@ void road__weights_release(road_weights *w, float *p, int64_t numel) {
         }
     /* mapped: drop the whole pages inside the tensor (they were only read; a later read would
      * fetch them from the file again) */
-    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t a = ((uintptr_t)p + page - 1) / page * page;
-    uintptr_t e = ((uintptr_t)(p + numel)) / page * page;
-    if (e > a) (void)madvise((void *)a, e - a, MADV_DONTNEED);
+    drop_pages(p, sizeof(float) * (size_t)numel);
     w->mapped_bytes -= numel * (int64_t)sizeof(float);
 }
 

@@ -23,6 +23,11 @@ road_status road__weights_get(road_weights *w, const char *name, int32_t ndim, c
                               float **out);
 /* The raw tensor `name` (any dtype; data in a private writable mapping), NULL if absent. */
 const road_st_tensor *road__weights_find(const road_weights *w, const char *name);
+/* The tensor `name` as stored (mapped copy-on-write: writes stay private), checked against
+ * `shape` and for alignment to its element size (the caller counts its bytes: a road_qtensor
+ * over it does). */
+road_status road__weights_get_raw(road_weights *w, const char *name, int32_t ndim,
+                                  const int64_t *shape, const road_st_tensor **out);
 /* Give back a float32 tensor road__weights_get handed out and the caller no longer needs (it
  * was quantized): a widened copy is freed, a mapped one's pages are dropped from memory. The
  * byte counts below go down by its size. */

@@ -15,6 +15,10 @@
  * int8: 8 bytes sign-extended to 8 int32 lanes and converted; the row's scale multiplies the
  * finished dot product.
  *
+ * bf16 / f16 (a checkpoint's weights kept as stored): 8 weights from 16 bytes, bf16 by
+ * zero-extending to 32 bits and shifting into the high half (exactly the stored value), f16
+ * with F16C's vcvtph2ps (exact too); then dotted as int8's are.
+ *
  * Results differ from the reference by summation order and FMA rounding only
  * (tests/test_quant_kernels.c bounds the difference).
  */
@@ -24,7 +28,7 @@
 
 #include "quant/quant_internal.h"
 
-#define QAVX2 __attribute__((target("avx2,fma")))
+#define QAVX2 __attribute__((target("avx2,fma,f16c")))
 
 QAVX2 static inline float hsum(__m256 v) {
     __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
@@ -115,6 +119,49 @@ q8_one(const int64_t R, const road_qtensor *q, int64_t o, const float *x, float 
     }
 }
 
+/* 8 weights of a bf16 / f16 row at p, widened exactly. */
+QAVX2 static inline __m256 half8(const uint16_t *p, bool bf16) {
+    const __m128i h = _mm_loadu_si128((const __m128i *)(const void *)p);
+    if (bf16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    return _mm256_cvtph_ps(h);
+}
+
+static inline float half1(uint16_t h, bool bf16) {
+    return bf16 ? road_bf16_to_f32(h) : road_f16_to_f32(h);
+}
+
+/* One output row o of a bf16 / f16 tensor for R rows of x (A accumulators per row as in
+ * q4_one). */
+QAVX2 static inline __attribute__((always_inline)) void
+q16_one(const int64_t R, const road_qtensor *q, int64_t o, const float *x, float *y, int64_t ldy) {
+    const int64_t A = R <= 2 ? 4 : R <= 4 ? 2 : 1;
+    const int64_t K = q->cols;
+    const bool bf16 = q->format == ROAD_QFORMAT_BF16;
+    const uint16_t *row = (const uint16_t *)(const void *)q->data + o * K;
+    __m256 acc[QSKINNY_MAX_ROWS][4];
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t a = 0; a < A; a++) acc[r][a] = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 8 * A <= K; k += 8 * A)
+        for (int64_t a = 0; a < A; a++) {
+            const __m256 w = half8(row + k + 8 * a, bf16);
+            for (int64_t r = 0; r < R; r++)
+                acc[r][a] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + r * K + k + 8 * a), acc[r][a]);
+        }
+    for (; k + 8 <= K; k += 8) {
+        const __m256 w = half8(row + k, bf16);
+        for (int64_t r = 0; r < R; r++)
+            acc[r][0] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + r * K + k), acc[r][0]);
+    }
+    for (int64_t r = 0; r < R; r++) {
+        __m256 v = acc[r][0];
+        for (int64_t a = 1; a < A; a++) v = _mm256_add_ps(v, acc[r][a]);
+        float t = hsum(v);
+        for (int64_t kk = k; kk < K; kk++) t += x[r * K + kk] * half1(row[kk], bf16);
+        y[r * ldy + o] = t;
+    }
+}
+
 #define QCASE(R, FN)                                                                               \
     case R:                                                                                        \
         for (int64_t o = o0; o < o1; o++) FN(R, q, o, x, y, ldy);                                  \
@@ -122,6 +169,19 @@ q8_one(const int64_t R, const road_qtensor *q, int64_t o, const float *x, float 
 
 QAVX2 static void avx2_xwt(const road_qtensor *q, int64_t R, const float *x, int64_t o0, int64_t o1,
                            float *y, int64_t ldy) {
+    if (q_is_half(q->format)) {
+        switch (R) {
+            QCASE(1, q16_one)
+            QCASE(2, q16_one)
+            QCASE(3, q16_one)
+            QCASE(4, q16_one)
+            QCASE(5, q16_one)
+            QCASE(6, q16_one)
+            QCASE(7, q16_one)
+            QCASE(8, q16_one)
+        }
+        return;
+    }
     if (q->format == ROAD_QFORMAT_INT8) {
         switch (R) {
             QCASE(1, q8_one)
@@ -153,6 +213,15 @@ QAVX2 static void avx2_xwt(const road_qtensor *q, int64_t R, const float *x, int
 
 QAVX2 static void avx2_dequant(const road_qtensor *q, int64_t r0, int64_t n, float *out) {
     const int64_t K = q->cols;
+    if (q_is_half(q->format)) {
+        const bool bf16 = q->format == ROAD_QFORMAT_BF16;
+        const uint16_t *src = (const uint16_t *)(const void *)q->data + r0 * K;
+        const int64_t N = n * K;
+        int64_t e = 0;
+        for (; e + 8 <= N; e += 8) _mm256_storeu_ps(out + e, half8(src + e, bf16));
+        for (; e < N; e++) out[e] = half1(src[e], bf16);
+        return;
+    }
     if (q->format == ROAD_QFORMAT_INT8) {
         for (int64_t i = 0; i < n; i++) {
             const int8_t *row = (const int8_t *)q->data + (r0 + i) * K;

@@ -31,20 +31,24 @@ const char *road_qformat_name(road_qformat f) {
         return "nf4";
     case ROAD_QFORMAT_FP4:
         return "fp4";
+    case ROAD_QFORMAT_BF16:
+        return "bf16";
+    case ROAD_QFORMAT_F16:
+        return "f16";
     }
     return "?";
 }
 
 road_status road_qformat_parse(const char *s, road_qformat *out) {
     static const road_qformat all[] = {ROAD_QFORMAT_NONE, ROAD_QFORMAT_INT8, ROAD_QFORMAT_NF4,
-                                       ROAD_QFORMAT_FP4};
+                                       ROAD_QFORMAT_FP4, ROAD_QFORMAT_BF16, ROAD_QFORMAT_F16};
     for (size_t i = 0; s && i < sizeof all / sizeof all[0]; i++)
         if (strcmp(s, road_qformat_name(all[i])) == 0) {
             *out = all[i];
             return ROAD_OK;
         }
     return road__error(ROAD_ERR_INVALID_ARG,
-                       "unknown quantization '%s'; choose none, int8, nf4 or fp4",
+                       "unknown weight format '%s'; choose none, int8, nf4, fp4, bf16 or f16",
                        s ? s : "(null)");
 }
 
@@ -220,15 +224,27 @@ static bool is_4bit(road_qformat f) {
     return f == ROAD_QFORMAT_NF4 || f == ROAD_QFORMAT_FP4;
 }
 
+bool road_qformat_is_quantized(road_qformat f) {
+    return f == ROAD_QFORMAT_INT8 || is_4bit(f);
+}
+
 int64_t road_qtensor_data_bytes(road_qformat f, int64_t rows, int64_t cols) {
     if (rows <= 0 || cols <= 0) return 0;
     if (f == ROAD_QFORMAT_INT8) return rows * cols;
     if (is_4bit(f)) return (rows * cols + 1) / 2;
+    if (q_is_half(f)) return rows * cols * 2;
     return 0;
 }
 
 static int64_t n_blocks_of(road_qformat f, int64_t rows, int64_t cols) {
+    if (q_is_half(f)) return 0;
     return f == ROAD_QFORMAT_INT8 ? rows : (rows * cols + ROAD_QBLOCK - 1) / ROAD_QBLOCK;
+}
+
+/* Elements per absmax: a row (int8), ROAD_QBLOCK (4-bit), none (bf16 / f16). */
+static int32_t block_of(road_qformat f, int64_t cols) {
+    if (q_is_half(f)) return 0;
+    return f == ROAD_QFORMAT_INT8 ? (int32_t)(cols < INT32_MAX ? cols : INT32_MAX) : ROAD_QBLOCK;
 }
 
 static int64_t n_nested(int64_t n_blocks) {
@@ -248,10 +264,18 @@ int64_t road_qtensor_bytes(const road_qtensor *q) {
 /* ---- element access -------------------------------------------------------------------------- */
 
 float road_qtensor_block_absmax(const road_qtensor *q, int64_t b) {
-    return q_absmax(q, b);
+    return q_is_half(q->format) ? 1.0f : q_absmax(q, b);
 }
 
 void road__q_dequant_range(const road_qtensor *q, int64_t e0, int64_t n, float *out) {
+    if (q_is_half(q->format)) {
+        const uint16_t *d = (const uint16_t *)(const void *)q->data + e0;
+        if (q->format == ROAD_QFORMAT_BF16)
+            for (int64_t i = 0; i < n; i++) out[i] = road_bf16_to_f32(d[i]);
+        else
+            for (int64_t i = 0; i < n; i++) out[i] = road_f16_to_f32(d[i]);
+        return;
+    }
     if (q->format == ROAD_QFORMAT_INT8) {
         const int8_t *d = (const int8_t *)q->data;
         int64_t e = e0;
@@ -351,8 +375,32 @@ static void quantize_nested(road_qtensor *q, const float *absmax) {
     }
 }
 
+/* bf16 / f16: each weight rounded to nearest even; a finite weight past f16's range is
+ * refused (it would become infinite). */
+static road_status quantize_half(road_qtensor *q, const float *w) {
+    uint16_t *d = (uint16_t *)(void *)q->data;
+    const int64_t n = q->rows * q->cols;
+    if (q->format == ROAD_QFORMAT_BF16) {
+#pragma omp parallel for schedule(static) if (n >= (1 << 16))
+        for (int64_t i = 0; i < n; i++) d[i] = road_f32_to_bf16(w[i]);
+        return ROAD_OK;
+    }
+    int64_t over = -1;
+    for (int64_t i = 0; i < n && over < 0; i++)
+        if (fabsf(w[i]) >= 65520.0f) over = i; /* rounds to infinity in f16 */
+    if (over >= 0)
+        return road__error(ROAD_ERR_NUMERIC,
+                           "weight %g (row %lld, column %lld) is past float16's range (65504); "
+                           "keep this layer in bf16 or float32",
+                           (double)w[over], (long long)(over / q->cols), (long long)(over % q->cols));
+#pragma omp parallel for schedule(static) if (n >= (1 << 16))
+    for (int64_t i = 0; i < n; i++) d[i] = road_f32_to_f16(w[i]);
+    return ROAD_OK;
+}
+
 /* Quantize w into q's arrays (sizes already set). */
 static road_status quantize_into(road_qtensor *q, const float *w) {
+    if (q_is_half(q->format)) return quantize_half(q, w);
     if (q->format == ROAD_QFORMAT_INT8) {
         quantize_int8(q, w);
         return ROAD_OK;
@@ -370,9 +418,9 @@ static road_status quantize_into(road_qtensor *q, const float *w) {
 }
 
 static road_status check_sizes(road_qformat f, int64_t rows, int64_t cols, const char *fn) {
-    if (f != ROAD_QFORMAT_INT8 && !is_4bit(f))
-        return road__error(ROAD_ERR_INVALID_ARG, "%s: format %d is not int8, nf4 or fp4", fn,
-                           (int)f);
+    if (f != ROAD_QFORMAT_INT8 && !is_4bit(f) && !q_is_half(f))
+        return road__error(ROAD_ERR_INVALID_ARG, "%s: format %d is not int8, nf4, fp4, bf16 or f16",
+                           fn, (int)f);
     size_t n;
     if (rows <= 0 || cols <= 0 || road__size_mul((size_t)rows, (size_t)cols, &n) != 0 ||
         n > (size_t)INT64_MAX / 8)
@@ -396,8 +444,7 @@ road_status road_qtensor_quantize(road_qformat f, int64_t rows, int64_t cols, co
     q->rows = rows;
     q->cols = cols;
     q->owned = true;
-    q->block =
-        f == ROAD_QFORMAT_INT8 ? (int32_t)(cols < INT32_MAX ? cols : INT32_MAX) : ROAD_QBLOCK;
+    q->block = block_of(f, cols);
     q->n_blocks = n_blocks_of(f, rows, cols);
     q->double_quant = double_quant && is_4bit(f);
     q->code = road_qcode_table(f);
@@ -408,7 +455,7 @@ road_status road_qtensor_quantize(road_qformat f, int64_t rows, int64_t cols, co
         q->qabsmax = road__malloc((size_t)q->n_blocks);
         q->nested_absmax = road__malloc(sizeof(float) * (size_t)n_nested(q->n_blocks));
         if (!q->qabsmax || !q->nested_absmax) st = ROAD_ERR_NO_MEMORY;
-    } else if (st == ROAD_OK) {
+    } else if (st == ROAD_OK && q->n_blocks > 0) {
         if (!(q->absmax = road__malloc(sizeof(float) * (size_t)q->n_blocks)))
             st = ROAD_ERR_NO_MEMORY;
     }
@@ -436,7 +483,8 @@ road_status road_qtensor_wrap(const road_qtensor *t, road_qtensor **out) {
     road_status st = check_sizes(t->format, t->rows, t->cols, fn);
     if (st != ROAD_OK) return st;
     const bool dq = t->double_quant && is_4bit(t->format);
-    if (!t->data || (is_4bit(t->format) && !t->code) || (!dq && !t->absmax) ||
+    if (!t->data || (is_4bit(t->format) && !t->code) ||
+        (!dq && !t->absmax && !q_is_half(t->format)) ||
         (dq && (!t->qabsmax || !t->nested_absmax || !t->nested_code)))
         return road__error(ROAD_ERR_INVALID_ARG, "%s: a %s%s tensor needs data, %s", fn,
                            road_qformat_name(t->format), dq ? " double-quantized" : "",
@@ -448,10 +496,10 @@ road_status road_qtensor_wrap(const road_qtensor *t, road_qtensor **out) {
     *q = *t;
     q->double_quant = dq;
     q->owned = false;
-    q->block = t->format == ROAD_QFORMAT_INT8 ? (int32_t)(t->cols < INT32_MAX ? t->cols : INT32_MAX)
-                                              : ROAD_QBLOCK;
+    q->block = block_of(t->format, t->cols);
     q->n_blocks = n_blocks_of(t->format, t->rows, t->cols);
-    if (t->format == ROAD_QFORMAT_INT8) q->code = NULL;
+    if (!is_4bit(t->format)) q->code = NULL;
+    if (q_is_half(t->format)) q->absmax = NULL;
     *out = q;
     return ROAD_OK;
 }
@@ -494,7 +542,7 @@ road_status road_qtensor_copy(const road_qtensor *src, road_qtensor **out) {
             memcpy(q->qabsmax, src->qabsmax, nb);
             memcpy(q->nested_absmax, src->nested_absmax, nn * sizeof(float));
         }
-    } else if (st == ROAD_OK) {
+    } else if (st == ROAD_OK && nb > 0) {
         if (!(q->absmax = road__malloc(nb * sizeof(float))))
             st = ROAD_ERR_NO_MEMORY;
         else

@@ -18,6 +18,11 @@ _Static_assert(ROAD_QBLOCK % 8 == 0, "the AVX2 kernels decode 8 nibbles (4 bytes
 _Static_assert(ROAD_QNESTED_BLOCK == 256, "bitsandbytes' nested blocksize is 256");
 _Static_assert(sizeof(float) == 4 && sizeof(int8_t) == 1, "absmax is float32, int8 data 1 byte");
 
+/* bf16 and f16: the weights as stored, 2 bytes each, no absmax. */
+static inline bool q_is_half(road_qformat f) {
+    return f == ROAD_QFORMAT_BF16 || f == ROAD_QFORMAT_F16;
+}
+
 /* int8 values are at most this in magnitude (LLM.int8: round(w * 127 / absmax)). */
 #define QINT8_MAX 127
 
