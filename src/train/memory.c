@@ -19,10 +19,10 @@
 #include "road/train.h"
 
 /* Upper bounds of backward's per-row bookkeeping (llm/grad.c's bwd_rows): per row its position,
- * sequence and target (int64) and loss statistics (3 doubles); per sequence three int64 and
- * attention's view (under 64 bytes); per layer the table of its saved arrays (under 32
- * pointers). */
-#define ROWS_BYTES_PER_TOKEN (3 * 8 + 3 * 8)
+ * sequence and target (int64) and loss statistics (3 doubles), and the trainer's target list
+ * (a token id); per sequence three int64 and attention's view (under 64 bytes); per layer the
+ * table of its saved arrays (under 32 pointers). */
+#define ROWS_BYTES_PER_TOKEN (3 * 8 + 3 * 8 + 4)
 #define ROWS_BYTES_PER_SEQ (3 * 8 + 64)
 #define ROWS_BYTES_PER_LAYER (32 * 8)
 /* The loop's own small tables (the optimizer's tensor list and names, the micro-batch's index
