@@ -369,6 +369,39 @@ ROAD_API road_status road_train_check_out(const road_train_params *p, road_train
  * opening files inside out_dir. */
 ROAD_API road_status road_train_prepare_out(const road_train_params *p, road_train_out *info);
 
+/* ---- memory ---------------------------------------------------------------------------------- */
+
+/* What a road_train run holds at its peak, in bytes, by part (docs/training.md has the formula
+ * and how it is checked). A micro-batch holds at most batch_size sequences of at most
+ * max_seq_len tokens: tokens = batch_size x max_seq_len bounds its rows. */
+typedef struct road_train_memory {
+    int64_t tokens;      /* batch_size x max_seq_len: the rows of the largest micro-batch */
+    int64_t weights;     /* road_model_weight_bytes + the trained adapters' parameters */
+    int64_t gradients;   /* one float per trainable parameter */
+    int64_t optimizer;   /* AdamW's m and v: two floats per trainable parameter */
+    /* backward's activations and working buffers per token of the micro-batch (the per-token
+     * part of what road_model_backward_bytes reports), without and with recomputation */
+    int64_t act_per_token;
+    int64_t act_per_token_recompute;
+    int64_t attention;   /* attention's backward scratch: threads x (2, or 3 with a logit
+                            softcap) x max_seq_len^2 floats */
+    int64_t activations; /* tokens x act_per_token(_recompute, as p->recompute says) + attention:
+                            an upper bound of road_model_backward_bytes for every micro-batch */
+    int64_t workspaces;  /* per-row bookkeeping of backward, the adapters' cached rotation
+                            coefficients, the loop's small tables (64 kB allowed), and with an
+                            eval set the eval forward's buffers and logits */
+    int64_t total;       /* weights + gradients + optimizer + activations + workspaces */
+} road_train_memory;
+
+/* The memory road_train(m, ..., p) will hold for micro-batches of p->batch_size sequences of at
+ * most max_seq_len tokens (the longest example; eval batches too when with_eval): before any of
+ * it is spent. The trained parameters are the model's active adapters, or every tensor with
+ * p->full. The model's own thread count sizes attention's scratch. Not counted: the data sets
+ * and the tokenizer (loaded before), and the epoch's order (8 bytes per example). */
+ROAD_API road_status road_train_memory_estimate(road_model *m, const road_train_params *p,
+                                                int64_t max_seq_len, bool with_eval,
+                                                road_train_memory *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -7,7 +7,11 @@
  * already quantized merges into its quantized layers (dequantize, rotate, quantize; the library
  * warns) and is written quantized as it is, or in the --quantize format, or as float with
  * --dtype alone.
+ *
+ * The float dtype written is the one the base stores its linear weights in (bf16 stays bf16:
+ * a merge does not double a model's size), unless --dtype says otherwise.
  */
+#include <dirent.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -38,7 +42,9 @@ static const cli_flag flags[] = {
      .flags = CLI_REQUIRED},
     {CLI_STR("--use", merge_opts, use, "NAME[,NAME...]", NULL,
              "the adapters to merge, in this order (default: every --adapter, in order)")},
-    {CLI_DTYPE("--dtype", merge_opts, dtype, "f32", "dtype of the float tensors")},
+    {CLI_DTYPE("--dtype", merge_opts, dtype, NULL,
+               "dtype of the float tensors (default: the dtype the base stores its linear "
+               "weights in, else config.json's torch_dtype, else f32)")},
     {CLI_STR("--quantize", merge_opts, qz.format, "none|int8|nf4|fp4", NULL,
              "write the linear layers quantized in bitsandbytes' layout (docs/quant.md); the "
              "embedding, norms, biases and lm_head stay float. A model folder that is already "
@@ -60,6 +66,42 @@ static const cli_spec spec = {
     CLI_TABLE(flags, merge_opts),
 };
 
+static bool float_dtype(road_dtype t) {
+    return t == ROAD_DTYPE_F32 || t == ROAD_DTYPE_BF16 || t == ROAD_DTYPE_F16;
+}
+
+/* The dtype as --dtype spells it. */
+static const char *dtype_flag(road_dtype t) {
+    return t == ROAD_DTYPE_BF16 ? "bf16" : t == ROAD_DTYPE_F16 ? "f16" : "f32";
+}
+
+/* The float dtype the base's linear weights are stored in: the first projection weight of the
+ * config's tensor list found in the folder's *.safetensors files (a shard or the only file).
+ * false when none is found as a float tensor (a quantized checkpoint stores them packed). */
+static bool linear_dtype(const char *dir, const road_llm_config *cfg, road_dtype *out) {
+    const int64_t n = road_llm_config_tensor_count(cfg);
+    road_llm_tensor lin = {0};
+    bool have = false;
+    for (int64_t i = 0; i < n && !have; i++)
+        have = road_llm_config_tensor(cfg, i, &lin) == ROAD_OK && lin.role == ROAD_TENSOR_LINEAR;
+    DIR *d = have ? opendir(dir) : NULL;
+    struct dirent *e;
+    bool found = false;
+    while (d && !found && (e = readdir(d)) != NULL) {
+        const size_t len = strlen(e->d_name);
+        if (len < 12 || strcmp(e->d_name + len - 12, ".safetensors") != 0) continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        road_st_file *f = NULL;
+        if (road_st_open(path, &f) != ROAD_OK) continue;
+        const road_st_tensor *t = road_st_find(f, lin.name);
+        if (t && float_dtype(t->dtype)) *out = t->dtype, found = true;
+        road_st_close(f);
+    }
+    if (d) closedir(d);
+    return found;
+}
+
 int cmd_merge(int argc, char **argv) {
     merge_opts o = {0};
     int r = cli_parse(&spec, argc, argv, &o);
@@ -67,7 +109,7 @@ int cmd_merge(int argc, char **argv) {
     const char *model = o.model, *out = o.out, *use = o.use;
     const cli_list *adapters = &o.adapters;
     const int n_ad = adapters->n;
-    const road_dtype dtype = o.dtype;
+    road_dtype dtype = o.dtype;
     const cli_quant qz = o.qz;
     /* the output format: the model is loaded as stored, merged, then written in this format */
     road_model_params fmt = road_model_default_params();
@@ -91,6 +133,20 @@ int cmd_merge(int argc, char **argv) {
     if (s != ROAD_OK) {
         rc = cli_fail(CMD, "loading the model", s);
         goto done;
+    }
+    /* the float dtype: --dtype, else as the base stores its linear weights */
+    const char *dtype_from = "--dtype";
+    if (!cli_given(&spec, &o, "--dtype")) {
+        const road_llm_config *cfg = road_model_config(m);
+        if (linear_dtype(model, cfg, &dtype)) {
+            dtype_from = "as the base stores its linear weights";
+        } else if (float_dtype(cfg->torch_dtype)) {
+            dtype = cfg->torch_dtype;
+            dtype_from = "the base's config.json torch_dtype";
+        } else {
+            dtype = ROAD_DTYPE_F32;
+            dtype_from = "default";
+        }
     }
     /* default --use: every adapter given, in order */
     char names[MAX_ADAPTERS * 130] = "";
@@ -133,7 +189,7 @@ int cmd_merge(int argc, char **argv) {
         rc = cli_fail(CMD, "writing the merged model", s);
         goto done;
     }
-    printf("merged %s into %s (%s%s%s)\n", use, out, road_dtype_name(dtype),
+    printf("merged %s into %s (%s: %s%s%s)\n", use, out, dtype_flag(dtype), dtype_from,
            keep || fmt.quantize != ROAD_QFORMAT_NONE ? ", linear layers " : "",
            keep                                ? road_qformat_name(have)
            : fmt.quantize != ROAD_QFORMAT_NONE ? road_qformat_name(fmt.quantize)

@@ -39,7 +39,7 @@ typedef struct train_opts {
     road_dtype save_dtype;
     cli_quant qz;
     cli_chat chat_opts;
-    bool resume, overwrite, recompute, pack, full;
+    bool resume, overwrite, recompute, pack, full, ignore_memory;
     uint64_t given;
 } train_opts;
 
@@ -94,6 +94,9 @@ static const cli_flag flags[] = {
      .json = "max_grad_norm"},
     {CLI_INT("--seed", train_opts, seed, "N", 0, INT64_MAX, "42", "adapter init and shuffling"),
      .json = "seed"},
+    {CLI_SW("--ignore-memory-check", train_opts, ignore_memory,
+            "train even when the memory estimate exceeds the memory available (MemAvailable, or "
+            "$ROAD_TRAIN_MEMORY_BUDGET)")},
     {CLI_SW("--pack", train_opts, pack, "concatenate examples into --max-len sequences"),
      .json = "pack"},
     {CLI_SW("--recompute", train_opts, recompute,
@@ -123,9 +126,10 @@ static const cli_flag flags[] = {
 
 static const cli_spec spec = {
     .name = CMD,
-    .about = "data (one JSON object per line): {\"input_ids\": [...]} (+ optional \"labels\", -100 =\n"
-             "no loss); {\"text\": ...} and {\"prompt\": ..., \"completion\": ...} need the model's\n"
-             "tokenizer.\n",
+    .about =
+        "data (one JSON object per line): {\"input_ids\": [...]} (+ optional \"labels\", -100 =\n"
+        "no loss); {\"text\": ...} and {\"prompt\": ..., \"completion\": ...} need the model's\n"
+        "tokenizer.\n",
     CLI_TABLE(flags, train_opts),
 };
 
@@ -152,21 +156,230 @@ static bool on_step(const road_train_metrics *m, void *user) {
     p->last_loss = m->loss;
     p->act_bytes = m->activation_bytes;
     if (p->log) {
-        fprintf(p->log, "{\"step\": %lld, \"epoch\": %lld, \"loss\": %.6f, \"lr\": %.6g, "
-                        "\"grad_norm\": %.6g, \"tokens\": %lld, \"tokens_per_s\": %.1f, \"elapsed_s\": %.2f",
-                (long long)m->step, (long long)m->epoch, m->loss, m->lr, m->grad_norm,
-                (long long)m->tokens, m->tokens_per_s, m->elapsed_s);
+        fprintf(
+            p->log,
+            "{\"step\": %lld, \"epoch\": %lld, \"loss\": %.6f, \"lr\": %.6g, "
+            "\"grad_norm\": %.6g, \"tokens\": %lld, \"tokens_per_s\": %.1f, \"elapsed_s\": %.2f",
+            (long long)m->step, (long long)m->epoch, m->loss, m->lr, m->grad_norm,
+            (long long)m->tokens, m->tokens_per_s, m->elapsed_s);
         if (!isnan(m->eval_loss)) fprintf(p->log, ", \"eval_loss\": %.6f", m->eval_loss);
         fprintf(p->log, "}\n");
         fflush(p->log);
     }
     char ev[32] = "";
     if (!isnan(m->eval_loss)) snprintf(ev, sizeof ev, "  eval %.4f", m->eval_loss);
-    fprintf(stderr, "%sstep %lld/%lld  loss %.4f%s  lr %.3g  %.0f tok/s  %.0fs elapsed, ETA %.0fs%s",
+    fprintf(stderr,
+            "%sstep %lld/%lld  loss %.4f%s  lr %.3g  %.0f tok/s  %.0fs elapsed, ETA %.0fs%s",
             p->tty ? "\r" : "", (long long)m->step, (long long)m->total_steps, m->loss, ev, m->lr,
             m->tokens_per_s, m->elapsed_s, m->eta_s, p->tty ? "\033[K" : "\n");
     if (!isnan(m->eval_loss) && p->tty) fprintf(stderr, "\n");
     return true;
+}
+
+/* ---- the memory check ---------------------------------------------------------------------- */
+
+/* The environment variable that sets the memory a run may hold in all (bytes, or with a k, M
+ * or G suffix, powers of 1024), instead of what /proc/meminfo says is available. */
+#define BUDGET_ENV "ROAD_TRAIN_MEMORY_BUDGET"
+
+/* MemAvailable from /proc/meminfo in bytes; -1 if unknown. */
+static long long mem_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    long long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, "MemAvailable:", 13) == 0) kb = atoll(line + 13);
+    if (f) fclose(f);
+    return kb < 0 ? -1 : kb * 1024;
+}
+
+/* "123", "512M", "1.5G" as bytes; -1 if malformed. */
+static long long parse_size(const char *s) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || errno || !(v >= 0)) return -1;
+    double mul = 1;
+    if (*end == 'k' || *end == 'K')
+        mul = 1024.0, end++;
+    else if (*end == 'm' || *end == 'M')
+        mul = 1024.0 * 1024, end++;
+    else if (*end == 'g' || *end == 'G')
+        mul = 1024.0 * 1024 * 1024, end++;
+    if (*end == 'B' || *end == 'b') end++;
+    if (*end || v * mul > 9e18) return -1;
+    return (long long)(v * mul);
+}
+
+/* The longest example of a data set (0 for NULL). */
+static int64_t longest_example(const road_dataset *d) {
+    int64_t best = 0;
+    for (int64_t i = 0; d && i < road_dataset_count(d); i++) {
+        const road_token *ids, *lab;
+        int64_t n = 0;
+        if (road_dataset_example(d, i, &ids, &lab, &n) == ROAD_OK && n > best) best = n;
+    }
+    return best;
+}
+
+/* Bytes for people: "812.3 MB", "19.04 GB" (decimal units, as `road train` prints them). */
+typedef struct size_text {
+    char s[32];
+} size_text;
+static size_text human(long long bytes) {
+    size_text t;
+    if (bytes >= 1000000000LL)
+        snprintf(t.s, sizeof t.s, "%.2f GB", (double)bytes / 1e9);
+    else
+        snprintf(t.s, sizeof t.s, "%.1f MB", (double)bytes / 1e6);
+    return t;
+}
+
+/* What must fit: the whole run against a budget, or, against MemAvailable read after the model
+ * loaded, what the run will still allocate (its weights are in memory already). */
+static int64_t need_of(const road_train_memory *e, bool budget) {
+    return budget ? e->total : e->total - e->weights;
+}
+
+/* The estimate for this batch size and recompute setting (never fits if it cannot be made). */
+static road_train_memory estimate_at(road_model *m, const road_train_params *tp, int64_t batch,
+                                     bool recompute, int64_t len, bool with_eval) {
+    road_train_params q = *tp;
+    q.batch_size = batch;
+    q.recompute = recompute;
+    road_train_memory e;
+    if (road_train_memory_estimate(m, &q, len, with_eval, &e) != ROAD_OK) {
+        memset(&e, 0, sizeof e);
+        e.total = INT64_MAX;
+    }
+    return e;
+}
+
+/* The largest batch size <= hi whose estimate fits (0: none); the estimate grows with it. */
+static int64_t largest_batch(road_model *m, const road_train_params *tp, int64_t hi, bool rc,
+                             int64_t len, bool with_eval, bool budget, long long avail) {
+    int64_t lo = 0;
+    while (lo < hi) {
+        const int64_t mid = lo + (hi - lo + 1) / 2;
+        road_train_memory e = estimate_at(m, tp, mid, rc, len, with_eval);
+        if (need_of(&e, budget) <= avail)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
+/* The longest --max-len at which one sequence a micro-batch, recomputing, fits (0: none). */
+static int64_t largest_len(road_model *m, const road_train_params *tp, int64_t hi, bool with_eval,
+                           bool budget, long long avail) {
+    int64_t lo = 0;
+    while (lo < hi) {
+        const int64_t mid = lo + (hi - lo + 1) / 2;
+        road_train_memory e = estimate_at(m, tp, 1, true, mid, with_eval);
+        if (need_of(&e, budget) <= avail)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
+/* Print the estimate (stderr) and refuse a run that will not fit, naming settings that would:
+ * returns CLI_EXIT_OK to train. */
+static int memory_check(road_model *m, const road_train_params *tp, const road_dataset *train,
+                        const road_dataset *eval, bool ignore, road_train_memory *est) {
+    const int64_t lt = longest_example(train), le = longest_example(eval);
+    const int64_t len = lt > le ? lt : le > 0 ? le : 1, B = tp->batch_size;
+    const bool with_eval = eval != NULL, rc = tp->recompute;
+    road_train_memory e;
+    road_status s = road_train_memory_estimate(m, tp, len, with_eval, &e);
+    if (s != ROAD_OK) return cli_fail(CMD, "estimating memory", s);
+    *est = e;
+    const int64_t act_rc = e.act_per_token_recompute * e.tokens + e.attention;
+    const int64_t act_full = e.act_per_token * e.tokens + e.attention;
+    fprintf(stderr,
+            "road train: memory for micro-batches of %lld x %lld tokens (the longest example)%s:\n"
+            "  weights      %12s\n"
+            "  gradients    %12s\n"
+            "  optimizer    %12s  (AdamW's m and v)\n"
+            "  activations  %12s  (%.1f kB a token %s, %.1f kB %s: %s; attention scratch %s)\n"
+            "  workspaces   %12s\n"
+            "  total        %12s\n",
+            (long long)B, (long long)len, rc ? ", --recompute" : "", human(e.weights).s,
+            human(e.gradients).s, human(e.optimizer).s, human(e.activations).s,
+            (rc ? e.act_per_token_recompute : e.act_per_token) / 1e3, rc ? "recomputing" : "kept",
+            (rc ? e.act_per_token : e.act_per_token_recompute) / 1e3,
+            rc ? "without --recompute" : "with --recompute", human(rc ? act_full : act_rc).s,
+            human(e.attention).s, human(e.workspaces).s, human(e.total).s);
+    const char *env = getenv(BUDGET_ENV);
+    const bool budget = env && *env;
+    const long long avail = budget ? parse_size(env) : mem_available();
+    if (budget && avail < 0) {
+        cli_error(CMD, "%s='%s' is not a size (bytes, or a number with k, M or G)", BUDGET_ENV,
+                  env);
+        return CLI_EXIT_USAGE;
+    }
+    if (avail < 0) {
+        fprintf(stderr,
+                "road train: MemAvailable unknown (no /proc/meminfo): memory not checked\n");
+        return CLI_EXIT_OK;
+    }
+    const int64_t need = need_of(&e, budget);
+    const char *against = budget ? BUDGET_ENV : "MemAvailable";
+    if (budget)
+        fprintf(stderr, "road train: needs %s of %s (%s)%s\n", human(need).s, human(avail).s,
+                against, need <= avail ? "" : ": does not fit");
+    else
+        fprintf(stderr,
+                "road train: needs %s more (the weights are loaded) of %s available (%s)%s\n",
+                human(need).s, human(avail).s, against, need <= avail ? "" : ": does not fit");
+    if (need <= avail) return CLI_EXIT_OK;
+    if (ignore) {
+        fprintf(stderr, "road train: warning: training anyway (--ignore-memory-check)\n");
+        return CLI_EXIT_OK;
+    }
+    cli_error(CMD, "not enough memory: %lld x %lld tokens%s need %s, %s has %s. Settings that fit:",
+              (long long)B, (long long)len, rc ? " with --recompute" : "", human(need).s, against,
+              human(avail).s);
+    const int64_t per_step = B * tp->grad_accum;
+    bool any = false;
+    if (!rc) {
+        road_train_memory r = estimate_at(m, tp, B, true, len, with_eval);
+        if (need_of(&r, budget) <= avail) {
+            fprintf(stderr, "  %-44s(needs %s)\n", "--recompute", human(need_of(&r, budget)).s);
+            any = true;
+        }
+    }
+    for (int k = rc; k < 2; k++) {
+        int64_t b = largest_batch(m, tp, B - 1, k, len, with_eval, budget, avail);
+        while (b > 1 && per_step % b != 0) b--; /* the same examples a step */
+        if (b <= 0) continue;
+        road_train_memory r = estimate_at(m, tp, b, k, len, with_eval);
+        char sug[96];
+        snprintf(sug, sizeof sug, "--batch-size %lld --grad-accum %lld%s", (long long)b,
+                 (long long)(per_step / b), k ? " --recompute" : "");
+        fprintf(stderr, "  %-44s(needs %s; %lld examples a step, as now)\n", sug,
+                human(need_of(&r, budget)).s, (long long)per_step);
+        any = true;
+    }
+    if (!any) { /* not even one sequence: a shorter --max-len */
+        const int64_t l = largest_len(m, tp, len - 1, with_eval, budget, avail);
+        if (l >= 2) {
+            char sug[96];
+            snprintf(sug, sizeof sug, "--batch-size 1 --grad-accum %lld --recompute --max-len %lld",
+                     (long long)per_step, (long long)l);
+            fprintf(stderr, "  %s\n", sug);
+        } else {
+            fprintf(stderr, "  none: the weights, gradients and optimizer state alone need "
+                            "more; use a machine with more memory\n");
+        }
+    }
+    fprintf(stderr,
+            "  (--ignore-memory-check trains anyway; %s=SIZE sets the memory to check "
+            "against)\n",
+            BUDGET_ENV);
+    return CLI_EXIT_FAIL;
 }
 
 /* FNV-1a 64 of a file's bytes: enough to notice that a data file changed (not a security
@@ -205,8 +418,8 @@ static cJSON *file_identity(const char *path) {
 /* What identifies the run besides road_train's own settings (docs/training.md): the model
  * (folder, config.json and tokenizer.json hashes, bytes of its weight files), the data file,
  * the adapter config, the data settings and the quantization the base is trained under. */
-static char *run_identity(const char *model, const char *data, const road_config *cfg,
-                          bool full, int64_t max_len, bool packing, const cli_quant *qz) {
+static char *run_identity(const char *model, const char *data, const road_config *cfg, bool full,
+                          int64_t max_len, bool packing, const cli_quant *qz) {
     cJSON *run = cJSON_CreateObject(), *mo = cJSON_AddObjectToObject(run, "model");
     char real[PATH_MAX], path[PATH_MAX + 32];
     cJSON_AddStringToObject(mo, "path", realpath(model, real) ? real : model);
@@ -307,6 +520,7 @@ int cmd_train(int argc, char **argv) {
     road_dataset *dtrain = NULL, *deval = NULL;
     FILE *logf = NULL;
     char *cfg_json = NULL, *run_json = NULL;
+    road_train_memory est = {0};
     const char *inputs[3] = {model, data, evalf};
     if (variant) {
         road_variant vv;
@@ -407,10 +621,13 @@ int cmd_train(int argc, char **argv) {
             road_model_tensor t;
             if (road_model_tensor_get(m, i, &t) == ROAD_OK) np += t.n;
         }
-        snprintf(param_line, sizeof param_line, "full fine-tuning: %lld trainable parameters "
-                 "(every weight)", (long long)np);
+        snprintf(param_line, sizeof param_line,
+                 "full fine-tuning: %lld trainable parameters "
+                 "(every weight)",
+                 (long long)np);
     }
-    fprintf(stderr, "road train: %lld examples, %s\n", (long long)road_dataset_count(dtrain), param_line);
+    fprintf(stderr, "road train: %lld examples, %s\n", (long long)road_dataset_count(dtrain),
+            param_line);
     {
         /* the run's configuration: every argument as given, and the adapter config */
         char *adapter_json = NULL;
@@ -437,6 +654,11 @@ int cmd_train(int argc, char **argv) {
             goto done;
         }
     }
+    /* the memory the run will hold, before any of it is spent (and before --overwrite
+     * removes anything) */
+    tp.recompute = recompute;
+    if ((rc = memory_check(m, &tp, dtrain, deval, o.ignore_memory, &est)) != CLI_EXIT_OK) goto done;
+    rc = CLI_EXIT_FAIL;
     /* --overwrite: the old run goes now (in one step), before the log is opened in OUT */
     if ((s = road_train_prepare_out(&tp, &where)) != ROAD_OK) {
         rc = cli_fail(CMD, "output folder", s);
@@ -464,18 +686,20 @@ int cmd_train(int argc, char **argv) {
         goto done;
     }
     if (stop_flag) {
-        printf("stopped: a checkpoint is in %s; continue with the same command and --resume\n", out);
+        printf("stopped: a checkpoint is in %s; continue with the same command and --resume\n",
+               out);
     } else if (full) {
         printf("done: final loss %.4f; model written to %s (Hugging Face checkpoint folder)\n",
                pr.last_loss, out);
         if (deval) printf("best eval model in %s/best\n", out);
     } else {
-        printf("done: final loss %.4f; adapter written to %s%s%s (PEFT format)\n", pr.last_loss, out,
-               strcmp(name, "default") ? "/" : "", strcmp(name, "default") ? name : "");
+        printf("done: final loss %.4f; adapter written to %s%s%s (PEFT format)\n", pr.last_loss,
+               out, strcmp(name, "default") ? "/" : "", strcmp(name, "default") ? name : "");
         if (deval) printf("best eval adapter in %s/best\n", out);
     }
-    printf("memory: backward activations and buffers %.1f MB (peak), process peak %.1f MB, "
-           "model weights %.1f MB\n", pr.act_bytes / 1e6, peak_rss() / 1e6,
+    printf("memory: backward activations and buffers %.1f MB (peak; estimated %.1f MB), process "
+           "peak %.1f MB, model weights %.1f MB\n",
+           pr.act_bytes / 1e6, est.activations / 1e6, peak_rss() / 1e6,
            road_model_weight_bytes(m) / 1e6);
     rc = CLI_EXIT_OK;
     goto done;
