@@ -40,8 +40,9 @@ typedef struct cli_quant {
 } cli_quant;
 #define CLI_QUANT_FLAGS(T)                                                                        \
     {CLI_STR("--quantize", T, qz.format, "FMT", NULL,                                             \
-             "int8, nf4 or fp4: quantize the linear layers while loading (the embedding, norms "   \
-             "and lm_head stay float; docs/quant.md)")},                                           \
+             "int8, nf4 or fp4 (or bf16, f16: float32 weights rounded to 16 bits): quantize the "  \
+             "linear layers while loading (the embedding, norms and lm_head stay float; "         \
+             "docs/quant.md)")},                                                                   \
         {CLI_SW("--quantize-lm-head", T, qz.lm_head, "quantize lm_head too")},                     \
         {CLI_SW("--double-quant", T, qz.double_quant,                                             \
                 "4-bit: quantize the absmax values too (bitsandbytes' double quant)")}
