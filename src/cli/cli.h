@@ -78,6 +78,13 @@ typedef struct cli_chat {
  * when not given; free with cJSON_Delete). 0, or a CLI exit code with the error printed. */
 int cli_chat_setup(const char *cmd, const cli_chat *c, road_tokenizer *tok, struct cJSON **kwargs);
 
+/* Write a loaded (merged) model folder as road merge and road quantize do (cmd_merge.c): float
+ * tensors in dtype when dtype_given, else the base's stored dtype; linear layers in fmt's
+ * quantized format when asked, or quantized as loaded. Prints "<what> into OUT (...)". */
+int cli_model_write(const char *cmd, road_model *m, const char *model, const char *out,
+                    road_dtype dtype, bool dtype_given, const cli_quant *qz,
+                    const road_model_params *fmt, const char *what);
+
 /* An always-on check of the CLI's own tables (a broken one is a bug, not a usage error). */
 #define ROAD_CLI_ASSERT(c) ((c) ? (void)0 : cli_assert_fail(#c, __FILE__, __LINE__))
 _Noreturn void cli_assert_fail(const char *what, const char *file, int line);
@@ -99,6 +106,7 @@ int cmd_chat_template(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
 int cmd_config(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 

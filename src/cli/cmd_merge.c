@@ -102,6 +102,58 @@ static bool linear_dtype(const char *dir, const road_llm_config *cfg, road_dtype
     return found;
 }
 
+/* Write a loaded (and merged) model to `out`: float tensors in `dtype` when given (dtype_given),
+ * else the dtype the base stores its linear weights in, else config.json's torch_dtype, else
+ * f32; linear layers quantized in fmt's format when asked, kept quantized as loaded when the
+ * checkpoint was and no --quantize was given. Prints one line saying what was written
+ * ("<what> into OUT (...)"). A CLI exit code. */
+int cli_model_write(const char *cmd, road_model *m, const char *model, const char *out,
+                    road_dtype dtype, bool dtype_given, const cli_quant *qzp,
+                    const road_model_params *fmtp, const char *what) {
+    const cli_quant qz = *qzp;
+    const road_model_params fmt = *fmtp;
+    road_adapter_set *set = road_model_adapters(m);
+    road_status s;
+    /* the float dtype: --dtype, else as the base stores its linear weights */
+    const char *dtype_from = "--dtype";
+    if (!dtype_given) {
+        const road_llm_config *cfg = road_model_config(m);
+        if (linear_dtype(model, cfg, &dtype)) {
+            dtype_from = "as the base stores its linear weights";
+        } else if (float_dtype(cfg->torch_dtype)) {
+            dtype = cfg->torch_dtype;
+            dtype_from = "the base's config.json torch_dtype";
+        } else {
+            dtype = ROAD_DTYPE_F32;
+            dtype_from = "default";
+        }
+    }
+    road_qformat have;
+    const bool quantized = road_model_quantized_layers(m, &have) > 0;
+    const bool keep = quantized && !qz.format; /* stays as stored */
+    if (!quantized && fmt.quantize == ROAD_QFORMAT_NONE)
+        s = road_model_save(m, out, dtype);
+    else if (keep) {
+        /* as loaded: double quantization of the first layer, lm_head quantized or not */
+        const road_linear *l0 = road_adapter_set_layer(
+            set, road_adapter_set_find_layer(set, "model.layers.0.self_attn.q_proj"));
+        const road_linear *head =
+            road_adapter_set_layer(set, road_adapter_set_find_layer(set, "lm_head"));
+        const road_qtensor *q0 = l0 ? road_linear_qweight(l0) : NULL;
+        s = road_model_save_quantized(m, out, dtype, have, q0 && q0->double_quant,
+                                      head && road_linear_qweight(head));
+    } else
+        s = road_model_save_quantized(m, out, dtype, fmt.quantize, fmt.double_quant,
+                                      fmt.quantize_lm_head);
+    if (s != ROAD_OK) return cli_fail(cmd, "writing the model", s);
+    printf("%s into %s (%s: %s%s%s)\n", what, out, dtype_flag(dtype), dtype_from,
+           keep || fmt.quantize != ROAD_QFORMAT_NONE ? ", linear layers " : "",
+           keep                                ? road_qformat_name(have)
+           : fmt.quantize != ROAD_QFORMAT_NONE ? road_qformat_name(fmt.quantize)
+                                               : "");
+    return CLI_EXIT_OK;
+}
+
 int cmd_merge(int argc, char **argv) {
     merge_opts o = {0};
     int r = cli_parse(&spec, argc, argv, &o);
@@ -109,13 +161,21 @@ int cmd_merge(int argc, char **argv) {
     const char *model = o.model, *out = o.out, *use = o.use;
     const cli_list *adapters = &o.adapters;
     const int n_ad = adapters->n;
-    road_dtype dtype = o.dtype;
+    const road_dtype dtype = o.dtype;
     const cli_quant qz = o.qz;
     /* the output format: the model is loaded as stored, merged, then written in this format */
     road_model_params fmt = road_model_default_params();
     if (cli_quant_apply(CMD, &qz, &fmt) != 0) return CLI_EXIT_USAGE;
+    if (road_qformat_is_quantized(fmt.quantize) == false && fmt.quantize != ROAD_QFORMAT_NONE) {
+        cli_error(CMD, "--quantize takes int8, nf4 or fp4 (for 16-bit float tensors: --dtype)");
+        return CLI_EXIT_USAGE;
+    }
     road_model_params mp = road_model_default_params();
     mp.n_threads = cli_threads(o.threads);
+    /* merged in float32 where the output asks for it: quantized once when written, or float32
+     * written as computed (16-bit layers kept as stored would round the merge first) */
+    mp.float32_weights = fmt.quantize != ROAD_QFORMAT_NONE ||
+                         (cli_given(&spec, &o, "--dtype") && dtype == ROAD_DTYPE_F32);
     /* The output folder is checked before anything is loaded (docs/cli.md): never an input,
      * never a folder road did not write, an existing model folder only with --overwrite. */
     const char *inputs[MAX_ADAPTERS + 1];
@@ -133,20 +193,6 @@ int cmd_merge(int argc, char **argv) {
     if (s != ROAD_OK) {
         rc = cli_fail(CMD, "loading the model", s);
         goto done;
-    }
-    /* the float dtype: --dtype, else as the base stores its linear weights */
-    const char *dtype_from = "--dtype";
-    if (!cli_given(&spec, &o, "--dtype")) {
-        const road_llm_config *cfg = road_model_config(m);
-        if (linear_dtype(model, cfg, &dtype)) {
-            dtype_from = "as the base stores its linear weights";
-        } else if (float_dtype(cfg->torch_dtype)) {
-            dtype = cfg->torch_dtype;
-            dtype_from = "the base's config.json torch_dtype";
-        } else {
-            dtype = ROAD_DTYPE_F32;
-            dtype_from = "default";
-        }
     }
     /* default --use: every adapter given, in order */
     char names[MAX_ADAPTERS * 130] = "";
@@ -168,32 +214,11 @@ int cmd_merge(int argc, char **argv) {
         rc = cli_fail(CMD, "merging", s);
         goto done;
     }
-    road_qformat have;
-    const bool quantized = road_model_quantized_layers(m, &have) > 0;
-    const bool keep = quantized && !qz.format; /* stays as stored */
-    if (!quantized && fmt.quantize == ROAD_QFORMAT_NONE)
-        s = road_model_save(m, out, dtype);
-    else if (keep) {
-        /* as loaded: double quantization of the first layer, lm_head quantized or not */
-        const road_linear *l0 = road_adapter_set_layer(
-            set, road_adapter_set_find_layer(set, "model.layers.0.self_attn.q_proj"));
-        const road_linear *head =
-            road_adapter_set_layer(set, road_adapter_set_find_layer(set, "lm_head"));
-        const road_qtensor *q0 = l0 ? road_linear_qweight(l0) : NULL;
-        s = road_model_save_quantized(m, out, dtype, have, q0 && q0->double_quant,
-                                      head && road_linear_qweight(head));
-    } else
-        s = road_model_save_quantized(m, out, dtype, fmt.quantize, fmt.double_quant,
-                                      fmt.quantize_lm_head);
-    if (s != ROAD_OK) {
-        rc = cli_fail(CMD, "writing the merged model", s);
+    char what[MAX_ADAPTERS * 130 + 8];
+    snprintf(what, sizeof what, "merged %s", use);
+    if ((rc = cli_model_write(CMD, m, model, out, dtype, cli_given(&spec, &o, "--dtype"), &qz, &fmt,
+                              what)) != CLI_EXIT_OK)
         goto done;
-    }
-    printf("merged %s into %s (%s: %s%s%s)\n", use, out, dtype_flag(dtype), dtype_from,
-           keep || fmt.quantize != ROAD_QFORMAT_NONE ? ", linear layers " : "",
-           keep                                ? road_qformat_name(have)
-           : fmt.quantize != ROAD_QFORMAT_NONE ? road_qformat_name(fmt.quantize)
-                                               : "");
     rc = CLI_EXIT_OK;
 done:
     road_model_free(m);

@@ -86,6 +86,7 @@ static const cli_command commands[] = {
      "weight (pretraining, full fine-tuning)"},
     {"init", cmd_init, "a model folder with freshly initialised weights for a config.json"},
     {"merge", cmd_merge, "fold adapters into the weights: a new model folder (float or quantized)"},
+    {"quantize", cmd_quantize, "write a model folder with its linear layers quantized (int8, nf4, fp4)"},
     {"tokenize", cmd_tokenize, "text -> token ids with a model's tokenizer.json"},
     {"detokenize", cmd_detokenize, "token ids -> text"},
     {"chat-template", cmd_chat_template,
