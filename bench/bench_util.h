@@ -4,6 +4,11 @@
  * timings, the peak resident memory, and writing a Llama-shaped model folder with random
  * weights (and removing it afterwards).
  * Define BENCH_NAME (the program's name, for messages) before including it.
+ *
+ * Each benchmark runs with the thread environment the `road` command uses: before main, a
+ * constructor calls road_threads_prepare_env and, if it set anything, executes the program
+ * again so that libgomp and OpenBLAS load with it. Set GOMP_SPINCOUNT (libgomp's default is
+ * 300000), OMP_WAIT_POLICY or OMP_NUM_THREADS to measure with other values.
  */
 #ifndef ROAD_BENCH_UTIL_H
 #define ROAD_BENCH_UTIL_H
@@ -22,6 +27,12 @@
 #ifndef BENCH_NAME
 #error "define BENCH_NAME before including bench_util.h"
 #endif
+
+/* glibc passes constructors main's arguments; the executable's run after every library's. */
+__attribute__((constructor)) static void bench_thread_env(int argc, char **argv, char **envp) {
+    (void)argc, (void)envp;
+    if (road_threads_prepare_env()) execv("/proc/self/exe", argv);
+}
 
 /* Seconds on CLOCK_MONOTONIC. */
 static inline double now_s(void) {

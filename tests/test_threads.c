@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "core/blas.h"
+#include "core/cpu.h"
 #include "core/rng.h"
 #include "core/threads.h"
 #include "testutil.h"
@@ -65,10 +66,10 @@ static void test_scope(void **state) {
     road_thread_scope same = road__thread_scope_enter(PROCESS_THREADS);
     assert_false(same.changed);
     road__thread_scope_leave(&same);
-    /* < 0: all cores, as road_set_num_threads reads it */
+    /* < 0: all cores (physical ones), as road_set_num_threads reads it */
     road_thread_scope all = road__thread_scope_enter(-1);
 #ifdef _OPENMP
-    assert_int_equal(road_get_num_threads(), omp_get_num_procs());
+    assert_int_equal(road_get_num_threads(), road__cpu_physical_cores());
 #endif
     road__thread_scope_leave(&all);
     assert_counts(PROCESS_THREADS);

@@ -109,7 +109,8 @@ ROAD_API float road_bf16_to_f32(uint16_t h);
 ROAD_API uint16_t road_f32_to_f16(float x);
 ROAD_API float road_f16_to_f32(uint16_t h);
 
-/* Threads used by road's OpenMP kernels and by BLAS. n <= 0 means "all cores". Two counts
+/* Threads used by road's OpenMP kernels and by BLAS. n <= 0 means "all cores" (physical
+ * cores: SMT siblings are not counted). Two counts
  * make it: OpenMP's, which belongs to the calling thread (a thread started later begins from
  * OMP_NUM_THREADS, or all cores), and OpenBLAS's, one for the whole process; set them once,
  * from the thread that will run road (a program's main). A model loaded with its own
@@ -118,6 +119,22 @@ ROAD_API void road_set_num_threads(int n);
 /* The calling thread's OpenMP count (1 without OpenMP); inside a model's call (its token
  * callback, say) the model's count. */
 ROAD_API int road_get_num_threads(void);
+
+/* Set, where the user has not, the environment that the OpenMP runtime (libgomp) and OpenBLAS
+ * read when they load, so that road's threads behave on a machine shared with other busy
+ * processes:
+ *   GOMP_SPINCOUNT  a thread waiting at a barrier spins briefly (~60 us), then sleeps; libgomp
+ *                   spins 300,000 pauses (~18 ms) by default, and while it spins for a partner
+ *                   that another process has descheduled it holds the core the partner needs.
+ *                   Left alone when OMP_WAIT_POLICY is set.
+ *   OPENBLAS_THREAD_TIMEOUT  the same for a pthreads OpenBLAS's workers (the OpenMP one ignores it)
+ *   OMP_NUM_THREADS the physical cores this process may run on: the default thread count
+ * Results do not change (this is how threads wait, not how the work is split). Those libraries
+ * read their environment before main, so a program calls this first thing in main and, when
+ * it returns true (something was set), executes itself again: the `road` command does (docs/
+ * cli.md), and so do the benchmarks. Otherwise it only affects child processes. Not
+ * thread-safe (setenv). */
+ROAD_API bool road_threads_prepare_env(void);
 
 #ifdef __cplusplus
 }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 
@@ -133,7 +134,17 @@ static int cmd_version(int argc, char **argv) {
     return CLI_EXIT_OK;
 }
 
+/* libgomp and OpenBLAS read their environment when they load, before main. When
+ * road_threads_prepare_env sets some of it (how long waiting threads spin, the default thread
+ * count: where the user has not set them), the command starts over with the same arguments so
+ * that they load with it. Once only: the second time everything is set. Without /proc (the
+ * exec fails) the command runs with the runtimes' defaults. docs/architecture.md, "Threads". */
+static void restart_with_thread_env(char **argv) {
+    if (road_threads_prepare_env()) execv("/proc/self/exe", argv);
+}
+
 int main(int argc, char **argv) {
+    restart_with_thread_env(argv);
     if (argc < 2) {
         usage(stderr);
         return CLI_EXIT_USAGE;
