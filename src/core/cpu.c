@@ -17,7 +17,9 @@ bool road__cpu_has_avx2_fma(void) {
     /* __builtin_cpu_init is idempotent and reads CPUID into libgcc's data; calling it here
      * keeps the answer right even when asked from a constructor before libgcc's own. */
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    /* every AVX2 CPU has F16C too; the 16-bit weight kernels use it, so ask */
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c");
 #else
     return false;
 #endif
