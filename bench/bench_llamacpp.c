@@ -102,7 +102,8 @@ static int run(const char *dir, road_qformat q, bool q_head) {
     /* Bytes read per decoded token: every weight once; a tied embedding is read as lm_head,
      * unless lm_head is a quantized copy, then only that copy (the lookup reads one row). */
     double wbytes = (double)road_model_weight_bytes(m);
-    if (cfg->tie_word_embeddings && q != ROAD_QFORMAT_NONE && q_head) wbytes -= 4.0 * (double)(V * H);
+    if (cfg->tie_word_embeddings && q != ROAD_QFORMAT_NONE && q_head)
+        wbytes -= 4.0 * (double)(V * H);
 
     int32_t *ids = malloc(sizeof(int32_t) * PREFILL_TOKENS);
     float *logits = malloc(sizeof(float) * (size_t)(N_SEQS * V));
@@ -153,9 +154,9 @@ static int run(const char *dir, road_qformat q, bool q_head) {
            "\"prefill_tps\": %.3f, \"decode1_tps\": %.4f, \"decode8_tps\": %.4f, "
            "\"read_gbs\": %.3f, \"bytes_per_token\": %.0f, \"bound_tps\": %.4f, "
            "\"decode1_of_bound\": %.4f, \"peak_rss_mb\": %.1f}\n",
-           road_version(), road_get_num_threads(), load_s, PREFILL_TOKENS / t_prefill,
-           1.0 / t_dec1, N_SEQS / t_dec8, bw, wbytes, bw * 1e9 / wbytes,
-           (1.0 / t_dec1) / (bw * 1e9 / wbytes), peak_kb / 1024.0);
+           road_version(), road_get_num_threads(), load_s, PREFILL_TOKENS / t_prefill, 1.0 / t_dec1,
+           N_SEQS / t_dec8, bw, wbytes, bw * 1e9 / wbytes, (1.0 / t_dec1) / (bw * 1e9 / wbytes),
+           peak_kb / 1024.0);
     for (int i = 0; i < N_SEQS; i++) road_kv_cache_free(kvs[i]);
     road_kv_cache_free(kv);
     road_model_free(m);
@@ -169,19 +170,28 @@ int main(int argc, char **argv) {
     road_qformat q = ROAD_QFORMAT_NONE;
     bool q_head = false, bw_only = false;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--model") == 0 && i + 1 < argc) dir = argv[++i];
-        else if (strcmp(argv[i], "--quantize") == 0 && i + 1 < argc) q = parse_qformat(argv[++i]);
-        else if (strcmp(argv[i], "--quantize-lm-head") == 0) q_head = true;
-        else if (strcmp(argv[i], "--bandwidth") == 0) bw_only = true;
-        else if (strcmp(argv[i], "--write-model") == 0 && i + 1 < argc) write_dir = argv[++i];
-        else if (strcmp(argv[i], "--dtype") == 0 && i + 1 < argc) dtype = argv[++i];
-        else if (strcmp(argv[i], "--layers") == 0 && i + 1 < argc) layers = atoi(argv[++i]);
+        if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
+            threads = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--model") == 0 && i + 1 < argc)
+            dir = argv[++i];
+        else if (strcmp(argv[i], "--quantize") == 0 && i + 1 < argc)
+            q = parse_qformat(argv[++i]);
+        else if (strcmp(argv[i], "--quantize-lm-head") == 0)
+            q_head = true;
+        else if (strcmp(argv[i], "--bandwidth") == 0)
+            bw_only = true;
+        else if (strcmp(argv[i], "--write-model") == 0 && i + 1 < argc)
+            write_dir = argv[++i];
+        else if (strcmp(argv[i], "--dtype") == 0 && i + 1 < argc)
+            dtype = argv[++i];
+        else if (strcmp(argv[i], "--layers") == 0 && i + 1 < argc)
+            layers = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: bench_llamacpp --model DIR [--quantize none|int8|nf4|fp4] "
-                            "[--quantize-lm-head] [--threads N]\n"
-                            "       bench_llamacpp --bandwidth [--threads N]\n"
-                            "       bench_llamacpp --write-model DIR --dtype f32|bf16 [--layers L]\n");
+            fprintf(stderr,
+                    "usage: bench_llamacpp --model DIR [--quantize none|int8|nf4|fp4] "
+                    "[--quantize-lm-head] [--threads N]\n"
+                    "       bench_llamacpp --bandwidth [--threads N]\n"
+                    "       bench_llamacpp --write-model DIR --dtype f32|bf16 [--layers L]\n");
             return 2;
         }
     }
