@@ -7,9 +7,10 @@
  *
  *   warm-up   one forward of 8 tokens (maps / touches every weight);
  *   prefill   512 tokens of one sequence, logits of the last one: tokens/s;
- *   decode 1  128 tokens prefilled (not timed), then 8 steps of one token with its logits;
+ *   decode 1  128 tokens prefilled (not timed), then 8 steps of one token with its logits:
+ *             1 / the median step time (the machine is shared: see median());
  *   decode 8  8 sequences prefilled with 64 tokens each (not timed), then 8 steps of one token
- *             per sequence in one batch: tokens/s counts all 8;
+ *             per sequence in one batch: 8 / the median step time;
  *   bandwidth a read-only pass (XOR-reduce) over 1 GiB with the same threads, best of 3, taken
  *             right before decode 1: decode 1 / (bandwidth / weight bytes read per token);
  *   memory    peak resident set (VmHWM) of the process.
@@ -76,6 +77,13 @@ static double bandwidth_now(void) {
     return g;
 }
 
+/* The median of n step times (sorts t): a step that a neighbour's burst of work slowed down
+ * moves the mean by its whole delay, the median not at all. */
+static double median(double *t, int n) {
+    qsort(t, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
+}
+
 static road_qformat parse_qformat(const char *s) {
     if (strcmp(s, "none") == 0) return ROAD_QFORMAT_NONE;
     if (strcmp(s, "int8") == 0) return ROAD_QFORMAT_INT8;
@@ -126,12 +134,14 @@ static int run(const char *dir, road_qformat q, bool q_head) {
     s = (road_seq){ids, DECODE_CONTEXT, kv, NULL, false};
     forward(m, &s, 1, logits, "decode context");
     int32_t tok = 1;
-    t0 = now_s();
+    double steps1[DECODE_STEPS], steps8[DECODE_STEPS];
     for (int step = 0; step < DECODE_STEPS; step++) {
         s = (road_seq){&tok, 1, kv, NULL, false};
+        t0 = now_s();
         forward(m, &s, 1, logits, "decode");
+        steps1[step] = now_s() - t0;
     }
-    const double t_dec1 = (now_s() - t0) / DECODE_STEPS;
+    const double t_dec1 = median(steps1, DECODE_STEPS);
 
     road_kv_cache *kvs[N_SEQS];
     road_seq b[N_SEQS];
@@ -142,12 +152,13 @@ static int run(const char *dir, road_qformat q, bool q_head) {
         toks[i] = 100 + i;
     }
     forward(m, b, N_SEQS, logits, "decode 8 context");
-    t0 = now_s();
     for (int step = 0; step < DECODE_STEPS; step++) {
         for (int i = 0; i < N_SEQS; i++) b[i] = (road_seq){&toks[i], 1, kvs[i], NULL, false};
+        t0 = now_s();
         forward(m, b, N_SEQS, logits, "decode 8");
+        steps8[step] = now_s() - t0;
     }
-    const double t_dec8 = (now_s() - t0) / DECODE_STEPS;
+    const double t_dec8 = median(steps8, DECODE_STEPS);
     const long peak_kb = peak_rss_kb();
 
     printf("{\"engine\": \"road\", \"version\": \"%s\", \"threads\": %d, \"load_s\": %.3f, "

@@ -6,8 +6,9 @@
 //   node bench.mjs time MODEL.gguf [--threads N]
 //       one sample of every figure, the protocol of bench/bench_llamacpp.c step for step
 //       (warm-up 8 tokens; prefill 512; decode 1 after 128 tokens, 8 steps; decode 8
-//       sequences after 64 tokens each, 8 batched steps), printed as one JSON line. Every
-//       step asks for the logits of its last token (a step without them would skip lm_head).
+//       sequences after 64 tokens each, 8 batched steps; decode figures from the median step
+//       time), printed as one JSON line. Every step asks for the logits of its last token (a
+//       step without them would skip lm_head).
 //   node bench.mjs probs MODEL.gguf OUT.f64 --ids "1 2 3" [--threads N]
 //       the next-token probabilities (softmax of the raw logits: greedy sampler, nothing
 //       else in the chain) after every prefix of the ids, float64 [T, V] to OUT.f64.
@@ -37,6 +38,11 @@ function args(argv) {
 const KV = { experimentalKvCacheKeyType: "F32", experimentalKvCacheValueType: "F32" };
 
 const now = () => Number(process.hrtime.bigint()) / 1e9;
+// decode figures use the median step time, as bench_llamacpp.c does
+const median = (t) => {
+    const s = [...t].sort((a, b) => a - b);
+    return s.length % 2 ? s[s.length >> 1] : 0.5 * (s[s.length / 2 - 1] + s[s.length / 2]);
+};
 
 async function open(path, threads) {
     const llama = await getLlama({
@@ -92,9 +98,13 @@ async function time(path, threads) {
 
     await seq.clearHistory();
     await step(seq, ids.slice(0, DECODE_CONTEXT));
-    t0 = now();
-    for (let s = 0; s < DECODE_STEPS; s++) await step(seq, [1]);
-    const tDec1 = (now() - t0) / DECODE_STEPS;
+    const steps1 = [];
+    for (let s = 0; s < DECODE_STEPS; s++) {
+        t0 = now();
+        await step(seq, [1]);
+        steps1.push(now() - t0);
+    }
+    const tDec1 = median(steps1);
     await ctx.dispose();
 
     ctx = await model.createContext({
@@ -104,9 +114,13 @@ async function time(path, threads) {
     const seqs = Array.from({ length: N_SEQS }, () => ctx.getSequence());
     // the same calls in one tick: node-llama-cpp's dispatcher puts them in one llama_decode
     await Promise.all(seqs.map((q, i) => step(q, ids.slice(i, i + SEQ_CONTEXT))));
-    t0 = now();
-    for (let s = 0; s < DECODE_STEPS; s++) await Promise.all(seqs.map((q, i) => step(q, [100 + i])));
-    const tDec8 = (now() - t0) / DECODE_STEPS;
+    const steps8 = [];
+    for (let s = 0; s < DECODE_STEPS; s++) {
+        t0 = now();
+        await Promise.all(seqs.map((q, i) => step(q, [100 + i])));
+        steps8.push(now() - t0);
+    }
+    const tDec8 = median(steps8);
     await ctx.dispose();
 
     const out = {

@@ -232,7 +232,10 @@ def vocabulary(folder, vocab_size):
                 vocab[a["content"]] = a["id"]
                 if a.get("special"):
                     special.add(a["id"])
-            n = max(vocab_size, max(vocab.values()) + 1)
+            if max(vocab.values()) >= vocab_size:
+                sys.exit(f"hf_to_gguf: tokenizer.json has ids up to {max(vocab.values())}, "
+                         f"the embedding {vocab_size} rows (llama.cpp needs one row per token)")
+            n = vocab_size
             tokens = [None] * n
             for t, i in vocab.items():
                 tokens[i] = t
