@@ -25,7 +25,8 @@
 # ~17 GB; default ${TMPDIR:-/tmp}/road-llamacpp, kept for the next run), VENV (default
 # ~/.cache/road-gguf-venv), BUILD_DIR, TOL (1e-4), VALIDATE (f32 | all | none: all also
 # prints, without a limit, how far BF16 / Q8_0 / Q4_0 are from road's bf16 / int8 / nf4).
-# Samples go to $WORK/samples-<time>.jsonl as they come (a cut run still has them).
+# Samples go to $WORK/samples-<time>.jsonl as they come (a cut run still has them); more rounds
+# for the same file: SAMPLES=that-file FIRST_ROUND=<next round> (the summary takes them all).
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -34,6 +35,7 @@ WORK=${WORK:-"${TMPDIR:-/tmp}/road-llamacpp"}
 VENV=${VENV:-"$HOME/.cache/road-gguf-venv"}
 THREADS=${THREADS:-"1 2"}
 ROUNDS=${ROUNDS:-3}
+FIRST_ROUND=${FIRST_ROUND:-1}
 FORMATS=${FORMATS:-"f32 bf16 int8 nf4"}
 TOL=${TOL:-1e-4}
 VALIDATE=${VALIDATE:-f32}
@@ -103,7 +105,7 @@ if [ "$VALIDATE" != none ]; then
 fi
 
 # 5. timing, alternating
-SAMPLES="$WORK/samples-$(date +%Y%m%d-%H%M%S).jsonl"
+SAMPLES=${SAMPLES:-"$WORK/samples-$(date +%Y%m%d-%H%M%S).jsonl"}
 say "timing: threads '$THREADS', formats '$FORMATS', $ROUNDS rounds; samples in $SAMPLES"
 tag() { sed "s/^{/{\"format\": \"$1\", \"round\": $2, /"; }
 road_sample() { # format threads round
@@ -120,8 +122,8 @@ llama_sample() {
 }
 for t in $THREADS; do
     for f in $FORMATS; do
-        r=1
-        while [ "$r" -le "$ROUNDS" ]; do
+        r=$FIRST_ROUND
+        while [ "$r" -lt $((FIRST_ROUND + ROUNDS)) ]; do
             if [ $((r % 2)) -eq 1 ]; then
                 road_sample "$f" "$t" "$r" | tee -a "$SAMPLES" >&2
                 llama_sample "$f" "$t" "$r" | tee -a "$SAMPLES" >&2
