@@ -25,7 +25,7 @@ def main():
     for r in rows:
         groups.setdefault((r["threads"], r["format"], r["engine"]), []).append(r)
     out = []
-    print(f"{'thr':>3} {'road':>5} {'llama.cpp':>9}  {'figure':<22} {'road':>9} {'llama.cpp':>9} {'road/llama':>10}  (n)")
+    print(f"{'thr':>3} {'road':>5} {'llama.cpp':>9}  {'figure':<22} {'road':>9} {'llama.cpp':>9} {'road/llama':>10}  [range of the per-round ratios] (n)")
     for (threads, fmt) in sorted({(k[0], k[1]) for k in groups}, key=lambda k: (k[0], list(PAIRS).index(k[1]))):
         a, b = groups.get((threads, fmt, "road"), []), groups.get((threads, fmt, "llama.cpp"), [])
         rec = {"threads": threads, "road": fmt, "llama.cpp": PAIRS[fmt], "rounds": min(len(a), len(b))}
@@ -35,11 +35,13 @@ def main():
             by_round = {x["round"]: x[f] for x in b}
             ratios = [x[f] / by_round[x["round"]] for x in a if by_round.get(x["round"])]
             ratio = st.median(ratios) if ratios else None
-            rec[f] = {"road": ma, "llama.cpp": mb, "ratio": ratio}
+            rec[f] = {"road": ma, "llama.cpp": mb, "ratio": ratio,
+                      "ratio_range": [min(ratios), max(ratios)] if ratios else None}
             if f in FIGS:
                 fmtv = lambda v: "-" if v is None else f"{v:9.3f}" if v < 100 else f"{v:9.0f}"
                 print(f"{threads:>3} {fmt:>5} {PAIRS[fmt]:>9}  {f:<22} {fmtv(ma)} {fmtv(mb)} "
-                      f"{'-' if ratio is None else f'{ratio:10.2f}'}  ({len(a)}/{len(b)})")
+                      f"{'-' if ratio is None else f'{ratio:10.2f}'}  "
+                      f"{'' if not ratios else f'[{min(ratios):.2f}-{max(ratios):.2f}]'} ({len(a)}/{len(b)})")
         out.append(rec)
     print(json.dumps({"bench": "road_vs_llamacpp", "results": out}))
 
