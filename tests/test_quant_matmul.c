@@ -1,6 +1,6 @@
 /*
  * tests/test_quant_matmul.c - the quantized matmuls: y = x W^T + b and dx = dy W with a
- * quantized W, for every kernel (reference, AVX2), the decode path (1..8 rows: fused
+ * quantized W, for every kernel (reference, AVX2), the decode path (1..16 rows: fused
  * dequantize + dot) and the tiled sgemm path (more rows), int8 / NF4 / FP4, plain and double
  * quantization, and bf16 / f16 weights kept as stored, sizes that are and are not multiples of the block, 1 and 2 threads; each
  * against double-precision dot products of the dequantized weights.
@@ -93,7 +93,7 @@ static const shape SHAPES[] = {
 
 static void test_xwt_dyw(void **state) {
     (void)state;
-    const int64_t rows[] = {1, 2, 3, 4, 5, 7, 8, 9, 40};
+    const int64_t rows[] = {1, 2, 3, 4, 5, 7, 8, 9, 12, 16, 17, 40};
     for (size_t si = 0; si < sizeof SHAPES / sizeof SHAPES[0]; si++) {
         const shape *s = &SHAPES[si];
         float *w = tu_alloc(sizeof(float) * (size_t)(s->out * s->in));

@@ -64,7 +64,7 @@ q4_one(const int64_t R, const road_qtensor *q, int64_t o, const float *x, float 
     const __m256i shifts = NIBBLE_SHIFTS;
     const uint8_t *row = q->data + o * K / 2;
     const int64_t b0 = o * nb;
-    __m256 acc[QSKINNY_MAX_ROWS][4];
+    __m256 acc[QKERNEL_ROWS][4];
     for (int64_t r = 0; r < R; r++)
         for (int64_t a = 0; a < A; a++) acc[r][a] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
@@ -92,7 +92,7 @@ q8_one(const int64_t R, const road_qtensor *q, int64_t o, const float *x, float 
     const int64_t A = R <= 2 ? 4 : R <= 4 ? 2 : 1;
     const int64_t K = q->cols;
     const int8_t *row = (const int8_t *)q->data + o * K;
-    __m256 acc[QSKINNY_MAX_ROWS][4];
+    __m256 acc[QKERNEL_ROWS][4];
     for (int64_t r = 0; r < R; r++)
         for (int64_t a = 0; a < A; a++) acc[r][a] = _mm256_setzero_ps();
     int64_t k = 0;
@@ -138,7 +138,7 @@ q16_one(const int64_t R, const road_qtensor *q, int64_t o, const float *x, float
     const int64_t K = q->cols;
     const bool bf16 = q->format == ROAD_QFORMAT_BF16;
     const uint16_t *row = (const uint16_t *)(const void *)q->data + o * K;
-    __m256 acc[QSKINNY_MAX_ROWS][4];
+    __m256 acc[QKERNEL_ROWS][4];
     for (int64_t r = 0; r < R; r++)
         for (int64_t a = 0; a < A; a++) acc[r][a] = _mm256_setzero_ps();
     int64_t k = 0;
@@ -162,13 +162,49 @@ q16_one(const int64_t R, const road_qtensor *q, int64_t o, const float *x, float
     }
 }
 
+/* The second group's rows, R2 in 1..8, each a compile-time constant for the kernel. */
+#define SECOND(FN, q, o, x, y, ldy)                                                                \
+    switch (R2) {                                                                                  \
+    case 1:                                                                                        \
+        FN(1, q, o, x, y, ldy);                                                                    \
+        break;                                                                                     \
+    case 2:                                                                                        \
+        FN(2, q, o, x, y, ldy);                                                                    \
+        break;                                                                                     \
+    case 3:                                                                                        \
+        FN(3, q, o, x, y, ldy);                                                                    \
+        break;                                                                                     \
+    case 4:                                                                                        \
+        FN(4, q, o, x, y, ldy);                                                                    \
+        break;                                                                                     \
+    case 5:                                                                                        \
+        FN(5, q, o, x, y, ldy);                                                                    \
+        break;                                                                                     \
+    case 6:                                                                                        \
+        FN(6, q, o, x, y, ldy);                                                                    \
+        break;                                                                                     \
+    case 7:                                                                                        \
+        FN(7, q, o, x, y, ldy);                                                                    \
+        break;                                                                                     \
+    default:                                                                                       \
+        FN(8, q, o, x, y, ldy);                                                                    \
+        break;                                                                                     \
+    }
+
+/* R <= QKERNEL_ROWS: one pass per output row. More rows: each output row for the first
+ * QKERNEL_ROWS rows, then again for the rest (its weights are in L1 by then). */
 #define QCASE(R, FN)                                                                               \
     case R:                                                                                        \
-        for (int64_t o = o0; o < o1; o++) FN(R, q, o, x, y, ldy);                                  \
+        for (int64_t o = o0; o < o1; o++) {                                                        \
+            FN(R, q, o, x, y, ldy);                                                                \
+            if (R2 > 0) SECOND(FN, q, o, x + QKERNEL_ROWS * q->cols, y + QKERNEL_ROWS * ldy, ldy); \
+        }                                                                                          \
         break;
 
-QAVX2 static void avx2_xwt(const road_qtensor *q, int64_t R, const float *x, int64_t o0, int64_t o1,
-                           float *y, int64_t ldy) {
+QAVX2 static void avx2_xwt(const road_qtensor *q, int64_t R_all, const float *x, int64_t o0,
+                           int64_t o1, float *y, int64_t ldy) {
+    /* the first group's rows select the case; R2 rows follow in a second pass */
+    const int64_t R = R_all > QKERNEL_ROWS ? QKERNEL_ROWS : R_all, R2 = R_all - R;
     if (q_is_half(q->format)) {
         switch (R) {
             QCASE(1, q16_one)
@@ -196,7 +232,7 @@ QAVX2 static void avx2_xwt(const road_qtensor *q, int64_t R, const float *x, int
         return;
     }
     if (q->cols % ROAD_QBLOCK != 0) {
-        road__qkernels_reference.xwt(q, R, x, o0, o1, y, ldy);
+        road__qkernels_reference.xwt(q, R_all, x, o0, o1, y, ldy);
         return;
     }
     switch (R) {

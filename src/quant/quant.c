@@ -41,7 +41,7 @@ const char *road_qformat_name(road_qformat f) {
 
 road_status road_qformat_parse(const char *s, road_qformat *out) {
     static const road_qformat all[] = {ROAD_QFORMAT_NONE, ROAD_QFORMAT_INT8, ROAD_QFORMAT_NF4,
-                                       ROAD_QFORMAT_FP4, ROAD_QFORMAT_BF16, ROAD_QFORMAT_F16};
+                                       ROAD_QFORMAT_FP4,  ROAD_QFORMAT_BF16, ROAD_QFORMAT_F16};
     for (size_t i = 0; s && i < sizeof all / sizeof all[0]; i++)
         if (strcmp(s, road_qformat_name(all[i])) == 0) {
             *out = all[i];
@@ -392,7 +392,8 @@ static road_status quantize_half(road_qtensor *q, const float *w) {
         return road__error(ROAD_ERR_NUMERIC,
                            "weight %g (row %lld, column %lld) is past float16's range (65504); "
                            "keep this layer in bf16 or float32",
-                           (double)w[over], (long long)(over / q->cols), (long long)(over % q->cols));
+                           (double)w[over], (long long)(over / q->cols),
+                           (long long)(over % q->cols));
 #pragma omp parallel for schedule(static) if (n >= (1 << 16))
     for (int64_t i = 0; i < n; i++) d[i] = road_f32_to_f16(w[i]);
     return ROAD_OK;

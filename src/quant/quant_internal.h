@@ -26,9 +26,13 @@ static inline bool q_is_half(road_qformat f) {
 /* int8 values are at most this in magnitude (LLM.int8: round(w * 127 / absmax)). */
 #define QINT8_MAX 127
 
-/* Up to this many rows of x the matmul streams the packed weights once (decode); above it,
- * tiles are dequantized for sgemm (as road__sgemm_xwt does with core/skinny.h). */
-#define QSKINNY_MAX_ROWS 8
+/* Up to this many rows of x the matmul streams the packed weights once (decode, and a
+ * serving batch of up to 16 sequences); above it, tiles are dequantized for sgemm (as
+ * road__sgemm_xwt does with core/skinny.h). The AVX2 kernels keep at most QKERNEL_ROWS rows'
+ * accumulators in registers and take more rows in groups of that many, each output row of W
+ * decoded again from L1 for the next group (read from memory once). */
+#define QSKINNY_MAX_ROWS 16
+#define QKERNEL_ROWS 8
 /* Output rows per dequantized tile of the sgemm path: the tile (QTILE_ROWS x K floats) stays
  * in L2 for K up to ~2048 while sgemm reads it, and is wide enough for sgemm's blocking. */
 #define QTILE_ROWS 128
