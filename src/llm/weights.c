@@ -241,22 +241,10 @@ static void drop_pages(const void *p, size_t n) {
 road_status road__weights_get(road_weights *w, const char *name, int32_t ndim, const int64_t *shape,
                               float **out) {
     *out = NULL;
-    const road_st_tensor *t;
-    shard *s = locate(w, name, &t);
-    char want[128], got[128];
-    shape_str(want, sizeof want, ndim, shape);
-    if (!s || !t)
-        return road__error(ROAD_ERR_NOT_FOUND, "the checkpoint has no tensor '%s' %s%s%s", name,
-                           want, s ? " (the index names file " : "", s ? s->name : "");
-    bool same = t->ndim == ndim;
-    for (int32_t i = 0; same && i < ndim; i++) same = t->shape[i] == shape[i];
-    if (!same) {
-        shape_str(got, sizeof got, t->ndim, t->shape);
-        return road__error(ROAD_ERR_SHAPE,
-                           "tensor '%s' in %s is %s, expected %s (does config.json "
-                           "match the weights?)",
-                           name, s->name, got, want);
-    }
+    const road_st_tensor *t = NULL;
+    shard *s = NULL;
+    road_status found = find_shaped(w, name, ndim, shape, &t, &s);
+    if (found != ROAD_OK) return found;
     if (t->dtype == ROAD_DTYPE_F32) {
         if ((uintptr_t)t->data % sizeof(float) != 0)
             return road__error(ROAD_ERR_FORMAT,
