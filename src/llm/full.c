@@ -84,6 +84,9 @@ static road_status build(road_model *m) {
         m->full = NULL;
     }
     if (m->full) return ROAD_OK;
+    /* a 16-bit embedding becomes float32 (a tied head with it: they stay one array) */
+    road_status wst = road__model_widen_embedding(m);
+    if (wst != ROAD_OK) return wst;
     const road_llm_config *c = &m->cfg;
     const int64_t L = c->n_layers, H = c->hidden_size, V = c->vocab_size;
     const int32_t n_layers = road_adapter_set_layer_count(m->set);
