@@ -359,8 +359,9 @@ ROAD_API road_status road_model_tensor_get(road_model *m, int32_t i, road_model_
 /* Full fine-tuning: on, every tensor above gets a gradient buffer (as much memory as the
  * weights) and road_model_loss_backward accumulates (+=) the gradient of every weight, bias
  * and norm too (tied embeddings get both uses). The tensor table widens a 16-bit model's
- * layers and embedding to float32 for good (float32_weights does it at load). Off frees them. Refused while adapters are
- * merged (the weights would absorb them) or when a layer's weight is not float32. */
+ * layers and embedding to float32 for good (float32_weights does it at load). Off frees
+ * them. Refused while adapters are merged (the weights would absorb them) or when a layer's
+ * weight is quantized (int8 / 4-bit). */
 ROAD_API road_status road_model_set_full_training(road_model *m, bool on);
 ROAD_API bool road_model_full_training(const road_model *m);
 /* Zero every full-training gradient. */
