@@ -798,6 +798,55 @@ static void test_bf16_save_round_trip(void **state) {
     road_model_free(m);
 }
 
+/* gemma2 (tied embeddings, scaled by sqrt(hidden), capped logits) written in bf16: kept as
+ * stored, the lookup widens rows and the scale applies after (as on the float32 table), and
+ * the tied head runs on the 16-bit table: the widened model's logits up to summation order. */
+static void test_bf16_gemma_embed_scale(void **state) {
+    fixture *fx = *state;
+    char dir[PATH_CAP], src[PATH_CAP], dst[PATH_CAP];
+    new_dir(fx, "gemma2-bf16", dir);
+    char *text = read_text(join(src, model_fixture("tiny-gemma2"), "config.json"));
+    write_text(join(dst, dir, "config.json"), text);
+    free(text);
+    road_st_file *f = NULL;
+    TU_OK(road_st_open(join(src, model_fixture("tiny-gemma2"), "model.safetensors"), &f));
+    road_st_writer *w = NULL;
+    TU_OK(road_st_writer_create(&w));
+    for (int64_t i = 0; i < road_st_count(f); i++) {
+        const road_st_tensor *t = road_st_at(f, i);
+        assert_int_equal(t->dtype, ROAD_DTYPE_F32);
+        uint16_t *v = tu_alloc(sizeof(uint16_t) * (size_t)t->numel);
+        for (int64_t k = 0; k < t->numel; k++) v[k] = road_f32_to_bf16(((const float *)t->data)[k]);
+        TU_OK(road_st_writer_add(w, t->name, ROAD_DTYPE_BF16, t->ndim, t->shape, v));
+        free(v);
+    }
+    TU_OK(road_st_writer_save(w, join(dst, dir, "model.safetensors")));
+    road_st_writer_free(w);
+    road_st_close(f);
+    road_model *ms = NULL, *mf = NULL;
+    road_model_params f32 = road_model_default_params();
+    f32.float32_weights = true;
+    TU_OK(road_model_load(dir, NULL, &ms));
+    TU_OK(road_model_load(dir, &f32, &mf));
+    assert_true(road_model_config(ms)->embed_scale);
+    assert_int_equal(road_model_embedding_format(ms, NULL), ROAD_QFORMAT_BF16);
+    assert_true(road__model_head_tied(ms));
+    const int64_t V = road_model_config(ms)->vocab_size, T = 10, n = T * V;
+    int64_t ids[10], mask[10];
+    for (int i = 0; i < T; i++) ids[i] = (i * 53 + 7) % V, mask[i] = 1;
+    float *ys = tu_alloc(sizeof(float) * (size_t)n), *yf = tu_alloc(sizeof(float) * (size_t)n);
+    TU_OK(road_model_forward_padded(ms, ids, mask, 1, T, NULL, ys));
+    TU_OK(road_model_forward_padded(mf, ids, mask, 1, T, NULL, yf));
+    tu_assert_close("gemma2 bf16 kept vs widened (prefill)", ys, yf, n, STORED_RTOL, STORED_RTOL);
+    TU_OK(road_model_forward_padded(ms, ids, mask, 1, 1, NULL, ys));
+    TU_OK(road_model_forward_padded(mf, ids, mask, 1, 1, NULL, yf));
+    tu_assert_close("gemma2 bf16 kept vs widened (one row)", ys, yf, V, STORED_RTOL, STORED_RTOL);
+    free(ys);
+    free(yf);
+    road_model_free(ms);
+    road_model_free(mf);
+}
+
 static void test_tied_head_merge(void **state) {
     road_model *m = NULL;
     road_model_params f32 = road_model_default_params();
@@ -1107,7 +1156,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         T(test_load_refusals), T(test_load_shards),  T(test_load_f16),       T(test_bf16_and_tied), T(test_tied_head_merge),
         T(test_bf16_kept_as_stored), T(test_bf16_training_step), T(test_tied_head_merge_bf16),
-        T(test_bf16_save_round_trip),
+        T(test_bf16_save_round_trip), T(test_bf16_gemma_embed_scale),
         T(test_load_oom),      T(test_generate_oom), T(test_kv_cache_edges), T(test_generate_edges),
     };
 #undef T

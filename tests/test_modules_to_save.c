@@ -425,7 +425,8 @@ static void test_bf16_base_copies(void **state) {
         road_adapter_set_train(s, true);
         TU_OK(road_model_loss_backward(m[k], b.ids, b.mask, b.lab, b.B, b.T, &loss[k]));
     }
-    tu_assert_equal_f32("embed_tokens copy, bf16 base vs widened", ce[0].weight, ce[1].weight, V * H);
+    tu_assert_equal_f32("embed_tokens copy, bf16 base vs widened", ce[0].weight, ce[1].weight,
+                        V * H);
     tu_assert_equal_f32("lm_head copy, bf16 base vs widened", ch[0].weight, ch[1].weight, V * H);
     tu_assert_close("logits with copies, bf16 base vs widened", z[0], z[1], b.B * b.T * V,
                     STORED_ATOL, STORED_RTOL);

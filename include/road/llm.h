@@ -5,7 +5,8 @@
  * RoAd adapter per sequence, the causal-LM loss, sampling and generation.
  *
  * Numerics follow transformers' eager Llama/Qwen2/Mistral in float32 (bf16/f16 weights are
- * kept as stored and widened exactly where they are read). Legend: B batch, T tokens, H hidden, V vocab, L layers.
+ * kept as stored and widened exactly where they are read). Legend: B batch, T tokens, H hidden,
+ * V vocab, L layers.
  */
 #ifndef ROAD_LLM_H
 #define ROAD_LLM_H
