@@ -180,6 +180,7 @@ static void test_full_widens_stored(void **state) {
     assert_int_equal(road_model_embedding_format(m[0], &bytes), ROAD_QFORMAT_NONE);
     const road_llm_config *c = road_model_config(m[0]);
     assert_int_equal(bytes, 4 * c->vocab_size * c->hidden_size);
+    assert_int_equal(road_model_weight_bytes(m[0]), road_model_weight_bytes(m[1]));
     if (!(fabs(loss[0] - loss[1]) <= LOSS_TOL * fabs(loss[1])))
         fail_msg("loss: widened by the table %.9g, at load %.9g", loss[0], loss[1]);
     const int32_t n = road_model_tensor_count(m[0]);
