@@ -106,12 +106,15 @@ static int run(const char *dir, road_qformat q, bool q_head) {
     die(road_model_load(dir, &p, &m), "load");
     const double load_s = now_s() - t0;
     const road_llm_config *cfg = road_model_config(m);
-    const int64_t V = cfg->vocab_size, H = cfg->hidden_size;
-    /* Bytes read per decoded token: every weight once; a tied embedding is read as lm_head,
-     * unless lm_head is a quantized copy, then only that copy (the lookup reads one row). */
+    const int64_t V = cfg->vocab_size;
+    /* Bytes read per decoded token: every weight once; a tied embedding is read as lm_head
+     * (in its stored type: 2 bytes an entry for bf16), unless lm_head is a quantized copy,
+     * then only that copy (the lookup reads one row). */
     double wbytes = (double)road_model_weight_bytes(m);
+    int64_t embed_bytes = 0;
+    (void)road_model_embedding_format(m, &embed_bytes);
     if (cfg->tie_word_embeddings && q != ROAD_QFORMAT_NONE && q_head)
-        wbytes -= 4.0 * (double)(V * H);
+        wbytes -= (double)embed_bytes;
 
     int32_t *ids = malloc(sizeof(int32_t) * PREFILL_TOKENS);
     float *logits = malloc(sizeof(float) * (size_t)(N_SEQS * V));

@@ -521,6 +521,80 @@ static void test_param_report(void **state) {
     assert_int_equal(buf[12], 'x');
 }
 
+/* ---- packed embeddings ---------------------------------------------------------------------- */
+
+/* An engine that keeps its embedding in bf16 registers it as a packed weight, and a tied head
+ * with the same road_qtensor: the set reports it (base_weight), copies it widened for
+ * modules_to_save, gives the head its own 16-bit copy before a merge (the embedding's bytes
+ * stay), and widens the pair to one shared float array. */
+static void test_packed_embedding(void **state) {
+    (void)state;
+    llama m;
+    llama_describe(&m, 3);
+    road_qtensor *q = NULL;
+    TU_OK(road_qtensor_quantize(ROAD_QFORMAT_BF16, VOCAB, HIDDEN, m.w[EMBED], false, &q));
+    float *wide = tu_alloc(sizeof(float) * (size_t)(VOCAB * HIDDEN));
+    TU_OK(road_qtensor_dequantize_rows(q, 0, VOCAB, wide));
+    uint8_t *bytes0 = tu_alloc((size_t)(2 * VOCAB * HIDDEN));
+    memcpy(bytes0, q->data, (size_t)(2 * VOCAB * HIDDEN));
+    m.d[EMBED].qweight = q; /* both: refused */
+    TU_FAILS(llama_create(&m), ROAD_ERR_INVALID_ARG, "not both");
+    m.d[EMBED].weight = NULL;
+    m.d[EMBED].out_features = VOCAB - 1;
+    TU_FAILS(llama_create(&m), ROAD_ERR_SHAPE, "qweight is");
+    m.d[EMBED].out_features = VOCAB;
+    m.d[HEAD].weight = NULL;
+    m.d[HEAD].qweight = q; /* tied */
+    TU_OK(llama_create(&m));
+    const float *w = (const float *)(uintptr_t)1;
+    const road_qtensor *bq = NULL;
+    TU_OK(road_adapter_set_base_weight(m.s, EMBED, &w, &bq));
+    assert_null(w);
+    assert_ptr_equal(bq, q);
+    TU_OK(road_adapter_set_layer_weight(m.s, EMBED, &w, NULL));
+    assert_null(w); /* no float table: the engine looks rows up in bq */
+    TU_FAILS(road_adapter_set_base_weight(m.s, N_LAYERS, NULL, NULL), ROAD_ERR_INVALID_ARG,
+             "out of range");
+
+    /* modules_to_save: the copy is the table widened */
+    road_config *c = cfg_make(ROAD_VARIANT_1, 4, NULL);
+    const char *targets[1] = {"lm_head"};
+    TU_OK(road_config_set_target_list(c, targets, 1));
+    const char *mts[1] = {"embed_tokens"};
+    TU_OK(road_config_set_modules_to_save(c, mts, 1));
+    TU_OK(road_adapter_set_add(m.s, "a", c, 5));
+    road_config_free(c);
+    road_module_copy mc;
+    TU_OK(road_adapter_set_copy(m.s, "a", EMBED, &mc));
+    tu_assert_equal_f32("embed_tokens copy = widened table", mc.weight, wide, VOCAB * HIDDEN);
+
+    /* a merge into the tied head: its own bf16 copy, the embedding's bytes unchanged */
+    TU_OK(road_adapter_set_merge(m.s, NULL, 0, true));
+    TU_OK(road_adapter_set_base_weight(m.s, HEAD, NULL, &bq));
+    assert_true(bq != q);
+    assert_int_equal(bq->format, ROAD_QFORMAT_BF16);
+    assert_memory_equal(q->data, bytes0, (size_t)(2 * VOCAB * HIDDEN));
+    TU_OK(road_adapter_set_unmerge(m.s));
+    assert_memory_equal(q->data, bytes0, (size_t)(2 * VOCAB * HIDDEN));
+    road_adapter_set_free(m.s);
+
+    /* widening the embedding widens the tied head with it: one float array */
+    TU_OK(llama_create(&m));
+    TU_OK(road_adapter_set_widen_layer(m.s, EMBED));
+    const float *we = NULL, *wh = NULL;
+    TU_OK(road_adapter_set_base_weight(m.s, EMBED, &we, &bq));
+    assert_null(bq);
+    TU_OK(road_adapter_set_base_weight(m.s, HEAD, &wh, &bq));
+    assert_null(bq);
+    assert_ptr_equal(we, wh);
+    tu_assert_equal_f32("widened table", we, wide, VOCAB * HIDDEN);
+    road_adapter_set_free(m.s);
+    road_qtensor_free(q);
+    free(wide);
+    free(bytes0);
+    bag_free(&m.mem);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_create_errors),        cmocka_unit_test(test_add_targets),
@@ -528,6 +602,7 @@ int main(void) {
         cmocka_unit_test(test_enable_disable),       cmocka_unit_test(test_merge_unmerge),
         cmocka_unit_test(test_merge_all_or_nothing), cmocka_unit_test(test_merge_and_unload),
         cmocka_unit_test(test_param_report),
+        cmocka_unit_test(test_packed_embedding),
     };
     return cmocka_run_group_tests_name("adapter_set", tests, NULL, NULL);
 }

@@ -156,6 +156,50 @@ static void test_tensor_table(void **state) {
     road_model_free(m);
 }
 
+/* Full fine-tuning of a bf16 model loaded as stored (no float32_weights): the tensor table
+ * widens the embedding and the 16-bit layers for good, the tied head staying on the
+ * embedding's array, so the tensors, the loss and every gradient are those of the model
+ * widened at load (gradients: summation order only, the GRAD_TOL bound). */
+static void test_full_widens_stored(void **state) {
+    (void)state;
+    road_st_file *cases = tu_open_golden("llama/tiny-qwen2/cases.safetensors");
+    const road_st_tensor *t = road_st_find(cases, "inputs.input_ids");
+    const int64_t B = t->shape[0], T = t->shape[1];
+    const int64_t *ids = t->data, *mask = road_st_find(cases, "inputs.attention_mask")->data;
+    const int64_t *lab = road_st_find(cases, "inputs.labels")->data;
+    road_model *m[2];
+    TU_OK(road_model_load(ROAD_FIXTURES "/llama/tiny-qwen2", NULL, &m[0]));
+    TU_OK(road_model_load(ROAD_FIXTURES "/llama/tiny-qwen2", &f32, &m[1]));
+    assert_int_equal(road_model_embedding_format(m[0], NULL), ROAD_QFORMAT_BF16);
+    double loss[2];
+    for (int k = 0; k < 2; k++) {
+        TU_OK(road_model_set_full_training(m[k], true));
+        TU_OK(road_model_loss_backward(m[k], ids, mask, lab, B, T, &loss[k]));
+    }
+    int64_t bytes = 0;
+    assert_int_equal(road_model_embedding_format(m[0], &bytes), ROAD_QFORMAT_NONE);
+    const road_llm_config *c = road_model_config(m[0]);
+    assert_int_equal(bytes, 4 * c->vocab_size * c->hidden_size);
+    assert_int_equal(road_model_weight_bytes(m[0]), road_model_weight_bytes(m[1]));
+    if (!(fabs(loss[0] - loss[1]) <= LOSS_TOL * fabs(loss[1])))
+        fail_msg("loss: widened by the table %.9g, at load %.9g", loss[0], loss[1]);
+    const int32_t n = road_model_tensor_count(m[0]);
+    assert_int_equal(n, road_model_tensor_count(m[1]));
+    for (int32_t i = 0; i < n; i++) {
+        road_model_tensor a, b;
+        TU_OK(road_model_tensor_get(m[0], i, &a));
+        TU_OK(road_model_tensor_get(m[1], i, &b));
+        assert_string_equal(a.name, b.name);
+        assert_int_equal(a.n, b.n);
+        tu_assert_equal_f32(a.name, a.param, b.param, a.n);
+        double gmax = 0;
+        for (int64_t k = 0; k < b.n; k++) gmax = fmax(gmax, fabs((double)b.grad[k]));
+        tu_assert_close(a.name, a.grad, b.grad, a.n, GRAD_TOL * gmax, 0.0);
+    }
+    for (int k = 0; k < 2; k++) road_model_free(m[k]);
+    road_st_close(cases);
+}
+
 static void test_refusals(void **state) {
     (void)state;
     road_model *m;
@@ -405,6 +449,7 @@ int main(void) {
     road_set_num_threads(2);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_grads_vs_pytorch), cmocka_unit_test(test_tensor_table),
+        cmocka_unit_test(test_full_widens_stored),
         cmocka_unit_test(test_refusals),         cmocka_unit_test(test_train_full),
         cmocka_unit_test(test_save),             cmocka_unit_test(test_init),
     };

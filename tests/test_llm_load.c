@@ -38,6 +38,12 @@
 /* A cached forward vs the same tokens without a cache: the same math in another GEMM
  * blocking; the golden tests hold both to the reference's 1e-5. */
 #define CACHE_ATOL 1e-5
+/* A bf16 model kept as stored vs the same model widened to float32: the same products, summed
+ * in another order by the 16-bit kernels (loss: a relative bound; adapter gradients: the
+ * golden tests' 1e-4 relative plus an absolute floor for entries near zero). */
+#define STORED_RTOL 1e-5
+#define STORED_GRAD_ATOL 1e-6
+#define STORED_GRAD_RTOL 1e-4
 /* Merged vs unmerged: rows a, b of W become a 2-term combination rounded once (float32 noise
  * in every weight); 1e-5 is the golden tests' tolerance for the same comparison. */
 #define MERGE_ATOL 1e-5
@@ -461,11 +467,18 @@ static void test_load_f16(void **state) {
     TU_OK(road_model_load(d16, NULL, &m16));
     TU_OK(road_model_load(d32, NULL, &m32));
     assert_int_equal(road_model_config(m16)->torch_dtype, ROAD_DTYPE_F16);
-    /* F16 linear weights are kept as stored (2 bytes), the rest widened; F32 ones are mapped */
+    /* F16 linear weights and the embedding are kept as stored (2 bytes), the norms widened;
+     * F32 ones are mapped */
     assert_true(stored_numel(m16) > 0);
     assert_int_equal(stored_numel(m32), 0);
+    const road_llm_config *c16 = road_model_config(m16);
+    int64_t e16 = 0, e32 = 0;
+    assert_int_equal(road_model_embedding_format(m16, &e16), ROAD_QFORMAT_F16);
+    assert_int_equal(road_model_embedding_format(m32, &e32), ROAD_QFORMAT_NONE);
+    assert_int_equal(e16, 2 * c16->vocab_size * c16->hidden_size);
+    assert_int_equal(e32, 2 * e16);
     assert_int_equal(road_model_weight_bytes(m16),
-                     road_model_weight_bytes(m32) - 2 * stored_numel(m16));
+                     road_model_weight_bytes(m32) - 2 * stored_numel(m16) - e16);
     road_model_free(m16);
     road_model_free(m32);
 
@@ -572,16 +585,33 @@ static void test_bf16_kept_as_stored(void **state) {
     assert_int_equal(road_model_stored_layers(mf, NULL), 0);
     assert_int_equal(road_model_quantized_layers(ms, NULL), 0);
     road_adapter_set *ss = road_model_adapters(ms), *sf = road_model_adapters(mf);
+    /* the embedding too: 2 bytes an entry, and the tied lm_head runs on that same array */
+    const road_llm_config *c = road_model_config(ms);
+    const int64_t V = c->vocab_size, H = c->hidden_size;
+    int64_t ebytes = 0;
+    assert_int_equal(road_model_embedding_format(ms, &ebytes), ROAD_QFORMAT_BF16);
+    assert_int_equal(ebytes, 2 * V * H);
+    assert_int_equal(road_model_embedding_format(mf, NULL), ROAD_QFORMAT_NONE);
+    assert_true(road__model_head_tied(ms));
+    const int32_t head = road_adapter_set_find_layer(ss, "lm_head");
+    assert_ptr_equal(road_linear_qweight(road_adapter_set_layer(ss, head)), ms->embed_q);
+    /* lookups widen each row exactly: bit for bit the widened model's table */
+    float *row = tu_alloc(sizeof(float) * (size_t)H);
+    for (int64_t v = 0; v < V; v++) {
+        TU_OK(road_qtensor_dequantize_rows(ms->embed_q, v, 1, row));
+        if (memcmp(row, mf->embed + v * H, sizeof(float) * (size_t)H) != 0)
+            tu_assert_equal_f32("embedding row, kept vs widened", row, mf->embed + v * H, H);
+    }
+    free(row);
     int64_t lin_params = 0;
     for (int32_t i = 0; i < road_adapter_set_layer_count(ss); i++) {
         road_linear *l = road_adapter_set_layer(ss, i);
         const road_qtensor *q = l ? road_linear_qweight(l) : NULL;
         if (q) lin_params += q->rows * q->cols;
     }
-    /* 2 bytes instead of 4 for every kept weight */
+    /* 2 bytes instead of 4 for every kept weight (the tied head's is the embedding's) */
     assert_int_equal(road_model_weight_bytes(mf) - road_model_weight_bytes(ms), 2 * lin_params);
-    const road_llm_config *c = road_model_config(ms);
-    const int64_t T = 12, V = c->vocab_size, n = T * V;
+    const int64_t T = 12, n = T * V;
     int64_t ids[12], mask[12];
     for (int i = 0; i < T; i++) ids[i] = (i * 37 + 5) % V, mask[i] = 1;
     float *ys = tu_alloc(sizeof(float) * (size_t)n), *yf = tu_alloc(sizeof(float) * (size_t)n);
@@ -618,6 +648,199 @@ static void test_bf16_kept_as_stored(void **state) {
         checked++;
     }
     assert_true(checked > 0);
+    free(ys);
+    free(yf);
+    road_model_free(ms);
+    road_model_free(mf);
+}
+
+/* Training on a bf16 base kept as stored: one loss and backward with adapter A gives the loss
+ * and A's gradients of the widened model (the backward through the tied lm_head, dx = dz W,
+ * runs on the 16-bit embedding: summation order only). */
+static void test_bf16_training_step(void **state) {
+    (void)state;
+    road_model *ms = NULL, *mf = NULL;
+    road_model_params f32 = road_model_default_params();
+    f32.float32_weights = true;
+    TU_OK(road_model_load(model_fixture("tiny-qwen2"), NULL, &ms));
+    TU_OK(road_model_load(model_fixture("tiny-qwen2"), &f32, &mf));
+    const int64_t V = road_model_config(ms)->vocab_size, T = 12;
+    int64_t ids[12], mask[12], lab[12];
+    for (int i = 0; i < T; i++) ids[i] = (i * 37 + 5) % V, mask[i] = 1, lab[i] = (i * 11 + 3) % V;
+    char adir[1100];
+    snprintf(adir, sizeof adir, "%s/adapters/A", model_fixture("tiny-qwen2"));
+    road_model *ms2[2] = {ms, mf};
+    double loss[2];
+    const char *act[1] = {"A"};
+    for (int k = 0; k < 2; k++) {
+        road_adapter_set *set = road_model_adapters(ms2[k]);
+        TU_OK(road_adapter_set_load(set, "A", adir));
+        TU_OK(road_adapter_set_set_active(set, act, 1));
+        road_adapter_set_train(set, true);
+        TU_OK(road_model_loss_backward(ms2[k], ids, mask, lab, 1, T, &loss[k]));
+    }
+    if (!(fabs(loss[0] - loss[1]) <= STORED_RTOL * fabs(loss[1])))
+        fail_msg("loss on the bf16 base %.9g, widened %.9g", loss[0], loss[1]);
+    road_adapter_set *ss = road_model_adapters(ms), *sf = road_model_adapters(mf);
+    int checked = 0;
+    for (int32_t i = 0; i < road_adapter_set_layer_count(ss); i++) {
+        road_linear *ls = road_adapter_set_layer(ss, i), *lf = road_adapter_set_layer(sf, i);
+        if (!ls || !road_linear_has_adapter(ls, "A")) continue;
+        float *ths, *als, *thf, *alf;
+        int64_t n;
+        TU_OK(road_linear_adapter_grads(ls, "A", &ths, &als, &n));
+        TU_OK(road_linear_adapter_grads(lf, "A", &thf, &alf, &n));
+        tu_assert_close("dtheta, bf16 base vs widened", ths, thf, n, STORED_GRAD_ATOL,
+                        STORED_GRAD_RTOL);
+        tu_assert_close("dalpha, bf16 base vs widened", als, alf, n, STORED_GRAD_ATOL,
+                        STORED_GRAD_RTOL);
+        checked++;
+    }
+    assert_true(checked > 0);
+    road_model_free(ms);
+    road_model_free(mf);
+}
+
+/* A tied lm_head kept in bf16: merging into it gives the head its own 16-bit copy (the
+ * embedding's bytes never change, merged or unmerged), the merged head is the bf16 rounding of
+ * the float32 model's merged head, and the saved model is untied with the embedding written
+ * byte for byte as the checkpoint had it. */
+static void test_tied_head_merge_bf16(void **state) {
+    road_model *ms = NULL, *mf = NULL;
+    road_model_params f32 = road_model_default_params();
+    f32.float32_weights = true;
+    TU_OK(road_model_load(model_fixture("tiny-qwen2"), NULL, &ms));
+    TU_OK(road_model_load(model_fixture("tiny-qwen2"), &f32, &mf));
+    const road_llm_config *c = road_model_config(ms);
+    const int64_t V = c->vocab_size, H = c->hidden_size;
+    uint8_t *e0 = tu_alloc((size_t)(2 * V * H));
+    memcpy(e0, ms->embed_q->data, (size_t)(2 * V * H));
+    road_model *both[2] = {ms, mf};
+    for (int k = 0; k < 2; k++) {
+        road_config *cfg = NULL;
+        TU_OK(road_config_create(&cfg));
+        const char *targets[] = {"lm_head", "v_proj"};
+        TU_OK(road_config_set_target_list(cfg, targets, 2));
+        TU_OK(road_config_set_group_size(cfg, 8));
+        road_config_set_init_weights(cfg, false); /* random: a real rotation */
+        TU_OK(road_adapter_set_add(road_model_adapters(both[k]), "head", cfg, 7));
+        road_config_free(cfg);
+        TU_OK(road_adapter_set_merge(road_model_adapters(both[k]), NULL, 0, true));
+    }
+    road_adapter_set *ss = road_model_adapters(ms), *sf = road_model_adapters(mf);
+    const int32_t head = road_adapter_set_find_layer(ss, "lm_head");
+    const road_qtensor *hq = road_linear_qweight(road_adapter_set_layer(ss, head));
+    assert_non_null(hq);
+    assert_true(hq != ms->embed_q);
+    assert_int_equal(hq->format, ROAD_QFORMAT_BF16);
+    assert_false(road__model_head_tied(ms));
+    assert_memory_equal(ms->embed_q->data, e0, (size_t)(2 * V * H));
+    float *w = tu_alloc(sizeof(float) * (size_t)(V * H));
+    TU_OK(road_qtensor_dequantize_rows(hq, 0, V, w));
+    const float *wf = road_linear_weight(road_adapter_set_layer(sf, head));
+    for (int64_t e = 0; e < V * H; e++)
+        if (w[e] != road_bf16_to_f32(road_f32_to_bf16(wf[e])))
+            fail_msg("lm_head[%lld]: merged %.9g, the bf16 rounding of the float32 merge %.9g",
+                     (long long)e, (double)w[e], (double)road_bf16_to_f32(road_f32_to_bf16(wf[e])));
+    /* saved: untied, lm_head.weight the head's own bytes, the embedding the input's */
+    char dir[PATH_CAP], path[PATH_CAP + 32];
+    snprintf(dir, sizeof dir, "%s/tied-merged-bf16", ((fixture *)*state)->root);
+    TU_OK(road_model_save(ms, dir, ROAD_DTYPE_BF16));
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    road_st_file *f = NULL;
+    TU_OK(road_st_open(path, &f));
+    const road_st_tensor *te = road_st_find(f, "model.embed_tokens.weight");
+    const road_st_tensor *th = road_st_find(f, "lm_head.weight");
+    assert_non_null(te);
+    assert_non_null(th);
+    assert_int_equal(te->dtype, ROAD_DTYPE_BF16);
+    assert_memory_equal(te->data, e0, (size_t)(2 * V * H));
+    assert_memory_equal(th->data, hq->data, (size_t)(2 * V * H));
+    road_st_close(f);
+    road_model *m2 = NULL;
+    TU_OK(road_model_load(dir, NULL, &m2));
+    assert_false(road_model_config(m2)->tie_word_embeddings);
+    road_model_free(m2);
+    TU_OK(road_adapter_set_unmerge(ss));
+    assert_memory_equal(ms->embed_q->data, e0, (size_t)(2 * V * H));
+    free(w);
+    free(e0);
+    road_model_free(ms);
+    road_model_free(mf);
+}
+
+/* Saved in its own dtype, an unchanged bf16 model is its input file again: every tensor's
+ * dtype, shape and bytes (the embedding and the 16-bit layers written as they are held). */
+static void test_bf16_save_round_trip(void **state) {
+    road_model *m = NULL;
+    TU_OK(road_model_load(model_fixture("tiny-qwen2"), NULL, &m));
+    char dir[PATH_CAP], in[PATH_CAP + 32], out[PATH_CAP + 32];
+    snprintf(dir, sizeof dir, "%s/bf16-again", ((fixture *)*state)->root);
+    TU_OK(road_model_save(m, dir, ROAD_DTYPE_BF16));
+    snprintf(in, sizeof in, "%s/model.safetensors", model_fixture("tiny-qwen2"));
+    snprintf(out, sizeof out, "%s/model.safetensors", dir);
+    road_st_file *a = NULL, *b = NULL;
+    TU_OK(road_st_open(in, &a));
+    TU_OK(road_st_open(out, &b));
+    assert_int_equal(road_st_count(a), road_st_count(b));
+    for (int64_t i = 0; i < road_st_count(a); i++) {
+        const road_st_tensor *ta = road_st_at(a, i), *tb = road_st_find(b, ta->name);
+        if (!tb) fail_msg("'%s' is missing from the saved file", ta->name);
+        assert_int_equal(ta->dtype, tb->dtype);
+        assert_int_equal(ta->ndim, tb->ndim);
+        for (int32_t d = 0; d < ta->ndim; d++) assert_int_equal(ta->shape[d], tb->shape[d]);
+        assert_int_equal(ta->nbytes, tb->nbytes);
+        if (memcmp(ta->data, tb->data, (size_t)ta->nbytes) != 0)
+            fail_msg("'%s': saved bytes differ from the input's", ta->name);
+    }
+    road_st_close(a);
+    road_st_close(b);
+    road_model_free(m);
+}
+
+/* gemma2 (tied embeddings, scaled by sqrt(hidden), capped logits) written in bf16: kept as
+ * stored, the lookup widens rows and the scale applies after (as on the float32 table), and
+ * the tied head runs on the 16-bit table: the widened model's logits up to summation order. */
+static void test_bf16_gemma_embed_scale(void **state) {
+    fixture *fx = *state;
+    char dir[PATH_CAP], src[PATH_CAP], dst[PATH_CAP];
+    new_dir(fx, "gemma2-bf16", dir);
+    char *text = read_text(join(src, model_fixture("tiny-gemma2"), "config.json"));
+    write_text(join(dst, dir, "config.json"), text);
+    free(text);
+    road_st_file *f = NULL;
+    TU_OK(road_st_open(join(src, model_fixture("tiny-gemma2"), "model.safetensors"), &f));
+    road_st_writer *w = NULL;
+    TU_OK(road_st_writer_create(&w));
+    for (int64_t i = 0; i < road_st_count(f); i++) {
+        const road_st_tensor *t = road_st_at(f, i);
+        assert_int_equal(t->dtype, ROAD_DTYPE_F32);
+        uint16_t *v = tu_alloc(sizeof(uint16_t) * (size_t)t->numel);
+        for (int64_t k = 0; k < t->numel; k++) v[k] = road_f32_to_bf16(((const float *)t->data)[k]);
+        TU_OK(road_st_writer_add(w, t->name, ROAD_DTYPE_BF16, t->ndim, t->shape, v));
+        free(v);
+    }
+    TU_OK(road_st_writer_save(w, join(dst, dir, "model.safetensors")));
+    road_st_writer_free(w);
+    road_st_close(f);
+    road_model *ms = NULL, *mf = NULL;
+    road_model_params f32 = road_model_default_params();
+    f32.float32_weights = true;
+    TU_OK(road_model_load(dir, NULL, &ms));
+    TU_OK(road_model_load(dir, &f32, &mf));
+    assert_true(road_model_config(ms)->embed_scale);
+    assert_int_equal(road_model_embedding_format(ms, NULL), ROAD_QFORMAT_BF16);
+    assert_true(road__model_head_tied(ms));
+    const int64_t V = road_model_config(ms)->vocab_size, T = 10, n = T * V;
+    int64_t ids[10], mask[10];
+    for (int i = 0; i < T; i++) ids[i] = (i * 53 + 7) % V, mask[i] = 1;
+    float *ys = tu_alloc(sizeof(float) * (size_t)n), *yf = tu_alloc(sizeof(float) * (size_t)n);
+    TU_OK(road_model_forward_padded(ms, ids, mask, 1, T, NULL, ys));
+    TU_OK(road_model_forward_padded(mf, ids, mask, 1, T, NULL, yf));
+    tu_assert_close("gemma2 bf16 kept vs widened (prefill)", ys, yf, n, STORED_RTOL, STORED_RTOL);
+    TU_OK(road_model_forward_padded(ms, ids, mask, 1, 1, NULL, ys));
+    TU_OK(road_model_forward_padded(mf, ids, mask, 1, 1, NULL, yf));
+    tu_assert_close("gemma2 bf16 kept vs widened (one row)", ys, yf, V, STORED_RTOL, STORED_RTOL);
     free(ys);
     free(yf);
     road_model_free(ms);
@@ -932,7 +1155,8 @@ int main(void) {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(test_load_refusals), T(test_load_shards),  T(test_load_f16),       T(test_bf16_and_tied), T(test_tied_head_merge),
-        T(test_bf16_kept_as_stored),
+        T(test_bf16_kept_as_stored), T(test_bf16_training_step), T(test_tied_head_merge_bf16),
+        T(test_bf16_save_round_trip), T(test_bf16_gemma_embed_scale),
         T(test_load_oom),      T(test_generate_oom), T(test_kv_cache_edges), T(test_generate_edges),
     };
 #undef T

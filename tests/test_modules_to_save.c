@@ -381,6 +381,70 @@ static void test_train_and_checkpoint(void **state) {
     road_st_close(b.f);
 }
 
+/* A bf16 model keeps its embedding (and the tied lm_head on it) as stored: copies of both are
+ * the stored table widened exactly (bit for bit the float32 model's), and with them active the
+ * logits, the loss and the copies' gradients are the widened model's up to summation order. */
+#define QWEN2 ROAD_FIXTURES "/llama/tiny-qwen2"
+#define STORED_ATOL 1e-6
+#define STORED_RTOL 1e-4
+
+static void test_bf16_base_copies(void **state) {
+    (void)state;
+    road_st_file *cf = tu_open_golden("llama/tiny-qwen2/cases.safetensors");
+    const road_st_tensor *t = road_st_find(cf, "inputs.input_ids");
+    batch b = {cf, t->data, road_st_find(cf, "inputs.attention_mask")->data,
+               road_st_find(cf, "inputs.labels")->data, t->shape[0], t->shape[1]};
+    road_model_params f32 = road_model_default_params();
+    f32.float32_weights = true;
+    road_model *m[2];
+    TU_OK(road_model_load(QWEN2, NULL, &m[0]));
+    TU_OK(road_model_load(QWEN2, &f32, &m[1]));
+    assert_int_equal(road_model_embedding_format(m[0], NULL), ROAD_QFORMAT_BF16);
+    assert_int_equal(road_model_embedding_format(m[1], NULL), ROAD_QFORMAT_NONE);
+    const int64_t V = road_model_config(m[0])->vocab_size, H = road_model_config(m[0])->hidden_size;
+    const char *mts[2] = {"embed_tokens", "lm_head"};
+    road_module_copy ce[2], ch[2];
+    double loss[2];
+    float *z[2];
+    for (int k = 0; k < 2; k++) {
+        road_config *cfg;
+        TU_OK(road_config_create(&cfg));
+        const char *targets[1] = {"v_proj"};
+        TU_OK(road_config_set_target_list(cfg, targets, 1));
+        TU_OK(road_config_set_group_size(cfg, 8));
+        road_config_set_init_weights(cfg, false);
+        TU_OK(road_config_set_modules_to_save(cfg, mts, 2));
+        road_adapter_set *s = road_model_adapters(m[k]);
+        TU_OK(road_adapter_set_add(s, "a", cfg, 7));
+        road_config_free(cfg);
+        TU_OK(road_adapter_set_copy(s, "a", layer_of(m[k], "model.embed_tokens"), &ce[k]));
+        TU_OK(road_adapter_set_copy(s, "a", layer_of(m[k], "lm_head"), &ch[k]));
+        /* make them differ from the base, the same way in both models */
+        for (int64_t i = 0; i < V * H; i += 7) ce[k].weight[i] *= 0.5f, ch[k].weight[i] *= -1.0f;
+        z[k] = logits_of(m[k], &b);
+        road_adapter_set_train(s, true);
+        TU_OK(road_model_loss_backward(m[k], b.ids, b.mask, b.lab, b.B, b.T, &loss[k]));
+    }
+    tu_assert_equal_f32("embed_tokens copy, bf16 base vs widened", ce[0].weight, ce[1].weight,
+                        V * H);
+    tu_assert_equal_f32("lm_head copy, bf16 base vs widened", ch[0].weight, ch[1].weight, V * H);
+    tu_assert_close("logits with copies, bf16 base vs widened", z[0], z[1], b.B * b.T * V,
+                    STORED_ATOL, STORED_RTOL);
+    if (!(fabs(loss[0] - loss[1]) <= 1e-5 * fabs(loss[1])))
+        fail_msg("loss with copies: bf16 base %.9g, widened %.9g", loss[0], loss[1]);
+    tu_assert_close("d embed_tokens copy", ce[0].dweight, ce[1].dweight, V * H, STORED_ATOL,
+                    STORED_RTOL);
+    tu_assert_close("d lm_head copy", ch[0].dweight, ch[1].dweight, V * H, STORED_ATOL,
+                    STORED_RTOL);
+    /* the base table is never written */
+    assert_int_equal(road_model_embedding_format(m[0], NULL), ROAD_QFORMAT_BF16);
+    for (int k = 0; k < 2; k++) {
+        free(z[k]);
+        road_model_free(m[k]);
+    }
+    road_st_close(cf);
+}
+
 static void test_refusals(void **state) {
     (void)state;
     road_model *m;
@@ -463,6 +527,7 @@ int main(void) {
         cmocka_unit_test(test_embedding_gradient),  cmocka_unit_test(test_save_load),
         cmocka_unit_test(test_train_and_checkpoint), cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_oom),
+        cmocka_unit_test(test_bf16_base_copies),
     };
     return cmocka_run_group_tests_name("modules_to_save", tests, NULL, cleanup);
 }

@@ -285,6 +285,62 @@ static void test_merge_save_reload(void **state) {
     road_st_close(b.cases);
 }
 
+/* Quantizing a base leaves the embedding in its stored type (bitsandbytes quantizes linear
+ * layers only): tiny-qwen2's bf16 table stays bf16, 2 bytes an entry, and its tied lm_head
+ * runs on that same array unless quantize_lm_head gives the head a quantized copy of its own;
+ * tiny-llama's f32 table stays f32. Saved quantized with bf16 float tensors and loaded back,
+ * the bf16 base computes what it computed, bit for bit. */
+static void test_embedding_stays_stored(void **state) {
+    (void)state;
+    const road_qformat fmts[] = {ROAD_QFORMAT_INT8, ROAD_QFORMAT_NF4};
+    for (int fi = 0; fi < 2; fi++)
+        for (int head = 0; head < 2; head++) {
+            road_model *m = load(model_dir("tiny-qwen2"), fmts[fi], false, head);
+            const road_llm_config *c = road_model_config(m);
+            int64_t bytes = 0;
+            assert_int_equal(road_model_embedding_format(m, &bytes), ROAD_QFORMAT_BF16);
+            assert_int_equal(bytes, 2 * c->vocab_size * c->hidden_size);
+            road_adapter_set *s = road_model_adapters(m);
+            const road_qtensor *qe = NULL, *qh = NULL;
+            TU_OK(road_adapter_set_base_weight(
+                s, road_adapter_set_find_layer(s, "model.embed_tokens"), NULL, &qe));
+            TU_OK(road_adapter_set_base_weight(s, road_adapter_set_find_layer(s, "lm_head"),
+                                               NULL, &qh));
+            assert_non_null(qe);
+            assert_non_null(qh);
+            if (head) {
+                assert_true(qh != qe);
+                assert_int_equal(qh->format, fmts[fi]);
+            } else {
+                assert_ptr_equal(qh, qe); /* tied: one array */
+            }
+            road_model_free(m);
+        }
+    road_model *mf = load(model_dir("tiny-llama"), ROAD_QFORMAT_NF4, false, false);
+    assert_int_equal(road_model_embedding_format(mf, NULL), ROAD_QFORMAT_NONE);
+    road_model_free(mf);
+
+    batch b;
+    batch_open(&b, "tiny-qwen2");
+    road_model *m = load(model_dir("tiny-qwen2"), ROAD_QFORMAT_NF4, true, false);
+    const int64_t V = road_model_config(m)->vocab_size;
+    float *y = logits(m, &b);
+    char qdir[300];
+    snprintf(qdir, sizeof qdir, "%s/qwen2-nf4-bf16", root);
+    TU_OK(road_model_save_quantized(m, qdir, ROAD_DTYPE_BF16, ROAD_QFORMAT_NF4, true, false));
+    road_model *r = load(qdir, ROAD_QFORMAT_NONE, false, false);
+    assert_int_equal(road_model_embedding_format(r, NULL), ROAD_QFORMAT_BF16);
+    assert_true(road_model_config(r)->tie_word_embeddings);
+    assert_int_equal(road_model_weight_bytes(r), road_model_weight_bytes(m));
+    float *again = logits(r, &b);
+    tu_assert_equal_f32("nf4 + bf16 embedding, saved and loaded", again, y, b.B * b.T * V);
+    free(y);
+    free(again);
+    road_model_free(r);
+    road_model_free(m);
+    road_st_close(b.cases);
+}
+
 /* ---- malformed checkpoints ------------------------------------------------------------------ */
 
 static const road_st_tensor *find_in(void *ctx, const char *name) {
@@ -368,7 +424,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_logits_within_bounds),
         cmocka_unit_test(test_training_on_4bit),
-        cmocka_unit_test(test_merge_save_reload),
+        cmocka_unit_test(test_embedding_stays_stored), cmocka_unit_test(test_merge_save_reload),
         cmocka_unit_test(test_checkpoint_parts),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -48,8 +48,11 @@ typedef struct road_layer_desc {
                              qweight is given */
     float *bias;          /* [out] or NULL */
     bool is_output_head;  /* the LM head: left out of "all-linear" */
-    road_qtensor *qweight; /* a linear layer's quantized weight instead (road/quant.h); the
-                              caller's, mutable (merging re-quantizes it in place) */
+    road_qtensor *qweight; /* instead of weight, a packed one (road/quant.h): quantized, or a
+                              checkpoint's 16-bit array kept as stored (ROAD_QFORMAT_BF16 / F16),
+                              for a linear layer or an embedding; the caller's, mutable (merging
+                              re-quantizes it in place). Two layers may share one (a tied head
+                              and its embedding): a merge into one gives it its own copy first. */
 } road_layer_desc;
 
 /* Threads: one call at a time per set, counting calls on its layers (road_adapter_set_layer)
@@ -73,11 +76,18 @@ ROAD_API void road_adapter_set_free(road_adapter_set *s);
 /* ---- layers ---------------------------------------------------------------------------- */
 
 ROAD_API int32_t road_adapter_set_layer_count(const road_adapter_set *s);
-/* Give layer i, kept in a checkpoint's 16-bit format (ROAD_QFORMAT_BF16 / F16), its own
- * float32 weight, widened exactly (the set owns it; the 16-bit array is no longer used): what
- * full fine-tuning needs. A float32 layer or an embedding is left as it is; a quantized
- * (int8 / 4-bit) layer is refused. */
+/* Give layer i (linear or embedding), kept in a checkpoint's 16-bit format (ROAD_QFORMAT_BF16
+ * / F16), its own float32 weight, widened exactly (the set owns it; the 16-bit array is no
+ * longer used): what full fine-tuning needs. Every layer registered with the same 16-bit array
+ * (a tied head and its embedding) moves to the one widened copy and stays tied. A float32
+ * layer is left as it is; a quantized (int8 / 4-bit) layer is refused. */
 ROAD_API road_status road_adapter_set_widen_layer(road_adapter_set *s, int32_t i);
+/* A layer's own base weight, modules_to_save copies aside: *w its float32 array (current,
+ * possibly merged), or *q its packed weight (quantized or 16-bit as stored); the other is NULL.
+ * An engine looks an embedding's rows up in *q with road_qtensor_dequantize_rows (exact for
+ * 16-bit). Either output may be NULL. */
+ROAD_API road_status road_adapter_set_base_weight(const road_adapter_set *s, int32_t layer,
+                                                  const float **w, const road_qtensor **q);
 ROAD_API const char *road_adapter_set_layer_name(const road_adapter_set *s, int32_t layer);
 /* A layer's sizes: out_features and in_features as registered (an embedding: vocabulary and
  * hidden size). */
@@ -232,7 +242,8 @@ ROAD_API bool road_adapter_set_active_copy(road_adapter_set *s, int32_t layer,
  * active adapter holds a copy of it (and adapters are enabled), else the base (for a linear
  * layer, its current, possibly merged, weight). Engines running their own GEMM use this
  * before road_adapter_set_apply. Either output may be NULL. *w is NULL when the layer runs a
- * quantized base weight (road_linear_qweight; road_adapter_set_base_forward runs it). */
+ * packed base weight, quantized or 16-bit as stored (road_adapter_set_base_weight's *q;
+ * road_adapter_set_base_forward runs a linear one). */
 ROAD_API road_status road_adapter_set_layer_weight(const road_adapter_set *s, int32_t layer,
                                                    const float **w, const float **b);
 /* y [rows x out] = x W^T + b with the weight road_adapter_set_layer_weight names (a copy, the

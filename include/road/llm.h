@@ -5,7 +5,8 @@
  * RoAd adapter per sequence, the causal-LM loss, sampling and generation.
  *
  * Numerics follow transformers' eager Llama/Qwen2/Mistral in float32 (bf16/f16 weights are
- * widened exactly). Legend: B batch, T tokens, H hidden, V vocab, L layers.
+ * kept as stored and widened exactly where they are read). Legend: B batch, T tokens, H hidden,
+ * V vocab, L layers.
  */
 #ifndef ROAD_LLM_H
 #define ROAD_LLM_H
@@ -188,16 +189,21 @@ typedef struct road_model_params {
      * running at the same time on different threads get results that depend on timing. */
     int n_threads;
     /* Quantize the linear layers' weights while loading (road/quant.h; default NONE: float32).
-     * The embedding and the norms stay float32, and lm_head too unless quantize_lm_head.
+     * The embedding stays in its stored type (a 16-bit table as stored, an F32 one float32;
+     * bitsandbytes does not quantize embeddings either), the norms float32. lm_head is left
+     * as it is unless quantize_lm_head: an untied one float32 (or 16-bit as stored), a tied
+     * one the embedding's own array; quantize_lm_head gives lm_head a quantized copy of its
+     * own (a tied one too: the tie is then broken, and saved untied).
      * Each weight is quantized right after it is read and its float copy dropped, so memory
      * stays near the quantized size. A checkpoint saved quantized (road_model_save_quantized,
      * bitsandbytes / transformers) loads quantized whatever this says. */
     road_qformat quantize;
     bool quantize_lm_head;
     bool double_quant;     /* 4-bit: quantize the absmax values too (bnb_4bit_use_double_quant) */
-    /* BF16/F16 linear weights are kept as stored (default false): mapped from the file and
-     * read by the matmuls in 16 bits, so a model takes its file's size in memory. true widens
-     * them to float32 at load (full fine-tuning needs float32 weights). */
+    /* BF16/F16 linear weights and embedding are kept as stored (default false): mapped from
+     * the file and read by the matmuls and lookups in 16 bits, so a model takes its file's
+     * size in memory. true widens them to float32 at load (full fine-tuning needs float32
+     * weights). */
     bool float32_weights;
 } road_model_params;
 
@@ -206,7 +212,8 @@ ROAD_API road_model_params road_model_default_params(void);
  * model.safetensors.index.json, generation_config.json when present. Weights are mapped
  * (copy-on-write: merging adapters copies only the pages it changes). F32 and the BF16/F16
  * weights of the linear layers are used as stored (road_model_params.float32_weights widens
- * the latter); the embedding and norms of a BF16/F16 checkpoint are widened to float32 once.
+ * the latter), the embedding too (looked up a row at a time, widened exactly; a tied lm_head
+ * runs the 16-bit matmuls on it); the norms of a BF16/F16 checkpoint are widened once.
  * Missing or mis-shaped tensors are named in the error. */
 ROAD_API road_status road_model_load(const char *dir, const road_model_params *p,
                                      road_model **out);
@@ -217,13 +224,16 @@ ROAD_API const road_generation_config *road_model_generation_config(const road_m
  * activate, merge... through road/adapter_set.h. Owned by the model. */
 ROAD_API road_adapter_set *road_model_adapters(road_model *m);
 /* Bytes of weights the model holds: float32 tensors (mapped or in memory) plus quantized
- * ones at their packed size. */
+ * and 16-bit ones at their packed size (a tied lm_head's array counted once). */
 ROAD_API int64_t road_model_weight_bytes(const road_model *m);
 /* Linear layers whose base weight is quantized, and the format of the first (NONE if none). */
 ROAD_API int32_t road_model_quantized_layers(const road_model *m, road_qformat *format);
 /* Linear layers kept in a checkpoint's 16-bit format (ROAD_QFORMAT_BF16 / F16), and the
  * format of the first. */
 ROAD_API int32_t road_model_stored_layers(const road_model *m, road_qformat *format);
+/* The embedding table's format in memory: ROAD_QFORMAT_BF16 / F16 when kept as the checkpoint
+ * stores it, NONE when float32; *bytes (may be NULL) its size in memory. */
+ROAD_API road_qformat road_model_embedding_format(const road_model *m, int64_t *bytes);
 
 /* Write the model as a checkpoint folder with quantized linear layers, in the layout
  * bitsandbytes / transformers serialize (docs/quant.md): per layer "<name>.weight" packed U8 +
@@ -349,8 +359,10 @@ ROAD_API road_status road_model_tensor_get(road_model *m, int32_t i, road_model_
 
 /* Full fine-tuning: on, every tensor above gets a gradient buffer (as much memory as the
  * weights) and road_model_loss_backward accumulates (+=) the gradient of every weight, bias
- * and norm too (tied embeddings get both uses). Off frees them. Refused while adapters are
- * merged (the weights would absorb them) or when a layer's weight is not float32. */
+ * and norm too (tied embeddings get both uses). The tensor table widens a 16-bit model's
+ * layers and embedding to float32 for good (float32_weights does it at load). Off frees
+ * them. Refused while adapters are merged (the weights would absorb them) or when a layer's
+ * weight is quantized (int8 / 4-bit). */
 ROAD_API road_status road_model_set_full_training(road_model *m, bool on);
 ROAD_API bool road_model_full_training(const road_model *m);
 /* Zero every full-training gradient. */

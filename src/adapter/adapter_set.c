@@ -52,6 +52,8 @@ void road_adapter_set_free(road_adapter_set *s) {
         road__free(s->layers[i].name);
         road_linear_free(s->layers[i].lin);
         road__free(s->layers[i].own_w);
+        road_qtensor_free(s->layers[i].own_q);
+        road__free(s->layers[i].wide_w);
     }
     road__free(s->layers);
     for (int32_t i = 0; i < s->n_ad; i++) adapter_free(&s->ad[i]);
@@ -93,11 +95,18 @@ road_status road_adapter_set_create(const road_adapter_set_params *p, road_adapt
                              (int)d->kind);
             break;
         }
-        if (d->qweight && (d->kind != ROAD_LAYER_LINEAR || d->weight)) {
+        if (d->qweight && d->weight) {
             st = road__error(ROAD_ERR_INVALID_ARG,
-                             "layer '%s': a quantized weight is for linear layers, instead of a "
-                             "float one",
+                             "layer '%s': give a float weight or a packed one (qweight), not both",
                              d->name);
+            break;
+        }
+        if (d->qweight &&
+            (d->qweight->rows != d->out_features || d->qweight->cols != d->in_features)) {
+            st = road__error(ROAD_ERR_SHAPE,
+                             "layer '%s': qweight is [%lld x %lld], not [%lld x %lld]", d->name,
+                             (long long)d->qweight->rows, (long long)d->qweight->cols,
+                             (long long)d->out_features, (long long)d->in_features);
             break;
         }
         if ((!d->weight && !d->qweight) || d->in_features <= 0 || d->out_features <= 0) {
@@ -316,9 +325,11 @@ static road_status copy_alloc(const set_layer *L, int32_t layer, set_copy *c) {
     c->b = L->b ? c->w + wn : NULL;
     c->dw = c->w + wn + bn;
     c->db = L->b ? c->dw + wn : NULL;
-    /* a quantized layer's copy is its dequantized weight, in float32 (trainable) */
-    if (L->lin) {
-        road_status st = road_linear_dequantized_weight(L->lin, c->w);
+    /* a packed layer's copy (quantized, or 16-bit as stored) is its weight widened to float32
+     * (trainable) */
+    if (L->lin || L->q) {
+        road_status st = L->lin ? road_linear_dequantized_weight(L->lin, c->w)
+                                : road_qtensor_dequantize_rows(L->q, 0, L->out, c->w);
         if (st != ROAD_OK) {
             road__free(c->block);
             c->block = NULL;
@@ -396,6 +407,18 @@ road_status road_adapter_set_layer_weight(const road_adapter_set *s, int32_t lay
     const set_copy *c = active_copy(s, layer);
     if (w) *w = c ? c->w : L->lin ? road_linear_weight(L->lin) : L->w;
     if (b) *b = c ? c->b : L->lin ? road_linear_bias(L->lin) : L->b;
+    return ROAD_OK;
+}
+
+road_status road_adapter_set_base_weight(const road_adapter_set *s, int32_t layer,
+                                         const float **w, const road_qtensor **q) {
+    if (layer < 0 || layer >= s->n_layers)
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "road_adapter_set_base_weight: layer %d out of range (0..%d)",
+                           (int)layer, (int)s->n_layers - 1);
+    const set_layer *L = &s->layers[layer];
+    if (w) *w = L->lin ? road_linear_weight(L->lin) : L->w;
+    if (q) *q = L->lin ? road_linear_qweight(L->lin) : L->q;
     return ROAD_OK;
 }
 
@@ -696,6 +719,24 @@ static road_status untie_before_merge(road_adapter_set *s, const char *const *li
                                       int32_t count) {
     for (int32_t i = 0; i < s->n_layers; i++) {
         set_layer *L = &s->layers[i];
+        if (L->q && !L->own_q && merge_touches(s, i, list, count)) {
+            /* a packed weight (a tied head kept in 16 bits) shared the same way */
+            int32_t other = -1;
+            for (int32_t j = 0; j < s->n_layers && other < 0; j++)
+                if (j != i && s->layers[j].q == L->q) other = j;
+            if (other < 0) continue;
+            road_qtensor *own = NULL;
+            road_status st = road_qtensor_copy(L->q, &own);
+            if (st != ROAD_OK) return st;
+            L->own_q = L->q = own;
+            road__linear_rebind_qweight(L->lin, own);
+            road__log(ROAD_LOG_INFO,
+                      "layer %s shares its %s weight with %s (tied embeddings): it gets its own "
+                      "copy (%lld bytes) so that merging rotates %s only",
+                      L->name, road_qformat_name(own->format), s->layers[other].name,
+                      (long long)road_qtensor_bytes(own), L->name);
+            continue;
+        }
         if (!L->w || L->own_w || !merge_touches(s, i, list, count)) continue;
         int32_t other = -1;
         for (int32_t j = 0; j < s->n_layers && other < 0; j++)
@@ -930,7 +971,7 @@ road_status road_adapter_set_widen_layer(road_adapter_set *s, int32_t i) {
     if (!s || i < 0 || i >= s->n_layers)
         return road__error(ROAD_ERR_INVALID_ARG, "road_adapter_set_widen_layer: no layer %d", (int)i);
     set_layer *L = &s->layers[i];
-    if (!L->lin || !L->q) return ROAD_OK; /* float32 already, or an embedding */
+    if (!L->q) return ROAD_OK; /* float32 already */
     if (road_qformat_is_quantized(L->q->format))
         return road__error(ROAD_ERR_UNSUPPORTED,
                            "layer '%s' is quantized (%s): its float32 weight is not the "
@@ -941,14 +982,27 @@ road_status road_adapter_set_widen_layer(road_adapter_set *s, int32_t i) {
         return ROAD_ERR_NO_MEMORY;
     float *own = road__malloc(bytes);
     if (!own) return ROAD_ERR_NO_MEMORY;
-    road_status st = road_qtensor_dequantize_rows(L->q, 0, L->out, own);
+    road_qtensor *old = L->q;
+    road_status st = road_qtensor_dequantize_rows(old, 0, L->out, own);
     if (st != ROAD_OK) {
         road__free(own);
         return st;
     }
-    road__free(L->own_w);
-    L->own_w = L->w = own;
-    L->q = NULL;
-    road__linear_unpack_weight(L->lin, own);
+    /* every layer registered with this array (a tied head and its embedding) moves to the one
+     * widened copy, so they stay tied: a later merge into the head copies it first
+     * (untie_before_merge) */
+    for (int32_t j = 0; j < s->n_layers; j++) {
+        set_layer *J = &s->layers[j];
+        if (J->q != old) continue;
+        J->q = NULL;
+        J->w = own;
+        if (J->lin) road__linear_unpack_weight(J->lin, own);
+    }
+    road__free(L->wide_w);
+    L->wide_w = own;
+    if (L->own_q == old) {
+        road_qtensor_free(old);
+        L->own_q = NULL;
+    }
     return ROAD_OK;
 }

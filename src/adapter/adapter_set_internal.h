@@ -20,12 +20,16 @@ typedef struct set_layer {
     char *name;
     road_layer_kind kind;
     int64_t in, out;
-    float *w, *b;     /* w NULL when the base weight is quantized (q) */
-    road_qtensor *q;
+    float *w, *b;     /* w NULL when the base weight is packed (q) */
+    road_qtensor *q;  /* a packed base weight: quantized, or 16-bit as stored (a linear layer or
+                         an embedding; a tied head shares its embedding's) */
     bool head;
     road_linear *lin; /* NULL for embeddings */
-    float *own_w;     /* the set's copy of a weight that was shared with another layer (a tied
-                         head), made before the first merge into it; else NULL */
+    float *own_w;     /* the set's copy of a float weight that was shared with another layer (a
+                         tied head), made before the first merge into it; else NULL */
+    road_qtensor *own_q; /* the same for a shared packed weight (a tied head kept in 16 bits) */
+    float *wide_w;    /* the set's float32 widening of a 16-bit q (road_adapter_set_widen_layer);
+                         the layers that shared q share it */
 } set_layer;
 
 /* One modules_to_save copy: weight [out x in], bias [out] (when the layer has one), and

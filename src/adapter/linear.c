@@ -212,6 +212,11 @@ void road__linear_unpack_weight(road_linear *l, float *w) {
     l->q = NULL;
 }
 
+void road__linear_rebind_qweight(road_linear *l, road_qtensor *q) {
+    ROAD_ASSERT(l->q && !l->owned && q && q->rows == l->out && q->cols == l->in);
+    l->q = q;
+}
+
 const float *road_linear_bias(const road_linear *l) {
     return l->b;
 }

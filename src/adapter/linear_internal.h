@@ -24,6 +24,10 @@ void road__linear_rebind_weight(road_linear *l, float *w);
 /* Point a layer whose weight is packed (borrowed road_qtensor) at a float weight of the same
  * shape instead (borrowed): the adapter manager widens a 16-bit layer for full training. */
 void road__linear_unpack_weight(road_linear *l, float *w);
+/* Point a layer whose weight is packed (borrowed road_qtensor) at another packed weight of the
+ * same shape and format (borrowed): the manager gives a tied LM head kept in 16 bits its own
+ * copy of the embedding's array before merging into it. */
+void road__linear_rebind_qweight(road_linear *l, road_qtensor *q);
 /* Is `name` among this layer's merged adapters? */
 bool road__linear_is_merged(const road_linear *l, const char *name);
 

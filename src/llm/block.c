@@ -151,8 +151,14 @@ road_status road__block_embed(llm_batch *c, float *x) {
         st = c->plan ? road_adapter_set_plan_layer_weight(m->set, c->plan, m->embed_layer, s,
                                                           &table, NULL)
                      : road_adapter_set_layer_weight(m->set, m->embed_layer, &table, NULL);
+        /* no float table: the base embedding kept in 16 bits, its rows widened exactly */
+        ROAD_ASSERT(st != ROAD_OK || table || m->embed_q);
         for (int64_t i = 0; st == ROAD_OK && i < c->seq_rows[s]; i++, r++)
-            memcpy(x + r * H, table + (int64_t)c->seqs[s].tokens[i] * H, sizeof(float) * (size_t)H);
+            if (table)
+                memcpy(x + r * H, table + (int64_t)c->seqs[s].tokens[i] * H,
+                       sizeof(float) * (size_t)H);
+            else
+                st = road_qtensor_dequantize_rows(m->embed_q, c->seqs[s].tokens[i], 1, x + r * H);
     }
     const float scale = m->head_spec.embed_scale;
     if (st == ROAD_OK && scale != 1.0f)

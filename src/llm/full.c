@@ -60,8 +60,18 @@ static int32_t add(builder *b, const char *name, const float *p, int64_t d0, int
 
 /* The linear layer `layer` of the set: weight (+ bias). */
 static void add_linear(builder *b, road_model *m, int32_t layer) {
-    /* a 16-bit layer kept as stored trains as float32 (its own widened copy) */
+    /* a 16-bit layer kept as stored trains as float32 (its own widened copy); the mapped pages
+     * it was read from are dropped (an owned copy, a merge's, is freed by the set) */
+    const road_qtensor *q = NULL;
+    if (b->st == ROAD_OK) b->st = road_adapter_set_base_weight(m->set, layer, NULL, &q);
+    const bool narrow = q && !road_qformat_is_quantized(q->format), mapped = narrow && !q->owned;
+    const void *data = q ? q->data : NULL;
+    const int64_t numel = q ? q->rows * q->cols : 0, packed = q ? road_qtensor_bytes(q) : 0;
     if (b->st == ROAD_OK) b->st = road_adapter_set_widen_layer(m->set, layer);
+    if (b->st == ROAD_OK && narrow) {
+        if (mapped) road__weights_drop(data, (size_t)packed);
+        m->weight_bytes += numel * (int64_t)sizeof(float) - packed;
+    }
     road_linear *l = road_adapter_set_layer(m->set, layer);
     const char *lname = road_adapter_set_layer_name(m->set, layer);
     char name[NAME_CAP];
@@ -84,6 +94,9 @@ static road_status build(road_model *m) {
         m->full = NULL;
     }
     if (m->full) return ROAD_OK;
+    /* a 16-bit embedding becomes float32 (a tied head with it: they stay one array) */
+    road_status wst = road__model_widen_embedding(m);
+    if (wst != ROAD_OK) return wst;
     const road_llm_config *c = &m->cfg;
     const int64_t L = c->n_layers, H = c->hidden_size, V = c->vocab_size;
     const int32_t n_layers = road_adapter_set_layer_count(m->set);

@@ -9,6 +9,7 @@
  * (mapped copy-on-write, or widened copies); the set borrows them, so merging writes into them.
  */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -43,6 +44,7 @@ void road_model_free(road_model *m) {
     road__free(m->dir);
     for (int32_t i = 0; i < m->n_qt; i++) road_qtensor_free(m->qt[i]);
     road__free(m->qt);
+    road_qtensor_free(m->embed_q);
     road__free(m->blocks);
     road__rope_free(&m->rope);
     road__rope_free(&m->rope_local);
@@ -63,7 +65,32 @@ const road_generation_config *road_model_generation_config(const road_model *m) 
 bool road__model_head_tied(const road_model *m) {
     if (!m->cfg.tie_word_embeddings) return false;
     road_linear *head = road_adapter_set_layer(m->set, m->lm_head);
-    return head && road_linear_weight(head) == m->embed;
+    if (!head) return false;
+    return m->embed_q ? road_linear_qweight(head) == m->embed_q
+                      : road_linear_weight(head) == m->embed;
+}
+
+road_status road__model_widen_embedding(road_model *m) {
+    if (!m->embed_q) return ROAD_OK;
+    road_status st = road_adapter_set_widen_layer(m->set, m->embed_layer);
+    const float *w = NULL;
+    if (st == ROAD_OK) st = road_adapter_set_base_weight(m->set, m->embed_layer, &w, NULL);
+    if (st != ROAD_OK) return st;
+    ROAD_ASSERT(w);
+    const int64_t n = m->cfg.vocab_size * m->cfg.hidden_size;
+    const int64_t packed = road_qtensor_bytes(m->embed_q);
+    road__weights_drop(m->embed_q->data, (size_t)packed); /* only read: the file has them */
+    m->weight_bytes += n * (int64_t)sizeof(float) - packed;
+    road_qtensor_free(m->embed_q);
+    m->embed_q = NULL;
+    m->embed = (float *)(uintptr_t)w; /* the set's, as a float embedding's array is borrowed */
+    return ROAD_OK;
+}
+
+road_qformat road_model_embedding_format(const road_model *m, int64_t *bytes) {
+    const int64_t n = m->cfg.vocab_size * m->cfg.hidden_size;
+    if (bytes) *bytes = m->embed_q ? road_qtensor_bytes(m->embed_q) : n * (int64_t)sizeof(float);
+    return m->embed_q ? m->embed_q->format : ROAD_QFORMAT_NONE;
 }
 
 road_adapter_set *road_model_adapters(road_model *m) {
@@ -100,6 +127,25 @@ static const road_st_tensor *find_tensor(void *ctx, const char *name) {
     return road__weights_find(ctx, name);
 }
 
+/* A 16-bit tensor kept as stored: a road_qtensor over the mapped (copy-on-write) file. */
+static road_status wrap_stored(road_model *m, const char *key, int64_t rows, int64_t cols,
+                               road_qtensor **q) {
+    const int64_t shape[2] = {rows, cols};
+    const road_st_tensor *t = NULL;
+    road_status st = road__weights_get_raw(m->weights, key, 2, shape, &t);
+    if (st != ROAD_OK) return st;
+    road_qtensor desc;
+    memset(&desc, 0, sizeof desc);
+    desc.format = t->dtype == ROAD_DTYPE_BF16 ? ROAD_QFORMAT_BF16 : ROAD_QFORMAT_F16;
+    desc.rows = rows, desc.cols = cols;
+    desc.data = (uint8_t *)(uintptr_t)t->data; /* private writable mapping */
+    return road_qtensor_wrap(&desc, q);
+}
+
+static bool is_16bit(const road_st_tensor *t) {
+    return t && (t->dtype == ROAD_DTYPE_BF16 || t->dtype == ROAD_DTYPE_F16);
+}
+
 /* A linear layer's weight into d: quantized as stored (a checkpoint saved quantized), or
  * float32, quantized now when p asks for it (the float copy is then given back at once, so
  * only one layer's float weight is held at a time). `tied` is the embedding for a tied
@@ -116,19 +162,9 @@ static road_status load_linear(road_model *m, const road_model_params *p, const 
     const road_st_tensor *t = tied ? NULL : road__weights_find(m->weights, key);
     if (!tied && road__qckpt_is_quantized(find_tensor, m->weights, name)) {
         st = road__qckpt_read(find_tensor, m->weights, name, out, in, &q);
-    } else if (t && !quantize && !(p && p->float32_weights) &&
-               (t->dtype == ROAD_DTYPE_BF16 || t->dtype == ROAD_DTYPE_F16)) {
+    } else if (is_16bit(t) && !quantize && !(p && p->float32_weights)) {
         /* a 16-bit weight kept as stored: the matmuls read the mapped (copy-on-write) file */
-        const int64_t shape[2] = {out, in};
-        st = road__weights_get_raw(m->weights, key, 2, shape, &t);
-        if (st == ROAD_OK) {
-            road_qtensor desc;
-            memset(&desc, 0, sizeof desc);
-            desc.format = t->dtype == ROAD_DTYPE_BF16 ? ROAD_QFORMAT_BF16 : ROAD_QFORMAT_F16;
-            desc.rows = out, desc.cols = in;
-            desc.data = (uint8_t *)(uintptr_t)t->data; /* private writable mapping */
-            st = road_qtensor_wrap(&desc, &q);
-        }
+        st = wrap_stored(m, key, out, in, &q);
     } else {
         float *w = (float *)tied;
         if (!w) {
@@ -149,15 +185,54 @@ static road_status load_linear(road_model *m, const road_model_params *p, const 
     return ROAD_OK;
 }
 
+static road_status get(road_model *m, const char *name, int64_t d0, int64_t d1, float **out) {
+    int64_t shape[2] = {d0, d1};
+    return road__weights_get(m->weights, name, d1 > 0 ? 2 : 1, shape, out);
+}
+
+/* The embedding: a 16-bit table kept as stored (embed_q) unless p asks for float32 weights,
+ * else float32 (mapped, or widened). Quantizing a base never touches it (bitsandbytes
+ * quantizes linear layers only). */
+static road_status load_embedding(road_model *m, const road_model_params *p) {
+    static const char key[] = "model.embed_tokens.weight";
+    const int64_t V = m->cfg.vocab_size, H = m->cfg.hidden_size;
+    if (is_16bit(road__weights_find(m->weights, key)) && !(p && p->float32_weights))
+        return wrap_stored(m, key, V, H, &m->embed_q);
+    return get(m, key, V, H, &m->embed);
+}
+
+/* lm_head of a tied config: the embedding's own array (float32, or the 16-bit table as stored,
+ * which the 16-bit matmuls run), or, when p quantizes lm_head (quantize_lm_head) into another
+ * format, a quantized copy of its own (transformers' bitsandbytes path unties it too). */
+static road_status load_tied_head(road_model *m, const road_model_params *p, road_layer_desc *d) {
+    const road_qformat f = p ? p->quantize : ROAD_QFORMAT_NONE;
+    const bool quantize = f != ROAD_QFORMAT_NONE && p->quantize_lm_head;
+    const int64_t V = d->out_features, H = d->in_features;
+    if (!m->embed_q) return load_linear(m, p, "lm_head", V, H, true, m->embed, d);
+    if (!quantize || f == m->embed_q->format) {
+        d->qweight = m->embed_q;
+        return ROAD_OK;
+    }
+    /* the float copy quantizing needs lives for this call only */
+    float *w = road__malloc(sizeof(float) * (size_t)(V * H));
+    if (!w) return ROAD_ERR_NO_MEMORY;
+    road_qtensor *q = NULL;
+    road_status st = road_qtensor_dequantize_rows(m->embed_q, 0, V, w);
+    if (st == ROAD_OK) st = road_qtensor_quantize(f, V, H, w, p->double_quant, &q);
+    road__free(w);
+    if (st != ROAD_OK) {
+        road__error_prefix("quantizing 'lm_head'");
+        return st;
+    }
+    m->qt[m->n_qt++] = q;
+    d->qweight = q;
+    return ROAD_OK;
+}
+
 int64_t road__model_norm_len(const road_model *m, int n) {
     int64_t len = 0;
     road__layout_norm(&m->cfg, n, &len);
     return len;
-}
-
-static road_status get(road_model *m, const char *name, int64_t d0, int64_t d1, float **out) {
-    int64_t shape[2] = {d0, d1};
-    return road__weights_get(m->weights, name, d1 > 0 ? 2 : 1, shape, out);
 }
 
 /* config.json against the files, before anything is allocated from it: every size road
@@ -245,7 +320,7 @@ road_status road_model_load(const char *dir, const road_model_params *p, road_mo
         m->qt = road__calloc((size_t)n_desc, sizeof(road_qtensor *));
         if (!m->blocks || !desc || !names || !m->qt) st = ROAD_ERR_NO_MEMORY;
     }
-    if (st == ROAD_OK) st = get(m, "model.embed_tokens.weight", V, H, &m->embed);
+    if (st == ROAD_OK) st = load_embedding(m, p);
     if (st == ROAD_OK) st = get(m, "model.norm.weight", H, 0, &m->final_norm);
     /* the projections and norms of the family (layout.c): phi3's fused qkv_proj and
      * gate_up_proj in the places of q_proj and gate_proj */
@@ -295,7 +370,8 @@ road_status road_model_load(const char *dir, const road_model_params *p, road_mo
         d->out_features = V;
         d->is_output_head = true;
         /* transformers ties lm_head to the embedding (quantized, lm_head gets its own copy) */
-        st = load_linear(m, p, "lm_head", V, H, true, c->tie_word_embeddings ? m->embed : NULL, d);
+        st = c->tie_word_embeddings ? load_tied_head(m, p, d)
+                                    : load_linear(m, p, "lm_head", V, H, true, NULL, d);
         if (!c->tie_word_embeddings) params += V * H;
         m->lm_head = nd++;
     }
@@ -307,6 +383,7 @@ road_status road_model_load(const char *dir, const road_model_params *p, road_mo
         d->in_features = H;
         d->out_features = V;
         d->weight = m->embed;
+        d->qweight = m->embed_q;
         m->embed_layer = nd++;
         road_adapter_set_params sp = road_adapter_set_default_params();
         sp.model_type = c->model_type;
@@ -330,6 +407,7 @@ road_status road_model_load(const char *dir, const road_model_params *p, road_mo
     m->weight_bytes =
         road__weights_mapped_bytes(m->weights) + road__weights_owned_bytes(m->weights);
     for (int32_t i = 0; i < m->n_qt; i++) m->weight_bytes += road_qtensor_bytes(m->qt[i]);
+    if (m->embed_q) m->weight_bytes += road_qtensor_bytes(m->embed_q);
     *out = m;
     return ROAD_OK;
 }

@@ -93,7 +93,11 @@ struct road_model {
     road_generation_config gen;
     road_weights *weights;
     road_adapter_set *set;
-    float *embed;                   /* (V, H) */
+    float *embed;                   /* (V, H) float32 (an F32 checkpoint, or widened), or NULL
+                                       when embed_q holds it */
+    road_qtensor *embed_q;          /* (V, H) a BF16/F16 checkpoint's table as stored (mapped
+                                       copy-on-write): lookups widen rows, a tied lm_head runs on
+                                       it; the model's own (not in qt) */
     float *final_norm;              /* (H) */
     int32_t lm_head;                /* adapter-set index of lm_head */
     int32_t embed_layer;            /* adapter-set index of model.embed_tokens */
@@ -129,6 +133,10 @@ void road__full_free(road_full *f);
  * into lm_head gives the head its own copy (adapter/adapter_set.c: the embedding never
  * changes); savers then write lm_head.weight and tie_word_embeddings false. */
 bool road__model_head_tied(const road_model *m);
+/* Widen a 16-bit embedding (embed_q) to float32 for good: the set's embedding layer and a tied
+ * head move to one widened array, m->embed points at it, the mapped pages are dropped. What
+ * full fine-tuning and the float tensor table need; a no-op for a float32 embedding. */
+road_status road__model_widen_embedding(road_model *m);
 
 /* Floats of block norm n's weight (model.c). */
 int64_t road__model_norm_len(const road_model *m, int n);

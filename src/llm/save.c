@@ -59,6 +59,21 @@ road_status road__save_add_floats(road_st_writer *w, const char *name, road_dtyp
     return s;
 }
 
+road_status road__save_add_packed16(road_st_writer *w, const char *name, road_dtype dtype,
+                                    const road_qtensor *q) {
+    const int64_t shape[2] = {q->rows, q->cols};
+    const road_dtype stored = q->format == ROAD_QFORMAT_BF16 ? ROAD_DTYPE_BF16 : ROAD_DTYPE_F16;
+    ROAD_ASSERT(q->format == ROAD_QFORMAT_BF16 || q->format == ROAD_QFORMAT_F16);
+    if (dtype == stored) return road_st_writer_add(w, name, dtype, 2, shape, q->data);
+    const int64_t n = q->rows * q->cols;
+    float *x = road__malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    if (!x) return ROAD_ERR_NO_MEMORY;
+    road_status s = road_qtensor_dequantize_rows(q, 0, q->rows, x);
+    if (s == ROAD_OK) s = road__save_add_floats(w, name, dtype, 2, shape, x, n);
+    road__free(x);
+    return s;
+}
+
 road_status road__save_config(const char *src, road_dtype dtype, cJSON *qcfg, bool untie,
                               const char *dir) {
     char *text = NULL;
@@ -226,7 +241,7 @@ road_status road_model_save(road_model *m, const char *dir, road_dtype dtype) {
     if (s != ROAD_OK) return s;
     /* quantized and 16-bit layers have no float array to hand out: the quantized writer
      * widens them */
-    if (m->n_qt > 0)
+    if (m->n_qt > 0 || m->embed_q)
         return road_model_save_quantized(m, dir, dtype, ROAD_QFORMAT_NONE, false, false);
     if (road_adapter_set_count(m->set) > 0 && !road_adapter_set_merged(m->set))
         road__log(ROAD_LOG_WARN,

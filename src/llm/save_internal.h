@@ -8,6 +8,7 @@
 #include <cjson/cJSON.h>
 
 #include "road/llm.h"
+#include "road/quant.h"
 #include "road/safetensors.h"
 
 #define ROAD_SAVE_WEIGHTS_FILE "model.safetensors"
@@ -20,6 +21,10 @@ road_status road__save_check_dtype(road_dtype t);
 /* Add n floats to w as `dtype` (bf16 / f16 rounded to nearest even). */
 road_status road__save_add_floats(road_st_writer *w, const char *name, road_dtype dtype,
                                   int32_t ndim, const int64_t *shape, const float *x, int64_t n);
+/* Add a 16-bit tensor kept as stored (q: ROAD_QFORMAT_BF16 / F16) as `dtype`: its bytes as
+ * they are when dtype is its own (a round trip is bit-identical), else widened and converted. */
+road_status road__save_add_packed16(road_st_writer *w, const char *name, road_dtype dtype,
+                                    const road_qtensor *q);
 /* dir/config.json from the config.json at `src`, with torch_dtype (and v5's "dtype" when
  * present) set to dtype, quantization_config replaced by `qcfg` (taken over; NULL: the key is
  * removed), and with `untie` "tie_word_embeddings": false (the file then holds lm_head.weight:

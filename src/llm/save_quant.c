@@ -43,6 +43,9 @@ static road_status add_linear(qsave *c, road_st_writer *w, int32_t layer, bool h
     if (quantize && q && q->format == c->format && q->double_quant == dq) {
         s = road__qckpt_write(w, name, q,
                               road__save_torch_name(c->m->cfg.torch_dtype)); /* as it is */
+    } else if (!quantize && q && !road_qformat_is_quantized(q->format)) {
+        snprintf(key, sizeof key, "%s.weight", name); /* 16-bit as stored: no float copy */
+        s = road__save_add_packed16(w, key, c->dtype, q);
     } else {
         float *buf = NULL;
         const float *wf = road_linear_weight(l);
@@ -110,7 +113,11 @@ static road_status save_into(void *ctx, const char *tmp) {
     road_status s = road_st_writer_create(&w);
     if (s == ROAD_OK) s = road_st_writer_set_metadata(w, "format", "pt");
     const int64_t emb[2] = {V, H};
-    if (s == ROAD_OK)
+    /* the embedding as it is held: a 16-bit table kept as stored goes out bit for bit when
+     * dtype is its own */
+    if (s == ROAD_OK && m->embed_q)
+        s = road__save_add_packed16(w, "model.embed_tokens.weight", c->dtype, m->embed_q);
+    else if (s == ROAD_OK)
         s = road__save_add_floats(w, "model.embed_tokens.weight", c->dtype, 2, emb, m->embed,
                                   V * H);
     char key[QS_NAME_CAP];

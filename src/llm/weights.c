@@ -238,6 +238,10 @@ static void drop_pages(const void *p, size_t n) {
     if (e > a) (void)madvise((void *)a, e - a, MADV_DONTNEED);
 }
 
+void road__weights_drop(const void *p, size_t n) {
+    drop_pages(p, n);
+}
+
 road_status road__weights_get(road_weights *w, const char *name, int32_t ndim, const int64_t *shape,
                               float **out) {
     *out = NULL;

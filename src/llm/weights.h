@@ -32,6 +32,9 @@ road_status road__weights_get_raw(road_weights *w, const char *name, int32_t ndi
  * was quantized): a widened copy is freed, a mapped one's pages are dropped from memory. The
  * byte counts below go down by its size. */
 void road__weights_release(road_weights *w, float *p, int64_t numel);
+/* Drop the resident pages of mapped tensor bytes [p, p + n) that were only read and are used no
+ * more (a 16-bit tensor widened for good): a later read would fetch them from the file again. */
+void road__weights_drop(const void *p, size_t n);
 /* 1 + the highest n of any tensor named "<prefix><n>.<...>" (0 when there is none): how many
  * blocks the files hold, read from the names alone (no tensor is touched). */
 int64_t road__weights_layer_count(const road_weights *w, const char *prefix);
