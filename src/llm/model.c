@@ -177,6 +177,8 @@ static road_status load_linear(road_model *m, const road_model_params *p, const 
         }
         st = road_qtensor_quantize(f, out, in, w, p->double_quant, &q);
         if (st == ROAD_OK && !tied) road__weights_release(m->weights, w, out * in);
+        /* the tied table was read whole; the lookup will fault in only the rows it reads */
+        if (st == ROAD_OK && tied) road__weights_evict(m->weights, w, out * in);
         if (st != ROAD_OK) road__error_prefix("quantizing '%s'", name);
     }
     if (st != ROAD_OK) return st;
@@ -220,6 +222,8 @@ static road_status load_tied_head(road_model *m, const road_model_params *p, roa
     road_status st = road_qtensor_dequantize_rows(m->embed_q, 0, V, w);
     if (st == ROAD_OK) st = road_qtensor_quantize(f, V, H, w, p->double_quant, &q);
     road__free(w);
+    /* the mapped table was read whole; the lookup will fault in only the rows it reads */
+    road__weights_drop(m->embed_q->data, (size_t)road_qtensor_bytes(m->embed_q));
     if (st != ROAD_OK) {
         road__error_prefix("quantizing 'lm_head'");
         return st;
@@ -328,6 +332,11 @@ road_status road_model_load(const char *dir, const road_model_params *p, road_mo
     const bool per_head = c->qk_norm == ROAD_QK_NORM_HEAD;
     int32_t nd = 0;
     int64_t params = V * H + H;
+    /* A tied lm_head first, while nothing else is loaded: quantizing it reads the whole table
+     * (and a 16-bit one through a float32 copy), so the load's peak memory is that or the
+     * finished model, not both */
+    road_layer_desc head = {.out_features = V, .in_features = H};
+    if (st == ROAD_OK && c->tie_word_embeddings) st = load_tied_head(m, p, &head);
     for (int64_t l = 0; l < L && st == ROAD_OK; l++) {
         road_block *b = &m->blocks[l];
         b->fused = c->fused_proj;
@@ -370,8 +379,8 @@ road_status road_model_load(const char *dir, const road_model_params *p, road_mo
         d->out_features = V;
         d->is_output_head = true;
         /* transformers ties lm_head to the embedding (quantized, lm_head gets its own copy) */
-        st = c->tie_word_embeddings ? load_tied_head(m, p, d)
-                                    : load_linear(m, p, "lm_head", V, H, true, NULL, d);
+        if (c->tie_word_embeddings) d->weight = head.weight, d->qweight = head.qweight;
+        else st = load_linear(m, p, "lm_head", V, H, true, NULL, d);
         if (!c->tie_word_embeddings) params += V * H;
         m->lm_head = nd++;
     }

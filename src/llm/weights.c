@@ -242,6 +242,13 @@ void road__weights_drop(const void *p, size_t n) {
     drop_pages(p, n);
 }
 
+void road__weights_evict(const road_weights *w, const float *p, int64_t numel) {
+    if (!p) return;
+    for (const owned_buf *b = w->owned; b; b = b->next)
+        if (b->p == p) return; /* a converted copy: its pages are the only ones it has */
+    drop_pages(p, sizeof(float) * (size_t)numel);
+}
+
 road_status road__weights_get(road_weights *w, const char *name, int32_t ndim, const int64_t *shape,
                               float **out) {
     *out = NULL;

@@ -35,6 +35,11 @@ void road__weights_release(road_weights *w, float *p, int64_t numel);
 /* Drop the resident pages of mapped tensor bytes [p, p + n) that were only read and are used no
  * more (a 16-bit tensor widened for good): a later read would fetch them from the file again. */
 void road__weights_drop(const void *p, size_t n);
+/* The pages of a float32 tensor road__weights_get gave, dropped from memory when they are the
+ * mapped file's (a later read faults in what it touches); a converted copy is left alone. For
+ * a table that was read whole once (quantizing a tied lm_head) but is then read a row at a
+ * time (the embedding lookup). */
+void road__weights_evict(const road_weights *w, const float *p, int64_t numel);
 /* 1 + the highest n of any tensor named "<prefix><n>.<...>" (0 when there is none): how many
  * blocks the files hold, read from the names alone (no tensor is touched). */
 int64_t road__weights_layer_count(const road_weights *w, const char *prefix);
