@@ -17,7 +17,9 @@
 #include <string.h>
 
 #include "core/blas.h"
+#include "core/cpu.h"
 #include "core/threads.h"
+#include "llm/kv_read.h"
 #include "llm/ops.h"
 #include "road/llm.h"
 
@@ -207,8 +209,9 @@ void road__softcap_backward(float *dx, const float *y, int64_t N, float cap) {
 /* Attention items (row, head) per OpenMP chunk on the per-row path: a decode row is short. */
 #define ATTN_CHUNK 4
 
-int64_t road__attention_scratch(int64_t qblock, int64_t max_keys) {
-    return (qblock < max_keys ? qblock : max_keys) * (max_keys > 0 ? max_keys : 1);
+int64_t road__attention_scratch(int64_t qblock, int64_t max_keys, int64_t widen_d) {
+    return (qblock < max_keys ? qblock : max_keys) * (max_keys > 0 ? max_keys : 1) +
+           widen_d * max_keys;
 }
 
 static float *thread_scratch(float *scratch, int64_t stride) {
@@ -225,9 +228,10 @@ static int64_t attn_lo(int64_t p, int64_t window) {
     return window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
 }
 
-/* Per-row path (decode): one (row, head) per item, dot products in scalar loops. */
+/* Per-row path (decode): one (row, head) per item, dot products in scalar loops (float32
+ * keys) or the 16-bit cache's reader (kv_read.h). */
 static void attention_rows(float *att, const float *q, const attn_batch *a, float *scratch,
-                           int64_t scratch_stride) {
+                           int64_t scratch_stride, bool simd) {
     const int64_t nh = a->nh, d = a->d, group = a->nh / a->nkv;
     const int64_t items = a->R * nh;
 #pragma omp parallel for schedule(dynamic, ATTN_CHUNK)
@@ -237,14 +241,22 @@ static void attention_rows(float *att, const float *q, const attn_batch *a, floa
         if (sq->n >= a->gemm_min) continue; /* attention_blocks' */
         const int64_t p = sq->p0 + (r - sq->r0), lo = attn_lo(p, a->window);
         float *sc = thread_scratch(scratch, scratch_stride);
-        const float *kb = sq->k + hk * sq->head_stride, *vb = sq->v + hk * sq->head_stride;
+        const kv_reader *rd = sq->dtype == ROAD_DTYPE_F32 ? NULL : road__kv_reader(sq->dtype, simd);
+        const float *kb = rd ? NULL : (const float *)sq->k + hk * sq->head_stride;
+        const float *vb = rd ? NULL : (const float *)sq->v + hk * sq->head_stride;
+        const uint16_t *kh = rd ? (const uint16_t *)sq->k + hk * sq->head_stride : NULL;
+        const uint16_t *vh = rd ? (const uint16_t *)sq->v + hk * sq->head_stride : NULL;
         const int64_t kstride = sq->pos_stride;
         const float *qv = q + (r * nh + hq) * d;
         float mx = -INFINITY;
         for (int64_t t = lo; t <= p; t++) {
-            const float *kt = kb + t * kstride;
             float dot = 0.0f;
-            for (int64_t i = 0; i < d; i++) dot += qv[i] * kt[i];
+            if (rd) {
+                dot = rd->dot(qv, kh + t * kstride, d);
+            } else {
+                const float *kt = kb + t * kstride;
+                for (int64_t i = 0; i < d; i++) dot += qv[i] * kt[i];
+            }
             dot *= a->scale;
             if (a->softcap > 0.0f) dot = a->softcap * tanhf(dot / a->softcap);
             sc[t - lo] = dot;
@@ -261,6 +273,10 @@ static void attention_rows(float *att, const float *q, const attn_batch *a, floa
         for (int64_t i = 0; i < d; i++) o[i] = 0.0f;
         for (int64_t t = lo; t <= p; t++) {
             const float w = sc[t - lo] * inv;
+            if (rd) {
+                rd->axpy(o, w, vh + t * kstride, d);
+                continue;
+            }
             const float *vt = vb + t * kstride;
             for (int64_t i = 0; i < d; i++) o[i] += w * vt[i];
         }
@@ -288,10 +304,18 @@ static void softmax_masked(float *P, int64_t ni, int64_t nk, int64_t p0, int64_t
     }
 }
 
+/* Keys (or values) 0..nk-1 of one head of a 16-bit cache, widened into w (nk, d). */
+static void widen_rows(float *w, const uint16_t *src, int64_t nk, int64_t d, int64_t stride,
+                       const kv_reader *rd) {
+    for (int64_t t = 0; t < nk; t++) rd->widen(w + t * d, src + t * stride, d);
+}
+
 /* GEMM path (prefill, training): one (sequence, head, block of qblock queries) per item, the
- * block against all keys up to its last query. */
+ * block against all keys up to its last query. Memory is linear in the context: the block's
+ * scores S (ni x nk, ni <= qblock) and, for a 16-bit cache, the head's keys then values
+ * widened to float32 (nk x d) in the same scratch, after S. */
 static void attention_blocks(float *att, const float *q, const attn_batch *a, float *scratch,
-                             int64_t scratch_stride) {
+                             int64_t scratch_stride, bool simd) {
     const int64_t nh = a->nh, d = a->d, group = a->nh / a->nkv, QB = a->qblock;
     int64_t items = 0;
     for (int64_t s = 0; s < a->n_seq; s++)
@@ -313,11 +337,23 @@ static void attention_blocks(float *att, const float *q, const attn_batch *a, fl
         const int64_t r0 = sq->r0 + i0, p0 = sq->p0 + i0;
         const int64_t nk = p0 + ni; /* keys 0 .. p0 + ni - 1 */
         float *S = thread_scratch(scratch, scratch_stride);
-        const float *kb = sq->k + hk * sq->head_stride, *vb = sq->v + hk * sq->head_stride;
-        const int64_t ld = sq->pos_stride;
+        const float *kb, *vb;
+        int64_t ld = sq->pos_stride;
+        float *W = S + ni * nk; /* (nk, d) widened keys, then values (16-bit caches) */
+        const kv_reader *rd = sq->dtype == ROAD_DTYPE_F32 ? NULL : road__kv_reader(sq->dtype, simd);
+        if (rd) {
+            widen_rows(W, (const uint16_t *)sq->k + hk * sq->head_stride, nk, d, ld, rd);
+            kb = vb = W, ld = d;
+        } else {
+            kb = (const float *)sq->k + hk * sq->head_stride;
+            vb = (const float *)sq->v + hk * sq->head_stride;
+        }
         road__sgemm(false, true, ni, nk, d, a->scale, q + (r0 * nh + hq) * d, nh * d, kb, ld, 0.0f,
                     S, nk);
         softmax_masked(S, ni, nk, p0, a->window, a->softcap);
+        if (rd)
+            widen_rows(W, (const uint16_t *)sq->v + hk * sq->head_stride, nk, d, sq->pos_stride,
+                       rd);
         road__sgemm(false, false, ni, d, nk, 1.0f, S, nk, vb, ld, 0.0f, att + (r0 * nh + hq) * d,
                     nh * d);
     }
@@ -325,8 +361,11 @@ static void attention_blocks(float *att, const float *q, const attn_batch *a, fl
 
 void road__attention_forward(float *att, const float *q, const attn_batch *a, float *scratch,
                              int64_t scratch_stride) {
-    attention_rows(att, q, a, scratch, scratch_stride);
-    attention_blocks(att, q, a, scratch, scratch_stride);
+    bool simd = false; /* only a 16-bit cache has a SIMD reader to choose */
+    for (int64_t s = 0; s < a->n_seq && !simd; s++)
+        simd = a->seqs[s].dtype != ROAD_DTYPE_F32 && road__cpu_has_avx2_fma();
+    attention_rows(att, q, a, scratch, scratch_stride, simd);
+    attention_blocks(att, q, a, scratch, scratch_stride, simd);
 }
 
 void road__attention_backward(float *dq, float *dk, float *dv, const float *datt, const float *q,
