@@ -214,6 +214,11 @@ int64_t road__attention_scratch(int64_t qblock, int64_t max_keys, int64_t widen_
            widen_d * max_keys;
 }
 
+/* Bytes of one element of a K/V view: float32, or a 16-bit cache's. */
+static size_t kv_elem_bytes(road_dtype t) {
+    return t == ROAD_DTYPE_F32 ? sizeof(float) : sizeof(uint16_t);
+}
+
 static float *thread_scratch(float *scratch, int64_t stride) {
 #ifdef _OPENMP
     return scratch + (size_t)omp_get_thread_num() * (size_t)stride;
@@ -228,8 +233,8 @@ static int64_t attn_lo(int64_t p, int64_t window) {
     return window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
 }
 
-/* Per-row path (decode): one (row, head) per item, dot products in scalar loops (float32
- * keys) or the 16-bit cache's reader (kv_read.h). */
+/* Per-row path (decode): one (row, head) per item, each key's dot product and each value's
+ * update through the cache type's reader (kv_read.h: AVX2 when simd, else the scalar loops). */
 static void attention_rows(float *att, const float *q, const attn_batch *a, float *scratch,
                            int64_t scratch_stride, bool simd) {
     const int64_t nh = a->nh, d = a->d, group = a->nh / a->nkv;
@@ -241,22 +246,15 @@ static void attention_rows(float *att, const float *q, const attn_batch *a, floa
         if (sq->n >= a->gemm_min) continue; /* attention_blocks' */
         const int64_t p = sq->p0 + (r - sq->r0), lo = attn_lo(p, a->window);
         float *sc = thread_scratch(scratch, scratch_stride);
-        const kv_reader *rd = sq->dtype == ROAD_DTYPE_F32 ? NULL : road__kv_reader(sq->dtype, simd);
-        const float *kb = rd ? NULL : (const float *)sq->k + hk * sq->head_stride;
-        const float *vb = rd ? NULL : (const float *)sq->v + hk * sq->head_stride;
-        const uint16_t *kh = rd ? (const uint16_t *)sq->k + hk * sq->head_stride : NULL;
-        const uint16_t *vh = rd ? (const uint16_t *)sq->v + hk * sq->head_stride : NULL;
-        const int64_t kstride = sq->pos_stride;
+        const kv_reader *rd = road__kv_reader(sq->dtype, simd);
+        const size_t es = kv_elem_bytes(sq->dtype);
+        const char *kb = (const char *)sq->k + (size_t)(hk * sq->head_stride) * es;
+        const char *vb = (const char *)sq->v + (size_t)(hk * sq->head_stride) * es;
+        const size_t kstride = (size_t)sq->pos_stride * es; /* bytes */
         const float *qv = q + (r * nh + hq) * d;
         float mx = -INFINITY;
         for (int64_t t = lo; t <= p; t++) {
-            float dot = 0.0f;
-            if (rd) {
-                dot = rd->dot(qv, kh + t * kstride, d);
-            } else {
-                const float *kt = kb + t * kstride;
-                for (int64_t i = 0; i < d; i++) dot += qv[i] * kt[i];
-            }
+            float dot = rd->dot(qv, kb + (size_t)t * kstride, d);
             dot *= a->scale;
             if (a->softcap > 0.0f) dot = a->softcap * tanhf(dot / a->softcap);
             sc[t - lo] = dot;
@@ -271,15 +269,7 @@ static void attention_rows(float *att, const float *q, const attn_batch *a, floa
         const float inv = (float)(1.0 / sum);
         float *o = att + (r * nh + hq) * d;
         for (int64_t i = 0; i < d; i++) o[i] = 0.0f;
-        for (int64_t t = lo; t <= p; t++) {
-            const float w = sc[t - lo] * inv;
-            if (rd) {
-                rd->axpy(o, w, vh + t * kstride, d);
-                continue;
-            }
-            const float *vt = vb + t * kstride;
-            for (int64_t i = 0; i < d; i++) o[i] += w * vt[i];
-        }
+        for (int64_t t = lo; t <= p; t++) rd->axpy(o, sc[t - lo] * inv, vb + (size_t)t * kstride, d);
     }
 }
 
@@ -361,9 +351,7 @@ static void attention_blocks(float *att, const float *q, const attn_batch *a, fl
 
 void road__attention_forward(float *att, const float *q, const attn_batch *a, float *scratch,
                              int64_t scratch_stride) {
-    bool simd = false; /* only a 16-bit cache has a SIMD reader to choose */
-    for (int64_t s = 0; s < a->n_seq && !simd; s++)
-        simd = a->seqs[s].dtype != ROAD_DTYPE_F32 && road__cpu_has_avx2_fma();
+    const bool simd = road__cpu_has_avx2_fma();
     attention_rows(att, q, a, scratch, scratch_stride, simd);
     attention_blocks(att, q, a, scratch, scratch_stride, simd);
 }

@@ -138,8 +138,11 @@ typedef struct attn_batch {
 int64_t road__attention_scratch(int64_t qblock, int64_t max_keys, int64_t widen_d);
 
 /* att[r, hq] = sum_t softmax_t(scale q[r, hq] . k[t, hk]) v[t, hk] over the row's keys, the
- * softmax max-shifted in float with its sum in double. scratch holds road__attention_scratch floats
- * per thread, scratch_stride apart (>= road__attention_scratch(qblock, max_keys)).
+ * softmax max-shifted in float with its sum in double. The per-row path reads keys and values
+ * through kv_read.h's readers (AVX2 where the CPU has it: 8-lane FMA sums, the same order for
+ * every cache type); the GEMM path through road__sgemm, a 16-bit cache's head widened first.
+ * scratch holds road__attention_scratch floats per thread, scratch_stride apart
+ * (>= road__attention_scratch(qblock, max_keys, widen_d)).
  *   att (R, nh x d), q (R, nh x d), keys and values as a->seqs say */
 void road__attention_forward(float *att, const float *q, const attn_batch *a, float *scratch,
                              int64_t scratch_stride);
