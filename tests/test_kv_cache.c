@@ -98,43 +98,57 @@ static void test_round_bf16(void **state) {
     tu_assert_equal_f32("f32 copy", f, src, 4);
 }
 
-/* AVX2 readers against the scalar ones: widen exactly equal, dot and axpy to float rounding
- * of the sum (|terms| <= 1, d <= 128: 1e-5 absolute). */
+/* AVX2 readers against the scalar ones: widen exactly equal, dot products and weighted sums
+ * to float rounding of the sums (|terms| <= 1, d <= 128: 1e-5 absolute); the AVX2 sums of a
+ * 16-bit row equal bit for bit those of its float32 widening; a key's dot product does not
+ * depend on how many keys are read with it (the 4-key groups and the rest). */
 #define READER_ATOL 1e-5
+#define NK 11 /* keys: two groups of 4 and 3 more */
 static void test_readers(void **state) {
     (void)state;
     if (!road__cpu_has_avx2_fma()) skip();
     const int64_t dims[] = {8, 16, 64, 96, 100, 128};
     const road_dtype types[] = {ROAD_DTYPE_BF16, ROAD_DTYPE_F16, ROAD_DTYPE_F32};
-    float q[128], kf[128], w0[128], w1[128], o0[128], o1[128];
-    uint16_t k16[128];
+    static float q[128], kf[NK * 130], wide[NK * 130], w[NK], o0[128], o1[128], o2[128];
+    static float s0[NK], s1[NK], s2[NK];
+    static uint16_t k16[NK * 130];
+    const kv_reader *f32 = road__kv_reader(ROAD_DTYPE_F32, true);
+    tu_fill_uniform(w, NK, 5, 0.0f, 0.2f);
     for (int ti = 0; ti < 3; ti++) {
-        const bool f32 = types[ti] == ROAD_DTYPE_F32;
-        const void *k = f32 ? (const void *)kf : (const void *)k16;
         const kv_reader *ref = road__kv_reader(types[ti], false),
                         *fast = road__kv_reader(types[ti], true);
         assert_ptr_not_equal(ref, fast);
+        const bool is32 = types[ti] == ROAD_DTYPE_F32;
         for (int di = 0; di < 6; di++) {
-            const int64_t d = dims[di];
+            const int64_t d = dims[di], stride = d + 2; /* rows apart, as a cache's heads are */
             tu_fill_uniform(q, d, 7 + (uint64_t)di, -1.0f, 1.0f);
-            tu_fill_uniform(kf, d, 99 + (uint64_t)di, -1.0f, 1.0f);
+            tu_fill_uniform(kf, NK * stride, 99 + (uint64_t)di, -1.0f, 1.0f);
             kf[0] = 0x1p-20f; /* a subnormal f16 */
-            if (!f32) {
-                road__kv_round(types[ti], k16, kf, d);
-                ref->widen(w0, k16, d);
-                fast->widen(w1, k16, d);
-                tu_assert_equal_f32("widen", w1, w0, d);
-                /* the AVX2 sums of a 16-bit row are those of its float32 widening */
-                const kv_reader *f = road__kv_reader(ROAD_DTYPE_F32, true);
-                const float a = f->dot(q, w0, d), b = fast->dot(q, k16, d);
-                assert_memory_equal(&a, &b, sizeof a);
+            const void *k = kf;
+            if (!is32) {
+                road__kv_round(types[ti], k16, kf, NK * stride);
+                ref->widen(wide, k16, NK * stride);
+                fast->widen(o1, k16, d);
+                tu_assert_equal_f32("widen", o1, wide, d);
+                k = k16;
             }
-            const float a = ref->dot(q, k, d), b = fast->dot(q, k, d);
-            tu_assert_close("dot", &b, &a, 1, READER_ATOL, 0);
-            for (int64_t i = 0; i < d; i++) o0[i] = o1[i] = q[i];
-            ref->axpy(o0, 0.37f, k, d);
-            fast->axpy(o1, 0.37f, k, d);
-            tu_assert_close("axpy", o1, o0, d, READER_ATOL, 0);
+            ref->dots(s0, q, k, NK, stride, d);
+            fast->dots(s1, q, k, NK, stride, d);
+            tu_assert_close("dots", s1, s0, NK, READER_ATOL, 0);
+            for (int64_t n = 1; n < NK; n++) { /* fewer keys: the same values */
+                fast->dots(s2, q, k, n, stride, d);
+                tu_assert_equal_f32("dots of fewer keys", s2, s1, n);
+            }
+            for (int64_t i = 0; i < d; i++) o0[i] = o1[i] = o2[i] = q[i];
+            ref->wsum(o0, w, k, NK, stride, d);
+            fast->wsum(o1, w, k, NK, stride, d);
+            tu_assert_close("wsum", o1, o0, d, READER_ATOL, 0);
+            if (!is32) { /* the 16-bit reader = the f32 reader on the widened values */
+                f32->dots(s2, q, wide, NK, stride, d);
+                tu_assert_equal_f32("dots vs f32 of the widened", s1, s2, NK);
+                f32->wsum(o2, w, wide, NK, stride, d);
+                tu_assert_equal_f32("wsum vs f32 of the widened", o1, o2, d);
+            }
         }
     }
 }

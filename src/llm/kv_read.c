@@ -6,40 +6,42 @@
 
 #include "road/core.h"
 
-/* One body per 16-bit type: `widen1` is a constant in each, so it is inlined. The dot
- * product runs in one float accumulator, element by element: the float32 loop below with each
- * element widened first. */
-#define KV_SCALAR_KERNELS(tag, widen1)                                                             \
-    static float tag##_dot(const float *q, const void *kp, int64_t d) {                            \
-        const uint16_t *k = kp;                                                                    \
-        float dot = 0.0f;                                                                          \
-        for (int64_t i = 0; i < d; i++) dot += q[i] * widen1(k[i]);                                \
-        return dot;                                                                                \
+/* One body per type T: `widen1` (a constant in each) widens one element. Each dot product
+ * runs in one float accumulator, element by element, and each o[i] sums over the keys in
+ * order: the loops attention's per-row path always had. */
+#define KV_SCALAR_KERNELS(tag, T, widen1)                                                          \
+    static void tag##_dots(float *s, const float *q, const void *kp, int64_t n, int64_t stride,    \
+                           int64_t d) {                                                            \
+        const T *k = kp;                                                                           \
+        for (int64_t t = 0; t < n; t++) {                                                          \
+            const T *kt = k + t * stride;                                                          \
+            float dot = 0.0f;                                                                      \
+            for (int64_t i = 0; i < d; i++) dot += q[i] * widen1(kt[i]);                           \
+            s[t] = dot;                                                                            \
+        }                                                                                          \
     }                                                                                              \
-    static void tag##_axpy(float *o, float w, const void *vp, int64_t d) {                         \
-        const uint16_t *v = vp;                                                                    \
-        for (int64_t i = 0; i < d; i++) o[i] += w * widen1(v[i]);                                  \
-    }                                                                                              \
+    static void tag##_wsum(float *o, const float *w, const void *vp, int64_t n, int64_t stride,    \
+                           int64_t d) {                                                            \
+        const T *v = vp;                                                                           \
+        for (int64_t t = 0; t < n; t++)                                                            \
+            for (int64_t i = 0; i < d; i++) o[i] += w[t] * widen1(v[t * stride + i]);              \
+    }
+
+#define KV_SCALAR_WIDEN(tag, widen1)                                                               \
     static void tag##_widen(float *dst, const uint16_t *src, int64_t n) {                          \
         for (int64_t i = 0; i < n; i++) dst[i] = widen1(src[i]);                                   \
-    }                                                                                              \
-    static const kv_reader tag##_reader = {tag##_dot, tag##_axpy, tag##_widen};
+    }
 
-/* float32: the loops attention's per-row path always had. */
-static float f32_dot(const float *q, const void *kp, int64_t d) {
-    const float *k = kp;
-    float dot = 0.0f;
-    for (int64_t i = 0; i < d; i++) dot += q[i] * k[i];
-    return dot;
-}
-static void f32_axpy(float *o, float w, const void *vp, int64_t d) {
-    const float *v = vp;
-    for (int64_t i = 0; i < d; i++) o[i] += w * v[i];
-}
-static const kv_reader f32_reader = {f32_dot, f32_axpy, NULL};
+#define KV_F32_ID(x) (x)
+KV_SCALAR_KERNELS(f32, float, KV_F32_ID)
+KV_SCALAR_KERNELS(bf16, uint16_t, road_bf16_to_f32)
+KV_SCALAR_KERNELS(f16, uint16_t, road_f16_to_f32)
+KV_SCALAR_WIDEN(bf16, road_bf16_to_f32)
+KV_SCALAR_WIDEN(f16, road_f16_to_f32)
 
-KV_SCALAR_KERNELS(bf16, road_bf16_to_f32)
-KV_SCALAR_KERNELS(f16, road_f16_to_f32)
+static const kv_reader f32_reader = {f32_dots, f32_wsum, NULL};
+static const kv_reader bf16_reader = {bf16_dots, bf16_wsum, bf16_widen};
+static const kv_reader f16_reader = {f16_dots, f16_wsum, f16_widen};
 
 const kv_reader *road__kv_reader(road_dtype t, bool simd) {
 #if defined(__x86_64__) || defined(__i386__)

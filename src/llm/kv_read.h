@@ -23,10 +23,12 @@
 #include "road/core.h"
 
 typedef struct kv_reader {
-    /* sum_i q[i] k[i].   q (d) float32, k (d) any */
-    float (*dot)(const float *q, const void *k, int64_t d);
-    /* o[i] += w v[i].   o (d), v (d) any */
-    void (*axpy)(float *o, float w, const void *v, int64_t d);
+    /* s[t] = sum_i q[i] k[t stride + i] for the n keys t < n (one head's keys, stride
+     * elements apart).   s (n), q (d) float32, k (n, stride) any */
+    void (*dots)(float *s, const float *q, const void *k, int64_t n, int64_t stride, int64_t d);
+    /* o[i] += sum_t w[t] v[t stride + i], t in order (each o[i] a running sum over t).
+     *   o (d), w (n), v (n, stride) any */
+    void (*wsum)(float *o, const float *w, const void *v, int64_t n, int64_t stride, int64_t d);
     /* dst[i] = src[i] widened.   dst (n), src (n) 16-bit (NULL for float32) */
     void (*widen)(float *dst, const uint16_t *src, int64_t n);
 } kv_reader;

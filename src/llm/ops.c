@@ -233,8 +233,9 @@ static int64_t attn_lo(int64_t p, int64_t window) {
     return window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
 }
 
-/* Per-row path (decode): one (row, head) per item, each key's dot product and each value's
- * update through the cache type's reader (kv_read.h: AVX2 when simd, else the scalar loops). */
+/* Per-row path (decode): one (row, head) per item, its keys' dot products and its weighted
+ * sum of values through the cache type's reader (kv_read.h: AVX2 when simd, else the scalar
+ * loops). */
 static void attention_rows(float *att, const float *q, const attn_batch *a, float *scratch,
                            int64_t scratch_stride, bool simd) {
     const int64_t nh = a->nh, d = a->d, group = a->nh / a->nkv;
@@ -250,26 +251,27 @@ static void attention_rows(float *att, const float *q, const attn_batch *a, floa
         const size_t es = kv_elem_bytes(sq->dtype);
         const char *kb = (const char *)sq->k + (size_t)(hk * sq->head_stride) * es;
         const char *vb = (const char *)sq->v + (size_t)(hk * sq->head_stride) * es;
-        const size_t kstride = (size_t)sq->pos_stride * es; /* bytes */
         const float *qv = q + (r * nh + hq) * d;
+        const int64_t nk = p - lo + 1;
+        rd->dots(sc, qv, kb + (size_t)lo * (size_t)sq->pos_stride * es, nk, sq->pos_stride, d);
         float mx = -INFINITY;
-        for (int64_t t = lo; t <= p; t++) {
-            float dot = rd->dot(qv, kb + (size_t)t * kstride, d);
-            dot *= a->scale;
+        for (int64_t t = 0; t < nk; t++) {
+            float dot = sc[t] * a->scale;
             if (a->softcap > 0.0f) dot = a->softcap * tanhf(dot / a->softcap);
-            sc[t - lo] = dot;
+            sc[t] = dot;
             if (dot > mx) mx = dot;
         }
         double sum = 0.0;
-        for (int64_t t = lo; t <= p; t++) {
-            float e = expf(sc[t - lo] - mx);
-            sc[t - lo] = e;
+        for (int64_t t = 0; t < nk; t++) {
+            float e = expf(sc[t] - mx);
+            sc[t] = e;
             sum += e;
         }
         const float inv = (float)(1.0 / sum);
+        for (int64_t t = 0; t < nk; t++) sc[t] *= inv;
         float *o = att + (r * nh + hq) * d;
         for (int64_t i = 0; i < d; i++) o[i] = 0.0f;
-        for (int64_t t = lo; t <= p; t++) rd->axpy(o, sc[t - lo] * inv, vb + (size_t)t * kstride, d);
+        rd->wsum(o, sc, vb + (size_t)lo * (size_t)sq->pos_stride * es, nk, sq->pos_stride, d);
     }
 }
 
