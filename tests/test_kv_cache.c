@@ -8,8 +8,9 @@
  *     16-bit cache against its float32 twin, a float32 cache holding the same rounded values
  *     (road__kv_cache_round_as): equal bit for bit (widening is exact and the readers of all
  *     types sum in one order), so the only difference a 16-bit cache makes is the rounding of
- *     K and V. Against a plain float32 cache the logits move by the bound stated below;
- *     greedy tokens agree but at near ties.
+ *     K and V; the same over a prompt of two query blocks, a later prefill chunk and decode.
+ *     Against a plain float32 cache the logits move by the bound stated below; greedy tokens
+ *     agree but at near ties.
  */
 #include <float.h>
 #include <math.h>
@@ -189,13 +190,18 @@ static void test_bytes(void **state) {
 
 /* Prefill PROMPT tokens then decode DECODE, one at a time, into cache kv; logits of the
  * prefill's last row then of each decode step into out ((1 + DECODE) x V). */
-static void run(road_model *m, road_kv_cache *kv, const int32_t *tok, float *out, int64_t V) {
-    road_seq s = {tok, PROMPT, kv, NULL, false};
+static void run_n(road_model *m, road_kv_cache *kv, const int32_t *tok, float *out, int64_t V,
+                  int64_t prompt, int64_t decode) {
+    road_seq s = {tok, prompt, kv, NULL, false};
     TU_OK(road_model_forward(m, &s, 1, out));
-    for (int i = 0; i < DECODE; i++) {
-        road_seq one = {&tok[PROMPT + i], 1, kv, NULL, false};
+    for (int64_t i = 0; i < decode; i++) {
+        road_seq one = {&tok[prompt + i], 1, kv, NULL, false};
         TU_OK(road_model_forward(m, &one, 1, out + (1 + i) * V));
     }
+}
+
+static void run(road_model *m, road_kv_cache *kv, const int32_t *tok, float *out, int64_t V) {
+    run_n(m, kv, tok, out, V, PROMPT, DECODE);
 }
 
 static double max_diff(const float *a, const float *b, int64_t n) {
@@ -254,6 +260,49 @@ static void test_models(void **state) {
     }
     printf("# worst: bf16 %.3g (bound %g), f16 %.3g (bound %g)\n", worst[0], (double)BF16_ATOL,
            worst[1], (double)F16_ATOL);
+}
+
+/* A prompt of several query blocks (ATTN_QBLOCK 64: blocks of 64 and 36 queries, the second
+ * against 100 keys), then a chunk of 9 tokens after it (the GEMM path from p0 > 0), then
+ * decode: the 16-bit caches still equal their float32 twins bit for bit, on a full-attention
+ * and a sliding-window family. */
+#define LONG_PROMPT 100
+#define LONG_CHUNK 9
+static void test_long_prompt(void **state) {
+    (void)state;
+    const char *names[] = {"tiny-llama", "tiny-gemma2"};
+    const road_dtype types[] = {ROAD_DTYPE_BF16, ROAD_DTYPE_F16};
+    for (int mi = 0; mi < 2; mi++) {
+        road_model *m = load(names[mi]);
+        const int64_t V = road_model_config(m)->vocab_size, total = LONG_PROMPT + LONG_CHUNK + 4;
+        int32_t tok[LONG_PROMPT + LONG_CHUNK + 4];
+        for (int i = 0; i < total; i++) tok[i] = (int32_t)((29 * i + 11) % V);
+        float *a = tu_alloc(sizeof(float) * (size_t)(LONG_CHUNK + 5) * V);
+        float *b = tu_alloc(sizeof(float) * (size_t)(LONG_CHUNK + 5) * V);
+        for (int ti = 0; ti < 2; ti++) {
+            road_kv_cache *kv[2];
+            float *out[2] = {a, b};
+            for (int w = 0; w < 2; w++) {
+                TU_OK(road_kv_cache_create_ex(m, total, w ? types[ti] : ROAD_DTYPE_F32, &kv[w]));
+                if (!w) road__kv_cache_round_as(kv[w], types[ti]);
+                road_seq s = {tok, LONG_PROMPT, kv[w], NULL, false};
+                TU_OK(road_model_forward(m, &s, 1, out[w]));
+                road_seq c = {tok + LONG_PROMPT, LONG_CHUNK, kv[w], NULL, true};
+                TU_OK(road_model_forward(m, &c, 1, out[w] + V));
+                /* then 4 decode steps: rows 1 + LONG_CHUNK .. */
+                run_n(m, kv[w], tok + LONG_PROMPT + LONG_CHUNK, out[w] + (1 + LONG_CHUNK) * V, V, 1,
+                      3);
+                road_kv_cache_free(kv[w]);
+            }
+            char what[96];
+            snprintf(what, sizeof what, "%s %s long prompt vs its f32 twin", names[mi],
+                     road_dtype_name(types[ti]));
+            tu_assert_equal_f32(what, b, a, (LONG_CHUNK + 5) * V);
+        }
+        free(a);
+        free(b);
+        road_model_free(m);
+    }
 }
 
 typedef struct collected {
@@ -339,7 +388,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_f16), cmocka_unit_test(test_round_bf16),
         cmocka_unit_test(test_readers),   cmocka_unit_test(test_bytes),
-        cmocka_unit_test(test_models),    cmocka_unit_test(test_greedy),
+        cmocka_unit_test(test_models),    cmocka_unit_test(test_long_prompt),
+        cmocka_unit_test(test_greedy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
