@@ -10,10 +10,17 @@
  *       the memory bandwidth measured in the same run; target >= 0.6 of the bound;
  *   [3] decode with 8 sequences on 8 different adapters (RoAd on every linear layer) vs the
  *       same 8 sequences on one adapter; target <= 1.05;
- *   [4] peak resident memory vs the float32 weights.
+ *   [4] peak resident memory vs the float32 weights;
+ *   [5] long context: a prompt of --context tokens (2048), then decode with a float32 KV cache
+ *       and with a --kv-dtype one (bf16 or f16), alternated: ms/token, the caches' bytes, and
+ *       how far the 16-bit cache moves the logits (max |difference|, greedy token agreement);
+ *       then decode attention alone (road__attention_forward, one row, every head, one
+ *       layer's keys) for f32, bf16 and f16 caches, and the per-row loop before the AVX2
+ *       readers (one float accumulator, single thread) against the AVX2 one.
  *
- * Usage: bench_llm [--threads N] [--layers L] [--dir DIR]. --layers shrinks the model for a
- * quick run. The model folder is made in a temporary folder (or DIR) and removed at the end.
+ * Usage: bench_llm [--threads N] [--layers L] [--dir DIR] [--context N] [--kv-dtype bf16|f16]
+ * [--kv-only]. --layers shrinks the model for a quick run; --kv-only runs [5] alone. The model
+ * folder is made in a temporary folder (or DIR) and removed at the end.
  */
 #include <cblas.h>
 #include <math.h>
@@ -23,6 +30,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/blas.h"
+#include "llm/kv_read.h"
+#include "llm/ops.h"
 #include "road/road.h"
 
 #define BENCH_NAME "bench_llm"
@@ -97,17 +107,164 @@ static double matmul_time(const mm_bufs *b, int layers, int64_t R) {
     return now_s() - t0;
 }
 
+/* [5a] decode at a long context: f32 cache vs a `kvt` cache, on the same prompt. */
+#define KV_STEPS 8
+#define KV_REPS 4
+#define PREFILL_REPS 2
+static void long_context(road_model *m, int layers, int context, road_dtype kvt) {
+    const char *tn = kvt == ROAD_DTYPE_BF16 ? "bf16" : "f16";
+    int32_t *prompt = malloc(sizeof(int32_t) * (size_t)context);
+    float *lg[2] = {malloc(sizeof(float) * VOCAB * KV_STEPS), malloc(sizeof(float) * VOCAB * KV_STEPS)};
+    if (!prompt || !lg[0] || !lg[1]) exit(1);
+    for (int i = 0; i < context; i++) prompt[i] = (int32_t)((i * 7919 + 13) % VOCAB);
+    road_kv_cache *kv[2];
+    const road_dtype types[2] = {ROAD_DTYPE_F32, kvt};
+    double t_pre[2];
+    road_seq warm = {prompt, 16, NULL, NULL, false}; /* fault the weights in first */
+    die(road_model_forward(m, &warm, 1, lg[0]), "warm-up");
+    for (int w = 0; w < 2; w++)
+        die(road_kv_cache_create_ex(m, context + KV_STEPS + 1, types[w], &kv[w]), "cache");
+    t_pre[0] = t_pre[1] = 1e30;
+    for (int r = 0; r < PREFILL_REPS; r++) /* alternated, best of */
+        for (int w = 0; w < 2; w++) {
+            die(road_kv_cache_truncate(kv[w], 0), "truncate");
+            road_seq s = {prompt, context, kv[w], NULL, false};
+            double a = now_s();
+            die(road_model_forward(m, &s, 1, lg[w]), "prefill");
+            t_pre[w] = fmin(t_pre[w], now_s() - a);
+        }
+    int32_t toks[KV_STEPS];
+    for (int i = 0; i < KV_STEPS; i++) toks[i] = (int32_t)((i * 104729 + 5) % VOCAB);
+    double best[2] = {1e30, 1e30};
+    for (int r = 0; r < KV_REPS; r++)
+        for (int w = 0; w < 2; w++) {
+            die(road_kv_cache_truncate(kv[w], context), "truncate");
+            double a = now_s();
+            for (int i = 0; i < KV_STEPS; i++) {
+                road_seq s = {&toks[i], 1, kv[w], NULL, false};
+                die(road_model_forward(m, &s, 1, lg[w] + (size_t)i * VOCAB), "decode");
+            }
+            double t = (now_s() - a) / KV_STEPS;
+            if (t < best[w]) best[w] = t;
+        }
+    double dmax = 0, zmax = 0;
+    int agree = 0;
+    for (int i = 0; i < KV_STEPS; i++) {
+        const float *a = lg[0] + (size_t)i * VOCAB, *b = lg[1] + (size_t)i * VOCAB;
+        int ia = 0, ib = 0;
+        for (int v = 0; v < VOCAB; v++) {
+            dmax = fmax(dmax, fabs((double)a[v] - b[v]));
+            zmax = fmax(zmax, fabs((double)a[v]));
+            if (a[v] > a[ia]) ia = v;
+            if (b[v] > b[ib]) ib = v;
+        }
+        agree += ia == ib;
+    }
+    printf("[5] context %d, %d layers, decode batch 1 (best of %d alternated rounds of %d tokens):\n"
+           "    f32 cache:  %.1f ms/token (%.2f tokens/s), cache %.1f MB, prefill %.1f s (best of 2)\n"
+           "    %-4s cache: %.1f ms/token (%.2f tokens/s), cache %.1f MB, prefill %.1f s\n"
+           "    %s / f32 time per token %.3f; logits max |diff| %.3g (max |logit| %.3g), argmax "
+           "agrees %d/%d\n",
+           context, layers, KV_REPS, KV_STEPS, 1e3 * best[0], 1.0 / best[0],
+           road_kv_cache_bytes(kv[0]) / 1e6, t_pre[0], tn, 1e3 * best[1], 1.0 / best[1],
+           road_kv_cache_bytes(kv[1]) / 1e6, t_pre[1], tn, best[1] / best[0], dmax, zmax, agree,
+           KV_STEPS);
+    for (int w = 0; w < 2; w++) road_kv_cache_free(kv[w]), free(lg[w]);
+    free(prompt);
+}
+
+/* [5b] decode attention alone: one query row, every head, against `context` keys of each of
+ * `layers` layers (each its own keys: together larger than the caches, as in a decode step),
+ * as road__attention_forward runs it for each cache type; and the per-row loop of before
+ * (scalar f32 reader: one float accumulator) against the AVX2 one, one thread, one layer. */
+#define ATT_REPS 10
+static void attention_alone(int context, int layers) {
+    const int64_t C = context, n = (int64_t)N_KV * C * HEAD_DIM, nl = n * layers;
+    float *kf = malloc(sizeof(float) * (size_t)nl), *vf = malloc(sizeof(float) * (size_t)nl);
+    uint16_t *kh = malloc(2 * (size_t)nl), *vh = malloc(2 * (size_t)nl);
+    float *q = malloc(sizeof(float) * N_HEADS * HEAD_DIM), *o = malloc(sizeof(float) * N_HEADS * HEAD_DIM);
+    const int64_t stride = road__attention_scratch(ATTN_QBLOCK, C, 0);
+    float *scratch = malloc(sizeof(float) * (size_t)(stride * road_get_num_threads()));
+    if (!kf || !vf || !kh || !vh || !q || !o || !scratch) exit(1);
+    for (int64_t i = 0; i < nl; i++) kf[i] = (float)((i * 37) % 101) / 101.0f - 0.5f, vf[i] = kf[i] * 0.5f;
+    for (int i = 0; i < N_HEADS * HEAD_DIM; i++) q[i] = (float)(i % 7) / 7.0f - 0.5f;
+    const road_dtype types[3] = {ROAD_DTYPE_F32, ROAD_DTYPE_BF16, ROAD_DTYPE_F16};
+    double best[3] = {1e30, 1e30, 1e30};
+    const int64_t row_seq = 0;
+    for (int w = 0; w < 3; w++) /* warm the pages */
+        for (int64_t i = 0; i < nl; i++) kh[i] = vh[i] = 0;
+    for (int r = 0; r < ATT_REPS; r++)
+        for (int w = 0; w < 3; w++) {
+            if (w > 0) /* the 16-bit copy of the same keys (not timed) */
+                for (int64_t i = 0; i < nl; i++) {
+                    kh[i] = w == 1 ? road_f32_to_bf16(kf[i]) : road_f32_to_f16(kf[i]);
+                    vh[i] = w == 1 ? road_f32_to_bf16(vf[i]) : road_f32_to_f16(vf[i]);
+                }
+            double a = now_s();
+            for (int l = 0; l < layers; l++) {
+                const void *k = w ? (const void *)(kh + l * n) : (const void *)(kf + l * n);
+                const void *v = w ? (const void *)(vh + l * n) : (const void *)(vf + l * n);
+                attn_seq sq = {0, 1, C - 1, k, v, C * HEAD_DIM, HEAD_DIM, types[w]};
+                attn_batch ab = {&sq, 1, &row_seq, 1, N_HEADS, N_KV, HEAD_DIM, 0, 0.125f, 0.0f, 8,
+                                 ATTN_QBLOCK};
+                road__attention_forward(o, q, &ab, scratch, stride);
+            }
+            double t = now_s() - a;
+            if (t < best[w]) best[w] = t;
+        }
+    /* one thread, one layer, the per-row path's reads: scalar (the loops of before) vs AVX2
+     * readers, f32 keys and values */
+    double one[2] = {1e30, 1e30};
+    float *sc = malloc(sizeof(float) * (size_t)C);
+    if (!sc) exit(1);
+    for (int64_t t = 0; t < C; t++) sc[t] = 1.0f / (float)C;
+    for (int r = 0; r < 5; r++)
+        for (int simd = 0; simd < 2; simd++) {
+            const kv_reader *rd = road__kv_reader(ROAD_DTYPE_F32, simd == 1);
+            double a = now_s();
+            for (int h = 0; h < N_HEADS; h++) {
+                const float *kb = kf + (int64_t)(h / (N_HEADS / N_KV)) * C * HEAD_DIM;
+                rd->dots(sc, q + h * HEAD_DIM, kb, C, HEAD_DIM, HEAD_DIM);
+                for (int64_t t = 0; t < C; t++) sc[t] = 1.0f / (float)C;
+                rd->wsum(o, sc, kb, C, HEAD_DIM, HEAD_DIM);
+            }
+            double t = now_s() - a;
+            if (t < one[simd]) one[simd] = t;
+        }
+    free(sc);
+    const float sink = o[0];
+    printf("    decode attention alone, %d layers (%d heads, %d kv heads of %d, %d keys; %.1f MB of "
+           "f32 keys+values): f32 %.2f ms, bf16 %.2f ms, f16 %.2f ms per token (best of %d)\n"
+           "    one thread, one layer, f32 keys: per-row loops before (scalar) %.2f ms, "
+           "AVX2 readers %.2f ms (%.1fx)%s\n",
+           layers, N_HEADS, N_KV, HEAD_DIM, context, 2.0 * nl * 4 / 1e6, 1e3 * best[0], 1e3 * best[1],
+           1e3 * best[2], ATT_REPS, 1e3 * one[0], 1e3 * one[1], one[0] / one[1], sink == 1234.5f ? " " : "");
+    free(kf), free(vf), free(kh), free(vh), free(q), free(o), free(scratch);
+}
+
 int main(int argc, char **argv) {
-    int threads = 0, layers = 16;
+    int threads = 0, layers = 16, context = 2048;
+    bool kv_only = false;
+    road_dtype kvt = ROAD_DTYPE_BF16;
     const char *dir_arg = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
         else if (strcmp(argv[i], "--layers") == 0 && i + 1 < argc) layers = atoi(argv[++i]);
         else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc) dir_arg = argv[++i];
+        else if (strcmp(argv[i], "--context") == 0 && i + 1 < argc) context = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--kv-only") == 0) kv_only = true;
+        else if (strcmp(argv[i], "--kv-dtype") == 0 && i + 1 < argc &&
+                 (strcmp(argv[i + 1], "bf16") == 0 || strcmp(argv[i + 1], "f16") == 0))
+            kvt = strcmp(argv[++i], "bf16") == 0 ? ROAD_DTYPE_BF16 : ROAD_DTYPE_F16;
         else {
-            fprintf(stderr, "usage: bench_llm [--threads N] [--layers L] [--dir DIR]\n");
+            fprintf(stderr, "usage: bench_llm [--threads N] [--layers L] [--dir DIR] [--context N] "
+                            "[--kv-dtype bf16|f16] [--kv-only]\n");
             return 2;
         }
+    }
+    if (context < 16 || context > 131072) {
+        fprintf(stderr, "bench_llm: --context must be from 16 to 131072\n");
+        return 2;
     }
     road_set_num_threads(threads);
     char tmpl[] = "/tmp/road-bench-llm-XXXXXX";
@@ -124,6 +281,17 @@ int main(int argc, char **argv) {
     die(road_model_load(dir, NULL, &m), "load");
     const double wbytes = (double)road_model_weight_bytes(m);
     printf("  loaded in %.1f s: %.2f GB of float32 weights\n\n", now_s() - t0, wbytes / 1e9);
+
+    if (kv_only) {
+        long_context(m, layers, context, kvt);
+        attention_alone(context, layers);
+        road_model_free(m);
+        if (!dir_arg) {
+            const char *files[] = {"config.json", "model.safetensors"};
+            remove_folder(dir, files, sizeof files / sizeof files[0]);
+        }
+        return 0;
+    }
 
     /* [1] prefill */
     int32_t *prompt = malloc(sizeof(int32_t) * PREFILL);
@@ -228,6 +396,10 @@ int main(int argc, char **argv) {
     long peak = peak_rss_kb();
     printf("[4] peak resident memory %.2f GB = %.2fx the float32 weights (%.2f GB); the bf16 file is "
            "mapped while loading\n", peak / 1e6, peak * 1e3 / wbytes, wbytes / 1e9);
+
+    printf("\n");
+    long_context(m, layers, context, kvt);
+    attention_alone(context, layers);
 
     for (int b = 0; b < N_BATCH; b++) road_kv_cache_free(kvs[b]);
     road_kv_cache_free(kv);

@@ -262,7 +262,8 @@ static void test_generate_batch(void **state) {
             prompts[row] = buf[row];
             lens[row] = pt->numel;
         }
-        road_generate_params gp = {N_DECODE, NULL, 0, road_sampler_default_params()};
+        road_generate_params gp = {N_DECODE, NULL, 0, road_sampler_default_params(),
+                               ROAD_DTYPE_F32};
         collected got;
         memset(&got, 0, sizeof got);
         /* per-sequence adapter names (a mixed batch that happens to use one adapter) */

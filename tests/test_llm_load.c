@@ -980,7 +980,8 @@ static void test_generate_oom(void **state) {
     road_model *m = NULL;
     TU_OK(road_model_load(model_fixture(FIXTURE_MODEL), NULL, &m));
     const int32_t prompt[4] = {5, 9, 77, 3};
-    road_generate_params gp = {4, NULL, 0, road_sampler_default_params()};
+    road_generate_params gp = {4, NULL, 0, road_sampler_default_params(),
+                               ROAD_DTYPE_F32};
     gp.sampling.temperature = SAMPLE_TEMPERATURE;
     gp.sampling.top_k = 20;
     gp.sampling.top_p = 0.9f;
@@ -1060,7 +1061,8 @@ static void test_generate_edges(void **state) {
     const int64_t ctx = road_model_config(m)->max_position_embeddings;
     const int32_t prompt[6] = {102, 16, 34, 42, 248, 64};
     collected greedy, got;
-    road_generate_params gp = {N_GEN, NULL, 0, road_sampler_default_params()};
+    road_generate_params gp = {N_GEN, NULL, 0, road_sampler_default_params(),
+                               ROAD_DTYPE_F32};
 
     gp.max_new_tokens = 0;
     TU_FAILS(gen(m, prompt, 6, 1, &gp, &got), ROAD_ERR_INVALID_ARG,

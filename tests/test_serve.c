@@ -399,6 +399,53 @@ static void test_refusals(void **state) {
     road_engine_free(e);
 }
 
+/* --kv-dtype's engine side: every sequence's cache is of the type asked for (seen from the
+ * step callback), and generation runs on it; a type a cache cannot hold is refused. */
+typedef struct kv_seen {
+    int steps, wrong;
+    int64_t bytes;
+} kv_seen;
+
+static void on_step_kv(const road_engine_step_info *info, void *user) {
+    kv_seen *k = user;
+    k->steps++;
+    for (int64_t i = 0; i < info->n_seq; i++) {
+        const road_kv_cache *c = info->seqs[i].cache;
+        if (!c || road_kv_cache_dtype(c) != ROAD_DTYPE_BF16) k->wrong++;
+        else k->bytes = road_kv_cache_bytes(c);
+    }
+}
+
+static void test_kv_dtype(void **state) {
+    (void)state;
+    road_engine_params ep = road_engine_default_params();
+    kv_seen seen = {0};
+    ep.kv_dtype = ROAD_DTYPE_BF16;
+    ep.on_step = on_step_kv;
+    ep.on_step_user = &seen;
+    road_engine *e;
+    TU_OK(road_engine_create(model, &ep, &e));
+    job jobs[3];
+    make_jobs(jobs, 3);
+    road_request *r[3];
+    for (int i = 0; i < 3; i++) r[i] = submit(e, &jobs[i]);
+    run_until_idle(e);
+    for (int i = 0; i < 3; i++) {
+        int32_t got[MAX_OUT];
+        assert_int_equal(finish_of(r[i]), ROAD_FINISH_LENGTH);
+        assert_int_equal(road_request_tokens(r[i], 0, got, MAX_OUT), jobs[i].max_tokens);
+        road_request_release(r[i]);
+    }
+    assert_true(seen.steps > 0);
+    assert_int_equal(seen.wrong, 0);
+    const road_llm_config *c = road_model_config(model);
+    assert_true(seen.bytes > 0 && seen.bytes % (2 * 2 * c->n_layers * c->n_kv_heads * c->head_dim) == 0);
+    road_engine_free(e);
+    ep.kv_dtype = ROAD_DTYPE_I32;
+    road_engine *bad;
+    TU_FAILS(road_engine_create(model, &ep, &bad), ROAD_ERR_INVALID_ARG, "kv_dtype");
+}
+
 typedef struct unload_arg {
     road_engine *e;
     road_status st;
@@ -832,6 +879,7 @@ int main(void) {
         cmocka_unit_test(test_schedule_join_leave_cancel),
         cmocka_unit_test(test_stops),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_kv_dtype),
         cmocka_unit_test(test_adapters_at_run_time),
         cmocka_unit_test(test_engine_thread_drain),
         cmocka_unit_test(test_adapter_fifo_refused),

@@ -254,10 +254,29 @@ ROAD_API road_status road_model_save_quantized(road_model *m, const char *dir,
  * the model's rule. Different caches of different models in parallel. */
 typedef struct road_kv_cache road_kv_cache;
 
-/* Room for max_tokens positions (at most max_position_embeddings). */
+/* Room for max_tokens positions (at most max_position_embeddings), keys and values kept in
+ * float32: road_kv_cache_create_ex with ROAD_DTYPE_F32. */
 ROAD_API road_status road_kv_cache_create(const road_model *m, int64_t max_tokens,
                                           road_kv_cache **out);
+/* The same with the keys and values stored as dtype: ROAD_DTYPE_F32 (4 bytes each, what the
+ * model computes), ROAD_DTYPE_BF16 or ROAD_DTYPE_F16 (2 bytes: half the memory and half the
+ * bytes attention reads per token); any other type is ROAD_ERR_INVALID_ARG. Each key and value
+ * is rounded once, when the forward writes it (after RoPE), to the nearest 16-bit value (ties
+ * to even); attention widens them back to float32 as it reads them and computes in float32.
+ * bf16 keeps float32's range and 8 significant bits (relative error <= 2^-9); f16 keeps 11
+ * (<= 2^-12) but only |x| <= 65504: a finite value beyond that is stored as +-65504
+ * (saturated, so attention never sees an infinity the model did not make; bf16 saturates the
+ * same way at its largest value, ~3.39e38), and values below 2^-14 lose bits as subnormals.
+ * Infinities and NaNs stay what they are. Training never uses a
+ * cache (its keys are the batch's own float32 rows). */
+ROAD_API road_status road_kv_cache_create_ex(const road_model *m, int64_t max_tokens,
+                                             road_dtype dtype, road_kv_cache **out);
 ROAD_API void road_kv_cache_free(road_kv_cache *c);
+/* The element type its keys and values are stored as. */
+ROAD_API road_dtype road_kv_cache_dtype(const road_kv_cache *c);
+/* Bytes its keys and values take: 2 x layers x kv heads x capacity x head_dim x the element
+ * size (4 for F32, 2 for BF16 and F16), all allocated when it is created. */
+ROAD_API int64_t road_kv_cache_bytes(const road_kv_cache *c);
 /* Tokens held (the position of the next token). */
 ROAD_API int64_t road_kv_cache_length(const road_kv_cache *c);
 ROAD_API int64_t road_kv_cache_capacity(const road_kv_cache *c);
@@ -417,6 +436,8 @@ typedef struct road_generate_params {
     const road_token *stop_ids; /* generation of a sequence ends after one of these */
     int32_t n_stop;
     road_sampler_params sampling;
+    road_dtype kv_dtype; /* the KV caches' element type (road_kv_cache_create_ex): 0 is
+                            ROAD_DTYPE_F32; ROAD_DTYPE_BF16 or ROAD_DTYPE_F16 halve them */
 } road_generate_params;
 
 /* Called for every generated token; return false to stop that sequence. */

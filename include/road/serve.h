@@ -56,6 +56,8 @@ typedef struct road_engine_params {
     int64_t step_tokens;      /* token budget of one step, >= max_batch (256) */
     int32_t max_waiting;      /* submit refuses (ROAD_ERR_STATE) past this many waiting (256) */
     int64_t max_tokens_limit; /* largest max_tokens a request may ask for (4096) */
+    road_dtype kv_dtype;      /* each sequence's KV cache (road_kv_cache_create_ex): F32, BF16
+                                 or F16 (F32) */
     const road_tokenizer *tokenizer; /* text output and stop strings; NULL: ids only. Borrowed:
                                         must outlive the engine */
     road_engine_step_fn on_step;

@@ -56,6 +56,12 @@ int cli_read_file(const char *cmd, const char *path, char **out, size_t *len);
 /* --threads N, as every model command takes it. */
 #define CLI_THREADS_FLAG(T)                                                                       \
     {CLI_INT("--threads", T, threads, "N", 0, 1024, "0", "worker threads (0: all cores)")}
+/* --kv-dtype f32|bf16|f16: the element type of the KV caches (road_kv_cache_create_ex) of
+ * road generate and road serve; the options struct's `road_dtype kv_dtype` holds it. */
+#define CLI_KV_DTYPE_FLAG(T)                                                                      \
+    {CLI_DTYPE("--kv-dtype", T, kv_dtype, "f32",                                                  \
+               "keys and values of the KV cache as f32, or rounded to bf16 or f16: half the "     \
+               "cache memory (docs/cli.md)")}
 /* Put the flags into model params; -1 (message printed) on an unknown format. */
 int cli_quant_apply(const char *cmd, const cli_quant *q, road_model_params *mp);
 

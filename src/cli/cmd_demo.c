@@ -156,7 +156,8 @@ static int answer(road_model *m, const road_tokenizer *tok, const char *const *p
     if (newline >= 0) stops[n_stop++] = newline;
     const road_generation_config *gc = road_model_generation_config(m);
     for (int32_t i = 0; i < gc->n_eos && n_stop < 4; i++) stops[n_stop++] = gc->eos_token_ids[i];
-    road_generate_params gp = {MAX_NEW_TOKENS, stops, n_stop, road_sampler_default_params()};
+    road_generate_params gp = {MAX_NEW_TOKENS, stops, n_stop, road_sampler_default_params(),
+                               ROAD_DTYPE_F32};
     if (s == ROAD_OK)
         s = road_model_generate(m, (const int32_t *const *)ids, lens, adapters, n, &gp, collect, &g);
     for (int i = 0; i < n && s == ROAD_OK; i++) {

@@ -23,6 +23,7 @@ typedef struct generate_opts {
     int64_t threads, max_new_tokens, top_k, seed;
     double temperature, top_p;
     cli_quant qz;
+    road_dtype kv_dtype;
     bool chat, jsonl;
     uint64_t given;
 } generate_opts;
@@ -59,6 +60,7 @@ static const cli_flag flags[] = {
     CLI_THREADS_FLAG(generate_opts),
     {CLI_SW("--jsonl", generate_opts, jsonl, "one JSON object per sequence instead")},
     CLI_QUANT_FLAGS(generate_opts),
+    CLI_KV_DTYPE_FLAG(generate_opts),
 };
 
 static const cli_spec spec = {
@@ -273,6 +275,7 @@ int cmd_generate(int argc, char **argv) {
     if (k >= 0) gp.sampling.top_k = (int32_t)k;
     if (p > 0) gp.sampling.top_p = p;
     gp.sampling.seed = (uint64_t)sd;
+    gp.kv_dtype = o.kv_dtype;
     int32_t eos[ROAD_MAX_EOS];
     if (stop) {
         gp.stop_ids = stop_ids;

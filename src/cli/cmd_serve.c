@@ -26,6 +26,7 @@ typedef struct serve_opts {
     int64_t max_body_bytes, threads, max_connections, max_connections_per_client;
     int64_t request_timeout;
     cli_quant qz;
+    road_dtype kv_dtype;
     bool no_adapter_loading, quiet;
     uint64_t given;
 } serve_opts;
@@ -66,6 +67,7 @@ static const cli_flag flags[] = {
     CLI_THREADS_FLAG(serve_opts),
     {CLI_SW("--quiet", serve_opts, quiet, "log warnings and errors only")},
     CLI_QUANT_FLAGS(serve_opts),
+    CLI_KV_DTYPE_FLAG(serve_opts),
 };
 
 static const cli_spec spec = {
@@ -143,6 +145,7 @@ int cmd_serve(int argc, char **argv) {
     SET_IF_GIVEN("--step-tokens", p.engine.step_tokens, o.step_tokens);
     SET_IF_GIVEN("--max-waiting", p.engine.max_waiting, (int32_t)o.max_waiting);
     SET_IF_GIVEN("--max-tokens-limit", p.engine.max_tokens_limit, o.max_tokens_limit);
+    p.engine.kv_dtype = o.kv_dtype; /* --kv-dtype has a default */
     SET_IF_GIVEN("--max-body-bytes", p.max_body_bytes, (size_t)o.max_body_bytes);
     SET_IF_GIVEN("--max-connections", p.max_connections, (int32_t)o.max_connections);
     SET_IF_GIVEN("--max-connections-per-client", p.max_connections_per_client,

@@ -193,7 +193,8 @@ road_status road__head_forward(llm_batch *c, int64_t rows, const int64_t *seq_ro
 
 /* ---- the block ------------------------------------------------------------------------------ */
 
-/* Store this layer's new keys and values into each sequence's cache. */
+/* Store this layer's new keys and values into each sequence's cache (rounded there to a
+ * 16-bit cache's type: kv_cache.c). */
 static void cache_store(llm_batch *c, int64_t layer, const float *k, const float *v) {
     const road_llm_config *cfg = &c->m->cfg;
     const int64_t nkv = cfg->n_kv_heads, d = cfg->head_dim;
@@ -202,11 +203,8 @@ static void cache_store(llm_batch *c, int64_t layer, const float *k, const float
         if (!kv) continue;
         for (int64_t i = 0; i < c->seq_rows[s]; i++) {
             int64_t r = c->seq_r0[s] + i, p = c->seq_p0[s] + i;
-            for (int64_t h = 0; h < nkv; h++) {
-                size_t off = (size_t)(((layer * nkv + h) * kv->cap + p) * d);
-                memcpy(kv->k + off, k + (r * nkv + h) * d, sizeof(float) * (size_t)d);
-                memcpy(kv->v + off, v + (r * nkv + h) * d, sizeof(float) * (size_t)d);
-            }
+            for (int64_t h = 0; h < nkv; h++)
+                road__kv_store(kv, layer, h, p, k + (r * nkv + h) * d, v + (r * nkv + h) * d);
         }
     }
 }
@@ -222,11 +220,12 @@ static attn_batch attn_view(llm_batch *c, int64_t layer, const road_layer_spec *
         attn_seq *a = &c->attn[s];
         a->r0 = c->seq_r0[s], a->n = c->seq_rows[s], a->p0 = c->seq_p0[s];
         if (kv) {
-            size_t off = (size_t)(layer * nkv * kv->cap * d);
-            a->k = kv->k + off, a->v = kv->v + off, a->head_stride = kv->cap * d, a->pos_stride = d;
+            size_t off = (size_t)(layer * nkv * kv->cap * d) * road__kv_elem_size(kv->dtype);
+            a->k = (const char *)kv->k + off, a->v = (const char *)kv->v + off;
+            a->head_stride = kv->cap * d, a->pos_stride = d, a->dtype = kv->dtype;
         } else {
             a->k = k + a->r0 * nkv * d, a->v = v + a->r0 * nkv * d;
-            a->head_stride = d, a->pos_stride = nkv * d;
+            a->head_stride = d, a->pos_stride = nkv * d, a->dtype = ROAD_DTYPE_F32;
         }
     }
     return (attn_batch){c->attn,

@@ -96,9 +96,10 @@ road_status road_model_forward(road_model *m, const road_seq *seqs, int64_t n_se
                    .n_seq = n_seq,
                    .attn_gemm_min = ATTN_GEMM_MIN,
                    .attn_qblock = ATTN_QBLOCK};
-    int64_t max_keys = 1, n_sel = road_seq_logit_rows(seqs, n_seq);
+    int64_t max_keys = 1, n_sel = road_seq_logit_rows(seqs, n_seq), widen_d = 0;
     for (int64_t s = 0; s < n_seq; s++) {
         c.R += seqs[s].n_tokens;
+        if (seqs[s].cache && seqs[s].cache->dtype != ROAD_DTYPE_F32) widen_d = d;
         int64_t keys = (seqs[s].cache ? seqs[s].cache->len : 0) + seqs[s].n_tokens;
         if (keys > max_keys) max_keys = keys;
     }
@@ -140,7 +141,7 @@ road_status road_model_forward(road_model *m, const road_seq *seqs, int64_t n_se
         }
     }
     const int nthreads = road_get_num_threads();
-    c.scratch_stride = road__attention_scratch(ATTN_QBLOCK, max_keys);
+    c.scratch_stride = road__attention_scratch(ATTN_QBLOCK, max_keys, widen_d);
     const bool fused = m->blocks[0].fused;
     const int64_t rot = m->blocks[0].spec.rotary_dim;
     const int64_t n_fused = fused ? R * (qd + 2 * kvd + 2 * I) : 0;

@@ -48,7 +48,7 @@ road_status road_model_generate(road_model *m, const int32_t *const *prompts,
                              (long long)s, (long long)prompt_lens[s], (long long)most);
             break;
         }
-        st = road_kv_cache_create(m, need, &caches[s]);
+        st = road_kv_cache_create_ex(m, need, p->kv_dtype, &caches[s]);
         road_sampler_params sp = p->sampling;
         sp.seed = p->sampling.seed + (uint64_t)s;
         if (st == ROAD_OK) st = road_sampler_create(&sp, V, &samplers[s]);

@@ -123,8 +123,35 @@ struct road_model {
 
 struct road_kv_cache {
     int64_t n_layers, n_kv, d, cap, len;
-    float *k, *v; /* (L, nkv, cap, d) each */
+    road_dtype dtype; /* ROAD_DTYPE_F32, _BF16 or _F16: the elements of k and v */
+    road_dtype round; /* tests only: an F32 cache whose values are first rounded to this type
+                         (BF16/F16), the f32 twin of a 16-bit cache; else ROAD_DTYPE_F32 */
+    void *k, *v;      /* (L, nkv, cap, d) each */
 };
+
+/* Bytes of one cache element of type t (F32, BF16 or F16). */
+static inline size_t road__kv_elem_size(road_dtype t) {
+    return t == ROAD_DTYPE_F32 ? 4u : 2u;
+}
+
+/* dst (n elements of type t) = src (n floats) rounded to t: bf16 to nearest even, f16 to
+ * nearest even with finite values beyond +-65504 saturated to +-65504, bf16 likewise at its
+ * largest finite value (road_kv_cache_create_ex states the policy); F32 copies. */
+void road__kv_round(road_dtype t, void *dst, const float *src, int64_t n);
+
+/* Store the key and value (d floats each) of one kv head at one position of a layer into c,
+ * rounded to its type. */
+void road__kv_store(road_kv_cache *c, int64_t layer, int64_t head, int64_t pos, const float *k,
+                    const float *v);
+
+/* One float rounded to f16 / bf16 as road__kv_round stores it: to nearest even, a finite
+ * value that would round to infinity saturated to the largest finite value. */
+uint16_t road__f32_to_f16_sat(float x);
+uint16_t road__f32_to_bf16_sat(float x);
+
+/* Tests: make the F32 cache c round every value it stores to `t` first (then widen it back),
+ * so it holds exactly the values a t cache would, in float32. */
+void road__kv_cache_round_as(road_kv_cache *c, road_dtype t);
 
 /* Full fine-tuning (full.c): the gradient of tensor i, or NULL when full training is off. */
 float *road__full_grad(road_model *m, int32_t tensor);

@@ -17,7 +17,9 @@
 #include <string.h>
 
 #include "core/blas.h"
+#include "core/cpu.h"
 #include "core/threads.h"
+#include "llm/kv_read.h"
 #include "llm/ops.h"
 #include "road/llm.h"
 
@@ -207,8 +209,14 @@ void road__softcap_backward(float *dx, const float *y, int64_t N, float cap) {
 /* Attention items (row, head) per OpenMP chunk on the per-row path: a decode row is short. */
 #define ATTN_CHUNK 4
 
-int64_t road__attention_scratch(int64_t qblock, int64_t max_keys) {
-    return (qblock < max_keys ? qblock : max_keys) * (max_keys > 0 ? max_keys : 1);
+int64_t road__attention_scratch(int64_t qblock, int64_t max_keys, int64_t widen_d) {
+    return (qblock < max_keys ? qblock : max_keys) * (max_keys > 0 ? max_keys : 1) +
+           widen_d * max_keys;
+}
+
+/* Bytes of one element of a K/V view: float32, or a 16-bit cache's. */
+static size_t kv_elem_bytes(road_dtype t) {
+    return t == ROAD_DTYPE_F32 ? sizeof(float) : sizeof(uint16_t);
 }
 
 static float *thread_scratch(float *scratch, int64_t stride) {
@@ -225,9 +233,11 @@ static int64_t attn_lo(int64_t p, int64_t window) {
     return window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
 }
 
-/* Per-row path (decode): one (row, head) per item, dot products in scalar loops. */
+/* Per-row path (decode): one (row, head) per item, its keys' dot products and its weighted
+ * sum of values through the cache type's reader (kv_read.h: AVX2 when simd, else the scalar
+ * loops). */
 static void attention_rows(float *att, const float *q, const attn_batch *a, float *scratch,
-                           int64_t scratch_stride) {
+                           int64_t scratch_stride, bool simd) {
     const int64_t nh = a->nh, d = a->d, group = a->nh / a->nkv;
     const int64_t items = a->R * nh;
 #pragma omp parallel for schedule(dynamic, ATTN_CHUNK)
@@ -237,33 +247,31 @@ static void attention_rows(float *att, const float *q, const attn_batch *a, floa
         if (sq->n >= a->gemm_min) continue; /* attention_blocks' */
         const int64_t p = sq->p0 + (r - sq->r0), lo = attn_lo(p, a->window);
         float *sc = thread_scratch(scratch, scratch_stride);
-        const float *kb = sq->k + hk * sq->head_stride, *vb = sq->v + hk * sq->head_stride;
-        const int64_t kstride = sq->pos_stride;
+        const kv_reader *rd = road__kv_reader(sq->dtype, simd);
+        const size_t es = kv_elem_bytes(sq->dtype);
+        const char *kb = (const char *)sq->k + (size_t)(hk * sq->head_stride) * es;
+        const char *vb = (const char *)sq->v + (size_t)(hk * sq->head_stride) * es;
         const float *qv = q + (r * nh + hq) * d;
+        const int64_t nk = p - lo + 1;
+        rd->dots(sc, qv, kb + (size_t)lo * (size_t)sq->pos_stride * es, nk, sq->pos_stride, d);
         float mx = -INFINITY;
-        for (int64_t t = lo; t <= p; t++) {
-            const float *kt = kb + t * kstride;
-            float dot = 0.0f;
-            for (int64_t i = 0; i < d; i++) dot += qv[i] * kt[i];
-            dot *= a->scale;
+        for (int64_t t = 0; t < nk; t++) {
+            float dot = sc[t] * a->scale;
             if (a->softcap > 0.0f) dot = a->softcap * tanhf(dot / a->softcap);
-            sc[t - lo] = dot;
+            sc[t] = dot;
             if (dot > mx) mx = dot;
         }
         double sum = 0.0;
-        for (int64_t t = lo; t <= p; t++) {
-            float e = expf(sc[t - lo] - mx);
-            sc[t - lo] = e;
+        for (int64_t t = 0; t < nk; t++) {
+            float e = expf(sc[t] - mx);
+            sc[t] = e;
             sum += e;
         }
         const float inv = (float)(1.0 / sum);
+        for (int64_t t = 0; t < nk; t++) sc[t] *= inv;
         float *o = att + (r * nh + hq) * d;
         for (int64_t i = 0; i < d; i++) o[i] = 0.0f;
-        for (int64_t t = lo; t <= p; t++) {
-            const float w = sc[t - lo] * inv;
-            const float *vt = vb + t * kstride;
-            for (int64_t i = 0; i < d; i++) o[i] += w * vt[i];
-        }
+        rd->wsum(o, sc, vb + (size_t)lo * (size_t)sq->pos_stride * es, nk, sq->pos_stride, d);
     }
 }
 
@@ -288,10 +296,18 @@ static void softmax_masked(float *P, int64_t ni, int64_t nk, int64_t p0, int64_t
     }
 }
 
+/* Keys (or values) 0..nk-1 of one head of a 16-bit cache, widened into w (nk, d). */
+static void widen_rows(float *w, const uint16_t *src, int64_t nk, int64_t d, int64_t stride,
+                       const kv_reader *rd) {
+    for (int64_t t = 0; t < nk; t++) rd->widen(w + t * d, src + t * stride, d);
+}
+
 /* GEMM path (prefill, training): one (sequence, head, block of qblock queries) per item, the
- * block against all keys up to its last query. */
+ * block against all keys up to its last query. Memory is linear in the context: the block's
+ * scores S (ni x nk, ni <= qblock) and, for a 16-bit cache, the head's keys then values
+ * widened to float32 (nk x d) in the same scratch, after S. */
 static void attention_blocks(float *att, const float *q, const attn_batch *a, float *scratch,
-                             int64_t scratch_stride) {
+                             int64_t scratch_stride, bool simd) {
     const int64_t nh = a->nh, d = a->d, group = a->nh / a->nkv, QB = a->qblock;
     int64_t items = 0;
     for (int64_t s = 0; s < a->n_seq; s++)
@@ -313,11 +329,23 @@ static void attention_blocks(float *att, const float *q, const attn_batch *a, fl
         const int64_t r0 = sq->r0 + i0, p0 = sq->p0 + i0;
         const int64_t nk = p0 + ni; /* keys 0 .. p0 + ni - 1 */
         float *S = thread_scratch(scratch, scratch_stride);
-        const float *kb = sq->k + hk * sq->head_stride, *vb = sq->v + hk * sq->head_stride;
-        const int64_t ld = sq->pos_stride;
+        const float *kb, *vb;
+        int64_t ld = sq->pos_stride;
+        float *W = S + ni * nk; /* (nk, d) widened keys, then values (16-bit caches) */
+        const kv_reader *rd = sq->dtype == ROAD_DTYPE_F32 ? NULL : road__kv_reader(sq->dtype, simd);
+        if (rd) {
+            widen_rows(W, (const uint16_t *)sq->k + hk * sq->head_stride, nk, d, ld, rd);
+            kb = vb = W, ld = d;
+        } else {
+            kb = (const float *)sq->k + hk * sq->head_stride;
+            vb = (const float *)sq->v + hk * sq->head_stride;
+        }
         road__sgemm(false, true, ni, nk, d, a->scale, q + (r0 * nh + hq) * d, nh * d, kb, ld, 0.0f,
                     S, nk);
         softmax_masked(S, ni, nk, p0, a->window, a->softcap);
+        if (rd)
+            widen_rows(W, (const uint16_t *)sq->v + hk * sq->head_stride, nk, d, sq->pos_stride,
+                       rd);
         road__sgemm(false, false, ni, d, nk, 1.0f, S, nk, vb, ld, 0.0f, att + (r0 * nh + hq) * d,
                     nh * d);
     }
@@ -325,8 +353,9 @@ static void attention_blocks(float *att, const float *q, const attn_batch *a, fl
 
 void road__attention_forward(float *att, const float *q, const attn_batch *a, float *scratch,
                              int64_t scratch_stride) {
-    attention_rows(att, q, a, scratch, scratch_stride);
-    attention_blocks(att, q, a, scratch, scratch_stride);
+    const bool simd = road__cpu_has_avx2_fma();
+    attention_rows(att, q, a, scratch, scratch_stride, simd);
+    attention_blocks(att, q, a, scratch, scratch_stride, simd);
 }
 
 void road__attention_backward(float *dq, float *dk, float *dv, const float *datt, const float *q,

@@ -15,6 +15,8 @@
 
 #include <stdint.h>
 
+#include "road/core.h"
+
 /* ---- rmsnorm ---- */
 
 /* out[r] = weight * inp[r] / sqrt(mean(inp[r]^2) + eps), the mean taken in double, the scale
@@ -97,13 +99,16 @@ void road__softcap_backward(float *dx, const float *y, int64_t N, float cap);
 /* One sequence of a ragged batch: its rows r0..r0+n-1 of q and att are positions p0..p0+n-1,
  * and the row at position p attends to the keys at positions lo(p)..p, lo(p) = 0 or, with a
  * window W, max(0, p - W + 1). Keys and values of every position 0..p0+n-1 are read through
- * k and v (position 0, kv head 0) with the strides given: a KV cache's (L, nkv, cap, d) layout
- * (head_stride cap x d, pos_stride d) or the batch's own (R, nkv x d) rows (head_stride d,
- * pos_stride nkv x d). */
+ * k and v (position 0, kv head 0) with the strides given, in elements of type dtype: a KV
+ * cache's (L, nkv, cap, d) layout (head_stride cap x d, pos_stride d) or the batch's own
+ * (R, nkv x d) float32 rows (head_stride d, pos_stride nkv x d). dtype is ROAD_DTYPE_F32
+ * (the batch's rows: training; a float32 cache) or ROAD_DTYPE_BF16 / _F16 (a 16-bit cache,
+ * widened to float32 as it is read: kv_read.h). */
 typedef struct attn_seq {
     int64_t r0, n, p0;
-    const float *k, *v;
+    const void *k, *v;
     int64_t head_stride, pos_stride;
+    road_dtype dtype;
 } attn_seq;
 
 /* The batch: its sequences, the sequence of every row, the heads and the logit scale. Query
@@ -126,12 +131,18 @@ typedef struct attn_batch {
 #define ATTN_QBLOCK 64
 
 /* Scratch floats one thread needs for keys 0..max_keys-1 in blocks of qblock queries
- * (road__attention_forward). */
-int64_t road__attention_scratch(int64_t qblock, int64_t max_keys);
+ * (road__attention_forward): the scores of one block, min(qblock, max_keys) x max_keys, plus,
+ * when a sequence reads a 16-bit cache (widen_d = d; else 0), one head's keys or values
+ * widened to float32 for the GEMMs, max_keys x d. Linear in the context either way: a prompt
+ * of n tokens never needs an n x n array. */
+int64_t road__attention_scratch(int64_t qblock, int64_t max_keys, int64_t widen_d);
 
 /* att[r, hq] = sum_t softmax_t(scale q[r, hq] . k[t, hk]) v[t, hk] over the row's keys, the
- * softmax max-shifted in float with its sum in double. scratch holds road__attention_scratch floats
- * per thread, scratch_stride apart (>= road__attention_scratch(qblock, max_keys)).
+ * softmax max-shifted in float with its sum in double. The per-row path reads keys and values
+ * through kv_read.h's readers (AVX2 where the CPU has it: 8-lane FMA sums, the same order for
+ * every cache type); the GEMM path through road__sgemm, a 16-bit cache's head widened first.
+ * scratch holds road__attention_scratch floats per thread, scratch_stride apart
+ * (>= road__attention_scratch(qblock, max_keys, widen_d)).
  *   att (R, nh x d), q (R, nh x d), keys and values as a->seqs say */
 void road__attention_forward(float *att, const float *q, const attn_batch *a, float *scratch,
                              int64_t scratch_stride);

@@ -63,6 +63,10 @@ road_status road_engine_create(road_model *m, const road_engine_params *p, road_
                            (int)q.max_waiting);
     if (q.max_tokens_limit < 1)
         return road__error(ROAD_ERR_INVALID_ARG, "max_tokens_limit must be at least 1");
+    if (q.kv_dtype != ROAD_DTYPE_F32 && q.kv_dtype != ROAD_DTYPE_BF16 &&
+        q.kv_dtype != ROAD_DTYPE_F16)
+        return road__error(ROAD_ERR_INVALID_ARG, "kv_dtype must be F32, BF16 or F16, got %s",
+                           road_dtype_name(q.kv_dtype));
     road_adapter_set *set = road_model_adapters(m);
     if (road_adapter_set_merged(set))
         return road__error(ROAD_ERR_STATE,
@@ -136,7 +140,7 @@ void road_engine_free(road_engine *e) {
 static road_status prepare(road_engine *e, road_request *r) {
     int64_t need = r->n_prompt + r->max_tokens;
     if (need > e->p.max_seq_len) need = e->p.max_seq_len;
-    road_status st = road_kv_cache_create(e->m, need, &r->cache);
+    road_status st = road_kv_cache_create_ex(e->m, need, e->p.kv_dtype, &r->cache);
     if (st == ROAD_OK && e->p.tokenizer)
         st = road_tokenizer_stream_create(e->p.tokenizer, true, &r->stream);
     return st;
