@@ -1,6 +1,7 @@
 /*
  * tests/test_quant_matmul.c - the quantized matmuls: y = x W^T + b and dx = dy W with a
- * quantized W, for every kernel (reference, AVX2), the decode path (1..16 rows: fused
+ * quantized W, for every kernel (reference, AVX2, AVX-512; those this CPU lacks are skipped
+ * with a printed note), the decode path (1..16 rows: fused
  * dequantize + dot) and the tiled sgemm path (more rows), int8 / NF4 / FP4, plain and double
  * quantization, and bf16 / f16 weights kept as stored, sizes that are and are not multiples of the block, 1 and 2 threads; each
  * against double-precision dot products of the dequantized weights.
@@ -24,13 +25,22 @@ typedef struct shape {
     int64_t out, in;
 } shape;
 
-static void check_xwt(const road_qtensor *q, int64_t rows, bool bias, const char *what) {
+/* W dequantized by the reference kernel (what every kernel's products must match), then
+ * kernel k selected again. */
+static void dequant_ref(const road_qtensor *q, float *w, road_qkernel k) {
+    TU_OK(road_qkernel_select(ROAD_QKERNEL_REFERENCE));
+    TU_OK(road_qtensor_dequantize_rows(q, 0, q->rows, w));
+    TU_OK(road_qkernel_select(k));
+}
+
+static void check_xwt(const road_qtensor *q, int64_t rows, bool bias, road_qkernel kern,
+                      const char *what) {
     const int64_t O = q->rows, K = q->cols;
     float *w = tu_alloc(sizeof(float) * (size_t)(O * K));
     float *x = tu_alloc(sizeof(float) * (size_t)(rows * K));
     float *y = tu_alloc(sizeof(float) * (size_t)(rows * O));
     float *b = tu_alloc(sizeof(float) * (size_t)O);
-    TU_OK(road_qtensor_dequantize_rows(q, 0, O, w));
+    dequant_ref(q, w, kern);
     tu_fill_uniform(x, rows * K, (uint64_t)(rows * 31 + K), -1, 1);
     tu_fill_uniform(b, O, 7, -0.5f, 0.5f);
     TU_OK(road_qtensor_xwt(q, rows, x, bias ? b : NULL, y));
@@ -55,12 +65,12 @@ static void check_xwt(const road_qtensor *q, int64_t rows, bool bias, const char
     free(b);
 }
 
-static void check_dyw(const road_qtensor *q, int64_t rows, const char *what) {
+static void check_dyw(const road_qtensor *q, int64_t rows, road_qkernel kern, const char *what) {
     const int64_t O = q->rows, K = q->cols;
     float *w = tu_alloc(sizeof(float) * (size_t)(O * K));
     float *dy = tu_alloc(sizeof(float) * (size_t)(rows * O));
     float *dx = tu_alloc(sizeof(float) * (size_t)(rows * K));
-    TU_OK(road_qtensor_dequantize_rows(q, 0, O, w));
+    dequant_ref(q, w, kern);
     tu_fill_uniform(dy, rows * O, (uint64_t)(rows + 3 * O), -1, 1);
     TU_OK(road_qtensor_dyw(q, rows, dy, dx));
     for (int64_t r = 0; r < rows; r++)
@@ -91,27 +101,42 @@ static const shape SHAPES[] = {
     {ROAD_QFORMAT_F16, false, 129, 256},
 };
 
+/* Every kernel road has; each test runs those this CPU supports and prints the others as
+ * skipped (a variant the machine lacks is reported, never passed as if tested). */
+static const road_qkernel KERNELS[] = {ROAD_QKERNEL_REFERENCE, ROAD_QKERNEL_AVX2,
+                                       ROAD_QKERNEL_AVX512};
+static const char *const KERNEL_NAMES[] = {"reference", "avx2", "avx512"};
+#define N_KERNELS (sizeof KERNELS / sizeof KERNELS[0])
+
+/* Select kernel i; false when this CPU lacks it, with a note unless test is NULL (a note
+ * already printed for this test). */
+static bool use_kernel(size_t i, const char *test) {
+    if (road_qkernel_select(KERNELS[i]) == ROAD_OK) return true;
+    if (test) print_message("%s: kernel %s skipped: %s\n", test, KERNEL_NAMES[i], road_last_error());
+    return false;
+}
+
 static void test_xwt_dyw(void **state) {
     (void)state;
-    const int64_t rows[] = {1, 2, 3, 4, 5, 7, 8, 9, 12, 16, 17, 40};
+    const int64_t rows[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 40};
     for (size_t si = 0; si < sizeof SHAPES / sizeof SHAPES[0]; si++) {
         const shape *s = &SHAPES[si];
         float *w = tu_alloc(sizeof(float) * (size_t)(s->out * s->in));
         tu_fill_uniform(w, s->out * s->in, si + 1, -0.1f, 0.1f);
         road_qtensor *q = NULL;
         TU_OK(road_qtensor_quantize(s->f, s->out, s->in, w, s->dq, &q));
-        for (int k = ROAD_QKERNEL_REFERENCE; k <= ROAD_QKERNEL_AVX2; k++) {
-            if (road_qkernel_select((road_qkernel)k) != ROAD_OK) continue;
+        for (size_t k = 0; k < N_KERNELS; k++) {
+            if (!use_kernel(k, si == 0 ? "xwt/dyw" : NULL)) continue;
             for (int nt = 1; nt <= 2; nt++) {
                 road_set_num_threads(nt);
                 char what[128];
-                snprintf(what, sizeof what, "%s%s %lldx%lld kernel %d threads %d",
+                snprintf(what, sizeof what, "%s%s %lldx%lld kernel %s threads %d",
                          road_qformat_name(s->f), s->dq ? "+dq" : "", (long long)s->out,
-                         (long long)s->in, k, nt);
+                         (long long)s->in, KERNEL_NAMES[k], nt);
                 for (size_t ri = 0; ri < sizeof rows / sizeof rows[0]; ri++)
-                    check_xwt(q, rows[ri], ri % 2 == 0, what);
-                check_dyw(q, 1, what);
-                check_dyw(q, 13, what);
+                    check_xwt(q, rows[ri], ri % 2 == 0, KERNELS[k], what);
+                check_dyw(q, 1, KERNELS[k], what);
+                check_dyw(q, 13, KERNELS[k], what);
             }
         }
         TU_OK(road_qkernel_select(ROAD_QKERNEL_AUTO));
@@ -121,35 +146,87 @@ static void test_xwt_dyw(void **state) {
     road_set_num_threads(2);
 }
 
-/* The fast kernel against the reference on the same tensor: both are float32, so they agree
- * to the dot-product bound too, and the decode path of AVX2 agrees with the sgemm path. */
+/* Each fast kernel against the reference on the same tensor, for every format, rows 1..17 and
+ * 40 (the decode path up to 16, the sgemm path past it), K a multiple of the block and odd:
+ * both are float32, so they agree to twice the dot-product bound; dequantization is exact, so
+ * equal bit for bit. The AVX-512 kernel also sums each row the same way whatever the batch: a
+ * row alone gives the bits it gives among 16. */
 static void test_fast_vs_reference(void **state) {
     (void)state;
-    if (road_qkernel_select(ROAD_QKERNEL_AVX2) != ROAD_OK) skip();
-    enum { O = 192, K = 512, R = 8 };
-    float *w = tu_alloc(sizeof(float) * O * K), *x = tu_alloc(sizeof(float) * R * K);
-    float *ya = tu_alloc(sizeof(float) * R * O), *yr = tu_alloc(sizeof(float) * R * O);
-    tu_fill_uniform(w, O * K, 5, -1, 1);
-    tu_fill_uniform(x, R * K, 6, -1, 1);
+    enum { O = 67, RMAX = 40 };
+    const int64_t Ks[] = {512, 131};
     const road_qformat fmts[] = {ROAD_QFORMAT_INT8, ROAD_QFORMAT_NF4, ROAD_QFORMAT_FP4,
-                                 ROAD_QFORMAT_BF16, ROAD_QFORMAT_F16};
-    for (int i = 0; i < 5; i++) {
-        road_qtensor *q = NULL;
-        TU_OK(road_qtensor_quantize(fmts[i], O, K, w, i == 1, &q));
-        TU_OK(road_qkernel_select(ROAD_QKERNEL_AVX2));
-        TU_OK(road_qtensor_xwt(q, R, x, NULL, ya));
-        TU_OK(road_qkernel_select(ROAD_QKERNEL_REFERENCE));
-        TU_OK(road_qtensor_xwt(q, R, x, NULL, yr));
-        /* |x|, |w'| <= 1: sum |x w| <= K, so 2 * K * u * K bounds the difference of the two */
-        tu_assert_close("avx2 vs reference", ya, yr, R * O,
-                        DOT_ERR_FACTOR * 2.0 * K * F32_UNIT_ROUNDOFF * K, 0.0);
-        road_qtensor_free(q);
+                                 ROAD_QFORMAT_FP4,  ROAD_QFORMAT_BF16, ROAD_QFORMAT_F16};
+    const bool dqs[] = {false, true, false, true, false, false};
+    for (size_t fk = 1; fk < N_KERNELS; fk++) {
+        if (!use_kernel(fk, "fast vs reference")) continue;
+        for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ki++) {
+            const int64_t K = Ks[ki];
+            float *w = tu_alloc(sizeof(float) * (size_t)(O * K));
+            float *x = tu_alloc(sizeof(float) * (size_t)(RMAX * K));
+            float *ya = tu_alloc(sizeof(float) * RMAX * O), *yr = tu_alloc(sizeof(float) * RMAX * O);
+            float *da = tu_alloc(sizeof(float) * (size_t)(O * K));
+            float *dr = tu_alloc(sizeof(float) * (size_t)(O * K));
+            tu_fill_uniform(w, O * K, 5, -1, 1);
+            tu_fill_uniform(x, RMAX * K, 6, -1, 1);
+            for (size_t i = 0; i < sizeof fmts / sizeof fmts[0]; i++) {
+                road_qtensor *q = NULL;
+                TU_OK(road_qtensor_quantize(fmts[i], O, K, w, dqs[i], &q));
+                char what[128];
+                snprintf(what, sizeof what, "%s vs reference, %s%s, K %lld",
+                         KERNEL_NAMES[fk], road_qformat_name(fmts[i]), dqs[i] ? "+dq" : "",
+                         (long long)K);
+                TU_OK(road_qkernel_select(ROAD_QKERNEL_REFERENCE));
+                TU_OK(road_qtensor_dequantize_rows(q, 0, O, dr));
+                TU_OK(road_qkernel_select(KERNELS[fk]));
+                TU_OK(road_qtensor_dequantize_rows(q, 0, O, da));
+                tu_assert_equal_f32(what, da, dr, O * K);
+                TU_OK(road_qtensor_dequantize_rows(q, 3, 2, da));
+                tu_assert_equal_f32(what, da, dr + 3 * K, 2 * K);
+                for (int nt = 1; nt <= 2; nt++) {
+                    road_set_num_threads(nt);
+                    for (int64_t R = 1; R <= RMAX; R = R == 17 ? RMAX : R + 1) {
+                        TU_OK(road_qkernel_select(KERNELS[fk]));
+                        TU_OK(road_qtensor_xwt(q, R, x, NULL, ya));
+                        TU_OK(road_qkernel_select(ROAD_QKERNEL_REFERENCE));
+                        TU_OK(road_qtensor_xwt(q, R, x, NULL, yr));
+                        /* |x|, |w'| <= 1: sum |x w| <= K, so 2 * K * u * K bounds the
+                         * difference of the two */
+                        tu_assert_close(what, ya, yr, R * O,
+                                        DOT_ERR_FACTOR * 2.0 * (double)K * F32_UNIT_ROUNDOFF *
+                                            (double)K,
+                                        0.0);
+                    }
+                }
+                if (KERNELS[fk] == ROAD_QKERNEL_AVX512) {
+                    TU_OK(road_qkernel_select(KERNELS[fk]));
+                    TU_OK(road_qtensor_xwt(q, 16, x, NULL, ya));
+                    for (int64_t r = 0; r < 16; r++) {
+                        TU_OK(road_qtensor_xwt(q, 1, x + r * K, NULL, yr));
+                        tu_assert_equal_f32("avx512: a row alone vs among 16", yr, ya + r * O, O);
+                    }
+                }
+                road_qtensor_free(q);
+            }
+            free(w), free(x), free(ya), free(yr), free(da), free(dr);
+        }
+    }
+    road_set_num_threads(2);
+    TU_OK(road_qkernel_select(ROAD_QKERNEL_AUTO));
+}
+
+/* AUTO picks the fastest kernel the CPU has; a kernel it lacks is refused and the choice
+ * stays as it was. */
+static void test_select(void **state) {
+    (void)state;
+    TU_OK(road_qkernel_select(ROAD_QKERNEL_REFERENCE));
+    for (size_t k = 1; k < N_KERNELS; k++) {
+        const road_status st = road_qkernel_select(KERNELS[k]);
+        if (st == ROAD_OK) continue;
+        assert_int_equal(st, ROAD_ERR_UNSUPPORTED);
+        print_message("select: this CPU lacks %s: %s\n", KERNEL_NAMES[k], road_last_error());
     }
     TU_OK(road_qkernel_select(ROAD_QKERNEL_AUTO));
-    free(w);
-    free(x);
-    free(ya);
-    free(yr);
 }
 
 static void test_args(void **state) {
@@ -170,6 +247,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_xwt_dyw),
         cmocka_unit_test(test_fast_vs_reference),
+        cmocka_unit_test(test_select),
         cmocka_unit_test(test_args),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -61,22 +61,36 @@ const road_qkernel_ops road__qkernels_reference = {"reference", ref_xwt, ref_deq
 static _Thread_local road_qkernel tls_qkernel = ROAD_QKERNEL_AUTO;
 
 road_status road_qkernel_select(road_qkernel k) {
-    if (k != ROAD_QKERNEL_AUTO && k != ROAD_QKERNEL_REFERENCE && k != ROAD_QKERNEL_AVX2)
+    switch (k) {
+    case ROAD_QKERNEL_AUTO:
+    case ROAD_QKERNEL_REFERENCE: break;
+    case ROAD_QKERNEL_AVX2:
+        if (!road__cpu_has_avx2_fma())
+            return road__error(ROAD_ERR_UNSUPPORTED,
+                               "road_qkernel_select: this CPU has no AVX2 + FMA + F16C");
+        break;
+    case ROAD_QKERNEL_AVX512:
+        if (!road__cpu_has_avx512())
+            return road__error(ROAD_ERR_UNSUPPORTED,
+                               "road_qkernel_select: this CPU (or OS) has no AVX-512 F/BW/VL/DQ");
+        break;
+    default:
         return road__error(ROAD_ERR_INVALID_ARG, "road_qkernel_select: unknown kernel %d", (int)k);
-#if defined(__x86_64__)
-    if (k == ROAD_QKERNEL_AVX2 && !road__cpu_has_avx2_fma())
-#else
-    if (k == ROAD_QKERNEL_AVX2)
-#endif
-        return road__error(ROAD_ERR_UNSUPPORTED, "this CPU has no AVX2 + FMA");
+    }
     tls_qkernel = k;
     return ROAD_OK;
 }
 
+/* road__cpu_has_* are false off x86-64, so selection never reaches an x86 table there. */
 const road_qkernel_ops *road__qkernels_current(void) {
-    if (tls_qkernel == ROAD_QKERNEL_REFERENCE) return &road__qkernels_reference;
+    road_qkernel k = tls_qkernel;
+    if (k == ROAD_QKERNEL_AUTO)
+        k = road__cpu_has_avx512()     ? ROAD_QKERNEL_AVX512
+            : road__cpu_has_avx2_fma() ? ROAD_QKERNEL_AVX2
+                                       : ROAD_QKERNEL_REFERENCE;
 #if defined(__x86_64__)
-    if (tls_qkernel == ROAD_QKERNEL_AVX2 || road__cpu_has_avx2_fma()) return &road__qkernels_avx2;
+    if (k == ROAD_QKERNEL_AVX512) return &road__qkernels_avx512;
+    if (k == ROAD_QKERNEL_AVX2) return &road__qkernels_avx2;
 #endif
     return &road__qkernels_reference;
 }

@@ -51,10 +51,10 @@ static inline float q_absmax(const road_qtensor *q, int64_t b) {
 }
 
 /* Kernels of the quantized matmul; the reference is the specification, every other
- * implementation is tested against it (tests/test_quant_kernels.c). */
+ * implementation is tested against it (tests/test_quant_matmul.c). */
 typedef struct road_qkernel_ops {
     const char *name;
-    /* y[r * ldy + o] = dot(x row r, dequantized W row o) for o in [o0, o1), r < R <= 8. */
+    /* y[r * ldy + o] = dot(x row r, dequantized W row o) for o in [o0, o1), r < R <= 16. */
     void (*xwt)(const road_qtensor *q, int64_t R, const float *x, int64_t o0, int64_t o1, float *y,
                 int64_t ldy);
     /* out [n x K] = W rows [r0, r0 + n), dequantized. */
@@ -64,6 +64,7 @@ typedef struct road_qkernel_ops {
 extern const road_qkernel_ops road__qkernels_reference;
 #if defined(__x86_64__)
 extern const road_qkernel_ops road__qkernels_avx2;
+extern const road_qkernel_ops road__qkernels_avx512;
 #endif
 /* The ops for this thread (road_qkernel_select; AUTO resolved). */
 const road_qkernel_ops *road__qkernels_current(void);
