@@ -7,25 +7,26 @@
  * over qkernels_avx2.c is fewer instructions to turn packed weights into floats, so that one
  * core keeps up with memory:
  *
- * 4-bit: 16 bytes (32 codes) are zero-extended to 16 dword lanes; lane i holds byte i, whose
- * high nibble is element 2i and low nibble element 2i + 1. The 16-entry table, already
- * multiplied by the block's absmax, sits in one register and vpermps looks it up for the even
- * (byte >> 4) and odd codes (vpermps reads only an index's low 4 bits, so no mask), and two
- * vpermt2ps interleave them back into element order: 6 instructions per 32 weights (AVX2: 8
- * per 8). Scaling the table instead of the weights is exact: table[c] * absmax is the product
- * the reference forms for each weight.
+ * 4-bit: a block's 32 bytes are zero-extended to 32 words, so dword lane m holds bytes 2m and
+ * 2m + 1, i.e. the codes of elements 4m .. 4m + 3 at bits 4, 0, 20 and 16. The 16-entry table,
+ * already multiplied by the block's absmax, sits in one register; one shift and one vpermps
+ * (which reads only an index's low 4 bits, so no mask) per 16 weights give them in "lane
+ * order" (vector c, lane m = element 4m + c): 5 shuffles per 64 weights (AVX2 spends 8
+ * instructions per 8), the shuffle units being what one core runs out of first. x is packed
+ * into the same order once per call (x_pack, before the threads split W). Scaling the table
+ * instead of the weights is exact: table[c] * absmax is the product the reference forms.
  *
  * int8: 16 bytes sign-extended to 16 dwords and converted; the row's scale multiplies the
  * finished dot product (as in the AVX2 kernel). bf16: zero-extend and shift into the high
  * half; f16: vcvtph2ps. Both exact, so the products are those of the stored values.
  *
  * Summation order (batch invariance): every (row of x, output row) sum is formed the same way
- * whatever the number of rows in the call or the row group it falls in: per block of 64
- * weights, t = w0 x0 (+ w1 x1 + w2 x2 + w3 x3 by FMA, in order), added to one of two
- * accumulators (blocks alternate between them), the rest of a row past its last full block
- * (int8 and 16-bit with K % 64 != 0) by masked loads into the second; then the two added and
- * reduced. So a sequence's logits do not depend on its neighbours in a serving batch. The
- * 4-bit tensors whose blocks cross rows (cols % 64 != 0) use the reference kernel, as AVX2.
+ * whatever the number of rows in the call, the row group or the output tile it falls in: per
+ * step of 64 weights, t = w0 x0 (+ w1 x1 + w2 x2 + w3 x3 by FMA, in order) added to one
+ * accumulator, the rest of a row past its last full step (int8 and 16-bit with K % 64 != 0)
+ * by masked loads as one more step; then reduced. So a sequence's logits do not depend on its
+ * neighbours in a serving batch. 4-bit tensors whose blocks cross rows (cols % 64 != 0) use
+ * the reference kernel, as AVX2 does.
  *
  * Results differ from the reference by summation order and FMA rounding only
  * (tests/test_quant_matmul.c bounds the difference).
@@ -69,7 +70,8 @@ Q512_INLINE __m512 wload_part(const int F, const void *row, int64_t k, __mmask16
 #define ILV_LO _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23)
 #define ILV_HI _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31)
 
-/* 32 weights from 16 packed bytes at p, looked up in the scaled table st. */
+/* 32 weights from 16 packed bytes at p, looked up in the scaled table st, in element order
+ * (dequant). */
 Q512_INLINE void decode32(const uint8_t *p, __m512 st, __m512i ilo, __m512i ihi, __m512 *w0,
                           __m512 *w1) {
     const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)p));
@@ -79,94 +81,144 @@ Q512_INLINE void decode32(const uint8_t *p, __m512 st, __m512i ilo, __m512i ihi,
     *w1 = _mm512_permutex2var_ps(we, ihi, wo);
 }
 
-/* The 64 weights of step s of output row o (4-bit: block s of the row; cols % 64 == 0). */
+/* The 64 weights of a block (32 bytes at p) in lane order: w[c] lane m is element 4m + c.
+ * Zero-extending bytes to words puts bytes 2m and 2m + 1 in bits 0-7 and 16-23 of dword m,
+ * so element 4m is bits 4-7, 4m + 1 bits 0-3, 4m + 2 bits 20-23 and 4m + 3 bits 16-19: one
+ * shift each and vpermps (which reads bits 0-3) does the rest. 5 shuffles per 64 weights
+ * against 10 for element order, and the shuffle units are what one core runs out of. */
+Q512_INLINE void decode64_lanes(const uint8_t *p, __m512 st, __m512 w[4]) {
+    const __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)p));
+    w[0] = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), st);
+    w[1] = _mm512_permutexvar_ps(v, st);
+    w[2] = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 20), st);
+    w[3] = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 16), st);
+}
+
+/* x for the 4-bit kernel: each block of 64 in lane order (x'[16c + m] = x[4m + c]), the order
+ * decode64_lanes gives the weights in, packed once per call (road_qtensor_xwt). */
+Q512 static int64_t avx512_x_floats(const road_qtensor *q, int64_t R) {
+    return !q_is_half(q->format) && q->format != ROAD_QFORMAT_INT8 && q->cols % ROAD_QBLOCK == 0
+               ? R * q->cols
+               : 0;
+}
+
+Q512 static void avx512_x_pack(const road_qtensor *q, int64_t R, const float *x, float *xp) {
+    const int64_t n = R * q->cols; /* a multiple of 64: blocks never straddle rows of x */
+    for (int64_t e = 0; e < n; e += ROAD_QBLOCK) {
+        const __m512 a0 = _mm512_loadu_ps(x + e), a1 = _mm512_loadu_ps(x + e + 16),
+                     a2 = _mm512_loadu_ps(x + e + 32), a3 = _mm512_loadu_ps(x + e + 48);
+        for (int c = 0; c < 4; c++) {
+            /* lanes 0-7 from (a0, a1), 8-15 from (a2, a3): element 4i + c of the pair */
+            const __m512i idx = _mm512_add_epi32(
+                _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28),
+                _mm512_set1_epi32(c));
+            const __m512 lo = _mm512_permutex2var_ps(a0, idx, a1);
+            const __m512 hi = _mm512_permutex2var_ps(a2, idx, a3);
+            _mm512_storeu_ps(xp + e + 16 * c, _mm512_mask_blend_ps(0xff00, lo, hi));
+        }
+    }
+}
+
+/* The 64 weights of step s of output row o (4-bit: block s of the row in lane order, x
+ * packed to match; cols % 64 == 0). */
 Q512_INLINE void step_weights(const int F, const road_qtensor *q, const void *row, int64_t o,
-                              int64_t s, __m512 tab, __m512i ilo, __m512i ihi, __m512 w[4]) {
+                              int64_t s, __m512 tab, __m512 w[4]) {
     if (F == W_Q4) {
         const __m512 st = _mm512_mul_ps(tab, _mm512_set1_ps(q_absmax(q, o * (q->cols / 64) + s)));
-        const uint8_t *p = (const uint8_t *)row + s * QBLOCK_BYTES;
-        decode32(p, st, ilo, ihi, &w[0], &w[1]);
-        decode32(p + 16, st, ilo, ihi, &w[2], &w[3]);
+        decode64_lanes((const uint8_t *)row + s * QBLOCK_BYTES, st, w);
         return;
     }
     for (int j = 0; j < 4; j++) w[j] = wload(F, row, s * Q512_STEP + 16 * j);
 }
 
-/* acc[r][a] += the dot of one step's weights with rows r < R of x at element k. */
-Q512_INLINE void dot_step(const int64_t R, const __m512 w[4], const float *x, int64_t K, int64_t k,
-                          __m512 acc[][2], const int a) {
-    for (int64_t r = 0; r < R; r++) {
-        const float *xr = x + r * K + k;
-        __m512 t = _mm512_mul_ps(w[0], _mm512_loadu_ps(xr));
-        t = _mm512_fmadd_ps(w[1], _mm512_loadu_ps(xr + 16), t);
-        t = _mm512_fmadd_ps(w[2], _mm512_loadu_ps(xr + 32), t);
-        t = _mm512_fmadd_ps(w[3], _mm512_loadu_ps(xr + 48), t);
-        acc[r][a] = _mm512_add_ps(acc[r][a], t);
-    }
+/* Row o of W: its packed bytes. */
+Q512_INLINE const void *w_row(const int F, const road_qtensor *q, int64_t o) {
+    const int64_t K = q->cols;
+    if (F == W_Q4) return q->data + o * K / 2;
+    if (F == W_INT8) return q->data + o * K;
+    return (const uint16_t *)(const void *)q->data + o * K;
 }
 
-/* One output row o for R rows of x (R a compile-time constant at each call). */
-Q512_INLINE void row_one(const int F, const int64_t R, const road_qtensor *q, int64_t o,
-                         const float *x, float *y, int64_t ldy) {
+/* Output rows o .. o + NO - 1 (NO <= 2) for R rows of x (both compile-time constants at each
+ * call). Each step decodes the NO rows' weights once and dots them with every row of x, so a
+ * load of x feeds NO products: with more than one row of x the loads of x (from L2 once K * R
+ * floats outgrow L1), not the weights, would bound the kernel. One accumulator per (output
+ * row, row of x), a step's four products chained in t before it is added: R = 1 still has
+ * NO independent chains of one add per 64 weights, and the sum never depends on NO or R. */
+Q512_INLINE void tile(const int F, const int64_t NO, const int64_t R, const road_qtensor *q,
+                      int64_t o, const float *x, float *y, int64_t ldy) {
     const int64_t K = q->cols, ns = K / Q512_STEP;
-    const void *row = F == W_Q4     ? (const void *)(q->data + o * K / 2)
-                      : F == W_INT8 ? (const void *)(q->data + o * K)
-                                    : (const void *)((const uint16_t *)(const void *)q->data + o * K);
+    const void *row[2] = {w_row(F, q, o), w_row(F, q, o + NO - 1)};
     const __m512 tab = F == W_Q4 ? _mm512_loadu_ps(q->code) : _mm512_setzero_ps();
-    const __m512i ilo = ILV_LO, ihi = ILV_HI;
-    __m512 acc[QKERNEL_ROWS][2], w[4];
-    for (int64_t r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-    int64_t s = 0;
-    for (; s + 2 <= ns; s += 2) {
-        step_weights(F, q, row, o, s, tab, ilo, ihi, w);
-        dot_step(R, w, x, K, s * Q512_STEP, acc, 0);
-        step_weights(F, q, row, o, s + 1, tab, ilo, ihi, w);
-        dot_step(R, w, x, K, (s + 1) * Q512_STEP, acc, 1);
-    }
-    if (s < ns) {
-        step_weights(F, q, row, o, s, tab, ilo, ihi, w);
-        dot_step(R, w, x, K, s * Q512_STEP, acc, 0);
+    __m512 acc[2][QKERNEL_ROWS];
+    for (int64_t i = 0; i < NO; i++)
+        for (int64_t r = 0; r < R; r++) acc[i][r] = _mm512_setzero_ps();
+    for (int64_t s = 0; s < ns; s++) {
+        __m512 w[2][4];
+        for (int64_t i = 0; i < NO; i++) step_weights(F, q, row[i], o + i, s, tab, w[i]);
+        for (int64_t r = 0; r < R; r++) {
+            const float *xr = x + r * K + s * Q512_STEP;
+            const __m512 x0 = _mm512_loadu_ps(xr), x1 = _mm512_loadu_ps(xr + 16),
+                         x2 = _mm512_loadu_ps(xr + 32), x3 = _mm512_loadu_ps(xr + 48);
+            for (int64_t i = 0; i < NO; i++) {
+                __m512 t = _mm512_mul_ps(w[i][0], x0);
+                t = _mm512_fmadd_ps(w[i][1], x1, t);
+                t = _mm512_fmadd_ps(w[i][2], x2, t);
+                t = _mm512_fmadd_ps(w[i][3], x3, t);
+                acc[i][r] = _mm512_add_ps(acc[i][r], t);
+            }
+        }
     }
     if (F != W_Q4 && K % Q512_STEP != 0) {
         /* the rest of the row, 16 lanes at a time, the last masked: one chain, as a step */
-        const int64_t k0 = ns * Q512_STEP;
-        for (int64_t r = 0; r < R; r++) {
-            __m512 t = _mm512_setzero_ps();
-            for (int64_t k = k0; k < K; k += 16) {
-                const __mmask16 m =
-                    K - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - k)) - 1u);
-                t = _mm512_fmadd_ps(wload_part(F, row, k, m),
-                                    _mm512_maskz_loadu_ps(m, x + r * K + k), t);
+        for (int64_t i = 0; i < NO; i++)
+            for (int64_t r = 0; r < R; r++) {
+                __m512 t = _mm512_setzero_ps();
+                for (int64_t k = ns * Q512_STEP; k < K; k += 16) {
+                    const __mmask16 m =
+                        K - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - k)) - 1u);
+                    t = _mm512_fmadd_ps(wload_part(F, row[i], k, m),
+                                        _mm512_maskz_loadu_ps(m, x + r * K + k), t);
+                }
+                acc[i][r] = _mm512_add_ps(acc[i][r], t);
             }
-            acc[r][1] = _mm512_add_ps(acc[r][1], t);
-        }
     }
-    const float sc = F == W_INT8 ? q->absmax[o] / (float)QINT8_MAX : 1.0f;
-    for (int64_t r = 0; r < R; r++) {
-        const float t = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
-        y[r * ldy + o] = F == W_INT8 ? t * sc : t;
+    for (int64_t i = 0; i < NO; i++) {
+        const float sc = F == W_INT8 ? q->absmax[o + i] / (float)QINT8_MAX : 1.0f;
+        for (int64_t r = 0; r < R; r++) {
+            const float t = _mm512_reduce_add_ps(acc[i][r]);
+            y[r * ldy + o + i] = F == W_INT8 ? t * sc : t;
+        }
     }
 }
 
-/* Output rows [o0, o1) for R_all rows of x: the first QKERNEL_ROWS rows, then (its weights
- * in L1 by then) the rest, each group's size a compile-time constant. */
+/* NO output rows at o for every group of up to QKERNEL_ROWS rows of x: the first group, then
+ * (the weights in L1 by then) the rest, each group's size a compile-time constant. */
+Q512_INLINE void tile_groups(const int F, const int64_t NO, const road_qtensor *q, int64_t R_all,
+                             const float *x, int64_t o, float *y, int64_t ldy) {
+    for (int64_t r0 = 0; r0 < R_all; r0 += QKERNEL_ROWS) {
+        const float *xg = x + r0 * q->cols;
+        float *yg = y + r0 * ldy;
+        switch (R_all - r0 < QKERNEL_ROWS ? R_all - r0 : QKERNEL_ROWS) {
+        case 1: tile(F, NO, 1, q, o, xg, yg, ldy); break;
+        case 2: tile(F, NO, 2, q, o, xg, yg, ldy); break;
+        case 3: tile(F, NO, 3, q, o, xg, yg, ldy); break;
+        case 4: tile(F, NO, 4, q, o, xg, yg, ldy); break;
+        case 5: tile(F, NO, 5, q, o, xg, yg, ldy); break;
+        case 6: tile(F, NO, 6, q, o, xg, yg, ldy); break;
+        case 7: tile(F, NO, 7, q, o, xg, yg, ldy); break;
+        default: tile(F, NO, 8, q, o, xg, yg, ldy); break;
+        }
+    }
+}
+
+/* Output rows [o0, o1): pairs while more than one row of x, the rest one at a time. */
 Q512_INLINE void rows_all(const int F, const road_qtensor *q, int64_t R_all, const float *x,
                           int64_t o0, int64_t o1, float *y, int64_t ldy) {
-    for (int64_t o = o0; o < o1; o++)
-        for (int64_t r0 = 0; r0 < R_all; r0 += QKERNEL_ROWS) {
-            const float *xg = x + r0 * q->cols;
-            float *yg = y + r0 * ldy;
-            switch (R_all - r0 < QKERNEL_ROWS ? R_all - r0 : QKERNEL_ROWS) {
-            case 1: row_one(F, 1, q, o, xg, yg, ldy); break;
-            case 2: row_one(F, 2, q, o, xg, yg, ldy); break;
-            case 3: row_one(F, 3, q, o, xg, yg, ldy); break;
-            case 4: row_one(F, 4, q, o, xg, yg, ldy); break;
-            case 5: row_one(F, 5, q, o, xg, yg, ldy); break;
-            case 6: row_one(F, 6, q, o, xg, yg, ldy); break;
-            case 7: row_one(F, 7, q, o, xg, yg, ldy); break;
-            default: row_one(F, 8, q, o, xg, yg, ldy); break;
-            }
-        }
+    int64_t o = o0;
+    if (R_all > 1)
+        for (; o + 2 <= o1; o += 2) tile_groups(F, 2, q, R_all, x, o, y, ldy);
+    for (; o < o1; o++) tile_groups(F, 1, q, R_all, x, o, y, ldy);
 }
 _Static_assert(QKERNEL_ROWS == 8, "rows_all's switch has a case per group size");
 
@@ -234,7 +286,8 @@ Q512 static void avx512_dequant(const road_qtensor *q, int64_t r0, int64_t n, fl
     }
 }
 
-const road_qkernel_ops road__qkernels_avx512 = {"avx512", avx512_xwt, avx512_dequant};
+const road_qkernel_ops road__qkernels_avx512 = {"avx512", avx512_xwt, avx512_dequant,
+                                                avx512_x_floats, avx512_x_pack};
 #endif
 
 /* ISO C wants at least one declaration in a translation unit (non-x86 builds). */

@@ -54,7 +54,7 @@ static void ref_dequant(const road_qtensor *q, int64_t r0, int64_t n, float *out
     road__q_dequant_range(q, r0 * q->cols, n * q->cols, out);
 }
 
-const road_qkernel_ops road__qkernels_reference = {"reference", ref_xwt, ref_dequant};
+const road_qkernel_ops road__qkernels_reference = {"reference", ref_xwt, ref_dequant, NULL, NULL};
 
 /* ---- selection ------------------------------------------------------------------------------ */
 
@@ -153,12 +153,21 @@ road_status road_qtensor_xwt(const road_qtensor *q, int64_t rows, const float *x
     const road_qkernel_ops *ops = road__qkernels_current();
     const int64_t O = q->rows;
     if (rows <= QSKINNY_MAX_ROWS) {
+        const int64_t nxp = ops->x_floats ? ops->x_floats(q, rows) : 0;
+        float *xp = NULL;
+        if (nxp > 0) {
+            xp = road__malloc(sizeof(float) * (size_t)nxp);
+            if (!xp) return ROAD_ERR_NO_MEMORY;
+            ops->x_pack(q, rows, x, xp);
+        }
+        const float *xk = xp ? xp : x;
         const int nt = threads_for(q);
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
         for (int t = 0; t < nt; t++) {
             const int64_t o0 = O * t / nt, o1 = O * (t + 1) / nt;
-            if (o1 > o0) ops->xwt(q, rows, x, o0, o1, y, O);
+            if (o1 > o0) ops->xwt(q, rows, xk, o0, o1, y, O);
         }
+        road__free(xp);
     } else {
         st = tiled_mm(ops, q, rows, x, y, false);
         if (st != ROAD_OK) return st;

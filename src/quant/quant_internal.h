@@ -59,6 +59,11 @@ typedef struct road_qkernel_ops {
                 int64_t ldy);
     /* out [n x K] = W rows [r0, r0 + n), dequantized. */
     void (*dequant)(const road_qtensor *q, int64_t r0, int64_t n, float *out);
+    /* Optional (NULL: none). x_floats: how many floats of scratch xwt wants x rearranged into
+     * for q and R rows (0: x as given); x_pack writes the rearrangement. road_qtensor_xwt packs
+     * once per call, before the threads split W's rows, and hands xwt the packed x. */
+    int64_t (*x_floats)(const road_qtensor *q, int64_t R);
+    void (*x_pack)(const road_qtensor *q, int64_t R, const float *x, float *xp);
 } road_qkernel_ops;
 
 extern const road_qkernel_ops road__qkernels_reference;
