@@ -2,7 +2,7 @@
  * quant/qmatmul.c - the matmuls of a linear layer with a quantized weight, and the reference
  * kernels they are tested against.
  *
- * Decode (up to 8 rows) is bound by reading the weights: the kernel streams the packed weights
+ * Decode (up to 16 rows) is bound by reading the weights: the kernel streams the packed weights
  * once, dequantizes them in registers and dots them with every row (as core/gemm_skinny.c does
  * for float weights, which is what makes 4-bit decode faster than float: a quarter of the
  * bytes). Prefill and training (more rows) are bound by arithmetic: tiles of QTILE_ROWS output
