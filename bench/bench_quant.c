@@ -16,10 +16,10 @@
  * bench_quant [--threads N] [--layers L] [--quick] [--reps N] [--rows R] [--qkernel K]
  *             [--no-prefill]
  * --quick: 2 layers, vocab 32000, 1 rep. --rows: rows of x per decode step (a serving batch;
- * tokens/s counts them all). --qkernel auto|reference|avx2|avx512 runs the quantized matmuls
- * with that kernel; --qkernel compare times avx2 and avx512 in the same run, alternating which
- * goes first rep by rep (a noisy machine drifts between runs), and prints each one's median
- * and best.
+ * tokens/s counts them all). --qkernel auto|reference|avx2|avx512|vnni-q8 runs the quantized
+ * matmuls with that kernel; a comma-separated list (compare = avx2,avx512) times each in the
+ * same run, rotating which goes first rep by rep (a noisy machine drifts between runs), and
+ * prints each one's median and best.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,27 +70,39 @@ static const road_qformat FMT[N_FMT] = {ROAD_QFORMAT_INT8, ROAD_QFORMAT_NF4, ROA
                                         ROAD_QFORMAT_FP4,  ROAD_QFORMAT_BF16, ROAD_QFORMAT_F16};
 static const char *const FMT_NAME[N_FMT] = {"int8", "nf4", "nf4+dq", "fp4", "bf16", "f16"};
 
-/* --qkernel: the kernels a run times (two for compare). */
+/* --qkernel: the kernels a run times, in turn (a comma-separated list; compare = avx2,avx512). */
+#define MAX_KERNELS 4
 typedef struct kernel_choice {
     int n;
-    road_qkernel k[2];
-    const char *name[2];
+    road_qkernel k[MAX_KERNELS];
+    const char *name[MAX_KERNELS];
 } kernel_choice;
 
-static kernel_choice parse_qkernel(const char *s) {
-    kernel_choice c = {1, {ROAD_QKERNEL_AUTO, ROAD_QKERNEL_AUTO}, {s, s}};
-    if (strcmp(s, "compare") == 0)
-        c = (kernel_choice){2, {ROAD_QKERNEL_AVX2, ROAD_QKERNEL_AVX512}, {"avx2", "avx512"}};
-    else if (strcmp(s, "reference") == 0)
-        c.k[0] = ROAD_QKERNEL_REFERENCE;
-    else if (strcmp(s, "avx2") == 0)
-        c.k[0] = ROAD_QKERNEL_AVX2;
-    else if (strcmp(s, "avx512") == 0)
-        c.k[0] = ROAD_QKERNEL_AVX512;
-    else if (strcmp(s, "auto") != 0) {
-        fprintf(stderr, "bench_quant: --qkernel takes auto, reference, avx2, avx512 or compare\n");
-        exit(2);
+static kernel_choice parse_qkernel(const char *arg) {
+    static const struct {
+        const char *name;
+        road_qkernel k;
+    } known[] = {{"auto", ROAD_QKERNEL_AUTO},     {"reference", ROAD_QKERNEL_REFERENCE},
+                 {"avx2", ROAD_QKERNEL_AVX2},     {"avx512", ROAD_QKERNEL_AVX512},
+                 {"vnni-q8", ROAD_QKERNEL_VNNI_Q8}};
+    kernel_choice c = {0, {ROAD_QKERNEL_AUTO}, {NULL}};
+    const char *s = strcmp(arg, "compare") == 0 ? "avx2,avx512" : arg;
+    while (*s) {
+        const size_t len = strcspn(s, ",");
+        size_t i = 0;
+        while (i < sizeof known / sizeof known[0] &&
+               (strlen(known[i].name) != len || strncmp(known[i].name, s, len) != 0))
+            i++;
+        if (i == sizeof known / sizeof known[0] || c.n == MAX_KERNELS) {
+            fprintf(stderr, "bench_quant: --qkernel takes up to %d of auto, reference, avx2, "
+                            "avx512, vnni-q8 (comma-separated), or compare\n",
+                    MAX_KERNELS);
+            exit(2);
+        }
+        c.k[c.n] = known[i].k, c.name[c.n] = known[i].name, c.n++;
+        s += len + (s[len] == ',');
     }
+    if (c.n == 0) c.k[0] = ROAD_QKERNEL_AUTO, c.name[0] = "auto", c.n = 1;
     for (int i = 0; i < c.n; i++) die(road_qkernel_select(c.k[i]), c.name[i]);
     die(road_qkernel_select(c.k[0]), c.name[0]);
     return c;
@@ -124,7 +136,7 @@ int main(int argc, char **argv) {
             layers = 2, vocab = 32000, reps = 1;
         else {
             fprintf(stderr, "usage: bench_quant [--threads N] [--layers L] [--quick] [--reps N] "
-                            "[--rows R] [--qkernel auto|reference|avx2|avx512|compare] "
+                            "[--rows R] [--qkernel K[,K..]|compare] "
                             "[--no-prefill]\n");
             return 2;
         }
@@ -189,7 +201,7 @@ int main(int argc, char **argv) {
     float *x = xmalloc(sizeof(float) * (size_t)(drows * INTER)),
           *y = xmalloc(sizeof(float) * (size_t)(drows * (vocab > INTER ? vocab : INTER)));
     fill(x, drows * INTER, 5, 1.0f);
-    double *times = xmalloc(sizeof(double) * (size_t)(2 * reps));
+    double *times = xmalloc(sizeof(double) * (size_t)(MAX_KERNELS * reps));
     printf("\n[2] decode, %d row%s: every linear layer + lm_head (median and best of %d)\n", drows,
            drows > 1 ? "s" : "", reps);
     printf("    %-30s %10s %10s %10s %12s %10s\n", "weights", "ms/step", "best ms", "tokens/s",
@@ -204,7 +216,7 @@ int main(int argc, char **argv) {
             const int nk = f < 0 ? 1 : kc.n;
             for (int r = 0; r < reps + 1; r++)
                 for (int j = 0; j < nk; j++) {
-                    const int ki = r % 2 ? nk - 1 - j : j; /* alternate which kernel goes first */
+                    const int ki = (j + r) % nk; /* rotate which kernel goes first */
                     die(road_qkernel_select(kc.k[ki]), "qkernel");
                     double t0 = now_s();
                     for (int k = 0; k < n_lin; k++) {

@@ -215,6 +215,100 @@ static void test_fast_vs_reference(void **state) {
     TU_OK(road_qkernel_select(ROAD_QKERNEL_AUTO));
 }
 
+/* ROAD_QKERNEL_VNNI_Q8 (x rounded to int8 per block of 64, 4-bit tables to int8 steps) against
+ * double-precision products of the exactly dequantized weights with float x. Per output the
+ * error is bounded by what the two roundings can move it, plus the float bound:
+ *   sum over blocks b of (s_b / 2) sum_k (|w_k| + d_b)  +  d_b sum_k |x_k|
+ * with s_b = max |x_b| / 127 (x's step) and d_b = step / 2 * absmax_b (half a table step, 4-bit;
+ * 0 for int8). Formats it does not take (bf16, f16, cols % 64 != 0) must stay within the
+ * float bound. The largest error seen, as a fraction of sum |x w|, is printed
+ * (docs/quant.md quotes it). */
+#define Q8_BLOCK 64
+#define Q8_XMAX 127.0
+static void test_vnni_q8(void **state) {
+    (void)state;
+    if (road_qkernel_select(ROAD_QKERNEL_VNNI_Q8) != ROAD_OK) {
+        print_message("vnni-q8 skipped: %s\n", road_last_error());
+        skip();
+    }
+    enum { O = 45, RMAX = 40 };
+    const road_qformat fmts[] = {ROAD_QFORMAT_INT8, ROAD_QFORMAT_NF4, ROAD_QFORMAT_NF4,
+                                 ROAD_QFORMAT_FP4,  ROAD_QFORMAT_INT8, ROAD_QFORMAT_BF16};
+    const bool dqs[] = {false, false, true, false, false, false};
+    const int64_t Ks[] = {512, 512, 512, 256, 131, 192};
+    for (size_t i = 0; i < sizeof fmts / sizeof fmts[0]; i++) {
+        const int64_t K = Ks[i];
+        const bool approx = fmts[i] != ROAD_QFORMAT_BF16 && K % Q8_BLOCK == 0;
+        float *w = tu_alloc(sizeof(float) * (size_t)(O * K));
+        float *x = tu_alloc(sizeof(float) * (size_t)(RMAX * K));
+        float *y = tu_alloc(sizeof(float) * (size_t)(RMAX * O));
+        tu_fill_uniform(w, O * K, 11 + i, -1, 1);
+        tu_fill_uniform(x, RMAX * K, 12 + i, -1, 1);
+        for (int64_t k = 0; k < RMAX * K; k += 37) x[k] *= 8.0f; /* a few outliers per block */
+        road_qtensor *q = NULL;
+        TU_OK(road_qtensor_quantize(fmts[i], O, K, w, dqs[i], &q));
+        dequant_ref(q, w, ROAD_QKERNEL_VNNI_Q8);
+        double step = 0.0;
+        if (q->code)
+            for (int c = 0; c < 16; c++) step = fmax(step, fabs(q->code[c]) / 127.0);
+        double worst = 0.0, worst_rel = 0.0, e2 = 0.0, y2 = 0.0;
+        for (int nt = 1; nt <= 2; nt++) {
+            road_set_num_threads(nt);
+            for (int64_t R = 1; R <= RMAX; R = R == 17 ? RMAX : R + 1) {
+                TU_OK(road_qtensor_xwt(q, R, x, NULL, y));
+                for (int64_t r = 0; r < R; r++)
+                    for (int64_t o = 0; o < O; o++) {
+                        double ref = 0.0, mag = 0.0, bound = 0.0;
+                        for (int64_t b0 = 0; b0 < K; b0 += Q8_BLOCK) {
+                            const int64_t n = K - b0 < Q8_BLOCK ? K - b0 : Q8_BLOCK;
+                            double xmax = 0.0, sw = 0.0, sx = 0.0;
+                            const double d =
+                                q->code ? 0.5 * step *
+                                              fabs(road_qtensor_block_absmax(
+                                                  q, (o * K + b0) / Q8_BLOCK))
+                                        : 0.0;
+                            for (int64_t k = b0; k < b0 + n; k++) {
+                                const double xv = x[r * K + k], wv = w[o * K + k];
+                                ref += xv * wv;
+                                mag += fabs(xv * wv);
+                                xmax = fmax(xmax, fabs(xv));
+                                sw += fabs(wv) + d;
+                                sx += fabs(xv);
+                            }
+                            bound += 0.5 * (xmax / Q8_XMAX) * sw + d * sx;
+                        }
+                        /* R > 16 takes the exact tiled path */
+                        const double fl = DOT_ERR_FACTOR * (double)(K + 2) * F32_UNIT_ROUNDOFF * mag;
+                        const double tol = (approx && R <= 16 ? bound * (1.0 + 1e-3) : 0.0) + fl + 1e-30;
+                        const double err = fabs(y[r * O + o] - ref);
+                        if (err > tol) {
+                            print_error("vnni-q8 %s%s K %lld rows %lld: y[%lld, %lld] = %.9g, "
+                                        "reference %.9g (bound %.3g)\n",
+                                        road_qformat_name(fmts[i]), dqs[i] ? "+dq" : "",
+                                        (long long)K, (long long)R, (long long)r, (long long)o,
+                                        y[r * O + o], ref, tol);
+                            fail();
+                        }
+                        if (approx && R <= 16) {
+                            e2 += err * err, y2 += ref * ref;
+                            worst = fmax(worst, err / tol);
+                            worst_rel = fmax(worst_rel, err / (mag + 1e-30));
+                        }
+                    }
+            }
+        }
+        if (approx)
+            print_message("vnni-q8 %s%s K %lld: largest error %.3g of sum |x w| (%.2f of the "
+                          "bound), rms error / rms y %.3g\n",
+                          road_qformat_name(fmts[i]), dqs[i] ? "+dq" : "", (long long)K,
+                          worst_rel, worst, sqrt(e2 / y2));
+        road_qtensor_free(q);
+        free(w), free(x), free(y);
+    }
+    road_set_num_threads(2);
+    TU_OK(road_qkernel_select(ROAD_QKERNEL_AUTO));
+}
+
 /* AUTO picks the fastest kernel the CPU has; a kernel it lacks is refused and the choice
  * stays as it was. */
 static void test_select(void **state) {
@@ -248,6 +342,7 @@ int main(void) {
         cmocka_unit_test(test_xwt_dyw),
         cmocka_unit_test(test_fast_vs_reference),
         cmocka_unit_test(test_select),
+        cmocka_unit_test(test_vnni_q8),
         cmocka_unit_test(test_args),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

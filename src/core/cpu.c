@@ -39,6 +39,15 @@ bool road__cpu_has_avx512(void) {
 #endif
 }
 
+bool road__cpu_has_avx512_vnni(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    return road__cpu_has_avx512() && __builtin_cpu_supports("avx512vnni");
+#else
+    return false;
+#endif
+}
+
 /* A sysfs CPU list is a few bytes per range; a machine's longest is far below this. */
 #define CPU_LIST_BYTES 4096
 

@@ -74,6 +74,11 @@ road_status road_qkernel_select(road_qkernel k) {
             return road__error(ROAD_ERR_UNSUPPORTED,
                                "road_qkernel_select: this CPU (or OS) has no AVX-512 F/BW/VL/DQ");
         break;
+    case ROAD_QKERNEL_VNNI_Q8:
+        if (!road__cpu_has_avx512_vnni())
+            return road__error(ROAD_ERR_UNSUPPORTED,
+                               "road_qkernel_select: this CPU (or OS) has no AVX-512 VNNI");
+        break;
     default:
         return road__error(ROAD_ERR_INVALID_ARG, "road_qkernel_select: unknown kernel %d", (int)k);
     }
@@ -89,6 +94,7 @@ const road_qkernel_ops *road__qkernels_current(void) {
             : road__cpu_has_avx2_fma() ? ROAD_QKERNEL_AVX2
                                        : ROAD_QKERNEL_REFERENCE;
 #if defined(__x86_64__)
+    if (k == ROAD_QKERNEL_VNNI_Q8) return &road__qkernels_vnni_q8;
     if (k == ROAD_QKERNEL_AVX512) return &road__qkernels_avx512;
     if (k == ROAD_QKERNEL_AVX2) return &road__qkernels_avx2;
 #endif

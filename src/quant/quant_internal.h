@@ -70,6 +70,7 @@ extern const road_qkernel_ops road__qkernels_reference;
 #if defined(__x86_64__)
 extern const road_qkernel_ops road__qkernels_avx2;
 extern const road_qkernel_ops road__qkernels_avx512;
+extern const road_qkernel_ops road__qkernels_vnni_q8;
 #endif
 /* The ops for this thread (road_qkernel_select; AUTO resolved). */
 const road_qkernel_ops *road__qkernels_current(void);
