@@ -3,8 +3,8 @@
  * quantized W, for every kernel (reference, AVX2, AVX-512; those this CPU lacks are skipped
  * with a printed note), the decode path (1..16 rows: fused
  * dequantize + dot) and the tiled sgemm path (more rows), int8 / NF4 / FP4, plain and double
- * quantization, and bf16 / f16 weights kept as stored, sizes that are and are not multiples of the block, 1 and 2 threads; each
- * against double-precision dot products of the dequantized weights.
+ * quantization, and bf16 / f16 weights kept as stored, sizes that are and are not multiples of the
+ * block, 1 and 2 threads; each against double-precision dot products of the dequantized weights.
  */
 #include <math.h>
 #include <stdio.h>
@@ -112,7 +112,8 @@ static const char *const KERNEL_NAMES[] = {"reference", "avx2", "avx512"};
  * already printed for this test). */
 static bool use_kernel(size_t i, const char *test) {
     if (road_qkernel_select(KERNELS[i]) == ROAD_OK) return true;
-    if (test) print_message("%s: kernel %s skipped: %s\n", test, KERNEL_NAMES[i], road_last_error());
+    if (test)
+        print_message("%s: kernel %s skipped: %s\n", test, KERNEL_NAMES[i], road_last_error());
     return false;
 }
 
@@ -164,7 +165,8 @@ static void test_fast_vs_reference(void **state) {
             const int64_t K = Ks[ki];
             float *w = tu_alloc(sizeof(float) * (size_t)(O * K));
             float *x = tu_alloc(sizeof(float) * (size_t)(RMAX * K));
-            float *ya = tu_alloc(sizeof(float) * RMAX * O), *yr = tu_alloc(sizeof(float) * RMAX * O);
+            float *ya = tu_alloc(sizeof(float) * RMAX * O),
+                  *yr = tu_alloc(sizeof(float) * RMAX * O);
             float *da = tu_alloc(sizeof(float) * (size_t)(O * K));
             float *dr = tu_alloc(sizeof(float) * (size_t)(O * K));
             tu_fill_uniform(w, O * K, 5, -1, 1);
@@ -280,8 +282,10 @@ static void test_vnni_q8(void **state) {
                             bound += 0.5 * (xmax / Q8_XMAX) * sw + d * sx;
                         }
                         /* R > 16 takes the exact tiled path */
-                        const double fl = DOT_ERR_FACTOR * (double)(K + 2) * F32_UNIT_ROUNDOFF * mag;
-                        const double tol = (approx && R <= 16 ? bound * (1.0 + 1e-3) : 0.0) + fl + 1e-30;
+                        const double fl =
+                            DOT_ERR_FACTOR * (double)(K + 2) * F32_UNIT_ROUNDOFF * mag;
+                        const double tol =
+                            (approx && R <= 16 ? bound * (1.0 + 1e-3) : 0.0) + fl + 1e-30;
                         const double err = fabs(y[r * O + o] - ref);
                         if (err > tol) {
                             print_error("vnni-q8 %s%s K %lld rows %lld: y[%lld, %lld] = %.9g, "

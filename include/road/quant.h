@@ -129,7 +129,7 @@ ROAD_API road_status road_qtensor_dyw(const road_qtensor *q, int64_t rows, const
 typedef enum road_qkernel {
     ROAD_QKERNEL_AUTO = 0,
     ROAD_QKERNEL_REFERENCE = 1,
-    ROAD_QKERNEL_AVX2 = 2,  /* AVX2 + FMA + F16C */
+    ROAD_QKERNEL_AVX2 = 2,   /* AVX2 + FMA + F16C */
     ROAD_QKERNEL_AVX512 = 3, /* AVX-512 F, BW, VL, DQ (Intel Skylake-X and later, AMD Zen 4) */
     /* Approximate, never chosen by AUTO: decode (up to 16 rows) of int8 / NF4 / FP4 weights
      * with x rounded to int8 per block of 64 (and the 4-bit tables to int8 steps), dotted

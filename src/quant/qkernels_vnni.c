@@ -81,8 +81,9 @@ QVNNI static void vnni_x_pack(const road_qtensor *q, int64_t R, const float *x, 
                 __m512i iq = _mm512_cvtps_epi32(_mm512_mul_ps(v[j], _mm512_set1_ps(inv)));
                 iq = _mm512_max_epi32(_mm512_min_epi32(iq, _mm512_set1_epi32(QX_MAX)),
                                       _mm512_set1_epi32(-QX_MAX));
-                _mm_storeu_si128((__m128i *)(void *)(bytes + b * ROAD_QBLOCK + 16 * j),
-                                 _mm512_cvtepi32_epi8(_mm512_add_epi32(iq, _mm512_set1_epi32(128))));
+                _mm_storeu_si128(
+                    (__m128i *)(void *)(bytes + b * ROAD_QBLOCK + 16 * j),
+                    _mm512_cvtepi32_epi8(_mm512_add_epi32(iq, _mm512_set1_epi32(128))));
             }
         }
     }
@@ -98,8 +99,8 @@ QVNNI_INLINE __m512i block_weights(const bool q4, const road_qtensor *q, int64_t
         return _mm512_loadu_si512((const void *)(q->data + o * K + b * ROAD_QBLOCK));
     }
     *wscale = step * q_absmax(q, o * (K / ROAD_QBLOCK) + b);
-    const __m256i p =
-        _mm256_loadu_si256((const __m256i *)(const void *)(q->data + (o * K + b * ROAD_QBLOCK) / 2));
+    const __m256i p = _mm256_loadu_si256(
+        (const __m256i *)(const void *)(q->data + (o * K + b * ROAD_QBLOCK) / 2));
     const __m256i m = _mm256_set1_epi8(0x0f);
     const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(p, 4), m), lo = _mm256_and_si256(p, m);
     return _mm512_shuffle_epi8(tab8, _mm512_inserti64x4(_mm512_castsi256_si512(hi), lo, 1));

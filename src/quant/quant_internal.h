@@ -28,8 +28,8 @@ static inline bool q_is_half(road_qformat f) {
 
 /* Up to this many rows of x the matmul streams the packed weights once (decode, and a
  * serving batch of up to 16 sequences); above it, tiles are dequantized for sgemm (as
- * road__sgemm_xwt does with core/skinny.h). The AVX2 and AVX-512 kernels keep at most QKERNEL_ROWS rows'
- * accumulators in registers and take more rows in groups of that many, each output row of W
+ * road__sgemm_xwt does with core/skinny.h). The AVX2 and AVX-512 kernels keep at most QKERNEL_ROWS
+ * rows' accumulators in registers and take more rows in groups of that many, each output row of W
  * decoded again from L1 for the next group (read from memory once). */
 #define QSKINNY_MAX_ROWS 16
 #define QKERNEL_ROWS 8
