@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "testutil.h"
 
 /* A float32 dot product of K terms computed in any order (with or without FMA) is within
@@ -329,6 +330,32 @@ static void test_select(void **state) {
     TU_OK(road_qkernel_select(ROAD_QKERNEL_AUTO));
 }
 
+/* The AVX-512 kernels pack x into a buffer per decode call: when that allocation fails, the
+ * call says so (and works again once memory is back). */
+static void test_pack_no_memory(void **state) {
+    (void)state;
+    const road_qkernel ks[] = {ROAD_QKERNEL_AVX512, ROAD_QKERNEL_VNNI_Q8};
+    const char *const names[] = {"avx512", "vnni-q8"};
+    float w[4 * 128], x[2 * 128], y[2 * 4];
+    tu_fill_uniform(w, 4 * 128, 3, -1, 1);
+    tu_fill_uniform(x, 2 * 128, 4, -1, 1);
+    road_qtensor *q = NULL;
+    TU_OK(road_qtensor_quantize(ROAD_QFORMAT_NF4, 4, 128, w, false, &q));
+    for (int i = 0; i < 2; i++) {
+        if (road_qkernel_select(ks[i]) != ROAD_OK) {
+            print_message("pack/no memory: kernel %s skipped: %s\n", names[i], road_last_error());
+            continue;
+        }
+        road__alloc_fail_after(0);
+        const road_status st = road_qtensor_xwt(q, 2, x, NULL, y);
+        road__alloc_fail_after(-1);
+        assert_int_equal(st, ROAD_ERR_NO_MEMORY);
+        TU_OK(road_qtensor_xwt(q, 2, x, NULL, y));
+    }
+    TU_OK(road_qkernel_select(ROAD_QKERNEL_AUTO));
+    road_qtensor_free(q);
+}
+
 static void test_args(void **state) {
     (void)state;
     float w[64], x[64], y[1];
@@ -349,6 +376,7 @@ int main(void) {
         cmocka_unit_test(test_fast_vs_reference),
         cmocka_unit_test(test_select),
         cmocka_unit_test(test_vnni_q8),
+        cmocka_unit_test(test_pack_no_memory),
         cmocka_unit_test(test_args),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
