@@ -9,6 +9,7 @@
 
 #include "core/alloc.h"
 #include "core/blas.h"
+#include "core/cpu.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/skinny.h"
@@ -175,6 +176,41 @@ static void test_sgemm(void **state) {
  * in * eps * max|x||w| in the worst case; 1e-4 relative to sqrt(in) is far above the
  * typical error and far below any indexing mistake. */
 #define SKINNY_TOL 1e-4
+
+/* Every x86 version the CPU has (not only the one dispatch picks), against want, and batch
+ * invariant (a row alone gives the bits it gives in the batch); a version the CPU lacks is
+ * reported once, not passed. */
+static void check_skinny_variants(int64_t rows, int64_t out, int64_t in, const float *x,
+                                  const float *w, const float *bias, const float *want,
+                                  double tol) {
+#if defined(__x86_64__)
+    typedef void (*skinny_fn)(int64_t, int64_t, int64_t, const float *, const float *,
+                              const float *, float *);
+    const skinny_fn fns[] = {road__skinny_avx2, road__skinny_avx512};
+    const char *const names[] = {"skinny avx2", "skinny avx512"};
+    const bool has[] = {road__cpu_has_avx2_fma(), road__cpu_has_avx512()};
+    static bool noted[2];
+    float *y = tu_alloc(sizeof(float) * (size_t)(rows * out));
+    float *y1 = tu_alloc(sizeof(float) * (size_t)out);
+    for (int v = 0; v < 2; v++) {
+        if (!has[v]) {
+            if (!noted[v]) print_message("%s skipped: this CPU lacks it\n", names[v]);
+            noted[v] = true;
+            continue;
+        }
+        fns[v](rows, out, in, x, w, bias, y);
+        tu_assert_close(names[v], y, want, rows * out, tol, 0);
+        for (int64_t r = 0; r < rows; r++) {
+            fns[v](1, out, in, x + r * in, w, bias, y1);
+            tu_assert_equal_f32(names[v], y1, y + r * out, out);
+        }
+    }
+    free(y), free(y1);
+#else
+    (void)rows, (void)out, (void)in, (void)x, (void)w, (void)bias, (void)want, (void)tol;
+#endif
+}
+
 static void test_skinny(void **state) {
     (void)state;
     const int64_t ins[] = {1, 7, 8, 9, 64, 333, 2048};
@@ -203,6 +239,7 @@ static void test_skinny(void **state) {
                 double tol = SKINNY_TOL * sqrt((double)in);
                 tu_assert_close("skinny (dispatched)", y, want, rows * out, tol, 0);
                 tu_assert_close("skinny (reference)", yr, want, rows * out, tol, 0);
+                check_skinny_variants(rows, out, in, x, w, bias, want, tol);
                 /* batch invariance: each row alone gives the same bits as in the batch (the
                  * serving engine relies on it: a sequence's tokens must not depend on its
                  * neighbours) */

@@ -1,15 +1,17 @@
 /*
  * tests/test_quant_matmul.c - the quantized matmuls: y = x W^T + b and dx = dy W with a
- * quantized W, for every kernel (reference, AVX2), the decode path (1..16 rows: fused
+ * quantized W, for every kernel (reference, AVX2, AVX-512; those this CPU lacks are skipped
+ * with a printed note), the decode path (1..16 rows: fused
  * dequantize + dot) and the tiled sgemm path (more rows), int8 / NF4 / FP4, plain and double
- * quantization, and bf16 / f16 weights kept as stored, sizes that are and are not multiples of the block, 1 and 2 threads; each
- * against double-precision dot products of the dequantized weights.
+ * quantization, and bf16 / f16 weights kept as stored, sizes that are and are not multiples of the
+ * block, 1 and 2 threads; each against double-precision dot products of the dequantized weights.
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "testutil.h"
 
 /* A float32 dot product of K terms computed in any order (with or without FMA) is within
@@ -24,13 +26,22 @@ typedef struct shape {
     int64_t out, in;
 } shape;
 
-static void check_xwt(const road_qtensor *q, int64_t rows, bool bias, const char *what) {
+/* W dequantized by the reference kernel (what every kernel's products must match), then
+ * kernel k selected again. */
+static void dequant_ref(const road_qtensor *q, float *w, road_qkernel k) {
+    TU_OK(road_qkernel_select(ROAD_QKERNEL_REFERENCE));
+    TU_OK(road_qtensor_dequantize_rows(q, 0, q->rows, w));
+    TU_OK(road_qkernel_select(k));
+}
+
+static void check_xwt(const road_qtensor *q, int64_t rows, bool bias, road_qkernel kern,
+                      const char *what) {
     const int64_t O = q->rows, K = q->cols;
     float *w = tu_alloc(sizeof(float) * (size_t)(O * K));
     float *x = tu_alloc(sizeof(float) * (size_t)(rows * K));
     float *y = tu_alloc(sizeof(float) * (size_t)(rows * O));
     float *b = tu_alloc(sizeof(float) * (size_t)O);
-    TU_OK(road_qtensor_dequantize_rows(q, 0, O, w));
+    dequant_ref(q, w, kern);
     tu_fill_uniform(x, rows * K, (uint64_t)(rows * 31 + K), -1, 1);
     tu_fill_uniform(b, O, 7, -0.5f, 0.5f);
     TU_OK(road_qtensor_xwt(q, rows, x, bias ? b : NULL, y));
@@ -55,12 +66,12 @@ static void check_xwt(const road_qtensor *q, int64_t rows, bool bias, const char
     free(b);
 }
 
-static void check_dyw(const road_qtensor *q, int64_t rows, const char *what) {
+static void check_dyw(const road_qtensor *q, int64_t rows, road_qkernel kern, const char *what) {
     const int64_t O = q->rows, K = q->cols;
     float *w = tu_alloc(sizeof(float) * (size_t)(O * K));
     float *dy = tu_alloc(sizeof(float) * (size_t)(rows * O));
     float *dx = tu_alloc(sizeof(float) * (size_t)(rows * K));
-    TU_OK(road_qtensor_dequantize_rows(q, 0, O, w));
+    dequant_ref(q, w, kern);
     tu_fill_uniform(dy, rows * O, (uint64_t)(rows + 3 * O), -1, 1);
     TU_OK(road_qtensor_dyw(q, rows, dy, dx));
     for (int64_t r = 0; r < rows; r++)
@@ -91,27 +102,43 @@ static const shape SHAPES[] = {
     {ROAD_QFORMAT_F16, false, 129, 256},
 };
 
+/* Every kernel road has; each test runs those this CPU supports and prints the others as
+ * skipped (a variant the machine lacks is reported, never passed as if tested). */
+static const road_qkernel KERNELS[] = {ROAD_QKERNEL_REFERENCE, ROAD_QKERNEL_AVX2,
+                                       ROAD_QKERNEL_AVX512};
+static const char *const KERNEL_NAMES[] = {"reference", "avx2", "avx512"};
+#define N_KERNELS (sizeof KERNELS / sizeof KERNELS[0])
+
+/* Select kernel i; false when this CPU lacks it, with a note unless test is NULL (a note
+ * already printed for this test). */
+static bool use_kernel(size_t i, const char *test) {
+    if (road_qkernel_select(KERNELS[i]) == ROAD_OK) return true;
+    if (test)
+        print_message("%s: kernel %s skipped: %s\n", test, KERNEL_NAMES[i], road_last_error());
+    return false;
+}
+
 static void test_xwt_dyw(void **state) {
     (void)state;
-    const int64_t rows[] = {1, 2, 3, 4, 5, 7, 8, 9, 12, 16, 17, 40};
+    const int64_t rows[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 40};
     for (size_t si = 0; si < sizeof SHAPES / sizeof SHAPES[0]; si++) {
         const shape *s = &SHAPES[si];
         float *w = tu_alloc(sizeof(float) * (size_t)(s->out * s->in));
         tu_fill_uniform(w, s->out * s->in, si + 1, -0.1f, 0.1f);
         road_qtensor *q = NULL;
         TU_OK(road_qtensor_quantize(s->f, s->out, s->in, w, s->dq, &q));
-        for (int k = ROAD_QKERNEL_REFERENCE; k <= ROAD_QKERNEL_AVX2; k++) {
-            if (road_qkernel_select((road_qkernel)k) != ROAD_OK) continue;
+        for (size_t k = 0; k < N_KERNELS; k++) {
+            if (!use_kernel(k, si == 0 ? "xwt/dyw" : NULL)) continue;
             for (int nt = 1; nt <= 2; nt++) {
                 road_set_num_threads(nt);
                 char what[128];
-                snprintf(what, sizeof what, "%s%s %lldx%lld kernel %d threads %d",
+                snprintf(what, sizeof what, "%s%s %lldx%lld kernel %s threads %d",
                          road_qformat_name(s->f), s->dq ? "+dq" : "", (long long)s->out,
-                         (long long)s->in, k, nt);
+                         (long long)s->in, KERNEL_NAMES[k], nt);
                 for (size_t ri = 0; ri < sizeof rows / sizeof rows[0]; ri++)
-                    check_xwt(q, rows[ri], ri % 2 == 0, what);
-                check_dyw(q, 1, what);
-                check_dyw(q, 13, what);
+                    check_xwt(q, rows[ri], ri % 2 == 0, KERNELS[k], what);
+                check_dyw(q, 1, KERNELS[k], what);
+                check_dyw(q, 13, KERNELS[k], what);
             }
         }
         TU_OK(road_qkernel_select(ROAD_QKERNEL_AUTO));
@@ -121,35 +148,212 @@ static void test_xwt_dyw(void **state) {
     road_set_num_threads(2);
 }
 
-/* The fast kernel against the reference on the same tensor: both are float32, so they agree
- * to the dot-product bound too, and the decode path of AVX2 agrees with the sgemm path. */
+/* Each fast kernel against the reference on the same tensor, for every format, rows 1..17 and
+ * 40 (the decode path up to 16, the sgemm path past it), K a multiple of the block and odd:
+ * both are float32, so they agree to twice the dot-product bound; dequantization is exact, so
+ * equal bit for bit. The AVX-512 kernel also sums each row the same way whatever the batch: a
+ * row alone gives the bits it gives among 16. */
 static void test_fast_vs_reference(void **state) {
     (void)state;
-    if (road_qkernel_select(ROAD_QKERNEL_AVX2) != ROAD_OK) skip();
-    enum { O = 192, K = 512, R = 8 };
-    float *w = tu_alloc(sizeof(float) * O * K), *x = tu_alloc(sizeof(float) * R * K);
-    float *ya = tu_alloc(sizeof(float) * R * O), *yr = tu_alloc(sizeof(float) * R * O);
-    tu_fill_uniform(w, O * K, 5, -1, 1);
-    tu_fill_uniform(x, R * K, 6, -1, 1);
+    enum { O = 67, RMAX = 40 };
+    const int64_t Ks[] = {512, 131};
     const road_qformat fmts[] = {ROAD_QFORMAT_INT8, ROAD_QFORMAT_NF4, ROAD_QFORMAT_FP4,
-                                 ROAD_QFORMAT_BF16, ROAD_QFORMAT_F16};
-    for (int i = 0; i < 5; i++) {
+                                 ROAD_QFORMAT_FP4,  ROAD_QFORMAT_BF16, ROAD_QFORMAT_F16};
+    const bool dqs[] = {false, true, false, true, false, false};
+    for (size_t fk = 1; fk < N_KERNELS; fk++) {
+        if (!use_kernel(fk, "fast vs reference")) continue;
+        for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ki++) {
+            const int64_t K = Ks[ki];
+            float *w = tu_alloc(sizeof(float) * (size_t)(O * K));
+            float *x = tu_alloc(sizeof(float) * (size_t)(RMAX * K));
+            float *ya = tu_alloc(sizeof(float) * RMAX * O),
+                  *yr = tu_alloc(sizeof(float) * RMAX * O);
+            float *da = tu_alloc(sizeof(float) * (size_t)(O * K));
+            float *dr = tu_alloc(sizeof(float) * (size_t)(O * K));
+            tu_fill_uniform(w, O * K, 5, -1, 1);
+            tu_fill_uniform(x, RMAX * K, 6, -1, 1);
+            for (size_t i = 0; i < sizeof fmts / sizeof fmts[0]; i++) {
+                road_qtensor *q = NULL;
+                TU_OK(road_qtensor_quantize(fmts[i], O, K, w, dqs[i], &q));
+                char what[128];
+                snprintf(what, sizeof what, "%s vs reference, %s%s, K %lld",
+                         KERNEL_NAMES[fk], road_qformat_name(fmts[i]), dqs[i] ? "+dq" : "",
+                         (long long)K);
+                TU_OK(road_qkernel_select(ROAD_QKERNEL_REFERENCE));
+                TU_OK(road_qtensor_dequantize_rows(q, 0, O, dr));
+                TU_OK(road_qkernel_select(KERNELS[fk]));
+                TU_OK(road_qtensor_dequantize_rows(q, 0, O, da));
+                tu_assert_equal_f32(what, da, dr, O * K);
+                /* from row 31: with K 512 (8 blocks a row) the kernels' chunks of 16 blocks
+                 * straddle nested block 256 */
+                TU_OK(road_qtensor_dequantize_rows(q, 31, 5, da));
+                tu_assert_equal_f32(what, da, dr + 31 * K, 5 * K);
+                for (int nt = 1; nt <= 2; nt++) {
+                    road_set_num_threads(nt);
+                    for (int64_t R = 1; R <= RMAX; R = R == 17 ? RMAX : R + 1) {
+                        TU_OK(road_qkernel_select(KERNELS[fk]));
+                        TU_OK(road_qtensor_xwt(q, R, x, NULL, ya));
+                        TU_OK(road_qkernel_select(ROAD_QKERNEL_REFERENCE));
+                        TU_OK(road_qtensor_xwt(q, R, x, NULL, yr));
+                        /* |x|, |w'| <= 1: sum |x w| <= K, so 2 * K * u * K bounds the
+                         * difference of the two */
+                        tu_assert_close(what, ya, yr, R * O,
+                                        DOT_ERR_FACTOR * 2.0 * (double)K * F32_UNIT_ROUNDOFF *
+                                            (double)K,
+                                        0.0);
+                    }
+                }
+                if (KERNELS[fk] == ROAD_QKERNEL_AVX512) {
+                    TU_OK(road_qkernel_select(KERNELS[fk]));
+                    TU_OK(road_qtensor_xwt(q, 16, x, NULL, ya));
+                    for (int64_t r = 0; r < 16; r++) {
+                        TU_OK(road_qtensor_xwt(q, 1, x + r * K, NULL, yr));
+                        tu_assert_equal_f32("avx512: a row alone vs among 16", yr, ya + r * O, O);
+                    }
+                }
+                road_qtensor_free(q);
+            }
+            free(w), free(x), free(ya), free(yr), free(da), free(dr);
+        }
+    }
+    road_set_num_threads(2);
+    TU_OK(road_qkernel_select(ROAD_QKERNEL_AUTO));
+}
+
+/* ROAD_QKERNEL_VNNI_Q8 (x rounded to int8 per block of 64, 4-bit tables to int8 steps) against
+ * double-precision products of the exactly dequantized weights with float x. Per output the
+ * error is bounded by what the two roundings can move it, plus the float bound:
+ *   sum over blocks b of (s_b / 2) sum_k (|w_k| + d_b)  +  d_b sum_k |x_k|
+ * with s_b = max |x_b| / 127 (x's step) and d_b = step / 2 * absmax_b (half a table step, 4-bit;
+ * 0 for int8). Formats it does not take (bf16, f16, cols % 64 != 0) must stay within the
+ * float bound. The largest error seen, as a fraction of sum |x w|, is printed
+ * (docs/quant.md quotes it). */
+#define Q8_BLOCK 64
+#define Q8_XMAX 127.0
+static void test_vnni_q8(void **state) {
+    (void)state;
+    if (road_qkernel_select(ROAD_QKERNEL_VNNI_Q8) != ROAD_OK) {
+        print_message("vnni-q8 skipped: %s\n", road_last_error());
+        skip();
+    }
+    enum { O = 45, RMAX = 40 };
+    const road_qformat fmts[] = {ROAD_QFORMAT_INT8, ROAD_QFORMAT_NF4, ROAD_QFORMAT_NF4,
+                                 ROAD_QFORMAT_FP4,  ROAD_QFORMAT_INT8, ROAD_QFORMAT_BF16};
+    const bool dqs[] = {false, false, true, false, false, false};
+    const int64_t Ks[] = {512, 512, 512, 256, 131, 192};
+    for (size_t i = 0; i < sizeof fmts / sizeof fmts[0]; i++) {
+        const int64_t K = Ks[i];
+        const bool approx = fmts[i] != ROAD_QFORMAT_BF16 && K % Q8_BLOCK == 0;
+        float *w = tu_alloc(sizeof(float) * (size_t)(O * K));
+        float *x = tu_alloc(sizeof(float) * (size_t)(RMAX * K));
+        float *y = tu_alloc(sizeof(float) * (size_t)(RMAX * O));
+        tu_fill_uniform(w, O * K, 11 + i, -1, 1);
+        tu_fill_uniform(x, RMAX * K, 12 + i, -1, 1);
+        for (int64_t k = 0; k < RMAX * K; k += 37) x[k] *= 8.0f; /* a few outliers per block */
         road_qtensor *q = NULL;
-        TU_OK(road_qtensor_quantize(fmts[i], O, K, w, i == 1, &q));
-        TU_OK(road_qkernel_select(ROAD_QKERNEL_AVX2));
-        TU_OK(road_qtensor_xwt(q, R, x, NULL, ya));
-        TU_OK(road_qkernel_select(ROAD_QKERNEL_REFERENCE));
-        TU_OK(road_qtensor_xwt(q, R, x, NULL, yr));
-        /* |x|, |w'| <= 1: sum |x w| <= K, so 2 * K * u * K bounds the difference of the two */
-        tu_assert_close("avx2 vs reference", ya, yr, R * O,
-                        DOT_ERR_FACTOR * 2.0 * K * F32_UNIT_ROUNDOFF * K, 0.0);
+        TU_OK(road_qtensor_quantize(fmts[i], O, K, w, dqs[i], &q));
+        dequant_ref(q, w, ROAD_QKERNEL_VNNI_Q8);
+        double step = 0.0;
+        if (q->code)
+            for (int c = 0; c < 16; c++) step = fmax(step, fabs(q->code[c]) / 127.0);
+        double worst = 0.0, worst_rel = 0.0, e2 = 0.0, y2 = 0.0;
+        for (int nt = 1; nt <= 2; nt++) {
+            road_set_num_threads(nt);
+            for (int64_t R = 1; R <= RMAX; R = R == 17 ? RMAX : R + 1) {
+                TU_OK(road_qtensor_xwt(q, R, x, NULL, y));
+                for (int64_t r = 0; r < R; r++)
+                    for (int64_t o = 0; o < O; o++) {
+                        double ref = 0.0, mag = 0.0, bound = 0.0;
+                        for (int64_t b0 = 0; b0 < K; b0 += Q8_BLOCK) {
+                            const int64_t n = K - b0 < Q8_BLOCK ? K - b0 : Q8_BLOCK;
+                            double xmax = 0.0, sw = 0.0, sx = 0.0;
+                            const double d =
+                                q->code ? 0.5 * step *
+                                              fabs(road_qtensor_block_absmax(
+                                                  q, (o * K + b0) / Q8_BLOCK))
+                                        : 0.0;
+                            for (int64_t k = b0; k < b0 + n; k++) {
+                                const double xv = x[r * K + k], wv = w[o * K + k];
+                                ref += xv * wv;
+                                mag += fabs(xv * wv);
+                                xmax = fmax(xmax, fabs(xv));
+                                sw += fabs(wv) + d;
+                                sx += fabs(xv);
+                            }
+                            bound += 0.5 * (xmax / Q8_XMAX) * sw + d * sx;
+                        }
+                        /* R > 16 takes the exact tiled path */
+                        const double fl =
+                            DOT_ERR_FACTOR * (double)(K + 2) * F32_UNIT_ROUNDOFF * mag;
+                        const double tol =
+                            (approx && R <= 16 ? bound * (1.0 + 1e-3) : 0.0) + fl + 1e-30;
+                        const double err = fabs(y[r * O + o] - ref);
+                        if (err > tol) {
+                            print_error("vnni-q8 %s%s K %lld rows %lld: y[%lld, %lld] = %.9g, "
+                                        "reference %.9g (bound %.3g)\n",
+                                        road_qformat_name(fmts[i]), dqs[i] ? "+dq" : "",
+                                        (long long)K, (long long)R, (long long)r, (long long)o,
+                                        y[r * O + o], ref, tol);
+                            fail();
+                        }
+                        if (approx && R <= 16) {
+                            e2 += err * err, y2 += ref * ref;
+                            worst = fmax(worst, err / tol);
+                            worst_rel = fmax(worst_rel, err / (mag + 1e-30));
+                        }
+                    }
+            }
+        }
+        if (approx)
+            print_message("vnni-q8 %s%s K %lld: largest error %.3g of sum |x w| (%.2f of the "
+                          "bound), rms error / rms y %.3g\n",
+                          road_qformat_name(fmts[i]), dqs[i] ? "+dq" : "", (long long)K,
+                          worst_rel, worst, sqrt(e2 / y2));
         road_qtensor_free(q);
+        free(w), free(x), free(y);
+    }
+    road_set_num_threads(2);
+    TU_OK(road_qkernel_select(ROAD_QKERNEL_AUTO));
+}
+
+/* AUTO picks the fastest kernel the CPU has; a kernel it lacks is refused and the choice
+ * stays as it was. */
+static void test_select(void **state) {
+    (void)state;
+    TU_OK(road_qkernel_select(ROAD_QKERNEL_REFERENCE));
+    for (size_t k = 1; k < N_KERNELS; k++) {
+        const road_status st = road_qkernel_select(KERNELS[k]);
+        if (st == ROAD_OK) continue;
+        assert_int_equal(st, ROAD_ERR_UNSUPPORTED);
+        print_message("select: this CPU lacks %s: %s\n", KERNEL_NAMES[k], road_last_error());
     }
     TU_OK(road_qkernel_select(ROAD_QKERNEL_AUTO));
-    free(w);
-    free(x);
-    free(ya);
-    free(yr);
+}
+
+/* The AVX-512 kernels pack x into a buffer per decode call: when that allocation fails, the
+ * call says so (and works again once memory is back). */
+static void test_pack_no_memory(void **state) {
+    (void)state;
+    const road_qkernel ks[] = {ROAD_QKERNEL_AVX512, ROAD_QKERNEL_VNNI_Q8};
+    const char *const names[] = {"avx512", "vnni-q8"};
+    float w[4 * 128], x[2 * 128], y[2 * 4];
+    tu_fill_uniform(w, 4 * 128, 3, -1, 1);
+    tu_fill_uniform(x, 2 * 128, 4, -1, 1);
+    road_qtensor *q = NULL;
+    TU_OK(road_qtensor_quantize(ROAD_QFORMAT_NF4, 4, 128, w, false, &q));
+    for (int i = 0; i < 2; i++) {
+        if (road_qkernel_select(ks[i]) != ROAD_OK) {
+            print_message("pack/no memory: kernel %s skipped: %s\n", names[i], road_last_error());
+            continue;
+        }
+        road__alloc_fail_after(0);
+        const road_status st = road_qtensor_xwt(q, 2, x, NULL, y);
+        road__alloc_fail_after(-1);
+        assert_int_equal(st, ROAD_ERR_NO_MEMORY);
+        TU_OK(road_qtensor_xwt(q, 2, x, NULL, y));
+    }
+    TU_OK(road_qkernel_select(ROAD_QKERNEL_AUTO));
+    road_qtensor_free(q);
 }
 
 static void test_args(void **state) {
@@ -170,6 +374,9 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_xwt_dyw),
         cmocka_unit_test(test_fast_vs_reference),
+        cmocka_unit_test(test_select),
+        cmocka_unit_test(test_vnni_q8),
+        cmocka_unit_test(test_pack_no_memory),
         cmocka_unit_test(test_args),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

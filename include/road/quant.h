@@ -113,7 +113,7 @@ ROAD_API road_status road_qtensor_dequantize_rows(const road_qtensor *q, int64_t
 ROAD_API float road_qtensor_block_absmax(const road_qtensor *q, int64_t b);
 
 /* y [rows x out] = x [rows x in] W^T (+ bias [out] if not NULL): a linear layer's forward
- * with a quantized weight (out = q->rows, in = q->cols). Up to 8 rows (decode): weights are
+ * with a quantized weight (out = q->rows, in = q->cols). Up to 16 rows (decode): weights are
  * dequantized in registers and dotted with every row, streaming the packed weights once; more
  * rows (prefill, training): tiles of W are dequantized and multiplied with sgemm. */
 ROAD_API road_status road_qtensor_xwt(const road_qtensor *q, int64_t rows, const float *x,
@@ -123,11 +123,19 @@ ROAD_API road_status road_qtensor_dyw(const road_qtensor *q, int64_t rows, const
                                       float *dx);
 
 /* Kernel implementations of the quantized matmuls, for tests and benchmarks: reference
- * (scalar: dequantize a row, dot it) or the fastest the CPU supports (AUTO). Per thread. */
+ * (scalar: dequantize a row, dot it), a named x86 one, or the fastest the CPU supports (AUTO:
+ * AVX-512, else AVX2, else reference). Per thread; selecting one the CPU lacks fails with
+ * ROAD_ERR_UNSUPPORTED and leaves the choice as it was. */
 typedef enum road_qkernel {
     ROAD_QKERNEL_AUTO = 0,
     ROAD_QKERNEL_REFERENCE = 1,
-    ROAD_QKERNEL_AVX2 = 2
+    ROAD_QKERNEL_AVX2 = 2,   /* AVX2 + FMA + F16C */
+    ROAD_QKERNEL_AVX512 = 3, /* AVX-512 F, BW, VL, DQ (Intel Skylake-X and later, AMD Zen 4) */
+    /* Approximate, never chosen by AUTO: decode (up to 16 rows) of int8 / NF4 / FP4 weights
+     * with x rounded to int8 per block of 64 (and the 4-bit tables to int8 steps), dotted
+     * with AVX512-VNNI; other formats and paths as ROAD_QKERNEL_AVX512. Error bound and
+     * measured error: docs/quant.md. */
+    ROAD_QKERNEL_VNNI_Q8 = 4
 } road_qkernel;
 ROAD_API road_status road_qkernel_select(road_qkernel k);
 

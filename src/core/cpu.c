@@ -25,6 +25,29 @@ bool road__cpu_has_avx2_fma(void) {
 #endif
 }
 
+bool road__cpu_has_avx512(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    /* libgcc answers "avx512*" only when CPUID has the feature and the OS saves the zmm state
+     * (XCR0 bits 5-7, read with xgetbv once OSXSAVE is set), so a kernel that asks never
+     * faults on a kernel or hypervisor that disabled AVX-512. */
+    __builtin_cpu_init();
+    return road__cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512dq");
+#else
+    return false;
+#endif
+}
+
+bool road__cpu_has_avx512_vnni(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    return road__cpu_has_avx512() && __builtin_cpu_supports("avx512vnni");
+#else
+    return false;
+#endif
+}
+
 /* A sysfs CPU list is a few bytes per range; a machine's longest is far below this. */
 #define CPU_LIST_BYTES 4096
 

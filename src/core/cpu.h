@@ -16,6 +16,11 @@
 
 /* True when the CPU (and OS) support AVX2 and FMA. */
 bool road__cpu_has_avx2_fma(void);
+/* True when the CPU and OS support AVX-512 F, BW, VL and DQ (zmm state saved by the OS), and
+ * AVX2 + FMA + F16C. */
+bool road__cpu_has_avx512(void);
+/* True when road__cpu_has_avx512() and the CPU has AVX512-VNNI (vpdpbusd). */
+bool road__cpu_has_avx512_vnni(void);
 
 /* The most CPUs the core count looks at: glibc's cpu_set_t (sched_getaffinity) holds 1024. */
 #define ROAD_CPU_MAX 1024

@@ -15,6 +15,14 @@
 /* y (rows, out) = x (rows, in) W^T (out, in) (+ bias); rows <= ROAD_SKINNY_MAX_ROWS. */
 void road__skinny_xwt(int64_t rows, int64_t out, int64_t in, const float *x, const float *w,
                       const float *bias, float *y);
+#if defined(__x86_64__)
+/* The x86 versions road__skinny_xwt chooses from, for tests and benchmarks: call one only when
+ * road__cpu_has_avx2_fma() / road__cpu_has_avx512() says the CPU has it. */
+void road__skinny_avx2(int64_t rows, int64_t out, int64_t in, const float *x, const float *w,
+                       const float *bias, float *y);
+void road__skinny_avx512(int64_t rows, int64_t out, int64_t in, const float *x, const float *w,
+                         const float *bias, float *y);
+#endif
 /* Plain loops: the reference for tests. */
 void road__skinny_reference(int64_t rows, int64_t out, int64_t in, const float *x, const float *w,
                             const float *bias, float *y);

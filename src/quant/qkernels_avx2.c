@@ -290,5 +290,5 @@ QAVX2 static void avx2_dequant(const road_qtensor *q, int64_t r0, int64_t n, flo
     }
 }
 
-const road_qkernel_ops road__qkernels_avx2 = {"avx2", avx2_xwt, avx2_dequant};
+const road_qkernel_ops road__qkernels_avx2 = {"avx2", avx2_xwt, avx2_dequant, NULL, NULL};
 #endif

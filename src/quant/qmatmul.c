@@ -2,7 +2,7 @@
  * quant/qmatmul.c - the matmuls of a linear layer with a quantized weight, and the reference
  * kernels they are tested against.
  *
- * Decode (up to 8 rows) is bound by reading the weights: the kernel streams the packed weights
+ * Decode (up to 16 rows) is bound by reading the weights: the kernel streams the packed weights
  * once, dequantizes them in registers and dots them with every row (as core/gemm_skinny.c does
  * for float weights, which is what makes 4-bit decode faster than float: a quarter of the
  * bytes). Prefill and training (more rows) are bound by arithmetic: tiles of QTILE_ROWS output
@@ -54,29 +54,49 @@ static void ref_dequant(const road_qtensor *q, int64_t r0, int64_t n, float *out
     road__q_dequant_range(q, r0 * q->cols, n * q->cols, out);
 }
 
-const road_qkernel_ops road__qkernels_reference = {"reference", ref_xwt, ref_dequant};
+const road_qkernel_ops road__qkernels_reference = {"reference", ref_xwt, ref_dequant, NULL, NULL};
 
 /* ---- selection ------------------------------------------------------------------------------ */
 
 static _Thread_local road_qkernel tls_qkernel = ROAD_QKERNEL_AUTO;
 
 road_status road_qkernel_select(road_qkernel k) {
-    if (k != ROAD_QKERNEL_AUTO && k != ROAD_QKERNEL_REFERENCE && k != ROAD_QKERNEL_AVX2)
+    switch (k) {
+    case ROAD_QKERNEL_AUTO:
+    case ROAD_QKERNEL_REFERENCE: break;
+    case ROAD_QKERNEL_AVX2:
+        if (!road__cpu_has_avx2_fma())
+            return road__error(ROAD_ERR_UNSUPPORTED,
+                               "road_qkernel_select: this CPU has no AVX2 + FMA + F16C");
+        break;
+    case ROAD_QKERNEL_AVX512:
+        if (!road__cpu_has_avx512())
+            return road__error(ROAD_ERR_UNSUPPORTED,
+                               "road_qkernel_select: this CPU (or OS) has no AVX-512 F/BW/VL/DQ");
+        break;
+    case ROAD_QKERNEL_VNNI_Q8:
+        if (!road__cpu_has_avx512_vnni())
+            return road__error(ROAD_ERR_UNSUPPORTED,
+                               "road_qkernel_select: this CPU (or OS) has no AVX-512 VNNI");
+        break;
+    default:
         return road__error(ROAD_ERR_INVALID_ARG, "road_qkernel_select: unknown kernel %d", (int)k);
-#if defined(__x86_64__)
-    if (k == ROAD_QKERNEL_AVX2 && !road__cpu_has_avx2_fma())
-#else
-    if (k == ROAD_QKERNEL_AVX2)
-#endif
-        return road__error(ROAD_ERR_UNSUPPORTED, "this CPU has no AVX2 + FMA");
+    }
     tls_qkernel = k;
     return ROAD_OK;
 }
 
+/* road__cpu_has_* are false off x86-64, so selection never reaches an x86 table there. */
 const road_qkernel_ops *road__qkernels_current(void) {
-    if (tls_qkernel == ROAD_QKERNEL_REFERENCE) return &road__qkernels_reference;
+    road_qkernel k = tls_qkernel;
+    if (k == ROAD_QKERNEL_AUTO)
+        k = road__cpu_has_avx512()     ? ROAD_QKERNEL_AVX512
+            : road__cpu_has_avx2_fma() ? ROAD_QKERNEL_AVX2
+                                       : ROAD_QKERNEL_REFERENCE;
 #if defined(__x86_64__)
-    if (tls_qkernel == ROAD_QKERNEL_AVX2 || road__cpu_has_avx2_fma()) return &road__qkernels_avx2;
+    if (k == ROAD_QKERNEL_VNNI_Q8) return &road__qkernels_vnni_q8;
+    if (k == ROAD_QKERNEL_AVX512) return &road__qkernels_avx512;
+    if (k == ROAD_QKERNEL_AVX2) return &road__qkernels_avx2;
 #endif
     return &road__qkernels_reference;
 }
@@ -139,12 +159,21 @@ road_status road_qtensor_xwt(const road_qtensor *q, int64_t rows, const float *x
     const road_qkernel_ops *ops = road__qkernels_current();
     const int64_t O = q->rows;
     if (rows <= QSKINNY_MAX_ROWS) {
+        const int64_t nxp = ops->x_floats ? ops->x_floats(q, rows) : 0;
+        float *xp = NULL;
+        if (nxp > 0) {
+            xp = road__malloc(sizeof(float) * (size_t)nxp);
+            if (!xp) return ROAD_ERR_NO_MEMORY;
+            ops->x_pack(q, rows, x, xp);
+        }
+        const float *xk = xp ? xp : x;
         const int nt = threads_for(q);
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
         for (int t = 0; t < nt; t++) {
             const int64_t o0 = O * t / nt, o1 = O * (t + 1) / nt;
-            if (o1 > o0) ops->xwt(q, rows, x, o0, o1, y, O);
+            if (o1 > o0) ops->xwt(q, rows, xk, o0, o1, y, O);
         }
+        road__free(xp);
     } else {
         st = tiled_mm(ops, q, rows, x, y, false);
         if (st != ROAD_OK) return st;

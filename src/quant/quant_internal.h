@@ -28,8 +28,8 @@ static inline bool q_is_half(road_qformat f) {
 
 /* Up to this many rows of x the matmul streams the packed weights once (decode, and a
  * serving batch of up to 16 sequences); above it, tiles are dequantized for sgemm (as
- * road__sgemm_xwt does with core/skinny.h). The AVX2 kernels keep at most QKERNEL_ROWS rows'
- * accumulators in registers and take more rows in groups of that many, each output row of W
+ * road__sgemm_xwt does with core/skinny.h). The AVX2 and AVX-512 kernels keep at most QKERNEL_ROWS
+ * rows' accumulators in registers and take more rows in groups of that many, each output row of W
  * decoded again from L1 for the next group (read from memory once). */
 #define QSKINNY_MAX_ROWS 16
 #define QKERNEL_ROWS 8
@@ -51,19 +51,26 @@ static inline float q_absmax(const road_qtensor *q, int64_t b) {
 }
 
 /* Kernels of the quantized matmul; the reference is the specification, every other
- * implementation is tested against it (tests/test_quant_kernels.c). */
+ * implementation is tested against it (tests/test_quant_matmul.c). */
 typedef struct road_qkernel_ops {
     const char *name;
-    /* y[r * ldy + o] = dot(x row r, dequantized W row o) for o in [o0, o1), r < R <= 8. */
+    /* y[r * ldy + o] = dot(x row r, dequantized W row o) for o in [o0, o1), r < R <= 16. */
     void (*xwt)(const road_qtensor *q, int64_t R, const float *x, int64_t o0, int64_t o1, float *y,
                 int64_t ldy);
     /* out [n x K] = W rows [r0, r0 + n), dequantized. */
     void (*dequant)(const road_qtensor *q, int64_t r0, int64_t n, float *out);
+    /* Optional (NULL: none). x_floats: how many floats of scratch xwt wants x rearranged into
+     * for q and R rows (0: x as given); x_pack writes the rearrangement. road_qtensor_xwt packs
+     * once per call, before the threads split W's rows, and hands xwt the packed x. */
+    int64_t (*x_floats)(const road_qtensor *q, int64_t R);
+    void (*x_pack)(const road_qtensor *q, int64_t R, const float *x, float *xp);
 } road_qkernel_ops;
 
 extern const road_qkernel_ops road__qkernels_reference;
 #if defined(__x86_64__)
 extern const road_qkernel_ops road__qkernels_avx2;
+extern const road_qkernel_ops road__qkernels_avx512;
+extern const road_qkernel_ops road__qkernels_vnni_q8;
 #endif
 /* The ops for this thread (road_qkernel_select; AUTO resolved). */
 const road_qkernel_ops *road__qkernels_current(void);
