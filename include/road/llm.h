@@ -205,6 +205,13 @@ typedef struct road_model_params {
      * size in memory. true widens them to float32 at load (full fine-tuning needs float32
      * weights). */
     bool float32_weights;
+    /* Decode of int8 / NF4 / FP4 layers (up to 16 rows a call) rounds x to int8 per row and
+     * block of 64 and runs int8 dot products (AVX512-VNNI), as llama.cpp's Q8 activations do:
+     * faster, no longer exact products of the dequantized weights (bound and measured error:
+     * docs/quant.md, ROAD_QKERNEL_VNNI_Q8). Default false. road_model_load refuses it
+     * (ROAD_ERR_UNSUPPORTED) on a CPU without AVX512-VNNI. Other layers, prefill (more rows),
+     * backward and merges stay exact. */
+    bool int8_activations;
 } road_model_params;
 
 ROAD_API road_model_params road_model_default_params(void);

@@ -32,11 +32,12 @@ int cli_parse_ids(const char *cmd, const char *flag, const char *s, int32_t **id
  * active). Returns a CLI exit code. */
 int cli_attach_adapters(const char *cmd, road_model *m, const cli_list *specs, const char *use);
 
-/* --quantize FMT, --quantize-lm-head, --double-quant: how a command loads a model. An options
+/* --quantize FMT, --quantize-lm-head, --double-quant, --int8-activations: how a command loads
+ * and runs a model. An options
  * struct holds one as its member `qz`; CLI_QUANT_FLAGS(T) are its table rows. */
 typedef struct cli_quant {
     const char *format; /* NULL: not given */
-    bool lm_head, double_quant;
+    bool lm_head, double_quant, int8_activations;
 } cli_quant;
 #define CLI_QUANT_FLAGS(T)                                                                        \
     {CLI_STR("--quantize", T, qz.format, "FMT", NULL,                                             \
@@ -45,7 +46,10 @@ typedef struct cli_quant {
              "docs/quant.md)")},                                                                   \
         {CLI_SW("--quantize-lm-head", T, qz.lm_head, "quantize lm_head too")},                     \
         {CLI_SW("--double-quant", T, qz.double_quant,                                             \
-                "4-bit: quantize the absmax values too (bitsandbytes' double quant)")}
+                "4-bit: quantize the absmax values too (bitsandbytes' double quant)")},             \
+        {CLI_SW("--int8-activations", T, qz.int8_activations,                                     \
+                "decode int8/nf4/fp4 layers with x rounded to int8 (AVX512-VNNI; faster, not "    \
+                "exact: docs/quant.md)")}
 /* The command owns the process: --threads N > 0 sets the process-wide count (OpenMP and
  * OpenBLAS: model calls, merges, sampling all use N) and is returned for the model's
  * n_threads; 0 leaves the default (all cores). */

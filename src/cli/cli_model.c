@@ -121,8 +121,14 @@ int cli_quant_apply(const char *cmd, const cli_quant *q, road_model_params *mp) 
         cli_error(cmd, "--quantize-lm-head and --double-quant need --quantize int8|nf4|fp4");
         return -1;
     }
+    if (q->int8_activations && strcmp(cmd, "train") == 0) {
+        cli_error(cmd, "--int8-activations is for generate, eval and serve: training computes "
+                       "exact products (drop the flag)");
+        return -1;
+    }
     mp->quantize_lm_head = q->lm_head;
     mp->double_quant = q->double_quant;
+    mp->int8_activations = q->int8_activations;
     return 0;
 }
 

@@ -18,7 +18,7 @@
 road_status road_model_forward_padded(road_model *m, const int64_t *input_ids,
                                       const int64_t *attention_mask, int64_t B, int64_t T,
                                       const char *const *adapters, float *logits) {
-    ROAD_THREAD_SCOPE(m ? m->n_threads : 0);
+    ROAD_MODEL_SCOPE(m);
     if (B <= 0 || T <= 0 || !input_ids || !logits)
         return road__error(ROAD_ERR_INVALID_ARG, "forward_padded: empty batch or NULL buffers");
     const int64_t V = m->cfg.vocab_size;

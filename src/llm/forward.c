@@ -82,7 +82,7 @@ static road_status validate(road_model *m, const road_seq *seqs, int64_t n_seq, 
 }
 
 road_status road_model_forward(road_model *m, const road_seq *seqs, int64_t n_seq, float *logits) {
-    ROAD_THREAD_SCOPE(m ? m->n_threads : 0);
+    ROAD_MODEL_SCOPE(m);
     bool mixed = false;
     road_status st = validate(m, seqs, n_seq, &mixed);
     if (st != ROAD_OK) return st;

@@ -16,7 +16,7 @@ road_status road_model_generate(road_model *m, const int32_t *const *prompts,
                                 const int64_t *prompt_lens, const char *const *adapters,
                                 int64_t n_seq, const road_generate_params *p,
                                 road_token_fn on_token, void *user) {
-    ROAD_THREAD_SCOPE(m ? m->n_threads : 0);
+    ROAD_MODEL_SCOPE(m);
     if (n_seq <= 0 || !prompts || !prompt_lens || !p || !on_token)
         return road__error(ROAD_ERR_INVALID_ARG, "generate: no prompts, parameters or callback");
     if (p->max_new_tokens <= 0)

@@ -102,7 +102,7 @@ static road_status validate(const road_model *m, const road_seq *seqs,
 road_status road_model_loss_backward_seqs(road_model *m, const road_seq *seqs,
                                           const road_token *const *targets, int64_t n_seq,
                                           double *loss) {
-    ROAD_THREAD_SCOPE(m ? m->n_threads : 0);
+    ROAD_THREAD_SCOPE(m ? m->n_threads : 0); /* training: exact kernels only */
     if (!m || !loss) return road__error(ROAD_ERR_INVALID_ARG, "loss_backward: NULL model or loss");
     road_status st = check_state(m);
     int64_t count = 0;

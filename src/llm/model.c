@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/cpu.h"
 #include "core/error.h"
 #include "core/threads.h"
 #include "llm/model_internal.h"
@@ -306,6 +307,16 @@ road_status road_model_load(const char *dir, const road_model_params *p, road_mo
     road_model *m = road__calloc(1, sizeof *m);
     if (!m) return ROAD_ERR_NO_MEMORY;
     m->n_threads = p ? p->n_threads : 0;
+    m->qkernel = ROAD_QKERNEL_AUTO;
+    if (p && p->int8_activations) {
+        if (!road__cpu_has_avx512_vnni()) {
+            road__free(m);
+            return road__error(ROAD_ERR_UNSUPPORTED,
+                               "int8 activations (--int8-activations) need a CPU with "
+                               "AVX512-VNNI, and this one has none; leave the option off");
+        }
+        m->qkernel = ROAD_QKERNEL_VNNI_Q8;
+    }
     road_status st = road_llm_config_load(dir, &m->cfg);
     if (st == ROAD_OK && !(m->dir = road__strdup(dir))) st = ROAD_ERR_NO_MEMORY;
     if (st == ROAD_OK) st = road_generation_config_load(dir, &m->cfg, &m->gen);

@@ -7,6 +7,8 @@
 #ifndef ROAD_LLM_MODEL_INTERNAL_H
 #define ROAD_LLM_MODEL_INTERNAL_H
 
+#include "core/threads.h"
+#include "quant/quant_internal.h"
 #include "llm/rope.h"
 #include "llm/weights.h"
 #include "road/llm.h"
@@ -119,6 +121,7 @@ struct road_model {
     road_qtensor **qt;      /* [n_qt] quantized linear weights (the adapter set borrows them) */
     int32_t n_qt;
     int n_threads; /* road_model_params.n_threads: its calls run in a thread scope of it */
+    road_qkernel qkernel; /* VNNI_Q8 with road_model_params.int8_activations, else AUTO */
 };
 
 struct road_kv_cache {
@@ -177,5 +180,11 @@ const char *road__layout_norm(const road_llm_config *c, int n, int64_t *len);
 
 /* Reserve workspace for `floats` floats; returns its base or NULL (message set). */
 float *road__workspace_get(road_workspace *ws, size_t floats);
+
+/* Open the scopes a model's public call runs in, for the rest of the enclosing block: its
+ * thread count (core/threads.h) and its quantized-kernel choice (quant/quant_internal.h). */
+#define ROAD_MODEL_SCOPE(m)                                                                        \
+    ROAD_THREAD_SCOPE((m) ? (m)->n_threads : 0);                                                   \
+    ROAD_QKERNEL_SCOPE((m) ? (m)->qkernel : ROAD_QKERNEL_AUTO)
 
 #endif

@@ -86,6 +86,16 @@ road_status road_qkernel_select(road_qkernel k) {
     return ROAD_OK;
 }
 
+road_qkernel_scope road__qkernel_scope_enter(road_qkernel k) {
+    road_qkernel_scope s = {tls_qkernel, k != ROAD_QKERNEL_AUTO};
+    if (s.set) tls_qkernel = k;
+    return s;
+}
+
+void road__qkernel_scope_leave(const road_qkernel_scope *s) {
+    if (s->set) tls_qkernel = s->prev;
+}
+
 /* road__cpu_has_* are false off x86-64, so selection never reaches an x86 table there. */
 const road_qkernel_ops *road__qkernels_current(void) {
     road_qkernel k = tls_qkernel;

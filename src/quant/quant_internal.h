@@ -75,6 +75,19 @@ extern const road_qkernel_ops road__qkernels_vnni_q8;
 /* The ops for this thread (road_qkernel_select; AUTO resolved). */
 const road_qkernel_ops *road__qkernels_current(void);
 
+/* Run the calling thread with kernel k (one the CPU has: road_qkernel_select checked it) until
+ * road__qkernel_scope_leave; AUTO leaves the thread's choice as it is. A model's calls open one
+ * with the model's choice (road_model_params.int8_activations) and give the caller's back. */
+typedef struct road_qkernel_scope {
+    road_qkernel prev;
+    bool set;
+} road_qkernel_scope;
+road_qkernel_scope road__qkernel_scope_enter(road_qkernel k);
+void road__qkernel_scope_leave(const road_qkernel_scope *s);
+#define ROAD_QKERNEL_SCOPE(k)                                                                      \
+    road_qkernel_scope road_qkernel_scope_ __attribute__((cleanup(road__qkernel_scope_leave))) =  \
+        road__qkernel_scope_enter(k)
+
 /* Dequantize flattened elements [e0, e0 + n) into out (any layout, any alignment). */
 void road__q_dequant_range(const road_qtensor *q, int64_t e0, int64_t n, float *out);
 
