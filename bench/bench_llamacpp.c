@@ -18,7 +18,7 @@
  * Token ids are i * 7919 mod vocab, as on the llama.cpp side.
  *
  * Modes:
- *   bench_llamacpp --model DIR [--quantize none|int8|nf4|fp4] [--quantize-lm-head]
+ *   bench_llamacpp --model DIR [--quantize none|int8|nf4|fp4] [--quantize-lm-head] [--int8-activations]
  *                  [--threads N]                 run the protocol, print one JSON line
  *   bench_llamacpp --bandwidth [--threads N]     only the bandwidth pass (JSON line): run.sh
  *                                                takes it next to each llama.cpp sample
@@ -107,10 +107,11 @@ static void forward(road_model *m, road_seq *s, int n, float *logits, const char
     die(road_model_forward(m, s, n, logits), what);
 }
 
-static int run(const char *dir, road_qformat q, bool q_head) {
+static int run(const char *dir, road_qformat q, bool q_head, bool q8_act) {
     road_model_params p = road_model_default_params();
     p.quantize = q;
     p.quantize_lm_head = q_head;
+    p.int8_activations = q8_act;
     road_model *m;
     double t0 = now_s();
     die(road_model_load(dir, &p, &m), "load");
@@ -194,7 +195,7 @@ int main(int argc, char **argv) {
     int threads = 0, layers = 16;
     const char *dir = NULL, *write_dir = NULL, *dtype = "bf16";
     road_qformat q = ROAD_QFORMAT_NONE;
-    bool q_head = false, bw_only = false;
+    bool q_head = false, bw_only = false, q8_act = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
             threads = atoi(argv[++i]);
@@ -204,6 +205,8 @@ int main(int argc, char **argv) {
             q = parse_qformat(argv[++i]);
         else if (strcmp(argv[i], "--quantize-lm-head") == 0)
             q_head = true;
+        else if (strcmp(argv[i], "--int8-activations") == 0)
+            q8_act = true;
         else if (strcmp(argv[i], "--bandwidth") == 0)
             bw_only = true;
         else if (strcmp(argv[i], "--write-model") == 0 && i + 1 < argc)
@@ -215,7 +218,7 @@ int main(int argc, char **argv) {
         else {
             fprintf(stderr,
                     "usage: bench_llamacpp --model DIR [--quantize none|int8|nf4|fp4] "
-                    "[--quantize-lm-head] [--threads N]\n"
+                    "[--quantize-lm-head] [--int8-activations] [--threads N]\n"
                     "       bench_llamacpp --bandwidth [--threads N]\n"
                     "       bench_llamacpp --write-model DIR --dtype f32|bf16 [--layers L]\n");
             return 2;
@@ -238,5 +241,5 @@ int main(int argc, char **argv) {
         fprintf(stderr, BENCH_NAME ": --model DIR is required\n");
         return 2;
     }
-    return run(dir, q, q_head);
+    return run(dir, q, q_head, q8_act);
 }

@@ -9,8 +9,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 #include "core/cpu.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+/* F16C (CPUID leaf 1, ECX bit 29), read directly: clang's __builtin_cpu_supports does not know
+ * "f16c". It uses the ymm state the AVX check below already requires of the OS. */
+static bool cpu_has_f16c(void) {
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+#endif
 
 bool road__cpu_has_avx2_fma(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -18,8 +30,7 @@ bool road__cpu_has_avx2_fma(void) {
      * keeps the answer right even when asked from a constructor before libgcc's own. */
     __builtin_cpu_init();
     /* every AVX2 CPU has F16C too; the 16-bit weight kernels use it, so ask */
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
 #else
     return false;
 #endif
