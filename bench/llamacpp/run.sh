@@ -21,7 +21,8 @@
 #      measured by `bench_llamacpp --bandwidth` right before it;
 #   6. summarize.py: medians per figure and the median of the per-round ratios.
 #
-# Environment: THREADS ("1 2"), ROUNDS (3), FORMATS ("f32 bf16 int8 nf4"), WORK (model files,
+# Environment: THREADS ("1 2"), ROUNDS (3), FORMATS ("f32 bf16 int8 nf4"; also int8-q8 and
+# nf4-q8: road with --int8-activations against the same Q8_0 / Q4_0 files), WORK (model files,
 # ~17 GB; default ${TMPDIR:-/tmp}/road-llamacpp, kept for the next run), VENV (default
 # ~/.cache/road-gguf-venv), BUILD_DIR, TOL (1e-4), VALIDATE (f32 | all | none: all also
 # prints, without a limit, how far BF16 / Q8_0 / Q4_0 are from road's bf16 / int8 / nf4).
@@ -83,14 +84,17 @@ for gt in f32 bf16 q8_0 q4_0; do
     fi
 done
 
-gguf_of() { case $1 in f32) echo f32 ;; bf16) echo bf16 ;; int8) echo q8_0 ;; nf4) echo q4_0 ;; esac; }
+gguf_of() { case $1 in f32) echo f32 ;; bf16) echo bf16 ;; int8*) echo q8_0 ;; nf4*) echo q4_0 ;; esac; }
+# road's quantization of a format name: int8 / nf4, and int8-q8 / nf4-q8 (the same with
+# --int8-activations: x rounded to int8 as llama.cpp's Q8 activations, AVX512-VNNI)
+quant_of() { case $1 in int8*) echo int8 ;; nf4*) echo nf4 ;; *) echo none ;; esac; }
+act_of() { case $1 in *-q8) echo --int8-activations ;; esac; }
 hf_of() { [ "$1" = bf16 ] && echo bf16 || echo f32; }
 
 # 4. validation
 validate() { # road-format tolerance
     g=$(gguf_of "$1")
-    q=none
-    case $1 in int8 | nf4) q=$1 ;; esac
+    q=$(quant_of "$1")
     node "$HERE/bench.mjs" probs "$WORK/llama1b-$g.gguf" "$WORK/probs-$g.f64" --ids "$IDS" --threads 2
     "$PY" "$ROOT/tools/gguf/compare_logits.py" --road "$ROAD" --model "$WORK/llama1b-$(hf_of "$1")" \
         --llama "$WORK/probs-$g.f64" --ids "$IDS" --threads 2 --quantize "$q" --tol "$2" \
@@ -109,11 +113,11 @@ SAMPLES=${SAMPLES:-"$WORK/samples-$(date +%Y%m%d-%H%M%S).jsonl"}
 say "timing: threads '$THREADS', formats '$FORMATS', $ROUNDS rounds; samples in $SAMPLES"
 tag() { sed "s/^{/{\"format\": \"$1\", \"round\": $2, /"; }
 road_sample() { # format threads round
-    q=none
-    case $1 in int8 | nf4) q=$1 ;; esac
+    q=$(quant_of "$1")
     qh=""
     [ "$q" != none ] && qh=--quantize-lm-head # llama.cpp's Q8_0 / Q4_0 files quantize the output too
-    "$BENCH" --model "$WORK/llama1b-$(hf_of "$1")" --threads "$2" --quantize "$q" $qh | tag "$1" "$3"
+    "$BENCH" --model "$WORK/llama1b-$(hf_of "$1")" --threads "$2" --quantize "$q" $qh $(act_of "$1") |
+        tag "$1" "$3"
 }
 llama_sample() {
     bw=$("$BENCH" --bandwidth --threads "$2" | sed 's/.*"read_gbs": \([0-9.]*\).*/\1/')

@@ -11,7 +11,7 @@ import json
 import statistics as st
 import sys
 
-PAIRS = {"f32": "F32", "bf16": "BF16", "int8": "Q8_0", "nf4": "Q4_0"}
+PAIRS = {"f32": "F32", "bf16": "BF16", "int8": "Q8_0", "nf4": "Q4_0", "int8-q8": "Q8_0", "nf4-q8": "Q4_0"}
 FIGS = ["prefill_tps", "decode1_tps", "decode8_tps", "decode1_of_bound", "peak_rss_mb"]
 
 
