@@ -43,7 +43,8 @@ void road__thread_scope_leave(const road_thread_scope *s);
  * out of it (return included), through the cleanup attribute of GCC and Clang, so a public
  * entry point needs one line and no rewrite of its error paths. */
 #define ROAD_THREAD_SCOPE(n)                                                                       \
-    road_thread_scope road_thread_scope_ __attribute__((cleanup(road__thread_scope_leave))) =      \
+    road_thread_scope road_thread_scope_                                                           \
+        __attribute__((cleanup(road__thread_scope_leave), unused)) =                               \
         road__thread_scope_enter(n)
 
 #endif

@@ -203,7 +203,9 @@ road_status road_model_loss_backward_seqs(road_model *m, const road_seq *seqs,
         }
         zb = TAKE(R * V), z = TAKE(R * V);
         if (cap) zc = TAKE(R * V);
-        gr = (block_grads){.dh = tmp, .dh2 = hf, .dq = TAKE(R * qd), .datt = TAKE(R * qd)};
+        gr = (block_grads){.dh = tmp, .dh2 = hf}; /* one TAKE per statement: a fixed order */
+        gr.dq = TAKE(R * qd);
+        gr.datt = TAKE(R * qd);
         gr.dk = TAKE(R * kvd), gr.dv = TAKE(R * kvd), gr.dg = TAKE(R * I), gr.du = TAKE(R * I);
         if (post_attn || post_mlp) gr.dpost = TAKE(R * H);
         if (qkn) gr.dqn = TAKE(R * qd), gr.dkn = TAKE(R * kvd);

@@ -85,7 +85,8 @@ typedef struct road_qkernel_scope {
 road_qkernel_scope road__qkernel_scope_enter(road_qkernel k);
 void road__qkernel_scope_leave(const road_qkernel_scope *s);
 #define ROAD_QKERNEL_SCOPE(k)                                                                      \
-    road_qkernel_scope road_qkernel_scope_ __attribute__((cleanup(road__qkernel_scope_leave))) =  \
+    road_qkernel_scope road_qkernel_scope_                                                         \
+        __attribute__((cleanup(road__qkernel_scope_leave), unused)) =                              \
         road__qkernel_scope_enter(k)
 
 /* Dequantize flattened elements [e0, e0 + n) into out (any layout, any alignment). */
