@@ -27,6 +27,12 @@
 #include <immintrin.h>
 #include <math.h>
 
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#include "core/alloc.h"
+#include "core/error.h"
 #include "quant/quant_internal.h"
 
 #define QVNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")))
@@ -131,6 +137,21 @@ QVNNI_INLINE void vnni_one(const int64_t R, const bool q4, const road_qtensor *q
     for (int64_t r = 0; r < R; r++) y[r * ldy + o] = _mm512_reduce_add_ps(acc[r]) * sc;
 }
 
+/* The 4-bit table in int8 steps, in every 128-bit lane (vpshufb's), and *step, what one step is
+ * worth (0 for int8 tensors, which need no table). */
+QVNNI static __m512i table8(const road_qtensor *q, float *step) {
+    int8_t t8[16] = {0};
+    *step = 0.0f;
+    if (q->format != ROAD_QFORMAT_INT8) {
+        float tmax = 0.0f;
+        for (int c = 0; c < 16; c++) tmax = fmaxf(tmax, fabsf(q->code[c]));
+        *step = tmax / (float)QW_MAX;
+        for (int c = 0; c < 16 && tmax > 0.0f; c++)
+            t8[c] = (int8_t)lrintf(q->code[c] * ((float)QW_MAX / tmax));
+    }
+    return _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(const void *)t8));
+}
+
 QVNNI static void vnni_xwt(const road_qtensor *q, int64_t R_all, const float *x, int64_t o0,
                            int64_t o1, float *y, int64_t ldy) {
     if (!vnni_takes(q)) {
@@ -138,16 +159,8 @@ QVNNI static void vnni_xwt(const road_qtensor *q, int64_t R_all, const float *x,
         return;
     }
     const bool q4 = q->format != ROAD_QFORMAT_INT8;
-    float step = 0.0f;
-    int8_t t8[16] = {0};
-    if (q4) {
-        float tmax = 0.0f;
-        for (int c = 0; c < 16; c++) tmax = fmaxf(tmax, fabsf(q->code[c]));
-        step = tmax / (float)QW_MAX;
-        for (int c = 0; c < 16 && tmax > 0.0f; c++)
-            t8[c] = (int8_t)lrintf(q->code[c] * ((float)QW_MAX / tmax));
-    }
-    const __m512i tab8 = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(const void *)t8));
+    float step;
+    const __m512i tab8 = table8(q, &step);
     const int64_t rs = row_floats(q->cols);
     for (int64_t o = o0; o < o1; o++)
         for (int64_t r0 = 0; r0 < R_all; r0 += QKERNEL_ROWS) {
@@ -164,6 +177,173 @@ QVNNI static void vnni_xwt(const road_qtensor *q, int64_t R_all, const float *x,
             default: vnni_one(8, q4, q, o, xg, tab8, step, yg, ldy); break;
             }
         }
+}
+
+/* ---- prefill: more than QSKINNY_MAX_ROWS rows of x ---------------------------------------------
+ *
+ * The same products as vnni_one, blocked for reuse: x is packed once per call (vnni_x_pack, rows
+ * split over the threads), each thread takes tiles of QG_TILE output rows of W, decodes a tile
+ * to int8 once (with each block's -128 * sum(w) lanes and scale) into its own buffer, and runs
+ * every group of QG_NR rows of x over it, QG_NO output rows at a time. Each (row of x, output
+ * row) pair keeps its own 16-lane float accumulator and takes the blocks in the same order with
+ * the same operations as vnni_one (vpdpbusd from the same integer base, convert, FMA with
+ * s_x * s_w), reduced by the same _mm512_reduce_add_ps and row scale: a row's outputs are
+ * bit-identical to the decode kernel's for that row alone, whatever the number of rows in the
+ * call (tested). Cost per (pair, block): vpdpbusd + convert + FMA for 64 products, where
+ * dequantized tiles + sgemm spend 4 FMAs (and the dequantization). */
+
+/* Output rows per decoded tile: 16 x (64 weight bytes + 64 base bytes) per block, 256 KiB at
+ * K 8192, in L2 while all of x passes over it. */
+#define QG_TILE 16
+/* Register block: QG_NO output rows x QG_NR rows of x = 16 accumulators of the 32 zmm registers,
+ * plus QG_NO weight and QG_NR x registers. */
+#define QG_NO 4
+#define QG_NR 4
+_Static_assert(QG_TILE % QG_NO == 0, "a tile is whole register blocks");
+
+bool road__qvnni_gemm_takes(const road_qtensor *q) { return vnni_takes(q); }
+
+/* One thread's tile: weights [QG_TILE][nb][64], base lanes [QG_TILE][nb][16], block scales
+ * [QG_TILE][nb], and scale products [QG_NO * QG_NR][nb]. */
+typedef struct qg_tile {
+    int8_t *w;
+    int32_t *base;
+    float *ws, *prod;
+} qg_tile;
+
+static size_t qg_tile_bytes(int64_t nb) {
+    return (size_t)(QG_TILE * nb) * (ROAD_QBLOCK + 16 * sizeof(int32_t) + sizeof(float)) +
+           (size_t)(QG_NO * QG_NR * nb) * sizeof(float);
+}
+
+static qg_tile qg_tile_carve(void *mem, int64_t nb) {
+    qg_tile t;
+    t.w = mem;
+    t.base = (int32_t *)(void *)(t.w + QG_TILE * nb * ROAD_QBLOCK);
+    t.ws = (float *)(void *)(t.base + QG_TILE * nb * 16);
+    t.prod = t.ws + QG_TILE * nb;
+    return t;
+}
+
+/* Output rows [o0, o0 + n) of W decoded into t, as block_weights and vnni_one form them. */
+QVNNI static void qg_decode(const bool q4, const road_qtensor *q, int64_t o0, int64_t n,
+                            __m512i tab8, float step, const qg_tile *t) {
+    const int64_t nb = q->cols / ROAD_QBLOCK;
+    const __m512i ones = _mm512_set1_epi8(1);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t b = 0; b < nb; b++) {
+            const __m512i w = block_weights(q4, q, o0 + i, b, tab8, step, &t->ws[i * nb + b]);
+            _mm512_storeu_si512((void *)(t->w + (i * nb + b) * ROAD_QBLOCK), w);
+            _mm512_storeu_si512(
+                (void *)(t->base + (i * nb + b) * 16),
+                _mm512_sub_epi32(_mm512_setzero_si512(),
+                                 _mm512_slli_epi32(
+                                     _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, w), 7)));
+        }
+}
+
+/* y[r, o + i] for NR packed rows of x (xg) and NO decoded rows (tile row i0 on); NO and NR are
+ * compile-time constants at each call. sc[i]: the row scale of output o + i. */
+QVNNI_INLINE void qg_micro(const int NO, const int NR, int64_t nb, const qg_tile *t, int64_t i0,
+                           const float *xg, int64_t rs, const float *sc, float *y, int64_t ldy,
+                           int64_t o) {
+    for (int i = 0; i < NO; i++)
+        for (int r = 0; r < NR; r++) {
+            const float *sx = xg + r * rs, *sw = t->ws + (i0 + i) * nb;
+            float *p = t->prod + (i * NR + r) * nb;
+            for (int64_t b = 0; b < nb; b++) p[b] = sx[b] * sw[b];
+        }
+    __m512 acc[QG_NO][QG_NR];
+    for (int i = 0; i < NO; i++)
+        for (int r = 0; r < NR; r++) acc[i][r] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        __m512i w[QG_NO], xv[QG_NR];
+        for (int i = 0; i < NO; i++)
+            w[i] = _mm512_loadu_si512((const void *)(t->w + ((i0 + i) * nb + b) * ROAD_QBLOCK));
+        for (int r = 0; r < NR; r++)
+            xv[r] = _mm512_loadu_si512(
+                (const void *)((const uint8_t *)(xg + r * rs + nb) + b * ROAD_QBLOCK));
+        for (int i = 0; i < NO; i++) {
+            const __m512i base =
+                _mm512_loadu_si512((const void *)(t->base + ((i0 + i) * nb + b) * 16));
+            for (int r = 0; r < NR; r++) {
+                const __m512i d = _mm512_dpbusd_epi32(base, xv[r], w[i]);
+                acc[i][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d),
+                                            _mm512_set1_ps(t->prod[(i * NR + r) * nb + b]),
+                                            acc[i][r]);
+            }
+        }
+    }
+    for (int i = 0; i < NO; i++)
+        for (int r = 0; r < NR; r++)
+            y[r * ldy + o + i] = _mm512_reduce_add_ps(acc[i][r]) * sc[i];
+}
+
+#define QG_CASE(no, nr)                                                                            \
+    case (no) * 8 + (nr): qg_micro(no, nr, nb, t, i0, xg, rs, sc, y + r0 * O, O, o); break;
+
+/* Tiles [t0, t1) of W against all R rows of packed x. */
+QVNNI static void qg_run(const road_qtensor *q, int64_t R, const float *xp, int64_t t0, int64_t t1,
+                         const qg_tile *t, float *y) {
+    const int64_t O = q->rows, nb = q->cols / ROAD_QBLOCK, rs = row_floats(q->cols);
+    const bool q4 = q->format != ROAD_QFORMAT_INT8;
+    float step;
+    const __m512i tab8 = table8(q, &step);
+    for (int64_t ti = t0; ti < t1; ti++) {
+        const int64_t ot = ti * QG_TILE, n = O - ot < QG_TILE ? O - ot : QG_TILE;
+        qg_decode(q4, q, ot, n, tab8, step, t);
+        for (int64_t r0 = 0; r0 < R; r0 += QG_NR) {
+            const int nr = (int)(R - r0 < QG_NR ? R - r0 : QG_NR);
+            const float *xg = xp + r0 * rs;
+            for (int64_t i0 = 0; i0 < n; i0 += QG_NO) {
+                const int no = (int)(n - i0 < QG_NO ? n - i0 : QG_NO);
+                const int64_t o = ot + i0;
+                float sc[QG_NO];
+                for (int i = 0; i < no; i++)
+                    sc[i] = q4 ? 1.0f : q->absmax[o + i] / (float)QINT8_MAX;
+                switch (no * 8 + nr) {
+                    QG_CASE(4, 4) QG_CASE(4, 3) QG_CASE(4, 2) QG_CASE(4, 1)
+                    QG_CASE(3, 4) QG_CASE(3, 3) QG_CASE(3, 2) QG_CASE(3, 1)
+                    QG_CASE(2, 4) QG_CASE(2, 3) QG_CASE(2, 2) QG_CASE(2, 1)
+                    QG_CASE(1, 4) QG_CASE(1, 3) QG_CASE(1, 2) QG_CASE(1, 1)
+                default: ROAD_ASSERT(0);
+                }
+            }
+        }
+    }
+}
+
+road_status road__qvnni_gemm(const road_qtensor *q, int64_t R, const float *x, float *y, int nt) {
+    ROAD_ASSERT(vnni_takes(q));
+    const int64_t O = q->rows, K = q->cols, nb = K / ROAD_QBLOCK, rs = row_floats(K);
+    const int64_t ntiles = (O + QG_TILE - 1) / QG_TILE;
+    if (nt > ntiles) nt = (int)ntiles;
+    if (nt < 1) nt = 1;
+    const size_t tb = qg_tile_bytes(nb);
+    float *xp = road__malloc(sizeof(float) * (size_t)(R * rs));
+    uint8_t *tiles = road__malloc(tb * (size_t)nt);
+    if (!xp || !tiles) {
+        road__free(xp);
+        road__free(tiles);
+        return ROAD_ERR_NO_MEMORY;
+    }
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+#if defined(_OPENMP)
+        const int th = omp_get_thread_num(), nth = omp_get_num_threads();
+#else
+        const int th = 0, nth = 1;
+#endif
+        const int64_t r0 = R * th / nth, r1 = R * (th + 1) / nth;
+        if (r1 > r0) vnni_x_pack(q, r1 - r0, x + r0 * K, xp + r0 * rs);
+#pragma omp barrier
+        const qg_tile t = qg_tile_carve(tiles + tb * (size_t)th, nb);
+        const int64_t t0 = ntiles * th / nth, t1 = ntiles * (th + 1) / nth;
+        if (t1 > t0) qg_run(q, R, xp, t0, t1, &t, y);
+    }
+    road__free(xp);
+    road__free(tiles);
+    return ROAD_OK;
 }
 
 static void vnni_dequant(const road_qtensor *q, int64_t r0, int64_t n, float *out) {

@@ -185,7 +185,13 @@ road_status road_qtensor_xwt(const road_qtensor *q, int64_t rows, const float *x
         }
         road__free(xp);
     } else {
-        st = tiled_mm(ops, q, rows, x, y, false);
+#if defined(__x86_64__)
+        /* opt-in int8 activations: its own blocked GEMM rather than exact tiles + sgemm */
+        if (ops == &road__qkernels_vnni_q8 && road__qvnni_gemm_takes(q))
+            st = road__qvnni_gemm(q, rows, x, y, threads_for(q));
+        else
+#endif
+            st = tiled_mm(ops, q, rows, x, y, false);
         if (st != ROAD_OK) return st;
     }
     if (bias)
