@@ -339,15 +339,17 @@ static void test_select(void **state) {
     TU_OK(road_qkernel_select(ROAD_QKERNEL_AUTO));
 }
 
-/* The AVX-512 kernels pack x into a buffer per decode call: when that allocation fails, the
- * call says so (and works again once memory is back). */
+/* The AVX-512 kernels pack x into a buffer per decode call (vnni-q8 per prefill call too, with
+ * its W tiles): when an allocation fails, the call says so (and works again once memory is
+ * back). */
 static void test_pack_no_memory(void **state) {
     (void)state;
     const road_qkernel ks[] = {ROAD_QKERNEL_AVX512, ROAD_QKERNEL_VNNI_Q8};
     const char *const names[] = {"avx512", "vnni-q8"};
-    float w[4 * 128], x[2 * 128], y[2 * 4];
+    enum { RP = 20 }; /* vnni-q8 also packs x (and decodes W tiles) for its prefill GEMM */
+    float w[4 * 128], x[RP * 128], y[RP * 4];
     tu_fill_uniform(w, 4 * 128, 3, -1, 1);
-    tu_fill_uniform(x, 2 * 128, 4, -1, 1);
+    tu_fill_uniform(x, RP * 128, 4, -1, 1);
     road_qtensor *q = NULL;
     TU_OK(road_qtensor_quantize(ROAD_QFORMAT_NF4, 4, 128, w, false, &q));
     for (int i = 0; i < 2; i++) {
@@ -360,6 +362,14 @@ static void test_pack_no_memory(void **state) {
         road__alloc_fail_after(-1);
         assert_int_equal(st, ROAD_ERR_NO_MEMORY);
         TU_OK(road_qtensor_xwt(q, 2, x, NULL, y));
+        if (ks[i] != ROAD_QKERNEL_VNNI_Q8) continue;
+        for (int n = 0; n < 2; n++) { /* the x buffer, then the tiles */
+            road__alloc_fail_after(n);
+            const road_status sp = road_qtensor_xwt(q, RP, x, NULL, y);
+            road__alloc_fail_after(-1);
+            assert_int_equal(sp, ROAD_ERR_NO_MEMORY);
+        }
+        TU_OK(road_qtensor_xwt(q, RP, x, NULL, y));
     }
     TU_OK(road_qkernel_select(ROAD_QKERNEL_AUTO));
     road_qtensor_free(q);
