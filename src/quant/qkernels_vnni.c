@@ -17,7 +17,8 @@
  * values rounded to int8 steps of max |table| / 127 (one vpshufb looks a code up), times the
  * block's absmax: a second approximation, at most half a step of the absmax per weight. bf16 /
  * f16 tensors and rows that are not whole blocks (cols % 64 != 0) take the exact AVX-512
- * kernel. Dequantization (prefill, training, dx) stays exact.
+ * kernel. Prefill (more than 16 rows) runs the int8 GEMM below (road__qvnni_gemm), with the same
+ * sums as decode; dequantization (training, dx) stays exact.
  *
  * Error against the float kernels, per output: at most sum over blocks of (s_b / 2) sum |w|
  * (x's rounding) plus, 4-bit, (step / 2) absmax_b sum |x| (the table's), plus float rounding;
