@@ -239,10 +239,12 @@ static void test_vnni_q8(void **state) {
     enum { O = 45, RMAX = 513 };
     /* decode (1..16 rows), then the prefill GEMM (17 on) */
     const int64_t Rs[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 40, 100, 513};
-    const road_qformat fmts[] = {ROAD_QFORMAT_INT8, ROAD_QFORMAT_NF4, ROAD_QFORMAT_NF4,
-                                 ROAD_QFORMAT_FP4,  ROAD_QFORMAT_INT8, ROAD_QFORMAT_BF16};
-    const bool dqs[] = {false, false, true, false, false, false};
-    const int64_t Ks[] = {512, 512, 512, 256, 131, 192};
+    /* K 2112: 33 blocks, past the prefill GEMM's chunk of 32 */
+    const road_qformat fmts[] = {ROAD_QFORMAT_INT8, ROAD_QFORMAT_NF4,  ROAD_QFORMAT_NF4,
+                                 ROAD_QFORMAT_FP4,  ROAD_QFORMAT_INT8, ROAD_QFORMAT_BF16,
+                                 ROAD_QFORMAT_INT8, ROAD_QFORMAT_NF4};
+    const bool dqs[] = {false, false, true, false, false, false, false, true};
+    const int64_t Ks[] = {512, 512, 512, 256, 131, 192, 2112, 2112};
     for (size_t i = 0; i < sizeof fmts / sizeof fmts[0]; i++) {
         const int64_t K = Ks[i];
         const bool approx = fmts[i] != ROAD_QFORMAT_BF16 && K % Q8_BLOCK == 0;

@@ -207,6 +207,10 @@ QVNNI static void vnni_xwt(const road_qtensor *q, int64_t R_all, const float *x,
  * QG_NO * QG_NR = 16 floats. */
 #define QG_NO 4
 #define QG_NR 4
+/* Blocks per pass over a row group: K 2048 at a time, so that the group's x (4 x 2 KiB) stays in
+ * L1 while the tile's 4 register blocks take it in turn; longer rows go in chunks, the 16
+ * accumulators of each register block kept in the tile buffer between chunks. */
+#define QG_KC 32
 _Static_assert(QG_TILE % QG_NO == 0, "a tile is whole register blocks");
 _Static_assert(QG_NO * QG_NR == 16, "a block's scale products fill one vector");
 
@@ -221,16 +225,18 @@ typedef struct qg_x {
 
 /* One thread's tile (QG_TILE / QG_NO groups of output rows): weights [group][nb][QG_NO][64],
  * base lanes [group][nb][QG_NO][16], block scales [group][nb][QG_NO]; scale products of a
- * register block [nb][16]; and one row of x as vnni_x_pack writes it (the packing scratch). */
+ * register block [nb][16]; one row of x as vnni_x_pack writes it (the packing scratch); the
+ * accumulators of each register block between chunks of QG_KC blocks [group][16][16]. */
 typedef struct qg_tile {
     int8_t *w;
     int32_t *base;
-    float *ws, *prod, *xrow;
+    float *ws, *prod, *xrow, *acc;
 } qg_tile;
 
 static size_t qg_tile_bytes(int64_t nb) {
     return (size_t)(QG_TILE * nb) * (ROAD_QBLOCK + 16 * sizeof(int32_t) + sizeof(float)) +
-           (size_t)(16 * nb) * sizeof(float) + (size_t)row_floats(nb * ROAD_QBLOCK) * sizeof(float);
+           (size_t)(16 * nb) * sizeof(float) + (size_t)row_floats(nb * ROAD_QBLOCK) * sizeof(float) +
+           (size_t)(QG_TILE * QG_NR * 16) * sizeof(float);
 }
 
 static qg_tile qg_tile_carve(void *mem, int64_t nb) {
@@ -240,6 +246,7 @@ static qg_tile qg_tile_carve(void *mem, int64_t nb) {
     t.ws = (float *)(void *)(t.base + QG_TILE * nb * 16);
     t.prod = t.ws + QG_TILE * nb;
     t.xrow = t.prod + 16 * nb;
+    t.acc = t.xrow + row_floats(nb * ROAD_QBLOCK);
     return t;
 }
 
@@ -290,17 +297,19 @@ QVNNI static void qg_decode(const bool q4, const road_qtensor *q, int64_t o0, in
     }
 }
 
-/* y[r, o + i] for NR rows of x group xb / xs and NO decoded rows of tile group g; NO and NR are
- * compile-time constants at each call. sc[i]: the row scale of output o + i. */
-QVNNI_INLINE void qg_micro(const int NO, const int NR, int64_t nb, const qg_tile *t, int64_t g,
-                           const uint8_t *xb, const float *xs, const float *sc, float *y,
-                           int64_t ldy, int64_t o) {
+/* Blocks [b0, b1) of y[r, o + i] for NR rows of x group xb / xs and NO decoded rows of tile
+ * group g; NO and NR are compile-time constants at each call. The accumulators start from zero
+ * (b0 == 0) or from acc_io, and end in y (b1 == nb; sc[i]: the row scale of output o + i) or
+ * in acc_io: a chunk of blocks at a time, each lane's sum is the same sequence of FMAs. */
+QVNNI_INLINE void qg_micro(const int NO, const int NR, int64_t nb, int64_t b0, int64_t b1,
+                           const qg_tile *t, int64_t g, const uint8_t *xb, const float *xs,
+                           float *acc_io, const float *sc, float *y, int64_t ldy, int64_t o) {
     const int8_t *wg = t->w + g * nb * QG_NO * ROAD_QBLOCK;
     const int32_t *bg = t->base + g * nb * QG_NO * 16;
     const float *sg = t->ws + g * nb * QG_NO;
     /* lane i * QG_NR + r: s_x(r) * s_w(i), the product vnni_one forms */
     const __m512i lane_i = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-    for (int64_t b = 0; b < nb; b++) {
+    for (int64_t b = b0; b < b1; b++) {
         const __m512 sx = _mm512_broadcast_f32x4(_mm_loadu_ps(xs + b * QG_NR));
         const __m512 sw =
             _mm512_permutexvar_ps(lane_i, _mm512_broadcast_f32x4(_mm_loadu_ps(sg + b * QG_NO)));
@@ -308,8 +317,10 @@ QVNNI_INLINE void qg_micro(const int NO, const int NR, int64_t nb, const qg_tile
     }
     __m512 acc[QG_NO][QG_NR];
     for (int i = 0; i < NO; i++)
-        for (int r = 0; r < NR; r++) acc[i][r] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
+        for (int r = 0; r < NR; r++)
+            acc[i][r] = b0 == 0 ? _mm512_setzero_ps()
+                                : _mm512_loadu_ps(acc_io + (i * QG_NR + r) * 16);
+    for (int64_t b = b0; b < b1; b++) {
         const int8_t *wb = wg + b * QG_NO * ROAD_QBLOCK;
         const int32_t *bb = bg + b * QG_NO * 16;
         const uint8_t *xbb = xb + b * QG_NR * ROAD_QBLOCK;
@@ -328,12 +339,18 @@ QVNNI_INLINE void qg_micro(const int NO, const int NR, int64_t nb, const qg_tile
         }
     }
     for (int i = 0; i < NO; i++)
-        for (int r = 0; r < NR; r++)
-            y[r * ldy + o + i] = _mm512_reduce_add_ps(acc[i][r]) * sc[i];
+        for (int r = 0; r < NR; r++) {
+            if (b1 == nb)
+                y[r * ldy + o + i] = _mm512_reduce_add_ps(acc[i][r]) * sc[i];
+            else
+                _mm512_storeu_ps(acc_io + (i * QG_NR + r) * 16, acc[i][r]);
+        }
 }
 
 #define QG_CASE(no, nr)                                                                            \
-    case (no) * 8 + (nr): qg_micro(no, nr, nb, t, i0 / QG_NO, xb, xs, sc, yr, O, o); break;
+    case (no) * 8 + (nr):                                                                          \
+        qg_micro(no, nr, nb, b0, b1, t, i0 / QG_NO, xb, xs, acc_io, sc, yr, O, o);                 \
+        break;
 
 /* Tiles [t0, t1) of W against all R rows of packed x. */
 QVNNI static void qg_run(const road_qtensor *q, int64_t R, const qg_x *xg, int64_t t0, int64_t t1,
@@ -350,18 +367,22 @@ QVNNI static void qg_run(const road_qtensor *q, int64_t R, const qg_x *xg, int64
             const uint8_t *xb = xg->bytes + r0 * nb * ROAD_QBLOCK;
             const float *xs = xg->scale + r0 * nb;
             float *yr = y + r0 * O;
-            for (int64_t i0 = 0; i0 < n; i0 += QG_NO) {
-                const int no = (int)(n - i0 < QG_NO ? n - i0 : QG_NO);
-                const int64_t o = ot + i0;
-                float sc[QG_NO];
-                for (int i = 0; i < no; i++)
-                    sc[i] = q4 ? 1.0f : q->absmax[o + i] / (float)QINT8_MAX;
-                switch (no * 8 + nr) {
-                    QG_CASE(4, 4) QG_CASE(4, 3) QG_CASE(4, 2) QG_CASE(4, 1)
-                    QG_CASE(3, 4) QG_CASE(3, 3) QG_CASE(3, 2) QG_CASE(3, 1)
-                    QG_CASE(2, 4) QG_CASE(2, 3) QG_CASE(2, 2) QG_CASE(2, 1)
-                    QG_CASE(1, 4) QG_CASE(1, 3) QG_CASE(1, 2) QG_CASE(1, 1)
-                default: ROAD_ASSERT(0);
+            for (int64_t b0 = 0; b0 < nb; b0 += QG_KC) {
+                const int64_t b1 = nb - b0 < QG_KC ? nb : b0 + QG_KC;
+                for (int64_t i0 = 0; i0 < n; i0 += QG_NO) {
+                    const int no = (int)(n - i0 < QG_NO ? n - i0 : QG_NO);
+                    const int64_t o = ot + i0;
+                    float *acc_io = t->acc + i0 / QG_NO * QG_NO * QG_NR * 16;
+                    float sc[QG_NO];
+                    for (int i = 0; i < no; i++)
+                        sc[i] = q4 ? 1.0f : q->absmax[o + i] / (float)QINT8_MAX;
+                    switch (no * 8 + nr) {
+                        QG_CASE(4, 4) QG_CASE(4, 3) QG_CASE(4, 2) QG_CASE(4, 1)
+                        QG_CASE(3, 4) QG_CASE(3, 3) QG_CASE(3, 2) QG_CASE(3, 1)
+                        QG_CASE(2, 4) QG_CASE(2, 3) QG_CASE(2, 2) QG_CASE(2, 1)
+                        QG_CASE(1, 4) QG_CASE(1, 3) QG_CASE(1, 2) QG_CASE(1, 1)
+                    default: ROAD_ASSERT(0);
+                    }
                 }
             }
         }
