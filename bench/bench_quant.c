@@ -10,7 +10,8 @@
  *       decode step reads; attention over a short cache is small beside them), float32 vs each
  *       format in the same run: tokens/s and the weight bytes read per second;
  *   [3] prefill matmul: y = x W^T for 128 and 512 rows in the model's projection shapes,
- *       quantized (dequantized tiles + sgemm) vs sgemm on float32 weights: GFLOP/s.
+ *       quantized (dequantized tiles + sgemm; vnni-q8: its int8 GEMM) vs sgemm on float32
+ *       weights: GFLOP/s (2 R O K / time, "equivalent" for the int8 GEMM), a line per kernel.
  *
  * Every layer has its own weights (no reuse that a 32 MiB cache could hold). Usage:
  * bench_quant [--threads N] [--layers L] [--quick] [--reps N] [--rows R] [--qkernel K]
@@ -254,7 +255,7 @@ int main(int argc, char **argv) {
     /* [3] prefill matmul GFLOP/s */
     printf("\n[3] prefill matmul y = x W^T, GFLOP/s (best of %d)%s\n", reps,
            prefill ? "" : ": skipped (--no-prefill)");
-    printf("    %-16s %6s %10s", "shape (out x in)", "rows", "sgemm f32");
+    printf("    %-16s %6s %-9s %10s", "shape (out x in)", "rows", "kernel", "sgemm f32");
     for (int f = 0; f < N_FMT; f++) printf(" %10s", FMT_NAME[f]);
     printf("   (vs sgemm)\n");
     const int shapes[3] = {0, 4, 6}; /* q_proj 2048x2048, gate 8192x2048, down 2048x8192 */
@@ -267,28 +268,42 @@ int main(int argc, char **argv) {
             const int p = shapes[si];
             const int64_t R = rows_list[ri], O = OUTS[p], K = INS[p];
             const double flops = 2.0 * (double)R * (double)O * (double)K;
-            double g[N_FMT + 1];
+            double g0 = 0.0, g[MAX_KERNELS][N_FMT];
             for (int f = -1; f < N_FMT; f++) {
-                double best = 1e30;
-                for (int r = 0; r < reps + 1; r++) {
-                    double t0 = now_s();
+                /* each kernel in turn, which goes first rotating rep by rep */
+                const int nk = f < 0 ? 1 : kc.n;
+                double best[MAX_KERNELS];
+                for (int ki = 0; ki < nk; ki++) best[ki] = 1e30;
+                for (int r = 0; r < reps + 1; r++)
+                    for (int j = 0; j < nk; j++) {
+                        const int ki = (j + r) % nk;
+                        if (f >= 0) die(road_qkernel_select(kc.k[ki]), "qkernel");
+                        double t0 = now_s();
+                        if (f < 0)
+                            road__sgemm_xwt(R, O, K, xp, w[p], NULL, yp);
+                        else
+                            die(road_qtensor_xwt(q[f][p], R, xp, NULL, yp), "xwt");
+                        double t = now_s() - t0;
+                        if (r > 0 && t < best[ki]) best[ki] = t;
+                    }
+                for (int ki = 0; ki < nk; ki++) {
                     if (f < 0)
-                        road__sgemm_xwt(R, O, K, xp, w[p], NULL, yp);
+                        g0 = flops / best[ki] / 1e9;
                     else
-                        die(road_qtensor_xwt(q[f][p], R, xp, NULL, yp), "xwt");
-                    double t = now_s() - t0;
-                    if (r > 0 && t < best) best = t;
+                        g[ki][f] = flops / best[ki] / 1e9;
                 }
-                g[f + 1] = flops / best / 1e9;
             }
             char label[32];
             snprintf(label, sizeof label, "%lld x %lld", (long long)O, (long long)K);
-            printf("    %-16s %6lld %10.1f", label, (long long)R, g[0]);
-            for (int f = 0; f < N_FMT; f++) printf(" %10.1f", g[f + 1]);
-            printf("   (");
-            for (int f = 0; f < N_FMT; f++) printf("%s%.2f", f ? " " : "", g[f + 1] / g[0]);
-            printf(")\n");
+            for (int ki = 0; ki < kc.n; ki++) {
+                printf("    %-16s %6lld %-9s %10.1f", label, (long long)R, kc.name[ki], g0);
+                for (int f = 0; f < N_FMT; f++) printf(" %10.1f", g[ki][f]);
+                printf("   (");
+                for (int f = 0; f < N_FMT; f++) printf("%s%.2f", f ? " " : "", g[ki][f] / g0);
+                printf(")\n");
+            }
         }
+    die(road_qkernel_select(kc.k[0]), "qkernel");
 
     for (int f = 0; f < N_FMT; f++) {
         for (int k = 0; k < n_lin; k++) road_qtensor_free(q[f][k]);

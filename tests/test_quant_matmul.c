@@ -236,17 +236,22 @@ static void test_vnni_q8(void **state) {
         print_message("vnni-q8 skipped: %s\n", road_last_error());
         skip();
     }
-    enum { O = 45, RMAX = 40 };
-    const road_qformat fmts[] = {ROAD_QFORMAT_INT8, ROAD_QFORMAT_NF4, ROAD_QFORMAT_NF4,
-                                 ROAD_QFORMAT_FP4,  ROAD_QFORMAT_INT8, ROAD_QFORMAT_BF16};
-    const bool dqs[] = {false, false, true, false, false, false};
-    const int64_t Ks[] = {512, 512, 512, 256, 131, 192};
+    enum { O = 45, RMAX = 513 };
+    /* decode (1..16 rows), then the prefill GEMM (17 on) */
+    const int64_t Rs[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 40, 100, 513};
+    /* K 2112: 33 blocks, past the prefill GEMM's chunk of 32 */
+    const road_qformat fmts[] = {ROAD_QFORMAT_INT8, ROAD_QFORMAT_NF4,  ROAD_QFORMAT_NF4,
+                                 ROAD_QFORMAT_FP4,  ROAD_QFORMAT_INT8, ROAD_QFORMAT_BF16,
+                                 ROAD_QFORMAT_INT8, ROAD_QFORMAT_NF4};
+    const bool dqs[] = {false, false, true, false, false, false, false, true};
+    const int64_t Ks[] = {512, 512, 512, 256, 131, 192, 2112, 2112};
     for (size_t i = 0; i < sizeof fmts / sizeof fmts[0]; i++) {
         const int64_t K = Ks[i];
         const bool approx = fmts[i] != ROAD_QFORMAT_BF16 && K % Q8_BLOCK == 0;
         float *w = tu_alloc(sizeof(float) * (size_t)(O * K));
         float *x = tu_alloc(sizeof(float) * (size_t)(RMAX * K));
         float *y = tu_alloc(sizeof(float) * (size_t)(RMAX * O));
+        float *y1 = tu_alloc(sizeof(float) * (size_t)O);
         tu_fill_uniform(w, O * K, 11 + i, -1, 1);
         tu_fill_uniform(x, RMAX * K, 12 + i, -1, 1);
         for (int64_t k = 0; k < RMAX * K; k += 37) x[k] *= 8.0f; /* a few outliers per block */
@@ -259,7 +264,8 @@ static void test_vnni_q8(void **state) {
         double worst = 0.0, worst_rel = 0.0, e2 = 0.0, y2 = 0.0;
         for (int nt = 1; nt <= 2; nt++) {
             road_set_num_threads(nt);
-            for (int64_t R = 1; R <= RMAX; R = R == 17 ? RMAX : R + 1) {
+            for (size_t ri = 0; ri < sizeof Rs / sizeof Rs[0]; ri++) {
+                const int64_t R = Rs[ri];
                 TU_OK(road_qtensor_xwt(q, R, x, NULL, y));
                 for (int64_t r = 0; r < R; r++)
                     for (int64_t o = 0; o < O; o++) {
@@ -282,11 +288,9 @@ static void test_vnni_q8(void **state) {
                             }
                             bound += 0.5 * (xmax / Q8_XMAX) * sw + d * sx;
                         }
-                        /* R > 16 takes the exact tiled path */
                         const double fl =
                             DOT_ERR_FACTOR * (double)(K + 2) * F32_UNIT_ROUNDOFF * mag;
-                        const double tol =
-                            (approx && R <= 16 ? bound * (1.0 + 1e-3) : 0.0) + fl + 1e-30;
+                        const double tol = (approx ? bound * (1.0 + 1e-3) : 0.0) + fl + 1e-30;
                         const double err = fabs(y[r * O + o] - ref);
                         if (err > tol) {
                             print_error("vnni-q8 %s%s K %lld rows %lld: y[%lld, %lld] = %.9g, "
@@ -296,12 +300,19 @@ static void test_vnni_q8(void **state) {
                                         y[r * O + o], ref, tol);
                             fail();
                         }
-                        if (approx && R <= 16) {
+                        if (approx) {
                             e2 += err * err, y2 += ref * ref;
                             worst = fmax(worst, err / tol);
                             worst_rel = fmax(worst_rel, err / (mag + 1e-30));
                         }
                     }
+                /* batch invariance: each row bit-identical to the decode kernel's result for
+                 * that row alone (the prefill GEMM forms the same sums in the same order) */
+                for (int64_t r = 0; r < R && R > 16 && approx; r++) {
+                    TU_OK(road_qtensor_xwt(q, 1, x + r * K, NULL, y1));
+                    tu_assert_equal_f32("vnni-q8: a row of a prefill vs the row alone", y1,
+                                        y + r * O, O);
+                }
             }
         }
         if (approx)
@@ -310,7 +321,7 @@ static void test_vnni_q8(void **state) {
                           road_qformat_name(fmts[i]), dqs[i] ? "+dq" : "", (long long)K,
                           worst_rel, worst, sqrt(e2 / y2));
         road_qtensor_free(q);
-        free(w), free(x), free(y);
+        free(w), free(x), free(y), free(y1);
     }
     road_set_num_threads(2);
     TU_OK(road_qkernel_select(ROAD_QKERNEL_AUTO));
@@ -330,15 +341,17 @@ static void test_select(void **state) {
     TU_OK(road_qkernel_select(ROAD_QKERNEL_AUTO));
 }
 
-/* The AVX-512 kernels pack x into a buffer per decode call: when that allocation fails, the
- * call says so (and works again once memory is back). */
+/* The AVX-512 kernels pack x into a buffer per decode call (vnni-q8 per prefill call too, with
+ * its W tiles): when an allocation fails, the call says so (and works again once memory is
+ * back). */
 static void test_pack_no_memory(void **state) {
     (void)state;
     const road_qkernel ks[] = {ROAD_QKERNEL_AVX512, ROAD_QKERNEL_VNNI_Q8};
     const char *const names[] = {"avx512", "vnni-q8"};
-    float w[4 * 128], x[2 * 128], y[2 * 4];
+    enum { RP = 20 }; /* vnni-q8 also packs x (and decodes W tiles) for its prefill GEMM */
+    float w[4 * 128], x[RP * 128], y[RP * 4];
     tu_fill_uniform(w, 4 * 128, 3, -1, 1);
-    tu_fill_uniform(x, 2 * 128, 4, -1, 1);
+    tu_fill_uniform(x, RP * 128, 4, -1, 1);
     road_qtensor *q = NULL;
     TU_OK(road_qtensor_quantize(ROAD_QFORMAT_NF4, 4, 128, w, false, &q));
     for (int i = 0; i < 2; i++) {
@@ -351,6 +364,14 @@ static void test_pack_no_memory(void **state) {
         road__alloc_fail_after(-1);
         assert_int_equal(st, ROAD_ERR_NO_MEMORY);
         TU_OK(road_qtensor_xwt(q, 2, x, NULL, y));
+        if (ks[i] != ROAD_QKERNEL_VNNI_Q8) continue;
+        for (int n = 0; n < 2; n++) { /* the x buffer, then the tiles */
+            road__alloc_fail_after(n);
+            const road_status sp = road_qtensor_xwt(q, RP, x, NULL, y);
+            road__alloc_fail_after(-1);
+            assert_int_equal(sp, ROAD_ERR_NO_MEMORY);
+        }
+        TU_OK(road_qtensor_xwt(q, RP, x, NULL, y));
     }
     TU_OK(road_qkernel_select(ROAD_QKERNEL_AUTO));
     road_qtensor_free(q);

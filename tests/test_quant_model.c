@@ -44,11 +44,14 @@
 #define TRAIN_STEPS 10
 #define TRAIN_LR 0.5f
 #define TRAIN_MIN_RATIO 0.6
-/* int8 activations vs the exact kernels on the same quantized model, decode of 8 tokens:
- * max |difference| / max |logit|. x rounded to int8 per block of 64 (relative error up to
+/* int8 activations vs the exact kernels on the same quantized model, decode of 8 tokens and a
+ * prefill of PREFILL_T (all positions' logits): max |difference| / max |logit|. x rounded to int8 per block of 64 (relative error up to
  * 1/254 of the block's max) and, for 4-bit, the code table rounded to int8 steps: measured
  * 0.005-0.013 on these models (docs/quant.md); 3x margin. */
 #define Q8_ACT_LOGIT_REL 0.04
+/* Tokens of the int8-activation prefill check: past QSKINNY_MAX_ROWS (16), so the prefill GEMM,
+ * and not a multiple of its 4-row register block. */
+#define PREFILL_T 27
 
 typedef struct batch {
     road_st_file *cases;
@@ -462,6 +465,27 @@ static void test_int8_activations(void **state) {
             assert_true(num > 0.0); /* the int8 path ran */
             free(ref);
             free(y);
+            /* prefill: PREFILL_T rows through every linear layer, the int8 GEMM (rows > 16)
+             * for those with in features % 64 == 0, the exact kernels for the rest */
+            int64_t pids[PREFILL_T], pmask[PREFILL_T];
+            for (int64_t t = 0; t < PREFILL_T; t++) pids[t] = (t * 37 + 5) % V, pmask[t] = 1;
+            float *pref = tu_alloc(sizeof(float) * (size_t)(PREFILL_T * V));
+            float *py = tu_alloc(sizeof(float) * (size_t)(PREFILL_T * V));
+            TU_OK(road_model_forward_padded(exact, pids, pmask, 1, PREFILL_T, NULL, pref));
+            TU_OK(road_model_forward_padded(m, pids, pmask, 1, PREFILL_T, NULL, py));
+            num = 0, den = 0;
+            for (int64_t i = 0; i < PREFILL_T * V; i++) {
+                num = fmax(num, fabs((double)py[i] - pref[i]));
+                den = fmax(den, fabs((double)pref[i]));
+            }
+            print_message("%s %s int8 activations, prefill of %d: max logit difference %.4f of "
+                          "max |logit| (bound %.2f)\n",
+                          models[mi], road_qformat_name(fmts[fi]), PREFILL_T, num / den,
+                          Q8_ACT_LOGIT_REL);
+            assert_true(num / den <= Q8_ACT_LOGIT_REL);
+            assert_true(num > 0.0);
+            free(pref);
+            free(py);
             road_model_free(m);
             road_model_free(exact);
         }

@@ -8,7 +8,8 @@
  * bytes). Prefill and training (more rows) are bound by arithmetic: tiles of QTILE_ROWS output
  * rows are dequantized into a buffer and handed to sgemm, so the quantized layer runs at
  * nearly sgemm's speed plus one dequantization of W per call. The input gradient dY W goes the
- * same way (tiles of W, accumulated).
+ * same way (tiles of W, accumulated). Under the opt-in int8-activation kernel (VNNI-Q8) the
+ * forward of many rows is that kernel's own int8 GEMM instead (qkernels_vnni.c).
  *
  * Kernel choice is per thread (road_qkernel_select) and read in the calling thread: OpenMP
  * workers get the ops pointer, not the thread-local setting.
@@ -185,7 +186,13 @@ road_status road_qtensor_xwt(const road_qtensor *q, int64_t rows, const float *x
         }
         road__free(xp);
     } else {
-        st = tiled_mm(ops, q, rows, x, y, false);
+#if defined(__x86_64__)
+        /* opt-in int8 activations: its own blocked GEMM rather than exact tiles + sgemm */
+        if (ops == &road__qkernels_vnni_q8 && road__qvnni_gemm_takes(q))
+            st = road__qvnni_gemm(q, rows, x, y, threads_for(q));
+        else
+#endif
+            st = tiled_mm(ops, q, rows, x, y, false);
         if (st != ROAD_OK) return st;
     }
     if (bias)

@@ -72,6 +72,14 @@ extern const road_qkernel_ops road__qkernels_avx2;
 extern const road_qkernel_ops road__qkernels_avx512;
 extern const road_qkernel_ops road__qkernels_vnni_q8;
 #endif
+#if defined(__x86_64__)
+/* The VNNI-Q8 kernel's many-row matmul (prefill): y (R, O) = x (R, K) W^T with x rounded to
+ * int8 as the decode kernel does, each row bit-identical to its decode result; on nt threads.
+ * Takes int8 / NF4 / FP4 tensors with cols % 64 == 0 (road__qvnni_gemm_takes); the others
+ * go the exact way. ROAD_ERR_NO_MEMORY when its buffers cannot be had. */
+bool road__qvnni_gemm_takes(const road_qtensor *q);
+road_status road__qvnni_gemm(const road_qtensor *q, int64_t R, const float *x, float *y, int nt);
+#endif
 /* The ops for this thread (road_qkernel_select; AUTO resolved). */
 const road_qkernel_ops *road__qkernels_current(void);
 
