@@ -205,12 +205,13 @@ typedef struct road_model_params {
      * size in memory. true widens them to float32 at load (full fine-tuning needs float32
      * weights). */
     bool float32_weights;
-    /* Decode of int8 / NF4 / FP4 layers (up to 16 rows a call) rounds x to int8 per row and
-     * block of 64 and runs int8 dot products (AVX512-VNNI), as llama.cpp's Q8 activations do:
-     * faster, no longer exact products of the dequantized weights (bound and measured error:
-     * docs/quant.md, ROAD_QKERNEL_VNNI_Q8). Default false. road_model_load refuses it
-     * (ROAD_ERR_UNSUPPORTED) on a CPU without AVX512-VNNI. Other layers, prefill (more rows),
-     * backward and merges stay exact. */
+    /* The forward of int8 / NF4 / FP4 layers (decode and prefill; cols a multiple of 64)
+     * rounds x to int8 per row and block of 64 and runs int8 dot products (AVX512-VNNI), as
+     * llama.cpp's Q8 activations do: faster, and a row's outputs are the same bits whatever
+     * the number of rows, but no longer exact products of the dequantized weights (bound and
+     * measured error: docs/quant.md, ROAD_QKERNEL_VNNI_Q8). Default false. road_model_load
+     * refuses it (ROAD_ERR_UNSUPPORTED) on a CPU without AVX512-VNNI. Other layers, the
+     * backward (training) and merges stay exact. */
     bool int8_activations;
 } road_model_params;
 

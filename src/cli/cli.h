@@ -48,8 +48,8 @@ typedef struct cli_quant {
         {CLI_SW("--double-quant", T, qz.double_quant,                                             \
                 "4-bit: quantize the absmax values too (bitsandbytes' double quant)")},             \
         {CLI_SW("--int8-activations", T, qz.int8_activations,                                     \
-                "decode int8/nf4/fp4 layers with x rounded to int8 (AVX512-VNNI; faster, not "    \
-                "exact: docs/quant.md)")}
+                "run int8/nf4/fp4 layers with x rounded to int8 (AVX512-VNNI; faster decode "     \
+                "and prefill, not exact: docs/quant.md)")}
 /* The command owns the process: --threads N > 0 sets the process-wide count (OpenMP and
  * OpenBLAS: model calls, merges, sampling all use N) and is returned for the model's
  * n_threads; 0 leaves the default (all cores). */
