@@ -145,6 +145,7 @@ static road_status check_mm(const road_qtensor *q, int64_t rows, const void *in,
  * Input gradient: dx (R, K) = sum over tiles of dy[:, tile] (R, n) W[tile] (n, K). */
 static road_status tiled_mm(const road_qkernel_ops *ops, const road_qtensor *q, int64_t rows,
                             const float *in, float *out, bool grad_input) {
+    if (road__qgemm_avx512_takes(ops, q)) return road__qgemm_avx512(q, rows, in, out, grad_input);
     const int64_t O = q->rows, K = q->cols;
     const int64_t tile = O < QTILE_ROWS ? O : QTILE_ROWS;
     float *buf = road__malloc(sizeof(float) * (size_t)(tile * K));
