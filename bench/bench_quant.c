@@ -10,11 +10,12 @@
  *       decode step reads; attention over a short cache is small beside them), float32 vs each
  *       format in the same run: tokens/s and the weight bytes read per second;
  *   [3] prefill matmul: y = x W^T for 128 and 512 rows in the model's projection shapes,
- *       quantized (dequantized tiles + sgemm) vs sgemm on float32 weights: GFLOP/s.
+ *       quantized, per kernel of --qkernel (avx2 and reference: dequantized tiles + sgemm;
+ *       avx512 and vnni-q8: the fused AVX-512 GEMM) vs sgemm on float32 weights: GFLOP/s.
  *
  * Every layer has its own weights (no reuse that a 32 MiB cache could hold). Usage:
  * bench_quant [--threads N] [--layers L] [--quick] [--reps N] [--rows R] [--qkernel K]
- *             [--no-prefill]
+ *             [--no-prefill] [--no-decode]
  * --quick: 2 layers, vocab 32000, 1 rep. --rows: rows of x per decode step (a serving batch;
  * tokens/s counts them all). --qkernel auto|reference|avx2|avx512|vnni-q8 runs the quantized
  * matmuls with that kernel; a comma-separated list (compare = avx2,avx512) times each in the
@@ -116,7 +117,7 @@ static double median(double *t, int n) {
 
 int main(int argc, char **argv) {
     int layers = 16, reps = 5, threads = 0, drows = 1;
-    bool prefill = true;
+    bool prefill = true, decode = true;
     const char *qkernel = "auto";
     int64_t vocab = 128256;
     for (int i = 1; i < argc; i++) {
@@ -132,12 +133,14 @@ int main(int argc, char **argv) {
             qkernel = argv[++i];
         else if (strcmp(argv[i], "--no-prefill") == 0)
             prefill = false;
+        else if (strcmp(argv[i], "--no-decode") == 0)
+            decode = false;
         else if (strcmp(argv[i], "--quick") == 0)
             layers = 2, vocab = 32000, reps = 1;
         else {
             fprintf(stderr, "usage: bench_quant [--threads N] [--layers L] [--quick] [--reps N] "
                             "[--rows R] [--qkernel K[,K..]|compare] "
-                            "[--no-prefill]\n");
+                            "[--no-prefill] [--no-decode]\n");
             return 2;
         }
     }
@@ -207,7 +210,7 @@ int main(int argc, char **argv) {
     printf("    %-30s %10s %10s %10s %12s %10s\n", "weights", "ms/step", "best ms", "tokens/s",
            "weight GB/s", "vs f32");
     double base_tps = 0;
-    for (int f = -1; f < N_FMT; f++)
+    for (int f = -1; f < (decode ? N_FMT : -1); f++)
         for (int head_q = 0; head_q < (f < 0 ? 1 : 2); head_q++) {
             road_qtensor *qhead = NULL;
             if (head_q)
@@ -251,10 +254,11 @@ int main(int argc, char **argv) {
     die(road_qkernel_select(kc.k[0]), "qkernel");
     free(times);
 
-    /* [3] prefill matmul GFLOP/s */
+    /* [3] prefill matmul GFLOP/s: every kernel of --qkernel in turn, rotating which goes first
+     * rep by rep (avx2 = dequantized tiles + sgemm; avx512 = qgemm_avx512.c's fused GEMM) */
     printf("\n[3] prefill matmul y = x W^T, GFLOP/s (best of %d)%s\n", reps,
            prefill ? "" : ": skipped (--no-prefill)");
-    printf("    %-16s %6s %10s", "shape (out x in)", "rows", "sgemm f32");
+    printf("    %-16s %6s %-9s %10s", "shape (out x in)", "rows", "qkernel", "sgemm f32");
     for (int f = 0; f < N_FMT; f++) printf(" %10s", FMT_NAME[f]);
     printf("   (vs sgemm)\n");
     const int shapes[3] = {0, 4, 6}; /* q_proj 2048x2048, gate 8192x2048, down 2048x8192 */
@@ -267,28 +271,38 @@ int main(int argc, char **argv) {
             const int p = shapes[si];
             const int64_t R = rows_list[ri], O = OUTS[p], K = INS[p];
             const double flops = 2.0 * (double)R * (double)O * (double)K;
-            double g[N_FMT + 1];
+            double g[MAX_KERNELS][N_FMT + 1];
             for (int f = -1; f < N_FMT; f++) {
-                double best = 1e30;
-                for (int r = 0; r < reps + 1; r++) {
-                    double t0 = now_s();
-                    if (f < 0)
-                        road__sgemm_xwt(R, O, K, xp, w[p], NULL, yp);
-                    else
-                        die(road_qtensor_xwt(q[f][p], R, xp, NULL, yp), "xwt");
-                    double t = now_s() - t0;
-                    if (r > 0 && t < best) best = t;
-                }
-                g[f + 1] = flops / best / 1e9;
+                double best[MAX_KERNELS];
+                for (int ki = 0; ki < MAX_KERNELS; ki++) best[ki] = 1e30;
+                const int nk = f < 0 ? 1 : kc.n;
+                for (int r = 0; r < reps + 1; r++)
+                    for (int j = 0; j < nk; j++) {
+                        const int ki = (j + r) % nk;
+                        die(road_qkernel_select(kc.k[ki]), "qkernel");
+                        double t0 = now_s();
+                        if (f < 0)
+                            road__sgemm_xwt(R, O, K, xp, w[p], NULL, yp);
+                        else
+                            die(road_qtensor_xwt(q[f][p], R, xp, NULL, yp), "xwt");
+                        double t = now_s() - t0;
+                        if (r > 0 && t < best[ki]) best[ki] = t;
+                    }
+                for (int ki = 0; ki < kc.n; ki++)
+                    g[ki][f + 1] = flops / best[f < 0 ? 0 : ki] / 1e9;
             }
             char label[32];
             snprintf(label, sizeof label, "%lld x %lld", (long long)O, (long long)K);
-            printf("    %-16s %6lld %10.1f", label, (long long)R, g[0]);
-            for (int f = 0; f < N_FMT; f++) printf(" %10.1f", g[f + 1]);
-            printf("   (");
-            for (int f = 0; f < N_FMT; f++) printf("%s%.2f", f ? " " : "", g[f + 1] / g[0]);
-            printf(")\n");
+            for (int ki = 0; ki < kc.n; ki++) {
+                printf("    %-16s %6lld %-9s %10.1f", label, (long long)R, kc.name[ki], g[ki][0]);
+                for (int f = 0; f < N_FMT; f++) printf(" %10.1f", g[ki][f + 1]);
+                printf("   (");
+                for (int f = 0; f < N_FMT; f++)
+                    printf("%s%.2f", f ? " " : "", g[ki][f + 1] / g[ki][0]);
+                printf(")\n");
+            }
         }
+    die(road_qkernel_select(kc.k[0]), "qkernel");
 
     for (int f = 0; f < N_FMT; f++) {
         for (int k = 0; k < n_lin; k++) road_qtensor_free(q[f][k]);
