@@ -419,15 +419,16 @@ static void test_select(void **state) {
     TU_OK(road_qkernel_select(ROAD_QKERNEL_AUTO));
 }
 
-/* The AVX-512 kernels pack x into a buffer per decode call: when that allocation fails, the
- * call says so (and works again once memory is back). */
+/* The AVX-512 kernels pack x into a buffer per decode call, and the AVX-512 GEMM packs x and
+ * W per many-row call: when an allocation fails, the call says so (and works again once memory
+ * is back). */
 static void test_pack_no_memory(void **state) {
     (void)state;
     const road_qkernel ks[] = {ROAD_QKERNEL_AVX512, ROAD_QKERNEL_VNNI_Q8};
     const char *const names[] = {"avx512", "vnni-q8"};
-    float w[4 * 128], x[2 * 128], y[2 * 4];
+    float w[4 * 128], x[20 * 128], y[20 * 128];
     tu_fill_uniform(w, 4 * 128, 3, -1, 1);
-    tu_fill_uniform(x, 2 * 128, 4, -1, 1);
+    tu_fill_uniform(x, 20 * 128, 4, -1, 1);
     road_qtensor *q = NULL;
     TU_OK(road_qtensor_quantize(ROAD_QFORMAT_NF4, 4, 128, w, false, &q));
     for (int i = 0; i < 2; i++) {
@@ -435,11 +436,20 @@ static void test_pack_no_memory(void **state) {
             print_message("pack/no memory: kernel %s skipped: %s\n", names[i], road_last_error());
             continue;
         }
-        road__alloc_fail_after(0);
-        const road_status st = road_qtensor_xwt(q, 2, x, NULL, y);
-        road__alloc_fail_after(-1);
-        assert_int_equal(st, ROAD_ERR_NO_MEMORY);
-        TU_OK(road_qtensor_xwt(q, 2, x, NULL, y));
+        /* 2 rows: the decode pack; 20 rows: the AVX-512 GEMM's packed x (forward and dyw) */
+        for (int64_t R = 2; R <= 20; R += 18) {
+            road__alloc_fail_after(0);
+            road_status st = road_qtensor_xwt(q, R, x, NULL, y);
+            road__alloc_fail_after(-1);
+            assert_int_equal(st, ROAD_ERR_NO_MEMORY);
+            TU_OK(road_qtensor_xwt(q, R, x, NULL, y));
+            if (R == 2) continue;
+            road__alloc_fail_after(0);
+            st = road_qtensor_dyw(q, R, y, x);
+            road__alloc_fail_after(-1);
+            assert_int_equal(st, ROAD_ERR_NO_MEMORY);
+            TU_OK(road_qtensor_dyw(q, R, y, x));
+        }
     }
     TU_OK(road_qkernel_select(ROAD_QKERNEL_AUTO));
     road_qtensor_free(q);
