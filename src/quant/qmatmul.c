@@ -140,7 +140,8 @@ static road_status check_mm(const road_qtensor *q, int64_t rows, const void *in,
     return ROAD_OK;
 }
 
-/* The many-row matmuls: W (O, K) dequantized QTILE_ROWS rows at a time into one buffer, each
+/* The many-row matmuls: under the AVX-512 and VNNI kernels one fused dequantize-and-pack GEMM
+ * (qgemm_avx512.c); otherwise W (O, K) dequantized QTILE_ROWS rows at a time into one buffer, each
  * tile handed to sgemm. Forward (!grad_input): y (R, O), y[:, tile] = x (R, K) W[tile]^T.
  * Input gradient: dx (R, K) = sum over tiles of dy[:, tile] (R, n) W[tile] (n, K). */
 static road_status tiled_mm(const road_qkernel_ops *ops, const road_qtensor *q, int64_t rows,
