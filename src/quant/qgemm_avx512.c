@@ -23,7 +23,9 @@
  *
  * Exact in the sense of the other kernels: the products are those of the exactly dequantized
  * weights (int8 scaled per row as road__q_dequant_range does) and float32 A, summed in float32;
- * only the order of the sums differs from sgemm's (tests/test_quant_matmul.c bounds it).
+ * only the order of the sums differs from sgemm's (tests/test_quant_matmul.c bounds it). That
+ * order is fixed: each output accumulates k in order within a K block, K blocks in order, so
+ * it does not depend on the number of rows, where a row falls in a micro-tile, or the threads.
  * 4-bit tensors whose blocks cross rows (cols % 64 != 0) stay on the tiled sgemm path.
  */
 #include <string.h>
