@@ -10,12 +10,14 @@
  *       decode step reads; attention over a short cache is small beside them), float32 vs each
  *       format in the same run: tokens/s and the weight bytes read per second;
  *   [3] prefill matmul: y = x W^T for 128 and 512 rows in the model's projection shapes,
- *       quantized (dequantized tiles + sgemm; vnni-q8: its int8 GEMM) vs sgemm on float32
- *       weights: GFLOP/s (2 R O K / time, "equivalent" for the int8 GEMM), a line per kernel.
+ *       quantized, per kernel of --qkernel (avx2 and reference: dequantized tiles + sgemm;
+ *       avx512: the fused AVX-512 GEMM; vnni-q8: its int8 GEMM for int8/nf4/fp4, the fused
+ *       GEMM for bf16/f16) vs sgemm on float32 weights: GFLOP/s (2 R O K / time,
+ *       "equivalent" for the int8 GEMM), a line per kernel.
  *
  * Every layer has its own weights (no reuse that a 32 MiB cache could hold). Usage:
  * bench_quant [--threads N] [--layers L] [--quick] [--reps N] [--rows R] [--qkernel K]
- *             [--no-prefill]
+ *             [--no-prefill] [--no-decode]
  * --quick: 2 layers, vocab 32000, 1 rep. --rows: rows of x per decode step (a serving batch;
  * tokens/s counts them all). --qkernel auto|reference|avx2|avx512|vnni-q8 runs the quantized
  * matmuls with that kernel; a comma-separated list (compare = avx2,avx512) times each in the
@@ -117,7 +119,7 @@ static double median(double *t, int n) {
 
 int main(int argc, char **argv) {
     int layers = 16, reps = 5, threads = 0, drows = 1;
-    bool prefill = true;
+    bool prefill = true, decode = true;
     const char *qkernel = "auto";
     int64_t vocab = 128256;
     for (int i = 1; i < argc; i++) {
@@ -133,12 +135,14 @@ int main(int argc, char **argv) {
             qkernel = argv[++i];
         else if (strcmp(argv[i], "--no-prefill") == 0)
             prefill = false;
+        else if (strcmp(argv[i], "--no-decode") == 0)
+            decode = false;
         else if (strcmp(argv[i], "--quick") == 0)
             layers = 2, vocab = 32000, reps = 1;
         else {
             fprintf(stderr, "usage: bench_quant [--threads N] [--layers L] [--quick] [--reps N] "
                             "[--rows R] [--qkernel K[,K..]|compare] "
-                            "[--no-prefill]\n");
+                            "[--no-prefill] [--no-decode]\n");
             return 2;
         }
     }
@@ -208,7 +212,7 @@ int main(int argc, char **argv) {
     printf("    %-30s %10s %10s %10s %12s %10s\n", "weights", "ms/step", "best ms", "tokens/s",
            "weight GB/s", "vs f32");
     double base_tps = 0;
-    for (int f = -1; f < N_FMT; f++)
+    for (int f = -1; f < (decode ? N_FMT : -1); f++)
         for (int head_q = 0; head_q < (f < 0 ? 1 : 2); head_q++) {
             road_qtensor *qhead = NULL;
             if (head_q)
@@ -252,7 +256,8 @@ int main(int argc, char **argv) {
     die(road_qkernel_select(kc.k[0]), "qkernel");
     free(times);
 
-    /* [3] prefill matmul GFLOP/s */
+    /* [3] prefill matmul GFLOP/s: every kernel of --qkernel in turn, rotating which goes first
+     * rep by rep (avx2 = dequantized tiles + sgemm; avx512 = qgemm_avx512.c's fused GEMM) */
     printf("\n[3] prefill matmul y = x W^T, GFLOP/s (best of %d)%s\n", reps,
            prefill ? "" : ": skipped (--no-prefill)");
     printf("    %-16s %6s %-9s %10s", "shape (out x in)", "rows", "kernel", "sgemm f32");

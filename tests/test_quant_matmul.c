@@ -4,7 +4,8 @@
  * with a printed note), the decode path (1..16 rows: fused
  * dequantize + dot) and the tiled sgemm path (more rows), int8 / NF4 / FP4, plain and double
  * quantization, and bf16 / f16 weights kept as stored, sizes that are and are not multiples of the
- * block, 1 and 2 threads; each against double-precision dot products of the dequantized weights.
+ * block, 1 and 2 threads; each against double-precision dot products of the dequantized weights;
+ * the AVX-512 GEMM of the many-row paths (qgemm_avx512.c) at sizes that cross its blocks.
  */
 #include <math.h>
 #include <stdio.h>
@@ -220,6 +221,107 @@ static void test_fast_vs_reference(void **state) {
     TU_OK(road_qkernel_select(ROAD_QKERNEL_AUTO));
 }
 
+/* The AVX-512 GEMM of the many-row paths (quant/qgemm_avx512.c: W dequantized into packed
+ * panels, 14 x 32 micro-tiles, K in blocks of 256, output columns in blocks of 128 split over
+ * threads): every format, rows 17..513 (partial micro-tiles of 14 rows, several row blocks),
+ * O = 272 (several column blocks, a partial 32-column panel), K = 320 (two K blocks, the last
+ * partial) and K = 200 (no multiple of 16: masked tails; 4-bit with cols % 64 != 0 stays on
+ * the tiled sgemm path, which this then checks), forward and input gradient (inner dimension
+ * O: two blocks), 1 and 2 threads, against double-precision products of the reference-
+ * dequantized weights with the float32 dot-product bound. x and dy are filled once for 513
+ * rows, so the reference of the first R rows is a prefix; and bit for bit the first R rows of
+ * the 513-row result on 1 thread (the GEMM's sums do not depend on rows or threads). */
+static void check_prefix(const char *what, const float *y, const double *ref, const double *mag,
+                         int64_t n, int64_t inner) {
+    for (int64_t i = 0; i < n; i++) {
+        const double tol = DOT_ERR_FACTOR * (double)(inner + 2) * F32_UNIT_ROUNDOFF * mag[i] + 1e-30;
+        if (fabs(y[i] - ref[i]) > tol) {
+            print_error("%s: element %lld = %.9g, reference %.9g (tolerance %.3g)\n", what,
+                        (long long)i, y[i], ref[i], tol);
+            fail();
+        }
+    }
+}
+
+static void test_qgemm_avx512(void **state) {
+    (void)state;
+    if (road_qkernel_select(ROAD_QKERNEL_AVX512) != ROAD_OK) {
+        print_message("qgemm avx512 skipped: %s\n", road_last_error());
+        skip();
+    }
+    enum { O = 272, RMAX = 513 };
+    const int64_t Ks[] = {320, 200};
+    const int64_t rows[] = {17, 31, 64, 100, 513};
+    const road_qformat fmts[] = {ROAD_QFORMAT_INT8, ROAD_QFORMAT_NF4, ROAD_QFORMAT_NF4,
+                                 ROAD_QFORMAT_FP4,  ROAD_QFORMAT_BF16, ROAD_QFORMAT_F16};
+    const bool dqs[] = {false, false, true, false, false, false};
+    for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ki++) {
+        const int64_t K = Ks[ki];
+        float *w = tu_alloc(sizeof(float) * (size_t)(O * K));
+        float *x = tu_alloc(sizeof(float) * (size_t)(RMAX * K));
+        float *dy = tu_alloc(sizeof(float) * (size_t)(RMAX * O));
+        float *y = tu_alloc(sizeof(float) * (size_t)(RMAX * (O > K ? O : K)));
+        float *ya = tu_alloc(sizeof(float) * (size_t)(RMAX * O)),
+              *xa = tu_alloc(sizeof(float) * (size_t)(RMAX * K));
+        double *ry = tu_alloc(sizeof(double) * (size_t)(RMAX * O)),
+               *my = tu_alloc(sizeof(double) * (size_t)(RMAX * O));
+        double *rx = tu_alloc(sizeof(double) * (size_t)(RMAX * K)),
+               *mx = tu_alloc(sizeof(double) * (size_t)(RMAX * K));
+        tu_fill_uniform(x, RMAX * K, 21, -1, 1);
+        tu_fill_uniform(dy, RMAX * O, 22, -1, 1);
+        for (size_t i = 0; i < sizeof fmts / sizeof fmts[0]; i++) {
+            tu_fill_uniform(w, O * K, 23 + i, -1, 1);
+            road_qtensor *q = NULL;
+            TU_OK(road_qtensor_quantize(fmts[i], O, K, w, dqs[i], &q));
+            dequant_ref(q, w, ROAD_QKERNEL_AVX512);
+            memset(rx, 0, sizeof(double) * (size_t)(RMAX * K));
+            memset(mx, 0, sizeof(double) * (size_t)(RMAX * K));
+            for (int64_t r = 0; r < RMAX; r++)
+                for (int64_t o = 0; o < O; o++) {
+                    double t = 0.0, m = 0.0;
+                    for (int64_t k = 0; k < K; k++) {
+                        const double p = (double)x[r * K + k] * w[o * K + k];
+                        t += p, m += fabs(p);
+                    }
+                    ry[r * O + o] = t, my[r * O + o] = m;
+                    const double d = dy[r * O + o];
+                    for (int64_t k = 0; k < K; k++) {
+                        rx[r * K + k] += d * w[o * K + k];
+                        mx[r * K + k] += fabs(d * w[o * K + k]);
+                    }
+                }
+            /* the GEMM sums each output the same way whatever the rows and threads (4-bit with
+             * K % 64 != 0 takes sgemm, which does not promise that) */
+            const bool gemm = K % ROAD_QBLOCK == 0 || fmts[i] == ROAD_QFORMAT_INT8 ||
+                              fmts[i] == ROAD_QFORMAT_BF16 || fmts[i] == ROAD_QFORMAT_F16;
+            road_set_num_threads(1);
+            TU_OK(road_qtensor_xwt(q, RMAX, x, NULL, ya));
+            TU_OK(road_qtensor_dyw(q, RMAX, dy, xa));
+            for (int nt = 1; nt <= 2; nt++) {
+                road_set_num_threads(nt);
+                for (size_t ri = 0; ri < sizeof rows / sizeof rows[0]; ri++) {
+                    const int64_t R = rows[ri];
+                    char what[128];
+                    snprintf(what, sizeof what, "qgemm %s%s K %lld rows %lld threads %d",
+                             road_qformat_name(fmts[i]), dqs[i] ? "+dq" : "", (long long)K,
+                             (long long)R, nt);
+                    TU_OK(road_qtensor_xwt(q, R, x, NULL, y));
+                    check_prefix(what, y, ry, my, R * O, K);
+                    if (gemm) tu_assert_equal_f32(what, y, ya, R * O);
+                    TU_OK(road_qtensor_dyw(q, R, dy, y));
+                    check_prefix(what, y, rx, mx, R * K, O);
+                    if (gemm) tu_assert_equal_f32(what, y, xa, R * K);
+                }
+            }
+            road_qtensor_free(q);
+        }
+        free(w), free(x), free(dy), free(y), free(ya), free(xa), free(ry), free(my), free(rx),
+            free(mx);
+    }
+    road_set_num_threads(2);
+    TU_OK(road_qkernel_select(ROAD_QKERNEL_AUTO));
+}
+
 /* ROAD_QKERNEL_VNNI_Q8 (x rounded to int8 per block of 64, 4-bit tables to int8 steps) against
  * double-precision products of the exactly dequantized weights with float x. Per output the
  * error is bounded by what the two roundings can move it, plus the float bound:
@@ -341,14 +443,14 @@ static void test_select(void **state) {
     TU_OK(road_qkernel_select(ROAD_QKERNEL_AUTO));
 }
 
-/* The AVX-512 kernels pack x into a buffer per decode call (vnni-q8 per prefill call too, with
- * its W tiles): when an allocation fails, the call says so (and works again once memory is
- * back). */
+/* The AVX-512 kernels pack x into a buffer per decode call, the AVX-512 GEMM packs x and W per
+ * many-row call (forward and dyw), and vnni-q8 packs x and decodes W tiles for its prefill
+ * GEMM: when an allocation fails, the call says so (and works again once memory is back). */
 static void test_pack_no_memory(void **state) {
     (void)state;
     const road_qkernel ks[] = {ROAD_QKERNEL_AVX512, ROAD_QKERNEL_VNNI_Q8};
     const char *const names[] = {"avx512", "vnni-q8"};
-    enum { RP = 20 }; /* vnni-q8 also packs x (and decodes W tiles) for its prefill GEMM */
+    enum { RP = 20 }; /* rows past the decode kernels: the GEMMs */
     float w[4 * 128], x[RP * 128], y[RP * 4];
     tu_fill_uniform(w, 4 * 128, 3, -1, 1);
     tu_fill_uniform(x, RP * 128, 4, -1, 1);
@@ -359,13 +461,22 @@ static void test_pack_no_memory(void **state) {
             print_message("pack/no memory: kernel %s skipped: %s\n", names[i], road_last_error());
             continue;
         }
-        road__alloc_fail_after(0);
-        const road_status st = road_qtensor_xwt(q, 2, x, NULL, y);
-        road__alloc_fail_after(-1);
-        assert_int_equal(st, ROAD_ERR_NO_MEMORY);
-        TU_OK(road_qtensor_xwt(q, 2, x, NULL, y));
+        /* 2 rows: the decode pack; RP rows: the GEMM's packed x (forward, and dyw) */
+        for (int64_t R = 2; R <= RP; R += RP - 2) {
+            road__alloc_fail_after(0);
+            road_status st = road_qtensor_xwt(q, R, x, NULL, y);
+            road__alloc_fail_after(-1);
+            assert_int_equal(st, ROAD_ERR_NO_MEMORY);
+            TU_OK(road_qtensor_xwt(q, R, x, NULL, y));
+            if (R == 2) continue;
+            road__alloc_fail_after(0);
+            st = road_qtensor_dyw(q, R, y, x);
+            road__alloc_fail_after(-1);
+            assert_int_equal(st, ROAD_ERR_NO_MEMORY);
+            TU_OK(road_qtensor_dyw(q, R, y, x));
+        }
         if (ks[i] != ROAD_QKERNEL_VNNI_Q8) continue;
-        for (int n = 0; n < 2; n++) { /* the x buffer, then the tiles */
+        for (int n = 0; n < 2; n++) { /* vnni-q8's prefill: the x buffer, then the W tiles */
             road__alloc_fail_after(n);
             const road_status sp = road_qtensor_xwt(q, RP, x, NULL, y);
             road__alloc_fail_after(-1);
@@ -395,6 +506,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_xwt_dyw),
         cmocka_unit_test(test_fast_vs_reference),
+        cmocka_unit_test(test_qgemm_avx512),
         cmocka_unit_test(test_select),
         cmocka_unit_test(test_vnni_q8),
         cmocka_unit_test(test_pack_no_memory),

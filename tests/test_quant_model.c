@@ -10,7 +10,8 @@
  *   - malformed quantized checkpoints are refused with the tensor named;
  *   - int8 activations (road_model_params.int8_activations): decode logits near the exact
  *     kernels' (bound below), prefill untouched, the caller's kernel choice given back; refused
- *     at load on a CPU without AVX512-VNNI.
+ *     at load on a CPU without AVX512-VNNI;
+ *   - prefill through the AVX-512 GEMM equals the tiles + sgemm path to float32 noise.
  */
 #include <math.h>
 #include <stdio.h>
@@ -491,6 +492,44 @@ static void test_int8_activations(void **state) {
         }
 }
 
+/* Prefill through the AVX-512 GEMM (qgemm_avx512.c, under the AVX-512 kernel) against the
+ * dequantized tiles + sgemm path (under AVX2): tiny-qwen2's bf16 weights as stored and
+ * quantized (int8, nf4), the fixture batch (27 rows: the many-row path). Both are exact
+ * products summed in float32 in different orders: float32 noise (FLOAT_SAVE_ATOL). */
+static void test_prefill_gemm_vs_sgemm(void **state) {
+    (void)state;
+    if (!road__cpu_has_avx512()) {
+        print_message("prefill gemm: this CPU has no AVX-512; skipped\n");
+        skip();
+    }
+    batch b;
+    batch_open(&b, "tiny-qwen2");
+    const road_qformat fmts[] = {ROAD_QFORMAT_NONE, ROAD_QFORMAT_INT8, ROAD_QFORMAT_NF4};
+    for (int fi = 0; fi < 3; fi++) {
+        road_model *m = load(model_dir("tiny-qwen2"), fmts[fi], false, fmts[fi] != ROAD_QFORMAT_NONE);
+        const int64_t V = road_model_config(m)->vocab_size;
+        TU_OK(road_qkernel_select(ROAD_QKERNEL_AVX2));
+        float *ref = logits(m, &b);
+        TU_OK(road_qkernel_select(ROAD_QKERNEL_AVX512));
+        float *y = logits(m, &b);
+        TU_OK(road_qkernel_select(ROAD_QKERNEL_AUTO));
+        double num = 0;
+        for (int64_t i = 0; i < b.B * b.T; i++)
+            if (b.mask[i])
+                for (int64_t v = 0; v < V; v++)
+                    num = fmax(num, fabs((double)y[i * V + v] - ref[i * V + v]));
+        print_message("tiny-qwen2 %s: prefill logits, AVX-512 GEMM vs tiles + sgemm: max "
+                      "difference %.3g (bound %.0e)\n",
+                      fmts[fi] == ROAD_QFORMAT_NONE ? "bf16" : road_qformat_name(fmts[fi]), num,
+                      FLOAT_SAVE_ATOL);
+        tu_assert_close("prefill gemm vs sgemm", y, ref, b.B * b.T * V, FLOAT_SAVE_ATOL, 0.0);
+        free(ref);
+        free(y);
+        road_model_free(m);
+    }
+    road_st_close(b.cases);
+}
+
 static void test_checkpoint_parts(void **state) {
     (void)state;
     float w[4 * 64];
@@ -517,6 +556,7 @@ int main(void) {
         cmocka_unit_test(test_training_on_4bit),
         cmocka_unit_test(test_embedding_stays_stored), cmocka_unit_test(test_merge_save_reload),
         cmocka_unit_test(test_checkpoint_parts), cmocka_unit_test(test_int8_activations),
+        cmocka_unit_test(test_prefill_gemm_vs_sgemm),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

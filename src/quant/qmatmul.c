@@ -141,11 +141,13 @@ static road_status check_mm(const road_qtensor *q, int64_t rows, const void *in,
     return ROAD_OK;
 }
 
-/* The many-row matmuls: W (O, K) dequantized QTILE_ROWS rows at a time into one buffer, each
+/* The many-row matmuls: under the AVX-512 and VNNI kernels one fused dequantize-and-pack GEMM
+ * (qgemm_avx512.c); otherwise W (O, K) dequantized QTILE_ROWS rows at a time into one buffer, each
  * tile handed to sgemm. Forward (!grad_input): y (R, O), y[:, tile] = x (R, K) W[tile]^T.
  * Input gradient: dx (R, K) = sum over tiles of dy[:, tile] (R, n) W[tile] (n, K). */
 static road_status tiled_mm(const road_qkernel_ops *ops, const road_qtensor *q, int64_t rows,
                             const float *in, float *out, bool grad_input) {
+    if (road__qgemm_avx512_takes(ops, q)) return road__qgemm_avx512(q, rows, in, out, grad_input);
     const int64_t O = q->rows, K = q->cols;
     const int64_t tile = O < QTILE_ROWS ? O : QTILE_ROWS;
     float *buf = road__malloc(sizeof(float) * (size_t)(tile * K));

@@ -97,6 +97,14 @@ void road__qkernel_scope_leave(const road_qkernel_scope *s);
         __attribute__((cleanup(road__qkernel_scope_leave), unused)) =                              \
         road__qkernel_scope_enter(k)
 
+/* The many-row matmuls as one AVX-512 GEMM that dequantizes W while packing it (qgemm_avx512.c):
+ * out = in W^T (in: rows x K, out: rows x O) or, grad_input, out = in W (in: rows x O, out:
+ * rows x K), out overwritten. _takes: whether the calling thread's kernel ops (AVX-512 or
+ * VNNI) and q's layout (not 4-bit with cols % 64 != 0) send q there; false off x86-64. */
+bool road__qgemm_avx512_takes(const road_qkernel_ops *ops, const road_qtensor *q);
+road_status road__qgemm_avx512(const road_qtensor *q, int64_t rows, const float *in, float *out,
+                               bool grad_input);
+
 /* Dequantize flattened elements [e0, e0 + n) into out (any layout, any alignment). */
 void road__q_dequant_range(const road_qtensor *q, int64_t e0, int64_t n, float *out);
 
