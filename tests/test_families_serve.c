@@ -53,7 +53,7 @@ static void merge_case(const char *name, const fam_batch *b, const char *const *
     TU_OK(road_adapter_set_merge_and_unload(set, NULL, 0, true));
     assert_int_equal(road_adapter_set_count(set), 0);
     float *merged = fam_logits(m, b);
-    char what[160];
+    char what[256];
     snprintf(what, sizeof what, "%s %s: merged in memory vs unmerged", name, label);
     fam_assert_close_valid(what, merged, unmerged, b, V, MERGE_ATOL);
 
