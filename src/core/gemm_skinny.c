@@ -88,77 +88,58 @@ SK_AVX2 void road__skinny_avx2(int64_t rows, int64_t out, int64_t in, const floa
 }
 
 /* ---- AVX-512 ----------------------------------------------------------------------------------
- * The same tiles in 16-lane registers, 4 features x 4 rows, and two accumulator chains per
- * (row, feature): 16-float chunk j of a row goes to chain j % 2, the two are added at the end
- * (chain 0 + chain 1), then reduced. With one chain, one row was bound by the FMA latency (one
- * 64-byte chunk per FMA latency, ~36 GB/s on one Zen 4 core), not by memory. The end of a row
- * (in % 16) is one more masked chunk of its chain, so every (row, feature) sum is formed the
- * same way whatever the tile and the number of rows (tested). A 4 x 4 tile now holds 32
- * accumulators (a few spill; measured no slower than 4 x 3 or 3 x 4 tiles at 2-8 rows).
+ * The same tiles in 16-lane registers: 32 zmm registers hold 4 features x 4 rows (16
+ * accumulators + 4 weight vectors + x). The end of a row (in % 16) is one more masked step of
+ * the same chain, so every (row, feature) sum is formed the same way whatever the tile. The
+ * weight stream is prefetched SK512_PREFETCH bytes ahead of each load.
  *
- * Multi-feature tiles prefetch each weight stream SK512_PREFETCH bytes ahead; the one-feature
- * pass (one row: batch-1 decode) does not: the hardware prefetcher keeps up with one stream and
- * the extra instructions cost 3-5%.
+ * Measured on the Zen 4 dev machine (1 thread, 32768 x 2048 f32 weights, 64-byte aligned rows,
+ * alternating runs, medians; a plain read loop reaches 40-41 GB/s there): one row 8.1-8.5 ms
+ * against AVX2's 8.3-9.0 (32-33 vs 30-32 GB/s); 2 rows 10.0 vs 13.5 ms, 4 rows 10.2 vs 15.7,
+ * 8 rows 15.1 vs 22.2, 16 rows 23.7 vs 31.4. Prefetch distances 2048 and 4096 bytes measured
+ * alike and 3-10% faster than none or 512.
  *
- * Measured on the Zen 4 dev machine (1 thread, 1 row, 8 x 8192 x 2048 f32 weights, alternating
- * runs, medians of 7-9; a plain read loop 40.3-40.8 GB/s in the same runs): one chain with
- * prefetch 36.2-37.4 GB/s, two chains with prefetch 38.6-38.8, four chains 37.3-38.5, two
- * chains without prefetch 40.0-41.2, 2 features per pass 34-37. Rows 2 / 4 / 8 / 16 (8184
- * features): 2.17 / 2.66 / 3.45 / 4.92 ms one chain, 2.06 / 2.46 / 3.40 / 5.26 two. Before the
- * chains (32768 x 2048): one row 8.1-8.5 ms against AVX2's 8.3-9.0; 2 rows 10.0 vs 13.5 ms, 4
- * rows 10.2 vs 15.7, 8 rows 15.1 vs 22.2, 16 rows 23.7 vs 31.4; prefetch distances 2048 and
- * 4096 bytes measured alike and 3-10% faster than none or 512 for the tiles. */
+ * Tried and dropped (issue 17): two accumulator chains per (row, feature) (16-float chunk j to
+ * chain j % 2, in every tile, for batch invariance) and no prefetch on the one-feature pass:
+ * one row 27.7-31.6 -> 34.9-36.8 GB/s (8192 x 2048), but 8 rows 10-40% slower whatever the
+ * tile (4 x 4 with both chains spilling, 4 x 2 or 4 x 3 without, or the two chains as two
+ * passes), worst with in = 8192 (3.0-3.3 -> 4.3-6.9 ms for 2048 x 8192); bench_llamacpp's f32
+ * decode 8 fell 28.8 -> 20.0 tokens/s where decode 1 rose 5.9-6.2 -> 6.2-6.5. */
 #define SK512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
 #define SK512_TILE_O 4
 #define SK512_TILE_R 4
-#define SK512_CHAINS 2
 #define SK512_PREFETCH 2048
-
-/* One 16-float chunk at k (m: its lanes) of the NO x NR tile into chain c. */
-SK512 static inline __attribute__((always_inline)) void
-skinny512_chunk(const int64_t NO, const int64_t NR, int64_t o, int64_t r0, int64_t in, int64_t k,
-                __mmask16 m, const float *x, const float *w,
-                __m512 acc[SK512_TILE_O][SK512_TILE_R]) {
-    __m512 wv[SK512_TILE_O];
-    for (int64_t i = 0; i < NO; i++) {
-        if (NO > 1)
-            _mm_prefetch((const char *)(w + (o + i) * in + k) + SK512_PREFETCH, _MM_HINT_T0);
-        wv[i] = m == 0xffff ? _mm512_loadu_ps(w + (o + i) * in + k)
-                            : _mm512_maskz_loadu_ps(m, w + (o + i) * in + k);
-    }
-    for (int64_t r = 0; r < NR; r++) {
-        const __m512 xv = m == 0xffff ? _mm512_loadu_ps(x + (r0 + r) * in + k)
-                                      : _mm512_maskz_loadu_ps(m, x + (r0 + r) * in + k);
-        for (int64_t i = 0; i < NO; i++) acc[i][r] = _mm512_fmadd_ps(xv, wv[i], acc[i][r]);
-    }
-}
 
 SK512 static inline __attribute__((always_inline)) void
 skinny512_tile(const int64_t NO, const int64_t NR, int64_t o, int64_t r0, int64_t out, int64_t in,
                const float *x, const float *w, const float *bias, float *y) {
-    __m512 acc[SK512_CHAINS][SK512_TILE_O][SK512_TILE_R];
-    for (int c = 0; c < SK512_CHAINS; c++)
-        for (int64_t i = 0; i < NO; i++)
-            for (int64_t r = 0; r < NR; r++) acc[c][i][r] = _mm512_setzero_ps();
-    const __mmask16 all = (__mmask16)0xffff;
+    __m512 acc[SK512_TILE_O][SK512_TILE_R];
+    for (int64_t i = 0; i < NO; i++)
+        for (int64_t r = 0; r < NR; r++) acc[i][r] = _mm512_setzero_ps();
     int64_t k = 0;
-    for (; k + 16 * SK512_CHAINS <= in; k += 16 * SK512_CHAINS)
-        for (int c = 0; c < SK512_CHAINS; c++)
-            skinny512_chunk(NO, NR, o, r0, in, k + 16 * c, all, x, w, acc[c]);
-    _Static_assert(SK512_CHAINS == 2, "the end of a row below is written for two chains");
-    if (k + 16 <= in) { /* chunk k / 16, even: chain 0 */
-        skinny512_chunk(NO, NR, o, r0, in, k, all, x, w, acc[0]);
-        k += 16;
+    for (; k + 16 <= in; k += 16) {
+        __m512 wv[SK512_TILE_O];
+        for (int64_t i = 0; i < NO; i++) {
+            _mm_prefetch((const char *)(w + (o + i) * in + k) + SK512_PREFETCH, _MM_HINT_T0);
+            wv[i] = _mm512_loadu_ps(w + (o + i) * in + k);
+        }
+        for (int64_t r = 0; r < NR; r++) {
+            const __m512 xv = _mm512_loadu_ps(x + (r0 + r) * in + k);
+            for (int64_t i = 0; i < NO; i++) acc[i][r] = _mm512_fmadd_ps(xv, wv[i], acc[i][r]);
+        }
     }
-    if (k < in) { /* the masked last chunk, chain (k / 16) % 2 (a constant index each way, so
-                   * the accumulators stay in registers) */
+    if (k < in) {
         const __mmask16 m = (__mmask16)((1u << (in - k)) - 1u);
-        if ((k / 16) % 2 == 0) skinny512_chunk(NO, NR, o, r0, in, k, m, x, w, acc[0]);
-        else skinny512_chunk(NO, NR, o, r0, in, k, m, x, w, acc[1]);
+        __m512 wv[SK512_TILE_O];
+        for (int64_t i = 0; i < NO; i++) wv[i] = _mm512_maskz_loadu_ps(m, w + (o + i) * in + k);
+        for (int64_t r = 0; r < NR; r++) {
+            const __m512 xv = _mm512_maskz_loadu_ps(m, x + (r0 + r) * in + k);
+            for (int64_t i = 0; i < NO; i++) acc[i][r] = _mm512_fmadd_ps(xv, wv[i], acc[i][r]);
+        }
     }
     for (int64_t i = 0; i < NO; i++)
         for (int64_t r = 0; r < NR; r++) {
-            const float t = _mm512_reduce_add_ps(_mm512_add_ps(acc[0][i][r], acc[1][i][r]));
+            const float t = _mm512_reduce_add_ps(acc[i][r]);
             y[(r0 + r) * out + o + i] = bias ? t + bias[o + i] : t;
         }
 }
@@ -184,7 +165,7 @@ SK512 void road__skinny_avx512(int64_t rows, int64_t out, int64_t in, const floa
         const int64_t o0 = out * t / nt, o1 = out * (t + 1) / nt;
         int64_t o = o0;
         /* one row: one weight stream at a time, as AVX2 (2 or 4 streams measured 5-40%
-         * slower at 1 thread; with two chains, 2 streams 34-37 GB/s against 40-41) */
+         * slower at 1 thread) */
         if (rows > 1)
             for (; o + SK512_TILE_O <= o1; o += SK512_TILE_O)
                 skinny512_features(SK512_TILE_O, rows, o, out, in, x, w, bias, y);
