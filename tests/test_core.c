@@ -213,7 +213,7 @@ static void check_skinny_variants(int64_t rows, int64_t out, int64_t in, const f
 
 static void test_skinny(void **state) {
     (void)state;
-    const int64_t ins[] = {1, 7, 8, 9, 16, 17, 31, 32, 48, 64, 333, 2048};
+    const int64_t ins[] = {1, 7, 8, 9, 64, 333, 2048};
     const int64_t outs[] = {1, 5, 33, 300};
     for (int64_t rows = 1; rows <= ROAD_SKINNY_MAX_ROWS; rows++)
         for (size_t a = 0; a < sizeof ins / sizeof ins[0]; a++)

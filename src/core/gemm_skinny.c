@@ -97,14 +97,7 @@ SK_AVX2 void road__skinny_avx2(int64_t rows, int64_t out, int64_t in, const floa
  * alternating runs, medians; a plain read loop reaches 40-41 GB/s there): one row 8.1-8.5 ms
  * against AVX2's 8.3-9.0 (32-33 vs 30-32 GB/s); 2 rows 10.0 vs 13.5 ms, 4 rows 10.2 vs 15.7,
  * 8 rows 15.1 vs 22.2, 16 rows 23.7 vs 31.4. Prefetch distances 2048 and 4096 bytes measured
- * alike and 3-10% faster than none or 512.
- *
- * Tried and dropped (issue 17): two accumulator chains per (row, feature) (16-float chunk j to
- * chain j % 2, in every tile, for batch invariance) and no prefetch on the one-feature pass:
- * one row 27.7-31.6 -> 34.9-36.8 GB/s (8192 x 2048), but 8 rows 10-40% slower whatever the
- * tile (4 x 4 with both chains spilling, 4 x 2 or 4 x 3 without, or the two chains as two
- * passes), worst with in = 8192 (3.0-3.3 -> 4.3-6.9 ms for 2048 x 8192); bench_llamacpp's f32
- * decode 8 fell 28.8 -> 20.0 tokens/s where decode 1 rose 5.9-6.2 -> 6.2-6.5. */
+ * alike and 3-10% faster than none or 512. */
 #define SK512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
 #define SK512_TILE_O 4
 #define SK512_TILE_R 4

@@ -7,21 +7,14 @@
  * over qkernels_avx2.c is fewer instructions to turn packed weights into floats, so that one
  * core keeps up with memory:
  *
- * 4-bit: a step is a pair of blocks, 64 bytes, one zmm load; dword lane m holds bytes
- * 4m .. 4m + 3, the codes of elements 8m .. 8m + 7 at bits 4, 0, 12, 8, 20, 16, 28, 24. The
- * 16-entry table sits in one register; one shift and one vpermps (which reads only an index's
- * low 4 bits, so no mask) per 16 weights give them in "lane order" (vector c, lane m = element
- * 8m + c, the first block in lanes 0-7): 8 shuffles per 128 weights (AVX2 spends 8
- * instructions per 8), the vector units being what one core runs out of first. x is packed
- * into the same order once per call (x_pack, before the threads split W). The block's absmax
- * is folded in after its products: per pair, t = sum_c table[code] x (in order), then
- * acc += t * (absmax of block 1 in lanes 0-7, of block 2 in 8-15), i.e.
- * sum_b absmax_b (sum_i table[c_i] x_i). That is one FMA per 128 weights instead of scaling
- * the table (a multiply per block) or the weights (one per 16), and measured 8-13% faster than
- * the former kernel (one block per step, 5 shuffles per 64 weights, the table scaled per
- * block); the price is the rounding: the reference forms (table[c] * absmax) * x, this kernel
- * (table[c] * x) * absmax, equal up to one rounding each, so the results differ from the
- * reference by summation order and that (tests/test_quant_matmul.c bounds the difference).
+ * 4-bit: a block's 32 bytes are zero-extended to 32 words, so dword lane m holds bytes 2m and
+ * 2m + 1, i.e. the codes of elements 4m .. 4m + 3 at bits 4, 0, 20 and 16. The 16-entry table,
+ * already multiplied by the block's absmax, sits in one register; one shift and one vpermps
+ * (which reads only an index's low 4 bits, so no mask) per 16 weights give them in "lane
+ * order" (vector c, lane m = element 4m + c): 5 shuffles per 64 weights (AVX2 spends 8
+ * instructions per 8), the shuffle units being what one core runs out of first. x is packed
+ * into the same order once per call (x_pack, before the threads split W). Scaling the table
+ * instead of the weights is exact: table[c] * absmax is the product the reference forms.
  *
  * int8: 16 bytes sign-extended to 16 dwords and converted; the row's scale multiplies the
  * finished dot product (as in the AVX2 kernel). bf16: zero-extend and shift into the high
@@ -29,14 +22,14 @@
  *
  * Summation order (batch invariance): every (row of x, output row) sum is formed the same way
  * whatever the number of rows in the call, the row group or the output tile it falls in: per
- * step of 64 weights (int8, 16-bit), t = w0 x0 (+ w1 x1 + w2 x2 + w3 x3 by FMA, in order)
- * added to one accumulator (4-bit: per pair of blocks, as above), the rest of a row past its last full step (int8 and 16-bit with K % 64 != 0)
+ * step of 64 weights, t = w0 x0 (+ w1 x1 + w2 x2 + w3 x3 by FMA, in order) added to one
+ * accumulator, the rest of a row past its last full step (int8 and 16-bit with K % 64 != 0)
  * by masked loads as one more step; then reduced. So a sequence's logits do not depend on its
  * neighbours in a serving batch. 4-bit tensors whose blocks cross rows (cols % 64 != 0) use
  * the reference kernel, as AVX2 does.
  *
- * Results differ from the reference by summation order and FMA rounding only (4-bit: and
- * where the absmax multiplies; tests/test_quant_matmul.c bounds the difference).
+ * Results differ from the reference by summation order and FMA rounding only
+ * (tests/test_quant_matmul.c bounds the difference).
  */
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -44,63 +37,58 @@
 #include "quant/qavx512.h"
 #include "quant/quant_internal.h"
 
-/* Weights per step of the int8 and 16-bit dot products: four zmm vectors. */
+/* Weights per step of the dot products: one block of the 4-bit formats, four zmm vectors. */
 #define Q512_STEP 64
-/* Weights per step of the 4-bit dot products: two blocks, 64 bytes, one zmm load. */
-#define Q4_PAIR 128
-_Static_assert(ROAD_QBLOCK * 2 == Q4_PAIR, "a 4-bit step is a pair of blocks");
+_Static_assert(ROAD_QBLOCK == Q512_STEP, "a 4-bit block is one step of 4 x 16 lanes");
 
-/* x for the 4-bit kernel: each pair of blocks (128 elements) in the order decode128_lanes gives
- * the weights in, x'[16c + m] = x[8m + c], each row padded to Q4_PAIR (a row of an odd number
- * of blocks ends in half a pair whose second half is zeros), packed once per call
- * (road_qtensor_xwt). */
-Q512_INLINE int64_t q4_row_floats(int64_t K) { return (K + Q4_PAIR - 1) / Q4_PAIR * Q4_PAIR; }
+/* The 64 weights of a block (32 bytes at p) in lane order: w[c] lane m is element 4m + c.
+ * Zero-extending bytes to words puts bytes 2m and 2m + 1 in bits 0-7 and 16-23 of dword m,
+ * so element 4m is bits 4-7, 4m + 1 bits 0-3, 4m + 2 bits 20-23 and 4m + 3 bits 16-19: one
+ * shift each and vpermps (which reads bits 0-3) does the rest. 5 shuffles per 64 weights
+ * against 10 for element order, and the shuffle units are what one core runs out of. */
+Q512_INLINE void decode64_lanes(const uint8_t *p, __m512 st, __m512 w[4]) {
+    const __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)p));
+    w[0] = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), st);
+    w[1] = _mm512_permutexvar_ps(v, st);
+    w[2] = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 20), st);
+    w[3] = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 16), st);
+}
 
+/* x for the 4-bit kernel: each block of 64 in lane order (x'[16c + m] = x[4m + c]), the order
+ * decode64_lanes gives the weights in, packed once per call (road_qtensor_xwt). */
 Q512 static int64_t avx512_x_floats(const road_qtensor *q, int64_t R) {
     return !q_is_half(q->format) && q->format != ROAD_QFORMAT_INT8 && q->cols % ROAD_QBLOCK == 0
-               ? R * q4_row_floats(q->cols)
+               ? R * q->cols
                : 0;
 }
 
 Q512 static void avx512_x_pack(const road_qtensor *q, int64_t R, const float *x, float *xp) {
-    const int64_t K = q->cols, KP = q4_row_floats(K); /* K a multiple of 64 */
-    /* output vector c, lanes 4p .. 4p + 3 (m = 4p + i) come from input vectors 2p and 2p + 1:
-     * elements 8i + c of that pair of vectors */
-    const __m512i idx0 = _mm512_setr_epi32(0, 8, 16, 24, 0, 8, 16, 24, 0, 8, 16, 24, 0, 8, 16, 24);
-    for (int64_t r = 0; r < R; r++)
-        for (int64_t e = 0; e < KP; e += Q4_PAIR) {
-            const float *xe = x + r * K + e;
-            const __mmask16 hm = e + Q4_PAIR <= K ? (__mmask16)0xffff : (__mmask16)0; /* half */
-            __m512 a[8];
-            for (int j = 0; j < 4; j++) a[j] = _mm512_loadu_ps(xe + 16 * j);
-            for (int j = 4; j < 8; j++) a[j] = _mm512_maskz_loadu_ps(hm, xe + 16 * j);
-            for (int c = 0; c < 8; c++) {
-                const __m512i idx = _mm512_add_epi32(idx0, _mm512_set1_epi32(c));
-                __m512 v = _mm512_permutex2var_ps(a[0], idx, a[1]);
-                v = _mm512_mask_blend_ps(0x00f0, v, _mm512_permutex2var_ps(a[2], idx, a[3]));
-                v = _mm512_mask_blend_ps(0x0f00, v, _mm512_permutex2var_ps(a[4], idx, a[5]));
-                v = _mm512_mask_blend_ps(0xf000, v, _mm512_permutex2var_ps(a[6], idx, a[7]));
-                _mm512_storeu_ps(xp + r * KP + e + 16 * c, v);
-            }
+    const int64_t n = R * q->cols; /* a multiple of 64: blocks never straddle rows of x */
+    for (int64_t e = 0; e < n; e += ROAD_QBLOCK) {
+        const __m512 a0 = _mm512_loadu_ps(x + e), a1 = _mm512_loadu_ps(x + e + 16),
+                     a2 = _mm512_loadu_ps(x + e + 32), a3 = _mm512_loadu_ps(x + e + 48);
+        for (int c = 0; c < 4; c++) {
+            /* lanes 0-7 from (a0, a1), 8-15 from (a2, a3): element 4i + c of the pair */
+            const __m512i idx = _mm512_add_epi32(
+                _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28),
+                _mm512_set1_epi32(c));
+            const __m512 lo = _mm512_permutex2var_ps(a0, idx, a1);
+            const __m512 hi = _mm512_permutex2var_ps(a2, idx, a3);
+            _mm512_storeu_ps(xp + e + 16 * c, _mm512_mask_blend_ps(0xff00, lo, hi));
         }
+    }
 }
 
-/* The 128 weights of two consecutive blocks (64 bytes at p; only the first block's 32 when
- * half, the rest read as code 0) as table values, unscaled: w[c] lane m = element 8m + c, the
- * first block in lanes 0-7. Dword m holds bytes 4m .. 4m + 3, i.e. the codes of elements
- * 8m .. 8m + 7 at bits 4, 0, 12, 8, 20, 16, 28, 24; vpermps reads bits 0-3 of each index, so
- * one shift per vector and no mask. */
-Q512_INLINE void decode128_lanes(const uint8_t *p, bool half, __m512 tab, __m512 w[8]) {
-    const __m512i v = half ? _mm512_maskz_loadu_epi32((__mmask16)0x00ff, p)
-                           : _mm512_loadu_si512((const void *)p);
-    w[0] = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), tab);
-    w[1] = _mm512_permutexvar_ps(v, tab);
-    w[2] = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 12), tab);
-    w[3] = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 8), tab);
-    w[4] = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 20), tab);
-    w[5] = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 16), tab);
-    w[6] = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 28), tab);
-    w[7] = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 24), tab);
+/* The 64 weights of step s of output row o (4-bit: block s of the row in lane order, x
+ * packed to match; cols % 64 == 0). */
+Q512_INLINE void step_weights(const int F, const road_qtensor *q, const void *row, int64_t o,
+                              int64_t s, __m512 tab, __m512 w[4]) {
+    if (F == W_Q4) {
+        const __m512 st = _mm512_mul_ps(tab, _mm512_set1_ps(q_absmax(q, o * (q->cols / 64) + s)));
+        decode64_lanes((const uint8_t *)row + s * QBLOCK_BYTES, st, w);
+        return;
+    }
+    for (int j = 0; j < 4; j++) w[j] = wload(F, row, s * Q512_STEP + 16 * j);
 }
 
 /* Row o of W: its packed bytes. */
@@ -121,13 +109,13 @@ Q512_INLINE void tile(const int F, const int64_t NO, const int64_t R, const road
                       int64_t o, const float *x, float *y, int64_t ldy) {
     const int64_t K = q->cols, ns = K / Q512_STEP;
     const void *row[2] = {w_row(F, q, o), w_row(F, q, o + NO - 1)};
+    const __m512 tab = F == W_Q4 ? _mm512_loadu_ps(q->code) : _mm512_setzero_ps();
     __m512 acc[2][QKERNEL_ROWS];
     for (int64_t i = 0; i < NO; i++)
         for (int64_t r = 0; r < R; r++) acc[i][r] = _mm512_setzero_ps();
     for (int64_t s = 0; s < ns; s++) {
         __m512 w[2][4];
-        for (int64_t i = 0; i < NO; i++)
-            for (int j = 0; j < 4; j++) w[i][j] = wload(F, row[i], s * Q512_STEP + 16 * j);
+        for (int64_t i = 0; i < NO; i++) step_weights(F, q, row[i], o + i, s, tab, w[i]);
         for (int64_t r = 0; r < R; r++) {
             const float *xr = x + r * K + s * Q512_STEP;
             const __m512 x0 = _mm512_loadu_ps(xr), x1 = _mm512_loadu_ps(xr + 16),
@@ -141,7 +129,7 @@ Q512_INLINE void tile(const int F, const int64_t NO, const int64_t R, const road
             }
         }
     }
-    if (K % Q512_STEP != 0) {
+    if (F != W_Q4 && K % Q512_STEP != 0) {
         /* the rest of the row, 16 lanes at a time, the last masked: one chain, as a step */
         for (int64_t i = 0; i < NO; i++)
             for (int64_t r = 0; r < R; r++) {
@@ -164,66 +152,23 @@ Q512_INLINE void tile(const int F, const int64_t NO, const int64_t R, const road
     }
 }
 
-/* The 4-bit tile: output rows o .. o + NO - 1 for R rows of x packed by avx512_x_pack (row
- * stride KP). A step is a pair of blocks (the last one half a pair when a row has an odd number
- * of blocks): per (output row, row of x), t = the 8 products table[code] x in order (one mul, 7
- * FMAs), then acc += t * a with a = the first block's absmax in lanes 0-7, the second's in
- * 8-15 (one FMA), i.e. sum_b absmax_b (sum_i table[c_i] x_i), the absmax folded in after each
- * block's products. A double-quantized absmax is decoded here, block by block: decoding a
- * row's absmax into a buffer first (scalar, or 16 at a time with gathers) measured 10-20%
- * slower at one row (the loads then wait on the buffer's stores). */
-Q512_INLINE void tile_q4(const int64_t NO, const int64_t R, const road_qtensor *q, int64_t o,
-                         const float *x, float *y, int64_t ldy) {
-    const int64_t K = q->cols, KP = q4_row_floats(K), nb = K / ROAD_QBLOCK;
-    const uint8_t *row[2] = {q->data + o * K / 2, q->data + (o + NO - 1) * K / 2};
-    const __m512 tab = _mm512_loadu_ps(q->code);
-    __m512 acc[2][QKERNEL_ROWS];
-    for (int64_t i = 0; i < NO; i++)
-        for (int64_t r = 0; r < R; r++) acc[i][r] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; b += 2) {
-        const bool half = b + 1 == nb;
-        __m512 w[2][8], a[2];
-        for (int64_t i = 0; i < NO; i++) {
-            decode128_lanes(row[i] + b * QBLOCK_BYTES, half, tab, w[i]);
-            const int64_t g = (o + i) * nb + b; /* block index in the tensor */
-            const float a0 = q_absmax(q, g), a1 = half ? 0.0f : q_absmax(q, g + 1);
-            a[i] = _mm512_mask_blend_ps((__mmask16)0xff00, _mm512_set1_ps(a0), _mm512_set1_ps(a1));
-        }
-        for (int64_t r = 0; r < R; r++) {
-            const float *xr = x + r * KP + b * ROAD_QBLOCK;
-            for (int64_t i = 0; i < NO; i++) {
-                __m512 t = _mm512_mul_ps(w[i][0], _mm512_loadu_ps(xr));
-                for (int c = 1; c < 8; c++) t = _mm512_fmadd_ps(w[i][c], _mm512_loadu_ps(xr + 16 * c), t);
-                acc[i][r] = _mm512_fmadd_ps(t, a[i], acc[i][r]);
-            }
-        }
-    }
-    for (int64_t i = 0; i < NO; i++)
-        for (int64_t r = 0; r < R; r++) y[r * ldy + o + i] = _mm512_reduce_add_ps(acc[i][r]);
-}
-
 /* NO output rows at o for every group of up to QKERNEL_ROWS rows of x: the first group, then
  * (the weights in L1 by then) the rest, each group's size a compile-time constant. */
 Q512_INLINE void tile_groups(const int F, const int64_t NO, const road_qtensor *q, int64_t R_all,
                              const float *x, int64_t o, float *y, int64_t ldy) {
-    const int64_t xs = F == W_Q4 ? q4_row_floats(q->cols) : q->cols; /* x's row stride */
     for (int64_t r0 = 0; r0 < R_all; r0 += QKERNEL_ROWS) {
-        const float *xg = x + r0 * xs;
+        const float *xg = x + r0 * q->cols;
         float *yg = y + r0 * ldy;
-#define Q512_GROUP(n)                                                                              \
-    if (F == W_Q4) tile_q4(NO, n, q, o, xg, yg, ldy);                                          \
-    else tile(F, NO, n, q, o, xg, yg, ldy)
         switch (R_all - r0 < QKERNEL_ROWS ? R_all - r0 : QKERNEL_ROWS) {
-        case 1: Q512_GROUP(1); break;
-        case 2: Q512_GROUP(2); break;
-        case 3: Q512_GROUP(3); break;
-        case 4: Q512_GROUP(4); break;
-        case 5: Q512_GROUP(5); break;
-        case 6: Q512_GROUP(6); break;
-        case 7: Q512_GROUP(7); break;
-        default: Q512_GROUP(8); break;
+        case 1: tile(F, NO, 1, q, o, xg, yg, ldy); break;
+        case 2: tile(F, NO, 2, q, o, xg, yg, ldy); break;
+        case 3: tile(F, NO, 3, q, o, xg, yg, ldy); break;
+        case 4: tile(F, NO, 4, q, o, xg, yg, ldy); break;
+        case 5: tile(F, NO, 5, q, o, xg, yg, ldy); break;
+        case 6: tile(F, NO, 6, q, o, xg, yg, ldy); break;
+        case 7: tile(F, NO, 7, q, o, xg, yg, ldy); break;
+        default: tile(F, NO, 8, q, o, xg, yg, ldy); break;
         }
-#undef Q512_GROUP
     }
 }
 
