@@ -18,7 +18,8 @@
  * Token ids are i * 7919 mod vocab, as on the llama.cpp side.
  *
  * Modes:
- *   bench_llamacpp --model DIR [--quantize none|int8|nf4|fp4] [--quantize-lm-head] [--int8-activations]
+ *   bench_llamacpp --model DIR [--quantize none|int8|nf4|fp4] [--quantize-lm-head]
+ * [--int8-activations]
  *                  [--threads N]                 run the protocol, print one JSON line
  *   bench_llamacpp --bandwidth [--threads N]     only the bandwidth pass (JSON line): run.sh
  *                                                takes it next to each llama.cpp sample
@@ -124,8 +125,7 @@ static int run(const char *dir, road_qformat q, bool q_head, bool q8_act) {
     double wbytes = (double)road_model_weight_bytes(m);
     int64_t embed_bytes = 0;
     (void)road_model_embedding_format(m, &embed_bytes);
-    if (cfg->tie_word_embeddings && q != ROAD_QFORMAT_NONE && q_head)
-        wbytes -= (double)embed_bytes;
+    if (cfg->tie_word_embeddings && q != ROAD_QFORMAT_NONE && q_head) wbytes -= (double)embed_bytes;
 
     int32_t *ids = malloc(sizeof(int32_t) * PREFILL_TOKENS);
     float *logits = malloc(sizeof(float) * (size_t)(N_SEQS * V));
@@ -234,7 +234,8 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (bw_only) {
-        printf("{\"threads\": %d, \"read_gbs\": %.3f}\n", road_get_num_threads(), bandwidth_now(&(long){0}));
+        printf("{\"threads\": %d, \"read_gbs\": %.3f}\n", road_get_num_threads(),
+               bandwidth_now(&(long){0}));
         return 0;
     }
     if (!dir) {

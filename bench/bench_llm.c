@@ -80,9 +80,10 @@ typedef struct mm_bufs {
 } mm_bufs;
 
 static mm_bufs mm_alloc(int64_t R) {
-    mm_bufs b = {malloc(sizeof(float) * (size_t)INTER * HIDDEN), malloc(sizeof(float) * (size_t)(R * INTER)),
-                 malloc(sizeof(float) * (size_t)(R * INTER)), malloc(sizeof(float) * (size_t)VOCAB * HIDDEN),
-                 malloc(sizeof(float) * VOCAB)};
+    mm_bufs b = {malloc(sizeof(float) * (size_t)INTER * HIDDEN),
+                 malloc(sizeof(float) * (size_t)(R * INTER)),
+                 malloc(sizeof(float) * (size_t)(R * INTER)),
+                 malloc(sizeof(float) * (size_t)VOCAB * HIDDEN), malloc(sizeof(float) * VOCAB)};
     if (!b.w || !b.x || !b.y || !b.head || !b.lg) exit(1);
     for (size_t i = 0; i < (size_t)INTER * HIDDEN; i++) b.w[i] = 0.01f;
     for (size_t i = 0; i < (size_t)(R * INTER); i++) b.x[i] = b.y[i] = 0.01f;
@@ -95,15 +96,16 @@ static void mm_free(mm_bufs *b) {
 }
 
 static double matmul_time(const mm_bufs *b, int layers, int64_t R) {
-    const int64_t outs[7] = {N_HEADS * HEAD_DIM, N_KV * HEAD_DIM, N_KV * HEAD_DIM, HIDDEN, INTER, INTER, HIDDEN};
+    const int64_t outs[7] = {
+        N_HEADS * HEAD_DIM, N_KV * HEAD_DIM, N_KV * HEAD_DIM, HIDDEN, INTER, INTER, HIDDEN};
     const int64_t ins[7] = {HIDDEN, HIDDEN, HIDDEN, N_HEADS * HEAD_DIM, HIDDEN, HIDDEN, INTER};
     double t0 = now_s();
     for (int l = 0; l < layers; l++)
         for (int k = 0; k < 7; k++)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)R, (int)outs[k], (int)ins[k], 1.0f,
-                        b->x, (int)ins[k], b->w, (int)ins[k], 0.0f, b->y, (int)outs[k]);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, VOCAB, HIDDEN, 1.0f, b->x, HIDDEN, b->head,
-                HIDDEN, 0.0f, b->lg, VOCAB);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)R, (int)outs[k], (int)ins[k],
+                        1.0f, b->x, (int)ins[k], b->w, (int)ins[k], 0.0f, b->y, (int)outs[k]);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, VOCAB, HIDDEN, 1.0f, b->x, HIDDEN,
+                b->head, HIDDEN, 0.0f, b->lg, VOCAB);
     return now_s() - t0;
 }
 
@@ -114,7 +116,8 @@ static double matmul_time(const mm_bufs *b, int layers, int64_t R) {
 static void long_context(road_model *m, int layers, int context, road_dtype kvt) {
     const char *tn = kvt == ROAD_DTYPE_BF16 ? "bf16" : "f16";
     int32_t *prompt = malloc(sizeof(int32_t) * (size_t)context);
-    float *lg[2] = {malloc(sizeof(float) * VOCAB * KV_STEPS), malloc(sizeof(float) * VOCAB * KV_STEPS)};
+    float *lg[2] = {malloc(sizeof(float) * VOCAB * KV_STEPS),
+                    malloc(sizeof(float) * VOCAB * KV_STEPS)};
     if (!prompt || !lg[0] || !lg[1]) exit(1);
     for (int i = 0; i < context; i++) prompt[i] = (int32_t)((i * 7919 + 13) % VOCAB);
     road_kv_cache *kv[2];
@@ -160,15 +163,16 @@ static void long_context(road_model *m, int layers, int context, road_dtype kvt)
         }
         agree += ia == ib;
     }
-    printf("[5] context %d, %d layers, decode batch 1 (best of %d alternated rounds of %d tokens):\n"
-           "    f32 cache:  %.1f ms/token (%.2f tokens/s), cache %.1f MB, prefill %.1f s (best of 2)\n"
-           "    %-4s cache: %.1f ms/token (%.2f tokens/s), cache %.1f MB, prefill %.1f s\n"
-           "    %s / f32 time per token %.3f; logits max |diff| %.3g (max |logit| %.3g), argmax "
-           "agrees %d/%d\n",
-           context, layers, KV_REPS, KV_STEPS, 1e3 * best[0], 1.0 / best[0],
-           road_kv_cache_bytes(kv[0]) / 1e6, t_pre[0], tn, 1e3 * best[1], 1.0 / best[1],
-           road_kv_cache_bytes(kv[1]) / 1e6, t_pre[1], tn, best[1] / best[0], dmax, zmax, agree,
-           KV_STEPS);
+    printf(
+        "[5] context %d, %d layers, decode batch 1 (best of %d alternated rounds of %d tokens):\n"
+        "    f32 cache:  %.1f ms/token (%.2f tokens/s), cache %.1f MB, prefill %.1f s (best of 2)\n"
+        "    %-4s cache: %.1f ms/token (%.2f tokens/s), cache %.1f MB, prefill %.1f s\n"
+        "    %s / f32 time per token %.3f; logits max |diff| %.3g (max |logit| %.3g), argmax "
+        "agrees %d/%d\n",
+        context, layers, KV_REPS, KV_STEPS, 1e3 * best[0], 1.0 / best[0],
+        road_kv_cache_bytes(kv[0]) / 1e6, t_pre[0], tn, 1e3 * best[1], 1.0 / best[1],
+        road_kv_cache_bytes(kv[1]) / 1e6, t_pre[1], tn, best[1] / best[0], dmax, zmax, agree,
+        KV_STEPS);
     for (int w = 0; w < 2; w++) road_kv_cache_free(kv[w]), free(lg[w]);
     free(prompt);
 }
@@ -182,11 +186,13 @@ static void attention_alone(int context, int layers) {
     const int64_t C = context, n = (int64_t)N_KV * C * HEAD_DIM, nl = n * layers;
     float *kf = malloc(sizeof(float) * (size_t)nl), *vf = malloc(sizeof(float) * (size_t)nl);
     uint16_t *kh = malloc(2 * (size_t)nl), *vh = malloc(2 * (size_t)nl);
-    float *q = malloc(sizeof(float) * N_HEADS * HEAD_DIM), *o = malloc(sizeof(float) * N_HEADS * HEAD_DIM);
+    float *q = malloc(sizeof(float) * N_HEADS * HEAD_DIM),
+          *o = malloc(sizeof(float) * N_HEADS * HEAD_DIM);
     const int64_t stride = road__attention_scratch(ATTN_QBLOCK, C, 0);
     float *scratch = malloc(sizeof(float) * (size_t)(stride * road_get_num_threads()));
     if (!kf || !vf || !kh || !vh || !q || !o || !scratch) exit(1);
-    for (int64_t i = 0; i < nl; i++) kf[i] = (float)((i * 37) % 101) / 101.0f - 0.5f, vf[i] = kf[i] * 0.5f;
+    for (int64_t i = 0; i < nl; i++)
+        kf[i] = (float)((i * 37) % 101) / 101.0f - 0.5f, vf[i] = kf[i] * 0.5f;
     for (int i = 0; i < N_HEADS * HEAD_DIM; i++) q[i] = (float)(i % 7) / 7.0f - 0.5f;
     const road_dtype types[3] = {ROAD_DTYPE_F32, ROAD_DTYPE_BF16, ROAD_DTYPE_F16};
     double best[3] = {1e30, 1e30, 1e30};
@@ -205,8 +211,8 @@ static void attention_alone(int context, int layers) {
                 const void *k = w ? (const void *)(kh + l * n) : (const void *)(kf + l * n);
                 const void *v = w ? (const void *)(vh + l * n) : (const void *)(vf + l * n);
                 attn_seq sq = {0, 1, C - 1, k, v, C * HEAD_DIM, HEAD_DIM, types[w]};
-                attn_batch ab = {&sq, 1, &row_seq, 1, N_HEADS, N_KV, HEAD_DIM, 0, 0.125f, 0.0f, 8,
-                                 ATTN_QBLOCK};
+                attn_batch ab = {&sq,      1, &row_seq, 1,    N_HEADS, N_KV,
+                                 HEAD_DIM, 0, 0.125f,   0.0f, 8,       ATTN_QBLOCK};
                 road__attention_forward(o, q, &ab, scratch, stride);
             }
             double t = now_s() - a;
@@ -233,12 +239,14 @@ static void attention_alone(int context, int layers) {
         }
     free(sc);
     const float sink = o[0];
-    printf("    decode attention alone, %d layers (%d heads, %d kv heads of %d, %d keys; %.1f MB of "
-           "f32 keys+values): f32 %.2f ms, bf16 %.2f ms, f16 %.2f ms per token (best of %d)\n"
-           "    one thread, one layer, f32 keys: per-row loops before (scalar) %.2f ms, "
-           "AVX2 readers %.2f ms (%.1fx)%s\n",
-           layers, N_HEADS, N_KV, HEAD_DIM, context, 2.0 * nl * 4 / 1e6, 1e3 * best[0], 1e3 * best[1],
-           1e3 * best[2], ATT_REPS, 1e3 * one[0], 1e3 * one[1], one[0] / one[1], sink == 1234.5f ? " " : "");
+    printf(
+        "    decode attention alone, %d layers (%d heads, %d kv heads of %d, %d keys; %.1f MB of "
+        "f32 keys+values): f32 %.2f ms, bf16 %.2f ms, f16 %.2f ms per token (best of %d)\n"
+        "    one thread, one layer, f32 keys: per-row loops before (scalar) %.2f ms, "
+        "AVX2 readers %.2f ms (%.1fx)%s\n",
+        layers, N_HEADS, N_KV, HEAD_DIM, context, 2.0 * nl * 4 / 1e6, 1e3 * best[0], 1e3 * best[1],
+        1e3 * best[2], ATT_REPS, 1e3 * one[0], 1e3 * one[1], one[0] / one[1],
+        sink == 1234.5f ? " " : "");
     free(kf), free(vf), free(kh), free(vh), free(q), free(o), free(scratch);
 }
 
@@ -248,11 +256,16 @@ int main(int argc, char **argv) {
     road_dtype kvt = ROAD_DTYPE_BF16;
     const char *dir_arg = NULL;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--layers") == 0 && i + 1 < argc) layers = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc) dir_arg = argv[++i];
-        else if (strcmp(argv[i], "--context") == 0 && i + 1 < argc) context = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--kv-only") == 0) kv_only = true;
+        if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
+            threads = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--layers") == 0 && i + 1 < argc)
+            layers = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc)
+            dir_arg = argv[++i];
+        else if (strcmp(argv[i], "--context") == 0 && i + 1 < argc)
+            context = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--kv-only") == 0)
+            kv_only = true;
         else if (strcmp(argv[i], "--kv-dtype") == 0 && i + 1 < argc &&
                  (strcmp(argv[i + 1], "bf16") == 0 || strcmp(argv[i + 1], "f16") == 0))
             kvt = strcmp(argv[++i], "bf16") == 0 ? ROAD_DTYPE_BF16 : ROAD_DTYPE_F16;
@@ -270,8 +283,8 @@ int main(int argc, char **argv) {
     char tmpl[] = "/tmp/road-bench-llm-XXXXXX";
     const char *dir = dir_arg ? dir_arg : mkdtemp(tmpl);
     if (!dir) return 1;
-    printf("road %s LLM benchmark: Llama-3.2-1B shape, %d layers, %d threads\n", road_version(), layers,
-           road_get_num_threads());
+    printf("road %s LLM benchmark: Llama-3.2-1B shape, %d layers, %d threads\n", road_version(),
+           layers, road_get_num_threads());
     double t0 = now_s();
     write_model(dir, layers);
     printf("  wrote random bf16 weights in %.1f s\n", now_s() - t0);
@@ -313,9 +326,12 @@ int main(int argc, char **argv) {
         if (t < t_mm) t_mm = t;
     }
     mm_free(&mb);
-    double flops = 2.0 * PREFILL * ((double)layers * (2.0 * HIDDEN * N_HEADS * HEAD_DIM + 2.0 * HIDDEN * N_KV * HEAD_DIM +
-                                                       3.0 * HIDDEN * INTER)) + 2.0 * HIDDEN * VOCAB;
-    printf("[1] prefill %d tokens: %.3f s = %.1f tokens/s; its matmuls alone (sgemm, same shapes) %.3f s "
+    double flops = 2.0 * PREFILL *
+                       ((double)layers * (2.0 * HIDDEN * N_HEADS * HEAD_DIM +
+                                          2.0 * HIDDEN * N_KV * HEAD_DIM + 3.0 * HIDDEN * INTER)) +
+                   2.0 * HIDDEN * VOCAB;
+    printf("[1] prefill %d tokens: %.3f s = %.1f tokens/s; its matmuls alone (sgemm, same shapes) "
+           "%.3f s "
            "(%.1f GFLOP/s)\n    matmul share of prefill time: %.2f (target >= 0.6)\n\n",
            PREFILL, t_pre, PREFILL / t_pre, t_mm, flops / t_mm / 1e9, t_mm / t_pre);
 
@@ -379,7 +395,8 @@ int main(int argc, char **argv) {
             die(road_model_forward(m, s, N_BATCH, logits), "prefill batch");
             double a = now_s();
             for (int step = 0; step < DECODE_STEPS; step++) {
-                for (int b = 0; b < N_BATCH; b++) s[b] = (road_seq){&toks[b], 1, kvs[b], which ? eight[b] : one[b], false};
+                for (int b = 0; b < N_BATCH; b++)
+                    s[b] = (road_seq){&toks[b], 1, kvs[b], which ? eight[b] : one[b], false};
                 die(road_model_forward(m, s, N_BATCH, logits), "decode batch");
             }
             t[which] = (now_s() - a) / DECODE_STEPS;
@@ -389,13 +406,18 @@ int main(int argc, char **argv) {
         t8 += t[1] / REPS;
     }
     double rmed = ratio[0];
-    for (int r = 1; r < REPS; r++) if (ratio[r] < rmed) rmed = ratio[r]; /* min over reps */
-    printf("[3] decode, %d sequences: one adapter %.1f ms/step, %d adapters %.1f ms/step: ratio %.3f "
-           "(best of %d; target <= 1.05)\n\n", N_BATCH, 1e3 * t1, N_BATCH, 1e3 * t8, rmed, REPS);
+    for (int r = 1; r < REPS; r++)
+        if (ratio[r] < rmed) rmed = ratio[r]; /* min over reps */
+    printf(
+        "[3] decode, %d sequences: one adapter %.1f ms/step, %d adapters %.1f ms/step: ratio %.3f "
+        "(best of %d; target <= 1.05)\n\n",
+        N_BATCH, 1e3 * t1, N_BATCH, 1e3 * t8, rmed, REPS);
 
     long peak = peak_rss_kb();
-    printf("[4] peak resident memory %.2f GB = %.2fx the float32 weights (%.2f GB); the bf16 file is "
-           "mapped while loading\n", peak / 1e6, peak * 1e3 / wbytes, wbytes / 1e9);
+    printf(
+        "[4] peak resident memory %.2f GB = %.2fx the float32 weights (%.2f GB); the bf16 file is "
+        "mapped while loading\n",
+        peak / 1e6, peak * 1e3 / wbytes, wbytes / 1e9);
 
     printf("\n");
     long_context(m, layers, context, kvt);

@@ -42,8 +42,6 @@
 #define KVDIM 512
 #define N_PROJ 7
 
-
-
 static void *xmalloc(size_t n) {
     void *p = malloc(n);
     if (!p) {
@@ -69,7 +67,7 @@ static const int64_t OUTS[N_PROJ] = {QDIM, KVDIM, KVDIM, HIDDEN, INTER, INTER, H
 static const int64_t INS[N_PROJ] = {HIDDEN, HIDDEN, HIDDEN, QDIM, HIDDEN, HIDDEN, INTER};
 
 enum { F_INT8, F_NF4, F_NF4DQ, F_FP4, F_BF16, F_F16, N_FMT };
-static const road_qformat FMT[N_FMT] = {ROAD_QFORMAT_INT8, ROAD_QFORMAT_NF4, ROAD_QFORMAT_NF4,
+static const road_qformat FMT[N_FMT] = {ROAD_QFORMAT_INT8, ROAD_QFORMAT_NF4,  ROAD_QFORMAT_NF4,
                                         ROAD_QFORMAT_FP4,  ROAD_QFORMAT_BF16, ROAD_QFORMAT_F16};
 static const char *const FMT_NAME[N_FMT] = {"int8", "nf4", "nf4+dq", "fp4", "bf16", "f16"};
 
@@ -85,8 +83,10 @@ static kernel_choice parse_qkernel(const char *arg) {
     static const struct {
         const char *name;
         road_qkernel k;
-    } known[] = {{"auto", ROAD_QKERNEL_AUTO},     {"reference", ROAD_QKERNEL_REFERENCE},
-                 {"avx2", ROAD_QKERNEL_AVX2},     {"avx512", ROAD_QKERNEL_AVX512},
+    } known[] = {{"auto", ROAD_QKERNEL_AUTO},
+                 {"reference", ROAD_QKERNEL_REFERENCE},
+                 {"avx2", ROAD_QKERNEL_AVX2},
+                 {"avx512", ROAD_QKERNEL_AVX512},
                  {"vnni-q8", ROAD_QKERNEL_VNNI_Q8}};
     kernel_choice c = {0, {ROAD_QKERNEL_AUTO}, {NULL}};
     const char *s = strcmp(arg, "compare") == 0 ? "avx2,avx512" : arg;
@@ -97,8 +97,9 @@ static kernel_choice parse_qkernel(const char *arg) {
                (strlen(known[i].name) != len || strncmp(known[i].name, s, len) != 0))
             i++;
         if (i == sizeof known / sizeof known[0] || c.n == MAX_KERNELS) {
-            fprintf(stderr, "bench_quant: --qkernel takes up to %d of auto, reference, avx2, "
-                            "avx512, vnni-q8 (comma-separated), or compare\n",
+            fprintf(stderr,
+                    "bench_quant: --qkernel takes up to %d of auto, reference, avx2, "
+                    "avx512, vnni-q8 (comma-separated), or compare\n",
                     MAX_KERNELS);
             exit(2);
         }

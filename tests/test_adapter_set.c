@@ -601,8 +601,7 @@ int main(void) {
         cmocka_unit_test(test_set_active_order),     cmocka_unit_test(test_delete_rules),
         cmocka_unit_test(test_enable_disable),       cmocka_unit_test(test_merge_unmerge),
         cmocka_unit_test(test_merge_all_or_nothing), cmocka_unit_test(test_merge_and_unload),
-        cmocka_unit_test(test_param_report),
-        cmocka_unit_test(test_packed_embedding),
+        cmocka_unit_test(test_param_report),         cmocka_unit_test(test_packed_embedding),
     };
     return cmocka_run_group_tests_name("adapter_set", tests, NULL, NULL);
 }

@@ -27,7 +27,8 @@ static void test_status_table(void **state) {
         assert_true(strlen(road_status_name((road_status)s)) > 0);
         assert_true(strlen(road_status_message((road_status)s)) > 0);
         for (int t = 0; t < s; t++)
-            assert_true(strcmp(road_status_name((road_status)s), road_status_name((road_status)t)) != 0);
+            assert_true(
+                strcmp(road_status_name((road_status)s), road_status_name((road_status)t)) != 0);
     }
 }
 
@@ -231,7 +232,8 @@ static void test_skinny(void **state) {
                 for (int64_t r = 0; r < rows; r++)
                     for (int64_t o = 0; o < out; o++) {
                         double acc = bias[o];
-                        for (int64_t k = 0; k < in; k++) acc += (double)x[r * in + k] * w[o * in + k];
+                        for (int64_t k = 0; k < in; k++)
+                            acc += (double)x[r * in + k] * w[o * in + k];
                         want[r * out + o] = (float)acc;
                     }
                 road__sgemm_xwt(rows, out, in, x, w, bias, y);

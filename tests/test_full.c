@@ -95,7 +95,8 @@ static void check_grads(const char *model, bool recompute) {
         }
         if (!(worst <= GRAD_TOL * gmax))
             fail_msg("%s%s: gradient of %s differs at %lld: road %.8g, PyTorch %.8g (max |g| "
-                     "%.3g)", model, recompute ? " (recompute)" : "", mt.name, (long long)at,
+                     "%.3g)",
+                     model, recompute ? " (recompute)" : "", mt.name, (long long)at,
                      (double)mt.grad[at], (double)g[at], gmax);
     }
     /* accumulation: a second backward doubles every gradient; zero_grads clears */
@@ -129,10 +130,9 @@ static void test_tensor_table(void **state) {
     /* tied: the file may hold lm_head.weight, the model does not list it */
     int64_t in_file = road_st_count(f) - (road_st_find(f, "lm_head.weight") ? 1 : 0);
     assert_int_equal(n, in_file);
-    static const char *const order[] = {"model.embed_tokens.weight",
-                                        "model.layers.0.self_attn.q_proj.weight",
-                                        "model.layers.0.self_attn.q_proj.bias",
-                                        "model.layers.0.self_attn.k_proj.weight"};
+    static const char *const order[] = {
+        "model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.0.self_attn.q_proj.bias", "model.layers.0.self_attn.k_proj.weight"};
     for (int i = 0; i < 4; i++) {
         road_model_tensor t;
         TU_OK(road_model_tensor_get(m, i, &t));
@@ -219,8 +219,6 @@ static void test_refusals(void **state) {
     TU_FAILS(road_model_set_full_training(m, true), ROAD_ERR_STATE, "merged");
     road_model_free(m);
 }
-
-
 
 static road_train_params params(const char *out) {
     road_train_params p = road_train_default_params();
@@ -370,7 +368,8 @@ static void test_save(void **state) {
     assert_int_equal(road_model_config(m2)->torch_dtype, ROAD_DTYPE_BF16);
     road_model_free(m2);
     /* refused dtype; a folder that cannot be written leaves the existing one as it was */
-    TU_FAILS(road_model_save(m, path_in("saved8"), ROAD_DTYPE_I8), ROAD_ERR_UNSUPPORTED, "F32, BF16");
+    TU_FAILS(road_model_save(m, path_in("saved8"), ROAD_DTYPE_I8), ROAD_ERR_UNSUPPORTED,
+             "F32, BF16");
     FILE *f = fopen(path_in("afile"), "w");
     fclose(f);
     TU_FAILS(road_model_save(m, path_in("afile/sub"), ROAD_DTYPE_F32), ROAD_ERR_IO, "");
@@ -389,8 +388,8 @@ static void test_save(void **state) {
     TU_OK(road_model_save(m, path_in("dequant"), ROAD_DTYPE_F32));
     TU_OK(road_model_load(path_in("dequant"), NULL, &m2));
     float *fl = logits_of(m2);
-    tu_assert_close("float save of a quantized model", fl, ql,
-                    5 * road_model_config(m)->vocab_size, 1e-4, 1e-4);
+    tu_assert_close("float save of a quantized model", fl, ql, 5 * road_model_config(m)->vocab_size,
+                    1e-4, 1e-4);
     free(ql);
     free(fl);
     road_model_free(m2);
@@ -415,12 +414,13 @@ static void test_init(void **state) {
         TU_OK(road_model_tensor_get(b, i, &tb));
         TU_OK(road_model_tensor_get(c, i, &tc));
         tu_assert_equal_f32(ta.name, ta.param, tb.param, ta.n); /* same seed, same weights */
-        if (ta.ndim == 1) { /* norms */
+        if (ta.ndim == 1) {                                     /* norms */
             for (int64_t k = 0; k < ta.n; k++) assert_true(ta.param[k] == 1.0f);
             continue;
         }
         double s = 0, s2 = 0;
-        for (int64_t k = 0; k < ta.n; k++) s += ta.param[k], s2 += (double)ta.param[k] * ta.param[k];
+        for (int64_t k = 0; k < ta.n; k++)
+            s += ta.param[k], s2 += (double)ta.param[k] * ta.param[k];
         const double mean = s / (double)ta.n, sd = sqrt(s2 / (double)ta.n - mean * mean);
         if (!(fabs(sd - 0.02) <= INIT_STD_TOL * 0.02) || !(fabs(mean) < 0.02 * 0.1))
             fail_msg("%s: mean %.3g, std %.4g; initializer_range is 0.02", ta.name, mean, sd);
@@ -448,10 +448,13 @@ static int teardown(void **state) {
 int main(void) {
     road_set_num_threads(2);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_grads_vs_pytorch), cmocka_unit_test(test_tensor_table),
+        cmocka_unit_test(test_grads_vs_pytorch),
+        cmocka_unit_test(test_tensor_table),
         cmocka_unit_test(test_full_widens_stored),
-        cmocka_unit_test(test_refusals),         cmocka_unit_test(test_train_full),
-        cmocka_unit_test(test_save),             cmocka_unit_test(test_init),
+        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_train_full),
+        cmocka_unit_test(test_save),
+        cmocka_unit_test(test_init),
     };
     return cmocka_run_group_tests_name("full", tests, setup, teardown);
 }

@@ -38,7 +38,7 @@
  * up to 2.2e-6 of max). */
 #define GRAD_REL 1e-4
 
-static const char *const models[] = {"tiny-llama", "tiny-qwen2", "tiny-llama3-rope",
+static const char *const models[] = {"tiny-llama", "tiny-qwen2",  "tiny-llama3-rope",
                                      "tiny-qwen3", "tiny-gemma2", "tiny-gemma3",
                                      "tiny-phi3",  "tiny-olmo2"};
 #define N_MODELS 8
@@ -111,7 +111,8 @@ static void check_logits(const fixture *f, const char *what, const float *got, c
         for (int64_t t = 0; t < f->T; t++) {
             if (!f->mask[b * f->T + t]) continue;
             for (int64_t i = 0; i < f->V; i++) {
-                double d = fabs((double)got[(b * f->T + t) * f->V + i] - want[(b * f->T + t) * f->V + i]);
+                double d =
+                    fabs((double)got[(b * f->T + t) * f->V + i] - want[(b * f->T + t) * f->V + i]);
                 if (!(d <= worst)) worst = d, wb = b, wt = t;
             }
         }
@@ -134,8 +135,9 @@ static void test_rope(void **state) {
         /* gemma3's sliding layers: their own base, unscaled */
         const road_st_tensor *loc = road_st_find(f.cases, "rope.local.inv_freq");
         assert_true((loc != NULL) == (f.m->rope_local.inv_freq != NULL));
-        if (loc) tu_assert_close("rope.local.inv_freq", f.m->rope_local.inv_freq, loc->data, n, 0,
-                                 ROPE_RTOL);
+        if (loc)
+            tu_assert_close("rope.local.inv_freq", f.m->rope_local.inv_freq, loc->data, n, 0,
+                            ROPE_RTOL);
         fixture_close(&f);
     }
 }
@@ -180,7 +182,8 @@ static void test_cases(void **state) {
                 double got;
                 TU_OK(road_causal_lm_loss(logits, f.labels, f.mask, f.B, f.T, f.V, &got));
                 if (!(fabs(got - loss->valuedouble) <= LOSS_ATOL)) {
-                    print_error("%s %s: loss %.9g, reference %.9g\n", f.dir, name, got, loss->valuedouble);
+                    print_error("%s %s: loss %.9g, reference %.9g\n", f.dir, name, got,
+                                loss->valuedouble);
                     fail();
                 }
             }
@@ -210,14 +213,16 @@ static void test_decode(void **state) {
             snprintf(name, sizeof name, "decode.A.row%lld.step_logits", (long long)row);
             const float *steps = tensor(&f, name, NULL);
             int32_t prompt[64];
-            for (int64_t i = 0; i < pt->numel; i++) prompt[i] = (int32_t)((const int64_t *)pt->data)[i];
+            for (int64_t i = 0; i < pt->numel; i++)
+                prompt[i] = (int32_t)((const int64_t *)pt->data)[i];
             road_kv_cache *kv;
             TU_OK(road_kv_cache_create(f.m, pt->numel + N_DECODE, &kv));
             road_seq s = {prompt, pt->numel, kv, NULL, false};
             int32_t tok = 0;
             for (int step = 0; step < N_DECODE; step++) {
                 TU_OK(road_model_forward(f.m, &s, 1, logits));
-                snprintf(name, sizeof name, "%s row %lld step %d logits", models[k], (long long)row, step);
+                snprintf(name, sizeof name, "%s row %lld step %d logits", models[k], (long long)row,
+                         step);
                 tu_assert_close(name, logits, steps + step * f.V, f.V, LOGIT_ATOL, 0);
                 tok = 0;
                 for (int64_t i = 1; i < f.V; i++)
@@ -258,12 +263,13 @@ static void test_generate_batch(void **state) {
             char name[128];
             snprintf(name, sizeof name, "decode.A.row%lld.prompt_ids", (long long)row);
             const road_st_tensor *pt = road_st_find(f.cases, name);
-            for (int64_t i = 0; i < pt->numel; i++) buf[row][i] = (int32_t)((const int64_t *)pt->data)[i];
+            for (int64_t i = 0; i < pt->numel; i++)
+                buf[row][i] = (int32_t)((const int64_t *)pt->data)[i];
             prompts[row] = buf[row];
             lens[row] = pt->numel;
         }
         road_generate_params gp = {N_DECODE, NULL, 0, road_sampler_default_params(),
-                               ROAD_DTYPE_F32};
+                                   ROAD_DTYPE_F32};
         collected got;
         memset(&got, 0, sizeof got);
         /* per-sequence adapter names (a mixed batch that happens to use one adapter) */
@@ -337,10 +343,12 @@ static void test_ragged_mixed_decode(void **state) {
     for (int i = 0; i < 3; i++) TU_OK(road_kv_cache_create(f.m, 16, &kv[i]));
     /* sequence 1 already has 3 tokens in its cache */
     road_seq pre = {p1, 3, kv[1], "__base__", false};
-    float *lg = tu_alloc(sizeof(float) * (size_t)(20 * f.V)), *one = tu_alloc(sizeof(float) * (size_t)(20 * f.V));
+    float *lg = tu_alloc(sizeof(float) * (size_t)(20 * f.V)),
+          *one = tu_alloc(sizeof(float) * (size_t)(20 * f.V));
     TU_OK(road_model_forward(f.m, &pre, 1, lg));
     const int32_t next1[1] = {7};
-    road_seq batch[3] = {{p0, 6, kv[0], names[0], true}, {next1, 1, kv[1], names[1], true},
+    road_seq batch[3] = {{p0, 6, kv[0], names[0], true},
+                         {next1, 1, kv[1], names[1], true},
                          {p2, 1, kv[2], names[2], false}};
     assert_int_equal(road_seq_logit_rows(batch, 3), 8);
     TU_OK(road_model_forward(f.m, batch, 3, lg));
@@ -448,7 +456,8 @@ static void test_grads(void **state) {
                 assert_true(li >= 0);
                 float *dth, *dal;
                 int64_t np;
-                TU_OK(road_linear_adapter_grads(road_adapter_set_layer(set, li), name, &dth, &dal, &np));
+                TU_OK(road_linear_adapter_grads(road_adapter_set_layer(set, li), name, &dth, &dal,
+                                                &np));
                 char tname[400];
                 snprintf(tname, sizeof tname, "grad.%s.%s", name, key);
                 int64_t nref;
@@ -486,9 +495,9 @@ static void test_grads(void **state) {
 int main(void) {
     road_set_num_threads(2);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rope),       cmocka_unit_test(test_cases),
-        cmocka_unit_test(test_decode),     cmocka_unit_test(test_generate_batch),
-        cmocka_unit_test(test_merge),      cmocka_unit_test(test_ragged_mixed_decode),
+        cmocka_unit_test(test_rope),   cmocka_unit_test(test_cases),
+        cmocka_unit_test(test_decode), cmocka_unit_test(test_generate_batch),
+        cmocka_unit_test(test_merge),  cmocka_unit_test(test_ragged_mixed_decode),
         cmocka_unit_test(test_grads),
     };
     return cmocka_run_group_tests_name("llm_golden", tests, NULL, NULL);

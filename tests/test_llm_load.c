@@ -357,11 +357,10 @@ static void test_load_refusals(void **state) {
     expect_refused(dir, ROAD_ERR_SHAPE,
                    "num_hidden_layers = 100000000, but the weight files hold 2 layers");
     assert_int_equal(road__alloc_live_bytes(), live);
-    make_model(fx, "layers3", "\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3",
-               &CKPT_AS_IS, dir);
-    expect_refused(dir, ROAD_ERR_SHAPE, "(model.layers.0 to model.layers.1)");
-    make_model(fx, "vocab", "\"vocab_size\": 320", "\"vocab_size\": 2000000000", &CKPT_AS_IS,
+    make_model(fx, "layers3", "\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3", &CKPT_AS_IS,
                dir);
+    expect_refused(dir, ROAD_ERR_SHAPE, "(model.layers.0 to model.layers.1)");
+    make_model(fx, "vocab", "\"vocab_size\": 320", "\"vocab_size\": 2000000000", &CKPT_AS_IS, dir);
     expect_refused(dir, ROAD_ERR_SHAPE,
                    "vocab_size = 2000000000 and hidden_size = 64, but model.embed_tokens.weight "
                    "is [320, 64]");
@@ -867,7 +866,8 @@ static void test_tied_head_merge(void **state) {
     road_config_free(cfg);
     const int64_t T = 6, n = T * V;
     const int32_t ids[6] = {1, 5, 9, 33, 2, 100};
-    float *base = tu_alloc(sizeof(float) * (size_t)n), *adapted = tu_alloc(sizeof(float) * (size_t)n);
+    float *base = tu_alloc(sizeof(float) * (size_t)n),
+          *adapted = tu_alloc(sizeof(float) * (size_t)n);
     float *merged = tu_alloc(sizeof(float) * (size_t)n);
     int64_t ids64[6], mask[6];
     for (int i = 0; i < 6; i++) ids64[i] = ids[i], mask[i] = 1;
@@ -980,8 +980,7 @@ static void test_generate_oom(void **state) {
     road_model *m = NULL;
     TU_OK(road_model_load(model_fixture(FIXTURE_MODEL), NULL, &m));
     const int32_t prompt[4] = {5, 9, 77, 3};
-    road_generate_params gp = {4, NULL, 0, road_sampler_default_params(),
-                               ROAD_DTYPE_F32};
+    road_generate_params gp = {4, NULL, 0, road_sampler_default_params(), ROAD_DTYPE_F32};
     gp.sampling.temperature = SAMPLE_TEMPERATURE;
     gp.sampling.top_k = 20;
     gp.sampling.top_p = 0.9f;
@@ -1061,8 +1060,7 @@ static void test_generate_edges(void **state) {
     const int64_t ctx = road_model_config(m)->max_position_embeddings;
     const int32_t prompt[6] = {102, 16, 34, 42, 248, 64};
     collected greedy, got;
-    road_generate_params gp = {N_GEN, NULL, 0, road_sampler_default_params(),
-                               ROAD_DTYPE_F32};
+    road_generate_params gp = {N_GEN, NULL, 0, road_sampler_default_params(), ROAD_DTYPE_F32};
 
     gp.max_new_tokens = 0;
     TU_FAILS(gen(m, prompt, 6, 1, &gp, &got), ROAD_ERR_INVALID_ARG,
@@ -1156,10 +1154,20 @@ int main(void) {
     road_set_num_threads(2);
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
     const struct CMUnitTest tests[] = {
-        T(test_load_refusals), T(test_load_shards),  T(test_load_f16),       T(test_bf16_and_tied), T(test_tied_head_merge),
-        T(test_bf16_kept_as_stored), T(test_bf16_training_step), T(test_tied_head_merge_bf16),
-        T(test_bf16_save_round_trip), T(test_bf16_gemma_embed_scale),
-        T(test_load_oom),      T(test_generate_oom), T(test_kv_cache_edges), T(test_generate_edges),
+        T(test_load_refusals),
+        T(test_load_shards),
+        T(test_load_f16),
+        T(test_bf16_and_tied),
+        T(test_tied_head_merge),
+        T(test_bf16_kept_as_stored),
+        T(test_bf16_training_step),
+        T(test_tied_head_merge_bf16),
+        T(test_bf16_save_round_trip),
+        T(test_bf16_gemma_embed_scale),
+        T(test_load_oom),
+        T(test_generate_oom),
+        T(test_kv_cache_edges),
+        T(test_generate_edges),
     };
 #undef T
     return cmocka_run_group_tests_name("llm_load", tests, NULL, NULL);

@@ -144,7 +144,8 @@ static void test_forward_uses_copy(void **state) {
     TU_OK(road_adapter_set_set_active(s, &one, 1));
     int32_t tok[5] = {1, 17, 42, 5, 300};
     road_seq seq = {tok, 5, NULL, NULL, true};
-    float *za = tu_alloc(sizeof(float) * (size_t)(5 * V)), *zb = tu_alloc(sizeof(float) * (size_t)(5 * V));
+    float *za = tu_alloc(sizeof(float) * (size_t)(5 * V)),
+          *zb = tu_alloc(sizeof(float) * (size_t)(5 * V));
     TU_OK(road_model_forward(m, &seq, 1, za));
     TU_OK(road_adapter_set_enable(s, false));
     TU_OK(road_model_forward(m, &seq, 1, zb));
@@ -197,8 +198,8 @@ static void fd_check(road_model *m, const batch *b, float *param, const float *g
         param[idx[k]] = keep;
         const double fd = (lp - lm) / (2 * FD_STEP), g = grad[idx[k]];
         if (!(fabs(fd - g) <= FD_ATOL + FD_RTOL * fabs(g)))
-            fail_msg("%s[%lld]: gradient %.6g, finite differences %.6g", what,
-                     (long long)idx[k], g, fd);
+            fail_msg("%s[%lld]: gradient %.6g, finite differences %.6g", what, (long long)idx[k], g,
+                     fd);
     }
 }
 
@@ -234,7 +235,8 @@ static void test_lm_head_gradient(void **state) {
             double mx = -INFINITY, se = 0;
             for (int64_t v = 0; v < V; v++) mx = fmax(mx, zr[v]);
             for (int64_t v = 0; v < V; v++) se += exp(zr[v] - mx);
-            for (int64_t v = 0; v < V; v++) p[v] = (exp(zr[v] - mx) / se - (v == y)) / (double)count;
+            for (int64_t v = 0; v < V; v++)
+                p[v] = (exp(zr[v] - mx) / se - (v == y)) / (double)count;
             for (int64_t v = 0; v < V; v++)
                 for (int64_t i = 0; i < H; i++) dw[v * H + i] += p[v] * zr[i]; /* zr[i] = h[i] */
         }
@@ -327,7 +329,8 @@ static void test_train_and_checkpoint(void **state) {
     TU_OK(road_adapter_set_copy(s, "a", head, &mc));
     const int64_t n = mc.out * mc.in;
     const float *wb = road_linear_weight(road_adapter_set_layer(s, head));
-    float *keep_base = tu_alloc(sizeof(float) * (size_t)n), *keep_copy = tu_alloc(sizeof(float) * (size_t)n);
+    float *keep_base = tu_alloc(sizeof(float) * (size_t)n),
+          *keep_copy = tu_alloc(sizeof(float) * (size_t)n);
     memcpy(keep_base, wb, sizeof(float) * (size_t)n);
     memcpy(keep_copy, mc.weight, sizeof(float) * (size_t)n);
 
@@ -392,8 +395,12 @@ static void test_bf16_base_copies(void **state) {
     (void)state;
     road_st_file *cf = tu_open_golden("llama/tiny-qwen2/cases.safetensors");
     const road_st_tensor *t = road_st_find(cf, "inputs.input_ids");
-    batch b = {cf, t->data, road_st_find(cf, "inputs.attention_mask")->data,
-               road_st_find(cf, "inputs.labels")->data, t->shape[0], t->shape[1]};
+    batch b = {cf,
+               t->data,
+               road_st_find(cf, "inputs.attention_mask")->data,
+               road_st_find(cf, "inputs.labels")->data,
+               t->shape[0],
+               t->shape[1]};
     road_model_params f32 = road_model_default_params();
     f32.float32_weights = true;
     road_model *m[2];
@@ -460,7 +467,8 @@ static void test_refusals(void **state) {
              "layer 'lm_head' is both a RoAd target");
     TU_OK(road_config_set_target_list(cfg, targets, 1));
     TU_OK(road_config_set_modules_to_save(cfg, &nope, 1));
-    TU_FAILS(road_adapter_set_add(s, "x", cfg, 1), ROAD_ERR_CONFIG, "entry 'nope' matches no layer");
+    TU_FAILS(road_adapter_set_add(s, "x", cfg, 1), ROAD_ERR_CONFIG,
+             "entry 'nope' matches no layer");
     assert_int_equal(road_adapter_set_count(s), 0);
     road_config_free(cfg);
 
@@ -523,9 +531,12 @@ static int cleanup(void **state) {
 int main(void) {
     road_set_num_threads(2);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_forward_uses_copy),   cmocka_unit_test(test_lm_head_gradient),
-        cmocka_unit_test(test_embedding_gradient),  cmocka_unit_test(test_save_load),
-        cmocka_unit_test(test_train_and_checkpoint), cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_forward_uses_copy),
+        cmocka_unit_test(test_lm_head_gradient),
+        cmocka_unit_test(test_embedding_gradient),
+        cmocka_unit_test(test_save_load),
+        cmocka_unit_test(test_train_and_checkpoint),
+        cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_oom),
         cmocka_unit_test(test_bf16_base_copies),
     };

@@ -98,8 +98,8 @@ static const shape SHAPES[] = {
     {ROAD_QFORMAT_NF4, false, 96, 128},  {ROAD_QFORMAT_NF4, true, 300, 192},
     {ROAD_QFORMAT_FP4, false, 33, 256},  {ROAD_QFORMAT_FP4, true, 17, 100},
     {ROAD_QFORMAT_NF4, false, 9, 45},    {ROAD_QFORMAT_INT8, false, 70, 131},
-    {ROAD_QFORMAT_INT8, false, 260, 64},  {ROAD_QFORMAT_BF16, false, 70, 131},
-    {ROAD_QFORMAT_BF16, false, 260, 64},  {ROAD_QFORMAT_F16, false, 33, 100},
+    {ROAD_QFORMAT_INT8, false, 260, 64}, {ROAD_QFORMAT_BF16, false, 70, 131},
+    {ROAD_QFORMAT_BF16, false, 260, 64}, {ROAD_QFORMAT_F16, false, 33, 100},
     {ROAD_QFORMAT_F16, false, 129, 256},
 };
 
@@ -158,7 +158,7 @@ static void test_fast_vs_reference(void **state) {
     (void)state;
     enum { O = 67, RMAX = 40 };
     const int64_t Ks[] = {512, 131};
-    const road_qformat fmts[] = {ROAD_QFORMAT_INT8, ROAD_QFORMAT_NF4, ROAD_QFORMAT_FP4,
+    const road_qformat fmts[] = {ROAD_QFORMAT_INT8, ROAD_QFORMAT_NF4,  ROAD_QFORMAT_FP4,
                                  ROAD_QFORMAT_FP4,  ROAD_QFORMAT_BF16, ROAD_QFORMAT_F16};
     const bool dqs[] = {false, true, false, true, false, false};
     for (size_t fk = 1; fk < N_KERNELS; fk++) {
@@ -177,9 +177,8 @@ static void test_fast_vs_reference(void **state) {
                 road_qtensor *q = NULL;
                 TU_OK(road_qtensor_quantize(fmts[i], O, K, w, dqs[i], &q));
                 char what[128];
-                snprintf(what, sizeof what, "%s vs reference, %s%s, K %lld",
-                         KERNEL_NAMES[fk], road_qformat_name(fmts[i]), dqs[i] ? "+dq" : "",
-                         (long long)K);
+                snprintf(what, sizeof what, "%s vs reference, %s%s, K %lld", KERNEL_NAMES[fk],
+                         road_qformat_name(fmts[i]), dqs[i] ? "+dq" : "", (long long)K);
                 TU_OK(road_qkernel_select(ROAD_QKERNEL_REFERENCE));
                 TU_OK(road_qtensor_dequantize_rows(q, 0, O, dr));
                 TU_OK(road_qkernel_select(KERNELS[fk]));
@@ -198,10 +197,9 @@ static void test_fast_vs_reference(void **state) {
                         TU_OK(road_qtensor_xwt(q, R, x, NULL, yr));
                         /* |x|, |w'| <= 1: sum |x w| <= K, so 2 * K * u * K bounds the
                          * difference of the two */
-                        tu_assert_close(what, ya, yr, R * O,
-                                        DOT_ERR_FACTOR * 2.0 * (double)K * F32_UNIT_ROUNDOFF *
-                                            (double)K,
-                                        0.0);
+                        tu_assert_close(
+                            what, ya, yr, R * O,
+                            DOT_ERR_FACTOR * 2.0 * (double)K * F32_UNIT_ROUNDOFF * (double)K, 0.0);
                     }
                 }
                 if (KERNELS[fk] == ROAD_QKERNEL_AVX512) {
@@ -234,7 +232,8 @@ static void test_fast_vs_reference(void **state) {
 static void check_prefix(const char *what, const float *y, const double *ref, const double *mag,
                          int64_t n, int64_t inner) {
     for (int64_t i = 0; i < n; i++) {
-        const double tol = DOT_ERR_FACTOR * (double)(inner + 2) * F32_UNIT_ROUNDOFF * mag[i] + 1e-30;
+        const double tol =
+            DOT_ERR_FACTOR * (double)(inner + 2) * F32_UNIT_ROUNDOFF * mag[i] + 1e-30;
         if (fabs(y[i] - ref[i]) > tol) {
             print_error("%s: element %lld = %.9g, reference %.9g (tolerance %.3g)\n", what,
                         (long long)i, y[i], ref[i], tol);
@@ -252,7 +251,7 @@ static void test_qgemm_avx512(void **state) {
     enum { O = 272, RMAX = 513 };
     const int64_t Ks[] = {320, 200};
     const int64_t rows[] = {17, 31, 64, 100, 513};
-    const road_qformat fmts[] = {ROAD_QFORMAT_INT8, ROAD_QFORMAT_NF4, ROAD_QFORMAT_NF4,
+    const road_qformat fmts[] = {ROAD_QFORMAT_INT8, ROAD_QFORMAT_NF4,  ROAD_QFORMAT_NF4,
                                  ROAD_QFORMAT_FP4,  ROAD_QFORMAT_BF16, ROAD_QFORMAT_F16};
     const bool dqs[] = {false, false, true, false, false, false};
     for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ki++) {
@@ -375,11 +374,10 @@ static void test_vnni_q8(void **state) {
                         for (int64_t b0 = 0; b0 < K; b0 += Q8_BLOCK) {
                             const int64_t n = K - b0 < Q8_BLOCK ? K - b0 : Q8_BLOCK;
                             double xmax = 0.0, sw = 0.0, sx = 0.0;
-                            const double d =
-                                q->code ? 0.5 * step *
-                                              fabs(road_qtensor_block_absmax(
-                                                  q, (o * K + b0) / Q8_BLOCK))
-                                        : 0.0;
+                            const double d = q->code ? 0.5 * step *
+                                                           fabs(road_qtensor_block_absmax(
+                                                               q, (o * K + b0) / Q8_BLOCK))
+                                                     : 0.0;
                             for (int64_t k = b0; k < b0 + n; k++) {
                                 const double xv = x[r * K + k], wv = w[o * K + k];
                                 ref += xv * wv;
@@ -420,8 +418,8 @@ static void test_vnni_q8(void **state) {
         if (approx)
             print_message("vnni-q8 %s%s K %lld: largest error %.3g of sum |x w| (%.2f of the "
                           "bound), rms error / rms y %.3g\n",
-                          road_qformat_name(fmts[i]), dqs[i] ? "+dq" : "", (long long)K,
-                          worst_rel, worst, sqrt(e2 / y2));
+                          road_qformat_name(fmts[i]), dqs[i] ? "+dq" : "", (long long)K, worst_rel,
+                          worst, sqrt(e2 / y2));
         road_qtensor_free(q);
         free(w), free(x), free(y), free(y1);
     }
@@ -504,12 +502,9 @@ static void test_args(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_xwt_dyw),
-        cmocka_unit_test(test_fast_vs_reference),
-        cmocka_unit_test(test_qgemm_avx512),
-        cmocka_unit_test(test_select),
-        cmocka_unit_test(test_vnni_q8),
-        cmocka_unit_test(test_pack_no_memory),
+        cmocka_unit_test(test_xwt_dyw),      cmocka_unit_test(test_fast_vs_reference),
+        cmocka_unit_test(test_qgemm_avx512), cmocka_unit_test(test_select),
+        cmocka_unit_test(test_vnni_q8),      cmocka_unit_test(test_pack_no_memory),
         cmocka_unit_test(test_args),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -46,9 +46,9 @@
 #define TRAIN_LR 0.5f
 #define TRAIN_MIN_RATIO 0.6
 /* int8 activations vs the exact kernels on the same quantized model, decode of 8 tokens and a
- * prefill of PREFILL_T (all positions' logits): max |difference| / max |logit|. x rounded to int8 per block of 64 (relative error up to
- * 1/254 of the block's max) and, for 4-bit, the code table rounded to int8 steps: measured
- * 0.005-0.013 on these models (docs/quant.md); 3x margin. */
+ * prefill of PREFILL_T (all positions' logits): max |difference| / max |logit|. x rounded to int8
+ * per block of 64 (relative error up to 1/254 of the block's max) and, for 4-bit, the code table
+ * rounded to int8 steps: measured 0.005-0.013 on these models (docs/quant.md); 3x margin. */
 #define Q8_ACT_LOGIT_REL 0.04
 /* Tokens of the int8-activation prefill check: past QSKINNY_MAX_ROWS (16), so the prefill GEMM,
  * and not a multiple of its 4-row register block. */
@@ -318,8 +318,8 @@ static void test_embedding_stays_stored(void **state) {
             const road_qtensor *qe = NULL, *qh = NULL;
             TU_OK(road_adapter_set_base_weight(
                 s, road_adapter_set_find_layer(s, "model.embed_tokens"), NULL, &qe));
-            TU_OK(road_adapter_set_base_weight(s, road_adapter_set_find_layer(s, "lm_head"),
-                                               NULL, &qh));
+            TU_OK(road_adapter_set_base_weight(s, road_adapter_set_find_layer(s, "lm_head"), NULL,
+                                               &qh));
             assert_non_null(qe);
             assert_non_null(qh);
             if (head) {
@@ -506,7 +506,8 @@ static void test_prefill_gemm_vs_sgemm(void **state) {
     batch_open(&b, "tiny-qwen2");
     const road_qformat fmts[] = {ROAD_QFORMAT_NONE, ROAD_QFORMAT_INT8, ROAD_QFORMAT_NF4};
     for (int fi = 0; fi < 3; fi++) {
-        road_model *m = load(model_dir("tiny-qwen2"), fmts[fi], false, fmts[fi] != ROAD_QFORMAT_NONE);
+        road_model *m =
+            load(model_dir("tiny-qwen2"), fmts[fi], false, fmts[fi] != ROAD_QFORMAT_NONE);
         const int64_t V = road_model_config(m)->vocab_size;
         TU_OK(road_qkernel_select(ROAD_QKERNEL_AVX2));
         float *ref = logits(m, &b);
@@ -552,10 +553,9 @@ static void test_checkpoint_parts(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_logits_within_bounds),
-        cmocka_unit_test(test_training_on_4bit),
+        cmocka_unit_test(test_logits_within_bounds),   cmocka_unit_test(test_training_on_4bit),
         cmocka_unit_test(test_embedding_stays_stored), cmocka_unit_test(test_merge_save_reload),
-        cmocka_unit_test(test_checkpoint_parts), cmocka_unit_test(test_int8_activations),
+        cmocka_unit_test(test_checkpoint_parts),       cmocka_unit_test(test_int8_activations),
         cmocka_unit_test(test_prefill_gemm_vs_sgemm),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -81,7 +81,8 @@ static bool step_has(const trace *t, int64_t step, uint64_t id, int64_t *n_tok) 
     return false;
 }
 
-/* ---- helpers ---------------------------------------------------------------------------------- */
+/* ---- helpers ----------------------------------------------------------------------------------
+ */
 
 typedef struct job {
     const char *adapter;
@@ -134,13 +135,15 @@ static void make_jobs(job *jobs, int n) {
     for (int i = 0; i < n; i++) {
         jobs[i].adapter = names[i % 6];
         jobs[i].n_prompt = i == 2 ? 70 : 3 + i; /* job 2: a long prompt, prefilled in chunks */
-        for (int64_t k = 0; k < jobs[i].n_prompt; k++) jobs[i].prompt[k] = (int32_t)(3 + (k * 7 + i * 13) % 250);
+        for (int64_t k = 0; k < jobs[i].n_prompt; k++)
+            jobs[i].prompt[k] = (int32_t)(3 + (k * 7 + i * 13) % 250);
         jobs[i].seed = 1000 + (uint64_t)i;
         jobs[i].max_tokens = 10 + 3 * i;
     }
 }
 
-/* ---- tests ------------------------------------------------------------------------------------ */
+/* ---- tests ------------------------------------------------------------------------------------
+ */
 
 static void test_mixed_equals_alone(void **state) {
     (void)state;
@@ -177,8 +180,9 @@ static void test_mixed_equals_alone(void **state) {
         assert_int_equal(n, n_alone[i]);
         for (int64_t k = 0; k < n; k++)
             if (got[k] != alone[i][k])
-                fail_msg("request %d (adapter %s): token %lld is %d in the mixed batch, %d alone", i,
-                         jobs[i].adapter ? jobs[i].adapter : "base", (long long)k, got[k], alone[i][k]);
+                fail_msg("request %d (adapter %s): token %lld is %d in the mixed batch, %d alone",
+                         i, jobs[i].adapter ? jobs[i].adapter : "base", (long long)k, got[k],
+                         alone[i][k]);
     }
     /* the schedule: within budget; sequences of several adapters shared steps */
     int64_t max_seq = 0;
@@ -411,8 +415,10 @@ static void on_step_kv(const road_engine_step_info *info, void *user) {
     k->steps++;
     for (int64_t i = 0; i < info->n_seq; i++) {
         const road_kv_cache *c = info->seqs[i].cache;
-        if (!c || road_kv_cache_dtype(c) != ROAD_DTYPE_BF16) k->wrong++;
-        else k->bytes = road_kv_cache_bytes(c);
+        if (!c || road_kv_cache_dtype(c) != ROAD_DTYPE_BF16)
+            k->wrong++;
+        else
+            k->bytes = road_kv_cache_bytes(c);
     }
 }
 
@@ -439,7 +445,8 @@ static void test_kv_dtype(void **state) {
     assert_true(seen.steps > 0);
     assert_int_equal(seen.wrong, 0);
     const road_llm_config *c = road_model_config(model);
-    assert_true(seen.bytes > 0 && seen.bytes % (2 * 2 * c->n_layers * c->n_kv_heads * c->head_dim) == 0);
+    assert_true(seen.bytes > 0 &&
+                seen.bytes % (2 * 2 * c->n_layers * c->n_kv_heads * c->head_dim) == 0);
     road_engine_free(e);
     ep.kv_dtype = ROAD_DTYPE_I32;
     road_engine *bad;
@@ -485,7 +492,8 @@ static void test_adapters_at_run_time(void **state) {
     TU_FAILS(road_engine_load_adapter(e, "X", broken), ROAD_ERR_FORMAT, NULL);
     TU_FAILS(road_engine_load_adapter(e, "X", "/nonexistent/adapter"), ROAD_ERR_NOT_FOUND, NULL);
     TU_FAILS(road_engine_load_adapter(e, "B", ADAPTERS "/A"), ROAD_ERR_EXISTS, "B");
-    TU_FAILS(road_engine_load_adapter(e, ROAD_BASE_NAME, ADAPTERS "/A"), ROAD_ERR_INVALID_ARG, NULL);
+    TU_FAILS(road_engine_load_adapter(e, ROAD_BASE_NAME, ADAPTERS "/A"), ROAD_ERR_INVALID_ARG,
+             NULL);
     assert_false(road_engine_has_adapter(e, "X"));
     /* a good one joins while B runs; B cannot be unloaded without waiting while in use */
     TU_OK(road_engine_load_adapter(e, "A2", ADAPTERS "/A"));
@@ -505,7 +513,8 @@ static void test_adapters_at_run_time(void **state) {
     road_request *ra2 = submit(e, &ja);
     run_until_idle(e);
     int32_t t1[MAX_OUT], t2[MAX_OUT];
-    assert_int_equal(road_request_tokens(ra, 0, t1, MAX_OUT), road_request_tokens(ra2, 0, t2, MAX_OUT));
+    assert_int_equal(road_request_tokens(ra, 0, t1, MAX_OUT),
+                     road_request_tokens(ra2, 0, t2, MAX_OUT));
     assert_memory_equal(t1, t2, sizeof(int32_t) * 20);
     road_request_release(ra);
     road_request_release(ra2);
@@ -567,7 +576,8 @@ static void test_engine_thread_drain(void **state) {
     road_engine_free(e);
 }
 
-/* ---- issue 13: loads off the engine thread, one naming rule, finishes counted in time ------------ */
+/* ---- issue 13: loads off the engine thread, one naming rule, finishes counted in time
+ * ------------ */
 
 static road_finish_reason wait_end(road_request *r) {
     road_request_state rs;
@@ -704,7 +714,8 @@ static void test_finished_counted_before_published(void **state) {
     h.go = true;
     pthread_cond_broadcast(&h.cv);
     pthread_mutex_unlock(&h.mu);
-    road_request_wait(r, seen_tokens, seen_text, 300, &rs); /* the last token and the end come together */
+    road_request_wait(r, seen_tokens, seen_text, 300,
+                      &rs); /* the last token and the end come together */
     int64_t counted = e->stats.finished[ROAD_FINISH_LENGTH];
     pthread_mutex_unlock(&e->mu);
     if (rs.finish != ROAD_FINISH_NONE && counted == before)
@@ -719,15 +730,18 @@ static void test_finished_counted_before_published(void **state) {
     road_engine_free(e);
 }
 
-/* ---- the request parser ------------------------------------------------------------------------ */
+/* ---- the request parser ------------------------------------------------------------------------
+ */
 
 static void expect_bad(api_kind k, const char *body, const char *param, const char *needle) {
     api_request q;
     api_error err;
     if (road__api_parse_request(k, body, strlen(body), &q, &err)) fail_msg("accepted: %s", body);
     assert_int_equal(err.http, 400);
-    if (strcmp(err.param, param) != 0) fail_msg("%s: param '%s', expected '%s'", body, err.param, param);
-    if (needle && !strstr(err.message, needle)) fail_msg("%s: message '%s' lacks '%s'", body, err.message, needle);
+    if (strcmp(err.param, param) != 0)
+        fail_msg("%s: param '%s', expected '%s'", body, err.param, param);
+    if (needle && !strstr(err.message, needle))
+        fail_msg("%s: message '%s' lacks '%s'", body, err.message, needle);
     char *j = road__api_error_json(&err);
     cJSON *o = cJSON_Parse(j);
     cJSON *e = cJSON_GetObjectItem(o, "error");
@@ -743,10 +757,11 @@ static void test_api_parse(void **state) {
     (void)state;
     api_request q;
     api_error err;
-    const char *ok = "{\"model\":\"A\",\"prompt\":\"hi\",\"max_tokens\":5,\"temperature\":0.5,\"top_p\":0.9,"
-                     "\"top_k\":-1,\"seed\":7,\"stop\":[\"x\",\"yz\"],\"stream\":true,"
-                     "\"stream_options\":{\"include_usage\":true},\"n\":1,\"presence_penalty\":0,"
-                     "\"logprobs\":null,\"user\":\"ignored\",\"stop_token_ids\":[2]}";
+    const char *ok =
+        "{\"model\":\"A\",\"prompt\":\"hi\",\"max_tokens\":5,\"temperature\":0.5,\"top_p\":0.9,"
+        "\"top_k\":-1,\"seed\":7,\"stop\":[\"x\",\"yz\"],\"stream\":true,"
+        "\"stream_options\":{\"include_usage\":true},\"n\":1,\"presence_penalty\":0,"
+        "\"logprobs\":null,\"user\":\"ignored\",\"stop_token_ids\":[2]}";
     assert_true(road__api_parse_request(API_COMPLETIONS, ok, strlen(ok), &q, &err));
     assert_string_equal(q.model, "A");
     assert_string_equal(q.prompt, "hi");
@@ -763,14 +778,15 @@ static void test_api_parse(void **state) {
     assert_null(q.model);
     assert_int_equal(q.max_tokens, -1);
     road__api_request_free(&q);
-    const char *chat = "{\"messages\":[{\"role\":\"system\",\"content\":\"be brief\"},{\"role\":\"user\","
-                       "\"content\":[{\"type\":\"text\",\"text\":\"a\"},{\"type\":\"text\",\"text\":\"b\"}]}],"
-                       "\"max_completion_tokens\":3}";
+    const char *chat =
+        "{\"messages\":[{\"role\":\"system\",\"content\":\"be brief\"},{\"role\":\"user\","
+        "\"content\":[{\"type\":\"text\",\"text\":\"a\"},{\"type\":\"text\",\"text\":\"b\"}]}],"
+        "\"max_completion_tokens\":3}";
     assert_true(road__api_parse_request(API_CHAT, chat, strlen(chat), &q, &err));
     assert_int_equal(cJSON_GetArraySize(q.messages), 2);
     /* text parts are joined with "\n", as vLLM joins them */
-    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(q.messages, 1), "content")->valuestring,
-                        "a\nb");
+    assert_string_equal(
+        cJSON_GetObjectItem(cJSON_GetArrayItem(q.messages, 1), "content")->valuestring, "a\nb");
     assert_int_equal(q.max_tokens, 3);
     assert_true(q.add_generation_prompt && !q.continue_final_message);
     assert_null(q.tools);
@@ -778,24 +794,29 @@ static void test_api_parse(void **state) {
     /* the chat template's arguments, OpenAI tool calls (arguments parsed, as vLLM passes them),
      * "developer" as "system", a null content with tool calls */
     const char *chat2 =
-        "{\"messages\":[{\"role\":\"developer\",\"content\":\"d\"},{\"role\":\"user\",\"content\":\"u\"},"
-        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\","
+        "{\"messages\":[{\"role\":\"developer\",\"content\":\"d\"},{\"role\":\"user\",\"content\":"
+        "\"u\"},"
+        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\",\"type\":"
+        "\"function\","
         "\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"x\\\": 1}\"}}]},"
-        "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"2\"},{\"role\":\"assistant\",\"content\":\"It\"}],"
+        "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"2\"},{\"role\":\"assistant\","
+        "\"content\":\"It\"}],"
         "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{}}}],"
         "\"tool_choice\":\"auto\",\"chat_template_kwargs\":{\"enable_thinking\":false},"
-        "\"add_generation_prompt\":false,\"continue_final_message\":true,\"documents\":[{\"t\":\"x\"}]}";
+        "\"add_generation_prompt\":false,\"continue_final_message\":true,\"documents\":[{\"t\":"
+        "\"x\"}]}";
     assert_true(road__api_parse_request(API_CHAT, chat2, strlen(chat2), &q, &err));
     const cJSON *m0 = cJSON_GetArrayItem(q.messages, 0), *m2 = cJSON_GetArrayItem(q.messages, 2);
     assert_string_equal(cJSON_GetObjectItem(m0, "role")->valuestring, "system");
     assert_string_equal(cJSON_GetObjectItem(m2, "content")->valuestring, "");
     const cJSON *args = cJSON_GetObjectItem(
-        cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(m2, "tool_calls"), 0), "function"),
+        cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(m2, "tool_calls"), 0),
+                            "function"),
         "arguments");
     assert_true(cJSON_IsObject(args));
     assert_int_equal(cJSON_GetObjectItem(args, "x")->valueint, 1);
-    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(q.messages, 3), "tool_call_id")->valuestring,
-                        "c1");
+    assert_string_equal(
+        cJSON_GetObjectItem(cJSON_GetArrayItem(q.messages, 3), "tool_call_id")->valuestring, "c1");
     assert_int_equal(cJSON_GetArraySize(q.tools), 1);
     assert_int_equal(cJSON_GetArraySize(q.documents), 1);
     assert_true(cJSON_IsFalse(cJSON_GetObjectItem(q.chat_template_kwargs, "enable_thinking")));
@@ -811,7 +832,8 @@ static void test_api_parse(void **state) {
     expect_bad(API_COMPLETIONS, "{\"prompt\": [1.5]}", "prompt", NULL);
     expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"model\": 3}", "model", NULL);
     expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"temperature\": 3}", "temperature", NULL);
-    expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"temperature\": \"hot\"}", "temperature", NULL);
+    expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"temperature\": \"hot\"}", "temperature",
+               NULL);
     expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"top_p\": 0}", "top_p", NULL);
     expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"top_k\": -2}", "top_k", NULL);
     expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"max_tokens\": 0}", "max_tokens", NULL);
@@ -821,12 +843,15 @@ static void test_api_parse(void **state) {
     expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"stop\": 4}", "stop", NULL);
     expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"n\": 2}", "n", "one choice");
     expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"echo\": true}", "echo", "not supported");
-    expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"frequency_penalty\": 0.5}", "frequency_penalty", NULL);
+    expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"frequency_penalty\": 0.5}",
+               "frequency_penalty", NULL);
     expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"stream\": 1}", "stream", NULL);
     expect_bad(API_CHAT, "{\"messages\": []}", "messages", NULL);
-    expect_bad(API_CHAT, "{\"messages\": [{\"role\": \"wizard\", \"content\": \"x\"}]}", "messages", "wizard");
+    expect_bad(API_CHAT, "{\"messages\": [{\"role\": \"wizard\", \"content\": \"x\"}]}", "messages",
+               "wizard");
     expect_bad(API_CHAT, "{\"messages\": [{\"content\": \"x\"}]}", "messages", NULL);
-    expect_bad(API_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image_url\"}]}]}",
+    expect_bad(API_CHAT,
+               "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image_url\"}]}]}",
                "messages", "text");
 #define U "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], "
     expect_bad(API_CHAT, U "\"tools\": {}}", "tools", "array");
@@ -838,8 +863,10 @@ static void test_api_parse(void **state) {
     expect_bad(API_CHAT, U "\"add_generation_prompt\": 1}", "add_generation_prompt", NULL);
     expect_bad(API_CHAT, U "\"documents\": [1]}", "documents", "object");
 #undef U
-    expect_bad(API_CHAT, "{\"messages\": [{\"role\": \"assistant\", \"tool_calls\": [{\"function\": "
-               "{\"name\": \"f\", \"arguments\": \"not json\"}}]}]}", "messages", "arguments");
+    expect_bad(API_CHAT,
+               "{\"messages\": [{\"role\": \"assistant\", \"tool_calls\": [{\"function\": "
+               "{\"name\": \"f\", \"arguments\": \"not json\"}}]}]}",
+               "messages", "arguments");
     expect_bad(API_CHAT, "{\"messages\": [{\"role\": \"user\", \"tool_calls\": []}]}", "messages",
                "assistant");
     expect_bad(API_CHAT, "{\"messages\": [{\"role\": \"assistant\"}]}", "messages", "content");
@@ -858,8 +885,10 @@ static void test_replies(void **state) {
     cJSON *o = cJSON_Parse(j);
     assert_string_equal(cJSON_GetObjectItem(o, "object")->valuestring, "chat.completion");
     cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "choices"), 0);
-    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(c, "message"), "content")->valuestring, "h\"i");
-    assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "usage"), "total_tokens")->valueint, 6);
+    assert_string_equal(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(c, "message"), "content")->valuestring, "h\"i");
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "usage"), "total_tokens")->valueint,
+                     6);
     cJSON_Delete(o);
     free(j);
     r.kind = API_COMPLETIONS;

@@ -200,8 +200,7 @@ static void generate_sees(road_model *m, int want) {
     const int32_t prompt[] = {1, 5, 9, 2};
     const int32_t *prompts[] = {prompt};
     const int64_t lens[] = {(int64_t)(sizeof prompt / sizeof prompt[0])};
-    road_generate_params gp = {N_GENERATE, NULL, 0, road_sampler_default_params(),
-                               ROAD_DTYPE_F32};
+    road_generate_params gp = {N_GENERATE, NULL, 0, road_sampler_default_params(), ROAD_DTYPE_F32};
     seen s = {want, 0};
     TU_OK(road_model_generate(m, prompts, lens, NULL, 1, &gp, on_token, &s));
     assert_int_equal(s.calls, N_GENERATE);

@@ -40,14 +40,14 @@ typedef enum road_layer_kind {
 } road_layer_kind;
 
 typedef struct road_layer_desc {
-    const char *name;     /* dotted module path, unique in the model */
+    const char *name; /* dotted module path, unique in the model */
     road_layer_kind kind;
-    int64_t in_features;  /* embedding: the hidden size */
-    int64_t out_features; /* embedding: the vocabulary size (rows of the table) */
-    float *weight;        /* [out x in] float32, row-major; the caller's, mutable; NULL when
-                             qweight is given */
-    float *bias;          /* [out] or NULL */
-    bool is_output_head;  /* the LM head: left out of "all-linear" */
+    int64_t in_features;   /* embedding: the hidden size */
+    int64_t out_features;  /* embedding: the vocabulary size (rows of the table) */
+    float *weight;         /* [out x in] float32, row-major; the caller's, mutable; NULL when
+                              qweight is given */
+    float *bias;           /* [out] or NULL */
+    bool is_output_head;   /* the LM head: left out of "all-linear" */
     road_qtensor *qweight; /* instead of weight, a packed one (road/quant.h): quantized, or a
                               checkpoint's 16-bit array kept as stored (ROAD_QFORMAT_BF16 / F16),
                               for a linear layer or an embedding; the caller's, mutable (merging
@@ -64,8 +64,8 @@ typedef struct road_adapter_set_params {
     const char *model_type;        /* "llama", "mistral", "qwen2", ...; NULL: no default targets */
     const road_layer_desc *layers; /* copied (names too); weights borrowed */
     int32_t n_layers;
-    int64_t base_param_count;      /* every base parameter, for the trainable report; 0: the
-                                      sum over the registered layers */
+    int64_t base_param_count; /* every base parameter, for the trainable report; 0: the
+                                 sum over the registered layers */
 } road_adapter_set_params;
 
 ROAD_API road_adapter_set_params road_adapter_set_default_params(void);
@@ -111,9 +111,8 @@ ROAD_API road_status road_adapter_set_match(const road_adapter_set *s, const roa
  * (ROAD_ERR_CONFIG): an entry that selects no layer (named), a layer that is also one of
  * cfg's RoAd targets (named), and road_adapter_set_match's errors. */
 ROAD_API road_status road_adapter_set_match_modules_to_save(const road_adapter_set *s,
-                                                           const road_config *cfg,
-                                                           int32_t *layers, int32_t cap,
-                                                           int32_t *n);
+                                                            const road_config *cfg, int32_t *layers,
+                                                            int32_t cap, int32_t *n);
 
 /* ---- adapters ---------------------------------------------------------------------------- */
 
@@ -130,8 +129,7 @@ ROAD_API road_status road_adapter_set_add(road_adapter_set *s, const char *name,
  * unexpected keys are named with their layer. F32, F16, BF16 and F64 tensors are read.
  * modules_to_save copies are read from "base_model.model.<layer>.weight" (and ".bias" when the
  * layer has a bias), which the file must hold for every layer modules_to_save selects. */
-ROAD_API road_status road_adapter_set_load(road_adapter_set *s, const char *name,
-                                           const char *dir);
+ROAD_API road_status road_adapter_set_load(road_adapter_set *s, const char *name, const char *dir);
 /* road_adapter_set_load in two halves, for a server that must keep running while a folder is
  * read. Prepare reads and checks everything (files, keys, shapes, values) without changing the
  * set, and may run on another thread while the set is in use (it reads only the set's layer
@@ -162,8 +160,7 @@ ROAD_API bool road_adapter_set_has(const road_adapter_set *s, const char *name);
 /* The adapter's config (owned by the set), NULL if absent. */
 ROAD_API const road_config *road_adapter_set_config(const road_adapter_set *s, const char *name);
 /* Is `name` on this layer? */
-ROAD_API bool road_adapter_set_on_layer(const road_adapter_set *s, const char *name,
-                                        int32_t layer);
+ROAD_API bool road_adapter_set_on_layer(const road_adapter_set *s, const char *name, int32_t layer);
 
 /* Active adapters, applied in this order on every layer that has them. Every name must be an
  * adapter of the set. Only active adapters are trainable. Refused (nothing changes): two of
@@ -220,9 +217,9 @@ typedef struct road_module_copy {
     int32_t layer;   /* index in the set */
     int64_t out, in; /* weight [out x in]; an embedding: [vocab x hidden] */
     float *weight;
-    float *bias;     /* [out], NULL when the layer has no bias */
-    float *dweight;  /* [out x in] */
-    float *dbias;    /* [out] or NULL */
+    float *bias;    /* [out], NULL when the layer has no bias */
+    float *dweight; /* [out x in] */
+    float *dbias;   /* [out] or NULL */
 } road_module_copy;
 
 /* Copies an adapter holds (0 for an unknown name), and the i-th (ascending layer order). */
@@ -232,8 +229,7 @@ ROAD_API road_status road_adapter_set_copy_at(road_adapter_set *s, const char *n
 /* The adapter's copy of `layer`; ROAD_ERR_NOT_FOUND if it holds none. */
 ROAD_API road_status road_adapter_set_copy(road_adapter_set *s, const char *name, int32_t layer,
                                            road_module_copy *out);
-ROAD_API bool road_adapter_set_has_copy(const road_adapter_set *s, const char *name,
-                                        int32_t layer);
+ROAD_API bool road_adapter_set_has_copy(const road_adapter_set *s, const char *name, int32_t layer);
 /* The copy `layer` runs now (an active adapter's, adapters enabled): true and *out filled
  * (out may be NULL), or false when the layer runs its base weight. */
 ROAD_API bool road_adapter_set_active_copy(road_adapter_set *s, int32_t layer,
@@ -248,8 +244,8 @@ ROAD_API road_status road_adapter_set_layer_weight(const road_adapter_set *s, in
                                                    const float **w, const float **b);
 /* y [rows x out] = x W^T + b with the weight road_adapter_set_layer_weight names (a copy, the
  * float base or the quantized base), before any RoAd rotation: the pre-adapter output. */
-ROAD_API road_status road_adapter_set_base_forward(road_adapter_set *s, int32_t layer,
-                                                   int64_t rows, const float *x, float *y);
+ROAD_API road_status road_adapter_set_base_forward(road_adapter_set *s, int32_t layer, int64_t rows,
+                                                   const float *x, float *y);
 
 /* ---- running the layers -------------------------------------------------------------------- */
 
@@ -283,15 +279,15 @@ ROAD_API road_status road_adapter_set_apply_mixed(road_adapter_set *s, const roa
  * modules_to_save copy when that adapter holds one (and adapters are enabled), else the base.
  * Refused: a plan of another set, an index out of range, the sequence's adapter deleted. */
 ROAD_API road_status road_adapter_set_plan_layer_weight(const road_adapter_set *s,
-                                                       const road_batch_plan *p, int32_t layer,
-                                                       int64_t seq, const float **w,
-                                                       const float **b);
+                                                        const road_batch_plan *p, int32_t layer,
+                                                        int64_t seq, const float **w,
+                                                        const float **b);
 /* GEMM + road_adapter_set_apply_mixed. Sequences whose adapter holds a modules_to_save copy of
  * the layer run that copy: one GEMM per distinct weight, over the rows of its sequences. */
-ROAD_API road_status road_adapter_set_forward_mixed(road_adapter_set *s,
-                                                    const road_batch_plan *p, int32_t layer,
-                                                    int64_t rows_per_seq, const int64_t *seq_rows,
-                                                    const float *x, float *y);
+ROAD_API road_status road_adapter_set_forward_mixed(road_adapter_set *s, const road_batch_plan *p,
+                                                    int32_t layer, int64_t rows_per_seq,
+                                                    const int64_t *seq_rows, const float *x,
+                                                    float *y);
 
 /* Backward of road_adapter_set_forward for one layer (training mode): accumulates the active
  * adapters' gradients and writes dx (NULL to skip). x [rows x in] is the layer's input, y_base
@@ -299,8 +295,8 @@ ROAD_API road_status road_adapter_set_forward_mixed(road_adapter_set *s,
  * gradients accumulate: dW += dy^T x, db += sum of dy over rows (the only weight-gradient GEMM
  * road runs), and dx = dy W_copy; x is then required (else it may be NULL). */
 ROAD_API road_status road_adapter_set_backward(road_adapter_set *s, int32_t layer, int64_t rows,
-                                               const float *x, const float *y_base,
-                                               const float *dy, float *dx);
+                                               const float *x, const float *y_base, const float *dy,
+                                               float *dx);
 
 #ifdef __cplusplus
 }

@@ -62,15 +62,15 @@ typedef enum road_qk_norm {
 } road_qk_norm;
 
 typedef struct road_llm_config {
-    char model_type[16];           /* "llama", "mistral", "qwen2", "qwen3", "gemma2",
-                                      "gemma3_text", "phi3" or "olmo2" */
+    char model_type[16]; /* "llama", "mistral", "qwen2", "qwen3", "gemma2",
+                            "gemma3_text", "phi3" or "olmo2" */
     int64_t vocab_size;
     int64_t hidden_size;
     int64_t intermediate_size;
-    int64_t n_layers;              /* num_hidden_layers */
-    int64_t n_heads;               /* num_attention_heads */
-    int64_t n_kv_heads;            /* num_key_value_heads (GQA) */
-    int64_t head_dim;              /* head_dim, or hidden_size / n_heads */
+    int64_t n_layers;   /* num_hidden_layers */
+    int64_t n_heads;    /* num_attention_heads */
+    int64_t n_kv_heads; /* num_key_value_heads (GQA) */
+    int64_t head_dim;   /* head_dim, or hidden_size / n_heads */
     double rms_norm_eps;
     double rope_theta;
     road_rope_type rope_type;
@@ -85,36 +85,36 @@ typedef struct road_llm_config {
                                       attention_factor, else as transformers derives it); 1 */
     double rope_beta_fast;         /* yarn: the ramp's bounds in rotations (32 and 1 if absent) */
     double rope_beta_slow;
-    bool rope_truncate;            /* yarn: the ramp's bounds rounded to whole dims (true) */
+    bool rope_truncate; /* yarn: the ramp's bounds rounded to whole dims (true) */
     float rope_short_factor[ROAD_MAX_ROPE_FACTORS]; /* longrope: rotary_dim / 2 each, */
     float rope_long_factor[ROAD_MAX_ROPE_FACTORS];  /* as float32 (as transformers uses them) */
     int64_t max_position_embeddings;
-    int64_t sliding_window;        /* 0: none (qwen2 with use_sliding_window false, llama) */
+    int64_t sliding_window; /* 0: none (qwen2 with use_sliding_window false, llama) */
     bool tie_word_embeddings;
-    bool qkv_bias;                 /* qwen2; llama's attention_bias (then o_proj too) */
-    bool o_bias;                   /* llama attention_bias */
-    bool mlp_bias;                 /* llama mlp_bias */
-    int32_t bos_token_id;          /* -1 if absent */
+    bool qkv_bias;        /* qwen2; llama's attention_bias (then o_proj too) */
+    bool o_bias;          /* llama attention_bias */
+    bool mlp_bias;        /* llama mlp_bias */
+    int32_t bos_token_id; /* -1 if absent */
     int32_t eos_token_ids[ROAD_MAX_EOS];
     int32_t n_eos;
-    road_dtype torch_dtype;        /* dtype the checkpoint declares (F32 if absent) */
+    road_dtype torch_dtype; /* dtype the checkpoint declares (F32 if absent) */
     /* What differs between the families (the defaults are llama's). */
     road_act hidden_act;
     road_norm_place norm_place;
-    bool norm_plus_one;            /* RMSNorm scales by (1 + w) (gemma), else by w */
+    bool norm_plus_one; /* RMSNorm scales by (1 + w) (gemma), else by w */
     road_qk_norm qk_norm;
-    bool fused_proj;               /* qkv_proj and gate_up_proj, rows [q | k | v], [gate | up]
-                                      (phi3) */
-    bool embed_scale;              /* embeddings times sqrt(hidden_size) (gemma) */
-    double attn_scale;             /* attention logits' scale: head_dim^-0.5, or gemma's
-                                      query_pre_attn_scalar^-0.5 */
-    double attn_softcap;           /* logits c tanh(s / c) before the mask (gemma2); 0: none */
-    double final_softcap;          /* the same on the output logits (gemma2); 0: none */
-    int64_t rotary_dim;            /* dims of each head RoPE rotates: head_dim x
-                                      partial_rotary_factor (phi3), else head_dim */
-    double rope_local_theta;       /* RoPE base of sliding layers, never scaled (gemma3's
-                                      rope_local_base_freq); 0: the global rope_theta */
-    bool sliding_all;              /* every layer slides (mistral); else sliding_layers */
+    bool fused_proj;         /* qkv_proj and gate_up_proj, rows [q | k | v], [gate | up]
+                                (phi3) */
+    bool embed_scale;        /* embeddings times sqrt(hidden_size) (gemma) */
+    double attn_scale;       /* attention logits' scale: head_dim^-0.5, or gemma's
+                                query_pre_attn_scalar^-0.5 */
+    double attn_softcap;     /* logits c tanh(s / c) before the mask (gemma2); 0: none */
+    double final_softcap;    /* the same on the output logits (gemma2); 0: none */
+    int64_t rotary_dim;      /* dims of each head RoPE rotates: head_dim x
+                                partial_rotary_factor (phi3), else head_dim */
+    double rope_local_theta; /* RoPE base of sliding layers, never scaled (gemma3's
+                                rope_local_base_freq); 0: the global rope_theta */
+    bool sliding_all;        /* every layer slides (mistral); else sliding_layers */
     uint64_t sliding_layers[ROAD_MAX_PATTERN_LAYERS / 64]; /* bit l: layer l slides */
 } road_llm_config;
 
@@ -160,7 +160,7 @@ typedef struct road_generation_config {
     int32_t bos_token_id;
     int32_t eos_token_ids[ROAD_MAX_EOS];
     int32_t n_eos;
-    int32_t pad_token_id;   /* -1 if absent */
+    int32_t pad_token_id; /* -1 if absent */
     bool do_sample;
     float temperature;      /* 1.0 if absent */
     int32_t top_k;          /* 50 if absent (transformers' default); 0 = off */
@@ -199,7 +199,7 @@ typedef struct road_model_params {
      * bitsandbytes / transformers) loads quantized whatever this says. */
     road_qformat quantize;
     bool quantize_lm_head;
-    bool double_quant;     /* 4-bit: quantize the absmax values too (bnb_4bit_use_double_quant) */
+    bool double_quant; /* 4-bit: quantize the absmax values too (bnb_4bit_use_double_quant) */
     /* BF16/F16 linear weights and embedding are kept as stored (default false): mapped from
      * the file and read by the matmuls and lookups in 16 bits, so a model takes its file's
      * size in memory. true widens them to float32 at load (full fine-tuning needs float32
@@ -223,8 +223,7 @@ ROAD_API road_model_params road_model_default_params(void);
  * the latter), the embedding too (looked up a row at a time, widened exactly; a tied lm_head
  * runs the 16-bit matmuls on it); the norms of a BF16/F16 checkpoint are widened once.
  * Missing or mis-shaped tensors are named in the error. */
-ROAD_API road_status road_model_load(const char *dir, const road_model_params *p,
-                                     road_model **out);
+ROAD_API road_status road_model_load(const char *dir, const road_model_params *p, road_model **out);
 ROAD_API void road_model_free(road_model *m);
 ROAD_API const road_llm_config *road_model_config(const road_model *m);
 ROAD_API const road_generation_config *road_model_generation_config(const road_model *m);
@@ -316,9 +315,8 @@ ROAD_API road_status road_model_forward(road_model *m, const road_seq *seqs, int
  * ones); adapters NULL (active adapters) or one name per row. Writes logits [B x T x V]; rows'
  * padding positions are set to 0 (transformers' values there are not meaningful). */
 ROAD_API road_status road_model_forward_padded(road_model *m, const int64_t *input_ids,
-                                               const int64_t *attention_mask, int64_t B,
-                                               int64_t T, const char *const *adapters,
-                                               float *logits);
+                                               const int64_t *attention_mask, int64_t B, int64_t T,
+                                               const char *const *adapters, float *logits);
 
 /* A label that takes no loss: PyTorch's CrossEntropyLoss ignore_index, as transformers' labels
  * use it (prompt tokens, padding). Training data, the loss and its gradient all read this one. */
@@ -339,9 +337,8 @@ ROAD_API road_status road_causal_lm_loss(const float *logits, const int64_t *lab
  * while adapters are merged. Backward goes through the whole model: cross-entropy, lm_head,
  * RMSNorm, SwiGLU, attention (GQA, causal, sliding window), RoPE, and every RoAd layer. */
 ROAD_API road_status road_model_loss_backward(road_model *m, const int64_t *input_ids,
-                                              const int64_t *attention_mask,
-                                              const int64_t *labels, int64_t B, int64_t T,
-                                              double *loss);
+                                              const int64_t *attention_mask, const int64_t *labels,
+                                              int64_t B, int64_t T, double *loss);
 
 /* The same for a ragged batch, the form training runs natively (the padded call above is a
  * wrapper of it): sequence s has its tokens at positions 0..n_tokens-1 and targets[s], its
@@ -352,8 +349,8 @@ ROAD_API road_status road_model_loss_backward(road_model *m, const int64_t *inpu
  * active adapters train); all_logits is ignored. Equal to the padded call on the same tokens,
  * bit for bit. */
 ROAD_API road_status road_model_loss_backward_seqs(road_model *m, const road_seq *seqs,
-                                                   const road_token *const *targets,
-                                                   int64_t n_seq, double *loss);
+                                                   const road_token *const *targets, int64_t n_seq,
+                                                   double *loss);
 
 /* Activation memory of backward: off (default), every block's activations are kept from the
  * forward; on, only each block's input is kept and the block is run again during backward
@@ -378,7 +375,7 @@ typedef struct road_model_tensor {
     int64_t n;
     int32_t ndim; /* 1 or 2 */
     int64_t shape[2];
-    bool decay;   /* Trainer's rule: weight decay for weights, not for biases and norms */
+    bool decay; /* Trainer's rule: weight decay for weights, not for biases and norms */
 } road_model_tensor;
 
 ROAD_API int32_t road_model_tensor_count(road_model *m);

@@ -74,17 +74,17 @@ ROAD_API road_status road_engine_create(road_model *m, const road_engine_params 
 ROAD_API void road_engine_free(road_engine *e);
 
 typedef struct road_request_params {
-    const road_token *prompt;     /* n_prompt >= 1 ids (copied), each < the model's vocabulary */
+    const road_token *prompt; /* n_prompt >= 1 ids (copied), each < the model's vocabulary */
     int64_t n_prompt;
-    const char *adapter;       /* an adapter of the engine; NULL or ROAD_BASE_NAME: base model */
+    const char *adapter; /* an adapter of the engine; NULL or ROAD_BASE_NAME: base model */
     road_sampler_params sampling;
-    int64_t max_tokens;        /* 1..max_tokens_limit; generation also ends at max_seq_len */
-    const road_token *stop_ids;   /* generation ends after one of these (copied) */
+    int64_t max_tokens;         /* 1..max_tokens_limit; generation also ends at max_seq_len */
+    const road_token *stop_ids; /* generation ends after one of these (copied) */
     int32_t n_stop_ids;
-    const char *const *stop;   /* stop strings (copied; need the tokenizer): the text ends right
-                                  before the first one found, which is not returned */
+    const char *const *stop; /* stop strings (copied; need the tokenizer): the text ends right
+                                before the first one found, which is not returned */
     int32_t n_stop;
-    bool ignore_eos;           /* keep going past the model's eos ids */
+    bool ignore_eos; /* keep going past the model's eos ids */
 } road_request_params;
 
 ROAD_API road_request_params road_request_default_params(void); /* greedy, 16 tokens */
@@ -116,8 +116,8 @@ ROAD_API road_status road_engine_load_adapter(road_engine *e, const char *name, 
  * no request using it); without, refuses (ROAD_ERR_STATE) while any request uses it. */
 ROAD_API road_status road_engine_unload_adapter(road_engine *e, const char *name, bool wait);
 /* Calls fn for every adapter served (not being unloaded), in load order. */
-ROAD_API void road_engine_foreach_adapter(road_engine *e,
-                                          void (*fn)(const char *name, void *user), void *user);
+ROAD_API void road_engine_foreach_adapter(road_engine *e, void (*fn)(const char *name, void *user),
+                                          void *user);
 ROAD_API bool road_engine_has_adapter(road_engine *e, const char *name);
 /* The rule for served adapter names, one for the CLI, road_server_create and the load
  * endpoint: 1 to 255 bytes, no control characters, quotes or backslashes, not ROAD_BASE_NAME.
@@ -143,10 +143,10 @@ ROAD_API const char *road_finish_reason_name(road_finish_reason f);
 typedef struct road_request_state {
     road_finish_reason finish;
     int64_t n_prompt;
-    int64_t n_tokens;  /* generated so far (the stopping token counts) */
-    size_t text_len;   /* bytes of text released so far (needs the tokenizer) */
-    double queue_s;    /* submit -> joining the batch (0 while waiting) */
-    double ttft_s;     /* submit -> first token (0 before it) */
+    int64_t n_tokens; /* generated so far (the stopping token counts) */
+    size_t text_len;  /* bytes of text released so far (needs the tokenizer) */
+    double queue_s;   /* submit -> joining the batch (0 while waiting) */
+    double ttft_s;    /* submit -> first token (0 before it) */
 } road_request_state;
 
 ROAD_API uint64_t road_request_id(const road_request *r);
@@ -173,7 +173,7 @@ ROAD_API void road_request_release(road_request *r);
 typedef struct road_server road_server;
 
 typedef struct road_server_params {
-    const char *model_dir;         /* Hugging Face folder; tokenizer.json there gives text I/O */
+    const char *model_dir;            /* Hugging Face folder; tokenizer.json there gives text I/O */
     const char *const *adapter_names; /* served from the start (PEFT folders) */
     const char *const *adapter_dirs;
     int32_t n_adapters;
@@ -188,15 +188,15 @@ typedef struct road_server_params {
      * false}); a request's chat_template_kwargs override them. NULL: none */
     const char *chat_template_kwargs;
     road_model_params model;
-    road_engine_params engine;     /* tokenizer is set by the server */
-    size_t max_body_bytes;         /* larger request bodies get 413 (1 MiB) */
-    int32_t max_connections;       /* open connections at most (4096; lowered to what
-                                      RLIMIT_NOFILE allows) */
+    road_engine_params engine;          /* tokenizer is set by the server */
+    size_t max_body_bytes;              /* larger request bodies get 413 (1 MiB) */
+    int32_t max_connections;            /* open connections at most (4096; lowered to what
+                                           RLIMIT_NOFILE allows) */
     int32_t max_connections_per_client; /* per client address (256); 0: no cap */
-    double request_timeout_s;      /* accept -> whole request (head and body) received, however
-                                      its bytes trickle (60); a reply's own idle limit is apart */
-    int32_t default_max_tokens;    /* completions without max_tokens (16, OpenAI's) */
-    bool allow_adapter_loading;    /* the load/unload endpoints (true) */
+    double request_timeout_s;           /* accept -> whole request (head and body) received, however
+                                           its bytes trickle (60); a reply's own idle limit is apart */
+    int32_t default_max_tokens;         /* completions without max_tokens (16, OpenAI's) */
+    bool allow_adapter_loading;         /* the load/unload endpoints (true) */
 } road_server_params;
 
 ROAD_API road_server_params road_server_default_params(void);

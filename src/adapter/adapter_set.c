@@ -396,8 +396,8 @@ bool road_adapter_set_active_copy(road_adapter_set *s, int32_t layer, road_modul
     return c != NULL;
 }
 
-road_status road_adapter_set_layer_weight(const road_adapter_set *s, int32_t layer,
-                                          const float **w, const float **b) {
+road_status road_adapter_set_layer_weight(const road_adapter_set *s, int32_t layer, const float **w,
+                                          const float **b) {
     if (layer < 0 || layer >= s->n_layers)
         return road__error(ROAD_ERR_INVALID_ARG,
                            "road_adapter_set_layer_weight: layer %d out of "
@@ -410,8 +410,8 @@ road_status road_adapter_set_layer_weight(const road_adapter_set *s, int32_t lay
     return ROAD_OK;
 }
 
-road_status road_adapter_set_base_weight(const road_adapter_set *s, int32_t layer,
-                                         const float **w, const road_qtensor **q) {
+road_status road_adapter_set_base_weight(const road_adapter_set *s, int32_t layer, const float **w,
+                                         const road_qtensor **q) {
     if (layer < 0 || layer >= s->n_layers)
         return road__error(ROAD_ERR_INVALID_ARG,
                            "road_adapter_set_base_weight: layer %d out of range (0..%d)",
@@ -694,7 +694,8 @@ bool road_adapter_set_training(const road_adapter_set *s) {
     return s->training;
 }
 
-/* ---- merge ------------------------------------------------------------------------------------ */
+/* ---- merge ------------------------------------------------------------------------------------
+ */
 
 bool road_adapter_set_merged(const road_adapter_set *s) {
     for (int32_t i = 0; i < s->n_layers; i++)
@@ -715,8 +716,7 @@ static bool merge_touches(const road_adapter_set *s, int32_t i, const char *cons
 /* A float weight array registered for two layers (an LM head tied to the embedding) must not
  * be rotated for both: merging into one gives that layer its own copy first, so the other
  * (the embedding) keeps its values, as the unmerged model computes. The copy is the set's. */
-static road_status untie_before_merge(road_adapter_set *s, const char *const *list,
-                                      int32_t count) {
+static road_status untie_before_merge(road_adapter_set *s, const char *const *list, int32_t count) {
     for (int32_t i = 0; i < s->n_layers; i++) {
         set_layer *L = &s->layers[i];
         if (L->q && !L->own_q && merge_touches(s, i, list, count)) {
@@ -852,7 +852,8 @@ road_status road_adapter_set_unload(road_adapter_set *s) {
     return ROAD_OK;
 }
 
-/* ---- the trainable-parameter report ----------------------------------------------------------- */
+/* ---- the trainable-parameter report -----------------------------------------------------------
+ */
 
 road_param_report road_adapter_set_param_report(const road_adapter_set *s) {
     road_param_report r = {0, s->base_params, 0.0};
@@ -870,7 +871,8 @@ road_param_report road_adapter_set_param_report(const road_adapter_set *s) {
     }
     for (int32_t k = 0; k < s->n_ad; k++) {
         bool active = false;
-        for (int32_t j = 0; j < s->n_active; j++) active |= strcmp(s->active[j], s->ad[k].name) == 0;
+        for (int32_t j = 0; j < s->n_active; j++)
+            active |= strcmp(s->active[j], s->ad[k].name) == 0;
         for (int32_t c = 0; c < s->ad[k].n_copies; c++) {
             const set_layer *L = &s->layers[s->ad[k].copies[c].layer];
             const int64_t np = L->out * L->in + (L->b ? L->out : 0);
@@ -921,7 +923,7 @@ road_status road_adapter_set_forward(road_adapter_set *s, int32_t layer, int64_t
 }
 
 road_status road_adapter_set_base_forward(road_adapter_set *s, int32_t layer, int64_t rows,
-                                         const float *x, float *y) {
+                                          const float *x, float *y) {
     road_status st = road__aset_linear_layer(s, layer, "road_adapter_set_base_forward");
     if (st != ROAD_OK) return st;
     const set_copy *c = active_copy(s, layer);
@@ -969,7 +971,8 @@ road_status road_adapter_set_backward(road_adapter_set *s, int32_t layer, int64_
 
 road_status road_adapter_set_widen_layer(road_adapter_set *s, int32_t i) {
     if (!s || i < 0 || i >= s->n_layers)
-        return road__error(ROAD_ERR_INVALID_ARG, "road_adapter_set_widen_layer: no layer %d", (int)i);
+        return road__error(ROAD_ERR_INVALID_ARG, "road_adapter_set_widen_layer: no layer %d",
+                           (int)i);
     set_layer *L = &s->layers[i];
     if (!L->q) return ROAD_OK; /* float32 already */
     if (road_qformat_is_quantized(L->q->format))

@@ -20,16 +20,16 @@ typedef struct set_layer {
     char *name;
     road_layer_kind kind;
     int64_t in, out;
-    float *w, *b;     /* w NULL when the base weight is packed (q) */
-    road_qtensor *q;  /* a packed base weight: quantized, or 16-bit as stored (a linear layer or
-                         an embedding; a tied head shares its embedding's) */
+    float *w, *b;    /* w NULL when the base weight is packed (q) */
+    road_qtensor *q; /* a packed base weight: quantized, or 16-bit as stored (a linear layer or
+                        an embedding; a tied head shares its embedding's) */
     bool head;
-    road_linear *lin; /* NULL for embeddings */
-    float *own_w;     /* the set's copy of a float weight that was shared with another layer (a
-                         tied head), made before the first merge into it; else NULL */
+    road_linear *lin;    /* NULL for embeddings */
+    float *own_w;        /* the set's copy of a float weight that was shared with another layer (a
+                            tied head), made before the first merge into it; else NULL */
     road_qtensor *own_q; /* the same for a shared packed weight (a tied head kept in 16 bits) */
-    float *wide_w;    /* the set's float32 widening of a 16-bit q (road_adapter_set_widen_layer);
-                         the layers that shared q share it */
+    float *wide_w;       /* the set's float32 widening of a 16-bit q (road_adapter_set_widen_layer);
+                            the layers that shared q share it */
 } set_layer;
 
 /* One modules_to_save copy: weight [out x in], bias [out] (when the layer has one), and
@@ -67,7 +67,7 @@ struct road_batch_plan {
     const road_adapter_set *set; /* the set that planned it: plans do not travel */
     int64_t n_seq;
     int32_t n_layers;
-    char **names;   /* [n_seq], NULL for base */
+    char **names; /* [n_seq], NULL for base */
 };
 
 /* Helpers of adapter_set.c used by adapter_mixed.c. */

@@ -53,8 +53,8 @@ typedef struct name_list {
 
 struct road_linear {
     int64_t in, out;
-    float *w, *b;        /* w is NULL when the weight is quantized */
-    road_qtensor *q;     /* the quantized weight, or NULL */
+    float *w, *b;    /* w is NULL when the weight is quantized */
+    road_qtensor *q; /* the quantized weight, or NULL */
     bool owned;
     adapter *ad;
     int32_t n_ad, cap_ad;
@@ -140,12 +140,16 @@ road_status road_linear_create(const road_linear_params *p, road_linear **out) {
     l->owned = !p->borrow;
     if (p->qweight) {
         road_status s = ROAD_OK;
-        if (p->borrow) l->q = p->qweight;
-        else s = road_qtensor_copy(p->qweight, &l->q);
+        if (p->borrow)
+            l->q = p->qweight;
+        else
+            s = road_qtensor_copy(p->qweight, &l->q);
         if (s == ROAD_OK && p->bias) {
             l->b = p->borrow ? p->bias : road__malloc((size_t)l->out * sizeof(float));
-            if (!l->b) s = ROAD_ERR_NO_MEMORY;
-            else if (!p->borrow) memcpy(l->b, p->bias, (size_t)l->out * sizeof(float));
+            if (!l->b)
+                s = ROAD_ERR_NO_MEMORY;
+            else if (!p->borrow)
+                memcpy(l->b, p->bias, (size_t)l->out * sizeof(float));
         }
         if (s != ROAD_OK) {
             road_linear_free(l);
@@ -446,8 +450,8 @@ static road_status adapter_rot(const road_linear *l, adapter *a, road_rot *r) {
                 return ROAD_ERR_NO_MEMORY;
             }
         }
-        road_status s =
-            road_coeffs_compute(a->variant, a->group_size, l->out, a->theta, a->alpha, a->c1, a->c2);
+        road_status s = road_coeffs_compute(a->variant, a->group_size, l->out, a->theta, a->alpha,
+                                            a->c1, a->c2);
         if (s != ROAD_OK) return s;
         a->cached = a->version;
     }
@@ -529,7 +533,8 @@ static road_status qmerge(road_linear *l, const road_rot *r, const char *name, b
     if (s == ROAD_OK) s = road_qtensor_dequantize_rows(l->q, 0, l->out, w2);
     if (s == ROAD_OK && b2) memcpy(b2, l->b, (size_t)l->out * sizeof(float));
     if (s == ROAD_OK)
-        s = undo ? road_rot_unmerge(r, l->in, w2, l->in, b2) : road_rot_merge(r, l->in, w2, l->in, b2);
+        s = undo ? road_rot_unmerge(r, l->in, w2, l->in, b2)
+                 : road_rot_merge(r, l->in, w2, l->in, b2);
     if (s == ROAD_OK && b2 && !all_finite(b2, l->out))
         s = road__error(ROAD_ERR_NUMERIC, "NaN or Inf in the merged bias; weights left unchanged");
     if (s == ROAD_OK) s = road_qtensor_requantize(l->q, w2);
@@ -760,8 +765,8 @@ static road_status adapter_alloc_grads(adapter *a) {
     return a->dtheta && a->dalpha ? ROAD_OK : ROAD_ERR_NO_MEMORY;
 }
 
-road_status road_linear_backward(road_linear *l, int64_t rows, const float *y_base,
-                                 const float *dy, float *dx) {
+road_status road_linear_backward(road_linear *l, int64_t rows, const float *y_base, const float *dy,
+                                 float *dx) {
     const char *fn = "road_linear_backward";
     if (rows < 0) return road__error(ROAD_ERR_SHAPE, "%s: rows must be >= 0", fn);
     if (rows > 0 && (!dy || !y_base))

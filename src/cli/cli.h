@@ -39,17 +39,19 @@ typedef struct cli_quant {
     const char *format; /* NULL: not given */
     bool lm_head, double_quant, int8_activations;
 } cli_quant;
-#define CLI_QUANT_FLAGS(T)                                                                        \
-    {CLI_STR("--quantize", T, qz.format, "FMT", NULL,                                             \
+#define CLI_QUANT_FLAGS(T)                                                                         \
+    {CLI_STR("--quantize", T, qz.format, "FMT", NULL,                                              \
              "int8, nf4 or fp4 (or bf16, f16: float32 weights rounded to 16 bits): quantize the "  \
-             "linear layers while loading (the embedding, norms and lm_head stay float; "         \
+             "linear layers while loading (the embedding, norms and lm_head stay float; "          \
              "docs/quant.md)")},                                                                   \
         {CLI_SW("--quantize-lm-head", T, qz.lm_head, "quantize lm_head too")},                     \
-        {CLI_SW("--double-quant", T, qz.double_quant,                                             \
-                "4-bit: quantize the absmax values too (bitsandbytes' double quant)")},             \
-        {CLI_SW("--int8-activations", T, qz.int8_activations,                                     \
-                "run int8/nf4/fp4 layers with x rounded to int8 (AVX512-VNNI; faster decode "     \
-                "and prefill, not exact: docs/quant.md)")}
+        {CLI_SW("--double-quant", T, qz.double_quant,                                              \
+                "4-bit: quantize the absmax values too (bitsandbytes' double quant)")},            \
+    {                                                                                              \
+        CLI_SW("--int8-activations", T, qz.int8_activations,                                       \
+               "run int8/nf4/fp4 layers with x rounded to int8 (AVX512-VNNI; faster decode "       \
+               "and prefill, not exact: docs/quant.md)")                                           \
+    }
 /* The command owns the process: --threads N > 0 sets the process-wide count (OpenMP and
  * OpenBLAS: model calls, merges, sampling all use N) and is returned for the model's
  * n_threads; 0 leaves the default (all cores). */
@@ -58,14 +60,16 @@ int cli_threads(int64_t n);
  * error printed under `cmd`. */
 int cli_read_file(const char *cmd, const char *path, char **out, size_t *len);
 /* --threads N, as every model command takes it. */
-#define CLI_THREADS_FLAG(T)                                                                       \
-    {CLI_INT("--threads", T, threads, "N", 0, 1024, "0", "worker threads (0: all cores)")}
+#define CLI_THREADS_FLAG(T)                                                                        \
+    { CLI_INT("--threads", T, threads, "N", 0, 1024, "0", "worker threads (0: all cores)") }
 /* --kv-dtype f32|bf16|f16: the element type of the KV caches (road_kv_cache_create_ex) of
  * road generate and road serve; the options struct's `road_dtype kv_dtype` holds it. */
-#define CLI_KV_DTYPE_FLAG(T)                                                                      \
-    {CLI_DTYPE("--kv-dtype", T, kv_dtype, "f32",                                                  \
-               "keys and values of the KV cache as f32, or rounded to bf16 or f16: half the "     \
-               "cache memory (docs/cli.md)")}
+#define CLI_KV_DTYPE_FLAG(T)                                                                       \
+    {                                                                                              \
+        CLI_DTYPE("--kv-dtype", T, kv_dtype, "f32",                                                \
+                  "keys and values of the KV cache as f32, or rounded to bf16 or f16: half the "   \
+                  "cache memory (docs/cli.md)")                                                    \
+    }
 /* Put the flags into model params; -1 (message printed) on an unknown format. */
 int cli_quant_apply(const char *cmd, const cli_quant *q, road_model_params *mp);
 
@@ -74,16 +78,18 @@ int cli_quant_apply(const char *cmd, const cli_quant *q, road_model_params *mp);
 typedef struct cli_chat {
     const char *template_spec, *kwargs;
 } cli_chat;
-#define CLI_CHAT_FLAGS(T)                                                                         \
-    {CLI_STR("--chat-template", T, chat_opts.template_spec, "FILE|NAME", NULL,                    \
+#define CLI_CHAT_FLAGS(T)                                                                          \
+    {CLI_STR("--chat-template", T, chat_opts.template_spec, "FILE|NAME", NULL,                     \
              "the chat template: a Jinja file, one of the model's named templates, or a "          \
              "built-in (chatml, llama3, llama2, mistral, zephyr, gemma); default: the model's "    \
              "own, run as written"),                                                               \
      .json = "chat_template"},                                                                     \
-        {CLI_STR("--chat-kwargs", T, chat_opts.kwargs, "JSON", NULL,                               \
-                 "extra chat template variables, a JSON object (e.g. "                             \
-                 "'{\"enable_thinking\": false}')"),                                             \
-         .json = "chat_kwargs"}
+    {                                                                                              \
+        CLI_STR("--chat-kwargs", T, chat_opts.kwargs, "JSON", NULL,                                \
+                "extra chat template variables, a JSON object (e.g. "                              \
+                "'{\"enable_thinking\": false}')"),                                                \
+            .json = "chat_kwargs"                                                                  \
+    }
 /* Apply them: the template chosen on tok (when given), the kwargs parsed into *kwargs (NULL
  * when not given; free with cJSON_Delete). 0, or a CLI exit code with the error printed. */
 int cli_chat_setup(const char *cmd, const cli_chat *c, road_tokenizer *tok, struct cJSON **kwargs);

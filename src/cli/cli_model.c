@@ -53,8 +53,10 @@ int cli_parse_ids(const char *cmd, const char *flag, const char *s, int32_t **id
         errno = 0;
         long long x = strtoll(p, &end, 10);
         if (end == p || errno || x < 0 || x > INT32_MAX) {
-            cli_error(cmd, "%s: '%.20s' is not a token id (ids are non-negative integers separated "
-                      "by spaces or commas)", flag, p);
+            cli_error(cmd,
+                      "%s: '%.20s' is not a token id (ids are non-negative integers separated "
+                      "by spaces or commas)",
+                      flag, p);
             free(v);
             return -1;
         }
@@ -85,8 +87,10 @@ int cli_attach_adapters(const char *cmd, road_model *m, const cli_list *specs, c
     for (int i = 0; i < specs->n; i++) {
         const char *spec = specs->v[i], *eq = strchr(spec, '=');
         if (!eq || eq == spec || !eq[1]) {
-            cli_error(cmd, "--adapter takes NAME=DIR (for example --adapter math=adapters/math), got '%s'",
-                      spec);
+            cli_error(
+                cmd,
+                "--adapter takes NAME=DIR (for example --adapter math=adapters/math), got '%s'",
+                spec);
             return CLI_EXIT_USAGE;
         }
         char *name = malloc((size_t)(eq - spec) + 1); /* argv stays as typed */
@@ -177,7 +181,8 @@ int cli_read_file(const char *cmd, const char *path, char **out, size_t *len) {
 int cli_chat_setup(const char *cmd, const cli_chat *c, road_tokenizer *tok, cJSON **kwargs) {
     *kwargs = NULL;
     road_status s;
-    if (c->template_spec && (s = road_tokenizer_set_chat_template(tok, c->template_spec)) != ROAD_OK)
+    if (c->template_spec &&
+        (s = road_tokenizer_set_chat_template(tok, c->template_spec)) != ROAD_OK)
         return cli_fail(cmd, "--chat-template", s);
     if (!c->kwargs) return CLI_EXIT_OK;
     if ((s = road_json_parse(c->kwargs, strlen(c->kwargs), kwargs)) != ROAD_OK) {

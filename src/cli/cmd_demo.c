@@ -159,10 +159,12 @@ static int answer(road_model *m, const road_tokenizer *tok, const char *const *p
     road_generate_params gp = {MAX_NEW_TOKENS, stops, n_stop, road_sampler_default_params(),
                                ROAD_DTYPE_F32};
     if (s == ROAD_OK)
-        s = road_model_generate(m, (const int32_t *const *)ids, lens, adapters, n, &gp, collect, &g);
+        s = road_model_generate(m, (const int32_t *const *)ids, lens, adapters, n, &gp, collect,
+                                &g);
     for (int i = 0; i < n && s == ROAD_OK; i++) {
         int k = g.n[i];
-        if (k > 0 && (g.tok[i][k - 1] == newline || road_tokenizer_is_special(tok, g.tok[i][k - 1])))
+        if (k > 0 &&
+            (g.tok[i][k - 1] == newline || road_tokenizer_is_special(tok, g.tok[i][k - 1])))
             k--; /* the stop token */
         size_t tl = 0;
         s = road_tokenizer_decode(tok, g.tok[i], (size_t)k, true, &answers[i], &tl);
@@ -300,8 +302,8 @@ static const cli_flag flags[] = {
              "task folders <task>/train.jsonl, eval.jsonl")},
     {CLI_STR("--out", demo_opts, out, "DIR", "road-demo-out", "where adapters and logs go")},
     {CLI_INT("--steps", demo_opts, steps, "N", 1, 1000000, NULL,
-             "optimizer steps per adapter (default " DEMO_STR(DEFAULT_STEPS) "; --quick: "
-             DEMO_STR(QUICK_STEPS) ")")},
+             "optimizer steps per adapter (default " DEMO_STR(DEFAULT_STEPS) "; --quick: " DEMO_STR(
+                 QUICK_STEPS) ")")},
     {CLI_SW("--quick", demo_opts, quick, "fewer steps (CI)")},
     {CLI_STR("--report", demo_opts, report, "FILE.json", NULL, "write the scores as JSON")},
     CLI_THREADS_FLAG(demo_opts),
@@ -311,9 +313,10 @@ static const cli_flag flags[] = {
 static const cli_spec spec = {
     .name = CMD,
     .usage = "[options]",
-    .about = "Trains one RoAd adapter per demo task on the model shipped with road and shows what\n"
-             "changed: scores before and after, a mixed batch with one adapter per sequence, and a\n"
-             "merged adapter answering as the unmerged one.\n",
+    .about =
+        "Trains one RoAd adapter per demo task on the model shipped with road and shows what\n"
+        "changed: scores before and after, a mixed batch with one adapter per sequence, and a\n"
+        "merged adapter answering as the unmerged one.\n",
     CLI_TABLE(flags, demo_opts),
 };
 
@@ -323,8 +326,9 @@ int cmd_demo(int argc, char **argv) {
     if (r != CLI_CONTINUE) return r;
     const char *model = o.model, *tasks_dir = o.tasks, *out = o.out, *report = o.report;
     const cli_quant qz = o.qz;
-    const long long steps =
-        cli_given(&spec, &o, "--steps") ? o.steps : o.quick ? QUICK_STEPS : DEFAULT_STEPS;
+    const long long steps = cli_given(&spec, &o, "--steps") ? o.steps
+                            : o.quick                       ? QUICK_STEPS
+                                                            : DEFAULT_STEPS;
 
     int rc = CLI_EXIT_FAIL;
     road_model *m = NULL;
@@ -369,7 +373,8 @@ int cmd_demo(int argc, char **argv) {
         if (score(m, tok, &tasks[i], NULL, &tasks[i].base, NULL) != 0) goto done;
         printf("   %-8s %5.1f%%\n", task_names[i], 100 * tasks[i].base);
     }
-    printf("   (the base picks among copy, reverse, upper and shift: a prompt does not say which)\n");
+    printf(
+        "   (the base picks among copy, reverse, upper and shift: a prompt does not say which)\n");
 
     printf("\n2. one RoAd adapter per task (road_1, all linear layers, %lld steps of %d)\n", steps,
            BATCH);
@@ -385,7 +390,8 @@ int cmd_demo(int argc, char **argv) {
 
     printf("\n3. with the adapters (each task's eval set, one adapter per task)\n");
     for (int i = 0; i < N_TASKS; i++) {
-        char **keep = i == 0 ? (unmerged_ans = calloc((size_t)tasks[i].n_ev, sizeof(char *))) : NULL;
+        char **keep =
+            i == 0 ? (unmerged_ans = calloc((size_t)tasks[i].n_ev, sizeof(char *))) : NULL;
         if (i == 0 && !keep) goto done;
         if (score(m, tok, &tasks[i], task_names[i], &tasks[i].tuned, keep) != 0) goto done;
         printf("   %-8s %5.1f%%  ->  %5.1f%%\n", task_names[i], 100 * tasks[i].base,
@@ -436,14 +442,16 @@ int cmd_demo(int argc, char **argv) {
                merged_same, tasks[0].n_ev);
         if (qz.format)
             printf("   (a merge into %s weights rounds them again, so some answers may change;\n"
-                   "   PEFT warns the same)\n", qz.format);
+                   "   PEFT warns the same)\n",
+                   qz.format);
     }
     if (report && write_report(report, tasks, merged_same, tasks[0].n_ev) != 0) goto done;
 
     printf("\nwritten: adapters in %s/{reverse,upper,shift} (PEFT format), training logs beside "
            "them\n"
            "next:\n"
-           "  road generate --model %s --adapter shift=%s/shift --use shift --stop-ids 10 --prompt \"kobalu =\"\n"
+           "  road generate --model %s --adapter shift=%s/shift --use shift --stop-ids 10 --prompt "
+           "\"kobalu =\"\n"
            "  road serve --model %s --adapter reverse=%s/reverse --adapter upper=%s/upper\n"
            "  road train --model YOUR_HF_FOLDER --data YOUR.jsonl --out my-adapter  (README.md)\n",
            adir, model, adir, model, adir, adir);

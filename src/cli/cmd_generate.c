@@ -34,8 +34,9 @@ static const cli_flag flags[] = {
              "a text prompt (the model's tokenizer.json): one sequence")},
     {CLI_LST("--prompt-ids", generate_opts, prompts, "\"1 2 3\"", MAX_PROMPTS,
              "a prompt as token ids (separated by spaces or commas): one sequence")},
-    {CLI_SW("--chat", generate_opts, chat, "wrap each text prompt as a user message in the chat "
-                                           "template")},
+    {CLI_SW("--chat", generate_opts, chat,
+            "wrap each text prompt as a user message in the chat "
+            "template")},
     {CLI_STR("--system", generate_opts, system, "TEXT", NULL,
              "with --chat: a system message before each prompt")},
     CLI_CHAT_FLAGS(generate_opts),
@@ -161,11 +162,13 @@ int cmd_generate(int argc, char **argv) {
         any_text |= is_text[i];
     }
     if (!model || n_prompts == 0) {
-        cli_error(CMD, "--model and at least one --prompt or --prompt-ids are required (see road generate --help)");
+        cli_error(CMD, "--model and at least one --prompt or --prompt-ids are required (see road "
+                       "generate --help)");
         return CLI_EXIT_USAGE;
     }
     if (use && rows) {
-        cli_error(CMD, "give --use (same adapters for every sequence) or --rows (one each), not both");
+        cli_error(CMD,
+                  "give --use (same adapters for every sequence) or --rows (one each), not both");
         return CLI_EXIT_USAGE;
     }
     /* not given: the model's generation_config.json decides */
@@ -193,7 +196,8 @@ int cmd_generate(int argc, char **argv) {
         goto done;
     }
     for (int i = 0; i < n_prompts; i++)
-        if (!is_text[i] && cli_parse_ids(CMD, "--prompt-ids", prompt_specs[i], &ids[i], &lens[i]) != 0)
+        if (!is_text[i] &&
+            cli_parse_ids(CMD, "--prompt-ids", prompt_specs[i], &ids[i], &lens[i]) != 0)
             goto done;
     if (stop && cli_parse_ids(CMD, "--stop-ids", stop, &stop_ids, &n_stop) != 0) goto done;
     if (rows) {
@@ -219,7 +223,8 @@ int cmd_generate(int argc, char **argv) {
     rc = CLI_EXIT_FAIL;
     if (any_text) {
         if ((s = road_tokenizer_load(model, &tok)) != ROAD_OK) {
-            rc = cli_fail(CMD, "loading the tokenizer (text prompts need the model's tokenizer.json)", s);
+            rc = cli_fail(
+                CMD, "loading the tokenizer (text prompts need the model's tokenizer.json)", s);
             goto done;
         }
         if ((rc = cli_chat_setup(CMD, &o.chat_opts, tok, &kwargs)) != CLI_EXIT_OK) goto done;
@@ -243,7 +248,8 @@ int cmd_generate(int argc, char **argv) {
             }
             size_t cap = road_tokenizer_max_tokens(tok, tl), n = 0;
             ids[i] = malloc(sizeof(int32_t) * (cap ? cap : 1));
-            s = ids[i] ? road_tokenizer_encode(tok, src, tl, !chat, ids[i], cap, &n) : ROAD_ERR_NO_MEMORY;
+            s = ids[i] ? road_tokenizer_encode(tok, src, tl, !chat, ids[i], cap, &n)
+                       : ROAD_ERR_NO_MEMORY;
             road_string_free(text);
             if (s != ROAD_OK) {
                 rc = cli_fail(CMD, "tokenizing a prompt", s);
@@ -305,7 +311,8 @@ int cmd_generate(int argc, char **argv) {
             printf("{\"index\": %d, \"adapter\": ", i);
             put_adapter(stdout, m, row_names, i);
             printf(", \"token_ids\": [");
-            for (int64_t j = 0; j < out.n[i]; j++) printf("%s%d", j ? ", " : "", (int)out.tok[i][j]);
+            for (int64_t j = 0; j < out.n[i]; j++)
+                printf("%s%d", j ? ", " : "", (int)out.tok[i][j]);
             printf("], \"finish_reason\": \"%s\"", finish);
             if (!is_text[i]) {
                 printf("}\n");
@@ -316,7 +323,8 @@ int cmd_generate(int argc, char **argv) {
         if (is_text[i] && out.stream) {
             const char *rest;
             size_t rl;
-            if (road_tokenizer_stream_flush(out.stream, &rest, &rl) == ROAD_OK && rl) fwrite(rest, 1, rl, stdout);
+            if (road_tokenizer_stream_flush(out.stream, &rest, &rl) == ROAD_OK && rl)
+                fwrite(rest, 1, rl, stdout);
         } else if (is_text[i]) {
             char *text = NULL;
             size_t tl = 0, kept = 0;
@@ -326,9 +334,10 @@ int cmd_generate(int argc, char **argv) {
             for (int64_t j = 0; j < out.n[i]; j++)
                 if (out.tok[i][j] < nv) out.tok[i][kept++] = out.tok[i][j];
             if ((int64_t)kept < out.n[i])
-                fprintf(stderr, "road generate: sequence %d: %lld generated ids are outside the "
-                        "tokenizer's vocabulary (0..%d) and have no text\n", i,
-                        (long long)(out.n[i] - (int64_t)kept), nv - 1);
+                fprintf(stderr,
+                        "road generate: sequence %d: %lld generated ids are outside the "
+                        "tokenizer's vocabulary (0..%d) and have no text\n",
+                        i, (long long)(out.n[i] - (int64_t)kept), nv - 1);
             if ((s = road_tokenizer_decode(tok, out.tok[i], kept, true, &text, &tl)) != ROAD_OK) {
                 rc = cli_fail(CMD, "decoding", s);
                 goto done;

@@ -33,8 +33,7 @@ typedef struct serve_opts {
 
 /* Defaults not given here are road_server_default_params()'s (docs/serve.md). */
 static const cli_flag flags[] = {
-    {CLI_STR("--model", serve_opts, model, "DIR", NULL, "the model folder"),
-     .flags = CLI_REQUIRED},
+    {CLI_STR("--model", serve_opts, model, "DIR", NULL, "the model folder"), .flags = CLI_REQUIRED},
     {CLI_LST("--adapter", serve_opts, adapters, "NAME=DIR", MAX_ADAPTERS,
              "serve an adapter folder under NAME (more can be loaded at run time)")},
     {CLI_STR("--host", serve_opts, host, "HOST", "127.0.0.1", "address to listen on")},
@@ -110,7 +109,9 @@ int cmd_serve(int argc, char **argv) {
     for (; n_ad < o.adapters.n; n_ad++) {
         const char *v = o.adapters.v[n_ad], *eq = strchr(v, '=');
         if (!eq || eq == v || !eq[1]) {
-            cli_error(CMD, "--adapter takes NAME=DIR (for example --adapter math=adapters/math), got '%s'", v);
+            cli_error(
+                CMD,
+                "--adapter takes NAME=DIR (for example --adapter math=adapters/math), got '%s'", v);
             goto done;
         }
         if (!(specs[n_ad] = malloc((size_t)(eq - v) + 1))) {
@@ -137,7 +138,7 @@ int cmd_serve(int argc, char **argv) {
     p.api_key = key && key[0] ? key : NULL;
     p.allow_adapter_loading = !o.no_adapter_loading;
     /* a flag not given keeps road_server_default_params()'s value */
-#define SET_IF_GIVEN(flag, field, value)                                                          \
+#define SET_IF_GIVEN(flag, field, value)                                                           \
     if (cli_given(&spec, &o, flag)) field = value
     SET_IF_GIVEN("--port", p.port, (int)o.port);
     SET_IF_GIVEN("--max-batch", p.engine.max_batch, (int32_t)o.max_batch);
@@ -157,7 +158,8 @@ int cmd_serve(int argc, char **argv) {
     const cli_quant qz = o.qz;
     p.chat_template = o.chat_opts.template_spec;
     p.chat_template_kwargs = o.chat_opts.kwargs; /* checked by road_server_create */
-    if (mb && !st && p.engine.step_tokens < p.engine.max_batch) p.engine.step_tokens = p.engine.max_batch;
+    if (mb && !st && p.engine.step_tokens < p.engine.max_batch)
+        p.engine.step_tokens = p.engine.max_batch;
     if (cli_quant_apply(CMD, &qz, &p.model) != 0) goto done;
 
     /* Signals: blocked here, inherited by every thread the server starts, taken by sigwait. */

@@ -58,20 +58,28 @@ skinny_tile(const int64_t NO, const int64_t NR, int64_t o, int64_t r0, int64_t o
 
 /* Every row group of up to SK_TILE_R rows for the NO features at o. */
 SK_AVX2 static inline __attribute__((always_inline)) void
-skinny_features(const int64_t NO, int64_t rows, int64_t o, int64_t out, int64_t in,
-                const float *x, const float *w, const float *bias, float *y) {
+skinny_features(const int64_t NO, int64_t rows, int64_t o, int64_t out, int64_t in, const float *x,
+                const float *w, const float *bias, float *y) {
     for (int64_t r0 = 0; r0 < rows; r0 += SK_TILE_R) {
         switch (rows - r0 < SK_TILE_R ? rows - r0 : SK_TILE_R) {
-        case 1: skinny_tile(NO, 1, o, r0, out, in, x, w, bias, y); break;
-        case 2: skinny_tile(NO, 2, o, r0, out, in, x, w, bias, y); break;
-        case 3: skinny_tile(NO, 3, o, r0, out, in, x, w, bias, y); break;
-        default: skinny_tile(NO, 4, o, r0, out, in, x, w, bias, y); break;
+        case 1:
+            skinny_tile(NO, 1, o, r0, out, in, x, w, bias, y);
+            break;
+        case 2:
+            skinny_tile(NO, 2, o, r0, out, in, x, w, bias, y);
+            break;
+        case 3:
+            skinny_tile(NO, 3, o, r0, out, in, x, w, bias, y);
+            break;
+        default:
+            skinny_tile(NO, 4, o, r0, out, in, x, w, bias, y);
+            break;
         }
     }
 }
 
 SK_AVX2 void road__skinny_avx2(int64_t rows, int64_t out, int64_t in, const float *x,
-                                const float *w, const float *bias, float *y) {
+                               const float *w, const float *bias, float *y) {
     int nt = out * in >= (1 << 16) ? road_get_num_threads() : 1;
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int t = 0; t < nt; t++) {
@@ -142,10 +150,18 @@ skinny512_features(const int64_t NO, int64_t rows, int64_t o, int64_t out, int64
                    const float *x, const float *w, const float *bias, float *y) {
     for (int64_t r0 = 0; r0 < rows; r0 += SK512_TILE_R) {
         switch (rows - r0 < SK512_TILE_R ? rows - r0 : SK512_TILE_R) {
-        case 1: skinny512_tile(NO, 1, o, r0, out, in, x, w, bias, y); break;
-        case 2: skinny512_tile(NO, 2, o, r0, out, in, x, w, bias, y); break;
-        case 3: skinny512_tile(NO, 3, o, r0, out, in, x, w, bias, y); break;
-        default: skinny512_tile(NO, 4, o, r0, out, in, x, w, bias, y); break;
+        case 1:
+            skinny512_tile(NO, 1, o, r0, out, in, x, w, bias, y);
+            break;
+        case 2:
+            skinny512_tile(NO, 2, o, r0, out, in, x, w, bias, y);
+            break;
+        case 3:
+            skinny512_tile(NO, 3, o, r0, out, in, x, w, bias, y);
+            break;
+        default:
+            skinny512_tile(NO, 4, o, r0, out, in, x, w, bias, y);
+            break;
         }
     }
 }

@@ -44,7 +44,6 @@ void road__thread_scope_leave(const road_thread_scope *s);
  * entry point needs one line and no rewrite of its error paths. */
 #define ROAD_THREAD_SCOPE(n)                                                                       \
     road_thread_scope road_thread_scope_                                                           \
-        __attribute__((cleanup(road__thread_scope_leave), unused)) =                               \
-        road__thread_scope_enter(n)
+        __attribute__((cleanup(road__thread_scope_leave), unused)) = road__thread_scope_enter(n)
 
 #endif

@@ -52,8 +52,8 @@ road_status road_model_generate(road_model *m, const int32_t *const *prompts,
         road_sampler_params sp = p->sampling;
         sp.seed = p->sampling.seed + (uint64_t)s;
         if (st == ROAD_OK) st = road_sampler_create(&sp, V, &samplers[s]);
-        seqs[s] = (road_seq){prompts[s], prompt_lens[s], caches[s], adapters ? adapters[s] : NULL,
-                             false};
+        seqs[s] =
+            (road_seq){prompts[s], prompt_lens[s], caches[s], adapters ? adapters[s] : NULL, false};
         live[s] = s;
     }
     int64_t n_live = n_seq;

@@ -390,8 +390,10 @@ road_status road_model_load(const char *dir, const road_model_params *p, road_mo
         d->out_features = V;
         d->is_output_head = true;
         /* transformers ties lm_head to the embedding (quantized, lm_head gets its own copy) */
-        if (c->tie_word_embeddings) d->weight = head.weight, d->qweight = head.qweight;
-        else st = load_linear(m, p, "lm_head", V, H, true, NULL, d);
+        if (c->tie_word_embeddings)
+            d->weight = head.weight, d->qweight = head.qweight;
+        else
+            st = load_linear(m, p, "lm_head", V, H, true, NULL, d);
         if (!c->tie_word_embeddings) params += V * H;
         m->lm_head = nd++;
     }

@@ -120,7 +120,7 @@ struct road_model {
     int64_t backward_bytes; /* activation memory the last backward used (of bwd_act) */
     road_qtensor **qt;      /* [n_qt] quantized linear weights (the adapter set borrows them) */
     int32_t n_qt;
-    int n_threads; /* road_model_params.n_threads: its calls run in a thread scope of it */
+    int n_threads;        /* road_model_params.n_threads: its calls run in a thread scope of it */
     road_qkernel qkernel; /* VNNI_Q8 with road_model_params.int8_activations, else AUTO */
 };
 

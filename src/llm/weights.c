@@ -143,7 +143,8 @@ road_status road__weights_open(const char *dir, road_weights **out) {
         if (!road__is_dir(dir)) {
             st = road__error(ROAD_ERR_NOT_FOUND, "model folder '%s' does not exist", dir);
         } else {
-            if (access(single, F_OK) == 0) st = add_shard(w, "model.safetensors");
+            if (access(single, F_OK) == 0)
+                st = add_shard(w, "model.safetensors");
             else
                 st = road__error(
                     ROAD_ERR_NOT_FOUND,

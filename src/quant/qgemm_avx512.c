@@ -87,9 +87,9 @@ static void pack_a(const float *a, int64_t M, int64_t Kin, float *ap, int64_t p0
  * zeros up to the next multiple of 16. */
 Q512_INLINE void seg_dense(const int F, const road_qtensor *q, int64_t o, int64_t k0, int64_t n,
                            float *out) {
-    const void *row = F == W_INT8 ? (const void *)(q->data + o * q->cols)
-                                  : (const void *)((const uint16_t *)(const void *)q->data +
-                                                   o * q->cols);
+    const void *row = F == W_INT8
+                          ? (const void *)(q->data + o * q->cols)
+                          : (const void *)((const uint16_t *)(const void *)q->data + o * q->cols);
     const __m512 sc = _mm512_set1_ps(F == W_INT8 ? q->absmax[o] / (float)QINT8_MAX : 1.0f);
     int64_t k = 0;
     for (; k + 16 <= n; k += 16) {
@@ -198,14 +198,13 @@ Q512_INLINE void pack_b_bwd(const int F, const road_qtensor *q, int64_t n0, int6
                 const __m512 st = _mm512_mul_ps(tab, _mm512_set1_ps(q_absmax(q, e / ROAD_QBLOCK)));
                 decode32(q->data + e / 2, st, ilo, ihi, &w0, &w1);
             } else {
-                const void *row = F == W_INT8 ? (const void *)(q->data + o * K)
-                                              : (const void *)((const uint16_t *)(const void *)
-                                                                   q->data +
-                                                               o * K);
+                const void *row =
+                    F == W_INT8 ? (const void *)(q->data + o * K)
+                                : (const void *)((const uint16_t *)(const void *)q->data + o * K);
                 const int64_t n1 = nc > 16 ? nc - 16 : 0;
                 w0 = nc >= 16 ? wload(F, row, c0)
                               : wload_part(F, row, c0, (__mmask16)((1u << nc) - 1u));
-                w1 = n1 >= 16  ? wload(F, row, c0 + 16)
+                w1 = n1 >= 16 ? wload(F, row, c0 + 16)
                      : n1 > 0 ? wload_part(F, row, c0 + 16, (__mmask16)((1u << n1) - 1u))
                               : _mm512_setzero_ps();
                 if (F == W_INT8) {
@@ -274,8 +273,8 @@ Q512_INLINE void gemm_cols(const int F, bool grad, const road_qtensor *q, int64_
                     const __mmask16 m0k = cols_mask(cols), m1k = cols_mask(cols - 16);
                     for (int64_t i = m0; i < M && i < m0 + GEMM_MC; i += GEMM_MR)
                         kern(kc, ap + (i / GEMM_MR) * Kin * GEMM_MR + k0 * GEMM_MR,
-                             bp + (j / GEMM_NR) * GEMM_KC * GEMM_NR, c + i * N + n0 + j, N,
-                             M - i, m0k, m1k, k0 > 0);
+                             bp + (j / GEMM_NR) * GEMM_KC * GEMM_NR, c + i * N + n0 + j, N, M - i,
+                             m0k, m1k, k0 > 0);
                 }
         }
     }
@@ -285,10 +284,18 @@ Q512 static void gemm_cols_any(bool grad, const road_qtensor *q, int64_t M, int6
                                const float *ap, int64_t na, int64_t nb, float *c, float *bp,
                                float *tmp) {
     switch (q->format) {
-    case ROAD_QFORMAT_INT8: gemm_cols(W_INT8, grad, q, M, N, Kin, ap, na, nb, c, bp, tmp); return;
-    case ROAD_QFORMAT_BF16: gemm_cols(W_BF16, grad, q, M, N, Kin, ap, na, nb, c, bp, tmp); return;
-    case ROAD_QFORMAT_F16: gemm_cols(W_F16, grad, q, M, N, Kin, ap, na, nb, c, bp, tmp); return;
-    default: gemm_cols(W_Q4, grad, q, M, N, Kin, ap, na, nb, c, bp, tmp); return;
+    case ROAD_QFORMAT_INT8:
+        gemm_cols(W_INT8, grad, q, M, N, Kin, ap, na, nb, c, bp, tmp);
+        return;
+    case ROAD_QFORMAT_BF16:
+        gemm_cols(W_BF16, grad, q, M, N, Kin, ap, na, nb, c, bp, tmp);
+        return;
+    case ROAD_QFORMAT_F16:
+        gemm_cols(W_F16, grad, q, M, N, Kin, ap, na, nb, c, bp, tmp);
+        return;
+    default:
+        gemm_cols(W_Q4, grad, q, M, N, Kin, ap, na, nb, c, bp, tmp);
+        return;
     }
 }
 
@@ -301,7 +308,8 @@ bool road__qgemm_avx512_takes(const road_qkernel_ops *ops, const road_qtensor *q
 road_status road__qgemm_avx512(const road_qtensor *q, int64_t rows, const float *in, float *out,
                                bool grad_input) {
     ROAD_ASSERT(road__cpu_has_avx512());
-    const int64_t M = rows, N = grad_input ? q->cols : q->rows, Kin = grad_input ? q->rows : q->cols;
+    const int64_t M = rows, N = grad_input ? q->cols : q->rows,
+                  Kin = grad_input ? q->rows : q->cols;
     const int64_t npa = (M + GEMM_MR - 1) / GEMM_MR, npb = (N + GEMM_NR - 1) / GEMM_NR;
     int nt = road_get_num_threads();
     if (nt > npb) nt = (int)npb;

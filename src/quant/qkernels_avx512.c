@@ -160,14 +160,30 @@ Q512_INLINE void tile_groups(const int F, const int64_t NO, const road_qtensor *
         const float *xg = x + r0 * q->cols;
         float *yg = y + r0 * ldy;
         switch (R_all - r0 < QKERNEL_ROWS ? R_all - r0 : QKERNEL_ROWS) {
-        case 1: tile(F, NO, 1, q, o, xg, yg, ldy); break;
-        case 2: tile(F, NO, 2, q, o, xg, yg, ldy); break;
-        case 3: tile(F, NO, 3, q, o, xg, yg, ldy); break;
-        case 4: tile(F, NO, 4, q, o, xg, yg, ldy); break;
-        case 5: tile(F, NO, 5, q, o, xg, yg, ldy); break;
-        case 6: tile(F, NO, 6, q, o, xg, yg, ldy); break;
-        case 7: tile(F, NO, 7, q, o, xg, yg, ldy); break;
-        default: tile(F, NO, 8, q, o, xg, yg, ldy); break;
+        case 1:
+            tile(F, NO, 1, q, o, xg, yg, ldy);
+            break;
+        case 2:
+            tile(F, NO, 2, q, o, xg, yg, ldy);
+            break;
+        case 3:
+            tile(F, NO, 3, q, o, xg, yg, ldy);
+            break;
+        case 4:
+            tile(F, NO, 4, q, o, xg, yg, ldy);
+            break;
+        case 5:
+            tile(F, NO, 5, q, o, xg, yg, ldy);
+            break;
+        case 6:
+            tile(F, NO, 6, q, o, xg, yg, ldy);
+            break;
+        case 7:
+            tile(F, NO, 7, q, o, xg, yg, ldy);
+            break;
+        default:
+            tile(F, NO, 8, q, o, xg, yg, ldy);
+            break;
         }
     }
 }
@@ -185,10 +201,17 @@ _Static_assert(QKERNEL_ROWS == 8, "rows_all's switch has a case per group size")
 Q512 static void avx512_xwt(const road_qtensor *q, int64_t R, const float *x, int64_t o0,
                             int64_t o1, float *y, int64_t ldy) {
     switch (q->format) {
-    case ROAD_QFORMAT_INT8: rows_all(W_INT8, q, R, x, o0, o1, y, ldy); return;
-    case ROAD_QFORMAT_BF16: rows_all(W_BF16, q, R, x, o0, o1, y, ldy); return;
-    case ROAD_QFORMAT_F16: rows_all(W_F16, q, R, x, o0, o1, y, ldy); return;
-    default: break;
+    case ROAD_QFORMAT_INT8:
+        rows_all(W_INT8, q, R, x, o0, o1, y, ldy);
+        return;
+    case ROAD_QFORMAT_BF16:
+        rows_all(W_BF16, q, R, x, o0, o1, y, ldy);
+        return;
+    case ROAD_QFORMAT_F16:
+        rows_all(W_F16, q, R, x, o0, o1, y, ldy);
+        return;
+    default:
+        break;
     }
     if (q->cols % ROAD_QBLOCK != 0) {
         road__qkernels_reference.xwt(q, R, x, o0, o1, y, ldy);
@@ -203,9 +226,9 @@ Q512_INLINE void dequant_dense(const int F, const road_qtensor *q, int64_t r0, i
                                float *out) {
     const int64_t K = q->cols;
     for (int64_t i = 0; i < n; i++) {
-        const void *row = F == W_INT8 ? (const void *)(q->data + (r0 + i) * K)
-                                      : (const void *)((const uint16_t *)(const void *)q->data +
-                                                       (r0 + i) * K);
+        const void *row =
+            F == W_INT8 ? (const void *)(q->data + (r0 + i) * K)
+                        : (const void *)((const uint16_t *)(const void *)q->data + (r0 + i) * K);
         const __m512 sc = _mm512_set1_ps(F == W_INT8 ? q->absmax[r0 + i] / (float)QINT8_MAX : 1.0f);
         float *o = out + i * K;
         int64_t k = 0;
@@ -223,10 +246,17 @@ Q512_INLINE void dequant_dense(const int F, const road_qtensor *q, int64_t r0, i
 
 Q512 static void avx512_dequant(const road_qtensor *q, int64_t r0, int64_t n, float *out) {
     switch (q->format) {
-    case ROAD_QFORMAT_INT8: dequant_dense(W_INT8, q, r0, n, out); return;
-    case ROAD_QFORMAT_BF16: dequant_dense(W_BF16, q, r0, n, out); return;
-    case ROAD_QFORMAT_F16: dequant_dense(W_F16, q, r0, n, out); return;
-    default: break;
+    case ROAD_QFORMAT_INT8:
+        dequant_dense(W_INT8, q, r0, n, out);
+        return;
+    case ROAD_QFORMAT_BF16:
+        dequant_dense(W_BF16, q, r0, n, out);
+        return;
+    case ROAD_QFORMAT_F16:
+        dequant_dense(W_F16, q, r0, n, out);
+        return;
+    default:
+        break;
     }
     const int64_t K = q->cols;
     if (K % ROAD_QBLOCK != 0) {

@@ -51,7 +51,9 @@ static bool vnni_takes(const road_qtensor *q) {
 }
 
 /* Floats per packed row of x: the block scales, then the K bytes. */
-static int64_t row_floats(int64_t K) { return K / ROAD_QBLOCK + K / 4; }
+static int64_t row_floats(int64_t K) {
+    return K / ROAD_QBLOCK + K / 4;
+}
 
 QVNNI static int64_t vnni_x_floats(const road_qtensor *q, int64_t R) {
     return vnni_takes(q) ? R * row_floats(q->cols) : 0;
@@ -62,8 +64,8 @@ QVNNI static int64_t vnni_x_floats(const road_qtensor *q, int64_t R) {
 QVNNI static void vnni_x_pack(const road_qtensor *q, int64_t R, const float *x, float *xp) {
     const int64_t K = q->cols, nb = K / ROAD_QBLOCK;
     const bool q4 = q->format != ROAD_QFORMAT_INT8;
-    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
-                                           28, 30);
+    const __m512i even =
+        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
     for (int64_t r = 0; r < R; r++) {
         float *scale = xp + r * row_floats(K);
@@ -169,14 +171,30 @@ QVNNI static void vnni_xwt(const road_qtensor *q, int64_t R_all, const float *x,
             const float *xg = x + r0 * rs;
             float *yg = y + r0 * ldy;
             switch (R_all - r0 < QKERNEL_ROWS ? R_all - r0 : QKERNEL_ROWS) {
-            case 1: vnni_one(1, q4, q, o, xg, tab8, step, yg, ldy); break;
-            case 2: vnni_one(2, q4, q, o, xg, tab8, step, yg, ldy); break;
-            case 3: vnni_one(3, q4, q, o, xg, tab8, step, yg, ldy); break;
-            case 4: vnni_one(4, q4, q, o, xg, tab8, step, yg, ldy); break;
-            case 5: vnni_one(5, q4, q, o, xg, tab8, step, yg, ldy); break;
-            case 6: vnni_one(6, q4, q, o, xg, tab8, step, yg, ldy); break;
-            case 7: vnni_one(7, q4, q, o, xg, tab8, step, yg, ldy); break;
-            default: vnni_one(8, q4, q, o, xg, tab8, step, yg, ldy); break;
+            case 1:
+                vnni_one(1, q4, q, o, xg, tab8, step, yg, ldy);
+                break;
+            case 2:
+                vnni_one(2, q4, q, o, xg, tab8, step, yg, ldy);
+                break;
+            case 3:
+                vnni_one(3, q4, q, o, xg, tab8, step, yg, ldy);
+                break;
+            case 4:
+                vnni_one(4, q4, q, o, xg, tab8, step, yg, ldy);
+                break;
+            case 5:
+                vnni_one(5, q4, q, o, xg, tab8, step, yg, ldy);
+                break;
+            case 6:
+                vnni_one(6, q4, q, o, xg, tab8, step, yg, ldy);
+                break;
+            case 7:
+                vnni_one(7, q4, q, o, xg, tab8, step, yg, ldy);
+                break;
+            default:
+                vnni_one(8, q4, q, o, xg, tab8, step, yg, ldy);
+                break;
             }
         }
 }
@@ -212,9 +230,11 @@ QVNNI static void vnni_xwt(const road_qtensor *q, int64_t R_all, const float *x,
  * accumulators of each register block kept in the tile buffer between chunks. */
 #define QG_KC 32
 _Static_assert(QG_TILE % QG_NO == 0, "a tile is whole register blocks");
-_Static_assert(QG_NO * QG_NR == 16, "a block's scale products fill one vector");
+_Static_assert(QG_NO *QG_NR == 16, "a block's scale products fill one vector");
 
-bool road__qvnni_gemm_takes(const road_qtensor *q) { return vnni_takes(q); }
+bool road__qvnni_gemm_takes(const road_qtensor *q) {
+    return vnni_takes(q);
+}
 
 /* x packed for the GEMM: G = ceil(R / QG_NR) groups; bytes [G][nb][QG_NR][64], scales
  * [G][nb][QG_NR] (rows past R: zero). */
@@ -235,7 +255,8 @@ typedef struct qg_tile {
 
 static size_t qg_tile_bytes(int64_t nb) {
     return (size_t)(QG_TILE * nb) * (ROAD_QBLOCK + 16 * sizeof(int32_t) + sizeof(float)) +
-           (size_t)(16 * nb) * sizeof(float) + (size_t)row_floats(nb * ROAD_QBLOCK) * sizeof(float) +
+           (size_t)(16 * nb) * sizeof(float) +
+           (size_t)row_floats(nb * ROAD_QBLOCK) * sizeof(float) +
            (size_t)(QG_TILE * QG_NR * 16) * sizeof(float);
 }
 
@@ -290,9 +311,9 @@ QVNNI static void qg_decode(const bool q4, const road_qtensor *q, int64_t o0, in
             _mm512_storeu_si512((void *)(t->w + at * ROAD_QBLOCK), w);
             _mm512_storeu_si512(
                 (void *)(t->base + at * 16),
-                _mm512_sub_epi32(_mm512_setzero_si512(),
-                                 _mm512_slli_epi32(
-                                     _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, w), 7)));
+                _mm512_sub_epi32(
+                    _mm512_setzero_si512(),
+                    _mm512_slli_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, w), 7)));
         }
     }
 }
@@ -318,8 +339,8 @@ QVNNI_INLINE void qg_micro(const int NO, const int NR, int64_t nb, int64_t b0, i
     __m512 acc[QG_NO][QG_NR];
     for (int i = 0; i < NO; i++)
         for (int r = 0; r < NR; r++)
-            acc[i][r] = b0 == 0 ? _mm512_setzero_ps()
-                                : _mm512_loadu_ps(acc_io + (i * QG_NR + r) * 16);
+            acc[i][r] =
+                b0 == 0 ? _mm512_setzero_ps() : _mm512_loadu_ps(acc_io + (i * QG_NR + r) * 16);
     for (int64_t b = b0; b < b1; b++) {
         const int8_t *wb = wg + b * QG_NO * ROAD_QBLOCK;
         const int32_t *bb = bg + b * QG_NO * 16;
@@ -333,8 +354,8 @@ QVNNI_INLINE void qg_micro(const int NO, const int NR, int64_t nb, int64_t b0, i
             const __m512i base = _mm512_loadu_si512((const void *)(bb + i * 16));
             for (int r = 0; r < NR; r++) {
                 const __m512i d = _mm512_dpbusd_epi32(base, xv[r], w);
-                acc[i][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d),
-                                            _mm512_set1_ps(p[i * QG_NR + r]), acc[i][r]);
+                acc[i][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_set1_ps(p[i * QG_NR + r]),
+                                            acc[i][r]);
             }
         }
     }
@@ -348,7 +369,7 @@ QVNNI_INLINE void qg_micro(const int NO, const int NR, int64_t nb, int64_t b0, i
 }
 
 #define QG_CASE(no, nr)                                                                            \
-    case (no) * 8 + (nr):                                                                          \
+    case (no)*8 + (nr):                                                                            \
         qg_micro(no, nr, nb, b0, b1, t, i0 / QG_NO, xb, xs, acc_io, sc, yr, O, o);                 \
         break;
 
@@ -377,11 +398,11 @@ QVNNI static void qg_run(const road_qtensor *q, int64_t R, const qg_x *xg, int64
                     for (int i = 0; i < no; i++)
                         sc[i] = q4 ? 1.0f : q->absmax[o + i] / (float)QINT8_MAX;
                     switch (no * 8 + nr) {
-                        QG_CASE(4, 4) QG_CASE(4, 3) QG_CASE(4, 2) QG_CASE(4, 1)
-                        QG_CASE(3, 4) QG_CASE(3, 3) QG_CASE(3, 2) QG_CASE(3, 1)
-                        QG_CASE(2, 4) QG_CASE(2, 3) QG_CASE(2, 2) QG_CASE(2, 1)
-                        QG_CASE(1, 4) QG_CASE(1, 3) QG_CASE(1, 2) QG_CASE(1, 1)
-                    default: ROAD_ASSERT(0);
+                        QG_CASE(4, 4)
+                        QG_CASE(4, 3) QG_CASE(4, 2) QG_CASE(4, 1) QG_CASE(3, 4) QG_CASE(3, 3)
+                            QG_CASE(3, 2) QG_CASE(3, 1) QG_CASE(2, 4) QG_CASE(2, 3) QG_CASE(2, 2)
+                                QG_CASE(2, 1) QG_CASE(1, 4) QG_CASE(1, 3) QG_CASE(1, 2)
+                                    QG_CASE(1, 1) default : ROAD_ASSERT(0);
                     }
                 }
             }

@@ -64,7 +64,8 @@ static _Thread_local road_qkernel tls_qkernel = ROAD_QKERNEL_AUTO;
 road_status road_qkernel_select(road_qkernel k) {
     switch (k) {
     case ROAD_QKERNEL_AUTO:
-    case ROAD_QKERNEL_REFERENCE: break;
+    case ROAD_QKERNEL_REFERENCE:
+        break;
     case ROAD_QKERNEL_AVX2:
         if (!road__cpu_has_avx2_fma())
             return road__error(ROAD_ERR_UNSUPPORTED,

@@ -94,8 +94,7 @@ road_qkernel_scope road__qkernel_scope_enter(road_qkernel k);
 void road__qkernel_scope_leave(const road_qkernel_scope *s);
 #define ROAD_QKERNEL_SCOPE(k)                                                                      \
     road_qkernel_scope road_qkernel_scope_                                                         \
-        __attribute__((cleanup(road__qkernel_scope_leave), unused)) =                              \
-        road__qkernel_scope_enter(k)
+        __attribute__((cleanup(road__qkernel_scope_leave), unused)) = road__qkernel_scope_enter(k)
 
 /* The many-row matmuls as one AVX-512 GEMM that dequantizes W while packing it (qgemm_avx512.c):
  * out = in W^T (in: rows x K, out: rows x O) or, grad_input, out = in W (in: rows x O, out:

@@ -155,7 +155,8 @@ static int64_t engine_step(road_engine *e) {
         road_request *r = e->waiting[i];
         if (road__request_is_cancelled(r))
             e->gone[n_gone++] = r;
-        else e->waiting[kept++] = r;
+        else
+            e->waiting[kept++] = r;
     }
     e->n_waiting = kept;
     double t_now = road__request_now_s();
@@ -253,8 +254,10 @@ static int64_t engine_step(road_engine *e) {
     e->stats.gen_tokens += gen;
     for (int64_t i = 0; i < k; i++) {
         if (!e->seq_tok[i]) continue;
-        if (e->seq_ad[i] >= 0) e->ad[e->seq_ad[i]].gen_tokens++;
-        else e->base_gen_tokens++;
+        if (e->seq_ad[i] >= 0)
+            e->ad[e->seq_ad[i]].gen_tokens++;
+        else
+            e->base_gen_tokens++;
     }
     pthread_mutex_unlock(&e->mu);
     return k;
@@ -334,8 +337,10 @@ void road_engine_stop(road_engine *e, bool drain) {
     if (!e) return;
     pthread_mutex_lock(&e->mu);
     bool started = e->started;
-    if (drain) e->draining = true;
-    else e->stopping = true;
+    if (drain)
+        e->draining = true;
+    else
+        e->stopping = true;
     pthread_cond_broadcast(&e->work_cv);
     pthread_mutex_unlock(&e->mu);
     if (started) pthread_join(e->thread, NULL);
