@@ -206,9 +206,6 @@ void road__softcap_backward(float *dx, const float *y, int64_t N, float cap) {
 
 /* ---- attention ----------------------------------------------------------------------------- */
 
-/* Attention items (row, head) per OpenMP chunk on the per-row path: a decode row is short. */
-#define ATTN_CHUNK 4
-
 int64_t road__attention_scratch(int64_t qblock, int64_t max_keys, int64_t widen_d) {
     return (qblock < max_keys ? qblock : max_keys) * (max_keys > 0 ? max_keys : 1) +
            widen_d * max_keys;
@@ -233,45 +230,78 @@ static int64_t attn_lo(int64_t p, int64_t window) {
     return window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
 }
 
-/* Per-row path (decode): one (row, head) per item, its keys' dot products and its weighted
- * sum of values through the cache type's reader (kv_read.h: AVX2 when simd, else the scalar
- * loops). */
+/* Keys per block of the per-row path: a block's keys (or values) of one kv head, 16 KiB in
+ * float32 at head_dim 64, stay in L1 while every query head of its group reads them. */
+#define ATTN_KEY_BLOCK 64
+
+/* The scaled, capped softmax of one head's nk scores in place (max-shifted in float, the sum in
+ * double). */
+static void softmax_row(float *sc, int64_t nk, float scale, float cap) {
+    float mx = -INFINITY;
+    for (int64_t t = 0; t < nk; t++) {
+        float dot = sc[t] * scale;
+        if (cap > 0.0f) dot = cap * tanhf(dot / cap);
+        sc[t] = dot;
+        if (dot > mx) mx = dot;
+    }
+    double sum = 0.0;
+    for (int64_t t = 0; t < nk; t++) {
+        float e = expf(sc[t] - mx);
+        sc[t] = e;
+        sum += e;
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int64_t t = 0; t < nk; t++) sc[t] *= inv;
+}
+
+/* Per-row path (decode): one (row, kv head) per item, the query heads of its group together
+ * (grouped-query attention: nh / nkv of them read the same keys and values). Keys and values
+ * go by in blocks of ATTN_KEY_BLOCK, each block read from memory once and by the group's other
+ * heads from L1, through the cache type's reader (kv_read.h: AVX2 when simd, else the scalar
+ * loops). A block boundary changes no sum: dots are per key, and wsum's o[i] is one running
+ * sum over the keys in order, carried through memory from block to block. So each head's
+ * result is bit for bit what one call over all its keys gives. The scratch holds at least
+ * min(qblock, nk) rows of nk scores (road__attention_scratch), so heads go min(group, qblock,
+ * nk) at a time. */
 static void attention_rows(float *att, const float *q, const attn_batch *a, float *scratch,
                            int64_t scratch_stride, bool simd) {
     const int64_t nh = a->nh, d = a->d, group = a->nh / a->nkv;
-    const int64_t items = a->R * nh;
-#pragma omp parallel for schedule(dynamic, ATTN_CHUNK)
+    const int64_t items = a->R * a->nkv;
+#pragma omp parallel for schedule(dynamic, 1)
     for (int64_t it = 0; it < items; it++) {
-        const int64_t r = it / nh, hq = it % nh, hk = hq / group;
+        const int64_t r = it / a->nkv, hk = it % a->nkv;
         const attn_seq *sq = &a->seqs[a->row_seq[r]];
         if (sq->n >= a->gemm_min) continue; /* attention_blocks' */
         const int64_t p = sq->p0 + (r - sq->r0), lo = attn_lo(p, a->window);
         float *sc = thread_scratch(scratch, scratch_stride);
         const kv_reader *rd = road__kv_reader(sq->dtype, simd);
-        const size_t es = kv_elem_bytes(sq->dtype);
-        const char *kb = (const char *)sq->k + (size_t)(hk * sq->head_stride) * es;
-        const char *vb = (const char *)sq->v + (size_t)(hk * sq->head_stride) * es;
-        const float *qv = q + (r * nh + hq) * d;
+        const size_t es = kv_elem_bytes(sq->dtype), ps = (size_t)sq->pos_stride * es;
+        const char *kb =
+            (const char *)sq->k + (size_t)(hk * sq->head_stride) * es + (size_t)lo * ps;
+        const char *vb =
+            (const char *)sq->v + (size_t)(hk * sq->head_stride) * es + (size_t)lo * ps;
         const int64_t nk = p - lo + 1;
-        rd->dots(sc, qv, kb + (size_t)lo * (size_t)sq->pos_stride * es, nk, sq->pos_stride, d);
-        float mx = -INFINITY;
-        for (int64_t t = 0; t < nk; t++) {
-            float dot = sc[t] * a->scale;
-            if (a->softcap > 0.0f) dot = a->softcap * tanhf(dot / a->softcap);
-            sc[t] = dot;
-            if (dot > mx) mx = dot;
+        int64_t per = group < a->qblock ? group : a->qblock;
+        if (per > nk) per = nk;
+        for (int64_t g0 = 0; g0 < group; g0 += per) {
+            const int64_t ng = group - g0 < per ? group - g0 : per, hq0 = hk * group + g0;
+            const float *qv = q + (r * nh + hq0) * d;
+            float *o = att + (r * nh + hq0) * d;
+            for (int64_t t0 = 0; t0 < nk; t0 += ATTN_KEY_BLOCK) {
+                const int64_t nt = nk - t0 < ATTN_KEY_BLOCK ? nk - t0 : ATTN_KEY_BLOCK;
+                for (int64_t g = 0; g < ng; g++)
+                    rd->dots(sc + g * nk + t0, qv + g * d, kb + (size_t)t0 * ps, nt, sq->pos_stride,
+                             d);
+            }
+            for (int64_t g = 0; g < ng; g++) softmax_row(sc + g * nk, nk, a->scale, a->softcap);
+            for (int64_t i = 0; i < ng * d; i++) o[i] = 0.0f;
+            for (int64_t t0 = 0; t0 < nk; t0 += ATTN_KEY_BLOCK) {
+                const int64_t nt = nk - t0 < ATTN_KEY_BLOCK ? nk - t0 : ATTN_KEY_BLOCK;
+                for (int64_t g = 0; g < ng; g++)
+                    rd->wsum(o + g * d, sc + g * nk + t0, vb + (size_t)t0 * ps, nt, sq->pos_stride,
+                             d);
+            }
         }
-        double sum = 0.0;
-        for (int64_t t = 0; t < nk; t++) {
-            float e = expf(sc[t] - mx);
-            sc[t] = e;
-            sum += e;
-        }
-        const float inv = (float)(1.0 / sum);
-        for (int64_t t = 0; t < nk; t++) sc[t] *= inv;
-        float *o = att + (r * nh + hq) * d;
-        for (int64_t i = 0; i < d; i++) o[i] = 0.0f;
-        rd->wsum(o, sc, vb + (size_t)lo * (size_t)sq->pos_stride * es, nk, sq->pos_stride, d);
     }
 }
 
