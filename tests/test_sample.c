@@ -1,5 +1,12 @@
 /*
- * tests/test_sample.c - the sampler (src/llm/sample.c): greedy, temperature, top-k, top-p.
+ * tests/test_sample.c - the sampler (src/llm/sample.c): greedy, temperature, top-k, top-p,
+ * min_p, logit_bias, repetition / frequency / presence penalties, and road_logprobs.
+ *
+ * The penalties are checked against a direct implementation of OpenAI's and transformers'
+ * formulas written here (per step: logit + bias, then repetition penalty on prompt and output
+ * ids, then minus frequency x count minus presence), over greedy runs long enough to repeat
+ * tokens and through the distribution they give at temperature 1. road_logprobs against
+ * log-softmax in long double.
  *
  * Distributions are checked statistically: N_DRAWS samples from a small vocabulary, and each
  * token's empirical frequency must lie within FREQ_SIGMAS standard errors of the probability
@@ -502,6 +509,258 @@ static void test_out_of_memory(void **state) {
     }
 }
 
+/* ---- logit processing ----------------------------------------------------------------------- */
+
+/* The processed row per the specifications, for the output so far (out[0..n_out)) and a
+ * prompt (prompt[0..n_prompt)). */
+static void reference_process(const float *logits, int V, const road_sampler_params *p,
+                              const int32_t *prompt, int n_prompt, const int32_t *out, int n_out,
+                              double *row) {
+    for (int i = 0; i < V; i++) row[i] = logits[i];
+    for (int b = 0; b < p->n_logit_bias; b++) row[p->logit_bias[b].id] += p->logit_bias[b].bias;
+    for (int i = 0; i < V; i++) {
+        int count = 0;
+        bool seen = false;
+        for (int j = 0; j < n_out; j++) count += out[j] == i;
+        for (int j = 0; j < n_prompt; j++) seen |= prompt[j] == i;
+        seen |= count > 0;
+        const double rp = p->repetition_penalty;
+        if (seen && rp != 0.0 && rp != 1.0) row[i] = row[i] > 0 ? row[i] / rp : row[i] * rp;
+        if (count > 0) row[i] -= (double)p->frequency_penalty * count + (double)p->presence_penalty;
+    }
+}
+
+static void test_penalties_greedy(void **state) {
+    (void)state;
+    enum { V = 7, STEPS = 24 };
+    /* values chosen (by a search) so that no step of any case is a near tie: margins >= 0.035 */
+    const float logits[V] = {-1.347f, 2.078f, 2.402f, -0.075f, -0.617f, -1.021f, -1.595f};
+    const int32_t prompt[] = {4, 2, 4};
+    const road_logit_bias bias[] = {{6, 1.553f}, {0, -0.261f}};
+    const struct {
+        float presence, frequency, repetition;
+        int n_bias;
+    } cases[] = {{0.213f, 0.407f, 0.0f, 0},
+                 {0.0f, 0.0f, 1.313f, 0},
+                 {0.517f, 0.109f, 1.21f, 2},
+                 {-0.031f, 0.0f, 0.83f, 2},
+                 {0.0f, 0.0f, 1.0f, 2}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        road_sampler_params p = road_sampler_default_params();
+        p.presence_penalty = cases[c].presence;
+        p.frequency_penalty = cases[c].frequency;
+        p.repetition_penalty = cases[c].repetition;
+        p.logit_bias = bias;
+        p.n_logit_bias = cases[c].n_bias;
+        road_sampler *s = NULL;
+        TU_OK(road_sampler_create(&p, V, &s));
+        TU_OK(road_sampler_set_prompt(s, prompt, 3));
+        int32_t out[STEPS];
+        bool changed = false; /* the output moved off its first token */
+        for (int t = 0; t < STEPS; t++) {
+            double row[V];
+            reference_process(logits, V, &p, prompt, 3, out, t, row);
+            int best = 0;
+            for (int i = 1; i < V; i++)
+                if (row[i] > row[best]) best = i;
+            for (int i = 0; i < V; i++)
+                if (i != best && fabs(row[i] - row[best]) < 1e-3)
+                    fail_msg("case %zu step %d: a near tie (%d, %d): pick other values", c, t, best,
+                             i);
+            out[t] = road_sampler_sample(s, logits);
+            if (out[t] != best)
+                fail_msg("case %zu step %d: sampled %d, the specification's argmax is %d", c, t,
+                         (int)out[t], best);
+            changed |= out[t] != out[0];
+        }
+        /* the first three cases discourage repeats and must move off their first token (the
+         * fourth encourages them, the last is a bias only) */
+        assert_true(changed || c >= 3);
+        road_sampler_free(s);
+    }
+}
+
+/* At temperature 1 the draws follow softmax of the processed row (here after a fixed output
+ * history: the sampler is fed that history as greedy picks from a copy of its state would be
+ * awkward, so a prompt-only repetition penalty plus a bias is checked statistically). */
+static void test_penalties_distribution(void **state) {
+    (void)state;
+    enum { V = 6 };
+    const float logits[V] = {1.0f, 0.5f, -0.2f, 0.0f, -1.0f, 0.8f};
+    const int32_t prompt[] = {0, 2};
+    const road_logit_bias bias[] = {{4, 1.7f}, {5, -100.0f}};
+    road_sampler_params p = road_sampler_default_params();
+    p.temperature = 1.0f;
+    p.repetition_penalty = 1.5f;
+    p.logit_bias = bias;
+    p.n_logit_bias = 2;
+    p.seed = 9;
+    road_sampler *s = NULL;
+    TU_OK(road_sampler_create(&p, V, &s));
+    TU_OK(road_sampler_set_prompt(s, prompt, 2));
+    double row[V], want[V];
+    reference_process(logits, V, &p, prompt, 2, NULL, 0, row);
+    float rowf[V];
+    for (int i = 0; i < V; i++) rowf[i] = (float)row[i];
+    softmax(rowf, V, 1.0, want);
+    /* sampling records its draws as output; repetition_penalty on the output changes later
+     * steps, so this checks the first draw of many fresh samplers instead */
+    road_sampler_free(s);
+    int64_t count[V] = {0};
+    const int n = 20000;
+    for (int d = 0; d < n; d++) {
+        p.seed = 1000 + (uint64_t)d;
+        TU_OK(road_sampler_create(&p, V, &s));
+        TU_OK(road_sampler_set_prompt(s, prompt, 2));
+        int32_t t = road_sampler_sample(s, logits);
+        assert_true(t >= 0 && t < V);
+        count[t]++;
+        road_sampler_free(s);
+    }
+    for (int i = 0; i < V; i++) {
+        const double f = (double)count[i] / n, se = sqrt(want[i] * (1 - want[i]) / n) + 1e-12;
+        if (fabs(f - want[i]) > FREQ_SIGMAS * se)
+            fail_msg("token %d frequency %.4f, expected %.4f", i, f, want[i]);
+    }
+}
+
+/* The caller's logits are never written, and set_prompt replaces the earlier prompt. */
+static void test_processing_leaves_logits(void **state) {
+    (void)state;
+    enum { V = 5 };
+    float logits[V] = {2.0f, 1.9f, 0.0f, -1.0f, 0.5f};
+    const float copy[V] = {2.0f, 1.9f, 0.0f, -1.0f, 0.5f};
+    const road_logit_bias bias[] = {{3, 0.5f}};
+    road_sampler_params p = road_sampler_default_params();
+    p.repetition_penalty = 2.0f;
+    p.logit_bias = bias;
+    p.n_logit_bias = 1;
+    road_sampler *s = NULL;
+    TU_OK(road_sampler_create(&p, V, &s));
+    const int32_t first[] = {0};
+    TU_OK(road_sampler_set_prompt(s, first, 1));
+    assert_int_equal(road_sampler_sample(s, logits), 1); /* 0 halved: 1.0 < 1.9 */
+    assert_memory_equal(logits, copy, sizeof logits);
+    road_sampler_free(s);
+    TU_OK(road_sampler_create(&p, V, &s));
+    TU_OK(road_sampler_set_prompt(s, first, 1));
+    const int32_t second[] = {1, 4, 99, -3}; /* out-of-range ids are ignored */
+    TU_OK(road_sampler_set_prompt(s, second, 4));
+    assert_int_equal(road_sampler_sample(s, logits), 0); /* 0 no longer penalized; 1 is */
+    road_sampler_free(s);
+}
+
+/* min_p keeps the tokens whose probability is at least min_p times the largest. */
+static void test_min_p(void **state) {
+    (void)state;
+    enum { V = 6 };
+    const float logits[V] = {2.0f, 1.5f, 0.0f, 1.9f, -1.0f, 1.2f};
+    double p_all[V];
+    softmax(logits, V, 0.7, p_all);
+    const float min_p = 0.4f;
+    double want[V], z = 0.0, pmax = 0.0;
+    for (int i = 0; i < V; i++) pmax = fmax(pmax, p_all[i]);
+    for (int i = 0; i < V; i++) z += want[i] = p_all[i] >= min_p * pmax ? p_all[i] : 0.0;
+    for (int i = 0; i < V; i++) want[i] /= z;
+    int kept = 0;
+    for (int i = 0; i < V; i++) kept += want[i] > 0;
+    assert_true(kept > 1 && kept < V); /* the case filters something and keeps a choice */
+    road_sampler_params p = road_sampler_default_params();
+    p.temperature = 0.7f;
+    p.min_p = min_p;
+    p.seed = 3;
+    road_sampler *s = NULL;
+    TU_OK(road_sampler_create(&p, V, &s));
+    check_distribution("min_p", s, logits, V, want);
+    road_sampler_free(s);
+    p.min_p = 1.0f; /* only the most likely */
+    TU_OK(road_sampler_create(&p, V, &s));
+    for (int i = 0; i < 100; i++) assert_int_equal(road_sampler_sample(s, logits), 0);
+    road_sampler_free(s);
+}
+
+static void test_processing_params(void **state) {
+    (void)state;
+    road_sampler *s = NULL;
+    const road_logit_bias out_of_range[] = {{10, 1.0f}}, nan_bias[] = {{1, NAN}};
+    road_sampler_params p = road_sampler_default_params();
+    p.min_p = 1.5f;
+    assert_int_equal(road_sampler_create(&p, 10, &s), ROAD_ERR_INVALID_ARG);
+    assert_non_null(strstr(road_last_error(), "min_p"));
+    p = road_sampler_default_params();
+    p.repetition_penalty = -1.0f;
+    assert_int_equal(road_sampler_create(&p, 10, &s), ROAD_ERR_INVALID_ARG);
+    assert_non_null(strstr(road_last_error(), "repetition_penalty"));
+    p = road_sampler_default_params();
+    p.presence_penalty = INFINITY;
+    assert_int_equal(road_sampler_create(&p, 10, &s), ROAD_ERR_INVALID_ARG);
+    assert_non_null(strstr(road_last_error(), "presence_penalty"));
+    p = road_sampler_default_params();
+    p.logit_bias = out_of_range;
+    p.n_logit_bias = 1;
+    assert_int_equal(road_sampler_create(&p, 10, &s), ROAD_ERR_INVALID_ARG);
+    assert_non_null(strstr(road_last_error(), "token id 10"));
+    p.logit_bias = nan_bias;
+    assert_int_equal(road_sampler_create(&p, 10, &s), ROAD_ERR_INVALID_ARG);
+    p.logit_bias = NULL;
+    assert_int_equal(road_sampler_create(&p, 10, &s), ROAD_ERR_INVALID_ARG);
+    assert_null(s);
+}
+
+/* ---- log-probabilities ---------------------------------------------------------------------- */
+
+static void test_logprobs(void **state) {
+    (void)state;
+    enum { V = 1000 };
+    float *logits = malloc(sizeof(float) * V);
+    assert_non_null(logits);
+    road_rng rng;
+    road__rng_seed(&rng, 5);
+    for (int i = 0; i < V; i++) logits[i] = (float)(8.0 * road__rng_uniform(&rng) - 4.0);
+    logits[17] = logits[400] = 6.0f; /* a tie at the top: lower id first */
+    long double mx = -INFINITY, z = 0;
+    for (int i = 0; i < V; i++) mx = fmaxl(mx, logits[i]);
+    for (int i = 0; i < V; i++) z += expl((long double)logits[i] - mx);
+    const long double lse = mx + logl(z);
+    road_token ids[ROAD_MAX_TOP_LOGPROBS];
+    float lps[ROAD_MAX_TOP_LOGPROBS], chosen;
+    for (int tok = 0; tok < V; tok += 37) {
+        TU_OK(road_logprobs(logits, V, tok, 5, &chosen, ids, lps));
+        assert_true(fabsl((long double)chosen - ((long double)logits[tok] - lse)) < 1e-5L);
+    }
+    TU_OK(road_logprobs(logits, V, 3, ROAD_MAX_TOP_LOGPROBS, &chosen, ids, lps));
+    assert_int_equal(ids[0], 17);
+    assert_int_equal(ids[1], 400);
+    /* the list is the 20 largest, in order, each with its log-softmax */
+    float *sorted = malloc(sizeof(float) * V);
+    assert_non_null(sorted);
+    memcpy(sorted, logits, sizeof(float) * V);
+    qsort(sorted, V, sizeof(float), cmp_desc);
+    for (int j = 0; j < ROAD_MAX_TOP_LOGPROBS; j++) {
+        assert_true(logits[ids[j]] == sorted[j]);
+        assert_true(fabsl((long double)lps[j] - ((long double)logits[ids[j]] - lse)) < 1e-5L);
+        if (j > 0) assert_true(lps[j] <= lps[j - 1]);
+    }
+    /* probabilities sum to 1 */
+    long double total = 0;
+    for (int i = 0; i < V; i++) {
+        TU_OK(road_logprobs(logits, V, i, 0, &chosen, NULL, NULL));
+        total += expl((long double)chosen);
+    }
+    assert_true(fabsl(total - 1.0L) < 1e-4L);
+    /* bad arguments */
+    assert_int_equal(road_logprobs(logits, V, V, 0, &chosen, NULL, NULL), ROAD_ERR_INVALID_ARG);
+    assert_int_equal(road_logprobs(logits, V, 0, ROAD_MAX_TOP_LOGPROBS + 1, &chosen, ids, lps),
+                     ROAD_ERR_INVALID_ARG);
+    assert_int_equal(road_logprobs(logits, V, 0, 3, &chosen, NULL, lps), ROAD_ERR_INVALID_ARG);
+    /* NaN counts as -Inf */
+    logits[5] = NAN;
+    TU_OK(road_logprobs(logits, V, 5, 0, &chosen, NULL, NULL));
+    assert_true(isinf(chosen) && chosen < 0);
+    free(sorted);
+    free(logits);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_params, setup_live, teardown_live),
@@ -514,6 +773,12 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_nonfinite, setup_live, teardown_live),
         cmocka_unit_test_setup_teardown(test_big_vocab, setup_live, teardown_live),
         cmocka_unit_test_setup_teardown(test_out_of_memory, setup_live, teardown_live),
+        cmocka_unit_test_setup_teardown(test_penalties_greedy, setup_live, teardown_live),
+        cmocka_unit_test_setup_teardown(test_penalties_distribution, setup_live, teardown_live),
+        cmocka_unit_test_setup_teardown(test_processing_leaves_logits, setup_live, teardown_live),
+        cmocka_unit_test_setup_teardown(test_min_p, setup_live, teardown_live),
+        cmocka_unit_test_setup_teardown(test_processing_params, setup_live, teardown_live),
+        cmocka_unit_test_setup_teardown(test_logprobs, setup_live, teardown_live),
     };
     return cmocka_run_group_tests_name("sample", tests, NULL, NULL);
 }

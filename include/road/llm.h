@@ -417,11 +417,30 @@ ROAD_API road_status road_model_init_folder(const char *config_path, const char 
 
 /* ---- sampling and generation ---------------------------------------------------------------- */
 
+/* A bias added to one token's logit (OpenAI's logit_bias). */
+typedef struct road_logit_bias {
+    road_token id;
+    float bias;
+} road_logit_bias;
+
+/* Start from road_sampler_default_params(): the options added after top_p are off at 0. */
 typedef struct road_sampler_params {
     float temperature; /* 0: greedy (argmax, lowest id on ties) */
     int32_t top_k;     /* 0: off */
     float top_p;       /* 1: off */
     uint64_t seed;
+    float min_p; /* 0: off; else keep the tokens whose probability (after temperature) is at
+                    least min_p times the most likely one's (vLLM's min_p), in [0, 1] */
+    /* Penalties on the tokens already seen, as OpenAI and vLLM define them: the sampler counts
+     * the tokens it returns (the output) and is told the prompt (road_sampler_set_prompt). */
+    float presence_penalty;   /* logit -= presence_penalty once the token is in the output */
+    float frequency_penalty;  /* logit -= frequency_penalty x its count in the output */
+    float repetition_penalty; /* tokens in the prompt or the output: a logit > 0 is divided
+                                 by it, one < 0 multiplied (transformers, vLLM); > 0; 0 or 1:
+                                 off */
+    const road_logit_bias *logit_bias; /* added to the logits first (copied by create); ids
+                                          < vocab, biases finite */
+    int32_t n_logit_bias;
 } road_sampler_params;
 
 /* Threads: one thread at a time per sampler (sampling advances its random state); different
@@ -429,12 +448,29 @@ typedef struct road_sampler_params {
 typedef struct road_sampler road_sampler;
 
 ROAD_API road_sampler_params road_sampler_default_params(void); /* greedy */
-/* Refused: negative temperature, top_p outside (0, 1], negative top_k, NaN. */
+/* Refused: negative temperature, top_p outside (0, 1], negative top_k, min_p outside [0, 1],
+ * a negative repetition_penalty, a logit_bias id outside the vocabulary, NaN or infinite
+ * values. */
 ROAD_API road_status road_sampler_create(const road_sampler_params *p, int64_t vocab,
                                          road_sampler **out);
 ROAD_API void road_sampler_free(road_sampler *s);
-/* Next token from logits [vocab] (transformers' order: temperature, then top-k, then top-p). */
+/* The prompt the output continues: its tokens count for repetition_penalty (a no-op without
+ * one). Ids outside the vocabulary are ignored. Replaces an earlier prompt. */
+ROAD_API road_status road_sampler_set_prompt(road_sampler *s, const road_token *ids, int64_t n);
+/* Next token from logits [vocab] (not modified). Order, as vLLM's: logit_bias, repetition
+ * penalty, frequency and presence penalties, then temperature, min_p, top-k, top-p
+ * (transformers' order for the last three). The token returned counts as output for the
+ * penalties. */
 ROAD_API road_token road_sampler_sample(road_sampler *s, const float *logits);
+
+/* Log-probabilities of the model's distribution (log_softmax of the logits as given, in
+ * double; what OpenAI's logprobs report and `road eval` sums): *chosen_lp gets token's, and
+ * the n_top most likely tokens (most likely first, lower id on ties) go to top_ids / top_lps
+ * (n_top 0..ROAD_MAX_TOP_LOGPROBS; either array NULL when n_top is 0). */
+#define ROAD_MAX_TOP_LOGPROBS 20
+ROAD_API road_status road_logprobs(const float *logits, int64_t vocab, road_token token,
+                                   int32_t n_top, float *chosen_lp, road_token *top_ids,
+                                   float *top_lps);
 
 typedef struct road_generate_params {
     int64_t max_new_tokens;     /* > 0 */
