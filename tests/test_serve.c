@@ -313,8 +313,58 @@ static void test_stops(void **state) {
     assert_int_equal(st.finish, ROAD_FINISH_STOP);
     assert_int_equal(st.n_tokens, first + 1);
     road_request_release(r);
+
+    /* min_tokens past the stop id's first place: the id is not sampled before min_tokens
+     * (greedy takes the next best there), and generation ends at its first later sampling */
+    p.min_tokens = first + 3;
+    TU_OK(road_engine_submit(e, &p, &r));
+    run_until_idle(e);
+    road_request_wait(r, 0, 0, 0, &st);
+    int32_t mt[64];
+    int64_t nm = road_request_tokens(r, 0, mt, 64);
+    assert_true(nm >= p.min_tokens);
+    for (int64_t i = 0; i < p.min_tokens; i++) assert_int_not_equal(mt[i], stop_id);
+    for (int64_t i = 0; i <= first; i++) assert_int_equal(mt[i], i < first ? toks[i] : mt[i]);
+    assert_int_not_equal(mt[first], toks[first]);
+    if (st.finish == ROAD_FINISH_STOP) assert_int_equal(mt[nm - 1], stop_id);
+    road_request_release(r);
+    p.min_tokens = 41; /* > max_tokens */
+    assert_int_equal(road_engine_submit(e, &p, &r), ROAD_ERR_INVALID_ARG);
+    assert_non_null(strstr(road_last_error(), "min_tokens"));
+    p.min_tokens = 0;
     p.stop_ids = NULL;
     p.n_stop_ids = 0;
+
+    /* a logit_bias of -100 on the greedy run's first token moves the first pick; a strong
+     * frequency penalty keeps 40 greedy tokens from repeating any token more than the
+     * unpenalized run does */
+    const road_logit_bias ban = {toks[0], -100.0f};
+    p.sampling.logit_bias = &ban;
+    p.sampling.n_logit_bias = 1;
+    TU_OK(road_engine_submit(e, &p, &r));
+    run_until_idle(e);
+    assert_int_equal(road_request_tokens(r, 0, mt, 64), 40);
+    for (int64_t i = 0; i < 40; i++) assert_int_not_equal(mt[i], toks[0]);
+    road_request_release(r);
+    p.sampling.logit_bias = NULL;
+    p.sampling.n_logit_bias = 0;
+    p.sampling.frequency_penalty = 2.0f;
+    p.sampling.presence_penalty = 2.0f;
+    TU_OK(road_engine_submit(e, &p, &r));
+    run_until_idle(e);
+    assert_int_equal(road_request_tokens(r, 0, mt, 64), 40);
+    int max_rep = 0, max_rep0 = 0;
+    for (int64_t i = 0; i < 40; i++) {
+        int c = 0, c0 = 0;
+        for (int64_t j = 0; j < 40; j++) c += mt[j] == mt[i], c0 += toks[j] == toks[i];
+        max_rep = c > max_rep ? c : max_rep;
+        max_rep0 = c0 > max_rep0 ? c0 : max_rep0;
+    }
+    assert_true(max_rep <= max_rep0);
+    assert_true(max_rep0 > 1); /* the fixture's greedy run repeats: the check can fail */
+    road_request_release(r);
+    p.sampling.frequency_penalty = 0.0f;
+    p.sampling.presence_penalty = 0.0f;
 
     /* a stop string taken from the middle of the text: the text ends right before it */
     if (tl >= 12) {
@@ -843,7 +893,7 @@ static void test_api_parse(void **state) {
     expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"stop\": 4}", "stop", NULL);
     expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"n\": 2}", "n", "one choice");
     expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"echo\": true}", "echo", "not supported");
-    expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"frequency_penalty\": 0.5}",
+    expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"frequency_penalty\": 2.5}",
                "frequency_penalty", NULL);
     expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"stream\": 1}", "stream", NULL);
     expect_bad(API_CHAT, "{\"messages\": []}", "messages", NULL);

@@ -55,7 +55,8 @@ static void expect_bad_n(api_kind k, const char *body, size_t n, const char *par
         fail_msg("accepted: %s", body);
     }
     if (err.http != 400) fail_msg("%s: HTTP %d", body, err.http);
-    if (strcmp(err.param, param) != 0) fail_msg("%s: param '%s', expected '%s'", body, err.param, param);
+    if (strcmp(err.param, param) != 0)
+        fail_msg("%s: param '%s', expected '%s'", body, err.param, param);
     if (needle && !strstr(err.message, needle))
         fail_msg("%s: message '%s' lacks '%s'", body, err.message, needle);
     char *j = road__api_error_json(&err);
@@ -71,9 +72,11 @@ static void expect_bad(api_kind k, const char *body, const char *param, const ch
 static void test_strings_whole_or_refused(void **state) {
     (void)state;
     const char *nul = "holds \\u0000 (NUL)";
-    expect_bad(API_COMPLETIONS, "{\"prompt\": \"abc\\u0000def\", \"max_tokens\": 4}", "prompt", nul);
+    expect_bad(API_COMPLETIONS, "{\"prompt\": \"abc\\u0000def\", \"max_tokens\": 4}", "prompt",
+               nul);
     expect_bad(API_COMPLETIONS, "{\"prompt\": [\"abc\\u0000\"]}", "prompt[0]", nul);
-    expect_bad(API_COMPLETIONS, "{\"prompt\": \"a\", \"stop\": [\"x\", \"\\u0000\"]}", "stop[1]", nul);
+    expect_bad(API_COMPLETIONS, "{\"prompt\": \"a\", \"stop\": [\"x\", \"\\u0000\"]}", "stop[1]",
+               nul);
     expect_bad(API_COMPLETIONS, "{\"prompt\": \"a\", \"stop\": \"\\u0000x\"}", "stop", nul);
     expect_bad(API_COMPLETIONS, "{\"model\": \"A\\u0000B\", \"prompt\": \"a\"}", "model", nul);
     expect_bad(API_CHAT,
@@ -99,7 +102,8 @@ static void test_strings_whole_or_refused(void **state) {
     assert_null(name);
     /* a duplicate key: the last one wins, as in Python (cJSON_GetObjectItem took the first) */
     api_request q;
-    const char *dup = "{\"prompt\": \"first\", \"prompt\": \"second\", \"max_tokens\": 1, \"max_tokens\": 2}";
+    const char *dup =
+        "{\"prompt\": \"first\", \"prompt\": \"second\", \"max_tokens\": 1, \"max_tokens\": 2}";
     assert_true(road__api_parse_request(API_COMPLETIONS, dup, strlen(dup), &q, &err));
     assert_string_equal(q.prompt, "second");
     assert_int_equal(q.max_tokens, 2);
@@ -109,10 +113,12 @@ static void test_strings_whole_or_refused(void **state) {
 static void test_invalid_json(void **state) {
     (void)state;
     /* cJSON_ParseWithLength took each of these as a valid request */
-    expect_bad(API_COMPLETIONS, "{\"prompt\": \"hi\"} trailing", "", "not valid JSON at line 1, column 18: extra text");
+    expect_bad(API_COMPLETIONS, "{\"prompt\": \"hi\"} trailing", "",
+               "not valid JSON at line 1, column 18: extra text");
     expect_bad(API_COMPLETIONS, "{\"prompt\": \"hi\"}{\"prompt\": \"2\"}", "", "extra text");
     expect_bad(API_COMPLETIONS, "{\"prompt\": \"hi\"}\x01", "", "extra text");
-    expect_bad(API_COMPLETIONS, "{\"prompt\": \"a\tb\"}", "prompt", "control character in the string at prompt");
+    expect_bad(API_COMPLETIONS, "{\"prompt\": \"a\tb\"}", "prompt",
+               "control character in the string at prompt");
     expect_bad(API_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"a\nb\"}]}",
                "messages[0].content", "control character");
     expect_bad(API_COMPLETIONS, "{\"prompt\": \"\xc0\xaf\"}", "prompt", "invalid UTF-8");
@@ -143,17 +149,23 @@ static void test_sampling_mirrors_the_sampler(void **state) {
     assert_non_null(strstr(err.message, "32-bit float"));
     /* Every value the API accepts must be one road_sampler_create accepts, with the request's
      * parameters mapped as serve/completions.c maps them. */
-    const char *values[] = {"0", "-0", "-0.0", "1e-50", "1e-46", "1.4e-45", "1e-45", "1e-40", "1e-38",
-                            "1e-7", "0.5", "0.99999999", "1", "1.0000000001", "1.00000006", "2",
-                            "2.0000000001", "2.00000012", "3", "-1", "-2", "1e9", "1e10", "2147483647",
-                            "-1e-50", "NaN", "Infinity", "-Infinity", "1e308", "true", "\"1\"", "null"};
-    const char *fields[] = {"temperature", "top_p", "top_k"};
+    const char *values[] = {
+        "0",      "-0",           "-0.0",       "1e-50",     "1e-46",        "1.4e-45",
+        "1e-45",  "1e-40",        "1e-38",      "1e-7",      "0.5",          "0.99999999",
+        "1",      "1.0000000001", "1.00000006", "2",         "2.0000000001", "2.00000012",
+        "3",      "-1",           "-2",         "1e9",       "1e10",         "2147483647",
+        "-1e-50", "NaN",          "Infinity",   "-Infinity", "1e308",        "true",
+        "\"1\"",  "null"};
+    const char *fields[] = {
+        "temperature",        "top_p", "top_k", "presence_penalty", "frequency_penalty",
+        "repetition_penalty", "min_p"};
     int accepted = 0;
     for (size_t f = 0; f < sizeof fields / sizeof *fields; f++)
         for (size_t i = 0; i < sizeof values / sizeof *values; i++) {
             if (!parse_with(fields[f], values[i], &q, &err)) {
                 if (err.http != 400 || strcmp(err.param, fields[f]) != 0)
-                    fail_msg("%s = %s: HTTP %d, param '%s'", fields[f], values[i], err.http, err.param);
+                    fail_msg("%s = %s: HTTP %d, param '%s'", fields[f], values[i], err.http,
+                             err.param);
                 continue;
             }
             accepted++;
@@ -161,24 +173,46 @@ static void test_sampling_mirrors_the_sampler(void **state) {
             sp.temperature = q.temperature;
             sp.top_p = q.top_p;
             sp.top_k = q.top_k < 0 ? 0 : q.top_k;
+            sp.presence_penalty = q.presence_penalty;
+            sp.frequency_penalty = q.frequency_penalty;
+            sp.repetition_penalty = q.repetition_penalty;
+            sp.min_p = q.min_p;
             road_sampler *s = NULL;
             if (road_sampler_create(&sp, 4, &s) != ROAD_OK)
-                fail_msg("%s = %s passes the API but the sampler refuses it: %s", fields[f], values[i],
-                         road_last_error());
+                fail_msg("%s = %s passes the API but the sampler refuses it: %s", fields[f],
+                         values[i], road_last_error());
             road_sampler_free(s);
             road__api_request_free(&q);
         }
-    assert_true(accepted > 10);
-    /* vLLM's sampling fields road's sampler does not have: neutral values only */
-    assert_true(parse_with("min_p", "0", &q, &err));
+    assert_true(accepted > 30);
+    /* the ranges: OpenAI's [-2, 2] for presence / frequency, vLLM's > 0 for repetition */
+    expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"presence_penalty\": 2.5}",
+               "presence_penalty", "[-2, 2]");
+    expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"repetition_penalty\": 0}",
+               "repetition_penalty", NULL);
+    expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"min_p\": 1.5}", "min_p", NULL);
+    expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"min_tokens\": -1}", "min_tokens", NULL);
+    expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"min_tokens\": 1.5}", "min_tokens", NULL);
+    /* logit_bias: {"id": bias} */
+    assert_true(parse_with("logit_bias", "{\"5\": -100, \"17\": 2.5}", &q, &err));
+    assert_int_equal(q.n_logit_bias, 2);
+    assert_int_equal(q.logit_bias[0].id, 5);
+    assert_true(q.logit_bias[0].bias == -100.0f);
+    assert_int_equal(q.logit_bias[1].id, 17);
+    assert_true(q.logit_bias[1].bias == 2.5f);
     road__api_request_free(&q);
-    assert_true(parse_with("repetition_penalty", "1", &q, &err));
+    assert_true(parse_with("logit_bias", "{}", &q, &err));
+    assert_int_equal(q.n_logit_bias, 0);
     road__api_request_free(&q);
-    expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"min_p\": 0.1}", "min_p", "not supported");
-    expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"repetition_penalty\": 1.2}", "repetition_penalty",
-               "not supported");
-    expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"repetition_penalty\": 0}", "repetition_penalty", NULL);
-    expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"min_tokens\": 3}", "min_tokens", NULL);
+    expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"logit_bias\": [1]}", "logit_bias", NULL);
+    expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"logit_bias\": {\"a\": 1}}", "logit_bias",
+               "token ids");
+    expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"logit_bias\": {\"-1\": 1}}", "logit_bias",
+               "token ids");
+    expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"logit_bias\": {\"3\": 101}}", "logit_bias",
+               "-100 to 100");
+    expect_bad(API_COMPLETIONS, "{\"prompt\": \"x\", \"logit_bias\": {\"3\": \"1\"}}", "logit_bias",
+               NULL);
 }
 
 /* The string value at "key": "..." in json, decoded by hand (cJSON would stop at \u0000):
@@ -220,7 +254,8 @@ static void test_replies_keep_text_whole(void **state) {
     /* still well-formed JSON around it (cJSON reads the rest) */
     cJSON *o = cJSON_Parse(j);
     assert_non_null(o);
-    assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "usage"), "total_tokens")->valueint, 7);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "usage"), "total_tokens")->valueint,
+                     7);
     cJSON_Delete(o);
     free(j);
     r.kind = API_COMPLETIONS;
@@ -268,8 +303,10 @@ static int teardown_server(void **state) {
 static int post_n(const char *path, const char *body, size_t n, char *out, size_t cap) {
     int fd = serve_dial(fx.port);
     char head[256];
-    int h = snprintf(head, sizeof head, "POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n", path, n);
+    int h = snprintf(head, sizeof head,
+                     "POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+                     path, n);
     assert_int_equal(send(fd, head, (size_t)h, MSG_NOSIGNAL), h);
     assert_int_equal(send(fd, body, n, MSG_NOSIGNAL), (ssize_t)n);
     return serve_read_reply(fd, out, cap);
@@ -340,12 +377,15 @@ static int teardown_chat_server(void **state) {
 /* The prompt's token count of a chat request's reply (the request must succeed). */
 static long prompt_tokens(const char *extra) {
     char body[1024], out[8192];
-    snprintf(body, sizeof body, "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], "
-             "\"max_tokens\": 1, \"temperature\": 0%s}", extra);
+    snprintf(body, sizeof body,
+             "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], "
+             "\"max_tokens\": 1, \"temperature\": 0%s}",
+             extra);
     int code = post_n("/v1/chat/completions", body, strlen(body), out, sizeof out);
     if (code != 200) fail_msg("%s: HTTP %d %s", body, code, out);
     cJSON *o = cJSON_Parse(out);
-    long n = (long)cJSON_GetObjectItem(cJSON_GetObjectItem(o, "usage"), "prompt_tokens")->valuedouble;
+    long n =
+        (long)cJSON_GetObjectItem(cJSON_GetObjectItem(o, "usage"), "prompt_tokens")->valuedouble;
     cJSON_Delete(o);
     return n;
 }
@@ -370,10 +410,12 @@ static void test_chat_template_args(void **state) {
     int code = post_n("/v1/chat/completions", cont, strlen(cont), out, sizeof out);
     if (code != 200) fail_msg("HTTP %d %s", code, out);
     /* the template's raise_exception is a 400 carrying its message */
-    const char *four = "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"user\", "
-                       "\"content\": \"b\"}, {\"role\": \"user\", \"content\": \"c\"}, {\"role\": "
-                       "\"user\", \"content\": \"d\"}]}";
-    expect_http_400("/v1/chat/completions", four, strlen(four), "messages", "at most three messages");
+    const char *four =
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"user\", "
+        "\"content\": \"b\"}, {\"role\": \"user\", \"content\": \"c\"}, {\"role\": "
+        "\"user\", \"content\": \"d\"}]}";
+    expect_http_400("/v1/chat/completions", four, strlen(four), "messages",
+                    "at most three messages");
     const char *reserved = "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}], "
                            "\"chat_template_kwargs\": {\"messages\": []}}";
     expect_http_400("/v1/chat/completions", reserved, strlen(reserved), "messages", "cannot set");

@@ -84,7 +84,9 @@ typedef struct road_request_params {
     const char *const *stop; /* stop strings (copied; need the tokenizer): the text ends right
                                 before the first one found, which is not returned */
     int32_t n_stop;
-    bool ignore_eos; /* keep going past the model's eos ids */
+    bool ignore_eos;    /* keep going past the model's eos ids */
+    int64_t min_tokens; /* 0..max_tokens: before this many tokens, eos ids and stop_ids are
+                           not sampled and stop strings do not end the text (vLLM's) */
 } road_request_params;
 
 ROAD_API road_request_params road_request_default_params(void); /* greedy, 16 tokens */

@@ -15,6 +15,7 @@
  * text comes out as \u0000, never cutting the text).
  */
 #include <float.h>
+#include <stddef.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -407,6 +408,64 @@ static bool parse_stop(const cJSON *s, api_request *r, api_error *err) {
     return true;
 }
 
+/* presence_penalty, frequency_penalty ([-2, 2], OpenAI's range), repetition_penalty (> 0),
+ * min_p ([0, 1]), min_tokens (>= 0; <= max_tokens is checked at submit) and logit_bias
+ * ({"token id": bias in [-100, 100]}, at most API_MAX_LOGIT_BIAS entries; ids past the
+ * vocabulary are refused at submit, where it is known). */
+static bool parse_penalties(const cJSON *root, api_request *r, api_error *err) {
+    static const struct {
+        const char *name;
+        double lo, hi;
+        bool lo_open;
+        size_t off;
+    } nums[] = {
+        {"presence_penalty", -2, 2, false, offsetof(api_request, presence_penalty)},
+        {"frequency_penalty", -2, 2, false, offsetof(api_request, frequency_penalty)},
+        {"repetition_penalty", 0, 100, true, offsetof(api_request, repetition_penalty)},
+        {"min_p", 0, 1, false, offsetof(api_request, min_p)},
+    };
+    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
+        const cJSON *v = road__json_get(root, nums[i].name);
+        if (v && !cJSON_IsNull(v) &&
+            !get_num(v, nums[i].name, nums[i].lo, nums[i].hi, nums[i].lo_open,
+                     (float *)(void *)((char *)r + nums[i].off), err))
+            return false;
+    }
+    const cJSON *v = road__json_get(root, "min_tokens");
+    if (v && !cJSON_IsNull(v) && !get_int(v, "min_tokens", 0, 1e9, &r->min_tokens, err))
+        return false;
+    v = road__json_get(root, "logit_bias");
+    if (!v || cJSON_IsNull(v)) return true;
+    if (!cJSON_IsObject(v))
+        return bad(err, "logit_bias", "%s",
+                   "'logit_bias' must be an object mapping token ids (as strings) to biases "
+                   "from -100 to 100");
+    int n = cJSON_GetArraySize(v);
+    if (n > API_MAX_LOGIT_BIAS)
+        return bad(err, "logit_bias", "'logit_bias' may have at most %d entries, got %d",
+                   API_MAX_LOGIT_BIAS, n);
+    if (n == 0) return true;
+    r->logit_bias = calloc((size_t)n, sizeof *r->logit_bias);
+    if (!r->logit_bias) return oom(err);
+    const cJSON *e;
+    cJSON_ArrayForEach(e, v) {
+        const char *k = e->string;
+        char *end = NULL;
+        long id = k && *k >= '0' && *k <= '9' ? strtol(k, &end, 10) : -1;
+        if (id < 0 || !end || *end || id > INT32_MAX)
+            return bad(err, "logit_bias",
+                       "'logit_bias' keys must be token ids (decimal strings), got \"%.40s\"",
+                       k ? k : "");
+        if (!cJSON_IsNumber(e) || !(e->valuedouble >= -100 && e->valuedouble <= 100))
+            return bad(err, "logit_bias", "the bias of token %ld must be a number from -100 to 100",
+                       id);
+        r->logit_bias[r->n_logit_bias].id = (road_token)id;
+        r->logit_bias[r->n_logit_bias].bias = (float)e->valuedouble;
+        r->n_logit_bias++;
+    }
+    return true;
+}
+
 /* A field that road does not implement, accepted only with its neutral value: null, false, an
  * empty list or object, and 0 or (n, best_of, repetition_penalty) 1. */
 static bool neutral(const cJSON *root, const char *name, api_error *err) {
@@ -443,22 +502,9 @@ static bool parse_body(api_kind kind, const cJSON *root, api_request *r, api_err
     }
     /* OpenAI's fields, then vLLM's sampling extensions road's sampler does not have: sent
      * with a real value, they would change the answer, so they are refused by name. */
-    static const char *const unsupported[] = {"n",
-                                              "best_of",
-                                              "presence_penalty",
-                                              "frequency_penalty",
-                                              "logprobs",
-                                              "top_logprobs",
-                                              "echo",
-                                              "logit_bias",
-                                              "suffix",
-                                              "functions",
-                                              "response_format",
-                                              "min_p",
-                                              "repetition_penalty",
-                                              "min_tokens",
-                                              "prompt_logprobs",
-                                              "use_beam_search"};
+    static const char *const unsupported[] = {
+        "n",      "best_of",   "logprobs",        "top_logprobs",    "echo",
+        "suffix", "functions", "response_format", "prompt_logprobs", "use_beam_search"};
     for (size_t i = 0; i < sizeof unsupported / sizeof *unsupported; i++)
         if (!neutral(root, unsupported[i], err)) return false;
     v = road__json_get(root, "stream");
@@ -503,6 +549,7 @@ static bool parse_body(api_kind kind, const cJSON *root, api_request *r, api_err
         r->has_seed = true;
         r->seed = (uint64_t)x;
     }
+    if (!parse_penalties(root, r, err)) return false;
     if (!parse_stop(road__json_get(root, "stop"), r, err)) return false;
     v = road__json_get(root, "stop_token_ids");
     if (v && !cJSON_IsNull(v)) {
@@ -539,6 +586,7 @@ bool road__api_parse_request(api_kind kind, const char *body, size_t len, api_re
     out->max_tokens = -1;
     out->temperature = 1.0f;
     out->top_p = 1.0f;
+    out->repetition_penalty = 1.0f;
     out->add_generation_prompt = true;
     cJSON *root = NULL;
     if (!parse_json(body, len, &root, err)) return false;
@@ -562,6 +610,7 @@ void road__api_request_free(api_request *r) {
     for (int32_t i = 0; i < r->n_stop; i++) free(r->stop[i]);
     free(r->stop);
     free(r->stop_ids);
+    free(r->logit_bias);
     memset(r, 0, sizeof *r);
 }
 

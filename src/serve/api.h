@@ -11,12 +11,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "road/llm.h"
 #include "road/tokenizer.h"
 
 /* Limits a request body must respect (docs/serve.md): OpenAI allows 4 stop strings, road 16. */
 #define API_MAX_STOP 16
-#define API_MAX_STOP_LEN 256      /* bytes per stop string */
+#define API_MAX_STOP_LEN 256 /* bytes per stop string */
 #define API_MAX_STOP_IDS 64
+#define API_MAX_LOGIT_BIAS 1024
 #define API_MAX_PROMPT_IDS 1048576 /* ids in a token-id prompt (the context refuses far fewer) */
 #define API_MAX_MESSAGES 4096
 
@@ -24,35 +26,41 @@ typedef enum api_kind { API_COMPLETIONS = 0, API_CHAT = 1 } api_kind;
 
 typedef struct api_request {
     api_kind kind;
-    char *model;                /* NULL: not given (the base model) */
-    char *prompt;               /* completions with a text prompt */
-    int32_t *prompt_ids;        /* completions with a token-id prompt */
+    char *model;         /* NULL: not given (the base model) */
+    char *prompt;        /* completions with a text prompt */
+    int32_t *prompt_ids; /* completions with a token-id prompt */
     int64_t n_prompt_ids;
     /* chat: the messages as the chat template gets them (owned; roles checked, "developer"
      * renamed "system", text parts joined, tool-call arguments parsed), and the template's
      * other arguments (NULL when not sent) */
     struct cJSON *messages;
     struct cJSON *tools, *documents, *chat_template_kwargs;
-    bool add_generation_prompt;  /* true unless sent false */
+    bool add_generation_prompt; /* true unless sent false */
     bool continue_final_message;
     bool stream, include_usage, ignore_eos;
-    int64_t max_tokens;         /* -1: not given */
-    float temperature;          /* 1 unless given (OpenAI's default) */
-    float top_p;                /* 1 unless given */
-    int32_t top_k;              /* 0 (off) unless given; -1 also means off */
+    int64_t max_tokens; /* -1: not given */
+    float temperature;  /* 1 unless given (OpenAI's default) */
+    float top_p;        /* 1 unless given */
+    int32_t top_k;      /* 0 (off) unless given; -1 also means off */
     bool has_seed;
     uint64_t seed;
     char **stop;
     int32_t n_stop;
-    int32_t *stop_ids;          /* vLLM's stop_token_ids */
+    int32_t *stop_ids; /* vLLM's stop_token_ids */
     int32_t n_stop_ids;
+    float presence_penalty, frequency_penalty; /* 0 unless given */
+    float repetition_penalty;                  /* 1 unless given */
+    float min_p;                               /* 0 unless given */
+    road_logit_bias *logit_bias;               /* OpenAI's {"id": bias} */
+    int32_t n_logit_bias;
+    int64_t min_tokens; /* 0 unless given */
 } api_request;
 
 typedef struct api_error {
-    int http;          /* 400, 401, 404, ... */
-    const char *type;  /* "invalid_request_error", "authentication_error", ... */
-    const char *code;  /* NULL: null */
-    char param[64];    /* "": null */
+    int http;         /* 400, 401, 404, ... */
+    const char *type; /* "invalid_request_error", "authentication_error", ... */
+    const char *code; /* NULL: null */
+    char param[64];   /* "": null */
     char message[512];
 } api_error;
 

@@ -22,7 +22,8 @@ static const char *model_name(road_server *s, const api_request *q) {
 }
 
 /* The adapter a "model" names: NULL for the base model; *err set when unknown. */
-static bool pick_adapter(road_server *s, const api_request *q, const char **adapter, api_error *err) {
+static bool pick_adapter(road_server *s, const api_request *q, const char **adapter,
+                         api_error *err) {
     *adapter = NULL;
     if (!q->model || strcmp(q->model, s->served_name) == 0 || strcmp(q->model, ROAD_BASE_NAME) == 0)
         return true;
@@ -108,9 +109,9 @@ static bool prompt_ids(road_server *s, const api_request *q, int32_t **ids, int6
     }
     size_t cap = road_tokenizer_max_tokens(s->tok, len), k = 0;
     *ids = malloc(sizeof(int32_t) * (cap ? cap : 1));
-    road_status st = *ids ? road_tokenizer_encode(s->tok, src, len, q->kind == API_COMPLETIONS, *ids,
-                                                  cap, &k)
-                          : ROAD_ERR_NO_MEMORY;
+    road_status st =
+        *ids ? road_tokenizer_encode(s->tok, src, len, q->kind == API_COMPLETIONS, *ids, cap, &k)
+             : ROAD_ERR_NO_MEMORY;
     road_string_free(text);
     if (st == ROAD_OK && k == 0) {
         road__api_error_set(err, 400, "invalid_request_error", NULL,
@@ -189,7 +190,9 @@ static bool stream_next(stream_ctx *x) {
     road_request_state st;
     for (;;) {
         road_request_wait(x->r, x->toks_seen, x->text_seen, WAIT_MS, &st);
-        if (st.finish != ROAD_FINISH_NONE || st.n_tokens > x->toks_seen || st.text_len > x->text_seen) break;
+        if (st.finish != ROAD_FINISH_NONE || st.n_tokens > x->toks_seen ||
+            st.text_len > x->text_seen)
+            break;
         if (road__server_client_gone(x->fd)) return false;
     }
     size_t n = st.text_len - x->text_seen;
@@ -259,7 +262,8 @@ static void stream_free(void *cls) {
 /* ---- the endpoint ------------------------------------------------------------------------- */
 
 static int fd_of(struct MHD_Connection *c) {
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
     return ci ? ci->connect_fd : -1;
 }
 
@@ -364,6 +368,13 @@ enum MHD_Result road__completions_generate(road_server *s, struct MHD_Connection
     rp.stop_ids = q.stop_ids;
     rp.n_stop_ids = q.n_stop_ids;
     rp.ignore_eos = q.ignore_eos;
+    rp.min_tokens = q.min_tokens;
+    rp.sampling.presence_penalty = q.presence_penalty;
+    rp.sampling.frequency_penalty = q.frequency_penalty;
+    rp.sampling.repetition_penalty = q.repetition_penalty;
+    rp.sampling.min_p = q.min_p;
+    rp.sampling.logit_bias = q.logit_bias;
+    rp.sampling.n_logit_bias = q.n_logit_bias;
     if (q.n_stop && !s->tok) {
         road__api_error_set(&err, 400, "invalid_request_error", NULL, "stop",
                             "stop strings need the model's tokenizer.json; use stop_token_ids");
@@ -423,8 +434,8 @@ enum MHD_Result road__completions_generate(road_server *s, struct MHD_Connection
     x->first = true;
     x->include_usage = q.include_usage;
     road__api_request_free(&q);
-    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, x,
-                                                                  stream_free);
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, x, stream_free);
     if (!resp) {
         stream_free(x);
         return MHD_NO;

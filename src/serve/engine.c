@@ -15,6 +15,7 @@
  * sequence naming its own adapter. A sequence whose prompt is complete samples its next token;
  * finished ones leave the batch in the same step, so their slot is free for the next admission.
  */
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -236,7 +237,15 @@ static int64_t engine_step(road_engine *e) {
             if (r->n_done_prompt < r->n_prompt) continue;
             prompt_done += r->n_prompt;
         }
-        int32_t t = road_sampler_sample(r->sampler, e->logits + i * e->V);
+        float *row = e->logits + i * e->V;
+        if (r->n_gen < r->min_tokens) { /* nothing that would end it yet */
+            if (!r->ignore_eos)
+                for (int32_t q = 0; q < e->n_eos; q++)
+                    if (e->eos[q] >= 0 && e->eos[q] < e->V) row[e->eos[q]] = -INFINITY;
+            for (int32_t q = 0; q < r->n_stop_ids; q++)
+                if (r->stop_ids[q] >= 0 && r->stop_ids[q] < e->V) row[r->stop_ids[q]] = -INFINITY;
+        }
+        int32_t t = road_sampler_sample(r->sampler, row);
         gen++;
         e->seq_tok[i] = true;
         e->run_done[j] = road__request_take_token(e, r, t); /* r may be gone after this */

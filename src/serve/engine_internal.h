@@ -22,10 +22,10 @@
 
 typedef struct engine_adapter {
     char *name;
-    bool loaded;       /* false after an unload (the entry stays for its counters) */
-    bool draining;     /* being unloaded: new requests are refused */
-    int64_t in_use;    /* waiting + running requests naming it */
-    int64_t requests;  /* counters for /metrics */
+    bool loaded;      /* false after an unload (the entry stays for its counters) */
+    bool draining;    /* being unloaded: new requests are refused */
+    int64_t in_use;   /* waiting + running requests naming it */
+    int64_t requests; /* counters for /metrics */
     int64_t gen_tokens;
 } engine_adapter;
 
@@ -67,6 +67,7 @@ struct road_request {
     int32_t n_stop;
     size_t max_stop_len;
     bool ignore_eos;
+    int64_t min_tokens;
     double t_submit;
     /* the stepping thread's */
     road_sampler *sampler;
@@ -74,9 +75,9 @@ struct road_request {
     road_tokenizer_stream *stream;
     int64_t n_done_prompt; /* prompt tokens in the cache */
     int64_t n_gen;
-    int32_t last;          /* last token, fed next step */
-    bool counted;          /* its end is in stats.finished already */
-    char *pend;            /* decoded text not released yet (could start a stop string) */
+    int32_t last; /* last token, fed next step */
+    bool counted; /* its end is in stats.finished already */
+    char *pend;   /* decoded text not released yet (could start a stop string) */
     size_t pend_len, pend_cap;
     /* shared, under mu */
     pthread_mutex_t mu;

@@ -36,15 +36,21 @@ road_request_params road_request_default_params(void) {
 
 const char *road_finish_reason_name(road_finish_reason f) {
     switch (f) {
-    case ROAD_FINISH_STOP: return "stop";
-    case ROAD_FINISH_LENGTH: return "length";
-    case ROAD_FINISH_CANCELLED: return "cancelled";
-    case ROAD_FINISH_ERROR: return "error";
-    default: return "";
+    case ROAD_FINISH_STOP:
+        return "stop";
+    case ROAD_FINISH_LENGTH:
+        return "length";
+    case ROAD_FINISH_CANCELLED:
+        return "cancelled";
+    case ROAD_FINISH_ERROR:
+        return "error";
+    default:
+        return "";
     }
 }
 
-/* ---- life and end ----------------------------------------------------------------------------- */
+/* ---- life and end -----------------------------------------------------------------------------
+ */
 
 static void request_unref(road_request *r) {
     pthread_mutex_lock(&r->mu);
@@ -136,7 +142,12 @@ road_status road_engine_submit(road_engine *e, const road_request_params *p, roa
                            "(prompt and completion together), so prompts may have at most %lld",
                            (long long)p->n_prompt, (long long)e->p.max_seq_len,
                            (long long)(e->p.max_seq_len - 1));
-    if (p->n_stop_ids < 0 || (p->n_stop_ids && !p->stop_ids) || p->n_stop < 0 || (p->n_stop && !p->stop))
+    if (p->min_tokens < 0 || p->min_tokens > p->max_tokens)
+        return road__error(ROAD_ERR_INVALID_ARG,
+                           "min_tokens must be from 0 to max_tokens (%lld), got %lld",
+                           (long long)p->max_tokens, (long long)p->min_tokens);
+    if (p->n_stop_ids < 0 || (p->n_stop_ids && !p->stop_ids) || p->n_stop < 0 ||
+        (p->n_stop && !p->stop))
         return road__error(ROAD_ERR_INVALID_ARG, "bad stop list");
     if (p->n_stop && !e->p.tokenizer)
         return road__error(ROAD_ERR_INVALID_ARG,
@@ -151,11 +162,14 @@ road_status road_engine_submit(road_engine *e, const road_request_params *p, roa
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);
     road_status st = road_sampler_create(&p->sampling, e->V, &r->sampler);
-    const char *an = p->adapter && strcmp(p->adapter, ROAD_BASE_NAME) != 0 ? p->adapter : ROAD_BASE_NAME;
+    if (st == ROAD_OK) st = road_sampler_set_prompt(r->sampler, p->prompt, p->n_prompt);
+    const char *an =
+        p->adapter && strcmp(p->adapter, ROAD_BASE_NAME) != 0 ? p->adapter : ROAD_BASE_NAME;
     if (st == ROAD_OK) {
         r->n_prompt = p->n_prompt;
         r->max_tokens = p->max_tokens;
         r->ignore_eos = p->ignore_eos;
+        r->min_tokens = p->min_tokens;
         r->prompt = road__malloc(sizeof(int32_t) * (size_t)p->n_prompt);
         r->toks = road__malloc(sizeof(int32_t) * (size_t)p->max_tokens);
         r->adapter = road__strdup(an);
@@ -167,7 +181,8 @@ road_status road_engine_submit(road_engine *e, const road_request_params *p, roa
     }
     if (st == ROAD_OK) {
         memcpy(r->prompt, p->prompt, sizeof(int32_t) * (size_t)p->n_prompt);
-        if (p->n_stop_ids) memcpy(r->stop_ids, p->stop_ids, sizeof(int32_t) * (size_t)p->n_stop_ids);
+        if (p->n_stop_ids)
+            memcpy(r->stop_ids, p->stop_ids, sizeof(int32_t) * (size_t)p->n_stop_ids);
         r->n_stop_ids = p->n_stop_ids;
         for (int32_t i = 0; i < p->n_stop && st == ROAD_OK; i++) {
             if (!(r->stop[i] = road__strdup(p->stop[i]))) st = ROAD_ERR_NO_MEMORY;
@@ -199,7 +214,8 @@ road_status road_engine_submit(road_engine *e, const road_request_params *p, roa
     if (st == ROAD_OK && e->n_waiting == e->cap_waiting) {
         int64_t cap = e->cap_waiting ? 2 * e->cap_waiting : 16;
         road_request **nw = road__realloc(e->waiting, sizeof *nw * (size_t)cap);
-        if (!nw) st = ROAD_ERR_NO_MEMORY;
+        if (!nw)
+            st = ROAD_ERR_NO_MEMORY;
         else {
             e->waiting = nw;
             e->cap_waiting = cap;
@@ -230,7 +246,9 @@ road_status road_engine_submit(road_engine *e, const road_request_params *p, roa
 
 /* ---- request access (any thread) ------------------------------------------------------------ */
 
-uint64_t road_request_id(const road_request *r) { return r ? r->id : 0; }
+uint64_t road_request_id(const road_request *r) {
+    return r ? r->id : 0;
+}
 
 void road_request_wait(road_request *r, int64_t tokens_seen, size_t text_seen, int timeout_ms,
                        road_request_state *st) {
@@ -247,8 +265,10 @@ void road_request_wait(road_request *r, int64_t tokens_seen, size_t text_seen, i
     pthread_mutex_lock(&r->mu);
     while (timeout_ms != 0 && r->finish == ROAD_FINISH_NONE && r->n_toks <= tokens_seen &&
            r->text_len <= text_seen) {
-        if (timeout_ms < 0) pthread_cond_wait(&r->cv, &r->mu);
-        else if (pthread_cond_timedwait(&r->cv, &r->mu, &dl) != 0) break;
+        if (timeout_ms < 0)
+            pthread_cond_wait(&r->cv, &r->mu);
+        else if (pthread_cond_timedwait(&r->cv, &r->mu, &dl) != 0)
+            break;
     }
     if (st) {
         st->finish = r->finish;
@@ -332,12 +352,14 @@ bool road__request_take_token(road_engine *e, road_request *r, int32_t t) {
     if (!stop_tok && r->stream && t < e->tok_vocab &&
         road_tokenizer_stream_push(r->stream, t, &piece, &pl) == ROAD_OK && pl)
         oom |= !text_append(&r->pend, &r->pend_len, &r->pend_cap, piece, pl);
-    if (stop_tok) why = ROAD_FINISH_STOP;
+    if (stop_tok)
+        why = ROAD_FINISH_STOP;
     else if (r->n_gen >= r->max_tokens || r->n_prompt + r->n_gen >= e->p.max_seq_len)
         why = ROAD_FINISH_LENGTH;
     size_t release = r->pend_len;
     bool cut = false;
-    for (int32_t i = 0; i < r->n_stop && r->pend; i++) {
+    /* stop strings count from min_tokens on */
+    for (int32_t i = 0; i < r->n_stop && r->pend && r->n_gen >= r->min_tokens; i++) {
         /* by length: generated text may hold a NUL byte, where strstr would stop looking */
         size_t sl = strlen(r->stop[i]);
         for (size_t at = 0; at + sl <= r->pend_len && at < release; at++)
@@ -347,7 +369,8 @@ bool road__request_take_token(road_engine *e, road_request *r, int32_t t) {
                 break;
             }
     }
-    if (cut) why = ROAD_FINISH_STOP;
+    if (cut)
+        why = ROAD_FINISH_STOP;
     else if (why != ROAD_FINISH_NONE && r->stream) {
         if (road_tokenizer_stream_flush(r->stream, &piece, &pl) == ROAD_OK && pl)
             oom |= !text_append(&r->pend, &r->pend_len, &r->pend_cap, piece, pl);
